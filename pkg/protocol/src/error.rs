@@ -1,0 +1,74 @@
+//! Errors raised while framing, decoding or handshaking.
+
+use std::time::Duration;
+
+use crate::message::{ErrorCode, Role};
+
+/// Everything that can go wrong on one connection. Any of these ends that connection only.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The socket failed.
+    #[error("connection I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A length prefix announced a frame larger than this connection accepts. Rejected before
+    /// any buffer for it is allocated.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Announced length.
+        len: u64,
+        /// Limit in force for this direction.
+        max: usize,
+    },
+    /// A frame arrived whole but its body is not a valid message.
+    #[error("malformed message: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    /// A message could not be encoded (a bug, or a message over the frame limit).
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// The remote closed the connection where a reply was expected.
+    #[error("connection closed by the remote side")]
+    Closed,
+    /// No complete frame arrived in time.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The remote speaks another protocol version.
+    #[error("protocol version mismatch: we speak {ours}, the remote speaks {theirs}")]
+    VersionMismatch {
+        /// Our [`crate::PROTOCOL_VERSION`].
+        ours: u32,
+        /// The version the remote announced.
+        theirs: u32,
+    },
+    /// The remote is not the kind of node we expected (e.g. `--server` points at a peer).
+    #[error("expected a {expected} at this address, but a {got} answered")]
+    WrongRole {
+        /// What we wanted to talk to.
+        expected: Role,
+        /// What answered.
+        got: Role,
+    },
+    /// The remote answered with an `Error` reply.
+    #[error("{message} ({code})")]
+    Remote {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable explanation from the remote.
+        message: String,
+    },
+    /// The remote sent a valid message that makes no sense at this point of the exchange.
+    #[error("unexpected reply: {0}")]
+    Unexpected(&'static str),
+}
+
+impl ProtocolError {
+    /// The error code to send back to a client whose message caused this error, if any reply is
+    /// worth sending before closing.
+    pub fn reply_code(&self) -> Option<ErrorCode> {
+        match self {
+            ProtocolError::FrameTooLarge { .. } => Some(ErrorCode::FrameTooLarge),
+            ProtocolError::Decode(_) => Some(ErrorCode::BadRequest),
+            ProtocolError::VersionMismatch { .. } => Some(ErrorCode::VersionMismatch),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The p2p-transfer wire protocol: shared vocabulary and framing, no business logic, no disk.
+//!
+//! `docs/PROTOCOL.md` at the repository root is the full contract (byte layouts, every field,
+//! every error reply, every limit); this summary and the types here must agree with it.
+//!
+//! # Conversations
+//! * **peer ↔ index server** ([`IndexRequest`] / [`IndexResponse`]): a peer registers its chunk
+//!   server address and gets a [`PeerId`] and a secret [`Token`]; it then adds files
+//!   (manifests), heartbeats every `heartbeat_interval_ms`, and unregisters on exit. Anyone may
+//!   look files up by id prefix and list files and peers.
+//! * **downloader ↔ peer** ([`PeerRequest`] / [`PeerResponse`]): fetch a manifest or a chunk.
+//!
+//! Every connection is TCP and opens with `Hello { version }`, answered by
+//! `Welcome { version, role }` or by `Error { code: version_mismatch }` and a close. After that the
+//! client sends requests and reads exactly one response per request, in order.
+//!
+//! # Framing
+//! A 4-byte big-endian length, then that many bytes holding one MessagePack value: a map with
+//! one key, the message name, whose value maps field names to values ([`codec`]). Hashes and
+//! tokens are `bin` of 32 bytes; addresses are `"ip:port"` strings.
+//!
+//! # Errors
+//! A request that fails gets `Error { code, message }`. Frames that are too large or can't be
+//! decoded, and a wrong version, close the connection after the error reply; other errors leave
+//! it open.
+//!
+//! # Layout
+//! * [`types`]: [`FileId`], [`Sha256Hash`], [`Token`], [`PeerId`], [`FileManifest`], name rules.
+//! * [`message`]: the four message enums.
+//! * [`codec`]: frames ↔ messages.
+//! * [`connection`]: [`Connection`], typed send/receive over any async stream.
+//! * [`handshake`]: the `Hello` exchange.
+//! * [`error`]: [`ProtocolError`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod connection;
+pub mod error;
+pub mod handshake;
+pub mod message;
+pub mod types;
+
+pub use connection::{
+    Connection, IndexClientConnection, IndexServerConnection, PeerClientConnection,
+    PeerServerConnection,
+};
+pub use error::ProtocolError;
+pub use handshake::{IndexConversation, PeerConversation, client_hello, server_hello};
+pub use message::{
+    ErrorCode, FileSummary, HostInfo, IndexRequest, IndexResponse, PeerRequest, PeerResponse,
+    PeerSummary, Role,
+};
+pub use types::{
+    FileId, FileManifest, FileNameError, IdParseError, IdPrefix, ManifestError, PeerId, Sha256Hash,
+    Token, validate_file_name,
+};
+
+/// The version sent in `Hello`. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Size of every chunk but the last: 4 MiB.
+pub const CHUNK_SIZE: u32 = 4 * 1024 * 1024;
+
+/// Largest frame body of a control message (everything but `Chunk`): 2 MiB, enough for the
+/// manifest of the largest file allowed ([`MAX_CHUNKS_PER_FILE`] hashes, about 1.1 MB).
+pub const MAX_CONTROL_FRAME_LEN: usize = 2 * 1024 * 1024;
+
+/// Largest frame body a downloader accepts from a chunk server: a chunk plus room for the
+/// message around it.
+pub const MAX_CHUNK_FRAME_LEN: usize = CHUNK_SIZE as usize + 64 * 1024;
+
+/// Most chunks a manifest may list: 32,768, i.e. files up to 128 GiB.
+pub const MAX_CHUNKS_PER_FILE: u32 = 32 * 1024;
+
+/// Longest file name, in UTF-8 bytes.
+pub const MAX_FILE_NAME_LEN: usize = 255;
+
+/// Shortest id prefix a user may type.
+pub const MIN_ID_PREFIX_LEN: usize = 6;
+
+/// Most entries in one `Files` or `Peers` reply.
+pub const MAX_LIST_ENTRIES: usize = 1000;

@@ -1,0 +1,336 @@
+//! Every message of both conversations: one enum per direction (peer ↔ index, peer ↔ peer).
+//!
+//! On the wire each message is a MessagePack map with exactly one key, the variant name, whose
+//! value is a map of the variant's fields by name (`{"GetChunk": {"file_id": <bin 32>, "index": 3}}`).
+//! See the crate docs for the order of exchanges.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{FileId, FileManifest, PeerId, Token};
+
+/// What kind of node answered a `Hello`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The central index server.
+    Index,
+    /// A peer's chunk server.
+    Peer,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Index => "index server",
+            Role::Peer => "peer",
+        })
+    }
+}
+
+/// Machine-readable reason carried by every `Error` reply. Travels as a snake_case string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// `Hello` announced a version this node does not speak. The connection is closed.
+    VersionMismatch,
+    /// The frame was not a valid message, or not one allowed at this point. Closed.
+    BadRequest,
+    /// The frame's length prefix exceeded the limit. Closed.
+    FrameTooLarge,
+    /// The peer id is not registered (the index restarted or expired it): register again.
+    UnknownPeer,
+    /// The token does not belong to that peer id.
+    Forbidden,
+    /// No file with that id or prefix is known.
+    UnknownFile,
+    /// The prefix matches more than one file; the message lists some of them.
+    AmbiguousPrefix,
+    /// A manifest whose fields disagree, or whose name is unsafe.
+    InvalidManifest,
+    /// A chunk index past the end of the file.
+    ChunkOutOfRange,
+    /// The file changed on the host's disk since it was registered; it is no longer served.
+    FileUnavailable,
+    /// Too many connections or requests right now; try another host or later.
+    Busy,
+    /// A per-peer or per-server cap was reached (files per peer, peers per server).
+    LimitExceeded,
+    /// The node failed to do something it should have been able to do (disk error...).
+    Internal,
+    /// A code from a newer version of the protocol.
+    #[serde(other)]
+    Unknown,
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ErrorCode::VersionMismatch => "version_mismatch",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::UnknownPeer => "unknown_peer",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::UnknownFile => "unknown_file",
+            ErrorCode::AmbiguousPrefix => "ambiguous_prefix",
+            ErrorCode::InvalidManifest => "invalid_manifest",
+            ErrorCode::ChunkOutOfRange => "chunk_out_of_range",
+            ErrorCode::FileUnavailable => "file_unavailable",
+            ErrorCode::Busy => "busy",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A message from a peer (or any client) to the index server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexRequest {
+    /// Must be the first message on every connection. Answered by `Welcome`, or by
+    /// `Error { code: version_mismatch }` and a close.
+    Hello {
+        /// The client's [`crate::PROTOCOL_VERSION`].
+        version: u32,
+    },
+    /// Announce a peer that serves chunks at `addr`. Answered by `Registered`. Sending it again
+    /// creates a new registration; the old one expires unless unregistered.
+    Register {
+        /// Where other peers reach this peer's chunk server, as `"ip:port"`. An unspecified IP
+        /// (`0.0.0.0`, `[::]`) is replaced by the IP this connection comes from.
+        #[serde(with = "display_fromstr")]
+        addr: SocketAddr,
+    },
+    /// Keeps a registration alive. Answered by `HeartbeatAck`, or `Error { code: unknown_peer }`
+    /// when the index no longer knows the peer (it must register again).
+    Heartbeat {
+        /// From `Registered`.
+        peer_id: PeerId,
+        /// From `Registered`.
+        token: Token,
+    },
+    /// Adds a file the peer hosts. Answered by `FileAdded`. Adding a file twice is harmless.
+    AddFile {
+        /// From `Registered`.
+        peer_id: PeerId,
+        /// From `Registered`.
+        token: Token,
+        /// The file's manifest; it is validated and its id computed by the index.
+        manifest: FileManifest,
+    },
+    /// Stops advertising a file for this peer. Answered by `FileRemoved`.
+    RemoveFile {
+        /// From `Registered`.
+        peer_id: PeerId,
+        /// From `Registered`.
+        token: Token,
+        /// The file to remove.
+        file_id: FileId,
+    },
+    /// Removes the peer and all its files. Answered by `Unregistered`.
+    Unregister {
+        /// From `Registered`.
+        peer_id: PeerId,
+        /// From `Registered`.
+        token: Token,
+    },
+    /// Finds a file by full id or unique prefix (at least 6 hex characters). Answered by `Found`
+    /// or `Error { code: unknown_file | ambiguous_prefix | bad_request }`.
+    Lookup {
+        /// Lowercase hex id or prefix.
+        id: String,
+    },
+    /// Lists files on the network. Answered by `Files`.
+    ListFiles {},
+    /// Lists registered peers. Answered by `Peers`.
+    ListPeers {},
+}
+
+/// A reply from the index server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexResponse {
+    /// Accepts `Hello`.
+    Welcome {
+        /// The server's [`crate::PROTOCOL_VERSION`].
+        version: u32,
+        /// Always `index`.
+        role: Role,
+    },
+    /// Accepts `Register`.
+    Registered {
+        /// The id the peer uses from now on.
+        peer_id: PeerId,
+        /// The secret that proves it; send it with every change to this registration.
+        token: Token,
+        /// The address other peers are told to reach this peer at.
+        #[serde(with = "display_fromstr")]
+        addr: SocketAddr,
+        /// How often the index expects a heartbeat, in milliseconds.
+        heartbeat_interval_ms: u64,
+        /// After how long without a heartbeat the peer is dropped, in milliseconds.
+        heartbeat_timeout_ms: u64,
+    },
+    /// Accepts `Heartbeat`.
+    HeartbeatAck {},
+    /// Accepts `AddFile`.
+    FileAdded {
+        /// Id of the added file.
+        file_id: FileId,
+    },
+    /// Accepts `RemoveFile` (also when the peer did not host that file).
+    FileRemoved {
+        /// Id of the removed file.
+        file_id: FileId,
+    },
+    /// Accepts `Unregister`.
+    Unregistered {},
+    /// Answers `Lookup`.
+    Found {
+        /// The full id.
+        file_id: FileId,
+        /// The manifest, as registered (its id is `file_id`).
+        manifest: FileManifest,
+        /// Peers that host the file, oldest registration first.
+        hosts: Vec<HostInfo>,
+    },
+    /// Answers `ListFiles`, sorted by name then id.
+    Files {
+        /// At most [`crate::MAX_LIST_ENTRIES`] entries.
+        files: Vec<FileSummary>,
+        /// How many files the index knows in all.
+        total: u64,
+    },
+    /// Answers `ListPeers`, sorted by peer id.
+    Peers {
+        /// At most [`crate::MAX_LIST_ENTRIES`] entries.
+        peers: Vec<PeerSummary>,
+        /// How many peers the index knows in all.
+        total: u64,
+    },
+    /// The request failed. See [`ErrorCode`] for which codes also close the connection.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// One line for a human.
+        message: String,
+    },
+}
+
+/// A peer that hosts a file, as `Found` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// The host's registration.
+    pub peer_id: PeerId,
+    /// Its chunk server, `"ip:port"`.
+    #[serde(with = "display_fromstr")]
+    pub addr: SocketAddr,
+}
+
+/// One line of `Files`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSummary {
+    /// Full id.
+    pub file_id: FileId,
+    /// Base name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// How many peers host it.
+    pub hosts: u32,
+}
+
+/// One line of `Peers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSummary {
+    /// Registration id.
+    pub peer_id: PeerId,
+    /// Chunk server address, `"ip:port"`.
+    #[serde(with = "display_fromstr")]
+    pub addr: SocketAddr,
+    /// Files it hosts.
+    pub files: u32,
+    /// Milliseconds since its last heartbeat (or registration).
+    pub last_seen_ms: u64,
+}
+
+/// A message from a downloader to a peer's chunk server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Must be the first message. Answered by `Welcome` or `Error { code: version_mismatch }`.
+    Hello {
+        /// The client's [`crate::PROTOCOL_VERSION`].
+        version: u32,
+    },
+    /// Asks for the manifest of a file the peer hosts. Answered by `Manifest` or
+    /// `Error { code: unknown_file }`.
+    GetManifest {
+        /// The file.
+        file_id: FileId,
+    },
+    /// Asks for one chunk. Answered by `Chunk`, or `Error { code: unknown_file |
+    /// chunk_out_of_range | file_unavailable | internal }`; the connection stays open after
+    /// these errors.
+    GetChunk {
+        /// The file.
+        file_id: FileId,
+        /// Zero-based chunk index.
+        index: u32,
+    },
+}
+
+/// A reply from a peer's chunk server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// Accepts `Hello`.
+    Welcome {
+        /// The peer's [`crate::PROTOCOL_VERSION`].
+        version: u32,
+        /// Always `peer`.
+        role: Role,
+    },
+    /// Answers `GetManifest`.
+    Manifest {
+        /// The file asked for.
+        file_id: FileId,
+        /// Its manifest.
+        manifest: FileManifest,
+    },
+    /// Answers `GetChunk`. `data` is MessagePack `bin 32` holding the chunk's bytes, which the
+    /// receiver must check against the manifest's chunk hash.
+    Chunk {
+        /// The file asked for.
+        file_id: FileId,
+        /// The chunk index asked for.
+        index: u32,
+        /// The chunk's bytes.
+        data: Bytes,
+    },
+    /// The request failed.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// One line for a human.
+        message: String,
+    },
+}
+
+/// Addresses travel as text (`"127.0.0.1:8000"`, `"[::1]:8000"`), which every language parses,
+/// instead of serde's compact binary form.
+mod display_fromstr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(addr)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(D::Error::custom)
+    }
+}
