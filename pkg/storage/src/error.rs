@@ -1,0 +1,92 @@
+//! [`StorageError`]: which disk step failed.
+
+use std::path::PathBuf;
+
+use p2p_protocol::{FileNameError, ManifestError, Sha256Hash};
+
+/// A disk operation that failed, with the path it concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An I/O call failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What we were doing ("cannot open", "cannot write to"...).
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A chunk's bytes do not hash to the manifest's value.
+    #[error("chunk {index} failed verification: expected {}, got {}", expected.fmt_short(), got.fmt_short())]
+    HashMismatch {
+        /// Chunk index.
+        index: u32,
+        /// From the manifest.
+        expected: Sha256Hash,
+        /// Of the bytes received.
+        got: Sha256Hash,
+    },
+    /// A chunk of the wrong length.
+    #[error("chunk {index} has {got} bytes, expected {expected}")]
+    ChunkLength {
+        /// Chunk index.
+        index: u32,
+        /// From the manifest.
+        expected: usize,
+        /// Received.
+        got: usize,
+    },
+    /// A chunk index past the end.
+    #[error("chunk {index} is out of range (the file has {count} chunks)")]
+    ChunkOutOfRange {
+        /// Requested.
+        index: u32,
+        /// Chunks in the file.
+        count: usize,
+    },
+    /// The whole file does not hash to the manifest's value.
+    #[error("{} failed whole-file verification: expected {}, got {}", path.display(), expected.fmt_short(), got.fmt_short())]
+    FileHashMismatch {
+        /// The partial file (removed).
+        path: PathBuf,
+        /// From the manifest.
+        expected: Sha256Hash,
+        /// Of the assembled file.
+        got: Sha256Hash,
+    },
+    /// The target already exists; it is left as it is.
+    #[error("{} already exists; refusing to overwrite it", .0.display())]
+    AlreadyExists(PathBuf),
+    /// A registered file changed size or modification time on disk.
+    #[error("{} changed on disk since it was registered", .0.display())]
+    FileChanged(PathBuf),
+    /// Not a regular file.
+    #[error("{} is not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    /// The name can't be used for a file.
+    #[error("unsafe file name: {0}")]
+    UnsafeName(#[from] FileNameError),
+    /// The file can't be described by a valid manifest (too large, bad name...).
+    #[error("{}: {source}", path.display())]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: ManifestError,
+    },
+}
+
+impl StorageError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| StorageError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}

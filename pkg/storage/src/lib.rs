@@ -1,0 +1,26 @@
+//! Files on disk for p2p-transfer: hashing a file into a manifest, reading chunks to serve, and
+//! writing verified chunks of a download so that the final file is whole or absent.
+//!
+//! Everything here is blocking `std::fs` work. Callers on an async runtime run it in
+//! `spawn_blocking`: hashing a 4 MiB chunk takes milliseconds, which would stall a reactor.
+//!
+//! # Layout
+//! * [`chunker`]: file → [`p2p_protocol::FileManifest`], hashing on two threads at once.
+//! * [`source`]: [`SourceFile`], a registered file that chunks are served from.
+//! * [`store`]: [`PartFile`], a download in progress: verified writes, then a no-overwrite
+//!   rename after the whole-file hash matches.
+//! * [`path`]: where a download may be written.
+//! * [`error`]: [`StorageError`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod chunker;
+pub mod error;
+pub mod path;
+pub mod source;
+pub mod store;
+
+pub use chunker::build_manifest;
+pub use error::StorageError;
+pub use source::SourceFile;
+pub use store::PartFile;

@@ -1,0 +1,81 @@
+//! [`SourceFile`]: a registered file that chunks are served from, straight from the original.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use p2p_protocol::FileManifest;
+
+use crate::StorageError;
+use crate::chunker::HashedFile;
+
+/// A file this peer shares. Reads use positioned I/O on one open handle, so concurrent
+/// requests never share a cursor.
+#[derive(Debug)]
+pub struct SourceFile {
+    path: PathBuf,
+    file: File,
+    manifest: FileManifest,
+    len: u64,
+    modified: SystemTime,
+}
+
+impl SourceFile {
+    /// Opens `path`, which `hashed` describes.
+    pub fn open(path: &Path, hashed: HashedFile) -> Result<Self, StorageError> {
+        let file = File::open(path).map_err(StorageError::io("cannot open", path))?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            manifest: hashed.manifest,
+            len: hashed.len,
+            modified: hashed.modified,
+        })
+    }
+
+    /// The file's manifest.
+    pub fn manifest(&self) -> &FileManifest {
+        &self.manifest
+    }
+
+    /// Where the file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file at the path still has the size and modification time it was hashed
+    /// with. A file edited in place or replaced fails this and must not be served.
+    pub fn check_unchanged(&self) -> Result<(), StorageError> {
+        let meta =
+            std::fs::metadata(&self.path).map_err(StorageError::io("cannot stat", &self.path))?;
+        if meta.len() != self.len || meta.modified().ok() != Some(self.modified) {
+            return Err(StorageError::FileChanged(self.path.clone()));
+        }
+        Ok(())
+    }
+
+    /// Reads chunk `index` after checking the file did not change.
+    pub fn read_chunk(&self, index: u32) -> Result<Bytes, StorageError> {
+        let len = self
+            .manifest
+            .chunk_len(index)
+            .ok_or(StorageError::ChunkOutOfRange {
+                index,
+                count: self.manifest.chunks.len(),
+            })?;
+        self.check_unchanged()?;
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, self.manifest.chunk_offset(index))
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    StorageError::FileChanged(self.path.clone())
+                } else {
+                    StorageError::io("cannot read", &self.path)(e)
+                }
+            })?;
+        Ok(Bytes::from(buf))
+    }
+}
