@@ -30,7 +30,7 @@
 //! * [`codec`]: frames ↔ messages.
 //! * [`connection`]: [`Connection`], typed send/receive over any async stream.
 //! * [`handshake`]: the `Hello` exchange.
-//! * [`error`]: [`ProtocolError`].
+//! * [`error`][mod@error]: [`ProtocolError`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
