@@ -10,7 +10,7 @@
 //! * [`store`]: [`PartFile`], a download in progress: verified writes, then a no-overwrite
 //!   rename after the whole-file hash matches.
 //! * [`path`]: where a download may be written.
-//! * [`error`]: [`StorageError`].
+//! * [`error`][mod@error]: [`StorageError`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
