@@ -1,0 +1,35 @@
+//! [`ServerConfig`]: every knob of the index server, with the defaults the CLI uses.
+
+use std::time::Duration;
+
+/// How the index server behaves. `Default` gives the documented production values.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// How often peers are told to heartbeat. Sent to each peer in `Registered`.
+    pub heartbeat_interval: Duration,
+    /// A peer silent for this long is dropped with its files. Three intervals by default, so
+    /// one or two lost heartbeats never drop a live peer.
+    pub heartbeat_timeout: Duration,
+    /// Connections served at once; further clients wait in the OS backlog until one closes.
+    pub max_connections: usize,
+    /// Registered peers at once; `Register` beyond this gets `limit_exceeded`.
+    pub max_peers: usize,
+    /// Files one peer may add; `AddFile` beyond this gets `limit_exceeded`.
+    pub max_files_per_peer: usize,
+    /// A connection that sends no complete request for this long is closed, which also cuts
+    /// off clients that trickle bytes. Peers heartbeat well within it.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(15),
+            max_connections: 1024,
+            max_peers: 10_000,
+            max_files_per_peer: 10_000,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The accept loop ([`Server`]) and the per-connection [`Handler`], mini-redis style.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use p2p_protocol::{
+    ErrorCode, IdPrefix, IndexConversation, IndexRequest, IndexResponse, IndexServerConnection,
+    ProtocolError, server_hello,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::ServerConfig;
+use crate::index::{Index, IndexLimits};
+use crate::reaper;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// State shared by the accept loop, every handler, the reaper and [`ServerHandle`]s.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// std Mutex: every critical section is a few map operations with no `.await` inside.
+    index: Mutex<Index>,
+    pub(crate) config: ServerConfig,
+    started: Instant,
+}
+
+impl Shared {
+    pub(crate) fn index(&self) -> MutexGuard<'_, Index> {
+        // A panic while holding the lock would be a bug in Index; the data is still usable.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The index server, bound and ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// A cheap, cloneable view of a running server, for status displays.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+/// A snapshot for `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerStatus {
+    /// Where the server listens.
+    pub local_addr: SocketAddr,
+    /// Time since start.
+    pub uptime: Duration,
+    /// Registered peers.
+    pub peers: usize,
+    /// Distinct files.
+    pub files: usize,
+}
+
+impl ServerHandle {
+    /// Counts and uptime.
+    pub fn status(&self) -> ServerStatus {
+        let index = self.shared.index();
+        ServerStatus {
+            local_addr: self.local_addr,
+            uptime: self.shared.started.elapsed(),
+            peers: index.peer_count(),
+            files: index.file_count(),
+        }
+    }
+
+    /// Up to [`p2p_protocol::MAX_LIST_ENTRIES`] peers, and the total.
+    pub fn list_peers(&self) -> (Vec<p2p_protocol::PeerSummary>, u64) {
+        self.shared.index().list_peers(Instant::now().into_std())
+    }
+
+    /// Up to [`p2p_protocol::MAX_LIST_ENTRIES`] files, and the total.
+    pub fn list_files(&self) -> (Vec<p2p_protocol::FileSummary>, u64) {
+        self.shared.index().list_files()
+    }
+}
+
+impl Server {
+    /// A server that will accept on `listener` (bind port 0 in tests and read
+    /// [`Server::local_addr`]).
+    pub fn new(listener: TcpListener, config: ServerConfig) -> Self {
+        let limits = IndexLimits {
+            max_peers: config.max_peers,
+            max_files_per_peer: config.max_files_per_peer,
+        };
+        Self {
+            listener,
+            shared: Arc::new(Shared {
+                index: Mutex::new(Index::new(limits)),
+                config,
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A view for status displays.
+    pub fn handle(&self) -> io::Result<ServerHandle> {
+        Ok(ServerHandle {
+            shared: self.shared.clone(),
+            local_addr: self.local_addr()?,
+        })
+    }
+
+    /// Serves until `shutdown` is cancelled, then closes every connection and returns once
+    /// all of them and the reaper have finished.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tasks = TaskTracker::new();
+        tasks.spawn(reaper::run(self.shared.clone(), shutdown.child_token()));
+        let limit = Arc::new(Semaphore::new(self.shared.config.max_connections));
+        loop {
+            // Wait for a free slot before accepting, so excess clients queue in the backlog
+            // instead of costing us memory.
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = limit.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            };
+            let (stream, addr) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        warn!(%err, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let handler = Handler {
+                shared: self.shared.clone(),
+                conn: IndexServerConnection::index_server(stream),
+                addr,
+                shutdown: shutdown.child_token(),
+            };
+            tasks.spawn(
+                async move {
+                    match handler.run().await {
+                        Ok(()) => debug!("connection closed"),
+                        Err(err) => info!(%err, "connection dropped"),
+                    }
+                    drop(permit);
+                }
+                .instrument(info_span!("conn", client = %addr)),
+            );
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+}
+
+/// Serves one connection: handshake, then one response per request.
+struct Handler {
+    shared: Arc<Shared>,
+    conn: IndexServerConnection<TcpStream>,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl Handler {
+    async fn run(mut self) -> Result<(), ProtocolError> {
+        server_hello::<IndexConversation, _>(&mut self.conn).await?;
+        let idle = self.shared.config.idle_timeout;
+        loop {
+            let request = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                received = tokio::time::timeout(idle, self.conn.recv()) => match received {
+                    Err(_) => {
+                        debug!(?idle, "closing idle connection");
+                        return Ok(());
+                    }
+                    Ok(Ok(Some(request))) => request,
+                    Ok(Ok(None)) => return Ok(()),
+                    Ok(Err(err)) => {
+                        if let Some(code) = err.reply_code() {
+                            warn!(%err, "bad frame; closing connection");
+                            let reply = IndexResponse::Error { code, message: err.to_string() };
+                            let _ = self.conn.send(&reply).await;
+                        }
+                        return Err(err);
+                    }
+                },
+            };
+            let response = self.respond(request);
+            if let IndexResponse::Error { code, message } = &response {
+                info!(%code, %message, "request refused");
+            }
+            self.conn.send(&response).await?;
+        }
+    }
+
+    fn respond(&self, request: IndexRequest) -> IndexResponse {
+        let now = Instant::now().into_std();
+        let result = match request {
+            IndexRequest::Hello { .. } => Err((
+                ErrorCode::BadRequest,
+                "Hello was already received".to_owned(),
+            )),
+            IndexRequest::Register { addr } => self.register(addr, now),
+            IndexRequest::Heartbeat { peer_id, token } => self
+                .shared
+                .index()
+                .heartbeat(peer_id, &token, now)
+                .map(|()| IndexResponse::HeartbeatAck {})
+                .map_err(refusal),
+            IndexRequest::AddFile {
+                peer_id,
+                token,
+                manifest,
+            } => {
+                let name = manifest.name.clone();
+                self.shared
+                    .index()
+                    .add_file(peer_id, &token, manifest, now)
+                    .map(|file_id| {
+                        info!(%peer_id, file = %file_id.fmt_short(), %name, "file added");
+                        IndexResponse::FileAdded { file_id }
+                    })
+                    .map_err(refusal)
+            }
+            IndexRequest::RemoveFile {
+                peer_id,
+                token,
+                file_id,
+            } => self
+                .shared
+                .index()
+                .remove_file(peer_id, &token, &file_id)
+                .map(|()| IndexResponse::FileRemoved { file_id })
+                .map_err(refusal),
+            IndexRequest::Unregister { peer_id, token } => self
+                .shared
+                .index()
+                .unregister(peer_id, &token)
+                .map(|()| {
+                    info!(%peer_id, "peer unregistered");
+                    IndexResponse::Unregistered {}
+                })
+                .map_err(refusal),
+            IndexRequest::Lookup { id } => id
+                .parse::<IdPrefix>()
+                .map_err(|e| (ErrorCode::BadRequest, e.to_string()))
+                .and_then(|prefix| self.shared.index().lookup(&prefix).map_err(refusal))
+                .map(|found| IndexResponse::Found {
+                    file_id: found.file_id,
+                    manifest: (*found.manifest).clone(),
+                    hosts: found.hosts,
+                }),
+            IndexRequest::ListFiles {} => {
+                let (files, total) = self.shared.index().list_files();
+                Ok(IndexResponse::Files { files, total })
+            }
+            IndexRequest::ListPeers {} => {
+                let (peers, total) = self.shared.index().list_peers(now);
+                Ok(IndexResponse::Peers { peers, total })
+            }
+        };
+        result.unwrap_or_else(|(code, message)| IndexResponse::Error { code, message })
+    }
+
+    fn register(
+        &self,
+        addr: SocketAddr,
+        now: std::time::Instant,
+    ) -> Result<IndexResponse, (ErrorCode, String)> {
+        if addr.port() == 0 {
+            return Err((
+                ErrorCode::BadRequest,
+                "peer address must have a non-zero port".to_owned(),
+            ));
+        }
+        // A peer listening on every interface can't know which of its addresses others reach;
+        // the one its connection comes from is reachable from here, so use that.
+        let addr = if addr.ip().is_unspecified() {
+            SocketAddr::new(self.addr.ip().to_canonical(), addr.port())
+        } else {
+            addr
+        };
+        let (peer_id, token) = self.shared.index().register(addr, now).map_err(refusal)?;
+        info!(%peer_id, %addr, "peer registered");
+        let config = &self.shared.config;
+        Ok(IndexResponse::Registered {
+            peer_id,
+            token,
+            addr,
+            heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
+            heartbeat_timeout_ms: config.heartbeat_timeout.as_millis() as u64,
+        })
+    }
+}
+
+fn refusal(err: crate::index::IndexError) -> (ErrorCode, String) {
+    (err.code(), err.to_string())
+}
