@@ -35,6 +35,27 @@ impl SourceFile {
         })
     }
 
+    /// Opens a file this process just assembled and verified against `manifest` (a finished
+    /// download), without hashing it again.
+    pub fn open_verified(path: &Path, manifest: FileManifest) -> Result<Self, StorageError> {
+        let file = File::open(path).map_err(StorageError::io("cannot open", path))?;
+        let meta = file
+            .metadata()
+            .map_err(StorageError::io("cannot stat", path))?;
+        if meta.len() != manifest.size {
+            return Err(StorageError::FileChanged(path.to_owned()));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            manifest,
+            len: meta.len(),
+            modified: meta
+                .modified()
+                .map_err(StorageError::io("cannot stat", path))?,
+        })
+    }
+
     /// The file's manifest.
     pub fn manifest(&self) -> &FileManifest {
         &self.manifest

@@ -1,0 +1,164 @@
+//! Command-line flags, and the one place they become library configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, error::ErrorKind};
+use p2p_central_server::ServerConfig;
+use p2p_peer::PeerConfig;
+
+/// Share files directly between machines on a local network.
+#[derive(Debug, Parser)]
+#[command(name = "p2p-transfer", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The two roles.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the central index server, which knows which peer hosts which file.
+    Server(ServerArgs),
+    /// Run a peer: share files, serve their chunks, download files from other peers.
+    Peer(PeerArgs),
+}
+
+/// `p2p-transfer server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(
+        short = 'p',
+        long,
+        default_value = "0.0.0.0:8000",
+        env = "P2P_SERVER_LISTEN"
+    )]
+    pub addr: SocketAddr,
+    /// How often peers must heartbeat.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Peers silent for this long are dropped with their files.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Duration,
+    /// Client connections served at once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+/// `p2p-transfer peer`.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Address this peer's chunk server listens on (port 0 picks a free one).
+    #[arg(
+        short = 'a',
+        long,
+        default_value = "127.0.0.1:8001",
+        env = "P2P_PEER_LISTEN"
+    )]
+    pub addr: SocketAddr,
+    /// Address of the central index server.
+    #[arg(
+        short = 's',
+        long,
+        default_value = "127.0.0.1:8000",
+        env = "P2P_SERVER"
+    )]
+    pub server: SocketAddr,
+    /// Address other peers should use to reach this one, if not the listen address.
+    #[arg(long)]
+    pub advertise_addr: Option<SocketAddr>,
+    /// Share this file (repeatable). Prints `registered <path> <file-id>` for each, then keeps
+    /// serving until Ctrl-C.
+    #[arg(short = 'r', long = "register", value_name = "PATH")]
+    pub register: Vec<PathBuf>,
+    /// Download the file with this id (or a unique prefix of at least 6 characters).
+    #[arg(short = 'd', long, value_name = "ID")]
+    pub download: Option<String>,
+    /// Folder downloads are written to.
+    #[arg(short = 'o', long, default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Chunks downloaded at once, across all hosts.
+    #[arg(short = 'w', long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+    /// Time one chunk request may take before it is retried on another host.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+}
+
+impl ServerArgs {
+    /// Checks flag combinations clap can't express.
+    pub fn validate(&self) {
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            Cli::command()
+                .error(
+                    ErrorKind::InvalidValue,
+                    "--heartbeat-timeout must be longer than --heartbeat-interval",
+                )
+                .exit();
+        }
+    }
+}
+
+impl From<&ServerArgs> for ServerConfig {
+    fn from(args: &ServerArgs) -> Self {
+        ServerConfig {
+            heartbeat_interval: args.heartbeat_interval,
+            heartbeat_timeout: args.heartbeat_timeout,
+            max_connections: args.max_connections as usize,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+impl From<&PeerArgs> for PeerConfig {
+    fn from(args: &PeerArgs) -> Self {
+        PeerConfig {
+            listen_addr: args.addr,
+            server_addr: args.server,
+            advertise_addr: args.advertise_addr,
+            workers: usize::from(args.workers),
+            request_timeout: args.request_timeout,
+            ..PeerConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn peer_flags_become_config() {
+        let cli = Cli::try_parse_from([
+            "p2p-transfer",
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            "127.0.0.1:9",
+            "-w",
+            "3",
+            "-r",
+            "a",
+            "-r",
+            "b",
+        ])
+        .unwrap();
+        let Command::Peer(args) = cli.command else {
+            panic!("not peer")
+        };
+        let config = PeerConfig::from(&args);
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.server_addr, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(args.register.len(), 2);
+        assert!(Cli::try_parse_from(["p2p-transfer", "peer", "-w", "0"]).is_err());
+    }
+}

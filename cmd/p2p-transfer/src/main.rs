@@ -1,0 +1,79 @@
+//! `p2p-transfer`: the only binary. Parses flags, sets up logging on stderr, turns Ctrl-C and
+//! SIGTERM into one cancellation token, and runs the server or a peer.
+//!
+//! # Layout
+//! * `cli`: flags, and their mapping to `ServerConfig` / `PeerConfig`.
+//! * `run`: what `server` and `peer` do with those configs.
+//! * `progress`: download progress as a bar on a terminal, plain lines otherwise.
+
+mod cli;
+mod progress;
+mod run;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr: stdout carries the lines scripts read (`registered ...`).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        match &cli.command {
+            Command::Server(args) => run::server::run(args, shutdown).await,
+            Command::Peer(args) => run::peer::run(args, shutdown).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// First Ctrl-C or SIGTERM: cancel, so everything shuts down cleanly (unregister, keep
+/// partial downloads). Second: exit at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    for round in 0..2 {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        if round == 0 {
+            eprintln!("shutting down (press Ctrl-C again to exit at once)");
+            shutdown.cancel();
+        } else {
+            std::process::exit(130);
+        }
+    }
+}

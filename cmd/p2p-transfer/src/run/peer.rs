@@ -1,0 +1,53 @@
+//! `p2p-transfer peer`: register the given files, download the given id, then either exit
+//! (download only) or keep serving until Ctrl-C.
+
+use anyhow::Context;
+use p2p_peer::{Peer, PeerConfig, PeerHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::PeerArgs;
+use crate::progress;
+
+/// Runs a peer as the flags say.
+pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let peer = Peer::start(PeerConfig::from(args)).await?;
+    println!("peer listening on {}", peer.local_addr());
+    let result = startup_actions(&peer, args, &shutdown).await;
+    let keep_serving = result.is_ok() && (!args.register.is_empty() || args.download.is_none());
+    if keep_serving {
+        shutdown.cancelled().await;
+    }
+    peer.shutdown().await;
+    result
+}
+
+async fn startup_actions(
+    peer: &PeerHandle,
+    args: &PeerArgs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    for path in &args.register {
+        let file_id = peer
+            .register(path)
+            .await
+            .with_context(|| format!("cannot register {}", path.display()))?;
+        println!("registered {} {file_id}", path.display());
+    }
+    if let Some(id) = &args.download {
+        let (events, reporter) = progress::start();
+        let report = peer
+            .download(id, &args.out, Some(events), shutdown.child_token())
+            .await;
+        reporter.await.ok();
+        let report = report.with_context(|| format!("cannot download {id}"))?;
+        let secs = report.elapsed.as_secs_f64();
+        println!(
+            "downloaded {} {} {} in {secs:.2}s ({:.1} MB/s)",
+            report.path.display(),
+            report.file_id,
+            report.bytes,
+            report.bytes as f64 / secs.max(1e-9) / 1e6,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The chunk server: answers `GetManifest` and `GetChunk` for the files this peer shares,
+//! reading straight from the original files.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use p2p_protocol::{
+    ErrorCode, PeerConversation, PeerRequest, PeerResponse, PeerServerConnection, ProtocolError,
+    server_hello,
+};
+use p2p_storage::StorageError;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::shared_files::SharedFiles;
+
+/// Pause after a failed `accept` (out of descriptors...) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Counters a chunk server keeps, for status displays and tests.
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// Chunks sent.
+    pub chunks_served: AtomicU64,
+    /// Chunk bytes sent.
+    pub bytes_served: AtomicU64,
+}
+
+/// What one chunk server needs.
+pub(crate) struct ChunkServer {
+    pub listener: TcpListener,
+    pub files: SharedFiles,
+    pub stats: Arc<ServeStats>,
+    pub max_inbound: usize,
+    pub idle_timeout: Duration,
+}
+
+impl ChunkServer {
+    /// Serves until `shutdown`; spawned connection tasks go on `tasks`.
+    pub async fn run(self, shutdown: CancellationToken, tasks: TaskTracker) {
+        let limit = Arc::new(Semaphore::new(self.max_inbound));
+        loop {
+            let (stream, addr) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        warn!(%err, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let mut conn = PeerServerConnection::peer_server(stream);
+            // Refuse rather than queue when full: the downloader has other hosts to try.
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tasks.spawn(async move {
+                    let reply = PeerResponse::Error {
+                        code: ErrorCode::Busy,
+                        message: "too many downloads from this peer right now".into(),
+                    };
+                    let _ = conn.send(&reply).await;
+                });
+                continue;
+            };
+            let handler = Handler {
+                conn,
+                files: self.files.clone(),
+                stats: self.stats.clone(),
+                idle_timeout: self.idle_timeout,
+                shutdown: shutdown.child_token(),
+            };
+            tasks.spawn(
+                async move {
+                    if let Err(err) = handler.run().await {
+                        info!(%err, "connection dropped");
+                    }
+                    drop(permit);
+                }
+                .instrument(info_span!("serve", client = %addr)),
+            );
+        }
+    }
+}
+
+struct Handler {
+    conn: PeerServerConnection<TcpStream>,
+    files: SharedFiles,
+    stats: Arc<ServeStats>,
+    idle_timeout: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Handler {
+    async fn run(mut self) -> Result<(), ProtocolError> {
+        server_hello::<PeerConversation, _>(&mut self.conn).await?;
+        loop {
+            let request = tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                received = tokio::time::timeout(self.idle_timeout, self.conn.recv()) => match received {
+                    Err(_) => return Ok(()),
+                    Ok(Ok(Some(request))) => request,
+                    Ok(Ok(None)) => return Ok(()),
+                    Ok(Err(err)) => {
+                        if let Some(code) = err.reply_code() {
+                            warn!(%err, "bad frame; closing connection");
+                            let _ = self.conn.send(&PeerResponse::Error { code, message: err.to_string() }).await;
+                        }
+                        return Err(err);
+                    }
+                },
+            };
+            let response = self.respond(request).await;
+            if let PeerResponse::Error { code, message } = &response {
+                debug!(%code, %message, "request refused");
+            }
+            self.conn.send(&response).await?;
+        }
+    }
+
+    async fn respond(&self, request: PeerRequest) -> PeerResponse {
+        match request {
+            PeerRequest::Hello { .. } => {
+                error(ErrorCode::BadRequest, "Hello was already received".into())
+            }
+            PeerRequest::GetManifest { file_id } => match self.files.get(&file_id) {
+                Some(file) => PeerResponse::Manifest {
+                    file_id,
+                    manifest: file.manifest().clone(),
+                },
+                None => error(
+                    ErrorCode::UnknownFile,
+                    format!("this peer does not share {file_id}"),
+                ),
+            },
+            PeerRequest::GetChunk { file_id, index } => {
+                let Some(file) = self.files.get(&file_id) else {
+                    return error(
+                        ErrorCode::UnknownFile,
+                        format!("this peer does not share {file_id}"),
+                    );
+                };
+                // Disk reads block: keep them off the reactor.
+                let read = tokio::task::spawn_blocking(move || file.read_chunk(index)).await;
+                match read {
+                    Ok(Ok(data)) => {
+                        self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .bytes_served
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        PeerResponse::Chunk {
+                            file_id,
+                            index,
+                            data,
+                        }
+                    }
+                    Ok(Err(err @ StorageError::ChunkOutOfRange { .. })) => {
+                        error(ErrorCode::ChunkOutOfRange, err.to_string())
+                    }
+                    Ok(Err(StorageError::FileChanged(_))) => {
+                        self.files.withdraw_changed(&file_id);
+                        error(
+                            ErrorCode::FileUnavailable,
+                            format!(
+                                "{file_id} changed on this peer's disk and is no longer shared"
+                            ),
+                        )
+                    }
+                    Ok(Err(err)) => {
+                        warn!(%err, "cannot read chunk");
+                        error(ErrorCode::Internal, format!("cannot read chunk {index}"))
+                    }
+                    Err(join) => error(ErrorCode::Internal, format!("chunk read failed: {join}")),
+                }
+            }
+        }
+    }
+}
+
+fn error(code: ErrorCode, message: String) -> PeerResponse {
+    PeerResponse::Error { code, message }
+}

@@ -1,0 +1,46 @@
+//! [`PeerConfig`]: everything a peer needs to know, with the defaults the CLI uses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How a peer behaves. `Default` gives the documented production values.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// Where the chunk server listens. Port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// The index server.
+    pub server_addr: SocketAddr,
+    /// The address other peers should use, when the listen address is not reachable as is
+    /// (NAT, a container). `None`: the listen address, or, when that is `0.0.0.0`/`[::]`, the
+    /// address the index sees our connection come from.
+    pub advertise_addr: Option<SocketAddr>,
+    /// Chunks downloaded at once, across all hosts. Bounds download memory at about
+    /// 2 x workers x 4 MiB.
+    pub workers: usize,
+    /// Inbound chunk-server connections served at once; more get a `busy` reply.
+    pub max_inbound: usize,
+    /// Limit on connecting to another node.
+    pub connect_timeout: Duration,
+    /// Limit on one request/reply (a whole 4 MiB chunk must arrive within it).
+    pub request_timeout: Duration,
+    /// A host that fails this many chunk requests is dropped from that download.
+    pub max_host_failures: u32,
+    /// Inbound connections idle for this long are closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            server_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            advertise_addr: None,
+            workers: 8,
+            max_inbound: 64,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_host_failures: 3,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The hosts of one download: their reusable connections, load and failure counts, and which
+//! one gets the next chunk.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use p2p_protocol::{PeerClientConnection, PeerConversation, PeerId, ProtocolError, client_hello};
+use tokio::net::TcpStream;
+
+/// One host's connection.
+pub(crate) type HostConnection = PeerClientConnection<TcpStream>;
+
+/// A peer serving chunks to this download.
+#[derive(Debug)]
+pub(crate) struct Host {
+    pub addr: SocketAddr,
+    pub peer_id: PeerId,
+    /// Connections not in use right now; reused so a chunk costs no TCP handshake.
+    idle: Mutex<Vec<HostConnection>>,
+    /// Chunk requests outstanding; the least loaded host gets the next chunk.
+    in_flight: AtomicUsize,
+    failures: AtomicU32,
+    dropped: AtomicBool,
+    /// Chunks this host delivered and that passed verification.
+    pub delivered: AtomicU64,
+}
+
+impl Host {
+    pub fn new(addr: SocketAddr, peer_id: PeerId) -> Self {
+        Self {
+            addr,
+            peer_id,
+            idle: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            dropped: AtomicBool::new(false),
+            delivered: AtomicU64::new(0),
+        }
+    }
+
+    /// An idle connection, or a new one after the handshake.
+    pub async fn checkout(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<HostConnection, ProtocolError> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| ProtocolError::Timeout(connect_timeout))??;
+        stream.set_nodelay(true)?;
+        let mut conn = HostConnection::peer_client(stream);
+        client_hello::<PeerConversation, _>(&mut conn).await?;
+        Ok(conn)
+    }
+
+    /// Returns a connection that finished its exchange cleanly.
+    pub fn checkin(&self, conn: HostConnection) {
+        if !self.is_dropped() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+        }
+    }
+
+    /// Counts a failure; returns true if this one dropped the host.
+    pub fn record_failure(&self, max_failures: u32, fatal: bool) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if (fatal || failures >= max_failures) && !self.dropped.swap(true, Ordering::Relaxed) {
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            return true;
+        }
+        false
+    }
+
+    pub fn is_dropped(&self) -> bool {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Marks a request as outstanding until the guard drops.
+    pub fn start_request(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+}
+
+/// Decrements a host's outstanding count on drop, whatever way the request ends.
+pub(crate) struct InFlight<'a>(&'a Host);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Chooses the host for chunk `index`: the live host with the fewest requests outstanding,
+/// ties broken by a rotation on the chunk index so equal hosts share the work evenly, and
+/// avoiding `avoid` (the host that just failed this chunk) while another host is alive.
+pub(crate) fn pick(hosts: &[Host], index: u32, avoid: Option<usize>) -> Option<usize> {
+    let n = hosts.len();
+    let live = |i: &usize| !hosts[*i].is_dropped();
+    let candidates = (0..n).map(|k| (k + index as usize) % n).filter(live);
+    let best = |skip: Option<usize>| {
+        candidates
+            .clone()
+            .filter(|i| Some(*i) != skip)
+            .min_by_key(|i| hosts[*i].in_flight.load(Ordering::Relaxed))
+    };
+    best(avoid).or_else(|| best(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(n: usize) -> Vec<Host> {
+        (0..n)
+            .map(|i| {
+                Host::new(
+                    SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                    PeerId(i as u64),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn equal_hosts_share_chunks_evenly() {
+        let hosts = hosts(3);
+        let mut guards = Vec::new();
+        let mut counts = [0; 3];
+        for index in 0..9 {
+            let h = pick(&hosts, index, None).unwrap();
+            counts[h] += 1;
+            guards.push(hosts[h].start_request());
+        }
+        assert_eq!(counts, [3, 3, 3]);
+    }
+
+    #[test]
+    fn failed_host_is_avoided_then_dropped() {
+        let hosts = hosts(2);
+        assert_eq!(pick(&hosts, 0, Some(0)), Some(1));
+        assert!(!hosts[1].record_failure(2, false));
+        assert!(hosts[1].record_failure(2, false));
+        assert_eq!(pick(&hosts, 0, Some(0)), Some(0));
+        assert!(hosts[0].record_failure(5, true));
+        assert_eq!(pick(&hosts, 0, None), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! Downloading one file: check the manifest, prepare `<out>/<name>.part`, let the worker pool
+//! pull chunks from every host at once, then verify the whole file and give it its name.
+
+mod hosts;
+mod worker_pool;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use p2p_protocol::{FileId, PeerId};
+use p2p_storage::path::output_path;
+use p2p_storage::{PartFile, StorageError};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span};
+
+use crate::config::PeerConfig;
+use crate::error::PeerError;
+use crate::index_client::Lookup;
+use hosts::Host;
+use worker_pool::Pool;
+
+/// Progress of one download, for progress bars and shells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DownloadEvent {
+    /// The manifest checked out and the part file is ready.
+    Started {
+        /// The file.
+        file_id: FileId,
+        /// Its name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Its chunk count.
+        chunks: usize,
+        /// Hosts that will be asked.
+        hosts: usize,
+    },
+    /// A chunk passed verification and was written.
+    ChunkDone {
+        /// Chunk index.
+        index: u32,
+        /// Its length.
+        bytes: usize,
+        /// Who sent it.
+        host: SocketAddr,
+    },
+    /// A host failed a chunk; `dropped` if it won't be asked again in this download.
+    PeerFailed {
+        /// The host.
+        host: SocketAddr,
+        /// What went wrong.
+        error: String,
+        /// Whether it was dropped.
+        dropped: bool,
+    },
+    /// Every chunk is in; the whole-file hash is being checked.
+    Verifying,
+    /// The file is complete, verified and under its final name.
+    Finished {
+        /// Where it is.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// Time from start to finish.
+        elapsed: Duration,
+    },
+}
+
+/// Where events go; sending never blocks and never fails the download.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EventSink(Option<UnboundedSender<DownloadEvent>>);
+
+impl EventSink {
+    pub fn new(sender: Option<UnboundedSender<DownloadEvent>>) -> Self {
+        Self(sender)
+    }
+
+    pub fn send(&self, event: DownloadEvent) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(event);
+        }
+    }
+}
+
+/// The download knobs taken from [`PeerConfig`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DownloadOptions {
+    pub workers: usize,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_host_failures: u32,
+}
+
+impl From<&PeerConfig> for DownloadOptions {
+    fn from(c: &PeerConfig) -> Self {
+        Self {
+            workers: c.workers,
+            connect_timeout: c.connect_timeout,
+            request_timeout: c.request_timeout,
+            max_host_failures: c.max_host_failures,
+        }
+    }
+}
+
+/// What a finished download produced.
+#[derive(Clone, Debug)]
+pub struct DownloadReport {
+    /// The file.
+    pub file_id: FileId,
+    /// Where it is now.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Wall time from start to the verified file on disk.
+    pub elapsed: Duration,
+    /// Chunks each host delivered.
+    pub per_host: Vec<(SocketAddr, u64)>,
+}
+
+/// Downloads the file `lookup` describes into `out_dir`, from its hosts other than `me`.
+pub(crate) async fn download(
+    lookup: Lookup,
+    me: Option<PeerId>,
+    out_dir: &Path,
+    options: DownloadOptions,
+    events: EventSink,
+    cancel: CancellationToken,
+) -> Result<DownloadReport, PeerError> {
+    let started = Instant::now();
+    let Lookup {
+        file_id,
+        manifest,
+        hosts,
+    } = lookup;
+    let name = manifest.name.clone();
+    let size = manifest.size;
+    let chunks = manifest.chunks.len();
+    let hosts: Vec<Host> = hosts
+        .into_iter()
+        .filter(|h| Some(h.peer_id) != me)
+        .map(|h| Host::new(h.addr, h.peer_id))
+        .collect();
+
+    if hosts.is_empty() && chunks > 0 {
+        // Say "already exists" before "no hosts": that is the one the user can act on now.
+        let target = output_path(out_dir, &name)?;
+        if target.symlink_metadata().is_ok() {
+            return Err(StorageError::AlreadyExists(target).into());
+        }
+        return Err(PeerError::NoHosts { name, id: file_id });
+    }
+    let out = out_dir.to_owned();
+    let part = tokio::task::spawn_blocking(move || PartFile::create(&out, manifest))
+        .await
+        .map_err(|e| PeerError::Internal(e.to_string()))??;
+    events.send(DownloadEvent::Started {
+        file_id,
+        name: name.clone(),
+        size,
+        chunks,
+        hosts: hosts.len(),
+    });
+    info!(file = %file_id.fmt_short(), %name, size, chunks, hosts = hosts.len(), "download started");
+
+    let pool = Arc::new(Pool::new(
+        file_id,
+        Arc::new(part),
+        hosts,
+        options,
+        events.clone(),
+    ));
+    pool.clone()
+        .run(cancel)
+        .instrument(info_span!("download", file = %file_id.fmt_short()))
+        .await?;
+
+    let pool = Arc::into_inner(pool).expect("workers have finished and dropped their handles");
+    let per_host = pool
+        .hosts
+        .iter()
+        .map(|h| (h.addr, h.delivered.load(Ordering::Relaxed)))
+        .collect();
+    let part = Arc::into_inner(pool.part).expect("no chunk write is still running");
+    events.send(DownloadEvent::Verifying);
+    let path = tokio::task::spawn_blocking(move || part.finish())
+        .await
+        .map_err(|e| PeerError::Internal(e.to_string()))??;
+    let elapsed = started.elapsed();
+    events.send(DownloadEvent::Finished {
+        path: path.clone(),
+        bytes: size,
+        elapsed,
+    });
+    info!(file = %file_id.fmt_short(), path = %path.display(), ?elapsed, "download finished");
+    Ok(DownloadReport {
+        file_id,
+        path,
+        bytes: size,
+        elapsed,
+        per_host,
+    })
+}

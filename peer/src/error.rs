@@ -1,0 +1,82 @@
+//! [`PeerError`]: which step of a peer operation failed.
+
+use std::net::SocketAddr;
+
+use p2p_protocol::{ErrorCode, FileId, ProtocolError};
+use p2p_storage::StorageError;
+
+/// A failed peer operation. Every variant reads as one line for a user.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The index server could not be reached or broke the connection.
+    #[error("cannot reach the index server at {addr}: {source}")]
+    IndexUnreachable {
+        /// The server.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: ProtocolError,
+    },
+    /// The chunk server could not bind its address.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The index server refused a request.
+    #[error("index server: {message}")]
+    IndexRefused {
+        /// Why, for code.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
+    /// A local file operation failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An id the user typed is malformed.
+    #[error(transparent)]
+    BadId(#[from] p2p_protocol::IdParseError),
+    /// The index answered with a manifest that does not hash to the id (a broken or lying index).
+    #[error("the manifest the index sent for {0} does not match that id")]
+    ManifestMismatch(FileId),
+    /// Nobody hosts the file right now.
+    #[error("no peer is hosting {name} ({}) right now", id.fmt_short())]
+    NoHosts {
+        /// File name.
+        name: String,
+        /// File id.
+        id: FileId,
+    },
+    /// Every host failed before the download completed.
+    #[error("download of {name} failed with {done} of {total} chunks complete: {reason}")]
+    DownloadFailed {
+        /// File name.
+        name: String,
+        /// Chunks verified and written.
+        done: usize,
+        /// Chunks in the file.
+        total: usize,
+        /// The last failure.
+        reason: String,
+    },
+    /// The operation was cancelled (Ctrl-C, shutdown).
+    #[error("cancelled")]
+    Cancelled,
+    /// The file is not shared by this peer.
+    #[error("this peer does not share {}", .0.fmt_short())]
+    NotShared(FileId),
+    /// A background task failed unexpectedly.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl PeerError {
+    pub(crate) fn from_index(addr: SocketAddr, err: ProtocolError) -> Self {
+        match err {
+            ProtocolError::Remote { code, message } => PeerError::IndexRefused { code, message },
+            source => PeerError::IndexUnreachable { addr, source },
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The task that keeps this peer registered: a heartbeat every interval the index asked for,
+//! re-registration (with every shared file) when the index forgot us, and withdrawal of files
+//! that changed on disk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2p_protocol::ErrorCode;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::error::PeerError;
+use crate::node::Node;
+
+/// Used until the index tells us its interval.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Runs until `shutdown` is cancelled.
+pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
+    let interval = node
+        .session()
+        .map_or(DEFAULT_INTERVAL, |s| s.heartbeat_interval);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Log an outage once, not every beat.
+    let mut reachable = true;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let files = node.files.clone();
+        let _ = tokio::task::spawn_blocking(move || files.withdraw_all_changed()).await;
+
+        let beat = match node.session() {
+            Some(session) => node.index.heartbeat(&session).await,
+            None => Err(PeerError::IndexRefused {
+                code: ErrorCode::UnknownPeer,
+                message: "not registered yet".into(),
+            }),
+        };
+        let result = match beat {
+            Err(PeerError::IndexRefused {
+                code: ErrorCode::UnknownPeer | ErrorCode::Forbidden,
+                ..
+            }) => {
+                // The index restarted or expired us: register again, with every file.
+                node.register_everything().await.map(|session| {
+                    info!(peer_id = %session.peer_id, server = %node.index.server(), "re-registered with the index");
+                })
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => {
+                if !reachable {
+                    info!(server = %node.index.server(), "index server reachable again");
+                }
+                reachable = true;
+                node.withdraw_pending().await;
+            }
+            Err(err) if reachable => {
+                warn!(%err, "heartbeat failed; still serving chunks, will retry");
+                reachable = false;
+            }
+            Err(_) => {}
+        }
+    }
+}

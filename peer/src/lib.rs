@@ -1,0 +1,33 @@
+//! A p2p-transfer peer: it registers files with the index server as 4 MiB SHA-256-hashed
+//! chunks, serves those chunks to other peers, and downloads files by pulling chunks from every
+//! host at once through a bounded worker pool, verifying each chunk before it is written.
+//!
+//! The peer takes the index server's address; finding it (mDNS) is the binary's job, so every
+//! peer test runs on loopback.
+//!
+//! # Layout
+//! * [`node`]: [`Peer::start`] and [`PeerHandle`], the API the CLI and shells call.
+//! * [`chunk_server`]: answers chunk and manifest requests from other peers.
+//! * [`index_client`]: register / heartbeat / lookup against the index server.
+//! * `heartbeat`: keeps the registration alive and re-registers after an index restart.
+//! * [`shared_files`]: the files this peer serves.
+//! * [`download`]: one download: plan, worker pool, hosts, final verification.
+//! * [`config`]: [`PeerConfig`] with its defaults.
+//! * [`error`][mod@error]: [`PeerError`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod chunk_server;
+pub mod config;
+pub mod download;
+pub mod error;
+mod heartbeat;
+pub mod index_client;
+pub mod node;
+pub mod shared_files;
+
+pub use config::PeerConfig;
+pub use download::{DownloadEvent, DownloadReport};
+pub use error::PeerError;
+pub use node::{Peer, PeerHandle};
+pub use shared_files::SharedFileInfo;
