@@ -1,1 +1,9 @@
-fn main() {}
+//! The one integration-test binary (ripgrep style): in-process transfers, the binary's CLI,
+//! and hostile input against real listeners. Everything runs on 127.0.0.1, ports chosen by
+//! the OS.
+
+mod bad_input;
+mod cli;
+mod index;
+mod support;
+mod transfer;

@@ -1,0 +1,298 @@
+//! Hostile and broken input against real listeners: the process answers with a clear error
+//! or drops that one connection, and keeps serving everyone else.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use p2p_peer::index_client::IndexClient;
+use p2p_protocol::codec::encode_frame;
+use p2p_protocol::{
+    ErrorCode, IndexClientConnection, IndexRequest, IndexResponse, PeerConversation, PeerRequest,
+    PeerResponse, PeerServerConnection, server_hello,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::{random_file, start_peer, start_server};
+
+/// A registered peer that answers every chunk request with bytes of the right length but the
+/// wrong content, as a broken disk or a hostile peer would.
+pub struct LyingSeeder {
+    pub addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LyingSeeder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LyingSeeder {
+    pub async fn start(server: SocketAddr, file: &Path) -> Self {
+        let manifest = p2p_storage::build_manifest(file).unwrap().manifest;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let index = IndexClient::new(server, Duration::from_secs(5));
+        let session = index.register(addr).await.unwrap();
+        index.add_file(&session, manifest.clone()).await.unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = requests.clone();
+        let task = tokio::spawn(async move {
+            let beat = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = index.heartbeat(&session).await;
+                }
+            };
+            let serve = async {
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let counter = counter.clone();
+                    let manifest = manifest.clone();
+                    tokio::spawn(async move {
+                        let mut conn = PeerServerConnection::peer_server(stream);
+                        if server_hello::<PeerConversation, _>(&mut conn)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        while let Ok(Some(PeerRequest::GetChunk { file_id, index })) =
+                            conn.recv().await
+                        {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            let len = manifest.chunk_len(index).unwrap_or(0);
+                            let data = Bytes::from(vec![0xA5; len]);
+                            if conn
+                                .send(&PeerResponse::Chunk {
+                                    file_id,
+                                    index,
+                                    data,
+                                })
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                }
+            };
+            tokio::join!(beat, serve);
+        });
+        Self {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// Sends raw bytes, then reads whatever comes back until the server closes.
+async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
+    assert!(read.is_ok(), "server neither replied nor closed");
+    reply
+}
+
+fn decode_reply(reply: &[u8]) -> IndexResponse {
+    assert!(reply.len() >= 4, "no reply frame: {reply:?}");
+    let len = u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize;
+    p2p_protocol::codec::decode_body(&reply[4..4 + len]).unwrap()
+}
+
+/// The index still answers a well-behaved client.
+async fn assert_index_alive(server: SocketAddr) {
+    let client = IndexClient::new(server, Duration::from_secs(5));
+    client.list_files().await.expect("index keeps serving");
+}
+
+#[tokio::test]
+async fn wrong_version_gets_a_clear_error_then_close() {
+    let server = start_server().await;
+    let reply = send_raw(
+        server.addr,
+        &encode_frame(&IndexRequest::Hello { version: 999 }).unwrap(),
+    )
+    .await;
+    match decode_reply(&reply) {
+        IndexResponse::Error { code, message } => {
+            assert_eq!(code, ErrorCode::VersionMismatch);
+            assert!(
+                message.contains("999") && message.contains("version 1"),
+                "{message}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_index_alive(server.addr).await;
+}
+
+#[tokio::test]
+async fn four_gib_length_prefix_is_refused_without_allocating() {
+    let server = start_server().await;
+    let reply = send_raw(server.addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+    match decode_reply(&reply) {
+        IndexResponse::Error { code, .. } => assert_eq!(code, ErrorCode::FrameTooLarge),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_index_alive(server.addr).await;
+}
+
+#[tokio::test]
+async fn garbage_and_truncated_frames_drop_only_that_connection() {
+    let server = start_server().await;
+    let reply = send_raw(server.addr, &[0, 0, 0, 4, 0xc1, 0xc1, 0xc1, 0xc1]).await;
+    assert!(matches!(
+        decode_reply(&reply),
+        IndexResponse::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        }
+    ));
+    // A frame cut short, then the client goes away.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(&[0, 0, 0, 100, 0x81]).await.unwrap();
+    drop(stream);
+    // A request before Hello.
+    let reply = send_raw(
+        server.addr,
+        &encode_frame(&IndexRequest::ListFiles {}).unwrap(),
+    )
+    .await;
+    match decode_reply(&reply) {
+        IndexResponse::Error { code, message } => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("Hello"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_index_alive(server.addr).await;
+}
+
+#[tokio::test]
+async fn chunk_server_refuses_unknown_files_and_out_of_range_chunks() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "s.bin", 1000, 3);
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap();
+
+    let stream = TcpStream::connect(seeder.local_addr()).await.unwrap();
+    let mut conn = p2p_protocol::PeerClientConnection::peer_client(stream);
+    p2p_protocol::client_hello::<PeerConversation, _>(&mut conn)
+        .await
+        .unwrap();
+    let t = Duration::from_secs(5);
+    let reply = conn
+        .request(
+            &PeerRequest::GetChunk {
+                file_id: id,
+                index: 1,
+            },
+            t,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            reply,
+            PeerResponse::Error {
+                code: ErrorCode::ChunkOutOfRange,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    let other = p2p_protocol::FileId([0; 32]);
+    let reply = conn
+        .request(
+            &PeerRequest::GetChunk {
+                file_id: other,
+                index: 0,
+            },
+            t,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            reply,
+            PeerResponse::Error {
+                code: ErrorCode::UnknownFile,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    // The connection stays usable after those refusals.
+    let reply = conn
+        .request(&PeerRequest::GetManifest { file_id: id }, t)
+        .await
+        .unwrap();
+    assert!(matches!(reply, PeerResponse::Manifest { file_id, .. } if file_id == id));
+    seeder.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_cannot_touch_another_peers_registration() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "mine.bin", 10, 4);
+    let victim = start_peer(server.addr).await;
+    let id = victim.register(&path).await.unwrap();
+    let victim_id = victim.session().unwrap().peer_id;
+
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut conn = IndexClientConnection::index_client(stream);
+    p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
+        .await
+        .unwrap();
+    let t = Duration::from_secs(5);
+    let forged = p2p_protocol::Token([7; 32]);
+    for request in [
+        IndexRequest::RemoveFile {
+            peer_id: victim_id,
+            token: forged,
+            file_id: id,
+        },
+        IndexRequest::Unregister {
+            peer_id: victim_id,
+            token: forged,
+        },
+    ] {
+        let reply = conn.request(&request, t).await.unwrap();
+        assert!(
+            matches!(
+                reply,
+                IndexResponse::Error {
+                    code: ErrorCode::Forbidden,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+    }
+    let found = conn
+        .request(&IndexRequest::Lookup { id: id.to_string() }, t)
+        .await
+        .unwrap();
+    assert!(
+        matches!(found, IndexResponse::Found { ref hosts, .. } if hosts.len() == 1),
+        "{found:?}"
+    );
+    victim.shutdown().await;
+}

@@ -1,0 +1,206 @@
+//! The real binary, as a user runs it: stdout lines scripts read, one-line errors, exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::support::random_file;
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p-transfer"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// A child process killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` and returns it with the first stdout line that starts with `prefix`.
+fn spawn_until(
+    mut cmd: Command,
+    prefix: &str,
+) -> (Running, String, BufReader<std::process::ChildStdout>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let running = Running(child);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(
+            out.read_line(&mut line).unwrap(),
+            0,
+            "exited before printing {prefix:?}"
+        );
+        if line.starts_with(prefix) {
+            return (running, line.trim_end().to_owned(), out);
+        }
+    }
+}
+
+fn start_server() -> (Running, String) {
+    let mut cmd = bin();
+    cmd.args(["server", "--addr", "127.0.0.1:0"]);
+    let (child, line, _) = spawn_until(cmd, "server listening on ");
+    let addr = line.trim_start_matches("server listening on ").to_owned();
+    (child, addr)
+}
+
+fn read_line_starting(out: &mut BufReader<std::process::ChildStdout>, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(out.read_line(&mut line).unwrap(), 0, "no {prefix:?} line");
+        if line.starts_with(prefix) {
+            return line.trim_end().to_owned();
+        }
+    }
+}
+
+fn seed(server: &str, path: &Path) -> (Running, String) {
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        server,
+        "--register",
+    ])
+    .arg(path);
+    let (child, _, mut out) = spawn_until(cmd, "peer listening on ");
+    let line = read_line_starting(&mut out, "registered ");
+    let id = line.rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(line, format!("registered {} {id}", path.display()));
+    (child, id)
+}
+
+#[test]
+fn seed_and_download_with_the_binary() {
+    let (_server, addr) = start_server();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "cli.bin", 9 * 1024 * 1024 + 1, 21);
+    let (_seeder, id) = seed(&addr, &path);
+    assert_eq!(id.len(), 64);
+
+    let output = bin()
+        .args([
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--download",
+            &id[..10],
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let target = out.path().join("cli.bin");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("downloaded "))
+        .expect("downloaded line");
+    assert!(
+        line.starts_with(&format!(
+            "downloaded {} {id} {} in ",
+            target.display(),
+            data.len()
+        )),
+        "{line}"
+    );
+    assert!(line.ends_with(" MB/s)"), "{line}");
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+
+    // Again: the file exists now, so a clear one-line error and a non-zero exit.
+    let output = bin()
+        .args([
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--download",
+            &id,
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap();
+    assert_eq!(
+        last,
+        format!(
+            "error: cannot download {id}: {} already exists; refusing to overwrite it",
+            target.display()
+        )
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+}
+
+#[test]
+fn unreachable_server_is_a_one_line_error() {
+    // Port 9 (discard) on loopback: nothing listens there in the test environment.
+    let output = bin()
+        .args([
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            "127.0.0.1:9",
+            "--download",
+            "abcdef",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].starts_with("error: cannot reach the index server at 127.0.0.1:9"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_get_clap_errors() {
+    let output = bin().args(["peer", "--workers", "0"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--workers"));
+    let output = bin()
+        .args([
+            "server",
+            "--heartbeat-interval",
+            "10s",
+            "--heartbeat-timeout",
+            "5s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--heartbeat-timeout must be longer"));
+}

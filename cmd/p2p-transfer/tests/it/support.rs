@@ -1,0 +1,104 @@
+//! Shared set-up: an in-process index server and peers on loopback, random files.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use p2p_central_server::{Server, ServerConfig};
+use p2p_peer::{Peer, PeerConfig, PeerHandle};
+use rand::{RngCore, SeedableRng};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A running in-process index server; cancelled on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestServer {
+    /// Stops the server and waits until it has closed every connection.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+pub fn fast_server_config() -> ServerConfig {
+    ServerConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        heartbeat_timeout: Duration::from_millis(800),
+        ..ServerConfig::default()
+    }
+}
+
+/// Starts an index server on `addr` (use port 0 for any).
+pub async fn start_server_on(addr: SocketAddr, config: ServerConfig) -> TestServer {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let server = Server::new(listener, config);
+    let addr = server.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    TestServer {
+        addr,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+pub async fn start_server() -> TestServer {
+    start_server_on(loopback0(), fast_server_config()).await
+}
+
+pub fn loopback0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub fn peer_config(server: SocketAddr) -> PeerConfig {
+    PeerConfig {
+        listen_addr: loopback0(),
+        server_addr: server,
+        request_timeout: Duration::from_secs(10),
+        ..PeerConfig::default()
+    }
+}
+
+pub async fn start_peer(server: SocketAddr) -> PeerHandle {
+    Peer::start(peer_config(server)).await.unwrap()
+}
+
+/// Writes `len` bytes from a seeded generator to `dir/name`.
+pub fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> (PathBuf, Vec<u8>) {
+    let mut data = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    let path = dir.join(name);
+    std::fs::write(&path, &data).unwrap();
+    (path, data)
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
