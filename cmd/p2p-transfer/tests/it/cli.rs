@@ -204,3 +204,41 @@ fn bad_flags_get_clap_errors() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--heartbeat-timeout must be longer"));
 }
+
+#[test]
+fn sigterm_unregisters_the_peer_and_exits_cleanly() {
+    let (_server, addr) = start_server();
+    let src = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "t.bin", 1000, 22);
+    let (mut seeder, id) = seed(&addr, &path);
+    let status = Command::new("kill")
+        .args(["-TERM", &seeder.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = seeder.0.wait().unwrap();
+    assert!(exit.success(), "peer exited with {exit}");
+
+    // The index no longer lists the file: the peer unregistered before exiting.
+    let out = tempfile::tempdir().unwrap();
+    let output = bin()
+        .args([
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--download",
+            &id,
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("no file matches {id}")),
+        "{stderr}"
+    );
+}

@@ -68,3 +68,16 @@ async fn restarted_index_is_rebuilt_by_the_peers() {
     assert_eq!(found.hosts[0].addr, seeder.local_addr());
     seeder.shutdown().await;
 }
+
+#[tokio::test]
+async fn peer_on_all_interfaces_is_advertised_at_a_reachable_address() {
+    let server = start_server().await;
+    let mut config = crate::support::peer_config(server.addr);
+    config.listen_addr = "0.0.0.0:0".parse().unwrap();
+    let peer = p2p_peer::Peer::start(config).await.unwrap();
+    let session = peer.session().unwrap();
+    // Never the unspecified address: the one the index saw us come from, with our port.
+    assert_eq!(session.addr.ip(), std::net::Ipv4Addr::LOCALHOST);
+    assert_eq!(session.addr.port(), peer.local_addr().port());
+    peer.shutdown().await;
+}
