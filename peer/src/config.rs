@@ -21,7 +21,9 @@ pub struct PeerConfig {
     pub max_inbound: usize,
     /// Limit on connecting to another node.
     pub connect_timeout: Duration,
-    /// Limit on one request/reply (a whole 4 MiB chunk must arrive within it).
+    /// Limit on one request/reply to the index server, connection included.
+    pub index_timeout: Duration,
+    /// Limit on one chunk request/reply (a whole 4 MiB chunk must arrive within it).
     pub request_timeout: Duration,
     /// A host that fails this many chunk requests is dropped from that download.
     pub max_host_failures: u32,
@@ -38,6 +40,7 @@ impl Default for PeerConfig {
             workers: 8,
             max_inbound: 64,
             connect_timeout: Duration::from_secs(5),
+            index_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_host_failures: 3,
             idle_timeout: Duration::from_secs(60),

@@ -186,6 +186,7 @@ pub(crate) async fn download(
         .collect();
     let part = Arc::into_inner(pool.part).expect("no chunk write is still running");
     events.send(DownloadEvent::Verifying);
+    info!(file = %file_id.fmt_short(), elapsed = ?started.elapsed(), "all chunks verified and written; checking the whole file");
     let path = tokio::task::spawn_blocking(move || part.finish())
         .await
         .map_err(|e| PeerError::Internal(e.to_string()))??;

@@ -115,7 +115,7 @@ impl Pool {
                 }
             }
         }
-        if cancel.is_cancelled() {
+        if result.is_err() && cancel.is_cancelled() {
             return Err(PeerError::Cancelled);
         }
         result
