@@ -2,9 +2,33 @@
 # The self-contained demo behind `make demo`: an index server, two seeders and a leecher on
 # 127.0.0.1, a generated 64 MiB file pulled from both seeders at once, checked byte for byte.
 # Everything it starts is stopped and everything it writes is removed on exit.
+#
+# mDNS must never reach a real network from here, so the demo re-runs itself in a private
+# network namespace (only loopback, multicast on) where it can; there the peers find the server
+# with --auto-discover. Where namespaces are unavailable it runs with --no-mdns and --server.
 set -euo pipefail
 
 BIN=${1:-target/release/p2p-transfer}
+
+# True when the only network interface is loopback (we are in a private namespace).
+only_loopback() {
+    command -v ip >/dev/null || return 1
+    [ "$(ip -o link show | awk -F': ' '{print $2}' | grep -vc '^lo$' || true)" = 0 ]
+}
+
+if ! only_loopback && [ -z "${P2P_DEMO_IN_NETNS:-}" ] && command -v unshare >/dev/null && command -v ip >/dev/null; then
+    ns=(--net)
+    [ "$(id -u)" -ne 0 ] && ns+=(--map-root-user)
+    if unshare "${ns[@]}" -- sh -c 'ip link set lo up && ip link set lo multicast on' 2>/dev/null; then
+        export P2P_DEMO_IN_NETNS=1
+        exec unshare "${ns[@]}" -- sh -c 'ip link set lo up && ip link set lo multicast on && exec "$0" "$@"' "$0" "$@"
+    fi
+fi
+if only_loopback; then
+    mdns=1
+else
+    mdns=0
+fi
 SIZE_MIB=${DEMO_SIZE_MIB:-64}
 export RUST_LOG=${RUST_LOG:-warn}
 
@@ -38,15 +62,26 @@ step "generating a ${SIZE_MIB} MiB random file"
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$work/seeder1/demo.bin"
 cp "$work/seeder1/demo.bin" "$work/seeder2/demo.bin"
 
-step "starting the index server on 127.0.0.1 (any free port)"
-"$BIN" server --addr 127.0.0.1:0 > "$work/server.out" 2> "$work/server.err" &
+if [ "$mdns" = 1 ]; then
+    step "starting the index server on 127.0.0.1, advertised over mDNS (private network namespace)"
+    "$BIN" server --addr 127.0.0.1:0 > "$work/server.out" 2> "$work/server.err" &
+else
+    step "starting the index server on 127.0.0.1 (no network namespace here, so no mDNS)"
+    "$BIN" server --addr 127.0.0.1:0 --no-mdns > "$work/server.out" 2> "$work/server.err" &
+fi
 pids+=($!)
 server=$(wait_for_line "$work/server.out" "server listening on " | awk '{print $4}')
 echo "index server at $server"
+if [ "$mdns" = 1 ]; then
+    wait_for_line "$work/server.out" "advertising over mDNS as "
+    find_server=(--auto-discover)
+else
+    find_server=(--server "$server")
+fi
 
 for n in 1 2; do
     step "starting seeder $n, sharing demo.bin"
-    "$BIN" peer --addr 127.0.0.1:0 --server "$server" \
+    "$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" \
         --register "$work/seeder$n/demo.bin" > "$work/seeder$n.out" 2> "$work/seeder$n.err" &
     pids+=($!)
     wait_for_line "$work/seeder$n.out" "registered "
@@ -54,7 +89,7 @@ done
 id=$(wait_for_line "$work/seeder1.out" "registered " | awk '{print $3}')
 
 step "leecher downloading ${id:0:12} from both seeders"
-"$BIN" peer --addr 127.0.0.1:0 --server "$server" --download "${id:0:12}" --out "$work/downloads"
+"$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" --download "${id:0:12}" --out "$work/downloads"
 
 step "checking the copy"
 if cmp "$work/seeder1/demo.bin" "$work/downloads/demo.bin"; then

@@ -1,7 +1,18 @@
 //! [`PeerConfig`]: everything a peer needs to know, with the defaults the CLI uses.
 
+use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Finds the index server again after it became unreachable, e.g. by browsing mDNS. The peer
+/// library knows nothing of how; the binary supplies this.
+pub trait Rediscover: Send + Sync + fmt::Debug {
+    /// The server's current address, or `None` if it can't be found right now.
+    fn rediscover(&self) -> Pin<Box<dyn Future<Output = Option<SocketAddr>> + Send + '_>>;
+}
 
 /// How a peer behaves. `Default` gives the documented production values.
 #[derive(Clone, Debug)]
@@ -29,6 +40,9 @@ pub struct PeerConfig {
     pub max_host_failures: u32,
     /// Inbound connections idle for this long are closed.
     pub idle_timeout: Duration,
+    /// Asked for a new index address when heartbeats can't reach the current one. `None`:
+    /// keep retrying the same address.
+    pub rediscover: Option<Arc<dyn Rediscover>>,
 }
 
 impl Default for PeerConfig {
@@ -44,6 +58,7 @@ impl Default for PeerConfig {
             request_timeout: Duration::from_secs(30),
             max_host_failures: 3,
             idle_timeout: Duration::from_secs(60),
+            rediscover: None,
         }
     }
 }

@@ -50,6 +50,19 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                     info!(peer_id = %session.peer_id, server = %node.index.server(), "re-registered with the index");
                 })
             }
+            Err(err @ PeerError::IndexUnreachable { .. }) => match &node.config.rediscover {
+                // The index moved or restarted elsewhere: find it again and register there.
+                Some(finder) => match finder.rediscover().await {
+                    Some(addr) => {
+                        node.index.set_server(addr).await;
+                        node.register_everything().await.map(|session| {
+                            info!(peer_id = %session.peer_id, server = %addr, "re-registered with the index found again");
+                        })
+                    }
+                    None => Err(err),
+                },
+                None => Err(err),
+            },
             other => other,
         };
         match result {

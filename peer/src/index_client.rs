@@ -40,7 +40,8 @@ pub struct Lookup {
 /// A client of one index server.
 #[derive(Debug)]
 pub struct IndexClient {
-    server: SocketAddr,
+    /// Changes when the server is found again elsewhere (mDNS re-discovery).
+    server: std::sync::Mutex<SocketAddr>,
     timeout: Duration,
     /// tokio Mutex: held across the request's await; one request at a time per connection.
     conn: Mutex<Option<IndexClientConnection<TcpStream>>>,
@@ -50,7 +51,7 @@ impl IndexClient {
     /// A client for `server`; connects lazily.
     pub fn new(server: SocketAddr, timeout: Duration) -> Self {
         Self {
-            server,
+            server: std::sync::Mutex::new(server),
             timeout,
             conn: Mutex::new(None),
         }
@@ -58,11 +59,18 @@ impl IndexClient {
 
     /// The server's address.
     pub fn server(&self) -> SocketAddr {
-        self.server
+        *self.server.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Talks to `server` from now on; the next request opens a new connection.
+    pub async fn set_server(&self, server: SocketAddr) {
+        let mut slot = self.conn.lock().await;
+        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = server;
+        *slot = None;
     }
 
     async fn connect(&self) -> Result<IndexClientConnection<TcpStream>, ProtocolError> {
-        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(self.server))
+        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(self.server()))
             .await
             .map_err(|_| ProtocolError::Timeout(self.timeout))??;
         stream.set_nodelay(true)?;
@@ -89,7 +97,7 @@ impl IndexClient {
                 Err(PeerError::IndexRefused { code, message })
             }
             Ok(reply) => Ok(reply),
-            Err(err) => Err(PeerError::from_index(self.server, err)),
+            Err(err) => Err(PeerError::from_index(self.server(), err)),
         }
     }
 

@@ -26,7 +26,7 @@ pub mod index_client;
 pub mod node;
 pub mod shared_files;
 
-pub use config::PeerConfig;
+pub use config::{PeerConfig, Rediscover};
 pub use download::{DownloadEvent, DownloadReport};
 pub use error::PeerError;
 pub use node::{Peer, PeerHandle};

@@ -46,6 +46,13 @@ pub struct ServerArgs {
     /// Client connections served at once.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Don't advertise the server over mDNS (peers then need --server).
+    #[arg(long, env = "P2P_NO_MDNS")]
+    pub no_mdns: bool,
+    /// Advertise only on this network interface (repeatable). Default: every interface, or
+    /// loopback only when listening on a loopback address.
+    #[arg(long = "mdns-interface", value_name = "NAME")]
+    pub mdns_interfaces: Vec<String>,
 }
 
 /// `p2p-transfer peer`.
@@ -67,6 +74,23 @@ pub struct PeerArgs {
         env = "P2P_SERVER"
     )]
     pub server: SocketAddr,
+    /// Find the index server on the local network with mDNS instead of --server, and find it
+    /// again if it moves.
+    #[arg(long, conflicts_with = "server")]
+    pub auto_discover: bool,
+    /// How long --auto-discover waits for an answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub discover_timeout: Duration,
+    /// With several index servers on the network, use the one whose name contains NAME.
+    #[arg(long, value_name = "NAME", requires = "auto_discover")]
+    pub server_name: Option<String>,
+    /// Browse mDNS only on this network interface (repeatable).
+    #[arg(
+        long = "mdns-interface",
+        value_name = "NAME",
+        requires = "auto_discover"
+    )]
+    pub mdns_interfaces: Vec<String>,
     /// Address other peers should use to reach this one, if not the listen address.
     #[arg(long)]
     pub advertise_addr: Option<SocketAddr>,
@@ -160,5 +184,16 @@ mod tests {
         assert_eq!(config.server_addr, "127.0.0.1:9".parse().unwrap());
         assert_eq!(args.register.len(), 2);
         assert!(Cli::try_parse_from(["p2p-transfer", "peer", "-w", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "p2p-transfer",
+                "peer",
+                "--auto-discover",
+                "--server",
+                "1.2.3.4:5"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["p2p-transfer", "peer", "--server-name", "x"]).is_err());
     }
 }

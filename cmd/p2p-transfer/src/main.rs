@@ -4,9 +4,11 @@
 //! # Layout
 //! * `cli`: flags, and their mapping to `ServerConfig` / `PeerConfig`.
 //! * `run`: what `server` and `peer` do with those configs.
+//! * `discovery`: mDNS advertisement, `--auto-discover`, following a server that moves.
 //! * `progress`: download progress as a bar on a terminal, plain lines otherwise.
 
 mod cli;
+mod discovery;
 mod progress;
 mod run;
 

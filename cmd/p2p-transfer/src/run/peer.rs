@@ -5,12 +5,21 @@ use anyhow::Context;
 use p2p_peer::{Peer, PeerConfig, PeerHandle};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::cli::PeerArgs;
+use crate::discovery::Finder;
 use crate::progress;
 
 /// Runs a peer as the flags say.
 pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let peer = Peer::start(PeerConfig::from(args)).await?;
+    let mut config = PeerConfig::from(args);
+    if args.auto_discover {
+        let finder = Finder::new(args);
+        config.server_addr = finder.find(true).await?;
+        config.rediscover = Some(Arc::new(finder));
+    }
+    let peer = Peer::start(config).await?;
     println!("peer listening on {}", peer.local_addr());
     let result = startup_actions(&peer, args, &shutdown).await;
     let keep_serving = result.is_ok() && (!args.register.is_empty() || args.download.is_none());

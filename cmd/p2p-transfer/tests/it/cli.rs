@@ -1,71 +1,10 @@
 //! The real binary, as a user runs it: stdout lines scripts read, one-line errors, exit codes.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+use crate::process::{Running, bin, read_line_starting, spawn_until, start_server};
 use crate::support::random_file;
-
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p-transfer"));
-    cmd.env_remove("RUST_LOG");
-    cmd
-}
-
-/// A child process killed on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `cmd` and returns it with the first stdout line that starts with `prefix`.
-fn spawn_until(
-    mut cmd: Command,
-    prefix: &str,
-) -> (Running, String, BufReader<std::process::ChildStdout>) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let running = Running(child);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert_ne!(
-            out.read_line(&mut line).unwrap(),
-            0,
-            "exited before printing {prefix:?}"
-        );
-        if line.starts_with(prefix) {
-            return (running, line.trim_end().to_owned(), out);
-        }
-    }
-}
-
-fn start_server() -> (Running, String) {
-    let mut cmd = bin();
-    cmd.args(["server", "--addr", "127.0.0.1:0"]);
-    let (child, line, _) = spawn_until(cmd, "server listening on ");
-    let addr = line.trim_start_matches("server listening on ").to_owned();
-    (child, addr)
-}
-
-fn read_line_starting(out: &mut BufReader<std::process::ChildStdout>, prefix: &str) -> String {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert_ne!(out.read_line(&mut line).unwrap(), 0, "no {prefix:?} line");
-        if line.starts_with(prefix) {
-            return line.trim_end().to_owned();
-        }
-    }
-}
 
 fn seed(server: &str, path: &Path) -> (Running, String) {
     let mut cmd = bin();

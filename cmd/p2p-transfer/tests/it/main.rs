@@ -5,5 +5,8 @@
 mod bad_input;
 mod cli;
 mod index;
+mod mdns;
+mod netns;
+mod process;
 mod support;
 mod transfer;

@@ -1,0 +1,160 @@
+//! mDNS wiring: the server's advertisement, the peer's `--auto-discover`, and finding the
+//! server again when it moves. The libraries only see socket addresses.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use p2p_discovery::{AdvertiseConfig, Advertisement, Interfaces, browse, choose};
+use p2p_peer::Rediscover;
+use tracing::{info, warn};
+
+use crate::cli::{PeerArgs, ServerArgs};
+
+/// How a peer learned its index server's address; shown by `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerOrigin {
+    /// Given with `--server`.
+    Flag,
+    /// Found over mDNS, under this instance name.
+    Mdns {
+        /// DNS-SD instance name.
+        instance: String,
+    },
+}
+
+impl fmt::Display for ServerOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerOrigin::Flag => f.write_str("given with --server"),
+            ServerOrigin::Mdns { instance } => write!(f, "found over mDNS as {instance:?}"),
+        }
+    }
+}
+
+fn interfaces(names: &[String], listen: Option<SocketAddr>) -> Interfaces {
+    if !names.is_empty() {
+        Interfaces::Named(names.to_vec())
+    } else if listen.is_some_and(|a| a.ip().is_loopback()) {
+        // Nobody else can reach a loopback listener: don't announce it to the network.
+        Interfaces::LoopbackOnly
+    } else {
+        Interfaces::All
+    }
+}
+
+/// Starts the server's advertisement unless `--no-mdns`. A failure is logged, not fatal: the
+/// server still works for peers given `--server`.
+pub async fn advertise(args: &ServerArgs, listen: SocketAddr) -> Option<Advertisement> {
+    if args.no_mdns {
+        return None;
+    }
+    let config = AdvertiseConfig {
+        port: listen.port(),
+        ip: (!listen.ip().is_unspecified()).then_some(listen.ip()),
+        server_id: format!("{:08x}", rand_id()),
+        protocol_version: p2p_protocol::PROTOCOL_VERSION,
+        interfaces: interfaces(&args.mdns_interfaces, Some(listen)),
+    };
+    match tokio::task::spawn_blocking(move || Advertisement::start(&config)).await {
+        Ok(Ok(ad)) => Some(ad),
+        Ok(Err(err)) => {
+            warn!(%err, "cannot advertise over mDNS; peers need --server");
+            None
+        }
+        Err(err) => {
+            warn!(%err, "cannot advertise over mDNS; peers need --server");
+            None
+        }
+    }
+}
+
+/// Withdraws an advertisement (waits for the goodbye packet, off the reactor).
+pub async fn withdraw(ad: Option<Advertisement>) {
+    if let Some(ad) = ad {
+        let _ = tokio::task::spawn_blocking(move || drop(ad)).await;
+    }
+}
+
+fn rand_id() -> u32 {
+    // Time and pid are unique enough to tell two runs on one host apart.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+/// What `--auto-discover` needs.
+#[derive(Clone, Debug)]
+pub struct Finder {
+    timeout: Duration,
+    wanted: Option<String>,
+    interfaces: Interfaces,
+    /// Shared with `status`: updated when the server is found again.
+    pub origin: Arc<Mutex<ServerOrigin>>,
+}
+
+impl Finder {
+    pub fn new(args: &PeerArgs) -> Self {
+        Self {
+            timeout: args.discover_timeout,
+            wanted: args.server_name.clone(),
+            interfaces: interfaces(&args.mdns_interfaces, None),
+            origin: Arc::new(Mutex::new(ServerOrigin::Flag)),
+        }
+    }
+
+    /// Browses, reports what answered on stdout, and returns the chosen server's address.
+    pub async fn find(&self, announce: bool) -> anyhow::Result<SocketAddr> {
+        let (timeout, interfaces) = (self.timeout, self.interfaces.clone());
+        let found = tokio::task::spawn_blocking(move || browse(timeout, &interfaces))
+            .await
+            .context("mDNS browser failed")??;
+        let (chosen, others) = choose(found, self.wanted.as_deref(), timeout)?;
+        if announce {
+            if others.is_empty() {
+                println!(
+                    "found index server {:?} at {}",
+                    chosen.instance,
+                    chosen.addr()
+                );
+            } else {
+                let all: Vec<String> = std::iter::once(&chosen)
+                    .chain(&others)
+                    .map(|s| format!("{:?} at {}", s.instance, s.addr()))
+                    .collect();
+                println!("found {} index servers: {}", all.len(), all.join(", "));
+                println!(
+                    "using {:?} at {} (pick another with --server-name)",
+                    chosen.instance,
+                    chosen.addr()
+                );
+            }
+        }
+        *self.origin.lock().unwrap_or_else(|e| e.into_inner()) = ServerOrigin::Mdns {
+            instance: chosen.instance.clone(),
+        };
+        Ok(chosen.addr())
+    }
+}
+
+impl Rediscover for Finder {
+    fn rediscover(&self) -> Pin<Box<dyn Future<Output = Option<SocketAddr>> + Send + '_>> {
+        Box::pin(async move {
+            match self.find(false).await {
+                Ok(addr) => {
+                    info!(%addr, "found the index server again over mDNS");
+                    Some(addr)
+                }
+                Err(err) => {
+                    warn!(err = %format!("{err:#}"), "index server not found over mDNS; will retry");
+                    None
+                }
+            }
+        })
+    }
+}

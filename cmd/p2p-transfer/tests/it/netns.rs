@@ -1,0 +1,78 @@
+//! Runs a test inside a private network namespace whose only interface is loopback with
+//! multicast on, so mDNS never leaves the machine.
+//!
+//! The test binary re-runs itself, for just that test, under `unshare --net` (plus
+//! `--map-root-user` when not root), with `P2P_IN_NETNS=1` set. Where namespaces are not
+//! available the test is skipped with a printed reason, unless `P2P_REQUIRE_NETNS=1` (set by
+//! `.ci/run`), where it fails.
+
+use std::process::Command;
+use std::sync::OnceLock;
+
+const INSIDE: &str = "P2P_IN_NETNS";
+const SETUP: &str = "ip link set lo up && ip link set lo multicast on";
+
+fn unshare() -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.arg("--net");
+    // SAFETY-free check for root: the effective uid is in /proc/self/status.
+    if !is_root() {
+        cmd.arg("--map-root-user");
+    }
+    cmd
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Why namespaces can't be used here, if they can't.
+fn unavailable() -> &'static Option<String> {
+    static PROBE: OnceLock<Option<String>> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let out = unshare().args(["--", "sh", "-c", SETUP]).output();
+        match out {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+            Err(err) => Some(format!("cannot run unshare: {err}")),
+        }
+    })
+}
+
+/// Returns true when the caller is inside the namespace and should run its body. Otherwise
+/// runs `test` (its full path in this binary, e.g. `mdns::no_server`) in a new namespace,
+/// fails if it failed there, and returns false.
+pub fn enter(test: &str) -> bool {
+    if std::env::var_os(INSIDE).is_some() {
+        return true;
+    }
+    if let Some(reason) = unavailable() {
+        if std::env::var("P2P_REQUIRE_NETNS").as_deref() == Ok("1") {
+            panic!("P2P_REQUIRE_NETNS=1 but network namespaces are unavailable: {reason}");
+        }
+        eprintln!("skipping {test}: network namespaces are unavailable here ({reason})");
+        return false;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = unshare()
+        .args(["--", "sh", "-c", &format!("{SETUP} && exec \"$0\" \"$@\"")])
+        .arg(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .output()
+        .expect("run the test in a network namespace");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} failed inside its network namespace\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    false
+}

@@ -1,0 +1,63 @@
+//! Running the real binary: children killed on drop, waiting for the stdout lines scripts read.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p-transfer"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// A child process killed on drop.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` and returns it with the first stdout line that starts with `prefix`.
+pub fn spawn_until(mut cmd: Command, prefix: &str) -> (Running, String, BufReader<ChildStdout>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let running = Running(child);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(
+            out.read_line(&mut line).unwrap(),
+            0,
+            "exited before printing {prefix:?}"
+        );
+        if line.starts_with(prefix) {
+            return (running, line.trim_end().to_owned(), out);
+        }
+    }
+}
+
+pub fn start_server() -> (Running, String) {
+    let mut cmd = bin();
+    // Outside a private network namespace a server must never run mDNS.
+    cmd.args(["server", "--addr", "127.0.0.1:0", "--no-mdns"]);
+    let (child, line, _) = spawn_until(cmd, "server listening on ");
+    let addr = line.trim_start_matches("server listening on ").to_owned();
+    (child, addr)
+}
+
+pub fn read_line_starting(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(out.read_line(&mut line).unwrap(), 0, "no {prefix:?} line");
+        if line.starts_with(prefix) {
+            return line.trim_end().to_owned();
+        }
+    }
+}
