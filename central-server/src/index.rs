@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p2p_protocol::{
-    ErrorCode, FileId, FileManifest, FileSummary, HostInfo, IdPrefix, MAX_LIST_ENTRIES,
-    ManifestError, PeerId, PeerSummary, Token,
+    ErrorCode, FileId, FileManifest, FileSummary, HostInfo, IdPrefix, MAX_HOSTS_PER_LOOKUP,
+    MAX_LIST_ENTRIES, ManifestError, PeerId, PeerSummary, Token,
 };
 
 /// Most candidates an `ambiguous_prefix` error names.
 const AMBIGUOUS_SHOWN: usize = 5;
+/// Most matches an `ambiguous_prefix` error counts (it then says "1000+").
+const AMBIGUOUS_COUNTED: usize = 999;
 
 /// Why an index operation was refused. Each maps to an [`ErrorCode`] on the wire.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,8 +40,8 @@ pub enum IndexError {
     AmbiguousPrefix {
         /// The prefix typed.
         prefix: String,
-        /// How many matched (capped).
-        count: usize,
+        /// How many matched, e.g. `2`, or `1000+` past the count limit.
+        count: String,
         /// Some of the matching ids, comma-separated.
         shown: String,
     },
@@ -178,11 +180,11 @@ impl Index {
         manifest: FileManifest,
         now: Instant,
     ) -> Result<FileId, IndexError> {
-        manifest.validate()?;
         let max_files = self.limits.max_files_per_peer;
-        let file_id = manifest.id();
         let peer = self.authenticate(peer_id, token)?;
         peer.last_seen = now;
+        manifest.validate()?;
+        let file_id = manifest.id();
         if !peer.files.contains(&file_id) && peer.files.len() >= max_files {
             return Err(IndexError::LimitExceeded(format!(
                 "a peer may host at most {max_files} files"
@@ -257,20 +259,33 @@ impl Index {
         let Some((file_id, entry)) = matches.next() else {
             return Err(IndexError::UnknownFile(prefix.to_string()));
         };
-        let others: Vec<FileId> = matches.take(AMBIGUOUS_SHOWN).map(|(id, _)| *id).collect();
+        let others: Vec<FileId> = matches.take(AMBIGUOUS_COUNTED).map(|(id, _)| *id).collect();
         if !others.is_empty() {
             let mut ids = vec![file_id.fmt_short()];
-            ids.extend(others.iter().map(FileId::fmt_short));
-            let count = ids.len();
+            ids.extend(
+                others
+                    .iter()
+                    .take(AMBIGUOUS_SHOWN - 1)
+                    .map(FileId::fmt_short),
+            );
+            if others.len() >= AMBIGUOUS_SHOWN {
+                ids.push("...".to_owned());
+            }
+            let more = if others.len() == AMBIGUOUS_COUNTED {
+                "+"
+            } else {
+                ""
+            };
             return Err(IndexError::AmbiguousPrefix {
                 prefix: prefix.to_string(),
-                count,
+                count: format!("{}{more}", others.len() + 1),
                 shown: ids.join(", "),
             });
         }
         let hosts = entry
             .hosts
             .iter()
+            .take(MAX_HOSTS_PER_LOOKUP)
             .filter_map(|id| {
                 self.peers.get(id).map(|p| HostInfo {
                     peer_id: *id,
@@ -287,9 +302,26 @@ impl Index {
 
     /// Up to [`MAX_LIST_ENTRIES`] files sorted by name then id, and the total count.
     pub fn list_files(&self) -> (Vec<FileSummary>, u64) {
+        self.files_matching(&[])
+    }
+
+    /// Files whose name contains every word (compared in lower case), like
+    /// [`Index::list_files`].
+    pub fn search(&self, query: &str) -> (Vec<FileSummary>, u64) {
+        let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+        self.files_matching(&words)
+    }
+
+    fn files_matching(&self, words: &[String]) -> (Vec<FileSummary>, u64) {
         let mut files: Vec<FileSummary> = self
             .files
             .iter()
+            .filter(|(_, f)| {
+                words.is_empty() || {
+                    let name = f.manifest.name.to_lowercase();
+                    words.iter().all(|w| name.contains(w.as_str()))
+                }
+            })
             .map(|(id, f)| FileSummary {
                 file_id: *id,
                 name: f.manifest.name.clone(),
@@ -484,6 +516,28 @@ mod tests {
                 return;
             }
         }
+    }
+
+    #[test]
+    fn search_needs_every_word_ignoring_case() {
+        let now = Instant::now();
+        let mut index = Index::new(IndexLimits {
+            max_peers: 3,
+            max_files_per_peer: 10,
+        });
+        let (a, ta) = index.register(addr(1), now).unwrap();
+        for name in ["Holiday Photos 2024.zip", "holiday-video.mp4", "report.pdf"] {
+            index.add_file(a, &ta, manifest(name), now).unwrap();
+        }
+        let names =
+            |q: &str| -> Vec<String> { index.search(q).0.into_iter().map(|f| f.name).collect() };
+        assert_eq!(
+            names("HOLIDAY"),
+            ["Holiday Photos 2024.zip", "holiday-video.mp4"]
+        );
+        assert_eq!(names("holiday zip"), ["Holiday Photos 2024.zip"]);
+        assert!(names("holiday pdf").is_empty());
+        assert_eq!(index.search("o").1, 3);
     }
 
     #[test]

@@ -20,6 +20,10 @@ use crate::config::ServerConfig;
 use crate::index::{Index, IndexLimits};
 use crate::reaper;
 
+/// A reply that can't be written within this long (the client stopped reading) closes the
+/// connection.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -203,7 +207,7 @@ impl Handler {
             if let IndexResponse::Error { code, message } = &response {
                 info!(%code, %message, "request refused");
             }
-            self.conn.send(&response).await?;
+            self.conn.send_timeout(&response, SEND_TIMEOUT).await?;
         }
     }
 
@@ -267,6 +271,20 @@ impl Handler {
             IndexRequest::ListFiles {} => {
                 let (files, total) = self.shared.index().list_files();
                 Ok(IndexResponse::Files { files, total })
+            }
+            IndexRequest::Search { query } => {
+                if query.trim().is_empty() || query.len() > p2p_protocol::MAX_QUERY_LEN {
+                    Err((
+                        ErrorCode::BadRequest,
+                        format!(
+                            "a search needs 1 to {} bytes of text",
+                            p2p_protocol::MAX_QUERY_LEN
+                        ),
+                    ))
+                } else {
+                    let (files, total) = self.shared.index().search(&query);
+                    Ok(IndexResponse::Files { files, total })
+                }
             }
             IndexRequest::ListPeers {} => {
                 let (peers, total) = self.shared.index().list_peers(now);

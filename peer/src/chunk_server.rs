@@ -18,6 +18,13 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::shared_files::SharedFiles;
 
+/// A chunk that can't be written within this long (the client stopped reading) closes the
+/// connection.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a refused client may take to send its `Hello` before it is told `busy`.
+const BUSY_HELLO_WAIT: Duration = Duration::from_secs(2);
+
 /// Pause after a failed `accept` (out of descriptors...) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -60,6 +67,8 @@ impl ChunkServer {
             // Refuse rather than queue when full: the downloader has other hosts to try.
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 tasks.spawn(async move {
+                    // Read the Hello first, so the reply is not lost to a reset of unread data.
+                    let _ = conn.recv_timeout(BUSY_HELLO_WAIT).await;
                     let reply = PeerResponse::Error {
                         code: ErrorCode::Busy,
                         message: "too many downloads from this peer right now".into(),
@@ -119,7 +128,7 @@ impl Handler {
             if let PeerResponse::Error { code, message } = &response {
                 debug!(%code, %message, "request refused");
             }
-            self.conn.send(&response).await?;
+            self.conn.send_timeout(&response, SEND_TIMEOUT).await?;
         }
     }
 
@@ -129,6 +138,13 @@ impl Handler {
                 error(ErrorCode::BadRequest, "Hello was already received".into())
             }
             PeerRequest::GetManifest { file_id } => match self.files.get(&file_id) {
+                Some(file) if file.check_unchanged().is_err() => {
+                    self.files.withdraw_changed(&file_id);
+                    error(
+                        ErrorCode::FileUnavailable,
+                        format!("{file_id} changed on this peer's disk and is no longer shared"),
+                    )
+                }
                 Some(file) => PeerResponse::Manifest {
                     file_id,
                     manifest: file.manifest().clone(),

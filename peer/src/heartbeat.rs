@@ -16,13 +16,18 @@ use crate::node::Node;
 /// Used until the index tells us its interval.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Runs until `shutdown` is cancelled.
-pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
-    let interval = node
-        .session()
-        .map_or(DEFAULT_INTERVAL, |s| s.heartbeat_interval);
+fn ticker(interval: Duration) -> tokio::time::Interval {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticks
+}
+
+/// Runs until `shutdown` is cancelled.
+pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
+    let mut interval = node
+        .session()
+        .map_or(DEFAULT_INTERVAL, |s| s.heartbeat_interval);
+    let mut ticks = ticker(interval);
     // Log an outage once, not every beat.
     let mut reachable = true;
     loop {
@@ -67,6 +72,13 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
         };
         match result {
             Ok(()) => {
+                // A new registration (maybe with another server) may ask for another pace.
+                if let Some(session) = node.session()
+                    && session.heartbeat_interval != interval
+                {
+                    interval = session.heartbeat_interval;
+                    ticks = ticker(interval);
+                }
                 if !reachable {
                     info!(server = %node.index.server(), "index server reachable again");
                 }

@@ -229,6 +229,19 @@ impl IndexClient {
         }
     }
 
+    /// Files whose names contain every word of `query`, and how many match in all.
+    pub async fn search(&self, query: &str) -> Result<(Vec<FileSummary>, u64), PeerError> {
+        match self
+            .call(IndexRequest::Search {
+                query: query.to_owned(),
+            })
+            .await?
+        {
+            IndexResponse::Files { files, total } => Ok((files, total)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Registered peers, and how many there are in all.
     pub async fn list_peers(&self) -> Result<(Vec<PeerSummary>, u64), PeerError> {
         match self.call(IndexRequest::ListPeers {}).await? {

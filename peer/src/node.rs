@@ -92,10 +92,7 @@ impl Peer {
             .local_addr()
             .map_err(|e| PeerError::Internal(e.to_string()))?;
         let node = Arc::new(Node {
-            index: IndexClient::new(
-                config.server_addr,
-                config.connect_timeout.max(config.request_timeout / 3),
-            ),
+            index: IndexClient::new(config.server_addr, config.index_timeout),
             config,
             local_addr,
             files: SharedFiles::default(),
@@ -256,6 +253,11 @@ impl PeerHandle {
     /// Files on the network.
     pub async fn network_files(&self) -> Result<(Vec<FileSummary>, u64), PeerError> {
         self.node.index.list_files().await
+    }
+
+    /// Files on the network whose names contain every word of `query`, ignoring case.
+    pub async fn search(&self, query: &str) -> Result<(Vec<FileSummary>, u64), PeerError> {
+        self.node.index.search(query).await
     }
 
     /// Peers known to the index.

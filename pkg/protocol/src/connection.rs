@@ -48,6 +48,18 @@ where
         self.framed.send(msg).await
     }
 
+    /// Sends one message, giving up after `timeout` (a client that stops reading must not
+    /// hold a server's task forever).
+    pub async fn send_timeout(
+        &mut self,
+        msg: &Out,
+        timeout: Duration,
+    ) -> Result<(), ProtocolError> {
+        tokio::time::timeout(timeout, self.send(msg))
+            .await
+            .map_err(|_| ProtocolError::Timeout(timeout))?
+    }
+
     /// Receives the next message; `Ok(None)` when the remote closed the connection cleanly
     /// between frames.
     pub async fn recv(&mut self) -> Result<Option<In>, ProtocolError> {
@@ -66,9 +78,7 @@ where
 
     /// Sends `msg` and waits up to `timeout` for the reply.
     pub async fn request(&mut self, msg: &Out, timeout: Duration) -> Result<In, ProtocolError> {
-        tokio::time::timeout(timeout, self.send(msg))
-            .await
-            .map_err(|_| ProtocolError::Timeout(timeout))??;
+        self.send_timeout(msg, timeout).await?;
         self.recv_timeout(timeout).await
     }
 

@@ -79,5 +79,11 @@ pub const MAX_FILE_NAME_LEN: usize = 255;
 /// Shortest id prefix a user may type.
 pub const MIN_ID_PREFIX_LEN: usize = 6;
 
+/// Longest `Search` query, in bytes.
+pub const MAX_QUERY_LEN: usize = 1024;
+
+/// Most hosts one `Found` reply lists; a downloader needs no more than that at once.
+pub const MAX_HOSTS_PER_LOOKUP: usize = 256;
+
 /// Most entries in one `Files` or `Peers` reply.
 pub const MAX_LIST_ENTRIES: usize = 1000;

@@ -37,7 +37,9 @@ impl fmt::Display for Role {
 pub enum ErrorCode {
     /// `Hello` announced a version this node does not speak. The connection is closed.
     VersionMismatch,
-    /// The frame was not a valid message, or not one allowed at this point. Closed.
+    /// The request was malformed or not allowed at this point. The connection is closed when
+    /// the frame itself could not be decoded or the handshake was wrong; it stays open for a
+    /// well-formed request with a bad argument (a second `Hello`, port 0, a malformed id).
     BadRequest,
     /// The frame's length prefix exceeded the limit. Closed.
     FrameTooLarge,
@@ -146,6 +148,14 @@ pub enum IndexRequest {
     },
     /// Lists files on the network. Answered by `Files`.
     ListFiles {},
+    /// Lists files whose name contains every whitespace-separated word of `query`, ignoring
+    /// case. Answered by `Files` (only the matches; `total` counts all matches), or
+    /// `Error { code: bad_request }` for an empty query or one over
+    /// [`crate::MAX_QUERY_LEN`] bytes.
+    Search {
+        /// Words to look for.
+        query: String,
+    },
     /// Lists registered peers. Answered by `Peers`.
     ListPeers {},
 }
@@ -194,10 +204,11 @@ pub enum IndexResponse {
         file_id: FileId,
         /// The manifest, as registered (its id is `file_id`).
         manifest: FileManifest,
-        /// Peers that host the file, oldest registration first.
+        /// Peers that host the file, sorted by peer id, at most
+        /// [`crate::MAX_HOSTS_PER_LOOKUP`] of them.
         hosts: Vec<HostInfo>,
     },
-    /// Answers `ListFiles`, sorted by name then id.
+    /// Answers `ListFiles` and `Search`, sorted by name then id.
     Files {
         /// At most [`crate::MAX_LIST_ENTRIES`] entries.
         files: Vec<FileSummary>,
@@ -299,8 +310,8 @@ pub enum PeerResponse {
         /// Its manifest.
         manifest: FileManifest,
     },
-    /// Answers `GetChunk`. `data` is MessagePack `bin 32` holding the chunk's bytes, which the
-    /// receiver must check against the manifest's chunk hash.
+    /// Answers `GetChunk`. `data` is MessagePack `bin` (the shortest header that fits) holding
+    /// the chunk's bytes, which the receiver must check against the manifest's chunk hash.
     Chunk {
         /// The file asked for.
         file_id: FileId,

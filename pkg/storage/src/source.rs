@@ -69,8 +69,14 @@ impl SourceFile {
     /// Whether the file at the path still has the size and modification time it was hashed
     /// with. A file edited in place or replaced fails this and must not be served.
     pub fn check_unchanged(&self) -> Result<(), StorageError> {
-        let meta =
-            std::fs::metadata(&self.path).map_err(StorageError::io("cannot stat", &self.path))?;
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            // Deleted or moved away: as good as changed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StorageError::FileChanged(self.path.clone()));
+            }
+            Err(e) => return Err(StorageError::io("cannot stat", &self.path)(e)),
+        };
         if meta.len() != self.len || meta.modified().ok() != Some(self.modified) {
             return Err(StorageError::FileChanged(self.path.clone()));
         }

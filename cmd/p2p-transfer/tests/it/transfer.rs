@@ -305,3 +305,52 @@ async fn file_changed_on_disk_is_no_longer_served() {
     seeder.shutdown().await;
     leecher.shutdown().await;
 }
+
+#[tokio::test]
+async fn search_matches_every_word_ignoring_case() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let seeder = start_peer(server.addr).await;
+    for (i, name) in ["Holiday Photos.zip", "holiday-video.mp4", "report.pdf"]
+        .iter()
+        .enumerate()
+    {
+        let (path, _) = random_file(src.path(), name, 10, i as u64);
+        seeder.register(&path).await.unwrap();
+    }
+    let names = |(files, _): (Vec<p2p_protocol::FileSummary>, u64)| -> Vec<String> {
+        files.into_iter().map(|f| f.name).collect()
+    };
+    assert_eq!(
+        names(seeder.search("HOLIDAY").await.unwrap()),
+        ["Holiday Photos.zip", "holiday-video.mp4"]
+    );
+    assert_eq!(
+        names(seeder.search("holiday mp4").await.unwrap()),
+        ["holiday-video.mp4"]
+    );
+    assert!(names(seeder.search("holiday pdf").await.unwrap()).is_empty());
+    let err = seeder.search("   ").await.unwrap_err();
+    assert!(err.to_string().contains("a search needs"), "{err}");
+    seeder.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleted_file_is_reported_unavailable() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "d.bin", 1000, 13);
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let leecher = start_peer(server.addr).await;
+    let err = leecher
+        .download(&id.to_string(), out.path(), None, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("file_unavailable"), "{err}");
+    assert!(seeder.files().is_empty());
+    seeder.shutdown().await;
+    leecher.shutdown().await;
+}
