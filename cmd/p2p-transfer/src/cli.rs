@@ -46,6 +46,9 @@ pub struct ServerArgs {
     /// Client connections served at once.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Start an interactive shell (status, list peers, list files) while serving.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
     /// Don't advertise the server over mDNS (peers then need --server).
     #[arg(long, env = "P2P_NO_MDNS")]
     pub no_mdns: bool,
@@ -107,9 +110,22 @@ pub struct PeerArgs {
     /// Chunks downloaded at once, across all hosts.
     #[arg(short = 'w', long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
+    /// Start an interactive shell after the startup actions (--register, --download).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
     /// Time one chunk request may take before it is retried on another host.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+}
+
+impl Command {
+    /// Whether an interactive shell will run (logs then go above its prompt).
+    pub fn interactive(&self) -> bool {
+        match self {
+            Command::Server(args) => args.interactive,
+            Command::Peer(args) => args.interactive,
+        }
+    }
 }
 
 impl ServerArgs {

@@ -6,31 +6,26 @@
 //! * `run`: what `server` and `peer` do with those configs.
 //! * `discovery`: mDNS advertisement, `--auto-discover`, following a server that moves.
 //! * `progress`: download progress as a bar on a terminal, plain lines otherwise.
+//! * `shell`: the interactive shells; `logging`: where log lines go.
 
 mod cli;
 mod discovery;
+mod logging;
 mod progress;
 mod run;
+mod shell;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr: stdout carries the lines scripts read (`registered ...`).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    // Logs go to stderr (or above a shell's prompt): stdout carries the lines scripts read.
+    logging::init(cli.command.interactive());
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,8 +7,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServerArgs;
 use crate::discovery;
+use crate::shell::{self, server::ServerShell};
 
-/// Binds, prints the address, serves until `shutdown`.
+/// Binds, prints the address, advertises, serves until `shutdown` (or the shell's `exit`).
 pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     args.validate();
     let listener = TcpListener::bind(args.addr)
@@ -21,7 +22,21 @@ pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Resu
     if let Some(ad) = &advertisement {
         println!("advertising over mDNS as {:?}", ad.instance_name());
     }
-    server.run(shutdown).await;
+    let handle = server.handle()?;
+    let serving = tokio::spawn(server.run(shutdown.clone()));
+    if args.interactive {
+        let shell = ServerShell {
+            server: handle,
+            mdns: advertisement.as_ref().map(|a| a.instance_name().to_owned()),
+        };
+        let done = shell::spawn(&shell::server::SPEC, move |command| shell.handle(command));
+        tokio::select! {
+            result = done => result??,
+            _ = shutdown.cancelled() => {}
+        }
+        shutdown.cancel();
+    }
+    serving.await.context("server task failed")?;
     discovery::withdraw(advertisement).await;
     Ok(())
 }

@@ -8,5 +8,6 @@ mod index;
 mod mdns;
 mod netns;
 mod process;
+mod shell;
 mod support;
 mod transfer;

@@ -1,0 +1,231 @@
+//! `p2p-transfer peer --interactive`: share, search and download while the peer serves.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use clap::{Parser, Subcommand};
+use indicatif::HumanBytes;
+use p2p_peer::PeerHandle;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::server::{more, print_files};
+use super::transfers::Transfers;
+use super::{Flow, ShellSpec};
+use crate::discovery::ServerOrigin;
+
+/// What Tab completes.
+pub const SPEC: ShellSpec = ShellSpec {
+    role: "peer",
+    commands: &[
+        "status",
+        "list files",
+        "list peers",
+        "register",
+        "unregister",
+        "search",
+        "download",
+        "transfers",
+        "help",
+        "exit",
+    ],
+    path_commands: &["register"],
+};
+
+/// The peer shell's commands.
+#[derive(Debug, Parser)]
+#[command(multicall = true)]
+pub enum PeerCommand {
+    /// This peer's address, its index server and how it was found, shared files, downloads.
+    Status,
+    /// List this peer's shared files, or the peers the index knows.
+    List {
+        #[command(subcommand)]
+        what: ListWhat,
+    },
+    /// Share a file; prints its id.
+    Register {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Stop sharing a file.
+    Unregister {
+        /// Its id, or a unique prefix of 6+ characters.
+        id: String,
+    },
+    /// Find files on the network whose name contains every word (ignoring case).
+    Search {
+        /// Words to look for.
+        #[arg(required = true, num_args = 1..)]
+        words: Vec<String>,
+    },
+    /// Download a file in the background; `transfers` shows how it goes.
+    Download {
+        /// Its id, or a unique prefix of 6+ characters.
+        id: String,
+        /// Folder to write to (default: the peer's --out).
+        dir: Option<PathBuf>,
+    },
+    /// Downloads of this session: progress, speed, hosts in use, state.
+    Transfers,
+    /// Unregister from the index and leave (running downloads stop; their .part files stay).
+    #[command(alias = "quit")]
+    Exit,
+}
+
+/// What `list` shows.
+#[derive(Debug, Subcommand)]
+pub enum ListWhat {
+    /// This peer's shared files: short id, name, size.
+    Files,
+    /// Peers the index knows.
+    Peers,
+}
+
+/// What the commands work with.
+pub struct PeerShell {
+    pub peer: PeerHandle,
+    pub rt: Handle,
+    pub origin: Arc<Mutex<ServerOrigin>>,
+    pub out_dir: PathBuf,
+    pub transfers: Transfers,
+    /// Cancelled on exit: stops every download.
+    pub downloads: CancellationToken,
+}
+
+impl PeerShell {
+    /// Runs one command; errors print one line and keep the prompt.
+    pub fn handle(&self, command: PeerCommand) -> Flow {
+        let result = match command {
+            PeerCommand::Exit => return Flow::Exit,
+            PeerCommand::Status => {
+                self.status();
+                Ok(())
+            }
+            PeerCommand::List {
+                what: ListWhat::Files,
+            } => {
+                self.list_files();
+                Ok(())
+            }
+            PeerCommand::List {
+                what: ListWhat::Peers,
+            } => self.list_peers(),
+            PeerCommand::Register { path } => self.register(path),
+            PeerCommand::Unregister { id } => self.unregister(&id),
+            PeerCommand::Search { words } => self.search(&words.join(" ")),
+            PeerCommand::Download { id, dir } => {
+                let dir = dir.unwrap_or_else(|| self.out_dir.clone());
+                println!(
+                    "downloading {id} into {} in the background ('transfers' shows progress)",
+                    dir.display()
+                );
+                self.transfers.start(
+                    &self.rt,
+                    self.peer.clone(),
+                    id,
+                    dir,
+                    self.downloads.child_token(),
+                );
+                Ok(())
+            }
+            PeerCommand::Transfers => {
+                self.transfers.print();
+                Ok(())
+            }
+        };
+        if let Err(err) = result {
+            println!("error: {err}");
+        }
+        Flow::Continue
+    }
+
+    fn status(&self) {
+        let origin = self
+            .origin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        println!("listening on  {}", self.peer.local_addr());
+        println!("index server  {} ({origin})", self.peer.server_addr());
+        match self.peer.session() {
+            Some(s) => println!("registered    yes, as {} at {}", s.peer_id, s.addr),
+            None => println!("registered    no (index unreachable; retrying)"),
+        }
+        println!("sharing       {} file(s)", self.peer.files().len());
+        println!("served        {} chunk(s)", self.peer.chunks_served());
+        println!("downloads     {} running", self.transfers.active());
+    }
+
+    fn list_files(&self) {
+        let files = self.peer.files();
+        if files.is_empty() {
+            println!("not sharing any file yet ('register <path>')");
+            return;
+        }
+        println!("{:<12}  {:>10}  NAME", "ID", "SIZE");
+        for f in files {
+            println!(
+                "{:<12}  {:>10}  {}",
+                f.file_id.fmt_short(),
+                HumanBytes(f.size).to_string(),
+                f.name
+            );
+        }
+    }
+
+    fn list_peers(&self) -> Result<(), p2p_peer::PeerError> {
+        let (peers, total) = self.rt.block_on(self.peer.network_peers())?;
+        if peers.is_empty() {
+            println!("no peers registered");
+            return Ok(());
+        }
+        let me = self.peer.session().map(|s| s.peer_id);
+        println!("{:<24} {:<16} {:>6}", "ADDRESS", "PEER ID", "FILES");
+        for p in &peers {
+            let mark = if Some(p.peer_id) == me {
+                "  (this peer)"
+            } else {
+                ""
+            };
+            println!(
+                "{:<24} {:<16} {:>6}{mark}",
+                p.addr.to_string(),
+                p.peer_id.to_string(),
+                p.files
+            );
+        }
+        more(peers.len(), total);
+        Ok(())
+    }
+
+    fn register(&self, path: PathBuf) -> Result<(), p2p_peer::PeerError> {
+        let file_id = self.rt.block_on(self.peer.register(&path))?;
+        println!("registered {} {file_id}", path.display());
+        Ok(())
+    }
+
+    fn unregister(&self, id: &str) -> Result<(), p2p_peer::PeerError> {
+        let file_id = self.rt.block_on(self.peer.unshare(id))?;
+        println!("unregistered {file_id}");
+        Ok(())
+    }
+
+    fn search(&self, query: &str) -> Result<(), p2p_peer::PeerError> {
+        let (files, total) = self.rt.block_on(self.peer.search(query))?;
+        if files.is_empty() {
+            println!("no file on the network matches {query:?}");
+            return Ok(());
+        }
+        print_files(files.iter().map(|f| {
+            (
+                f.file_id.fmt_short(),
+                f.name.as_str(),
+                f.size,
+                Some(f.hosts),
+            )
+        }));
+        more(files.len(), total);
+        Ok(())
+    }
+}

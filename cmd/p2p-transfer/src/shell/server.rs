@@ -1,0 +1,136 @@
+//! `p2p-transfer server --interactive`: look at the index while it serves.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use indicatif::{HumanBytes, HumanDuration};
+use p2p_central_server::ServerHandle;
+
+use super::{Flow, ShellSpec};
+
+/// What Tab completes.
+pub const SPEC: ShellSpec = ShellSpec {
+    role: "server",
+    commands: &["status", "list peers", "list files", "help", "exit"],
+    path_commands: &[],
+};
+
+/// The server shell's commands.
+#[derive(Debug, Parser)]
+#[command(multicall = true)]
+pub enum ServerCommand {
+    /// Listen address, mDNS advertisement, uptime, peer and file counts.
+    Status,
+    /// List registered peers or files.
+    List {
+        #[command(subcommand)]
+        what: ListWhat,
+    },
+    /// Stop the server and leave.
+    #[command(alias = "quit")]
+    Exit,
+}
+
+/// What `list` shows.
+#[derive(Debug, Subcommand)]
+pub enum ListWhat {
+    /// Address, peer id, file count, time since the last heartbeat.
+    Peers,
+    /// Short id, name, size, number of hosts.
+    Files,
+}
+
+/// What the commands look at.
+pub struct ServerShell {
+    pub server: ServerHandle,
+    /// The mDNS instance name, if advertising.
+    pub mdns: Option<String>,
+}
+
+impl ServerShell {
+    /// Runs one command.
+    pub fn handle(&self, command: ServerCommand) -> Flow {
+        match command {
+            ServerCommand::Status => self.status(),
+            ServerCommand::List {
+                what: ListWhat::Peers,
+            } => self.list_peers(),
+            ServerCommand::List {
+                what: ListWhat::Files,
+            } => self.list_files(),
+            ServerCommand::Exit => return Flow::Exit,
+        }
+        Flow::Continue
+    }
+
+    fn status(&self) {
+        let status = self.server.status();
+        println!("listening on  {}", status.local_addr);
+        match &self.mdns {
+            Some(name) => println!("mDNS          advertised as {name:?}"),
+            None => println!("mDNS          off"),
+        }
+        let uptime = Duration::from_secs(status.uptime.as_secs());
+        println!("uptime        {}", HumanDuration(uptime));
+        println!("peers         {}", status.peers);
+        println!("files         {}", status.files);
+    }
+
+    fn list_peers(&self) {
+        let (peers, total) = self.server.list_peers();
+        if peers.is_empty() {
+            println!("no peers registered");
+            return;
+        }
+        println!(
+            "{:<24} {:<16} {:>6}  LAST HEARTBEAT",
+            "ADDRESS", "PEER ID", "FILES"
+        );
+        for p in &peers {
+            let age = Duration::from_millis(p.last_seen_ms).as_secs_f64();
+            println!(
+                "{:<24} {:<16} {:>6}  {age:.1}s ago",
+                p.addr.to_string(),
+                p.peer_id.to_string(),
+                p.files
+            );
+        }
+        more(peers.len(), total);
+    }
+
+    fn list_files(&self) {
+        let (files, total) = self.server.list_files();
+        if files.is_empty() {
+            println!("no files registered");
+            return;
+        }
+        print_files(files.iter().map(|f| {
+            (
+                f.file_id.fmt_short(),
+                f.name.as_str(),
+                f.size,
+                Some(f.hosts),
+            )
+        }));
+        more(files.len(), total);
+    }
+}
+
+/// Prints a file table: short id, name, size and, if known, host count.
+pub fn print_files<'a>(rows: impl Iterator<Item = (String, &'a str, u64, Option<u32>)>) {
+    println!("{:<12}  {:>10}  {:>5}  NAME", "ID", "SIZE", "HOSTS");
+    for (id, name, size, hosts) in rows {
+        let hosts = hosts.map_or("-".to_owned(), |h| h.to_string());
+        println!(
+            "{id:<12}  {:>10}  {hosts:>5}  {name}",
+            HumanBytes(size).to_string()
+        );
+    }
+}
+
+/// Notes a truncated list.
+pub fn more(shown: usize, total: u64) {
+    if (shown as u64) < total {
+        println!("... and {} more", total - shown as u64);
+    }
+}

@@ -1,0 +1,240 @@
+//! The interactive shells, driven through a real pseudo-terminal as a user would: typing,
+//! Tab completion, background downloads, exit.
+
+use std::process::Command;
+use std::time::Duration;
+
+use expectrl::process::unix::WaitStatus;
+use expectrl::{ControlCode, Expect, Session};
+
+use crate::support::random_file;
+
+type Pty = expectrl::session::OsSession;
+
+/// Starts the binary with `args` on a 120x40 pseudo-terminal, history in `history`.
+fn spawn_shell(args: &[&str], history: &std::path::Path) -> Pty {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p-transfer"));
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env("P2P_HISTORY_FILE", history);
+    let mut session = Session::spawn(cmd).expect("spawn on a pty");
+    session.get_process_mut().set_window_size(120, 40).unwrap();
+    session.set_expect_timeout(Some(Duration::from_secs(20)));
+    session
+}
+
+/// Waits until every needle has been seen, in any order (output from background work may
+/// interleave with a command's).
+fn expect_all(session: &mut Pty, needles: &[&str]) {
+    let pattern = needles
+        .iter()
+        .map(|n| regex_escape(n))
+        .collect::<Vec<_>>()
+        .join("|");
+    let mut missing: Vec<&str> = needles.to_vec();
+    while !missing.is_empty() {
+        let found = session
+            .expect(expectrl::Regex(pattern.as_str()))
+            .unwrap_or_else(|e| panic!("{e}: still missing {missing:?}"));
+        let text = String::from_utf8_lossy(found.get(0).unwrap()).into_owned();
+        missing.retain(|n| *n != text);
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if "\\.+*?()|[]{}^$".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// Waits for the prompt and answers the cursor-position query reedline sends before drawing
+/// it, as a terminal would; keys typed before that answer would be taken for it.
+fn prompt(session: &mut Pty) {
+    session.expect("\x1b[6n").expect("prompt's cursor query");
+    session.send("\x1b[20;1R").unwrap();
+}
+
+fn exits_cleanly(session: &mut Pty) {
+    session.expect(expectrl::Eof).expect("shell ended");
+    assert!(matches!(
+        session.get_process().wait().unwrap(),
+        WaitStatus::Exited(_, 0)
+    ));
+}
+
+#[test]
+fn server_shell_answers_status_and_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    let mut sh = spawn_shell(
+        &["server", "--addr", "127.0.0.1:0", "--no-mdns", "-i"],
+        &history,
+    );
+
+    // Tab completes "sta" to "status".
+    prompt(&mut sh);
+    sh.send("sta\t").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    sh.send("\r").unwrap();
+    sh.expect("listening on  127.0.0.1:").unwrap();
+    sh.expect("mDNS          off").unwrap();
+    sh.expect("peers         0").unwrap();
+
+    prompt(&mut sh);
+    sh.send_line("list files").unwrap();
+    sh.expect("no files registered").unwrap();
+    prompt(&mut sh);
+    sh.send_line("frobnicate").unwrap();
+    sh.expect("error: unknown command 'frobnicate'; commands: status, list, help, exit")
+        .unwrap();
+    prompt(&mut sh);
+    sh.send_line("list nonsense").unwrap();
+    sh.expect("error: unrecognized subcommand 'nonsense'")
+        .unwrap();
+    sh.expect("Usage: list <COMMAND>").unwrap();
+
+    // Ctrl-C clears the line and keeps the prompt; Ctrl-D leaves like exit.
+    prompt(&mut sh);
+    sh.send("half-typed").unwrap();
+    sh.send(ControlCode::EndOfText).unwrap();
+    prompt(&mut sh);
+    sh.send_line("status").unwrap();
+    sh.expect("uptime").unwrap();
+    prompt(&mut sh);
+    sh.send(ControlCode::EndOfTransmission).unwrap();
+    exits_cleanly(&mut sh);
+
+    let saved = std::fs::read_to_string(&history).unwrap();
+    assert!(
+        saved.contains("status") && saved.contains("list files"),
+        "{saved}"
+    );
+    assert!(
+        !saved.contains("half-typed"),
+        "a cleared line is not history: {saved}"
+    );
+}
+
+#[test]
+fn peer_shell_downloads_in_the_background_and_exits_unregistered() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(crate::support::start_server());
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "shared video.bin", 24 * 1024 * 1024 + 5, 41);
+    let seeder = rt.block_on(crate::support::start_peer(server.addr));
+    let id = rt.block_on(seeder.register(&path)).unwrap().to_string();
+    let (mine, _) = random_file(src.path(), "alpha notes.txt", 100, 42);
+
+    let history = out.path().join("history");
+    let addr = server.addr.to_string();
+    let out_dir = out.path().join("downloads");
+    std::fs::create_dir(&out_dir).unwrap();
+    let mut sh = spawn_shell(
+        &[
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--out",
+            out_dir.to_str().unwrap(),
+            "-i",
+        ],
+        &history,
+    );
+
+    prompt(&mut sh);
+    sh.send_line("search VIDEO").unwrap();
+    sh.expect("shared video.bin").unwrap();
+    prompt(&mut sh);
+    sh.send_line(format!("download {}", &id[..8])).unwrap();
+    sh.expect("in the background").unwrap();
+    // The shell answers while the download runs.
+    prompt(&mut sh);
+    sh.send_line("status").unwrap();
+    let downloaded = format!("downloaded {}", out_dir.join("shared video.bin").display());
+    expect_all(&mut sh, &["(given with --server)", &downloaded]);
+    prompt(&mut sh);
+    sh.send_line("transfers").unwrap();
+    sh.expect("100%").unwrap();
+    sh.expect("done").unwrap();
+    assert_eq!(
+        std::fs::read(out_dir.join("shared video.bin")).unwrap(),
+        data
+    );
+
+    // Tab completes a path after `register`.
+    let partial = format!("register {}/alp", src.path().display());
+    prompt(&mut sh);
+    sh.send(format!("{partial}\t")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    sh.send("\r").unwrap();
+    sh.expect(format!("registered {}", mine.display())).unwrap();
+
+    prompt(&mut sh);
+    sh.send_line("list files").unwrap();
+    sh.expect("alpha notes.txt").unwrap();
+    prompt(&mut sh);
+    sh.send_line("download").unwrap();
+    sh.expect("error: the following required arguments were not provided")
+        .unwrap();
+    sh.expect("Usage: download <ID> [DIR]").unwrap();
+
+    prompt(&mut sh);
+    sh.send_line("exit").unwrap();
+    exits_cleanly(&mut sh);
+
+    // Unregistered on exit: only the seeder is left in the index.
+    let (peers, total) = rt.block_on(seeder.network_peers()).unwrap();
+    assert_eq!(total, 1, "{peers:?}");
+    rt.block_on(seeder.shutdown());
+}
+
+#[test]
+fn startup_flags_run_before_the_prompt() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(crate::support::start_server());
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (theirs, data) = random_file(src.path(), "theirs.bin", 5 * 1024 * 1024, 43);
+    let (mine, _) = random_file(src.path(), "mine.bin", 10, 44);
+    let seeder = rt.block_on(crate::support::start_peer(server.addr));
+    let id = rt.block_on(seeder.register(&theirs)).unwrap().to_string();
+
+    let addr = server.addr.to_string();
+    let history = out.path().join("history");
+    let mut sh = spawn_shell(
+        &[
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "-i",
+            "--register",
+            mine.to_str().unwrap(),
+            "--download",
+            &id,
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &history,
+    );
+    sh.expect(format!("registered {}", mine.display())).unwrap();
+    sh.expect("downloaded ").unwrap();
+    assert_eq!(std::fs::read(out.path().join("theirs.bin")).unwrap(), data);
+    prompt(&mut sh);
+    sh.send_line("list files").unwrap();
+    sh.expect("mine.bin").unwrap();
+    prompt(&mut sh);
+    sh.send(ControlCode::EndOfTransmission).unwrap();
+    exits_cleanly(&mut sh);
+    rt.block_on(seeder.shutdown());
+}
