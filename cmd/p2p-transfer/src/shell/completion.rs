@@ -157,7 +157,10 @@ mod tests {
         std::fs::write(dir.path().join("my notes.txt"), b"").unwrap();
         let escaped = format!("{base}my\\ notes.txt");
         assert_eq!(values(&format!("register {base}my")), vec![escaped.clone()]);
-        assert_eq!(values(&format!("register {base}my\\ n")), vec![escaped.clone()]);
+        assert_eq!(
+            values(&format!("register {base}my\\ n")),
+            vec![escaped.clone()]
+        );
         let words = shlex::split(&format!("register {escaped}")).unwrap();
         assert_eq!(words[1], format!("{base}my notes.txt"));
     }

@@ -19,22 +19,31 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{random_file, start_peer, start_server};
 
-/// A registered peer that answers every chunk request with bytes of the right length but the
-/// wrong content, as a broken disk or a hostile peer would.
-pub struct LyingSeeder {
+/// How a [`FakeSeeder`] misbehaves.
+#[derive(Clone, Copy, Debug)]
+pub enum Misbehaviour {
+    /// Answers with bytes of the right length but the wrong content (a broken disk, a hostile
+    /// peer).
+    WrongBytes,
+    /// Reads requests and never answers (a hung host).
+    Stall,
+}
+
+/// A registered peer that misbehaves on every chunk request.
+pub struct FakeSeeder {
     pub addr: SocketAddr,
     requests: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for LyingSeeder {
+impl Drop for FakeSeeder {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl LyingSeeder {
-    pub async fn start(server: SocketAddr, file: &Path) -> Self {
+impl FakeSeeder {
+    pub async fn start(server: SocketAddr, file: &Path, how: Misbehaviour) -> Self {
         let manifest = p2p_storage::build_manifest(file).unwrap().manifest;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -67,6 +76,9 @@ impl LyingSeeder {
                             conn.recv().await
                         {
                             counter.fetch_add(1, Ordering::Relaxed);
+                            if let Misbehaviour::Stall = how {
+                                continue;
+                            }
                             let len = manifest.chunk_len(index).unwrap_or(0);
                             let data = Bytes::from(vec![0xA5; len]);
                             if conn

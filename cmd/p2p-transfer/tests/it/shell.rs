@@ -238,3 +238,68 @@ fn startup_flags_run_before_the_prompt() {
     exits_cleanly(&mut sh);
     rt.block_on(seeder.shutdown());
 }
+
+#[test]
+fn exit_during_a_stalled_download_is_prompt_and_keeps_the_part_file() {
+    use crate::bad_input::{FakeSeeder, Misbehaviour};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(crate::support::start_server());
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "stuck.bin", 9 * 1024 * 1024, 45);
+    let id = p2p_storage::build_manifest(&path)
+        .unwrap()
+        .manifest
+        .id()
+        .to_string();
+    // The only host accepts chunk requests and never answers them.
+    let _hung = rt.block_on(FakeSeeder::start(server.addr, &path, Misbehaviour::Stall));
+
+    let addr = server.addr.to_string();
+    let history = out.path().join("history");
+    let mut sh = spawn_shell(
+        &[
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "-o",
+            out.path().to_str().unwrap(),
+            "-i",
+        ],
+        &history,
+    );
+    prompt(&mut sh);
+    sh.send_line(format!("download {id}")).unwrap();
+    // Ask until the download has started (the lookup takes a moment).
+    for attempt in 0.. {
+        prompt(&mut sh);
+        sh.send_line("transfers").unwrap();
+        let seen = sh
+            .expect(expectrl::Regex("running|looking up|failed[^\r]*"))
+            .unwrap();
+        let state = String::from_utf8_lossy(seen.get(0).unwrap()).into_owned();
+        assert!(!state.starts_with("failed"), "{state}");
+        if state == "running" {
+            break;
+        }
+        assert!(attempt < 50, "download never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    prompt(&mut sh);
+    let started = std::time::Instant::now();
+    sh.send_line("exit").unwrap();
+    exits_cleanly(&mut sh);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exit took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.path().join("stuck.bin.part").exists(),
+        "the partial file is kept for a resume"
+    );
+    assert!(!out.path().join("stuck.bin").exists());
+}

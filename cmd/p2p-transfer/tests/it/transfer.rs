@@ -248,7 +248,12 @@ async fn corrupt_seeder_is_outvoted_by_the_hashes() {
     let (path, data) = random_file(src.path(), "v.bin", 30 * MIB, 11);
     let good = start_peer(server.addr).await;
     let id = good.register(&path).await.unwrap();
-    let liar = crate::bad_input::LyingSeeder::start(server.addr, &path).await;
+    let liar = crate::bad_input::FakeSeeder::start(
+        server.addr,
+        &path,
+        crate::bad_input::Misbehaviour::WrongBytes,
+    )
+    .await;
 
     let leecher = start_peer(server.addr).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
