@@ -55,7 +55,8 @@ pub enum ErrorCode {
     InvalidManifest,
     /// A chunk index past the end of the file.
     ChunkOutOfRange,
-    /// The file changed on the host's disk since it was registered; it is no longer served.
+    /// The file changed on the host's disk since it was registered, or was deleted, moved or
+    /// can't be checked; it is no longer served.
     FileUnavailable,
     /// Too many connections or requests right now; try another host or later.
     Busy,
@@ -150,7 +151,7 @@ pub enum IndexRequest {
     ListFiles {},
     /// Lists files whose name contains every whitespace-separated word of `query`, ignoring
     /// case. Answered by `Files` (only the matches; `total` counts all matches), or
-    /// `Error { code: bad_request }` for an empty query or one over
+    /// `Error { code: bad_request }` for an empty or whitespace-only query or one over
     /// [`crate::MAX_QUERY_LEN`] bytes.
     Search {
         /// Words to look for.
@@ -212,7 +213,7 @@ pub enum IndexResponse {
     Files {
         /// At most [`crate::MAX_LIST_ENTRIES`] entries.
         files: Vec<FileSummary>,
-        /// How many files the index knows in all.
+        /// How many files matched in all: every file for `ListFiles`, the matches for `Search`.
         total: u64,
     },
     /// Answers `ListPeers`, sorted by peer id.
@@ -264,7 +265,8 @@ pub struct PeerSummary {
     pub addr: SocketAddr,
     /// Files it hosts.
     pub files: u32,
-    /// Milliseconds since its last heartbeat (or registration).
+    /// Milliseconds since it was last heard from: registration, heartbeat, or an accepted
+    /// `AddFile`.
     pub last_seen_ms: u64,
 }
 
@@ -276,8 +278,8 @@ pub enum PeerRequest {
         /// The client's [`crate::PROTOCOL_VERSION`].
         version: u32,
     },
-    /// Asks for the manifest of a file the peer hosts. Answered by `Manifest` or
-    /// `Error { code: unknown_file }`.
+    /// Asks for the manifest of a file the peer hosts. Answered by `Manifest`, or
+    /// `Error { code: unknown_file | file_unavailable }`.
     GetManifest {
         /// The file.
         file_id: FileId,

@@ -145,12 +145,22 @@ impl FromStr for IdPrefix {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim().to_ascii_lowercase();
         if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(IdParseError::NotHex(s));
+            return Err(IdParseError::NotHex(quote_start(&s)));
         }
         if s.len() < MIN_ID_PREFIX_LEN || s.len() > 64 {
-            return Err(IdParseError::BadLength(s));
+            return Err(IdParseError::BadLength(quote_start(&s)));
         }
         Ok(Self(s))
+    }
+}
+
+/// The start of what the user typed, for an error message that must stay one short line
+/// (and fit in a reply frame) whatever was typed.
+fn quote_start(s: &str) -> String {
+    const SHOWN: usize = 70;
+    match s.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_owned(),
     }
 }
 
@@ -446,5 +456,12 @@ mod tests {
         let full: IdPrefix = id.to_string().parse().unwrap();
         assert_eq!(full.as_full_id(), Some(id));
         assert_eq!(id.to_string().parse::<FileId>(), Ok(id));
+        // However long the input, the error stays one short line.
+        let err = "z"
+            .repeat(2 << 20)
+            .parse::<IdPrefix>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 200, "{}", err.len());
     }
 }

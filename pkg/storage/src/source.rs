@@ -71,11 +71,8 @@ impl SourceFile {
     pub fn check_unchanged(&self) -> Result<(), StorageError> {
         let meta = match std::fs::metadata(&self.path) {
             Ok(meta) => meta,
-            // Deleted or moved away: as good as changed.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StorageError::FileChanged(self.path.clone()));
-            }
-            Err(e) => return Err(StorageError::io("cannot stat", &self.path)(e)),
+            // Deleted, moved away, or its folder replaced: it can't be vouched for any more.
+            Err(_) => return Err(StorageError::FileChanged(self.path.clone())),
         };
         if meta.len() != self.len || meta.modified().ok() != Some(self.modified) {
             return Err(StorageError::FileChanged(self.path.clone()));
