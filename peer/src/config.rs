@@ -38,6 +38,9 @@ pub struct PeerConfig {
     pub request_timeout: Duration,
     /// A host that fails this many chunk requests is dropped from that download.
     pub max_host_failures: u32,
+    /// With every host gone, how long a download keeps asking the index for hosts before it
+    /// gives up (keeping its part file for a resume).
+    pub stall_timeout: Duration,
     /// Inbound connections idle for this long are closed.
     pub idle_timeout: Duration,
     /// Asked for a new index address when heartbeats can't reach the current one. `None`:
@@ -57,6 +60,7 @@ impl Default for PeerConfig {
             index_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_host_failures: 3,
+            stall_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             rediscover: None,
         }

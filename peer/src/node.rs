@@ -15,7 +15,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::chunk_server::{ChunkServer, ServeStats};
 use crate::config::PeerConfig;
-use crate::download::{self, DownloadEvent, DownloadOptions, DownloadReport, EventSink};
+use crate::download::{self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, Refresh};
 use crate::error::PeerError;
 use crate::heartbeat;
 use crate::index_client::{IndexClient, Session};
@@ -224,13 +224,22 @@ impl PeerHandle {
     ) -> Result<DownloadReport, PeerError> {
         let lookup = self.node.index.lookup(id).await?;
         let manifest = lookup.manifest.clone();
-        let me = self.node.session().map(|s| s.peer_id);
+        let mut options = DownloadOptions::from(&self.node.config);
+        options.me = self.node.session().map(|s| s.peer_id);
+        // While every host is gone, the pool asks the index again.
+        let node = self.node.clone();
+        let full_id = lookup.file_id.to_string();
+        let refresh: Refresh = Arc::new(move || {
+            let node = node.clone();
+            let id = full_id.clone();
+            Box::pin(async move { node.index.lookup(&id).await.map(|found| found.hosts) })
+        });
         let report = download::download(
             lookup,
-            me,
             out_dir,
-            DownloadOptions::from(&self.node.config),
+            options,
             EventSink::new(events),
+            Some(refresh),
             cancel,
         )
         .await?;

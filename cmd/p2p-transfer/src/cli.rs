@@ -110,6 +110,10 @@ pub struct PeerArgs {
     /// Chunks downloaded at once, across all hosts.
     #[arg(short = 'w', long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
+    /// With every host gone, how long a download keeps asking the index for hosts before it
+    /// gives up (its .part file stays; run it again to resume).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
     /// Start an interactive shell after the startup actions (--register, --download).
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -161,6 +165,7 @@ impl From<&PeerArgs> for PeerConfig {
             advertise_addr: args.advertise_addr,
             workers: usize::from(args.workers),
             request_timeout: args.request_timeout,
+            stall_timeout: args.stall_timeout,
             ..PeerConfig::default()
         }
     }

@@ -43,9 +43,17 @@ impl View for Bar {
     fn show(&mut self, event: &DownloadEvent) {
         match event {
             DownloadEvent::Started {
-                name, size, hosts, ..
+                name,
+                size,
+                hosts,
+                resumed,
+                ..
             } => {
                 let bar = ProgressBar::new(*size);
+                bar.set_position(*resumed);
+                if *resumed > 0 {
+                    bar.reset_eta();
+                }
                 bar.set_style(
                     ProgressStyle::with_template(
                         "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -91,6 +99,8 @@ struct Plain {
     name: String,
     size: u64,
     done: u64,
+    /// Verified by an earlier run: not part of this run's speed.
+    resumed: u64,
     started: Option<Instant>,
     last: Option<Instant>,
 }
@@ -111,7 +121,7 @@ impl Plain {
             self.name,
             self.done,
             self.size,
-            self.done as f64 / secs / 1e6
+            (self.done - self.resumed) as f64 / secs / 1e6
         );
     }
 }
@@ -119,9 +129,19 @@ impl Plain {
 impl View for Plain {
     fn show(&mut self, event: &DownloadEvent) {
         match event {
-            DownloadEvent::Started { name, size, .. } => {
+            DownloadEvent::Started {
+                name,
+                size,
+                resumed,
+                ..
+            } => {
                 self.name = name.clone();
                 self.size = *size;
+                self.done = *resumed;
+                self.resumed = *resumed;
+                if *resumed > 0 {
+                    eprintln!("resuming {name}: {resumed} bytes already verified");
+                }
                 self.started = Some(Instant::now());
                 self.last = self.started;
             }

@@ -23,7 +23,10 @@ pub(crate) struct Host {
     in_flight: AtomicUsize,
     failures: AtomicU32,
     dropped: AtomicBool,
-    /// Chunks this host delivered and that passed verification.
+    /// Sent bytes that failed verification, or said it lacks the file: never asked again in
+    /// this download, even if the index (not updated yet) lists it again.
+    banned: AtomicBool,
+    /// Chunks this host delivered first and that passed verification.
     pub delivered: AtomicU64,
 }
 
@@ -36,6 +39,7 @@ impl Host {
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             dropped: AtomicBool::new(false),
+            banned: AtomicBool::new(false),
             delivered: AtomicU64::new(0),
         }
     }
@@ -53,7 +57,12 @@ impl Host {
             .map_err(|_| ProtocolError::Timeout(connect_timeout))??;
         stream.set_nodelay(true)?;
         let mut conn = HostConnection::peer_client(stream);
-        client_hello::<PeerConversation, _>(&mut conn).await?;
+        tokio::time::timeout(
+            connect_timeout,
+            client_hello::<PeerConversation, _>(&mut conn),
+        )
+        .await
+        .map_err(|_| ProtocolError::Timeout(connect_timeout))??;
         Ok(conn)
     }
 
@@ -68,13 +77,27 @@ impl Host {
     }
 
     /// Counts a failure; returns true if this one dropped the host.
-    pub fn record_failure(&self, max_failures: u32, fatal: bool) -> bool {
+    pub fn record_failure(&self, max_failures: u32, fatal: bool, lied: bool) -> bool {
+        if lied || fatal {
+            self.banned.store(true, Ordering::Relaxed);
+        }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if (fatal || failures >= max_failures) && !self.dropped.swap(true, Ordering::Relaxed) {
             self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
             return true;
         }
         false
+    }
+
+    /// Gives a dropped host another chance (the index still lists it), unless it lied or
+    /// lacks the file.
+    pub fn revive(&self) -> bool {
+        if self.banned.load(Ordering::Relaxed) || !self.is_dropped() {
+            return false;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        self.dropped.store(false, Ordering::Relaxed);
+        true
     }
 
     pub fn is_dropped(&self) -> bool {
@@ -99,18 +122,28 @@ impl Drop for InFlight<'_> {
 
 /// Chooses the host for chunk `index`: the live host with the fewest requests outstanding,
 /// ties broken by a rotation on the chunk index so equal hosts share the work evenly, and
-/// avoiding `avoid` (the host that just failed this chunk) while another host is alive.
-pub(crate) fn pick(hosts: &[Host], index: u32, avoid: Option<usize>) -> Option<usize> {
+/// avoiding the hosts in `avoid` (that just failed this chunk, or are already fetching it)
+/// while another host is alive.
+pub(crate) fn pick<H: AsRef<Host>>(hosts: &[H], index: u32, avoid: &[usize]) -> Option<usize> {
     let n = hosts.len();
-    let live = |i: &usize| !hosts[*i].is_dropped();
+    if n == 0 {
+        return None;
+    }
+    let live = |i: &usize| !hosts[*i].as_ref().is_dropped();
     let candidates = (0..n).map(|k| (k + index as usize) % n).filter(live);
-    let best = |skip: Option<usize>| {
+    let best = |skip: &[usize]| {
         candidates
             .clone()
-            .filter(|i| Some(*i) != skip)
-            .min_by_key(|i| hosts[*i].in_flight.load(Ordering::Relaxed))
+            .filter(|i| !skip.contains(i))
+            .min_by_key(|i| hosts[*i].as_ref().in_flight.load(Ordering::Relaxed))
     };
-    best(avoid).or_else(|| best(None))
+    best(avoid).or_else(|| best(&[]))
+}
+
+impl AsRef<Host> for Host {
+    fn as_ref(&self) -> &Host {
+        self
+    }
 }
 
 #[cfg(test)]
@@ -134,7 +167,7 @@ mod tests {
         let mut guards = Vec::new();
         let mut counts = [0; 3];
         for index in 0..9 {
-            let h = pick(&hosts, index, None).unwrap();
+            let h = pick(&hosts, index, &[]).unwrap();
             counts[h] += 1;
             guards.push(hosts[h].start_request());
         }
@@ -142,13 +175,26 @@ mod tests {
     }
 
     #[test]
-    fn failed_host_is_avoided_then_dropped() {
+    fn failed_host_is_avoided_then_dropped_and_liars_stay_dropped() {
         let hosts = hosts(2);
-        assert_eq!(pick(&hosts, 0, Some(0)), Some(1));
-        assert!(!hosts[1].record_failure(2, false));
-        assert!(hosts[1].record_failure(2, false));
-        assert_eq!(pick(&hosts, 0, Some(0)), Some(0));
-        assert!(hosts[0].record_failure(5, true));
-        assert_eq!(pick(&hosts, 0, None), None);
+        assert_eq!(pick(&hosts, 0, &[0]), Some(1));
+        assert!(!hosts[1].record_failure(2, false, false));
+        assert!(hosts[1].record_failure(2, false, false));
+        assert_eq!(pick(&hosts, 0, &[0]), Some(0));
+        assert!(
+            !hosts[0].record_failure(5, false, true),
+            "one bad chunk of five allowed"
+        );
+        assert!(
+            hosts[0].record_failure(5, true, false),
+            "a fatal error drops at once"
+        );
+        assert_eq!(pick(&hosts, 0, &[]), None);
+        assert!(
+            hosts[1].revive(),
+            "a host that only failed to answer may come back"
+        );
+        assert!(!hosts[0].revive(), "a host that sent bad data does not");
+        assert_eq!(pick(&hosts, 0, &[]), Some(1));
     }
 }

@@ -7,7 +7,6 @@ mod worker_pool;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use p2p_protocol::{FileId, PeerId};
@@ -15,13 +14,14 @@ use p2p_storage::path::output_path;
 use p2p_storage::{PartFile, StorageError};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::PeerConfig;
 use crate::error::PeerError;
 use crate::index_client::Lookup;
 use hosts::Host;
 use worker_pool::Pool;
+pub(crate) use worker_pool::Refresh;
 
 /// Progress of one download, for progress bars and shells.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +38,8 @@ pub enum DownloadEvent {
         chunks: usize,
         /// Hosts that will be asked.
         hosts: usize,
+        /// Bytes already verified by an earlier, interrupted run (resumed, not fetched again).
+        resumed: u64,
     },
     /// A chunk passed verification and was written.
     ChunkDone {
@@ -93,6 +95,9 @@ pub(crate) struct DownloadOptions {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_host_failures: u32,
+    pub stall_timeout: Duration,
+    /// This peer, never a host of its own downloads.
+    pub me: Option<PeerId>,
 }
 
 impl From<&PeerConfig> for DownloadOptions {
@@ -102,6 +107,8 @@ impl From<&PeerConfig> for DownloadOptions {
             connect_timeout: c.connect_timeout,
             request_timeout: c.request_timeout,
             max_host_failures: c.max_host_failures,
+            stall_timeout: c.stall_timeout,
+            me: None,
         }
     }
 }
@@ -124,10 +131,10 @@ pub struct DownloadReport {
 /// Downloads the file `lookup` describes into `out_dir`, from its hosts other than `me`.
 pub(crate) async fn download(
     lookup: Lookup,
-    me: Option<PeerId>,
     out_dir: &Path,
     options: DownloadOptions,
     events: EventSink,
+    refresh: Option<Refresh>,
     cancel: CancellationToken,
 ) -> Result<DownloadReport, PeerError> {
     let started = Instant::now();
@@ -141,7 +148,7 @@ pub(crate) async fn download(
     let chunks = manifest.chunks.len();
     let hosts: Vec<Host> = hosts
         .into_iter()
-        .filter(|h| Some(h.peer_id) != me)
+        .filter(|h| Some(h.peer_id) != options.me)
         .map(|h| Host::new(h.addr, h.peer_id))
         .collect();
 
@@ -154,37 +161,56 @@ pub(crate) async fn download(
         return Err(PeerError::NoHosts { name, id: file_id });
     }
     let out = out_dir.to_owned();
-    let part = tokio::task::spawn_blocking(move || PartFile::create(&out, manifest))
-        .await
-        .map_err(|e| PeerError::Internal(e.to_string()))??;
+    // Open (or pick up) the part file and re-verify what an earlier run recorded.
+    let (part, resumed) = tokio::task::spawn_blocking(move || {
+        let part = PartFile::create(&out, manifest)?;
+        let resumed = part.resume();
+        Ok::<_, StorageError>((part, resumed))
+    })
+    .await
+    .map_err(|e| PeerError::Internal(e.to_string()))??;
+    let resumed_bytes: u64 = resumed
+        .iter()
+        .map(|i| part.manifest().chunk_len(*i).unwrap_or(0) as u64)
+        .sum();
     events.send(DownloadEvent::Started {
         file_id,
         name: name.clone(),
         size,
         chunks,
         hosts: hosts.len(),
+        resumed: resumed_bytes,
     });
-    info!(file = %file_id.fmt_short(), %name, size, chunks, hosts = hosts.len(), "download started");
+    if resumed.is_empty() {
+        info!(file = %file_id.fmt_short(), %name, size, chunks, hosts = hosts.len(), "download started");
+    } else {
+        info!(file = %file_id.fmt_short(), %name, size, chunks, resumed = resumed.len(), "download resumed");
+    }
 
+    let part = Arc::new(part);
     let pool = Arc::new(Pool::new(
         file_id,
-        Arc::new(part),
+        part.clone(),
         hosts,
         options,
         events.clone(),
+        refresh,
     ));
-    pool.clone()
+    let outcome = pool
+        .clone()
         .run(cancel)
         .instrument(info_span!("download", file = %file_id.fmt_short()))
-        .await?;
-
-    let pool = Arc::into_inner(pool).expect("workers have finished and dropped their handles");
-    let per_host = pool
-        .hosts
-        .iter()
-        .map(|h| (h.addr, h.delivered.load(Ordering::Relaxed)))
-        .collect();
-    let part = Arc::into_inner(pool.part).expect("no chunk write is still running");
+        .await;
+    if let Err(err) = outcome {
+        // Keep what was verified for the next run.
+        let saver = part.clone();
+        if let Ok(Err(save)) = tokio::task::spawn_blocking(move || saver.save_record()).await {
+            warn!(%save, "cannot save the record of verified chunks");
+        }
+        return Err(err);
+    }
+    let per_host = pool.per_host();
+    drop(pool);
     events.send(DownloadEvent::Verifying);
     info!(file = %file_id.fmt_short(), elapsed = ?started.elapsed(), "all chunks verified and written; checking the whole file");
     let path = tokio::task::spawn_blocking(move || part.finish())

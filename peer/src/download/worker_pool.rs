@@ -1,21 +1,53 @@
 //! The bounded pool that moves chunks: `workers` tasks take chunk indices from one queue, fetch
 //! each from the least loaded live host, verify and write it off the reactor, and put failed
 //! chunks back for another host.
+//!
+//! * **Endgame**: when the queue is empty, idle workers ask a second host for a chunk that has
+//!   been in flight much longer than chunks usually take, so one slow host can't hold back the
+//!   end; the first verified copy wins and the rest of the pool stops as soon as every chunk is
+//!   in. Hosts of equal speed rarely trigger it, so little is fetched twice.
+//! * **Stalls**: when every host is dropped, the pool asks the index for hosts again (reviving
+//!   those that only failed to answer) for up to `stall_timeout`, then gives up with the count
+//!   of verified chunks; the part file and its record stay for a later resume.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use p2p_protocol::{ErrorCode, FileId, PeerRequest, PeerResponse, ProtocolError};
+use p2p_protocol::{ErrorCode, FileId, HostInfo, PeerRequest, PeerResponse, ProtocolError};
 use p2p_storage::{PartFile, StorageError};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::hosts::{Host, pick};
 use super::{DownloadEvent, DownloadOptions, EventSink};
 use crate::error::PeerError;
+
+/// Pause between asks to the index while no host is available.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// How often the record of verified chunks is rewritten during a download.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+/// Copies of one chunk requested at once in the endgame.
+const ENDGAME_COPIES: usize = 2;
+/// A chunk in flight for longer than this many typical chunk times gets a second copy...
+const ENDGAME_SLOWNESS: u32 = 3;
+/// ...and never sooner than this.
+const ENDGAME_MIN_WAIT: Duration = Duration::from_millis(300);
+/// How often idle workers look for late chunks.
+const ENDGAME_POLL: Duration = Duration::from_millis(100);
+
+/// Asks the index for the file's current hosts.
+pub(crate) type Refresh = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<HostInfo>, PeerError>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A chunk waiting for a host, and the host that last failed it.
 type Pending = (u32, Option<usize>);
@@ -24,21 +56,34 @@ type Pending = (u32, Option<usize>);
 pub(crate) struct Pool {
     pub file_id: FileId,
     pub part: Arc<PartFile>,
-    pub hosts: Vec<Host>,
-    pub options: DownloadOptions,
-    pub events: EventSink,
+    /// Grows when the index names new hosts.
+    hosts: RwLock<Vec<Arc<Host>>>,
+    options: DownloadOptions,
+    events: EventSink,
+    refresh: Option<Refresh>,
     queue: Mutex<VecDeque<Pending>>,
+    /// Chunk → hosts fetching it right now, and since when (the endgame asks one more).
+    fetching: Mutex<HashMap<u32, Vec<(usize, Instant)>>>,
+    /// Moving average of how long a chunk takes, for the endgame.
+    chunk_time: Mutex<Duration>,
     /// Chunks not yet verified and written.
     remaining: AtomicUsize,
-    /// Wakes idle workers when a chunk is put back or the last one is done.
+    /// Wakes idle workers when a chunk is put back, a host appears, or the last chunk is done.
     changed: Notify,
+    /// One worker at a time asks the index for hosts.
+    refreshing: tokio::sync::Mutex<()>,
     last_error: Mutex<String>,
+    record_saved: Mutex<Instant>,
 }
 
 /// Why one chunk fetch failed.
 enum FetchError {
-    /// The host's fault (network, bad data, refusal); `fatal` drops the host at once.
-    Host { reason: String, fatal: bool },
+    /// The host's fault (network, refusal, bad data); `fatal` drops the host at once.
+    Host {
+        reason: String,
+        fatal: bool,
+        lied: bool,
+    },
     /// Our own disk failed: no other host can help.
     Local(StorageError),
 }
@@ -50,51 +95,65 @@ impl Pool {
         hosts: Vec<Host>,
         options: DownloadOptions,
         events: EventSink,
+        refresh: Option<Refresh>,
     ) -> Self {
-        let chunks = part.manifest().chunks.len();
+        let missing: VecDeque<Pending> = (0..part.manifest().chunks.len() as u32)
+            .filter(|i| !part.is_verified(*i))
+            .map(|i| (i, None))
+            .collect();
         Self {
             file_id,
+            remaining: AtomicUsize::new(missing.len()),
+            queue: Mutex::new(missing),
             part,
-            hosts,
+            hosts: RwLock::new(hosts.into_iter().map(Arc::new).collect()),
             options,
             events,
-            queue: Mutex::new((0..chunks as u32).map(|i| (i, None)).collect()),
-            remaining: AtomicUsize::new(chunks),
+            refresh,
+            fetching: Mutex::new(HashMap::new()),
+            chunk_time: Mutex::new(Duration::ZERO),
             changed: Notify::new(),
+            refreshing: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(String::new()),
+            record_saved: Mutex::new(Instant::now()),
         }
     }
 
-    /// Chunks verified and written so far.
-    pub fn done(&self) -> usize {
-        self.part.manifest().chunks.len() - self.remaining.load(Ordering::Acquire)
+    fn hosts(&self) -> Vec<Arc<Host>> {
+        self.hosts.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Chunks each host delivered first.
+    pub fn per_host(&self) -> Vec<(std::net::SocketAddr, u64)> {
+        self.hosts()
+            .iter()
+            .map(|h| (h.addr, h.delivered.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// The most recent failure, for the final error message.
-    pub fn last_error(&self) -> String {
+    fn last_error(&self) -> String {
         self.last_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn all_hosts_failed(&self) -> PeerError {
+    fn failed(&self, reason: String) -> PeerError {
         let manifest = self.part.manifest();
         PeerError::DownloadFailed {
             name: manifest.name.clone(),
-            done: self.done(),
+            done: self.part.verified_count(),
             total: manifest.chunks.len(),
-            reason: format!("every host failed (last: {})", self.last_error()),
+            reason,
         }
     }
 
-    /// Runs the workers until every chunk is written, all hosts failed, or `cancel` fires.
+    /// Runs the workers until every chunk is written, the hosts are gone for good, or `cancel`
+    /// fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), PeerError> {
-        let workers = self
-            .options
-            .workers
-            .max(1)
-            .min(self.part.manifest().chunks.len().max(1));
+        let missing = self.remaining.load(Ordering::Acquire);
+        let workers = self.options.workers.max(1).min(missing.max(1));
         let stop = cancel.child_token();
         let mut set = JoinSet::new();
         for _ in 0..workers {
@@ -107,6 +166,11 @@ impl Pool {
             let outcome = joined.unwrap_or_else(|e| {
                 Err(PeerError::Internal(format!("download worker failed: {e}")))
             });
+            if self.remaining.load(Ordering::Acquire) == 0 {
+                // Done: stop the workers still waiting on endgame copies.
+                stop.cancel();
+                continue;
+            }
             if let Err(err) = outcome {
                 // The first failure stops the others; keep it, not their "cancelled".
                 stop.cancel();
@@ -115,7 +179,10 @@ impl Pool {
                 }
             }
         }
-        if result.is_err() && cancel.is_cancelled() {
+        if self.remaining.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        if cancel.is_cancelled() {
             return Err(PeerError::Cancelled);
         }
         result
@@ -132,32 +199,45 @@ impl Pool {
             if self.remaining.load(Ordering::Acquire) == 0 {
                 return Ok(());
             }
-            let next = self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front();
-            let Some((index, avoid)) = next else {
-                // Others hold the last chunks; one may come back if its host fails.
+            let Some((index, avoid)) = self.next_job() else {
+                // Others hold the last chunks; one may come back, or turn out late.
                 tokio::select! {
                     _ = stop.cancelled() => return Err(PeerError::Cancelled),
                     _ = &mut changed => continue,
+                    _ = tokio::time::sleep(ENDGAME_POLL) => continue,
                 }
             };
-            let Some(h) = pick(&self.hosts, index, avoid) else {
-                self.requeue(index, avoid);
-                return Err(self.all_hosts_failed());
+            let hosts = self.hosts();
+            let Some(h) = pick(&hosts, index, &avoid) else {
+                self.requeue(index, None);
+                tokio::select! {
+                    _ = stop.cancelled() => return Err(PeerError::Cancelled),
+                    found = self.wait_for_hosts() => found?,
+                }
+                continue;
             };
-            let host = &self.hosts[h];
+            let host = hosts[h].clone();
+            let started = Instant::now();
+            self.fetching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(index)
+                .or_default()
+                .push((h, started));
             let fetched = tokio::select! {
-                _ = stop.cancelled() => {
-                    self.requeue(index, avoid);
-                    return Err(PeerError::Cancelled);
+                _ = stop.cancelled() => None,
+                fetched = self.fetch(&host, index) => Some(fetched),
+            };
+            self.stop_fetching(index, h);
+            let Some(fetched) = fetched else {
+                if !self.part.is_verified(index) {
+                    self.requeue(index, None);
                 }
-                fetched = self.fetch(host, index) => fetched,
+                return Err(PeerError::Cancelled);
             };
             match fetched {
-                Ok(len) => {
+                Ok(Some(len)) => {
+                    self.note_chunk_time(started.elapsed());
                     host.delivered.fetch_add(1, Ordering::Relaxed);
                     self.events.send(DownloadEvent::ChunkDone {
                         index,
@@ -167,13 +247,20 @@ impl Pool {
                     if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                         self.changed.notify_waiters();
                     }
+                    self.save_record_if_due().await;
                 }
+                // Another host's copy was first (endgame).
+                Ok(None) => {}
                 Err(FetchError::Local(err)) => {
-                    self.requeue(index, avoid);
+                    self.requeue(index, None);
                     return Err(err.into());
                 }
-                Err(FetchError::Host { reason, fatal }) => {
-                    let dropped = host.record_failure(self.options.max_host_failures, fatal);
+                Err(FetchError::Host {
+                    reason,
+                    fatal,
+                    lied,
+                }) => {
+                    let dropped = host.record_failure(self.options.max_host_failures, fatal, lied);
                     if dropped {
                         warn!(host = %host.addr, peer = %host.peer_id, %reason, "dropping host from this download");
                     } else {
@@ -186,10 +273,70 @@ impl Pool {
                     });
                     *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
                         format!("{}: {reason}", host.addr);
-                    self.requeue(index, Some(h));
+                    if !self.part.is_verified(index) && !self.is_fetching(index) {
+                        self.requeue(index, Some(h));
+                    }
+                    // Wake a waiting worker: this chunk may need an endgame copy now.
+                    self.changed.notify_one();
                 }
             }
         }
+    }
+
+    /// The next chunk to fetch and the hosts to avoid for it: the queue first, then (endgame)
+    /// the latest chunk in flight on fewer than [`ENDGAME_COPIES`] hosts, if it is late.
+    fn next_job(&self) -> Option<(u32, Vec<usize>)> {
+        if let Some((index, avoid)) = self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+        {
+            return Some((index, avoid.into_iter().collect()));
+        }
+        let live = self.hosts().iter().filter(|h| !h.is_dropped()).count();
+        let typical = *self.chunk_time.lock().unwrap_or_else(|e| e.into_inner());
+        let late = (typical * ENDGAME_SLOWNESS).max(ENDGAME_MIN_WAIT);
+        let fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        fetching
+            .iter()
+            .filter(|(index, hosts)| {
+                hosts.len() < ENDGAME_COPIES.min(live) && !self.part.is_verified(**index)
+            })
+            .filter_map(|(index, hosts)| {
+                let oldest = hosts.iter().map(|(_, since)| *since).min()?;
+                (oldest.elapsed() >= late).then_some((oldest, *index, hosts))
+            })
+            .min_by_key(|(oldest, index, _)| (*oldest, *index))
+            .map(|(_, index, hosts)| (index, hosts.iter().map(|(h, _)| *h).collect()))
+    }
+
+    fn note_chunk_time(&self, took: Duration) {
+        let mut avg = self.chunk_time.lock().unwrap_or_else(|e| e.into_inner());
+        *avg = if avg.is_zero() {
+            took
+        } else {
+            (*avg * 7 + took) / 8
+        };
+    }
+
+    fn stop_fetching(&self, index: u32, host: usize) {
+        let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hosts) = fetching.get_mut(&index) {
+            if let Some(pos) = hosts.iter().position(|(h, _)| *h == host) {
+                hosts.remove(pos);
+            }
+            if hosts.is_empty() {
+                fetching.remove(&index);
+            }
+        }
+    }
+
+    fn is_fetching(&self, index: u32) -> bool {
+        self.fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&index)
     }
 
     fn requeue(&self, index: u32, avoid: Option<usize>) {
@@ -200,12 +347,78 @@ impl Pool {
         self.changed.notify_one();
     }
 
-    /// Fetches chunk `index` from `host`, verifies it and writes it. Returns its length.
-    async fn fetch(&self, host: &Host, index: u32) -> Result<usize, FetchError> {
+    /// Every host is dropped: ask the index again until a usable host appears or
+    /// `stall_timeout` passes.
+    async fn wait_for_hosts(&self) -> Result<(), PeerError> {
+        let _turn = self.refreshing.lock().await;
+        let deadline = Instant::now() + self.options.stall_timeout;
+        loop {
+            if self.hosts().iter().any(|h| !h.is_dropped()) {
+                return Ok(());
+            }
+            if let Some(refresh) = &self.refresh {
+                match refresh().await {
+                    Ok(listed) => {
+                        if self.adopt(listed) {
+                            self.changed.notify_waiters();
+                            return Ok(());
+                        }
+                    }
+                    Err(err) => debug!(%err, "cannot ask the index for hosts"),
+                }
+            }
+            if Instant::now() + REFRESH_EVERY > deadline {
+                return Err(self.failed(format!(
+                    "no host could deliver for {}s (last error: {}); run the same download again to resume",
+                    self.options.stall_timeout.as_secs(),
+                    self.last_error()
+                )));
+            }
+            tokio::time::sleep(REFRESH_EVERY).await;
+        }
+    }
+
+    /// Adds hosts the index names that we don't have, and revives dropped ones it still
+    /// lists; returns whether any host is usable now.
+    fn adopt(&self, listed: Vec<HostInfo>) -> bool {
+        let mut hosts = self.hosts.write().unwrap_or_else(|e| e.into_inner());
+        for info in listed {
+            if let Some(known) = hosts.iter().find(|h| h.addr == info.addr) {
+                if known.revive() {
+                    info!(host = %info.addr, "host listed again; retrying it");
+                }
+            } else if Some(info.peer_id) != self.options.me {
+                info!(host = %info.addr, "new host for this download");
+                hosts.push(Arc::new(Host::new(info.addr, info.peer_id)));
+            }
+        }
+        hosts.iter().any(|h| !h.is_dropped())
+    }
+
+    async fn save_record_if_due(&self) {
+        {
+            let mut saved = self.record_saved.lock().unwrap_or_else(|e| e.into_inner());
+            if saved.elapsed() < RECORD_EVERY {
+                return;
+            }
+            *saved = Instant::now();
+        }
+        let part = self.part.clone();
+        match tokio::task::spawn_blocking(move || part.save_record()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(%err, "cannot save the record of verified chunks"),
+            Err(err) => warn!(%err, "cannot save the record of verified chunks"),
+        }
+    }
+
+    /// Fetches chunk `index` from `host`, verifies it and writes it. Returns its length, or
+    /// `None` if another copy was written first.
+    async fn fetch(&self, host: &Host, index: u32) -> Result<Option<usize>, FetchError> {
         let _in_flight = host.start_request();
         let network = |err: ProtocolError| FetchError::Host {
             reason: err.to_string(),
             fatal: false,
+            lied: false,
         };
         let mut conn = host
             .checkout(self.options.connect_timeout)
@@ -241,12 +454,14 @@ impl Pool {
                 return Err(FetchError::Host {
                     reason: format!("{message} ({code})"),
                     fatal,
+                    lied: false,
                 });
             }
             other => {
                 return Err(FetchError::Host {
                     reason: format!("unexpected reply to GetChunk: {}", reply_name(&other)),
                     fatal: true,
+                    lied: true,
                 });
             }
         };
@@ -263,11 +478,13 @@ impl Pool {
                 })
             })?;
         match written {
-            Ok(()) => Ok(len),
+            Ok(true) => Ok(Some(len)),
+            Ok(false) => Ok(None),
             Err(err @ (StorageError::HashMismatch { .. } | StorageError::ChunkLength { .. })) => {
                 Err(FetchError::Host {
                     reason: format!("sent bad data: {err}"),
                     fatal: false,
+                    lied: true,
                 })
             }
             Err(err) => Err(FetchError::Local(err)),

@@ -58,6 +58,19 @@ pub enum StorageError {
     /// The target already exists; it is left as it is.
     #[error("{} already exists; refusing to overwrite it", .0.display())]
     AlreadyExists(PathBuf),
+    /// Another download holds this part file.
+    #[error("{} is in use by another download of the same file", .0.display())]
+    Busy(PathBuf),
+    /// The disk is (or would be) full.
+    #[error("not enough disk space for {}{}", path.display(), if *needed > 0 { format!(": {needed} more bytes needed, {available} available") } else { String::new() })]
+    NoSpace {
+        /// The file being written.
+        path: PathBuf,
+        /// Bytes still to write (0 if unknown: the disk filled up during the download).
+        needed: u64,
+        /// Bytes free.
+        available: u64,
+    },
     /// A registered file changed size or modification time on disk.
     #[error("{} changed on disk since it was registered", .0.display())]
     FileChanged(PathBuf),

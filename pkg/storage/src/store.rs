@@ -1,20 +1,39 @@
-//! [`PartFile`]: a download being assembled in `<out>/<name>.part`.
+//! [`PartFile`]: a download being assembled in `<out>/<name>.part`, resumable.
 //!
 //! Invariants:
 //! * nothing is written to the part file until its chunk hash matched the manifest;
 //! * the final name appears only after the whole-file hash matched, through a hard link that
 //!   fails if the name exists (so an existing file is never replaced, not even in a race);
-//! * names come from [`crate::path::output_path`], so nothing lands outside the output folder.
+//! * every file operation is relative to a handle on the output folder (cap-std), and names
+//!   come from [`crate::path::output_path`] rules, so nothing lands outside that folder, even if
+//!   a symlink is swapped into it during the download;
+//! * `<name>.part.chunks` records which chunks were verified. It is a hint, not a promise: a
+//!   resume re-hashes every chunk it lists before trusting it, so a crash or `kill -9` between
+//!   writing data and writing the record can never make a corrupt chunk count as done;
+//! * the part file is locked while a download uses it, so two downloads of the same file into
+//!   the same folder can't interleave.
+//!
+//! Record layout: `"p2p-part-v1\0"` (12 bytes), the file id (32 bytes), the chunk count (u32
+//! big-endian), then one bit per chunk, lowest bit of the first byte = chunk 0.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use p2p_protocol::{FileManifest, Sha256Hash};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions};
+use p2p_protocol::{FileId, FileManifest, Sha256Hash, validate_file_name};
 use sha2::{Digest, Sha256};
 
 use crate::StorageError;
-use crate::path::{output_path, part_path};
+use crate::path::PART_SUFFIX;
+
+/// Suffix of the record of verified chunks, after the part file's name.
+pub const RECORD_SUFFIX: &str = ".chunks";
+
+const RECORD_MAGIC: &[u8; 12] = b"p2p-part-v1\0";
 
 /// Checks `data` against chunk `index` of `manifest`.
 pub fn verify_chunk(manifest: &FileManifest, index: u32, data: &[u8]) -> Result<(), StorageError> {
@@ -46,41 +65,83 @@ pub fn verify_chunk(manifest: &FileManifest, index: u32, data: &[u8]) -> Result<
 /// A download in progress.
 #[derive(Debug)]
 pub struct PartFile {
+    dir: Dir,
     file: File,
     manifest: FileManifest,
-    part_path: PathBuf,
+    file_id: FileId,
+    /// Names inside `dir`.
+    part_name: String,
+    record_name: String,
+    final_name: String,
+    /// For messages only; never used to open anything.
     final_path: PathBuf,
+    part_path: PathBuf,
+    /// Which chunks are verified and written.
+    verified: Mutex<Vec<bool>>,
 }
 
 impl PartFile {
     /// Prepares `<out_dir>/<name>.part` for `manifest`, after checking that the manifest is
-    /// valid and that `<out_dir>/<name>` does not exist yet.
+    /// valid, that `<out_dir>/<name>` does not exist yet, that no other download holds the
+    /// part file, and that the disk has room for what is still missing. An existing part file
+    /// is kept: see [`PartFile::resume`].
     pub fn create(out_dir: &Path, manifest: FileManifest) -> Result<Self, StorageError> {
-        let final_path = output_path(out_dir, &manifest.name)?;
+        validate_file_name(&manifest.name)?;
+        let final_path = out_dir.join(&manifest.name);
         manifest
             .validate()
             .map_err(|source| StorageError::Manifest {
                 path: final_path.clone(),
                 source,
             })?;
-        if final_path.symlink_metadata().is_ok() {
+        let dir = Dir::open_ambient_dir(out_dir, ambient_authority())
+            .map_err(StorageError::io("cannot open output folder", out_dir))?;
+        let final_name = manifest.name.clone();
+        let part_name = format!("{final_name}{PART_SUFFIX}");
+        let record_name = format!("{part_name}{RECORD_SUFFIX}");
+        let part_path = out_dir.join(&part_name);
+        if dir.symlink_metadata(&final_name).is_ok() {
             return Err(StorageError::AlreadyExists(final_path));
         }
-        let part_path = part_path(&final_path);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&part_path)
-            .map_err(StorageError::io("cannot create", &part_path))?;
+        // A part file must be a plain file we created, never a link planted there.
+        if let Ok(meta) = dir.symlink_metadata(&part_name)
+            && !meta.is_file()
+        {
+            return Err(StorageError::NotAFile(part_path));
+        }
+        let file = dir
+            .open_with(
+                &part_name,
+                OpenOptions::new().read(true).write(true).create(true),
+            )
+            .map_err(StorageError::io("cannot create", &part_path))?
+            .into_std();
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StorageError::Busy(part_path)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StorageError::io("cannot lock", &part_path)(e));
+            }
+        }
+        let current = file
+            .metadata()
+            .map_err(StorageError::io("cannot stat", &part_path))?
+            .len();
+        check_space(&file, &part_path, manifest.size.saturating_sub(current))?;
         file.set_len(manifest.size)
             .map_err(StorageError::io("cannot size", &part_path))?;
+        let chunks = manifest.chunks.len();
         Ok(Self {
+            dir,
             file,
+            file_id: manifest.id(),
             manifest,
-            part_path,
+            part_name,
+            record_name,
+            final_name,
             final_path,
+            part_path,
+            verified: Mutex::new(vec![false; chunks]),
         })
     }
 
@@ -99,46 +160,191 @@ impl PartFile {
         &self.part_path
     }
 
-    /// Verifies chunk `index` and, only if it matches, writes it at its offset.
-    pub fn write_verified(&self, index: u32, data: &[u8]) -> Result<(), StorageError> {
-        verify_chunk(&self.manifest, index, data)?;
-        self.file
-            .write_all_at(data, self.manifest.chunk_offset(index))
-            .map_err(StorageError::io("cannot write to", &self.part_path))
+    /// Picks up an earlier, interrupted download of the same file: re-hashes every chunk the
+    /// record lists and returns those that still match (they count as done). Anything else in
+    /// the part file is ignored and will be fetched again.
+    pub fn resume(&self) -> Vec<u32> {
+        let Some(listed) = self.read_record() else {
+            return Vec::new();
+        };
+        let mut buf = Vec::new();
+        let mut good = Vec::new();
+        for index in listed {
+            let len = self
+                .manifest
+                .chunk_len(index)
+                .expect("record length checked");
+            buf.resize(len, 0);
+            let ok = self
+                .file
+                .read_exact_at(&mut buf, self.manifest.chunk_offset(index))
+                .is_ok()
+                && verify_chunk(&self.manifest, index, &buf).is_ok();
+            if ok {
+                good.push(index);
+            }
+        }
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        for &index in &good {
+            verified[index as usize] = true;
+        }
+        good
     }
 
-    /// Flushes the part file, checks the whole-file hash and moves it to its final name.
-    /// On a hash mismatch the part file is removed (its content can never become valid).
-    pub fn finish(self) -> Result<PathBuf, StorageError> {
+    fn read_record(&self) -> Option<Vec<u32>> {
+        let bytes = self.dir.read(&self.record_name).ok()?;
+        let count = self.manifest.chunks.len();
+        let header = RECORD_MAGIC.len() + 32 + 4;
+        if bytes.len() != header + count.div_ceil(8)
+            || &bytes[..RECORD_MAGIC.len()] != RECORD_MAGIC
+            || bytes[RECORD_MAGIC.len()..RECORD_MAGIC.len() + 32] != self.file_id.0
+            || u32::from_be_bytes(bytes[header - 4..header].try_into().ok()?) as usize != count
+        {
+            return None;
+        }
+        let bits = &bytes[header..];
+        Some(
+            (0..count as u32)
+                .filter(|i| bits[*i as usize / 8] & (1 << (i % 8)) != 0)
+                .collect(),
+        )
+    }
+
+    /// Writes the record of verified chunks (to a temporary name, then renamed over the old
+    /// one, so a crash leaves the old record or the new one, never half of one).
+    pub fn save_record(&self) -> Result<(), StorageError> {
+        let verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut bytes = Vec::with_capacity(RECORD_MAGIC.len() + 36 + verified.len() / 8 + 1);
+        bytes.extend_from_slice(RECORD_MAGIC);
+        bytes.extend_from_slice(&self.file_id.0);
+        bytes.extend_from_slice(&(verified.len() as u32).to_be_bytes());
+        let mut bits = vec![0u8; verified.len().div_ceil(8)];
+        for (i, done) in verified.iter().enumerate() {
+            if *done {
+                bits[i / 8] |= 1 << (i % 8);
+            }
+        }
+        bytes.extend_from_slice(&bits);
+        let tmp = format!("{}.tmp", self.record_name);
+        let record_path = self.part_path.with_file_name(&self.record_name);
+        self.dir
+            .write(&tmp, &bytes)
+            .map_err(StorageError::io("cannot write", &record_path))?;
+        self.dir
+            .rename(&tmp, &self.dir, &self.record_name)
+            .map_err(StorageError::io("cannot write", &record_path))
+    }
+
+    /// Whether chunk `index` is already verified and written.
+    pub fn is_verified(&self, index: u32) -> bool {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())[index as usize]
+    }
+
+    /// How many chunks are verified and written.
+    pub fn verified_count(&self) -> usize {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|v| **v)
+            .count()
+    }
+
+    /// Verifies chunk `index` and, only if it matches, writes it at its offset. Returns false
+    /// if the chunk was already written (another host's copy won the race).
+    pub fn write_verified(&self, index: u32, data: &[u8]) -> Result<bool, StorageError> {
+        verify_chunk(&self.manifest, index, data)?;
+        if self.is_verified(index) {
+            return Ok(false);
+        }
+        self.file
+            .write_all_at(data, self.manifest.chunk_offset(index))
+            .map_err(|e| write_error(e, &self.part_path))?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let first = !verified[index as usize];
+        verified[index as usize] = true;
+        Ok(first)
+    }
+
+    /// Flushes the part file, checks the whole-file hash and gives the file its name.
+    /// On a hash mismatch the part file and its record are removed (their content can never
+    /// become valid).
+    pub fn finish(&self) -> Result<PathBuf, StorageError> {
         let part = &self.part_path;
         self.file
             .sync_all()
             .map_err(StorageError::io("cannot flush", part))?;
         let got = hash_file(&self.file, part)?;
         if got != self.manifest.file_hash {
-            let _ = std::fs::remove_file(part);
+            self.discard();
             return Err(StorageError::FileHashMismatch {
                 path: part.clone(),
                 expected: self.manifest.file_hash,
                 got,
             });
         }
-        match std::fs::hard_link(part, &self.final_path) {
+        match self
+            .dir
+            .hard_link(&self.part_name, &self.dir, &self.final_name)
+        {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StorageError::AlreadyExists(self.final_path));
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(StorageError::AlreadyExists(self.final_path.clone()));
             }
             // A file system without hard links: check, then rename (a narrow race we accept
             // only there).
-            Err(_) if self.final_path.symlink_metadata().is_err() => {
-                std::fs::rename(part, &self.final_path)
+            Err(_) if self.dir.symlink_metadata(&self.final_name).is_err() => {
+                self.dir
+                    .rename(&self.part_name, &self.dir, &self.final_name)
                     .map_err(StorageError::io("cannot rename", part))?;
-                return Ok(self.final_path);
+                let _ = self.dir.remove_file(&self.record_name);
+                return Ok(self.final_path.clone());
             }
             Err(e) => return Err(StorageError::io("cannot link", part)(e)),
         }
-        std::fs::remove_file(part).map_err(StorageError::io("cannot remove", part))?;
-        Ok(self.final_path)
+        self.discard();
+        Ok(self.final_path.clone())
+    }
+
+    fn discard(&self) {
+        let _ = self.dir.remove_file(&self.part_name);
+        let _ = self.dir.remove_file(&self.record_name);
+    }
+}
+
+/// Refuses to start when the disk can't hold `needed` more bytes, instead of failing midway.
+fn check_space(file: &File, path: &Path, needed: u64) -> Result<(), StorageError> {
+    let Ok(stats) = rustix::fs::fstatvfs(file) else {
+        // Can't tell (an unusual file system): writes will report a full disk if it happens.
+        return Ok(());
+    };
+    ensure_room(path, needed, stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+fn ensure_room(path: &Path, needed: u64, available: u64) -> Result<(), StorageError> {
+    if needed > available {
+        return Err(StorageError::NoSpace {
+            path: path.to_owned(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
+fn write_error(e: std::io::Error, path: &Path) -> StorageError {
+    if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
+        StorageError::NoSpace {
+            path: path.to_owned(),
+            needed: 0,
+            available: 0,
+        }
+    } else {
+        StorageError::io("cannot write to", path)(e)
     }
 }
 
@@ -167,6 +373,7 @@ mod tests {
 
     use super::*;
     use crate::build_manifest;
+    use crate::path::part_path;
 
     fn source(dir: &Path, name: &str, data: &[u8]) -> FileManifest {
         let path = dir.join(name);
@@ -251,5 +458,104 @@ mod tests {
             PartFile::create(out.path(), m),
             Err(StorageError::UnsafeName(_))
         ));
+    }
+
+    #[test]
+    fn resume_trusts_only_listed_chunks_that_still_verify() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let size = 3 * CHUNK_SIZE as usize;
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 256) as u8).collect();
+        let m = source(src.path(), "r.bin", &data);
+        let chunk = |i: usize| &data[i * CHUNK_SIZE as usize..(i + 1) * CHUNK_SIZE as usize];
+        {
+            let part = PartFile::create(out.path(), m.clone()).unwrap();
+            assert!(part.write_verified(0, chunk(0)).unwrap());
+            assert!(part.write_verified(2, chunk(2)).unwrap());
+            part.save_record().unwrap();
+            // Interrupted here: dropped without finish.
+        }
+        // Chunk 2 is damaged on disk after the record was written (a crash mid-write).
+        let part_file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(out.path().join("r.bin.part"))
+            .unwrap();
+        part_file
+            .write_all_at(b"garbage", 2 * u64::from(CHUNK_SIZE) + 10)
+            .unwrap();
+
+        let part = PartFile::create(out.path(), m).unwrap();
+        assert_eq!(
+            part.resume(),
+            vec![0],
+            "chunk 2 fails its hash and is fetched again"
+        );
+        assert!(!part.write_verified(0, chunk(0)).unwrap(), "already done");
+        part.write_verified(1, chunk(1)).unwrap();
+        part.write_verified(2, chunk(2)).unwrap();
+        let path = part.finish().unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data);
+        let left: Vec<_> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec!["r.bin"], "part file and record are gone");
+    }
+
+    #[test]
+    fn record_of_another_file_is_ignored() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let a = source(src.path(), "same.bin", b"first version");
+        {
+            let part = PartFile::create(out.path(), a).unwrap();
+            part.write_verified(0, b"first version").unwrap();
+            part.save_record().unwrap();
+        }
+        std::fs::write(src.path().join("same.bin"), b"second version").unwrap();
+        let b = build_manifest(&src.path().join("same.bin"))
+            .unwrap()
+            .manifest;
+        let part = PartFile::create(out.path(), b).unwrap();
+        assert!(part.resume().is_empty());
+    }
+
+    #[test]
+    fn one_download_per_part_file() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let m = source(src.path(), "l.bin", b"locked");
+        let _first = PartFile::create(out.path(), m.clone()).unwrap();
+        assert!(matches!(
+            PartFile::create(out.path(), m),
+            Err(StorageError::Busy(_))
+        ));
+    }
+
+    #[test]
+    fn a_symlink_planted_as_the_part_file_is_refused() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let victim = elsewhere.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, out.path().join("s.bin.part")).unwrap();
+        let m = source(src.path(), "s.bin", b"payload");
+        assert!(matches!(
+            PartFile::create(out.path(), m),
+            Err(StorageError::NotAFile(_))
+        ));
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn too_little_space_is_refused_up_front() {
+        let path = Path::new("/o/f.part");
+        assert!(ensure_room(path, 100, 100).is_ok());
+        let err = ensure_room(path, 101, 100).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "not enough disk space for /o/f.part: 101 more bytes needed, 100 available"
+        );
     }
 }

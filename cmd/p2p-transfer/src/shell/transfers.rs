@@ -129,10 +129,15 @@ impl Transfers {
     fn apply(&self, index: usize, event: DownloadEvent) {
         self.update(index, |t| match event {
             DownloadEvent::Started {
-                name, size, hosts, ..
+                name,
+                size,
+                hosts,
+                resumed,
+                ..
             } => {
                 t.name = Some(name);
                 t.size = size;
+                t.done = resumed;
                 t.hosts_known = hosts;
                 t.state = State::Running;
             }

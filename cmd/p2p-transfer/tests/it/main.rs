@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod cli;
+mod faults;
 mod index;
 mod mdns;
 mod netns;

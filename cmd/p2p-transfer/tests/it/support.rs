@@ -68,6 +68,8 @@ pub fn peer_config(server: SocketAddr) -> PeerConfig {
         listen_addr: loopback0(),
         server_addr: server,
         request_timeout: Duration::from_secs(10),
+        // Tests that lose every host should fail fast.
+        stall_timeout: Duration::from_secs(2),
         ..PeerConfig::default()
     }
 }

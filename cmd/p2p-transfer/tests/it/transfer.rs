@@ -56,8 +56,12 @@ async fn three_seeders_each_serve_part_of_a_50_mib_file() {
             seeder.local_addr()
         );
     }
-    let total: u64 = seeders.iter().map(|s| s.chunks_served()).sum();
-    assert_eq!(total, 13);
+    // Each chunk was written once, from the first verified copy (the endgame may have asked a
+    // second host for a late chunk).
+    let delivered: u64 = report.per_host.iter().map(|(_, n)| n).sum();
+    assert_eq!(delivered, 13);
+    let served: u64 = seeders.iter().map(|s| s.chunks_served()).sum();
+    assert!(served >= 13);
 
     // The events add up to the file, and name only real seeders.
     let mut bytes = 0;
@@ -301,7 +305,12 @@ async fn file_changed_on_disk_is_no_longer_served() {
         .download(&id.to_string(), out.path(), None, CancellationToken::new())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("changed"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("download of c.bin failed with 0 of 1 chunks complete"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("file_unavailable"), "{err}");
     assert!(!out.path().join("c.bin").exists());
     assert!(
         seeder.files().is_empty(),
@@ -354,6 +363,11 @@ async fn deleted_file_is_reported_unavailable() {
         .download(&id.to_string(), out.path(), None, CancellationToken::new())
         .await
         .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("download of d.bin failed with 0 of 1 chunks complete"),
+        "{err}"
+    );
     assert!(err.to_string().contains("file_unavailable"), "{err}");
     assert!(seeder.files().is_empty());
     seeder.shutdown().await;

@@ -1,0 +1,374 @@
+//! Faults during a download: hosts that die, hang or vanish, interrupted downloads that must
+//! resume, and leechers killed at random moments.
+
+use std::process::Command;
+use std::time::Duration;
+
+use p2p_peer::{DownloadEvent, Peer, PeerError};
+use rand::{Rng, SeedableRng};
+use tokio_util::sync::CancellationToken;
+
+use crate::bad_input::{FakeSeeder, Misbehaviour};
+use crate::process::{bin, spawn_until, start_server as start_server_process};
+use crate::support::{peer_config, random_file, start_peer, start_server};
+
+const MIB: usize = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_download_resumes_and_fetches_only_the_rest() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "resume.bin", 40 * MIB + 3, 51);
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap().to_string();
+
+    // First run: one worker, cancelled after three chunks.
+    let mut config = peer_config(server.addr);
+    config.workers = 1;
+    let leecher = Peer::start(config).await.unwrap();
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = leecher.download(&id, out.path(), Some(tx), cancel.clone());
+    let watcher = async {
+        let mut done = 0;
+        while let Some(event) = rx.recv().await {
+            if matches!(event, DownloadEvent::ChunkDone { .. }) {
+                done += 1;
+                if done == 3 {
+                    cancel.cancel();
+                }
+            }
+        }
+    };
+    let (first, ()) = tokio::join!(run, watcher);
+    assert!(matches!(first, Err(PeerError::Cancelled)), "{first:?}");
+    assert!(out.path().join("resume.bin.part").exists());
+    assert!(
+        out.path().join("resume.bin.part.chunks").exists(),
+        "the record of verified chunks stays"
+    );
+    let served_before = seeder.chunks_served();
+
+    // Second run: picks up the verified chunks and fetches only the others.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = leecher
+        .download(&id, out.path(), Some(tx), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    let (mut resumed, mut fetched, mut chunks) = (0, 0, 0);
+    while let Some(event) = rx.recv().await {
+        match event {
+            DownloadEvent::Started {
+                resumed: r,
+                chunks: c,
+                ..
+            } => (resumed, chunks) = (r, c),
+            DownloadEvent::ChunkDone { .. } => fetched += 1,
+            _ => {}
+        }
+    }
+    let chunk = 4 * MIB as u64;
+    assert_eq!(chunks, 11);
+    assert!(resumed >= 3 * chunk, "resumed only {resumed} bytes");
+    assert_eq!(
+        fetched,
+        11 - resumed / chunk,
+        "only missing chunks are fetched"
+    );
+    // The seeder agrees (allowing the one request in flight when the first run stopped).
+    assert!(seeder.chunks_served() - served_before <= fetched + 1);
+    assert!(!out.path().join("resume.bin.part").exists());
+    assert!(!out.path().join("resume.bin.part.chunks").exists());
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_that_dies_mid_download_is_replaced_by_the_others() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "dies.bin", 48 * MIB, 52);
+    let doomed = start_peer(server.addr).await;
+    let survivor = start_peer(server.addr).await;
+    let id = doomed.register(&path).await.unwrap().to_string();
+    survivor.register(&path).await.unwrap();
+
+    let leecher = start_peer(server.addr).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = leecher.download(&id, out.path(), Some(tx), CancellationToken::new());
+    let killer = async {
+        while let Some(event) = rx.recv().await {
+            if let DownloadEvent::ChunkDone { host, .. } = event
+                && host == doomed.local_addr()
+            {
+                // It delivered one chunk; now it goes away, connections and all.
+                doomed.shutdown().await;
+                break;
+            }
+        }
+        while rx.recv().await.is_some() {}
+    };
+    let (report, ()) = tokio::join!(run, killer);
+    let report = report.unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    assert!(survivor.chunks_served() > 0);
+    leecher.shutdown().await;
+    survivor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_host_does_not_hold_back_the_end() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "late.bin", 24 * MIB, 53);
+    let good = start_peer(server.addr).await;
+    let id = good.register(&path).await.unwrap().to_string();
+    // Takes requests and never answers: without the endgame its chunks would wait for the
+    // request timeout (a minute here).
+    let hung = FakeSeeder::start(server.addr, &path, Misbehaviour::Stall).await;
+
+    let mut config = peer_config(server.addr);
+    config.request_timeout = Duration::from_secs(60);
+    let leecher = Peer::start(config).await.unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        leecher.download(&id, out.path(), None, CancellationToken::new()),
+    )
+    .await
+    .expect("the download waited for the hung host")
+    .unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    assert!(hung.requests() > 0, "the hung host was asked");
+    leecher.shutdown().await;
+    good.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_gone_fails_after_the_stall_timeout_and_resumes_later() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "gone.bin", 32 * MIB, 54);
+    let only = start_peer(server.addr).await;
+    let id = only.register(&path).await.unwrap().to_string();
+
+    let mut config = peer_config(server.addr);
+    config.workers = 1;
+    let leecher = Peer::start(config).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = leecher.download(&id, out.path(), Some(tx), CancellationToken::new());
+    let killer = async {
+        let mut done = 0;
+        while let Some(event) = rx.recv().await {
+            if matches!(event, DownloadEvent::ChunkDone { .. }) {
+                done += 1;
+                if done == 2 {
+                    only.shutdown().await;
+                }
+            }
+        }
+    };
+    let (err, ()) = tokio::join!(run, killer);
+    let err = err.unwrap_err().to_string();
+    assert!(
+        err.starts_with("download of gone.bin failed with "),
+        "{err}"
+    );
+    assert!(
+        err.contains(" of 8 chunks complete: no host could deliver for 2s"),
+        "{err}"
+    );
+    assert!(out.path().join("gone.bin.part.chunks").exists());
+
+    // A seeder comes back: the same download resumes and completes.
+    let back = start_peer(server.addr).await;
+    back.register(&path).await.unwrap();
+    let report = leecher
+        .download(&id, out.path(), None, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    assert!(
+        back.chunks_served() <= 6,
+        "resumed chunks were not fetched again"
+    );
+    leecher.shutdown().await;
+    back.shutdown().await;
+}
+
+/// The leecher process is killed with SIGKILL at random moments (seeded, so a failure can be
+/// replayed); each restart resumes, and the final file is byte-exact.
+#[test]
+fn leecher_killed_at_random_moments_always_ends_byte_exact() {
+    let seed: u64 = std::env::var("P2P_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_server, addr) = start_server_process();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "killed.bin", 128 * MIB, 55);
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        &addr,
+        "--register",
+    ])
+    .arg(&path);
+    let (_seeder, _, mut seeder_out) = spawn_until(cmd, "peer listening on ");
+    let id = crate::process::read_line_starting(&mut seeder_out, "registered ")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let target = out.path().join("killed.bin");
+    let leecher = || {
+        let mut cmd = bin();
+        cmd.args([
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--workers",
+            "2",
+        ])
+        .args(["--download", &id, "--out"])
+        .arg(out.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    // Kill it eight times at random moments, each run picking up where the last one died.
+    let mut kills = 0;
+    for attempt in 0..8 {
+        let mut child = leecher().spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(10..250)));
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before the blow
+        }
+        Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        // Whatever moment it died at: no final file unless it is complete and verified.
+        if target.exists() {
+            assert_eq!(
+                std::fs::read(&target).unwrap(),
+                data,
+                "attempt {attempt}, seed {seed}"
+            );
+        }
+    }
+    assert!(
+        kills > 0,
+        "the download was never interrupted; shorten the delays"
+    );
+    if !target.exists() {
+        let output = leecher().output().unwrap();
+        assert!(
+            output.status.success(),
+            "final run failed (seed {seed}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), data, "seed {seed}");
+    assert!(!out.path().join("killed.bin.part").exists());
+}
+
+#[test]
+fn sigterm_during_a_download_saves_the_state_for_the_next_run() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(start_server());
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "term.bin", 16 * MIB, 56);
+    let id = p2p_storage::build_manifest(&path)
+        .unwrap()
+        .manifest
+        .id()
+        .to_string();
+    // Only a hung host at first: the download can't finish.
+    let hung = rt.block_on(FakeSeeder::start(server.addr, &path, Misbehaviour::Stall));
+    let addr = server.addr.to_string();
+    let child = bin()
+        .args([
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--download",
+            &id,
+            "--out",
+        ])
+        .arg(out.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let part = out.path().join("term.bin.part");
+    for _ in 0..100 {
+        if part.exists() && hung.requests() > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with(&format!("error: cannot download {id}: cancelled")),
+        "{stderr}"
+    );
+    assert!(part.exists());
+    assert!(
+        out.path().join("term.bin.part.chunks").exists(),
+        "state saved on SIGTERM"
+    );
+    drop(hung);
+
+    // With a working seeder the next run completes.
+    let seeder = rt.block_on(start_peer(server.addr));
+    rt.block_on(seeder.register(&path)).unwrap();
+    let output = bin()
+        .args([
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--download",
+            &id,
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read(out.path().join("term.bin")).unwrap(), data);
+    rt.block_on(seeder.shutdown());
+}
