@@ -12,6 +12,9 @@ pub struct ServerConfig {
     pub heartbeat_timeout: Duration,
     /// Connections served at once; further clients wait in the OS backlog until one closes.
     pub max_connections: usize,
+    /// Connections one source address may hold at once; more are answered
+    /// `limit_exceeded` and closed.
+    pub max_connections_per_ip: usize,
     /// Registered peers at once; `Register` beyond this gets `limit_exceeded`.
     pub max_peers: usize,
     /// Files one peer may add; `AddFile` beyond this gets `limit_exceeded`.
@@ -27,6 +30,7 @@ impl Default for ServerConfig {
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(15),
             max_connections: 1024,
+            max_connections_per_ip: 64,
             max_peers: 10_000,
             max_files_per_peer: 10_000,
             idle_timeout: Duration::from_secs(60),

@@ -32,3 +32,38 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::{Server, ServerConfig};
+
+    /// Expiry runs on tokio's (monotonic, here paused) clock: nothing expires before the
+    /// timeout, whatever the wall clock does, and a silent peer is gone soon after it.
+    #[tokio::test(start_paused = true)]
+    async fn silent_peer_expires_on_the_monotonic_clock() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = ServerConfig::default();
+        let server = Server::new(listener, config.clone());
+        let handle = server.handle().unwrap();
+        let now = tokio::time::Instant::now().into_std();
+        handle
+            .shared()
+            .index()
+            .register("127.0.0.1:9".parse().unwrap(), now)
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(super::run(handle.shared(), shutdown.clone()));
+
+        tokio::time::sleep(config.heartbeat_timeout - Duration::from_secs(1)).await;
+        assert_eq!(handle.status().peers, 1, "expired early");
+        tokio::time::sleep(config.heartbeat_timeout / 2).await;
+        assert_eq!(handle.status().peers, 0, "not expired after the timeout");
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use p2p_protocol::limits::PerIpLimit;
 use p2p_protocol::{
     ErrorCode, IdPrefix, IndexConversation, IndexRequest, IndexResponse, IndexServerConnection,
     ProtocolError, server_hello,
@@ -23,6 +24,9 @@ use crate::reaper;
 /// A reply that can't be written within this long (the client stopped reading) closes the
 /// connection.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a refused client may take to send its `Hello` before the refusal goes out.
+const REFUSE_HELLO_WAIT: Duration = Duration::from_secs(2);
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -71,6 +75,11 @@ pub struct ServerStatus {
 }
 
 impl ServerHandle {
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// Counts and uptime.
     pub fn status(&self) -> ServerStatus {
         let index = self.shared.index();
@@ -130,6 +139,7 @@ impl Server {
         let tasks = TaskTracker::new();
         tasks.spawn(reaper::run(self.shared.clone(), shutdown.child_token()));
         let limit = Arc::new(Semaphore::new(self.shared.config.max_connections));
+        let per_ip = PerIpLimit::new(self.shared.config.max_connections_per_ip);
         loop {
             // Wait for a free slot before accepting, so excess clients queue in the backlog
             // instead of costing us memory.
@@ -149,6 +159,13 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
+            let Some(ip_slot) = per_ip.try_admit(addr.ip()) else {
+                tasks.spawn(refuse_crowded(
+                    stream,
+                    self.shared.config.max_connections_per_ip,
+                ));
+                continue;
+            };
             let handler = Handler {
                 shared: self.shared.clone(),
                 conn: IndexServerConnection::index_server(stream),
@@ -161,7 +178,7 @@ impl Server {
                         Ok(()) => debug!("connection closed"),
                         Err(err) => info!(%err, "connection dropped"),
                     }
-                    drop(permit);
+                    drop((permit, ip_slot));
                 }
                 .instrument(info_span!("conn", client = %addr)),
             );
@@ -169,6 +186,18 @@ impl Server {
         tasks.close();
         tasks.wait().await;
     }
+}
+
+/// Answers a connection over the per-address limit with `limit_exceeded`, after its `Hello`
+/// (so the reply is not lost to a reset), and closes it.
+async fn refuse_crowded(stream: TcpStream, max: usize) {
+    let mut conn = IndexServerConnection::index_server(stream);
+    let _ = conn.recv_timeout(REFUSE_HELLO_WAIT).await;
+    let reply = IndexResponse::Error {
+        code: ErrorCode::LimitExceeded,
+        message: format!("too many connections from your address (at most {max})"),
+    };
+    let _ = conn.send_timeout(&reply, REFUSE_HELLO_WAIT).await;
 }
 
 /// Serves one connection: handshake, then one response per request.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use p2p_protocol::limits::PerIpLimit;
 use p2p_protocol::{
     ErrorCode, PeerConversation, PeerRequest, PeerResponse, PeerServerConnection, ProtocolError,
     server_hello,
@@ -43,6 +44,7 @@ pub(crate) struct ChunkServer {
     pub files: SharedFiles,
     pub stats: Arc<ServeStats>,
     pub max_inbound: usize,
+    pub max_inbound_per_ip: usize,
     pub idle_timeout: Duration,
 }
 
@@ -50,6 +52,7 @@ impl ChunkServer {
     /// Serves until `shutdown`; spawned connection tasks go on `tasks`.
     pub async fn run(self, shutdown: CancellationToken, tasks: TaskTracker) {
         let limit = Arc::new(Semaphore::new(self.max_inbound));
+        let per_ip = PerIpLimit::new(self.max_inbound_per_ip);
         loop {
             let (stream, addr) = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -65,7 +68,12 @@ impl ChunkServer {
             let _ = stream.set_nodelay(true);
             let mut conn = PeerServerConnection::peer_server(stream);
             // Refuse rather than queue when full: the downloader has other hosts to try.
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
+            let slots = limit
+                .clone()
+                .try_acquire_owned()
+                .ok()
+                .zip(per_ip.try_admit(addr.ip()));
+            let Some(permit) = slots else {
                 tasks.spawn(async move {
                     // Read the Hello first, so the reply is not lost to a reset of unread data.
                     let _ = conn.recv_timeout(BUSY_HELLO_WAIT).await;

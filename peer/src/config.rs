@@ -30,6 +30,8 @@ pub struct PeerConfig {
     pub workers: usize,
     /// Inbound chunk-server connections served at once; more get a `busy` reply.
     pub max_inbound: usize,
+    /// Inbound connections one source address may hold at once; more get a `busy` reply.
+    pub max_inbound_per_ip: usize,
     /// Limit on connecting to another node.
     pub connect_timeout: Duration,
     /// Limit on one request/reply to the index server, connection included.
@@ -56,6 +58,7 @@ impl Default for PeerConfig {
             advertise_addr: None,
             workers: 8,
             max_inbound: 64,
+            max_inbound_per_ip: 32,
             connect_timeout: Duration::from_secs(5),
             index_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),

@@ -16,6 +16,12 @@ use crate::node::Node;
 /// Used until the index tells us its interval.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Sleeps a random time up to half of `interval`.
+async fn jitter(interval: Duration) {
+    let max = (interval / 2).as_millis().max(1) as u64;
+    tokio::time::sleep(Duration::from_millis(rand::random_range(0..max))).await;
+}
+
 fn ticker(interval: Duration) -> tokio::time::Interval {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -50,7 +56,10 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 code: ErrorCode::UnknownPeer | ErrorCode::Forbidden,
                 ..
             }) => {
-                // The index restarted or expired us: register again, with every file.
+                // The index restarted or expired us: register again, with every file. Every
+                // peer learns this at about the same time after a restart, so wait a random
+                // part of the interval first rather than all arriving at once.
+                jitter(interval).await;
                 node.register_everything().await.map(|session| {
                     info!(peer_id = %session.peer_id, server = %node.index.server(), "re-registered with the index");
                 })

@@ -109,6 +109,7 @@ impl Peer {
             files: node.files.clone(),
             stats: node.stats.clone(),
             max_inbound: node.config.max_inbound,
+            max_inbound_per_ip: node.config.max_inbound_per_ip,
             idle_timeout: node.config.idle_timeout,
         };
         node.tasks.spawn(

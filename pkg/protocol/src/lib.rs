@@ -30,6 +30,7 @@
 //! * [`codec`]: frames ↔ messages.
 //! * [`connection`]: [`Connection`], typed send/receive over any async stream.
 //! * [`handshake`]: the `Hello` exchange.
+//! * [`limits`]: connections per source address.
 //! * [`error`][mod@error]: [`ProtocolError`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -38,6 +39,7 @@ pub mod codec;
 pub mod connection;
 pub mod error;
 pub mod handshake;
+pub mod limits;
 pub mod message;
 pub mod types;
 

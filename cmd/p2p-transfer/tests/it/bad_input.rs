@@ -308,3 +308,35 @@ async fn a_peer_cannot_touch_another_peers_registration() {
     );
     victim.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let config = p2p_central_server::ServerConfig {
+        max_connections_per_ip: 2,
+        ..crate::support::fast_server_config()
+    };
+    let server = crate::support::start_server_on(crate::support::loopback0(), config).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let stream = TcpStream::connect(server.addr).await.unwrap();
+        let mut conn = IndexClientConnection::index_client(stream);
+        p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
+            .await
+            .unwrap();
+        held.push(conn);
+    }
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut third = IndexClientConnection::index_client(stream);
+    let err = p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut third)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("too many connections from your address (at most 2)"),
+        "{err}"
+    );
+    // A slot frees when a connection closes.
+    held.pop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_index_alive(server.addr).await;
+}
