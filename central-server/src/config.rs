@@ -29,7 +29,7 @@ impl Default for ServerConfig {
         Self {
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(15),
-            max_connections: 1024,
+            max_connections: 8192,
             max_connections_per_ip: 64,
             max_peers: 10_000,
             max_files_per_peer: 10_000,

@@ -44,7 +44,7 @@ pub struct ServerArgs {
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub heartbeat_timeout: Duration,
     /// Client connections served at once.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Start an interactive shell (status, list peers, list files) while serving.
     #[arg(short = 'i', long)]

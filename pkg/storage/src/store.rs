@@ -78,6 +78,16 @@ pub struct PartFile {
     part_path: PathBuf,
     /// Which chunks are verified and written.
     verified: Mutex<Vec<bool>>,
+    /// The whole-file hash, fed chunk by chunk in order while the download runs, so that at
+    /// the end only the tail is left to hash instead of the whole file.
+    whole: Mutex<WholeHash>,
+}
+
+/// SHA-256 of the chunks `[0, next)`.
+#[derive(Debug, Default)]
+struct WholeHash {
+    sha: Sha256,
+    next: u32,
 }
 
 impl PartFile {
@@ -142,6 +152,7 @@ impl PartFile {
             final_path,
             part_path,
             verified: Mutex::new(vec![false; chunks]),
+            whole: Mutex::default(),
         })
     }
 
@@ -264,10 +275,39 @@ impl PartFile {
         self.file
             .write_all_at(data, self.manifest.chunk_offset(index))
             .map_err(|e| write_error(e, &self.part_path))?;
-        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        let first = !verified[index as usize];
-        verified[index as usize] = true;
+        let first = {
+            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            let first = !verified[index as usize];
+            verified[index as usize] = true;
+            first
+        };
+        // Extend the whole-file hash if this thread can; whoever holds it will catch up, and
+        // `finish` hashes whatever is left.
+        if let Ok(mut whole) = self.whole.try_lock() {
+            self.advance_whole(&mut whole, Some((index, data)))?;
+        }
         Ok(first)
+    }
+
+    /// Feeds the whole-file hash every verified chunk that follows on from where it stopped,
+    /// taking `fresh` from memory and the others from the part file.
+    fn advance_whole(&self, whole: &mut WholeHash, fresh: Option<(u32, &[u8])>) -> Result<(), StorageError> {
+        let mut buf = Vec::new();
+        while (whole.next as usize) < self.manifest.chunks.len() && self.is_verified(whole.next) {
+            let index = whole.next;
+            match fresh {
+                Some((i, data)) if i == index => whole.sha.update(data),
+                _ => {
+                    buf.resize(self.manifest.chunk_len(index).expect("index in range"), 0);
+                    self.file
+                        .read_exact_at(&mut buf, self.manifest.chunk_offset(index))
+                        .map_err(StorageError::io("cannot read", &self.part_path))?;
+                    whole.sha.update(&buf);
+                }
+            }
+            whole.next += 1;
+        }
+        Ok(())
     }
 
     /// Flushes the part file, checks the whole-file hash and gives the file its name.
@@ -278,7 +318,16 @@ impl PartFile {
         self.file
             .sync_all()
             .map_err(StorageError::io("cannot flush", part))?;
-        let got = hash_file(&self.file, part)?;
+        let got = {
+            let mut whole = self.whole.lock().unwrap_or_else(|e| e.into_inner());
+            self.advance_whole(&mut whole, None)?;
+            if (whole.next as usize) < self.manifest.chunks.len() {
+                // Not every chunk is verified: hash what is on disk, which then can't match.
+                hash_file(&self.file, part)?
+            } else {
+                Sha256Hash(std::mem::take(&mut whole.sha).finalize().into())
+            }
+        };
         if got != self.manifest.file_hash {
             self.discard();
             return Err(StorageError::FileHashMismatch {
