@@ -29,9 +29,11 @@ fmt:
 doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
 
-## bench: throughput figures (never asserted in tests). BENCH_ARGS=--quick for a fast run.
+## bench: transfer, hashing, memory and index-load figures against baselines measured in the
+## same run (never asserted in tests). BENCH_ARGS=--quick for a fast run. Results in target/bench/.
 bench:
-	$(CARGO) run --release -p p2p-storage --example hash_bench -- $(BENCH_ARGS)
+	$(CARGO) bench -p p2p-transfer --bench transfer -- $(BENCH_ARGS)
+	$(CARGO) bench -p p2p-transfer --bench index_load -- $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

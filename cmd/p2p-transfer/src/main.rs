@@ -45,12 +45,26 @@ fn main() -> ExitCode {
             Command::Peer(args) => run::peer::run(args, shutdown).await,
         }
     });
+    report_peak_rss();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// With `P2P_REPORT_RSS=1`, prints the process's peak resident memory on stderr at exit, for
+/// the benchmark (`make bench`).
+fn report_peak_rss() {
+    if std::env::var_os("P2P_REPORT_RSS").is_none() {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+        let kb = line.split_whitespace().nth(1).unwrap_or("0");
+        eprintln!("peak rss: {kb} kB");
     }
 }
 
