@@ -136,7 +136,13 @@ impl Handler {
             if let PeerResponse::Error { code, message } = &response {
                 debug!(%code, %message, "request refused");
             }
-            self.conn.send_timeout(&response, SEND_TIMEOUT).await?;
+            match response {
+                // The chunk goes straight from its buffer to the socket.
+                PeerResponse::Chunk { file_id, index, data } => {
+                    self.conn.send_chunk(file_id, index, &data, SEND_TIMEOUT).await?
+                }
+                other => self.conn.send_timeout(&other, SEND_TIMEOUT).await?,
+            }
         }
     }
 

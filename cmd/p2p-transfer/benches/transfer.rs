@@ -28,6 +28,8 @@ use sha2::{Digest, Sha256};
 
 const RUNS: usize = 3;
 const MIB: u64 = 1024 * 1024;
+/// Buffer of the plain copy baseline: large, as a tuned copy would use.
+const COPY_BUF: usize = 1024 * 1024;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -148,6 +150,7 @@ fn sha256_file(path: &Path) -> [u8; 32] {
 fn tcp_copy(src: &Path, dst: &Path) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -155,12 +158,17 @@ fn tcp_copy(src: &Path, dst: &Path) {
         let src = src.to_owned();
         let server = tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.expect("accept");
-            let mut file = tokio::fs::File::open(&src).await.expect("open");
-            tokio::io::copy(&mut file, &mut sock).await.expect("send");
+            let file = tokio::fs::File::open(&src).await.expect("open");
+            let mut file = tokio::io::BufReader::with_capacity(COPY_BUF, file);
+            tokio::io::copy_buf(&mut file, &mut sock)
+                .await
+                .expect("send");
         });
         let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let mut out = tokio::fs::File::create(dst).await.expect("create");
+        let out = tokio::fs::File::create(dst).await.expect("create");
+        let mut out = tokio::io::BufWriter::with_capacity(COPY_BUF, out);
         tokio::io::copy(&mut sock, &mut out).await.expect("receive");
+        out.flush().await.expect("flush");
         server.await.expect("server");
     });
     let _ = std::fs::remove_file(dst);

@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::ProtocolError;
+use crate::message::{IndexRequest, IndexResponse, PeerRequest, PeerResponse};
+use crate::types::FileId;
 
 /// Size of the length prefix.
 pub const HEADER_LEN: usize = 4;
@@ -42,7 +44,17 @@ impl<In, Out> MessageCodec<In, Out> {
     }
 }
 
-impl<In: DeserializeOwned, Out> Decoder for MessageCodec<In, Out> {
+/// How a message type is decoded from a whole frame. The default is plain MessagePack; a chunk
+/// reply takes a faster path that hands out the chunk's bytes as a slice of the frame, with no
+/// copy (see [`crate::message::PeerResponse`]).
+pub trait DecodeFrame: DeserializeOwned {
+    /// Decodes one frame body.
+    fn decode_frame(frame: BytesMut) -> Result<Self, ProtocolError> {
+        decode_body(&frame)
+    }
+}
+
+impl<In: DecodeFrame, Out> Decoder for MessageCodec<In, Out> {
     type Item = In;
     type Error = ProtocolError;
 
@@ -64,7 +76,7 @@ impl<In: DeserializeOwned, Out> Decoder for MessageCodec<In, Out> {
         }
         src.advance(HEADER_LEN);
         let frame = src.split_to(len);
-        decode_body(&frame).map(Some)
+        In::decode_frame(frame).map(Some)
     }
 }
 
@@ -105,6 +117,100 @@ impl<In, Out: Serialize> Encoder<&Out> for MessageCodec<In, Out> {
     }
 }
 
+impl DecodeFrame for IndexRequest {}
+impl DecodeFrame for IndexResponse {}
+impl DecodeFrame for PeerRequest {}
+
+impl DecodeFrame for PeerResponse {
+    fn decode_frame(frame: BytesMut) -> Result<Self, ProtocolError> {
+        match parse_chunk(&frame) {
+            Some((file_id, index, range)) => Ok(PeerResponse::Chunk {
+                file_id,
+                index,
+                data: frame.freeze().slice(range),
+            }),
+            // Any other reply, or a chunk in an unusual encoding: the general decoder.
+            None => decode_body(&frame),
+        }
+    }
+}
+
+/// Reads `{"Chunk": {"file_id": bin 32, "index": int, "data": bin}}` (fields in any order)
+/// and returns the fields and where the data lies in `body`; `None` for anything else.
+fn parse_chunk(body: &[u8]) -> Option<(FileId, u32, std::ops::Range<usize>)> {
+    use rmp::decode;
+    let mut rd = body;
+    if decode::read_map_len(&mut rd).ok()? != 1 || read_key(&mut rd)? != b"Chunk" {
+        return None;
+    }
+    if decode::read_map_len(&mut rd).ok()? != 3 {
+        return None;
+    }
+    let (mut file_id, mut index, mut data) = (None, None, None);
+    for _ in 0..3 {
+        match read_key(&mut rd)? {
+            b"file_id" if file_id.is_none() => {
+                if decode::read_bin_len(&mut rd).ok()? != 32 || rd.len() < 32 {
+                    return None;
+                }
+                file_id = Some(FileId(rd[..32].try_into().ok()?));
+                rd = &rd[32..];
+            }
+            b"index" if index.is_none() => index = Some(decode::read_int::<u32, _>(&mut rd).ok()?),
+            b"data" if data.is_none() => {
+                let len = decode::read_bin_len(&mut rd).ok()? as usize;
+                let start = body.len() - rd.len();
+                if rd.len() < len {
+                    return None;
+                }
+                data = Some(start..start + len);
+                rd = &rd[len..];
+            }
+            _ => return None,
+        }
+    }
+    // A frame holds exactly one message.
+    if !rd.is_empty() {
+        return None;
+    }
+    Some((file_id?, index?, data?))
+}
+
+fn read_key<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = rmp::decode::read_str_len(rd).ok()? as usize;
+    if rd.len() < len {
+        return None;
+    }
+    let (key, rest) = rd.split_at(len);
+    *rd = rest;
+    Some(key)
+}
+
+/// The frame header and message bytes that come before a chunk's data in a `Chunk` reply
+/// whose data is sent separately (see `PeerServerConnection::send_chunk`).
+pub fn chunk_frame_prefix(file_id: FileId, index: u32, data_len: usize, max: usize) -> Result<Vec<u8>, ProtocolError> {
+    // Encode the message with empty data; it ends in `bin 8` of length 0 (0xc4 0x00), which
+    // becomes a `bin 32` header for the real length.
+    let empty = PeerResponse::Chunk {
+        file_id,
+        index,
+        data: bytes::Bytes::new(),
+    };
+    let mut body = rmp_serde::to_vec_named(&empty)?;
+    debug_assert_eq!(&body[body.len() - 2..], &[0xc4, 0x00]);
+    body.truncate(body.len() - 2);
+    body.push(0xc6);
+    body.extend_from_slice(&(data_len as u32).to_be_bytes());
+    let len = body.len() + data_len;
+    if len > max {
+        return Err(ProtocolError::FrameTooLarge { len: len as u64, max });
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
 /// Encodes one message as a complete frame (header included). For tests and tools.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtocolError> {
     let body = rmp_serde::to_vec_named(msg)?;
@@ -119,8 +225,6 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::message::{IndexRequest, PeerRequest, PeerResponse};
-    use crate::types::FileId;
 
     type PeerSide = MessageCodec<PeerRequest, PeerResponse>;
 
@@ -245,6 +349,38 @@ mod tests {
             Err(ProtocolError::FrameTooLarge { .. })
         ));
         assert!(dst.is_empty());
+    }
+
+    #[test]
+    fn chunk_fast_paths_agree_with_the_general_codec() {
+        let data = vec![0x5a; 70_000];
+        let msg = PeerResponse::Chunk {
+            file_id: FileId([3; 32]),
+            index: 9,
+            data: Bytes::from(data.clone()),
+        };
+        // Sent in two parts (prefix, then data) ...
+        let mut wire = chunk_frame_prefix(FileId([3; 32]), 9, data.len(), 1 << 20).unwrap();
+        wire.extend_from_slice(&data);
+        // ... it is a frame the general decoder reads,
+        let len = u32::from_be_bytes(wire[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, wire.len() - 4);
+        assert_eq!(decode_body::<PeerResponse>(&wire[4..]).unwrap(), msg);
+        // and the fast decoder gives the same message for it and for the general encoding.
+        let mut codec: MessageCodec<PeerResponse, PeerRequest> = MessageCodec::new(1 << 20, 1 << 20);
+        let mut src = BytesMut::from(&wire[..]);
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(msg.clone()));
+        let general = encode_frame(&msg).unwrap();
+        let mut src = BytesMut::from(&general[..]);
+        assert_eq!(codec.decode(&mut src).unwrap(), Some(msg));
+        // Fields in another order, and trailing bytes, still decode (or fail) as in general.
+        let mut trailing = general.clone();
+        trailing.push(0);
+        let n = (trailing.len() - 4) as u32;
+        trailing[..4].copy_from_slice(&n.to_be_bytes());
+        let mut src = BytesMut::from(&trailing[..]);
+        assert!(codec.decode(&mut src).is_err());
+        assert!(chunk_frame_prefix(FileId([0; 32]), 0, 1 << 20, 1 << 20).is_err());
     }
 
     proptest::proptest! {

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Framed;
 
-use crate::codec::MessageCodec;
+use crate::codec::{DecodeFrame, MessageCodec};
 use crate::error::ProtocolError;
 use crate::message::{IndexRequest, IndexResponse, PeerRequest, PeerResponse};
+use crate::types::FileId;
 use crate::{MAX_CHUNK_FRAME_LEN, MAX_CONTROL_FRAME_LEN};
 
 /// A framed, typed connection that receives `In` and sends `Out`.
@@ -32,7 +32,7 @@ pub type PeerServerConnection<S> = Connection<S, PeerRequest, PeerResponse>;
 impl<S, In, Out> Connection<S, In, Out>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    In: DeserializeOwned,
+    In: DecodeFrame,
     Out: Serialize,
 {
     /// Wraps `stream`, accepting incoming frames up to `max_in` bytes and sending up to
@@ -113,5 +113,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PeerServerConnection<S> {
     /// Receives control-sized frames, sends chunk-sized ones.
     pub fn peer_server(stream: S) -> Self {
         Self::with_limits(stream, MAX_CONTROL_FRAME_LEN, MAX_CHUNK_FRAME_LEN)
+    }
+
+    /// Sends `Chunk { file_id, index, data }` without copying `data` into a frame buffer: the
+    /// few bytes before it are written, then the chunk itself, straight to the socket. The
+    /// bytes on the wire are a valid frame like any other (the data as `bin 32`).
+    pub async fn send_chunk(
+        &mut self,
+        file_id: FileId,
+        index: u32,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<(), ProtocolError> {
+        let prefix = crate::codec::chunk_frame_prefix(file_id, index, data.len(), MAX_CHUNK_FRAME_LEN)?;
+        let write = async {
+            self.framed.flush().await?;
+            let stream = self.framed.get_mut();
+            stream.write_all(&prefix).await?;
+            stream.write_all(data).await?;
+            stream.flush().await?;
+            Ok::<_, ProtocolError>(())
+        };
+        tokio::time::timeout(timeout, write)
+            .await
+            .map_err(|_| ProtocolError::Timeout(timeout))?
     }
 }

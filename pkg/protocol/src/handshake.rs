@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use crate::codec::DecodeFrame;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::PROTOCOL_VERSION;
@@ -18,9 +18,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The request/response pair of one conversation, as far as the handshake needs it.
 pub trait Conversation {
     /// Client → server messages.
-    type Request: Serialize + DeserializeOwned;
+    type Request: Serialize + DecodeFrame;
     /// Server → client messages.
-    type Response: Serialize + DeserializeOwned;
+    type Response: Serialize + DecodeFrame;
     /// Who serves this conversation.
     const ROLE: Role;
 

@@ -1,7 +1,6 @@
 //! [`SourceFile`]: a registered file that chunks are served from, straight from the original.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -90,16 +89,19 @@ impl SourceFile {
                 count: self.manifest.chunks.len(),
             })?;
         self.check_unchanged()?;
-        let mut buf = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut buf, self.manifest.chunk_offset(index))
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    StorageError::FileChanged(self.path.clone())
-                } else {
-                    StorageError::io("cannot read", &self.path)(e)
-                }
-            })?;
+        // Read into uninitialised capacity: zeroing 4 MiB first would cost as much as a copy.
+        let mut buf = Vec::with_capacity(len);
+        let mut offset = self.manifest.chunk_offset(index);
+        while buf.len() < len {
+            // Appends what it reads and grows the length, within the capacity reserved above.
+            let n = rustix::io::pread(&self.file, rustix::buffer::spare_capacity(&mut buf), offset)
+                .map_err(|e| StorageError::io("cannot read", &self.path)(e.into()))?;
+            if n == 0 {
+                // Shorter than registered: it changed.
+                return Err(StorageError::FileChanged(self.path.clone()));
+            }
+            offset += n as u64;
+        }
         Ok(Bytes::from(buf))
     }
 }
