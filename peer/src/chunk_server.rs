@@ -138,8 +138,14 @@ impl Handler {
             }
             match response {
                 // The chunk goes straight from its buffer to the socket.
-                PeerResponse::Chunk { file_id, index, data } => {
-                    self.conn.send_chunk(file_id, index, &data, SEND_TIMEOUT).await?
+                PeerResponse::Chunk {
+                    file_id,
+                    index,
+                    data,
+                } => {
+                    self.conn
+                        .send_chunk(file_id, index, &data, SEND_TIMEOUT)
+                        .await?
                 }
                 other => self.conn.send_timeout(&other, SEND_TIMEOUT).await?,
             }

@@ -188,7 +188,12 @@ fn read_key<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
 
 /// The frame header and message bytes that come before a chunk's data in a `Chunk` reply
 /// whose data is sent separately (see `PeerServerConnection::send_chunk`).
-pub fn chunk_frame_prefix(file_id: FileId, index: u32, data_len: usize, max: usize) -> Result<Vec<u8>, ProtocolError> {
+pub fn chunk_frame_prefix(
+    file_id: FileId,
+    index: u32,
+    data_len: usize,
+    max: usize,
+) -> Result<Vec<u8>, ProtocolError> {
     // Encode the message with empty data; it ends in `bin 8` of length 0 (0xc4 0x00), which
     // becomes a `bin 32` header for the real length.
     let empty = PeerResponse::Chunk {
@@ -203,7 +208,10 @@ pub fn chunk_frame_prefix(file_id: FileId, index: u32, data_len: usize, max: usi
     body.extend_from_slice(&(data_len as u32).to_be_bytes());
     let len = body.len() + data_len;
     if len > max {
-        return Err(ProtocolError::FrameTooLarge { len: len as u64, max });
+        return Err(ProtocolError::FrameTooLarge {
+            len: len as u64,
+            max,
+        });
     }
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.extend_from_slice(&(len as u32).to_be_bytes());
@@ -367,7 +375,8 @@ mod tests {
         assert_eq!(len, wire.len() - 4);
         assert_eq!(decode_body::<PeerResponse>(&wire[4..]).unwrap(), msg);
         // and the fast decoder gives the same message for it and for the general encoding.
-        let mut codec: MessageCodec<PeerResponse, PeerRequest> = MessageCodec::new(1 << 20, 1 << 20);
+        let mut codec: MessageCodec<PeerResponse, PeerRequest> =
+            MessageCodec::new(1 << 20, 1 << 20);
         let mut src = BytesMut::from(&wire[..]);
         assert_eq!(codec.decode(&mut src).unwrap(), Some(msg.clone()));
         let general = encode_frame(&msg).unwrap();

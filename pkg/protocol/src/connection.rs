@@ -125,7 +125,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PeerServerConnection<S> {
         data: &[u8],
         timeout: Duration,
     ) -> Result<(), ProtocolError> {
-        let prefix = crate::codec::chunk_frame_prefix(file_id, index, data.len(), MAX_CHUNK_FRAME_LEN)?;
+        let prefix =
+            crate::codec::chunk_frame_prefix(file_id, index, data.len(), MAX_CHUNK_FRAME_LEN)?;
         let write = async {
             self.framed.flush().await?;
             let stream = self.framed.get_mut();

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
 use crate::codec::DecodeFrame;
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::PROTOCOL_VERSION;

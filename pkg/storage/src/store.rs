@@ -291,7 +291,11 @@ impl PartFile {
 
     /// Feeds the whole-file hash every verified chunk that follows on from where it stopped,
     /// taking `fresh` from memory and the others from the part file.
-    fn advance_whole(&self, whole: &mut WholeHash, fresh: Option<(u32, &[u8])>) -> Result<(), StorageError> {
+    fn advance_whole(
+        &self,
+        whole: &mut WholeHash,
+        fresh: Option<(u32, &[u8])>,
+    ) -> Result<(), StorageError> {
         let mut buf = Vec::new();
         while (whole.next as usize) < self.manifest.chunks.len() && self.is_verified(whole.next) {
             let index = whole.next;
