@@ -896,9 +896,9 @@ fn report(plan: &Plan, m: &Measured) {
         plan.peers,
         m.measured_s
     );
-    t += &format!("{:<34} {:<34} {}\n", "metric", "value", "target");
+    t += &format!("{:<35} {:<52} {}\n", "metric", "value", "target");
     let mut row = |name: &str, value: String, target: String| {
-        t += &format!("{name:<34} {value:<34} {target}\n");
+        t += &format!("{name:<35} {value:<52} {target}\n");
     };
     row(
         "registration (all peers)",
