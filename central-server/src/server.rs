@@ -232,24 +232,26 @@ impl Handler {
                     }
                 },
             };
-            let response = self.respond(request);
+            let response = self.shared.respond(self.addr, request);
             if let IndexResponse::Error { code, message } = &response {
                 info!(%code, %message, "request refused");
             }
             self.conn.send_timeout(&response, SEND_TIMEOUT).await?;
         }
     }
+}
 
-    fn respond(&self, request: IndexRequest) -> IndexResponse {
+impl Shared {
+    /// Answers one request from `from`. Pure bookkeeping on the index: no I/O.
+    pub(crate) fn respond(&self, from: SocketAddr, request: IndexRequest) -> IndexResponse {
         let now = Instant::now().into_std();
         let result = match request {
             IndexRequest::Hello { .. } => Err((
                 ErrorCode::BadRequest,
                 "Hello was already received".to_owned(),
             )),
-            IndexRequest::Register { addr } => self.register(addr, now),
+            IndexRequest::Register { addr } => self.register(from, addr, now),
             IndexRequest::Heartbeat { peer_id, token } => self
-                .shared
                 .index()
                 .heartbeat(peer_id, &token, now)
                 .map(|()| IndexResponse::HeartbeatAck {})
@@ -260,8 +262,7 @@ impl Handler {
                 manifest,
             } => {
                 let name = manifest.name.clone();
-                self.shared
-                    .index()
+                self.index()
                     .add_file(peer_id, &token, manifest, now)
                     .map(|file_id| {
                         info!(%peer_id, file = %file_id.fmt_short(), %name, "file added");
@@ -274,13 +275,11 @@ impl Handler {
                 token,
                 file_id,
             } => self
-                .shared
                 .index()
                 .remove_file(peer_id, &token, &file_id)
                 .map(|()| IndexResponse::FileRemoved { file_id })
                 .map_err(refusal),
             IndexRequest::Unregister { peer_id, token } => self
-                .shared
                 .index()
                 .unregister(peer_id, &token)
                 .map(|()| {
@@ -291,14 +290,14 @@ impl Handler {
             IndexRequest::Lookup { id } => id
                 .parse::<IdPrefix>()
                 .map_err(|e| (ErrorCode::BadRequest, e.to_string()))
-                .and_then(|prefix| self.shared.index().lookup(&prefix).map_err(refusal))
+                .and_then(|prefix| self.index().lookup(&prefix).map_err(refusal))
                 .map(|found| IndexResponse::Found {
                     file_id: found.file_id,
                     manifest: (*found.manifest).clone(),
                     hosts: found.hosts,
                 }),
             IndexRequest::ListFiles {} => {
-                let (files, total) = self.shared.index().list_files();
+                let (files, total) = self.index().list_files();
                 Ok(IndexResponse::Files { files, total })
             }
             IndexRequest::Search { query } => {
@@ -311,12 +310,12 @@ impl Handler {
                         ),
                     ))
                 } else {
-                    let (files, total) = self.shared.index().search(&query);
+                    let (files, total) = self.index().search(&query);
                     Ok(IndexResponse::Files { files, total })
                 }
             }
             IndexRequest::ListPeers {} => {
-                let (peers, total) = self.shared.index().list_peers(now);
+                let (peers, total) = self.index().list_peers(now);
                 Ok(IndexResponse::Peers { peers, total })
             }
         };
@@ -325,6 +324,7 @@ impl Handler {
 
     fn register(
         &self,
+        from: SocketAddr,
         addr: SocketAddr,
         now: std::time::Instant,
     ) -> Result<IndexResponse, (ErrorCode, String)> {
@@ -337,13 +337,13 @@ impl Handler {
         // A peer listening on every interface can't know which of its addresses others reach;
         // the one its connection comes from is reachable from here, so use that.
         let addr = if addr.ip().is_unspecified() {
-            SocketAddr::new(self.addr.ip().to_canonical(), addr.port())
+            SocketAddr::new(from.ip().to_canonical(), addr.port())
         } else {
             addr
         };
-        let (peer_id, token) = self.shared.index().register(addr, now).map_err(refusal)?;
+        let (peer_id, token) = self.index().register(addr, now).map_err(refusal)?;
         info!(%peer_id, %addr, "peer registered");
-        let config = &self.shared.config;
+        let config = &self.config;
         Ok(IndexResponse::Registered {
             peer_id,
             token,
@@ -356,4 +356,132 @@ impl Handler {
 
 fn refusal(err: crate::index::IndexError) -> (ErrorCode, String) {
     (err.code(), err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use p2p_protocol::codec::decode_body;
+    use p2p_protocol::{CHUNK_SIZE, FileManifest, PeerId, Sha256Hash, Token};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const FROM: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4000);
+
+    fn shared() -> Shared {
+        let config = ServerConfig {
+            max_peers: 8,
+            max_files_per_peer: 4,
+            ..ServerConfig::default()
+        };
+        Shared {
+            index: Mutex::new(Index::new(IndexLimits {
+                max_peers: config.max_peers,
+                max_files_per_peer: config.max_files_per_peer,
+            })),
+            config,
+            started: Instant::now(),
+        }
+    }
+
+    /// One step a client may take, with credentials that are real (from an earlier
+    /// `Registered`) or forged.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Register(u16),
+        Heartbeat(usize, bool),
+        AddFile(usize, u8, u64, bool),
+        RemoveFile(usize, u8),
+        Unregister(usize, bool),
+        Lookup(String),
+        Search(String),
+        List,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            any::<u16>().prop_map(Op::Register),
+            (any::<usize>(), any::<bool>()).prop_map(|(i, f)| Op::Heartbeat(i, f)),
+            (any::<usize>(), any::<u8>(), 0..20_000_000u64, any::<bool>())
+                .prop_map(|(i, n, s, ok)| Op::AddFile(i, n, s, ok)),
+            (any::<usize>(), any::<u8>()).prop_map(|(i, n)| Op::RemoveFile(i, n)),
+            (any::<usize>(), any::<bool>()).prop_map(|(i, f)| Op::Unregister(i, f)),
+            "[0-9a-fA-Fz ]{0,70}".prop_map(Op::Lookup),
+            ".{0,40}".prop_map(Op::Search),
+            Just(Op::List),
+        ]
+    }
+
+    fn manifest(name: u8, size: u64, consistent: bool) -> FileManifest {
+        let chunks =
+            FileManifest::chunk_count_for(size, CHUNK_SIZE) as usize + usize::from(!consistent);
+        FileManifest {
+            name: format!("f{name}"),
+            size,
+            chunk_size: CHUNK_SIZE,
+            file_hash: Sha256Hash([name; 32]),
+            chunks: vec![Sha256Hash([name; 32]); chunks],
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_frames_never_panic_the_handler(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..40)
+        ) {
+            let shared = shared();
+            for frame in frames {
+                if let Ok(request) = decode_body::<IndexRequest>(&frame) {
+                    let _ = shared.respond(FROM, request);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_request_sequences_keep_the_index_within_its_caps(
+            ops in proptest::collection::vec(op(), 0..200)
+        ) {
+            let shared = shared();
+            let mut creds: Vec<(PeerId, Token)> = Vec::new();
+            let pick = |creds: &[(PeerId, Token)], i: usize, forge: bool| -> (PeerId, Token) {
+                match creds.get(i % creds.len().max(1)) {
+                    Some((id, token)) if !forge => (*id, *token),
+                    Some((id, _)) => (*id, Token([0xee; 32])),
+                    None => (PeerId(i as u64), Token([0; 32])),
+                }
+            };
+            for op in ops {
+                let request = match op {
+                    Op::Register(port) => IndexRequest::Register { addr: SocketAddr::from(([0, 0, 0, 0], port)) },
+                    Op::Heartbeat(i, forge) => {
+                        let (peer_id, token) = pick(&creds, i, forge);
+                        IndexRequest::Heartbeat { peer_id, token }
+                    }
+                    Op::AddFile(i, name, size, ok) => {
+                        let (peer_id, token) = pick(&creds, i, false);
+                        IndexRequest::AddFile { peer_id, token, manifest: manifest(name, size, ok) }
+                    }
+                    Op::RemoveFile(i, name) => {
+                        let (peer_id, token) = pick(&creds, i, false);
+                        IndexRequest::RemoveFile { peer_id, token, file_id: manifest(name, 1, true).id() }
+                    }
+                    Op::Unregister(i, forge) => {
+                        let (peer_id, token) = pick(&creds, i, forge);
+                        IndexRequest::Unregister { peer_id, token }
+                    }
+                    Op::Lookup(id) => IndexRequest::Lookup { id },
+                    Op::Search(query) => IndexRequest::Search { query },
+                    Op::List => IndexRequest::ListPeers {},
+                };
+                if let IndexResponse::Registered { peer_id, token, addr, .. } = shared.respond(FROM, request) {
+                    prop_assert!(!addr.ip().is_unspecified(), "handed out {addr}");
+                    creds.push((peer_id, token));
+                }
+                let index = shared.index();
+                prop_assert!(index.peer_count() <= 8);
+                prop_assert!(index.file_count() <= 8 * 4);
+            }
+        }
+    }
 }
