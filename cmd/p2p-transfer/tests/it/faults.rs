@@ -372,3 +372,131 @@ fn sigterm_during_a_download_saves_the_state_for_the_next_run() {
     assert_eq!(std::fs::read(out.path().join("term.bin")).unwrap(), data);
     rt.block_on(seeder.shutdown());
 }
+
+/// Forwards TCP connections to `target` until told to go silent; then it keeps every
+/// connection open but passes nothing either way, like a network that drops packets without
+/// a reset.
+struct SilentProxy {
+    addr: std::net::SocketAddr,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SilentProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SilentProxy {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = silent.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let flag = flag.clone();
+                conns.spawn(async move {
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let pump = |flag: std::sync::Arc<AtomicBool>| {
+                        move |mut from: tokio::net::tcp::OwnedReadHalf,
+                              mut to: tokio::net::tcp::OwnedWriteHalf| async move {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut buf = vec![0u8; 64 * 1024];
+                            while let Ok(n) = from.read(&mut buf).await {
+                                if n == 0 {
+                                    return;
+                                }
+                                // Silent: swallow everything, close nothing.
+                                if !flag.load(Ordering::Relaxed)
+                                    && to.write_all(&buf[..n]).await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    let up = pump(flag.clone());
+                    let down = pump(flag);
+                    tokio::join!(up(cr, sw), down(sr, cw));
+                });
+            }
+        });
+        Self { addr, silent, task }
+    }
+
+    fn go_silent(&self) {
+        self.silent
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_partition_is_noticed_by_read_deadlines() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "cut.bin", 40 * MIB, 57);
+    // One seeder is reached only through a link that will silently drop everything.
+    let mut behind = peer_config(server.addr);
+    let direct = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let direct_addr = direct.local_addr().unwrap();
+    drop(direct);
+    behind.listen_addr = direct_addr;
+    let proxy = SilentProxy::start(direct_addr).await;
+    behind.advertise_addr = Some(proxy.addr);
+    let cut_off = Peer::start(behind).await.unwrap();
+    let id = cut_off.register(&path).await.unwrap().to_string();
+    let mut config = peer_config(server.addr);
+    config.request_timeout = Duration::from_secs(2);
+    config.connect_timeout = Duration::from_secs(2);
+    config.stall_timeout = Duration::from_secs(10);
+    let leecher = Peer::start(config).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = leecher.download(&id, out.path(), Some(tx), CancellationToken::new());
+    // The only host goes silent after its first chunk; another host appears meanwhile. The
+    // silent host's requests must end by read deadline, not hang, and the download move on.
+    let other = start_peer(server.addr).await;
+    let watch = async {
+        let mut timed_out = false;
+        let mut cut = false;
+        while let Some(event) = rx.recv().await {
+            match event {
+                DownloadEvent::ChunkDone { host, .. } if host == proxy.addr && !cut => {
+                    proxy.go_silent();
+                    cut = true;
+                    other.register(&path).await.unwrap();
+                }
+                DownloadEvent::PeerFailed { host, error, .. } if host == proxy.addr => {
+                    timed_out |= error.contains("no reply within 2s");
+                }
+                _ => {}
+            }
+        }
+        timed_out
+    };
+    let (report, timed_out) =
+        tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(run, watch) })
+            .await
+            .expect("the download hung on the silent host");
+    let report = report.unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    assert!(
+        timed_out,
+        "the silent host's requests ended by read deadline"
+    );
+    assert!(other.chunks_served() > 0);
+    leecher.shutdown().await;
+    other.shutdown().await;
+    cut_off.shutdown().await;
+}
