@@ -133,10 +133,13 @@ impl PartFile {
                 return Err(StorageError::io("cannot lock", &part_path)(e));
             }
         }
-        let current = file
-            .metadata()
-            .map_err(StorageError::io("cannot stat", &part_path))?
-            .len();
+        // Space already taken by an earlier run of this download (blocks actually allocated,
+        // not the sparse length).
+        let current = std::os::unix::fs::MetadataExt::blocks(
+            &file
+                .metadata()
+                .map_err(StorageError::io("cannot stat", &part_path))?,
+        ) * 512;
         check_space(&file, &part_path, manifest.size.saturating_sub(current))?;
         file.set_len(manifest.size)
             .map_err(StorageError::io("cannot size", &part_path))?;
@@ -599,6 +602,15 @@ mod tests {
             Err(StorageError::NotAFile(_))
         ));
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn a_disk_filling_up_mid_download_is_reported_as_such() {
+        let err = write_error(
+            std::io::Error::from_raw_os_error(28),
+            Path::new("/o/f.part"),
+        );
+        assert_eq!(err.to_string(), "not enough disk space for /o/f.part");
     }
 
     #[test]

@@ -500,3 +500,50 @@ async fn silent_partition_is_noticed_by_read_deadlines() {
     other.shutdown().await;
     cut_off.shutdown().await;
 }
+
+/// A download that can't fit refuses to start, before fetching anything, with a clear error.
+/// Runs in a private mount namespace on a 12 MiB tmpfs. (A disk filling up mid-way gives the
+/// same error: see the storage crate's unit test of the write error.)
+#[test]
+fn full_disk_is_a_clear_error() {
+    if !crate::netns::enter("faults::full_disk_is_a_clear_error") {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(start_server());
+    let src = tempfile::tempdir().unwrap();
+    let small = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
+        .arg(small.path())
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "cannot mount a tmpfs in the test's namespace"
+    );
+    let (big, _) = random_file(src.path(), "big.bin", 20 * MIB, 58);
+    let seeder = rt.block_on(start_peer(server.addr));
+    let id = rt.block_on(seeder.register(&big)).unwrap().to_string();
+    let leecher = rt.block_on(start_peer(server.addr));
+
+    let err = rt
+        .block_on(leecher.download(&id, small.path(), None, CancellationToken::new()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not enough disk space for"), "{err}");
+    assert!(err.contains("20971520 more bytes needed"), "{err}");
+    assert_eq!(
+        seeder.chunks_served(),
+        0,
+        "refused before fetching anything"
+    );
+
+    assert!(
+        small.path().join("big.bin.part").exists(),
+        "nothing is lost either"
+    );
+    rt.block_on(leecher.shutdown());
+    rt.block_on(seeder.shutdown());
+    let _ = Command::new("umount").arg(small.path()).status();
+}

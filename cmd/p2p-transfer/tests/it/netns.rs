@@ -14,7 +14,8 @@ const SETUP: &str = "ip link set lo up && ip link set lo multicast on";
 
 fn unshare() -> Command {
     let mut cmd = Command::new("unshare");
-    cmd.arg("--net");
+    // A private mount namespace too, so a test may mount a small tmpfs (a full disk).
+    cmd.args(["--net", "--mount"]);
     // SAFETY-free check for root: the effective uid is in /proc/self/status.
     if !is_root() {
         cmd.arg("--map-root-user");
