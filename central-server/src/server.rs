@@ -265,7 +265,7 @@ impl Shared {
                 self.index()
                     .add_file(peer_id, &token, manifest, now)
                     .map(|file_id| {
-                        info!(%peer_id, file = %file_id.fmt_short(), %name, "file added");
+                        debug!(%peer_id, file = %file_id.fmt_short(), %name, "file added");
                         IndexResponse::FileAdded { file_id }
                     })
                     .map_err(refusal)

@@ -540,7 +540,9 @@ fn synthetic_manifest(k: usize, j: usize) -> FileManifest {
         file_hash: hash,
         chunks: vec![hash],
     };
-    debug_assert!(manifest.validate().is_ok());
+    if let Err(err) = manifest.validate() {
+        panic!("synthetic manifest {k}/{j} is invalid: {err}");
+    }
     manifest
 }
 
