@@ -81,7 +81,7 @@ impl ChunkServer {
                         code: ErrorCode::Busy,
                         message: "too many downloads from this peer right now".into(),
                     };
-                    let _ = conn.send(&reply).await;
+                    let _ = conn.send_timeout(&reply, BUSY_HELLO_WAIT).await;
                 });
                 continue;
             };

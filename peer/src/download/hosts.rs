@@ -23,8 +23,9 @@ pub(crate) struct Host {
     in_flight: AtomicUsize,
     failures: AtomicU32,
     dropped: AtomicBool,
-    /// Sent bytes that failed verification, or said it lacks the file: never asked again in
-    /// this download, even if the index (not updated yet) lists it again.
+    /// Sent bytes that failed verification, or said it lacks the file: once dropped (after
+    /// [`crate::PeerConfig::max_host_failures`] failures, or at once for a missing file), it is
+    /// not taken back in this download, even if the index (not updated yet) lists it again.
     banned: AtomicBool,
     /// Chunks this host delivered first and that passed verification.
     pub delivered: AtomicU64,

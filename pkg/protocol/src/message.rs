@@ -312,8 +312,9 @@ pub enum PeerResponse {
         /// Its manifest.
         manifest: FileManifest,
     },
-    /// Answers `GetChunk`. `data` is MessagePack `bin` (the shortest header that fits) holding
-    /// the chunk's bytes, which the receiver must check against the manifest's chunk hash.
+    /// Answers `GetChunk`. `data` is MessagePack `bin` holding the chunk's bytes (this
+    /// implementation sends `bin 32`; receivers accept any `bin`), which the receiver must check
+    /// against the manifest's chunk hash.
     Chunk {
         /// The file asked for.
         file_id: FileId,
