@@ -22,13 +22,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command};
 
+/// Threads for blocking work (hashing, disk I/O); more than the default download workers.
+const BLOCKING_THREADS: usize = 16;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr (or above a shell's prompt): stdout carries the lines scripts read.
     logging::init(cli.command.interactive());
 
+    // Few blocking threads: chunk hashing and disk writes need about one per download worker,
+    // and every extra thread is another malloc arena holding freed 4 MiB buffers.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,
