@@ -15,8 +15,9 @@ demo: build
 	./scripts/demo.sh $(BIN)
 
 ## test: formatting, lints, then every unit and integration test.
+## (The benchmarks are built by `lint`, never run here: they move gigabytes.)
 test: lint
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --lib --bins --tests --examples
 	$(CARGO) test --workspace --doc
 
 lint:

@@ -340,3 +340,88 @@ async fn one_address_cannot_take_every_connection() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_index_alive(server.addr).await;
 }
+
+#[tokio::test]
+async fn a_client_trickling_bytes_is_cut_off() {
+    let config = p2p_central_server::ServerConfig {
+        idle_timeout: Duration::from_millis(500),
+        ..crate::support::fast_server_config()
+    };
+    let server = crate::support::start_server_on(crate::support::loopback0(), config).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(&encode_frame(&IndexRequest::Hello { version: 1 }).unwrap())
+        .await
+        .unwrap();
+    let mut welcome = [0u8; 512];
+    let _ = stream.read(&mut welcome).await.unwrap();
+    // A frame that announces 100 bytes, sent one byte every 100 ms: it never completes.
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for byte in [0u8, 0, 0, 100]
+        .into_iter()
+        .chain(std::iter::repeat_n(0x80, 96))
+    {
+        if stream.write_all(&[byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(100), stream.read(&mut probe)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the trickling client was never cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off only after {:?}",
+        started.elapsed()
+    );
+    assert_index_alive(server.addr).await;
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+    /// Whatever bytes a client sends a chunk server, it drops that connection at worst and
+    /// keeps serving everyone else.
+    #[test]
+    fn chunk_server_survives_arbitrary_frames(
+        frames in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..64), 1..8),
+        garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let server = start_server().await;
+            let src = tempfile::tempdir().unwrap();
+            let (path, data) = random_file(src.path(), "p.bin", 5000, 1);
+            let seeder = start_peer(server.addr).await;
+            let id = seeder.register(&path).await.unwrap();
+            // Valid frame headers around arbitrary bodies, then raw garbage.
+            let mut stream = TcpStream::connect(seeder.local_addr()).await.unwrap();
+            let mut bytes = encode_frame(&PeerRequest::Hello { version: 1 }).unwrap();
+            for body in &frames {
+                bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                bytes.extend_from_slice(body);
+            }
+            bytes.extend_from_slice(&garbage);
+            let _ = stream.write_all(&bytes).await;
+            drop(stream);
+            // Everyone else is still served.
+            let stream = TcpStream::connect(seeder.local_addr()).await.unwrap();
+            let mut conn = p2p_protocol::PeerClientConnection::peer_client(stream);
+            p2p_protocol::client_hello::<PeerConversation, _>(&mut conn).await.unwrap();
+            let reply = conn
+                .request(&PeerRequest::GetChunk { file_id: id, index: 0 }, Duration::from_secs(5))
+                .await
+                .unwrap();
+            match reply {
+                PeerResponse::Chunk { data: got, .. } => assert_eq!(&got[..], &data[..]),
+                other => panic!("unexpected {other:?}"),
+            }
+            seeder.shutdown().await;
+        });
+    }
+}

@@ -547,3 +547,45 @@ fn full_disk_is_a_clear_error() {
     rt.block_on(seeder.shutdown());
     let _ = Command::new("umount").arg(small.path()).status();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_keep_going_while_the_index_restarts() {
+    let server = start_server().await;
+    let addr = server.addr;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "steady.bin", 32 * MIB, 60);
+    let seeder = start_peer(addr).await;
+    let id = seeder.register(&path).await.unwrap().to_string();
+    let mut config = peer_config(addr);
+    config.workers = 1;
+    let leecher = Peer::start(config).await.unwrap();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = leecher.download(&id, out.path(), Some(tx), CancellationToken::new());
+    let restart = async {
+        let mut server = Some(server);
+        let mut restarted = None;
+        while let Some(event) = rx.recv().await {
+            if matches!(event, DownloadEvent::ChunkDone { .. })
+                && let Some(s) = server.take()
+            {
+                // The index goes away mid-download and comes back empty.
+                s.stop().await;
+                restarted = Some(
+                    crate::support::start_server_on(addr, crate::support::fast_server_config())
+                        .await,
+                );
+            }
+        }
+        restarted
+    };
+    let (report, restarted) = tokio::join!(run, restart);
+    assert_eq!(std::fs::read(&report.unwrap().path).unwrap(), data);
+    assert!(
+        restarted.is_some(),
+        "the index was restarted during the download"
+    );
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
