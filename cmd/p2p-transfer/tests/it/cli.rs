@@ -1,28 +1,9 @@
 //! The real binary, as a user runs it: stdout lines scripts read, one-line errors, exit codes.
 
-use std::path::Path;
 use std::process::Command;
 
-use crate::process::{Running, bin, read_line_starting, spawn_until, start_server};
+use crate::process::{bin, leecher, seed, start_server};
 use crate::support::random_file;
-
-fn seed(server: &str, path: &Path) -> (Running, String) {
-    let mut cmd = bin();
-    cmd.args([
-        "peer",
-        "--addr",
-        "127.0.0.1:0",
-        "--server",
-        server,
-        "--register",
-    ])
-    .arg(path);
-    let (child, _, mut out) = spawn_until(cmd, "peer listening on ");
-    let line = read_line_starting(&mut out, "registered ");
-    let id = line.rsplit(' ').next().unwrap().to_owned();
-    assert_eq!(line, format!("registered {} {id}", path.display()));
-    (child, id)
-}
 
 #[test]
 fn seed_and_download_with_the_binary() {
@@ -33,20 +14,7 @@ fn seed_and_download_with_the_binary() {
     let (_seeder, id) = seed(&addr, &path);
     assert_eq!(id.len(), 64);
 
-    let output = bin()
-        .args([
-            "peer",
-            "--addr",
-            "127.0.0.1:0",
-            "--server",
-            &addr,
-            "--download",
-            &id[..10],
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let output = leecher(&addr, &id[..10], out.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -70,20 +38,7 @@ fn seed_and_download_with_the_binary() {
     assert_eq!(std::fs::read(&target).unwrap(), data);
 
     // Again: the file exists now, so a clear one-line error and a non-zero exit.
-    let output = bin()
-        .args([
-            "peer",
-            "--addr",
-            "127.0.0.1:0",
-            "--server",
-            &addr,
-            "--download",
-            &id,
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let output = leecher(&addr, &id, out.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let last = stderr.lines().last().unwrap();
@@ -160,20 +115,7 @@ fn sigterm_unregisters_the_peer_and_exits_cleanly() {
 
     // The index no longer lists the file: the peer unregistered before exiting.
     let out = tempfile::tempdir().unwrap();
-    let output = bin()
-        .args([
-            "peer",
-            "--addr",
-            "127.0.0.1:0",
-            "--server",
-            &addr,
-            "--download",
-            &id,
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let output = leecher(&addr, &id, out.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use crate::bad_input::{FakeSeeder, Misbehaviour};
-use crate::process::{bin, spawn_until, start_server as start_server_process};
+use crate::process::{leecher, start_server as start_server_process};
 use crate::support::{peer_config, random_file, start_peer, start_server};
 
 const MIB: usize = 1024 * 1024;
@@ -213,39 +213,14 @@ fn leecher_killed_at_random_moments_always_ends_byte_exact() {
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let (path, data) = random_file(src.path(), "killed.bin", 128 * MIB, 55);
-    let mut cmd = bin();
-    cmd.args([
-        "peer",
-        "--addr",
-        "127.0.0.1:0",
-        "--server",
-        &addr,
-        "--register",
-    ])
-    .arg(&path);
-    let (_seeder, _, mut seeder_out) = spawn_until(cmd, "peer listening on ");
-    let id = crate::process::read_line_starting(&mut seeder_out, "registered ")
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (_seeder, id) = crate::process::seed(&addr, &path);
 
     let target = out.path().join("killed.bin");
     let leecher = || {
-        let mut cmd = bin();
-        cmd.args([
-            "peer",
-            "--addr",
-            "127.0.0.1:0",
-            "--server",
-            &addr,
-            "--workers",
-            "2",
-        ])
-        .args(["--download", &id, "--out"])
-        .arg(out.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
+        let mut cmd = leecher(&addr, &id, out.path());
+        cmd.args(["--workers", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
         cmd
     };
     // Kill it eight times at random moments, each run picking up where the last one died.
@@ -302,18 +277,7 @@ fn sigterm_during_a_download_saves_the_state_for_the_next_run() {
     // Only a hung host at first: the download can't finish.
     let hung = rt.block_on(FakeSeeder::start(server.addr, &path, Misbehaviour::Stall));
     let addr = server.addr.to_string();
-    let child = bin()
-        .args([
-            "peer",
-            "--addr",
-            "127.0.0.1:0",
-            "--server",
-            &addr,
-            "--download",
-            &id,
-            "--out",
-        ])
-        .arg(out.path())
+    let child = leecher(&addr, &id, out.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -350,20 +314,7 @@ fn sigterm_during_a_download_saves_the_state_for_the_next_run() {
     // With a working seeder the next run completes.
     let seeder = rt.block_on(start_peer(server.addr));
     rt.block_on(seeder.register(&path)).unwrap();
-    let output = bin()
-        .args([
-            "peer",
-            "--addr",
-            "127.0.0.1:0",
-            "--server",
-            &addr,
-            "--download",
-            &id,
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let output = leecher(&addr, &id, out.path()).output().unwrap();
     assert!(
         output.status.success(),
         "{}",

@@ -61,3 +61,39 @@ pub fn read_line_starting(out: &mut BufReader<ChildStdout>, prefix: &str) -> Str
         }
     }
 }
+
+/// `peer --addr 127.0.0.1:0 --server SERVER --download ID --out OUT`: a one-shot leecher.
+pub fn leecher(server: &str, id: &str, out: &std::path::Path) -> Command {
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        server,
+        "--download",
+        id,
+        "--out",
+    ])
+    .arg(out);
+    cmd
+}
+
+/// A seeder process sharing `path`; returns it and the file id it printed.
+pub fn seed(server: &str, path: &std::path::Path) -> (Running, String) {
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        server,
+        "--register",
+    ])
+    .arg(path);
+    let (child, _, mut out) = spawn_until(cmd, "peer listening on ");
+    let line = read_line_starting(&mut out, "registered ");
+    let id = line.rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(line, format!("registered {} {id}", path.display()));
+    (child, id)
+}
