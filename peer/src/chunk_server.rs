@@ -10,6 +10,7 @@ use p2p_protocol::{
     ErrorCode, PeerConversation, PeerRequest, PeerResponse, PeerServerConnection, ProtocolError,
     server_hello,
 };
+use p2p_protocol::{MAX_MESSAGE_LEN, MAX_SENDER_LEN};
 use p2p_storage::StorageError;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::inbox::{Inbox, ReceivedMessage};
 use crate::shared_files::SharedFiles;
 
 /// A chunk that can't be written within this long (the client stopped reading) closes the
@@ -42,6 +44,7 @@ pub struct ServeStats {
 pub(crate) struct ChunkServer {
     pub listener: TcpListener,
     pub files: SharedFiles,
+    pub inbox: Arc<Inbox>,
     pub stats: Arc<ServeStats>,
     pub max_inbound: usize,
     pub max_inbound_per_ip: usize,
@@ -87,6 +90,8 @@ impl ChunkServer {
             };
             let handler = Handler {
                 conn,
+                remote: addr,
+                inbox: self.inbox.clone(),
                 files: self.files.clone(),
                 stats: self.stats.clone(),
                 idle_timeout: self.idle_timeout,
@@ -107,6 +112,8 @@ impl ChunkServer {
 
 struct Handler {
     conn: PeerServerConnection<TcpStream>,
+    remote: std::net::SocketAddr,
+    inbox: Arc<Inbox>,
     files: SharedFiles,
     stats: Arc<ServeStats>,
     idle_timeout: Duration,
@@ -154,6 +161,23 @@ impl Handler {
 
     async fn respond(&self, request: PeerRequest) -> PeerResponse {
         match request {
+            PeerRequest::Message { from, text } => {
+                if text.is_empty() || text.len() > MAX_MESSAGE_LEN || from.len() > MAX_SENDER_LEN {
+                    return error(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "a message needs 1 to {MAX_MESSAGE_LEN} bytes of text and a sender of at most {MAX_SENDER_LEN} bytes"
+                        ),
+                    );
+                }
+                self.inbox.push(ReceivedMessage {
+                    from,
+                    remote: self.remote,
+                    text,
+                    at: std::time::SystemTime::now(),
+                });
+                PeerResponse::MessageReceived {}
+            }
             PeerRequest::Hello { .. } => {
                 error(ErrorCode::BadRequest, "Hello was already received".into())
             }

@@ -19,8 +19,9 @@ pub trait Rediscover: Send + Sync + fmt::Debug {
 pub struct PeerConfig {
     /// Where the chunk server listens. Port 0 picks a free port.
     pub listen_addr: SocketAddr,
-    /// The index server.
-    pub server_addr: SocketAddr,
+    /// The index server; `None` for a peer that only downloads directly from named peers and
+    /// serves whoever connects.
+    pub server_addr: Option<SocketAddr>,
     /// The address other peers should use, when the listen address is not reachable as is
     /// (NAT, a container). `None`: the listen address, or, when that is `0.0.0.0`/`[::]`, the
     /// address the index sees our connection come from.
@@ -54,7 +55,7 @@ impl Default for PeerConfig {
     fn default() -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
-            server_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            server_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
             advertise_addr: None,
             workers: 8,
             max_inbound: 64,

@@ -61,6 +61,30 @@ pub enum PeerError {
         /// The last failure.
         reason: String,
     },
+    /// The peer runs without an index server.
+    #[error(
+        "this peer runs without an index server (it was started with --from); give --server or --auto-discover"
+    )]
+    NoIndex,
+    /// No named host could give the manifest of a file.
+    #[error("cannot get the manifest of {id} from the hosts given ({reason})")]
+    NoManifest {
+        /// The file.
+        id: FileId,
+        /// The last failure.
+        reason: String,
+    },
+    /// A peer could not be reached or refused.
+    #[error("peer {addr}: {source}")]
+    PeerUnreachable {
+        /// The peer.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: ProtocolError,
+    },
+    /// No shared file matches a prefix.
+    #[error("this peer shares no file matching {0}")]
+    NotSharedPrefix(String),
     /// The operation was cancelled (Ctrl-C, shutdown).
     #[error("cancelled")]
     Cancelled,

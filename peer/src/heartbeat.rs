@@ -30,6 +30,10 @@ fn ticker(interval: Duration) -> tokio::time::Interval {
 
 /// Runs until `shutdown` is cancelled.
 pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
+    // Only peers with an index heartbeat.
+    let Some(index) = node.index.as_ref() else {
+        return;
+    };
     let mut interval = node
         .session()
         .map_or(DEFAULT_INTERVAL, |s| s.heartbeat_interval);
@@ -45,7 +49,7 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
         let _ = tokio::task::spawn_blocking(move || files.withdraw_all_changed()).await;
 
         let beat = match node.session() {
-            Some(session) => node.index.heartbeat(&session).await,
+            Some(session) => index.heartbeat(&session).await,
             None => Err(PeerError::IndexRefused {
                 code: ErrorCode::UnknownPeer,
                 message: "not registered yet".into(),
@@ -61,14 +65,14 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 // part of the interval first rather than all arriving at once.
                 jitter(interval).await;
                 node.register_everything().await.map(|session| {
-                    info!(peer_id = %session.peer_id, server = %node.index.server(), "re-registered with the index");
+                    info!(peer_id = %session.peer_id, server = %index.server(), "re-registered with the index");
                 })
             }
             Err(err @ PeerError::IndexUnreachable { .. }) => match &node.config.rediscover {
                 // The index moved or restarted elsewhere: find it again and register there.
                 Some(finder) => match finder.rediscover().await {
                     Some(addr) => {
-                        node.index.set_server(addr).await;
+                        index.set_server(addr).await;
                         node.register_everything().await.map(|session| {
                             info!(peer_id = %session.peer_id, server = %addr, "re-registered with the index found again");
                         })
@@ -89,7 +93,7 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                     ticks = ticker(interval);
                 }
                 if !reachable {
-                    info!(server = %node.index.server(), "index server reachable again");
+                    info!(server = %index.server(), "index server reachable again");
                 }
                 reachable = true;
                 node.withdraw_pending().await;

@@ -11,6 +11,7 @@
 //! * [`index_client`]: register / heartbeat / lookup against the index server.
 //! * `heartbeat`: keeps the registration alive and re-registers after an index restart.
 //! * [`shared_files`]: the files this peer serves.
+//! * [`inbox`]: text messages from other peers.
 //! * [`download`]: one download: plan, worker pool, hosts, final verification.
 //! * [`config`]: [`PeerConfig`] with its defaults.
 //! * [`error`][mod@error]: [`PeerError`].
@@ -22,6 +23,7 @@ pub mod config;
 pub mod download;
 pub mod error;
 mod heartbeat;
+pub mod inbox;
 pub mod index_client;
 pub mod node;
 pub mod shared_files;
@@ -29,5 +31,6 @@ pub mod shared_files;
 pub use config::{PeerConfig, Rediscover};
 pub use download::{DownloadEvent, DownloadReport};
 pub use error::PeerError;
-pub use node::{Peer, PeerHandle};
+pub use inbox::ReceivedMessage;
+pub use node::{DownloadRequest, Peer, PeerHandle};
 pub use shared_files::SharedFileInfo;

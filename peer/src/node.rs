@@ -4,10 +4,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use p2p_protocol::{FileId, FileSummary, IdPrefix, PeerSummary};
+use p2p_protocol::{
+    FileId, FileManifest, FileSummary, HostInfo, IdPrefix, PeerClientConnection, PeerConversation,
+    PeerId, PeerRequest, PeerResponse, PeerSummary, ProtocolError, client_hello,
+};
 use p2p_storage::{SourceFile, build_manifest};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,7 +22,8 @@ use crate::config::PeerConfig;
 use crate::download::{self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, Refresh};
 use crate::error::PeerError;
 use crate::heartbeat;
-use crate::index_client::{IndexClient, Session};
+use crate::inbox::{Inbox, ReceivedMessage};
+use crate::index_client::{IndexClient, Lookup, Session};
 use crate::shared_files::{SharedFileInfo, SharedFiles};
 
 /// Namespace for starting a peer.
@@ -31,9 +36,11 @@ pub(crate) struct Node {
     pub config: PeerConfig,
     pub local_addr: SocketAddr,
     pub files: SharedFiles,
-    pub index: IndexClient,
+    /// `None` for a peer that works without an index server (direct downloads only).
+    pub index: Option<IndexClient>,
     /// None until registered, and while re-registering fails.
     session: Mutex<Option<Session>>,
+    inbox: Arc<Inbox>,
     stats: Arc<ServeStats>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -51,6 +58,11 @@ impl Node {
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = session;
     }
 
+    /// The index client, or the error a user sees when there is none.
+    pub fn index(&self) -> Result<&IndexClient, PeerError> {
+        self.index.as_ref().ok_or(PeerError::NoIndex)
+    }
+
     /// The address we ask the index to hand out for us.
     fn advertised_addr(&self) -> SocketAddr {
         self.config.advertise_addr.unwrap_or(self.local_addr)
@@ -58,9 +70,10 @@ impl Node {
 
     /// Registers afresh and re-adds every shared file.
     pub async fn register_everything(&self) -> Result<Session, PeerError> {
-        let session = self.index.register(self.advertised_addr()).await?;
+        let index = self.index()?;
+        let session = index.register(self.advertised_addr()).await?;
         for manifest in self.files.manifests() {
-            self.index.add_file(&session, manifest).await?;
+            index.add_file(&session, manifest).await?;
         }
         self.set_session(Some(session.clone()));
         Ok(session)
@@ -68,11 +81,11 @@ impl Node {
 
     /// Withdraws files that changed on disk from the index.
     pub async fn withdraw_pending(&self) {
-        let Some(session) = self.session() else {
+        let (Some(session), Some(index)) = (self.session(), self.index.as_ref()) else {
             return;
         };
         for file_id in self.files.take_withdrawn() {
-            if let Err(err) = self.index.remove_file(&session, file_id).await {
+            if let Err(err) = index.remove_file(&session, file_id).await {
                 warn!(%err, file = %file_id.fmt_short(), "cannot withdraw changed file from the index");
             }
         }
@@ -80,7 +93,8 @@ impl Node {
 }
 
 impl Peer {
-    /// Binds the chunk server, registers with the index and starts heartbeating.
+    /// Binds the chunk server, registers with the index (if there is one) and starts
+    /// heartbeating.
     pub async fn start(config: PeerConfig) -> Result<PeerHandle, PeerError> {
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -92,21 +106,27 @@ impl Peer {
             .local_addr()
             .map_err(|e| PeerError::Internal(e.to_string()))?;
         let node = Arc::new(Node {
-            index: IndexClient::new(config.server_addr, config.index_timeout),
+            index: config
+                .server_addr
+                .map(|addr| IndexClient::new(addr, config.index_timeout)),
             config,
             local_addr,
             files: SharedFiles::default(),
             session: Mutex::new(None),
+            inbox: Arc::default(),
             stats: Arc::new(ServeStats::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        let session = node.register_everything().await?;
-        info!(peer_id = %session.peer_id, addr = %session.addr, server = %node.index.server(), "registered with the index");
+        if let Some(index) = &node.index {
+            let session = node.register_everything().await?;
+            info!(peer_id = %session.peer_id, addr = %session.addr, server = %index.server(), "registered with the index");
+        }
 
         let server = ChunkServer {
             listener,
             files: node.files.clone(),
+            inbox: node.inbox.clone(),
             stats: node.stats.clone(),
             max_inbound: node.config.max_inbound,
             max_inbound_per_ip: node.config.max_inbound_per_ip,
@@ -117,9 +137,33 @@ impl Peer {
                 .run(node.shutdown.child_token(), node.tasks.clone())
                 .instrument(info_span!("chunk_server", addr = %local_addr)),
         );
-        node.tasks
-            .spawn(heartbeat::run(node.clone(), node.shutdown.child_token()));
+        if node.index.is_some() {
+            node.tasks
+                .spawn(heartbeat::run(node.clone(), node.shutdown.child_token()));
+        }
         Ok(PeerHandle { node })
+    }
+}
+
+/// What to download, and where besides the index to look for it.
+#[derive(Clone, Debug, Default)]
+pub struct DownloadRequest {
+    /// The file id, or (with an index) a unique prefix of it.
+    pub id: String,
+    /// The manifest, if the caller has it already (from a manifest file); it must hash to
+    /// `id`, which must then be the full id.
+    pub manifest: Option<FileManifest>,
+    /// Peers to fetch from directly, whether or not the index knows them.
+    pub hosts: Vec<SocketAddr>,
+}
+
+impl DownloadRequest {
+    /// A download by id or prefix, through the index.
+    pub fn by_id(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            ..Self::default()
+        }
     }
 }
 
@@ -135,9 +179,9 @@ impl PeerHandle {
         self.node.local_addr
     }
 
-    /// The index server's address.
-    pub fn server_addr(&self) -> SocketAddr {
-        self.node.index.server()
+    /// The index server's address, if the peer uses one.
+    pub fn server_addr(&self) -> Option<SocketAddr> {
+        self.node.index.as_ref().map(IndexClient::server)
     }
 
     /// The current registration, if any.
@@ -157,6 +201,11 @@ impl PeerHandle {
 
     /// Hashes `path`, starts serving it and announces it to the index. Returns its id.
     pub async fn register(&self, path: &Path) -> Result<FileId, PeerError> {
+        Ok(self.register_manifest(path).await?.id())
+    }
+
+    /// Like [`PeerHandle::register`], returning the whole manifest (for manifest files).
+    pub async fn register_manifest(&self, path: &Path) -> Result<FileManifest, PeerError> {
         let owned = path.to_owned();
         let source = tokio::task::spawn_blocking(move || {
             let hashed = build_manifest(&owned)?;
@@ -164,18 +213,22 @@ impl PeerHandle {
         })
         .await
         .map_err(|e| PeerError::Internal(e.to_string()))??;
-        self.share(source).await
+        let manifest = source.manifest().clone();
+        self.share(source).await?;
+        Ok(manifest)
     }
 
     async fn share(&self, source: SourceFile) -> Result<FileId, PeerError> {
         let manifest = source.manifest().clone();
         let file_id = manifest.id();
         self.node.files.insert(file_id, Arc::new(source));
-        let session = self.node.session().ok_or_else(|| PeerError::IndexRefused {
-            code: p2p_protocol::ErrorCode::UnknownPeer,
-            message: "not registered with the index right now; the file will be announced when the index is back".into(),
-        })?;
-        self.node.index.add_file(&session, manifest).await?;
+        if let Some(index) = &self.node.index {
+            let session = self.node.session().ok_or_else(|| PeerError::IndexRefused {
+                code: p2p_protocol::ErrorCode::UnknownPeer,
+                message: "not registered with the index right now; the file will be announced when the index is back".into(),
+            })?;
+            index.add_file(&session, manifest).await?;
+        }
         info!(file = %file_id.fmt_short(), "sharing file");
         Ok(file_id)
     }
@@ -191,12 +244,7 @@ impl PeerHandle {
             .collect();
         let file_id = match matching.as_slice() {
             [one] => *one,
-            [] => {
-                return Err(PeerError::IndexRefused {
-                    code: p2p_protocol::ErrorCode::UnknownFile,
-                    message: format!("this peer shares no file matching {prefix}"),
-                });
-            }
+            [] => return Err(PeerError::NotSharedPrefix(prefix.to_string())),
             _ => {
                 return Err(PeerError::IndexRefused {
                     code: p2p_protocol::ErrorCode::AmbiguousPrefix,
@@ -208,8 +256,8 @@ impl PeerHandle {
             }
         };
         self.node.files.remove(&file_id);
-        if let Some(session) = self.node.session() {
-            self.node.index.remove_file(&session, file_id).await?;
+        if let (Some(session), Some(index)) = (self.node.session(), &self.node.index) {
+            index.remove_file(&session, file_id).await?;
         }
         Ok(file_id)
     }
@@ -223,24 +271,40 @@ impl PeerHandle {
         events: Option<UnboundedSender<DownloadEvent>>,
         cancel: CancellationToken,
     ) -> Result<DownloadReport, PeerError> {
-        let lookup = self.node.index.lookup(id).await?;
+        self.fetch(DownloadRequest::by_id(id), out_dir, events, cancel)
+            .await
+    }
+
+    /// Downloads what `request` describes: the manifest from the request, the index, or the
+    /// named hosts (in that order); hosts from the index and the request together.
+    pub async fn fetch(
+        &self,
+        request: DownloadRequest,
+        out_dir: &Path,
+        events: Option<UnboundedSender<DownloadEvent>>,
+        cancel: CancellationToken,
+    ) -> Result<DownloadReport, PeerError> {
+        let lookup = self.resolve(&request).await?;
         let manifest = lookup.manifest.clone();
         let mut options = DownloadOptions::from(&self.node.config);
         options.me = self.node.session().map(|s| s.peer_id);
         // While every host is gone, the pool asks the index again.
-        let node = self.node.clone();
-        let full_id = lookup.file_id.to_string();
-        let refresh: Refresh = Arc::new(move || {
-            let node = node.clone();
-            let id = full_id.clone();
-            Box::pin(async move { node.index.lookup(&id).await.map(|found| found.hosts) })
+        let refresh: Option<Refresh> = self.node.index.as_ref().map(|_| {
+            let node = self.node.clone();
+            let full_id = lookup.file_id.to_string();
+            let refresh: Refresh = Arc::new(move || {
+                let node = node.clone();
+                let id = full_id.clone();
+                Box::pin(async move { node.index()?.lookup(&id).await.map(|found| found.hosts) })
+            });
+            refresh
         });
         let report = download::download(
             lookup,
             out_dir,
             options,
             EventSink::new(events),
-            Some(refresh),
+            refresh,
             cancel,
         )
         .await?;
@@ -260,25 +324,180 @@ impl PeerHandle {
         Ok(report)
     }
 
+    /// The checked manifest and the hosts to use for `request`.
+    async fn resolve(&self, request: &DownloadRequest) -> Result<Lookup, PeerError> {
+        let direct: Vec<HostInfo> = request
+            .hosts
+            .iter()
+            .enumerate()
+            // Hosts named by address have no registration; give them ids no index hands out
+            // to anyone we would also meet (the top of the range).
+            .map(|(i, addr)| HostInfo {
+                peer_id: PeerId(u64::MAX - i as u64),
+                addr: *addr,
+            })
+            .collect();
+        let from_index = match &self.node.index {
+            Some(index) => match (&request.manifest, index.lookup(&request.id).await) {
+                (_, Ok(found)) => Some(found),
+                // The manifest is in hand: the index not knowing the file is no error.
+                (Some(_), Err(PeerError::IndexRefused { .. })) => None,
+                (None, Err(err)) if direct.is_empty() => return Err(err),
+                (_, Err(err)) => {
+                    warn!(%err, "index lookup failed; using the hosts given");
+                    None
+                }
+            },
+            None => None,
+        };
+        let (file_id, manifest) = match (&request.manifest, &from_index) {
+            (Some(manifest), _) => {
+                let file_id: FileId = request.id.parse()?;
+                if manifest.id() != file_id || manifest.validate().is_err() {
+                    return Err(PeerError::ManifestMismatch(file_id));
+                }
+                (file_id, manifest.clone())
+            }
+            (None, Some(found)) => (found.file_id, found.manifest.clone()),
+            (None, None) => {
+                let file_id: FileId = request.id.parse()?;
+                (
+                    file_id,
+                    self.manifest_from_hosts(file_id, &request.hosts).await?,
+                )
+            }
+        };
+        let mut hosts = direct;
+        if let Some(found) = from_index
+            && found.file_id == file_id
+        {
+            hosts.extend(
+                found
+                    .hosts
+                    .into_iter()
+                    .filter(|h| !request.hosts.contains(&h.addr)),
+            );
+        }
+        Ok(Lookup {
+            file_id,
+            manifest,
+            hosts,
+        })
+    }
+
+    /// Asks each host in turn for the manifest of `file_id` and checks it against the id.
+    async fn manifest_from_hosts(
+        &self,
+        file_id: FileId,
+        hosts: &[SocketAddr],
+    ) -> Result<FileManifest, PeerError> {
+        let mut last = String::from("no host given");
+        for addr in hosts {
+            match self.ask_manifest(*addr, file_id).await {
+                Ok(manifest) if manifest.id() == file_id && manifest.validate().is_ok() => {
+                    return Ok(manifest);
+                }
+                Ok(_) => last = format!("{addr} sent a manifest that does not match the id"),
+                Err(err) => last = format!("{addr}: {err}"),
+            }
+        }
+        Err(PeerError::NoManifest {
+            id: file_id,
+            reason: last,
+        })
+    }
+
+    async fn ask_manifest(
+        &self,
+        addr: SocketAddr,
+        file_id: FileId,
+    ) -> Result<FileManifest, ProtocolError> {
+        let mut conn = self.connect_peer(addr).await?;
+        match conn
+            .request(
+                &PeerRequest::GetManifest { file_id },
+                self.node.config.request_timeout,
+            )
+            .await?
+        {
+            PeerResponse::Manifest { manifest, .. } => Ok(manifest),
+            PeerResponse::Error { code, message } => Err(ProtocolError::Remote { code, message }),
+            _ => Err(ProtocolError::Unexpected("expected Manifest")),
+        }
+    }
+
+    async fn connect_peer(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<PeerClientConnection<TcpStream>, ProtocolError> {
+        let timeout = self.node.config.connect_timeout;
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ProtocolError::Timeout(timeout))??;
+        let mut conn = PeerClientConnection::peer_client(stream);
+        tokio::time::timeout(timeout, client_hello::<PeerConversation, _>(&mut conn))
+            .await
+            .map_err(|_| ProtocolError::Timeout(timeout))??;
+        Ok(conn)
+    }
+
+    /// Sends a short text message to the peer at `to`.
+    pub async fn send_message(&self, to: SocketAddr, text: &str) -> Result<(), PeerError> {
+        let unreachable = |source| PeerError::PeerUnreachable { addr: to, source };
+        let mut conn = self.connect_peer(to).await.map_err(unreachable)?;
+        let from = self
+            .node
+            .session()
+            .map_or_else(|| self.node.advertised_addr(), |s| s.addr)
+            .to_string();
+        let request = PeerRequest::Message {
+            from,
+            text: text.to_owned(),
+        };
+        match conn
+            .request(&request, MESSAGE_TIMEOUT)
+            .await
+            .map_err(unreachable)?
+        {
+            PeerResponse::MessageReceived {} => Ok(()),
+            PeerResponse::Error { code, message } => {
+                Err(unreachable(ProtocolError::Remote { code, message }))
+            }
+            _ => Err(unreachable(ProtocolError::Unexpected(
+                "expected MessageReceived",
+            ))),
+        }
+    }
+
+    /// Messages received during this run, oldest first.
+    pub fn messages(&self) -> Vec<ReceivedMessage> {
+        self.node.inbox.list()
+    }
+
+    /// Messages as they arrive.
+    pub fn subscribe_messages(&self) -> tokio::sync::broadcast::Receiver<ReceivedMessage> {
+        self.node.inbox.subscribe()
+    }
+
     /// Files on the network.
     pub async fn network_files(&self) -> Result<(Vec<FileSummary>, u64), PeerError> {
-        self.node.index.list_files().await
+        self.node.index()?.list_files().await
     }
 
     /// Files on the network whose names contain every word of `query`, ignoring case.
     pub async fn search(&self, query: &str) -> Result<(Vec<FileSummary>, u64), PeerError> {
-        self.node.index.search(query).await
+        self.node.index()?.search(query).await
     }
 
     /// Peers known to the index.
     pub async fn network_peers(&self) -> Result<(Vec<PeerSummary>, u64), PeerError> {
-        self.node.index.list_peers().await
+        self.node.index()?.list_peers().await
     }
 
     /// Unregisters from the index (best effort), stops serving and waits for every task.
     pub async fn shutdown(&self) {
-        if let Some(session) = self.node.session() {
-            match self.node.index.unregister(&session).await {
+        if let (Some(session), Some(index)) = (self.node.session(), &self.node.index) {
+            match index.unregister(&session).await {
                 Ok(()) => info!("unregistered from the index"),
                 Err(err) => warn!(%err, "could not unregister from the index"),
             }
@@ -289,3 +508,6 @@ impl PeerHandle {
         self.node.tasks.wait().await;
     }
 }
+
+/// Limit on delivering one message.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -17,14 +17,63 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The two roles.
+/// The roles, and the one-shot tools.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the central index server, which knows which peer hosts which file.
     Server(ServerArgs),
     /// Run a peer: share files, serve their chunks, download files from other peers.
     Peer(PeerArgs),
+    /// Find files on the network whose name contains every word (ignoring case).
+    Search(SearchArgs),
+    /// Work with manifest files (.p2pm), which describe a file for downloading elsewhere.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
 }
+
+/// Where a one-shot tool finds the index server.
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Address of the central index server.
+    #[arg(short = 's', long, env = "P2P_SERVER")]
+    pub server: Option<SocketAddr>,
+    /// Find the index server over mDNS instead.
+    #[arg(long, conflicts_with = "server")]
+    pub auto_discover: bool,
+    /// How long --auto-discover waits for an answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub discover_timeout: Duration,
+}
+
+/// `p2p-transfer search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Words the file name must contain.
+    #[arg(required = true, num_args = 1..)]
+    pub words: Vec<String>,
+    #[command(flatten)]
+    pub index: IndexArgs,
+}
+
+/// `p2p-transfer manifest ...`.
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Hash a file and write its manifest file (FILE.p2pm, or -o PATH).
+    Create {
+        /// The file to describe.
+        file: PathBuf,
+        /// Index server(s) to name in the manifest file (repeatable).
+        #[arg(short = 's', long = "server", value_name = "ADDR")]
+        servers: Vec<SocketAddr>,
+        /// Where to write it.
+        #[arg(short = 'o', long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// The index server a peer uses when given neither --server, --auto-discover nor --from.
+pub const DEFAULT_SERVER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8000);
 
 /// `p2p-transfer server`.
 #[derive(Debug, Args)]
@@ -69,14 +118,15 @@ pub struct PeerArgs {
         env = "P2P_PEER_LISTEN"
     )]
     pub addr: SocketAddr,
-    /// Address of the central index server.
-    #[arg(
-        short = 's',
-        long,
-        default_value = "127.0.0.1:8000",
-        env = "P2P_SERVER"
-    )]
-    pub server: SocketAddr,
+    /// Address of the central index server [default: 127.0.0.1:8000, or none with --from].
+    #[arg(short = 's', long, env = "P2P_SERVER")]
+    pub server: Option<SocketAddr>,
+    /// Download directly from this peer (repeatable); without --server, no index is used.
+    #[arg(long = "from", value_name = "HOST:PORT")]
+    pub from: Vec<SocketAddr>,
+    /// With --register: also write FILE.p2pm next to each file (naming this index server).
+    #[arg(long, requires = "register")]
+    pub write_manifest: bool,
     /// Find the index server on the local network with mDNS instead of --server, and find it
     /// again if it moves.
     #[arg(long, conflicts_with = "server")]
@@ -101,7 +151,8 @@ pub struct PeerArgs {
     /// serving until Ctrl-C.
     #[arg(short = 'r', long = "register", value_name = "PATH")]
     pub register: Vec<PathBuf>,
-    /// Download the file with this id (or a unique prefix of at least 6 characters).
+    /// Download the file with this id (or a unique prefix of at least 6 characters), or the
+    /// file a manifest file (.p2pm) describes.
     #[arg(short = 'd', long, value_name = "ID")]
     pub download: Option<String>,
     /// Folder downloads are written to.
@@ -128,6 +179,7 @@ impl Command {
         match self {
             Command::Server(args) => args.interactive,
             Command::Peer(args) => args.interactive,
+            Command::Search(_) | Command::Manifest(_) => false,
         }
     }
 }
@@ -161,7 +213,9 @@ impl From<&PeerArgs> for PeerConfig {
     fn from(args: &PeerArgs) -> Self {
         PeerConfig {
             listen_addr: args.addr,
-            server_addr: args.server,
+            server_addr: args
+                .server
+                .or((args.from.is_empty() && !args.auto_discover).then_some(DEFAULT_SERVER)),
             advertise_addr: args.advertise_addr,
             workers: usize::from(args.workers),
             request_timeout: args.request_timeout,
@@ -202,8 +256,19 @@ mod tests {
         };
         let config = PeerConfig::from(&args);
         assert_eq!(config.workers, 3);
-        assert_eq!(config.server_addr, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(config.server_addr, Some("127.0.0.1:9".parse().unwrap()));
         assert_eq!(args.register.len(), 2);
+        let direct =
+            Cli::try_parse_from(["p2p-transfer", "peer", "--from", "127.0.0.1:7", "-d", "ab"])
+                .unwrap();
+        let Command::Peer(args) = direct.command else {
+            panic!("not peer")
+        };
+        assert_eq!(
+            PeerConfig::from(&args).server_addr,
+            None,
+            "--from alone uses no index"
+        );
         assert!(Cli::try_parse_from(["p2p-transfer", "peer", "-w", "0"]).is_err());
         assert!(
             Cli::try_parse_from([

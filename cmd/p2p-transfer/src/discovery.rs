@@ -99,6 +99,16 @@ pub struct Finder {
 }
 
 impl Finder {
+    /// For one-shot tools: any interface, no name preference.
+    pub fn with(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            wanted: None,
+            interfaces: Interfaces::All,
+            origin: Arc::new(Mutex::new(ServerOrigin::Flag)),
+        }
+    }
+
     pub fn new(args: &PeerArgs) -> Self {
         Self {
             timeout: args.discover_timeout,

@@ -49,6 +49,8 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Server(args) => run::server::run(args, shutdown).await,
             Command::Peer(args) => run::peer::run(args, shutdown).await,
+            Command::Search(args) => run::search::run(args).await,
+            Command::Manifest(command) => run::manifest::run(command).await,
         }
     });
     report_peak_rss();

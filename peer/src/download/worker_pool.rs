@@ -498,5 +498,6 @@ fn reply_name(reply: &PeerResponse) -> &'static str {
         PeerResponse::Manifest { .. } => "Manifest",
         PeerResponse::Chunk { .. } => "Chunk for another chunk",
         PeerResponse::Error { .. } => "Error",
+        PeerResponse::MessageReceived {} => "MessageReceived",
     }
 }

@@ -31,6 +31,7 @@
 //! * [`connection`]: [`Connection`], typed send/receive over any async stream.
 //! * [`handshake`]: the `Hello` exchange.
 //! * [`limits`]: connections per source address.
+//! * [`manifest_file`]: the `.p2pm` file format (not on the wire; shared by tools).
 //! * [`error`][mod@error]: [`ProtocolError`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -40,6 +41,7 @@ pub mod connection;
 pub mod error;
 pub mod handshake;
 pub mod limits;
+pub mod manifest_file;
 pub mod message;
 pub mod types;
 
@@ -80,6 +82,12 @@ pub const MAX_FILE_NAME_LEN: usize = 255;
 
 /// Shortest id prefix a user may type.
 pub const MIN_ID_PREFIX_LEN: usize = 6;
+
+/// Longest peer-to-peer `Message` text, in bytes.
+pub const MAX_MESSAGE_LEN: usize = 1024;
+
+/// Longest `from` of a `Message`, in bytes.
+pub const MAX_SENDER_LEN: usize = 64;
 
 /// Longest `Search` query, in bytes.
 pub const MAX_QUERY_LEN: usize = 1024;

@@ -293,9 +293,19 @@ pub enum PeerRequest {
         /// Zero-based chunk index.
         index: u32,
     },
+    /// A short text message for the peer's user, shown in its shell. Answered by
+    /// `MessageReceived`, or `Error { code: bad_request }` when `text` is empty or over
+    /// [`crate::MAX_MESSAGE_LEN`] bytes or `from` is over [`crate::MAX_SENDER_LEN`] bytes.
+    /// Anyone may send one; the receiver shows the connection's source address beside `from`.
+    Message {
+        /// How the sender names itself (a peer sends its advertised address).
+        from: String,
+        /// The message.
+        text: String,
+    },
 }
 
-/// A reply from a peer's chunk server.
+/// A reply from a peer's chunk server (and its message inbox).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerResponse {
     /// Accepts `Hello`.
@@ -323,6 +333,8 @@ pub enum PeerResponse {
         /// The chunk's bytes.
         data: Bytes,
     },
+    /// Accepts `Message`.
+    MessageReceived {},
     /// The request failed.
     Error {
         /// Machine-readable reason.

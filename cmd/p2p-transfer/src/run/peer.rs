@@ -1,30 +1,44 @@
-//! `p2p-transfer peer`: register the given files, download the given id, then exit (download
-//! only), open the shell (`-i`), or keep serving until Ctrl-C.
+//! `p2p-transfer peer`: register the given files, download the given id or manifest file, then
+//! exit (download only), open the shell (`-i`), or keep serving until Ctrl-C.
 
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use p2p_peer::{Peer, PeerConfig, PeerHandle};
+use p2p_peer::{DownloadRequest, Peer, PeerConfig, PeerHandle};
+use p2p_protocol::manifest_file::ManifestFile;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PeerArgs;
 use crate::discovery::{Finder, ServerOrigin};
 use crate::progress;
+use crate::run::manifest;
 use crate::shell::{self, Transfers, peer::PeerShell};
 
 /// Runs a peer as the flags say.
 pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut config = PeerConfig::from(args);
     let mut origin = Arc::new(Mutex::new(ServerOrigin::Flag));
+    // A manifest file is read (and checked) before anything starts; it may name the index.
+    let manifest_file = match &args.download {
+        Some(arg) if manifest::is_manifest_path(arg) => Some(manifest::read(arg.as_ref())?),
+        _ => None,
+    };
+    if let Some(doc) = &manifest_file
+        && args.server.is_none()
+        && !args.auto_discover
+        && let Some(listed) = doc.servers.first()
+    {
+        config.server_addr = Some(*listed);
+    }
     if args.auto_discover {
         let finder = Finder::new(args);
-        config.server_addr = finder.find(true).await?;
+        config.server_addr = Some(finder.find(true).await?);
         origin = finder.origin.clone();
         config.rediscover = Some(Arc::new(finder));
     }
     let peer = Peer::start(config).await?;
     println!("peer listening on {}", peer.local_addr());
-    let result = startup_actions(&peer, args, &shutdown).await;
+    let result = startup_actions(&peer, args, manifest_file, &shutdown).await;
     if args.interactive {
         // A failed startup action is reported, and the shell opens all the same.
         if let Err(err) = &result {
@@ -57,12 +71,15 @@ async fn interactive(
         out_dir: args.out.clone(),
         transfers: transfers.clone(),
         downloads: downloads.clone(),
+        direct_hosts: Arc::new(Mutex::new(args.from.clone())),
     };
+    let messages = shell::peer::show_messages(peer);
     let done = shell::spawn(&shell::peer::SPEC, move |command| shell.handle(command));
     let result = tokio::select! {
         result = done => result.context("shell thread ended unexpectedly").and_then(|r| r.context("terminal error")),
         _ = shutdown.cancelled() => Ok(()),
     };
+    messages.abort();
     // Running downloads stop; their .part files stay for a later run.
     downloads.cancel();
     transfers.wait().await;
@@ -72,22 +89,42 @@ async fn interactive(
 async fn startup_actions(
     peer: &PeerHandle,
     args: &PeerArgs,
+    manifest_file: Option<ManifestFile>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     for path in &args.register {
-        let file_id = peer
-            .register(path)
+        let manifest = peer
+            .register_manifest(path)
             .await
             .with_context(|| format!("cannot register {}", path.display()))?;
+        let file_id = manifest.id();
         println!("registered {} {file_id}", path.display());
+        if args.write_manifest {
+            let doc = ManifestFile::new(manifest, peer.server_addr().into_iter().collect());
+            let target = manifest::default_path(path);
+            manifest::write_new(&target, &doc)?;
+            println!("wrote {} {file_id}", target.display());
+        }
     }
-    if let Some(id) = &args.download {
+    if let Some(arg) = &args.download {
+        let request = match manifest_file {
+            Some(doc) => DownloadRequest {
+                id: doc.file_id.to_string(),
+                manifest: Some(doc.manifest),
+                hosts: args.from.clone(),
+            },
+            None => DownloadRequest {
+                id: arg.clone(),
+                manifest: None,
+                hosts: args.from.clone(),
+            },
+        };
         let (events, reporter) = progress::start();
         let report = peer
-            .download(id, &args.out, Some(events), shutdown.child_token())
+            .fetch(request, &args.out, Some(events), shutdown.child_token())
             .await;
         reporter.await.ok();
-        let report = report.with_context(|| format!("cannot download {id}"))?;
+        let report = report.with_context(|| format!("cannot download {arg}"))?;
         let secs = report.elapsed.as_secs_f64();
         println!(
             "downloaded {} {} {} in {secs:.2}s ({:.1} MB/s)",

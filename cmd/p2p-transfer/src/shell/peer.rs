@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
 use indicatif::HumanBytes;
-use p2p_peer::PeerHandle;
+use p2p_peer::{DownloadRequest, PeerHandle};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
@@ -26,10 +26,13 @@ pub const SPEC: ShellSpec = ShellSpec {
         "search",
         "download",
         "transfers",
+        "connect",
+        "msg",
+        "messages",
         "help",
         "exit",
     ],
-    path_commands: &["register"],
+    path_commands: &["register", "download"],
 };
 
 /// The peer shell's commands.
@@ -68,6 +71,21 @@ pub enum PeerCommand {
     },
     /// Downloads of this session: progress, speed, hosts in use, state.
     Transfers,
+    /// Use this peer as a host for downloads, even if the index doesn't list it.
+    Connect {
+        /// Its chunk server, host:port.
+        addr: std::net::SocketAddr,
+    },
+    /// Send a short text message to another peer.
+    Msg {
+        /// Its address (host:port) or its peer id as `list peers` shows it.
+        to: String,
+        /// The message.
+        #[arg(required = true, num_args = 1..)]
+        words: Vec<String>,
+    },
+    /// Messages received during this session.
+    Messages,
     /// Unregister from the index and leave (running downloads stop; their .part files stay).
     #[command(alias = "quit")]
     Exit,
@@ -91,6 +109,37 @@ pub struct PeerShell {
     pub transfers: Transfers,
     /// Cancelled on exit: stops every download.
     pub downloads: CancellationToken,
+    /// Hosts added with `connect` (and `--from`), used by every download.
+    pub direct_hosts: Arc<Mutex<Vec<std::net::SocketAddr>>>,
+}
+
+/// Prints messages from other peers above the prompt as they arrive.
+pub fn show_messages(peer: &PeerHandle) -> tokio::task::JoinHandle<()> {
+    let mut incoming = peer.subscribe_messages();
+    tokio::spawn(async move {
+        while let Ok(m) = incoming.recv().await {
+            crate::logging::print_above_prompt(format!(
+                "message from {} ({}) at {}: {}",
+                m.from,
+                m.remote,
+                clock(m.at),
+                m.text
+            ));
+        }
+    })
+}
+
+/// `HH:MM:SS` (UTC) of a time, for message lines.
+fn clock(at: std::time::SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 impl PeerShell {
@@ -110,32 +159,37 @@ impl PeerShell {
             }
             PeerCommand::List {
                 what: ListWhat::Peers,
-            } => self.list_peers(),
-            PeerCommand::Register { path } => self.register(path),
-            PeerCommand::Unregister { id } => self.unregister(&id),
-            PeerCommand::Search { words } => self.search(&words.join(" ")),
-            PeerCommand::Download { id, dir } => {
-                let dir = dir.unwrap_or_else(|| self.out_dir.clone());
-                println!(
-                    "downloading {id} into {} in the background ('transfers' shows progress)",
-                    dir.display()
-                );
-                self.transfers.start(
-                    &self.rt,
-                    self.peer.clone(),
-                    id,
-                    dir,
-                    self.downloads.child_token(),
-                );
-                Ok(())
-            }
+            } => self.list_peers().map_err(Into::into),
+            PeerCommand::Register { path } => self.register(path).map_err(Into::into),
+            PeerCommand::Unregister { id } => self.unregister(&id).map_err(Into::into),
+            PeerCommand::Search { words } => self.search(&words.join(" ")).map_err(Into::into),
+            PeerCommand::Download { id, dir } => self.download(id, dir),
             PeerCommand::Transfers => {
                 self.transfers.print();
                 Ok(())
             }
+            PeerCommand::Connect { addr } => {
+                let mut hosts = self.direct_hosts.lock().unwrap_or_else(|e| e.into_inner());
+                if !hosts.contains(&addr) {
+                    hosts.push(addr);
+                }
+                println!("downloads will also ask {addr}");
+                Ok(())
+            }
+            PeerCommand::Msg { to, words } => self.message(&to, &words.join(" ")),
+            PeerCommand::Messages => {
+                let messages = self.peer.messages();
+                if messages.is_empty() {
+                    println!("no messages yet");
+                }
+                for m in messages {
+                    println!("{} {} ({}): {}", clock(m.at), m.from, m.remote, m.text);
+                }
+                Ok(())
+            }
         };
         if let Err(err) = result {
-            println!("error: {err}");
+            println!("error: {err:#}");
         }
         Flow::Continue
     }
@@ -147,7 +201,10 @@ impl PeerShell {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         println!("listening on  {}", self.peer.local_addr());
-        println!("index server  {} ({origin})", self.peer.server_addr());
+        match self.peer.server_addr() {
+            Some(addr) => println!("index server  {addr} ({origin})"),
+            None => println!("index server  none (direct downloads only)"),
+        }
         match self.peer.session() {
             Some(s) => println!("registered    yes, as {} at {}", s.peer_id, s.addr),
             None => println!("registered    no (index unreachable; retrying)"),
@@ -172,6 +229,61 @@ impl PeerShell {
                 f.name
             );
         }
+    }
+
+    fn download(&self, id: String, dir: Option<PathBuf>) -> Result<(), anyhow::Error> {
+        let dir = dir.unwrap_or_else(|| self.out_dir.clone());
+        let hosts = self
+            .direct_hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let request = if crate::run::manifest::is_manifest_path(&id) {
+            let doc = crate::run::manifest::read(id.as_ref())?;
+            DownloadRequest {
+                id: doc.file_id.to_string(),
+                manifest: Some(doc.manifest),
+                hosts,
+            }
+        } else {
+            DownloadRequest {
+                id: id.clone(),
+                manifest: None,
+                hosts,
+            }
+        };
+        println!(
+            "downloading {id} into {} in the background ('transfers' shows progress)",
+            dir.display()
+        );
+        self.transfers.start(
+            &self.rt,
+            self.peer.clone(),
+            request,
+            dir,
+            self.downloads.child_token(),
+        );
+        Ok(())
+    }
+
+    fn message(&self, to: &str, text: &str) -> Result<(), anyhow::Error> {
+        let addr = match to.parse::<std::net::SocketAddr>() {
+            Ok(addr) => addr,
+            // A peer id: ask the index where that peer is.
+            Err(_) => {
+                let (peers, _) = self.rt.block_on(self.peer.network_peers())?;
+                peers
+                    .iter()
+                    .find(|p| p.peer_id.to_string().starts_with(&to.to_lowercase()))
+                    .map(|p| p.addr)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("no peer {to:?} is registered; give its host:port")
+                    })?
+            }
+        };
+        self.rt.block_on(self.peer.send_message(addr, text))?;
+        println!("sent to {addr}");
+        Ok(())
     }
 
     fn list_peers(&self) -> Result<(), p2p_peer::PeerError> {

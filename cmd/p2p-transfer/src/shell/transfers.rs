@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use indicatif::HumanBytes;
-use p2p_peer::{DownloadEvent, PeerError, PeerHandle};
+use p2p_peer::{DownloadEvent, DownloadRequest, PeerError, PeerHandle};
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -64,10 +64,11 @@ impl Transfers {
         &self,
         rt: &Handle,
         peer: PeerHandle,
-        id: String,
+        request: DownloadRequest,
         dir: PathBuf,
         cancel: CancellationToken,
     ) {
+        let id = request.id.clone();
         let index = {
             let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
             list.push(Transfer {
@@ -90,7 +91,7 @@ impl Transfers {
             .unwrap_or_else(|e| e.into_inner())
             .spawn(async move {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let download = peer.download(&id, &dir, Some(tx), cancel);
+                let download = peer.fetch(request, &dir, Some(tx), cancel);
                 tokio::pin!(download);
                 let result = loop {
                     tokio::select! {

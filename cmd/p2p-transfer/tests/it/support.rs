@@ -66,7 +66,7 @@ pub fn loopback0() -> SocketAddr {
 pub fn peer_config(server: SocketAddr) -> PeerConfig {
     PeerConfig {
         listen_addr: loopback0(),
-        server_addr: server,
+        server_addr: Some(server),
         request_timeout: Duration::from_secs(10),
         // Tests that lose every host should fail fast.
         stall_timeout: Duration::from_secs(2),

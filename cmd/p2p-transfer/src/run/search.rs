@@ -1,0 +1,46 @@
+//! `p2p-transfer search WORDS... [--server ADDR | --auto-discover]`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use p2p_peer::index_client::IndexClient;
+
+use crate::cli::{DEFAULT_SERVER, IndexArgs, SearchArgs};
+use crate::discovery::Finder;
+use crate::shell::server::{more, print_files};
+
+/// Limit on the search request.
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the index and prints the matching files.
+pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
+    let server = index_addr(&args.index).await?;
+    let query = args.words.join(" ");
+    let client = IndexClient::new(server, SEARCH_TIMEOUT);
+    let (files, total) = client
+        .search(&query)
+        .await
+        .with_context(|| format!("cannot search for {query:?}"))?;
+    if files.is_empty() {
+        println!("no file on the network matches {query:?}");
+        return Ok(());
+    }
+    print_files(files.iter().map(|f| {
+        (
+            f.file_id.to_string(),
+            f.name.as_str(),
+            f.size,
+            Some(f.hosts),
+        )
+    }));
+    more(files.len(), total);
+    Ok(())
+}
+
+/// `--server`, or what `--auto-discover` finds, or the default.
+pub async fn index_addr(args: &IndexArgs) -> anyhow::Result<std::net::SocketAddr> {
+    if args.auto_discover {
+        return Finder::with(args.discover_timeout).find(false).await;
+    }
+    Ok(args.server.unwrap_or(DEFAULT_SERVER))
+}

@@ -1,0 +1,70 @@
+//! [`Inbox`]: short text messages other peers sent this one, kept for `messages` and announced
+//! to whoever listens (the shell prints them above its prompt).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use tokio::sync::broadcast;
+
+/// Messages kept; older ones are forgotten.
+const KEPT: usize = 100;
+
+/// One message received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// How the sender named itself.
+    pub from: String,
+    /// Where the connection came from (the sender can't forge this one).
+    pub remote: SocketAddr,
+    /// The text.
+    pub text: String,
+    /// When it arrived.
+    pub at: SystemTime,
+}
+
+/// Messages received during this run.
+#[derive(Debug)]
+pub struct Inbox {
+    /// std Mutex: a push or a copy, never held across an await.
+    kept: Mutex<VecDeque<ReceivedMessage>>,
+    live: broadcast::Sender<ReceivedMessage>,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Self {
+            kept: Mutex::new(VecDeque::new()),
+            live: broadcast::channel(KEPT).0,
+        }
+    }
+}
+
+impl Inbox {
+    /// Stores a message and tells the listeners.
+    pub fn push(&self, message: ReceivedMessage) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(message.clone());
+        // Nobody listening is fine.
+        let _ = self.live.send(message);
+    }
+
+    /// Every message kept, oldest first.
+    pub fn list(&self) -> Vec<ReceivedMessage> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Messages as they arrive.
+    pub fn subscribe(&self) -> broadcast::Receiver<ReceivedMessage> {
+        self.live.subscribe()
+    }
+}
