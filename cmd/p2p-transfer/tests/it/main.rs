@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod cli;
+mod direct;
 mod faults;
 mod index;
 mod mdns;
@@ -11,4 +12,5 @@ mod netns;
 mod process;
 mod shell;
 mod support;
+mod tools;
 mod transfer;

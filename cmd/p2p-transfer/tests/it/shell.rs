@@ -303,3 +303,49 @@ fn exit_during_a_stalled_download_is_prompt_and_keeps_the_part_file() {
     );
     assert!(!out.path().join("stuck.bin").exists());
 }
+
+#[test]
+fn messages_show_above_the_prompt_and_msg_sends_one() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(crate::support::start_server());
+    let friend = rt.block_on(crate::support::start_peer(server.addr));
+    let dir = tempfile::tempdir().unwrap();
+    let addr = server.addr.to_string();
+    let mut sh = spawn_shell(
+        &["peer", "--addr", "127.0.0.1:0", "--server", &addr, "-i"],
+        &dir.path().join("history"),
+    );
+    prompt(&mut sh);
+    sh.send_line("status").unwrap();
+    let listening = sh
+        .expect(expectrl::Regex("listening on  127.0.0.1:[0-9]+"))
+        .unwrap();
+    let me: std::net::SocketAddr = String::from_utf8_lossy(listening.get(0).unwrap())
+        .trim_start_matches("listening on  ")
+        .parse()
+        .unwrap();
+
+    // Incoming: printed above the prompt, with the sender.
+    rt.block_on(friend.send_message(me, "build is green"))
+        .unwrap();
+    sh.expect(format!("message from {}", friend.local_addr()))
+        .unwrap();
+    sh.expect(": build is green").unwrap();
+    prompt(&mut sh);
+    sh.send_line("messages").unwrap();
+    sh.expect("build is green").unwrap();
+
+    // Outgoing, by address.
+    prompt(&mut sh);
+    sh.send_line(format!("msg {} thanks, merging now", friend.local_addr()))
+        .unwrap();
+    sh.expect(format!("sent to {}", friend.local_addr()))
+        .unwrap();
+    let got = friend.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].text, "thanks, merging now");
+    prompt(&mut sh);
+    sh.send_line("exit").unwrap();
+    exits_cleanly(&mut sh);
+    rt.block_on(friend.shutdown());
+}

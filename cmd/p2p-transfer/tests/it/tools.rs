@@ -1,0 +1,143 @@
+//! The one-shot tools and what they feed: `search`, `manifest create`, downloads from a
+//! manifest file (also damaged ones), `--register --write-manifest`.
+
+use crate::process::{bin, leecher, seed, start_server};
+use crate::support::random_file;
+
+#[test]
+fn search_lists_matching_files_with_their_hosts() {
+    let (_server, addr) = start_server();
+    let src = tempfile::tempdir().unwrap();
+    let (a, _) = random_file(src.path(), "Holiday Photos.zip", 1000, 61);
+    let (b, _) = random_file(src.path(), "holiday-video.mp4", 1000, 62);
+    let (_s1, id_a) = seed(&addr, &a);
+    let (_s2, _) = seed(&addr, &b);
+    let output = bin()
+        .args(["search", "HOLIDAY", "zip", "--server", &addr])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{stdout}");
+    assert!(
+        rows[0].starts_with(&id_a) && rows[0].ends_with("Holiday Photos.zip"),
+        "{stdout}"
+    );
+    assert!(rows[0].contains(" 1  "), "one host: {stdout}");
+
+    let output = bin()
+        .args(["search", "nothing-like-this", "--server", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "no file on the network matches \"nothing-like-this\""
+    );
+}
+
+#[test]
+fn a_manifest_file_names_the_index_and_checks_the_download() {
+    let (_server, addr) = start_server();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "carried.bin", 9 * 1024 * 1024 + 3, 63);
+    let (_seeder, id) = seed(&addr, &path);
+
+    let p2pm = out.path().join("carried.p2pm");
+    let output = bin()
+        .args(["manifest", "create"])
+        .arg(&path)
+        .args(["--server", &addr, "-o"])
+        .arg(&p2pm)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("wrote {} {id}", p2pm.display())
+    );
+    // Creating it again never overwrites.
+    let again = bin()
+        .args(["manifest", "create"])
+        .arg(&path)
+        .arg("-o")
+        .arg(&p2pm)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+
+    // No --server: the manifest file says where the index is.
+    let dest = out.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let output = bin()
+        .args(["peer", "--addr", "127.0.0.1:0", "--download"])
+        .arg(&p2pm)
+        .arg("--out")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read(dest.join("carried.bin")).unwrap(), data);
+
+    // A damaged manifest file: a clear error, nothing fetched or written.
+    let text = std::fs::read_to_string(&p2pm).unwrap();
+    let damaged = out.path().join("damaged.p2pm");
+    std::fs::write(&damaged, text.replace("carried.bin", "renamed.bin")).unwrap();
+    let output = leecher(&addr, damaged.to_str().unwrap(), &dest)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("damaged manifest file: its contents do not match its file id"),
+        "{stderr}"
+    );
+    let truncated = out.path().join("cut.p2pm");
+    std::fs::write(&truncated, &text[..text.len() / 3]).unwrap();
+    let output = leecher(&addr, truncated.to_str().unwrap(), &dest)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a p2p-transfer manifest file"));
+    assert!(!dest.join("renamed.bin").exists());
+}
+
+#[test]
+fn register_can_write_manifest_files() {
+    let (_server, addr) = start_server();
+    let src = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "w.bin", 100, 64);
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        &addr,
+        "--write-manifest",
+        "--register",
+    ])
+    .arg(&path);
+    let (_seeder, _, mut out) = crate::process::spawn_until(cmd, "registered ");
+    let wrote = crate::process::read_line_starting(&mut out, "wrote ");
+    let p2pm = src.path().join("w.bin.p2pm");
+    assert!(
+        wrote.starts_with(&format!("wrote {}", p2pm.display())),
+        "{wrote}"
+    );
+    let doc =
+        p2p_protocol::manifest_file::ManifestFile::parse(&std::fs::read_to_string(&p2pm).unwrap())
+            .unwrap();
+    assert_eq!(doc.servers, vec![addr.parse().unwrap()]);
+    assert_eq!(doc.manifest.name, "w.bin");
+}
