@@ -12,6 +12,7 @@
 //! * `heartbeat`: keeps the registration alive and re-registers after an index restart.
 //! * [`shared_files`]: the files this peer serves.
 //! * [`inbox`]: text messages from other peers.
+//! * [`share_dir`]: a folder kept shared as it changes.
 //! * [`download`]: one download: plan, worker pool, hosts, final verification.
 //! * [`config`]: [`PeerConfig`] with its defaults.
 //! * [`error`][mod@error]: [`PeerError`].
@@ -26,6 +27,7 @@ mod heartbeat;
 pub mod inbox;
 pub mod index_client;
 pub mod node;
+pub mod share_dir;
 pub mod shared_files;
 
 pub use config::{PeerConfig, Rediscover};

@@ -218,6 +218,21 @@ impl PeerHandle {
         Ok(manifest)
     }
 
+    /// Starts serving an already-hashed file and announces it.
+    pub async fn share_source(&self, source: SourceFile) -> Result<FileId, PeerError> {
+        self.share(source).await
+    }
+
+    /// A token cancelled when the peer shuts down.
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.node.shutdown.child_token()
+    }
+
+    /// Runs `task` among the peer's tasks (waited for at shutdown).
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.node.tasks.spawn(task);
+    }
+
     async fn share(&self, source: SourceFile) -> Result<FileId, PeerError> {
         let manifest = source.manifest().clone();
         let file_id = manifest.id();

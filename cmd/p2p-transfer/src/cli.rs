@@ -124,6 +124,10 @@ pub struct PeerArgs {
     /// Download directly from this peer (repeatable); without --server, no index is used.
     #[arg(long = "from", value_name = "HOST:PORT")]
     pub from: Vec<SocketAddr>,
+    /// Share every file in this folder (recursively, skipping hidden and partial files), and
+    /// follow it as files are added, changed or removed (repeatable).
+    #[arg(long = "share-dir", value_name = "DIR")]
+    pub share_dirs: Vec<PathBuf>,
     /// With --register: also write FILE.p2pm next to each file (naming this index server).
     #[arg(long, requires = "register")]
     pub write_manifest: bool,

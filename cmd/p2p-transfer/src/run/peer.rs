@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
 use p2p_peer::{DownloadRequest, Peer, PeerConfig, PeerHandle};
 use p2p_protocol::manifest_file::ManifestFile;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +14,17 @@ use crate::discovery::{Finder, ServerOrigin};
 use crate::progress;
 use crate::run::manifest;
 use crate::shell::{self, Transfers, peer::PeerShell};
+
+/// Rescan of a shared folder when the watcher reported nothing.
+const SHARE_DIR_RESCAN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where manifests of shared-folder files are cached: `P2P_MANIFEST_CACHE`, or the user's
+/// data directory.
+fn manifest_cache() -> Option<std::path::PathBuf> {
+    std::env::var_os("P2P_MANIFEST_CACHE")
+        .map(Into::into)
+        .or_else(|| dirs::data_dir().map(|d| d.join("p2p-transfer").join("manifest-cache.json")))
+}
 
 /// Runs a peer as the flags say.
 pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -48,7 +60,8 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
         peer.shutdown().await;
         return result;
     }
-    let keep_serving = result.is_ok() && (!args.register.is_empty() || args.download.is_none());
+    let keep_serving = result.is_ok()
+        && (!args.register.is_empty() || !args.share_dirs.is_empty() || args.download.is_none());
     if keep_serving {
         shutdown.cancelled().await;
     }
@@ -104,6 +117,21 @@ async fn startup_actions(
             let target = manifest::default_path(path);
             manifest::write_new(&target, &doc)?;
             println!("wrote {} {file_id}", target.display());
+        }
+    }
+    for dir in &args.share_dirs {
+        let config = ShareDirConfig {
+            dir: dir.clone(),
+            cache_file: manifest_cache(),
+            rescan_every: SHARE_DIR_RESCAN,
+        };
+        let (_, shared) = ShareDir::start(peer, config)
+            .await
+            .with_context(|| format!("cannot share {}", dir.display()))?;
+        let mut shared: Vec<_> = shared.into_iter().collect();
+        shared.sort();
+        for (path, file_id) in shared {
+            println!("registered {} {file_id}", path.display());
         }
     }
     if let Some(arg) = &args.download {

@@ -10,6 +10,7 @@ mod index;
 mod mdns;
 mod netns;
 mod process;
+mod share_dir;
 mod shell;
 mod support;
 mod tools;

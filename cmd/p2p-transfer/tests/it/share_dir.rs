@@ -1,0 +1,69 @@
+//! A shared folder: everything in it is shared, changes are followed while the peer runs, and
+//! a restart re-hashes nothing that did not change.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
+
+use crate::support::{eventually, random_file, start_peer, start_server};
+
+fn names(files: &[p2p_peer::SharedFileInfo]) -> Vec<String> {
+    let mut names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_folder_follows_the_disk_and_caches_manifests() {
+    let server = start_server().await;
+    let folder = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::create_dir(folder.path().join("sub")).unwrap();
+    random_file(folder.path(), "a.bin", 5000, 81);
+    random_file(&folder.path().join("sub"), "b.bin", 6000, 82);
+    random_file(folder.path(), ".hidden", 10, 83);
+    random_file(folder.path(), "c.bin.part", 10, 84);
+    let config = ShareDirConfig {
+        dir: folder.path().to_owned(),
+        cache_file: Some(state.path().join("cache.json")),
+        // Long enough that only the watcher can explain a quick update.
+        rescan_every: Duration::from_secs(60),
+    };
+
+    let peer = start_peer(server.addr).await;
+    let (share, shared) = ShareDir::start(&peer, config.clone()).await.unwrap();
+    assert_eq!(shared.len(), 2);
+    assert_eq!(names(&peer.files()), ["a.bin", "b.bin"]);
+    assert_eq!(share.stats.hashed.load(Ordering::Relaxed), 2);
+    let (_, on_network) = peer.search("bin").await.unwrap();
+    assert_eq!(on_network, 2, "both announced to the index");
+
+    // Added, changed and removed files are picked up while the peer runs.
+    random_file(folder.path(), "new.bin", 7000, 85);
+    std::fs::write(folder.path().join("a.bin"), b"rewritten").unwrap();
+    std::fs::remove_file(folder.path().join("sub/b.bin")).unwrap();
+    let followed = eventually(Duration::from_secs(10), || async {
+        names(&peer.files()) == ["a.bin", "new.bin"]
+            && peer
+                .files()
+                .iter()
+                .any(|f| f.name == "a.bin" && f.size == 9)
+    })
+    .await;
+    assert!(followed, "folder changes not followed: {:?}", peer.files());
+    let (found, _) = peer.search("b.bin").await.unwrap();
+    assert!(
+        found.iter().all(|f| f.name != "b.bin"),
+        "removed file withdrawn from the index"
+    );
+    peer.shutdown().await;
+
+    // A restart hashes nothing: every manifest comes from the cache.
+    let again = start_peer(server.addr).await;
+    let (share, shared) = ShareDir::start(&again, config).await.unwrap();
+    assert_eq!(shared.len(), 2);
+    assert_eq!(share.stats.hashed.load(Ordering::Relaxed), 0);
+    assert_eq!(share.stats.cached.load(Ordering::Relaxed), 2);
+    again.shutdown().await;
+}
