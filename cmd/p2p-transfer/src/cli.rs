@@ -23,7 +23,7 @@ pub enum Command {
     /// Run the central index server, which knows which peer hosts which file.
     Server(ServerArgs),
     /// Run a peer: share files, serve their chunks, download files from other peers.
-    Peer(PeerArgs),
+    Peer(Box<PeerArgs>),
     /// Find files on the network whose name contains every word (ignoring case).
     Search(SearchArgs),
     /// Work with manifest files (.p2pm), which describe a file for downloading elsewhere.
@@ -258,7 +258,7 @@ mod tests {
         let Command::Peer(args) = cli.command else {
             panic!("not peer")
         };
-        let config = PeerConfig::from(&args);
+        let config = PeerConfig::from(&*args);
         assert_eq!(config.workers, 3);
         assert_eq!(config.server_addr, Some("127.0.0.1:9".parse().unwrap()));
         assert_eq!(args.register.len(), 2);
@@ -269,7 +269,7 @@ mod tests {
             panic!("not peer")
         };
         assert_eq!(
-            PeerConfig::from(&args).server_addr,
+            PeerConfig::from(&*args).server_addr,
             None,
             "--from alone uses no index"
         );
