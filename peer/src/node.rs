@@ -155,6 +155,9 @@ pub struct DownloadRequest {
     pub manifest: Option<FileManifest>,
     /// Peers to fetch from directly, whether or not the index knows them.
     pub hosts: Vec<SocketAddr>,
+    /// Folders under the output folder to put the file in (one safe name per level; part of a
+    /// folder download).
+    pub subdir: Vec<String>,
 }
 
 impl DownloadRequest {
@@ -317,6 +320,7 @@ impl PeerHandle {
         let report = download::download(
             lookup,
             out_dir,
+            &request.subdir,
             options,
             EventSink::new(events),
             refresh,

@@ -294,6 +294,13 @@ fn skipped(name: &str) -> bool {
         .any(|suffix| name.ends_with(suffix))
 }
 
+/// Every file a shared folder would share, sorted (for folder manifests and `--register DIR`).
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = walk(dir).into_keys().collect();
+    files.sort();
+    files
+}
+
 /// Regular files under `dir` (not following symlinks), with size and modification time.
 fn walk(dir: &Path) -> HashMap<PathBuf, Seen> {
     let mut out = HashMap::new();

@@ -132,6 +132,7 @@ pub struct DownloadReport {
 pub(crate) async fn download(
     lookup: Lookup,
     out_dir: &Path,
+    subdir: &[String],
     options: DownloadOptions,
     events: EventSink,
     refresh: Option<Refresh>,
@@ -154,16 +155,19 @@ pub(crate) async fn download(
 
     if hosts.is_empty() && chunks > 0 {
         // Say "already exists" before "no hosts": that is the one the user can act on now.
-        let target = output_path(out_dir, &name)?;
+        let mut folder = out_dir.to_owned();
+        folder.extend(subdir);
+        let target = output_path(&folder, &name)?;
         if target.symlink_metadata().is_ok() {
             return Err(StorageError::AlreadyExists(target).into());
         }
         return Err(PeerError::NoHosts { name, id: file_id });
     }
     let out = out_dir.to_owned();
+    let subdir = subdir.to_vec();
     // Open (or pick up) the part file and re-verify what an earlier run recorded.
     let (part, resumed) = tokio::task::spawn_blocking(move || {
-        let part = PartFile::create(&out, manifest)?;
+        let part = PartFile::create_in(&out, &subdir, manifest)?;
         let resumed = part.resume();
         Ok::<_, StorageError>((part, resumed))
     })

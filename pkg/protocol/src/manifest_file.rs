@@ -227,3 +227,278 @@ mod tests {
         ));
     }
 }
+
+/// The `format` of a folder's manifest file.
+pub const FOLDER_FORMAT: &str = "p2p-transfer-folder";
+
+/// One file of a folder: where it goes, and its manifest (named like the path's last part).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderEntry {
+    /// Folders below the folder's own, then the file name; every part a safe base name.
+    pub path: Vec<String>,
+    /// The file's manifest.
+    pub manifest: FileManifest,
+    /// Its id.
+    pub file_id: FileId,
+}
+
+/// A folder's manifest file: every file with its place in the tree.
+///
+/// ```json
+/// { "format": "p2p-transfer-folder", "version": 1, "name": "photos",
+///   "files": [ { "path": "2024/beach.jpg", "file_id": "...", "name": "beach.jpg", "size": 1,
+///                "chunk_size": 4194304, "file_hash": "...", "chunks": ["..."] } ],
+///   "servers": ["192.168.1.10:8000"] }
+/// ```
+///
+/// Readers check every entry like a file's manifest file, and that every path part is a safe
+/// base name (no `..`, no separators, no device names), that the last part is the manifest's
+/// name, and that no path appears twice: nothing can be written outside the output folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderManifestFile {
+    /// The folder's name (created under the output folder).
+    pub name: String,
+    /// Its files, sorted by path.
+    pub files: Vec<FolderEntry>,
+    /// Index servers to ask for hosts.
+    pub servers: Vec<SocketAddr>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FolderDocument {
+    format: String,
+    version: u32,
+    name: String,
+    files: Vec<FolderEntryDocument>,
+    #[serde(default)]
+    servers: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FolderEntryDocument {
+    path: String,
+    #[serde(flatten)]
+    file: FileFields,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileFields {
+    file_id: String,
+    name: String,
+    size: u64,
+    chunk_size: u32,
+    file_hash: String,
+    chunks: Vec<String>,
+}
+
+/// Either kind of manifest file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnyManifestFile {
+    /// One file.
+    File(ManifestFile),
+    /// A folder of files.
+    Folder(FolderManifestFile),
+}
+
+impl AnyManifestFile {
+    /// Parses a manifest file of either kind.
+    pub fn parse(text: &str) -> Result<Self, ManifestFileError> {
+        #[derive(Deserialize)]
+        struct Head {
+            format: String,
+        }
+        let head: Head =
+            serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
+        if head.format == FOLDER_FORMAT {
+            FolderManifestFile::parse(text).map(Self::Folder)
+        } else {
+            ManifestFile::parse(text).map(Self::File)
+        }
+    }
+}
+
+impl FileFields {
+    fn from_manifest(m: &FileManifest) -> Self {
+        Self {
+            file_id: m.id().to_string(),
+            name: m.name.clone(),
+            size: m.size,
+            chunk_size: m.chunk_size,
+            file_hash: m.file_hash.to_string(),
+            chunks: m.chunks.iter().map(Sha256Hash::to_string).collect(),
+        }
+    }
+
+    fn into_checked(self, what: &str) -> Result<(FileManifest, FileId), ManifestFileError> {
+        let hash = |field: &str, hex: &str| -> Result<Sha256Hash, ManifestFileError> {
+            hex.parse::<Sha256Hash>().map_err(|_| {
+                ManifestFileError::BadHash(format!("{what}: {field} is not 64 hex characters"))
+            })
+        };
+        let file_id: FileId = self.file_id.parse().map_err(|_| {
+            ManifestFileError::BadHash(format!("{what}: file_id is not 64 hex characters"))
+        })?;
+        let manifest = FileManifest {
+            name: self.name,
+            size: self.size,
+            chunk_size: self.chunk_size,
+            file_hash: hash("file_hash", &self.file_hash)?,
+            chunks: self
+                .chunks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| hash(&format!("chunk {i}"), c))
+                .collect::<Result<_, _>>()?,
+        };
+        manifest.validate()?;
+        if manifest.id() != file_id {
+            return Err(ManifestFileError::IdMismatch(file_id));
+        }
+        Ok((manifest, file_id))
+    }
+}
+
+impl FolderManifestFile {
+    /// A folder manifest from `(path parts, manifest)` pairs.
+    pub fn new(
+        name: String,
+        files: Vec<(Vec<String>, FileManifest)>,
+        servers: Vec<SocketAddr>,
+    ) -> Self {
+        let mut files: Vec<FolderEntry> = files
+            .into_iter()
+            .map(|(path, manifest)| FolderEntry {
+                path,
+                file_id: manifest.id(),
+                manifest,
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Self {
+            name,
+            files,
+            servers,
+        }
+    }
+
+    /// The JSON text, pretty-printed, ending in a newline.
+    pub fn to_json(&self) -> String {
+        let doc = FolderDocument {
+            format: FOLDER_FORMAT.to_owned(),
+            version: VERSION,
+            name: self.name.clone(),
+            files: self
+                .files
+                .iter()
+                .map(|e| FolderEntryDocument {
+                    path: e.path.join("/"),
+                    file: FileFields::from_manifest(&e.manifest),
+                })
+                .collect(),
+            servers: self.servers.iter().map(SocketAddr::to_string).collect(),
+        };
+        let mut text =
+            serde_json::to_string_pretty(&doc).expect("a folder document always serialises");
+        text.push('\n');
+        text
+    }
+
+    /// Parses and checks a folder's manifest file.
+    pub fn parse(text: &str) -> Result<Self, ManifestFileError> {
+        let doc: FolderDocument =
+            serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
+        if doc.format != FOLDER_FORMAT || doc.version != VERSION {
+            return Err(ManifestFileError::Unsupported {
+                format: doc.format,
+                version: doc.version,
+            });
+        }
+        crate::validate_file_name(&doc.name).map_err(|e| ManifestFileError::Invalid(e.into()))?;
+        let mut seen = std::collections::HashSet::new();
+        let mut files = Vec::with_capacity(doc.files.len());
+        for entry in doc.files {
+            let path: Vec<String> = entry.path.split('/').map(str::to_owned).collect();
+            for part in &path {
+                crate::validate_file_name(part)
+                    .map_err(|e| ManifestFileError::Invalid(e.into()))?;
+            }
+            let (manifest, file_id) = entry.file.into_checked(&entry.path)?;
+            if path.last() != Some(&manifest.name) {
+                return Err(ManifestFileError::Syntax(format!(
+                    "{}: the path does not end in the file's name",
+                    entry.path
+                )));
+            }
+            if !seen.insert(path.clone()) {
+                return Err(ManifestFileError::Syntax(format!(
+                    "{} appears twice",
+                    entry.path
+                )));
+            }
+            files.push(FolderEntry {
+                path,
+                manifest,
+                file_id,
+            });
+        }
+        let servers = doc
+            .servers
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| ManifestFileError::Syntax(format!("server {s:?} is not ip:port")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            name: doc.name,
+            files,
+            servers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod folder_tests {
+    use super::*;
+    use crate::CHUNK_SIZE;
+
+    fn manifest(name: &str) -> FileManifest {
+        FileManifest {
+            name: name.into(),
+            size: 1,
+            chunk_size: CHUNK_SIZE,
+            file_hash: Sha256Hash::of(name.as_bytes()),
+            chunks: vec![Sha256Hash::of(name.as_bytes())],
+        }
+    }
+
+    #[test]
+    fn folder_round_trip_and_escapes_refused() {
+        let folder = FolderManifestFile::new(
+            "photos".into(),
+            vec![
+                (vec!["2024".into(), "b.jpg".into()], manifest("b.jpg")),
+                (vec!["a.jpg".into()], manifest("a.jpg")),
+            ],
+            vec![],
+        );
+        let text = folder.to_json();
+        assert_eq!(
+            AnyManifestFile::parse(&text).unwrap(),
+            AnyManifestFile::Folder(folder)
+        );
+        for (from, to) in [
+            ("2024/b.jpg", "../b.jpg"),
+            ("2024/b.jpg", "/etc/b.jpg"),
+            ("\"photos\"", "\"..\""),
+        ] {
+            let evil = text.replace(from, to);
+            assert!(FolderManifestFile::parse(&evil).is_err(), "{to} accepted");
+        }
+        let twice = text.replace("\"2024/b.jpg\"", "\"b.jpg\"").replace(
+            "\"a.jpg\",\n      \"file_id\"",
+            "\"b.jpg\",\n      \"file_id\"",
+        );
+        assert!(FolderManifestFile::parse(&twice).is_err());
+    }
+}

@@ -96,7 +96,35 @@ impl PartFile {
     /// part file, and that the disk has room for what is still missing. An existing part file
     /// is kept: see [`PartFile::resume`].
     pub fn create(out_dir: &Path, manifest: FileManifest) -> Result<Self, StorageError> {
+        Self::create_in(out_dir, &[], manifest)
+    }
+
+    /// Like [`PartFile::create`], in the folder `subdir` (one name per level, each a safe base
+    /// name) under `out_dir`, creating it as needed. Every level is opened relative to the one
+    /// above through a directory handle, so no component (not even a symlink planted there)
+    /// can lead outside `out_dir`.
+    pub fn create_in(
+        out_dir: &Path,
+        subdir: &[String],
+        manifest: FileManifest,
+    ) -> Result<Self, StorageError> {
         validate_file_name(&manifest.name)?;
+        let mut dir = Dir::open_ambient_dir(out_dir, ambient_authority())
+            .map_err(StorageError::io("cannot open output folder", out_dir))?;
+        let mut out_dir = out_dir.to_owned();
+        for level in subdir {
+            validate_file_name(level)?;
+            out_dir.push(level);
+            match dir.create_dir(level) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StorageError::io("cannot create folder", &out_dir)(e)),
+            }
+            dir = dir
+                .open_dir(level)
+                .map_err(StorageError::io("cannot open folder", &out_dir))?;
+        }
+        let out_dir = out_dir.as_path();
         let final_path = out_dir.join(&manifest.name);
         manifest
             .validate()
@@ -104,8 +132,6 @@ impl PartFile {
                 path: final_path.clone(),
                 source,
             })?;
-        let dir = Dir::open_ambient_dir(out_dir, ambient_authority())
-            .map_err(StorageError::io("cannot open output folder", out_dir))?;
         let final_name = manifest.name.clone();
         let part_name = format!("{final_name}{PART_SUFFIX}");
         let record_name = format!("{part_name}{RECORD_SUFFIX}");
@@ -586,6 +612,22 @@ mod tests {
             PartFile::create(out.path(), m),
             Err(StorageError::Busy(_))
         ));
+    }
+
+    #[test]
+    fn folders_are_created_inside_and_links_out_are_refused() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let m = source(src.path(), "f.bin", b"data");
+        let part = PartFile::create_in(out.path(), &["a".into(), "b".into()], m.clone()).unwrap();
+        part.write_verified(0, b"data").unwrap();
+        assert_eq!(part.finish().unwrap(), out.path().join("a/b/f.bin"));
+        // A link in the output folder pointing elsewhere can't be used as a folder level.
+        std::os::unix::fs::symlink(outside.path(), out.path().join("link")).unwrap();
+        assert!(PartFile::create_in(out.path(), &["link".into()], m.clone()).is_err());
+        assert!(PartFile::create_in(out.path(), &["..".into()], m).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! `p2p-transfer manifest create FILE [--server ADDR]... [-o PATH]`.
+//! `p2p-transfer manifest create FILE-OR-FOLDER [--server ADDR]... [-o PATH]`, and reading
+//! manifest files for downloads.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use p2p_protocol::manifest_file::{ManifestFile, SUFFIX};
+use p2p_peer::share_dir::files_in;
+use p2p_protocol::FileManifest;
+use p2p_protocol::manifest_file::{AnyManifestFile, FolderManifestFile, ManifestFile, SUFFIX};
 
 use crate::cli::ManifestCommand;
 
@@ -15,44 +18,105 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
             servers,
             output,
         } => {
-            let path = file.clone();
-            let hashed = tokio::task::spawn_blocking(move || p2p_storage::build_manifest(&path))
-                .await
-                .context("hashing failed")?
-                .with_context(|| format!("cannot describe {}", file.display()))?;
-            let doc = ManifestFile::new(hashed.manifest, servers.clone());
             let target = output.clone().unwrap_or_else(|| default_path(file));
-            write_new(&target, &doc)?;
-            println!("wrote {} {}", target.display(), doc.file_id);
+            if file.is_dir() {
+                let hashed = hash_folder(file).await?;
+                let doc = folder_document(file, hashed, servers.clone())?;
+                write_new(&target, &doc.to_json())?;
+                println!("wrote {} ({} files)", target.display(), doc.files.len());
+            } else {
+                let path = file.clone();
+                let hashed =
+                    tokio::task::spawn_blocking(move || p2p_storage::build_manifest(&path))
+                        .await
+                        .context("hashing failed")?
+                        .with_context(|| format!("cannot describe {}", file.display()))?;
+                let doc = ManifestFile::new(hashed.manifest, servers.clone());
+                write_new(&target, &doc.to_json())?;
+                println!("wrote {} {}", target.display(), doc.file_id);
+            }
             Ok(())
         }
     }
 }
 
-/// `FILE.p2pm` next to `file`.
-pub fn default_path(file: &Path) -> PathBuf {
-    let mut name = file.as_os_str().to_owned();
-    name.push(SUFFIX);
-    PathBuf::from(name)
+/// Every file of a folder with its manifest.
+async fn hash_folder(dir: &Path) -> anyhow::Result<Vec<(PathBuf, FileManifest)>> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        files_in(&dir)
+            .into_iter()
+            .map(|path| {
+                let hashed = p2p_storage::build_manifest(&path)
+                    .with_context(|| format!("cannot describe {}", path.display()))?;
+                Ok((path, hashed.manifest))
+            })
+            .collect()
+    })
+    .await
+    .context("hashing failed")?
 }
 
-/// Writes `doc` to `target`, refusing to replace an existing file.
-pub fn write_new(target: &Path, doc: &ManifestFile) -> anyhow::Result<()> {
+/// The manifest file of folder `dir` from its files' manifests.
+pub fn folder_document(
+    dir: &Path,
+    files: Vec<(PathBuf, FileManifest)>,
+    servers: Vec<std::net::SocketAddr>,
+) -> anyhow::Result<FolderManifestFile> {
+    let root =
+        std::fs::canonicalize(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let name = root
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the folder has no usable name")?
+        .to_owned();
+    let entries = files
+        .into_iter()
+        .map(|(path, manifest)| {
+            let rel = path.strip_prefix(&root).unwrap_or(&path);
+            let parts = rel
+                .components()
+                .map(|c| c.as_os_str().to_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
+                .with_context(|| format!("{} is not a UTF-8 path", rel.display()))?;
+            Ok((parts, manifest))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(FolderManifestFile::new(name, entries, servers))
+}
+
+/// `FILE.p2pm` next to `file` (for a folder: beside it, named after it).
+pub fn default_path(file: &Path) -> PathBuf {
+    let trimmed = file.to_string_lossy();
+    let trimmed = trimmed.trim_end_matches('/');
+    PathBuf::from(format!("{trimmed}{SUFFIX}"))
+}
+
+/// Writes `text` to `target`, refusing to replace an existing file.
+pub fn write_new(target: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(target)
         .with_context(|| format!("cannot create {}", target.display()))?;
-    out.write_all(doc.to_json().as_bytes())
+    out.write_all(text.as_bytes())
         .with_context(|| format!("cannot write {}", target.display()))
 }
 
-/// Reads and checks a manifest file.
-pub fn read(path: &Path) -> anyhow::Result<ManifestFile> {
+/// Reads and checks a manifest file of either kind.
+pub fn read(path: &Path) -> anyhow::Result<AnyManifestFile> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    ManifestFile::parse(&text).with_context(|| format!("{}", path.display()))
+    AnyManifestFile::parse(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// The index servers a manifest file names.
+pub fn servers(doc: &AnyManifestFile) -> &[std::net::SocketAddr] {
+    match doc {
+        AnyManifestFile::File(f) => &f.servers,
+        AnyManifestFile::Folder(f) => &f.servers,
+    }
 }
 
 /// Whether a `--download` argument names a manifest file rather than an id.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
 use p2p_peer::{DownloadRequest, Peer, PeerConfig, PeerHandle};
-use p2p_protocol::manifest_file::ManifestFile;
+use p2p_protocol::manifest_file::{AnyManifestFile, ManifestFile};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PeerArgs;
@@ -38,7 +38,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     if let Some(doc) = &manifest_file
         && args.server.is_none()
         && !args.auto_discover
-        && let Some(listed) = doc.servers.first()
+        && let Some(listed) = manifest::servers(doc).first()
     {
         config.server_addr = Some(*listed);
     }
@@ -102,22 +102,11 @@ async fn interactive(
 async fn startup_actions(
     peer: &PeerHandle,
     args: &PeerArgs,
-    manifest_file: Option<ManifestFile>,
+    manifest_file: Option<AnyManifestFile>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     for path in &args.register {
-        let manifest = peer
-            .register_manifest(path)
-            .await
-            .with_context(|| format!("cannot register {}", path.display()))?;
-        let file_id = manifest.id();
-        println!("registered {} {file_id}", path.display());
-        if args.write_manifest {
-            let doc = ManifestFile::new(manifest, peer.server_addr().into_iter().collect());
-            let target = manifest::default_path(path);
-            manifest::write_new(&target, &doc)?;
-            println!("wrote {} {file_id}", target.display());
-        }
+        register(peer, path, args.write_manifest).await?;
     }
     for dir in &args.share_dirs {
         let config = ShareDirConfig {
@@ -135,32 +124,97 @@ async fn startup_actions(
         }
     }
     if let Some(arg) = &args.download {
-        let request = match manifest_file {
-            Some(doc) => DownloadRequest {
-                id: doc.file_id.to_string(),
-                manifest: Some(doc.manifest),
-                hosts: args.from.clone(),
-            },
-            None => DownloadRequest {
+        let requests = match manifest_file {
+            Some(doc) => requests_for(doc, &args.from),
+            None => vec![DownloadRequest {
                 id: arg.clone(),
-                manifest: None,
                 hosts: args.from.clone(),
-            },
+                ..DownloadRequest::default()
+            }],
         };
-        let (events, reporter) = progress::start();
-        let report = peer
-            .fetch(request, &args.out, Some(events), shutdown.child_token())
-            .await;
-        reporter.await.ok();
-        let report = report.with_context(|| format!("cannot download {arg}"))?;
-        let secs = report.elapsed.as_secs_f64();
-        println!(
-            "downloaded {} {} {} in {secs:.2}s ({:.1} MB/s)",
-            report.path.display(),
-            report.file_id,
-            report.bytes,
-            report.bytes as f64 / secs.max(1e-9) / 1e6,
-        );
+        let (mut files, mut bytes) = (0, 0);
+        for request in requests {
+            let (events, reporter) = progress::start();
+            let report = peer
+                .fetch(request, &args.out, Some(events), shutdown.child_token())
+                .await;
+            reporter.await.ok();
+            let report = report.with_context(|| format!("cannot download {arg}"))?;
+            let secs = report.elapsed.as_secs_f64();
+            println!(
+                "downloaded {} {} {} in {secs:.2}s ({:.1} MB/s)",
+                report.path.display(),
+                report.file_id,
+                report.bytes,
+                report.bytes as f64 / secs.max(1e-9) / 1e6,
+            );
+            files += 1;
+            bytes += report.bytes;
+        }
+        if files > 1 {
+            println!("downloaded {files} files, {bytes} bytes");
+        }
     }
     Ok(())
+}
+
+/// Shares a file, or every file of a folder; with `write_manifest`, writes its manifest file.
+async fn register(
+    peer: &PeerHandle,
+    path: &std::path::Path,
+    write_manifest: bool,
+) -> anyhow::Result<()> {
+    let files = if path.is_dir() {
+        p2p_peer::share_dir::files_in(path)
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut manifests = Vec::new();
+    for file in files {
+        let manifest = peer
+            .register_manifest(&file)
+            .await
+            .with_context(|| format!("cannot register {}", file.display()))?;
+        println!("registered {} {}", file.display(), manifest.id());
+        manifests.push((file, manifest));
+    }
+    if write_manifest {
+        let servers: Vec<_> = peer.server_addr().into_iter().collect();
+        let target = manifest::default_path(path);
+        let text = if path.is_dir() {
+            manifest::folder_document(path, manifests, servers)?.to_json()
+        } else {
+            let (_, only) = manifests.into_iter().next().context("nothing registered")?;
+            ManifestFile::new(only, servers).to_json()
+        };
+        manifest::write_new(&target, &text)?;
+        println!("wrote {}", target.display());
+    }
+    Ok(())
+}
+
+/// One download per file a manifest file describes; a folder's files go under its name.
+pub fn requests_for(doc: AnyManifestFile, hosts: &[std::net::SocketAddr]) -> Vec<DownloadRequest> {
+    match doc {
+        AnyManifestFile::File(f) => vec![DownloadRequest {
+            id: f.file_id.to_string(),
+            manifest: Some(f.manifest),
+            hosts: hosts.to_vec(),
+            subdir: Vec::new(),
+        }],
+        AnyManifestFile::Folder(folder) => folder
+            .files
+            .into_iter()
+            .map(|entry| {
+                let mut subdir = vec![folder.name.clone()];
+                subdir.extend(entry.path[..entry.path.len() - 1].iter().cloned());
+                DownloadRequest {
+                    id: entry.file_id.to_string(),
+                    manifest: Some(entry.manifest),
+                    hosts: hosts.to_vec(),
+                    subdir,
+                }
+            })
+            .collect(),
+    }
 }

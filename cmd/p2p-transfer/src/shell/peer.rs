@@ -238,31 +238,28 @@ impl PeerShell {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let request = if crate::run::manifest::is_manifest_path(&id) {
-            let doc = crate::run::manifest::read(id.as_ref())?;
-            DownloadRequest {
-                id: doc.file_id.to_string(),
-                manifest: Some(doc.manifest),
-                hosts,
-            }
+        let requests = if crate::run::manifest::is_manifest_path(&id) {
+            crate::run::peer::requests_for(crate::run::manifest::read(id.as_ref())?, &hosts)
         } else {
-            DownloadRequest {
+            vec![DownloadRequest {
                 id: id.clone(),
-                manifest: None,
                 hosts,
-            }
+                ..DownloadRequest::default()
+            }]
         };
         println!(
             "downloading {id} into {} in the background ('transfers' shows progress)",
             dir.display()
         );
-        self.transfers.start(
-            &self.rt,
-            self.peer.clone(),
-            request,
-            dir,
-            self.downloads.child_token(),
-        );
+        for request in requests {
+            self.transfers.start(
+                &self.rt,
+                self.peer.clone(),
+                request,
+                dir.clone(),
+                self.downloads.child_token(),
+            );
+        }
         Ok(())
     }
 

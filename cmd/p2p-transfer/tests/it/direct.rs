@@ -39,6 +39,7 @@ async fn download_from_named_peers_needs_no_index() {
         id: id.to_string(),
         manifest: None,
         hosts: vec![a.local_addr(), b.local_addr()],
+        subdir: Vec::new(),
     };
     let report = leecher
         .fetch(request, out.path(), None, CancellationToken::new())
@@ -57,6 +58,7 @@ async fn download_from_named_peers_needs_no_index() {
                 id: id.to_string()[..8].to_owned(),
                 manifest: None,
                 hosts: vec![a.local_addr()],
+                subdir: Vec::new(),
             },
             out.path(),
             None,
@@ -88,6 +90,7 @@ async fn a_named_peer_that_disappears_is_replaced_by_the_other() {
         id: id.to_string(),
         manifest: None,
         hosts: vec![doomed.local_addr(), other.local_addr()],
+        subdir: Vec::new(),
     };
     let run = leecher.fetch(request, out.path(), Some(tx), CancellationToken::new());
     let killer = async {

@@ -141,3 +141,86 @@ fn register_can_write_manifest_files() {
     assert_eq!(doc.servers, vec![addr.parse().unwrap()]);
     assert_eq!(doc.manifest.name, "w.bin");
 }
+
+#[test]
+fn a_whole_folder_is_shared_and_recreated_under_out() {
+    let (_server, addr) = start_server();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let album = src.path().join("album");
+    std::fs::create_dir_all(album.join("2024/summer")).unwrap();
+    let (_, top) = random_file(&album, "cover.jpg", 3000, 91);
+    let (_, deep) = random_file(&album.join("2024/summer"), "beach.jpg", 5 * 1024 * 1024, 92);
+    random_file(&album, ".DS_Store", 10, 93);
+
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        &addr,
+        "--write-manifest",
+        "--register",
+    ])
+    .arg(&album);
+    let (_seeder, _, mut stdout) = crate::process::spawn_until(cmd, "registered ");
+    let wrote = crate::process::read_line_starting(&mut stdout, "wrote ");
+    let p2pm = src.path().join("album.p2pm");
+    assert_eq!(wrote, format!("wrote {}", p2pm.display()));
+
+    let output = leecher(&addr, p2pm.to_str().unwrap(), out.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("downloaded 2 files"));
+    assert_eq!(
+        std::fs::read(out.path().join("album/cover.jpg")).unwrap(),
+        top
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("album/2024/summer/beach.jpg")).unwrap(),
+        deep
+    );
+    assert!(
+        !out.path().join("album/.DS_Store").exists(),
+        "hidden files are not part of it"
+    );
+
+    // Entries that try to leave the output folder: refused before anything is fetched.
+    let text = std::fs::read_to_string(&p2pm).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("\"2024/summer/beach.jpg\"", "\"../../beach.jpg\""),
+        ("\"name\": \"album\"", "\"name\": \"..\""),
+    ] {
+        let evil = out.path().join("evil.p2pm");
+        std::fs::write(&evil, text.replace(from, to)).unwrap();
+        let dest = elsewhere.path().join("inner");
+        std::fs::create_dir_all(&dest).unwrap();
+        let output = leecher(&addr, evil.to_str().unwrap(), &dest)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{to} accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("damaged manifest file")
+                || stderr.contains("relative directory reference"),
+            "{stderr}"
+        );
+        assert_eq!(
+            std::fs::read_dir(elsewhere.path()).unwrap().count(),
+            1,
+            "nothing beside the output folder"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dest).unwrap().count(),
+            0,
+            "nothing in it either"
+        );
+    }
+}
