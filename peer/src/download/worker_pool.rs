@@ -351,6 +351,13 @@ impl Pool {
     /// `stall_timeout` passes.
     async fn wait_for_hosts(&self) -> Result<(), PeerError> {
         let _turn = self.refreshing.lock().await;
+        if self.refresh.is_none() && !self.hosts().iter().any(|h| !h.is_dropped()) {
+            // No index to ask (hosts named directly): nobody new can turn up.
+            return Err(self.failed(format!(
+                "every host given failed (last error: {}); run the same download again to resume",
+                self.last_error()
+            )));
+        }
         let deadline = Instant::now() + self.options.stall_timeout;
         loop {
             if self.hosts().iter().any(|h| !h.is_dropped()) {

@@ -117,14 +117,9 @@ impl ManifestFile {
 
     /// Parses and checks a manifest file's text.
     pub fn parse(text: &str) -> Result<Self, ManifestFileError> {
+        check_head(text, FORMAT)?;
         let doc: Document =
             serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
-        if doc.format != FORMAT || doc.version != VERSION {
-            return Err(ManifestFileError::Unsupported {
-                format: doc.format,
-                version: doc.version,
-            });
-        }
         let hash = |what: &str, hex: &str| -> Result<Sha256Hash, ManifestFileError> {
             hex.parse::<Sha256Hash>()
                 .map_err(|_| ManifestFileError::BadHash(format!("{what} is not 64 hex characters")))
@@ -208,7 +203,10 @@ mod tests {
             ManifestFile::parse(cut),
             Err(ManifestFileError::Syntax(_))
         ));
-        let v2 = text.replace("\"version\": 1", "\"version\": 2");
+        // A later version with other fields is "unsupported", not "broken".
+        let v2 = text
+            .replace("\"version\": 1", "\"version\": 2")
+            .replace("\"chunks\"", "\"pieces\"");
         assert!(
             ManifestFile::parse(&v2)
                 .unwrap_err()
@@ -226,6 +224,25 @@ mod tests {
             Err(ManifestFileError::Invalid(_))
         ));
     }
+}
+
+/// Checks `format` and `version` before anything else, so a newer version with other fields
+/// is reported as such, not as a broken file.
+fn check_head(text: &str, format: &str) -> Result<(), ManifestFileError> {
+    #[derive(Deserialize)]
+    struct Head {
+        format: String,
+        version: u32,
+    }
+    let head: Head =
+        serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
+    if head.format != format || head.version != VERSION {
+        return Err(ManifestFileError::Unsupported {
+            format: head.format,
+            version: head.version,
+        });
+    }
+    Ok(())
 }
 
 /// The `format` of a folder's manifest file.
@@ -405,14 +422,9 @@ impl FolderManifestFile {
 
     /// Parses and checks a folder's manifest file.
     pub fn parse(text: &str) -> Result<Self, ManifestFileError> {
+        check_head(text, FOLDER_FORMAT)?;
         let doc: FolderDocument =
             serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
-        if doc.format != FOLDER_FORMAT || doc.version != VERSION {
-            return Err(ManifestFileError::Unsupported {
-                format: doc.format,
-                version: doc.version,
-            });
-        }
         crate::validate_file_name(&doc.name).map_err(|e| ManifestFileError::Invalid(e.into()))?;
         let mut seen = std::collections::HashSet::new();
         let mut files = Vec::with_capacity(doc.files.len());

@@ -120,13 +120,21 @@ pub fn show_messages(peer: &PeerHandle) -> tokio::task::JoinHandle<()> {
         while let Ok(m) = incoming.recv().await {
             crate::logging::print_above_prompt(format!(
                 "message from {} ({}) at {}: {}",
-                m.from,
+                printable(&m.from),
                 m.remote,
                 clock(m.at),
-                m.text
+                printable(&m.text)
             ));
         }
     })
+}
+
+/// A message as it may be shown: control characters (escape sequences a hostile sender could
+/// use to rewrite the terminal) become `�`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// `HH:MM:SS` (UTC) of a time, for message lines.
@@ -183,7 +191,13 @@ impl PeerShell {
                     println!("no messages yet");
                 }
                 for m in messages {
-                    println!("{} {} ({}): {}", clock(m.at), m.from, m.remote, m.text);
+                    println!(
+                        "{} {} ({}): {}",
+                        clock(m.at),
+                        printable(&m.from),
+                        m.remote,
+                        printable(&m.text)
+                    );
                 }
                 Ok(())
             }
@@ -336,5 +350,19 @@ impl PeerShell {
         }));
         more(files.len(), total);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_cannot_drive_the_terminal() {
+        assert_eq!(
+            printable("hi\x1b[2J\x07 there"),
+            "hi\u{fffd}[2J\u{fffd} there"
+        );
+        assert_eq!(printable("café ☕"), "café ☕");
     }
 }
