@@ -74,6 +74,8 @@ pub(crate) struct Pool {
     refreshing: tokio::sync::Mutex<()>,
     last_error: Mutex<String>,
     record_saved: Mutex<Instant>,
+    /// When every host became unusable; cleared by a delivered chunk.
+    stall_since: Mutex<Option<Instant>>,
 }
 
 /// Why one chunk fetch failed.
@@ -116,6 +118,7 @@ impl Pool {
             refreshing: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(String::new()),
             record_saved: Mutex::new(Instant::now()),
+            stall_since: Mutex::new(None),
         }
     }
 
@@ -153,7 +156,13 @@ impl Pool {
     /// fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), PeerError> {
         let missing = self.remaining.load(Ordering::Acquire);
-        let workers = self.options.workers.max(1).min(missing.max(1));
+        // Enough workers for a second copy of each missing chunk (the endgame), even for a
+        // one-chunk file.
+        let workers = self
+            .options
+            .workers
+            .max(1)
+            .min((missing * ENDGAME_COPIES).max(1));
         let stop = cancel.child_token();
         let mut set = JoinSet::new();
         for _ in 0..workers {
@@ -238,6 +247,7 @@ impl Pool {
             match fetched {
                 Ok(Some(len)) => {
                     self.note_chunk_time(started.elapsed());
+                    *self.stall_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     host.delivered.fetch_add(1, Ordering::Relaxed);
                     self.events.send(DownloadEvent::ChunkDone {
                         index,
@@ -286,13 +296,18 @@ impl Pool {
     /// The next chunk to fetch and the hosts to avoid for it: the queue first, then (endgame)
     /// the latest chunk in flight on fewer than [`ENDGAME_COPIES`] hosts, if it is late.
     fn next_job(&self) -> Option<(u32, Vec<usize>)> {
-        if let Some((index, avoid)) = self
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-        {
-            return Some((index, avoid.into_iter().collect()));
+        loop {
+            let queued = self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            match queued {
+                // Another copy finished it meanwhile.
+                Some((index, _)) if self.part.is_verified(index) => continue,
+                Some((index, avoid)) => return Some((index, avoid.into_iter().collect())),
+                None => break,
+            }
         }
         let live = self.hosts().iter().filter(|h| !h.is_dropped()).count();
         let typical = *self.chunk_time.lock().unwrap_or_else(|e| e.into_inner());
@@ -358,8 +373,28 @@ impl Pool {
                 self.last_error()
             )));
         }
-        let deadline = Instant::now() + self.options.stall_timeout;
+        // One deadline per stall, kept across calls: hosts that are revived and fail again
+        // don't restart the clock. A delivered chunk ends the stall.
+        let (deadline, again) = {
+            let mut since = self.stall_since.lock().unwrap_or_else(|e| e.into_inner());
+            let again = since.is_some();
+            (
+                *since.get_or_insert_with(Instant::now) + self.options.stall_timeout,
+                again,
+            )
+        };
+        if again {
+            // Revived hosts failed again: don't ask the index in a tight loop.
+            tokio::time::sleep(REFRESH_EVERY).await;
+        }
         loop {
+            if Instant::now() >= deadline {
+                return Err(self.failed(format!(
+                    "no host could deliver for {}s (last error: {}); run the same download again to resume",
+                    self.options.stall_timeout.as_secs(),
+                    self.last_error()
+                )));
+            }
             if self.hosts().iter().any(|h| !h.is_dropped()) {
                 return Ok(());
             }
@@ -374,14 +409,10 @@ impl Pool {
                     Err(err) => debug!(%err, "cannot ask the index for hosts"),
                 }
             }
-            if Instant::now() + REFRESH_EVERY > deadline {
-                return Err(self.failed(format!(
-                    "no host could deliver for {}s (last error: {}); run the same download again to resume",
-                    self.options.stall_timeout.as_secs(),
-                    self.last_error()
-                )));
-            }
-            tokio::time::sleep(REFRESH_EVERY).await;
+            tokio::time::sleep(
+                REFRESH_EVERY.min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
         }
     }
 

@@ -58,6 +58,9 @@ pub enum StorageError {
     /// The target already exists; it is left as it is.
     #[error("{} already exists; refusing to overwrite it", .0.display())]
     AlreadyExists(PathBuf),
+    /// A file with the part file's name exists but was not started by this program.
+    #[error("{} exists and is not a download of this program; move it away and try again", .0.display())]
+    NotOurs(PathBuf),
     /// Another download holds this part file.
     #[error("{} is in use by another download of the same file", .0.display())]
     Busy(PathBuf),

@@ -139,17 +139,30 @@ impl PartFile {
         if dir.symlink_metadata(&final_name).is_ok() {
             return Err(StorageError::AlreadyExists(final_path));
         }
-        // A part file must be a plain file we created, never a link planted there.
-        if let Ok(meta) = dir.symlink_metadata(&part_name)
-            && !meta.is_file()
-        {
-            return Err(StorageError::NotAFile(part_path));
+        // A part file must be a plain file we created, never a link planted there, nor a file
+        // of the user's that happens to have that name: ours always has a record beside it
+        // (written right after the part file is created).
+        let existing = dir.symlink_metadata(&part_name).ok();
+        if let Some(meta) = &existing {
+            if !meta.is_file() {
+                return Err(StorageError::NotAFile(part_path));
+            }
+            let ours = dir
+                .read(&record_name)
+                .is_ok_and(|r| r.starts_with(RECORD_MAGIC));
+            if !ours {
+                return Err(StorageError::NotOurs(part_path));
+            }
+        }
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
+        if existing.is_some() {
+            options.create(false);
+        } else {
+            options.create_new(true);
         }
         let file = dir
-            .open_with(
-                &part_name,
-                OpenOptions::new().read(true).write(true).create(true),
-            )
+            .open_with(&part_name, &options)
             .map_err(StorageError::io("cannot create", &part_path))?
             .into_std();
         match file.try_lock() {
@@ -159,18 +172,8 @@ impl PartFile {
                 return Err(StorageError::io("cannot lock", &part_path)(e));
             }
         }
-        // Space already taken by an earlier run of this download (blocks actually allocated,
-        // not the sparse length).
-        let current = std::os::unix::fs::MetadataExt::blocks(
-            &file
-                .metadata()
-                .map_err(StorageError::io("cannot stat", &part_path))?,
-        ) * 512;
-        check_space(&file, &part_path, manifest.size.saturating_sub(current))?;
-        file.set_len(manifest.size)
-            .map_err(StorageError::io("cannot size", &part_path))?;
         let chunks = manifest.chunks.len();
-        Ok(Self {
+        let part = Self {
             dir,
             file,
             file_id: manifest.id(),
@@ -182,7 +185,28 @@ impl PartFile {
             part_path,
             verified: Mutex::new(vec![false; chunks]),
             whole: Mutex::default(),
-        })
+        };
+        if existing.is_none() {
+            // Mark the new part file as ours before anything is written to it.
+            part.save_record()?;
+        }
+        // Space already taken by an earlier run of this download (blocks actually allocated,
+        // not the sparse length).
+        let current = std::os::unix::fs::MetadataExt::blocks(
+            &part
+                .file
+                .metadata()
+                .map_err(StorageError::io("cannot stat", &part.part_path))?,
+        ) * 512;
+        check_space(
+            &part.file,
+            &part.part_path,
+            part.manifest.size.saturating_sub(current),
+        )?;
+        part.file
+            .set_len(part.manifest.size)
+            .map_err(StorageError::io("cannot size", &part.part_path))?;
+        Ok(part)
     }
 
     /// The manifest being downloaded.
@@ -628,6 +652,20 @@ mod tests {
         assert!(PartFile::create_in(out.path(), &["link".into()], m.clone()).is_err());
         assert!(PartFile::create_in(out.path(), &["..".into()], m).is_err());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_users_own_file_named_like_a_part_file_is_never_touched() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(out.path().join("data.part"), b"my notes").unwrap();
+        let m = source(src.path(), "data", b"payload");
+        let err = PartFile::create(out.path(), m).unwrap_err();
+        assert!(matches!(err, StorageError::NotOurs(_)), "{err}");
+        assert_eq!(
+            std::fs::read(out.path().join("data.part")).unwrap(),
+            b"my notes"
+        );
     }
 
     #[test]
