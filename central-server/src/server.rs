@@ -160,10 +160,12 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let Some(ip_slot) = per_ip.try_admit(addr.ip()) else {
-                tasks.spawn(refuse_crowded(
-                    stream,
-                    self.shared.config.max_connections_per_ip,
-                ));
+                // The refusal holds its connection slot, so refusals are bounded too.
+                let max = self.shared.config.max_connections_per_ip;
+                tasks.spawn(async move {
+                    refuse_crowded(stream, max).await;
+                    drop(permit);
+                });
                 continue;
             };
             let handler = Handler {

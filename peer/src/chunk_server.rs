@@ -25,6 +25,9 @@ use crate::shared_files::SharedFiles;
 /// connection.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Refused connections being answered at once; more are closed without a reply.
+const MAX_REFUSALS: usize = 64;
+
 /// How long a refused client may take to send its `Hello` before it is told `busy`.
 const BUSY_HELLO_WAIT: Duration = Duration::from_secs(2);
 
@@ -56,6 +59,7 @@ impl ChunkServer {
     pub async fn run(self, shutdown: CancellationToken, tasks: TaskTracker) {
         let limit = Arc::new(Semaphore::new(self.max_inbound));
         let per_ip = PerIpLimit::new(self.max_inbound_per_ip);
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
         loop {
             let (stream, addr) = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -77,7 +81,12 @@ impl ChunkServer {
                 .ok()
                 .zip(per_ip.try_admit(addr.ip()));
             let Some(permit) = slots else {
+                // Refusals are bounded too: past that, close at once without a reply.
+                let Ok(refusal) = refusals.clone().try_acquire_owned() else {
+                    continue;
+                };
                 tasks.spawn(async move {
+                    let _refusal = refusal;
                     // Read the Hello first, so the reply is not lost to a reset of unread data.
                     let _ = conn.recv_timeout(BUSY_HELLO_WAIT).await;
                     let reply = PeerResponse::Error {

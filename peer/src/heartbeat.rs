@@ -63,7 +63,14 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 // The index restarted or expired us: register again, with every file. Every
                 // peer learns this at about the same time after a restart, so wait a random
                 // part of the interval first rather than all arriving at once.
-                jitter(interval).await;
+                // Never register again once the peer is shutting down (it just unregistered).
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = jitter(interval) => {}
+                }
+                if shutdown.is_cancelled() {
+                    return;
+                }
                 node.register_everything().await.map(|session| {
                     info!(peer_id = %session.peer_id, server = %index.server(), "re-registered with the index");
                 })

@@ -72,10 +72,19 @@ impl Node {
     pub async fn register_everything(&self) -> Result<Session, PeerError> {
         let index = self.index()?;
         let session = index.register(self.advertised_addr()).await?;
-        for manifest in self.files.manifests() {
-            index.add_file(&session, manifest).await?;
-        }
+        // The registration stands even if some file is refused (a cap, say): keep it, or the
+        // next heartbeat would register yet another peer.
         self.set_session(Some(session.clone()));
+        for manifest in self.files.manifests() {
+            let name = manifest.name.clone();
+            match index.add_file(&session, manifest).await {
+                Ok(_) => {}
+                Err(err @ PeerError::IndexRefused { .. }) => {
+                    warn!(%err, file = %name, "the index refused a shared file");
+                }
+                Err(err) => return Err(err),
+            }
+        }
         Ok(session)
     }
 

@@ -168,24 +168,7 @@ impl State {
             }
         };
         let mut changed = false;
-        for (path, seen) in &current {
-            if self.known.get(path).is_some_and(|(s, _)| s == seen) {
-                continue;
-            }
-            changed = true;
-            if let Some((_, old)) = self.known.remove(path)
-                && let Err(err) = self.peer.unshare(&old.to_string()).await
-            {
-                debug!(%err, "old version was not shared");
-            }
-            match self.share(path, seen).await {
-                Ok(id) => {
-                    info!(path = %path.display(), file = %id.fmt_short(), "sharing file from the shared folder");
-                    self.known.insert(path.clone(), (seen.clone(), id));
-                }
-                Err(err) => warn!(%err, path = %path.display(), "cannot share file"),
-            }
-        }
+        // Removals first, so a renamed file (gone here, new there, same id) ends up shared.
         let gone: Vec<PathBuf> = self
             .known
             .keys()
@@ -196,14 +179,52 @@ impl State {
             changed = true;
             if let Some((_, id)) = self.known.remove(&path) {
                 info!(path = %path.display(), "file left the shared folder; no longer sharing it");
-                let _ = self.peer.unshare(&id.to_string()).await;
+                self.release(id).await;
             }
             self.cache
                 .files
                 .remove(&path.to_string_lossy().into_owned());
         }
+        for (path, seen) in &current {
+            if self.known.get(path).is_some_and(|(s, _)| s == seen) {
+                continue;
+            }
+            changed = true;
+            if let Some((_, old)) = self.known.remove(path) {
+                self.release(old).await;
+            }
+            match self.share(path, seen).await {
+                Ok(id) => {
+                    info!(path = %path.display(), file = %id.fmt_short(), "sharing file from the shared folder");
+                    self.known.insert(path.clone(), (seen.clone(), id));
+                }
+                Err(err) => warn!(%err, path = %path.display(), "cannot share file"),
+            }
+        }
         if changed {
             self.save_cache();
+        }
+    }
+
+    /// A path with this id left: stop sharing the id, unless another path in the folder has
+    /// the same content and name, which is then served instead.
+    async fn release(&mut self, id: FileId) {
+        let other = self
+            .known
+            .iter()
+            .find(|(_, (_, i))| *i == id)
+            .map(|(p, (seen, _))| (p.clone(), seen.clone()));
+        match other {
+            Some((path, seen)) => {
+                if let Err(err) = self.share(&path, &seen).await {
+                    warn!(%err, path = %path.display(), "cannot share file");
+                }
+            }
+            None => {
+                if let Err(err) = self.peer.unshare(&id.to_string()).await {
+                    debug!(%err, "was not shared");
+                }
+            }
         }
     }
 

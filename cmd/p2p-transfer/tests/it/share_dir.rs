@@ -65,5 +65,35 @@ async fn a_shared_folder_follows_the_disk_and_caches_manifests() {
     assert_eq!(shared.len(), 2);
     assert_eq!(share.stats.hashed.load(Ordering::Relaxed), 0);
     assert_eq!(share.stats.cached.load(Ordering::Relaxed), 2);
+    // A rename keeps the file shared; of two identical files, removing one keeps the other.
+    std::fs::rename(
+        folder.path().join("new.bin"),
+        folder.path().join("renamed.bin"),
+    )
+    .unwrap();
+    std::fs::create_dir(folder.path().join("copy")).unwrap();
+    std::fs::copy(
+        folder.path().join("a.bin"),
+        folder.path().join("copy/a.bin"),
+    )
+    .unwrap();
+    let settled = eventually(Duration::from_secs(10), || async {
+        names(&again.files()) == ["a.bin", "renamed.bin"]
+    })
+    .await;
+    assert!(settled, "rename not followed: {:?}", again.files());
+    std::fs::remove_file(folder.path().join("a.bin")).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        names(&again.files()),
+        ["a.bin", "renamed.bin"],
+        "the identical copy is still shared"
+    );
+    let copy = again
+        .files()
+        .into_iter()
+        .find(|f| f.name == "a.bin")
+        .unwrap();
+    assert!(copy.path.ends_with("copy/a.bin"), "{}", copy.path.display());
     again.shutdown().await;
 }
