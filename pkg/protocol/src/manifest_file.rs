@@ -75,12 +75,8 @@ pub enum ManifestFileError {
 struct Document {
     format: String,
     version: u32,
-    file_id: String,
-    name: String,
-    size: u64,
-    chunk_size: u32,
-    file_hash: String,
-    chunks: Vec<String>,
+    #[serde(flatten)]
+    file: FileFields,
     #[serde(default)]
     servers: Vec<String>,
 }
@@ -101,12 +97,7 @@ impl ManifestFile {
         let doc = Document {
             format: FORMAT.to_owned(),
             version: VERSION,
-            file_id: self.file_id.to_string(),
-            name: m.name.clone(),
-            size: m.size,
-            chunk_size: m.chunk_size,
-            file_hash: m.file_hash.to_string(),
-            chunks: m.chunks.iter().map(Sha256Hash::to_string).collect(),
+            file: FileFields::from_manifest(m),
             servers: self.servers.iter().map(SocketAddr::to_string).collect(),
         };
         let mut text =
@@ -120,38 +111,8 @@ impl ManifestFile {
         check_head(text, FORMAT)?;
         let doc: Document =
             serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
-        let hash = |what: &str, hex: &str| -> Result<Sha256Hash, ManifestFileError> {
-            hex.parse::<Sha256Hash>()
-                .map_err(|_| ManifestFileError::BadHash(format!("{what} is not 64 hex characters")))
-        };
-        let file_id: FileId = doc
-            .file_id
-            .parse()
-            .map_err(|_| ManifestFileError::BadHash("file_id is not 64 hex characters".into()))?;
-        let manifest = FileManifest {
-            name: doc.name,
-            size: doc.size,
-            chunk_size: doc.chunk_size,
-            file_hash: hash("file_hash", &doc.file_hash)?,
-            chunks: doc
-                .chunks
-                .iter()
-                .enumerate()
-                .map(|(i, c)| hash(&format!("chunk {i}"), c))
-                .collect::<Result<_, _>>()?,
-        };
-        manifest.validate()?;
-        if manifest.id() != file_id {
-            return Err(ManifestFileError::IdMismatch(file_id));
-        }
-        let servers = doc
-            .servers
-            .iter()
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| ManifestFileError::Syntax(format!("server {s:?} is not ip:port")))
-            })
-            .collect::<Result<_, _>>()?;
+        let (manifest, file_id) = doc.file.into_checked("")?;
+        let servers = parse_servers(&doc.servers)?;
         Ok(Self {
             manifest,
             file_id,
@@ -224,6 +185,17 @@ mod tests {
             Err(ManifestFileError::Invalid(_))
         ));
     }
+}
+
+/// The `servers` list, each `"ip:port"`.
+fn parse_servers(servers: &[String]) -> Result<Vec<SocketAddr>, ManifestFileError> {
+    servers
+        .iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|_| ManifestFileError::Syntax(format!("server {s:?} is not ip:port")))
+        })
+        .collect()
 }
 
 /// Checks `format` and `version` before anything else, so a newer version with other fields
@@ -349,11 +321,11 @@ impl FileFields {
     fn into_checked(self, what: &str) -> Result<(FileManifest, FileId), ManifestFileError> {
         let hash = |field: &str, hex: &str| -> Result<Sha256Hash, ManifestFileError> {
             hex.parse::<Sha256Hash>().map_err(|_| {
-                ManifestFileError::BadHash(format!("{what}: {field} is not 64 hex characters"))
+                ManifestFileError::BadHash(format!("{what}{field} is not 64 hex characters"))
             })
         };
         let file_id: FileId = self.file_id.parse().map_err(|_| {
-            ManifestFileError::BadHash(format!("{what}: file_id is not 64 hex characters"))
+            ManifestFileError::BadHash(format!("{what}file_id is not 64 hex characters"))
         })?;
         let manifest = FileManifest {
             name: self.name,
@@ -434,7 +406,7 @@ impl FolderManifestFile {
                 crate::validate_file_name(part)
                     .map_err(|e| ManifestFileError::Invalid(e.into()))?;
             }
-            let (manifest, file_id) = entry.file.into_checked(&entry.path)?;
+            let (manifest, file_id) = entry.file.into_checked(&format!("{}: ", entry.path))?;
             if path.last() != Some(&manifest.name) {
                 return Err(ManifestFileError::Syntax(format!(
                     "{}: the path does not end in the file's name",
@@ -453,14 +425,7 @@ impl FolderManifestFile {
                 file_id,
             });
         }
-        let servers = doc
-            .servers
-            .iter()
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| ManifestFileError::Syntax(format!("server {s:?} is not ip:port")))
-            })
-            .collect::<Result<_, _>>()?;
+        let servers = parse_servers(&doc.servers)?;
         Ok(Self {
             name: doc.name,
             files,
