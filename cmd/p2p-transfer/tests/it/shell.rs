@@ -349,3 +349,56 @@ fn messages_show_above_the_prompt_and_msg_sends_one() {
     exits_cleanly(&mut sh);
     rt.block_on(friend.shutdown());
 }
+
+#[test]
+fn connect_adds_a_host_the_index_does_not_know() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(crate::support::start_server());
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "off-index.bin", 3 * 1024 * 1024, 47);
+    // A peer without any index: only a direct connection finds it.
+    let lone = rt
+        .block_on(p2p_peer::Peer::start(p2p_peer::PeerConfig {
+            listen_addr: crate::support::loopback0(),
+            server_addr: None,
+            ..p2p_peer::PeerConfig::default()
+        }))
+        .unwrap();
+    let id = rt.block_on(lone.register(&path)).unwrap().to_string();
+
+    let addr = server.addr.to_string();
+    let mut sh = spawn_shell(
+        &[
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "-o",
+            out.path().to_str().unwrap(),
+            "-i",
+        ],
+        &out.path().join("history"),
+    );
+    prompt(&mut sh);
+    sh.send_line(format!("connect {}", lone.local_addr()))
+        .unwrap();
+    sh.expect(format!("downloads will also ask {}", lone.local_addr()))
+        .unwrap();
+    prompt(&mut sh);
+    sh.send_line(format!("download {id}")).unwrap();
+    sh.expect(format!(
+        "downloaded {}",
+        out.path().join("off-index.bin").display()
+    ))
+    .unwrap();
+    assert_eq!(
+        std::fs::read(out.path().join("off-index.bin")).unwrap(),
+        data
+    );
+    prompt(&mut sh);
+    sh.send_line("exit").unwrap();
+    exits_cleanly(&mut sh);
+    rt.block_on(lone.shutdown());
+}
