@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::hosts::{Host, pick};
@@ -76,6 +77,8 @@ pub(crate) struct Pool {
     record_saved: Mutex<Instant>,
     /// When every host became unusable; cleared by a delivered chunk.
     stall_since: Mutex<Option<Instant>>,
+    /// Chunk writes running on blocking threads.
+    writes: TaskTracker,
 }
 
 /// Why one chunk fetch failed.
@@ -119,6 +122,7 @@ impl Pool {
             last_error: Mutex::new(String::new()),
             record_saved: Mutex::new(Instant::now()),
             stall_since: Mutex::new(None),
+            writes: TaskTracker::new(),
         }
     }
 
@@ -188,6 +192,10 @@ impl Pool {
                 }
             }
         }
+        // A cancelled worker's chunk write may still be running on a blocking thread; wait for
+        // it, so that when the download returns nothing holds the part file (or its lock).
+        self.writes.close();
+        self.writes.wait().await;
         if self.remaining.load(Ordering::Acquire) == 0 {
             return Ok(());
         }
@@ -442,7 +450,7 @@ impl Pool {
             *saved = Instant::now();
         }
         let part = self.part.clone();
-        match tokio::task::spawn_blocking(move || part.save_record()).await {
+        match self.writes.spawn_blocking(move || part.save_record()).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => warn!(%err, "cannot save the record of verified chunks"),
             Err(err) => warn!(%err, "cannot save the record of verified chunks"),
@@ -506,7 +514,9 @@ impl Pool {
         let part = self.part.clone();
         let len = data.len();
         // SHA-256 of 4 MiB and the write take milliseconds: off the reactor.
-        let written = tokio::task::spawn_blocking(move || part.write_verified(index, &data))
+        let written = self
+            .writes
+            .spawn_blocking(move || part.write_verified(index, &data))
             .await
             .map_err(|e| {
                 FetchError::Local(StorageError::Io {

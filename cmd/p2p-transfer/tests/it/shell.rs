@@ -14,8 +14,10 @@ type Pty = expectrl::session::OsSession;
 /// Starts the binary with `args` on a 120x40 pseudo-terminal, history in `history`.
 fn spawn_shell(args: &[&str], history: &std::path::Path) -> Pty {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p-transfer"));
+    // Only errors above the prompt: a warning from a slow machine (a late heartbeat) would
+    // make reedline redraw, and the transcript would not be the one the test expects.
     cmd.args(args)
-        .env_remove("RUST_LOG")
+        .env("RUST_LOG", "error")
         .env("P2P_HISTORY_FILE", history);
     let mut session = Session::spawn(cmd).expect("spawn on a pty");
     session.get_process_mut().set_window_size(120, 40).unwrap();
