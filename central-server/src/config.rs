@@ -15,6 +15,9 @@ pub struct ServerConfig {
     /// Connections one source address may hold at once; more are answered
     /// `limit_exceeded` and closed.
     pub max_connections_per_ip: usize,
+    /// Registrations one source address may hold at once; `Register` beyond this gets
+    /// `limit_exceeded`, so one client can't fill the index.
+    pub max_peers_per_ip: usize,
     /// Registered peers at once; `Register` beyond this gets `limit_exceeded`.
     pub max_peers: usize,
     /// Files one peer may add; `AddFile` beyond this gets `limit_exceeded`.
@@ -31,6 +34,7 @@ impl Default for ServerConfig {
             heartbeat_timeout: Duration::from_secs(15),
             max_connections: 8192,
             max_connections_per_ip: 64,
+            max_peers_per_ip: 64,
             max_peers: 10_000,
             max_files_per_peer: 10_000,
             idle_timeout: Duration::from_secs(60),

@@ -3,7 +3,7 @@
 //! synthetic instants and uses only monotonic time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,8 @@ impl IndexError {
 struct PeerEntry {
     token: Token,
     addr: SocketAddr,
+    /// Where the registration came from, for the per-address cap.
+    source: IpAddr,
     files: BTreeSet<FileId>,
     last_seen: Instant,
 }
@@ -95,12 +97,16 @@ pub struct IndexLimits {
     pub max_peers: usize,
     /// Files per peer.
     pub max_files_per_peer: usize,
+    /// Registrations made from one source address at once.
+    pub max_peers_per_ip: usize,
 }
 
 /// The whole soft state of the server; peers rebuild it after a restart.
 #[derive(Debug)]
 pub struct Index {
     peers: HashMap<PeerId, PeerEntry>,
+    /// Registrations per source address.
+    by_source: HashMap<IpAddr, usize>,
     files: BTreeMap<FileId, FileEntry>,
     limits: IndexLimits,
 }
@@ -110,6 +116,7 @@ impl Index {
     pub fn new(limits: IndexLimits) -> Self {
         Self {
             peers: HashMap::new(),
+            by_source: HashMap::new(),
             files: BTreeMap::new(),
             limits,
         }
@@ -119,6 +126,7 @@ impl Index {
     pub fn register(
         &mut self,
         addr: SocketAddr,
+        source: IpAddr,
         now: Instant,
     ) -> Result<(PeerId, Token), IndexError> {
         if self.peers.len() >= self.limits.max_peers {
@@ -127,6 +135,14 @@ impl Index {
                 self.limits.max_peers
             )));
         }
+        let from_source = self.by_source.entry(source).or_default();
+        if *from_source >= self.limits.max_peers_per_ip {
+            return Err(IndexError::LimitExceeded(format!(
+                "your address already holds the maximum of {} registrations",
+                self.limits.max_peers_per_ip
+            )));
+        }
+        *from_source += 1;
         let peer_id = loop {
             let id = PeerId(rand::random());
             if !self.peers.contains_key(&id) {
@@ -139,6 +155,7 @@ impl Index {
             PeerEntry {
                 token,
                 addr,
+                source,
                 files: BTreeSet::new(),
                 last_seen: now,
             },
@@ -223,6 +240,12 @@ impl Index {
 
     fn remove_peer(&mut self, peer_id: PeerId) -> Option<PeerEntry> {
         let entry = self.peers.remove(&peer_id)?;
+        if let Some(count) = self.by_source.get_mut(&entry.source) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_source.remove(&entry.source);
+            }
+        }
         for file_id in &entry.files {
             self.drop_host(file_id, peer_id);
         }
@@ -387,6 +410,7 @@ mod tests {
     const LIMITS: IndexLimits = IndexLimits {
         max_peers: 3,
         max_files_per_peer: 2,
+        max_peers_per_ip: 64,
     };
 
     fn manifest(name: &str) -> FileManifest {
@@ -399,6 +423,8 @@ mod tests {
         }
     }
 
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
@@ -408,8 +434,8 @@ mod tests {
         let t0 = Instant::now();
         let timeout = Duration::from_secs(15);
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), t0).unwrap();
-        let (b, _) = index.register(addr(2), t0).unwrap();
+        let (a, ta) = index.register(addr(1), LOCAL, t0).unwrap();
+        let (b, _) = index.register(addr(2), LOCAL, t0).unwrap();
         let id = index.add_file(a, &ta, manifest("f"), t0).unwrap();
         index
             .heartbeat(a, &ta, t0 + Duration::from_secs(10))
@@ -431,8 +457,8 @@ mod tests {
     fn only_the_token_holder_changes_a_registration() {
         let now = Instant::now();
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), now).unwrap();
-        let (b, tb) = index.register(addr(2), now).unwrap();
+        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
+        let (b, tb) = index.register(addr(2), LOCAL, now).unwrap();
         let id = index.add_file(a, &ta, manifest("f"), now).unwrap();
         assert_eq!(
             index.remove_file(a, &tb, &id),
@@ -452,8 +478,8 @@ mod tests {
     fn shared_files_list_every_host_and_survive_one_leaving() {
         let now = Instant::now();
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), now).unwrap();
-        let (b, tb) = index.register(addr(2), now).unwrap();
+        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
+        let (b, tb) = index.register(addr(2), LOCAL, now).unwrap();
         let id = index.add_file(a, &ta, manifest("f"), now).unwrap();
         assert_eq!(index.add_file(b, &tb, manifest("f"), now).unwrap(), id);
         // Adding again is harmless.
@@ -477,7 +503,7 @@ mod tests {
     fn unique_prefix_resolves_and_unknown_is_reported() {
         let now = Instant::now();
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), now).unwrap();
+        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
         let id = index.add_file(a, &ta, manifest("f"), now).unwrap();
         let prefix: IdPrefix = id.to_string()[..6].parse().unwrap();
         let found = index.lookup(&prefix).unwrap();
@@ -494,8 +520,9 @@ mod tests {
         let mut index = Index::new(IndexLimits {
             max_peers: 10,
             max_files_per_peer: 100_000,
+            max_peers_per_ip: 64,
         });
-        let (a, ta) = index.register(addr(1), now).unwrap();
+        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
         // Register files until two ids share a 6-character prefix (birthday bound: a few
         // thousand). Deterministic names, so the test is reproducible.
         let mut seen: HashMap<String, FileId> = HashMap::new();
@@ -524,8 +551,9 @@ mod tests {
         let mut index = Index::new(IndexLimits {
             max_peers: 3,
             max_files_per_peer: 10,
+            max_peers_per_ip: 64,
         });
-        let (a, ta) = index.register(addr(1), now).unwrap();
+        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
         for name in ["Holiday Photos 2024.zip", "holiday-video.mp4", "report.pdf"] {
             index.add_file(a, &ta, manifest(name), now).unwrap();
         }
@@ -541,14 +569,36 @@ mod tests {
     }
 
     #[test]
+    fn one_address_cannot_fill_the_index() {
+        let now = Instant::now();
+        let mut index = Index::new(IndexLimits {
+            max_peers: 100,
+            max_files_per_peer: 1,
+            max_peers_per_ip: 2,
+        });
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
+        index.register(addr(2), LOCAL, now).unwrap();
+        let err = index.register(addr(3), LOCAL, now).unwrap_err();
+        assert!(
+            err.to_string().contains("maximum of 2 registrations"),
+            "{err}"
+        );
+        index.register(addr(4), other, now).unwrap();
+        // A slot frees when a registration ends.
+        index.unregister(a, &ta).unwrap();
+        index.register(addr(5), LOCAL, now).unwrap();
+    }
+
+    #[test]
     fn caps_are_enforced() {
         let now = Instant::now();
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), now).unwrap();
-        index.register(addr(2), now).unwrap();
-        index.register(addr(3), now).unwrap();
+        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
+        index.register(addr(2), LOCAL, now).unwrap();
+        index.register(addr(3), LOCAL, now).unwrap();
         assert!(matches!(
-            index.register(addr(4), now),
+            index.register(addr(4), LOCAL, now),
             Err(IndexError::LimitExceeded(_))
         ));
         index.add_file(a, &ta, manifest("1"), now).unwrap();

@@ -54,7 +54,11 @@ mod tests {
         handle
             .shared()
             .index()
-            .register("127.0.0.1:9".parse().unwrap(), now)
+            .register(
+                "127.0.0.1:9".parse().unwrap(),
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                now,
+            )
             .unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(super::run(handle.shared(), shutdown.clone()));

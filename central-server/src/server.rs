@@ -109,6 +109,7 @@ impl Server {
         let limits = IndexLimits {
             max_peers: config.max_peers,
             max_files_per_peer: config.max_files_per_peer,
+            max_peers_per_ip: config.max_peers_per_ip,
         };
         Self {
             listener,
@@ -343,7 +344,10 @@ impl Shared {
         } else {
             addr
         };
-        let (peer_id, token) = self.index().register(addr, now).map_err(refusal)?;
+        let (peer_id, token) = self
+            .index()
+            .register(addr, from.ip().to_canonical(), now)
+            .map_err(refusal)?;
         info!(%peer_id, %addr, "peer registered");
         let config = &self.config;
         Ok(IndexResponse::Registered {
@@ -381,6 +385,7 @@ mod tests {
             index: Mutex::new(Index::new(IndexLimits {
                 max_peers: config.max_peers,
                 max_files_per_peer: config.max_files_per_peer,
+                max_peers_per_ip: config.max_peers_per_ip,
             })),
             config,
             started: Instant::now(),
