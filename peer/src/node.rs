@@ -226,13 +226,8 @@ impl PeerHandle {
         .await
         .map_err(|e| PeerError::Internal(e.to_string()))??;
         let manifest = source.manifest().clone();
-        self.share(source).await?;
+        self.share_source(source).await?;
         Ok(manifest)
-    }
-
-    /// Starts serving an already-hashed file and announces it.
-    pub async fn share_source(&self, source: SourceFile) -> Result<FileId, PeerError> {
-        self.share(source).await
     }
 
     /// A token cancelled when the peer shuts down.
@@ -245,7 +240,8 @@ impl PeerHandle {
         self.node.tasks.spawn(task);
     }
 
-    async fn share(&self, source: SourceFile) -> Result<FileId, PeerError> {
+    /// Starts serving an already-hashed file and announces it.
+    pub async fn share_source(&self, source: SourceFile) -> Result<FileId, PeerError> {
         let manifest = source.manifest().clone();
         let file_id = manifest.id();
         self.node.files.insert(file_id, Arc::new(source));
@@ -342,7 +338,7 @@ impl PeerHandle {
             tokio::task::spawn_blocking(move || SourceFile::open_verified(&path, manifest)).await;
         match source {
             Ok(Ok(source)) => {
-                if let Err(err) = self.share(source).await {
+                if let Err(err) = self.share_source(source).await {
                     warn!(%err, "downloaded file could not be announced to the index");
                 }
             }

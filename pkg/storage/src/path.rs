@@ -16,13 +16,6 @@ pub fn output_path(out_dir: &Path, name: &str) -> Result<PathBuf, StorageError> 
     Ok(out_dir.join(name))
 }
 
-/// The path of the partial file next to `final_path`.
-pub fn part_path(final_path: &Path) -> PathBuf {
-    let mut s = final_path.as_os_str().to_owned();
-    s.push(PART_SUFFIX);
-    PathBuf::from(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +30,5 @@ mod tests {
         for bad in ["../a", "/etc/passwd", "a/../../b", "..", "c:\\x", ""] {
             assert!(output_path(out, bad).is_err(), "{bad:?}");
         }
-        assert_eq!(part_path(Path::new("/o/a.txt")), Path::new("/o/a.txt.part"));
     }
 }

@@ -479,7 +479,6 @@ mod tests {
 
     use super::*;
     use crate::build_manifest;
-    use crate::path::part_path;
 
     fn source(dir: &Path, name: &str, data: &[u8]) -> FileManifest {
         let path = dir.join(name);
@@ -509,7 +508,7 @@ mod tests {
             .unwrap();
         let path = part.finish().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), data);
-        assert!(!part_path(&path).exists());
+        assert!(!out.path().join("f.bin.part").exists());
     }
 
     #[test]
