@@ -418,7 +418,6 @@ mod tests {
             name: name.into(),
             size: 1,
             chunk_size: CHUNK_SIZE,
-            file_hash: Sha256Hash::of(name.as_bytes()),
             chunks: vec![Sha256Hash::of(name.as_bytes())],
         }
     }

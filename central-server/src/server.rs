@@ -427,7 +427,6 @@ mod tests {
             name: format!("f{name}"),
             size,
             chunk_size: CHUNK_SIZE,
-            file_hash: Sha256Hash([name; 32]),
             chunks: vec![Sha256Hash([name; 32]); chunks],
         }
     }

@@ -537,7 +537,6 @@ fn synthetic_manifest(k: usize, j: usize) -> FileManifest {
         name: format!("load-peer{k:05}-file{j:02}.bin"),
         size: 1 + n % u64::from(CHUNK_SIZE),
         chunk_size: CHUNK_SIZE,
-        file_hash: hash,
         chunks: vec![hash],
     };
     if let Err(err) = manifest.validate() {

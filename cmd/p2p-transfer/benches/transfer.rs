@@ -8,7 +8,7 @@
 //! * `http_then_hash`: nginx serving the file on loopback, `curl -o` fetching it, then
 //!   `sha256sum` of the result; skipped with a note unless nginx and curl are installed
 //!   (`apt-get install -y nginx-light curl`);
-//! * `register`: building the manifest of the file (chunk hashes and whole-file hash);
+//! * `register`: building the manifest of the file (every chunk hashed, on every core);
 //! * `download_1_seeder`, `download_3_seeders`: the release binary, end to end from the
 //!   leecher's start to the verified file on disk; the leecher's and seeders' peak RSS
 //!   (VmHWM) come with them;

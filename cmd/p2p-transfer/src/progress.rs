@@ -78,9 +78,9 @@ impl View for Bar {
                     bar.println(format!("dropped {host}: {error}"));
                 }
             }
-            DownloadEvent::Verifying => {
+            DownloadEvent::Flushing => {
                 if let Some(bar) = &self.0 {
-                    bar.set_message("verifying");
+                    bar.set_message("writing to disk");
                 }
             }
             _ => {}
@@ -159,7 +159,7 @@ impl View for Plain {
             } => {
                 eprintln!("dropped {host}: {error}");
             }
-            DownloadEvent::Verifying => self.line(),
+            DownloadEvent::Flushing => self.line(),
             _ => {}
         }
     }

@@ -1,5 +1,5 @@
 //! Downloading one file: check the manifest, prepare `<out>/<name>.part`, let the worker pool
-//! pull chunks from every host at once, then verify the whole file and give it its name.
+//! pull chunks from every host at once, verify each one, then give the file its name.
 
 mod hosts;
 mod worker_pool;
@@ -59,8 +59,9 @@ pub enum DownloadEvent {
         /// Whether it was dropped.
         dropped: bool,
     },
-    /// Every chunk is in; the whole-file hash is being checked.
-    Verifying,
+    /// Every chunk is verified and written; the file is being flushed to disk before it gets
+    /// its name.
+    Flushing,
     /// The file is complete, verified and under its final name.
     Finished {
         /// Where it is.
@@ -215,8 +216,8 @@ pub(crate) async fn download(
     }
     let per_host = pool.per_host();
     drop(pool);
-    events.send(DownloadEvent::Verifying);
-    info!(file = %file_id.fmt_short(), elapsed = ?started.elapsed(), "all chunks verified and written; checking the whole file");
+    events.send(DownloadEvent::Flushing);
+    info!(file = %file_id.fmt_short(), elapsed = ?started.elapsed(), "all chunks verified and written; flushing to disk");
     let path = tokio::task::spawn_blocking(move || part.finish())
         .await
         .map_err(|e| PeerError::Internal(e.to_string()))??;

@@ -10,7 +10,6 @@
 //!   "name": "holiday.mkv",
 //!   "size": 734003200,
 //!   "chunk_size": 4194304,
-//!   "file_hash": "<64 hex>",
 //!   "chunks": ["<64 hex>", "..."],
 //!   "servers": ["192.168.1.10:8000"]
 //! }
@@ -137,7 +136,6 @@ mod tests {
             name: "a b.txt".into(),
             size: 5,
             chunk_size: CHUNK_SIZE,
-            file_hash: Sha256Hash::of(b"hello"),
             chunks: vec![Sha256Hash::of(b"hello")],
         };
         ManifestFile::new(manifest, vec!["192.168.1.10:8000".parse().unwrap()])
@@ -174,7 +172,7 @@ mod tests {
                 .to_string()
                 .contains("version 2")
         );
-        let bad_hex = text.replacen("\"file_hash\": \"", "\"file_hash\": \"zz", 1);
+        let bad_hex = text.replacen("\"file_id\": \"", "\"file_id\": \"zz", 1);
         assert!(matches!(
             ManifestFile::parse(&bad_hex),
             Err(ManifestFileError::BadHash(_))
@@ -236,7 +234,7 @@ pub struct FolderEntry {
 /// ```json
 /// { "format": "p2p-transfer-folder", "version": 1, "name": "photos",
 ///   "files": [ { "path": "2024/beach.jpg", "file_id": "...", "name": "beach.jpg", "size": 1,
-///                "chunk_size": 4194304, "file_hash": "...", "chunks": ["..."] } ],
+///                "chunk_size": 4194304, "chunks": ["..."] } ],
 ///   "servers": ["192.168.1.10:8000"] }
 /// ```
 ///
@@ -276,7 +274,6 @@ struct FileFields {
     name: String,
     size: u64,
     chunk_size: u32,
-    file_hash: String,
     chunks: Vec<String>,
 }
 
@@ -313,7 +310,6 @@ impl FileFields {
             name: m.name.clone(),
             size: m.size,
             chunk_size: m.chunk_size,
-            file_hash: m.file_hash.to_string(),
             chunks: m.chunks.iter().map(Sha256Hash::to_string).collect(),
         }
     }
@@ -331,7 +327,6 @@ impl FileFields {
             name: self.name,
             size: self.size,
             chunk_size: self.chunk_size,
-            file_hash: hash("file_hash", &self.file_hash)?,
             chunks: self
                 .chunks
                 .iter()
@@ -444,7 +439,6 @@ mod folder_tests {
             name: name.into(),
             size: 1,
             chunk_size: CHUNK_SIZE,
-            file_hash: Sha256Hash::of(name.as_bytes()),
             chunks: vec![Sha256Hash::of(name.as_bytes())],
         }
     }

@@ -85,7 +85,7 @@ bytes32!(
     FileId
 );
 bytes32!(
-    /// A SHA-256 digest of a chunk or of a whole file.
+    /// A SHA-256 digest of a chunk.
     Sha256Hash
 );
 bytes32!(
@@ -195,9 +195,9 @@ pub struct FileManifest {
     pub size: u64,
     /// Chunk size in bytes; always [`CHUNK_SIZE`] in protocol version 1.
     pub chunk_size: u32,
-    /// SHA-256 of the whole file.
-    pub file_hash: Sha256Hash,
     /// SHA-256 of each chunk, in order. The last chunk may be short; an empty file has none.
+    /// There is no separate whole-file hash: the id covers every chunk hash, so a file whose
+    /// chunks all match is the file, byte for byte, and nothing has to hash it twice.
     pub chunks: Vec<Sha256Hash>,
 }
 
@@ -233,19 +233,17 @@ impl FileManifest {
     /// size                           u64 big-endian
     /// chunk_size                     u32 big-endian
     /// name length                    u16 big-endian, then the UTF-8 name
-    /// file_hash                      32 bytes
     /// chunk count                    u32 big-endian, then 32 bytes per chunk hash
     /// ```
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut out =
-            Vec::with_capacity(16 + 8 + 4 + 2 + self.name.len() + 32 + 4 + 32 * self.chunks.len());
+            Vec::with_capacity(16 + 8 + 4 + 2 + self.name.len() + 4 + 32 * self.chunks.len());
         out.extend_from_slice(MANIFEST_TAG);
         out.extend_from_slice(&self.size.to_be_bytes());
         out.extend_from_slice(&self.chunk_size.to_be_bytes());
         // validate() caps names at MAX_FILE_NAME_LEN, far below u16::MAX.
         out.extend_from_slice(&(self.name.len() as u16).to_be_bytes());
         out.extend_from_slice(self.name.as_bytes());
-        out.extend_from_slice(&self.file_hash.0);
         out.extend_from_slice(&(self.chunks.len() as u32).to_be_bytes());
         for c in &self.chunks {
             out.extend_from_slice(&c.0);
@@ -379,7 +377,6 @@ mod tests {
             name: "a.bin".into(),
             size,
             chunk_size: CHUNK_SIZE,
-            file_hash: Sha256Hash([1; 32]),
             chunks: vec![Sha256Hash([2; 32]); n],
         }
     }
@@ -392,7 +389,7 @@ mod tests {
         b.name = "b.bin".into();
         assert_ne!(a.id(), b.id());
         let mut c = a.clone();
-        c.file_hash = Sha256Hash([3; 32]);
+        c.chunks[0] = Sha256Hash([3; 32]);
         assert_ne!(a.id(), c.id());
     }
 

@@ -1,25 +1,23 @@
 //! Hashing a file into a [`FileManifest`].
 //!
-//! The whole-file SHA-256 is one sequential pass; the chunk hashes are independent. So one
-//! thread reads each chunk once and feeds the whole-file hasher while a second thread hashes
-//! the same buffer as a chunk. On two cores a file registers in about the time a single
-//! SHA-256 pass takes, instead of twice that.
+//! A manifest is the list of its chunks' SHA-256 hashes and nothing else that needs the data,
+//! so the chunks are hashed independently: every core takes the next chunk, reads it with a
+//! positioned read into a buffer of its own and hashes it. Registration runs at the speed of
+//! all cores' SHA-256 together, not one.
 
 use std::fs::File;
-use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::SystemTime;
 
 use p2p_protocol::{CHUNK_SIZE, FileManifest, MAX_CHUNKS_PER_FILE, ManifestError, Sha256Hash};
-use sha2::{Digest, Sha256};
 
 use crate::StorageError;
 
-/// Chunks read ahead of the chunk hasher; bounds memory at (this + 2) x 4 MiB.
-const READ_AHEAD: usize = 2;
+/// At most this many threads hash one file (each holds one 4 MiB buffer).
+const MAX_HASHERS: usize = 8;
 
 /// A manifest plus the on-disk facts that tell later whether the file changed.
 #[derive(Clone, Debug)]
@@ -32,7 +30,7 @@ pub struct HashedFile {
     pub modified: SystemTime,
 }
 
-/// Hashes the file at `path` into a manifest named after its base name.
+/// Hashes the file at `path` into a manifest named after its base name, on every core.
 ///
 /// Fails if the file is not a regular file, its name is unsafe to hand to others, it is too
 /// large for one manifest, or it changes while being read.
@@ -42,7 +40,7 @@ pub fn build_manifest(path: &Path) -> Result<HashedFile, StorageError> {
         .and_then(|n| n.to_str())
         .ok_or_else(|| StorageError::NotAFile(path.to_owned()))?
         .to_owned();
-    let mut file = File::open(path).map_err(StorageError::io("cannot open", path))?;
+    let file = File::open(path).map_err(StorageError::io("cannot open", path))?;
     let before = file
         .metadata()
         .map_err(StorageError::io("cannot stat", path))?;
@@ -62,12 +60,9 @@ pub fn build_manifest(path: &Path) -> Result<HashedFile, StorageError> {
         name,
         size,
         chunk_size: CHUNK_SIZE,
-        file_hash: Sha256Hash([0; 32]),
         chunks: Vec::new(),
     };
-    let (file_hash, chunks) = hash_chunks(&mut file, &manifest, path)?;
-    manifest.file_hash = file_hash;
-    manifest.chunks = chunks;
+    manifest.chunks = hash_chunks(&file, &manifest, path)?;
     debug_assert_eq!(manifest.validate(), Ok(()));
 
     let after = std::fs::metadata(path).map_err(StorageError::io("cannot stat", path))?;
@@ -84,66 +79,61 @@ pub fn build_manifest(path: &Path) -> Result<HashedFile, StorageError> {
     })
 }
 
+/// Hashes every chunk of `file`, which `manifest` gives the size of, on up to one thread per
+/// core. Threads take chunk indices from a shared counter, so a slow read on one never holds
+/// the others back; the first error stops them all.
 fn hash_chunks(
-    file: &mut File,
+    file: &File,
     manifest: &FileManifest,
     path: &Path,
-) -> Result<(Sha256Hash, Vec<Sha256Hash>), StorageError> {
-    let (work_tx, work_rx) = sync_channel::<Arc<Vec<u8>>>(READ_AHEAD);
-    let (spare_tx, spare_rx) = channel::<Arc<Vec<u8>>>();
-    thread::scope(|s| {
-        let chunk_hasher = s.spawn(move || hash_each(work_rx, spare_tx));
-        // read_all owns work_tx, so the chunk hasher sees the end of input however it returns.
-        let whole = read_all(file, manifest, path, work_tx, spare_rx);
-        let chunks = chunk_hasher.join().expect("chunk hasher thread panicked");
-        Ok((whole?, chunks))
-    })
-}
-
-fn hash_each(
-    work: Receiver<Arc<Vec<u8>>>,
-    spare: std::sync::mpsc::Sender<Arc<Vec<u8>>>,
-) -> Vec<Sha256Hash> {
-    let mut hashes = Vec::new();
-    for buf in work {
-        hashes.push(Sha256Hash::of(&buf));
-        // Hand the buffer back for reuse; the reader may have finished already.
-        let _ = spare.send(buf);
-    }
-    hashes
-}
-
-fn read_all(
-    file: &mut File,
-    manifest: &FileManifest,
-    path: &Path,
-    work: SyncSender<Arc<Vec<u8>>>,
-    spare: Receiver<Arc<Vec<u8>>>,
-) -> Result<Sha256Hash, StorageError> {
-    let mut whole = Sha256::new();
+) -> Result<Vec<Sha256Hash>, StorageError> {
     let count = FileManifest::chunk_count_for(manifest.size, manifest.chunk_size);
-    for index in 0..count {
-        let start = index * u64::from(manifest.chunk_size);
-        let len = (manifest.size - start).min(u64::from(manifest.chunk_size)) as usize;
-        let mut buf = spare
-            .try_recv()
-            .ok()
-            .and_then(|b| Arc::try_unwrap(b).ok())
-            .unwrap_or_default();
-        buf.resize(len, 0);
-        file.read_exact(&mut buf).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                StorageError::FileChanged(path.to_owned())
-            } else {
-                StorageError::io("cannot read", path)(e)
+    let threads = thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_HASHERS)
+        .min(count as usize)
+        .max(1);
+    let next = AtomicU64::new(0);
+    let hash_some = || -> Result<Vec<(u64, Sha256Hash)>, StorageError> {
+        let mut buf = vec![0u8; (manifest.chunk_size as usize).min(manifest.size as usize)];
+        let mut hashed = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            if index >= count {
+                return Ok(hashed);
             }
-        })?;
-        whole.update(&buf);
-        if work.send(Arc::new(buf)).is_err() {
-            break;
+            let start = index * u64::from(manifest.chunk_size);
+            let len = (manifest.size - start).min(u64::from(manifest.chunk_size)) as usize;
+            if let Err(e) = file.read_exact_at(&mut buf[..len], start) {
+                // Stop the other threads too.
+                next.store(count, Ordering::Relaxed);
+                return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    StorageError::FileChanged(path.to_owned())
+                } else {
+                    StorageError::io("cannot read", path)(e)
+                });
+            }
+            hashed.push((index, Sha256Hash::of(&buf[..len])));
+        }
+    };
+    let parts = thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(hash_some)).collect();
+        let mine = hash_some();
+        let mut parts = vec![mine];
+        parts.extend(
+            helpers
+                .into_iter()
+                .map(|h| h.join().expect("hashing thread panicked")),
+        );
+        parts
+    });
+    let mut chunks = vec![Sha256Hash([0; 32]); count as usize];
+    for part in parts {
+        for (index, hash) in part? {
+            chunks[index as usize] = hash;
         }
     }
-    Ok(Sha256Hash(whole.finalize().into()))
+    Ok(chunks)
 }
 
 #[cfg(test)]
@@ -171,7 +161,6 @@ mod tests {
         let m = hashed.manifest;
         assert_eq!(m.name, "x.bin");
         assert_eq!(m.size, len as u64);
-        assert_eq!(m.file_hash, Sha256Hash::of(&data));
         let expected: Vec<_> = data
             .chunks(CHUNK_SIZE as usize)
             .map(Sha256Hash::of)
@@ -186,7 +175,6 @@ mod tests {
         let (path, _) = write_random(dir.path(), "empty", 0);
         let m = build_manifest(&path).unwrap().manifest;
         assert!(m.chunks.is_empty());
-        assert_eq!(m.file_hash, Sha256Hash::of(b""));
         let (path, data) = write_random(dir.path(), "one", CHUNK_SIZE as usize);
         let m = build_manifest(&path).unwrap().manifest;
         assert_eq!(m.chunks, vec![Sha256Hash::of(&data)]);

@@ -45,15 +45,13 @@ pub enum StorageError {
         /// Chunks in the file.
         count: usize,
     },
-    /// The whole file does not hash to the manifest's value.
-    #[error("{} failed whole-file verification: expected {}, got {}", path.display(), expected.fmt_short(), got.fmt_short())]
-    FileHashMismatch {
-        /// The partial file (removed).
+    /// `finish` was called before every chunk was verified and written.
+    #[error("{} is incomplete: {missing} chunk(s) still missing", path.display())]
+    Incomplete {
+        /// The partial file (kept for a resume).
         path: PathBuf,
-        /// From the manifest.
-        expected: Sha256Hash,
-        /// Of the assembled file.
-        got: Sha256Hash,
+        /// Chunks not yet verified.
+        missing: usize,
     },
     /// The target already exists; it is left as it is.
     #[error("{} already exists; refusing to overwrite it", .0.display())]

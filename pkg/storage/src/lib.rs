@@ -5,10 +5,10 @@
 //! `spawn_blocking`: hashing a 4 MiB chunk takes milliseconds, which would stall a reactor.
 //!
 //! # Layout
-//! * [`chunker`]: file → [`p2p_protocol::FileManifest`], hashing on two threads at once.
+//! * [`chunker`]: file → [`p2p_protocol::FileManifest`], hashing chunks on every core at once.
 //! * [`source`]: [`SourceFile`], a registered file that chunks are served from.
 //! * [`store`]: [`PartFile`], a download in progress: verified writes, then a no-overwrite
-//!   rename after the whole-file hash matches.
+//!   rename once every chunk is in.
 //! * [`path`]: where a download may be written.
 //! * [`error`][mod@error]: [`StorageError`].
 #![forbid(unsafe_code)]

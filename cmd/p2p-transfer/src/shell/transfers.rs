@@ -20,7 +20,7 @@ use crate::logging::print_above_prompt;
 enum State {
     Starting,
     Running,
-    Verifying,
+    Flushing,
     Done(PathBuf),
     Failed(String),
     Cancelled,
@@ -154,7 +154,7 @@ impl Transfers {
                 t.hosts_used.remove(&host);
                 t.hosts_known = t.hosts_known.saturating_sub(1);
             }
-            DownloadEvent::Verifying => t.state = State::Verifying,
+            DownloadEvent::Flushing => t.state = State::Flushing,
             _ => {}
         });
     }
@@ -186,7 +186,7 @@ impl Transfers {
             let state = match &t.state {
                 State::Starting => "looking up".to_owned(),
                 State::Running => "running".to_owned(),
-                State::Verifying => "verifying".to_owned(),
+                State::Flushing => "writing to disk".to_owned(),
                 State::Done(_) => "done".to_owned(),
                 State::Failed(err) => format!("failed: {err}"),
                 State::Cancelled => "cancelled".to_owned(),

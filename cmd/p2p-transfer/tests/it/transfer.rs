@@ -190,7 +190,6 @@ async fn ambiguous_prefix_names_the_candidates() {
             name: name.clone(),
             size: 1,
             chunk_size: CHUNK_SIZE,
-            file_hash: Sha256Hash::of(name.as_bytes()),
             chunks: vec![Sha256Hash::of(name.as_bytes())],
         };
         let id = client
