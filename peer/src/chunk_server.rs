@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use p2p_protocol::limits::PerIpLimit;
 use p2p_protocol::{
-    ErrorCode, PeerConversation, PeerRequest, PeerResponse, PeerServerConnection, ProtocolError,
-    server_hello,
+    ErrorCode, FileId, PeerConversation, PeerRequest, PeerResponse, PeerServerConnection,
+    ProtocolError, server_hello,
 };
 use p2p_protocol::{MAX_MESSAGE_LEN, MAX_SENDER_LEN};
-use p2p_storage::StorageError;
+use p2p_storage::{ChunkRange, SourceFile, StorageError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -148,107 +148,142 @@ impl Handler {
                     }
                 },
             };
-            let response = self.respond(request).await;
-            if let PeerResponse::Error { code, message } = &response {
-                debug!(%code, %message, "request refused");
-            }
-            match response {
-                // The chunk goes straight from its buffer to the socket.
-                PeerResponse::Chunk {
+            match self.respond(request).await {
+                // The chunk goes straight from the page cache to the socket.
+                Reply::Chunk {
                     file_id,
                     index,
-                    data,
+                    file,
+                    range,
                 } => {
                     self.conn
-                        .send_chunk(file_id, index, &data, SEND_TIMEOUT)
-                        .await?
+                        .send_chunk_from_file(
+                            file_id,
+                            index,
+                            file.file(),
+                            range.offset,
+                            range.len,
+                            SEND_TIMEOUT,
+                        )
+                        .await?;
+                    self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .bytes_served
+                        .fetch_add(range.len as u64, Ordering::Relaxed);
                 }
-                other => self.conn.send_timeout(&other, SEND_TIMEOUT).await?,
+                Reply::Message(response) => {
+                    if let PeerResponse::Error { code, message } = &response {
+                        debug!(%code, %message, "request refused");
+                    }
+                    self.conn.send_timeout(&response, SEND_TIMEOUT).await?
+                }
             }
         }
     }
 
-    async fn respond(&self, request: PeerRequest) -> PeerResponse {
+    async fn respond(&self, request: PeerRequest) -> Reply {
         match request {
-            PeerRequest::Message { from, text } => {
-                if text.is_empty() || text.len() > MAX_MESSAGE_LEN || from.len() > MAX_SENDER_LEN {
-                    return error(
-                        ErrorCode::BadRequest,
-                        format!(
-                            "a message needs 1 to {MAX_MESSAGE_LEN} bytes of text and a sender of at most {MAX_SENDER_LEN} bytes"
-                        ),
-                    );
-                }
-                self.inbox.push(ReceivedMessage {
-                    from,
-                    remote: self.remote,
-                    text,
-                    at: std::time::SystemTime::now(),
-                });
-                PeerResponse::MessageReceived {}
-            }
-            PeerRequest::Hello { .. } => {
-                error(ErrorCode::BadRequest, "Hello was already received".into())
-            }
-            PeerRequest::GetManifest { file_id } => match self.files.get(&file_id) {
-                Some(file) if file.check_unchanged().is_err() => {
-                    self.files.withdraw_changed(&file_id);
-                    error(
-                        ErrorCode::FileUnavailable,
-                        format!("{file_id} changed on this peer's disk and is no longer shared"),
-                    )
-                }
-                Some(file) => PeerResponse::Manifest {
-                    file_id,
-                    manifest: file.manifest().clone(),
-                },
-                None => error(
-                    ErrorCode::UnknownFile,
-                    format!("this peer does not share {file_id}"),
-                ),
-            },
-            PeerRequest::GetChunk { file_id, index } => {
-                let Some(file) = self.files.get(&file_id) else {
-                    return error(
-                        ErrorCode::UnknownFile,
-                        format!("this peer does not share {file_id}"),
-                    );
-                };
-                // Disk reads block: keep them off the reactor.
-                let read = tokio::task::spawn_blocking(move || file.read_chunk(index)).await;
-                match read {
-                    Ok(Ok(data)) => {
-                        self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .bytes_served
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
-                        PeerResponse::Chunk {
-                            file_id,
-                            index,
-                            data,
-                        }
-                    }
-                    Ok(Err(err @ StorageError::ChunkOutOfRange { .. })) => {
-                        error(ErrorCode::ChunkOutOfRange, err.to_string())
-                    }
-                    Ok(Err(StorageError::FileChanged(_))) => {
-                        self.files.withdraw_changed(&file_id);
-                        error(
-                            ErrorCode::FileUnavailable,
-                            format!(
-                                "{file_id} changed on this peer's disk and is no longer shared"
-                            ),
-                        )
-                    }
-                    Ok(Err(err)) => {
-                        warn!(%err, "cannot read chunk");
-                        error(ErrorCode::Internal, format!("cannot read chunk {index}"))
-                    }
-                    Err(join) => error(ErrorCode::Internal, format!("chunk read failed: {join}")),
-                }
-            }
+            PeerRequest::GetChunk { file_id, index } => self.chunk(file_id, index).await,
+            PeerRequest::GetManifest { file_id } => Reply::Message(self.manifest(file_id)),
+            PeerRequest::Message { from, text } => Reply::Message(self.message(from, text)),
+            PeerRequest::Hello { .. } => Reply::Message(error(
+                ErrorCode::BadRequest,
+                "Hello was already received".into(),
+            )),
         }
     }
+
+    /// Answers `Message`: keeps it in the inbox for the user.
+    fn message(&self, from: String, text: String) -> PeerResponse {
+        if text.is_empty() || text.len() > MAX_MESSAGE_LEN || from.len() > MAX_SENDER_LEN {
+            return error(
+                ErrorCode::BadRequest,
+                format!(
+                    "a message needs 1 to {MAX_MESSAGE_LEN} bytes of text and a sender of at most {MAX_SENDER_LEN} bytes"
+                ),
+            );
+        }
+        self.inbox.push(ReceivedMessage {
+            from,
+            remote: self.remote,
+            text,
+            at: std::time::SystemTime::now(),
+        });
+        PeerResponse::MessageReceived {}
+    }
+
+    /// Answers `GetManifest`.
+    fn manifest(&self, file_id: FileId) -> PeerResponse {
+        match self.files.get(&file_id) {
+            Some(file) if file.check_unchanged().is_err() => {
+                self.files.withdraw_changed(&file_id);
+                error(
+                    ErrorCode::FileUnavailable,
+                    format!("{file_id} changed on this peer's disk and is no longer shared"),
+                )
+            }
+            Some(file) => PeerResponse::Manifest {
+                file_id,
+                manifest: file.manifest().clone(),
+            },
+            None => error(
+                ErrorCode::UnknownFile,
+                format!("this peer does not share {file_id}"),
+            ),
+        }
+    }
+
+    /// Answers `GetChunk`: where the chunk lies in the shared file, or an error reply.
+    async fn chunk(&self, file_id: FileId, index: u32) -> Reply {
+        let Some(file) = self.files.get(&file_id) else {
+            return Reply::Message(error(
+                ErrorCode::UnknownFile,
+                format!("this peer does not share {file_id}"),
+            ));
+        };
+        // The metadata check and the read-ahead hint touch the disk: off the reactor.
+        let shared = file.clone();
+        let prepared = tokio::task::spawn_blocking(move || shared.prepare_chunk(index)).await;
+        let refusal = match prepared {
+            Ok(Ok(range)) => {
+                return Reply::Chunk {
+                    file_id,
+                    index,
+                    file,
+                    range,
+                };
+            }
+            Ok(Err(err @ StorageError::ChunkOutOfRange { .. })) => {
+                error(ErrorCode::ChunkOutOfRange, err.to_string())
+            }
+            Ok(Err(StorageError::FileChanged(_))) => {
+                self.files.withdraw_changed(&file_id);
+                error(
+                    ErrorCode::FileUnavailable,
+                    format!("{file_id} changed on this peer's disk and is no longer shared"),
+                )
+            }
+            Ok(Err(err)) => {
+                warn!(%err, "cannot read chunk");
+                error(ErrorCode::Internal, format!("cannot read chunk {index}"))
+            }
+            Err(join) => error(ErrorCode::Internal, format!("chunk read failed: {join}")),
+        };
+        Reply::Message(refusal)
+    }
+}
+
+/// What the handler sends back for one request.
+enum Reply {
+    /// A message frame.
+    Message(PeerResponse),
+    /// A `Chunk` frame whose data is sent straight from the shared file.
+    Chunk {
+        file_id: FileId,
+        index: u32,
+        file: Arc<SourceFile>,
+        range: ChunkRange,
+    },
 }
 
 fn error(code: ErrorCode, message: String) -> PeerResponse {

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use p2p_protocol::{ErrorCode, FileId, HostInfo, PeerRequest, PeerResponse, ProtocolError};
+use p2p_protocol::{
+    ChunkBuf, ChunkReply, ErrorCode, FileId, HostInfo, PeerRequest, PeerResponse, ProtocolError,
+};
 use p2p_storage::{PartFile, StorageError};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -79,6 +81,10 @@ pub(crate) struct Pool {
     stall_since: Mutex<Option<Instant>>,
     /// Chunk writes running on blocking threads.
     writes: TaskTracker,
+    /// Chunk buffers not in use. One per worker at most is ever allocated (a worker holds one
+    /// from the request until its chunk is written), so a download's memory does not grow
+    /// with the file.
+    buffers: Mutex<Vec<ChunkBuf>>,
 }
 
 /// Why one chunk fetch failed.
@@ -123,6 +129,7 @@ impl Pool {
             record_saved: Mutex::new(Instant::now()),
             stall_since: Mutex::new(None),
             writes: TaskTracker::new(),
+            buffers: Mutex::new(Vec::new()),
         }
     }
 
@@ -457,6 +464,21 @@ impl Pool {
         }
     }
 
+    fn take_buffer(&self) -> ChunkBuf {
+        self.buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn return_buffer(&self, buf: ChunkBuf) {
+        self.buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(buf);
+    }
+
     /// Fetches chunk `index` from `host`, verifies it and writes it. Returns its length, or
     /// `None` if another copy was written first.
     async fn fetch(&self, host: &Host, index: u32) -> Result<Option<usize>, FetchError> {
@@ -474,21 +496,20 @@ impl Pool {
             file_id: self.file_id,
             index,
         };
+        let mut buf = self.take_buffer();
         let reply = conn
-            .request(&request, self.options.request_timeout)
+            .request_chunk(&request, &mut buf, self.options.request_timeout)
             .await
             .map_err(network)?;
-        let data = match reply {
-            PeerResponse::Chunk {
+        match reply {
+            ChunkReply::Chunk {
                 file_id,
                 index: got,
-                data,
             } if file_id == self.file_id && got == index => {
                 // The connection is free again before we spend time verifying.
                 host.checkin(conn);
-                data
             }
-            PeerResponse::Error { code, message } => {
+            ChunkReply::Other(PeerResponse::Error { code, message }) => {
                 host.checkin(conn);
                 // These mean the host does not have the file (any more): don't ask it again.
                 let fatal = matches!(
@@ -503,21 +524,35 @@ impl Pool {
                     lied: false,
                 });
             }
-            other => {
+            ChunkReply::Chunk { .. } => {
+                return Err(FetchError::Host {
+                    reason: "unexpected reply to GetChunk: Chunk for another chunk".into(),
+                    fatal: true,
+                    lied: true,
+                });
+            }
+            ChunkReply::Other(other) => {
                 return Err(FetchError::Host {
                     reason: format!("unexpected reply to GetChunk: {}", reply_name(&other)),
                     fatal: true,
                     lied: true,
                 });
             }
-        };
+        }
         let part = self.part.clone();
-        let len = data.len();
+        let len = buf.as_slice().len();
         // SHA-256 of 4 MiB and the write take milliseconds: off the reactor.
         let written = self
             .writes
-            .spawn_blocking(move || part.write_verified(index, &data))
+            .spawn_blocking(move || {
+                let written = part.write_verified(index, buf.as_slice());
+                (written, buf)
+            })
             .await
+            .map(|(written, buf)| {
+                self.return_buffer(buf);
+                written
+            })
             .map_err(|e| {
                 FetchError::Local(StorageError::Io {
                     action: "cannot write chunk",
@@ -544,7 +579,7 @@ fn reply_name(reply: &PeerResponse) -> &'static str {
     match reply {
         PeerResponse::Welcome { .. } => "Welcome",
         PeerResponse::Manifest { .. } => "Manifest",
-        PeerResponse::Chunk { .. } => "Chunk for another chunk",
+        PeerResponse::Chunk { .. } => "Chunk larger than a chunk can be",
         PeerResponse::Error { .. } => "Error",
         PeerResponse::MessageReceived {} => "MessageReceived",
     }

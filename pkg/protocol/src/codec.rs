@@ -6,6 +6,7 @@
 
 use std::io::{Cursor, Write};
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::Serialize;
@@ -30,6 +31,12 @@ pub struct MessageCodec<In, Out> {
     max_in: usize,
     max_out: usize,
     _messages: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> Clone for MessageCodec<In, Out> {
+    fn clone(&self) -> Self {
+        Self::new(self.max_in, self.max_out)
+    }
 }
 
 impl<In, Out> MessageCodec<In, Out> {
@@ -137,9 +144,19 @@ impl DecodeFrame for PeerResponse {
 
 /// Reads `{"Chunk": {"file_id": bin 32, "index": int, "data": bin}}` (fields in any order)
 /// and returns the fields and where the data lies in `body`; `None` for anything else.
-fn parse_chunk(body: &[u8]) -> Option<(FileId, u32, std::ops::Range<usize>)> {
+fn parse_chunk(body: &[u8]) -> Option<(FileId, u32, Range<usize>)> {
+    scan_chunk(body, body.len())
+}
+
+/// Reads the fields of a `Chunk` frame body of `body_len` bytes from `bytes`: the whole body,
+/// or only its start when the data comes last (as chunk servers built from this code send
+/// it), in which case `bytes` must reach past the data's `bin` header. Returns the file id,
+/// the index and where the data lies in the body; `None` if `bytes` can't tell or the body is
+/// anything else, including one whose fields don't end exactly at `body_len` (a frame holds
+/// exactly one message).
+pub(crate) fn scan_chunk(bytes: &[u8], body_len: usize) -> Option<(FileId, u32, Range<usize>)> {
     use rmp::decode;
-    let mut rd = body;
+    let mut rd = bytes;
     if decode::read_map_len(&mut rd).ok()? != 1 || read_key(&mut rd)? != b"Chunk" {
         return None;
     }
@@ -147,6 +164,8 @@ fn parse_chunk(body: &[u8]) -> Option<(FileId, u32, std::ops::Range<usize>)> {
         return None;
     }
     let (mut file_id, mut index, mut data) = (None, None, None);
+    // Where the last field read ends, in body coordinates (the data may lie past `bytes`).
+    let mut end = 0;
     for _ in 0..3 {
         match read_key(&mut rd)? {
             b"file_id" if file_id.is_none() => {
@@ -155,25 +174,24 @@ fn parse_chunk(body: &[u8]) -> Option<(FileId, u32, std::ops::Range<usize>)> {
                 }
                 file_id = Some(FileId(rd[..32].try_into().ok()?));
                 rd = &rd[32..];
+                end = bytes.len() - rd.len();
             }
-            b"index" if index.is_none() => index = Some(decode::read_int::<u32, _>(&mut rd).ok()?),
+            b"index" if index.is_none() => {
+                index = Some(decode::read_int::<u32, _>(&mut rd).ok()?);
+                end = bytes.len() - rd.len();
+            }
             b"data" if data.is_none() => {
                 let len = decode::read_bin_len(&mut rd).ok()? as usize;
-                let start = body.len() - rd.len();
-                if rd.len() < len {
-                    return None;
-                }
-                data = Some(start..start + len);
-                rd = &rd[len..];
+                let start = bytes.len() - rd.len();
+                end = start.checked_add(len)?;
+                data = Some(start..end);
+                // Past data that is not all here, nothing more can be read.
+                rd = rd.get(len..).unwrap_or_default();
             }
             _ => return None,
         }
     }
-    // A frame holds exactly one message.
-    if !rd.is_empty() {
-        return None;
-    }
-    Some((file_id?, index?, data?))
+    (end == body_len).then_some((file_id?, index?, data?))
 }
 
 fn read_key<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {

@@ -3,16 +3,18 @@
 
 use std::time::Duration;
 
+use bytes::Buf;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::Framed;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{Decoder, Framed};
 
-use crate::codec::{DecodeFrame, MessageCodec};
+use crate::chunk_buf::ChunkBuf;
+use crate::codec::{DecodeFrame, HEADER_LEN, MessageCodec, scan_chunk};
 use crate::error::ProtocolError;
 use crate::message::{IndexRequest, IndexResponse, PeerRequest, PeerResponse};
 use crate::types::FileId;
-use crate::{MAX_CHUNK_FRAME_LEN, MAX_CONTROL_FRAME_LEN};
+use crate::{CHUNK_SIZE, MAX_CHUNK_FRAME_LEN, MAX_CONTROL_FRAME_LEN};
 
 /// A framed, typed connection that receives `In` and sends `Out`.
 #[derive(Debug)]
@@ -102,10 +104,135 @@ impl<S: AsyncRead + AsyncWrite + Unpin> IndexServerConnection<S> {
     }
 }
 
+/// What came back for a `GetChunk` sent with [`PeerClientConnection::request_chunk`].
+#[derive(Debug)]
+pub enum ChunkReply {
+    /// A chunk; its data is in the buffer that was passed in.
+    Chunk {
+        /// The file, as the reply names it.
+        file_id: FileId,
+        /// The chunk index, as the reply names it.
+        index: u32,
+    },
+    /// Any other reply (usually `Error`), or a `Chunk` with more than [`CHUNK_SIZE`] bytes.
+    Other(PeerResponse),
+}
+
+/// Room for everything in a `Chunk` frame body before its data: the map headers, three keys,
+/// the 32-byte id, the index and the `bin 32` header take at most 66 bytes.
+const CHUNK_HEAD_MAX: usize = 96;
+
 impl<S: AsyncRead + AsyncWrite + Unpin> PeerClientConnection<S> {
     /// Receives chunk-sized frames, sends control-sized ones.
     pub fn peer_client(stream: S) -> Self {
         Self::with_limits(stream, MAX_CHUNK_FRAME_LEN, MAX_CONTROL_FRAME_LEN)
+    }
+
+    /// Sends `request` (a `GetChunk`) and receives the reply within `timeout`. A `Chunk`'s data
+    /// is read from the socket straight into `buf`, with no frame buffer in between, when the
+    /// data comes last in the frame (as chunk servers built from this code send it); any other
+    /// encoding is decoded the general way and copied into `buf`.
+    ///
+    /// After an error the connection is in an unknown state and must be dropped.
+    pub async fn request_chunk(
+        &mut self,
+        request: &PeerRequest,
+        buf: &mut ChunkBuf,
+        timeout: Duration,
+    ) -> Result<ChunkReply, ProtocolError> {
+        self.send_timeout(request, timeout).await?;
+        tokio::time::timeout(timeout, self.recv_chunk(buf))
+            .await
+            .map_err(|_| ProtocolError::Timeout(timeout))?
+    }
+
+    async fn recv_chunk(&mut self, buf: &mut ChunkBuf) -> Result<ChunkReply, ProtocolError> {
+        let mut scratch = [0u8; 2 * CHUNK_HEAD_MAX];
+        self.fill_read_buffer(HEADER_LEN, &mut scratch).await?;
+        let announced = self.framed.read_buffer()[..HEADER_LEN]
+            .try_into()
+            .map(u32::from_be_bytes)
+            .expect("header length") as usize;
+        let head = if CHUNK_HEAD_MAX < announced && announced <= MAX_CHUNK_FRAME_LEN {
+            self.fill_read_buffer(HEADER_LEN + CHUNK_HEAD_MAX, &mut scratch)
+                .await?;
+            let head = &self.framed.read_buffer()[HEADER_LEN..HEADER_LEN + CHUNK_HEAD_MAX];
+            scan_chunk(head, announced)
+                .filter(|(_, _, data)| data.end == announced && data.len() <= CHUNK_SIZE as usize)
+        } else {
+            None
+        };
+        let Some((file_id, index, data)) = head else {
+            return self.recv_chunk_general(buf).await;
+        };
+        let start = data.start;
+        let data = buf.fill(data.len());
+        let read_buffer = self.framed.read_buffer_mut();
+        read_buffer.advance(HEADER_LEN + start);
+        // Whatever of the data came in with the head, then the rest straight from the socket.
+        let buffered = read_buffer.len().min(data.len());
+        data[..buffered].copy_from_slice(&read_buffer[..buffered]);
+        read_buffer.advance(buffered);
+        self.framed
+            .get_mut()
+            .read_exact(&mut data[buffered..])
+            .await?;
+        Ok(ChunkReply::Chunk { file_id, index })
+    }
+
+    /// Reads a whole frame through the codec (any reply, any encoding) and copies a chunk's
+    /// data into `buf`.
+    async fn recv_chunk_general(
+        &mut self,
+        buf: &mut ChunkBuf,
+    ) -> Result<ChunkReply, ProtocolError> {
+        let mut codec = self.framed.codec().clone();
+        let mut scratch = vec![0u8; 64 * 1024];
+        let reply = loop {
+            if let Some(reply) = codec.decode(self.framed.read_buffer_mut())? {
+                break reply;
+            }
+            self.read_more(&mut scratch).await?;
+        };
+        match reply {
+            PeerResponse::Chunk {
+                file_id,
+                index,
+                data,
+            } if data.len() <= CHUNK_SIZE as usize => {
+                buf.fill(data.len()).copy_from_slice(&data);
+                Ok(ChunkReply::Chunk { file_id, index })
+            }
+            other => Ok(ChunkReply::Other(other)),
+        }
+    }
+
+    /// Reads from the socket until the read buffer holds at least `want` bytes.
+    async fn fill_read_buffer(
+        &mut self,
+        want: usize,
+        scratch: &mut [u8],
+    ) -> Result<(), ProtocolError> {
+        while self.framed.read_buffer().len() < want {
+            self.read_more(scratch).await?;
+        }
+        Ok(())
+    }
+
+    /// One read from the socket, appended to the read buffer.
+    async fn read_more(&mut self, scratch: &mut [u8]) -> Result<(), ProtocolError> {
+        let n = self.framed.get_mut().read(scratch).await?;
+        if n == 0 {
+            return Err(if self.framed.read_buffer().is_empty() {
+                ProtocolError::Closed
+            } else {
+                ProtocolError::Io(std::io::ErrorKind::UnexpectedEof.into())
+            });
+        }
+        self.framed
+            .read_buffer_mut()
+            .extend_from_slice(&scratch[..n]);
+        Ok(())
     }
 }
 
@@ -114,29 +241,208 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PeerServerConnection<S> {
     pub fn peer_server(stream: S) -> Self {
         Self::with_limits(stream, MAX_CONTROL_FRAME_LEN, MAX_CHUNK_FRAME_LEN)
     }
+}
 
-    /// Sends `Chunk { file_id, index, data }` without copying `data` into a frame buffer: the
-    /// few bytes before it are written, then the chunk itself, straight to the socket. The
-    /// bytes on the wire are a valid frame like any other (the data as `bin 32`).
-    pub async fn send_chunk(
+impl PeerServerConnection<tokio::net::TcpStream> {
+    /// Sends `Chunk { file_id, index, data }` where `data` is the `len` bytes of `file` at
+    /// `offset`, with `sendfile(2)`: the bytes go from the page cache to the socket without
+    /// passing through user space (no buffer to allocate, fault in and copy twice). The few
+    /// bytes before the data are written first; on the wire it is a frame like any other (the
+    /// data as `bin 32`).
+    ///
+    /// If the file turns out shorter than `len`, the frame can't be completed: the error
+    /// means the connection must be dropped.
+    pub async fn send_chunk_from_file(
         &mut self,
         file_id: FileId,
         index: u32,
-        data: &[u8],
+        file: &std::fs::File,
+        mut offset: u64,
+        len: usize,
         timeout: Duration,
     ) -> Result<(), ProtocolError> {
-        let prefix =
-            crate::codec::chunk_frame_prefix(file_id, index, data.len(), MAX_CHUNK_FRAME_LEN)?;
+        let prefix = crate::codec::chunk_frame_prefix(file_id, index, len, MAX_CHUNK_FRAME_LEN)?;
         let write = async {
             self.framed.flush().await?;
-            let stream = self.framed.get_mut();
-            stream.write_all(&prefix).await?;
-            stream.write_all(data).await?;
-            stream.flush().await?;
+            self.framed.get_mut().write_all(&prefix).await?;
+            let stream = self.framed.get_ref();
+            let mut left = len;
+            while left > 0 {
+                let sent = stream
+                    .async_io(tokio::io::Interest::WRITABLE, || {
+                        rustix::fs::sendfile(stream, file, Some(&mut offset), left)
+                            .map_err(std::io::Error::from)
+                    })
+                    .await?;
+                if sent == 0 {
+                    return Err(ProtocolError::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the shared file became shorter while a chunk of it was being sent",
+                    )));
+                }
+                left -= sent;
+            }
             Ok::<_, ProtocolError>(())
         };
         tokio::time::timeout(timeout, write)
             .await
             .map_err(|_| ProtocolError::Timeout(timeout))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::ErrorCode;
+    use crate::codec::{chunk_frame_prefix, encode_frame};
+
+    const ID: FileId = FileId([7; 32]);
+    const T: Duration = Duration::from_secs(5);
+
+    /// A client, and the server's side as a raw stream (small pipe, so reads come in pieces).
+    fn pair() -> (PeerClientConnection<DuplexStream>, DuplexStream) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        (PeerClientConnection::peer_client(client), server)
+    }
+
+    fn get(index: u32) -> PeerRequest {
+        PeerRequest::GetChunk { file_id: ID, index }
+    }
+
+    /// Reads one request frame off the raw server side.
+    async fn read_request(server: &mut DuplexStream) -> PeerRequest {
+        let mut header = [0u8; HEADER_LEN];
+        server.read_exact(&mut header).await.unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+        server.read_exact(&mut body).await.unwrap();
+        crate::codec::decode_body(&body).unwrap()
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn chunks_arrive_whole_in_either_encoding_and_the_connection_stays_usable() {
+        let (mut client, mut server) = pair();
+        let full = pattern(CHUNK_SIZE as usize);
+        let expected = full.clone();
+        let serve = tokio::spawn(async move {
+            // 1: as a chunk server sends it (data last, bin 32): the direct path.
+            assert_eq!(read_request(&mut server).await, get(0));
+            let mut frame = chunk_frame_prefix(ID, 0, full.len(), MAX_CHUNK_FRAME_LEN).unwrap();
+            frame.extend_from_slice(&full);
+            server.write_all(&frame).await.unwrap();
+            // 2: an error reply.
+            assert_eq!(read_request(&mut server).await, get(1));
+            let error = PeerResponse::Error {
+                code: ErrorCode::Busy,
+                message: "busy".into(),
+            };
+            server
+                .write_all(&encode_frame(&error).unwrap())
+                .await
+                .unwrap();
+            // 3: a short chunk in the shortest encoding: the general path.
+            assert_eq!(read_request(&mut server).await, get(2));
+            let small = PeerResponse::Chunk {
+                file_id: ID,
+                index: 2,
+                data: Bytes::from_static(b"hello\n"),
+            };
+            server
+                .write_all(&encode_frame(&small).unwrap())
+                .await
+                .unwrap();
+            server
+        });
+        let mut buf = ChunkBuf::new();
+        let reply = client.request_chunk(&get(0), &mut buf, T).await.unwrap();
+        assert!(matches!(
+            reply,
+            ChunkReply::Chunk {
+                file_id: ID,
+                index: 0
+            }
+        ));
+        assert!(buf.as_slice() == expected, "chunk data differs");
+        let reply = client.request_chunk(&get(1), &mut buf, T).await.unwrap();
+        assert!(matches!(
+            reply,
+            ChunkReply::Other(PeerResponse::Error {
+                code: ErrorCode::Busy,
+                ..
+            })
+        ));
+        let reply = client.request_chunk(&get(2), &mut buf, T).await.unwrap();
+        assert!(matches!(
+            reply,
+            ChunkReply::Chunk {
+                file_id: ID,
+                index: 2
+            }
+        ));
+        assert_eq!(buf.as_slice(), b"hello\n");
+        serve.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_chunk_larger_than_a_chunk_is_not_taken_as_one() {
+        let (mut client, mut server) = pair();
+        let serve = tokio::spawn(async move {
+            read_request(&mut server).await;
+            let data = vec![1u8; CHUNK_SIZE as usize + 1];
+            let mut frame = chunk_frame_prefix(ID, 0, data.len(), MAX_CHUNK_FRAME_LEN).unwrap();
+            frame.extend_from_slice(&data);
+            server.write_all(&frame).await.unwrap();
+            server
+        });
+        let mut buf = ChunkBuf::new();
+        let reply = client.request_chunk(&get(0), &mut buf, T).await.unwrap();
+        assert!(matches!(
+            reply,
+            ChunkReply::Other(PeerResponse::Chunk { .. })
+        ));
+        serve.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_host_that_stops_mid_chunk_is_an_error_not_a_short_chunk() {
+        let (mut client, mut server) = pair();
+        let serve = tokio::spawn(async move {
+            read_request(&mut server).await;
+            let mut frame =
+                chunk_frame_prefix(ID, 0, CHUNK_SIZE as usize, MAX_CHUNK_FRAME_LEN).unwrap();
+            frame.extend_from_slice(&[0u8; 1000]);
+            server.write_all(&frame).await.unwrap();
+            // Dropping the stream closes it.
+        });
+        let mut buf = ChunkBuf::new();
+        let result = client.request_chunk(&get(0), &mut buf, T).await;
+        assert!(result.is_err(), "{result:?}");
+        serve.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_refused_before_it_is_read() {
+        let (mut client, mut server) = pair();
+        let serve = tokio::spawn(async move {
+            read_request(&mut server).await;
+            server
+                .write_all(&[0xff, 0xff, 0xff, 0xff, 0x81])
+                .await
+                .unwrap();
+            server
+        });
+        let mut buf = ChunkBuf::new();
+        let result = client.request_chunk(&get(0), &mut buf, T).await;
+        assert!(
+            matches!(result, Err(ProtocolError::FrameTooLarge { .. })),
+            "{result:?}"
+        );
+        serve.await.unwrap();
     }
 }

@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chunk_buf;
 pub mod codec;
 pub mod connection;
 pub mod error;
@@ -45,8 +46,9 @@ pub mod manifest_file;
 pub mod message;
 pub mod types;
 
+pub use chunk_buf::ChunkBuf;
 pub use connection::{
-    Connection, IndexClientConnection, IndexServerConnection, PeerClientConnection,
+    ChunkReply, Connection, IndexClientConnection, IndexServerConnection, PeerClientConnection,
     PeerServerConnection,
 };
 pub use error::ProtocolError;

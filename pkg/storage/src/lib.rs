@@ -22,5 +22,5 @@ pub mod store;
 
 pub use chunker::build_manifest;
 pub use error::StorageError;
-pub use source::SourceFile;
+pub use source::{ChunkRange, SourceFile};
 pub use store::PartFile;

@@ -4,7 +4,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use p2p_protocol::FileManifest;
 
 use crate::StorageError;
@@ -79,8 +78,11 @@ impl SourceFile {
         Ok(())
     }
 
-    /// Reads chunk `index` after checking the file did not change.
-    pub fn read_chunk(&self, index: u32) -> Result<Bytes, StorageError> {
+    /// Where chunk `index` lies in the file, after checking that the file did not change;
+    /// asks the kernel to start reading that range into the page cache, so that sending it
+    /// (with `sendfile`, straight from the page cache to the socket) rarely waits for the disk.
+    /// Blocking: the metadata check touches the disk.
+    pub fn prepare_chunk(&self, index: u32) -> Result<ChunkRange, StorageError> {
         let len = self
             .manifest
             .chunk_len(index)
@@ -89,19 +91,28 @@ impl SourceFile {
                 count: self.manifest.chunks.len(),
             })?;
         self.check_unchanged()?;
-        // Read into uninitialised capacity: zeroing 4 MiB first would cost as much as a copy.
-        let mut buf = Vec::with_capacity(len);
-        let mut offset = self.manifest.chunk_offset(index);
-        while buf.len() < len {
-            // Appends what it reads and grows the length, within the capacity reserved above.
-            let n = rustix::io::pread(&self.file, rustix::buffer::spare_capacity(&mut buf), offset)
-                .map_err(|e| StorageError::io("cannot read", &self.path)(e.into()))?;
-            if n == 0 {
-                // Shorter than registered: it changed.
-                return Err(StorageError::FileChanged(self.path.clone()));
-            }
-            offset += n as u64;
-        }
-        Ok(Bytes::from(buf))
+        let offset = self.manifest.chunk_offset(index);
+        // A hint: a failure only means the send may wait for the disk.
+        let _ = rustix::fs::fadvise(
+            &self.file,
+            offset,
+            std::num::NonZeroU64::new(len as u64),
+            rustix::fs::Advice::WillNeed,
+        );
+        Ok(ChunkRange { offset, len })
     }
+
+    /// The open file, for sending ranges of it.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+/// Where a chunk lies in its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRange {
+    /// Byte offset of its first byte.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub len: usize,
 }
