@@ -12,6 +12,8 @@
 //! * `download_1_seeder`, `download_3_seeders`: the release binary, end to end from the
 //!   leecher's start to the verified file on disk; the leecher's and seeders' peak RSS
 //!   (VmHWM) come with them;
+//! * `serve_3_leechers`: one seeder, three leechers at once (MB/s counts the three copies),
+//!   for the seeder's peak RSS under more than one leecher;
 //! * `rss_4gib` (full mode): peak RSS of leecher and seeder for a 4 GiB (sparse) file.
 //!
 //! `--quick` uses a 256 MiB file and skips the 4 GiB case. Results: a table on stdout and in
@@ -60,20 +62,19 @@ fn main() {
         p2p_storage::build_manifest(&file).expect("hash bench file");
     }));
 
-    for seeders in [1, 3] {
-        let name = if seeders == 1 {
-            "download_1_seeder"
-        } else {
-            "download_3_seeders"
-        };
-        results.push(download(name, &file, size, seeders, work.path()));
+    for (name, peers) in [
+        ("download_1_seeder", (1, 1)),
+        ("download_3_seeders", (3, 1)),
+        ("serve_3_leechers", (1, 3)),
+    ] {
+        results.push(download(name, &file, size, peers, work.path()));
     }
     if !quick {
         let sparse = work.path().join("sparse4g.bin");
         File::create(&sparse)
             .and_then(|f| f.set_len(4096 * MIB))
             .expect("sparse file");
-        let mut rss = download("rss_4gib", &sparse, 4096 * MIB, 1, work.path());
+        let mut rss = download("rss_4gib", &sparse, 4096 * MIB, (1, 1), work.path());
         rss.runs.truncate(1);
         results.push(rss);
     }
@@ -300,9 +301,17 @@ fn peak_rss(stderr: &str) -> Option<u64> {
         .and_then(|l| l.trim_end_matches(" kB").parse().ok())
 }
 
-/// End-to-end downloads with the release binary: a server, `seeders` seeders of `file`, and a
-/// leecher timed from its start to its exit (verified file on disk), `RUNS` times.
-fn download(name: &'static str, file: &Path, size: u64, seeders: usize, work: &Path) -> Scenario {
+/// End-to-end downloads with the release binary: a server, `seeders` seeders of `file`, and
+/// `leechers` leechers started together, timed from their start to the last one's exit
+/// (verified file on disk), `RUNS` times. With several leechers the scenario's bytes are what
+/// they fetched together.
+fn download(
+    name: &'static str,
+    file: &Path,
+    size: u64,
+    (seeders, leechers): (usize, usize),
+    work: &Path,
+) -> Scenario {
     let mut cmd = binary();
     cmd.args(["server", "--addr", "127.0.0.1:0", "--no-mdns"]);
     let (_server, line, _) = start_until(cmd, "server listening on ");
@@ -336,28 +345,41 @@ fn download(name: &'static str, file: &Path, size: u64, seeders: usize, work: &P
     let mut runs = Vec::new();
     let mut leecher_rss = 0;
     for run in 0..RUNS {
-        let out: PathBuf = work.join(format!("{name}-{run}"));
-        std::fs::create_dir_all(&out).expect("out dir");
         let start = Instant::now();
-        let output = binary()
-            .args([
-                "peer",
-                "--addr",
-                "127.0.0.1:0",
-                "--server",
-                &server,
-                "--download",
-                &id,
-                "--out",
-            ])
-            .arg(&out)
-            .output()
-            .expect("run leecher");
+        let started: Vec<(PathBuf, Child)> = (0..leechers)
+            .map(|l| {
+                let out: PathBuf = work.join(format!("{name}-{run}-{l}"));
+                std::fs::create_dir_all(&out).expect("out dir");
+                let child = binary()
+                    .args([
+                        "peer",
+                        "--addr",
+                        "127.0.0.1:0",
+                        "--server",
+                        &server,
+                        "--download",
+                        &id,
+                        "--out",
+                    ])
+                    .arg(&out)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("run leecher");
+                (out, child)
+            })
+            .collect();
+        let outputs: Vec<_> = started
+            .into_iter()
+            .map(|(out, child)| (out, child.wait_with_output().expect("leecher output")))
+            .collect();
         runs.push(start.elapsed());
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "leecher failed: {stderr}");
-        leecher_rss = leecher_rss.max(peak_rss(&stderr).unwrap_or(0));
-        let _ = std::fs::remove_dir_all(&out);
+        for (out, output) in outputs {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "leecher failed: {stderr}");
+            leecher_rss = leecher_rss.max(peak_rss(&stderr).unwrap_or(0));
+            let _ = std::fs::remove_dir_all(&out);
+        }
     }
     // Seeders report their peak when they stop.
     let mut seeder_rss = 0;
@@ -374,7 +396,7 @@ fn download(name: &'static str, file: &Path, size: u64, seeders: usize, work: &P
     }
     let s = Scenario {
         name,
-        bytes: size,
+        bytes: size * leechers as u64,
         runs,
         leecher_rss_kib: Some(leecher_rss),
         seeder_rss_kib: Some(seeder_rss),

@@ -205,7 +205,7 @@ fn read_key<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
 }
 
 /// The frame header and message bytes that come before a chunk's data in a `Chunk` reply
-/// whose data is sent separately (see `PeerServerConnection::send_chunk`).
+/// whose data is sent separately (see `PeerServerConnection::send_chunk_from_file`).
 pub fn chunk_frame_prefix(
     file_id: FileId,
     index: u32,
