@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::SystemTime;
 
@@ -79,47 +79,62 @@ pub fn build_manifest(path: &Path) -> Result<HashedFile, StorageError> {
     })
 }
 
-/// Hashes every chunk of `file`, which `manifest` gives the size of, on up to one thread per
-/// core. Threads take chunk indices from a shared counter, so a slow read on one never holds
-/// the others back; the first error stops them all.
 fn hash_chunks(
     file: &File,
     manifest: &FileManifest,
     path: &Path,
 ) -> Result<Vec<Sha256Hash>, StorageError> {
-    let count = FileManifest::chunk_count_for(manifest.size, manifest.chunk_size);
+    let count = FileManifest::chunk_count_for(manifest.size, manifest.chunk_size) as u32;
+    let all: Vec<u32> = (0..count).collect();
+    hash_chunks_at(file, manifest, &all).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            StorageError::FileChanged(path.to_owned())
+        } else {
+            StorageError::io("cannot read", path)(e)
+        }
+    })
+}
+
+/// SHA-256 of the chunks `indices` of `file`, laid out as `manifest` says (its `chunks` may
+/// still be empty), in the order given. Runs on up to one thread per core: threads take the
+/// next index from a shared counter, so a slow read on one never holds the others back, and
+/// each reads with positioned reads into a buffer of its own. The first error stops them all.
+pub(crate) fn hash_chunks_at(
+    file: &File,
+    manifest: &FileManifest,
+    indices: &[u32],
+) -> std::io::Result<Vec<Sha256Hash>> {
     let threads = thread::available_parallelism()
         .map_or(1, usize::from)
         .min(MAX_HASHERS)
-        .min(count as usize)
+        .min(indices.len())
         .max(1);
-    let next = AtomicU64::new(0);
-    let hash_some = || -> Result<Vec<(u64, Sha256Hash)>, StorageError> {
-        let mut buf = vec![0u8; (manifest.chunk_size as usize).min(manifest.size as usize)];
+    let next = AtomicUsize::new(0);
+    let hash_some = || -> std::io::Result<Vec<(usize, Sha256Hash)>> {
+        let mut buf = Vec::new();
         let mut hashed = Vec::new();
         loop {
-            let index = next.fetch_add(1, Ordering::Relaxed);
-            if index >= count {
+            let at = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&index) = indices.get(at) else {
                 return Ok(hashed);
-            }
-            let start = index * u64::from(manifest.chunk_size);
-            let len = (manifest.size - start).min(u64::from(manifest.chunk_size)) as usize;
-            if let Err(e) = file.read_exact_at(&mut buf[..len], start) {
+            };
+            let start = u64::from(index) * u64::from(manifest.chunk_size);
+            let len = manifest
+                .size
+                .saturating_sub(start)
+                .min(u64::from(manifest.chunk_size));
+            buf.resize(len as usize, 0);
+            if let Err(e) = file.read_exact_at(&mut buf, start) {
                 // Stop the other threads too.
-                next.store(count, Ordering::Relaxed);
-                return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    StorageError::FileChanged(path.to_owned())
-                } else {
-                    StorageError::io("cannot read", path)(e)
-                });
+                next.store(indices.len(), Ordering::Relaxed);
+                return Err(e);
             }
-            hashed.push((index, Sha256Hash::of(&buf[..len])));
+            hashed.push((at, Sha256Hash::of(&buf)));
         }
     };
     let parts = thread::scope(|s| {
         let helpers: Vec<_> = (1..threads).map(|_| s.spawn(hash_some)).collect();
-        let mine = hash_some();
-        let mut parts = vec![mine];
+        let mut parts = vec![hash_some()];
         parts.extend(
             helpers
                 .into_iter()
@@ -127,13 +142,13 @@ fn hash_chunks(
         );
         parts
     });
-    let mut chunks = vec![Sha256Hash([0; 32]); count as usize];
+    let mut hashes = vec![Sha256Hash([0; 32]); indices.len()];
     for part in parts {
-        for (index, hash) in part? {
-            chunks[index as usize] = hash;
+        for (at, hash) in part? {
+            hashes[at] = hash;
         }
     }
-    Ok(chunks)
+    Ok(hashes)
 }
 
 #[cfg(test)]

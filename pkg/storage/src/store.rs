@@ -227,23 +227,15 @@ impl PartFile {
         let Some(listed) = self.read_record() else {
             return Vec::new();
         };
-        let mut buf = Vec::new();
-        let mut good = Vec::new();
-        for index in listed {
-            let len = self
-                .manifest
-                .chunk_len(index)
-                .expect("record length checked");
-            buf.resize(len, 0);
-            let ok = self
-                .file
-                .read_exact_at(&mut buf, self.manifest.chunk_offset(index))
-                .is_ok()
-                && verify_chunk(&self.manifest, index, &buf).is_ok();
-            if ok {
-                good.push(index);
-            }
-        }
+        // Re-hashed on every core; if the part file can't be read, nothing in it is trusted.
+        let hashes =
+            crate::chunker::hash_chunks_at(&self.file, &self.manifest, &listed).unwrap_or_default();
+        let good: Vec<u32> = listed
+            .iter()
+            .zip(&hashes)
+            .filter(|&(&index, hash)| self.manifest.chunks[index as usize] == *hash)
+            .map(|(&index, _)| index)
+            .collect();
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         for &index in &good {
             verified[index as usize] = true;
