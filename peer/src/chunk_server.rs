@@ -160,7 +160,7 @@ impl Handler {
                         .send_chunk_from_file(
                             file_id,
                             index,
-                            file.file(),
+                            file,
                             range.offset,
                             range.len,
                             SEND_TIMEOUT,

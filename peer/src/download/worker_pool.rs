@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use p2p_protocol::{
-    ChunkBuf, ChunkReply, ErrorCode, FileId, HostInfo, PeerRequest, PeerResponse, ProtocolError,
+    CHUNK_SIZE, ChunkBuf, ChunkReply, ErrorCode, FileId, HostInfo, PeerRequest, PeerResponse,
+    ProtocolError,
 };
 use p2p_storage::{PartFile, StorageError};
 use tokio::sync::Notify;
@@ -479,10 +480,8 @@ impl Pool {
             .push(buf);
     }
 
-    /// Fetches chunk `index` from `host`, verifies it and writes it. Returns its length, or
-    /// `None` if another copy was written first.
-    async fn fetch(&self, host: &Host, index: u32) -> Result<Option<usize>, FetchError> {
-        let _in_flight = host.start_request();
+    /// Asks `host` for chunk `index` and receives its data into `buf` (not yet verified).
+    async fn receive(&self, host: &Host, index: u32, buf: &mut ChunkBuf) -> Result<(), FetchError> {
         let network = |err: ProtocolError| FetchError::Host {
             reason: err.to_string(),
             fatal: false,
@@ -496,9 +495,8 @@ impl Pool {
             file_id: self.file_id,
             index,
         };
-        let mut buf = self.take_buffer();
         let reply = conn
-            .request_chunk(&request, &mut buf, self.options.request_timeout)
+            .request_chunk(&request, buf, self.options.request_timeout)
             .await
             .map_err(network)?;
         match reply {
@@ -508,6 +506,7 @@ impl Pool {
             } if file_id == self.file_id && got == index => {
                 // The connection is free again before we spend time verifying.
                 host.checkin(conn);
+                Ok(())
             }
             ChunkReply::Other(PeerResponse::Error { code, message }) => {
                 host.checkin(conn);
@@ -518,26 +517,42 @@ impl Pool {
                         | ErrorCode::FileUnavailable
                         | ErrorCode::ChunkOutOfRange
                 );
-                return Err(FetchError::Host {
+                Err(FetchError::Host {
                     reason: format!("{message} ({code})"),
                     fatal,
                     lied: false,
-                });
+                })
             }
-            ChunkReply::Chunk { .. } => {
-                return Err(FetchError::Host {
-                    reason: "unexpected reply to GetChunk: Chunk for another chunk".into(),
-                    fatal: true,
-                    lied: true,
-                });
-            }
-            ChunkReply::Other(other) => {
-                return Err(FetchError::Host {
-                    reason: format!("unexpected reply to GetChunk: {}", reply_name(&other)),
-                    fatal: true,
-                    lied: true,
-                });
-            }
+            // Data no chunk can have: bad data, like a failed hash.
+            ChunkReply::Other(PeerResponse::Chunk { data, .. }) => Err(FetchError::Host {
+                reason: format!(
+                    "sent bad data: a chunk of {} bytes, more than {CHUNK_SIZE}",
+                    data.len()
+                ),
+                fatal: false,
+                lied: true,
+            }),
+            ChunkReply::Chunk { .. } => Err(FetchError::Host {
+                reason: "unexpected reply to GetChunk: Chunk for another chunk".into(),
+                fatal: true,
+                lied: true,
+            }),
+            ChunkReply::Other(other) => Err(FetchError::Host {
+                reason: format!("unexpected reply to GetChunk: {}", reply_name(&other)),
+                fatal: true,
+                lied: true,
+            }),
+        }
+    }
+
+    /// Fetches chunk `index` from `host`, verifies it and writes it. Returns its length, or
+    /// `None` if another copy was written first.
+    async fn fetch(&self, host: &Host, index: u32) -> Result<Option<usize>, FetchError> {
+        let _in_flight = host.start_request();
+        let mut buf = self.take_buffer();
+        if let Err(err) = self.receive(host, index, &mut buf).await {
+            self.return_buffer(buf);
+            return Err(err);
         }
         let part = self.part.clone();
         let len = buf.as_slice().len();
@@ -579,7 +594,7 @@ fn reply_name(reply: &PeerResponse) -> &'static str {
     match reply {
         PeerResponse::Welcome { .. } => "Welcome",
         PeerResponse::Manifest { .. } => "Manifest",
-        PeerResponse::Chunk { .. } => "Chunk larger than a chunk can be",
+        PeerResponse::Chunk { .. } => "Chunk",
         PeerResponse::Error { .. } => "Error",
         PeerResponse::MessageReceived {} => "MessageReceived",
     }

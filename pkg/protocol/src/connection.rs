@@ -147,6 +147,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PeerClientConnection<S> {
     }
 
     async fn recv_chunk(&mut self, buf: &mut ChunkBuf) -> Result<ChunkReply, ProtocolError> {
+        match self.recv_chunk_direct(buf).await? {
+            Some(reply) => Ok(reply),
+            None => self.recv_chunk_general(buf).await,
+        }
+    }
+
+    /// Receives the next frame if it is a `Chunk` whose data comes last, reading the data from
+    /// the socket straight into `buf`; `None`, with nothing consumed, for any other frame.
+    async fn recv_chunk_direct(
+        &mut self,
+        buf: &mut ChunkBuf,
+    ) -> Result<Option<ChunkReply>, ProtocolError> {
         let mut scratch = [0u8; 2 * CHUNK_HEAD_MAX];
         self.fill_read_buffer(HEADER_LEN, &mut scratch).await?;
         let announced = self.framed.read_buffer()[..HEADER_LEN]
@@ -163,7 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PeerClientConnection<S> {
             None
         };
         let Some((file_id, index, data)) = head else {
-            return self.recv_chunk_general(buf).await;
+            return Ok(None);
         };
         let start = data.start;
         let data = buf.fill(data.len());
@@ -177,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PeerClientConnection<S> {
             .get_mut()
             .read_exact(&mut data[buffered..])
             .await?;
-        Ok(ChunkReply::Chunk { file_id, index })
+        Ok(Some(ChunkReply::Chunk { file_id, index }))
     }
 
     /// Reads a whole frame through the codec (any reply, any encoding) and copies a chunk's
@@ -250,37 +262,73 @@ impl PeerServerConnection<tokio::net::TcpStream> {
     /// bytes before the data are written first; on the wire it is a frame like any other (the
     /// data as `bin 32`).
     ///
+    /// Each `sendfile` call runs on a blocking thread, once the socket is writable: it may
+    /// have to read the file from the disk, which must never stall the reactor, and it never
+    /// waits for the network, so a slow client holds no thread. Where the file system can't
+    /// `sendfile`, the rest is read and written the ordinary way.
+    ///
     /// If the file turns out shorter than `len`, the frame can't be completed: the error
     /// means the connection must be dropped.
-    pub async fn send_chunk_from_file(
+    pub async fn send_chunk_from_file<F>(
         &mut self,
         file_id: FileId,
         index: u32,
-        file: &std::fs::File,
-        mut offset: u64,
+        file: std::sync::Arc<F>,
+        offset: u64,
         len: usize,
         timeout: Duration,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<(), ProtocolError>
+    where
+        F: std::os::fd::AsFd + Send + Sync + 'static,
+    {
         let prefix = crate::codec::chunk_frame_prefix(file_id, index, len, MAX_CHUNK_FRAME_LEN)?;
         let write = async {
             self.framed.flush().await?;
             self.framed.get_mut().write_all(&prefix).await?;
-            let stream = self.framed.get_ref();
-            let mut left = len;
+            let stream: &tokio::net::TcpStream = self.framed.get_ref();
+            // The blocking threads get their own handle on the socket (the same open socket).
+            let socket =
+                std::sync::Arc::new(rustix::io::dup(stream).map_err(std::io::Error::from)?);
+            let (mut offset, mut left) = (offset, len);
+            let mut tail = None;
             while left > 0 {
-                let sent = stream
-                    .async_io(tokio::io::Interest::WRITABLE, || {
-                        rustix::fs::sendfile(stream, file, Some(&mut offset), left)
-                            .map_err(std::io::Error::from)
-                    })
-                    .await?;
-                if sent == 0 {
-                    return Err(ProtocolError::Io(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the shared file became shorter while a chunk of it was being sent",
-                    )));
+                stream.writable().await?;
+                let (socket, file) = (socket.clone(), file.clone());
+                let sent =
+                    tokio::task::spawn_blocking(move || send_some(&socket, &*file, offset, left))
+                        .await
+                        .map_err(std::io::Error::other)??;
+                match sent {
+                    Sent::Bytes(0) => {
+                        return Err(ProtocolError::Io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the shared file became shorter while a chunk of it was being sent",
+                        )));
+                    }
+                    Sent::Bytes(n) => {
+                        offset += n as u64;
+                        left -= n;
+                    }
+                    // The socket filled up. Forget its readiness, so that the next wait is for
+                    // room, but only if there is still no room now: room made after the full
+                    // send but before this point would otherwise be a lost wake-up.
+                    Sent::Full => {
+                        let _ = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                            if has_room(stream, Duration::ZERO)? {
+                                Ok(())
+                            } else {
+                                Err(std::io::ErrorKind::WouldBlock.into())
+                            }
+                        });
+                    }
+                    Sent::Read(rest) => {
+                        tail = Some(rest);
+                        break;
+                    }
                 }
-                left -= sent;
+            }
+            if let Some(rest) = tail {
+                self.framed.get_mut().write_all(&rest).await?;
             }
             Ok::<_, ProtocolError>(())
         };
@@ -288,6 +336,90 @@ impl PeerServerConnection<tokio::net::TcpStream> {
             .await
             .map_err(|_| ProtocolError::Timeout(timeout))?
     }
+}
+
+/// How long a blocking thread keeps a full socket, waiting for room, before it hands the send
+/// back to the reactor (a slow client must not hold a thread).
+const KEEP_SENDING: Duration = Duration::from_millis(2);
+
+/// What one `sendfile` call on a blocking thread did.
+enum Sent {
+    /// Sent this many bytes (0: the file ends sooner than it should).
+    Bytes(usize),
+    /// The socket's buffer is full.
+    Full,
+    /// The file system can't `sendfile`; here is the rest of the range, read normally.
+    Read(Vec<u8>),
+}
+
+fn send_some(
+    socket: &std::os::fd::OwnedFd,
+    file: &impl std::os::fd::AsFd,
+    offset: u64,
+    left: usize,
+) -> std::io::Result<Sent> {
+    use rustix::io::Errno;
+    let until = std::time::Instant::now() + KEEP_SENDING;
+    let (mut at, mut sent) = (offset, 0);
+    while sent < left {
+        match rustix::fs::sendfile(socket, file, Some(&mut at), left - sent) {
+            Ok(0) => break,
+            Ok(n) => sent += n,
+            Err(Errno::INTR) => {}
+            // Full: a client reading at loopback speed makes room within microseconds, so
+            // wait a little here rather than hand the socket back to the reactor.
+            Err(Errno::AGAIN) => {
+                if !has_room(
+                    socket,
+                    until.saturating_duration_since(std::time::Instant::now()),
+                )? {
+                    return Ok(if sent > 0 {
+                        Sent::Bytes(sent)
+                    } else {
+                        Sent::Full
+                    });
+                }
+            }
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if sent == 0 => {
+                return read_range(file, offset, left).map(Sent::Read);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Sent::Bytes(sent))
+}
+
+/// Whether `socket` can take more bytes within `wait` (zero: right now).
+fn has_room(socket: &impl std::os::fd::AsFd, wait: Duration) -> std::io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(socket, PollFlags::OUT)];
+    let wait = Timespec {
+        tv_sec: wait.as_secs() as i64,
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    };
+    match poll(&mut fds, Some(&wait)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(fds[0]
+        .revents()
+        .intersects(PollFlags::OUT | PollFlags::ERR | PollFlags::HUP))
+}
+
+/// `len` bytes of `file` at `offset`; an error if the file ends sooner.
+fn read_range(file: &impl std::os::fd::AsFd, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(len);
+    while data.len() < len {
+        let at = offset + data.len() as u64;
+        let n = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut data), at)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the shared file became shorter while a chunk of it was being sent",
+            ));
+        }
+    }
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -360,13 +492,15 @@ mod tests {
             server
         });
         let mut buf = ChunkBuf::new();
-        let reply = client.request_chunk(&get(0), &mut buf, T).await.unwrap();
+        // The reference encoding takes the direct way: no frame buffer holds the chunk.
+        client.send(&get(0)).await.unwrap();
+        let reply = client.recv_chunk_direct(&mut buf).await.unwrap();
         assert!(matches!(
             reply,
-            ChunkReply::Chunk {
+            Some(ChunkReply::Chunk {
                 file_id: ID,
                 index: 0
-            }
+            })
         ));
         assert!(buf.as_slice() == expected, "chunk data differs");
         let reply = client.request_chunk(&get(1), &mut buf, T).await.unwrap();
@@ -444,5 +578,73 @@ mod tests {
             "{result:?}"
         );
         serve.await.unwrap();
+    }
+
+    /// A chunk server's connection and a downloader's, over real loopback TCP (sendfile needs
+    /// a socket).
+    async fn tcp_pair() -> (
+        PeerServerConnection<tokio::net::TcpStream>,
+        PeerClientConnection<tokio::net::TcpStream>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (
+            PeerServerConnection::peer_server(accepted.unwrap().0),
+            PeerClientConnection::peer_client(client.unwrap()),
+        )
+    }
+
+    fn file_with(data: &[u8]) -> (tempfile::NamedTempFile, std::sync::Arc<std::fs::File>) {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut tmp, data).unwrap();
+        let file = std::sync::Arc::new(tmp.reopen().unwrap());
+        (tmp, file)
+    }
+
+    #[tokio::test]
+    async fn a_chunk_sent_from_a_file_arrives_whole_even_to_a_slow_reader() {
+        let (mut server, mut client) = tcp_pair().await;
+        let data = pattern(CHUNK_SIZE as usize + 3);
+        let (_tmp, file) = file_with(&data);
+        // The chunk is the 4 MiB after the first 3 bytes; the reader starts late, so the
+        // socket fills and the sender has to wait for room more than once.
+        let send = tokio::spawn(async move {
+            server
+                .send_chunk_from_file(ID, 5, file, 3, CHUNK_SIZE as usize, T)
+                .await
+                .unwrap();
+            server
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut buf = ChunkBuf::new();
+        let reply = client.recv_chunk(&mut buf).await.unwrap();
+        assert!(matches!(
+            reply,
+            ChunkReply::Chunk {
+                file_id: ID,
+                index: 5
+            }
+        ));
+        assert!(buf.as_slice() == &data[3..], "chunk data differs");
+        send.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_file_that_shrank_is_an_error_for_the_sender() {
+        let (mut server, _client) = tcp_pair().await;
+        let (_tmp, file) = file_with(&pattern(1000));
+        let sent = server.send_chunk_from_file(ID, 0, file, 0, 5000, T).await;
+        assert!(
+            matches!(&sent, Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof),
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn the_fallback_read_gets_the_range_or_an_error() {
+        let (_tmp, file) = file_with(&pattern(100));
+        assert_eq!(read_range(&*file, 10, 20).unwrap(), pattern(100)[10..30]);
+        assert!(read_range(&*file, 90, 20).is_err());
     }
 }

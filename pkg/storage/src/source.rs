@@ -101,10 +101,12 @@ impl SourceFile {
         );
         Ok(ChunkRange { offset, len })
     }
+}
 
-    /// The open file, for sending ranges of it.
-    pub fn file(&self) -> &File {
-        &self.file
+/// The open file, for sending ranges of it (`sendfile`).
+impl std::os::fd::AsFd for SourceFile {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
     }
 }
 

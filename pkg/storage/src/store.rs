@@ -22,6 +22,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
@@ -83,6 +84,9 @@ pub struct PartFile {
     /// are written through it, straight from the buffer to the disk, without copying them
     /// into the page cache.
     direct: Option<File>,
+    /// Cleared for good the first time a direct write is refused for any reason but a full
+    /// disk (some file systems accept `O_DIRECT` at open and not at write).
+    use_direct: AtomicBool,
 }
 
 impl PartFile {
@@ -172,6 +176,7 @@ impl PartFile {
         let part = Self {
             dir,
             file,
+            use_direct: AtomicBool::new(direct.is_some()),
             direct,
             file_id: manifest.id(),
             manifest,
@@ -330,12 +335,15 @@ impl PartFile {
     fn write_chunk(&self, index: u32, data: &[u8]) -> std::io::Result<()> {
         let offset = self.manifest.chunk_offset(index);
         if let Some(direct) = &self.direct
+            && self.use_direct.load(Ordering::Relaxed)
             && data.len().is_multiple_of(CHUNK_BUF_ALIGN)
             && data.as_ptr().align_offset(CHUNK_BUF_ALIGN) == 0
         {
             match direct.write_all_at(data, offset) {
-                // Some file systems accept O_DIRECT at open but refuse the write.
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
+                Err(e) if !is_disk_full(&e) => {
+                    // Refused for some other reason: the page cache will do, from now on.
+                    self.use_direct.store(false, Ordering::Relaxed);
+                }
                 done => return done,
             }
         }
@@ -372,9 +380,14 @@ impl PartFile {
                 missing,
             });
         }
-        self.file
-            .sync_all()
-            .map_err(StorageError::io("cannot flush", part))?;
+        // A full disk can show up only now, when delayed writes are allocated.
+        self.file.sync_all().map_err(|e| {
+            if is_disk_full(&e) {
+                write_error(e, part)
+            } else {
+                StorageError::io("cannot flush", part)(e)
+            }
+        })?;
         let len = self
             .file
             .metadata()
@@ -449,8 +462,16 @@ fn open_direct(dir: &Dir, name: &str, file: &File) -> Option<File> {
     (a.dev() == b.dev() && a.ino() == b.ino()).then_some(direct)
 }
 
+/// Whether `e` says the disk (or the user's quota) is full.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    e.raw_os_error().is_some_and(|code| {
+        code == Errno::NOSPC.raw_os_error() || code == Errno::DQUOT.raw_os_error()
+    })
+}
+
 fn write_error(e: std::io::Error, path: &Path) -> StorageError {
-    if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
+    if is_disk_full(&e) {
         StorageError::NoSpace {
             path: path.to_owned(),
             needed: 0,
@@ -511,6 +532,15 @@ mod tests {
         let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
         let m = source(src.path(), "f.bin", &data);
         let part = PartFile::create(out.path(), m).unwrap();
+        // On the usual disk file systems the direct path must really be taken.
+        const EXT4: i64 = 0xEF53;
+        const XFS: i64 = 0x5846_5342;
+        const BTRFS: i64 = 0x9123_683E;
+        let fs_type = rustix::fs::statfs(out.path()).unwrap().f_type as i64;
+        let expect_direct = [EXT4, XFS, BTRFS].contains(&fs_type);
+        if expect_direct {
+            assert!(part.direct.is_some(), "no O_DIRECT handle on {fs_type:#x}");
+        }
         let mut buf = p2p_protocol::ChunkBuf::new();
         for index in [2u32, 0, 1] {
             let start = index as usize * CHUNK_SIZE as usize;
@@ -518,6 +548,11 @@ mod tests {
             buf.fill(chunk.len()).copy_from_slice(chunk);
             assert!(part.write_verified(index, buf.as_slice()).unwrap());
         }
+        // Where there is a direct handle, no write was refused through it.
+        assert_eq!(
+            part.use_direct.load(Ordering::Relaxed),
+            part.direct.is_some()
+        );
         let path = part.finish().unwrap();
         assert!(
             std::fs::read(&path).unwrap() == data,
