@@ -63,7 +63,7 @@ pub use types::{
 };
 
 /// The version sent in `Hello`. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Size of every chunk but the last: 4 MiB.
 pub const CHUNK_SIZE: u32 = 4 * 1024 * 1024;

@@ -5,7 +5,7 @@
 //! ```json
 //! {
 //!   "format": "p2p-transfer-manifest",
-//!   "version": 1,
+//!   "version": 2,
 //!   "file_id": "<64 hex>",
 //!   "name": "holiday.mkv",
 //!   "size": 734003200,
@@ -28,7 +28,7 @@ use crate::types::{FileId, FileManifest, ManifestError, Sha256Hash};
 /// The `format` every manifest file declares.
 pub const FORMAT: &str = "p2p-transfer-manifest";
 /// The version this code writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The usual file name suffix.
 pub const SUFFIX: &str = ".p2pm";
 
@@ -51,7 +51,7 @@ pub enum ManifestFileError {
     Syntax(String),
     /// Another format or version.
     #[error(
-        "unsupported manifest file: format {format:?} version {version} (this program reads {FORMAT:?} version {VERSION})"
+        "unsupported manifest file: format {format:?} version {version} (this program reads {FORMAT:?} version {VERSION}; make it again with this release's `p2p-transfer manifest create`)"
     )]
     Unsupported {
         /// Declared format.
@@ -162,16 +162,15 @@ mod tests {
             ManifestFile::parse(cut),
             Err(ManifestFileError::Syntax(_))
         ));
-        // A later version with other fields is "unsupported", not "broken".
-        let v2 = text
-            .replace("\"version\": 1", "\"version\": 2")
-            .replace("\"chunks\"", "\"pieces\"");
-        assert!(
-            ManifestFile::parse(&v2)
-                .unwrap_err()
-                .to_string()
-                .contains("version 2")
-        );
+        // Another version with other fields is "unsupported", not "broken": a later one, or
+        // version 1 (which had a whole-file hash and so other ids).
+        for other in [3, 1] {
+            let changed = text
+                .replace("\"version\": 2", &format!("\"version\": {other}"))
+                .replace("\"chunks\"", "\"pieces\"");
+            let err = ManifestFile::parse(&changed).unwrap_err().to_string();
+            assert!(err.contains(&format!("version {other}")), "{err}");
+        }
         let bad_hex = text.replacen("\"file_id\": \"", "\"file_id\": \"zz", 1);
         assert!(matches!(
             ManifestFile::parse(&bad_hex),
@@ -232,7 +231,7 @@ pub struct FolderEntry {
 /// A folder's manifest file: every file with its place in the tree.
 ///
 /// ```json
-/// { "format": "p2p-transfer-folder", "version": 1, "name": "photos",
+/// { "format": "p2p-transfer-folder", "version": 2, "name": "photos",
 ///   "files": [ { "path": "2024/beach.jpg", "file_id": "...", "name": "beach.jpg", "size": 1,
 ///                "chunk_size": 4194304, "chunks": ["..."] } ],
 ///   "servers": ["192.168.1.10:8000"] }

@@ -193,7 +193,7 @@ pub struct FileManifest {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// Chunk size in bytes; always [`CHUNK_SIZE`] in protocol version 1.
+    /// Chunk size in bytes; always [`CHUNK_SIZE`] in this protocol version.
     pub chunk_size: u32,
     /// SHA-256 of each chunk, in order. The last chunk may be short; an empty file has none.
     /// There is no separate whole-file hash: the id covers every chunk hash, so a file whose
@@ -203,7 +203,7 @@ pub struct FileManifest {
 
 /// Domain tag that starts the canonical encoding, so a manifest hash can't collide with
 /// the hash of anything else.
-const MANIFEST_TAG: &[u8; 16] = b"p2p-manifest-v1\0";
+const MANIFEST_TAG: &[u8; 16] = b"p2p-manifest-v2\0";
 
 impl FileManifest {
     /// Number of chunks a file of `size` bytes has.
@@ -229,7 +229,7 @@ impl FileManifest {
     /// The bytes whose SHA-256 is the file id. Fixed layout, independent of MessagePack:
     ///
     /// ```text
-    /// "p2p-manifest-v1\0"            16 bytes
+    /// "p2p-manifest-v2\0"            16 bytes
     /// size                           u64 big-endian
     /// chunk_size                     u32 big-endian
     /// name length                    u16 big-endian, then the UTF-8 name

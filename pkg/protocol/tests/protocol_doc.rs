@@ -4,8 +4,8 @@
 
 use p2p_protocol::codec::{chunk_frame_prefix, encode_frame};
 use p2p_protocol::{
-    CHUNK_SIZE, FileManifest, HostInfo, IndexRequest, IndexResponse, MAX_CHUNK_FRAME_LEN, PeerId,
-    PeerRequest, Sha256Hash, Token,
+    CHUNK_SIZE, FileManifest, HostInfo, IndexRequest, IndexResponse, MAX_CHUNK_FRAME_LEN,
+    PROTOCOL_VERSION, PeerId, PeerRequest, PeerResponse, Role, Sha256Hash, Token,
 };
 
 fn document() -> String {
@@ -64,6 +64,40 @@ fn file_ids_of_the_test_vectors() {
         chunks: vec![],
     };
     assert_documented("the empty file's canonical bytes", &empty.canonical_bytes());
+    let id = empty.id().to_string();
+    assert!(
+        doc.contains(&id),
+        "the empty file's id {id} is not in the document"
+    );
+}
+
+#[test]
+fn handshake_examples() {
+    let hello = IndexRequest::Hello {
+        version: PROTOCOL_VERSION,
+    };
+    let welcome = IndexResponse::Welcome {
+        version: PROTOCOL_VERSION,
+        role: Role::Index,
+    };
+    let peer_welcome = PeerResponse::Welcome {
+        version: PROTOCOL_VERSION,
+        role: Role::Peer,
+    };
+    assert_documented("Hello", &encode_frame(&hello).unwrap());
+    assert_documented("the index's Welcome", &encode_frame(&welcome).unwrap());
+    assert_documented(
+        "a chunk server's Welcome",
+        &encode_frame(&peer_welcome).unwrap(),
+    );
+    let doc = document();
+    for text in [
+        format!("wire protocol, version {PROTOCOL_VERSION}"),
+        format!("The current version is **{PROTOCOL_VERSION}**."),
+        format!("`Hello {{ version: {PROTOCOL_VERSION} }}`"),
+    ] {
+        assert!(doc.contains(&text), "the document should say {text:?}");
+    }
 }
 
 #[test]

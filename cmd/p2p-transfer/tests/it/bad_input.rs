@@ -144,7 +144,8 @@ async fn wrong_version_gets_a_clear_error_then_close() {
         IndexResponse::Error { code, message } => {
             assert_eq!(code, ErrorCode::VersionMismatch);
             assert!(
-                message.contains("999") && message.contains("version 1"),
+                message.contains("999")
+                    && message.contains(&format!("version {}", p2p_protocol::PROTOCOL_VERSION)),
                 "{message}"
             );
         }
@@ -350,7 +351,12 @@ async fn a_client_trickling_bytes_is_cut_off() {
     let server = crate::support::start_server_on(crate::support::loopback0(), config).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream
-        .write_all(&encode_frame(&IndexRequest::Hello { version: 1 }).unwrap())
+        .write_all(
+            &encode_frame(&IndexRequest::Hello {
+                version: p2p_protocol::PROTOCOL_VERSION,
+            })
+            .unwrap(),
+        )
         .await
         .unwrap();
     let mut welcome = [0u8; 512];
@@ -401,7 +407,9 @@ proptest::proptest! {
             let id = seeder.register(&path).await.unwrap();
             // Valid frame headers around arbitrary bodies, then raw garbage.
             let mut stream = TcpStream::connect(seeder.local_addr()).await.unwrap();
-            let mut bytes = encode_frame(&PeerRequest::Hello { version: 1 }).unwrap();
+            let mut bytes = encode_frame(&PeerRequest::Hello {
+                version: p2p_protocol::PROTOCOL_VERSION,
+            }).unwrap();
             for body in &frames {
                 bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
                 bytes.extend_from_slice(body);
