@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use p2p_protocol::accept::{accept, refuse};
 use p2p_protocol::limits::PerIpLimit;
 use p2p_protocol::{
     ErrorCode, IdPrefix, IndexConversation, IndexRequest, IndexResponse, IndexServerConnection,
@@ -27,9 +28,6 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a refused client may take to send its `Hello` before the refusal goes out.
 const REFUSE_HELLO_WAIT: Duration = Duration::from_secs(2);
-
-/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// State shared by the accept loop, every handler, the reaper and [`ServerHandle`]s.
 #[derive(Debug)]
@@ -148,18 +146,9 @@ impl Server {
                 _ = shutdown.cancelled() => break,
                 permit = limit.clone().acquire_owned() => permit.expect("semaphore is never closed"),
             };
-            let (stream, addr) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        warn!(%err, "accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                },
+            let Some((stream, addr)) = accept(&self.listener, &shutdown).await else {
+                break;
             };
-            let _ = stream.set_nodelay(true);
             let Some(ip_slot) = per_ip.try_admit(addr.ip()) else {
                 // The refusal holds its connection slot, so refusals are bounded too.
                 let max = self.shared.config.max_connections_per_ip;
@@ -195,12 +184,11 @@ impl Server {
 /// (so the reply is not lost to a reset), and closes it.
 async fn refuse_crowded(stream: TcpStream, max: usize) {
     let mut conn = IndexServerConnection::index_server(stream);
-    let _ = conn.recv_timeout(REFUSE_HELLO_WAIT).await;
     let reply = IndexResponse::Error {
         code: ErrorCode::LimitExceeded,
         message: format!("too many connections from your address (at most {max})"),
     };
-    let _ = conn.send_timeout(&reply, REFUSE_HELLO_WAIT).await;
+    refuse(&mut conn, &reply, REFUSE_HELLO_WAIT).await;
 }
 
 /// Serves one connection: handshake, then one response per request.

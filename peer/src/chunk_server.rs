@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use p2p_protocol::accept::{accept, refuse};
 use p2p_protocol::limits::PerIpLimit;
 use p2p_protocol::{
     ErrorCode, FileId, PeerConversation, PeerRequest, PeerResponse, PeerServerConnection,
@@ -30,9 +31,6 @@ const MAX_REFUSALS: usize = 64;
 
 /// How long a refused client may take to send its `Hello` before it is told `busy`.
 const BUSY_HELLO_WAIT: Duration = Duration::from_secs(2);
-
-/// Pause after a failed `accept` (out of descriptors...) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Counters a chunk server keeps, for status displays and tests.
 #[derive(Debug, Default)]
@@ -60,19 +58,7 @@ impl ChunkServer {
         let limit = Arc::new(Semaphore::new(self.max_inbound));
         let per_ip = PerIpLimit::new(self.max_inbound_per_ip);
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
-        loop {
-            let (stream, addr) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        warn!(%err, "accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
+        while let Some((stream, addr)) = accept(&self.listener, &shutdown).await {
             let mut conn = PeerServerConnection::peer_server(stream);
             // Refuse rather than queue when full: the downloader has other hosts to try.
             let slots = limit
@@ -87,13 +73,11 @@ impl ChunkServer {
                 };
                 tasks.spawn(async move {
                     let _refusal = refusal;
-                    // Read the Hello first, so the reply is not lost to a reset of unread data.
-                    let _ = conn.recv_timeout(BUSY_HELLO_WAIT).await;
                     let reply = PeerResponse::Error {
                         code: ErrorCode::Busy,
                         message: "too many downloads from this peer right now".into(),
                     };
-                    let _ = conn.send_timeout(&reply, BUSY_HELLO_WAIT).await;
+                    refuse(&mut conn, &reply, BUSY_HELLO_WAIT).await;
                 });
                 continue;
             };
