@@ -95,6 +95,13 @@ pub struct ServerArgs {
     /// Client connections served at once.
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Connections one source address may hold at once (several peers behind one NAT share
+    /// it); more are refused with `limit_exceeded`.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
+    /// Registrations one source address may hold at once (one per peer process).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_peers_per_ip: u32,
     /// Start an interactive shell (status, list peers, list files) while serving.
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -208,6 +215,8 @@ impl From<&ServerArgs> for ServerConfig {
             heartbeat_interval: args.heartbeat_interval,
             heartbeat_timeout: args.heartbeat_timeout,
             max_connections: args.max_connections as usize,
+            max_connections_per_ip: args.max_connections_per_ip as usize,
+            max_peers_per_ip: args.max_peers_per_ip as usize,
             ..ServerConfig::default()
         }
     }
@@ -236,6 +245,38 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn server_limits_become_config() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["p2p-transfer", "server"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        let Command::Server(args) = parse(&[]).unwrap().command else {
+            panic!("not server")
+        };
+        let defaults = ServerConfig::from(&args);
+        assert_eq!(defaults.max_connections_per_ip, 64);
+        assert_eq!(defaults.max_peers_per_ip, 64);
+        let Command::Server(args) = parse(&[
+            "--max-connections-per-ip",
+            "500",
+            "--max-peers-per-ip",
+            "300",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not server")
+        };
+        let config = ServerConfig::from(&args);
+        assert_eq!(config.max_connections_per_ip, 500);
+        assert_eq!(config.max_peers_per_ip, 300);
+        // No limit of zero: that would refuse everyone.
+        let err = parse(&["--max-peers-per-ip", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--max-peers-per-ip"), "{err}");
     }
 
     #[test]
