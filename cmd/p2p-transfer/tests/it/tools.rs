@@ -1,7 +1,9 @@
 //! The one-shot tools and what they feed: `search`, `manifest create`, downloads from a
-//! manifest file (also damaged ones), `--register --write-manifest`.
+//! manifest file (also damaged ones), `--register --write-manifest`, `--share-dir`.
 
-use crate::process::{bin, leecher, seed, start_server};
+use std::time::{Duration, Instant};
+
+use crate::process::{bin, leecher, read_line_starting, seed, spawn_until, start_server};
 use crate::support::random_file;
 
 #[test]
@@ -223,4 +225,64 @@ fn a_whole_folder_is_shared_and_recreated_under_out() {
             "nothing in it either"
         );
     }
+}
+
+/// The names `search WORD` finds on the index at `addr`.
+fn search_names(addr: &str, word: &str) -> Vec<String> {
+    let output = bin()
+        .args(["search", word, "--server", addr])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|row| row.rsplit("  ").next())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn share_dir_registers_the_folder_and_follows_it() {
+    let (_server, addr) = start_server();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(dir.path(), "shared-a.bin", 5 * 1024 * 1024, 71);
+    random_file(dir.path(), ".hidden-shared.bin", 10, 72);
+    let mut cmd = bin();
+    cmd.env("P2P_MANIFEST_CACHE", cache.path().join("cache.json"))
+        .args([
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--share-dir",
+        ])
+        .arg(dir.path());
+    let (_peer, _, mut stdout) = spawn_until(cmd, "peer listening on ");
+    // One line per shared file, as with --register; hidden files are not shared.
+    let line = read_line_starting(&mut stdout, "registered ");
+    let id = line.rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(line, format!("registered {} {id}", path.display()));
+    assert_eq!(search_names(&addr, "shared"), ["shared-a.bin"]);
+
+    // Others can download it.
+    let output = leecher(&addr, &id, out.path()).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        std::fs::read(out.path().join("shared-a.bin")).unwrap(),
+        data
+    );
+
+    // A file dropped into the folder later is shared without a restart.
+    random_file(dir.path(), "shared-b.bin", 1000, 73);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while search_names(&addr, "shared").len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        search_names(&addr, "shared"),
+        ["shared-a.bin", "shared-b.bin"]
+    );
 }
