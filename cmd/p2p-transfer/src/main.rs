@@ -14,6 +14,7 @@ mod logging;
 mod progress;
 mod run;
 mod shell;
+mod tables;
 
 use std::process::ExitCode;
 

@@ -7,7 +7,7 @@ use p2p_peer::index_client::IndexClient;
 
 use crate::cli::{DEFAULT_SERVER, IndexArgs, SearchArgs};
 use crate::discovery::Finder;
-use crate::shell::server::{more, print_files};
+use crate::tables::{Ids, print_files};
 
 /// Limit on the search request.
 const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,19 +21,8 @@ pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
         .search(&query)
         .await
         .with_context(|| format!("cannot search for {query:?}"))?;
-    if files.is_empty() {
-        println!("no file on the network matches {query:?}");
-        return Ok(());
-    }
-    print_files(files.iter().map(|f| {
-        (
-            f.file_id.to_string(),
-            f.name.as_str(),
-            f.size,
-            Some(f.hosts),
-        )
-    }));
-    more(files.len(), total);
+    let none = format!("no file on the network matches {query:?}");
+    print_files(&files, total, Ids::Full, &none);
     Ok(())
 }
 

@@ -9,10 +9,10 @@ use p2p_peer::{DownloadRequest, PeerHandle};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use super::server::{more, print_files};
 use super::transfers::Transfers;
 use super::{Flow, ShellSpec};
 use crate::discovery::ServerOrigin;
+use crate::tables::{Ids, more, print_files};
 
 /// What Tab completes.
 pub const SPEC: ShellSpec = ShellSpec {
@@ -336,19 +336,8 @@ impl PeerShell {
 
     fn search(&self, query: &str) -> Result<(), p2p_peer::PeerError> {
         let (files, total) = self.rt.block_on(self.peer.search(query))?;
-        if files.is_empty() {
-            println!("no file on the network matches {query:?}");
-            return Ok(());
-        }
-        print_files(files.iter().map(|f| {
-            (
-                f.file_id.fmt_short(),
-                f.name.as_str(),
-                f.size,
-                Some(f.hosts),
-            )
-        }));
-        more(files.len(), total);
+        let none = format!("no file on the network matches {query:?}");
+        print_files(&files, total, Ids::Short, &none);
         Ok(())
     }
 }

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use indicatif::{HumanBytes, HumanDuration};
+use indicatif::HumanDuration;
 use p2p_central_server::ServerHandle;
 
 use super::{Flow, ShellSpec};
+use crate::tables::{Ids, more, print_files};
 
 /// What Tab completes.
 pub const SPEC: ShellSpec = ShellSpec {
@@ -100,37 +101,6 @@ impl ServerShell {
 
     fn list_files(&self) {
         let (files, total) = self.server.list_files();
-        if files.is_empty() {
-            println!("no files registered");
-            return;
-        }
-        print_files(files.iter().map(|f| {
-            (
-                f.file_id.fmt_short(),
-                f.name.as_str(),
-                f.size,
-                Some(f.hosts),
-            )
-        }));
-        more(files.len(), total);
-    }
-}
-
-/// Prints a file table: short id, name, size and, if known, host count.
-pub fn print_files<'a>(rows: impl Iterator<Item = (String, &'a str, u64, Option<u32>)>) {
-    println!("{:<12}  {:>10}  {:>5}  NAME", "ID", "SIZE", "HOSTS");
-    for (id, name, size, hosts) in rows {
-        let hosts = hosts.map_or("-".to_owned(), |h| h.to_string());
-        println!(
-            "{id:<12}  {:>10}  {hosts:>5}  {name}",
-            HumanBytes(size).to_string()
-        );
-    }
-}
-
-/// Notes a truncated list.
-pub fn more(shown: usize, total: u64) {
-    if (shown as u64) < total {
-        println!("... and {} more", total - shown as u64);
+        print_files(&files, total, Ids::Short, "no files registered");
     }
 }

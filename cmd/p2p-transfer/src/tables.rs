@@ -1,0 +1,44 @@
+//! The tables of files that `search`, the peer shell's `search` and the server shell's
+//! `list files` print, and the "... and N more" line under a cut list.
+
+use indicatif::HumanBytes;
+use p2p_protocol::FileSummary;
+
+/// How a file table shows ids.
+#[derive(Clone, Copy, Debug)]
+pub enum Ids {
+    /// All 64 hex characters, to copy into a script.
+    Full,
+    /// The first 12, enough to type back (any unique prefix of 6 or more is accepted).
+    Short,
+}
+
+/// Prints `files` (the first of `total` matches) as a table of id, size, host count and
+/// name, or `none` if there are none.
+pub fn print_files(files: &[FileSummary], total: u64, ids: Ids, none: &str) {
+    if files.is_empty() {
+        println!("{none}");
+        return;
+    }
+    println!("{:<12}  {:>10}  {:>5}  NAME", "ID", "SIZE", "HOSTS");
+    for f in files {
+        let id = match ids {
+            Ids::Full => f.file_id.to_string(),
+            Ids::Short => f.file_id.fmt_short(),
+        };
+        println!(
+            "{id:<12}  {:>10}  {:>5}  {}",
+            HumanBytes(f.size).to_string(),
+            f.hosts,
+            f.name
+        );
+    }
+    more(files.len(), total);
+}
+
+/// Notes a list cut to its first `shown` entries.
+pub fn more(shown: usize, total: u64) {
+    if (shown as u64) < total {
+        println!("... and {} more", total - shown as u64);
+    }
+}
