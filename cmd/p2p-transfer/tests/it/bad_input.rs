@@ -11,8 +11,8 @@ use bytes::Bytes;
 use p2p_peer::index_client::IndexClient;
 use p2p_protocol::codec::encode_frame;
 use p2p_protocol::{
-    ErrorCode, IndexClientConnection, IndexRequest, IndexResponse, PeerClientConnection,
-    PeerConversation, PeerRequest, PeerResponse, PeerServerConnection, server_hello,
+    ErrorCode, IndexClientConnection, IndexRequest, IndexResponse, PeerConversation, PeerRequest,
+    PeerResponse, PeerServerConnection, server_hello,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -126,46 +126,6 @@ fn decode_reply(reply: &[u8]) -> IndexResponse {
     p2p_protocol::codec::decode_body(&reply[4..4 + len]).unwrap()
 }
 
-/// A chunk-server connection to `addr`, past the Hello.
-async fn peer_conn(addr: SocketAddr) -> PeerClientConnection<TcpStream> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let mut conn = PeerClientConnection::peer_client(stream);
-    p2p_protocol::client_hello::<PeerConversation, _>(&mut conn)
-        .await
-        .unwrap();
-    conn
-}
-
-/// An index connection to `addr`, past the Hello.
-async fn index_conn(addr: SocketAddr) -> IndexClientConnection<TcpStream> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let mut conn = IndexClientConnection::index_client(stream);
-    p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
-        .await
-        .unwrap();
-    conn
-}
-
-/// Asks `conn` for chunk `index` of `file_id` and asserts the refusal is `code`.
-async fn assert_chunk_refused(
-    conn: &mut PeerClientConnection<TcpStream>,
-    file_id: p2p_protocol::FileId,
-    index: u32,
-    code: ErrorCode,
-) {
-    let reply = conn
-        .request(
-            &PeerRequest::GetChunk { file_id, index },
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-    assert!(
-        matches!(reply, PeerResponse::Error { code: got, .. } if got == code),
-        "{reply:?}"
-    );
-}
-
 /// The index still answers a well-behaved client.
 async fn assert_index_alive(server: SocketAddr) {
     let client = IndexClient::new(server, Duration::from_secs(5));
@@ -244,16 +204,56 @@ async fn chunk_server_refuses_unknown_files_and_out_of_range_chunks() {
     let seeder = start_peer(server.addr).await;
     let id = seeder.register(&path).await.unwrap();
 
-    let mut conn = peer_conn(seeder.local_addr()).await;
-    assert_chunk_refused(&mut conn, id, 1, ErrorCode::ChunkOutOfRange).await;
-    let other = p2p_protocol::FileId([0; 32]);
-    assert_chunk_refused(&mut conn, other, 0, ErrorCode::UnknownFile).await;
-    // The connection stays usable after those refusals.
+    let stream = TcpStream::connect(seeder.local_addr()).await.unwrap();
+    let mut conn = p2p_protocol::PeerClientConnection::peer_client(stream);
+    p2p_protocol::client_hello::<PeerConversation, _>(&mut conn)
+        .await
+        .unwrap();
+    let t = Duration::from_secs(5);
     let reply = conn
         .request(
-            &PeerRequest::GetManifest { file_id: id },
-            Duration::from_secs(5),
+            &PeerRequest::GetChunk {
+                file_id: id,
+                index: 1,
+            },
+            t,
         )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            reply,
+            PeerResponse::Error {
+                code: ErrorCode::ChunkOutOfRange,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    let other = p2p_protocol::FileId([0; 32]);
+    let reply = conn
+        .request(
+            &PeerRequest::GetChunk {
+                file_id: other,
+                index: 0,
+            },
+            t,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            reply,
+            PeerResponse::Error {
+                code: ErrorCode::UnknownFile,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    // The connection stays usable after those refusals.
+    let reply = conn
+        .request(&PeerRequest::GetManifest { file_id: id }, t)
         .await
         .unwrap();
     assert!(matches!(reply, PeerResponse::Manifest { file_id, .. } if file_id == id));
@@ -269,7 +269,11 @@ async fn a_peer_cannot_touch_another_peers_registration() {
     let id = victim.register(&path).await.unwrap();
     let victim_id = victim.session().unwrap().peer_id;
 
-    let mut conn = index_conn(server.addr).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut conn = IndexClientConnection::index_client(stream);
+    p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
+        .await
+        .unwrap();
     let t = Duration::from_secs(5);
     let forged = p2p_protocol::Token([7; 32]);
     for request in [
@@ -315,7 +319,12 @@ async fn one_address_cannot_take_every_connection() {
     let server = crate::support::start_server_on(crate::support::loopback0(), config).await;
     let mut held = Vec::new();
     for _ in 0..2 {
-        held.push(index_conn(server.addr).await);
+        let stream = TcpStream::connect(server.addr).await.unwrap();
+        let mut conn = IndexClientConnection::index_client(stream);
+        p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
+            .await
+            .unwrap();
+        held.push(conn);
     }
     let stream = TcpStream::connect(server.addr).await.unwrap();
     let mut third = IndexClientConnection::index_client(stream);
@@ -409,7 +418,9 @@ proptest::proptest! {
             let _ = stream.write_all(&bytes).await;
             drop(stream);
             // Everyone else is still served.
-            let mut conn = peer_conn(seeder.local_addr()).await;
+            let stream = TcpStream::connect(seeder.local_addr()).await.unwrap();
+            let mut conn = p2p_protocol::PeerClientConnection::peer_client(stream);
+            p2p_protocol::client_hello::<PeerConversation, _>(&mut conn).await.unwrap();
             let reply = conn
                 .request(&PeerRequest::GetChunk { file_id: id, index: 0 }, Duration::from_secs(5))
                 .await

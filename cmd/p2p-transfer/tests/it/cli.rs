@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::process::{bin, leecher, peer, seed, start_server};
+use crate::process::{bin, leecher, seed, start_server};
 use crate::support::random_file;
 
 #[test]
@@ -55,8 +55,16 @@ fn seed_and_download_with_the_binary() {
 #[test]
 fn unreachable_server_is_a_one_line_error() {
     // Port 9 (discard) on loopback: nothing listens there in the test environment.
-    let output = peer("127.0.0.1:9")
-        .args(["--download", "abcdef"])
+    let output = bin()
+        .args([
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            "127.0.0.1:9",
+            "--download",
+            "abcdef",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));

@@ -1,15 +1,12 @@
 //! Peers talking directly: downloads from named peers without any index, a named peer that
 //! disappears mid-way, and short text messages.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use p2p_peer::{DownloadRequest, Peer, PeerConfig};
+use p2p_peer::{DownloadEvent, DownloadRequest, Peer, PeerConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{
-    loopback0, random_file, shut_down_after_its_first_chunk, start_peer, start_server,
-};
+use crate::support::{loopback0, random_file, start_peer, start_server};
 
 const MIB: usize = 1024 * 1024;
 
@@ -26,16 +23,6 @@ async fn lone_peer() -> p2p_peer::PeerHandle {
     .unwrap()
 }
 
-/// A download of `id` from exactly `hosts`.
-fn from_hosts(id: &(impl ToString + ?Sized), hosts: Vec<SocketAddr>) -> DownloadRequest {
-    DownloadRequest {
-        id: id.to_string(),
-        manifest: None,
-        hosts,
-        subdir: Vec::new(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_from_named_peers_needs_no_index() {
     let src = tempfile::tempdir().unwrap();
@@ -48,7 +35,12 @@ async fn download_from_named_peers_needs_no_index() {
     assert_eq!(a.server_addr(), None);
 
     let leecher = lone_peer().await;
-    let request = from_hosts(&id, vec![a.local_addr(), b.local_addr()]);
+    let request = DownloadRequest {
+        id: id.to_string(),
+        manifest: None,
+        hosts: vec![a.local_addr(), b.local_addr()],
+        subdir: Vec::new(),
+    };
     let report = leecher
         .fetch(request, out.path(), None, CancellationToken::new())
         .await
@@ -62,7 +54,12 @@ async fn download_from_named_peers_needs_no_index() {
     // Without an index, a prefix can't be resolved: a clear error.
     let err = leecher
         .fetch(
-            from_hosts(&id.to_string()[..8], vec![a.local_addr()]),
+            DownloadRequest {
+                id: id.to_string()[..8].to_owned(),
+                manifest: None,
+                hosts: vec![a.local_addr()],
+                subdir: Vec::new(),
+            },
             out.path(),
             None,
             CancellationToken::new(),
@@ -89,9 +86,24 @@ async fn a_named_peer_that_disappears_is_replaced_by_the_other() {
     other.register(&path).await.unwrap();
     let leecher = lone_peer().await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let request = from_hosts(&id, vec![doomed.local_addr(), other.local_addr()]);
+    let request = DownloadRequest {
+        id: id.to_string(),
+        manifest: None,
+        hosts: vec![doomed.local_addr(), other.local_addr()],
+        subdir: Vec::new(),
+    };
     let run = leecher.fetch(request, out.path(), Some(tx), CancellationToken::new());
-    let killer = shut_down_after_its_first_chunk(&mut rx, &doomed);
+    let killer = async {
+        while let Some(event) = rx.recv().await {
+            if let DownloadEvent::ChunkDone { host, .. } = event
+                && host == doomed.local_addr()
+            {
+                doomed.shutdown().await;
+                break;
+            }
+        }
+        while rx.recv().await.is_some() {}
+    };
     let (report, ()) = tokio::join!(run, killer);
     assert_eq!(std::fs::read(&report.unwrap().path).unwrap(), data);
     leecher.shutdown().await;

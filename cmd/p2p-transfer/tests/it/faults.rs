@@ -9,30 +9,27 @@ use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use crate::bad_input::{FakeSeeder, Misbehaviour};
-use crate::process::{assert_success, leecher, start_server as start_server_process};
-use crate::support::{
-    Seeded, download, download_watched, peer_config, random_file, seeded,
-    shut_down_after_its_first_chunk, start_peer, start_peer_with, start_server,
-};
+use crate::process::{leecher, start_server as start_server_process};
+use crate::support::{peer_config, random_file, start_peer, start_server};
 
 const MIB: usize = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_download_resumes_and_fetches_only_the_rest() {
-    let Seeded {
-        server,
-        src: _src,
-        out,
-        data,
-        seeder,
-        id,
-        ..
-    } = seeded("resume.bin", 40 * MIB + 3, 51).await;
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "resume.bin", 40 * MIB + 3, 51);
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap().to_string();
 
     // First run: one worker, cancelled after three chunks.
-    let leecher = start_peer_with(server.addr, |c| c.workers = 1).await;
+    let mut config = peer_config(server.addr);
+    config.workers = 1;
+    let leecher = Peer::start(config).await.unwrap();
     let cancel = CancellationToken::new();
-    let (run, mut rx) = download_watched(&leecher, &id, out.path(), cancel.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = leecher.download(&id, out.path(), Some(tx), cancel.clone());
     let watcher = async {
         let mut done = 0;
         while let Some(event) = rx.recv().await {
@@ -54,8 +51,11 @@ async fn interrupted_download_resumes_and_fetches_only_the_rest() {
     let served_before = seeder.chunks_served();
 
     // Second run: picks up the verified chunks and fetches only the others.
-    let (run, mut rx) = download_watched(&leecher, &id, out.path(), CancellationToken::new());
-    let report = run.await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = leecher
+        .download(&id, out.path(), Some(tx), CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&report.path).unwrap(), data);
     let (mut resumed, mut fetched, mut chunks) = (0, 0, 0);
     while let Some(event) = rx.recv().await {
@@ -87,22 +87,31 @@ async fn interrupted_download_resumes_and_fetches_only_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_that_dies_mid_download_is_replaced_by_the_others() {
-    let Seeded {
-        server,
-        src: _src,
-        out,
-        path,
-        data,
-        seeder: doomed,
-        id,
-    } = seeded("dies.bin", 48 * MIB, 52).await;
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "dies.bin", 48 * MIB, 52);
+    let doomed = start_peer(server.addr).await;
     let survivor = start_peer(server.addr).await;
+    let id = doomed.register(&path).await.unwrap().to_string();
     survivor.register(&path).await.unwrap();
 
     let leecher = start_peer(server.addr).await;
-    let (run, mut rx) = download_watched(&leecher, &id, out.path(), CancellationToken::new());
-    // It delivers one chunk; then it goes away, connections and all.
-    let (report, ()) = tokio::join!(run, shut_down_after_its_first_chunk(&mut rx, &doomed));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = leecher.download(&id, out.path(), Some(tx), CancellationToken::new());
+    let killer = async {
+        while let Some(event) = rx.recv().await {
+            if let DownloadEvent::ChunkDone { host, .. } = event
+                && host == doomed.local_addr()
+            {
+                // It delivered one chunk; now it goes away, connections and all.
+                doomed.shutdown().await;
+                break;
+            }
+        }
+        while rx.recv().await.is_some() {}
+    };
+    let (report, ()) = tokio::join!(run, killer);
     let report = report.unwrap();
     assert_eq!(std::fs::read(&report.path).unwrap(), data);
     assert!(survivor.chunks_served() > 0);
@@ -112,27 +121,26 @@ async fn host_that_dies_mid_download_is_replaced_by_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_host_does_not_hold_back_the_end() {
-    let Seeded {
-        server,
-        src: _src,
-        out,
-        path,
-        data,
-        seeder: good,
-        id,
-    } = seeded("late.bin", 24 * MIB, 53).await;
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "late.bin", 24 * MIB, 53);
+    let good = start_peer(server.addr).await;
+    let id = good.register(&path).await.unwrap().to_string();
     // Takes requests and never answers: without the endgame its chunks would wait for the
     // request timeout (a minute here).
     let hung = FakeSeeder::start(server.addr, &path, Misbehaviour::Stall).await;
 
-    let leecher = start_peer_with(server.addr, |c| {
-        c.request_timeout = Duration::from_secs(60);
-    })
-    .await;
-    let report = tokio::time::timeout(Duration::from_secs(20), download(&leecher, &id, out.path()))
-        .await
-        .expect("the download waited for the hung host")
-        .unwrap();
+    let mut config = peer_config(server.addr);
+    config.request_timeout = Duration::from_secs(60);
+    let leecher = Peer::start(config).await.unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        leecher.download(&id, out.path(), None, CancellationToken::new()),
+    )
+    .await
+    .expect("the download waited for the hung host")
+    .unwrap();
     assert_eq!(std::fs::read(&report.path).unwrap(), data);
     assert!(hung.requests() > 0, "the hung host was asked");
     leecher.shutdown().await;
@@ -141,18 +149,18 @@ async fn a_hung_host_does_not_hold_back_the_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_host_gone_fails_after_the_stall_timeout_and_resumes_later() {
-    let Seeded {
-        server,
-        src: _src,
-        out,
-        path,
-        data,
-        seeder: only,
-        id,
-    } = seeded("gone.bin", 32 * MIB, 54).await;
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "gone.bin", 32 * MIB, 54);
+    let only = start_peer(server.addr).await;
+    let id = only.register(&path).await.unwrap().to_string();
 
-    let leecher = start_peer_with(server.addr, |c| c.workers = 1).await;
-    let (run, mut rx) = download_watched(&leecher, &id, out.path(), CancellationToken::new());
+    let mut config = peer_config(server.addr);
+    config.workers = 1;
+    let leecher = Peer::start(config).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = leecher.download(&id, out.path(), Some(tx), CancellationToken::new());
     let killer = async {
         let mut done = 0;
         while let Some(event) = rx.recv().await {
@@ -179,7 +187,10 @@ async fn every_host_gone_fails_after_the_stall_timeout_and_resumes_later() {
     // A seeder comes back: the same download resumes and completes.
     let back = start_peer(server.addr).await;
     back.register(&path).await.unwrap();
-    let report = download(&leecher, &id, out.path()).await.unwrap();
+    let report = leecher
+        .download(&id, out.path(), None, CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&report.path).unwrap(), data);
     assert!(
         back.chunks_served() <= 6,
@@ -304,7 +315,11 @@ fn sigterm_during_a_download_saves_the_state_for_the_next_run() {
     let seeder = rt.block_on(start_peer(server.addr));
     rt.block_on(seeder.register(&path)).unwrap();
     let output = leecher(&addr, &id, out.path()).output().unwrap();
-    assert_success(&output);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(std::fs::read(out.path().join("term.bin")).unwrap(), data);
     rt.block_on(seeder.shutdown());
 }
@@ -393,13 +408,13 @@ async fn silent_partition_is_noticed_by_read_deadlines() {
     behind.advertise_addr = Some(proxy.addr);
     let cut_off = Peer::start(behind).await.unwrap();
     let id = cut_off.register(&path).await.unwrap().to_string();
-    let leecher = start_peer_with(server.addr, |c| {
-        c.request_timeout = Duration::from_secs(2);
-        c.connect_timeout = Duration::from_secs(2);
-        c.stall_timeout = Duration::from_secs(10);
-    })
-    .await;
-    let (run, mut rx) = download_watched(&leecher, &id, out.path(), CancellationToken::new());
+    let mut config = peer_config(server.addr);
+    config.request_timeout = Duration::from_secs(2);
+    config.connect_timeout = Duration::from_secs(2);
+    config.stall_timeout = Duration::from_secs(10);
+    let leecher = Peer::start(config).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = leecher.download(&id, out.path(), Some(tx), CancellationToken::new());
     // The only host goes silent after its first chunk; another host appears meanwhile. The
     // silent host's requests must end by read deadline, not hang, and the download move on.
     let other = start_peer(server.addr).await;
@@ -464,7 +479,7 @@ fn full_disk_is_a_clear_error() {
     let leecher = rt.block_on(start_peer(server.addr));
 
     let err = rt
-        .block_on(download(&leecher, &id, small.path()))
+        .block_on(leecher.download(&id, small.path(), None, CancellationToken::new()))
         .unwrap_err()
         .to_string();
     assert!(err.contains("not enough disk space for"), "{err}");
@@ -486,19 +501,19 @@ fn full_disk_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_keep_going_while_the_index_restarts() {
-    let Seeded {
-        server,
-        src: _src,
-        out,
-        data,
-        seeder,
-        id,
-        ..
-    } = seeded("steady.bin", 32 * MIB, 60).await;
+    let server = start_server().await;
     let addr = server.addr;
-    let leecher = start_peer_with(addr, |c| c.workers = 1).await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "steady.bin", 32 * MIB, 60);
+    let seeder = start_peer(addr).await;
+    let id = seeder.register(&path).await.unwrap().to_string();
+    let mut config = peer_config(addr);
+    config.workers = 1;
+    let leecher = Peer::start(config).await.unwrap();
 
-    let (run, mut rx) = download_watched(&leecher, &id, out.path(), CancellationToken::new());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = leecher.download(&id, out.path(), Some(tx), CancellationToken::new());
     let restart = async {
         let mut server = Some(server);
         let mut restarted = None;

@@ -6,15 +6,18 @@ use std::time::Duration;
 use p2p_peer::index_client::IndexClient;
 
 use crate::support::{
-    eventually, fast_server_config, random_file, registered_by_hand, start_peer, start_peer_with,
-    start_server, start_server_on,
+    eventually, fast_server_config, random_file, start_peer, start_server, start_server_on,
 };
 
 #[tokio::test]
 async fn peer_that_stops_heartbeating_is_dropped_with_its_files() {
     let server = start_server().await;
+    let client = IndexClient::new(server.addr, Duration::from_secs(5));
     // Registered by hand and never heartbeating, like a crashed peer.
-    let (client, session) = registered_by_hand(server.addr).await;
+    let session = client
+        .register("127.0.0.1:9".parse().unwrap())
+        .await
+        .unwrap();
     let src = tempfile::tempdir().unwrap();
     let (path, _) = random_file(src.path(), "gone.bin", 100, 1);
     let manifest = p2p_storage::build_manifest(&path).unwrap().manifest;
@@ -69,10 +72,9 @@ async fn restarted_index_is_rebuilt_by_the_peers() {
 #[tokio::test]
 async fn peer_on_all_interfaces_is_advertised_at_a_reachable_address() {
     let server = start_server().await;
-    let peer = start_peer_with(server.addr, |c| {
-        c.listen_addr = "0.0.0.0:0".parse().unwrap();
-    })
-    .await;
+    let mut config = crate::support::peer_config(server.addr);
+    config.listen_addr = "0.0.0.0:0".parse().unwrap();
+    let peer = p2p_peer::Peer::start(config).await.unwrap();
     let session = peer.session().unwrap();
     // Never the unspecified address: the one the index saw us come from, with our port.
     assert_eq!(session.addr.ip(), std::net::Ipv4Addr::LOCALHOST);

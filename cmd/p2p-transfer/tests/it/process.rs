@@ -1,8 +1,7 @@
 //! Running the real binary: children killed on drop, waiting for the stdout lines scripts read.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p-transfer"));
@@ -63,42 +62,38 @@ pub fn read_line_starting(out: &mut BufReader<ChildStdout>, prefix: &str) -> Str
     }
 }
 
-/// `peer --addr 127.0.0.1:0 --server SERVER`, for the caller to add to.
-pub fn peer(server: &str) -> Command {
-    let mut cmd = bin();
-    cmd.args(["peer", "--addr", "127.0.0.1:0", "--server", server]);
-    cmd
-}
-
 /// `peer --addr 127.0.0.1:0 --server SERVER --download ID --out OUT`: a one-shot leecher.
-pub fn leecher(server: &str, id: &str, out: &Path) -> Command {
-    let mut cmd = peer(server);
-    cmd.args(["--download", id, "--out"]).arg(out);
+pub fn leecher(server: &str, id: &str, out: &std::path::Path) -> Command {
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        server,
+        "--download",
+        id,
+        "--out",
+    ])
+    .arg(out);
     cmd
 }
 
 /// A seeder process sharing `path`; returns it and the file id it printed.
-pub fn seed(server: &str, path: &Path) -> (Running, String) {
-    let mut cmd = peer(server);
-    cmd.arg("--register").arg(path);
+pub fn seed(server: &str, path: &std::path::Path) -> (Running, String) {
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        server,
+        "--register",
+    ])
+    .arg(path);
     let (child, _, mut out) = spawn_until(cmd, "peer listening on ");
-    let id = read_registered(&mut out, path);
-    (child, id)
-}
-
-/// Reads the next `registered PATH ID` line, checks that it names `path`, and returns the id.
-pub fn read_registered(out: &mut BufReader<ChildStdout>, path: &Path) -> String {
-    let line = read_line_starting(out, "registered ");
+    let line = read_line_starting(&mut out, "registered ");
     let id = line.rsplit(' ').next().unwrap().to_owned();
     assert_eq!(line, format!("registered {} {id}", path.display()));
-    id
-}
-
-/// Asserts that the run exited with success, showing its stderr if not.
-pub fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    (child, id)
 }

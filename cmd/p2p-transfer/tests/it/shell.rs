@@ -7,7 +7,7 @@ use std::time::Duration;
 use expectrl::process::unix::WaitStatus;
 use expectrl::{ControlCode, Expect, Session};
 
-use crate::support::{Seeded, random_file, seeded};
+use crate::support::random_file;
 
 type Pty = expectrl::session::OsSession;
 
@@ -23,13 +23,6 @@ fn spawn_shell(args: &[&str], history: &std::path::Path) -> Pty {
     session.get_process_mut().set_window_size(120, 40).unwrap();
     session.set_expect_timeout(Some(Duration::from_secs(20)));
     session
-}
-
-/// `peer --addr 127.0.0.1:0 --server SERVER` followed by `args`, as [`spawn_shell`] starts it.
-fn spawn_peer_shell(server: &str, args: &[&str], history: &std::path::Path) -> Pty {
-    let mut all = vec!["peer", "--addr", "127.0.0.1:0", "--server", server];
-    all.extend_from_slice(args);
-    spawn_shell(&all, history)
 }
 
 /// Waits until every needle has been seen, in any order (output from background work may
@@ -69,34 +62,6 @@ fn prompt(session: &mut Pty) {
     session.send("\x1b[20;1R").unwrap();
 }
 
-/// Types `line` at the next prompt and presses Enter.
-fn run(session: &mut Pty, line: impl AsRef<[u8]>) {
-    prompt(session);
-    session.send_line(line).unwrap();
-}
-
-/// Types `partial` at the next prompt, presses Tab, waits `settle_ms` for the completion to
-/// be drawn, and presses Enter.
-fn tab_complete(session: &mut Pty, partial: &str, settle_ms: u64) {
-    prompt(session);
-    session.send(format!("{partial}\t")).unwrap();
-    std::thread::sleep(Duration::from_millis(settle_ms));
-    session.send("\r").unwrap();
-}
-
-/// Leaves with the `exit` command; the shell ends with status 0.
-fn exit(session: &mut Pty) {
-    run(session, "exit");
-    exits_cleanly(session);
-}
-
-/// Leaves with Ctrl-D at the prompt; the shell ends with status 0.
-fn ctrl_d(session: &mut Pty) {
-    prompt(session);
-    session.send(ControlCode::EndOfTransmission).unwrap();
-    exits_cleanly(session);
-}
-
 fn exits_cleanly(session: &mut Pty) {
     session.expect(expectrl::Eof).expect("shell ended");
     assert!(matches!(
@@ -115,17 +80,23 @@ fn server_shell_answers_status_and_lists() {
     );
 
     // Tab completes "sta" to "status".
-    tab_complete(&mut sh, "sta", 200);
+    prompt(&mut sh);
+    sh.send("sta\t").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    sh.send("\r").unwrap();
     sh.expect("listening on  127.0.0.1:").unwrap();
     sh.expect("mDNS          off").unwrap();
     sh.expect("peers         0").unwrap();
 
-    run(&mut sh, "list files");
+    prompt(&mut sh);
+    sh.send_line("list files").unwrap();
     sh.expect("no files registered").unwrap();
-    run(&mut sh, "frobnicate");
+    prompt(&mut sh);
+    sh.send_line("frobnicate").unwrap();
     sh.expect("error: unknown command 'frobnicate'; commands: status, list, help, exit")
         .unwrap();
-    run(&mut sh, "list nonsense");
+    prompt(&mut sh);
+    sh.send_line("list nonsense").unwrap();
     sh.expect("error: unrecognized subcommand 'nonsense'")
         .unwrap();
     sh.expect("Usage: list <COMMAND>").unwrap();
@@ -134,9 +105,12 @@ fn server_shell_answers_status_and_lists() {
     prompt(&mut sh);
     sh.send("half-typed").unwrap();
     sh.send(ControlCode::EndOfText).unwrap();
-    run(&mut sh, "status");
+    prompt(&mut sh);
+    sh.send_line("status").unwrap();
     sh.expect("uptime").unwrap();
-    ctrl_d(&mut sh);
+    prompt(&mut sh);
+    sh.send(ControlCode::EndOfTransmission).unwrap();
+    exits_cleanly(&mut sh);
 
     let saved = std::fs::read_to_string(&history).unwrap();
     assert!(
@@ -152,32 +126,45 @@ fn server_shell_answers_status_and_lists() {
 #[test]
 fn peer_shell_downloads_in_the_background_and_exits_unregistered() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let Seeded {
-        server,
-        src,
-        out,
-        data,
-        seeder,
-        id,
-        ..
-    } = rt.block_on(seeded("shared video.bin", 24 * 1024 * 1024 + 5, 41));
+    let server = rt.block_on(crate::support::start_server());
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "shared video.bin", 24 * 1024 * 1024 + 5, 41);
+    let seeder = rt.block_on(crate::support::start_peer(server.addr));
+    let id = rt.block_on(seeder.register(&path)).unwrap().to_string();
     let (mine, _) = random_file(src.path(), "alpha notes.txt", 100, 42);
 
     let history = out.path().join("history");
     let addr = server.addr.to_string();
     let out_dir = out.path().join("downloads");
     std::fs::create_dir(&out_dir).unwrap();
-    let mut sh = spawn_peer_shell(&addr, &["--out", out_dir.to_str().unwrap(), "-i"], &history);
+    let mut sh = spawn_shell(
+        &[
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--out",
+            out_dir.to_str().unwrap(),
+            "-i",
+        ],
+        &history,
+    );
 
-    run(&mut sh, "search VIDEO");
+    prompt(&mut sh);
+    sh.send_line("search VIDEO").unwrap();
     sh.expect("shared video.bin").unwrap();
-    run(&mut sh, format!("download {}", &id[..8]));
+    prompt(&mut sh);
+    sh.send_line(format!("download {}", &id[..8])).unwrap();
     sh.expect("in the background").unwrap();
     // The shell answers while the download runs.
-    run(&mut sh, "status");
+    prompt(&mut sh);
+    sh.send_line("status").unwrap();
     let downloaded = format!("downloaded {}", out_dir.join("shared video.bin").display());
     expect_all(&mut sh, &["(given with --server)", &downloaded]);
-    run(&mut sh, "transfers");
+    prompt(&mut sh);
+    sh.send_line("transfers").unwrap();
     sh.expect("100%").unwrap();
     sh.expect("done").unwrap();
     assert_eq!(
@@ -187,17 +174,24 @@ fn peer_shell_downloads_in_the_background_and_exits_unregistered() {
 
     // Tab completes a path after `register`.
     let partial = format!("register {}/alp", src.path().display());
-    tab_complete(&mut sh, &partial, 300);
+    prompt(&mut sh);
+    sh.send(format!("{partial}\t")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    sh.send("\r").unwrap();
     sh.expect(format!("registered {}", mine.display())).unwrap();
 
-    run(&mut sh, "list files");
+    prompt(&mut sh);
+    sh.send_line("list files").unwrap();
     sh.expect("alpha notes.txt").unwrap();
-    run(&mut sh, "download");
+    prompt(&mut sh);
+    sh.send_line("download").unwrap();
     sh.expect("error: the following required arguments were not provided")
         .unwrap();
     sh.expect("Usage: download <ID> [DIR]").unwrap();
 
-    exit(&mut sh);
+    prompt(&mut sh);
+    sh.send_line("exit").unwrap();
+    exits_cleanly(&mut sh);
 
     // Unregistered on exit: only the seeder is left in the index.
     let (peers, total) = rt.block_on(seeder.network_peers()).unwrap();
@@ -208,22 +202,23 @@ fn peer_shell_downloads_in_the_background_and_exits_unregistered() {
 #[test]
 fn startup_flags_run_before_the_prompt() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let Seeded {
-        server,
-        src,
-        out,
-        data,
-        seeder,
-        id,
-        ..
-    } = rt.block_on(seeded("theirs.bin", 5 * 1024 * 1024, 43));
+    let server = rt.block_on(crate::support::start_server());
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (theirs, data) = random_file(src.path(), "theirs.bin", 5 * 1024 * 1024, 43);
     let (mine, _) = random_file(src.path(), "mine.bin", 10, 44);
+    let seeder = rt.block_on(crate::support::start_peer(server.addr));
+    let id = rt.block_on(seeder.register(&theirs)).unwrap().to_string();
 
     let addr = server.addr.to_string();
     let history = out.path().join("history");
-    let mut sh = spawn_peer_shell(
-        &addr,
+    let mut sh = spawn_shell(
         &[
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
             "-i",
             "--register",
             mine.to_str().unwrap(),
@@ -237,9 +232,12 @@ fn startup_flags_run_before_the_prompt() {
     sh.expect(format!("registered {}", mine.display())).unwrap();
     sh.expect("downloaded ").unwrap();
     assert_eq!(std::fs::read(out.path().join("theirs.bin")).unwrap(), data);
-    run(&mut sh, "list files");
+    prompt(&mut sh);
+    sh.send_line("list files").unwrap();
     sh.expect("mine.bin").unwrap();
-    ctrl_d(&mut sh);
+    prompt(&mut sh);
+    sh.send(ControlCode::EndOfTransmission).unwrap();
+    exits_cleanly(&mut sh);
     rt.block_on(seeder.shutdown());
 }
 
@@ -262,11 +260,25 @@ fn exit_during_a_stalled_download_is_prompt_and_keeps_the_part_file() {
 
     let addr = server.addr.to_string();
     let history = out.path().join("history");
-    let mut sh = spawn_peer_shell(&addr, &["-o", out.path().to_str().unwrap(), "-i"], &history);
-    run(&mut sh, format!("download {id}"));
+    let mut sh = spawn_shell(
+        &[
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "-o",
+            out.path().to_str().unwrap(),
+            "-i",
+        ],
+        &history,
+    );
+    prompt(&mut sh);
+    sh.send_line(format!("download {id}")).unwrap();
     // Ask until the download has started (the lookup takes a moment).
     for attempt in 0.. {
-        run(&mut sh, "transfers");
+        prompt(&mut sh);
+        sh.send_line("transfers").unwrap();
         let seen = sh
             .expect(expectrl::Regex("running|looking up|failed[^\r]*"))
             .unwrap();
@@ -301,8 +313,12 @@ fn messages_show_above_the_prompt_and_msg_sends_one() {
     let friend = rt.block_on(crate::support::start_peer(server.addr));
     let dir = tempfile::tempdir().unwrap();
     let addr = server.addr.to_string();
-    let mut sh = spawn_peer_shell(&addr, &["-i"], &dir.path().join("history"));
-    run(&mut sh, "status");
+    let mut sh = spawn_shell(
+        &["peer", "--addr", "127.0.0.1:0", "--server", &addr, "-i"],
+        &dir.path().join("history"),
+    );
+    prompt(&mut sh);
+    sh.send_line("status").unwrap();
     let listening = sh
         .expect(expectrl::Regex("listening on  127.0.0.1:[0-9]+"))
         .unwrap();
@@ -317,20 +333,22 @@ fn messages_show_above_the_prompt_and_msg_sends_one() {
     sh.expect(format!("message from {}", friend.local_addr()))
         .unwrap();
     sh.expect(": build is green").unwrap();
-    run(&mut sh, "messages");
+    prompt(&mut sh);
+    sh.send_line("messages").unwrap();
     sh.expect("build is green").unwrap();
 
     // Outgoing, by address.
-    run(
-        &mut sh,
-        format!("msg {} thanks, merging now", friend.local_addr()),
-    );
+    prompt(&mut sh);
+    sh.send_line(format!("msg {} thanks, merging now", friend.local_addr()))
+        .unwrap();
     sh.expect(format!("sent to {}", friend.local_addr()))
         .unwrap();
     let got = friend.messages();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].text, "thanks, merging now");
-    exit(&mut sh);
+    prompt(&mut sh);
+    sh.send_line("exit").unwrap();
+    exits_cleanly(&mut sh);
     rt.block_on(friend.shutdown());
 }
 
@@ -352,15 +370,26 @@ fn connect_adds_a_host_the_index_does_not_know() {
     let id = rt.block_on(lone.register(&path)).unwrap().to_string();
 
     let addr = server.addr.to_string();
-    let mut sh = spawn_peer_shell(
-        &addr,
-        &["-o", out.path().to_str().unwrap(), "-i"],
+    let mut sh = spawn_shell(
+        &[
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "-o",
+            out.path().to_str().unwrap(),
+            "-i",
+        ],
         &out.path().join("history"),
     );
-    run(&mut sh, format!("connect {}", lone.local_addr()));
+    prompt(&mut sh);
+    sh.send_line(format!("connect {}", lone.local_addr()))
+        .unwrap();
     sh.expect(format!("downloads will also ask {}", lone.local_addr()))
         .unwrap();
-    run(&mut sh, format!("download {id}"));
+    prompt(&mut sh);
+    sh.send_line(format!("download {id}")).unwrap();
     sh.expect(format!(
         "downloaded {}",
         out.path().join("off-index.bin").display()
@@ -370,6 +399,8 @@ fn connect_adds_a_host_the_index_does_not_know() {
         std::fs::read(out.path().join("off-index.bin")).unwrap(),
         data
     );
-    exit(&mut sh);
+    prompt(&mut sh);
+    sh.send_line("exit").unwrap();
+    exits_cleanly(&mut sh);
     rt.block_on(lone.shutdown());
 }

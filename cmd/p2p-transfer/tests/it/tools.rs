@@ -3,10 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::process::{
-    Running, assert_success, bin, leecher, peer, read_line_starting, read_registered, seed,
-    spawn_until, start_server,
-};
+use crate::process::{bin, leecher, read_line_starting, seed, spawn_until, start_server};
 use crate::support::random_file;
 
 #[test]
@@ -57,7 +54,11 @@ fn a_manifest_file_names_the_index_and_checks_the_download() {
         .arg(&p2pm)
         .output()
         .unwrap();
-    assert_success(&output);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         format!("wrote {} {id}", p2pm.display())
@@ -82,7 +83,11 @@ fn a_manifest_file_names_the_index_and_checks_the_download() {
         .arg(&dest)
         .output()
         .unwrap();
-    assert_success(&output);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(std::fs::read(dest.join("carried.bin")).unwrap(), data);
 
     // A damaged manifest file: a clear error, nothing fetched or written.
@@ -109,21 +114,24 @@ fn a_manifest_file_names_the_index_and_checks_the_download() {
     assert!(!dest.join("renamed.bin").exists());
 }
 
-/// `peer --write-manifest --register PATH`: the running seeder and its `wrote ...` line.
-fn register_writing_manifest(addr: &str, path: &std::path::Path) -> (Running, String) {
-    let mut cmd = peer(addr);
-    cmd.args(["--write-manifest", "--register"]).arg(path);
-    let (seeder, _, mut out) = spawn_until(cmd, "registered ");
-    let wrote = read_line_starting(&mut out, "wrote ");
-    (seeder, wrote)
-}
-
 #[test]
 fn register_can_write_manifest_files() {
     let (_server, addr) = start_server();
     let src = tempfile::tempdir().unwrap();
     let (path, _) = random_file(src.path(), "w.bin", 100, 64);
-    let (_seeder, wrote) = register_writing_manifest(&addr, &path);
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        &addr,
+        "--write-manifest",
+        "--register",
+    ])
+    .arg(&path);
+    let (_seeder, _, mut out) = crate::process::spawn_until(cmd, "registered ");
+    let wrote = crate::process::read_line_starting(&mut out, "wrote ");
     let p2pm = src.path().join("w.bin.p2pm");
     assert!(
         wrote.starts_with(&format!("wrote {}", p2pm.display())),
@@ -147,14 +155,30 @@ fn a_whole_folder_is_shared_and_recreated_under_out() {
     let (_, deep) = random_file(&album.join("2024/summer"), "beach.jpg", 5 * 1024 * 1024, 92);
     random_file(&album, ".DS_Store", 10, 93);
 
-    let (_seeder, wrote) = register_writing_manifest(&addr, &album);
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        &addr,
+        "--write-manifest",
+        "--register",
+    ])
+    .arg(&album);
+    let (_seeder, _, mut stdout) = crate::process::spawn_until(cmd, "registered ");
+    let wrote = crate::process::read_line_starting(&mut stdout, "wrote ");
     let p2pm = src.path().join("album.p2pm");
     assert_eq!(wrote, format!("wrote {}", p2pm.display()));
 
     let output = leecher(&addr, p2pm.to_str().unwrap(), out.path())
         .output()
         .unwrap();
-    assert_success(&output);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("downloaded 2 files"));
     assert_eq!(
         std::fs::read(out.path().join("album/cover.jpg")).unwrap(),
@@ -225,13 +249,22 @@ fn share_dir_registers_the_folder_and_follows_it() {
     let out = tempfile::tempdir().unwrap();
     let (path, data) = random_file(dir.path(), "shared-a.bin", 5 * 1024 * 1024, 71);
     random_file(dir.path(), ".hidden-shared.bin", 10, 72);
-    let mut cmd = peer(&addr);
+    let mut cmd = bin();
     cmd.env("P2P_MANIFEST_CACHE", cache.path().join("cache.json"))
-        .arg("--share-dir")
+        .args([
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "--share-dir",
+        ])
         .arg(dir.path());
     let (_peer, _, mut stdout) = spawn_until(cmd, "peer listening on ");
     // One line per shared file, as with --register; hidden files are not shared.
-    let id = read_registered(&mut stdout, &path);
+    let line = read_line_starting(&mut stdout, "registered ");
+    let id = line.rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(line, format!("registered {} {id}", path.display()));
     assert_eq!(search_names(&addr, "shared"), ["shared-a.bin"]);
 
     // Others can download it.

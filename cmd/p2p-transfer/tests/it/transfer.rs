@@ -1,13 +1,13 @@
 //! Whole downloads between in-process peers: bytes identical, work spread over every seeder,
 //! edge-sized files, id prefixes, and a target that already exists.
 
+use std::time::Duration;
+
 use p2p_peer::{DownloadEvent, PeerError};
 use p2p_protocol::CHUNK_SIZE;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{
-    Seeded, download, download_watched, random_file, seeded, start_peer, start_server,
-};
+use crate::support::{random_file, start_peer, start_server};
 
 const MIB: usize = 1024 * 1024;
 
@@ -35,9 +35,16 @@ async fn three_seeders_each_serve_part_of_a_50_mib_file() {
     let id = id.unwrap();
 
     let leecher = start_peer(server.addr).await;
-    let id_text = id.to_string();
-    let (run, mut rx) = download_watched(&leecher, &id_text, out.path(), CancellationToken::new());
-    let report = run.await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = leecher
+        .download(
+            &id.to_string(),
+            out.path(),
+            Some(tx),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
 
     assert_eq!(report.path, out.path().join("big.bin"));
     assert_eq!(std::fs::read(&report.path).unwrap(), data);
@@ -83,13 +90,21 @@ async fn three_seeders_each_serve_part_of_a_50_mib_file() {
 }
 
 async fn round_trip(name: &str, len: usize) {
-    let s = seeded(name, len, len as u64).await;
-    let leecher = start_peer(s.server.addr).await;
-    let report = download(&leecher, &s.id, s.out.path()).await.unwrap();
-    assert_eq!(report.path, s.out.path().join(name));
-    assert_eq!(std::fs::read(&report.path).unwrap(), s.data);
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), name, len, len as u64);
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap();
+    let leecher = start_peer(server.addr).await;
+    let report = leecher
+        .download(&id.to_string(), out.path(), None, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.path, out.path().join(name));
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
     assert_eq!(report.bytes, len as u64);
-    s.seeder.shutdown().await;
+    seeder.shutdown().await;
     leecher.shutdown().await;
 }
 
@@ -110,19 +125,22 @@ async fn non_ascii_file_name() {
 
 #[tokio::test]
 async fn id_prefixes_unique_unknown_and_malformed() {
-    let Seeded {
-        server,
-        out,
-        data,
-        seeder,
-        id,
-        src: _src,
-        ..
-    } = seeded("p.bin", 1000, 5).await;
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "p.bin", 1000, 5);
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap().to_string();
     let leecher = start_peer(server.addr).await;
 
     // A unique prefix of 6 characters, in upper case, is enough.
-    let report = download(&leecher, &id[..6].to_uppercase(), out.path())
+    let report = leecher
+        .download(
+            &id[..6].to_uppercase(),
+            out.path(),
+            None,
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     assert_eq!(std::fs::read(report.path).unwrap(), data);
@@ -130,7 +148,10 @@ async fn id_prefixes_unique_unknown_and_malformed() {
     // Unknown: a prefix differing from the real id in its first character.
     let other = if id.starts_with('0') { "1" } else { "0" };
     let unknown = format!("{other}{}", &id[1..8]);
-    let err = download(&leecher, &unknown, out.path()).await.unwrap_err();
+    let err = leecher
+        .download(&unknown, out.path(), None, CancellationToken::new())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains(&format!("no file matches {unknown}")),
@@ -138,7 +159,10 @@ async fn id_prefixes_unique_unknown_and_malformed() {
     );
 
     for bad in ["abc", "not-hex!"] {
-        let err = download(&leecher, bad, out.path()).await.unwrap_err();
+        let err = leecher
+            .download(bad, out.path(), None, CancellationToken::new())
+            .await
+            .unwrap_err();
         assert!(matches!(err, PeerError::BadId(_)), "{bad}: {err}");
         assert!(err.to_string().contains(bad), "{err}");
     }
@@ -148,12 +172,17 @@ async fn id_prefixes_unique_unknown_and_malformed() {
 
 #[tokio::test]
 async fn ambiguous_prefix_names_the_candidates() {
+    use p2p_peer::index_client::IndexClient;
     use p2p_protocol::{FileManifest, Sha256Hash};
 
     let server = start_server().await;
     // Announce synthetic manifests (the index never reads file data) until two ids share six
     // hex characters: about 5,000 by the birthday bound, deterministic names.
-    let (client, session) = crate::support::registered_by_hand(server.addr).await;
+    let client = IndexClient::new(server.addr, Duration::from_secs(5));
+    let session = client
+        .register("127.0.0.1:9".parse().unwrap())
+        .await
+        .unwrap();
     let mut seen = std::collections::HashMap::new();
     let (prefix, a, b) = loop {
         let name = format!("n{}", seen.len());
@@ -174,7 +203,10 @@ async fn ambiguous_prefix_names_the_candidates() {
     };
     let leecher = crate::support::start_peer(server.addr).await;
     let out = tempfile::tempdir().unwrap();
-    let err = download(&leecher, &prefix, out.path()).await.unwrap_err();
+    let err = leecher
+        .download(&prefix, out.path(), None, CancellationToken::new())
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("matches 2 files"), "{msg}");
     assert!(msg.contains(&a[..12]) && msg.contains(&b[..12]), "{msg}");
@@ -184,17 +216,18 @@ async fn ambiguous_prefix_names_the_candidates() {
 
 #[tokio::test]
 async fn existing_target_is_left_untouched() {
-    let Seeded {
-        server,
-        out,
-        seeder,
-        id,
-        src: _src,
-        ..
-    } = seeded("keep.txt", 2 * MIB, 9).await;
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "keep.txt", 2 * MIB, 9);
     std::fs::write(out.path().join("keep.txt"), b"precious").unwrap();
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap();
     let leecher = start_peer(server.addr).await;
-    let err = download(&leecher, &id, out.path()).await.unwrap_err();
+    let err = leecher
+        .download(&id.to_string(), out.path(), None, CancellationToken::new())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("already exists; refusing to overwrite it"),
@@ -212,16 +245,12 @@ async fn existing_target_is_left_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_seeder_is_outvoted_by_the_hashes() {
-    let Seeded {
-        server,
-        out,
-        path,
-        data,
-        seeder: good,
-        id,
-        src: _src,
-        ..
-    } = seeded("v.bin", 30 * MIB, 11).await;
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "v.bin", 30 * MIB, 11);
+    let good = start_peer(server.addr).await;
+    let id = good.register(&path).await.unwrap();
     let liar = crate::bad_input::FakeSeeder::start(
         server.addr,
         &path,
@@ -230,8 +259,16 @@ async fn corrupt_seeder_is_outvoted_by_the_hashes() {
     .await;
 
     let leecher = start_peer(server.addr).await;
-    let (run, mut rx) = download_watched(&leecher, &id, out.path(), CancellationToken::new());
-    let report = run.await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = leecher
+        .download(
+            &id.to_string(),
+            out.path(),
+            Some(tx),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&report.path).unwrap(), data);
     assert!(liar.requests() > 0, "the lying seeder was asked");
     let mut dropped = false;
@@ -254,19 +291,19 @@ async fn corrupt_seeder_is_outvoted_by_the_hashes() {
 
 #[tokio::test]
 async fn file_changed_on_disk_is_no_longer_served() {
-    let Seeded {
-        server,
-        out,
-        path,
-        seeder,
-        id,
-        src: _src,
-        ..
-    } = seeded("c.bin", MIB, 12).await;
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "c.bin", MIB, 12);
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap();
     // Edited in place after registration: same name, new size.
     std::fs::write(&path, b"edited").unwrap();
     let leecher = start_peer(server.addr).await;
-    let err = download(&leecher, &id, out.path()).await.unwrap_err();
+    let err = leecher
+        .download(&id.to_string(), out.path(), None, CancellationToken::new())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .starts_with("download of c.bin failed with 0 of 1 chunks complete"),
@@ -313,18 +350,18 @@ async fn search_matches_every_word_ignoring_case() {
 
 #[tokio::test]
 async fn deleted_file_is_reported_unavailable() {
-    let Seeded {
-        server,
-        out,
-        path,
-        seeder,
-        id,
-        src: _src,
-        ..
-    } = seeded("d.bin", 1000, 13).await;
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "d.bin", 1000, 13);
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap();
     std::fs::remove_file(&path).unwrap();
     let leecher = start_peer(server.addr).await;
-    let err = download(&leecher, &id, out.path()).await.unwrap_err();
+    let err = leecher
+        .download(&id.to_string(), out.path(), None, CancellationToken::new())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .starts_with("download of d.bin failed with 0 of 1 chunks complete"),
