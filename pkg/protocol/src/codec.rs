@@ -130,7 +130,8 @@ impl DecodeFrame for PeerRequest {}
 
 impl DecodeFrame for PeerResponse {
     fn decode_frame(frame: BytesMut) -> Result<Self, ProtocolError> {
-        match parse_chunk(&frame) {
+        // The whole body: `{"Chunk": {"file_id", "index", "data"}}`, fields in any order.
+        match scan_chunk(&frame, frame.len()) {
             Some((file_id, index, range)) => Ok(PeerResponse::Chunk {
                 file_id,
                 index,
@@ -140,12 +141,6 @@ impl DecodeFrame for PeerResponse {
             None => decode_body(&frame),
         }
     }
-}
-
-/// Reads `{"Chunk": {"file_id": bin 32, "index": int, "data": bin}}` (fields in any order)
-/// and returns the fields and where the data lies in `body`; `None` for anything else.
-fn parse_chunk(body: &[u8]) -> Option<(FileId, u32, Range<usize>)> {
-    scan_chunk(body, body.len())
 }
 
 /// Reads the fields of a `Chunk` frame body of `body_len` bytes from `bytes`: the whole body,

@@ -299,12 +299,7 @@ impl PeerServerConnection<tokio::net::TcpStream> {
                         .await
                         .map_err(std::io::Error::other)??;
                 match sent {
-                    Sent::Bytes(0) => {
-                        return Err(ProtocolError::Io(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the shared file became shorter while a chunk of it was being sent",
-                        )));
-                    }
+                    Sent::Bytes(0) => return Err(ProtocolError::Io(file_shrank())),
                     Sent::Bytes(n) => {
                         offset += n as u64;
                         left -= n;
@@ -406,6 +401,14 @@ fn has_room(socket: &impl std::os::fd::AsFd, wait: Duration) -> std::io::Result<
         .intersects(PollFlags::OUT | PollFlags::ERR | PollFlags::HUP))
 }
 
+/// The error for a shared file that ends before the chunk being sent from it.
+fn file_shrank() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the shared file became shorter while a chunk of it was being sent",
+    )
+}
+
 /// `len` bytes of `file` at `offset`; an error if the file ends sooner.
 fn read_range(file: &impl std::os::fd::AsFd, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     let mut data = Vec::with_capacity(len);
@@ -413,10 +416,7 @@ fn read_range(file: &impl std::os::fd::AsFd, offset: u64, len: usize) -> std::io
         let at = offset + data.len() as u64;
         let n = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut data), at)?;
         if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the shared file became shorter while a chunk of it was being sent",
-            ));
+            return Err(file_shrank());
         }
     }
     Ok(data)
