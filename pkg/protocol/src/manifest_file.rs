@@ -419,6 +419,17 @@ impl FolderManifestFile {
                 file_id,
             });
         }
+        // A path that is also the folder of another (`a` and `a/b`) can't both be made: the
+        // download would fail halfway. Sorted, such a folder comes right before its files.
+        let mut paths: Vec<&[String]> = files.iter().map(|f| f.path.as_slice()).collect();
+        paths.sort();
+        if let Some(pair) = paths.windows(2).find(|w| w[1].starts_with(w[0])) {
+            return Err(ManifestFileError::Syntax(format!(
+                "{} is a file and also the folder of {}",
+                pair[0].join("/"),
+                pair[1].join("/")
+            )));
+        }
         let servers = parse_servers(&doc.servers)?;
         Ok(Self {
             name: doc.name,
@@ -470,5 +481,32 @@ mod folder_tests {
             "\"b.jpg\",\n      \"file_id\"",
         );
         assert!(FolderManifestFile::parse(&twice).is_err());
+    }
+
+    #[test]
+    fn a_file_that_is_also_a_folder_is_refused_up_front() {
+        let folder = FolderManifestFile::new(
+            "photos".into(),
+            vec![
+                (vec!["a".into()], manifest("a")),
+                (vec!["a".into(), "b".into()], manifest("b")),
+            ],
+            vec![],
+        );
+        let err = FolderManifestFile::parse(&folder.to_json()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "not a p2p-transfer manifest file: a is a file and also the folder of a/b"
+        );
+        // A shared prefix of names is not a folder.
+        let fine = FolderManifestFile::new(
+            "photos".into(),
+            vec![
+                (vec!["a".into()], manifest("a")),
+                (vec!["ab".into(), "b".into()], manifest("b")),
+            ],
+            vec![],
+        );
+        assert!(FolderManifestFile::parse(&fine.to_json()).is_ok());
     }
 }
