@@ -10,7 +10,7 @@ use p2p_protocol::{
     FileId, FileManifest, FileSummary, HostInfo, IdPrefix, PeerClientConnection, PeerConversation,
     PeerId, PeerRequest, PeerResponse, PeerSummary, ProtocolError, client_hello,
 };
-use p2p_storage::{SourceFile, build_manifest};
+use p2p_storage::{OpenSource, SourceFile, Tree, TreeFile};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -217,14 +217,31 @@ impl PeerHandle {
     }
 
     /// Like [`PeerHandle::register`], returning the whole manifest (for manifest files).
+    /// The file is opened once (a FIFO or device is refused, never waited on) and hashed and
+    /// served through that one handle.
     pub async fn register_manifest(&self, path: &Path) -> Result<FileManifest, PeerError> {
         let owned = path.to_owned();
-        let source = tokio::task::spawn_blocking(move || {
-            let hashed = build_manifest(&owned)?;
-            SourceFile::open(&owned, hashed)
-        })
-        .await
-        .map_err(|e| PeerError::Internal(e.to_string()))??;
+        self.register_opened(move || OpenSource::open(&owned)).await
+    }
+
+    /// Shares one file of a shared folder: opened beneath the folder's handle, and only if it
+    /// is still the file the walk saw.
+    pub async fn register_tree_file(
+        &self,
+        tree: Arc<Tree>,
+        file: TreeFile,
+    ) -> Result<FileManifest, PeerError> {
+        self.register_opened(move || tree.open_file(&file)).await
+    }
+
+    /// Opens with `open`, hashes through that handle, serves it and announces it.
+    async fn register_opened(
+        &self,
+        open: impl FnOnce() -> Result<OpenSource, p2p_storage::StorageError> + Send + 'static,
+    ) -> Result<FileManifest, PeerError> {
+        let source = tokio::task::spawn_blocking(move || SourceFile::hash(open()?))
+            .await
+            .map_err(|e| PeerError::Internal(e.to_string()))??;
         let manifest = source.manifest().clone();
         self.share_source(source).await?;
         Ok(manifest)

@@ -1,8 +1,10 @@
 //! [`ShareDir`]: a folder whose regular files are all shared, kept in step with the disk.
 //!
-//! Every regular file under the folder is registered, except hidden ones (any path component
-//! starting with `.`) and partial downloads (`.part`, `.part.chunks`, `.tmp`) and manifest files
-//! (`.p2pm`). A filesystem watcher (inotify through `notify`) triggers a rescan shortly after
+//! Every regular file under the folder is registered, except those [`p2p_storage::tree::left_out`]
+//! names (hidden files, partial downloads, manifest files). The folder is walked and its files
+//! opened only through a handle on it ([`Tree`]): a link or FIFO planted in it is skipped, a
+//! file swapped for one between the walk and the open is refused, and each file is hashed and
+//! served through the one handle it was opened with. A filesystem watcher (inotify through `notify`) triggers a rescan shortly after
 //! anything changes, and a periodic rescan catches what the watcher misses (network file
 //! systems, overflowed event queues). A file is hashed only when its size or modification
 //! time is new: manifests are cached in a small JSON file, so a restart of a peer sharing many
@@ -17,8 +19,8 @@ use std::time::{Duration, SystemTime};
 use notify::Watcher;
 use p2p_protocol::FileId;
 use p2p_protocol::manifest_file::ManifestFile;
-use p2p_storage::SourceFile;
 use p2p_storage::chunker::HashedFile;
+use p2p_storage::{SourceFile, Tree, TreeFile};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -56,13 +58,6 @@ pub struct ShareDir {
     pub stats: Arc<ShareDirStats>,
 }
 
-/// A file as last seen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Seen {
-    size: u64,
-    modified: SystemTime,
-}
-
 #[derive(Serialize, Deserialize, Default)]
 struct Cache {
     /// Absolute path → entry.
@@ -85,15 +80,14 @@ impl ShareDir {
         peer: &PeerHandle,
         config: ShareDirConfig,
     ) -> Result<(Self, Vec<(PathBuf, FileId)>), PeerError> {
-        let dir = std::fs::canonicalize(&config.dir).map_err(|source| {
-            PeerError::Storage(p2p_storage::StorageError::Io {
-                action: "cannot open shared folder",
-                path: config.dir.clone(),
-                source,
-            })
-        })?;
+        let dir = config.dir.clone();
+        let tree = tokio::task::spawn_blocking(move || Tree::open(&dir))
+            .await
+            .map_err(|e| PeerError::Internal(e.to_string()))??;
+        let tree = Arc::new(tree);
+        let dir = tree.root().to_owned();
         let mut state = State {
-            dir: dir.clone(),
+            tree,
             known: HashMap::new(),
             cache: load_cache(config.cache_file.as_deref()),
             cache_file: config.cache_file.clone(),
@@ -140,7 +134,12 @@ impl ShareDir {
                     _ = ticks.tick() => {}
                     Some(()) = wake_rx.recv() => tokio::time::sleep(SETTLE).await,
                 }
-                state.rescan().await;
+                // A rescan waits on the disk (a hung network file system, say): shutdown must
+                // not wait with it.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    () = state.rescan() => {}
+                }
             }
         });
         Ok((Self { stats }, shared))
@@ -148,9 +147,9 @@ impl ShareDir {
 }
 
 struct State {
-    dir: PathBuf,
-    /// Path → what it was when shared, and its id.
-    known: HashMap<PathBuf, (Seen, FileId)>,
+    tree: Arc<Tree>,
+    /// Path → the file as the walk saw it when it was shared, and its id.
+    known: HashMap<PathBuf, (TreeFile, FileId)>,
     cache: Cache,
     cache_file: Option<PathBuf>,
     stats: Arc<ShareDirStats>,
@@ -159,9 +158,12 @@ struct State {
 
 impl State {
     async fn rescan(&mut self) {
-        let dir = self.dir.clone();
-        let current = match tokio::task::spawn_blocking(move || walk(&dir)).await {
-            Ok(files) => files,
+        let tree = self.tree.clone();
+        let current = match tokio::task::spawn_blocking(move || tree.walk()).await {
+            Ok(files) => files
+                .into_iter()
+                .map(|f| (self.tree.path_of(&f), f))
+                .collect::<HashMap<_, _>>(),
             Err(err) => {
                 warn!(%err, "cannot scan the shared folder");
                 return;
@@ -229,7 +231,8 @@ impl State {
     }
 
     /// Shares one file, hashing it only if the cache has no manifest for this size and time.
-    async fn share(&mut self, path: &Path, seen: &Seen) -> Result<FileId, PeerError> {
+    /// The file is opened once, beneath the folder, and must be the one the walk saw.
+    async fn share(&mut self, path: &Path, seen: &TreeFile) -> Result<FileId, PeerError> {
         let key = path.to_string_lossy().into_owned();
         let cached = self.cache.files.get(&key).and_then(|e| {
             let modified =
@@ -238,24 +241,36 @@ impl State {
                 .then(|| ManifestFile::parse(&e.p2pm).ok())
                 .flatten()
         });
-        let hashed = match cached {
-            Some(doc) => {
-                self.stats.cached.fetch_add(1, Ordering::Relaxed);
-                HashedFile {
-                    manifest: doc.manifest,
-                    len: seen.size,
-                    modified: seen.modified,
-                }
+        let tree = self.tree.clone();
+        let file = seen.clone();
+        let source = tokio::task::spawn_blocking(move || {
+            let opened = tree.open_file(&file)?;
+            match cached {
+                Some(doc) => SourceFile::cached(
+                    opened,
+                    HashedFile {
+                        manifest: doc.manifest,
+                        len: file.size,
+                        modified: file.modified,
+                    },
+                )
+                .map(|source| (source, true)),
+                None => SourceFile::hash(opened).map(|source| (source, false)),
             }
-            None => {
-                let owned = path.to_owned();
-                let hashed =
-                    tokio::task::spawn_blocking(move || p2p_storage::build_manifest(&owned))
-                        .await
-                        .map_err(|e| PeerError::Internal(e.to_string()))??;
-                self.stats.hashed.fetch_add(1, Ordering::Relaxed);
-                hashed
-            }
+        })
+        .await
+        .map_err(|e| PeerError::Internal(e.to_string()))?;
+        let (source, from_cache) = source?;
+        let counter = if from_cache {
+            &self.stats.cached
+        } else {
+            &self.stats.hashed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let hashed = HashedFile {
+            manifest: source.manifest().clone(),
+            len: seen.size,
+            modified: seen.modified,
         };
         let since_epoch = hashed
             .modified
@@ -270,10 +285,6 @@ impl State {
                 p2pm: ManifestFile::new(hashed.manifest.clone(), Vec::new()).to_json(),
             },
         );
-        let owned = path.to_owned();
-        let source = tokio::task::spawn_blocking(move || SourceFile::open(&owned, hashed))
-            .await
-            .map_err(|e| PeerError::Internal(e.to_string()))??;
         self.peer.share_source(source).await
     }
 
@@ -300,88 +311,4 @@ fn load_cache(file: Option<&Path>) -> Cache {
     file.and_then(|f| std::fs::read(f).ok())
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
-}
-
-/// Whether a file in the shared folder is left out.
-fn skipped(name: &str) -> bool {
-    name.starts_with('.')
-        || [
-            ".part",
-            ".chunks",
-            ".tmp",
-            p2p_protocol::manifest_file::SUFFIX,
-        ]
-        .iter()
-        .any(|suffix| name.ends_with(suffix))
-}
-
-/// Every file a shared folder would share, sorted (for folder manifests and `--register DIR`).
-pub fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = walk(dir).into_keys().collect();
-    files.sort();
-    files
-}
-
-/// Regular files under `dir` (not following symlinks), with size and modification time.
-fn walk(dir: &Path) -> HashMap<PathBuf, Seen> {
-    let mut out = HashMap::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(folder) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if skipped(&name.to_string_lossy()) {
-                continue;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else if meta.is_file()
-                && let Ok(modified) = meta.modified()
-            {
-                out.insert(
-                    entry.path(),
-                    Seen {
-                        size: meta.len(),
-                        modified,
-                    },
-                );
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hidden_and_partial_files_are_left_out() {
-        for name in [
-            ".hidden",
-            "movie.mkv.part",
-            "movie.mkv.part.chunks",
-            "x.tmp",
-            "a.p2pm",
-        ] {
-            assert!(skipped(name), "{name}");
-        }
-        for name in ["movie.mkv", "partial.txt", "notes.chunk"] {
-            assert!(!skipped(name), "{name}");
-        }
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("sub/.git")).unwrap();
-        for f in ["a", "sub/b", "sub/.git/c", ".d", "e.part"] {
-            std::fs::write(dir.path().join(f), b"x").unwrap();
-        }
-        let mut found: Vec<String> = walk(dir.path())
-            .keys()
-            .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
-            .collect();
-        found.sort();
-        assert_eq!(found, ["a", "sub/b"]);
-    }
 }

@@ -26,6 +26,10 @@ use crate::cli::{Cli, Command};
 /// Threads for blocking work (hashing, disk I/O); more than the default download workers.
 const BLOCKING_THREADS: usize = 16;
 
+/// How long the process waits, once its work is done, for blocking I/O still running (a read
+/// stuck on a hung network file system) before it exits anyway.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr (or above a shell's prompt): stdout carries the lines scripts read.
@@ -51,9 +55,15 @@ fn main() -> ExitCode {
             Command::Server(args) => run::server::run(args, shutdown).await,
             Command::Peer(args) => run::peer::run(args, shutdown).await,
             Command::Search(args) => run::search::run(args).await,
-            Command::Manifest(command) => run::manifest::run(command).await,
+            Command::Manifest(command) => tokio::select! {
+                result = run::manifest::run(command) => result,
+                () = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
+            },
         }
     });
+    // Work nobody waits for any more (hashing a file that was given up, a read stuck on a
+    // hung disk) must not keep the process alive after a signal.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
     report_peak_rss();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -568,11 +568,13 @@ impl Pool {
                 self.return_buffer(buf);
                 written
             })
+            // The verify-and-write task itself failed (it panicked): a local failure to write
+            // to this part file.
             .map_err(|e| {
                 FetchError::Local(StorageError::Io {
-                    action: "cannot write chunk",
-                    path: Default::default(),
-                    source: std::io::Error::other(e.to_string()),
+                    action: "cannot write a chunk to",
+                    path: self.part.part_path().to_owned(),
+                    cause: std::io::Error::other(e.to_string()),
                 })
             })?;
         match written {

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use p2p_protocol::{CHUNK_SIZE, FileManifest, MAX_CHUNKS_PER_FILE, ManifestError, Sha256Hash};
 
 use crate::StorageError;
+use crate::source::OpenSource;
 
 /// At most this many threads hash one file (each holds one 4 MiB buffer).
 const MAX_HASHERS: usize = 8;
@@ -30,30 +31,28 @@ pub struct HashedFile {
     pub modified: SystemTime,
 }
 
-/// Hashes the file at `path` into a manifest named after its base name, on every core.
+/// Hashes the file at `path` into a manifest named after its base name, on every core. The
+/// file is opened once, as [`OpenSource::open`] does (so a FIFO or device is refused at once,
+/// never waited on), and hashed through that handle.
 ///
 /// Fails if the file is not a regular file, its name is unsafe to hand to others, it is too
 /// large for one manifest, or it changes while being read.
 pub fn build_manifest(path: &Path) -> Result<HashedFile, StorageError> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| StorageError::NotAFile(path.to_owned()))?
-        .to_owned();
-    let file = File::open(path).map_err(StorageError::io("cannot open", path))?;
-    let before = file
-        .metadata()
-        .map_err(StorageError::io("cannot stat", path))?;
-    if !before.is_file() {
-        return Err(StorageError::NotAFile(path.to_owned()));
-    }
-    let size = before.len();
+    hash_open(&OpenSource::open(path)?)
+}
+
+/// Hashes an opened file through its handle, on every core; fails if it changes meanwhile.
+pub(crate) fn hash_open(opened: &OpenSource) -> Result<HashedFile, StorageError> {
+    let path = opened.path();
+    let name = opened.name().to_owned();
+    let size = opened.len();
+    let modified = opened.modified()?;
     // Refuse what can't become a valid manifest before reading a byte.
     p2p_protocol::validate_file_name(&name)?;
     if FileManifest::chunk_count_for(size, CHUNK_SIZE) > u64::from(MAX_CHUNKS_PER_FILE) {
         return Err(StorageError::Manifest {
             path: path.to_owned(),
-            source: ManifestError::TooLarge(size),
+            cause: ManifestError::TooLarge(size),
         });
     }
     let mut manifest = FileManifest {
@@ -62,12 +61,13 @@ pub fn build_manifest(path: &Path) -> Result<HashedFile, StorageError> {
         chunk_size: CHUNK_SIZE,
         chunks: Vec::new(),
     };
-    manifest.chunks = hash_chunks(&file, &manifest, path)?;
+    manifest.chunks = hash_chunks(opened.file(), &manifest, path)?;
     debug_assert_eq!(manifest.validate(), Ok(()));
 
-    let after = std::fs::metadata(path).map_err(StorageError::io("cannot stat", path))?;
-    let modified = before
-        .modified()
+    // Through the handle: the file itself must not have changed while it was read.
+    let after = opened
+        .file()
+        .metadata()
         .map_err(StorageError::io("cannot stat", path))?;
     if after.len() != size || after.modified().ok() != Some(modified) {
         return Err(StorageError::FileChanged(path.to_owned()));

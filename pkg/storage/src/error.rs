@@ -5,17 +5,20 @@ use std::path::PathBuf;
 use p2p_protocol::{FileNameError, ManifestError, Sha256Hash};
 
 /// A disk operation that failed, with the path it concerned.
+///
+/// Every variant says its cause in its own text and reports no `source()`, so the cause is
+/// printed once, in a log field (`%err`) as in an error chain (`{err:#}`).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// An I/O call failed.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}: {cause}", path.display())]
     Io {
         /// What we were doing ("cannot open", "cannot write to"...).
         action: &'static str,
         /// The file concerned.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A chunk's bytes do not hash to the manifest's value.
     #[error("chunk {index} failed verification: expected {}, got {}", expected.fmt_short(), got.fmt_short())]
@@ -60,8 +63,12 @@ pub enum StorageError {
     #[error("{} exists and is not a download of this program; move it away and try again", .0.display())]
     NotOurs(PathBuf),
     /// Another download holds this part file.
-    #[error("{} is in use by another download of the same file", .0.display())]
+    #[error("another download of this file is already running into the same folder ({} is locked)", .0.display())]
     Busy(PathBuf),
+    /// An existing part file has other hard links or another owner: writing through it would
+    /// change a file elsewhere.
+    #[error("{} is linked to another file or belongs to another user; refusing to write through it (move it away and try again)", .0.display())]
+    PartLinked(PathBuf),
     /// The disk is (or would be) full.
     #[error("not enough disk space for {}{}", path.display(), if *needed > 0 { format!(": {needed} more bytes needed, {available} available") } else { String::new() })]
     NoSpace {
@@ -75,19 +82,22 @@ pub enum StorageError {
     /// A registered file changed size or modification time on disk.
     #[error("{} changed on disk since it was registered", .0.display())]
     FileChanged(PathBuf),
+    /// The name now leads to another file than the one listed a moment ago.
+    #[error("{} was replaced while it was being opened", .0.display())]
+    Replaced(PathBuf),
     /// Not a regular file.
-    #[error("{} is not a regular file", .0.display())]
+    #[error("{} is not a regular file (FIFOs, devices, sockets and folders can't be shared as files)", .0.display())]
     NotAFile(PathBuf),
     /// The name can't be used for a file.
     #[error("unsafe file name: {0}")]
-    UnsafeName(#[from] FileNameError),
+    UnsafeName(FileNameError),
     /// The file can't be described by a valid manifest (too large, bad name...).
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Manifest {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: ManifestError,
+        cause: ManifestError,
     },
 }
 
@@ -97,10 +107,56 @@ impl StorageError {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| StorageError::Io {
+        move |cause| StorageError::Io {
             action,
             path,
-            source,
+            cause,
         }
+    }
+}
+
+impl From<FileNameError> for StorageError {
+    fn from(err: FileNameError) -> Self {
+        StorageError::UnsafeName(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text of `err` and of every cause under it, as `{err:#}` shows an error chain.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut next = err.source();
+        while let Some(cause) = next {
+            text = format!("{text}: {cause}");
+            next = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let io = StorageError::io("cannot open", "/tmp/x")(std::io::Error::from_raw_os_error(2));
+        assert_eq!(
+            chain(&io),
+            "cannot open /tmp/x: No such file or directory (os error 2)"
+        );
+        let name = StorageError::from(FileNameError::Empty);
+        assert_eq!(
+            chain(&name)
+                .matches(&FileNameError::Empty.to_string())
+                .count(),
+            1
+        );
+        let manifest = StorageError::Manifest {
+            path: "/tmp/x".into(),
+            cause: ManifestError::TooLarge(1),
+        };
+        assert_eq!(
+            chain(&manifest),
+            format!("/tmp/x: {}", ManifestError::TooLarge(1))
+        );
     }
 }

@@ -6,7 +6,9 @@
 //!
 //! # Layout
 //! * [`chunker`]: file → [`p2p_protocol::FileManifest`], hashing chunks on every core at once.
-//! * [`source`]: [`SourceFile`], a registered file that chunks are served from.
+//! * [`source`]: [`OpenSource`], a file to share opened once (no link followed, never
+//!   blocking), and [`SourceFile`], a registered file that chunks are served from.
+//! * [`tree`]: [`Tree`], a shared folder walked and opened only through a handle on it.
 //! * [`store`]: [`PartFile`], a download in progress: verified writes, then a no-overwrite
 //!   rename once every chunk is in.
 //! * [`path`]: where a download may be written.
@@ -19,8 +21,10 @@ pub mod error;
 pub mod path;
 pub mod source;
 pub mod store;
+pub mod tree;
 
 pub use chunker::build_manifest;
 pub use error::StorageError;
-pub use source::{ChunkRange, SourceFile};
+pub use source::{ChunkRange, OpenSource, SourceFile};
 pub use store::PartFile;
+pub use tree::{Tree, TreeFile};

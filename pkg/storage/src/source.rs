@@ -1,6 +1,14 @@
 //! [`SourceFile`]: a registered file that chunks are served from, straight from the original.
+//!
+//! A file to share is opened exactly once ([`OpenSource`]), and everything after that (hashing,
+//! the checks, serving) goes through that one handle, never through the path again. The open
+//! follows no final symlink, never blocks (a FIFO or a device can't hang it), and what it
+//! opened must be a regular file; files of a shared folder are opened through a handle on the
+//! folder ([`crate::tree::Tree`]) and must be the very file its walk saw. So a file swapped for
+//! a link (to a private key, say) between the walk and the open is refused, not served.
 
 use std::fs::File;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -9,8 +17,109 @@ use p2p_protocol::FileManifest;
 use crate::StorageError;
 use crate::chunker::HashedFile;
 
-/// A file this peer shares. Reads use positioned I/O on one open handle, so concurrent
-/// requests never share a cursor.
+/// Flags for every open of a file to share: no final symlink, no controlling terminal, and
+/// non-blocking, so that opening a FIFO returns at once instead of waiting for a writer (the
+/// file type is checked right after).
+pub(crate) fn source_open_flags() -> i32 {
+    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY)
+        .bits() as i32
+}
+
+/// A file opened to be shared, checked to be a regular file, with what its handle said about
+/// it at that moment.
+#[derive(Debug)]
+pub struct OpenSource {
+    file: File,
+    /// The base name it is shared under: the name the user gave (a symlink's own name, when
+    /// the user named a symlink), or its name in the shared folder.
+    name: String,
+    path: PathBuf,
+    meta: std::fs::Metadata,
+}
+
+impl OpenSource {
+    /// Opens a file the user named: its symlinks are resolved once, then the resolved path is
+    /// opened without following a link (so nothing can be swapped in after the resolution)
+    /// and without blocking. A FIFO, device, socket or folder is refused with
+    /// [`StorageError::NotAFile`].
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let name = base_name(path)?;
+        let resolved =
+            std::fs::canonicalize(path).map_err(StorageError::io("cannot open", path))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(source_open_flags())
+            .open(&resolved)
+            .map_err(StorageError::io("cannot open", path))?;
+        Self::check(file, name, resolved)
+    }
+
+    /// Takes a freshly opened handle and refuses anything but a regular file.
+    pub(crate) fn check(file: File, name: String, path: PathBuf) -> Result<Self, StorageError> {
+        let meta = file
+            .metadata()
+            .map_err(StorageError::io("cannot stat", &path))?;
+        if !meta.is_file() {
+            return Err(StorageError::NotAFile(path));
+        }
+        Ok(Self {
+            file,
+            name,
+            path,
+            meta,
+        })
+    }
+
+    /// The base name it is shared under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the file is (with symlinks resolved); for messages and for noticing that the
+    /// name now leads to another file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Size when opened.
+    pub fn len(&self) -> u64 {
+        self.meta.len()
+    }
+
+    /// Whether the file was empty when opened.
+    pub fn is_empty(&self) -> bool {
+        self.meta.len() == 0
+    }
+
+    /// Modification time when opened.
+    pub fn modified(&self) -> Result<SystemTime, StorageError> {
+        self.meta
+            .modified()
+            .map_err(StorageError::io("cannot stat", &self.path))
+    }
+
+    /// The open handle.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// (device, inode) of the opened file.
+    pub(crate) fn identity(&self) -> (u64, u64) {
+        (self.meta.dev(), self.meta.ino())
+    }
+}
+
+/// The last component of `path` as UTF-8, the name a file is shared under.
+pub(crate) fn base_name(path: &Path) -> Result<String, StorageError> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| StorageError::NotAFile(path.to_owned()))
+}
+
+/// A file this peer shares. Reads use positioned I/O on the one handle it was opened and
+/// hashed through, so concurrent requests never share a cursor and a name swapped on disk
+/// later never changes what is served.
 #[derive(Debug)]
 pub struct SourceFile {
     path: PathBuf,
@@ -18,40 +127,51 @@ pub struct SourceFile {
     manifest: FileManifest,
     len: u64,
     modified: SystemTime,
+    /// (device, inode) when opened: the path must still lead to this file.
+    identity: (u64, u64),
 }
 
 impl SourceFile {
-    /// Opens `path`, which `hashed` describes.
-    pub fn open(path: &Path, hashed: HashedFile) -> Result<Self, StorageError> {
-        let file = File::open(path).map_err(StorageError::io("cannot open", path))?;
-        Ok(Self {
-            path: path.to_owned(),
-            file,
+    /// Hashes `opened` through its handle and serves it from that same handle.
+    pub fn hash(opened: OpenSource) -> Result<Self, StorageError> {
+        let hashed = crate::chunker::hash_open(&opened)?;
+        Ok(Self::with_manifest(opened, hashed))
+    }
+
+    /// Serves `opened` with a manifest known from before (a cache of earlier hashes), which
+    /// must describe the file as it was opened: same size and modification time.
+    pub fn cached(opened: OpenSource, hashed: HashedFile) -> Result<Self, StorageError> {
+        if hashed.len != opened.len() || Some(hashed.modified) != opened.modified().ok() {
+            return Err(StorageError::FileChanged(opened.path));
+        }
+        Ok(Self::with_manifest(opened, hashed))
+    }
+
+    fn with_manifest(opened: OpenSource, hashed: HashedFile) -> Self {
+        let identity = opened.identity();
+        Self {
+            path: opened.path,
+            file: opened.file,
             manifest: hashed.manifest,
             len: hashed.len,
             modified: hashed.modified,
-        })
+            identity,
+        }
     }
 
     /// Opens a file this process just assembled and verified against `manifest` (a finished
     /// download), without hashing it again.
     pub fn open_verified(path: &Path, manifest: FileManifest) -> Result<Self, StorageError> {
-        let file = File::open(path).map_err(StorageError::io("cannot open", path))?;
-        let meta = file
-            .metadata()
-            .map_err(StorageError::io("cannot stat", path))?;
-        if meta.len() != manifest.size {
+        let opened = OpenSource::open(path)?;
+        if opened.len() != manifest.size {
             return Err(StorageError::FileChanged(path.to_owned()));
         }
-        Ok(Self {
-            path: path.to_owned(),
-            file,
+        let hashed = HashedFile {
+            len: opened.len(),
+            modified: opened.modified()?,
             manifest,
-            len: meta.len(),
-            modified: meta
-                .modified()
-                .map_err(StorageError::io("cannot stat", path))?,
-        })
+        };
+        Ok(Self::with_manifest(opened, hashed))
     }
 
     /// The file's manifest.
@@ -64,18 +184,19 @@ impl SourceFile {
         &self.path
     }
 
-    /// Whether the file at the path still has the size and modification time it was hashed
-    /// with. A file edited in place or replaced fails this and must not be served.
+    /// Whether the file still has the size and modification time it was hashed with (edited
+    /// in place: no), and its path still leads to it (replaced, moved away, or swapped for a
+    /// link: no). Such a file must not be served any more.
     pub fn check_unchanged(&self) -> Result<(), StorageError> {
-        let meta = match std::fs::metadata(&self.path) {
-            Ok(meta) => meta,
-            // Deleted, moved away, or its folder replaced: it can't be vouched for any more.
-            Err(_) => return Err(StorageError::FileChanged(self.path.clone())),
-        };
+        let changed = || StorageError::FileChanged(self.path.clone());
+        let meta = self.file.metadata().map_err(|_| changed())?;
         if meta.len() != self.len || meta.modified().ok() != Some(self.modified) {
-            return Err(StorageError::FileChanged(self.path.clone()));
+            return Err(changed());
         }
-        Ok(())
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(at_path) if (at_path.dev(), at_path.ino()) == self.identity => Ok(()),
+            _ => Err(changed()),
+        }
     }
 
     /// Where chunk `index` lies in the file, after checking that the file did not change;

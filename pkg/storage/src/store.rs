@@ -127,9 +127,9 @@ impl PartFile {
         let final_path = out_dir.join(&manifest.name);
         manifest
             .validate()
-            .map_err(|source| StorageError::Manifest {
+            .map_err(|cause| StorageError::Manifest {
                 path: final_path.clone(),
-                source,
+                cause,
             })?;
         let final_name = manifest.name.clone();
         let part_name = format!("{final_name}{PART_SUFFIX}");
@@ -138,39 +138,15 @@ impl PartFile {
         if dir.symlink_metadata(&final_name).is_ok() {
             return Err(StorageError::AlreadyExists(final_path));
         }
-        // A part file must be a plain file we created, never a link planted there, nor a file
-        // of the user's that happens to have that name: ours always has a record beside it
-        // (written right after the part file is created).
-        let existing = dir.symlink_metadata(&part_name).ok();
-        if let Some(meta) = &existing {
-            if !meta.is_file() {
-                return Err(StorageError::NotAFile(part_path));
-            }
-            let ours = dir
-                .read(&record_name)
-                .is_ok_and(|r| r.starts_with(RECORD_MAGIC));
-            if !ours {
-                return Err(StorageError::NotOurs(part_path));
-            }
-        }
-        let mut options = OpenOptions::new();
-        options.read(true).write(true);
-        if existing.is_some() {
-            options.create(false);
-        } else {
-            options.create_new(true);
-        }
-        let file = dir
-            .open_with(&part_name, &options)
-            .map_err(StorageError::io("cannot create", &part_path))?
-            .into_std();
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(StorageError::Busy(part_path)),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(StorageError::io("cannot lock", &part_path)(e));
-            }
-        }
+        let record_path = out_dir.join(&record_name);
+        let file = open_part(
+            &dir,
+            &part_name,
+            &part_path,
+            &record_name,
+            &record_path,
+            &manifest,
+        )?;
         let direct = open_direct(&dir, &part_name, &file);
         let chunks = manifest.chunks.len();
         let part = Self {
@@ -187,10 +163,6 @@ impl PartFile {
             part_path,
             verified: Mutex::new(vec![false; chunks]),
         };
-        if existing.is_none() {
-            // Mark the new part file as ours before anything is written to it.
-            part.save_record()?;
-        }
         // Space already taken by an earlier run of this download (blocks actually allocated,
         // not the sparse length).
         let current = std::os::unix::fs::MetadataExt::blocks(
@@ -249,7 +221,7 @@ impl PartFile {
     }
 
     fn read_record(&self) -> Option<Vec<u32>> {
-        let bytes = self.dir.read(&self.record_name).ok()?;
+        let bytes = read_nofollow(&self.dir, &self.record_name).ok()?;
         let count = self.manifest.chunks.len();
         let header = RECORD_MAGIC.len() + 32 + 4;
         if bytes.len() != header + count.div_ceil(8)
@@ -267,33 +239,21 @@ impl PartFile {
         )
     }
 
-    /// Writes the record of verified chunks (to a temporary name, then renamed over the old
-    /// one, so a crash leaves the old record or the new one, never half of one).
+    /// Writes the record of verified chunks (see [`write_record`]: a fresh temporary file,
+    /// renamed over the old record, so a crash leaves the old record or the new one).
     pub fn save_record(&self) -> Result<(), StorageError> {
         let verified = self
             .verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut bytes = Vec::with_capacity(RECORD_MAGIC.len() + 36 + verified.len() / 8 + 1);
-        bytes.extend_from_slice(RECORD_MAGIC);
-        bytes.extend_from_slice(&self.file_id.0);
-        bytes.extend_from_slice(&(verified.len() as u32).to_be_bytes());
-        let mut bits = vec![0u8; verified.len().div_ceil(8)];
-        for (i, done) in verified.iter().enumerate() {
-            if *done {
-                bits[i / 8] |= 1 << (i % 8);
-            }
-        }
-        bytes.extend_from_slice(&bits);
-        let tmp = format!("{}.tmp", self.record_name);
         let record_path = self.part_path.with_file_name(&self.record_name);
-        self.dir
-            .write(&tmp, &bytes)
-            .map_err(StorageError::io("cannot write", &record_path))?;
-        self.dir
-            .rename(&tmp, &self.dir, &self.record_name)
-            .map_err(StorageError::io("cannot write", &record_path))
+        write_record(
+            &self.dir,
+            &self.record_name,
+            &record_path,
+            &record_bytes(&self.file_id, &verified),
+        )
     }
 
     /// Whether chunk `index` is already verified and written.
@@ -402,6 +362,12 @@ impl PartFile {
             .dir
             .hard_link(&self.part_name, &self.dir, &self.final_name)
         {
+            Ok(()) if !self.is_our_file(&self.final_name) => {
+                // The part file's name was swapped for another file after we opened it: the
+                // new name would show that file, not the download. Take the name back.
+                let _ = self.dir.remove_file(&self.final_name);
+                return Err(StorageError::Replaced(part.clone()));
+            }
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 return Err(StorageError::AlreadyExists(self.final_path.clone()));
@@ -421,10 +387,163 @@ impl PartFile {
         Ok(self.final_path.clone())
     }
 
+    /// Whether `name` in the folder is the file this download writes (not a link, not
+    /// another file).
+    fn is_our_file(&self, name: &str) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(ours), Ok(there)) = (self.file.metadata(), self.dir.symlink_metadata(name)) else {
+            return false;
+        };
+        there.is_file()
+            && cap_std::fs::MetadataExt::dev(&there) == ours.dev()
+            && cap_std::fs::MetadataExt::ino(&there) == ours.ino()
+    }
+
     fn discard(&self) {
         let _ = self.dir.remove_file(&self.part_name);
         let _ = self.dir.remove_file(&self.record_name);
     }
+}
+
+/// Opens the part file of a download, creating it (after its record, so that a part file of
+/// ours always has a record beside it, whatever moment a crash or a failed write hits) or
+/// taking over one an earlier run left. Returns it locked.
+///
+/// An existing part file is used only if it is a plain file (no link is followed), has no
+/// other hard link (or writes would land in a file elsewhere), belongs to this user, and has
+/// our record beside it. Two downloads racing for it: one wins the lock, the other is told
+/// another download of the file is running there.
+fn open_part(
+    dir: &Dir,
+    part_name: &str,
+    part_path: &Path,
+    record_name: &str,
+    record_path: &Path,
+    manifest: &FileManifest,
+) -> Result<File, StorageError> {
+    use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+    // Created and then taken by a racing download at most once or twice; a few tries settle it.
+    for _ in 0..3 {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).follow(FollowSymlinks::No);
+        match dir.open_with(part_name, &options) {
+            Ok(file) => {
+                let file = file.into_std();
+                check_existing_part(&file, dir, part_path, record_name)?;
+                lock(&file, part_path)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return Err(StorageError::NotAFile(part_path.to_owned()));
+            }
+            Err(e) => return Err(StorageError::io("cannot open", part_path)(e)),
+        }
+        // Mark the part file as ours before it exists.
+        let empty = vec![false; manifest.chunks.len()];
+        write_record(
+            dir,
+            record_name,
+            record_path,
+            &record_bytes(&manifest.id(), &empty),
+        )?;
+        options.create_new(true);
+        match dir.open_with(part_name, &options) {
+            Ok(file) => {
+                let file = file.into_std();
+                lock(&file, part_path)?;
+                return Ok(file);
+            }
+            // Another download created it in between: take the existing-file path.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(StorageError::io("cannot create", part_path)(e)),
+        }
+    }
+    Err(StorageError::Busy(part_path.to_owned()))
+}
+
+/// The checks an existing part file must pass before anything is written through it.
+fn check_existing_part(
+    file: &File,
+    dir: &Dir,
+    part_path: &Path,
+    record_name: &str,
+) -> Result<(), StorageError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file
+        .metadata()
+        .map_err(StorageError::io("cannot stat", part_path))?;
+    if !meta.is_file() {
+        return Err(StorageError::NotAFile(part_path.to_owned()));
+    }
+    if meta.nlink() != 1 || meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(StorageError::PartLinked(part_path.to_owned()));
+    }
+    let ours = read_nofollow(dir, record_name).is_ok_and(|r| r.starts_with(RECORD_MAGIC));
+    if !ours {
+        return Err(StorageError::NotOurs(part_path.to_owned()));
+    }
+    Ok(())
+}
+
+/// Takes the part file's lock, or says another download holds it.
+fn lock(file: &File, part_path: &Path) -> Result<(), StorageError> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Busy(part_path.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io("cannot lock", part_path)(e)),
+    }
+}
+
+/// The record's bytes: magic, file id, chunk count, one bit per verified chunk.
+fn record_bytes(file_id: &FileId, verified: &[bool]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(RECORD_MAGIC.len() + 36 + verified.len() / 8 + 1);
+    bytes.extend_from_slice(RECORD_MAGIC);
+    bytes.extend_from_slice(&file_id.0);
+    bytes.extend_from_slice(&(verified.len() as u32).to_be_bytes());
+    let mut bits = vec![0u8; verified.len().div_ceil(8)];
+    for (i, done) in verified.iter().enumerate() {
+        if *done {
+            bits[i / 8] |= 1 << (i % 8);
+        }
+    }
+    bytes.extend_from_slice(&bits);
+    bytes
+}
+
+/// Replaces the record `record_name` with `bytes`: written to a temporary file under a fresh
+/// random name, created exclusively (`O_CREAT|O_EXCL`, which never follows a link, so nothing
+/// planted under a predictable name can redirect the write), then renamed over the record
+/// (which replaces a link there rather than writing through it).
+fn write_record(
+    dir: &Dir,
+    record_name: &str,
+    record_path: &Path,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
+    use std::io::Write;
+    let tmp = format!(".{record_name}.{:016x}.tmp", rand::random::<u64>());
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    let written = dir
+        .open_with(&tmp, &options)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| dir.rename(&tmp, dir, record_name));
+    written.map_err(|e| {
+        let _ = dir.remove_file(&tmp);
+        write_error(e, record_path)
+    })
+}
+
+/// Reads `name` in `dir` without following a link.
+fn read_nofollow(dir: &Dir, name: &str) -> std::io::Result<Vec<u8>> {
+    use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+    use std::io::Read;
+    let mut options = OpenOptions::new();
+    options.read(true).follow(FollowSymlinks::No);
+    let mut bytes = Vec::new();
+    dir.open_with(name, &options)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Refuses to start when the disk can't hold `needed` more bytes, instead of failing midway.
@@ -734,6 +853,95 @@ mod tests {
             Err(StorageError::NotAFile(_))
         ));
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn links_planted_under_record_names_are_never_written_through() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let precious = out.path().join("precious.txt");
+        std::fs::write(&precious, b"keep me").unwrap();
+        // Under the temporary name an earlier version used, and under the record's own name.
+        for name in ["f.bin.part.chunks.tmp", "f.bin.part.chunks"] {
+            std::os::unix::fs::symlink("precious.txt", out.path().join(name)).unwrap();
+        }
+        let m = source(src.path(), "f.bin", b"payload");
+        let part = PartFile::create(out.path(), m).unwrap();
+        part.write_verified(0, b"payload").unwrap();
+        part.save_record().unwrap();
+        assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+        assert_eq!(std::fs::read(part.finish().unwrap()).unwrap(), b"payload");
+        assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn a_part_file_hard_linked_to_a_file_elsewhere_is_refused() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let victim = elsewhere.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let m = source(src.path(), "h.bin", b"payload");
+        std::fs::hard_link(&victim, out.path().join("h.bin.part")).unwrap();
+        // With a record that looks like ours, as an attacker can write one.
+        std::fs::write(
+            out.path().join("h.bin.part.chunks"),
+            record_bytes(&m.id(), &[false]),
+        )
+        .unwrap();
+        let err = PartFile::create(out.path(), m).unwrap_err();
+        assert!(matches!(err, StorageError::PartLinked(_)), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn a_failed_record_write_leaves_nothing_the_next_run_refuses() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let m = source(src.path(), "r.bin", b"payload");
+        // A folder where the record goes: the record can't be written.
+        std::fs::create_dir(out.path().join("r.bin.part.chunks")).unwrap();
+        assert!(PartFile::create(out.path(), m.clone()).is_err());
+        assert!(!out.path().join("r.bin.part").exists());
+        std::fs::remove_dir(out.path().join("r.bin.part.chunks")).unwrap();
+        let part = PartFile::create(out.path(), m).unwrap();
+        part.write_verified(0, b"payload").unwrap();
+        part.finish().unwrap();
+        // No temporary file left behind either.
+        let names: Vec<_> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["r.bin"]);
+    }
+
+    #[test]
+    fn the_loser_of_two_racing_downloads_is_told_another_one_runs() {
+        let src = tempfile::tempdir().unwrap();
+        let m = source(src.path(), "race.bin", b"payload");
+        for _ in 0..100 {
+            let out = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Barrier::new(2);
+            let results: Vec<_> = std::thread::scope(|s| {
+                let racers: Vec<_> = (0..2)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            PartFile::create(out.path(), m.clone())
+                        })
+                    })
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            let won = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(won, 1, "{results:?}");
+            for result in &results {
+                if let Err(err) = result {
+                    assert!(matches!(err, StorageError::Busy(_)), "{err}");
+                    assert!(err.to_string().contains("another download of this file"));
+                }
+            }
+        }
     }
 
     #[test]

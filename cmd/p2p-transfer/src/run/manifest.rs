@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use p2p_peer::share_dir::files_in;
 use p2p_protocol::FileManifest;
 use p2p_protocol::manifest_file::{AnyManifestFile, FolderManifestFile, ManifestFile, SUFFIX};
+use p2p_storage::{SourceFile, Tree};
 
 use crate::cli::ManifestCommand;
 
@@ -40,16 +40,22 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Every file of a folder with its manifest.
+/// Every file of a folder with its manifest, by path inside the folder. The folder is walked
+/// and its files opened through a handle on it, so links and FIFOs in it are skipped.
 async fn hash_folder(dir: &Path) -> anyhow::Result<Vec<(PathBuf, FileManifest)>> {
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || {
-        files_in(&dir)
+        let tree = Tree::open(&dir)?;
+        tree.walk()
             .into_iter()
-            .map(|path| {
-                let hashed = p2p_storage::build_manifest(&path)
-                    .with_context(|| format!("cannot describe {}", path.display()))?;
-                Ok((path, hashed.manifest))
+            .map(|file| {
+                let hashed = tree
+                    .open_file(&file)
+                    .and_then(SourceFile::hash)
+                    .with_context(|| {
+                        format!("cannot describe {}", tree.path_of(&file).display())
+                    })?;
+                Ok((file.rel, hashed.manifest().clone()))
             })
             .collect()
     })
@@ -57,7 +63,7 @@ async fn hash_folder(dir: &Path) -> anyhow::Result<Vec<(PathBuf, FileManifest)>>
     .context("hashing failed")?
 }
 
-/// The manifest file of folder `dir` from its files' manifests.
+/// The manifest file of folder `dir` from its files' manifests, by path inside the folder.
 pub fn folder_document(
     dir: &Path,
     files: Vec<(PathBuf, FileManifest)>,
@@ -72,8 +78,7 @@ pub fn folder_document(
         .to_owned();
     let entries = files
         .into_iter()
-        .map(|(path, manifest)| {
-            let rel = path.strip_prefix(&root).unwrap_or(&path);
+        .map(|(rel, manifest)| {
             let parts = rel
                 .components()
                 .map(|c| c.as_os_str().to_str().map(str::to_owned))

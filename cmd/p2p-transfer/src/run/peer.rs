@@ -105,23 +105,31 @@ async fn startup_actions(
     manifest_file: Option<AnyManifestFile>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    for path in &args.register {
-        register(peer, path, args.write_manifest).await?;
-    }
-    for dir in &args.share_dirs {
-        let config = ShareDirConfig {
-            dir: dir.clone(),
-            cache_file: manifest_cache(),
-            rescan_every: SHARE_DIR_RESCAN,
-        };
-        let (_, shared) = ShareDir::start(peer, config)
-            .await
-            .with_context(|| format!("cannot share {}", dir.display()))?;
-        let mut shared: Vec<_> = shared.into_iter().collect();
-        shared.sort();
-        for (path, file_id) in shared {
-            println!("registered {} {file_id}", path.display());
+    // Hashing waits on the disk (a huge file, a hung network file system): a signal stops it.
+    let sharing = async {
+        for path in &args.register {
+            register(peer, path, args.write_manifest).await?;
         }
+        for dir in &args.share_dirs {
+            let config = ShareDirConfig {
+                dir: dir.clone(),
+                cache_file: manifest_cache(),
+                rescan_every: SHARE_DIR_RESCAN,
+            };
+            let (_, shared) = ShareDir::start(peer, config)
+                .await
+                .with_context(|| format!("cannot share {}", dir.display()))?;
+            let mut shared: Vec<_> = shared.into_iter().collect();
+            shared.sort();
+            for (path, file_id) in shared {
+                println!("registered {} {file_id}", path.display());
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        result = sharing => result?,
+        () = shutdown.cancelled() => anyhow::bail!("interrupted before every file was shared"),
     }
     if let Some(arg) = &args.download {
         let requests = match manifest_file {
@@ -164,19 +172,39 @@ async fn register(
     path: &std::path::Path,
     write_manifest: bool,
 ) -> anyhow::Result<()> {
-    let files = if path.is_dir() {
-        p2p_peer::share_dir::files_in(path)
-    } else {
-        vec![path.to_owned()]
-    };
+    // (path shown, path inside the folder, manifest)
     let mut manifests = Vec::new();
-    for file in files {
-        let manifest = peer
-            .register_manifest(&file)
+    if path.is_dir() {
+        // Walked and opened through a handle on the folder: links and FIFOs in it are skipped,
+        // and nothing outside it is shared.
+        let dir = path.to_owned();
+        let tree = tokio::task::spawn_blocking(move || p2p_storage::Tree::open(&dir))
             .await
-            .with_context(|| format!("cannot register {}", file.display()))?;
-        println!("registered {} {}", file.display(), manifest.id());
-        manifests.push((file, manifest));
+            .context("cannot list the folder")??;
+        let tree = std::sync::Arc::new(tree);
+        let walked = {
+            let tree = tree.clone();
+            tokio::task::spawn_blocking(move || tree.walk())
+                .await
+                .context("cannot list the folder")?
+        };
+        for file in walked {
+            let shown = path.join(&file.rel);
+            let rel = file.rel.clone();
+            let manifest = peer
+                .register_tree_file(tree.clone(), file)
+                .await
+                .with_context(|| format!("cannot register {}", shown.display()))?;
+            println!("registered {} {}", shown.display(), manifest.id());
+            manifests.push((rel, manifest));
+        }
+    } else {
+        let manifest = peer
+            .register_manifest(path)
+            .await
+            .with_context(|| format!("cannot register {}", path.display()))?;
+        println!("registered {} {}", path.display(), manifest.id());
+        manifests.push((path.to_owned(), manifest));
     }
     if write_manifest {
         let servers: Vec<_> = peer.server_addr().into_iter().collect();

@@ -1,0 +1,227 @@
+//! Someone who can write into a shared folder or an output folder (another user, a script,
+//! a synced folder) tries to make the peer serve what it was never given, hang on a FIFO, or
+//! write outside `--out`. Each test keeps an attacker thread flipping a file while the peer
+//! works, so the race windows the attacks need are really exercised.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
+use p2p_protocol::FileId;
+
+use crate::process::bin;
+use crate::support::{eventually, random_file, start_peer, start_server};
+
+/// A thread replacing `target` again and again, atomically (rename over it), with what
+/// `make` builds under a hidden temporary name; stopped and joined on drop.
+struct Flipper {
+    stop: Arc<AtomicBool>,
+    flips: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flipper {
+    fn start(target: PathBuf, make: impl Fn(&Path, u64) + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flips = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, flips) = (stop.clone(), flips.clone());
+            std::thread::spawn(move || {
+                let tmp = target.with_file_name(".flip");
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(&tmp);
+                    make(&tmp, n);
+                    std::fs::rename(&tmp, &target).unwrap();
+                    n += 1;
+                    flips.store(n, Ordering::Relaxed);
+                    // Each state lasts about as long as the gap between a walk and an open.
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            })
+        };
+        Self {
+            stop,
+            flips,
+            thread: Some(thread),
+        }
+    }
+
+    fn flips(&self) -> u64 {
+        self.flips.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Flipper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn make_fifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
+/// The id a file named `name` holding `data` has.
+fn id_of(name: &str, data: &[u8]) -> FileId {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(name), data).unwrap();
+    p2p_storage::build_manifest(&dir.path().join(name))
+        .unwrap()
+        .manifest
+        .id()
+}
+
+fn quick_share(dir: &Path) -> ShareDirConfig {
+    ShareDirConfig {
+        dir: dir.to_owned(),
+        cache_file: None,
+        // Rescans back to back, so that many land inside the attacker's window.
+        rescan_every: Duration::from_millis(50),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_swapped_for_a_link_to_a_secret_is_never_served() {
+    let server = start_server().await;
+    let folder = tempfile::tempdir().unwrap();
+    let private = tempfile::tempdir().unwrap();
+    let secret = b"-----BEGIN OPENSSH PRIVATE KEY----- not for sharing".to_vec();
+    std::fs::write(private.path().join("id_ed25519"), &secret).unwrap();
+    let stolen = id_of("doc.txt", &secret);
+    random_file(folder.path(), "doc.txt", 3000, 91);
+
+    let peer = start_peer(server.addr).await;
+    let (share, _) = ShareDir::start(&peer, quick_share(folder.path()))
+        .await
+        .unwrap();
+    let link_to = private.path().join("id_ed25519");
+    let flipper = Flipper::start(folder.path().join("doc.txt"), move |tmp, n| {
+        if n % 2 == 0 {
+            std::os::unix::fs::symlink(&link_to, tmp).unwrap();
+        } else {
+            // A new regular file each time (new mtime): the peer hashes it again.
+            std::fs::write(tmp, format!("document version {n}")).unwrap();
+        }
+    });
+
+    // Until the peer has (re)shared the document many times while it kept changing under it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while share.stats.hashed.load(Ordering::Relaxed) < 10 && Instant::now() < deadline {
+        assert!(
+            peer.files().iter().all(|f| f.file_id != stolen),
+            "the peer shares the file behind the link"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        share.stats.hashed.load(Ordering::Relaxed) >= 10,
+        "the race was not exercised: {} hashes, {} flips",
+        share.stats.hashed.load(Ordering::Relaxed),
+        flipper.flips()
+    );
+    drop(flipper);
+    assert!(peer.files().iter().all(|f| f.file_id != stolen));
+    let (found, _) = peer.search("doc").await.unwrap();
+    assert!(found.iter().all(|f| f.file_id != stolen), "on the index");
+    peer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_swapped_in_neither_hangs_sharing_nor_shutdown() {
+    let server = start_server().await;
+    let folder = tempfile::tempdir().unwrap();
+    random_file(folder.path(), "doc.txt", 3000, 92);
+    let peer = start_peer(server.addr).await;
+    let (share, _) = ShareDir::start(&peer, quick_share(folder.path()))
+        .await
+        .unwrap();
+    let flipper = Flipper::start(folder.path().join("doc.txt"), |tmp, n| {
+        if n % 2 == 0 {
+            make_fifo(tmp);
+        } else {
+            std::fs::write(tmp, format!("document version {n}")).unwrap();
+        }
+    });
+    let hashed_some = eventually(Duration::from_secs(30), || async {
+        share.stats.hashed.load(Ordering::Relaxed) >= 10
+    })
+    .await;
+    assert!(hashed_some, "rescans stopped: {} flips", flipper.flips());
+
+    // New files are still picked up while the FIFO keeps coming back.
+    random_file(folder.path(), "later.bin", 2000, 93);
+    let picked_up = eventually(Duration::from_secs(10), || async {
+        peer.files().iter().any(|f| f.name == "later.bin")
+    })
+    .await;
+    assert!(picked_up, "a file added later was not shared");
+
+    // And shutdown does not wait on the folder.
+    tokio::time::timeout(Duration::from_secs(10), peer.shutdown())
+        .await
+        .expect("shutdown hung");
+    drop(flipper);
+}
+
+#[test]
+fn a_fifo_or_device_given_by_name_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    make_fifo(&fifo);
+    for target in [fifo.as_path(), Path::new("/dev/zero")] {
+        let started = Instant::now();
+        let output = bin()
+            .args(["manifest", "create"])
+            .arg(target)
+            .arg("-o")
+            .arg(dir.path().join("out.p2pm"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("is not a regular file"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        // Opening the FIFO used to wait for a writer forever.
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+}
+
+#[test]
+fn a_folder_registered_whole_leaves_links_and_fifos_out() {
+    let (_server, addr) = crate::process::start_server();
+    let folder = tempfile::tempdir().unwrap();
+    let private = tempfile::tempdir().unwrap();
+    std::fs::write(private.path().join("secret"), b"not for sharing").unwrap();
+    random_file(folder.path(), "a.bin", 1000, 94);
+    std::os::unix::fs::symlink(private.path().join("secret"), folder.path().join("b.bin")).unwrap();
+    std::os::unix::fs::symlink(private.path(), folder.path().join("c")).unwrap();
+    make_fifo(&folder.path().join("d.bin"));
+    let mut cmd = bin();
+    cmd.args(["peer", "--addr", "127.0.0.1:0", "--server", &addr, "-r"])
+        .arg(folder.path());
+    let (_peer, line, _out) = crate::process::spawn_until(cmd, "registered ");
+    assert!(line.contains("a.bin"), "{line}");
+    let output = bin()
+        .args(["search", "bin", "--server", &addr])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("a.bin"), "{stdout}");
+    assert!(
+        !stdout.contains("b.bin") && !stdout.contains("d.bin"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,243 @@
+//! [`Tree`]: a folder shared as a whole, listed and opened only through a handle on it.
+//!
+//! The walk descends with directory handles that refuse symlinks, and each file is opened
+//! beneath the folder's handle without following a link, then checked to be the very file the
+//! walk saw (same device and inode). So whoever can write into a shared folder can't make the
+//! peer list, hash or serve anything outside it: a file swapped for a link to `~/.ssh/id_ed25519`
+//! between the walk and the open is refused, and so is a folder swapped for a link.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
+
+use crate::StorageError;
+use crate::source::{OpenSource, source_open_flags};
+
+/// A shared folder.
+#[derive(Debug)]
+pub struct Tree {
+    /// The folder, symlinks resolved, for messages and for the paths files are shown under.
+    root: PathBuf,
+    dir: Dir,
+}
+
+/// A regular file as the walk saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeFile {
+    /// Its path relative to the folder.
+    pub rel: PathBuf,
+    /// Size when seen.
+    pub size: u64,
+    /// Modification time when seen.
+    pub modified: SystemTime,
+    /// (device, inode) when seen: an open must find this same file.
+    identity: (u64, u64),
+}
+
+impl Tree {
+    /// Opens the folder at `path` (the user's symlinks in it resolved once).
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let root = std::fs::canonicalize(path)
+            .map_err(StorageError::io("cannot open shared folder", path))?;
+        let dir = Dir::open_ambient_dir(&root, ambient_authority())
+            .map_err(StorageError::io("cannot open shared folder", path))?;
+        Ok(Self { root, dir })
+    }
+
+    /// The folder, symlinks resolved.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where `file` is, for messages.
+    pub fn path_of(&self, file: &TreeFile) -> PathBuf {
+        self.root.join(&file.rel)
+    }
+
+    /// Every regular file under the folder, sorted by path, except what [`left_out`] names.
+    /// Symlinks, FIFOs, devices and sockets are skipped, and the walk never enters a
+    /// symlinked folder. Unreadable folders are skipped.
+    pub fn walk(&self) -> Vec<TreeFile> {
+        let mut out = Vec::new();
+        let Ok(top) = self.dir.try_clone() else {
+            return out;
+        };
+        let mut pending = vec![(top, PathBuf::new())];
+        while let Some((dir, rel)) = pending.pop() {
+            let Ok(entries) = dir.entries() else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if left_out(name) {
+                    continue;
+                }
+                // The entry itself, not what a link points at.
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    if let Ok(sub) = dir.open_dir_nofollow(name) {
+                        pending.push((sub, rel.join(name)));
+                    }
+                } else if meta.is_file()
+                    && let Ok(modified) = meta.modified()
+                {
+                    out.push(TreeFile {
+                        rel: rel.join(name),
+                        size: meta.len(),
+                        modified: modified.into_std(),
+                        identity: (meta.dev(), meta.ino()),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.rel.cmp(&b.rel));
+        out
+    }
+
+    /// Opens `file` beneath the folder, without following a link and without blocking, and
+    /// checks that it is still the regular file the walk saw.
+    pub fn open_file(&self, file: &TreeFile) -> Result<OpenSource, StorageError> {
+        let path = self.path_of(file);
+        let name = crate::source::base_name(&file.rel)?;
+        let mut options = OpenOptions::new();
+        options
+            .read(true)
+            .follow(FollowSymlinks::No)
+            .custom_flags(source_open_flags());
+        let handle = self
+            .dir
+            .open_with(&file.rel, &options)
+            .map_err(StorageError::io("cannot open", &path))?
+            .into_std();
+        let opened = OpenSource::check(handle, name, path.clone())?;
+        let meta = opened.file().metadata();
+        match meta {
+            Ok(meta) if (meta.dev(), meta.ino()) == file.identity => Ok(opened),
+            _ => Err(StorageError::Replaced(path)),
+        }
+    }
+}
+
+/// Whether a file in a shared folder is left out: hidden files (any path component starting
+/// with `.`), partial downloads (`.part`, `.part.chunks`, `.tmp`) and manifest files (`.p2pm`).
+pub fn left_out(name: &str) -> bool {
+    name.starts_with('.')
+        || [
+            crate::path::PART_SUFFIX,
+            crate::store::RECORD_SUFFIX,
+            ".tmp",
+            p2p_protocol::manifest_file::SUFFIX,
+        ]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    fn rels(tree: &Tree) -> Vec<String> {
+        tree.walk()
+            .iter()
+            .map(|f| f.rel.display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn hidden_partial_and_special_files_are_left_out() {
+        for name in [
+            ".hidden",
+            "movie.mkv.part",
+            "movie.mkv.part.chunks",
+            "x.tmp",
+            "a.p2pm",
+        ] {
+            assert!(left_out(name), "{name}");
+        }
+        for name in ["movie.mkv", "partial.txt", "notes.chunk"] {
+            assert!(!left_out(name), "{name}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"key").unwrap();
+        std::fs::create_dir_all(dir.path().join("sub/.git")).unwrap();
+        for f in ["a", "sub/b", "sub/.git/c", ".d", "e.part"] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+        symlink(outside.path(), dir.path().join("linked-dir")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        assert_eq!(rels(&tree), ["a", "sub/b"]);
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_link_after_the_walk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"private key").unwrap();
+        std::fs::write(dir.path().join("a"), b"shared").unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        let seen = tree.walk().remove(0);
+
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        symlink(outside.path().join("secret"), dir.path().join("a")).unwrap();
+        let err = tree.open_file(&seen).unwrap_err();
+        assert!(matches!(err, StorageError::Io { .. }), "{err}");
+
+        // Another regular file in its place is not the file the walk saw either (the old one
+        // is kept, or its inode number could be reused at once).
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        std::fs::hard_link(outside.path().join("secret"), dir.path().join("a")).unwrap();
+        let err = tree.open_file(&seen).unwrap_err();
+        assert!(matches!(err, StorageError::Replaced(_)), "{err}");
+    }
+
+    #[test]
+    fn a_folder_swapped_for_a_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("sub")).unwrap();
+        std::fs::write(outside.path().join("sub/secret"), b"private key").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/secret"), b"shared").unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        let seen = tree.walk().remove(0);
+
+        std::fs::rename(dir.path().join("sub"), dir.path().join("moved")).unwrap();
+        symlink(outside.path().join("sub"), dir.path().join("sub")).unwrap();
+        assert!(tree.open_file(&seen).is_err());
+    }
+
+    #[test]
+    fn a_fifo_swapped_in_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"shared").unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        let seen = tree.walk().remove(0);
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("a"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Would block forever without O_NONBLOCK: no writer ever comes.
+        let err = tree.open_file(&seen).unwrap_err();
+        assert!(matches!(err, StorageError::NotAFile(_)), "{err}");
+    }
+}
