@@ -15,7 +15,8 @@ use crate::process::bin;
 use crate::support::{eventually, random_file, start_peer, start_server};
 
 /// A thread replacing `target` again and again, atomically (rename over it), with what
-/// `make` builds under a hidden temporary name; stopped and joined on drop.
+/// `make` builds under a hidden temporary name, each version left in place for `hold(n)`;
+/// stopped and joined on drop.
 struct Flipper {
     stop: Arc<AtomicBool>,
     flips: Arc<AtomicU64>,
@@ -23,7 +24,11 @@ struct Flipper {
 }
 
 impl Flipper {
-    fn start(target: PathBuf, make: impl Fn(&Path, u64) + Send + 'static) -> Self {
+    fn start(
+        target: PathBuf,
+        make: impl Fn(&Path, u64) + Send + 'static,
+        hold: impl Fn(u64) -> Duration + Send + 'static,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flips = Arc::new(AtomicU64::new(0));
         let thread = {
@@ -35,10 +40,9 @@ impl Flipper {
                     let _ = std::fs::remove_file(&tmp);
                     make(&tmp, n);
                     std::fs::rename(&tmp, &target).unwrap();
+                    std::thread::sleep(hold(n));
                     n += 1;
                     flips.store(n, Ordering::Relaxed);
-                    // Each state lasts about as long as the gap between a walk and an open.
-                    std::thread::sleep(Duration::from_micros(500));
                 }
             })
         };
@@ -102,32 +106,42 @@ async fn a_file_swapped_for_a_link_to_a_secret_is_never_served() {
     std::fs::write(private.path().join("id_ed25519"), &secret).unwrap();
     let stolen = id_of("doc.txt", &secret);
     random_file(folder.path(), "doc.txt", 3000, 91);
+    // Other files the walk lists after the document: the time it takes is the attacker's
+    // window between the listing and the open.
+    for i in 0..300 {
+        std::fs::write(folder.path().join(format!("z{i:03}")), i.to_string()).unwrap();
+    }
 
     let peer = start_peer(server.addr).await;
     let (share, _) = ShareDir::start(&peer, quick_share(folder.path()))
         .await
         .unwrap();
     let link_to = private.path().join("id_ed25519");
-    let flipper = Flipper::start(folder.path().join("doc.txt"), move |tmp, n| {
-        if n % 2 == 0 {
-            std::os::unix::fs::symlink(&link_to, tmp).unwrap();
-        } else {
-            // A new regular file each time (new mtime): the peer hashes it again.
-            std::fs::write(tmp, format!("document version {n}")).unwrap();
-        }
-    });
+    // A fresh regular file for a moment (a rescan lists it), then the link, left in place long
+    // enough for the peer to open, hash and check what it opened.
+    let flipper = Flipper::start(
+        folder.path().join("doc.txt"),
+        move |tmp, n| {
+            if n % 2 == 0 {
+                std::fs::write(tmp, format!("document version {n}")).unwrap();
+            } else {
+                std::os::unix::fs::symlink(&link_to, tmp).unwrap();
+            }
+        },
+        |n| Duration::from_millis(if n % 2 == 0 { 1 } else { 3 }),
+    );
 
-    // Until the peer has (re)shared the document many times while it kept changing under it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while share.stats.hashed.load(Ordering::Relaxed) < 10 && Instant::now() < deadline {
+    // The attack ran for a while; the secret was never among the files the peer serves.
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
         assert!(
             peer.files().iter().all(|f| f.file_id != stolen),
             "the peer shares the file behind the link"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(
-        share.stats.hashed.load(Ordering::Relaxed) >= 10,
+        flipper.flips() > 100 && share.stats.hashed.load(Ordering::Relaxed) >= 2,
         "the race was not exercised: {} hashes, {} flips",
         share.stats.hashed.load(Ordering::Relaxed),
         flipper.flips()
@@ -148,13 +162,17 @@ async fn a_fifo_swapped_in_neither_hangs_sharing_nor_shutdown() {
     let (share, _) = ShareDir::start(&peer, quick_share(folder.path()))
         .await
         .unwrap();
-    let flipper = Flipper::start(folder.path().join("doc.txt"), |tmp, n| {
-        if n % 2 == 0 {
-            make_fifo(tmp);
-        } else {
-            std::fs::write(tmp, format!("document version {n}")).unwrap();
-        }
-    });
+    let flipper = Flipper::start(
+        folder.path().join("doc.txt"),
+        |tmp, n| {
+            if n % 2 == 0 {
+                std::fs::write(tmp, format!("document version {n}")).unwrap();
+            } else {
+                make_fifo(tmp);
+            }
+        },
+        |n| Duration::from_millis(if n % 2 == 0 { 1 } else { 5 }),
+    );
     let hashed_some = eventually(Duration::from_secs(30), || async {
         share.stats.hashed.load(Ordering::Relaxed) >= 10
     })
