@@ -27,9 +27,9 @@ pub struct ServerConfig {
     /// A connection that sends no complete request for this long is closed, which also cuts
     /// off clients that trickle bytes. Peers heartbeat well within it.
     pub idle_timeout: Duration,
-    /// A connection that sends no complete request this long after `Welcome` is closed, so
-    /// connections that only say `Hello` don't hold slots. Clients send their first request
-    /// right after the handshake.
+    /// A connection that sends no complete request this long after `Welcome` (or
+    /// `idle_timeout`, if shorter) is closed, so connections that only say `Hello` don't hold
+    /// slots. Clients send their first request right after the handshake.
     pub first_request_timeout: Duration,
 }
 

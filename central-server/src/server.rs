@@ -220,7 +220,8 @@ impl Handler {
             return Ok(());
         }
         let config = &self.shared.config;
-        let mut wait = config.first_request_timeout;
+        // Never longer than the idle timeout: an operator who shortens that shortens both.
+        let mut wait = config.first_request_timeout.min(config.idle_timeout);
         while let Some(request) =
             next_request::<IndexConversation, _>(&mut self.conn, &self.slot, wait).await?
         {

@@ -129,7 +129,8 @@ impl Handler {
         // Closing the slot (to make room for another client, or shutdown) also ends a reply
         // that is being sent too slowly.
         let closed = self.slot.closed_token().clone();
-        let mut wait = self.first_request_timeout;
+        // Never longer than the idle timeout: shortening that shortens both.
+        let mut wait = self.first_request_timeout.min(self.idle_timeout);
         while let Some(request) =
             next_request::<PeerConversation, _>(&mut self.conn, &self.slot, wait).await?
         {

@@ -48,9 +48,9 @@ pub struct PeerConfig {
     pub stall_timeout: Duration,
     /// Inbound connections idle for this long are closed.
     pub idle_timeout: Duration,
-    /// An inbound connection that sends no complete request this long after `Welcome` is
-    /// closed, so connections that only say `Hello` don't hold slots. Downloaders send their
-    /// first request right after the handshake.
+    /// An inbound connection that sends no complete request this long after `Welcome` (or
+    /// `idle_timeout`, if shorter) is closed, so connections that only say `Hello` don't hold
+    /// slots. Downloaders send their first request right after the handshake.
     pub first_request_timeout: Duration,
     /// Asked for a new index address when heartbeats can't reach the current one. `None`:
     /// keep retrying the same address.
