@@ -103,6 +103,8 @@ async fn idle_connections_on_many_addresses_do_not_starve_registered_peers() {
     let config = ServerConfig {
         max_connections: 16,
         max_connections_per_ip: 2,
+        // Fast beats, with room for a loaded machine to be late with one.
+        heartbeat_timeout: Duration::from_millis(1500),
         ..fast_server_config()
     };
     let interval = config.heartbeat_interval;
@@ -136,7 +138,8 @@ async fn idle_connections_on_many_addresses_do_not_starve_registered_peers() {
         panic!("Register refused: {reply:?}");
     };
     let mut ticks = tokio::time::interval(interval);
-    for _ in 0..8 {
+    // 12 beats at 200 ms: longer than the heartbeat timeout, so an expiry would show.
+    for _ in 0..12 {
         ticks.tick().await;
         let reply = fresh_request(newcomer, addr, IndexRequest::Heartbeat { peer_id, token }).await;
         assert!(matches!(reply, IndexResponse::HeartbeatAck {}), "{reply:?}");
