@@ -6,8 +6,8 @@
 //! * At most `max` connections in all and `max_per_ip` from one source address (IPv4-mapped
 //!   IPv6 counts as IPv4). Over the per-address cap the newcomer is refused.
 //! * Each admitted connection is **idle** (handshaking, or between requests, since some
-//!   instant) or **busy** (a request is being answered). A busy connection is never closed to
-//!   make room, so downloads that are moving data are not cut.
+//!   instant) or **busy** (a request is being answered). A busy connection is not closed to
+//!   make room (unless it is too slow, below), so downloads that are moving data are not cut.
 //! * When all `max` are taken, the table closes one idle connection to admit the newcomer:
 //!   the **longest-idle** one whose address holds more connections than the newcomer's address
 //!   does (or one of the newcomer's own address). So one address can't push out the
