@@ -10,7 +10,9 @@ pub struct ServerConfig {
     /// A peer silent for this long is dropped with its files. Three intervals by default, so
     /// one or two lost heartbeats never drop a live peer.
     pub heartbeat_timeout: Duration,
-    /// Connections served at once; further clients wait in the OS backlog until one closes.
+    /// Connections served at once. When all are taken, a newcomer closes the longest-idle
+    /// connection that qualifies (connections of registered peers last, one answering a
+    /// request never; `p2p_protocol::slots`), or is refused with `busy`.
     pub max_connections: usize,
     /// Connections one source address may hold at once; more are answered
     /// `limit_exceeded` and closed.
@@ -25,6 +27,10 @@ pub struct ServerConfig {
     /// A connection that sends no complete request for this long is closed, which also cuts
     /// off clients that trickle bytes. Peers heartbeat well within it.
     pub idle_timeout: Duration,
+    /// A connection that sends no complete request this long after `Welcome` (or
+    /// `idle_timeout`, if shorter) is closed, so connections that only say `Hello` don't hold
+    /// slots. Clients send their first request right after the handshake.
+    pub first_request_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +44,7 @@ impl Default for ServerConfig {
             max_peers: 10_000,
             max_files_per_peer: 10_000,
             idle_timeout: Duration::from_secs(60),
+            first_request_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -5,18 +5,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use p2p_protocol::accept::{accept, refuse};
-use p2p_protocol::limits::PerIpLimit;
+use p2p_protocol::accept::{accept, next_request, refuse, welcome};
+use p2p_protocol::slots::{Admission, Refusal, Slot, SlotLimits, SlotTable};
 use p2p_protocol::{
     ErrorCode, IdPrefix, IndexConversation, IndexRequest, IndexResponse, IndexServerConnection,
-    ProtocolError, server_hello,
+    ProtocolError,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::config::ServerConfig;
 use crate::index::{Index, IndexLimits};
@@ -28,6 +27,14 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a refused client may take to send its `Hello` before the refusal goes out.
 const REFUSE_HELLO_WAIT: Duration = Duration::from_secs(2);
+
+/// Refusals being answered at once; beyond that a connection is closed without a reply.
+const MAX_REFUSALS: usize = 64;
+
+/// A reply still being written after this long means a client reading too slowly: when the
+/// server is full and nothing idle can make room, such a connection may be closed instead.
+/// Replies are at most 2 MiB, well under a second on a LAN.
+const SLOW_REPLY: Duration = Duration::from_secs(2);
 
 /// State shared by the accept loop, every handler, the reaper and [`ServerHandle`]s.
 #[derive(Debug)]
@@ -137,32 +144,33 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
         tasks.spawn(reaper::run(self.shared.clone(), shutdown.child_token()));
-        let limit = Arc::new(Semaphore::new(self.shared.config.max_connections));
-        let per_ip = PerIpLimit::new(self.shared.config.max_connections_per_ip);
-        loop {
-            // Wait for a free slot before accepting, so excess clients queue in the backlog
-            // instead of costing us memory.
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                permit = limit.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-            };
-            let Some((stream, addr)) = accept(&self.listener, &shutdown).await else {
-                break;
-            };
-            let Some(ip_slot) = per_ip.try_admit(addr.ip()) else {
-                // The refusal holds its connection slot, so refusals are bounded too.
-                let max = self.shared.config.max_connections_per_ip;
-                tasks.spawn(async move {
-                    refuse_crowded(stream, max).await;
-                    drop(permit);
-                });
-                continue;
+        let config = &self.shared.config;
+        let slots = SlotTable::new(SlotLimits {
+            max: config.max_connections,
+            max_per_ip: config.max_connections_per_ip,
+            max_refusals: MAX_REFUSALS,
+            slow_after: SLOW_REPLY,
+        });
+        // Accept first, then decide: a full server closes its longest-idle connection for the
+        // newcomer, or tells it why not, rather than leaving it unseen in the backlog.
+        while let Some((stream, addr)) = accept(&self.listener, &shutdown).await {
+            let slot = match slots.admit(addr.ip(), Instant::now().into_std(), &shutdown) {
+                Admission::Admitted(slot) => slot,
+                Admission::Refused(refusal, place) => {
+                    debug!(client = %addr, ?refusal, "connection refused");
+                    tasks.spawn(async move {
+                        refuse_connection(stream, refusal).await;
+                        drop(place);
+                    });
+                    continue;
+                }
+                Admission::Dropped => continue,
             };
             let handler = Handler {
                 shared: self.shared.clone(),
                 conn: IndexServerConnection::index_server(stream),
                 addr,
-                shutdown: shutdown.child_token(),
+                slot,
             };
             tasks.spawn(
                 async move {
@@ -170,7 +178,6 @@ impl Server {
                         Ok(()) => debug!("connection closed"),
                         Err(err) => info!(%err, "connection dropped"),
                     }
-                    drop((permit, ip_slot));
                 }
                 .instrument(info_span!("conn", client = %addr)),
             );
@@ -180,13 +187,20 @@ impl Server {
     }
 }
 
-/// Answers a connection over the per-address limit with `limit_exceeded`, after its `Hello`
-/// (so the reply is not lost to a reset), and closes it.
-async fn refuse_crowded(stream: TcpStream, max: usize) {
+/// Answers a connection the server can't take with an `Error` after its `Hello` (so the reply
+/// is not lost to a reset), and closes it: `limit_exceeded` over the per-address cap, `busy`
+/// when every slot is answering a request.
+async fn refuse_connection(stream: TcpStream, refusal: Refusal) {
     let mut conn = IndexServerConnection::index_server(stream);
-    let reply = IndexResponse::Error {
-        code: ErrorCode::LimitExceeded,
-        message: format!("too many connections from your address (at most {max})"),
+    let reply = match refusal {
+        Refusal::AddressFull { max } => IndexResponse::Error {
+            code: ErrorCode::LimitExceeded,
+            message: format!("too many connections from your address (at most {max})"),
+        },
+        Refusal::Full { max } => IndexResponse::Error {
+            code: ErrorCode::Busy,
+            message: format!("the index server is busy ({max} connections); try again later"),
+        },
     };
     refuse(&mut conn, &reply, REFUSE_HELLO_WAIT).await;
 }
@@ -196,39 +210,51 @@ struct Handler {
     shared: Arc<Shared>,
     conn: IndexServerConnection<TcpStream>,
     addr: SocketAddr,
-    shutdown: CancellationToken,
+    /// Closed when the server needs the room for another client, or shuts down.
+    slot: Slot,
 }
 
 impl Handler {
     async fn run(mut self) -> Result<(), ProtocolError> {
-        server_hello::<IndexConversation, _>(&mut self.conn).await?;
-        let idle = self.shared.config.idle_timeout;
-        loop {
-            let request = tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
-                received = tokio::time::timeout(idle, self.conn.recv()) => match received {
-                    Err(_) => {
-                        debug!(?idle, "closing idle connection");
-                        return Ok(());
-                    }
-                    Ok(Ok(Some(request))) => request,
-                    Ok(Ok(None)) => return Ok(()),
-                    Ok(Err(err)) => {
-                        if let Some(code) = err.reply_code() {
-                            warn!(%err, "bad frame; closing connection");
-                            let reply = IndexResponse::Error { code, message: err.to_string() };
-                            let _ = self.conn.send(&reply).await;
-                        }
-                        return Err(err);
-                    }
-                },
+        if !welcome::<IndexConversation, _>(&mut self.conn, &self.slot).await? {
+            return Ok(());
+        }
+        let config = &self.shared.config;
+        // Never longer than the idle timeout: an operator who shortens that shortens both.
+        let mut wait = config.first_request_timeout.min(config.idle_timeout);
+        while let Some(request) =
+            next_request::<IndexConversation, _>(&mut self.conn, &self.slot, wait).await?
+        {
+            let heartbeat_of = match &request {
+                IndexRequest::Heartbeat { peer_id, .. } => Some(*peer_id),
+                _ => None,
             };
             let response = self.shared.respond(self.addr, request);
+            // This connection carries a live registration, proven by its token: keep it over
+            // unregistered ones when full, for as long as the registration lasts.
+            let registered = match (&response, heartbeat_of) {
+                (IndexResponse::Registered { peer_id, .. }, _) => Some(*peer_id),
+                (IndexResponse::HeartbeatAck {}, heartbeat_of) => heartbeat_of,
+                _ => None,
+            };
+            if let Some(peer_id) = registered {
+                let until = Instant::now().into_std() + config.heartbeat_timeout;
+                self.slot.privilege(peer_id.0, until);
+            }
             if let IndexResponse::Error { code, message } = &response {
                 info!(%code, %message, "request refused");
             }
-            self.conn.send_timeout(&response, SEND_TIMEOUT).await?;
+            // Closing the slot (to make room for another client, or shutdown) also ends a
+            // reply that is being written too slowly.
+            tokio::select! {
+                biased;
+                _ = self.slot.closed() => return Ok(()),
+                sent = self.conn.send_timeout(&response, SEND_TIMEOUT) => sent?,
+            }
+            self.slot.idle(Instant::now().into_std());
+            wait = config.idle_timeout;
         }
+        Ok(())
     }
 }
 

@@ -5,16 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use p2p_protocol::accept::{accept, refuse};
-use p2p_protocol::limits::PerIpLimit;
+use p2p_protocol::accept::{accept, next_request, refuse, welcome};
+use p2p_protocol::slots::{Admission, Slot, SlotLimits, SlotTable};
 use p2p_protocol::{
     ErrorCode, FileId, PeerConversation, PeerRequest, PeerResponse, PeerServerConnection,
-    ProtocolError, server_hello,
+    ProtocolError,
 };
 use p2p_protocol::{MAX_MESSAGE_LEN, MAX_SENDER_LEN};
 use p2p_storage::{ChunkRange, SourceFile, StorageError};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -28,6 +27,11 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Refused connections being answered at once; more are closed without a reply.
 const MAX_REFUSALS: usize = 64;
+
+/// A chunk still being sent after this long means a client reading too slowly (4 MiB take
+/// well under a second on a LAN, 3.5 s at 10 Mbit/s): when the server is full and nothing idle
+/// can make room, such a connection may be closed instead.
+const SLOW_REPLY: Duration = Duration::from_secs(10);
 
 /// How long a refused client may take to send its `Hello` before it is told `busy`.
 const BUSY_HELLO_WAIT: Duration = Duration::from_secs(2);
@@ -50,36 +54,37 @@ pub(crate) struct ChunkServer {
     pub max_inbound: usize,
     pub max_inbound_per_ip: usize,
     pub idle_timeout: Duration,
+    pub first_request_timeout: Duration,
 }
 
 impl ChunkServer {
     /// Serves until `shutdown`; spawned connection tasks go on `tasks`.
     pub async fn run(self, shutdown: CancellationToken, tasks: TaskTracker) {
-        let limit = Arc::new(Semaphore::new(self.max_inbound));
-        let per_ip = PerIpLimit::new(self.max_inbound_per_ip);
-        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+        let slots = SlotTable::new(SlotLimits {
+            max: self.max_inbound,
+            max_per_ip: self.max_inbound_per_ip,
+            max_refusals: MAX_REFUSALS,
+            slow_after: SLOW_REPLY,
+        });
         while let Some((stream, addr)) = accept(&self.listener, &shutdown).await {
             let mut conn = PeerServerConnection::peer_server(stream);
-            // Refuse rather than queue when full: the downloader has other hosts to try.
-            let slots = limit
-                .clone()
-                .try_acquire_owned()
-                .ok()
-                .zip(per_ip.try_admit(addr.ip()));
-            let Some(permit) = slots else {
-                // Refusals are bounded too: past that, close at once without a reply.
-                let Ok(refusal) = refusals.clone().try_acquire_owned() else {
+            // When full, the longest-idle connection makes room; refuse rather than queue
+            // when none can: the downloader has other hosts to try.
+            let slot = match slots.admit(addr.ip(), std::time::Instant::now(), &shutdown) {
+                Admission::Admitted(slot) => slot,
+                Admission::Refused(refusal, place) => {
+                    debug!(client = %addr, ?refusal, "connection refused");
+                    tasks.spawn(async move {
+                        let reply = PeerResponse::Error {
+                            code: ErrorCode::Busy,
+                            message: "too many downloads from this peer right now".into(),
+                        };
+                        refuse(&mut conn, &reply, BUSY_HELLO_WAIT).await;
+                        drop(place);
+                    });
                     continue;
-                };
-                tasks.spawn(async move {
-                    let _refusal = refusal;
-                    let reply = PeerResponse::Error {
-                        code: ErrorCode::Busy,
-                        message: "too many downloads from this peer right now".into(),
-                    };
-                    refuse(&mut conn, &reply, BUSY_HELLO_WAIT).await;
-                });
-                continue;
+                }
+                Admission::Dropped => continue,
             };
             let handler = Handler {
                 conn,
@@ -88,14 +93,14 @@ impl ChunkServer {
                 files: self.files.clone(),
                 stats: self.stats.clone(),
                 idle_timeout: self.idle_timeout,
-                shutdown: shutdown.child_token(),
+                first_request_timeout: self.first_request_timeout,
+                slot,
             };
             tasks.spawn(
                 async move {
                     if let Err(err) = handler.run().await {
                         info!(%err, "connection dropped");
                     }
-                    drop(permit);
                 }
                 .instrument(info_span!("serve", client = %addr)),
             );
@@ -110,59 +115,69 @@ struct Handler {
     files: SharedFiles,
     stats: Arc<ServeStats>,
     idle_timeout: Duration,
-    shutdown: CancellationToken,
+    first_request_timeout: Duration,
+    /// Busy while a request is answered; closed when the server needs the room for another
+    /// client, or shuts down.
+    slot: Slot,
 }
 
 impl Handler {
     async fn run(mut self) -> Result<(), ProtocolError> {
-        server_hello::<PeerConversation, _>(&mut self.conn).await?;
-        loop {
-            let request = tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
-                received = tokio::time::timeout(self.idle_timeout, self.conn.recv()) => match received {
-                    Err(_) => return Ok(()),
-                    Ok(Ok(Some(request))) => request,
-                    Ok(Ok(None)) => return Ok(()),
-                    Ok(Err(err)) => {
-                        if let Some(code) = err.reply_code() {
-                            warn!(%err, "bad frame; closing connection");
-                            let _ = self.conn.send(&PeerResponse::Error { code, message: err.to_string() }).await;
-                        }
-                        return Err(err);
-                    }
-                },
-            };
-            match self.respond(request).await {
-                // The chunk goes straight from the page cache to the socket.
-                Reply::Chunk {
-                    file_id,
-                    index,
-                    file,
-                    range,
-                } => {
-                    self.conn
-                        .send_chunk_from_file(
-                            file_id,
-                            index,
-                            file,
-                            range.offset,
-                            range.len,
-                            SEND_TIMEOUT,
-                        )
-                        .await?;
-                    self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .bytes_served
-                        .fetch_add(range.len as u64, Ordering::Relaxed);
+        if !welcome::<PeerConversation, _>(&mut self.conn, &self.slot).await? {
+            return Ok(());
+        }
+        // Closing the slot (to make room for another client, or shutdown) also ends a reply
+        // that is being sent too slowly.
+        let closed = self.slot.closed_token().clone();
+        // Never longer than the idle timeout: shortening that shortens both.
+        let mut wait = self.first_request_timeout.min(self.idle_timeout);
+        while let Some(request) =
+            next_request::<PeerConversation, _>(&mut self.conn, &self.slot, wait).await?
+        {
+            tokio::select! {
+                biased;
+                _ = closed.cancelled() => return Ok(()),
+                answered = self.answer(request) => answered?,
+            }
+            self.slot.idle(std::time::Instant::now());
+            wait = self.idle_timeout;
+        }
+        Ok(())
+    }
+
+    /// Answers one request, and sends the reply.
+    async fn answer(&mut self, request: PeerRequest) -> Result<(), ProtocolError> {
+        match self.respond(request).await {
+            // The chunk goes straight from the page cache to the socket.
+            Reply::Chunk {
+                file_id,
+                index,
+                file,
+                range,
+            } => {
+                self.conn
+                    .send_chunk_from_file(
+                        file_id,
+                        index,
+                        file,
+                        range.offset,
+                        range.len,
+                        SEND_TIMEOUT,
+                    )
+                    .await?;
+                self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .bytes_served
+                    .fetch_add(range.len as u64, Ordering::Relaxed);
+            }
+            Reply::Message(response) => {
+                if let PeerResponse::Error { code, message } = &response {
+                    debug!(%code, %message, "request refused");
                 }
-                Reply::Message(response) => {
-                    if let PeerResponse::Error { code, message } = &response {
-                        debug!(%code, %message, "request refused");
-                    }
-                    self.conn.send_timeout(&response, SEND_TIMEOUT).await?
-                }
+                self.conn.send_timeout(&response, SEND_TIMEOUT).await?
             }
         }
+        Ok(())
     }
 
     async fn respond(&self, request: PeerRequest) -> Reply {

@@ -29,7 +29,9 @@ pub struct PeerConfig {
     /// Chunks downloaded at once, across all hosts. Bounds download memory at about
     /// 2 x workers x 4 MiB.
     pub workers: usize,
-    /// Inbound chunk-server connections served at once; more get a `busy` reply.
+    /// Inbound chunk-server connections served at once. When all are taken, a newcomer
+    /// closes the longest-idle connection that qualifies (never one sending a chunk;
+    /// `p2p_protocol::slots`), or gets a `busy` reply.
     pub max_inbound: usize,
     /// Inbound connections one source address may hold at once; more get a `busy` reply.
     pub max_inbound_per_ip: usize,
@@ -46,6 +48,10 @@ pub struct PeerConfig {
     pub stall_timeout: Duration,
     /// Inbound connections idle for this long are closed.
     pub idle_timeout: Duration,
+    /// An inbound connection that sends no complete request this long after `Welcome` (or
+    /// `idle_timeout`, if shorter) is closed, so connections that only say `Hello` don't hold
+    /// slots. Downloaders send their first request right after the handshake.
+    pub first_request_timeout: Duration,
     /// Asked for a new index address when heartbeats can't reach the current one. `None`:
     /// keep retrying the same address.
     pub rediscover: Option<Arc<dyn Rediscover>>,
@@ -66,6 +72,7 @@ impl Default for PeerConfig {
             max_host_failures: 3,
             stall_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            first_request_timeout: Duration::from_secs(10),
             rediscover: None,
         }
     }

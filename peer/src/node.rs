@@ -140,6 +140,7 @@ impl Peer {
             max_inbound: node.config.max_inbound,
             max_inbound_per_ip: node.config.max_inbound_per_ip,
             idle_timeout: node.config.idle_timeout,
+            first_request_timeout: node.config.first_request_timeout,
         };
         node.tasks.spawn(
             server

@@ -92,9 +92,13 @@ pub struct ServerArgs {
     /// Peers silent for this long are dropped with their files.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub heartbeat_timeout: Duration,
-    /// Client connections served at once.
+    /// Client connections served at once. When all are taken, the longest-idle one is
+    /// closed for a newcomer (registered peers' connections last).
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Connections that send no request this long after the handshake are closed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub first_request_timeout: Duration,
     /// Connections one source address may hold at once (several peers behind one NAT share
     /// it); more are refused with `limit_exceeded`.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
@@ -206,6 +210,14 @@ impl ServerArgs {
                 )
                 .exit();
         }
+        if self.first_request_timeout.is_zero() {
+            Cli::command()
+                .error(
+                    ErrorKind::InvalidValue,
+                    "--first-request-timeout must be longer than 0s",
+                )
+                .exit();
+        }
     }
 }
 
@@ -217,6 +229,7 @@ impl From<&ServerArgs> for ServerConfig {
             max_connections: args.max_connections as usize,
             max_connections_per_ip: args.max_connections_per_ip as usize,
             max_peers_per_ip: args.max_peers_per_ip as usize,
+            first_request_timeout: args.first_request_timeout,
             ..ServerConfig::default()
         }
     }
@@ -260,11 +273,17 @@ mod tests {
         let defaults = ServerConfig::from(&args);
         assert_eq!(defaults.max_connections_per_ip, 64);
         assert_eq!(defaults.max_peers_per_ip, 64);
+        assert_eq!(
+            defaults.first_request_timeout,
+            ServerConfig::default().first_request_timeout
+        );
         let Command::Server(args) = parse(&[
             "--max-connections-per-ip",
             "500",
             "--max-peers-per-ip",
             "300",
+            "--first-request-timeout",
+            "3s",
         ])
         .unwrap()
         .command
@@ -274,6 +293,7 @@ mod tests {
         let config = ServerConfig::from(&args);
         assert_eq!(config.max_connections_per_ip, 500);
         assert_eq!(config.max_peers_per_ip, 300);
+        assert_eq!(config.first_request_timeout, Duration::from_secs(3));
         // No limit of zero: that would refuse everyone.
         let err = parse(&["--max-peers-per-ip", "0"]).unwrap_err().to_string();
         assert!(err.contains("--max-peers-per-ip"), "{err}");

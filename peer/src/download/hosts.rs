@@ -45,14 +45,23 @@ impl Host {
         }
     }
 
-    /// An idle connection, or a new one after the handshake.
+    /// An idle connection (`true`: reused, so the host may have closed it meanwhile), or a
+    /// new one after the handshake.
     pub async fn checkout(
         &self,
         connect_timeout: Duration,
-    ) -> Result<HostConnection, ProtocolError> {
+    ) -> Result<(HostConnection, bool), ProtocolError> {
         if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(conn);
+            return Ok((conn, true));
         }
+        Ok((self.connect(connect_timeout).await?, false))
+    }
+
+    /// A new connection, after the handshake.
+    pub async fn connect(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<HostConnection, ProtocolError> {
         let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(self.addr))
             .await
             .map_err(|_| ProtocolError::Timeout(connect_timeout))??;

@@ -487,7 +487,7 @@ impl Pool {
             fatal: false,
             lied: false,
         };
-        let mut conn = host
+        let (mut conn, reused) = host
             .checkout(self.options.connect_timeout)
             .await
             .map_err(network)?;
@@ -495,10 +495,21 @@ impl Pool {
             file_id: self.file_id,
             index,
         };
-        let reply = conn
-            .request_chunk(&request, buf, self.options.request_timeout)
-            .await
-            .map_err(network)?;
+        let timeout = self.options.request_timeout;
+        let reply = match conn.request_chunk(&request, buf, timeout).await {
+            // A pooled connection the host closed while it sat idle (its idle timeout, or it
+            // made room for another client): not the host failing, so once more on a new one.
+            Err(err) if reused && closed_before_reply(&err) => {
+                debug!(host = %host.addr, %err, "pooled connection was closed; reconnecting");
+                conn = host
+                    .connect(self.options.connect_timeout)
+                    .await
+                    .map_err(network)?;
+                conn.request_chunk(&request, buf, timeout).await
+            }
+            other => other,
+        }
+        .map_err(network)?;
         match reply {
             ChunkReply::Chunk {
                 file_id,
@@ -589,6 +600,20 @@ impl Pool {
             }
             Err(err) => Err(FetchError::Local(err)),
         }
+    }
+}
+
+/// Whether `err` says the connection was already closed when the request went out: a clean
+/// close before any byte of the reply, or a reset.
+fn closed_before_reply(err: &ProtocolError) -> bool {
+    use std::io::ErrorKind;
+    match err {
+        ProtocolError::Closed => true,
+        ProtocolError::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+        ),
+        _ => false,
     }
 }
 

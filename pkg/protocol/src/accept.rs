@@ -1,5 +1,8 @@
-//! What both servers' accept loops share: accepting with a pause after failures, and turning
-//! a connection away with one error reply that the client can actually read.
+//! What both servers share about a connection's life: accepting with a pause after failures,
+//! turning a connection away with one error reply that the client can actually read, and, for
+//! an admitted connection, the handshake and the wait for each request while its
+//! [`Slot`] says whether it is idle or busy (so that the longest-idle connection, never a busy
+//! one, is closed when the server is full; see [`crate::slots`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,10 +11,13 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::codec::DecodeFrame;
 use crate::connection::Connection;
+use crate::error::ProtocolError;
+use crate::handshake::{Conversation, server_hello};
+use crate::slots::Slot;
 
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -52,4 +58,59 @@ where
 {
     let _ = conn.recv_timeout(wait).await;
     let _ = conn.send_timeout(reply, wait).await;
+}
+
+/// The server side of the handshake on an admitted connection. `Ok(false)` if the connection
+/// was closed first, to make room for another or because the server is shutting down.
+pub async fn welcome<C, S>(
+    conn: &mut Connection<S, C::Request, C::Response>,
+    slot: &Slot,
+) -> Result<bool, ProtocolError>
+where
+    C: Conversation,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::select! {
+        biased;
+        _ = slot.closed() => Ok(false),
+        shaken = server_hello::<C, S>(conn) => shaken.map(|()| true),
+    }
+}
+
+/// Waits up to `wait` for the next request and marks the slot busy once one has arrived
+/// whole. `Ok(None)` when the connection should close without a reply: the client closed it,
+/// sent nothing complete in time, or the slot was closed (to make room, or shutdown). A frame
+/// that can't be decoded is answered with an `Error` where one is worth sending, and is
+/// returned as the error; the caller then closes the connection. After answering the request,
+/// the caller marks the slot idle again ([`Slot::idle`]).
+pub async fn next_request<C, S>(
+    conn: &mut Connection<S, C::Request, C::Response>,
+    slot: &Slot,
+    wait: Duration,
+) -> Result<Option<C::Request>, ProtocolError>
+where
+    C: Conversation,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let received = tokio::select! {
+        biased;
+        _ = slot.closed() => return Ok(None),
+        received = tokio::time::timeout(wait, conn.recv()) => received,
+    };
+    match received {
+        Err(_) => {
+            debug!(?wait, "no request in time; closing the connection");
+            Ok(None)
+        }
+        // Closed to make room just as the request arrived: drop it, the client sees a close.
+        Ok(Ok(Some(_))) if !slot.busy(std::time::Instant::now()) => Ok(None),
+        Ok(Ok(request)) => Ok(request),
+        Ok(Err(err)) => {
+            if let Some(code) = err.reply_code() {
+                warn!(%err, "bad frame; closing connection");
+                let _ = conn.send(&C::error(code, err.to_string())).await;
+            }
+            Err(err)
+        }
+    }
 }

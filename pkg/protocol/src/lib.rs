@@ -30,7 +30,8 @@
 //! * [`codec`]: frames ↔ messages.
 //! * [`connection`]: [`Connection`], typed send/receive over any async stream.
 //! * [`handshake`]: the `Hello` exchange.
-//! * [`limits`]: connections per source address.
+//! * [`slots`]: which connections a server serves, and which idle one it closes when full.
+//! * [`accept`]: accepting, refusing, the handshake and waiting for requests, for both servers.
 //! * [`manifest_file`]: the `.p2pm` file format (not on the wire; shared by tools).
 //! * [`error`][mod@error]: [`ProtocolError`].
 #![forbid(unsafe_code)]
@@ -42,9 +43,9 @@ pub mod codec;
 pub mod connection;
 pub mod error;
 pub mod handshake;
-pub mod limits;
 pub mod manifest_file;
 pub mod message;
+pub mod slots;
 pub mod types;
 
 pub use chunk_buf::ChunkBuf;

@@ -1,0 +1,241 @@
+//! Idle connections must not starve real users: clients on several addresses that hold
+//! connections after `Hello` and send nothing fill a server's slots, and registered peers,
+//! new clients and downloaders are still served (the longest-idle connection makes room).
+//!
+//! The idle clients use distinct loopback source addresses (127.0.0.2, 127.0.0.3, ...): Linux
+//! accepts any 127/8 address on loopback, so each looks like another host to the server.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use p2p_central_server::{Server, ServerConfig, ServerHandle};
+use p2p_peer::PeerConfig;
+use p2p_protocol::handshake::Conversation;
+use p2p_protocol::{
+    CHUNK_SIZE, Connection, IndexClientConnection, IndexConversation, IndexRequest, IndexResponse,
+    MAX_CONTROL_FRAME_LEN, PeerConversation, client_hello,
+};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{fast_server_config, loopback0, peer_config, random_file, start_server};
+
+/// Limit on each step a legitimate client takes; generous for a loaded machine, far below
+/// what waiting in a full server's backlog would take (forever).
+const PROMPT: Duration = Duration::from_secs(5);
+
+fn loopback(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// A TCP connection to `server` from `source` (port chosen by the system).
+async fn connect_from(source: IpAddr, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Connections of conversation `C` from each of `sources`, `per_source` of them, that said
+/// `Hello` (and got `Welcome`) and will say nothing more. Those the server did not welcome
+/// within a few seconds are left out.
+async fn hold_idle<C>(
+    sources: &[IpAddr],
+    per_source: usize,
+    server: SocketAddr,
+) -> Vec<Connection<TcpStream, C::Response, C::Request>>
+where
+    C: Conversation + 'static,
+    C::Request: Send + Sync,
+    C::Response: Send,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for &source in sources {
+        for _ in 0..per_source {
+            tasks.spawn(async move {
+                let stream = connect_from(source, server).await.ok()?;
+                let mut conn =
+                    Connection::with_limits(stream, MAX_CONTROL_FRAME_LEN, MAX_CONTROL_FRAME_LEN);
+                tokio::time::timeout(Duration::from_secs(3), client_hello::<C, _>(&mut conn))
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(conn)
+            });
+        }
+    }
+    let mut held = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        held.extend(joined.unwrap());
+    }
+    held
+}
+
+/// One request on a new connection from `source`, handshake included, within [`PROMPT`].
+async fn fresh_request(source: IpAddr, server: SocketAddr, request: IndexRequest) -> IndexResponse {
+    let exchange = async {
+        let stream = connect_from(source, server).await.unwrap();
+        let mut conn = IndexClientConnection::index_client(stream);
+        client_hello::<IndexConversation, _>(&mut conn)
+            .await
+            .unwrap();
+        conn.request(&request, PROMPT).await.unwrap()
+    };
+    match tokio::time::timeout(PROMPT, exchange).await {
+        Ok(reply) => reply,
+        Err(_) => panic!("no reply to {request:?} from {source} within {PROMPT:?}"),
+    }
+}
+
+/// An index server with `config`, its handle, and the token that stops it.
+async fn start_index(config: ServerConfig) -> (SocketAddr, ServerHandle, CancellationToken) {
+    let server = Server::new(TcpListener::bind(loopback0()).await.unwrap(), config);
+    let addr = server.local_addr().unwrap();
+    let handle = server.handle().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(server.run(shutdown.clone()));
+    (addr, handle, shutdown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_on_many_addresses_do_not_starve_registered_peers() {
+    let config = ServerConfig {
+        max_connections: 16,
+        max_connections_per_ip: 2,
+        // Fast beats, with room for a loaded machine to be late with one.
+        heartbeat_timeout: Duration::from_millis(1500),
+        ..fast_server_config()
+    };
+    let interval = config.heartbeat_interval;
+    let (addr, index, shutdown) = start_index(config).await;
+    // A real peer, registered and heartbeating on its one connection.
+    let peer = p2p_peer::Peer::start(peer_config(addr)).await.unwrap();
+    let registered = peer.session().unwrap().peer_id;
+
+    // Eight addresses, each at its per-address limit, holding idle connections after Hello:
+    // together they ask for every slot.
+    let sources: Vec<IpAddr> = (2..=9).map(loopback).collect();
+    let held = hold_idle::<IndexConversation>(&sources, 2, addr).await;
+    assert!(
+        held.len() >= 15,
+        "only {} idle connections got in",
+        held.len()
+    );
+
+    // A new client still gets in and registers, and its heartbeats, each on a new connection,
+    // are answered promptly for several heartbeat timeouts.
+    let newcomer = loopback(10);
+    let reply = fresh_request(
+        newcomer,
+        addr,
+        IndexRequest::Register {
+            addr: SocketAddr::new(newcomer, 9),
+        },
+    )
+    .await;
+    let IndexResponse::Registered { peer_id, token, .. } = reply else {
+        panic!("Register refused: {reply:?}");
+    };
+    let mut ticks = tokio::time::interval(interval);
+    // 12 beats at 200 ms: longer than the heartbeat timeout, so an expiry would show.
+    for _ in 0..12 {
+        ticks.tick().await;
+        let reply = fresh_request(newcomer, addr, IndexRequest::Heartbeat { peer_id, token }).await;
+        assert!(matches!(reply, IndexResponse::HeartbeatAck {}), "{reply:?}");
+    }
+
+    // The peer that was registered before the flood was never expired: same id, still listed.
+    assert_eq!(peer.session().unwrap().peer_id, registered);
+    let (peers, _) = index.list_peers();
+    let listed: Vec<_> = peers.iter().map(|p| p.peer_id).collect();
+    assert!(listed.contains(&registered), "{listed:?}");
+    assert!(listed.contains(&peer_id), "{listed:?}");
+    drop(held);
+    peer.shutdown().await;
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_starve_a_downloader() {
+    let server = start_server().await;
+    let seeder = p2p_peer::Peer::start(PeerConfig {
+        max_inbound: 12,
+        max_inbound_per_ip: 6,
+        ..peer_config(server.addr)
+    })
+    .await
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "wanted.bin", 2 * CHUNK_SIZE as usize + 1000, 7);
+    let id = seeder.register(&path).await.unwrap();
+
+    // Two addresses hold every one of the seeder's slots with idle connections after Hello.
+    let held =
+        hold_idle::<PeerConversation>(&[loopback(2), loopback(3)], 6, seeder.local_addr()).await;
+    assert_eq!(
+        held.len(),
+        12,
+        "the idle connections did not fill the seeder"
+    );
+
+    let leecher = p2p_peer::Peer::start(PeerConfig {
+        workers: 4,
+        ..peer_config(server.addr)
+    })
+    .await
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        leecher.download(&id.to_string(), out.path(), None, CancellationToken::new()),
+    )
+    .await
+    .expect("download hung")
+    .unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    drop(held);
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_only_says_hello_is_closed_after_the_first_request_timeout() {
+    let config = ServerConfig {
+        first_request_timeout: Duration::from_millis(300),
+        ..fast_server_config()
+    };
+    let (addr, _index, shutdown) = start_index(config).await;
+    // A client that asks at once is served.
+    let stream = connect_from(loopback(1), addr).await.unwrap();
+    let mut active = IndexClientConnection::index_client(stream);
+    client_hello::<IndexConversation, _>(&mut active)
+        .await
+        .unwrap();
+    let reply = active
+        .request(&IndexRequest::ListPeers {}, PROMPT)
+        .await
+        .unwrap();
+    assert!(matches!(reply, IndexResponse::Peers { .. }), "{reply:?}");
+    // One that only says Hello, opened after it.
+    let stream = connect_from(loopback(1), addr).await.unwrap();
+    let mut silent = IndexClientConnection::index_client(stream);
+    client_hello::<IndexConversation, _>(&mut silent)
+        .await
+        .unwrap();
+
+    // The silent one is closed without a reply.
+    let closed = silent.recv_timeout(PROMPT).await;
+    assert!(
+        matches!(closed, Err(p2p_protocol::ProtocolError::Closed)),
+        "{closed:?}"
+    );
+    // The one that asked has been idle longer than that since its reply, and is still open:
+    // after a first request, the (longer) idle timeout applies.
+    let reply = active
+        .request(&IndexRequest::ListPeers {}, PROMPT)
+        .await
+        .unwrap();
+    assert!(matches!(reply, IndexResponse::Peers { .. }), "{reply:?}");
+    shutdown.cancel();
+}
