@@ -274,7 +274,8 @@ impl PeerHandle {
                     message: format!(
                         "{prefix} matches {} shared files; type more characters",
                         matching.len()
-                    ),
+                    )
+                    .into(),
                 });
             }
         };
@@ -445,7 +446,10 @@ impl PeerHandle {
             .await?
         {
             PeerResponse::Manifest { manifest, .. } => Ok(manifest),
-            PeerResponse::Error { code, message } => Err(ProtocolError::Remote { code, message }),
+            PeerResponse::Error { code, message } => Err(ProtocolError::Remote {
+                code,
+                message: message.into(),
+            }),
             _ => Err(ProtocolError::Unexpected("expected Manifest")),
         }
     }
@@ -484,9 +488,10 @@ impl PeerHandle {
             .map_err(unreachable)?
         {
             PeerResponse::MessageReceived {} => Ok(()),
-            PeerResponse::Error { code, message } => {
-                Err(unreachable(ProtocolError::Remote { code, message }))
-            }
+            PeerResponse::Error { code, message } => Err(unreachable(ProtocolError::Remote {
+                code,
+                message: message.into(),
+            })),
             _ => Err(unreachable(ProtocolError::Unexpected(
                 "expected MessageReceived",
             ))),

@@ -32,6 +32,7 @@
 //! * [`handshake`]: the `Hello` exchange.
 //! * [`limits`]: connections per source address.
 //! * [`manifest_file`]: the `.p2pm` file format (not on the wire; shared by tools).
+//! * [`text`]: showing text that came from the network ([`printable`], [`RemoteText`]).
 //! * [`error`][mod@error]: [`ProtocolError`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -45,6 +46,7 @@ pub mod handshake;
 pub mod limits;
 pub mod manifest_file;
 pub mod message;
+pub mod text;
 pub mod types;
 
 pub use chunk_buf::ChunkBuf;
@@ -58,6 +60,7 @@ pub use message::{
     ErrorCode, FileSummary, HostInfo, IndexRequest, IndexResponse, PeerRequest, PeerResponse,
     PeerSummary, Role,
 };
+pub use text::{RemoteText, printable};
 pub use types::{
     FileId, FileManifest, FileNameError, IdParseError, IdPrefix, ManifestError, PeerId, Sha256Hash,
     Token, validate_file_name,
