@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod direct;
 mod faults;
+mod hostile_text;
 mod index;
 mod mdns;
 mod netns;
