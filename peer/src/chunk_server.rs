@@ -203,9 +203,9 @@ impl Handler {
             );
         }
         self.inbox.push(ReceivedMessage {
-            from,
+            from: from.into(),
             remote: self.remote,
-            text,
+            text: text.into(),
             at: std::time::SystemTime::now(),
         });
         PeerResponse::MessageReceived {}

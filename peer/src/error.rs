@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use p2p_protocol::{ErrorCode, FileId, ProtocolError};
+use p2p_protocol::{ErrorCode, FileId, ProtocolError, RemoteText, printable};
 use p2p_storage::StorageError;
 
 /// A failed peer operation. Every variant reads as one line for a user.
@@ -29,8 +29,8 @@ pub enum PeerError {
     IndexRefused {
         /// Why, for code.
         code: ErrorCode,
-        /// Why, for people.
-        message: String,
+        /// Why, for people (the index's words, shown escaped).
+        message: RemoteText,
     },
     /// A local file operation failed.
     #[error(transparent)]
@@ -42,7 +42,7 @@ pub enum PeerError {
     #[error("the manifest the index sent for {0} does not match that id")]
     ManifestMismatch(FileId),
     /// Nobody hosts the file right now.
-    #[error("no peer is hosting {name} ({}) right now", id.fmt_short())]
+    #[error("no peer is hosting {} ({}) right now", printable(name), id.fmt_short())]
     NoHosts {
         /// File name.
         name: String,
@@ -50,7 +50,11 @@ pub enum PeerError {
         id: FileId,
     },
     /// Every host failed before the download completed.
-    #[error("download of {name} failed with {done} of {total} chunks complete: {reason}")]
+    #[error(
+        "download of {} failed with {done} of {total} chunks complete: {}",
+        printable(name),
+        printable(reason)
+    )]
     DownloadFailed {
         /// File name.
         name: String,
@@ -67,7 +71,10 @@ pub enum PeerError {
     )]
     NoIndex,
     /// No named host could give the manifest of a file.
-    #[error("cannot get the manifest of {id} from the hosts given ({reason})")]
+    #[error(
+        "cannot get the manifest of {id} from the hosts given ({})",
+        printable(reason)
+    )]
     NoManifest {
         /// The file.
         id: FileId,

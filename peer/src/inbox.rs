@@ -6,20 +6,22 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use p2p_protocol::RemoteText;
 use tokio::sync::broadcast;
 
 /// Messages kept; older ones are forgotten.
 const KEPT: usize = 100;
 
-/// One message received.
+/// One message received. `from` and `text` are the sender's words: they show themselves
+/// escaped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceivedMessage {
     /// How the sender named itself.
-    pub from: String,
+    pub from: RemoteText,
     /// Where the connection came from (the sender can't forge this one).
     pub remote: SocketAddr,
     /// The text.
-    pub text: String,
+    pub text: RemoteText,
     /// When it arrived.
     pub at: SystemTime,
 }

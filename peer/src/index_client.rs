@@ -93,9 +93,10 @@ impl IndexClient {
             other => other,
         };
         match result {
-            Ok(IndexResponse::Error { code, message }) => {
-                Err(PeerError::IndexRefused { code, message })
-            }
+            Ok(IndexResponse::Error { code, message }) => Err(PeerError::IndexRefused {
+                code,
+                message: message.into(),
+            }),
             Ok(reply) => Ok(reply),
             Err(err) => Err(PeerError::from_index(self.server(), err)),
         }

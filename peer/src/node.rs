@@ -292,7 +292,8 @@ impl PeerHandle {
                     message: format!(
                         "{prefix} matches {} shared files; type more characters",
                         matching.len()
-                    ),
+                    )
+                    .into(),
                 });
             }
         };
@@ -463,7 +464,10 @@ impl PeerHandle {
             .await?
         {
             PeerResponse::Manifest { manifest, .. } => Ok(manifest),
-            PeerResponse::Error { code, message } => Err(ProtocolError::Remote { code, message }),
+            PeerResponse::Error { code, message } => Err(ProtocolError::Remote {
+                code,
+                message: message.into(),
+            }),
             _ => Err(ProtocolError::Unexpected("expected Manifest")),
         }
     }
@@ -502,9 +506,10 @@ impl PeerHandle {
             .map_err(unreachable)?
         {
             PeerResponse::MessageReceived {} => Ok(()),
-            PeerResponse::Error { code, message } => {
-                Err(unreachable(ProtocolError::Remote { code, message }))
-            }
+            PeerResponse::Error { code, message } => Err(unreachable(ProtocolError::Remote {
+                code,
+                message: message.into(),
+            })),
             _ => Err(unreachable(ProtocolError::Unexpected(
                 "expected MessageReceived",
             ))),

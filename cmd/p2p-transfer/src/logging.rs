@@ -1,12 +1,20 @@
 //! Log set-up: tracing events go to stderr, or, while an interactive shell is showing its
 //! prompt, above the prompt through reedline's external printer so they don't garble what the
-//! user is typing.
+//! user is typing. Every field value (the message too) is shown through
+//! [`p2p_protocol::printable`]: log fields carry file names and errors from the network, and
+//! tracing's own formatter writes them raw.
 
+use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::sync::Mutex;
 use std::sync::mpsc::SyncSender;
 
+use p2p_protocol::printable;
+use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::Writer;
 
 /// Where lines for "above the prompt" go while a shell runs.
 static SHELL_PRINTER: Mutex<Option<SyncSender<String>>> = Mutex::new(None);
@@ -45,6 +53,7 @@ pub fn print_above_prompt(line: String) {
 pub fn init(interactive: bool) {
     let default = if interactive { "warn" } else { "info" };
     tracing_subscriber::fmt()
+        .fmt_fields(PrintableFields)
         .with_writer(LineWriter::default)
         .with_ansi(io::stderr().is_terminal() && !interactive)
         .with_env_filter(
@@ -75,5 +84,103 @@ impl Drop for LineWriter {
         }
         let text = String::from_utf8_lossy(&self.0);
         print_above_prompt(text.trim_end_matches('\n').to_owned());
+    }
+}
+
+/// Formats fields like tracing's default (`message key=value ...`), each value escaped.
+struct PrintableFields;
+
+impl<'w> FormatFields<'w> for PrintableFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = PrintableVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct PrintableVisitor<'w> {
+    writer: Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Visit for PrintableVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        // `log` records bridged into tracing carry their metadata as `log.*` fields, which the
+        // event's header already shows.
+        if self.result.is_err() || name.starts_with("log.") {
+            return;
+        }
+        let separator = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        let value = format!("{value:?}");
+        self.result = if name == "message" {
+            write!(self.writer, "{separator}{}", printable(&value))
+        } else {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            write!(self.writer, "{separator}{name}={}", printable(&value))
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Collects what a subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_fields_from_the_network_are_escaped() {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(PrintableFields)
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        let name = "a\x1b]0;pwned\x07.txt";
+        let reason = "no\u{9b}2J (internal)";
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("conn", peer = %"p\u{202e}q");
+            let _entered = span.enter();
+            tracing::warn!(%name, %reason, count = 3, "dropping host {}", "x\x1b[2J");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text.trim(),
+            r"WARN conn{peer=p\u{202e}q}: p2p_transfer::logging::tests: dropping host x\u{1b}[2J name=a\u{1b}]0;pwned\u{7}.txt reason=no\u{9b}2J (internal) count=3"
+        );
     }
 }

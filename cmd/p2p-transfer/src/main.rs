@@ -19,6 +19,7 @@ mod tables;
 use std::process::ExitCode;
 
 use clap::Parser;
+use p2p_protocol::printable;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command};
@@ -68,7 +69,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // The chain may quote the network (an index's error message, a file name).
+            eprintln!("error: {}", printable(&format!("{err:#}")));
             ExitCode::FAILURE
         }
     }

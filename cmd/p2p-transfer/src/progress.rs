@@ -1,11 +1,13 @@
 //! Download progress: an indicatif bar (bytes, speed, ETA) when stdout is a terminal, plain
-//! lines on stderr at most once a second otherwise, so logs and CI output stay readable.
+//! lines on stderr at most once a second otherwise, so logs and CI output stay readable. File
+//! names and host errors come from the network and are shown escaped.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use p2p_peer::DownloadEvent;
+use p2p_protocol::printable;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
@@ -61,7 +63,7 @@ impl View for Bar {
                     .expect("template is valid")
                     .progress_chars("=> "),
                 );
-                bar.set_message(format!("{name} from {hosts} peer(s)"));
+                bar.set_message(format!("{} from {hosts} peer(s)", printable(name)));
                 self.0 = Some(bar);
             }
             DownloadEvent::ChunkDone { bytes, .. } => {
@@ -75,7 +77,7 @@ impl View for Bar {
                 dropped: true,
             } => {
                 if let Some(bar) = &self.0 {
-                    bar.println(format!("dropped {host}: {error}"));
+                    bar.println(format!("dropped {host}: {}", printable(error)));
                 }
             }
             DownloadEvent::Flushing => {
@@ -118,7 +120,7 @@ impl Plain {
         };
         eprintln!(
             "progress {}: {pct:.0}% {}/{} bytes, {:.1} MB/s",
-            self.name,
+            printable(&self.name),
             self.done,
             self.size,
             (self.done - self.resumed) as f64 / secs / 1e6
@@ -140,7 +142,10 @@ impl View for Plain {
                 self.done = *resumed;
                 self.resumed = *resumed;
                 if *resumed > 0 {
-                    eprintln!("resuming {name}: {resumed} bytes already verified");
+                    eprintln!(
+                        "resuming {}: {resumed} bytes already verified",
+                        printable(name)
+                    );
                 }
                 self.started = Some(Instant::now());
                 self.last = self.started;
@@ -157,7 +162,7 @@ impl View for Plain {
                 error,
                 dropped: true,
             } => {
-                eprintln!("dropped {host}: {error}");
+                eprintln!("dropped {host}: {}", printable(error));
             }
             DownloadEvent::Flushing => self.line(),
             _ => {}

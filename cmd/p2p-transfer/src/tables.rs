@@ -2,7 +2,7 @@
 //! `list files` print, and the "... and N more" line under a cut list.
 
 use indicatif::HumanBytes;
-use p2p_protocol::FileSummary;
+use p2p_protocol::{FileSummary, printable};
 
 /// How a file table shows ids.
 #[derive(Clone, Copy, Debug)]
@@ -14,7 +14,7 @@ pub enum Ids {
 }
 
 /// Prints `files` (the first of `total` matches) as a table of id, size, host count and
-/// name, or `none` if there are none.
+/// name, or `none` if there are none. Names come from the index: they are shown escaped.
 pub fn print_files(files: &[FileSummary], total: u64, ids: Ids, none: &str) {
     if files.is_empty() {
         println!("{none}");
@@ -30,7 +30,7 @@ pub fn print_files(files: &[FileSummary], total: u64, ids: Ids, none: &str) {
             "{id:<12}  {:>10}  {:>5}  {}",
             HumanBytes(f.size).to_string(),
             f.hosts,
-            f.name
+            printable(&f.name)
         );
     }
     more(files.len(), total);

@@ -529,7 +529,11 @@ impl Pool {
                         | ErrorCode::ChunkOutOfRange
                 );
                 Err(FetchError::Host {
-                    reason: format!("{message} ({code})"),
+                    reason: ProtocolError::Remote {
+                        code,
+                        message: message.into(),
+                    }
+                    .to_string(),
                     fatal,
                     lied: false,
                 })

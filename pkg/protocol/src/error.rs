@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::message::{ErrorCode, Role};
+use crate::text::{RemoteText, printable};
 
 /// Everything that can go wrong on one connection. Any of these ends that connection only.
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +20,9 @@ pub enum ProtocolError {
         /// Limit in force for this direction.
         max: usize,
     },
-    /// A frame arrived whole but its body is not a valid message.
-    #[error("malformed message: {0}")]
+    /// A frame arrived whole but its body is not a valid message. The decoder's text may quote
+    /// the frame (an unknown message name, say), so it is shown escaped.
+    #[error("malformed message: {}", printable(&.0.to_string()))]
     Decode(#[from] rmp_serde::decode::Error),
     /// A message could not be encoded (a bug, or a message over the frame limit).
     #[error("cannot encode message: {0}")]
@@ -52,8 +54,8 @@ pub enum ProtocolError {
     Remote {
         /// Machine-readable reason.
         code: ErrorCode,
-        /// Human-readable explanation from the remote.
-        message: String,
+        /// Human-readable explanation from the remote, shown escaped.
+        message: RemoteText,
     },
     /// The remote sent a valid message that makes no sense at this point of the exchange.
     #[error("unexpected reply: {0}")]
@@ -70,5 +72,28 @@ impl ProtocolError {
             ProtocolError::VersionMismatch { .. } => Some(ErrorCode::VersionMismatch),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::decode_body;
+    use crate::message::IndexResponse;
+
+    #[test]
+    fn remote_text_in_errors_is_shown_escaped() {
+        // `{"\e]0;x\a": {}}`: the decoder quotes the unknown message name.
+        let body = b"\x81\xa6\x1b]0;x\x07\x80";
+        let err = decode_body::<IndexResponse>(body).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(r"\u{1b}]0;x\u{7}"), "{text}");
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+
+        let err = ProtocolError::Remote {
+            code: ErrorCode::Internal,
+            message: "disk\x1b[2J\u{202e}".into(),
+        };
+        assert_eq!(err.to_string(), r"disk\u{1b}[2J\u{202e} (internal)");
     }
 }

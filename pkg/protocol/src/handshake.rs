@@ -112,7 +112,10 @@ pub async fn client_hello<C: Conversation, S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(());
     }
     match C::into_error(reply) {
-        Some((code, message)) => Err(ProtocolError::Remote { code, message }),
+        Some((code, message)) => Err(ProtocolError::Remote {
+            code,
+            message: message.into(),
+        }),
         None => Err(ProtocolError::Unexpected("expected Welcome")),
     }
 }

@@ -33,6 +33,7 @@
 //! * [`slots`]: which connections a server serves, and which idle one it closes when full.
 //! * [`accept`]: accepting, refusing, the handshake and waiting for requests, for both servers.
 //! * [`manifest_file`]: the `.p2pm` file format (not on the wire; shared by tools).
+//! * [`text`]: showing text that came from the network ([`printable`], [`RemoteText`]).
 //! * [`error`][mod@error]: [`ProtocolError`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -46,6 +47,7 @@ pub mod handshake;
 pub mod manifest_file;
 pub mod message;
 pub mod slots;
+pub mod text;
 pub mod types;
 
 pub use chunk_buf::ChunkBuf;
@@ -59,6 +61,7 @@ pub use message::{
     ErrorCode, FileSummary, HostInfo, IndexRequest, IndexResponse, PeerRequest, PeerResponse,
     PeerSummary, Role,
 };
+pub use text::{RemoteText, printable};
 pub use types::{
     FileId, FileManifest, FileNameError, IdParseError, IdPrefix, ManifestError, PeerId, Sha256Hash,
     Token, validate_file_name,

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::printable;
 use crate::types::{FileId, FileManifest, ManifestError, Sha256Hash};
 
 /// The `format` every manifest file declares.
@@ -43,11 +44,12 @@ pub struct ManifestFile {
     pub servers: Vec<SocketAddr>,
 }
 
-/// Why a manifest file was refused.
+/// Why a manifest file was refused. Whoever made the file chose the text these quote from it,
+/// so they show it through [`printable`].
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestFileError {
     /// Not JSON, or not the expected shape.
-    #[error("not a p2p-transfer manifest file: {0}")]
+    #[error("not a p2p-transfer manifest file: {}", printable(.0))]
     Syntax(String),
     /// Another format or version.
     #[error(
@@ -60,7 +62,7 @@ pub enum ManifestFileError {
         version: u32,
     },
     /// A hash that is not 64 hex characters.
-    #[error("damaged manifest file: {0}")]
+    #[error("damaged manifest file: {}", printable(.0))]
     BadHash(String),
     /// Fields that disagree.
     #[error("damaged manifest file: {0}")]
@@ -508,5 +510,20 @@ mod folder_tests {
             vec![],
         );
         assert!(FolderManifestFile::parse(&fine.to_json()).is_ok());
+    }
+
+    #[test]
+    fn text_quoted_from_the_file_is_shown_escaped() {
+        // A path the reader accepts part by part (no control characters), quoted in the error.
+        let folder = FolderManifestFile::new(
+            "photos".into(),
+            vec![(vec!["x\u{202e}y".into(), "c.jpg".into()], manifest("b.jpg"))],
+            vec![],
+        );
+        let err = FolderManifestFile::parse(&folder.to_json()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r"not a p2p-transfer manifest file: x\u{202e}y/c.jpg: the path does not end in the file's name"
+        );
     }
 }

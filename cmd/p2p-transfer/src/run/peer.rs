@@ -7,6 +7,7 @@ use anyhow::Context;
 use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
 use p2p_peer::{DownloadRequest, Peer, PeerConfig, PeerHandle};
 use p2p_protocol::manifest_file::{AnyManifestFile, ManifestFile};
+use p2p_protocol::printable;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PeerArgs;
@@ -54,7 +55,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     if args.interactive {
         // A failed startup action is reported, and the shell opens all the same.
         if let Err(err) = &result {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", printable(&format!("{err:#}")));
         }
         let result = interactive(&peer, args, origin, &shutdown).await;
         peer.shutdown().await;
@@ -122,7 +123,10 @@ async fn startup_actions(
             let mut shared: Vec<_> = shared.into_iter().collect();
             shared.sort();
             for (path, file_id) in shared {
-                println!("registered {} {file_id}", path.display());
+                println!(
+                    "registered {} {file_id}",
+                    printable(&path.display().to_string())
+                );
             }
         }
         anyhow::Ok(())
@@ -151,7 +155,7 @@ async fn startup_actions(
             let secs = report.elapsed.as_secs_f64();
             println!(
                 "downloaded {} {} {} in {secs:.2}s ({:.1} MB/s)",
-                report.path.display(),
+                printable(&report.path.display().to_string()),
                 report.file_id,
                 report.bytes,
                 report.bytes as f64 / secs.max(1e-9) / 1e6,
@@ -195,7 +199,11 @@ async fn register(
                 .register_tree_file(tree.clone(), file)
                 .await
                 .with_context(|| format!("cannot register {}", shown.display()))?;
-            println!("registered {} {}", shown.display(), manifest.id());
+            println!(
+                "registered {} {}",
+                printable(&shown.display().to_string()),
+                manifest.id()
+            );
             manifests.push((rel, manifest));
         }
     } else {
@@ -203,7 +211,11 @@ async fn register(
             .register_manifest(path)
             .await
             .with_context(|| format!("cannot register {}", path.display()))?;
-        println!("registered {} {}", path.display(), manifest.id());
+        println!(
+            "registered {} {}",
+            printable(&path.display().to_string()),
+            manifest.id()
+        );
         manifests.push((path.to_owned(), manifest));
     }
     if write_manifest {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use clap::{Parser, Subcommand};
 use indicatif::HumanBytes;
 use p2p_peer::{DownloadRequest, PeerHandle};
+use p2p_protocol::printable;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
@@ -113,28 +114,21 @@ pub struct PeerShell {
     pub direct_hosts: Arc<Mutex<Vec<std::net::SocketAddr>>>,
 }
 
-/// Prints messages from other peers above the prompt as they arrive.
+/// Prints messages from other peers above the prompt as they arrive (their `from` and `text`
+/// are [`p2p_protocol::RemoteText`]: they show themselves escaped).
 pub fn show_messages(peer: &PeerHandle) -> tokio::task::JoinHandle<()> {
     let mut incoming = peer.subscribe_messages();
     tokio::spawn(async move {
         while let Ok(m) = incoming.recv().await {
             crate::logging::print_above_prompt(format!(
                 "message from {} ({}) at {}: {}",
-                printable(&m.from),
+                m.from,
                 m.remote,
                 clock(m.at),
-                printable(&m.text)
+                m.text
             ));
         }
     })
-}
-
-/// A message as it may be shown: control characters (escape sequences a hostile sender could
-/// use to rewrite the terminal) become `�`.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect()
 }
 
 /// `HH:MM:SS` (UTC) of a time, for message lines.
@@ -191,19 +185,14 @@ impl PeerShell {
                     println!("no messages yet");
                 }
                 for m in messages {
-                    println!(
-                        "{} {} ({}): {}",
-                        clock(m.at),
-                        printable(&m.from),
-                        m.remote,
-                        printable(&m.text)
-                    );
+                    println!("{} {} ({}): {}", clock(m.at), m.from, m.remote, m.text);
                 }
                 Ok(())
             }
         };
         if let Err(err) = result {
-            println!("error: {err:#}");
+            // The chain may quote the network (an index's error message, a file name).
+            println!("error: {}", printable(&format!("{err:#}")));
         }
         Flow::Continue
     }
@@ -240,7 +229,7 @@ impl PeerShell {
                 "{:<12}  {:>10}  {}",
                 f.file_id.fmt_short(),
                 HumanBytes(f.size).to_string(),
-                f.name
+                printable(&f.name)
             );
         }
     }
@@ -339,19 +328,5 @@ impl PeerShell {
         let none = format!("no file on the network matches {query:?}");
         print_files(&files, total, Ids::Short, &none);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_cannot_drive_the_terminal() {
-        assert_eq!(
-            printable("hi\x1b[2J\x07 there"),
-            "hi\u{fffd}[2J\u{fffd} there"
-        );
-        assert_eq!(printable("café ☕"), "café ☕");
     }
 }

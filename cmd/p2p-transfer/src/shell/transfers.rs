@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use indicatif::HumanBytes;
 use p2p_peer::{DownloadEvent, DownloadRequest, PeerError, PeerHandle};
+use p2p_protocol::printable;
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -107,7 +108,7 @@ impl Transfers {
                         let secs = report.elapsed.as_secs_f64();
                         print_above_prompt(format!(
                             "downloaded {} {} {} in {secs:.2}s ({:.1} MB/s)",
-                            report.path.display(),
+                            printable(&report.path.display().to_string()),
                             report.file_id,
                             report.bytes,
                             report.bytes as f64 / secs.max(1e-9) / 1e6
@@ -116,8 +117,13 @@ impl Transfers {
                     }
                     Err(PeerError::Cancelled) => State::Cancelled,
                     Err(err) => {
-                        print_above_prompt(format!("error: download {id} failed: {err}"));
-                        State::Failed(err.to_string())
+                        // The error may quote the network (a host's error message, the name).
+                        let err = printable(&err.to_string()).to_string();
+                        print_above_prompt(format!(
+                            "error: download {} failed: {err}",
+                            printable(&id)
+                        ));
+                        State::Failed(err)
                     }
                 };
                 this.update(index, |t| {
@@ -193,8 +199,9 @@ impl Transfers {
             };
             let id: String = t.id.chars().take(14).collect();
             println!(
-                "{id:<14} {pct:>4.0}% {speed:>11} {hosts:>6}  {state:<10} {}",
-                t.name.as_deref().unwrap_or("?")
+                "{:<14} {pct:>4.0}% {speed:>11} {hosts:>6}  {state:<10} {}",
+                printable(&id),
+                printable(t.name.as_deref().unwrap_or("?"))
             );
         }
     }

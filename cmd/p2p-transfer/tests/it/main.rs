@@ -8,6 +8,7 @@ mod connections;
 mod direct;
 mod faults;
 mod hostile_disk;
+mod hostile_text;
 mod index;
 mod mdns;
 mod netns;

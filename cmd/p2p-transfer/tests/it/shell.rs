@@ -9,10 +9,10 @@ use expectrl::{ControlCode, Expect, Session};
 
 use crate::support::random_file;
 
-type Pty = expectrl::session::OsSession;
+pub type Pty = expectrl::session::OsSession;
 
 /// Starts the binary with `args` on a 120x40 pseudo-terminal, history in `history`.
-fn spawn_shell(args: &[&str], history: &std::path::Path) -> Pty {
+pub fn spawn_shell(args: &[&str], history: &std::path::Path) -> Pty {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p-transfer"));
     // Only errors above the prompt: a warning from a slow machine (a late heartbeat) would
     // make reedline redraw, and the transcript would not be the one the test expects.
