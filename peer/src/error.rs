@@ -5,24 +5,25 @@ use std::net::SocketAddr;
 use p2p_protocol::{ErrorCode, FileId, ProtocolError, RemoteText, printable};
 use p2p_storage::StorageError;
 
-/// A failed peer operation. Every variant reads as one line for a user.
+/// A failed peer operation. Every variant reads as one line for a user, its cause included
+/// in its text (and never also as `source()`, which would print it twice in a chain).
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     /// The index server could not be reached or broke the connection.
-    #[error("cannot reach the index server at {addr}: {source}")]
+    #[error("cannot reach the index server at {addr}: {cause}")]
     IndexUnreachable {
         /// The server.
         addr: SocketAddr,
         /// What went wrong.
-        source: ProtocolError,
+        cause: ProtocolError,
     },
     /// The chunk server could not bind its address.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Listen {
         /// The address.
         addr: SocketAddr,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The index server refused a request.
     #[error("index server: {message}")]
@@ -82,12 +83,12 @@ pub enum PeerError {
         reason: String,
     },
     /// A peer could not be reached or refused.
-    #[error("peer {addr}: {source}")]
+    #[error("peer {addr}: {cause}")]
     PeerUnreachable {
         /// The peer.
         addr: SocketAddr,
         /// What went wrong.
-        source: ProtocolError,
+        cause: ProtocolError,
     },
     /// No shared file matches a prefix.
     #[error("this peer shares no file matching {0}")]
@@ -107,7 +108,7 @@ impl PeerError {
     pub(crate) fn from_index(addr: SocketAddr, err: ProtocolError) -> Self {
         match err {
             ProtocolError::Remote { code, message } => PeerError::IndexRefused { code, message },
-            source => PeerError::IndexUnreachable { addr, source },
+            cause => PeerError::IndexUnreachable { addr, cause },
         }
     }
 }

@@ -107,9 +107,9 @@ impl Peer {
     pub async fn start(config: PeerConfig) -> Result<PeerHandle, PeerError> {
         let listener = TcpListener::bind(config.listen_addr)
             .await
-            .map_err(|source| PeerError::Listen {
+            .map_err(|cause| PeerError::Listen {
                 addr: config.listen_addr,
-                source,
+                cause,
             })?;
         let local_addr = listener
             .local_addr()
@@ -489,7 +489,7 @@ impl PeerHandle {
 
     /// Sends a short text message to the peer at `to`.
     pub async fn send_message(&self, to: SocketAddr, text: &str) -> Result<(), PeerError> {
-        let unreachable = |source| PeerError::PeerUnreachable { addr: to, source };
+        let unreachable = |cause| PeerError::PeerUnreachable { addr: to, cause };
         let mut conn = self.connect_peer(to).await.map_err(unreachable)?;
         let from = self
             .node

@@ -7,7 +7,7 @@ use std::time::Duration;
 pub enum DiscoveryError {
     /// The mDNS daemon failed (no multicast, socket errors...).
     #[error("mDNS: {0}")]
-    Mdns(#[from] mdns_sd::Error),
+    Mdns(mdns_sd::Error),
     /// Nothing answered in time.
     #[error(
         "no p2p-transfer index server answered on the local network within {}; \
@@ -24,6 +24,13 @@ pub enum DiscoveryError {
         /// What answered, comma-separated.
         found: String,
     },
+}
+
+/// The cause is in the text only (not also `source()`), so it is printed once.
+impl From<mdns_sd::Error> for DiscoveryError {
+    fn from(err: mdns_sd::Error) -> Self {
+        DiscoveryError::Mdns(err)
+    }
 }
 
 fn humanize(d: Duration) -> String {

@@ -6,11 +6,14 @@ use crate::message::{ErrorCode, Role};
 use crate::text::{RemoteText, printable};
 
 /// Everything that can go wrong on one connection. Any of these ends that connection only.
+///
+/// A variant that wraps a lower error says it in its own text and reports no `source()`, so
+/// the cause is printed once, in a log field (`%err`) as in an error chain (`{err:#}`).
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     /// The socket failed.
     #[error("connection I/O failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// A length prefix announced a frame larger than this connection accepts. Rejected before
     /// any buffer for it is allocated.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
@@ -23,10 +26,10 @@ pub enum ProtocolError {
     /// A frame arrived whole but its body is not a valid message. The decoder's text may quote
     /// the frame (an unknown message name, say), so it is shown escaped.
     #[error("malformed message: {}", printable(&.0.to_string()))]
-    Decode(#[from] rmp_serde::decode::Error),
+    Decode(rmp_serde::decode::Error),
     /// A message could not be encoded (a bug, or a message over the frame limit).
     #[error("cannot encode message: {0}")]
-    Encode(#[from] rmp_serde::encode::Error),
+    Encode(rmp_serde::encode::Error),
     /// The remote closed the connection where a reply was expected.
     #[error("connection closed by the remote side")]
     Closed,
@@ -62,6 +65,24 @@ pub enum ProtocolError {
     Unexpected(&'static str),
 }
 
+impl From<std::io::Error> for ProtocolError {
+    fn from(err: std::io::Error) -> Self {
+        ProtocolError::Io(err)
+    }
+}
+
+impl From<rmp_serde::decode::Error> for ProtocolError {
+    fn from(err: rmp_serde::decode::Error) -> Self {
+        ProtocolError::Decode(err)
+    }
+}
+
+impl From<rmp_serde::encode::Error> for ProtocolError {
+    fn from(err: rmp_serde::encode::Error) -> Self {
+        ProtocolError::Encode(err)
+    }
+}
+
 impl ProtocolError {
     /// The error code to send back to a client whose message caused this error, if any reply is
     /// worth sending before closing.
@@ -80,6 +101,16 @@ mod tests {
     use super::*;
     use crate::codec::decode_body;
     use crate::message::IndexResponse;
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let err = ProtocolError::from(std::io::Error::from_raw_os_error(104));
+        assert!(std::error::Error::source(&err).is_none());
+        assert_eq!(
+            err.to_string(),
+            "connection I/O failed: Connection reset by peer (os error 104)"
+        );
+    }
 
     #[test]
     fn remote_text_in_errors_is_shown_escaped() {

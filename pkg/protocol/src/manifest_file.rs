@@ -66,10 +66,17 @@ pub enum ManifestFileError {
     BadHash(String),
     /// Fields that disagree.
     #[error("damaged manifest file: {0}")]
-    Invalid(#[from] ManifestError),
+    Invalid(ManifestError),
     /// The manifest does not hash to the id it claims.
     #[error("damaged manifest file: its contents do not match its file id {0}")]
     IdMismatch(FileId),
+}
+
+/// The cause is in the text only (not also `source()`), so it is printed once.
+impl From<ManifestError> for ManifestFileError {
+    fn from(err: ManifestError) -> Self {
+        ManifestFileError::Invalid(err)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
