@@ -18,8 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::backlog::Backlog;
+use crate::budget::{BODY_TIMEOUT, BufferBudget, FREE_FRAME_LEN, Room};
 use crate::config::ServerConfig;
-use crate::index::{Index, IndexLimits};
+use crate::index::{Index, IndexLimits, Search};
+use crate::rate::RateLimit;
 use crate::reaper;
 
 /// A reply that can't be written within this long (the client stopped reading) closes the
@@ -29,19 +32,58 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refused client may take to send its `Hello` before the refusal goes out.
 const REFUSE_HELLO_WAIT: Duration = Duration::from_secs(2);
 
+/// File names a search looks at per hold of the index lock; the lock is let go between slices,
+/// so a heartbeat waits for one slice at most, not for a whole search.
+const SEARCH_SLICE: usize = 1024;
+
+/// Searches that run at once. They run on the blocking pool, off the threads that serve
+/// connections; the rest wait their turn in order.
+const CONCURRENT_SEARCHES: usize = 1;
+
 /// State shared by the accept loop, every handler, the reaper and [`ServerHandle`]s.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// std Mutex: every critical section is a few map operations with no `.await` inside.
+    /// std Mutex: every critical section is a few map operations with no `.await` inside, or
+    /// one slice of a search.
     index: Mutex<Index>,
     pub(crate) config: ServerConfig,
     started: Instant,
+    /// Heartbeats and `AddFile`s received but not yet applied (for the reaper).
+    pub(crate) backlog: Arc<Backlog>,
+    /// Room for large frames, across connections.
+    budget: BufferBudget,
+    /// Searches per source address. Its own lock: checked before a search touches the index.
+    searches: Mutex<RateLimit>,
+    /// Turns to run a search.
+    search_turns: Arc<Semaphore>,
 }
 
 impl Shared {
+    pub(crate) fn new(config: ServerConfig) -> Self {
+        let search_rate = config.search_rate_per_ip.max(1);
+        Self {
+            index: Mutex::new(Index::new(IndexLimits::from(&config))),
+            backlog: Arc::default(),
+            budget: BufferBudget::new(config.max_buffered_bytes, config.max_buffered_bytes_per_ip),
+            searches: Mutex::new(RateLimit::new(2 * search_rate, search_rate)),
+            search_turns: Arc::new(Semaphore::new(CONCURRENT_SEARCHES)),
+            config,
+            started: Instant::now(),
+        }
+    }
+
     pub(crate) fn index(&self) -> MutexGuard<'_, Index> {
         // A panic while holding the lock would be a bug in Index; the data is still usable.
         self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets per-address state that no longer limits anyone.
+    pub(crate) fn prune(&self, now: std::time::Instant) {
+        self.index().prune(now);
+        self.searches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .prune(now);
     }
 }
 
@@ -70,6 +112,10 @@ pub struct ServerStatus {
     pub peers: usize,
     /// Distinct files.
     pub files: usize,
+    /// Bytes of manifests the index stores, as its budget counts them.
+    pub stored_bytes: usize,
+    /// The most it may store (`ServerConfig::max_index_bytes`).
+    pub max_stored_bytes: usize,
 }
 
 impl ServerHandle {
@@ -86,6 +132,8 @@ impl ServerHandle {
             uptime: self.shared.started.elapsed(),
             peers: index.peer_count(),
             files: index.file_count(),
+            stored_bytes: index.stored_bytes(),
+            max_stored_bytes: index.limits().max_bytes,
         }
     }
 
@@ -104,18 +152,9 @@ impl Server {
     /// A server that will accept on `listener` (bind port 0 in tests and read
     /// [`Server::local_addr`]).
     pub fn new(listener: TcpListener, config: ServerConfig) -> Self {
-        let limits = IndexLimits {
-            max_peers: config.max_peers,
-            max_files_per_peer: config.max_files_per_peer,
-            max_peers_per_ip: config.max_peers_per_ip,
-        };
         Self {
             listener,
-            shared: Arc::new(Shared {
-                index: Mutex::new(Index::new(limits)),
-                config,
-                started: Instant::now(),
-            }),
+            shared: Arc::new(Shared::new(config)),
         }
     }
 
@@ -204,9 +243,9 @@ impl Handler {
         server_hello::<IndexConversation, _>(&mut self.conn).await?;
         let idle = self.shared.config.idle_timeout;
         loop {
-            let request = tokio::select! {
+            let (request, room) = tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
-                received = tokio::time::timeout(idle, self.conn.recv()) => match received {
+                received = tokio::time::timeout(idle, next_request(&mut self.conn, &self.shared, self.addr.ip())) => match received {
                     Err(_) => {
                         debug!(?idle, "closing idle connection");
                         return Ok(());
@@ -223,19 +262,115 @@ impl Handler {
                     }
                 },
             };
-            let response = self.shared.respond(self.addr, request);
+            let response = self.answer(request).await;
             if let IndexResponse::Error { code, message } = &response {
                 info!(%code, %message, "request refused");
             }
-            self.conn.send_timeout(&response, SEND_TIMEOUT).await?;
+            self.send(&response, room).await?;
         }
+    }
+
+    /// Answers one request. A search runs on the blocking pool, one at a time, letting go of
+    /// the index between slices; everything else is a few map operations.
+    async fn answer(&self, request: IndexRequest) -> IndexResponse {
+        // Time of arrival: what a heartbeat proves, however long it waits to be applied.
+        let arrived = Instant::now().into_std();
+        let IndexRequest::Search { query } = request else {
+            let _pending = matches!(
+                request,
+                IndexRequest::Heartbeat { .. } | IndexRequest::AddFile { .. }
+            )
+            .then(|| self.shared.backlog.enter(arrived));
+            return self.shared.respond(self.addr, request, arrived);
+        };
+        let search = match self.shared.start_search(self.addr, &query, arrived) {
+            Ok(search) => search,
+            Err(refusal) => return refusal,
+        };
+        let turn = self.shared.search_turns.clone().acquire_owned().await;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            shared.finish_search(search)
+        })
+        .await
+        .unwrap_or_else(|err| IndexResponse::Error {
+            code: ErrorCode::BadRequest,
+            message: format!("the search failed: {err}"),
+        })
+    }
+
+    /// Sends `response`, first making room for it if it is large, then gives back the
+    /// connection's buffers and the room its request and reply took.
+    async fn send(
+        &mut self,
+        response: &IndexResponse,
+        request_room: Option<Room>,
+    ) -> Result<(), ProtocolError> {
+        self.conn.shrink_buffers(FREE_FRAME_LEN);
+        drop(request_room);
+        let len = encoded_len_bound(response);
+        let reply_room = if len > FREE_FRAME_LEN {
+            Some(self.shared.budget.reserve(self.addr.ip(), len).await)
+        } else {
+            None
+        };
+        let sent = self.conn.send_timeout(response, SEND_TIMEOUT).await;
+        self.conn.shrink_buffers(FREE_FRAME_LEN);
+        drop(reply_room);
+        sent
+    }
+}
+
+/// The next request on `conn`, read once there is room for it if it is large (see
+/// `budget.rs`).
+async fn next_request(
+    conn: &mut IndexServerConnection<TcpStream>,
+    shared: &Shared,
+    ip: std::net::IpAddr,
+) -> Result<Option<(IndexRequest, Option<Room>)>, ProtocolError> {
+    conn.recv_admitted(FREE_FRAME_LEN, BODY_TIMEOUT, |len| {
+        shared.budget.reserve(ip, len)
+    })
+    .await
+}
+
+/// At least the encoded size of `response`, roughly: what its reply frame will take.
+fn encoded_len_bound(response: &IndexResponse) -> usize {
+    /// Bytes of field names, map headers and fixed-size fields around each entry.
+    const PER_ENTRY: usize = 128;
+    const ADDR: usize = 64;
+    match response {
+        IndexResponse::Found {
+            manifest, hosts, ..
+        } => {
+            PER_ENTRY
+                + manifest.name.len()
+                + manifest.chunks.len() * 35
+                + hosts.len() * (PER_ENTRY + ADDR)
+        }
+        IndexResponse::Files { files, .. } => {
+            PER_ENTRY
+                + files
+                    .iter()
+                    .map(|f| PER_ENTRY + f.name.len())
+                    .sum::<usize>()
+        }
+        IndexResponse::Peers { peers, .. } => PER_ENTRY + peers.len() * (PER_ENTRY + ADDR),
+        IndexResponse::Error { message, .. } => PER_ENTRY + message.len(),
+        _ => PER_ENTRY + ADDR,
     }
 }
 
 impl Shared {
     /// Answers one request from `from`. Pure bookkeeping on the index: no I/O.
-    pub(crate) fn respond(&self, from: SocketAddr, request: IndexRequest) -> IndexResponse {
-        let now = Instant::now().into_std();
+    /// `now` is when the request arrived.
+    pub(crate) fn respond(
+        &self,
+        from: SocketAddr,
+        request: IndexRequest,
+        now: std::time::Instant,
+    ) -> IndexResponse {
         let result = match request {
             IndexRequest::Hello { .. } => Err((
                 ErrorCode::BadRequest,
@@ -282,9 +417,10 @@ impl Shared {
                 .parse::<IdPrefix>()
                 .map_err(|e| (ErrorCode::BadRequest, e.to_string()))
                 .and_then(|prefix| self.index().lookup(&prefix).map_err(refusal))
+                // The copy into the wire form happens after the lock is let go.
                 .map(|found| IndexResponse::Found {
                     file_id: found.file_id,
-                    manifest: (*found.manifest).clone(),
+                    manifest: found.manifest.to_manifest(),
                     hosts: found.hosts,
                 }),
             IndexRequest::ListFiles {} => {
@@ -292,18 +428,10 @@ impl Shared {
                 Ok(IndexResponse::Files { files, total })
             }
             IndexRequest::Search { query } => {
-                if query.trim().is_empty() || query.len() > p2p_protocol::MAX_QUERY_LEN {
-                    Err((
-                        ErrorCode::BadRequest,
-                        format!(
-                            "a search needs 1 to {} bytes of text",
-                            p2p_protocol::MAX_QUERY_LEN
-                        ),
-                    ))
-                } else {
-                    let (files, total) = self.index().search(&query);
-                    Ok(IndexResponse::Files { files, total })
-                }
+                return match self.start_search(from, &query, now) {
+                    Ok(search) => self.finish_search(search),
+                    Err(refusal) => refusal,
+                };
             }
             IndexRequest::ListPeers {} => {
                 let (peers, total) = self.index().list_peers(now);
@@ -311,6 +439,47 @@ impl Shared {
             }
         };
         result.unwrap_or_else(|(code, message)| IndexResponse::Error { code, message })
+    }
+
+    /// Checks a search and its sender's rate; the search itself is [`Shared::finish_search`].
+    fn start_search(
+        &self,
+        from: SocketAddr,
+        query: &str,
+        now: std::time::Instant,
+    ) -> Result<Search, IndexResponse> {
+        let refuse = |code, message| IndexResponse::Error { code, message };
+        if query.trim().is_empty() || query.len() > p2p_protocol::MAX_QUERY_LEN {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "a search needs 1 to {} bytes of text",
+                    p2p_protocol::MAX_QUERY_LEN
+                ),
+            ));
+        }
+        let allowed = self
+            .searches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_take(from.ip(), now);
+        if !allowed {
+            return Err(refuse(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "your address searches too often (at most {} a second); try again in a moment",
+                    self.config.search_rate_per_ip.max(1)
+                ),
+            ));
+        }
+        Ok(Search::new(query))
+    }
+
+    /// Runs `search` to the end, a slice at a time, letting go of the index between slices.
+    fn finish_search(&self, mut search: Search) -> IndexResponse {
+        while !self.index().search_step(&mut search, SEARCH_SLICE) {}
+        let (files, total) = search.finish();
+        IndexResponse::Files { files, total }
     }
 
     fn register(
@@ -367,17 +536,13 @@ mod tests {
         let config = ServerConfig {
             max_peers: 8,
             max_files_per_peer: 4,
+            // A manifest here costs about 700 bytes: these bind.
+            max_index_bytes: 6_000,
+            max_index_bytes_per_ip: 5_000,
+            max_index_bytes_per_peer: 2_000,
             ..ServerConfig::default()
         };
-        Shared {
-            index: Mutex::new(Index::new(IndexLimits {
-                max_peers: config.max_peers,
-                max_files_per_peer: config.max_files_per_peer,
-                max_peers_per_ip: config.max_peers_per_ip,
-            })),
-            config,
-            started: Instant::now(),
-        }
+        Shared::new(config)
     }
 
     /// One step a client may take, with credentials that are real (from an earlier
@@ -427,7 +592,7 @@ mod tests {
             let shared = shared();
             for frame in frames {
                 if let Ok(request) = decode_body::<IndexRequest>(&frame) {
-                    let _ = shared.respond(FROM, request);
+                    let _ = shared.respond(FROM, request, std::time::Instant::now());
                 }
             }
         }
@@ -468,14 +633,175 @@ mod tests {
                     Op::Search(query) => IndexRequest::Search { query },
                     Op::List => IndexRequest::ListPeers {},
                 };
-                if let IndexResponse::Registered { peer_id, token, addr, .. } = shared.respond(FROM, request) {
+                if let IndexResponse::Registered { peer_id, token, addr, .. } = shared.respond(FROM, request, std::time::Instant::now()) {
                     prop_assert!(!addr.ip().is_unspecified(), "handed out {addr}");
                     creds.push((peer_id, token));
                 }
                 let index = shared.index();
                 prop_assert!(index.peer_count() <= 8);
                 prop_assert!(index.file_count() <= 8 * 4);
+                prop_assert!(index.stored_bytes() <= 6_000);
+                index.check_accounts();
             }
         }
+    }
+}
+
+/// Over loopback: a server holding many files from one address, several connections from that
+/// address sending `Search` as fast as they can, and a legitimate peer heartbeating from
+/// another address. Every heartbeat is answered promptly and no live peer is expired.
+#[cfg(test)]
+mod under_load {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use p2p_protocol::{
+        CHUNK_SIZE, FileManifest, IndexClientConnection, IndexConversation, IndexRequest,
+        IndexResponse, Sha256Hash, client_hello,
+    };
+    use tokio::net::{TcpListener, TcpSocket, TcpStream};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::{Server, ServerConfig};
+
+    const HOSTILE: [u8; 4] = [127, 0, 0, 2];
+    const FILES: usize = 100_000;
+    /// How long the searches hammer the server.
+    const HAMMER: Duration = Duration::from_secs(3);
+    /// A heartbeat answered later than this fails the test: generous for a loaded machine,
+    /// far below what a server that scans the whole index under its lock takes.
+    const PROMPT: Duration = Duration::from_millis(750);
+
+    async fn connect_from(source: [u8; 4], server: SocketAddr) -> IndexClientConnection<TcpStream> {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((source, 0))).unwrap();
+        let stream = socket.connect(server).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut conn = IndexClientConnection::index_client(stream);
+        client_hello::<IndexConversation, _>(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn searches_do_not_hold_back_heartbeats() {
+        let config = ServerConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            heartbeat_timeout: Duration::from_secs(1),
+            // The scan itself is under test here, not the rate limit that would refuse most
+            // of these searches.
+            search_rate_per_ip: 100_000,
+            ..ServerConfig::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::new(listener, config);
+        let addr = server.local_addr().unwrap();
+        let handle = server.handle().unwrap();
+        let shared = handle.shared();
+        // The hostile address's peers and files, put straight into the index.
+        let hostile_ip = IpAddr::V4(Ipv4Addr::from(HOSTILE));
+        let mut hostile = Vec::new();
+        {
+            let now = tokio::time::Instant::now().into_std();
+            let mut index = shared.index();
+            for p in 0..FILES / 10_000 {
+                let (id, token) = index
+                    .register("127.0.0.2:1".parse().unwrap(), hostile_ip, now)
+                    .unwrap();
+                for f in 0..10_000 {
+                    let manifest = FileManifest {
+                        name: format!("a file {p}-{f}.bin"),
+                        size: 1,
+                        chunk_size: CHUNK_SIZE,
+                        chunks: vec![Sha256Hash([p as u8; 32])],
+                    };
+                    index.add_file(id, &token, manifest, now).unwrap();
+                }
+                hostile.push((id, token));
+            }
+        }
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        let stop = Arc::new(AtomicBool::new(false));
+        // The hostile peers stay alive (straight into the index, off the runtime's workers).
+        let keep_alive = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let now = tokio::time::Instant::now().into_std();
+                    for (id, token) in &hostile {
+                        let _ = shared.index().heartbeat(*id, token, now);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let mut searchers = Vec::new();
+        for _ in 0..6 {
+            let mut conn = connect_from(HOSTILE, addr).await;
+            let stop = stop.clone();
+            searchers.push(tokio::spawn(async move {
+                let mut answered = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let query = IndexRequest::Search { query: "a".into() };
+                    match conn.request(&query, Duration::from_secs(30)).await {
+                        Ok(_) => answered += 1,
+                        Err(_) => break,
+                    }
+                }
+                answered
+            }));
+        }
+
+        let mut legit = connect_from([127, 0, 0, 1], addr).await;
+        let t = Duration::from_secs(30);
+        let IndexResponse::Registered { peer_id, token, .. } = legit
+            .request(
+                &IndexRequest::Register {
+                    addr: "127.0.0.1:9".parse().unwrap(),
+                },
+                t,
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("not registered")
+        };
+        let started = std::time::Instant::now();
+        let mut slowest = Duration::ZERO;
+        while started.elapsed() < HAMMER {
+            let sent = std::time::Instant::now();
+            let reply = legit
+                .request(&IndexRequest::Heartbeat { peer_id, token }, t)
+                .await
+                .unwrap();
+            assert!(
+                matches!(reply, IndexResponse::HeartbeatAck {}),
+                "live peer expired: {reply:?}"
+            );
+            slowest = slowest.max(sent.elapsed());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut searches = 0;
+        for searcher in searchers {
+            searches += searcher.await.unwrap();
+        }
+        keep_alive.join().unwrap();
+        assert!(searches > 0, "no search was answered");
+        assert!(
+            slowest < PROMPT,
+            "a heartbeat waited {slowest:?} behind {searches} searches"
+        );
+        assert_eq!(
+            handle.status().peers,
+            FILES / 10_000 + 1,
+            "a live peer was expired"
+        );
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

@@ -104,3 +104,20 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A handshaken connection to the index server from the loopback address `source` (any of
+/// 127.0.0.0/8 works on Linux), to play a client on another machine.
+pub async fn index_connection_from(
+    source: [u8; 4],
+    server: SocketAddr,
+) -> p2p_protocol::IndexClientConnection<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    let stream = socket.connect(server).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut conn = p2p_protocol::IndexClientConnection::index_client(stream);
+    p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
