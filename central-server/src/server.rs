@@ -722,6 +722,11 @@ mod under_load {
                 }
                 hostile.push((id, token));
             }
+            // Filling took a while: they are all live as of now.
+            let now = tokio::time::Instant::now().into_std();
+            for (id, token) in &hostile {
+                index.heartbeat(*id, token, now).unwrap();
+            }
         }
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
