@@ -647,11 +647,10 @@ mod tests {
     }
 }
 
-/// Over loopback: a server holding many files from one address, several connections from that
-/// address sending `Search` as fast as they can, and a legitimate peer heartbeating from
-/// another address. Every heartbeat is answered promptly and no live peer is expired.
+/// Over loopback: a real server, a hostile client on 127.0.0.2 and a legitimate one on
+/// 127.0.0.1.
 #[cfg(test)]
-mod under_load {
+mod hostile_clients {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -686,6 +685,9 @@ mod under_load {
         conn
     }
 
+    /// Many files from one address, several connections from it sending `Search` as fast as
+    /// they can, and a legitimate peer heartbeating: every heartbeat is answered promptly and
+    /// no live peer is expired.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn searches_do_not_hold_back_heartbeats() {
         let config = ServerConfig {
@@ -806,6 +808,106 @@ mod under_load {
             FILES / 10_000 + 1,
             "a live peer was expired"
         );
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    /// Connections that announce the largest frame and then stall take at most their
+    /// address's share of the buffer budget, whatever their number; a large request from
+    /// another address is still read and answered, and the room comes back after each reply.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_large_frames_take_one_share_of_the_buffer_budget() {
+        use tokio::io::AsyncWriteExt;
+
+        use p2p_protocol::{MAX_CHUNKS_PER_FILE, MAX_CONTROL_FRAME_LEN};
+
+        let config = ServerConfig {
+            // Raised to their floors: one largest frame per address, two in all.
+            max_buffered_bytes: 0,
+            max_buffered_bytes_per_ip: 0,
+            ..ServerConfig::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::new(listener, config);
+        let addr = server.local_addr().unwrap();
+        let shared = server.handle().unwrap().shared();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        let full = shared.budget.available();
+        let frame = MAX_CONTROL_FRAME_LEN + p2p_protocol::codec::HEADER_LEN;
+        assert_eq!(full, 2 * frame);
+
+        // Ten hostile connections each announce a 2 MiB request and send 100 bytes of it.
+        let mut stalled = Vec::new();
+        for _ in 0..10 {
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from((HOSTILE, 0))).unwrap();
+            let mut stream = socket.connect(addr).await.unwrap();
+            let hello = IndexRequest::Hello {
+                version: p2p_protocol::PROTOCOL_VERSION,
+            };
+            let mut partial = p2p_protocol::codec::encode_frame(&hello).unwrap();
+            partial.extend_from_slice(&(MAX_CONTROL_FRAME_LEN as u32).to_be_bytes());
+            partial.extend_from_slice(&[0x81; 100]);
+            stream.write_all(&partial).await.unwrap();
+            stalled.push(stream);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while shared.budget.available() == full {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no frame was admitted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Give the others every chance to be admitted too: they must not be.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(shared.budget.available(), full - frame);
+
+        // A peer elsewhere adds the largest manifest (about 1.1 MB): it gets the rest.
+        let mut legit = connect_from([127, 0, 0, 1], addr).await;
+        let t = Duration::from_secs(10);
+        let IndexResponse::Registered { peer_id, token, .. } = legit
+            .request(
+                &IndexRequest::Register {
+                    addr: "127.0.0.1:9".parse().unwrap(),
+                },
+                t,
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("not registered")
+        };
+        let manifest = FileManifest {
+            name: "big.bin".into(),
+            size: u64::from(MAX_CHUNKS_PER_FILE) * u64::from(CHUNK_SIZE),
+            chunk_size: CHUNK_SIZE,
+            chunks: vec![Sha256Hash([5; 32]); MAX_CHUNKS_PER_FILE as usize],
+        };
+        let reply = legit
+            .request(
+                &IndexRequest::AddFile {
+                    peer_id,
+                    token,
+                    manifest,
+                },
+                t,
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(reply, IndexResponse::FileAdded { .. }),
+            "{reply:?}"
+        );
+        // Its room came back with the reply; the stalled ones still hold one share.
+        assert_eq!(shared.budget.available(), full - frame);
+        drop(stalled);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while shared.budget.available() != full {
+            assert!(std::time::Instant::now() < deadline, "room not given back");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         shutdown.cancel();
         task.await.unwrap();
     }

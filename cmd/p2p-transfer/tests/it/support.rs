@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 /// A running in-process index server; cancelled on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// For status (counts, stored bytes).
+    pub handle: p2p_central_server::ServerHandle,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -46,10 +48,12 @@ pub async fn start_server_on(addr: SocketAddr, config: ServerConfig) -> TestServ
     let listener = TcpListener::bind(addr).await.unwrap();
     let server = Server::new(listener, config);
     let addr = server.local_addr().unwrap();
+    let handle = server.handle().unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.run(shutdown.clone()));
     TestServer {
         addr,
+        handle,
         shutdown,
         task: Some(task),
     }
