@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use p2p_protocol::accept::{accept, refuse};
+use p2p_protocol::handshake::{HANDSHAKE_TIMEOUT, answer_hello};
 use p2p_protocol::limits::PerIpLimit;
 use p2p_protocol::{
     ErrorCode, IdPrefix, IndexConversation, IndexRequest, IndexResponse, IndexServerConnection,
-    ProtocolError, server_hello,
+    ProtocolError,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -240,7 +241,7 @@ struct Handler {
 
 impl Handler {
     async fn run(mut self) -> Result<(), ProtocolError> {
-        server_hello::<IndexConversation, _>(&mut self.conn).await?;
+        self.handshake().await?;
         let idle = self.shared.config.idle_timeout;
         loop {
             let (request, room) = tokio::select! {
@@ -268,6 +269,25 @@ impl Handler {
             }
             self.send(&response, room).await?;
         }
+    }
+
+    /// `server_hello`, with the first frame read like any other (a large one waits for room),
+    /// so that a client can't make the server buffer 2 MiB before it has even said `Hello`.
+    async fn handshake(&mut self) -> Result<(), ProtocolError> {
+        let received = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            next_request(&mut self.conn, &self.shared, self.addr.ip()),
+        )
+        .await;
+        let (first, room) = match received {
+            Err(_) => (Err(ProtocolError::Timeout(HANDSHAKE_TIMEOUT)), None),
+            Ok(Ok(Some((first, room)))) => (Ok(first), room),
+            Ok(Ok(None)) => (Err(ProtocolError::Closed), None),
+            Ok(Err(err)) => (Err(err), None),
+        };
+        self.conn.shrink_buffers(FREE_FRAME_LEN);
+        drop(room);
+        answer_hello::<IndexConversation, _>(&mut self.conn, first).await
     }
 
     /// Answers one request. A search runs on the blocking pool, one at a time, letting go of
@@ -837,16 +857,21 @@ mod hostile_clients {
         let frame = MAX_CONTROL_FRAME_LEN + p2p_protocol::codec::HEADER_LEN;
         assert_eq!(full, 2 * frame);
 
-        // Ten hostile connections each announce a 2 MiB request and send 100 bytes of it.
+        // Ten hostile connections each announce a 2 MiB request and send 100 bytes of it, half
+        // of them before they have even said `Hello`.
         let mut stalled = Vec::new();
-        for _ in 0..10 {
+        for i in 0..10 {
             let socket = TcpSocket::new_v4().unwrap();
             socket.bind(SocketAddr::from((HOSTILE, 0))).unwrap();
             let mut stream = socket.connect(addr).await.unwrap();
             let hello = IndexRequest::Hello {
                 version: p2p_protocol::PROTOCOL_VERSION,
             };
-            let mut partial = p2p_protocol::codec::encode_frame(&hello).unwrap();
+            let mut partial = if i % 2 == 0 {
+                p2p_protocol::codec::encode_frame(&hello).unwrap()
+            } else {
+                Vec::new()
+            };
             partial.extend_from_slice(&(MAX_CONTROL_FRAME_LEN as u32).to_be_bytes());
             partial.extend_from_slice(&[0x81; 100]);
             stream.write_all(&partial).await.unwrap();
