@@ -10,7 +10,7 @@ use p2p_protocol::handshake::{HANDSHAKE_TIMEOUT, answer_hello};
 use p2p_protocol::limits::PerIpLimit;
 use p2p_protocol::{
     ErrorCode, IdPrefix, IndexConversation, IndexRequest, IndexResponse, IndexServerConnection,
-    ProtocolError,
+    MAX_FILE_NAME_LEN, MAX_LIST_ENTRIES, ProtocolError,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -22,7 +22,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::backlog::Backlog;
 use crate::budget::{BODY_TIMEOUT, BufferBudget, FREE_FRAME_LEN, Room};
 use crate::config::ServerConfig;
-use crate::index::{Index, IndexLimits, Search};
+use crate::index::{Found, Index, IndexLimits, Search};
 use crate::rate::RateLimit;
 use crate::reaper;
 
@@ -263,11 +263,11 @@ impl Handler {
                     }
                 },
             };
-            let response = self.answer(request).await;
+            let (response, reply_room) = self.answer(request, room).await;
             if let IndexResponse::Error { code, message } = &response {
                 info!(%code, %message, "request refused");
             }
-            self.send(&response, room).await?;
+            self.send(&response, reply_room).await?;
         }
     }
 
@@ -290,54 +290,108 @@ impl Handler {
         answer_hello::<IndexConversation, _>(&mut self.conn, first).await
     }
 
-    /// Answers one request. A search runs on the blocking pool, one at a time, letting go of
-    /// the index between slices; everything else is a few map operations.
-    async fn answer(&self, request: IndexRequest) -> IndexResponse {
+    /// Answers one request, and returns it with the room its reply needs, if large. The
+    /// request's own room is given back as soon as the request is consumed. A reply that can
+    /// be large gets its room before it is built: a search or a listing by how many entries it
+    /// may have, a `Found` by its manifest's size. A search runs on the blocking pool, one at a
+    /// time, letting go of the index between slices; everything else is a few map operations.
+    async fn answer(
+        &mut self,
+        request: IndexRequest,
+        request_room: Option<Room>,
+    ) -> (IndexResponse, Option<Room>) {
         // Time of arrival: what a heartbeat proves, however long it waits to be applied.
         let arrived = Instant::now().into_std();
-        let IndexRequest::Search { query } = request else {
-            let _pending = matches!(
-                request,
-                IndexRequest::Heartbeat { .. } | IndexRequest::AddFile { .. }
-            )
-            .then(|| self.shared.backlog.enter(arrived));
-            return self.shared.respond(self.addr, request, arrived);
-        };
-        let search = match self.shared.start_search(self.addr, &query, arrived) {
-            Ok(search) => search,
-            Err(refusal) => return refusal,
-        };
-        let turn = self.shared.search_turns.clone().acquire_owned().await;
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            shared.finish_search(search)
-        })
-        .await
-        .unwrap_or_else(|err| IndexResponse::Error {
-            code: ErrorCode::BadRequest,
-            message: format!("the search failed: {err}"),
-        })
+        match request {
+            IndexRequest::Search { query } => {
+                self.release(request_room);
+                let search = match self.shared.start_search(self.addr, &query, arrived) {
+                    Ok(search) => search,
+                    Err(refusal) => return (refusal, None),
+                };
+                let room = self.room_for(self.shared.list_len_bound(false)).await;
+                let turn = self.shared.search_turns.clone().acquire_owned().await;
+                let shared = self.shared.clone();
+                let response = tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    shared.finish_search(search)
+                })
+                .await
+                .unwrap_or_else(|err| IndexResponse::Error {
+                    code: ErrorCode::BadRequest,
+                    message: format!("the search failed: {err}"),
+                });
+                (response, room)
+            }
+            IndexRequest::Lookup { id } => {
+                let found = self.shared.lookup(&id);
+                drop(id);
+                self.release(request_room);
+                match found {
+                    Err(refusal) => (refusal, None),
+                    Ok(found) => {
+                        let room = self.room_for(found_len_bound(&found)).await;
+                        // The copy into the wire form, outside the lock and inside the room.
+                        let response = IndexResponse::Found {
+                            file_id: found.file_id,
+                            manifest: found.manifest.to_manifest(),
+                            hosts: found.hosts,
+                        };
+                        (response, room)
+                    }
+                }
+            }
+            request @ (IndexRequest::ListFiles {} | IndexRequest::ListPeers {}) => {
+                self.release(request_room);
+                let peers = matches!(request, IndexRequest::ListPeers {});
+                let room = self.room_for(self.shared.list_len_bound(peers)).await;
+                (self.shared.respond(self.addr, request, arrived), room)
+            }
+            request => {
+                let pending = matches!(
+                    request,
+                    IndexRequest::Heartbeat { .. } | IndexRequest::AddFile { .. }
+                )
+                .then(|| self.shared.backlog.enter(arrived));
+                let response = self.shared.respond(self.addr, request, arrived);
+                drop(pending);
+                self.release(request_room);
+                (response, None)
+            }
+        }
     }
 
-    /// Sends `response`, first making room for it if it is large, then gives back the
-    /// connection's buffers and the room its request and reply took.
-    async fn send(
-        &mut self,
-        response: &IndexResponse,
-        request_room: Option<Room>,
-    ) -> Result<(), ProtocolError> {
-        self.conn.shrink_buffers(FREE_FRAME_LEN);
-        drop(request_room);
-        let len = encoded_len_bound(response);
-        let reply_room = if len > FREE_FRAME_LEN {
+    /// Gives back the room a request took, after shrinking the buffers it grew.
+    fn release(&mut self, room: Option<Room>) {
+        if room.is_some() {
+            self.conn.shrink_buffers(FREE_FRAME_LEN);
+        }
+        drop(room);
+    }
+
+    /// Room for a reply of up to `len` bytes, if it needs any.
+    async fn room_for(&self, len: usize) -> Option<Room> {
+        if len > FREE_FRAME_LEN {
             Some(self.shared.budget.reserve(self.addr.ip(), len).await)
         } else {
             None
+        }
+    }
+
+    /// Sends `response` (in `room` if it got one; otherwise making room first if it turns out
+    /// large), then shrinks the connection's buffers and gives the room back.
+    async fn send(
+        &mut self,
+        response: &IndexResponse,
+        room: Option<Room>,
+    ) -> Result<(), ProtocolError> {
+        let room = match room {
+            Some(room) => Some(room),
+            None => self.room_for(encoded_len_bound(response)).await,
         };
         let sent = self.conn.send_timeout(response, SEND_TIMEOUT).await;
         self.conn.shrink_buffers(FREE_FRAME_LEN);
-        drop(reply_room);
+        drop(room);
         sent
     }
 }
@@ -355,18 +409,30 @@ async fn next_request(
     .await
 }
 
+/// Bytes of field names, map headers and fixed-size fields around each entry of a reply.
+const PER_ENTRY: usize = 128;
+/// Longest address string, with room to spare.
+const ADDR: usize = 64;
+/// Bytes per chunk hash of a manifest on the wire (`bin 8` header and 32 bytes).
+const PER_HASH: usize = 34;
+
+/// At least the encoded size of a `Found` for `found`.
+fn found_len_bound(found: &Found) -> usize {
+    PER_ENTRY
+        + found.manifest.name().len()
+        + found.manifest.chunk_count() * PER_HASH
+        + found.hosts.len() * (PER_ENTRY + ADDR)
+}
+
 /// At least the encoded size of `response`, roughly: what its reply frame will take.
 fn encoded_len_bound(response: &IndexResponse) -> usize {
-    /// Bytes of field names, map headers and fixed-size fields around each entry.
-    const PER_ENTRY: usize = 128;
-    const ADDR: usize = 64;
     match response {
         IndexResponse::Found {
             manifest, hosts, ..
         } => {
             PER_ENTRY
                 + manifest.name.len()
-                + manifest.chunks.len() * 35
+                + manifest.chunks.len() * PER_HASH
                 + hosts.len() * (PER_ENTRY + ADDR)
         }
         IndexResponse::Files { files, .. } => {
@@ -433,16 +499,16 @@ impl Shared {
                     IndexResponse::Unregistered {}
                 })
                 .map_err(refusal),
-            IndexRequest::Lookup { id } => id
-                .parse::<IdPrefix>()
-                .map_err(|e| (ErrorCode::BadRequest, e.to_string()))
-                .and_then(|prefix| self.index().lookup(&prefix).map_err(refusal))
-                // The copy into the wire form happens after the lock is let go.
-                .map(|found| IndexResponse::Found {
-                    file_id: found.file_id,
-                    manifest: found.manifest.to_manifest(),
-                    hosts: found.hosts,
-                }),
+            IndexRequest::Lookup { id } => {
+                return match self.lookup(&id) {
+                    Ok(found) => IndexResponse::Found {
+                        file_id: found.file_id,
+                        manifest: found.manifest.to_manifest(),
+                        hosts: found.hosts,
+                    },
+                    Err(refusal) => refusal,
+                };
+            }
             IndexRequest::ListFiles {} => {
                 let (files, total) = self.index().list_files();
                 Ok(IndexResponse::Files { files, total })
@@ -459,6 +525,28 @@ impl Shared {
             }
         };
         result.unwrap_or_else(|(code, message)| IndexResponse::Error { code, message })
+    }
+
+    /// The file `id` names, with the hosts to offer; the lock is let go before the caller
+    /// copies the manifest into its wire form.
+    fn lookup(&self, id: &str) -> Result<Found, IndexResponse> {
+        let refuse = |(code, message)| IndexResponse::Error { code, message };
+        let prefix = id
+            .parse::<IdPrefix>()
+            .map_err(|e| refuse((ErrorCode::BadRequest, e.to_string())))?;
+        self.index()
+            .lookup(&prefix)
+            .map_err(|err| refuse(refusal(err)))
+    }
+
+    /// At least the encoded size of a `Files` (or with `peers`, a `Peers`) reply now.
+    fn list_len_bound(&self, peers: bool) -> usize {
+        let index = self.index();
+        if peers {
+            PER_ENTRY + index.peer_count().min(MAX_LIST_ENTRIES) * (PER_ENTRY + ADDR)
+        } else {
+            PER_ENTRY + index.file_count().min(MAX_LIST_ENTRIES) * (PER_ENTRY + MAX_FILE_NAME_LEN)
+        }
     }
 
     /// Checks a search and its sender's rate; the search itself is [`Shared::finish_search`].

@@ -76,6 +76,11 @@ impl StoredManifest {
         self.lower.as_deref().unwrap_or(&self.name)
     }
 
+    /// Number of chunk hashes.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
     /// Size of the file in bytes.
     pub fn size(&self) -> u64 {
         self.size
