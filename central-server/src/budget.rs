@@ -1,4 +1,4 @@
-//! [`BufferBudget`]: how many bytes of large frames the server holds at once, in all and per
+//! `BufferBudget`: how many bytes of large frames the server holds at once, in all and per
 //! source address.
 //!
 //! A connection buffers a frame's body only after the frame has room here (requests: before
