@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// One mebibyte, for the byte budgets below.
+pub const MIB: usize = 1024 * 1024;
+
 /// How the index server behaves. `Default` gives the documented production values.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -31,6 +34,36 @@ pub struct ServerConfig {
     /// `idle_timeout`, if shorter) is closed, so connections that only say `Hello` don't hold
     /// slots. Clients send their first request right after the handshake.
     pub first_request_timeout: Duration,
+    /// Bytes of manifests the whole index may store (one copy per file, plus a small
+    /// accounted overhead per file and per host). `AddFile` beyond this gets
+    /// `limit_exceeded`, so memory stays bounded whatever clients send. 256 MiB holds about
+    /// half a million small files.
+    pub max_index_bytes: usize,
+    /// Bytes of manifests charged to the peers of one source address. Each host is charged the
+    /// whole manifest of every file it adds, even one another peer stored first, so a client
+    /// can't dodge its share by adding popular files and keep them alive after their owners
+    /// leave. Keeps one address from filling [`ServerConfig::max_index_bytes`].
+    pub max_index_bytes_per_ip: usize,
+    /// Bytes of manifests charged to one peer, as for the per-address budget, so one of many
+    /// peers behind a NAT can't take its neighbours' share.
+    pub max_index_bytes_per_peer: usize,
+    /// `Register` requests one source address may make per second, on average. A burst of
+    /// [`ServerConfig::max_peers_per_ip`] is allowed, so every peer behind a NAT can register
+    /// again at once after a restart; churning registrations to pick peer ids gets
+    /// `limit_exceeded`.
+    pub register_rate_per_ip: u32,
+    /// `Search` requests one source address may make per second, on average, with a burst of
+    /// twice that. A search reads every file name, so this keeps one client from taking the
+    /// server's time; beyond it the reply is `limit_exceeded`.
+    pub search_rate_per_ip: u32,
+    /// Bytes of large frames (over [`crate::budget::FREE_FRAME_LEN`]) the server buffers at
+    /// once across all connections: requests being read and replies being written. A
+    /// connection waits for room before it reads such a frame's body, so idle clients that
+    /// announce big frames cost a few bytes each. At least twice the largest frame.
+    pub max_buffered_bytes: usize,
+    /// The same for the connections of one source address, so one address can't take all of
+    /// [`ServerConfig::max_buffered_bytes`]. At least the largest frame (2 MiB).
+    pub max_buffered_bytes_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +78,13 @@ impl Default for ServerConfig {
             max_files_per_peer: 10_000,
             idle_timeout: Duration::from_secs(60),
             first_request_timeout: Duration::from_secs(10),
+            max_index_bytes: 256 * MIB,
+            max_index_bytes_per_ip: 64 * MIB,
+            max_index_bytes_per_peer: 32 * MIB,
+            register_rate_per_ip: 1,
+            search_rate_per_ip: 5,
+            max_buffered_bytes: 64 * MIB,
+            max_buffered_bytes_per_ip: 8 * MIB,
         }
     }
 }

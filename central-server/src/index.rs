@@ -1,16 +1,34 @@
 //! [`Index`]: who is registered and which files they host. Pure state, no I/O and no clock of
 //! its own: every method that cares about time takes `now`, so expiry is unit-tested with
 //! synthetic instants and uses only monotonic time.
+//!
+//! # Budgets
+//! Every manifest is stored once per file id, compactly ([`StoredManifest`]), and its cost in
+//! bytes is accounted: the whole index, the peers of each source address and each peer have a
+//! budget ([`IndexLimits`]), and an `AddFile` that would pass one is refused with
+//! `limit_exceeded` before anything is stored.
+//!
+//! # Work per call
+//! No call does work proportional to the whole index except [`Index::expire`] (once per reaper
+//! period, proportional to the peers) and a search, which [`Index::search_step`] cuts into
+//! slices so the caller can let go of its lock between them. Listings read only the entries
+//! they return, from maps kept in the order they are listed in.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p2p_protocol::{
-    ErrorCode, FileId, FileManifest, FileSummary, HostInfo, IdPrefix, MAX_HOSTS_PER_LOOKUP,
-    MAX_LIST_ENTRIES, ManifestError, PeerId, PeerSummary, Token,
+    ErrorCode, FileId, FileManifest, FileSummary, IdPrefix, MAX_HOSTS_PER_LOOKUP, MAX_LIST_ENTRIES,
+    ManifestError, PeerId, PeerSummary, Token,
 };
+
+use crate::config::{MIB, ServerConfig};
+use crate::hosts::{self, Candidate};
+use crate::rate::RateLimit;
+use crate::stored::{HOST_OVERHEAD, StoredManifest};
 
 /// Most candidates an `ambiguous_prefix` error names.
 const AMBIGUOUS_SHOWN: usize = 5;
@@ -28,7 +46,7 @@ pub enum IndexError {
     Forbidden(PeerId),
     /// The manifest is inconsistent.
     #[error("invalid manifest: {0}")]
-    InvalidManifest(#[from] ManifestError),
+    InvalidManifest(ManifestError),
     /// A cap from [`crate::ServerConfig`] was reached.
     #[error("{0}")]
     LimitExceeded(String),
@@ -45,6 +63,13 @@ pub enum IndexError {
         /// Some of the matching ids, comma-separated.
         shown: String,
     },
+}
+
+/// The cause is in the text only (not also `source()`), so it is printed once.
+impl From<ManifestError> for IndexError {
+    fn from(err: ManifestError) -> Self {
+        IndexError::InvalidManifest(err)
+    }
 }
 
 impl IndexError {
@@ -66,18 +91,32 @@ impl IndexError {
 struct PeerEntry {
     token: Token,
     addr: SocketAddr,
-    /// Where the registration came from, for the per-address cap.
+    /// Where the registration came from, for the per-address caps and for choosing hosts.
     source: IpAddr,
     files: BTreeSet<FileId>,
     last_seen: Instant,
+    /// When it registered: long-lived hosts are preferred in `Found`.
+    registered: Instant,
+    /// Bytes charged to it: the full cost of every file it hosts, plus the host link.
+    charged: usize,
 }
 
 /// A file and who hosts it.
 #[derive(Debug)]
 struct FileEntry {
-    manifest: Arc<FileManifest>,
+    manifest: Arc<StoredManifest>,
     hosts: BTreeSet<PeerId>,
 }
+
+/// What the peers of one source address hold.
+#[derive(Debug, Default)]
+struct SourceUsage {
+    peers: usize,
+    bytes: usize,
+}
+
+/// Files in listing order: by name, then id.
+type NameKey = (Arc<str>, FileId);
 
 /// A lookup's answer.
 #[derive(Clone, Debug)]
@@ -85,9 +124,9 @@ pub struct Found {
     /// Full id.
     pub file_id: FileId,
     /// The registered manifest.
-    pub manifest: Arc<FileManifest>,
-    /// Its hosts, by peer id.
-    pub hosts: Vec<HostInfo>,
+    pub manifest: Arc<StoredManifest>,
+    /// Some of its hosts, chosen as [`crate::hosts`] describes.
+    pub hosts: Vec<p2p_protocol::HostInfo>,
 }
 
 /// Caps the index enforces.
@@ -99,15 +138,76 @@ pub struct IndexLimits {
     pub max_files_per_peer: usize,
     /// Registrations made from one source address at once.
     pub max_peers_per_ip: usize,
+    /// Bytes of manifests stored in all.
+    pub max_bytes: usize,
+    /// Bytes of manifests charged to the peers of one source address.
+    pub max_bytes_per_ip: usize,
+    /// Bytes of manifests charged to one peer.
+    pub max_bytes_per_peer: usize,
+    /// Registrations one source address may make per second (burst: `max_peers_per_ip`).
+    pub register_rate_per_ip: u32,
+}
+
+impl From<&ServerConfig> for IndexLimits {
+    fn from(config: &ServerConfig) -> Self {
+        Self {
+            max_peers: config.max_peers,
+            max_files_per_peer: config.max_files_per_peer,
+            max_peers_per_ip: config.max_peers_per_ip,
+            max_bytes: config.max_index_bytes,
+            max_bytes_per_ip: config.max_index_bytes_per_ip,
+            max_bytes_per_peer: config.max_index_bytes_per_peer,
+            register_rate_per_ip: config.register_rate_per_ip,
+        }
+    }
+}
+
+impl Default for IndexLimits {
+    /// The limits of [`ServerConfig::default`].
+    fn default() -> Self {
+        Self::from(&ServerConfig::default())
+    }
+}
+
+/// A search in progress: [`Index::search_step`] advances it a slice at a time.
+#[derive(Debug)]
+pub struct Search {
+    words: Vec<String>,
+    /// The last name looked at; the next slice starts after it.
+    after: Option<NameKey>,
+    files: Vec<FileSummary>,
+    total: u64,
+}
+
+impl Search {
+    /// A search for files whose name contains every word of `query`, ignoring case.
+    pub fn new(query: &str) -> Self {
+        Self {
+            words: query.split_whitespace().map(str::to_lowercase).collect(),
+            after: None,
+            files: Vec::new(),
+            total: 0,
+        }
+    }
+
+    /// The first [`MAX_LIST_ENTRIES`] matches in listing order, and how many matched.
+    pub fn finish(self) -> (Vec<FileSummary>, u64) {
+        (self.files, self.total)
+    }
 }
 
 /// The whole soft state of the server; peers rebuild it after a restart.
 #[derive(Debug)]
 pub struct Index {
-    peers: HashMap<PeerId, PeerEntry>,
-    /// Registrations per source address.
-    by_source: HashMap<IpAddr, usize>,
+    /// By id, which is the order `ListPeers` uses.
+    peers: BTreeMap<PeerId, PeerEntry>,
+    by_source: HashMap<IpAddr, SourceUsage>,
     files: BTreeMap<FileId, FileEntry>,
+    /// Every file in listing order, sharing the stored manifests.
+    names: BTreeMap<NameKey, Arc<StoredManifest>>,
+    /// Bytes accounted for everything in `files` (each manifest once) and every host link.
+    stored_bytes: usize,
+    registrations: RateLimit,
     limits: IndexLimits,
 }
 
@@ -115,9 +215,15 @@ impl Index {
     /// An empty index.
     pub fn new(limits: IndexLimits) -> Self {
         Self {
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             by_source: HashMap::new(),
             files: BTreeMap::new(),
+            names: BTreeMap::new(),
+            stored_bytes: 0,
+            registrations: RateLimit::new(
+                limits.max_peers_per_ip.try_into().unwrap_or(u32::MAX),
+                limits.register_rate_per_ip,
+            ),
             limits,
         }
     }
@@ -129,20 +235,28 @@ impl Index {
         source: IpAddr,
         now: Instant,
     ) -> Result<(PeerId, Token), IndexError> {
+        let source = source.to_canonical();
         if self.peers.len() >= self.limits.max_peers {
             return Err(IndexError::LimitExceeded(format!(
                 "the index already holds its maximum of {} peers",
                 self.limits.max_peers
             )));
         }
-        let from_source = self.by_source.entry(source).or_default();
-        if *from_source >= self.limits.max_peers_per_ip {
+        let held = self.by_source.get(&source).map_or(0, |u| u.peers);
+        if held >= self.limits.max_peers_per_ip {
             return Err(IndexError::LimitExceeded(format!(
                 "your address already holds the maximum of {} registrations",
                 self.limits.max_peers_per_ip
             )));
         }
-        *from_source += 1;
+        if !self.registrations.try_take(source, now) {
+            return Err(IndexError::LimitExceeded(format!(
+                "your address registers too often (at most {} a second after the first {}); \
+                 try again in a few seconds",
+                self.limits.register_rate_per_ip, self.limits.max_peers_per_ip
+            )));
+        }
+        self.by_source.entry(source).or_default().peers += 1;
         let peer_id = loop {
             let id = PeerId(rand::random());
             if !self.peers.contains_key(&id) {
@@ -158,18 +272,19 @@ impl Index {
                 source,
                 files: BTreeSet::new(),
                 last_seen: now,
+                registered: now,
+                charged: 0,
             },
         );
         Ok((peer_id, token))
     }
 
-    fn authenticate(
-        &mut self,
+    fn authenticate<'a>(
+        peers: &'a mut BTreeMap<PeerId, PeerEntry>,
         peer_id: PeerId,
         token: &Token,
-    ) -> Result<&mut PeerEntry, IndexError> {
-        let entry = self
-            .peers
+    ) -> Result<&'a mut PeerEntry, IndexError> {
+        let entry = peers
             .get_mut(&peer_id)
             .ok_or(IndexError::UnknownPeer(peer_id))?;
         if !constant_time_eq(&entry.token.0, &token.0) {
@@ -178,18 +293,20 @@ impl Index {
         Ok(entry)
     }
 
-    /// Records a heartbeat.
+    /// Records a heartbeat that arrived at `now`. A heartbeat applied after a later one
+    /// (requests from several connections) never moves the time back.
     pub fn heartbeat(
         &mut self,
         peer_id: PeerId,
         token: &Token,
         now: Instant,
     ) -> Result<(), IndexError> {
-        self.authenticate(peer_id, token)?.last_seen = now;
+        let peer = Self::authenticate(&mut self.peers, peer_id, token)?;
+        peer.last_seen = peer.last_seen.max(now);
         Ok(())
     }
 
-    /// Adds a hosted file after validating its manifest. Idempotent.
+    /// Adds a hosted file after validating its manifest and checking the budgets. Idempotent.
     pub fn add_file(
         &mut self,
         peer_id: PeerId,
@@ -197,25 +314,66 @@ impl Index {
         manifest: FileManifest,
         now: Instant,
     ) -> Result<FileId, IndexError> {
-        let max_files = self.limits.max_files_per_peer;
-        let peer = self.authenticate(peer_id, token)?;
-        peer.last_seen = now;
+        let limits = self.limits;
+        let peer = Self::authenticate(&mut self.peers, peer_id, token)?;
+        peer.last_seen = peer.last_seen.max(now);
         manifest.validate()?;
         let file_id = manifest.id();
-        if !peer.files.contains(&file_id) && peer.files.len() >= max_files {
+        if peer.files.contains(&file_id) {
+            return Ok(file_id);
+        }
+        if peer.files.len() >= limits.max_files_per_peer {
             return Err(IndexError::LimitExceeded(format!(
-                "a peer may host at most {max_files} files"
+                "a peer may host at most {} files",
+                limits.max_files_per_peer
+            )));
+        }
+        // Each host is charged the whole manifest; the index stores it once.
+        let stored = self.files.get(&file_id).map(|f| f.manifest.cost());
+        let charge = stored.unwrap_or_else(|| StoredManifest::cost_of(&manifest)) + HOST_OVERHEAD;
+        let growth = if stored.is_some() {
+            HOST_OVERHEAD
+        } else {
+            charge
+        };
+        let used = |what: &str, max: usize, used: usize| {
+            IndexError::LimitExceeded(format!(
+                "{what} may store at most {} of manifests at the index \
+                 (it stores {}, this file needs {})",
+                bytes(max),
+                bytes(used),
+                bytes(charge)
+            ))
+        };
+        if peer.charged + charge > limits.max_bytes_per_peer {
+            return Err(used("a peer", limits.max_bytes_per_peer, peer.charged));
+        }
+        let source = self.by_source.entry(peer.source).or_default();
+        if source.bytes + charge > limits.max_bytes_per_ip {
+            return Err(used("your address", limits.max_bytes_per_ip, source.bytes));
+        }
+        if self.stored_bytes + growth > limits.max_bytes {
+            return Err(IndexError::LimitExceeded(format!(
+                "the index is full: it stores at most {} of manifests (this file needs {}); \
+                 try again later",
+                bytes(limits.max_bytes),
+                bytes(growth)
             )));
         }
         peer.files.insert(file_id);
-        self.files
-            .entry(file_id)
-            .or_insert_with(|| FileEntry {
-                manifest: Arc::new(manifest),
+        peer.charged += charge;
+        source.bytes += charge;
+        self.stored_bytes += growth;
+        let file = self.files.entry(file_id).or_insert_with(|| {
+            let manifest = Arc::new(StoredManifest::new(manifest));
+            self.names
+                .insert((manifest.name().clone(), file_id), manifest.clone());
+            FileEntry {
+                manifest,
                 hosts: BTreeSet::new(),
-            })
-            .hosts
-            .insert(peer_id);
+            }
+        });
+        file.hosts.insert(peer_id);
         Ok(file_id)
     }
 
@@ -226,23 +384,34 @@ impl Index {
         token: &Token,
         file_id: &FileId,
     ) -> Result<(), IndexError> {
-        self.authenticate(peer_id, token)?.files.remove(file_id);
-        self.drop_host(file_id, peer_id);
+        let peer = Self::authenticate(&mut self.peers, peer_id, token)?;
+        if peer.files.remove(file_id) {
+            let charge = self
+                .files
+                .get(file_id)
+                .map_or(0, |f| f.manifest.cost() + HOST_OVERHEAD);
+            peer.charged -= charge;
+            if let Some(source) = self.by_source.get_mut(&peer.source) {
+                source.bytes -= charge;
+            }
+            self.drop_host(file_id, peer_id);
+        }
         Ok(())
     }
 
     /// Removes a peer and its files.
     pub fn unregister(&mut self, peer_id: PeerId, token: &Token) -> Result<(), IndexError> {
-        self.authenticate(peer_id, token)?;
+        Self::authenticate(&mut self.peers, peer_id, token)?;
         self.remove_peer(peer_id);
         Ok(())
     }
 
     fn remove_peer(&mut self, peer_id: PeerId) -> Option<PeerEntry> {
         let entry = self.peers.remove(&peer_id)?;
-        if let Some(count) = self.by_source.get_mut(&entry.source) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(source) = self.by_source.get_mut(&entry.source) {
+            source.peers -= 1;
+            source.bytes -= entry.charged;
+            if source.peers == 0 {
                 self.by_source.remove(&entry.source);
             }
         }
@@ -253,15 +422,26 @@ impl Index {
     }
 
     fn drop_host(&mut self, file_id: &FileId, peer_id: PeerId) {
-        if let Some(file) = self.files.get_mut(file_id) {
-            file.hosts.remove(&peer_id);
-            if file.hosts.is_empty() {
-                self.files.remove(file_id);
-            }
+        let Some(file) = self.files.get_mut(file_id) else {
+            return;
+        };
+        if !file.hosts.remove(&peer_id) {
+            return;
+        }
+        self.stored_bytes -= HOST_OVERHEAD;
+        if file.hosts.is_empty() {
+            let cost = file.manifest.cost();
+            let name = file.manifest.name().clone();
+            self.files.remove(file_id);
+            self.names.remove(&(name, *file_id));
+            self.stored_bytes -= cost;
         }
     }
 
-    /// Drops every peer whose last heartbeat is older than `timeout`; returns who was dropped.
+    /// Drops every peer whose last heartbeat is older than `timeout` at `now`; returns who was
+    /// dropped. The caller passes as `now` the time up to which it has applied every request
+    /// it received (see `backlog.rs`), so a heartbeat that arrived but was not yet applied
+    /// can't get its peer dropped.
     pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<(PeerId, SocketAddr)> {
         let stale: Vec<PeerId> = self
             .peers
@@ -275,7 +455,8 @@ impl Index {
             .collect()
     }
 
-    /// Finds the one file whose id starts with `prefix`.
+    /// Finds the one file whose id starts with `prefix`, with up to
+    /// [`MAX_HOSTS_PER_LOOKUP`] of its hosts.
     pub fn lookup(&self, prefix: &IdPrefix) -> Result<Found, IndexError> {
         let (low, high) = prefix_bounds(prefix);
         let mut matches = self.files.range(low..=high);
@@ -305,64 +486,85 @@ impl Index {
                 shown: ids.join(", "),
             });
         }
-        let hosts = entry
+        let candidates = entry
             .hosts
             .iter()
-            .take(MAX_HOSTS_PER_LOOKUP)
             .filter_map(|id| {
-                self.peers.get(id).map(|p| HostInfo {
+                self.peers.get(id).map(|p| Candidate {
                     peer_id: *id,
                     addr: p.addr,
+                    source: p.source,
+                    registered: p.registered,
                 })
             })
             .collect();
         Ok(Found {
             file_id: *file_id,
             manifest: entry.manifest.clone(),
-            hosts,
+            hosts: hosts::choose(candidates, MAX_HOSTS_PER_LOOKUP, &mut rand::rng()),
         })
     }
 
     /// Up to [`MAX_LIST_ENTRIES`] files sorted by name then id, and the total count.
     pub fn list_files(&self) -> (Vec<FileSummary>, u64) {
-        self.files_matching(&[])
+        let files = self
+            .names
+            .iter()
+            .take(MAX_LIST_ENTRIES)
+            .map(|(key, manifest)| self.summary(key, manifest))
+            .collect();
+        (files, self.files.len() as u64)
+    }
+
+    fn summary(&self, (_, file_id): &NameKey, manifest: &StoredManifest) -> FileSummary {
+        FileSummary {
+            file_id: *file_id,
+            name: manifest.name().to_string(),
+            size: manifest.size(),
+            hosts: self.files.get(file_id).map_or(0, |f| f.hosts.len() as u32),
+        }
     }
 
     /// Files whose name contains every word (compared in lower case), like
-    /// [`Index::list_files`].
+    /// [`Index::list_files`], in one go. The server uses [`Index::search_step`] instead.
     pub fn search(&self, query: &str) -> (Vec<FileSummary>, u64) {
-        let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
-        self.files_matching(&words)
+        let mut search = Search::new(query);
+        while !self.search_step(&mut search, usize::MAX) {}
+        search.finish()
     }
 
-    fn files_matching(&self, words: &[String]) -> (Vec<FileSummary>, u64) {
-        let mut files: Vec<FileSummary> = self
-            .files
-            .iter()
-            .filter(|(_, f)| {
-                words.is_empty() || {
-                    let name = f.manifest.name.to_lowercase();
-                    words.iter().all(|w| name.contains(w.as_str()))
+    /// Looks at up to `budget` more file names for `search`; true once it has looked at them
+    /// all. Between steps the index may change: files added or removed meanwhile may or may
+    /// not be counted, and nothing is counted twice (names are visited in order).
+    pub fn search_step(&self, search: &mut Search, budget: usize) -> bool {
+        let after = match &search.after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        let mut last: Option<&NameKey> = None;
+        for (seen, (key, manifest)) in self.names.range((after, Bound::Unbounded)).enumerate() {
+            if seen == budget {
+                search.after = last.cloned();
+                return false;
+            }
+            let name = manifest.lower_name();
+            if search.words.iter().all(|w| name.contains(w.as_str())) {
+                search.total += 1;
+                if search.files.len() < MAX_LIST_ENTRIES {
+                    search.files.push(self.summary(key, manifest));
                 }
-            })
-            .map(|(id, f)| FileSummary {
-                file_id: *id,
-                name: f.manifest.name.clone(),
-                size: f.manifest.size,
-                hosts: f.hosts.len() as u32,
-            })
-            .collect();
-        files.sort_by(|a, b| a.name.cmp(&b.name).then(a.file_id.cmp(&b.file_id)));
-        let total = files.len() as u64;
-        files.truncate(MAX_LIST_ENTRIES);
-        (files, total)
+            }
+            last = Some(key);
+        }
+        true
     }
 
     /// Up to [`MAX_LIST_ENTRIES`] peers sorted by id, and the total count.
     pub fn list_peers(&self, now: Instant) -> (Vec<PeerSummary>, u64) {
-        let mut peers: Vec<PeerSummary> = self
+        let peers = self
             .peers
             .iter()
+            .take(MAX_LIST_ENTRIES)
             .map(|(id, p)| PeerSummary {
                 peer_id: *id,
                 addr: p.addr,
@@ -370,10 +572,7 @@ impl Index {
                 last_seen_ms: now.saturating_duration_since(p.last_seen).as_millis() as u64,
             })
             .collect();
-        peers.sort_by_key(|p| p.peer_id);
-        let total = peers.len() as u64;
-        peers.truncate(MAX_LIST_ENTRIES);
-        (peers, total)
+        (peers, self.peers.len() as u64)
     }
 
     /// Registered peers.
@@ -384,6 +583,72 @@ impl Index {
     /// Distinct files.
     pub fn file_count(&self) -> usize {
         self.files.len()
+    }
+
+    /// Bytes of manifests stored, as the budgets count them.
+    pub fn stored_bytes(&self) -> usize {
+        self.stored_bytes
+    }
+
+    /// Bytes charged to the peers of `source`.
+    pub fn stored_bytes_from(&self, source: IpAddr) -> usize {
+        self.by_source
+            .get(&source.to_canonical())
+            .map_or(0, |u| u.bytes)
+    }
+
+    /// The limits this index enforces.
+    pub fn limits(&self) -> &IndexLimits {
+        &self.limits
+    }
+
+    /// Forgets rate-limit state that no longer limits anyone (the reaper calls this).
+    pub fn prune(&mut self, now: Instant) {
+        self.registrations.prune(now);
+    }
+
+    /// Recomputes every account from scratch and checks it against the running totals.
+    #[cfg(test)]
+    pub(crate) fn check_accounts(&self) {
+        let stored: usize = self
+            .files
+            .values()
+            .map(|f| f.manifest.cost() + f.hosts.len() * HOST_OVERHEAD)
+            .sum();
+        assert_eq!(stored, self.stored_bytes, "stored bytes");
+        assert_eq!(self.names.len(), self.files.len(), "name index");
+        let mut by_source: HashMap<IpAddr, usize> = HashMap::new();
+        for peer in self.peers.values() {
+            let charged: usize = peer
+                .files
+                .iter()
+                .map(|id| self.files[id].manifest.cost() + HOST_OVERHEAD)
+                .sum();
+            assert_eq!(charged, peer.charged, "a peer's charge");
+            *by_source.entry(peer.source).or_default() += charged;
+        }
+        for (ip, bytes) in by_source {
+            assert_eq!(bytes, self.by_source[&ip].bytes, "{ip}'s charge");
+        }
+    }
+}
+
+/// `n` bytes for a message: "1.5 MiB", "12 KiB", "300 bytes".
+fn bytes(n: usize) -> String {
+    let unit = |n: usize, size: usize, name: &str| {
+        let value = n as f64 / size as f64;
+        if value.fract() == 0.0 {
+            format!("{value:.0} {name}")
+        } else {
+            format!("{value:.1} {name}")
+        }
+    };
+    if n >= MIB {
+        unit(n, MIB, "MiB")
+    } else if n >= 1024 {
+        unit(n, 1024, "KiB")
+    } else {
+        format!("{n} bytes")
     }
 }
 
@@ -411,6 +676,10 @@ mod tests {
         max_peers: 3,
         max_files_per_peer: 2,
         max_peers_per_ip: 64,
+        max_bytes: 256 * MIB,
+        max_bytes_per_ip: 64 * MIB,
+        max_bytes_per_peer: 32 * MIB,
+        register_rate_per_ip: 1,
     };
 
     fn manifest(name: &str) -> FileManifest {
@@ -489,7 +758,7 @@ mod tests {
         let found = index.lookup(&id.to_string().parse().unwrap()).unwrap();
         assert_eq!(
             found.hosts,
-            vec![HostInfo {
+            vec![p2p_protocol::HostInfo {
                 peer_id: b,
                 addr: addr(2)
             }]
@@ -506,7 +775,10 @@ mod tests {
         let id = index.add_file(a, &ta, manifest("f"), now).unwrap();
         let prefix: IdPrefix = id.to_string()[..6].parse().unwrap();
         let found = index.lookup(&prefix).unwrap();
-        assert_eq!((found.file_id, found.manifest.name.as_str()), (id, "f"));
+        assert_eq!(
+            (found.file_id, &*found.manifest.name().to_string()),
+            (id, "f")
+        );
         index.remove_file(a, &ta, &id).unwrap();
         let err = index.lookup(&prefix).unwrap_err();
         assert_eq!(err.code(), ErrorCode::UnknownFile);
@@ -520,6 +792,7 @@ mod tests {
             max_peers: 10,
             max_files_per_peer: 100_000,
             max_peers_per_ip: 64,
+            ..LIMITS
         });
         let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
         // Register files until two ids share a 6-character prefix (birthday bound: a few
@@ -551,6 +824,7 @@ mod tests {
             max_peers: 3,
             max_files_per_peer: 10,
             max_peers_per_ip: 64,
+            ..LIMITS
         });
         let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
         for name in ["Holiday Photos 2024.zip", "holiday-video.mp4", "report.pdf"] {
@@ -574,6 +848,7 @@ mod tests {
             max_peers: 100,
             max_files_per_peer: 1,
             max_peers_per_ip: 2,
+            ..LIMITS
         });
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
@@ -584,9 +859,14 @@ mod tests {
             "{err}"
         );
         index.register(addr(4), other, now).unwrap();
-        // A slot frees when a registration ends.
+        // A slot frees when a registration ends, but registering again at once is too often:
+        // the burst was the 2 registrations, and one more comes back each second.
         index.unregister(a, &ta).unwrap();
-        index.register(addr(5), LOCAL, now).unwrap();
+        let err = index.register(addr(5), LOCAL, now).unwrap_err();
+        assert!(err.to_string().contains("registers too often"), "{err}");
+        index
+            .register(addr(5), LOCAL, now + Duration::from_secs(1))
+            .unwrap();
     }
 
     #[test]
@@ -612,5 +892,177 @@ mod tests {
             index.add_file(a, &ta, bad, now),
             Err(IndexError::InvalidManifest(_))
         ));
+    }
+
+    fn large_manifest(name: &str) -> FileManifest {
+        // The largest a manifest may be: 32,768 chunk hashes, about 1 MiB.
+        let chunks = p2p_protocol::MAX_CHUNKS_PER_FILE as usize;
+        FileManifest {
+            name: name.into(),
+            size: chunks as u64 * u64::from(CHUNK_SIZE),
+            chunk_size: CHUNK_SIZE,
+            chunks: (0..chunks as u32)
+                .map(|i| Sha256Hash::of(&[name.as_bytes(), &i.to_be_bytes()].concat()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn one_hostile_address_stays_within_its_byte_budget() {
+        let now = Instant::now();
+        let limits = IndexLimits {
+            max_peers: 100,
+            max_files_per_peer: 10_000,
+            max_peers_per_ip: 64,
+            max_bytes: 8 * MIB,
+            max_bytes_per_ip: 5 * MIB,
+            max_bytes_per_peer: 3 * MIB,
+            register_rate_per_ip: 1,
+        };
+        let mut index = Index::new(limits);
+        let hostile: IpAddr = "10.0.0.66".parse().unwrap();
+        let mut refusals = Vec::new();
+        for p in 0..4 {
+            let (id, token) = index.register(addr(p), hostile, now).unwrap();
+            for f in 0..4 {
+                match index.add_file(id, &token, large_manifest(&format!("{p}-{f}")), now) {
+                    Ok(_) => {}
+                    Err(err) => refusals.push(err),
+                }
+                assert!(index.stored_bytes() <= limits.max_bytes);
+                assert!(index.stored_bytes_from(hostile) <= limits.max_bytes_per_ip);
+            }
+        }
+        // 2 per peer, and 4 (not 8) from the address: about 1 MiB each.
+        assert_eq!(index.file_count(), 4);
+        assert_eq!(refusals.len(), 12);
+        let message = |what: &str| {
+            refusals
+                .iter()
+                .any(|e| e.code() == ErrorCode::LimitExceeded && e.to_string().contains(what))
+        };
+        assert!(
+            message("a peer may store at most 3 MiB of manifests at the index"),
+            "{refusals:?}"
+        );
+        assert!(
+            message("your address may store at most 5 MiB of manifests at the index"),
+            "{refusals:?}"
+        );
+        // Someone else still gets in...
+        let (legit, token) = index.register(addr(9), LOCAL, now).unwrap();
+        index
+            .add_file(legit, &token, large_manifest("legit"), now)
+            .unwrap();
+        index.check_accounts();
+        // ...until the whole index is full.
+        let (other, token) = index
+            .register(addr(10), "10.0.0.7".parse().unwrap(), now)
+            .unwrap();
+        index
+            .add_file(other, &token, large_manifest("o1"), now)
+            .unwrap();
+        index
+            .add_file(other, &token, large_manifest("o2"), now)
+            .unwrap();
+        let (late, token) = index
+            .register(addr(11), "10.0.0.8".parse().unwrap(), now)
+            .unwrap();
+        let err = index
+            .add_file(late, &token, large_manifest("late"), now)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("the index is full"), "{err}");
+        assert!(index.stored_bytes() <= limits.max_bytes);
+        index.check_accounts();
+        // Everything is given back when the peers go.
+        let dropped = index.expire(now + Duration::from_secs(60), Duration::from_secs(1));
+        assert_eq!(dropped.len(), 7);
+        assert_eq!(
+            (index.stored_bytes(), index.stored_bytes_from(hostile)),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn a_file_is_stored_once_whoever_hosts_it() {
+        let now = Instant::now();
+        let mut index = Index::new(LIMITS);
+        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
+        let (b, tb) = index
+            .register(addr(2), "10.0.0.2".parse().unwrap(), now)
+            .unwrap();
+        let manifest = large_manifest("shared.bin");
+        let cost = StoredManifest::cost_of(&manifest);
+        let id = index.add_file(a, &ta, manifest.clone(), now).unwrap();
+        index.add_file(b, &tb, manifest.clone(), now).unwrap();
+        assert_eq!(index.stored_bytes(), cost + 2 * HOST_OVERHEAD);
+        // The packed hashes are the bulk of it: 32 bytes each, nothing per hash on top.
+        assert!(cost < manifest.chunks.len() * 32 + 1024, "{cost}");
+        // ...while each host is charged the whole manifest.
+        assert_eq!(index.stored_bytes_from(LOCAL), cost + HOST_OVERHEAD);
+        index.check_accounts();
+        index.remove_file(a, &ta, &id).unwrap();
+        assert_eq!(index.stored_bytes(), cost + HOST_OVERHEAD);
+        assert_eq!(index.stored_bytes_from(LOCAL), 0);
+        let found = index.lookup(&id.to_string().parse().unwrap()).unwrap();
+        assert_eq!(found.manifest.to_manifest(), manifest);
+        index.unregister(b, &tb).unwrap();
+        assert_eq!(index.stored_bytes(), 0);
+        index.check_accounts();
+    }
+
+    #[test]
+    fn a_search_in_slices_finds_what_one_pass_finds() {
+        let now = Instant::now();
+        let mut index = Index::new(IndexLimits {
+            max_files_per_peer: 5_000,
+            ..LIMITS
+        });
+        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
+        for i in 0..3_000 {
+            let name = format!("{} {i}.bin", if i % 3 == 0 { "Alpha" } else { "beta" });
+            index.add_file(a, &ta, manifest(&name), now).unwrap();
+        }
+        for query in ["alpha", "BETA 1", "bin", "nothing"] {
+            let whole = index.search(query);
+            let mut search = Search::new(query);
+            let mut steps = 1;
+            while !index.search_step(&mut search, 7) {
+                steps += 1;
+            }
+            let (files, total) = search.finish();
+            assert_eq!((files.len(), total), (whole.0.len(), whole.1), "{query}");
+            assert!(
+                files
+                    .iter()
+                    .zip(&whole.0)
+                    .all(|(a, b)| a.file_id == b.file_id)
+            );
+            assert!(steps >= 3_000 / 7, "{steps} steps");
+        }
+        // Listing takes the first names in order, and counts them all.
+        let (files, total) = index.list_files();
+        assert_eq!((files.len(), total), (1000, 3000));
+        assert!(files.windows(2).all(|w| w[0].name <= w[1].name));
+    }
+
+    #[test]
+    fn a_heartbeat_applied_late_never_moves_last_seen_back() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(15);
+        let mut index = Index::new(LIMITS);
+        let (a, ta) = index.register(addr(1), LOCAL, t0).unwrap();
+        index
+            .heartbeat(a, &ta, t0 + Duration::from_secs(10))
+            .unwrap();
+        // An older one, applied after it.
+        index
+            .heartbeat(a, &ta, t0 + Duration::from_secs(5))
+            .unwrap();
+        assert!(
+            index
+                .expire(t0 + Duration::from_secs(24), timeout)
+                .is_empty()
+        );
     }
 }

@@ -7,16 +7,28 @@
 //!
 //! # Layout
 //! * [`server`]: [`Server`] accept loop and per-connection handler.
-//! * [`index`]: [`Index`], the pure state (peers, files, hosts), unit-tested with synthetic time.
+//! * [`index`]: [`Index`], the pure state (peers, files, hosts, byte budgets), unit-tested with
+//!   synthetic time.
+//! * [`stored`]: the compact form a manifest is stored in, and what it costs.
+//! * [`hosts`]: which hosts a `Found` lists, so that registrants can't steer the choice.
+//! * [`rate`]: per-address rate limits (registrations, searches).
+//! * [`budget`]: bytes of large frames buffered across connections.
+//! * `backlog`: requests received but not yet applied, so the reaper never blames a peer for
+//!   the server's own delay.
 //! * `reaper`: drops peers whose heartbeats stopped.
 //! * [`config`]: [`ServerConfig`] with its defaults.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod backlog;
+pub mod budget;
 pub mod config;
+pub mod hosts;
 pub mod index;
+pub mod rate;
 mod reaper;
 pub mod server;
+pub mod stored;
 
 pub use config::ServerConfig;
 pub use index::{Index, IndexError};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::server::Shared;
 
@@ -17,19 +17,37 @@ fn period(timeout: Duration) -> Duration {
 /// Runs until `shutdown` is cancelled.
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let timeout = shared.config.heartbeat_timeout;
-    let mut ticks = tokio::time::interval(period(timeout));
+    let period = period(timeout);
+    let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_tick = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
         // tokio's clock, so tests can pause and advance it; it is monotonic either way.
-        let now = Instant::now().into_std();
-        let dropped = shared.index().expire(now, timeout);
+        let now = Instant::now();
+        let late = now
+            .saturating_duration_since(last_tick)
+            .saturating_sub(period);
+        last_tick = now;
+        if late > period {
+            // This task could not run for a while, so neither could the handlers: heartbeats
+            // may be waiting unread in their sockets. Give them a period to be applied.
+            warn!(
+                ?late,
+                "the index fell behind; not dropping silent peers this round"
+            );
+            continue;
+        }
+        // Judge silence only up to the moment every heartbeat received has been applied.
+        let caught_up = shared.backlog.caught_up_to(now.into_std());
+        let dropped = shared.index().expire(caught_up, timeout);
         for (peer_id, addr) in dropped {
             info!(%peer_id, %addr, ?timeout, "dropped peer: no heartbeat");
         }
+        shared.prune(now.into_std());
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, error::ErrorKind};
 use p2p_central_server::ServerConfig;
+use p2p_central_server::config::MIB;
 use p2p_peer::PeerConfig;
 
 /// Share files directly between machines on a local network.
@@ -106,6 +107,22 @@ pub struct ServerArgs {
     /// Registrations one source address may hold at once (one per peer process).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_peers_per_ip: u32,
+    /// MiB of manifests the index may store in all; `AddFile` beyond it is refused.
+    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    pub max_index_mib: u32,
+    /// MiB of manifests the peers of one source address may store (a NAT shares it).
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    pub max_index_mib_per_ip: u32,
+    /// MiB of manifests one peer may store.
+    #[arg(long, value_name = "MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    pub max_index_mib_per_peer: u32,
+    /// Registrations one source address may make per second, after a burst of
+    /// --max-peers-per-ip.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub register_rate_per_ip: u32,
+    /// Searches one source address may make per second, after a burst of twice that.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub search_rate_per_ip: u32,
     /// Start an interactive shell (status, list peers, list files) while serving.
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -230,6 +247,11 @@ impl From<&ServerArgs> for ServerConfig {
             max_connections_per_ip: args.max_connections_per_ip as usize,
             max_peers_per_ip: args.max_peers_per_ip as usize,
             first_request_timeout: args.first_request_timeout,
+            max_index_bytes: args.max_index_mib as usize * MIB,
+            max_index_bytes_per_ip: args.max_index_mib_per_ip as usize * MIB,
+            max_index_bytes_per_peer: args.max_index_mib_per_peer as usize * MIB,
+            register_rate_per_ip: args.register_rate_per_ip,
+            search_rate_per_ip: args.search_rate_per_ip,
             ..ServerConfig::default()
         }
     }
@@ -277,6 +299,19 @@ mod tests {
             defaults.first_request_timeout,
             ServerConfig::default().first_request_timeout
         );
+        // The flags' defaults are the library's.
+        let library = ServerConfig::default();
+        assert_eq!(defaults.max_index_bytes, library.max_index_bytes);
+        assert_eq!(
+            defaults.max_index_bytes_per_ip,
+            library.max_index_bytes_per_ip
+        );
+        assert_eq!(
+            defaults.max_index_bytes_per_peer,
+            library.max_index_bytes_per_peer
+        );
+        assert_eq!(defaults.register_rate_per_ip, library.register_rate_per_ip);
+        assert_eq!(defaults.search_rate_per_ip, library.search_rate_per_ip);
         let Command::Server(args) = parse(&[
             "--max-connections-per-ip",
             "500",
@@ -284,6 +319,12 @@ mod tests {
             "300",
             "--first-request-timeout",
             "3s",
+            "--max-index-mib",
+            "1024",
+            "--max-index-mib-per-ip",
+            "100",
+            "--search-rate-per-ip",
+            "20",
         ])
         .unwrap()
         .command
@@ -294,6 +335,9 @@ mod tests {
         assert_eq!(config.max_connections_per_ip, 500);
         assert_eq!(config.max_peers_per_ip, 300);
         assert_eq!(config.first_request_timeout, Duration::from_secs(3));
+        assert_eq!(config.max_index_bytes, 1024 * MIB);
+        assert_eq!(config.max_index_bytes_per_ip, 100 * MIB);
+        assert_eq!(config.search_rate_per_ip, 20);
         // No limit of zero: that would refuse everyone.
         let err = parse(&["--max-peers-per-ip", "0"]).unwrap_err().to_string();
         assert!(err.contains("--max-peers-per-ip"), "{err}");

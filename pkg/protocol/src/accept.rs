@@ -49,16 +49,22 @@ pub async fn accept(
 
 /// Turns a connection away: reads the client's first frame (its `Hello`) so that the reply is
 /// not lost to a reset caused by unread data, then sends `reply`. Each step waits at most
-/// `wait`; the caller closes the connection by dropping it.
+/// `wait`; the caller closes the connection by dropping it. A first frame over
+/// [`REFUSE_READ_LEN`] bytes is never admitted, so a refused client can't make the server
+/// buffer more than a few bytes for it, whatever length it announces.
 pub async fn refuse<S, In, Out>(conn: &mut Connection<S, In, Out>, reply: &Out, wait: Duration)
 where
     S: AsyncRead + AsyncWrite + Unpin,
     In: DecodeFrame,
     Out: Serialize,
 {
-    let _ = conn.recv_timeout(wait).await;
+    let never = |_| std::future::pending::<()>();
+    let _ = tokio::time::timeout(wait, conn.recv_admitted(REFUSE_READ_LEN, wait, never)).await;
     let _ = conn.send_timeout(reply, wait).await;
 }
+
+/// The largest first frame [`refuse`] reads whole: a `Hello` takes about 15 bytes.
+pub const REFUSE_READ_LEN: usize = 256;
 
 /// The server side of the handshake on an admitted connection. `Ok(false)` if the connection
 /// was closed first, to make room for another or because the server is shutting down.
@@ -92,10 +98,23 @@ where
     C: Conversation,
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let received = await_request(slot, wait, conn.recv()).await;
+    next_request_reply::<C, S, _>(conn, received).await
+}
+
+/// The waiting half of [`next_request`], for a server that reads frames its own way (the
+/// index reads large ones only once there is room for them): `receive` is the read. Returns
+/// what it gave, `Ok(None)` on a timeout or a closed slot, and marks the slot busy when a
+/// request arrived whole.
+pub async fn await_request<T>(
+    slot: &Slot,
+    wait: Duration,
+    receive: impl Future<Output = Result<Option<T>, ProtocolError>>,
+) -> Result<Option<T>, ProtocolError> {
     let received = tokio::select! {
         biased;
         _ = slot.closed() => return Ok(None),
-        received = tokio::time::timeout(wait, conn.recv()) => received,
+        received = tokio::time::timeout(wait, receive) => received,
     };
     match received {
         Err(_) => {
@@ -104,13 +123,25 @@ where
         }
         // Closed to make room just as the request arrived: drop it, the client sees a close.
         Ok(Ok(Some(_))) if !slot.busy(std::time::Instant::now()) => Ok(None),
-        Ok(Ok(request)) => Ok(request),
-        Ok(Err(err)) => {
-            if let Some(code) = err.reply_code() {
-                warn!(%err, "bad frame; closing connection");
-                let _ = conn.send(&C::error(code, err.to_string())).await;
-            }
-            Err(err)
-        }
+        Ok(received) => received,
     }
+}
+
+/// The replying half of [`next_request`]: a frame that could not be decoded is answered with
+/// an `Error` where one is worth sending, and returned as the error.
+pub async fn next_request_reply<C, S, T>(
+    conn: &mut Connection<S, C::Request, C::Response>,
+    received: Result<Option<T>, ProtocolError>,
+) -> Result<Option<T>, ProtocolError>
+where
+    C: Conversation,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Err(err) = &received
+        && let Some(code) = err.reply_code()
+    {
+        warn!(%err, "bad frame; closing connection");
+        let _ = conn.send(&C::error(code, err.to_string())).await;
+    }
+    received
 }

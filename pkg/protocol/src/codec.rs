@@ -49,6 +49,11 @@ impl<In, Out> MessageCodec<In, Out> {
             _messages: PhantomData,
         }
     }
+
+    /// The largest incoming frame body accepted.
+    pub fn max_in(&self) -> usize {
+        self.max_in
+    }
 }
 
 /// How a message type is decoded from a whole frame. The default is plain MessagePack; a chunk

@@ -14,7 +14,7 @@ use crate::codec::{DecodeFrame, HEADER_LEN, MessageCodec, scan_chunk};
 use crate::error::ProtocolError;
 use crate::message::{IndexRequest, IndexResponse, PeerRequest, PeerResponse};
 use crate::types::FileId;
-use crate::{CHUNK_SIZE, MAX_CHUNK_FRAME_LEN, MAX_CONTROL_FRAME_LEN};
+use crate::{CHUNK_SIZE, MAX_CHUNK_FRAME_LEN, MAX_CONTROL_FRAME_LEN, MAX_PEER_REQUEST_FRAME_LEN};
 
 /// A framed, typed connection that receives `In` and sends `Out`.
 #[derive(Debug)]
@@ -84,11 +84,94 @@ where
         self.recv_timeout(timeout).await
     }
 
+    /// Receives the next message like [`Connection::recv`], but reads the body of a frame
+    /// longer than `free_len` bytes only once `admit(len)` has finished, and then within
+    /// `body_timeout`. Returns the message with what `admit` returned (`None` for a frame that
+    /// needed no admission); keep it until done with the message, then call
+    /// [`Connection::shrink_buffers`].
+    ///
+    /// A server passes an `admit` that waits for room in a memory budget shared by all its
+    /// connections, so that a client announcing big frames costs it nothing until there is
+    /// room. Until a frame is admitted, the connection buffers at most its header and one
+    /// read's worth of bytes ([`ADMISSION_READ`]); a frame over the connection's limit fails as
+    /// in `recv`, without being admitted.
+    ///
+    /// Use this or `recv` on a connection, not both: this reads the stream itself.
+    pub async fn recv_admitted<T, F, Fut>(
+        &mut self,
+        free_len: usize,
+        body_timeout: Duration,
+        admit: F,
+    ) -> Result<Option<(In, Option<T>)>, ProtocolError>
+    where
+        F: FnOnce(usize) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let mut admit = Some(admit);
+        let mut ticket = None;
+        let mut deadline = None;
+        let mut scratch = [0u8; ADMISSION_READ];
+        loop {
+            let buffered = self.framed.read_buffer();
+            // The frame's whole length (header included) once its header is here.
+            let mut frame_end = None;
+            if let Some(header) = buffered.get(..HEADER_LEN) {
+                let len = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
+                if len > free_len && len <= self.framed.codec().max_in() && ticket.is_none() {
+                    let admit = admit.take().expect("one frame is admitted once");
+                    ticket = Some(admit(len).await);
+                    deadline = Some(tokio::time::Instant::now() + body_timeout);
+                }
+                let mut codec = self.framed.codec().clone();
+                if let Some(msg) = codec.decode(self.framed.read_buffer_mut())? {
+                    return Ok(Some((msg, ticket)));
+                }
+                frame_end = Some(HEADER_LEN + len);
+            }
+            // Read no further than the end of this frame, so the buffer never outgrows it.
+            let have = self.framed.read_buffer().len();
+            let want = frame_end.map_or(ADMISSION_READ, |end| (end - have).min(ADMISSION_READ));
+            let read = self.framed.get_mut().read(&mut scratch[..want]);
+            let n = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, read)
+                    .await
+                    .map_err(|_| ProtocolError::Timeout(body_timeout))??,
+                None => read.await?,
+            };
+            if n == 0 {
+                return if self.framed.read_buffer().is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ProtocolError::Io(std::io::ErrorKind::UnexpectedEof.into()))
+                };
+            }
+            self.framed
+                .read_buffer_mut()
+                .extend_from_slice(&scratch[..n]);
+        }
+    }
+
+    /// Gives back the memory of buffers that grew past `keep` bytes of capacity (after a
+    /// large frame), keeping any bytes not yet read or written. A server calls this after each
+    /// reply so an idle connection does not sit on the room its largest frame took.
+    pub fn shrink_buffers(&mut self, keep: usize) {
+        let shrink = |buffer: &mut bytes::BytesMut| {
+            if buffer.capacity() > keep {
+                *buffer = bytes::BytesMut::from(&buffer[..]);
+            }
+        };
+        shrink(self.framed.read_buffer_mut());
+        shrink(self.framed.write_buffer_mut());
+    }
+
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         self.framed.get_ref()
     }
 }
+
+/// Most bytes [`Connection::recv_admitted`] reads at once.
+pub const ADMISSION_READ: usize = 4096;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> IndexClientConnection<S> {
     /// Control-sized frames both ways.
@@ -123,9 +206,9 @@ pub enum ChunkReply {
 const CHUNK_HEAD_MAX: usize = 96;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PeerClientConnection<S> {
-    /// Receives chunk-sized frames, sends control-sized ones.
+    /// Receives chunk-sized frames, sends request-sized ones.
     pub fn peer_client(stream: S) -> Self {
-        Self::with_limits(stream, MAX_CHUNK_FRAME_LEN, MAX_CONTROL_FRAME_LEN)
+        Self::with_limits(stream, MAX_CHUNK_FRAME_LEN, MAX_PEER_REQUEST_FRAME_LEN)
     }
 
     /// Sends `request` (a `GetChunk`) and receives the reply within `timeout`. A `Chunk`'s data
@@ -249,9 +332,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PeerClientConnection<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PeerServerConnection<S> {
-    /// Receives control-sized frames, sends chunk-sized ones.
+    /// Receives request-sized frames, sends chunk-sized ones.
     pub fn peer_server(stream: S) -> Self {
-        Self::with_limits(stream, MAX_CONTROL_FRAME_LEN, MAX_CHUNK_FRAME_LEN)
+        Self::with_limits(stream, MAX_PEER_REQUEST_FRAME_LEN, MAX_CHUNK_FRAME_LEN)
     }
 }
 

@@ -125,7 +125,18 @@ pub async fn client_hello<C: Conversation, S: AsyncRead + AsyncWrite + Unpin>(
 pub async fn server_hello<C: Conversation, S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S, C::Request, C::Response>,
 ) -> Result<(), ProtocolError> {
-    let first = match conn.recv_timeout(HANDSHAKE_TIMEOUT).await {
+    let first = conn.recv_timeout(HANDSHAKE_TIMEOUT).await;
+    answer_hello::<C, S>(conn, first).await
+}
+
+/// The second half of [`server_hello`], for a server that received the first message its own
+/// way (within [`HANDSHAKE_TIMEOUT`]; a clean close is [`ProtocolError::Closed`]): answers it
+/// `Welcome`, or answers `Error` and fails.
+pub async fn answer_hello<C: Conversation, S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S, C::Request, C::Response>,
+    first: Result<C::Request, ProtocolError>,
+) -> Result<(), ProtocolError> {
+    let first = match first {
         Ok(msg) => msg,
         Err(err) => {
             if let Some(code) = err.reply_code() {

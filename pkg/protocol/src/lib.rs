@@ -77,6 +77,11 @@ pub const CHUNK_SIZE: u32 = 4 * 1024 * 1024;
 /// manifest of the largest file allowed ([`MAX_CHUNKS_PER_FILE`] hashes, about 1.1 MB).
 pub const MAX_CONTROL_FRAME_LEN: usize = 2 * 1024 * 1024;
 
+/// Largest frame body a chunk server accepts: its requests are small (a `Message` of the
+/// longest text is about 1.2 KB), so 64 KiB, and a client can't make it buffer megabytes per
+/// connection.
+pub const MAX_PEER_REQUEST_FRAME_LEN: usize = 64 * 1024;
+
 /// Largest frame body a downloader accepts from a chunk server: a chunk plus room for the
 /// message around it.
 pub const MAX_CHUNK_FRAME_LEN: usize = CHUNK_SIZE as usize + 64 * 1024;

@@ -75,6 +75,12 @@ impl ServerShell {
         println!("uptime        {}", HumanDuration(uptime));
         println!("peers         {}", status.peers);
         println!("files         {}", status.files);
+        let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+        println!(
+            "manifests     {:.1} MiB of {:.0} MiB",
+            mib(status.stored_bytes),
+            mib(status.max_stored_bytes)
+        );
     }
 
     fn list_peers(&self) {

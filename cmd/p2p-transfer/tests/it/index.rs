@@ -81,3 +81,188 @@ async fn peer_on_all_interfaces_is_advertised_at_a_reachable_address() {
     assert_eq!(session.addr.port(), peer.local_addr().port());
     peer.shutdown().await;
 }
+
+/// A client on one address that registers over and over, keeping only the peer ids that sort
+/// before the real seeder's and adding the file under each with a dead port, must not push the
+/// seeder out of `Found`: the download still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_from_one_address_cannot_hide_the_seeder() {
+    use p2p_protocol::{ErrorCode, IndexRequest, IndexResponse};
+
+    let config = p2p_central_server::ServerConfig {
+        // An operator who lets a big NAT register many peers; the attacker is behind it.
+        max_peers_per_ip: 400,
+        heartbeat_interval: Duration::from_millis(500),
+        heartbeat_timeout: Duration::from_secs(60),
+        ..fast_server_config()
+    };
+    let server = crate::support::start_server_on(crate::support::loopback0(), config).await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "wanted.bin", 300_000, 7);
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap();
+    let seeder_id = seeder.session().unwrap().peer_id;
+    let manifest = p2p_storage::build_manifest(&path).unwrap().manifest;
+
+    // The attacker, from another loopback address.
+    let mut attacker = crate::support::index_connection_from([127, 0, 0, 2], server.addr).await;
+    let t = Duration::from_secs(5);
+    let dead: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let mut kept = Vec::new();
+    let mut refused = 0;
+    for _ in 0..20_000 {
+        if kept.len() >= 300 {
+            break;
+        }
+        match attacker
+            .request(&IndexRequest::Register { addr: dead }, t)
+            .await
+            .unwrap()
+        {
+            IndexResponse::Registered { peer_id, token, .. } if peer_id < seeder_id => {
+                kept.push((peer_id, token));
+            }
+            IndexResponse::Registered { peer_id, token, .. } => {
+                let reply = attacker
+                    .request(&IndexRequest::Unregister { peer_id, token }, t)
+                    .await
+                    .unwrap();
+                assert!(matches!(reply, IndexResponse::Unregistered {}), "{reply:?}");
+            }
+            IndexResponse::Error {
+                code: ErrorCode::LimitExceeded,
+                ..
+            } => {
+                refused += 1;
+                if refused > 10 {
+                    break;
+                }
+            }
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    for (peer_id, token) in &kept {
+        let reply = attacker
+            .request(
+                &IndexRequest::AddFile {
+                    peer_id: *peer_id,
+                    token: *token,
+                    manifest: manifest.clone(),
+                },
+                t,
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(reply, IndexResponse::FileAdded { .. }),
+            "{reply:?}"
+        );
+    }
+
+    let client = IndexClient::new(server.addr, t);
+    let found = client.lookup(&id.to_string()).await.unwrap();
+    assert!(
+        found.hosts.iter().any(|h| h.peer_id == seeder_id),
+        "the seeder is missing from Found ({} hosts, {} planted by the attacker)",
+        found.hosts.len(),
+        kept.len()
+    );
+    let leecher = start_peer(server.addr).await;
+    let report = leecher
+        .download(
+            &id.to_string(),
+            out.path(),
+            None,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
+
+/// One address that registers several peers and adds the largest manifests it can gets
+/// `limit_exceeded` once its peers hold its share, the index stays within its budget, and a
+/// peer on another address can still share a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_fill_the_index_with_manifests() {
+    use p2p_protocol::{
+        CHUNK_SIZE, ErrorCode, FileManifest, IndexRequest, IndexResponse, MAX_CHUNKS_PER_FILE,
+        Sha256Hash,
+    };
+
+    const MIB: usize = 1024 * 1024;
+    let config = p2p_central_server::ServerConfig {
+        max_index_bytes: 12 * MIB,
+        max_index_bytes_per_ip: 6 * MIB,
+        max_index_bytes_per_peer: 4 * MIB,
+        heartbeat_timeout: Duration::from_secs(60),
+        ..fast_server_config()
+    };
+    let server = crate::support::start_server_on(crate::support::loopback0(), config.clone()).await;
+    let mut hostile = crate::support::index_connection_from([127, 0, 0, 2], server.addr).await;
+    let t = Duration::from_secs(10);
+    let mut added = 0;
+    let mut refusals = Vec::new();
+    for p in 0..4u8 {
+        let IndexResponse::Registered { peer_id, token, .. } = hostile
+            .request(
+                &IndexRequest::Register {
+                    addr: "127.0.0.2:1".parse().unwrap(),
+                },
+                t,
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("not registered")
+        };
+        for f in 0..4u8 {
+            // The largest manifest allowed: 32,768 chunk hashes, about 1.1 MB on the wire.
+            let manifest = FileManifest {
+                name: format!("big-{p}-{f}.bin"),
+                size: u64::from(MAX_CHUNKS_PER_FILE) * u64::from(CHUNK_SIZE),
+                chunk_size: CHUNK_SIZE,
+                chunks: vec![Sha256Hash([p * 16 + f; 32]); MAX_CHUNKS_PER_FILE as usize],
+            };
+            let request = IndexRequest::AddFile {
+                peer_id,
+                token,
+                manifest,
+            };
+            match hostile.request(&request, t).await.unwrap() {
+                IndexResponse::FileAdded { .. } => added += 1,
+                IndexResponse::Error {
+                    code: ErrorCode::LimitExceeded,
+                    message,
+                } => refusals.push(message),
+                other => panic!("unexpected reply {other:?}"),
+            }
+            let status = server.handle.status();
+            assert!(
+                status.stored_bytes <= config.max_index_bytes_per_ip,
+                "the index stores {} bytes for one address",
+                status.stored_bytes
+            );
+        }
+    }
+    assert_eq!(added, 5, "{refusals:?}");
+    assert!(
+        refusals
+            .iter()
+            .any(|m| m.contains("your address may store at most 6 MiB of manifests")),
+        "{refusals:?}"
+    );
+
+    // A peer on another address shares a file as usual.
+    let src = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "legit.bin", 100_000, 3);
+    let peer = start_peer(server.addr).await;
+    let id = peer.register(&path).await.unwrap();
+    let client = IndexClient::new(server.addr, t);
+    assert_eq!(client.lookup(&id.to_string()).await.unwrap().file_id, id);
+    assert!(server.handle.status().stored_bytes <= config.max_index_bytes);
+    peer.shutdown().await;
+}

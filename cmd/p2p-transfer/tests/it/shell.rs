@@ -87,6 +87,7 @@ fn server_shell_answers_status_and_lists() {
     sh.expect("listening on  127.0.0.1:").unwrap();
     sh.expect("mDNS          off").unwrap();
     sh.expect("peers         0").unwrap();
+    sh.expect("manifests     0.0 MiB of 256 MiB").unwrap();
 
     prompt(&mut sh);
     sh.send_line("list files").unwrap();

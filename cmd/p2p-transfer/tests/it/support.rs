@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 /// A running in-process index server; cancelled on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// For status (counts, stored bytes).
+    pub handle: p2p_central_server::ServerHandle,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -46,10 +48,12 @@ pub async fn start_server_on(addr: SocketAddr, config: ServerConfig) -> TestServ
     let listener = TcpListener::bind(addr).await.unwrap();
     let server = Server::new(listener, config);
     let addr = server.local_addr().unwrap();
+    let handle = server.handle().unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.run(shutdown.clone()));
     TestServer {
         addr,
+        handle,
         shutdown,
         task: Some(task),
     }
@@ -103,4 +107,21 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A handshaken connection to the index server from the loopback address `source` (any of
+/// 127.0.0.0/8 works on Linux), to play a client on another machine.
+pub async fn index_connection_from(
+    source: [u8; 4],
+    server: SocketAddr,
+) -> p2p_protocol::IndexClientConnection<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    let stream = socket.connect(server).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut conn = p2p_protocol::IndexClientConnection::index_client(stream);
+    p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
+        .await
+        .unwrap();
+    conn
 }
