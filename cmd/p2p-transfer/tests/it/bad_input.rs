@@ -166,6 +166,23 @@ async fn four_gib_length_prefix_is_refused_without_allocating() {
 }
 
 #[tokio::test]
+async fn a_chunk_server_takes_no_request_frame_over_64_kib() {
+    let server = start_server().await;
+    let peer = start_peer(server.addr).await;
+    // Its requests are about a kilobyte at most: a client announcing more is cut off at the
+    // header, before the server buffers anything for the body.
+    let over = (p2p_protocol::MAX_PEER_REQUEST_FRAME_LEN as u32 + 1).to_be_bytes();
+    let reply = send_raw(peer.local_addr(), &over).await;
+    assert!(reply.len() >= 4, "no reply frame: {reply:?}");
+    let len = u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize;
+    match p2p_protocol::codec::decode_body::<PeerResponse>(&reply[4..4 + len]).unwrap() {
+        PeerResponse::Error { code, .. } => assert_eq!(code, ErrorCode::FrameTooLarge),
+        other => panic!("unexpected {other:?}"),
+    }
+    peer.shutdown().await;
+}
+
+#[tokio::test]
 async fn garbage_and_truncated_frames_drop_only_that_connection() {
     let server = start_server().await;
     let reply = send_raw(server.addr, &[0, 0, 0, 4, 0xc1, 0xc1, 0xc1, 0xc1]).await;
