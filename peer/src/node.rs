@@ -327,7 +327,6 @@ impl PeerHandle {
         cancel: CancellationToken,
     ) -> Result<DownloadReport, PeerError> {
         let lookup = self.resolve(&request).await?;
-        let manifest = lookup.manifest.clone();
         let mut options = DownloadOptions::from(&self.node.config);
         options.me = self.node.session().map(|s| s.peer_id);
         // While every host is gone, the pool asks the index again.
@@ -341,7 +340,7 @@ impl PeerHandle {
             });
             refresh
         });
-        let report = download::download(
+        let (report, source) = download::download(
             lookup,
             out_dir,
             &request.subdir,
@@ -352,16 +351,12 @@ impl PeerHandle {
         )
         .await?;
         // Share what we just verified, without hashing it again.
-        let path = report.path.clone();
-        let source =
-            tokio::task::spawn_blocking(move || SourceFile::open_verified(&path, manifest)).await;
         match source {
-            Ok(Ok(source)) => {
+            Ok(source) => {
                 if let Err(err) = self.share_source(source).await {
                     warn!(%err, "downloaded file could not be announced to the index");
                 }
             }
-            Ok(Err(err)) => warn!(%err, "downloaded file can't be shared"),
             Err(err) => warn!(%err, "downloaded file can't be shared"),
         }
         Ok(report)

@@ -159,11 +159,14 @@ struct State {
 impl State {
     async fn rescan(&mut self) {
         let tree = self.tree.clone();
-        let current = match tokio::task::spawn_blocking(move || tree.walk()).await {
-            Ok(files) => files
-                .into_iter()
-                .map(|f| (self.tree.path_of(&f), f))
-                .collect::<HashMap<_, _>>(),
+        let (current, complete) = match tokio::task::spawn_blocking(move || tree.walk()).await {
+            Ok(walk) => (
+                walk.files
+                    .into_iter()
+                    .map(|f| (self.tree.path_of(&f), f))
+                    .collect::<HashMap<_, _>>(),
+                walk.complete,
+            ),
             Err(err) => {
                 warn!(%err, "cannot scan the shared folder");
                 return;
@@ -171,10 +174,14 @@ impl State {
         };
         let mut changed = false;
         // Removals first, so a renamed file (gone here, new there, same id) ends up shared.
+        // A folder that could not be listed this time hides its files: they are not gone.
+        if !complete {
+            warn!(dir = %self.tree.root().display(), "part of the shared folder could not be listed; keeping what is shared");
+        }
         let gone: Vec<PathBuf> = self
             .known
             .keys()
-            .filter(|p| !current.contains_key(*p))
+            .filter(|p| complete && !current.contains_key(*p))
             .cloned()
             .collect();
         for path in gone {
@@ -204,7 +211,7 @@ impl State {
             }
         }
         if changed {
-            self.save_cache();
+            self.save_cache().await;
         }
     }
 
@@ -288,21 +295,30 @@ impl State {
         self.peer.share_source(source).await
     }
 
-    fn save_cache(&self) {
-        let Some(file) = &self.cache_file else { return };
-        let result = (|| -> std::io::Result<()> {
-            if let Some(parent) = file.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let tmp = file.with_extension("tmp");
-            std::fs::write(
-                &tmp,
-                serde_json::to_vec(&self.cache).map_err(std::io::Error::other)?,
-            )?;
-            std::fs::rename(&tmp, file)
-        })();
-        if let Err(err) = result {
-            warn!(%err, cache = %file.display(), "cannot save the manifest cache");
+    /// Saves the cache off the runtime's threads, through a fresh temporary file (random name,
+    /// created exclusively) renamed over the old cache.
+    async fn save_cache(&self) {
+        let Some(file) = self.cache_file.clone() else {
+            return;
+        };
+        let bytes = match serde_json::to_vec(&self.cache) {
+            Ok(bytes) => bytes,
+            Err(err) => return warn!(%err, "cannot encode the manifest cache"),
+        };
+        let saved = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let parent = file.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
+            tmp.write_all(&bytes)?;
+            tmp.persist(&file).map_err(|e| e.error)?;
+            Ok(())
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(%err, "cannot save the manifest cache"),
+            Err(err) => warn!(%err, "cannot save the manifest cache"),
         }
     }
 }

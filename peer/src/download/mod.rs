@@ -130,6 +130,7 @@ pub struct DownloadReport {
 }
 
 /// Downloads the file `lookup` describes into `out_dir`, from its hosts other than `me`.
+/// Returns what it produced and the finished file ready to serve (or why it can't be).
 pub(crate) async fn download(
     lookup: Lookup,
     out_dir: &Path,
@@ -138,7 +139,13 @@ pub(crate) async fn download(
     events: EventSink,
     refresh: Option<Refresh>,
     cancel: CancellationToken,
-) -> Result<DownloadReport, PeerError> {
+) -> Result<
+    (
+        DownloadReport,
+        Result<p2p_storage::SourceFile, p2p_storage::StorageError>,
+    ),
+    PeerError,
+> {
     let started = Instant::now();
     let Lookup {
         file_id,
@@ -218,9 +225,14 @@ pub(crate) async fn download(
     drop(pool);
     events.send(DownloadEvent::Flushing);
     info!(file = %file_id.fmt_short(), elapsed = ?started.elapsed(), "all chunks verified and written; flushing to disk");
-    let path = tokio::task::spawn_blocking(move || part.finish())
-        .await
-        .map_err(|e| PeerError::Internal(e.to_string()))??;
+    // The finished file is served through the handle it was written with, not reopened by a
+    // name someone could have swapped for a link in the meantime.
+    let (path, source) = tokio::task::spawn_blocking(move || {
+        let path = part.finish()?;
+        Ok::<_, p2p_storage::StorageError>((path, part.into_source()))
+    })
+    .await
+    .map_err(|e| PeerError::Internal(e.to_string()))??;
     let elapsed = started.elapsed();
     events.send(DownloadEvent::Finished {
         path: path.clone(),
@@ -228,11 +240,12 @@ pub(crate) async fn download(
         elapsed,
     });
     info!(file = %file_id.fmt_short(), path = %path.display(), ?elapsed, "download finished");
-    Ok(DownloadReport {
+    let report = DownloadReport {
         file_id,
         path,
         bytes: size,
         elapsed,
         per_host,
-    })
+    };
+    Ok((report, source))
 }

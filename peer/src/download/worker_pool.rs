@@ -96,8 +96,8 @@ enum FetchError {
         fatal: bool,
         lied: bool,
     },
-    /// Our own disk failed: no other host can help.
-    Local(StorageError),
+    /// Our own disk failed, or our own write task did: no other host can help.
+    Local(PeerError),
 }
 
 impl Pool {
@@ -279,7 +279,7 @@ impl Pool {
                 Ok(None) => {}
                 Err(FetchError::Local(err)) => {
                     self.requeue(index, None);
-                    return Err(err.into());
+                    return Err(err);
                 }
                 Err(FetchError::Host {
                     reason,
@@ -583,14 +583,9 @@ impl Pool {
                 self.return_buffer(buf);
                 written
             })
-            // The verify-and-write task itself failed (it panicked): a local failure to write
-            // to this part file.
+            // The verify-and-write task itself failed (it panicked): a bug of ours.
             .map_err(|e| {
-                FetchError::Local(StorageError::Io {
-                    action: "cannot write a chunk to",
-                    path: self.part.part_path().to_owned(),
-                    cause: std::io::Error::other(e.to_string()),
-                })
+                FetchError::Local(PeerError::Internal(format!("chunk write task failed: {e}")))
             })?;
         match written {
             Ok(true) => Ok(Some(len)),
@@ -602,7 +597,7 @@ impl Pool {
                     lied: true,
                 })
             }
-            Err(err) => Err(FetchError::Local(err)),
+            Err(err) => Err(FetchError::Local(err.into())),
         }
     }
 }

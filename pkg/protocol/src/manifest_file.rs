@@ -67,6 +67,10 @@ pub enum ManifestFileError {
     /// Fields that disagree.
     #[error("damaged manifest file: {0}")]
     Invalid(ManifestError),
+    /// Folder entries that can't all exist on disk: a path twice, or a path that is also
+    /// another entry's folder.
+    #[error("damaged manifest file: {}", printable(.0))]
+    PathConflict(String),
     /// The manifest does not hash to the id it claims.
     #[error("damaged manifest file: its contents do not match its file id {0}")]
     IdMismatch(FileId),
@@ -417,7 +421,7 @@ impl FolderManifestFile {
                 )));
             }
             if !seen.insert(path.clone()) {
-                return Err(ManifestFileError::Syntax(format!(
+                return Err(ManifestFileError::PathConflict(format!(
                     "{} appears twice",
                     entry.path
                 )));
@@ -433,7 +437,7 @@ impl FolderManifestFile {
         let mut paths: Vec<&[String]> = files.iter().map(|f| f.path.as_slice()).collect();
         paths.sort();
         if let Some(pair) = paths.windows(2).find(|w| w[1].starts_with(w[0])) {
-            return Err(ManifestFileError::Syntax(format!(
+            return Err(ManifestFileError::PathConflict(format!(
                 "{} is a file and also the folder of {}",
                 pair[0].join("/"),
                 pair[1].join("/")
@@ -505,7 +509,7 @@ mod folder_tests {
         let err = FolderManifestFile::parse(&folder.to_json()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "not a p2p-transfer manifest file: a is a file and also the folder of a/b"
+            "damaged manifest file: a is a file and also the folder of a/b"
         );
         // A shared prefix of names is not a folder.
         let fine = FolderManifestFile::new(

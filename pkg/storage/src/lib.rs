@@ -27,4 +27,4 @@ pub use chunker::build_manifest;
 pub use error::StorageError;
 pub use source::{ChunkRange, OpenSource, SourceFile};
 pub use store::PartFile;
-pub use tree::{Tree, TreeFile};
+pub use tree::{Tree, TreeFile, Walk};

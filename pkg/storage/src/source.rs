@@ -159,12 +159,17 @@ impl SourceFile {
         }
     }
 
-    /// Opens a file this process just assembled and verified against `manifest` (a finished
-    /// download), without hashing it again.
-    pub fn open_verified(path: &Path, manifest: FileManifest) -> Result<Self, StorageError> {
-        let opened = OpenSource::open(path)?;
+    /// Serves a download this process just assembled and verified against `manifest`,
+    /// through the handle it was written with (never by its name, which someone could have
+    /// swapped for a link since), without hashing it again. `path` is where it was named.
+    pub(crate) fn assembled(
+        file: File,
+        path: PathBuf,
+        manifest: FileManifest,
+    ) -> Result<Self, StorageError> {
+        let opened = OpenSource::check(file, manifest.name.clone(), path)?;
         if opened.len() != manifest.size {
-            return Err(StorageError::FileChanged(path.to_owned()));
+            return Err(StorageError::FileChanged(opened.path));
         }
         let hashed = HashedFile {
             len: opened.len(),

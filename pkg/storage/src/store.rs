@@ -221,9 +221,11 @@ impl PartFile {
     }
 
     fn read_record(&self) -> Option<Vec<u32>> {
-        let bytes = read_nofollow(&self.dir, &self.record_name).ok()?;
         let count = self.manifest.chunks.len();
         let header = RECORD_MAGIC.len() + 32 + 4;
+        // One byte more than a valid record, so a longer file is seen as not one.
+        let bytes =
+            read_nofollow(&self.dir, &self.record_name, header + count.div_ceil(8) + 1).ok()?;
         if bytes.len() != header + count.div_ceil(8)
             || &bytes[..RECORD_MAGIC.len()] != RECORD_MAGIC
             || bytes[RECORD_MAGIC.len()..RECORD_MAGIC.len() + 32] != self.file_id.0
@@ -399,6 +401,16 @@ impl PartFile {
             && cap_std::fs::MetadataExt::ino(&there) == ours.ino()
     }
 
+    /// The finished download, to serve: through the handle it was written with, never by its
+    /// name. Call after [`PartFile::finish`] succeeded.
+    pub fn into_source(&self) -> Result<crate::SourceFile, StorageError> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(StorageError::io("cannot reopen", &self.final_path))?;
+        crate::SourceFile::assembled(file, self.final_path.clone(), self.manifest.clone())
+    }
+
     fn discard(&self) {
         let _ = self.dir.remove_file(&self.part_name);
         let _ = self.dir.remove_file(&self.record_name);
@@ -429,8 +441,14 @@ fn open_part(
         match dir.open_with(part_name, &options) {
             Ok(file) => {
                 let file = file.into_std();
-                check_existing_part(&file, dir, part_path, record_name)?;
+                // Locked first: a running download's part file has a second link for a moment
+                // while it is named (`finish`); a second download must hear it is running,
+                // not that its part file looks linked.
+                if !file.metadata().is_ok_and(|m| m.is_file()) {
+                    return Err(StorageError::NotAFile(part_path.to_owned()));
+                }
                 lock(&file, part_path)?;
+                check_existing_part(&file, dir, part_path, record_name)?;
                 return Ok(file);
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -479,7 +497,8 @@ fn check_existing_part(
     if meta.nlink() != 1 || meta.uid() != rustix::process::geteuid().as_raw() {
         return Err(StorageError::PartLinked(part_path.to_owned()));
     }
-    let ours = read_nofollow(dir, record_name).is_ok_and(|r| r.starts_with(RECORD_MAGIC));
+    let ours = read_nofollow(dir, record_name, RECORD_MAGIC.len())
+        .is_ok_and(|r| r.starts_with(RECORD_MAGIC));
     if !ours {
         return Err(StorageError::NotOurs(part_path.to_owned()));
     }
@@ -535,14 +554,24 @@ fn write_record(
     })
 }
 
-/// Reads `name` in `dir` without following a link.
-fn read_nofollow(dir: &Dir, name: &str) -> std::io::Result<Vec<u8>> {
+/// Reads at most `max` bytes of the regular file `name` in `dir`: without following a link,
+/// without waiting (a FIFO planted there fails at once), and without reading a planted huge
+/// file whole.
+fn read_nofollow(dir: &Dir, name: &str, max: usize) -> std::io::Result<Vec<u8>> {
     use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+    use cap_std::fs::OpenOptionsExt;
     use std::io::Read;
     let mut options = OpenOptions::new();
-    options.read(true).follow(FollowSymlinks::No);
+    options
+        .read(true)
+        .follow(FollowSymlinks::No)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    let file = dir.open_with(name, &options)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut bytes = Vec::new();
-    dir.open_with(name, &options)?.read_to_end(&mut bytes)?;
+    file.take(max as u64).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -570,12 +599,15 @@ fn ensure_room(path: &Path, needed: u64, available: u64) -> Result<(), StorageEr
 /// one, does not) and the name still refers to the same file as `file` (nothing swapped it
 /// in between).
 fn open_direct(dir: &Dir, name: &str, file: &File) -> Option<File> {
+    use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
     use cap_std::fs::OpenOptionsExt;
     use std::os::unix::fs::MetadataExt;
     let mut options = OpenOptions::new();
+    // Never through a link, and never waiting (a FIFO swapped in meanwhile fails at once).
     options
         .write(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
+        .follow(FollowSymlinks::No)
+        .custom_flags((rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::NONBLOCK).bits() as i32);
     let direct = dir.open_with(name, &options).ok()?.into_std();
     let (a, b) = (file.metadata().ok()?, direct.metadata().ok()?);
     (a.dev() == b.dev() && a.ino() == b.ino()).then_some(direct)
@@ -892,6 +924,36 @@ mod tests {
         let err = PartFile::create(out.path(), m).unwrap_err();
         assert!(matches!(err, StorageError::PartLinked(_)), "{err}");
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn a_fifo_planted_as_the_record_or_part_neither_hangs_nor_counts() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let m = source(src.path(), "q.bin", b"payload");
+        let fifo = |name: &str| {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                out.path().join(name),
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )
+            .unwrap()
+        };
+        // A part file of ours with a FIFO where its record goes: reading the record used to
+        // wait for a writer forever.
+        drop(PartFile::create(out.path(), m.clone()).unwrap());
+        std::fs::remove_file(out.path().join("q.bin.part.chunks")).unwrap();
+        fifo("q.bin.part.chunks");
+        let err = PartFile::create(out.path(), m.clone()).unwrap_err();
+        assert!(matches!(err, StorageError::NotOurs(_)), "{err}");
+        // A FIFO as the part file itself.
+        std::fs::remove_file(out.path().join("q.bin.part")).unwrap();
+        std::fs::remove_file(out.path().join("q.bin.part.chunks")).unwrap();
+        fifo("q.bin.part");
+        let err = PartFile::create(out.path(), m).unwrap_err();
+        assert!(matches!(err, StorageError::NotAFile(_)), "{err}");
     }
 
     #[test]

@@ -25,6 +25,16 @@ pub struct Tree {
     dir: Dir,
 }
 
+/// What a walk found.
+#[derive(Clone, Debug, Default)]
+pub struct Walk {
+    /// Regular files, sorted by path.
+    pub files: Vec<TreeFile>,
+    /// Whether every folder could be listed. If not, files missing from `files` may still be
+    /// there: don't take their absence as removal.
+    pub complete: bool,
+}
+
 /// A regular file as the walk saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeFile {
@@ -60,31 +70,48 @@ impl Tree {
 
     /// Every regular file under the folder, sorted by path, except what [`left_out`] names.
     /// Symlinks, FIFOs, devices and sockets are skipped, and the walk never enters a
-    /// symlinked folder. Unreadable folders are skipped.
-    pub fn walk(&self) -> Vec<TreeFile> {
-        let mut out = Vec::new();
-        let Ok(top) = self.dir.try_clone() else {
-            return out;
+    /// symlinked folder. One folder handle is open at a time, whatever the depth or the
+    /// number of folders. A folder that can't be listed makes the walk incomplete (its files
+    /// are unknown, not gone).
+    pub fn walk(&self) -> Walk {
+        let mut walk = Walk {
+            files: Vec::new(),
+            complete: true,
         };
-        let mut pending = vec![(top, PathBuf::new())];
-        while let Some((dir, rel)) = pending.pop() {
-            let Ok(entries) = dir.entries() else { continue };
-            for entry in entries.flatten() {
+        let mut pending = vec![PathBuf::new()];
+        while let Some(rel) = pending.pop() {
+            let listed = if rel.as_os_str().is_empty() {
+                self.dir.entries()
+            } else {
+                self.dir
+                    .open_dir_nofollow(&rel)
+                    .and_then(|dir| dir.entries())
+            };
+            let Ok(entries) = listed else {
+                walk.complete = false;
+                continue;
+            };
+            for entry in entries {
+                let Ok(entry) = entry else {
+                    walk.complete = false;
+                    continue;
+                };
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
                 if left_out(name) {
                     continue;
                 }
                 // The entry itself, not what a link points at.
-                let Ok(meta) = entry.metadata() else { continue };
+                let Ok(meta) = entry.metadata() else {
+                    walk.complete = false;
+                    continue;
+                };
                 if meta.is_dir() {
-                    if let Ok(sub) = dir.open_dir_nofollow(name) {
-                        pending.push((sub, rel.join(name)));
-                    }
+                    pending.push(rel.join(name));
                 } else if meta.is_file()
                     && let Ok(modified) = meta.modified()
                 {
-                    out.push(TreeFile {
+                    walk.files.push(TreeFile {
                         rel: rel.join(name),
                         size: meta.len(),
                         modified: modified.into_std(),
@@ -93,8 +120,8 @@ impl Tree {
                 }
             }
         }
-        out.sort_by(|a, b| a.rel.cmp(&b.rel));
-        out
+        walk.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        walk
     }
 
     /// Opens `file` beneath the folder, without following a link and without blocking, and
@@ -143,6 +170,7 @@ mod tests {
 
     fn rels(tree: &Tree) -> Vec<String> {
         tree.walk()
+            .files
             .iter()
             .map(|f| f.rel.display().to_string())
             .collect()
@@ -184,13 +212,28 @@ mod tests {
     }
 
     #[test]
+    fn many_folders_are_walked_with_one_handle_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        // More folders than the usual limit of 1,024 open files.
+        for i in 0..1500 {
+            let sub = dir.path().join(format!("d{i:04}"));
+            std::fs::create_dir(&sub).unwrap();
+            std::fs::write(sub.join("f"), b"x").unwrap();
+        }
+        let tree = Tree::open(dir.path()).unwrap();
+        let walk = tree.walk();
+        assert!(walk.complete);
+        assert_eq!(walk.files.len(), 1500);
+    }
+
+    #[test]
     fn a_file_swapped_for_a_link_after_the_walk_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret"), b"private key").unwrap();
         std::fs::write(dir.path().join("a"), b"shared").unwrap();
         let tree = Tree::open(dir.path()).unwrap();
-        let seen = tree.walk().remove(0);
+        let seen = tree.walk().files.remove(0);
 
         std::fs::remove_file(dir.path().join("a")).unwrap();
         symlink(outside.path().join("secret"), dir.path().join("a")).unwrap();
@@ -214,7 +257,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/secret"), b"shared").unwrap();
         let tree = Tree::open(dir.path()).unwrap();
-        let seen = tree.walk().remove(0);
+        let seen = tree.walk().files.remove(0);
 
         std::fs::rename(dir.path().join("sub"), dir.path().join("moved")).unwrap();
         symlink(outside.path().join("sub"), dir.path().join("sub")).unwrap();
@@ -226,7 +269,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), b"shared").unwrap();
         let tree = Tree::open(dir.path()).unwrap();
-        let seen = tree.walk().remove(0);
+        let seen = tree.walk().files.remove(0);
         std::fs::remove_file(dir.path().join("a")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,

@@ -46,7 +46,13 @@ async fn hash_folder(dir: &Path) -> anyhow::Result<Vec<(PathBuf, FileManifest)>>
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || {
         let tree = Tree::open(&dir)?;
-        tree.walk()
+        let walk = tree.walk();
+        anyhow::ensure!(
+            walk.complete,
+            "cannot list every folder under {}",
+            tree.root().display()
+        );
+        walk.files
             .into_iter()
             .map(|file| {
                 let hashed = tree

@@ -192,7 +192,12 @@ async fn register(
                 .await
                 .context("cannot list the folder")?
         };
-        for file in walked {
+        anyhow::ensure!(
+            walked.complete,
+            "cannot list every folder under {}",
+            printable(&path.display().to_string())
+        );
+        for file in walked.files {
             let shown = path.join(&file.rel);
             let rel = file.rel.clone();
             let manifest = peer

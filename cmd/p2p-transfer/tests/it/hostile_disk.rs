@@ -243,3 +243,74 @@ fn a_folder_registered_whole_leaves_links_and_fifos_out() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_swapped_for_a_link_as_it_lands_is_not_what_gets_served() {
+    use p2p_protocol::{ErrorCode, PeerConversation, PeerRequest, PeerResponse};
+
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let private = tempfile::tempdir().unwrap();
+    // A secret the same size as the download: a size check alone can't tell them apart.
+    let (path, data) = random_file(src.path(), "f.bin", 4096, 95);
+    let (secret_path, secret) = random_file(private.path(), "id_ed25519", 4096, 96);
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap();
+    let leecher = start_peer(server.addr).await;
+
+    // Someone who can write into the output folder swaps the download for a link to the
+    // secret the moment it gets its name.
+    let landed = out.path().join("f.bin");
+    let swapper = {
+        let landed = landed.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if std::fs::symlink_metadata(&landed).is_ok_and(|m| m.is_file()) {
+                    let tmp = landed.with_file_name(".swap");
+                    std::os::unix::fs::symlink(&secret_path, &tmp).unwrap();
+                    std::fs::rename(&tmp, &landed).unwrap();
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            false
+        })
+    };
+    let report = leecher
+        .download(&id.to_string(), out.path(), None, Default::default())
+        .await
+        .unwrap();
+    assert!(swapper.join().unwrap(), "the download never landed");
+    assert_eq!(report.bytes, data.len() as u64);
+
+    let stream = tokio::net::TcpStream::connect(leecher.local_addr())
+        .await
+        .unwrap();
+    let mut conn = p2p_protocol::PeerClientConnection::peer_client(stream);
+    p2p_protocol::client_hello::<PeerConversation, _>(&mut conn)
+        .await
+        .unwrap();
+    let reply = conn
+        .request(
+            &PeerRequest::GetChunk {
+                file_id: id,
+                index: 0,
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    match reply {
+        PeerResponse::Chunk { data: served, .. } => {
+            assert!(served != secret.as_slice(), "the secret was served");
+            assert_eq!(served, data.as_slice());
+        }
+        // Its name now leads elsewhere: the peer stops serving it.
+        PeerResponse::Error { code, .. } => assert_eq!(code, ErrorCode::FileUnavailable),
+        other => panic!("unexpected {other:?}"),
+    }
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
