@@ -957,6 +957,36 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_download_is_served_from_its_own_handle_not_its_name() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let private = tempfile::tempdir().unwrap();
+        let secret = private.path().join("id_ed25519");
+        // The same size as the download: a size check can't tell them apart.
+        std::fs::write(&secret, b"SECRET!").unwrap();
+        let m = source(src.path(), "k.bin", b"payload");
+        let part = PartFile::create(out.path(), m).unwrap();
+        part.write_verified(0, b"payload").unwrap();
+        let path = part.finish().unwrap();
+        // Swapped for a link as soon as it got its name.
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+
+        let served = part.into_source().unwrap();
+        let mut bytes = vec![0u8; 7];
+        rustix::io::pread(&served, &mut bytes, 0).unwrap();
+        assert_eq!(
+            bytes, b"payload",
+            "served from the handle it was written with"
+        );
+        // And since its name now leads elsewhere, it is not served at all.
+        assert!(matches!(
+            served.prepare_chunk(0),
+            Err(StorageError::FileChanged(_))
+        ));
+    }
+
+    #[test]
     fn a_failed_record_write_leaves_nothing_the_next_run_refuses() {
         let src = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();

@@ -260,7 +260,9 @@ async fn a_download_swapped_for_a_link_as_it_lands_is_not_what_gets_served() {
     let leecher = start_peer(server.addr).await;
 
     // Someone who can write into the output folder swaps the download for a link to the
-    // secret the moment it gets its name.
+    // secret the moment it gets its name. (Whether the swap lands before or after the peer
+    // starts serving depends on scheduling; `store.rs` checks the mechanism deterministically.
+    // Either way the secret must never be what is served.)
     let landed = out.path().join("f.bin");
     let swapper = {
         let landed = landed.clone();
