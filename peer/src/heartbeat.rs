@@ -1,6 +1,12 @@
 //! The task that keeps this peer registered: a heartbeat every interval the index asked for,
 //! re-registration (with every shared file) when the index forgot us, and withdrawal of files
 //! that changed on disk.
+//!
+//! Everything this task sends is a registration request, which the [`IndexClient`] sends on
+//! its session connection: a user's slow search or lookup, on the query connection, never
+//! holds a beat back.
+//!
+//! [`IndexClient`]: crate::index_client::IndexClient
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +85,7 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 // The index moved or restarted elsewhere: find it again and register there.
                 Some(finder) => match finder.rediscover().await {
                     Some(addr) => {
-                        index.set_server(addr).await;
+                        index.set_server(addr);
                         node.register_everything().await.map(|session| {
                             info!(peer_id = %session.peer_id, server = %addr, "re-registered with the index found again");
                         })

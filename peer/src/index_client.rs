@@ -1,5 +1,29 @@
-//! [`IndexClient`]: requests to the index server over one reused connection, reconnecting
-//! when it breaks.
+//! [`IndexClient`]: requests to the index server over two reused connections, reconnecting
+//! when one breaks.
+//!
+//! # Two connections, so a heartbeat never waits behind a question
+//!
+//! An index connection carries one request at a time (PROTOCOL.md §1), so a request waits
+//! for every request queued before it on the same connection. A heartbeat that waits here
+//! has not been sent, and the index's own protection of heartbeats (arrival-time expiry,
+//! sliced searches) can't see it. So the client keeps one connection per [`Lane`]:
+//!
+//! * the **session** connection carries the registration's own requests: `Register`,
+//!   `Heartbeat`, `AddFile`, `RemoveFile`, `Unregister`;
+//! * the **query** connection carries questions: `Lookup`, `Search`, `ListFiles`, `ListPeers`.
+//!
+//! Each has its own lock, and a request takes only its own lane's lock. A user's search, a
+//! download's lookup or a slow `Found` reply (each may take up to `index_timeout`, 10 s by
+//! default, against a 15 s expiry) then holds up only other questions. A heartbeat still
+//! queues behind this peer's own `AddFile` / `RemoveFile` (a share or unshare), which the
+//! index answers without searching.
+//!
+//! Each connection opens lazily, on its lane's first request, so a client that only asks
+//! questions (`p2p-transfer search`) opens one; a peer opens up to two (PROTOCOL.md §7.6 counts
+//! them against the per-address limit). A reused connection found closed (the server
+//! restarted, or closed it idle or to make room) is replaced once, on either lane. After
+//! [`IndexClient::set_server`], each lane opens a new connection on its next request, without
+//! waiting for a request in flight on the other lane.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,53 +61,133 @@ pub struct Lookup {
     pub hosts: Vec<HostInfo>,
 }
 
+/// Which of the client's connections a request goes on (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// The registration's own requests: they keep this peer listed, so they never wait
+    /// behind a question.
+    Session,
+    /// Questions about the network, which may be slow to answer.
+    Query,
+}
+
+impl Lane {
+    /// The lane `request` goes on.
+    pub fn of(request: &IndexRequest) -> Self {
+        // No wildcard: a new request kind must be given a lane on purpose.
+        match request {
+            IndexRequest::Register { .. }
+            | IndexRequest::Heartbeat { .. }
+            | IndexRequest::AddFile { .. }
+            | IndexRequest::RemoveFile { .. }
+            | IndexRequest::Unregister { .. } => Self::Session,
+            // `Hello` is sent by the handshake; one sent here is refused, on either lane.
+            IndexRequest::Hello { .. }
+            | IndexRequest::Lookup { .. }
+            | IndexRequest::Search { .. }
+            | IndexRequest::ListFiles { .. }
+            | IndexRequest::ListPeers { .. } => Self::Query,
+        }
+    }
+}
+
+/// Where requests go: the server's address, and how many times it has been changed.
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    addr: SocketAddr,
+    /// Bumped by [`IndexClient::set_server`]; a connection opened under an older one is
+    /// dropped before its next request.
+    generation: u64,
+}
+
+/// An open connection and the [`Target`] generation it was opened for.
+#[derive(Debug)]
+struct OpenConnection {
+    generation: u64,
+    conn: IndexClientConnection<TcpStream>,
+}
+
+/// One lane's connection, if open. A tokio Mutex: held across the request's await, one
+/// request at a time per connection.
+type Slot = Mutex<Option<OpenConnection>>;
+
 /// A client of one index server.
 #[derive(Debug)]
 pub struct IndexClient {
     /// Changes when the server is found again elsewhere (mDNS re-discovery).
-    server: std::sync::Mutex<SocketAddr>,
+    target: std::sync::Mutex<Target>,
     timeout: Duration,
-    /// tokio Mutex: held across the request's await; one request at a time per connection.
-    conn: Mutex<Option<IndexClientConnection<TcpStream>>>,
+    /// For [`Lane::Session`].
+    session_conn: Slot,
+    /// For [`Lane::Query`].
+    query_conn: Slot,
 }
 
 impl IndexClient {
     /// A client for `server`; connects lazily.
     pub fn new(server: SocketAddr, timeout: Duration) -> Self {
         Self {
-            server: std::sync::Mutex::new(server),
+            target: std::sync::Mutex::new(Target {
+                addr: server,
+                generation: 0,
+            }),
             timeout,
-            conn: Mutex::new(None),
+            session_conn: Mutex::new(None),
+            query_conn: Mutex::new(None),
         }
+    }
+
+    fn target(&self) -> Target {
+        *self.target.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The server's address.
     pub fn server(&self) -> SocketAddr {
-        *self.server.lock().unwrap_or_else(|e| e.into_inner())
+        self.target().addr
     }
 
-    /// Talks to `server` from now on; the next request opens a new connection.
-    pub async fn set_server(&self, server: SocketAddr) {
-        let mut slot = self.conn.lock().await;
-        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = server;
-        *slot = None;
+    /// Talks to `server` from now on; each lane's next request opens a new connection. Does
+    /// not wait for requests in flight: they finish (or time out) on the old connection.
+    pub fn set_server(&self, server: SocketAddr) {
+        let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        target.addr = server;
+        target.generation += 1;
     }
 
-    async fn connect(&self) -> Result<IndexClientConnection<TcpStream>, ProtocolError> {
-        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(self.server()))
+    fn slot(&self, lane: Lane) -> &Slot {
+        match lane {
+            Lane::Session => &self.session_conn,
+            Lane::Query => &self.query_conn,
+        }
+    }
+
+    async fn connect(&self) -> Result<OpenConnection, ProtocolError> {
+        let target = self.target();
+        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(target.addr))
             .await
             .map_err(|_| ProtocolError::Timeout(self.timeout))??;
         stream.set_nodelay(true)?;
         let mut conn = IndexClientConnection::index_client(stream);
         client_hello::<IndexConversation, _>(&mut conn).await?;
-        Ok(conn)
+        Ok(OpenConnection {
+            generation: target.generation,
+            conn,
+        })
     }
 
-    /// Sends `request` and returns the reply; an `Error` reply becomes
-    /// [`PeerError::IndexRefused`]. A reused connection that turns out to be closed (the
-    /// server restarted or timed it out) is replaced once.
+    /// Sends `request` on its [`Lane`]'s connection and returns the reply; an `Error` reply
+    /// becomes [`PeerError::IndexRefused`]. A reused connection that turns out to be closed
+    /// (the server restarted or timed it out) is replaced once.
     pub async fn call(&self, request: IndexRequest) -> Result<IndexResponse, PeerError> {
-        let mut slot = self.conn.lock().await;
+        let mut slot = self.slot(Lane::of(&request)).lock().await;
+        let generation = self.target().generation;
+        if slot
+            .as_ref()
+            .is_some_and(|open| open.generation != generation)
+        {
+            // Opened for a server we no longer talk to.
+            *slot = None;
+        }
         let reused = slot.is_some();
         let result = self.call_on(&mut slot, &request).await;
         let result = match result {
@@ -104,14 +208,14 @@ impl IndexClient {
 
     async fn call_on(
         &self,
-        slot: &mut Option<IndexClientConnection<TcpStream>>,
+        slot: &mut Option<OpenConnection>,
         request: &IndexRequest,
     ) -> Result<IndexResponse, ProtocolError> {
-        let conn = match slot {
-            Some(conn) => conn,
+        let open = match slot {
+            Some(open) => open,
             None => slot.insert(self.connect().await?),
         };
-        let result = conn.request(request, self.timeout).await;
+        let result = open.conn.request(request, self.timeout).await;
         if result.is_err() {
             // Whatever state the stream is in, it can't be trusted for the next request.
             *slot = None;

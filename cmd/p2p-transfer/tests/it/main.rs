@@ -7,6 +7,7 @@ mod cli;
 mod connections;
 mod direct;
 mod faults;
+mod heartbeat;
 mod hostile_disk;
 mod hostile_text;
 mod index;
