@@ -850,12 +850,19 @@ mod hostile_clients {
     /// far below what a server that scans the whole index under its lock takes.
     const PROMPT: Duration = Duration::from_millis(750);
 
-    async fn connect_from(source: [u8; 4], server: SocketAddr) -> IndexClientConnection<TcpStream> {
+    /// A TCP connection to `server` from the loopback address `source`. (The integration
+    /// tests' `support::connect_from`, which these unit tests can't reach.)
+    async fn stream_from(source: [u8; 4], server: SocketAddr) -> TcpStream {
         let socket = TcpSocket::new_v4().unwrap();
         socket.bind(SocketAddr::from((source, 0))).unwrap();
         let stream = socket.connect(server).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        let mut conn = IndexClientConnection::index_client(stream);
+        stream
+    }
+
+    /// A handshaken index connection from `source`.
+    async fn connect_from(source: [u8; 4], server: SocketAddr) -> IndexClientConnection<TcpStream> {
+        let mut conn = IndexClientConnection::index_client(stream_from(source, server).await);
         client_hello::<IndexConversation, _>(&mut conn)
             .await
             .unwrap();
@@ -1020,9 +1027,7 @@ mod hostile_clients {
         // Longer than a reply may take to be written before it counts as slow.
         tokio::time::sleep(super::SLOW_REPLY + Duration::from_secs(1)).await;
 
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::from(([127, 0, 0, 3], 0))).unwrap();
-        let stream = socket.connect(addr).await.unwrap();
+        let stream = stream_from([127, 0, 0, 3], addr).await;
         let mut newcomer = IndexClientConnection::index_client(stream);
         let refused = client_hello::<IndexConversation, _>(&mut newcomer).await;
         assert!(
@@ -1076,9 +1081,7 @@ mod hostile_clients {
         // of them before they have even said `Hello`.
         let mut stalled = Vec::new();
         for i in 0..10 {
-            let socket = TcpSocket::new_v4().unwrap();
-            socket.bind(SocketAddr::from((HOSTILE, 0))).unwrap();
-            let mut stream = socket.connect(addr).await.unwrap();
+            let mut stream = stream_from(HOSTILE, addr).await;
             let hello = IndexRequest::Hello {
                 version: p2p_protocol::PROTOCOL_VERSION,
             };
