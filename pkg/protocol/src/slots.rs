@@ -169,8 +169,8 @@ impl SlotTable {
         lock(&self.table)
     }
 
-    /// Admits a connection from `ip` that arrived at `now`, closing the longest-idle
-    /// qualifying connection if every slot is taken. The slot's [`Slot::closed`] token is a
+    /// Admits a connection from `ip` that arrived at `now`, closing a qualifying connection
+    /// (the longest-idle one, if any; module docs) if every slot is taken. The slot's [`Slot::closed`] token is a
     /// child of `shutdown`.
     ///
     /// ```
@@ -215,7 +215,7 @@ impl SlotTable {
                     let evicted = table.remove(victim);
                     if let Some(entry) = evicted {
                         entry.closed.cancel();
-                        debug!(victim = %entry.ip, newcomer = %ip, "full: closed the longest-idle connection");
+                        debug!(victim = %entry.ip, state = ?entry.state, newcomer = %ip, "full: closed a connection to make room");
                     }
                     None
                 }
