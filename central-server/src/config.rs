@@ -14,8 +14,10 @@ pub struct ServerConfig {
     /// one or two lost heartbeats never drop a live peer.
     pub heartbeat_timeout: Duration,
     /// Connections served at once. When all are taken, a newcomer closes the longest-idle
-    /// connection that qualifies (connections of registered peers last, one answering a
-    /// request never; `p2p_protocol::slots`), or is refused with `busy`.
+    /// connection that qualifies (connections of registered peers last). One whose request is
+    /// being answered is never closed for it, however long the answer waits; one whose reply
+    /// has been being written for 2 s (a client reading too slowly) may be, if nothing idle
+    /// qualifies (`p2p_protocol::slots`). Otherwise the newcomer is refused with `busy`.
     pub max_connections: usize,
     /// Connections one source address may hold at once; more are answered
     /// `limit_exceeded` and closed.

@@ -36,9 +36,10 @@ const REFUSE_HELLO_WAIT: Duration = Duration::from_secs(2);
 /// Refusals being answered at once; beyond that a connection is closed without a reply.
 const MAX_REFUSALS: usize = 64;
 
-/// A reply still being written after this long means a client reading too slowly: when the
-/// server is full and nothing idle can make room, such a connection may be closed instead.
-/// Replies are at most 2 MiB, well under a second on a LAN.
+/// A reply still being written after this long (counted from its first byte, not from the
+/// request's arrival) means a client reading too slowly: when the server is full and nothing
+/// idle can make room, such a connection may be closed instead. Replies are at most 2 MiB,
+/// well under a second on a LAN.
 const SLOW_REPLY: Duration = Duration::from_secs(2);
 
 /// File names a search looks at per hold of the index lock; the lock is let go between slices,
@@ -191,6 +192,9 @@ impl Server {
             max_per_ip: config.max_connections_per_ip,
             max_refusals: MAX_REFUSALS,
             slow_after: SLOW_REPLY,
+            // A request being answered is never cut off for a newcomer: the index answers
+            // quickly, and connections wait here only for a turn or for room.
+            fair_share: false,
         });
         // Accept first, then decide: a full server closes its longest-idle connection for the
         // newcomer, or tells it why not, rather than leaving it unseen in the backlog.
@@ -276,36 +280,48 @@ impl Handler {
             else {
                 return Ok(());
             };
-            let heartbeat_of = match &request {
-                IndexRequest::Heartbeat { peer_id, .. } => Some(*peer_id),
-                _ => None,
-            };
-            let (response, reply_room) = self.answer(request, room).await;
-            // This connection carries a live registration, proven by its token: keep it over
-            // unregistered ones when full, for as long as the registration lasts.
-            let registered = match (&response, heartbeat_of) {
-                (IndexResponse::Registered { peer_id, .. }, _) => Some(*peer_id),
-                (IndexResponse::HeartbeatAck {}, heartbeat_of) => heartbeat_of,
-                _ => None,
-            };
-            if let Some(peer_id) = registered {
-                let until = Instant::now().into_std() + config.heartbeat_timeout;
-                self.slot.privilege(peer_id.0, until);
-            }
-            if let IndexResponse::Error { code, message } = &response {
-                info!(%code, %message, "request refused");
-            }
-            // Closing the slot (to make room for another client, or shutdown) also ends a
-            // reply that is being written too slowly.
+            // Closing the slot (to make room for another client, or shutdown) ends the
+            // exchange wherever it is: waiting for a search turn or for room, running a search,
+            // or writing a reply too slowly. What it holds (room in the budget, the search
+            // turn, a backlog entry) is given back as it is dropped.
             let closed = self.slot.closed_token().clone();
             tokio::select! {
                 biased;
                 _ = closed.cancelled() => return Ok(()),
-                sent = self.send(&response, reply_room) => sent?,
+                served = self.serve(request, room) => served?,
             }
             self.slot.idle(Instant::now().into_std());
             wait = config.idle_timeout;
         }
+    }
+
+    /// Answers one request and sends the reply. The slot is busy until the reply is about to
+    /// be written, then writing.
+    async fn serve(
+        &mut self,
+        request: IndexRequest,
+        room: Option<Room>,
+    ) -> Result<(), ProtocolError> {
+        let heartbeat_of = match &request {
+            IndexRequest::Heartbeat { peer_id, .. } => Some(*peer_id),
+            _ => None,
+        };
+        let (response, reply_room) = self.answer(request, room).await;
+        // This connection carries a live registration, proven by its token: keep it over
+        // unregistered ones when full, for as long as the registration lasts.
+        let registered = match (&response, heartbeat_of) {
+            (IndexResponse::Registered { peer_id, .. }, _) => Some(*peer_id),
+            (IndexResponse::HeartbeatAck {}, heartbeat_of) => heartbeat_of,
+            _ => None,
+        };
+        if let Some(peer_id) = registered {
+            let until = Instant::now().into_std() + self.shared.config.heartbeat_timeout;
+            self.slot.privilege(peer_id.0, until);
+        }
+        if let IndexResponse::Error { code, message } = &response {
+            info!(%code, %message, "request refused");
+        }
+        self.send(&response, reply_room).await
     }
 
     /// `server_hello`, with the first frame read like any other (a large one waits for room),
@@ -359,9 +375,12 @@ impl Handler {
                 let room = self.room_for(self.shared.list_len_bound(false)).await;
                 let turn = self.shared.search_turns.clone().acquire_owned().await;
                 let shared = self.shared.clone();
+                // A connection closed meanwhile stops its search at the next slice and gives
+                // the turn to the next one.
+                let closed = self.slot.closed_token().clone();
                 let response = tokio::task::spawn_blocking(move || {
                     let _turn = turn;
-                    shared.finish_search(search)
+                    shared.finish_search(search, &closed)
                 })
                 .await
                 .unwrap_or_else(|err| IndexResponse::Error {
@@ -436,6 +455,8 @@ impl Handler {
             Some(room) => Some(room),
             None => self.room_for(encoded_len_bound(response)).await,
         };
+        // From here on, time taken is the client's: it reads too slowly.
+        self.slot.writing(Instant::now().into_std());
         let sent = self.conn.send_timeout(response, SEND_TIMEOUT).await;
         self.conn.shrink_buffers(FREE_FRAME_LEN);
         drop(room);
@@ -562,7 +583,7 @@ impl Shared {
             }
             IndexRequest::Search { query } => {
                 return match self.start_search(from, &query, now) {
-                    Ok(search) => self.finish_search(search),
+                    Ok(search) => self.finish_search(search, &CancellationToken::new()),
                     Err(refusal) => refusal,
                 };
             }
@@ -630,9 +651,10 @@ impl Shared {
         Ok(Search::new(query))
     }
 
-    /// Runs `search` to the end, a slice at a time, letting go of the index between slices.
-    fn finish_search(&self, mut search: Search) -> IndexResponse {
-        while !self.index().search_step(&mut search, SEARCH_SLICE) {}
+    /// Runs `search` to the end, a slice at a time, letting go of the index between slices, or
+    /// until `stop` fires (its connection closed: what was found so far is never sent).
+    fn finish_search(&self, mut search: Search, stop: &CancellationToken) -> IndexResponse {
+        while !stop.is_cancelled() && !self.index().search_step(&mut search, SEARCH_SLICE) {}
         let (files, total) = search.finish();
         IndexResponse::Files { files, total }
     }
@@ -828,12 +850,19 @@ mod hostile_clients {
     /// far below what a server that scans the whole index under its lock takes.
     const PROMPT: Duration = Duration::from_millis(750);
 
-    async fn connect_from(source: [u8; 4], server: SocketAddr) -> IndexClientConnection<TcpStream> {
+    /// A TCP connection to `server` from the loopback address `source`. (The integration
+    /// tests' `support::connect_from`, which these unit tests can't reach.)
+    async fn stream_from(source: [u8; 4], server: SocketAddr) -> TcpStream {
         let socket = TcpSocket::new_v4().unwrap();
         socket.bind(SocketAddr::from((source, 0))).unwrap();
         let stream = socket.connect(server).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        let mut conn = IndexClientConnection::index_client(stream);
+        stream
+    }
+
+    /// A handshaken index connection from `source`.
+    async fn connect_from(source: [u8; 4], server: SocketAddr) -> IndexClientConnection<TcpStream> {
+        let mut conn = IndexClientConnection::index_client(stream_from(source, server).await);
         client_hello::<IndexConversation, _>(&mut conn)
             .await
             .unwrap();
@@ -967,6 +996,62 @@ mod hostile_clients {
         task.await.unwrap();
     }
 
+    /// Searches waiting for their turn behind a long one are being answered, not read slowly:
+    /// on a full server, however long they wait, none is closed for a newcomer (which is told
+    /// `busy`), and each gets its reply once the turn comes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn searches_waiting_their_turn_are_not_closed_for_a_newcomer() {
+        use p2p_protocol::{ErrorCode, ProtocolError};
+
+        let config = ServerConfig {
+            max_connections: 3,
+            ..ServerConfig::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::new(listener, config);
+        let addr = server.local_addr().unwrap();
+        let shared = server.handle().unwrap().shared();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        // A long search holds the one turn.
+        let turn = shared.search_turns.clone().acquire_owned().await.unwrap();
+        // One address fills the server with searches that wait for it.
+        let mut searchers = Vec::new();
+        for _ in 0..3 {
+            let mut conn = connect_from(HOSTILE, addr).await;
+            searchers.push(tokio::spawn(async move {
+                let query = IndexRequest::Search { query: "a".into() };
+                conn.request(&query, Duration::from_secs(30)).await
+            }));
+        }
+        // Longer than a reply may take to be written before it counts as slow.
+        tokio::time::sleep(super::SLOW_REPLY + Duration::from_secs(1)).await;
+
+        let stream = stream_from([127, 0, 0, 3], addr).await;
+        let mut newcomer = IndexClientConnection::index_client(stream);
+        let refused = client_hello::<IndexConversation, _>(&mut newcomer).await;
+        assert!(
+            matches!(
+                refused,
+                Err(ProtocolError::Remote {
+                    code: ErrorCode::Busy,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        drop(turn);
+        for searcher in searchers {
+            let reply = searcher.await.unwrap();
+            assert!(
+                matches!(reply, Ok(IndexResponse::Files { .. })),
+                "a waiting search was cut off: {reply:?}"
+            );
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
     /// Connections that announce the largest frame and then stall take at most their
     /// address's share of the buffer budget, whatever their number; a large request from
     /// another address is still read and answered, and the room comes back after each reply.
@@ -996,9 +1081,7 @@ mod hostile_clients {
         // of them before they have even said `Hello`.
         let mut stalled = Vec::new();
         for i in 0..10 {
-            let socket = TcpSocket::new_v4().unwrap();
-            socket.bind(SocketAddr::from((HOSTILE, 0))).unwrap();
-            let mut stream = socket.connect(addr).await.unwrap();
+            let mut stream = stream_from(HOSTILE, addr).await;
             let hello = IndexRequest::Hello {
                 version: p2p_protocol::PROTOCOL_VERSION,
             };

@@ -30,7 +30,7 @@ const MAX_REFUSALS: usize = 64;
 
 /// A chunk still being sent after this long means a client reading too slowly (4 MiB take
 /// well under a second on a LAN, 3.5 s at 10 Mbit/s): when the server is full and nothing idle
-/// can make room, such a connection may be closed instead.
+/// can make room, such a connection is closed first.
 const SLOW_REPLY: Duration = Duration::from_secs(10);
 
 /// How long a refused client may take to send its `Hello` before it is told `busy`.
@@ -65,11 +65,15 @@ impl ChunkServer {
             max_per_ip: self.max_inbound_per_ip,
             max_refusals: MAX_REFUSALS,
             slow_after: SLOW_REPLY,
+            // Downloads keep their connections busy back to back, never idle and rarely slow:
+            // without this, two addresses could hold every slot for good.
+            fair_share: true,
         });
         while let Some((stream, addr)) = accept(&self.listener, &shutdown).await {
             let mut conn = PeerServerConnection::peer_server(stream);
-            // When full, the longest-idle connection makes room; refuse rather than queue
-            // when none can: the downloader has other hosts to try.
+            // When full, the longest-idle connection makes room, or one of an address holding
+            // far more than the newcomer's; refuse rather than queue when none can: the
+            // downloader has other hosts to try.
             let slot = match slots.admit(addr.ip(), std::time::Instant::now(), &shutdown) {
                 Admission::Admitted(slot) => slot,
                 Admission::Refused(refusal, place) => {
@@ -116,8 +120,8 @@ struct Handler {
     stats: Arc<ServeStats>,
     idle_timeout: Duration,
     first_request_timeout: Duration,
-    /// Busy while a request is answered; closed when the server needs the room for another
-    /// client, or shuts down.
+    /// Busy while a request is answered, writing while its reply is sent; closed when the
+    /// server needs the room for another client, or shuts down.
     slot: Slot,
 }
 
@@ -145,7 +149,8 @@ impl Handler {
         Ok(())
     }
 
-    /// Answers one request, and sends the reply.
+    /// Answers one request, and sends the reply; the slot is writing from the reply's first
+    /// byte.
     async fn answer(&mut self, request: PeerRequest) -> Result<(), ProtocolError> {
         match self.respond(request).await {
             // The chunk goes straight from the page cache to the socket.
@@ -155,6 +160,7 @@ impl Handler {
                 file,
                 range,
             } => {
+                self.slot.writing(std::time::Instant::now());
                 self.conn
                     .send_chunk_from_file(
                         file_id,
@@ -174,6 +180,7 @@ impl Handler {
                 if let PeerResponse::Error { code, message } = &response {
                     debug!(%code, %message, "request refused");
                 }
+                self.slot.writing(std::time::Instant::now());
                 self.conn.send_timeout(&response, SEND_TIMEOUT).await?
             }
         }

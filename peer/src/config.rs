@@ -30,8 +30,12 @@ pub struct PeerConfig {
     /// 2 x workers x 4 MiB.
     pub workers: usize,
     /// Inbound chunk-server connections served at once. When all are taken, a newcomer
-    /// closes the longest-idle connection that qualifies (never one sending a chunk;
-    /// `p2p_protocol::slots`), or gets a `busy` reply.
+    /// closes the longest-idle connection that qualifies; failing that, one sending a chunk
+    /// for 10 s or more (a client reading too slowly), and failing that, any connection of
+    /// the address holding the most, if that is at least two more than the newcomer's
+    /// address holds (`p2p_protocol::slots`, fair share). Otherwise it gets a `busy` reply.
+    /// So a downloader from an address holding nothing gets in unless every address holds at
+    /// most one connection.
     pub max_inbound: usize,
     /// Inbound connections one source address may hold at once; more get a `busy` reply.
     pub max_inbound_per_ip: usize,

@@ -1,8 +1,8 @@
 //! What both servers share about a connection's life: accepting with a pause after failures,
 //! turning a connection away with one error reply that the client can actually read, and, for
 //! an admitted connection, the handshake and the wait for each request while its
-//! [`Slot`] says whether it is idle or busy (so that the longest-idle connection, never a busy
-//! one, is closed when the server is full; see [`crate::slots`]).
+//! [`Slot`] says whether it is idle or busy (so that the longest-idle connection, not one
+//! being answered, is closed when the server is full; see [`crate::slots`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -87,8 +87,9 @@ where
 /// whole. `Ok(None)` when the connection should close without a reply: the client closed it,
 /// sent nothing complete in time, or the slot was closed (to make room, or shutdown). A frame
 /// that can't be decoded is answered with an `Error` where one is worth sending, and is
-/// returned as the error; the caller then closes the connection. After answering the request,
-/// the caller marks the slot idle again ([`Slot::idle`]).
+/// returned as the error; the caller then closes the connection. The caller marks the slot
+/// writing ([`Slot::writing`]) just before it sends the reply, and idle again
+/// ([`Slot::idle`]) once the reply is sent.
 pub async fn next_request<C, S>(
     conn: &mut Connection<S, C::Request, C::Response>,
     slot: &Slot,

@@ -1,4 +1,5 @@
-//! The p2p-transfer wire protocol: shared vocabulary and framing, no business logic, no disk.
+//! The p2p-transfer wire protocol: the shared vocabulary, framing and connection handling
+//! (accepting, admitting, handshaking) both servers use; no disk.
 //!
 //! `docs/PROTOCOL.md` at the repository root is the full contract (byte layouts, every field,
 //! every error reply, every limit); this summary and the types here must agree with it.
@@ -30,7 +31,7 @@
 //! * [`codec`]: frames ↔ messages.
 //! * [`connection`]: [`Connection`], typed send/receive over any async stream.
 //! * [`handshake`]: the `Hello` exchange.
-//! * [`slots`]: which connections a server serves, and which idle one it closes when full.
+//! * [`slots`]: which connections a server serves, and which one it closes when full.
 //! * [`accept`]: accepting, refusing, the handshake and waiting for requests, for both servers.
 //! * [`manifest_file`]: the `.p2pm` file format (not on the wire; shared by tools).
 //! * [`text`]: showing text that came from the network ([`printable`], [`RemoteText`]).

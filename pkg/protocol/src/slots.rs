@@ -1,22 +1,30 @@
 //! [`SlotTable`]: the connections a server has admitted, what each is doing, and which one to
-//! close when a newcomer finds every slot taken. Both servers use it, so idle or slow
+//! close when a newcomer finds every slot taken. Both servers use it, so idle, slow or greedy
 //! connections can't starve the clients that actually use a server.
 //!
 //! # Rules
 //! * At most `max` connections in all and `max_per_ip` from one source address (IPv4-mapped
 //!   IPv6 counts as IPv4). Over the per-address cap the newcomer is refused.
 //! * Each admitted connection is **idle** (handshaking, or between requests, since some
-//!   instant) or **busy** (a request is being answered). A busy connection is not closed to
-//!   make room (unless it is too slow, below), so downloads that are moving data are not cut.
+//!   instant), **busy** (a request is being answered: read whole, and waiting for a turn or
+//!   for room, or being worked on) or **writing** (its reply is being sent, since some
+//!   instant). Only how long a reply has been *written* says that a client reads slowly; time
+//!   spent answering says nothing about the client.
 //! * When all `max` are taken, the table closes one idle connection to admit the newcomer:
 //!   the **longest-idle** one whose address holds more connections than the newcomer's address
 //!   does (or one of the newcomer's own address). So one address can't push out the
 //!   connections of a lighter one, and a newcomer from an address with nothing open can always
 //!   get in while anything is idle.
-//! * If nothing idle qualifies, a connection that has been busy with one request for at
-//!   least `slow_after` (its client reads the reply too slowly) is closed instead, the
-//!   longest-busy first, but only from an address holding at least two more connections than
-//!   the newcomer's.
+//! * If nothing idle qualifies, a connection that has been writing one reply for at least
+//!   `slow_after` (its client reads the reply too slowly) is closed instead, the longest-writing
+//!   first, but only from an address holding at least two more connections than the
+//!   newcomer's. A busy connection is never closed by this rule, however long it has been busy.
+//! * With `fair_share` (the chunk server), if still nothing qualifies, any busy or writing
+//!   connection of an address holding at least two more connections than the newcomer's is
+//!   closed: one of the address holding most, the one longest in its state first. So a
+//!   newcomer from an address holding `n` connections is refused only if no address holds
+//!   `n + 2` or more: clients that re-request back to back, never idle and never slow, still
+//!   can't keep a newcomer from an address holding nothing out while any address holds two.
 //! * A connection can be **privileged** for a while (the index: it carries a live
 //!   registration, proven by a token). Privileged connections are closed only when no
 //!   unprivileged one qualifies. One key (peer id) privileges one connection at a time, so a
@@ -46,9 +54,14 @@ pub struct SlotLimits {
     pub max_per_ip: usize,
     /// Refusals being answered at once; more newcomers are closed without a reply.
     pub max_refusals: usize,
-    /// A connection busy with one request for this long is reading its reply too slowly; when
-    /// nothing idle can make room, it may be closed for a newcomer from a lighter address.
+    /// A connection writing one reply for this long is reading it too slowly; when nothing
+    /// idle can make room, it may be closed for a newcomer from a lighter address.
     pub slow_after: Duration,
+    /// When nothing idle or slow can make room, close a busy or writing connection, whatever
+    /// its speed, of an address holding at least two more connections than the newcomer's
+    /// (see the module docs). For servers whose clients legitimately keep every connection
+    /// busy, such as a chunk server serving back-to-back downloads.
+    pub fair_share: bool,
 }
 
 /// The admitted connections of one listener. Cheap to clone.
@@ -84,8 +97,10 @@ struct Entry {
 enum State {
     /// Handshaking, or waiting for the next request.
     Idle(Instant),
-    /// Answering a request.
+    /// Answering a request, its reply not yet being written.
     Busy(Instant),
+    /// Writing the reply.
+    Writing(Instant),
 }
 
 impl Entry {
@@ -154,8 +169,8 @@ impl SlotTable {
         lock(&self.table)
     }
 
-    /// Admits a connection from `ip` that arrived at `now`, closing the longest-idle
-    /// qualifying connection if every slot is taken. The slot's [`Slot::closed`] token is a
+    /// Admits a connection from `ip` that arrived at `now`, closing a qualifying connection
+    /// (the longest-idle one, if any; module docs) if every slot is taken. The slot's [`Slot::closed`] token is a
     /// child of `shutdown`.
     ///
     /// ```
@@ -168,6 +183,7 @@ impl SlotTable {
     ///     max_per_ip: 1,
     ///     max_refusals: 4,
     ///     slow_after: Duration::from_secs(10),
+    ///     fair_share: false,
     /// };
     /// let table = SlotTable::new(limits);
     /// let shutdown = CancellationToken::new();
@@ -179,7 +195,8 @@ impl SlotTable {
     /// let Admission::Admitted(busy) = table.admit("10.0.0.2".parse().unwrap(), later, &shutdown)
     ///     else { panic!() };
     /// assert!(idle.closed_token().is_cancelled());
-    /// // A connection answering a request is never closed to make room.
+    /// // A connection answering a request is never closed to make room (without
+    /// // `fair_share`).
     /// assert!(busy.busy(later));
     /// let refused = table.admit("10.0.0.3".parse().unwrap(), later, &shutdown);
     /// assert!(matches!(refused, Admission::Refused(Refusal::Full { max: 1 }, _)));
@@ -198,7 +215,7 @@ impl SlotTable {
                     let evicted = table.remove(victim);
                     if let Some(entry) = evicted {
                         entry.closed.cancel();
-                        debug!(victim = %entry.ip, newcomer = %ip, "full: closed the longest-idle connection");
+                        debug!(victim = %entry.ip, state = ?entry.state, newcomer = %ip, "full: closed a connection to make room");
                     }
                     None
                 }
@@ -255,36 +272,55 @@ impl SlotTable {
 impl Table {
     /// The slot to close for a newcomer from `ip`, which holds `from_ip` connections,
     /// unprivileged ones first: the longest-idle of the newcomer's own address or of an
-    /// address holding more; failing that, the longest-busy of those busy for at least
-    /// `slow_after` on an address holding at least two more (so the swap leaves it no
-    /// lighter than the newcomer's).
+    /// address holding more; failing that, of an address holding at least two more (so the
+    /// swap leaves it no lighter than the newcomer's), the longest-writing of those writing
+    /// for at least `slow_after`; failing that, with `fair_share`, any busy or writing one of
+    /// the heaviest such address, the longest in its state.
     fn victim(&self, ip: IpAddr, from_ip: usize, now: Instant) -> Option<u64> {
         let holds = |entry: &Entry| self.per_ip.get(&entry.ip).copied().unwrap_or(0);
-        let pick = |qualifies: &dyn Fn(&Entry) -> Option<Instant>| {
-            self.open
+        let heavier = |entry: &Entry| holds(entry) > from_ip + 1;
+        // The entry that qualifies with the least key, unprivileged before privileged.
+        fn pick<K: Ord>(
+            table: &Table,
+            now: Instant,
+            qualifies: impl Fn(&Entry) -> Option<K>,
+        ) -> Option<u64> {
+            table
+                .open
                 .iter()
                 .filter_map(|(id, entry)| {
-                    qualifies(entry).map(|since| (entry.privileged(now), since, *id))
+                    qualifies(entry).map(|key| (entry.privileged(now), key, *id))
                 })
                 .min()
                 .map(|(_, _, id)| id)
-        };
-        pick(&|entry| match entry.state {
+        }
+        let idle = pick(self, now, |entry| match entry.state {
             State::Idle(since) if entry.ip == ip || holds(entry) > from_ip => Some(since),
             _ => None,
-        })
-        .or_else(|| {
-            pick(&|entry| match entry.state {
-                State::Busy(since)
-                    if entry.ip != ip
-                        && holds(entry) > from_ip + 1
+        });
+        let slow = || {
+            pick(self, now, |entry| match entry.state {
+                State::Writing(since)
+                    if heavier(entry)
                         && now.saturating_duration_since(since) >= self.limits.slow_after =>
                 {
                     Some(since)
                 }
                 _ => None,
             })
-        })
+        };
+        let greedy = || {
+            if !self.limits.fair_share {
+                return None;
+            }
+            pick(self, now, |entry| match entry.state {
+                State::Busy(since) | State::Writing(since) if heavier(entry) => {
+                    Some((std::cmp::Reverse(holds(entry)), since))
+                }
+                _ => None,
+            })
+        };
+        idle.or_else(slow).or_else(greedy)
     }
 
     /// Takes `id` out of the table, freeing its counts.
@@ -321,9 +357,9 @@ impl Slot {
         &self.closed
     }
 
-    /// Marks the connection busy answering a request from `now`, so it is not closed to
-    /// make room (unless it stays busy for `slow_after`). Returns `false` if it was closed
-    /// already (the request should then be dropped).
+    /// Marks the connection busy answering a request from `now`: it is not closed to make
+    /// room, however long that takes (unless by `fair_share`). Returns `false` if it was
+    /// closed already (the request should then be dropped).
     pub fn busy(&self, now: Instant) -> bool {
         let mut table = self.lock();
         match table.open.get_mut(&self.id) {
@@ -332,6 +368,15 @@ impl Slot {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Marks the connection writing its reply from `now`, just before the first byte goes out:
+    /// if that takes `slow_after` or more, its client reads too slowly, and the connection may
+    /// be closed to make room.
+    pub fn writing(&self, now: Instant) {
+        if let Some(entry) = self.lock().open.get_mut(&self.id) {
+            entry.state = State::Writing(now);
         }
     }
 
@@ -392,11 +437,16 @@ mod tests {
     }
 
     fn table(max: usize, max_per_ip: usize) -> SlotTable {
+        limited(max, max_per_ip, false)
+    }
+
+    fn limited(max: usize, max_per_ip: usize, fair_share: bool) -> SlotTable {
         SlotTable::new(SlotLimits {
             max,
             max_per_ip,
             max_refusals: 2,
             slow_after: Duration::from_secs(10),
+            fair_share,
         })
     }
 
@@ -491,19 +541,97 @@ mod tests {
         let heavy: Vec<Slot> = (0..2)
             .map(|_| admitted(t.admit(ip(2), at(0), &shutdown)))
             .collect();
-        assert!(light.busy(at(0)));
-        assert!(heavy[0].busy(at(1)) && heavy[1].busy(at(2)));
-        // Busy for less than `slow_after`: nobody is closed.
+        assert!(light.busy(at(0)) && heavy[0].busy(at(0)) && heavy[1].busy(at(0)));
+        light.writing(at(0));
+        heavy[0].writing(at(1));
+        heavy[1].writing(at(2));
+        // Writing for less than `slow_after`: nobody is closed.
         assert_eq!(
             refused(t.admit(ip(3), at(5), &shutdown)),
             Refusal::Full { max: 3 }
         );
-        // Later, the heavy address's longest-busy one goes; the light one (busy longer, but
-        // its address is no heavier than the newcomer's would be) stays.
+        // Later, the heavy address's longest-writing one goes; the light one (writing longer,
+        // but its address is no heavier than the newcomer's would be) stays.
         let _n = admitted(t.admit(ip(3), at(20), &shutdown));
         assert!(heavy[0].closed_token().is_cancelled());
         assert!(!light.closed_token().is_cancelled());
         assert!(!heavy[1].closed_token().is_cancelled());
+    }
+
+    #[test]
+    fn a_connection_answering_slowly_is_never_closed_one_writing_slowly_is() {
+        let t = table(3, 3);
+        let shutdown = CancellationToken::new();
+        let light = admitted(t.admit(ip(1), at(0), &shutdown));
+        let heavy: Vec<Slot> = (0..2)
+            .map(|_| admitted(t.admit(ip(2), at(0), &shutdown)))
+            .collect();
+        assert!(light.busy(at(0)) && heavy[0].busy(at(0)) && heavy[1].busy(at(1)));
+        // Answering (waiting for its turn, say) for twice `slow_after`: not a slow reader.
+        assert_eq!(
+            refused(t.admit(ip(3), at(20), &shutdown)),
+            Refusal::Full { max: 3 }
+        );
+        assert!(heavy.iter().all(|s| !s.closed_token().is_cancelled()));
+        // Its reply starts at 21: slow only from 31 on, and then it goes.
+        heavy[1].writing(at(21));
+        assert_eq!(
+            refused(t.admit(ip(3), at(30), &shutdown)),
+            Refusal::Full { max: 3 }
+        );
+        let _n = admitted(t.admit(ip(3), at(31), &shutdown));
+        assert!(heavy[1].closed_token().is_cancelled());
+        assert!(!heavy[0].closed_token().is_cancelled());
+    }
+
+    #[test]
+    fn with_fair_share_a_busy_heavy_address_gives_way_to_a_light_one() {
+        let t = limited(6, 3, true);
+        let shutdown = CancellationToken::new();
+        // Two addresses hold every slot, each connection busy or writing, none slow.
+        let heavy: Vec<(IpAddr, Slot)> = [1, 1, 1, 2, 2, 2]
+            .into_iter()
+            .map(|last| (ip(last), admitted(t.admit(ip(last), at(0), &shutdown))))
+            .collect();
+        for (i, (_, slot)) in heavy.iter().enumerate() {
+            assert!(slot.busy(at(1)));
+            if i % 2 == 0 {
+                slot.writing(at(1));
+            }
+        }
+        // A newcomer from a third address gets in, and one more from it; each time an address
+        // holding the most gives one up.
+        let first = admitted(t.admit(ip(3), at(2), &shutdown));
+        assert!(first.busy(at(2)));
+        let second = admitted(t.admit(ip(3), at(2), &shutdown));
+        assert!(second.busy(at(2)));
+        let closed = |last: u8| {
+            heavy
+                .iter()
+                .filter(|(from, slot)| *from == ip(last) && slot.closed_token().is_cancelled())
+                .count()
+        };
+        assert_eq!((closed(1), closed(2)), (1, 1));
+        // Now each address holds two: nobody holds two more than the third's, so its third
+        // connection is refused, and so is a newcomer of the heavy ones.
+        assert_eq!(
+            refused(t.admit(ip(3), at(3), &shutdown)),
+            Refusal::Full { max: 6 }
+        );
+        assert_eq!(
+            refused(t.admit(ip(1), at(3), &shutdown)),
+            Refusal::Full { max: 6 }
+        );
+        assert!(!first.closed_token().is_cancelled() && !second.closed_token().is_cancelled());
+        // Without `fair_share`, the same busy connections are never closed.
+        let t = table(2, 2);
+        let a = admitted(t.admit(ip(1), at(0), &shutdown));
+        let b = admitted(t.admit(ip(1), at(0), &shutdown));
+        assert!(a.busy(at(0)) && b.busy(at(0)));
+        assert_eq!(
+            refused(t.admit(ip(3), at(1), &shutdown)),
+            Refusal::Full { max: 2 }
+        );
     }
 
     #[test]
@@ -581,6 +709,7 @@ mod tests {
     enum Op {
         Admit(u8),
         Busy(usize),
+        Writing(usize),
         Idle(usize),
         Privilege(usize, u8),
         Close(usize),
@@ -588,44 +717,88 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..6u8).prop_map(Op::Admit),
-            any::<usize>().prop_map(Op::Busy),
-            any::<usize>().prop_map(Op::Idle),
-            (any::<usize>(), 0..4u8).prop_map(|(i, k)| Op::Privilege(i, k)),
-            any::<usize>().prop_map(Op::Close),
+            2 => (0..4u8).prop_map(Op::Admit),
+            3 => any::<usize>().prop_map(Op::Busy),
+            2 => any::<usize>().prop_map(Op::Writing),
+            1 => any::<usize>().prop_map(Op::Idle),
+            1 => (any::<usize>(), 0..4u8).prop_map(|(i, k)| Op::Privilege(i, k)),
+            1 => any::<usize>().prop_map(Op::Close),
         ]
+    }
+
+    /// What a test believes a slot is doing.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Doing {
+        Idle,
+        Busy,
+        Writing(Instant),
+    }
+
+    /// A slot under test: where from, what it does, and whether it was seen closed.
+    struct Held {
+        slot: Slot,
+        from: IpAddr,
+        doing: Doing,
+        seen_closed: bool,
     }
 
     proptest! {
         #[test]
-        fn caps_hold_and_only_slow_busy_connections_are_closed(ops in proptest::collection::vec(op(), 0..200)) {
-            let t = table(5, 3);
+        fn caps_hold_and_only_slow_writers_or_unfair_shares_are_closed(
+            fair_share in any::<bool>(),
+            ops in proptest::collection::vec(op(), 0..200),
+        ) {
+            let t = limited(5, 3, fair_share);
             let shutdown = CancellationToken::new();
-            // Each slot, since when it is busy, and whether it was seen closed.
-            let mut slots: Vec<(Slot, Option<Instant>, bool)> = Vec::new();
+            let mut slots: Vec<Held> = Vec::new();
             for (step, op) in ops.into_iter().enumerate() {
                 let now = at(step as u64);
                 let pick = |i: usize, n: usize| i % n.max(1);
+                // Connections per address before this step.
+                let mut holds: HashMap<IpAddr, usize> = HashMap::new();
+                for held in slots.iter().filter(|h| !h.seen_closed) {
+                    *holds.entry(held.from).or_default() += 1;
+                }
+                let mut newcomer = None;
                 match op {
                     Op::Admit(last) => {
-                        if let Admission::Admitted(slot) = t.admit(ip(last), now, &shutdown) {
-                            slots.push((slot, None, false));
+                        let from_ip = holds.get(&ip(last)).copied().unwrap_or(0);
+                        newcomer = Some(from_ip);
+                        match t.admit(ip(last), now, &shutdown) {
+                            Admission::Admitted(slot) => slots.push(Held {
+                                slot,
+                                from: ip(last),
+                                doing: Doing::Idle,
+                                seen_closed: false,
+                            }),
+                            // Fair share: refused only if no address holds two more.
+                            Admission::Refused(Refusal::Full { .. }, _) if fair_share => {
+                                prop_assert!(holds.values().all(|n| *n < from_ip + 2), "refused despite an unfair share: {holds:?}");
+                            }
+                            _ => {}
                         }
                     }
                     Op::Busy(i) if !slots.is_empty() => {
                         let i = pick(i, slots.len());
-                        if slots[i].0.busy(now) {
-                            slots[i].1 = Some(now);
+                        if slots[i].slot.busy(now) {
+                            slots[i].doing = Doing::Busy;
+                        }
+                    }
+                    Op::Writing(i) if !slots.is_empty() => {
+                        let i = pick(i, slots.len());
+                        if slots[i].doing == Doing::Busy {
+                            slots[i].slot.writing(now);
+                            slots[i].doing = Doing::Writing(now);
                         }
                     }
                     Op::Idle(i) if !slots.is_empty() => {
                         let i = pick(i, slots.len());
-                        slots[i].0.idle(now);
-                        slots[i].1 = None;
+                        slots[i].slot.idle(now);
+                        slots[i].doing = Doing::Idle;
                     }
                     Op::Privilege(i, key) if !slots.is_empty() => {
                         let i = pick(i, slots.len());
-                        slots[i].0.privilege(u64::from(key), now + Duration::from_secs(10));
+                        slots[i].slot.privilege(u64::from(key), now + Duration::from_secs(10));
                     }
                     Op::Close(i) if !slots.is_empty() => {
                         let i = pick(i, slots.len());
@@ -633,15 +806,21 @@ mod tests {
                     }
                     _ => {}
                 }
-                for (slot, busy_since, seen) in &mut slots {
-                    if slot.closed_token().is_cancelled() && !*seen {
-                        *seen = true;
-                        if let Some(since) = busy_since {
-                            prop_assert!(now - *since >= Duration::from_secs(10), "a busy connection was closed too soon");
+                for held in &mut slots {
+                    if held.slot.closed_token().is_cancelled() && !held.seen_closed {
+                        held.seen_closed = true;
+                        let unfair = newcomer.is_some_and(|from_ip| holds[&held.from] >= from_ip + 2);
+                        match held.doing {
+                            Doing::Idle => {}
+                            Doing::Busy => prop_assert!(fair_share && unfair, "a busy connection was closed"),
+                            Doing::Writing(since) => prop_assert!(
+                                unfair && (fair_share || now - since >= Duration::from_secs(10)),
+                                "a writing connection was closed too soon"
+                            ),
                         }
                     }
                 }
-                let live = slots.iter().filter(|(s, _, _)| !s.closed_token().is_cancelled()).count();
+                let live = slots.iter().filter(|h| !h.slot.closed_token().is_cancelled()).count();
                 prop_assert!(live <= 5);
                 prop_assert_eq!(live, t.len());
                 let table = t.lock();

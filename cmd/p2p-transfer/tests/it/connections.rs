@@ -5,7 +5,9 @@
 //! The idle clients use distinct loopback source addresses (127.0.0.2, 127.0.0.3, ...): Linux
 //! accepts any 127/8 address on loopback, so each looks like another host to the server.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use p2p_central_server::{Server, ServerConfig, ServerHandle};
@@ -13,29 +15,20 @@ use p2p_peer::PeerConfig;
 use p2p_protocol::handshake::Conversation;
 use p2p_protocol::{
     CHUNK_SIZE, Connection, IndexClientConnection, IndexConversation, IndexRequest, IndexResponse,
-    MAX_CONTROL_FRAME_LEN, PeerConversation, client_hello,
+    MAX_CONTROL_FRAME_LEN, PeerClientConnection, PeerConversation, PeerRequest, PeerResponse,
+    client_hello,
 };
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{fast_server_config, loopback0, peer_config, random_file, start_server};
+use crate::support::{
+    connect_from, eventually, fast_server_config, loopback, loopback0, peer_config, random_file,
+    start_server,
+};
 
 /// Limit on each step a legitimate client takes; generous for a loaded machine, far below
 /// what waiting in a full server's backlog would take (forever).
 const PROMPT: Duration = Duration::from_secs(5);
-
-fn loopback(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
-/// A TCP connection to `server` from `source` (port chosen by the system).
-async fn connect_from(source: IpAddr, server: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    let stream = socket.connect(server).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
 
 /// Connections of conversation `C` from each of `sources`, `per_source` of them, that said
 /// `Hello` (and got `Welcome`) and will say nothing more. Those the server did not welcome
@@ -195,6 +188,124 @@ async fn idle_connections_do_not_starve_a_downloader() {
     .unwrap();
     assert_eq!(std::fs::read(&report.path).unwrap(), data);
     drop(held);
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
+
+/// Chunk requests a greedy client keeps queued on its connection: 12 replies of 4 MiB are more
+/// than the socket buffers on both sides hold (4 MiB to send, a few to receive), so the server
+/// always has a request to answer or a reply to write, and its connection is never idle.
+const GREEDY_QUEUE: usize = 12;
+
+/// Pause between the replies a greedy client reads, to spare the CPU: each reply is still
+/// written in a fraction of a second, far from slow.
+const GREEDY_PACE: Duration = Duration::from_millis(100);
+
+/// A client on `source` that keeps one connection to the chunk server `seeder` busy with
+/// back-to-back `GetChunk`s for chunk 0 of `file_id` ([`GREEDY_QUEUE`] queued, one more sent
+/// after each reply it reads). When the connection is lost or refused, it opens another
+/// after a short pause. Sends on `ready` after its first chunk, and counts every chunk in
+/// `chunks`.
+async fn greedy_downloads(
+    source: IpAddr,
+    seeder: SocketAddr,
+    file_id: p2p_protocol::FileId,
+    ready: tokio::sync::mpsc::Sender<()>,
+    chunks: Arc<AtomicU64>,
+) {
+    let request = PeerRequest::GetChunk { file_id, index: 0 };
+    let mut ready = Some(ready);
+    loop {
+        let exchanges = async {
+            let stream = connect_from(source, seeder).await.ok()?;
+            let mut conn = PeerClientConnection::peer_client(stream);
+            client_hello::<PeerConversation, _>(&mut conn).await.ok()?;
+            for _ in 0..GREEDY_QUEUE {
+                conn.send(&request).await.ok()?;
+            }
+            loop {
+                let PeerResponse::Chunk { .. } = conn.recv_timeout(PROMPT).await.ok()? else {
+                    return None;
+                };
+                chunks.fetch_add(1, Ordering::Relaxed);
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(()).await;
+                }
+                tokio::time::sleep(GREEDY_PACE).await;
+                conn.send(&request).await.ok()?;
+            }
+        };
+        let _: Option<()> = exchanges.await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_downloads_on_two_addresses_do_not_starve_a_third() {
+    let server = start_server().await;
+    let seeder = p2p_peer::Peer::start(PeerConfig {
+        max_inbound: 12,
+        max_inbound_per_ip: 6,
+        ..peer_config(server.addr)
+    })
+    .await
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let (other, _) = random_file(src.path(), "other.bin", CHUNK_SIZE as usize, 8);
+    let other = seeder.register(&other).await.unwrap();
+    let (path, data) = random_file(src.path(), "wanted.bin", 2 * CHUNK_SIZE as usize + 1000, 7);
+    let id = seeder.register(&path).await.unwrap();
+
+    // Two addresses take every one of the seeder's slots, and keep each of them answering or
+    // writing, never idle and never slow.
+    let chunks = Arc::new(AtomicU64::new(0));
+    let (ready, mut all_ready) = tokio::sync::mpsc::channel(12);
+    let mut greedy = tokio::task::JoinSet::new();
+    for source in [loopback(2), loopback(3)] {
+        for _ in 0..6 {
+            greedy.spawn(greedy_downloads(
+                source,
+                seeder.local_addr(),
+                other,
+                ready.clone(),
+                chunks.clone(),
+            ));
+        }
+    }
+    for _ in 0..12 {
+        tokio::time::timeout(PROMPT, all_ready.recv())
+            .await
+            .expect("the greedy clients did not fill the seeder");
+    }
+
+    // A leecher on a third address (127.0.0.1) with fewer workers than its fair share (12
+    // slots over three addresses) gets in and downloads the whole file.
+    let leecher = p2p_peer::Peer::start(PeerConfig {
+        workers: 3,
+        ..peer_config(server.addr)
+    })
+    .await
+    .unwrap();
+    let before = chunks.load(Ordering::Relaxed);
+    let out = tempfile::tempdir().unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        leecher.download(&id.to_string(), out.path(), None, CancellationToken::new()),
+    )
+    .await
+    .expect("download hung")
+    .unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    // The greedy clients are still served: the leecher did not just find them gone.
+    assert!(
+        eventually(PROMPT, || {
+            let chunks = chunks.clone();
+            async move { chunks.load(Ordering::Relaxed) > before }
+        })
+        .await,
+        "the greedy clients were no longer served"
+    );
+    greedy.shutdown().await;
     leecher.shutdown().await;
     seeder.shutdown().await;
 }

@@ -1,13 +1,13 @@
 //! Shared set-up: an in-process index server and peers on loopback, random files.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use p2p_central_server::{Server, ServerConfig};
 use p2p_peer::{Peer, PeerConfig, PeerHandle};
 use rand::{RngCore, SeedableRng};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// A running in-process index server; cancelled on drop.
@@ -109,16 +109,28 @@ where
     }
 }
 
-/// A handshaken connection to the index server from the loopback address `source` (any of
-/// 127.0.0.0/8 works on Linux), to play a client on another machine.
+/// The loopback address `127.0.0.last`. Linux accepts any of 127.0.0.0/8 on loopback, so each
+/// looks like another host to a server.
+pub fn loopback(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// A TCP connection to `server` from the loopback address `source` (port chosen by the
+/// system), to play a client on another machine.
+pub async fn connect_from(source: IpAddr, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A handshaken connection to the index server from the loopback address `source`.
 pub async fn index_connection_from(
     source: [u8; 4],
     server: SocketAddr,
-) -> p2p_protocol::IndexClientConnection<tokio::net::TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((source, 0))).unwrap();
-    let stream = socket.connect(server).await.unwrap();
-    stream.set_nodelay(true).unwrap();
+) -> p2p_protocol::IndexClientConnection<TcpStream> {
+    let stream = connect_from(IpAddr::from(source), server).await.unwrap();
     let mut conn = p2p_protocol::IndexClientConnection::index_client(stream);
     p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
         .await
