@@ -14,9 +14,9 @@ build:
 demo: build
 	./scripts/demo.sh $(BIN)
 
-## test: formatting, lints, then every unit and integration test.
+## test: formatting, lints, docs (no broken links), then every unit and integration test.
 ## (The benchmarks are built by `lint`, never run here: they move gigabytes.)
-test: lint
+test: lint doc
 	$(CARGO) test --workspace --lib --bins --tests --examples
 	$(CARGO) test --workspace --doc
 

@@ -10,7 +10,7 @@
 //!
 //! # Layout
 //! * [`advertise`]: [`Advertisement`], an RAII guard; dropping it withdraws the service.
-//! * [`browse`]: [`browse()`] and [`choose`]: what answers, and which one to use.
+//! * [`browse`][mod@browse]: [`browse()`] and [`choose`]: what answers, and which one to use.
 //! * [`error`][mod@error]: [`DiscoveryError`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

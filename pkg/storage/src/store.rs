@@ -241,7 +241,7 @@ impl PartFile {
         )
     }
 
-    /// Writes the record of verified chunks (see [`write_record`]: a fresh temporary file,
+    /// Writes the record of verified chunks (see `write_record`: a fresh temporary file,
     /// renamed over the old record, so a crash leaves the old record or the new one).
     pub fn save_record(&self) -> Result<(), StorageError> {
         let verified = self
