@@ -326,7 +326,7 @@ impl Handler {
                 Ok(Ok(None)) => (Err(ProtocolError::Closed), None),
                 Ok(Err(err)) => (Err(err), None),
             };
-            self.conn.shrink_buffers(FREE_FRAME_LEN);
+            self.conn.shrink_buffers();
             drop(room);
             answer_hello::<IndexConversation, _>(&mut self.conn, first).await
         };
@@ -411,7 +411,7 @@ impl Handler {
     /// Gives back the room a request took, after shrinking the buffers it grew.
     fn release(&mut self, room: Option<Room>) {
         if room.is_some() {
-            self.conn.shrink_buffers(FREE_FRAME_LEN);
+            self.conn.shrink_buffers();
         }
         drop(room);
     }
@@ -437,7 +437,7 @@ impl Handler {
             None => self.room_for(encoded_len_bound(response)).await,
         };
         let sent = self.conn.send_timeout(response, SEND_TIMEOUT).await;
-        self.conn.shrink_buffers(FREE_FRAME_LEN);
+        self.conn.shrink_buffers();
         drop(room);
         sent
     }
