@@ -198,7 +198,10 @@ mod tests {
         let second = second.await;
         drop((second, other));
         assert_eq!(budget.available(), 2 * LARGEST_FRAME);
-        assert!(lock(&budget.by_ip).is_empty(), "shares are forgotten when unused");
+        assert!(
+            lock(&budget.by_ip).is_empty(),
+            "shares are forgotten when unused"
+        );
     }
 
     /// Polls `future` once.
