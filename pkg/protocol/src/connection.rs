@@ -129,7 +129,9 @@ where
                 }
                 frame_end = HEADER_LEN + len;
                 if self.framed.read_buffer().len() >= frame_end {
-                    return self.decode_buffered(frame_end).map(|msg| Some((msg, ticket)));
+                    return self
+                        .decode_buffered(frame_end)
+                        .map(|msg| Some((msg, ticket)));
                 }
             }
             // Read no further than the end of this frame, so the buffer never outgrows it.
@@ -606,9 +608,7 @@ mod tests {
             partial.extend(std::iter::repeat_n(0x81, i % 2 * 10));
             client.write_all(&partial).await.unwrap();
             // One poll reads everything that has arrived, then waits for the rest.
-            let received = server
-                .recv_admitted(FREE, T, |_| async {})
-                .now_or_never();
+            let received = server.recv_admitted(FREE, T, |_| async {}).now_or_never();
             assert!(received.is_none(), "a partial frame was returned");
             conns.push((server, client));
         }
