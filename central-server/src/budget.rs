@@ -9,8 +9,8 @@
 //! connection, and all of them together at most the budget.
 //!
 //! Room is taken in two steps, each waiting in arrival order: first in the address's share
-//! ([`BufferBudget::share`]), so an address waits behind itself without holding any of the
-//! total, then in the total ([`Share::room`]). A search waits for its address's share before
+//! (`BufferBudget::share`), so an address waits behind itself without holding any of the
+//! total, then in the total (`Share::room`). A search waits for its address's share before
 //! it queues for its turn, and for the total only once it has the turn (see `server.rs`).
 
 use std::collections::HashMap;

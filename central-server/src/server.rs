@@ -1,4 +1,4 @@
-//! The accept loop ([`Server`]) and the per-connection [`Handler`], mini-redis style.
+//! The accept loop ([`Server`]) and the per-connection `Handler`, mini-redis style.
 
 use std::io;
 use std::net::SocketAddr;
