@@ -13,6 +13,7 @@
 //! * [`hosts`]: which hosts a `Found` lists, so that registrants can't steer the choice.
 //! * [`rate`]: per-address rate limits (registrations, searches).
 //! * [`budget`]: bytes of large frames buffered across connections.
+//! * `search_queue`: the turn to run a search, and which searches may wait for it.
 //! * `backlog`: requests received but not yet applied, so the reaper never blames a peer for
 //!   the server's own delay.
 //! * `reaper`: drops peers whose heartbeats stopped.
@@ -27,6 +28,7 @@ pub mod hosts;
 pub mod index;
 pub mod rate;
 mod reaper;
+mod search_queue;
 pub mod server;
 pub mod stored;
 

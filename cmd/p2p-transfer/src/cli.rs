@@ -120,8 +120,9 @@ pub struct ServerArgs {
     /// --max-peers-per-ip.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub register_rate_per_ip: u32,
-    /// Searches one source address may make per second, after a burst of twice that.
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Searches one source address may make per second, after a burst of twice that (at most
+    /// 1,000,000: one search runs at a time, so a higher rate means nothing).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub search_rate_per_ip: u32,
     /// Start an interactive shell (status, list peers, list files) while serving.
     #[arg(short = 'i', long)]
@@ -341,6 +342,11 @@ mod tests {
         // No limit of zero: that would refuse everyone.
         let err = parse(&["--max-peers-per-ip", "0"]).unwrap_err().to_string();
         assert!(err.contains("--max-peers-per-ip"), "{err}");
+        // Nor an absurd rate.
+        let err = parse(&["--search-rate-per-ip", "4294967295"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--search-rate-per-ip"), "{err}");
     }
 
     #[test]

@@ -54,6 +54,18 @@ impl<In, Out> MessageCodec<In, Out> {
     pub fn max_in(&self) -> usize {
         self.max_in
     }
+
+    /// The body length an incoming frame's `header` announces, if within the limit.
+    pub(crate) fn frame_len(&self, header: [u8; HEADER_LEN]) -> Result<usize, ProtocolError> {
+        let len = u32::from_be_bytes(header) as usize;
+        if len > self.max_in {
+            return Err(ProtocolError::FrameTooLarge {
+                len: len as u64,
+                max: self.max_in,
+            });
+        }
+        Ok(len)
+    }
 }
 
 /// How a message type is decoded from a whole frame. The default is plain MessagePack; a chunk
@@ -71,16 +83,10 @@ impl<In: DecodeFrame, Out> Decoder for MessageCodec<In, Out> {
     type Error = ProtocolError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, ProtocolError> {
-        if src.len() < HEADER_LEN {
+        let Some(header) = src.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
-        }
-        let len = src.as_ref().get_u32() as usize;
-        if len > self.max_in {
-            return Err(ProtocolError::FrameTooLarge {
-                len: len as u64,
-                max: self.max_in,
-            });
-        }
+        };
+        let len = self.frame_len(*header)?;
         if src.len() < HEADER_LEN + len {
             // Checked above, so this reservation is bounded by the limit.
             src.reserve(HEADER_LEN + len - src.len());

@@ -87,16 +87,20 @@ where
     /// Receives the next message like [`Connection::recv`], but reads the body of a frame
     /// longer than `free_len` bytes only once `admit(len)` has finished, and then within
     /// `body_timeout`. Returns the message with what `admit` returned (`None` for a frame that
-    /// needed no admission); keep it until done with the message, then call
-    /// [`Connection::shrink_buffers`].
+    /// needed no admission); keep it until done with the message.
     ///
     /// A server passes an `admit` that waits for room in a memory budget shared by all its
     /// connections, so that a client announcing big frames costs it nothing until there is
-    /// room. Until a frame is admitted, the connection buffers at most its header and one
-    /// read's worth of bytes ([`ADMISSION_READ`]); a frame over the connection's limit fails as
-    /// in `recv`, without being admitted.
+    /// room. The read buffer grows only with bytes that have arrived, never past the end of
+    /// the frame, and at most to twice what has arrived: a client that announces a frame and
+    /// sends nothing more costs its 4-byte header, whatever length it announced, and one that
+    /// trickles a frame costs what it has sent. Until a frame is admitted, only its header is
+    /// read. Once the frame is decoded, its buffer is given back, so a connection between
+    /// frames holds no read buffer. A frame over the connection's limit fails as in `recv`,
+    /// without being admitted.
     ///
-    /// Use this or `recv` on a connection, not both: this reads the stream itself.
+    /// Use this or `recv` on a connection, not both: this reads the stream itself. Dropping
+    /// the future part-way through a frame leaves the connection unusable: close it.
     pub async fn recv_admitted<T, F, Fut>(
         &mut self,
         free_len: usize,
@@ -110,28 +114,30 @@ where
         let mut admit = Some(admit);
         let mut ticket = None;
         let mut deadline = None;
-        let mut scratch = [0u8; ADMISSION_READ];
         loop {
             let buffered = self.framed.read_buffer();
-            // The frame's whole length (header included) once its header is here.
-            let mut frame_end = None;
+            // The frame's whole length (header included) once its header is here; until then
+            // read no more than the header, so that a frame not yet admitted is never read.
+            let mut frame_end = HEADER_LEN;
             if let Some(header) = buffered.get(..HEADER_LEN) {
-                let len = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
-                if len > free_len && len <= self.framed.codec().max_in() && ticket.is_none() {
+                let header = header.try_into().expect("4 bytes");
+                let len = self.framed.codec().frame_len(header)?;
+                if len > free_len && ticket.is_none() {
                     let admit = admit.take().expect("one frame is admitted once");
                     ticket = Some(admit(len).await);
                     deadline = Some(tokio::time::Instant::now() + body_timeout);
                 }
-                let mut codec = self.framed.codec().clone();
-                if let Some(msg) = codec.decode(self.framed.read_buffer_mut())? {
-                    return Ok(Some((msg, ticket)));
+                frame_end = HEADER_LEN + len;
+                if self.framed.read_buffer().len() >= frame_end {
+                    return self
+                        .decode_buffered(frame_end)
+                        .map(|msg| Some((msg, ticket)));
                 }
-                frame_end = Some(HEADER_LEN + len);
             }
             // Read no further than the end of this frame, so the buffer never outgrows it.
             let have = self.framed.read_buffer().len();
-            let want = frame_end.map_or(ADMISSION_READ, |end| (end - have).min(ADMISSION_READ));
-            let read = self.framed.get_mut().read(&mut scratch[..want]);
+            let mut scratch = vec![0u8; (frame_end - have).min(ADMISSION_READ)];
+            let read = self.framed.get_mut().read(&mut scratch);
             let n = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, read)
                     .await
@@ -145,23 +151,48 @@ where
                     Err(ProtocolError::Io(std::io::ErrorKind::UnexpectedEof.into()))
                 };
             }
-            self.framed
-                .read_buffer_mut()
-                .extend_from_slice(&scratch[..n]);
+            grow_within(self.framed.read_buffer_mut(), &scratch[..n], frame_end);
         }
     }
 
-    /// Gives back the memory of buffers that grew past `keep` bytes of capacity (after a
-    /// large frame), keeping any bytes not yet read or written. A server calls this after each
-    /// reply so an idle connection does not sit on the room its largest frame took.
-    pub fn shrink_buffers(&mut self, keep: usize) {
-        let shrink = |buffer: &mut bytes::BytesMut| {
-            if buffer.capacity() > keep {
-                *buffer = bytes::BytesMut::from(&buffer[..]);
-            }
-        };
+    /// Decodes the frame that makes up the first `frame_end` bytes of the read buffer, and
+    /// leaves the read buffer holding only the bytes after it, in a buffer of their own: the
+    /// frame's memory goes with the frame (a frame split off a buffer otherwise keeps the
+    /// whole allocation alive in what is left, however little that looks).
+    fn decode_buffered(&mut self, frame_end: usize) -> Result<In, ProtocolError> {
+        let read_buffer = self.framed.read_buffer_mut();
+        let mut frame = read_buffer.split_to(frame_end);
+        *read_buffer = bytes::BytesMut::from(&read_buffer[..]);
+        let mut codec = self.framed.codec().clone();
+        Ok(codec
+            .decode(&mut frame)?
+            .expect("a whole frame is buffered"))
+    }
+
+    /// Gives back the memory of both buffers, keeping any bytes not yet read or written in
+    /// buffers just large enough for them. A server calls this after each reply so that an
+    /// idle connection does not sit on the room its largest frame took. (A buffer's
+    /// `capacity` can't tell: once its bytes have been consumed it reports only what lies
+    /// past them, while the whole allocation stays behind it.)
+    pub fn shrink_buffers(&mut self) {
+        let shrink = |buffer: &mut bytes::BytesMut| *buffer = bytes::BytesMut::from(&buffer[..]);
         shrink(self.framed.read_buffer_mut());
         shrink(self.framed.write_buffer_mut());
+    }
+
+    /// Starts the connection with no buffer memory (the codec's default is 8 KiB each way), so
+    /// an idle connection costs a server nothing: buffers grow as frames arrive or are sent.
+    fn without_buffers(mut self) -> Self {
+        self.shrink_buffers();
+        self
+    }
+
+    /// Whether either buffer still holds memory for `bytes` more bytes, including memory
+    /// behind bytes already consumed (which `capacity` does not show).
+    #[cfg(test)]
+    fn holds_room_for(&mut self, bytes: usize) -> bool {
+        self.framed.read_buffer_mut().try_reclaim(bytes)
+            || self.framed.write_buffer_mut().try_reclaim(bytes)
     }
 
     /// The underlying stream.
@@ -173,6 +204,20 @@ where
 /// Most bytes [`Connection::recv_admitted`] reads at once.
 pub const ADMISSION_READ: usize = 4096;
 
+/// Appends `bytes` to `buffer`, growing it when it must to twice its length, but never past
+/// `end` (the end of the frame being read) nor less than the bytes need. Left to itself,
+/// `BytesMut` would round its allocation up past the frame's end.
+fn grow_within(buffer: &mut bytes::BytesMut, bytes: &[u8], end: usize) {
+    let needed = buffer.len() + bytes.len();
+    if buffer.capacity() < needed {
+        let capacity = needed.max((2 * buffer.len()).min(end));
+        let mut grown = bytes::BytesMut::with_capacity(capacity);
+        grown.extend_from_slice(buffer);
+        *buffer = grown;
+    }
+    buffer.extend_from_slice(bytes);
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> IndexClientConnection<S> {
     /// Control-sized frames both ways.
     pub fn index_client(stream: S) -> Self {
@@ -183,7 +228,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> IndexClientConnection<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> IndexServerConnection<S> {
     /// Control-sized frames both ways.
     pub fn index_server(stream: S) -> Self {
-        Self::with_limits(stream, MAX_CONTROL_FRAME_LEN, MAX_CONTROL_FRAME_LEN)
+        Self::with_limits(stream, MAX_CONTROL_FRAME_LEN, MAX_CONTROL_FRAME_LEN).without_buffers()
     }
 }
 
@@ -538,6 +583,105 @@ mod tests {
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    /// The index server's side of a connection, and the client's side as a raw stream.
+    fn index_pair(pipe: usize) -> (IndexServerConnection<DuplexStream>, DuplexStream) {
+        let (client, server) = tokio::io::duplex(pipe);
+        (IndexServerConnection::index_server(server), client)
+    }
+
+    /// Frames up to this long need no admission in these tests, as on the index server.
+    const FREE: usize = 16 * 1024;
+
+    /// Many connections that announce the largest frame needing no admission and then send
+    /// nothing more (or a few bytes of it) hold a few bytes each, not the length they
+    /// announced.
+    #[tokio::test]
+    async fn an_announced_frame_costs_only_the_bytes_that_arrived() {
+        use futures::FutureExt;
+
+        let mut conns = Vec::new();
+        for i in 0..100 {
+            let (mut server, mut client) = index_pair(64 * 1024);
+            let mut partial = (FREE as u32).to_be_bytes().to_vec();
+            partial.extend(std::iter::repeat_n(0x81, i % 2 * 10));
+            client.write_all(&partial).await.unwrap();
+            // One poll reads everything that has arrived, then waits for the rest.
+            let received = server.recv_admitted(FREE, T, |_| async {}).now_or_never();
+            assert!(received.is_none(), "a partial frame was returned");
+            conns.push((server, client));
+        }
+        for (server, _) in &mut conns {
+            assert!(
+                !server.holds_room_for(1024),
+                "a connection that sent at most 14 bytes holds a kilobyte"
+            );
+        }
+    }
+
+    /// Once a large frame has been received, and a large reply sent and the buffers shrunk,
+    /// the connection holds none of their memory: a server's room for them in its budget is
+    /// given back with the memory, not before.
+    #[tokio::test]
+    async fn a_large_frame_leaves_no_memory_behind() {
+        let (mut server, mut client) = index_pair(4 * 1024 * 1024);
+        let request = IndexRequest::Lookup {
+            id: "a".repeat(1024 * 1024),
+        };
+        let frame = encode_frame(&request).unwrap();
+        client.write_all(&frame).await.unwrap();
+        let (received, ticket) = server
+            .recv_admitted(FREE, T, |len| async move { len })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(received, request);
+        assert_eq!(
+            ticket,
+            Some(frame.len() - HEADER_LEN),
+            "a large frame is admitted"
+        );
+        assert!(
+            !server.holds_room_for(64 * 1024),
+            "the request's buffer outlives it"
+        );
+
+        let reply = IndexResponse::Error {
+            code: ErrorCode::BadRequest,
+            message: "b".repeat(1024 * 1024),
+        };
+        server.send(&reply).await.unwrap();
+        server.shrink_buffers();
+        assert!(
+            !server.holds_room_for(64 * 1024),
+            "the reply's buffer outlives it"
+        );
+    }
+
+    /// Frames that arrive together are received one by one, and a small one is not admitted.
+    #[tokio::test]
+    async fn frames_sent_together_are_received_in_order() {
+        let (mut server, mut client) = index_pair(64 * 1024);
+        let first = IndexRequest::ListFiles {};
+        let second = IndexRequest::Search {
+            query: "holiday".into(),
+        };
+        let mut both = encode_frame(&first).unwrap();
+        both.extend(encode_frame(&second).unwrap());
+        client.write_all(&both).await.unwrap();
+        drop(client);
+        for expected in [first, second] {
+            let (received, ticket) = server
+                .recv_admitted(FREE, T, |_| async { panic!("admitted a small frame") })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(received, expected);
+            assert!(ticket.is_none());
+        }
+        let end = server.recv_admitted(FREE, T, |_| async {}).await.unwrap();
+        assert!(end.is_none(), "a clean close between frames is the end");
     }
 
     #[tokio::test]

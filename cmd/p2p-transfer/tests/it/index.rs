@@ -84,14 +84,19 @@ async fn peer_on_all_interfaces_is_advertised_at_a_reachable_address() {
 
 /// A client on one address that registers over and over, keeping only the peer ids that sort
 /// before the real seeder's and adding the file under each with a dead port, must not push the
-/// seeder out of `Found`: the download still completes.
+/// seeder out of `Found`: the download still completes. It plants more hosts than a `Found`
+/// lists, so the index has to choose (ordered by peer id, the seeder would never be offered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_from_one_address_cannot_hide_the_seeder() {
-    use p2p_protocol::{ErrorCode, IndexRequest, IndexResponse};
+    use p2p_protocol::{IndexRequest, IndexResponse, MAX_HOSTS_PER_LOOKUP};
 
+    /// Hosts the attacker plants, all with ids below the seeder's: more than `Found` lists.
+    const PLANTED: usize = MAX_HOSTS_PER_LOOKUP + 44;
     let config = p2p_central_server::ServerConfig {
         // An operator who lets a big NAT register many peers; the attacker is behind it.
         max_peers_per_ip: 400,
+        // Never in the way of the attacker's churn: the test is about the choice of hosts.
+        register_rate_per_ip: 1_000_000,
         heartbeat_interval: Duration::from_millis(500),
         heartbeat_timeout: Duration::from_secs(60),
         ..fast_server_config()
@@ -100,7 +105,18 @@ async fn registrations_from_one_address_cannot_hide_the_seeder() {
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let (path, data) = random_file(src.path(), "wanted.bin", 300_000, 7);
-    let seeder = start_peer(server.addr).await;
+    // A seeder whose id is in the upper half, so that half of the ids the attacker draws sort
+    // before it and it plants its hosts in a bounded number of tries.
+    let mut seeder = None;
+    for _ in 0..64 {
+        let peer = start_peer(server.addr).await;
+        if peer.session().unwrap().peer_id.0 >= 1 << 63 {
+            seeder = Some(peer);
+            break;
+        }
+        peer.shutdown().await;
+    }
+    let seeder = seeder.expect("64 peer ids in a row in the lower half");
     let id = seeder.register(&path).await.unwrap();
     let seeder_id = seeder.session().unwrap().peer_id;
     let manifest = p2p_storage::build_manifest(&path).unwrap().manifest;
@@ -110,9 +126,8 @@ async fn registrations_from_one_address_cannot_hide_the_seeder() {
     let t = Duration::from_secs(5);
     let dead: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
     let mut kept = Vec::new();
-    let mut refused = 0;
-    for _ in 0..20_000 {
-        if kept.len() >= 300 {
+    for _ in 0..20 * PLANTED {
+        if kept.len() == PLANTED {
             break;
         }
         match attacker
@@ -130,18 +145,14 @@ async fn registrations_from_one_address_cannot_hide_the_seeder() {
                     .unwrap();
                 assert!(matches!(reply, IndexResponse::Unregistered {}), "{reply:?}");
             }
-            IndexResponse::Error {
-                code: ErrorCode::LimitExceeded,
-                ..
-            } => {
-                refused += 1;
-                if refused > 10 {
-                    break;
-                }
-            }
             other => panic!("unexpected reply {other:?}"),
         }
     }
+    assert_eq!(
+        kept.len(),
+        PLANTED,
+        "the attacker could not plant its hosts"
+    );
     for (peer_id, token) in &kept {
         let reply = attacker
             .request(
@@ -162,6 +173,11 @@ async fn registrations_from_one_address_cannot_hide_the_seeder() {
 
     let client = IndexClient::new(server.addr, t);
     let found = client.lookup(&id.to_string()).await.unwrap();
+    assert_eq!(
+        found.hosts.len(),
+        MAX_HOSTS_PER_LOOKUP,
+        "the index did not choose"
+    );
     assert!(
         found.hosts.iter().any(|h| h.peer_id == seeder_id),
         "the seeder is missing from Found ({} hosts, {} planted by the attacker)",
