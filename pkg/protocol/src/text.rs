@@ -147,15 +147,36 @@ impl PartialEq<String> for RemoteText {
     }
 }
 
+/// Most characters of a [`RemoteText`] that are shown; the rest is summarised as
+/// `… (N more bytes)`, so a hostile error message of two megabytes can't flood a terminal
+/// or a log. Every message of this implementation is far shorter.
+pub const MAX_SHOWN_CHARS: usize = 1000;
+
+impl RemoteText {
+    /// The part that is shown, and how many bytes are left out.
+    fn shown(&self) -> (&str, usize) {
+        match self.0.char_indices().nth(MAX_SHOWN_CHARS) {
+            Some((cut, _)) => (&self.0[..cut], self.0.len() - cut),
+            None => (&self.0, 0),
+        }
+    }
+}
+
 impl fmt::Display for RemoteText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        printable(&self.0).fmt(f)
+        match self.shown() {
+            (all, 0) => printable(all).fmt(f),
+            (shown, left) => write!(f, "{}… ({left} more bytes)", printable(shown)),
+        }
     }
 }
 
 impl fmt::Debug for RemoteText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{}\"", printable(&self.0))
+        match self.shown() {
+            (all, 0) => write!(f, "\"{}\"", printable(all)),
+            (shown, left) => write!(f, "\"{}\"… ({left} more bytes)", printable(shown)),
+        }
     }
 }
 
@@ -246,5 +267,17 @@ mod tests {
         assert_eq!(format!("{text:?}"), r#""no\u{1b}[2J""#);
         assert_eq!(text.as_raw(), "no\x1b[2J");
         assert_eq!(text, "no\x1b[2J");
+    }
+
+    #[test]
+    fn a_flood_of_remote_text_is_cut_short() {
+        let flood = RemoteText::from("\u{1b}[2J".repeat(500_000));
+        let shown = flood.to_string();
+        assert!(shown.len() < 10 * MAX_SHOWN_CHARS, "{} bytes shown", shown.len());
+        assert!(shown.ends_with(&format!("… ({} more bytes)", 2_000_000 - MAX_SHOWN_CHARS)));
+        assert!(!shown.contains('\u{1b}'));
+        let short = RemoteText::from("no such file");
+        assert_eq!(short.to_string(), "no such file");
+        assert_eq!(format!("{short:?}"), "\"no such file\"");
     }
 }
