@@ -34,6 +34,7 @@
 //! * [`slots`]: which connections a server serves, and which one it closes when full.
 //! * [`accept`]: accepting, refusing, the handshake and waiting for requests, for both servers.
 //! * [`manifest_file`]: the `.p2pm` file format (not on the wire; shared by tools).
+//! * [`node_id`]: [`NodeId`], who a node is, derived from its public key.
 //! * [`text`]: showing text that came from the network ([`printable`], [`RemoteText`]).
 //! * [`error`][mod@error]: [`ProtocolError`].
 #![forbid(unsafe_code)]
@@ -47,6 +48,7 @@ pub mod error;
 pub mod handshake;
 pub mod manifest_file;
 pub mod message;
+pub mod node_id;
 pub mod slots;
 pub mod text;
 pub mod types;
@@ -62,6 +64,7 @@ pub use message::{
     ErrorCode, FileSummary, HostInfo, IndexRequest, IndexResponse, PeerRequest, PeerResponse,
     PeerSummary, Role,
 };
+pub use node_id::{NodeId, NodeIdError};
 pub use text::{RemoteText, printable};
 pub use types::{
     FileId, FileManifest, FileNameError, IdParseError, IdPrefix, ManifestError, PeerId, Sha256Hash,

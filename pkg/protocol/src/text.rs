@@ -273,7 +273,11 @@ mod tests {
     fn a_flood_of_remote_text_is_cut_short() {
         let flood = RemoteText::from("\u{1b}[2J".repeat(500_000));
         let shown = flood.to_string();
-        assert!(shown.len() < 10 * MAX_SHOWN_CHARS, "{} bytes shown", shown.len());
+        assert!(
+            shown.len() < 10 * MAX_SHOWN_CHARS,
+            "{} bytes shown",
+            shown.len()
+        );
         assert!(shown.ends_with(&format!("… ({} more bytes)", 2_000_000 - MAX_SHOWN_CHARS)));
         assert!(!shown.contains('\u{1b}'));
         let short = RemoteText::from("no such file");
