@@ -64,10 +64,10 @@ cp "$work/seeder1/demo.bin" "$work/seeder2/demo.bin"
 
 if [ "$mdns" = 1 ]; then
     step "starting the index server on 127.0.0.1, advertised over mDNS (private network namespace)"
-    "$BIN" server --addr 127.0.0.1:0 > "$work/server.out" 2> "$work/server.err" &
+    P2P_IDENTITY_DIR="$work/id/server" "$BIN" server --addr 127.0.0.1:0 > "$work/server.out" 2> "$work/server.err" &
 else
     step "starting the index server on 127.0.0.1 (no network namespace here, so no mDNS)"
-    "$BIN" server --addr 127.0.0.1:0 --no-mdns > "$work/server.out" 2> "$work/server.err" &
+    P2P_IDENTITY_DIR="$work/id/server" "$BIN" server --addr 127.0.0.1:0 --no-mdns > "$work/server.out" 2> "$work/server.err" &
 fi
 pids+=($!)
 server=$(wait_for_line "$work/server.out" "server listening on " | awk '{print $4}')
@@ -81,7 +81,7 @@ fi
 
 for n in 1 2; do
     step "starting seeder $n, sharing demo.bin"
-    "$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" \
+    P2P_IDENTITY_DIR="$work/id/seeder$n" "$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" \
         --register "$work/seeder$n/demo.bin" > "$work/seeder$n.out" 2> "$work/seeder$n.err" &
     pids+=($!)
     wait_for_line "$work/seeder$n.out" "registered "
@@ -89,7 +89,7 @@ done
 id=$(wait_for_line "$work/seeder1.out" "registered " | awk '{print $3}')
 
 step "leecher downloading ${id:0:12} from both seeders"
-"$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" --download "${id:0:12}" --out "$work/downloads"
+P2P_IDENTITY_DIR="$work/id/leecher" "$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" --download "${id:0:12}" --out "$work/downloads"
 
 step "checking the copy"
 if cmp "$work/seeder1/demo.bin" "$work/downloads/demo.bin"; then

@@ -675,6 +675,13 @@ impl ServerProcess {
             // The server's default log level (info), whatever the caller's environment says.
             .env_remove("RUST_LOG")
             .env("P2P_NO_MDNS", "1")
+            // An identity of its own, never the user's.
+            .env(
+                "P2P_IDENTITY_DIR",
+                std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                    .join("bench-identities")
+                    .join(format!("index-{}", std::process::id())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

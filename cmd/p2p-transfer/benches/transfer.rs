@@ -263,8 +263,16 @@ impl Drop for Proc {
 }
 
 fn binary() -> Command {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Each node its own identity, never the user's.
+    let identity = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("bench-identities")
+        .join(format!("{}-{n}", std::process::id()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p-transfer"));
-    cmd.env("RUST_LOG", "warn").env("P2P_REPORT_RSS", "1");
+    cmd.env("RUST_LOG", "warn")
+        .env("P2P_REPORT_RSS", "1")
+        .env("P2P_IDENTITY_DIR", identity);
     cmd
 }
 

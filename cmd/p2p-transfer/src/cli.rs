@@ -30,6 +30,28 @@ pub enum Command {
     /// Work with manifest files (.p2pm), which describe a file for downloading elsewhere.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Print this node's id (creating its identity on first use), to give to others so they
+    /// can check who they talk to.
+    Id(IdArgs),
+}
+
+/// Where a node keeps its key pair.
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// Folder of this node's key files [default: $XDG_DATA_HOME/p2p-transfer/identity].
+    /// Several nodes on one machine each need their own.
+    #[arg(long, env = "P2P_IDENTITY_DIR", value_name = "DIR")]
+    pub identity_dir: Option<PathBuf>,
+}
+
+/// `p2p-transfer id`.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The index server's id instead of the peer's.
+    #[arg(long = "server")]
+    pub server: bool,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 /// Where a one-shot tool finds the index server.
@@ -79,6 +101,8 @@ pub const DEFAULT_SERVER: SocketAddr =
 /// `p2p-transfer server`.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// Address to listen on.
     #[arg(
         short = 'p',
@@ -139,6 +163,8 @@ pub struct ServerArgs {
 /// `p2p-transfer peer`.
 #[derive(Debug, Args)]
 pub struct PeerArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     /// Address this peer's chunk server listens on (port 0 picks a free one).
     #[arg(
         short = 'a',
@@ -212,7 +238,7 @@ impl Command {
         match self {
             Command::Server(args) => args.interactive,
             Command::Peer(args) => args.interactive,
-            Command::Search(_) | Command::Manifest(_) => false,
+            Command::Search(_) | Command::Manifest(_) | Command::Id(_) => false,
         }
     }
 }

@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             Command::Server(args) => run::server::run(args, shutdown).await,
             Command::Peer(args) => run::peer::run(args, shutdown).await,
             Command::Search(args) => run::search::run(args).await,
+            Command::Id(args) => run::id::run(args),
             Command::Manifest(command) => tokio::select! {
                 result = run::manifest::run(command) => result,
                 () = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),

@@ -175,7 +175,10 @@ mod tests {
         // SHA-256("") = e3b0c442 98fc1c14 9afbf4c8 996fb924 27ae41e4 ...; its first 20 bytes
         // in base32 (checked with Python's base64.b32encode), then the check character.
         let id = NodeId::of_public_key(b"");
-        assert_eq!(id.to_string()[..39].replace('-', ""), "4OYMIQUY7QOBJGX36TEJS35ZEQT24QPE");
+        assert_eq!(
+            id.to_string()[..39].replace('-', ""),
+            "4OYMIQUY7QOBJGX36TEJS35ZEQT24QPE"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ fn manifest_cache() -> Option<std::path::PathBuf> {
 
 /// Runs a peer as the flags say.
 pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let identity = crate::run::id::load(&args.identity, p2p_identity::Role::Peer)?;
     let mut config = PeerConfig::from(args);
     let mut origin = Arc::new(Mutex::new(ServerOrigin::Flag));
     // A manifest file is read (and checked) before anything starts; it may name the index.
@@ -51,13 +52,14 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     }
     let peer = Peer::start(config).await?;
     println!("peer listening on {}", peer.local_addr());
+    println!("peer node id {}", identity.node_id());
     let result = startup_actions(&peer, args, manifest_file, &shutdown).await;
     if args.interactive {
         // A failed startup action is reported, and the shell opens all the same.
         if let Err(err) = &result {
             eprintln!("error: {}", printable(&format!("{err:#}")));
         }
-        let result = interactive(&peer, args, origin, &shutdown).await;
+        let result = interactive(&peer, identity.node_id(), args, origin, &shutdown).await;
         peer.shutdown().await;
         return result;
     }
@@ -72,6 +74,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
 
 async fn interactive(
     peer: &PeerHandle,
+    node_id: p2p_protocol::NodeId,
     args: &PeerArgs,
     origin: Arc<Mutex<ServerOrigin>>,
     shutdown: &CancellationToken,
@@ -80,6 +83,7 @@ async fn interactive(
     let transfers = Transfers::default();
     let shell = PeerShell {
         peer: peer.clone(),
+        node_id,
         rt: tokio::runtime::Handle::current(),
         origin,
         out_dir: args.out.clone(),

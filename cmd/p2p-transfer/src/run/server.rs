@@ -7,17 +7,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServerArgs;
 use crate::discovery;
+use crate::run;
 use crate::shell::{self, server::ServerShell};
 
 /// Binds, prints the address, advertises, serves until `shutdown` (or the shell's `exit`).
 pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     args.validate();
+    let identity = run::id::load(&args.identity, p2p_identity::Role::Server)?;
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let server = Server::new(listener, ServerConfig::from(args));
     let addr = server.local_addr()?;
     println!("server listening on {addr}");
+    println!("server node id {}", identity.node_id());
     let advertisement = discovery::advertise(args, addr).await;
     if let Some(ad) = &advertisement {
         println!("advertising over mDNS as {:?}", ad.instance_name());
@@ -27,6 +30,7 @@ pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Resu
     if args.interactive {
         let shell = ServerShell {
             server: handle,
+            node_id: identity.node_id(),
             mdns: advertisement.as_ref().map(|a| a.instance_name().to_owned()),
         };
         let done = shell::spawn(&shell::server::SPEC, move |command| shell.handle(command));

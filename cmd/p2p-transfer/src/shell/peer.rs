@@ -104,6 +104,8 @@ pub enum ListWhat {
 /// What the commands work with.
 pub struct PeerShell {
     pub peer: PeerHandle,
+    /// Who this peer is.
+    pub node_id: p2p_protocol::NodeId,
     pub rt: Handle,
     pub origin: Arc<Mutex<ServerOrigin>>,
     pub out_dir: PathBuf,
@@ -204,6 +206,7 @@ impl PeerShell {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         println!("listening on  {}", self.peer.local_addr());
+        println!("node id       {}", self.node_id);
         match self.peer.server_addr() {
             Some(addr) => println!("index server  {addr} ({origin})"),
             None => println!("index server  none (direct downloads only)"),

@@ -44,6 +44,8 @@ pub enum ListWhat {
 /// What the commands look at.
 pub struct ServerShell {
     pub server: ServerHandle,
+    /// Who this server is.
+    pub node_id: p2p_protocol::NodeId,
     /// The mDNS instance name, if advertising.
     pub mdns: Option<String>,
 }
@@ -67,6 +69,7 @@ impl ServerShell {
     fn status(&self) {
         let status = self.server.status();
         println!("listening on  {}", status.local_addr);
+        println!("node id       {}", self.node_id);
         match &self.mdns {
             Some(name) => println!("mDNS          advertised as {name:?}"),
             None => println!("mDNS          off"),

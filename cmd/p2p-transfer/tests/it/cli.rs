@@ -123,3 +123,50 @@ fn sigterm_unregisters_the_peer_and_exits_cleanly() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_node_keeps_its_id_and_a_damaged_key_is_an_error_not_a_new_id() {
+    let home = tempfile::tempdir().unwrap();
+    let id_of = |extra: &[&str]| {
+        let output = bin()
+            .arg("id")
+            .args(extra)
+            .env("P2P_IDENTITY_DIR", home.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let peer = id_of(&[]);
+    let id: p2p_protocol::NodeId = peer.parse().expect("a valid node id");
+    assert_eq!(id.to_string(), peer);
+    assert_eq!(id_of(&[]), peer, "the same id on every run");
+    let server = id_of(&["--server"]);
+    assert_ne!(server, peer, "server and peer have keys of their own");
+
+    // The server says who it is at start.
+    let mut cmd = bin();
+    cmd.args(["server", "--addr", "127.0.0.1:0", "--no-mdns"])
+        .env("P2P_IDENTITY_DIR", home.path());
+    let (_server, line, mut out) = crate::process::spawn_until(cmd, "server listening on ");
+    assert!(line.starts_with("server listening on "));
+    let said = crate::process::read_line_starting(&mut out, "server node id ");
+    assert_eq!(said, format!("server node id {server}"));
+
+    // A damaged key is an error, and is left as it is.
+    let key = home.path().join("peer.key");
+    std::fs::write(&key, b"-----BEGIN PRIVATE KEY-----\nnot a key\n").unwrap();
+    let output = bin()
+        .arg("id")
+        .env("P2P_IDENTITY_DIR", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("is damaged"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        b"-----BEGIN PRIVATE KEY-----\nnot a key\n"
+    );
+}

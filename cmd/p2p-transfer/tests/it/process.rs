@@ -5,7 +5,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p-transfer"));
-    cmd.env_remove("RUST_LOG");
+    cmd.env_remove("RUST_LOG")
+        .env("P2P_IDENTITY_DIR", crate::support::fresh_identity_dir());
     cmd
 }
 

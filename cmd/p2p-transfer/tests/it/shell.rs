@@ -18,7 +18,8 @@ pub fn spawn_shell(args: &[&str], history: &std::path::Path) -> Pty {
     // make reedline redraw, and the transcript would not be the one the test expects.
     cmd.args(args)
         .env("RUST_LOG", "error")
-        .env("P2P_HISTORY_FILE", history);
+        .env("P2P_HISTORY_FILE", history)
+        .env("P2P_IDENTITY_DIR", crate::support::fresh_identity_dir());
     let mut session = Session::spawn(cmd).expect("spawn on a pty");
     session.get_process_mut().set_window_size(120, 40).unwrap();
     session.set_expect_timeout(Some(Duration::from_secs(20)));
@@ -85,6 +86,11 @@ fn server_shell_answers_status_and_lists() {
     std::thread::sleep(Duration::from_millis(200));
     sh.send("\r").unwrap();
     sh.expect("listening on  127.0.0.1:").unwrap();
+    // Who the server is, in its checkable form.
+    sh.expect(expectrl::Regex(
+        "node id       ([A-Z2-7]{4}-){7}[A-Z2-7]{5}",
+    ))
+    .unwrap();
     sh.expect("mDNS          off").unwrap();
     sh.expect("peers         0").unwrap();
     sh.expect("manifests     0.0 MiB of 256 MiB").unwrap();

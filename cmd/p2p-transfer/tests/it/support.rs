@@ -137,3 +137,13 @@ pub async fn index_connection_from(
         .unwrap();
     conn
 }
+
+/// A folder of its own for one node's identity: several nodes run on this machine, and none
+/// may touch the identity of the user running the tests.
+pub fn fresh_identity_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("identities")
+        .join(format!("{}-{n}", std::process::id()))
+}

@@ -1,0 +1,38 @@
+//! `p2p-transfer id`, and loading a node's identity at start.
+
+use anyhow::Context;
+use p2p_identity::{Identity, Role};
+
+use crate::cli::{IdArgs, IdentityArgs};
+
+/// Prints the node id on stdout (the one line scripts read).
+pub fn run(args: &IdArgs) -> anyhow::Result<()> {
+    let role = if args.server {
+        Role::Server
+    } else {
+        Role::Peer
+    };
+    let identity = load(&args.identity, role)?;
+    println!("{}", identity.node_id());
+    Ok(())
+}
+
+/// The identity of a `role` node, from `--identity-dir` (or `P2P_IDENTITY_DIR`, or the data
+/// folder), created on first use; says so on stderr when it is new.
+pub fn load(args: &IdentityArgs, role: Role) -> anyhow::Result<Identity> {
+    let dir = args
+        .identity_dir
+        .clone()
+        .or_else(|| p2p_identity::default_dir(dirs::data_dir()))
+        .context(
+            "no folder for this node's identity: give --identity-dir or set P2P_IDENTITY_DIR",
+        )?;
+    let (identity, created) = Identity::load_or_create(&dir, role)?;
+    if created {
+        eprintln!(
+            "created a new identity for this node in {}",
+            identity.path().display()
+        );
+    }
+    Ok(identity)
+}
