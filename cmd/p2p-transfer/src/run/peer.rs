@@ -51,8 +51,9 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
         config.rediscover = Some(Arc::new(finder));
     }
     let peer = Peer::start(config).await?;
-    println!("peer listening on {}", peer.local_addr());
+    // Before the address: scripts (and tests) read up to "listening on" and may stop reading.
     println!("peer node id {}", identity.node_id());
+    println!("peer listening on {}", peer.local_addr());
     let result = startup_actions(&peer, args, manifest_file, &shutdown).await;
     if args.interactive {
         // A failed startup action is reported, and the shell opens all the same.

@@ -19,8 +19,9 @@ pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Resu
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let server = Server::new(listener, ServerConfig::from(args));
     let addr = server.local_addr()?;
-    println!("server listening on {addr}");
+    // Before the address: scripts (and tests) read up to "listening on" and may stop reading.
     println!("server node id {}", identity.node_id());
+    println!("server listening on {addr}");
     let advertisement = discovery::advertise(args, addr).await;
     if let Some(ad) = &advertisement {
         println!("advertising over mDNS as {:?}", ad.instance_name());
