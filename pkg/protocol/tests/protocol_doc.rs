@@ -27,6 +27,23 @@ fn dump(bytes: &[u8]) -> String {
         .join("\n")
 }
 
+/// The document with every run of whitespace made one space, so a phrase may wrap anywhere.
+fn flat_document() -> String {
+    flatten(&document())
+}
+
+fn flatten(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Asserts that the document says `phrase`, however its lines wrap.
+fn assert_says(phrase: &str) {
+    assert!(
+        flat_document().contains(&flatten(phrase)),
+        "docs/PROTOCOL.md should say {phrase:?}"
+    );
+}
+
 fn assert_documented(what: &str, bytes: &[u8]) {
     let expected = format!("```\n{}\n```", dump(bytes));
     assert!(
@@ -69,6 +86,22 @@ fn file_ids_of_the_test_vectors() {
         doc.contains(&id),
         "the empty file's id {id} is not in the document"
     );
+}
+
+/// Wherever the document counts the manifest's fields, it counts what the encoder writes.
+#[test]
+fn the_manifest_has_the_fields_the_document_counts() {
+    let body = rmp_serde::to_vec_named(&hello()).unwrap();
+    assert_eq!(body[0] & 0xf0, 0x80, "a manifest is a fixmap");
+    let fields = body[0] & 0x0f;
+    for phrase in [
+        format!("| `Manifest` | a map of its {fields} fields |"),
+        format!("a manifest as a {fields}-element array"),
+        format!("On the wire it is a map of these {fields} fields."),
+        format!("The index stores only the {fields} known fields."),
+    ] {
+        assert_says(&phrase);
+    }
 }
 
 #[test]
