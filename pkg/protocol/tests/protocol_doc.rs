@@ -1,11 +1,13 @@
 //! `docs/PROTOCOL.md` is the contract others implement from, so its test vectors and hex
 //! examples must be what this code produces. Each test encodes a message the document shows
-//! and checks that the document holds exactly those bytes (16 per line, as printed there).
+//! and checks that the document holds exactly those bytes (16 per line, as printed there);
+//! others check that every id it shows, and every figure it derives, is what the code computes.
 
 use p2p_protocol::codec::{chunk_frame_prefix, encode_frame};
 use p2p_protocol::{
-    CHUNK_SIZE, FileManifest, HostInfo, IndexRequest, IndexResponse, MAX_CHUNK_FRAME_LEN,
-    PROTOCOL_VERSION, PeerId, PeerRequest, PeerResponse, Role, Sha256Hash, Token,
+    CHUNK_SIZE, ErrorCode, FileManifest, FileSummary, HostInfo, IndexRequest, IndexResponse,
+    MAX_CHUNK_FRAME_LEN, MAX_CONTROL_FRAME_LEN, PROTOCOL_VERSION, PeerId, PeerRequest,
+    PeerResponse, ProtocolError, Role, Sha256Hash, Token,
 };
 
 fn document() -> String {
@@ -41,6 +43,16 @@ fn assert_says(phrase: &str) {
     assert!(
         flat_document().contains(&flatten(phrase)),
         "docs/PROTOCOL.md should say {phrase:?}"
+    );
+}
+
+/// Asserts that the document shows `bytes` inline, as `` `00 00 00 0c …` ``, however the line
+/// wraps.
+fn assert_documented_inline(what: &str, bytes: &[u8]) {
+    let expected = format!("`{}`", dump(bytes).replace('\n', " "));
+    assert!(
+        flat_document().contains(&expected),
+        "docs/PROTOCOL.md does not show {what} as the code encodes it; it should read {expected}"
     );
 }
 
@@ -104,6 +116,85 @@ fn the_manifest_has_the_fields_the_document_counts() {
     }
 }
 
+/// The bytes of every plain fenced block of the document, from the hex pairs each line starts
+/// with (annotations after them are skipped), one `Vec` per block.
+fn hex_blocks(doc: &str) -> Vec<Vec<u8>> {
+    let mut blocks = Vec::new();
+    let mut parts = doc.split("```");
+    parts.next();
+    // Fences alternate: an opening one (with its info string), then a closing one.
+    while let (Some(block), _) = (parts.next(), parts.next()) {
+        let Some(body) = block.strip_prefix('\n') else {
+            continue; // ```json and the like
+        };
+        let bytes: Vec<u8> = body
+            .lines()
+            .flat_map(|line| {
+                line.split_whitespace()
+                    .map_while(|t| (t.len() == 2).then(|| u8::from_str_radix(t, 16).ok())?)
+            })
+            .collect();
+        blocks.push(bytes);
+    }
+    blocks
+}
+
+/// Every id and hash the document shows, in hex or inside an example frame, is one the code
+/// computes from the test vectors, so an example can't keep a stale id when the id changes.
+#[test]
+fn every_id_in_the_document_is_computed() {
+    let doc = document();
+    let empty = FileManifest {
+        name: "empty".into(),
+        size: 0,
+        chunk_size: CHUNK_SIZE,
+        chunks: vec![],
+    };
+    let known = [hello().id().0, hello().chunks[0].0, empty.id().0];
+    let words = doc.split(|c: char| !c.is_ascii_hexdigit());
+    for word in words.filter(|w| w.len() == 64) {
+        assert!(
+            known.iter().any(|k| hex(k) == word),
+            "{word} in the document is not an id or hash of §6.5"
+        );
+    }
+    let short = |k: &[u8; 32]| format!("{}…{}", &hex(k)[..8], &hex(k)[56..]);
+    for (at, _) in doc.match_indices('…') {
+        let before = doc[..at].rsplit(|c: char| !c.is_ascii_hexdigit()).next();
+        let after = doc[at + '…'.len_utf8()..]
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .next();
+        if let (Some(a), Some(b)) = (before, after)
+            && a.len() == 8
+            && b.len() == 8
+        {
+            let shown = format!("{a}…{b}");
+            assert!(
+                known.iter().any(|k| short(k) == shown),
+                "{shown} in the document is not an id of §6.5"
+            );
+        }
+    }
+    // In the example frames, every bin 8 of 32 bytes (`c4 20`) is an id, a hash or the token.
+    let token = [0xab; 32];
+    for block in hex_blocks(&doc) {
+        for at in 0..block.len().saturating_sub(1) {
+            if block[at..].starts_with(&[0xc4, 0x20]) && block.len() >= at + 34 {
+                let value: [u8; 32] = block[at + 2..at + 34].try_into().unwrap();
+                assert!(
+                    known.contains(&value) || value == token,
+                    "an example frame holds {}, which is no id, hash or token of the examples",
+                    hex(&value)
+                );
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[test]
 fn handshake_examples() {
     let hello = IndexRequest::Hello {
@@ -144,11 +235,80 @@ fn peer_conversation_examples() {
     let mut chunk = chunk_frame_prefix(id, 0, 6, MAX_CHUNK_FRAME_LEN).unwrap();
     chunk.extend_from_slice(b"hello\n");
     assert_documented("the Chunk reply", &chunk);
+
+    let message = PeerRequest::Message {
+        from: "192.168.1.20:8001".into(),
+        text: "hi, the file is up".into(),
+    };
+    assert_documented("Message", &encode_frame(&message).unwrap());
+    assert_documented(
+        "MessageReceived",
+        &encode_frame(&PeerResponse::MessageReceived {}).unwrap(),
+    );
+    let empty = PeerRequest::Message {
+        from: String::new(),
+        text: String::new(),
+    };
+    assert_documented_inline("the empty Message", &encode_frame(&empty).unwrap());
+    // The chunk server's wording, which this crate can't produce: the example is checked for
+    // its encoding.
+    let refused = PeerResponse::Error {
+        code: ErrorCode::BadRequest,
+        message: "a message needs 1 to 1024 bytes of text and a sender of at most 64 bytes".into(),
+    };
+    assert_documented("the refused Message", &encode_frame(&refused).unwrap());
+}
+
+#[test]
+fn error_examples() {
+    let unknown = IndexResponse::Error {
+        code: ErrorCode::UnknownFile,
+        message: "no file matches a1b2c3".into(),
+    };
+    assert_documented("the unknown_file Error", &encode_frame(&unknown).unwrap());
+    let too_large = ProtocolError::FrameTooLarge {
+        len: MAX_CONTROL_FRAME_LEN as u64 + 1,
+        max: MAX_CONTROL_FRAME_LEN,
+    };
+    let reply = IndexResponse::Error {
+        code: too_large.reply_code().unwrap(),
+        message: too_large.to_string(),
+    };
+    assert_documented("the frame_too_large Error", &encode_frame(&reply).unwrap());
 }
 
 #[test]
 fn index_conversation_examples() {
     let token = Token([0xab; 32]);
+    assert_documented(
+        "ListFiles",
+        &encode_frame(&IndexRequest::ListFiles {}).unwrap(),
+    );
+    assert_documented_inline(
+        "ListPeers",
+        &encode_frame(&IndexRequest::ListPeers {}).unwrap(),
+    );
+    let register = IndexRequest::Register {
+        addr: "0.0.0.0:8001".parse().unwrap(),
+    };
+    assert_documented("Register", &encode_frame(&register).unwrap());
+    let registered = IndexResponse::Registered {
+        peer_id: PEER,
+        token,
+        addr: "192.168.1.20:8001".parse().unwrap(),
+        heartbeat_interval_ms: 5000,
+        heartbeat_timeout_ms: 15000,
+    };
+    assert_documented("Registered", &encode_frame(&registered).unwrap());
+    let heartbeat = IndexRequest::Heartbeat {
+        peer_id: PEER,
+        token,
+    };
+    assert_documented("Heartbeat", &encode_frame(&heartbeat).unwrap());
+    assert_documented_inline(
+        "HeartbeatAck",
+        &encode_frame(&IndexResponse::HeartbeatAck {}).unwrap(),
+    );
     let add = IndexRequest::AddFile {
         peer_id: PEER,
         token,
@@ -168,6 +328,40 @@ fn index_conversation_examples() {
         }],
     };
     assert_documented("Found", &encode_frame(&found).unwrap());
+}
+
+#[test]
+fn search_examples() {
+    let search = IndexRequest::Search {
+        query: "HELLO txt".into(),
+    };
+    assert_documented("Search", &encode_frame(&search).unwrap());
+    let files = IndexResponse::Files {
+        files: vec![FileSummary {
+            file_id: hello().id(),
+            name: "hello.txt".into(),
+            size: 6,
+            hosts: 1,
+        }],
+        total: 1,
+    };
+    assert_documented("the Files reply", &encode_frame(&files).unwrap());
+    let nothing = IndexResponse::Files {
+        files: vec![],
+        total: 0,
+    };
+    assert_documented_inline("the empty Files reply", &encode_frame(&nothing).unwrap());
+    let blank = IndexRequest::Search {
+        query: " \t ".into(),
+    };
+    assert_documented("the blank Search", &encode_frame(&blank).unwrap());
+    // The index server's wording, which this crate can't produce: the example is checked for
+    // its encoding.
+    let refused = IndexResponse::Error {
+        code: ErrorCode::BadRequest,
+        message: "a search needs 1 to 1024 bytes of text".into(),
+    };
+    assert_documented("the refused Search", &encode_frame(&refused).unwrap());
 }
 
 #[test]
