@@ -4,10 +4,14 @@
 //! others check that every id it shows, and every figure it derives, is what the code computes.
 
 use p2p_protocol::codec::{chunk_frame_prefix, encode_frame};
+use std::net::SocketAddr;
+
 use p2p_protocol::{
-    CHUNK_SIZE, ErrorCode, FileManifest, FileSummary, HostInfo, IndexRequest, IndexResponse,
-    MAX_CHUNK_FRAME_LEN, MAX_CONTROL_FRAME_LEN, PROTOCOL_VERSION, PeerId, PeerRequest,
-    PeerResponse, ProtocolError, Role, Sha256Hash, Token,
+    CHUNK_SIZE, ErrorCode, FileId, FileManifest, FileSummary, HostInfo, IndexRequest,
+    IndexResponse, MAX_CHUNK_FRAME_LEN, MAX_CHUNKS_PER_FILE, MAX_CONTROL_FRAME_LEN,
+    MAX_FILE_NAME_LEN, MAX_HOSTS_PER_LOOKUP, MAX_LIST_ENTRIES, MAX_MESSAGE_LEN, MAX_SENDER_LEN,
+    PROTOCOL_VERSION, PeerId, PeerRequest, PeerResponse, PeerSummary, ProtocolError, Role,
+    Sha256Hash, Token,
 };
 
 fn document() -> String {
@@ -375,4 +379,139 @@ fn manifest_file_example() {
         document().contains(expected.trim_end()),
         "§12.3 should read:\n{expected}"
     );
+}
+
+/// `n` as the document writes numbers: `1,114,491`.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// The body length of an encoded frame.
+fn body_len<T: serde::Serialize>(msg: &T) -> usize {
+    encode_frame(msg).unwrap().len() - 4
+}
+
+/// The largest frames legitimate traffic produces (§2.1), computed by encoding them: the
+/// largest manifest, the most hosts with the longest address, full listings, the longest
+/// message, a full chunk. Every integer is at its longest encoding.
+#[test]
+fn the_largest_frames_are_as_documented() {
+    let chunk_body = |index| {
+        let prefix = chunk_frame_prefix(
+            FileId([0; 32]),
+            index,
+            CHUNK_SIZE as usize,
+            MAX_CHUNK_FRAME_LEN,
+        )
+        .unwrap();
+        u32::from_be_bytes(prefix[..4].try_into().unwrap()) as usize
+    };
+    let last = MAX_CHUNKS_PER_FILE - 1;
+    assert_says(&format!(
+        "a full 4 MiB `Chunk` reply has a body of {} to {} bytes, depending on how `index` is \
+         encoded ({} to {} for the indices 0 to {} a valid file can have)",
+        grouped(chunk_body(0)),
+        grouped(chunk_body(u32::MAX)),
+        grouped(chunk_body(0)),
+        grouped(chunk_body(last)),
+        grouped(last as usize),
+    ));
+
+    let manifest = FileManifest {
+        name: "n".repeat(MAX_FILE_NAME_LEN),
+        size: u64::from(CHUNK_SIZE) * u64::from(MAX_CHUNKS_PER_FILE),
+        chunk_size: CHUNK_SIZE,
+        chunks: vec![Sha256Hash([0xff; 32]); MAX_CHUNKS_PER_FILE as usize],
+    };
+    manifest.validate().unwrap();
+    let add = IndexRequest::AddFile {
+        peer_id: PeerId(u64::MAX),
+        token: Token([0xff; 32]),
+        manifest: manifest.clone(),
+    };
+    assert_says(&format!(
+        "an `AddFile` carrying the largest allowed manifest ({} chunks, {MAX_FILE_NAME_LEN}-byte \
+         name) is {} bytes;",
+        grouped(MAX_CHUNKS_PER_FILE as usize),
+        grouped(body_len(&add)),
+    ));
+
+    let found = |addr: &str| {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let found = IndexResponse::Found {
+            file_id: manifest.id(),
+            manifest: manifest.clone(),
+            hosts: vec![
+                HostInfo {
+                    peer_id: PeerId(u64::MAX),
+                    addr,
+                };
+                MAX_HOSTS_PER_LOOKUP
+            ],
+        };
+        (addr.to_string().len(), grouped(body_len(&found)))
+    };
+    let scoped = "[fe80:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535";
+    let (scoped_len, scoped_found) = found(scoped);
+    let (plain_len, plain_found) = found("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535");
+    assert_says(&format!(
+        "with {MAX_HOSTS_PER_LOOKUP} hosts (the most one `Found` lists, `MAX_HOSTS_PER_LOOKUP`), \
+         each with the longest address string, a {scoped_len}-character scoped IPv6 address such \
+         as `\"{scoped}\"`, is {scoped_found} bytes. With {plain_len}-character unscoped IPv6 \
+         addresses it is {plain_found} bytes."
+    ));
+
+    let files = IndexResponse::Files {
+        files: vec![
+            FileSummary {
+                file_id: FileId([0xff; 32]),
+                name: "n".repeat(MAX_FILE_NAME_LEN),
+                size: u64::MAX,
+                hosts: u32::MAX,
+            };
+            MAX_LIST_ENTRIES
+        ],
+        total: u64::MAX,
+    };
+    let peers = IndexResponse::Peers {
+        peers: vec![
+            PeerSummary {
+                peer_id: PeerId(u64::MAX),
+                addr: scoped.parse().unwrap(),
+                files: u32::MAX,
+                last_seen_ms: u64::MAX,
+            };
+            MAX_LIST_ENTRIES
+        ],
+        total: u64::MAX,
+    };
+    assert_says(&format!(
+        "a `Files` reply with {} entries (`MAX_LIST_ENTRIES`), each with a {MAX_FILE_NAME_LEN}-byte \
+         name, is {} bytes, and a `Peers` reply with {} entries of the longest address is {} \
+         bytes;",
+        grouped(MAX_LIST_ENTRIES),
+        grouped(body_len(&files)),
+        grouped(MAX_LIST_ENTRIES),
+        grouped(body_len(&peers)),
+    ));
+
+    let message = PeerRequest::Message {
+        from: "f".repeat(MAX_SENDER_LEN),
+        text: "t".repeat(MAX_MESSAGE_LEN),
+    };
+    let message_len = grouped(body_len(&message));
+    assert_says(&format!(
+        "a `Message` with a {MAX_SENDER_LEN}-byte `from` and a {}-byte `text`, is {message_len} \
+         bytes.",
+        grouped(MAX_MESSAGE_LEN),
+    ));
+    assert_says(&format!("its largest request is {message_len} bytes"));
 }
