@@ -515,3 +515,60 @@ fn the_largest_frames_are_as_documented() {
     ));
     assert_says(&format!("its largest request is {message_len} bytes"));
 }
+
+/// `{"Hello": {"version": 2, "x": <value>}}`: a `Hello` with an unknown extra field.
+fn hello_with_extra(value: &[u8]) -> Vec<u8> {
+    let mut body = vec![0x81, 0xa5];
+    body.extend(b"Hello");
+    body.extend([0x82, 0xa7]);
+    body.extend(b"version");
+    body.push(PROTOCOL_VERSION as u8);
+    body.extend([0xa1, b'x']);
+    body.extend(value);
+    body
+}
+
+/// Whether `body` decodes as an index request, on a thread with room for the decoder's
+/// recursion even in a debug build.
+fn decodes(body: Vec<u8>) -> Result<(), String> {
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || {
+            p2p_protocol::codec::decode_body::<IndexRequest>(&body)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// The decoder's nesting limit (§3) is the one the document gives: a body may nest maps and
+/// arrays (or end in an ext value) exactly that many levels deep, counting the message's map.
+#[test]
+fn the_nesting_limit_is_as_documented() {
+    const LEVELS: usize = 1024;
+    assert_says(&format!(
+        "A body may nest maps and arrays at most **{}** levels deep",
+        grouped(LEVELS)
+    ));
+    // The message's map and its field map are levels 1 and 2; then arrays, then `nil`.
+    let nested = |levels: usize| {
+        let mut value = vec![0x91; levels - 2];
+        value.push(0xc0);
+        hello_with_extra(&value)
+    };
+    assert_eq!(decodes(nested(LEVELS)), Ok(()));
+    assert_eq!(
+        decodes(nested(LEVELS + 1)),
+        Err("malformed message: depth limit exceeded".to_owned())
+    );
+    // An ext value counts as a level of its own.
+    let ext = |levels: usize| {
+        let mut value = vec![0x91; levels - 3];
+        value.extend([0xd4, 1, 0]);
+        hello_with_extra(&value)
+    };
+    assert_eq!(decodes(ext(LEVELS)), Ok(()));
+    assert!(decodes(ext(LEVELS + 1)).is_err());
+}
