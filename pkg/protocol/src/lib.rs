@@ -8,8 +8,9 @@
 //! * **peer ↔ index server** ([`IndexRequest`] / [`IndexResponse`]): a peer registers its chunk
 //!   server address and gets a [`PeerId`] and a secret [`Token`]; it then adds files
 //!   (manifests), heartbeats every `heartbeat_interval_ms`, and unregisters on exit. Anyone may
-//!   look files up by id prefix and list files and peers.
-//! * **downloader ↔ peer** ([`PeerRequest`] / [`PeerResponse`]): fetch a manifest or a chunk.
+//!   look files up by id prefix, search them by name, and list files and peers.
+//! * **downloader ↔ peer** ([`PeerRequest`] / [`PeerResponse`]): fetch a manifest or a chunk,
+//!   or leave a short text message for the peer's user.
 //!
 //! Every connection is TCP and opens with `Hello { version }`, answered by
 //! `Welcome { version, role }` or by `Error { code: version_mismatch }` and a close. After that the

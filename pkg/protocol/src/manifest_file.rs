@@ -257,7 +257,8 @@ pub struct FolderEntry {
 pub struct FolderManifestFile {
     /// The folder's name (created under the output folder).
     pub name: String,
-    /// Its files, sorted by path.
+    /// Its files: sorted by path, part by part, when made with [`FolderManifestFile::new`];
+    /// in the file's own order when parsed (readers accept any order).
     pub files: Vec<FolderEntry>,
     /// Index servers to ask for hosts.
     pub servers: Vec<SocketAddr>,
@@ -521,6 +522,108 @@ mod folder_tests {
             vec![],
         );
         assert!(FolderManifestFile::parse(&fine.to_json()).is_ok());
+    }
+
+    /// A folder with one file at `path`, as the reader sees it; `files` and `servers` are
+    /// spliced in as JSON text.
+    fn folder_json(files: &str, servers: Option<&str>) -> String {
+        let servers = servers.map_or(String::new(), |s| format!(", \"servers\": {s}"));
+        format!(
+            r#"{{"format": "p2p-transfer-folder", "version": 2, "name": "photos",
+                "files": {files}{servers}}}"#
+        )
+    }
+
+    /// The JSON object of one entry of a folder manifest.
+    fn entry_json(path: &str, m: &FileManifest) -> String {
+        let fields = serde_json::to_string(&FileFields::from_manifest(m)).unwrap();
+        format!(r#"{{"path": "{path}", {}"#, &fields[1..])
+    }
+
+    #[test]
+    fn servers_may_be_missing_but_not_null() {
+        let files = format!("[{}]", entry_json("a.jpg", &manifest("a.jpg")));
+        let missing = FolderManifestFile::parse(&folder_json(&files, None)).unwrap();
+        assert_eq!(missing.servers, vec![]);
+        let listed = folder_json(&files, Some(r#"["192.168.1.10:8000"]"#));
+        assert_eq!(
+            FolderManifestFile::parse(&listed).unwrap().servers,
+            vec!["192.168.1.10:8000".parse::<SocketAddr>().unwrap()]
+        );
+        for refused in ["null", r#"["localhost:8000"]"#] {
+            let err = FolderManifestFile::parse(&folder_json(&files, Some(refused))).unwrap_err();
+            assert!(
+                matches!(err, ManifestFileError::Syntax(_)),
+                "{refused}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn files_may_be_empty_but_not_missing_or_null() {
+        let empty = FolderManifestFile::parse(&folder_json("[]", None)).unwrap();
+        assert_eq!(empty.name, "photos");
+        assert!(empty.files.is_empty());
+        // What `manifest create` writes for a folder without files reads back the same.
+        let written = FolderManifestFile::new("photos".into(), vec![], vec![]);
+        assert!(written.to_json().contains("\"files\": []"));
+        assert_eq!(
+            FolderManifestFile::parse(&written.to_json()).unwrap(),
+            written
+        );
+        for refused in [
+            r#"{"format": "p2p-transfer-folder", "version": 2, "name": "photos"}"#.to_owned(),
+            folder_json("null", None),
+        ] {
+            let err = FolderManifestFile::parse(&refused).unwrap_err();
+            assert!(
+                matches!(err, ManifestFileError::Syntax(_)),
+                "{refused}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn files_are_read_in_any_order_and_kept_in_it() {
+        let (z, a) = (manifest("z.jpg"), manifest("a.jpg"));
+        let files = format!(
+            "[{}, {}]",
+            entry_json("z.jpg", &z),
+            entry_json("2024/a.jpg", &a)
+        );
+        let read = FolderManifestFile::parse(&folder_json(&files, None)).unwrap();
+        let paths: Vec<String> = read.files.iter().map(|f| f.path.join("/")).collect();
+        assert_eq!(paths, ["z.jpg", "2024/a.jpg"]);
+    }
+
+    #[test]
+    fn the_writer_sorts_paths_part_by_part() {
+        let folder = FolderManifestFile::new(
+            "photos".into(),
+            vec![
+                (vec!["a.b".into()], manifest("a.b")),
+                (vec!["a b".into(), "c".into()], manifest("c")),
+                (vec!["a".into(), "c".into()], manifest("c")),
+                (vec!["a".into(), "b".into()], manifest("b")),
+            ],
+            vec![],
+        );
+        let paths: Vec<String> = folder.files.iter().map(|f| f.path.join("/")).collect();
+        // Not the order of the joined strings, which would put `a b/c` and `a.b` first.
+        assert_eq!(paths, ["a/b", "a/c", "a b/c", "a.b"]);
+    }
+
+    #[test]
+    fn an_entry_with_a_field_given_twice_is_refused() {
+        let entry = entry_json("a.jpg", &manifest("a.jpg"));
+        let twice = entry.replacen("{", r#"{"size": 1, "#, 1);
+        let err = FolderManifestFile::parse(&folder_json(&format!("[{twice}]"), None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duplicate field `size`"), "{err}");
+        // An unknown field is ignored.
+        let extra = entry.replacen("{", r#"{"note": [1, {"x": null}], "#, 1);
+        assert!(FolderManifestFile::parse(&folder_json(&format!("[{extra}]"), None)).is_ok());
     }
 
     #[test]

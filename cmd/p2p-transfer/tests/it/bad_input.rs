@@ -406,6 +406,86 @@ async fn a_client_trickling_bytes_is_cut_off() {
     assert_index_alive(server.addr).await;
 }
 
+/// A `Lookup` id as long as a frame allows is quoted only by its start, so its refusal fits in
+/// a reply and the connection stays open (PROTOCOL.md §2.2, §7.5).
+#[tokio::test]
+async fn a_lookup_id_of_2_mib_gets_a_short_refusal() {
+    let server = start_server().await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut conn = IndexClientConnection::index_client(stream);
+    p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
+        .await
+        .unwrap();
+    // Everything but the message's own 17 bytes: the largest frame an index server takes.
+    let lookup = IndexRequest::Lookup {
+        id: "g".repeat(p2p_protocol::MAX_CONTROL_FRAME_LEN - 17),
+    };
+    assert_eq!(
+        encode_frame(&lookup).unwrap().len() - 4,
+        p2p_protocol::MAX_CONTROL_FRAME_LEN
+    );
+    let t = Duration::from_secs(30);
+    match conn.request(&lookup, t).await.unwrap() {
+        IndexResponse::Error { code, message } => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert_eq!(
+                message,
+                format!(
+                    "'{}...' is not a file id: use hexadecimal characters 0-9 and a-f",
+                    "g".repeat(70)
+                )
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let files = conn.request(&IndexRequest::ListFiles {}, t).await.unwrap();
+    assert!(
+        matches!(files, IndexResponse::Files { .. }),
+        "the connection stays open: {files:?}"
+    );
+}
+
+/// The refusal of a frame that can't be decoded quotes what the decoder quotes, in full: a
+/// short unknown message name is named in the reply, one of nearly 2 MiB would make a reply
+/// over the limit, so the index closes the connection without one (PROTOCOL.md §2.2), and
+/// keeps serving everyone else.
+#[tokio::test]
+async fn an_undecodable_frame_too_long_to_quote_is_closed_without_a_reply() {
+    let server = start_server().await;
+    let hello = encode_frame(&IndexRequest::Hello {
+        version: p2p_protocol::PROTOCOL_VERSION,
+    })
+    .unwrap();
+    let welcome = encode_frame(&IndexResponse::Welcome {
+        version: p2p_protocol::PROTOCOL_VERSION,
+        role: p2p_protocol::Role::Index,
+    })
+    .unwrap();
+    // `{<name>: {}}`, the name as str 32: 7 bytes besides the name.
+    let unknown = |name: &[u8]| {
+        let mut frame = ((name.len() + 7) as u32).to_be_bytes().to_vec();
+        frame.extend([0x81, 0xdb]);
+        frame.extend((name.len() as u32).to_be_bytes());
+        frame.extend(name);
+        frame.push(0x80);
+        frame
+    };
+    let reply = send_raw(server.addr, &[hello.clone(), unknown(b"Hellp")].concat()).await;
+    let refusal = decode_reply(&reply[welcome.len()..]);
+    match refusal {
+        IndexResponse::Error { code, message } => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("unknown variant `Hellp`"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    let huge = vec![b'x'; p2p_protocol::MAX_CONTROL_FRAME_LEN - 7];
+    let reply = send_raw(server.addr, &[hello, unknown(&huge)].concat()).await;
+    assert_eq!(reply, welcome, "only the Welcome came back");
+    assert_index_alive(server.addr).await;
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
     /// Whatever bytes a client sends a chunk server, it drops that connection at worst and

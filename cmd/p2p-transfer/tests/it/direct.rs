@@ -110,6 +110,46 @@ async fn a_named_peer_that_disappears_is_replaced_by_the_other() {
     other.shutdown().await;
 }
 
+/// Without an index there is nobody to ask for more hosts: once every named host is dropped,
+/// the download fails at once, not after the stall timeout (PROTOCOL.md §8.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_index_a_download_fails_as_soon_as_every_named_host_is_dropped() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "nowhere.bin", MIB, 73);
+    let manifest = p2p_storage::build_manifest(&path).unwrap().manifest;
+    // Shares nothing, so it answers `unknown_file` and is dropped at its first answer.
+    let stranger = lone_peer().await;
+    let stall_timeout = Duration::from_secs(600);
+    let leecher = Peer::start(PeerConfig {
+        listen_addr: loopback0(),
+        server_addr: None,
+        stall_timeout,
+        ..PeerConfig::default()
+    })
+    .await
+    .unwrap();
+    let request = DownloadRequest {
+        id: manifest.id().to_string(),
+        manifest: Some(manifest),
+        hosts: vec![stranger.local_addr()],
+        subdir: Vec::new(),
+    };
+    let run = leecher.fetch(request, out.path(), None, CancellationToken::new());
+    let err = tokio::time::timeout(stall_timeout / 10, run)
+        .await
+        .expect("the download waited for the stall timeout")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("failed with 0 of 1 chunks complete: every host given failed"),
+        "{err}"
+    );
+    assert!(out.path().join("nowhere.bin.part").exists());
+    leecher.shutdown().await;
+    stranger.shutdown().await;
+}
+
 #[tokio::test]
 async fn messages_reach_the_other_peer_with_their_sender() {
     let server = start_server().await;
