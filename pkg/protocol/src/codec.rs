@@ -101,7 +101,11 @@ impl<In: DecodeFrame, Out> Decoder for MessageCodec<In, Out> {
 /// Decodes one frame body, refusing trailing bytes so that a frame is exactly one message.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {
     let mut cursor = Cursor::new(body);
-    let value = rmp_serde::from_read(&mut cursor)?;
+    let mut decoder = rmp_serde::Deserializer::new(&mut cursor);
+    // Far below the decoder's own 1,024: each level is a recursive call, and 1,024 of them
+    // overflow a 2 MiB thread stack in a debug build (a 1 KB frame could abort the process).
+    decoder.set_max_depth(crate::MAX_NESTING_DEPTH);
+    let value = T::deserialize(&mut decoder)?;
     if cursor.position() != body.len() as u64 {
         return Err(ProtocolError::Decode(rmp_serde::decode::Error::Syntax(
             "trailing bytes after the message".into(),
@@ -257,6 +261,23 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+
+    #[test]
+    fn a_deeply_nested_body_is_refused_without_deep_recursion() {
+        // `{"Hello": [[[[...]]]]}` 100,000 levels deep, decoded on a thread with a small stack:
+        // the decoder must give up at the limit, not recurse until the stack overflows.
+        let mut body = vec![0x81, 0xa5];
+        body.extend_from_slice(b"Hello");
+        body.extend(std::iter::repeat_n(0x91, 100_000));
+        body.push(0xc0);
+        let refused = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || decode_body::<crate::IndexRequest>(&body).is_err())
+            .unwrap()
+            .join()
+            .expect("the decoder overflowed its stack");
+        assert!(refused);
+    }
 
     type PeerSide = MessageCodec<PeerRequest, PeerResponse>;
 

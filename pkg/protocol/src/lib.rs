@@ -106,6 +106,10 @@ pub const MAX_MESSAGE_LEN: usize = 1024;
 /// Longest `from` of a `Message`, in bytes.
 pub const MAX_SENDER_LEN: usize = 64;
 
+/// Deepest nesting of maps and arrays a frame body may have, the message's own map included.
+/// Known messages nest at most 4 levels; the rest is room for fields added later.
+pub const MAX_NESTING_DEPTH: usize = 32;
+
 /// Longest `Search` query, in bytes.
 pub const MAX_QUERY_LEN: usize = 1024;
 

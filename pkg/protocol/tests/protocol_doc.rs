@@ -547,7 +547,7 @@ fn decodes(body: Vec<u8>) -> Result<(), String> {
 /// arrays (or end in an ext value) exactly that many levels deep, counting the message's map.
 #[test]
 fn the_nesting_limit_is_as_documented() {
-    const LEVELS: usize = 1024;
+    const LEVELS: usize = p2p_protocol::MAX_NESTING_DEPTH;
     assert_says(&format!(
         "A body may nest maps and arrays at most **{}** levels deep",
         grouped(LEVELS)
