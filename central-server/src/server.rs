@@ -932,6 +932,15 @@ mod hostile_clients {
         stream
     }
 
+    /// A server on a free loopback port, not yet running, with its address and state.
+    async fn bound(config: ServerConfig) -> (Server, SocketAddr, Arc<super::Shared>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::new(listener, config);
+        let addr = server.local_addr().unwrap();
+        let shared = server.handle().unwrap().shared();
+        (server, addr, shared)
+    }
+
     /// A handshaken index connection from `source`.
     async fn connect_from(source: [u8; 4], server: SocketAddr) -> IndexClientConnection<TcpStream> {
         let mut conn = IndexClientConnection::index_client(stream_from(source, server).await);
@@ -954,11 +963,8 @@ mod hostile_clients {
             search_rate_per_ip: 100_000,
             ..ServerConfig::default()
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Server::new(listener, config);
-        let addr = server.local_addr().unwrap();
+        let (server, addr, shared) = bound(config).await;
         let handle = server.handle().unwrap();
-        let shared = handle.shared();
         // The hostile address's peers and files, put straight into the index.
         let hostile_ip = IpAddr::V4(Ipv4Addr::from(HOSTILE));
         let mut hostile = Vec::new();
@@ -1081,10 +1087,7 @@ mod hostile_clients {
             max_connections: 3,
             ..ServerConfig::default()
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Server::new(listener, config);
-        let addr = server.local_addr().unwrap();
-        let shared = server.handle().unwrap().shared();
+        let (server, addr, shared) = bound(config).await;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         // A long search holds the one turn.
@@ -1146,10 +1149,7 @@ mod hostile_clients {
             heartbeat_timeout: Duration::from_secs(60),
             ..ServerConfig::default()
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Server::new(listener, config);
-        let addr = server.local_addr().unwrap();
-        let shared = server.handle().unwrap().shared();
+        let (server, addr, shared) = bound(config).await;
         // Enough files that a search's reply may take about 383 KB, so it needs room.
         {
             let now = tokio::time::Instant::now().into_std();
@@ -1292,10 +1292,7 @@ mod hostile_clients {
             max_buffered_bytes_per_ip: 0,
             ..ServerConfig::default()
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Server::new(listener, config);
-        let addr = server.local_addr().unwrap();
-        let shared = server.handle().unwrap().shared();
+        let (server, addr, shared) = bound(config).await;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         let full = shared.budget.available();

@@ -15,7 +15,7 @@ use p2p_protocol::{
 };
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::process::bin;
+use crate::process::{bin, leecher};
 use crate::shell::{Pty, spawn_shell};
 
 /// An error message that, printed raw, sets the window title, clears the screen, turns the
@@ -236,20 +236,8 @@ async fn a_hostile_peer_error_and_name_are_shown_escaped() {
     let id = manifest.id().to_string();
     let index = hostile_index(manifest, peer.addr).await;
     let out = tempfile::tempdir().unwrap();
-    let mut cmd = bin();
-    cmd.args([
-        "peer",
-        "--addr",
-        "127.0.0.1:0",
-        "--server",
-        &index.addr.to_string(),
-        "--stall-timeout",
-        "1s",
-        "--download",
-        &id,
-        "--out",
-    ])
-    .arg(out.path());
+    let mut cmd = leecher(&index.addr.to_string(), &id, out.path());
+    cmd.args(["--stall-timeout", "1s"]);
     let output = run(cmd).await;
     inert("stdout", &output.stdout);
     let stderr = inert("stderr", &output.stderr);
@@ -295,18 +283,7 @@ async fn a_hostile_peer_error_and_name_are_shown_escaped() {
 async fn a_hostile_index_refusing_a_download_is_shown_escaped() {
     let index = hostile_index(bidi_manifest(), "127.0.0.1:9".parse().unwrap()).await;
     let out = tempfile::tempdir().unwrap();
-    let mut cmd = bin();
-    cmd.args([
-        "peer",
-        "--addr",
-        "127.0.0.1:0",
-        "--server",
-        &index.addr.to_string(),
-        "--download",
-        "abcdef123456",
-        "--out",
-    ])
-    .arg(out.path());
+    let cmd = leecher(&index.addr.to_string(), "abcdef123456", out.path());
     let output = run(cmd).await;
     inert("stdout", &output.stdout);
     let stderr = inert("stderr", &output.stderr);
