@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use p2p_protocol::{HostInfo, PeerId};
+use p2p_protocol::{HostInfo, NodeId, PeerId};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
@@ -30,6 +30,8 @@ use rand::seq::SliceRandom;
 pub struct Candidate {
     /// Its registration.
     pub peer_id: PeerId,
+    /// The node that registered it.
+    pub node_id: NodeId,
     /// Its chunk server.
     pub addr: SocketAddr,
     /// Where its registration came from.
@@ -43,6 +45,7 @@ pub fn choose(candidates: Vec<Candidate>, max: usize, rng: &mut impl Rng) -> Vec
     let info = |c: &Candidate| HostInfo {
         peer_id: c.peer_id,
         addr: c.addr,
+        node_id: c.node_id,
     };
     if candidates.len() <= max {
         return candidates.iter().map(info).collect();
@@ -86,6 +89,7 @@ mod tests {
     fn candidate(id: u64, source: [u8; 4], registered: Instant) -> Candidate {
         Candidate {
             peer_id: PeerId(id),
+            node_id: NodeId([id as u8; 20]),
             addr: SocketAddr::from((source, 1)),
             source: IpAddr::from(source),
             registered,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use p2p_protocol::{
     ErrorCode, FileId, FileManifest, FileSummary, IdPrefix, MAX_HOSTS_PER_LOOKUP, MAX_LIST_ENTRIES,
-    ManifestError, PeerId, PeerSummary, Token,
+    ManifestError, NodeId, PeerId, PeerSummary,
 };
 
 use crate::config::{MIB, ServerConfig};
@@ -41,8 +41,8 @@ pub enum IndexError {
     /// Not registered (never, expired, or the server restarted).
     #[error("peer {0} is not registered; register again")]
     UnknownPeer(PeerId),
-    /// Registered, but the token is someone else's.
-    #[error("token does not match peer {0}")]
+    /// Registered, but by another node than the one asking.
+    #[error("peer {0} was registered by another node; only that node may change it")]
     Forbidden(PeerId),
     /// The manifest is inconsistent.
     #[error("invalid manifest: {0}")]
@@ -89,7 +89,8 @@ impl IndexError {
 /// A registered peer.
 #[derive(Debug)]
 struct PeerEntry {
-    token: Token,
+    /// The node that registered it (from its TLS handshake): the only one that may change it.
+    node: NodeId,
     addr: SocketAddr,
     /// Where the registration came from, for the per-address caps and for choosing hosts.
     source: IpAddr,
@@ -201,6 +202,8 @@ impl Search {
 pub struct Index {
     /// By id, which is the order `ListPeers` uses.
     peers: BTreeMap<PeerId, PeerEntry>,
+    /// Each node's one registration.
+    by_node: HashMap<NodeId, PeerId>,
     by_source: HashMap<IpAddr, SourceUsage>,
     files: BTreeMap<FileId, FileEntry>,
     /// Every file in listing order, sharing the stored manifests.
@@ -216,6 +219,7 @@ impl Index {
     pub fn new(limits: IndexLimits) -> Self {
         Self {
             peers: BTreeMap::new(),
+            by_node: HashMap::new(),
             by_source: HashMap::new(),
             files: BTreeMap::new(),
             names: BTreeMap::new(),
@@ -228,14 +232,20 @@ impl Index {
         }
     }
 
-    /// Registers a peer reachable at `addr`; returns its id and secret.
+    /// Registers node `node`'s peer, reachable at `addr`; returns its id. A node holds one
+    /// registration: its previous one, if any, ends first (with its files), as when the peer
+    /// restarted before its old registration expired.
     pub fn register(
         &mut self,
         addr: SocketAddr,
         source: IpAddr,
+        node: NodeId,
         now: Instant,
-    ) -> Result<(PeerId, Token), IndexError> {
+    ) -> Result<PeerId, IndexError> {
         let source = source.to_canonical();
+        if let Some(&old) = self.by_node.get(&node) {
+            self.remove_peer(old);
+        }
         if self.peers.len() >= self.limits.max_peers {
             return Err(IndexError::LimitExceeded(format!(
                 "the index already holds its maximum of {} peers",
@@ -263,11 +273,11 @@ impl Index {
                 break id;
             }
         };
-        let token = Token(rand::random());
+        self.by_node.insert(node, peer_id);
         self.peers.insert(
             peer_id,
             PeerEntry {
-                token,
+                node,
                 addr,
                 source,
                 files: BTreeSet::new(),
@@ -276,18 +286,19 @@ impl Index {
                 charged: 0,
             },
         );
-        Ok((peer_id, token))
+        Ok(peer_id)
     }
 
+    /// The registration `peer_id`, if `node` made it.
     fn authenticate<'a>(
         peers: &'a mut BTreeMap<PeerId, PeerEntry>,
         peer_id: PeerId,
-        token: &Token,
+        node: NodeId,
     ) -> Result<&'a mut PeerEntry, IndexError> {
         let entry = peers
             .get_mut(&peer_id)
             .ok_or(IndexError::UnknownPeer(peer_id))?;
-        if !constant_time_eq(&entry.token.0, &token.0) {
+        if entry.node != node {
             return Err(IndexError::Forbidden(peer_id));
         }
         Ok(entry)
@@ -298,10 +309,10 @@ impl Index {
     pub fn heartbeat(
         &mut self,
         peer_id: PeerId,
-        token: &Token,
+        node: NodeId,
         now: Instant,
     ) -> Result<(), IndexError> {
-        let peer = Self::authenticate(&mut self.peers, peer_id, token)?;
+        let peer = Self::authenticate(&mut self.peers, peer_id, node)?;
         peer.last_seen = peer.last_seen.max(now);
         Ok(())
     }
@@ -310,12 +321,12 @@ impl Index {
     pub fn add_file(
         &mut self,
         peer_id: PeerId,
-        token: &Token,
+        node: NodeId,
         manifest: FileManifest,
         now: Instant,
     ) -> Result<FileId, IndexError> {
         let limits = self.limits;
-        let peer = Self::authenticate(&mut self.peers, peer_id, token)?;
+        let peer = Self::authenticate(&mut self.peers, peer_id, node)?;
         peer.last_seen = peer.last_seen.max(now);
         manifest.validate()?;
         let file_id = manifest.id();
@@ -381,10 +392,10 @@ impl Index {
     pub fn remove_file(
         &mut self,
         peer_id: PeerId,
-        token: &Token,
+        node: NodeId,
         file_id: &FileId,
     ) -> Result<(), IndexError> {
-        let peer = Self::authenticate(&mut self.peers, peer_id, token)?;
+        let peer = Self::authenticate(&mut self.peers, peer_id, node)?;
         if peer.files.remove(file_id) {
             let charge = self
                 .files
@@ -400,14 +411,15 @@ impl Index {
     }
 
     /// Removes a peer and its files.
-    pub fn unregister(&mut self, peer_id: PeerId, token: &Token) -> Result<(), IndexError> {
-        Self::authenticate(&mut self.peers, peer_id, token)?;
+    pub fn unregister(&mut self, peer_id: PeerId, node: NodeId) -> Result<(), IndexError> {
+        Self::authenticate(&mut self.peers, peer_id, node)?;
         self.remove_peer(peer_id);
         Ok(())
     }
 
     fn remove_peer(&mut self, peer_id: PeerId) -> Option<PeerEntry> {
         let entry = self.peers.remove(&peer_id)?;
+        self.by_node.remove(&entry.node);
         if let Some(source) = self.by_source.get_mut(&entry.source) {
             source.peers -= 1;
             source.bytes -= entry.charged;
@@ -492,6 +504,7 @@ impl Index {
             .filter_map(|id| {
                 self.peers.get(id).map(|p| Candidate {
                     peer_id: *id,
+                    node_id: p.node,
                     addr: p.addr,
                     source: p.source,
                     registered: p.registered,
@@ -567,6 +580,7 @@ impl Index {
             .take(MAX_LIST_ENTRIES)
             .map(|(id, p)| PeerSummary {
                 peer_id: *id,
+                node_id: p.node,
                 addr: p.addr,
                 files: p.files.len() as u32,
                 last_seen_ms: now.saturating_duration_since(p.last_seen).as_millis() as u64,
@@ -662,10 +676,6 @@ fn prefix_bounds(prefix: &IdPrefix) -> (FileId, FileId) {
     (pad('0'), pad('f'))
 }
 
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use p2p_protocol::{CHUNK_SIZE, Sha256Hash};
@@ -691,6 +701,11 @@ mod tests {
         }
     }
 
+    /// A node id no other test node has.
+    fn fresh_node() -> NodeId {
+        NodeId(rand::random())
+    }
+
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn addr(port: u16) -> SocketAddr {
@@ -702,11 +717,12 @@ mod tests {
         let t0 = Instant::now();
         let timeout = Duration::from_secs(15);
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), LOCAL, t0).unwrap();
-        let (b, _) = index.register(addr(2), LOCAL, t0).unwrap();
-        let id = index.add_file(a, &ta, manifest("f"), t0).unwrap();
+        let ta = fresh_node();
+        let a = index.register(addr(1), LOCAL, ta, t0).unwrap();
+        let b = index.register(addr(2), LOCAL, fresh_node(), t0).unwrap();
+        let id = index.add_file(a, ta, manifest("f"), t0).unwrap();
         index
-            .heartbeat(a, &ta, t0 + Duration::from_secs(10))
+            .heartbeat(a, ta, t0 + Duration::from_secs(10))
             .unwrap();
 
         assert!(index.expire(t0 + timeout, timeout).is_empty());
@@ -722,45 +738,44 @@ mod tests {
     }
 
     #[test]
-    fn only_the_token_holder_changes_a_registration() {
+    fn only_the_node_that_registered_changes_a_registration() {
         let now = Instant::now();
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
-        let (b, tb) = index.register(addr(2), LOCAL, now).unwrap();
-        let id = index.add_file(a, &ta, manifest("f"), now).unwrap();
-        assert_eq!(
-            index.remove_file(a, &tb, &id),
-            Err(IndexError::Forbidden(a))
-        );
-        assert_eq!(index.unregister(a, &tb), Err(IndexError::Forbidden(a)));
-        assert_eq!(index.heartbeat(a, &tb, now), Err(IndexError::Forbidden(a)));
+        let ta = fresh_node();
+        let a = index.register(addr(1), LOCAL, ta, now).unwrap();
+        let tb = fresh_node();
+        let b = index.register(addr(2), LOCAL, tb, now).unwrap();
+        let id = index.add_file(a, ta, manifest("f"), now).unwrap();
+        assert_eq!(index.remove_file(a, tb, &id), Err(IndexError::Forbidden(a)));
+        assert_eq!(index.unregister(a, tb), Err(IndexError::Forbidden(a)));
+        assert_eq!(index.heartbeat(a, tb, now), Err(IndexError::Forbidden(a)));
         assert_eq!(index.file_count(), 1);
-        index.unregister(b, &tb).unwrap();
-        assert_eq!(
-            index.heartbeat(b, &tb, now),
-            Err(IndexError::UnknownPeer(b))
-        );
+        index.unregister(b, tb).unwrap();
+        assert_eq!(index.heartbeat(b, tb, now), Err(IndexError::UnknownPeer(b)));
     }
 
     #[test]
     fn shared_files_list_every_host_and_survive_one_leaving() {
         let now = Instant::now();
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
-        let (b, tb) = index.register(addr(2), LOCAL, now).unwrap();
-        let id = index.add_file(a, &ta, manifest("f"), now).unwrap();
-        assert_eq!(index.add_file(b, &tb, manifest("f"), now).unwrap(), id);
+        let ta = fresh_node();
+        let a = index.register(addr(1), LOCAL, ta, now).unwrap();
+        let tb = fresh_node();
+        let b = index.register(addr(2), LOCAL, tb, now).unwrap();
+        let id = index.add_file(a, ta, manifest("f"), now).unwrap();
+        assert_eq!(index.add_file(b, tb, manifest("f"), now).unwrap(), id);
         // Adding again is harmless.
-        index.add_file(b, &tb, manifest("f"), now).unwrap();
+        index.add_file(b, tb, manifest("f"), now).unwrap();
         let found = index.lookup(&id.to_string()[..8].parse().unwrap()).unwrap();
         assert_eq!(found.hosts.len(), 2);
-        index.remove_file(a, &ta, &id).unwrap();
+        index.remove_file(a, ta, &id).unwrap();
         let found = index.lookup(&id.to_string().parse().unwrap()).unwrap();
         assert_eq!(
             found.hosts,
             vec![p2p_protocol::HostInfo {
                 peer_id: b,
-                addr: addr(2)
+                addr: addr(2),
+                node_id: tb,
             }]
         );
         let (files, total) = index.list_files();
@@ -771,15 +786,16 @@ mod tests {
     fn unique_prefix_resolves_and_unknown_is_reported() {
         let now = Instant::now();
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
-        let id = index.add_file(a, &ta, manifest("f"), now).unwrap();
+        let ta = fresh_node();
+        let a = index.register(addr(1), LOCAL, ta, now).unwrap();
+        let id = index.add_file(a, ta, manifest("f"), now).unwrap();
         let prefix: IdPrefix = id.to_string()[..6].parse().unwrap();
         let found = index.lookup(&prefix).unwrap();
         assert_eq!(
             (found.file_id, &*found.manifest.name().to_string()),
             (id, "f")
         );
-        index.remove_file(a, &ta, &id).unwrap();
+        index.remove_file(a, ta, &id).unwrap();
         let err = index.lookup(&prefix).unwrap_err();
         assert_eq!(err.code(), ErrorCode::UnknownFile);
         assert!(err.to_string().contains(prefix.as_str()));
@@ -794,13 +810,14 @@ mod tests {
             max_peers_per_ip: 64,
             ..LIMITS
         });
-        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
+        let ta = fresh_node();
+        let a = index.register(addr(1), LOCAL, ta, now).unwrap();
         // Register files until two ids share a 6-character prefix (birthday bound: a few
         // thousand). Deterministic names, so the test is reproducible.
         let mut seen: HashMap<String, FileId> = HashMap::new();
         for i in 0.. {
             let id = index
-                .add_file(a, &ta, manifest(&format!("n{i}")), now)
+                .add_file(a, ta, manifest(&format!("n{i}")), now)
                 .unwrap();
             if let Some(other) = seen.insert(id.to_string()[..6].to_owned(), id) {
                 let prefix: IdPrefix = id.to_string()[..6].parse().unwrap();
@@ -826,9 +843,10 @@ mod tests {
             max_peers_per_ip: 64,
             ..LIMITS
         });
-        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
+        let ta = fresh_node();
+        let a = index.register(addr(1), LOCAL, ta, now).unwrap();
         for name in ["Holiday Photos 2024.zip", "holiday-video.mp4", "report.pdf"] {
-            index.add_file(a, &ta, manifest(name), now).unwrap();
+            index.add_file(a, ta, manifest(name), now).unwrap();
         }
         let names =
             |q: &str| -> Vec<String> { index.search(q).0.into_iter().map(|f| f.name).collect() };
@@ -851,21 +869,26 @@ mod tests {
             ..LIMITS
         });
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
-        index.register(addr(2), LOCAL, now).unwrap();
-        let err = index.register(addr(3), LOCAL, now).unwrap_err();
+        let ta = fresh_node();
+        let a = index.register(addr(1), LOCAL, ta, now).unwrap();
+        index.register(addr(2), LOCAL, fresh_node(), now).unwrap();
+        let err = index
+            .register(addr(3), LOCAL, fresh_node(), now)
+            .unwrap_err();
         assert!(
             err.to_string().contains("maximum of 2 registrations"),
             "{err}"
         );
-        index.register(addr(4), other, now).unwrap();
+        index.register(addr(4), other, fresh_node(), now).unwrap();
         // A slot frees when a registration ends, but registering again at once is too often:
         // the burst was the 2 registrations, and one more comes back each second.
-        index.unregister(a, &ta).unwrap();
-        let err = index.register(addr(5), LOCAL, now).unwrap_err();
+        index.unregister(a, ta).unwrap();
+        let err = index
+            .register(addr(5), LOCAL, fresh_node(), now)
+            .unwrap_err();
         assert!(err.to_string().contains("registers too often"), "{err}");
         index
-            .register(addr(5), LOCAL, now + Duration::from_secs(1))
+            .register(addr(5), LOCAL, fresh_node(), now + Duration::from_secs(1))
             .unwrap();
     }
 
@@ -873,23 +896,24 @@ mod tests {
     fn caps_are_enforced() {
         let now = Instant::now();
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
-        index.register(addr(2), LOCAL, now).unwrap();
-        index.register(addr(3), LOCAL, now).unwrap();
+        let ta = fresh_node();
+        let a = index.register(addr(1), LOCAL, ta, now).unwrap();
+        index.register(addr(2), LOCAL, fresh_node(), now).unwrap();
+        index.register(addr(3), LOCAL, fresh_node(), now).unwrap();
         assert!(matches!(
-            index.register(addr(4), LOCAL, now),
+            index.register(addr(4), LOCAL, fresh_node(), now),
             Err(IndexError::LimitExceeded(_))
         ));
-        index.add_file(a, &ta, manifest("1"), now).unwrap();
-        index.add_file(a, &ta, manifest("2"), now).unwrap();
+        index.add_file(a, ta, manifest("1"), now).unwrap();
+        index.add_file(a, ta, manifest("2"), now).unwrap();
         assert!(matches!(
-            index.add_file(a, &ta, manifest("3"), now),
+            index.add_file(a, ta, manifest("3"), now),
             Err(IndexError::LimitExceeded(_))
         ));
         let mut bad = manifest("4");
         bad.size = 10 * u64::from(CHUNK_SIZE);
         assert!(matches!(
-            index.add_file(a, &ta, bad, now),
+            index.add_file(a, ta, bad, now),
             Err(IndexError::InvalidManifest(_))
         ));
     }
@@ -923,9 +947,10 @@ mod tests {
         let hostile: IpAddr = "10.0.0.66".parse().unwrap();
         let mut refusals = Vec::new();
         for p in 0..4 {
-            let (id, token) = index.register(addr(p), hostile, now).unwrap();
+            let token = fresh_node();
+            let id = index.register(addr(p), hostile, token, now).unwrap();
             for f in 0..4 {
-                match index.add_file(id, &token, large_manifest(&format!("{p}-{f}")), now) {
+                match index.add_file(id, token, large_manifest(&format!("{p}-{f}")), now) {
                     Ok(_) => {}
                     Err(err) => refusals.push(err),
                 }
@@ -950,26 +975,29 @@ mod tests {
             "{refusals:?}"
         );
         // Someone else still gets in...
-        let (legit, token) = index.register(addr(9), LOCAL, now).unwrap();
+        let token = fresh_node();
+        let legit = index.register(addr(9), LOCAL, token, now).unwrap();
         index
-            .add_file(legit, &token, large_manifest("legit"), now)
+            .add_file(legit, token, large_manifest("legit"), now)
             .unwrap();
         index.check_accounts();
         // ...until the whole index is full.
-        let (other, token) = index
-            .register(addr(10), "10.0.0.7".parse().unwrap(), now)
+        let token = fresh_node();
+        let other = index
+            .register(addr(10), "10.0.0.7".parse().unwrap(), token, now)
             .unwrap();
         index
-            .add_file(other, &token, large_manifest("o1"), now)
+            .add_file(other, token, large_manifest("o1"), now)
             .unwrap();
         index
-            .add_file(other, &token, large_manifest("o2"), now)
+            .add_file(other, token, large_manifest("o2"), now)
             .unwrap();
-        let (late, token) = index
-            .register(addr(11), "10.0.0.8".parse().unwrap(), now)
+        let token = fresh_node();
+        let late = index
+            .register(addr(11), "10.0.0.8".parse().unwrap(), token, now)
             .unwrap();
         let err = index
-            .add_file(late, &token, large_manifest("late"), now)
+            .add_file(late, token, large_manifest("late"), now)
             .unwrap_err();
         assert!(err.to_string().starts_with("the index is full"), "{err}");
         assert!(index.stored_bytes() <= limits.max_bytes);
@@ -987,26 +1015,28 @@ mod tests {
     fn a_file_is_stored_once_whoever_hosts_it() {
         let now = Instant::now();
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
-        let (b, tb) = index
-            .register(addr(2), "10.0.0.2".parse().unwrap(), now)
+        let ta = fresh_node();
+        let a = index.register(addr(1), LOCAL, ta, now).unwrap();
+        let tb = fresh_node();
+        let b = index
+            .register(addr(2), "10.0.0.2".parse().unwrap(), tb, now)
             .unwrap();
         let manifest = large_manifest("shared.bin");
         let cost = StoredManifest::cost_of(&manifest);
-        let id = index.add_file(a, &ta, manifest.clone(), now).unwrap();
-        index.add_file(b, &tb, manifest.clone(), now).unwrap();
+        let id = index.add_file(a, ta, manifest.clone(), now).unwrap();
+        index.add_file(b, tb, manifest.clone(), now).unwrap();
         assert_eq!(index.stored_bytes(), cost + 2 * HOST_OVERHEAD);
         // The packed hashes are the bulk of it: 32 bytes each, nothing per hash on top.
         assert!(cost < manifest.chunks.len() * 32 + 1024, "{cost}");
         // ...while each host is charged the whole manifest.
         assert_eq!(index.stored_bytes_from(LOCAL), cost + HOST_OVERHEAD);
         index.check_accounts();
-        index.remove_file(a, &ta, &id).unwrap();
+        index.remove_file(a, ta, &id).unwrap();
         assert_eq!(index.stored_bytes(), cost + HOST_OVERHEAD);
         assert_eq!(index.stored_bytes_from(LOCAL), 0);
         let found = index.lookup(&id.to_string().parse().unwrap()).unwrap();
         assert_eq!(found.manifest.to_manifest(), manifest);
-        index.unregister(b, &tb).unwrap();
+        index.unregister(b, tb).unwrap();
         assert_eq!(index.stored_bytes(), 0);
         index.check_accounts();
     }
@@ -1018,10 +1048,11 @@ mod tests {
             max_files_per_peer: 5_000,
             ..LIMITS
         });
-        let (a, ta) = index.register(addr(1), LOCAL, now).unwrap();
+        let ta = fresh_node();
+        let a = index.register(addr(1), LOCAL, ta, now).unwrap();
         for i in 0..3_000 {
             let name = format!("{} {i}.bin", if i % 3 == 0 { "Alpha" } else { "beta" });
-            index.add_file(a, &ta, manifest(&name), now).unwrap();
+            index.add_file(a, ta, manifest(&name), now).unwrap();
         }
         for query in ["alpha", "BETA 1", "bin", "nothing"] {
             let whole = index.search(query);
@@ -1051,14 +1082,13 @@ mod tests {
         let t0 = Instant::now();
         let timeout = Duration::from_secs(15);
         let mut index = Index::new(LIMITS);
-        let (a, ta) = index.register(addr(1), LOCAL, t0).unwrap();
+        let ta = fresh_node();
+        let a = index.register(addr(1), LOCAL, ta, t0).unwrap();
         index
-            .heartbeat(a, &ta, t0 + Duration::from_secs(10))
+            .heartbeat(a, ta, t0 + Duration::from_secs(10))
             .unwrap();
         // An older one, applied after it.
-        index
-            .heartbeat(a, &ta, t0 + Duration::from_secs(5))
-            .unwrap();
+        index.heartbeat(a, ta, t0 + Duration::from_secs(5)).unwrap();
         assert!(
             index
                 .expire(t0 + Duration::from_secs(24), timeout)

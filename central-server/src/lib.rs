@@ -35,3 +35,12 @@ pub mod stored;
 pub use config::ServerConfig;
 pub use index::{Index, IndexError};
 pub use server::{Server, ServerHandle, ServerStatus};
+
+/// A TLS set-up with a new identity, for tests.
+#[cfg(test)]
+pub(crate) fn test_tls() -> p2p_transport::Tls {
+    let dir = tempfile::tempdir().unwrap();
+    let (identity, _) =
+        p2p_identity::Identity::load_or_create(dir.path(), p2p_identity::Role::Server).unwrap();
+    p2p_transport::Tls::new(&identity).unwrap()
+}

@@ -66,7 +66,7 @@ mod tests {
     async fn silent_peer_expires_on_the_monotonic_clock() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let config = ServerConfig::default();
-        let server = Server::new(listener, config.clone());
+        let server = Server::new(listener, config.clone(), crate::test_tls());
         let handle = server.handle().unwrap();
         let now = tokio::time::Instant::now().into_std();
         handle
@@ -75,6 +75,7 @@ mod tests {
             .register(
                 "127.0.0.1:9".parse().unwrap(),
                 std::net::Ipv4Addr::LOCALHOST.into(),
+                p2p_protocol::NodeId([1; 20]),
                 now,
             )
             .unwrap();

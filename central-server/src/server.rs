@@ -9,9 +9,10 @@ use p2p_protocol::accept::{accept, await_request, next_request_reply, refuse};
 use p2p_protocol::handshake::{HANDSHAKE_TIMEOUT, answer_hello};
 use p2p_protocol::slots::{Admission, Refusal, Slot, SlotLimits, SlotTable};
 use p2p_protocol::{
-    ErrorCode, IdPrefix, IndexConversation, IndexRequest, IndexResponse, IndexServerConnection,
-    MAX_FILE_NAME_LEN, MAX_LIST_ENTRIES, ProtocolError,
+    ErrorCode, IdPrefix, IndexConversation, IndexRequest, IndexResponse, MAX_FILE_NAME_LEN,
+    MAX_LIST_ENTRIES, NodeId, ProtocolError,
 };
+use p2p_transport::{ServerConnection, Tls};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinError;
 use tokio::time::Instant;
@@ -31,7 +32,8 @@ use crate::search_queue::SearchQueue;
 /// connection.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a refused client may take to send its `Hello` before the refusal goes out.
+/// How long a refused client may take over its TLS handshake, then its `Hello`, before the
+/// refusal goes out.
 const REFUSE_HELLO_WAIT: Duration = Duration::from_secs(2);
 
 /// Refusals being answered at once; beyond that a connection is closed without a reply.
@@ -99,6 +101,8 @@ impl Shared {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    /// The index's key, presented on every connection.
+    tls: Tls,
     shared: Arc<Shared>,
 }
 
@@ -159,9 +163,10 @@ impl ServerHandle {
 impl Server {
     /// A server that will accept on `listener` (bind port 0 in tests and read
     /// [`Server::local_addr`]).
-    pub fn new(listener: TcpListener, config: ServerConfig) -> Self {
+    pub fn new(listener: TcpListener, config: ServerConfig, tls: Tls) -> Self {
         Self {
             listener,
+            tls,
             shared: Arc::new(Shared::new(config)),
         }
     }
@@ -201,22 +206,41 @@ impl Server {
                 Admission::Admitted(slot) => slot,
                 Admission::Refused(refusal, place) => {
                     debug!(client = %addr, ?refusal, "connection refused");
+                    let tls = self.tls.clone();
                     tasks.spawn(async move {
-                        refuse_connection(stream, refusal).await;
+                        refuse_connection(&tls, stream, refusal).await;
                         drop(place);
                     });
                     continue;
                 }
                 Admission::Dropped => continue,
             };
-            let handler = Handler {
-                shared: self.shared.clone(),
-                conn: IndexServerConnection::index_server(stream),
-                addr,
-                slot,
-            };
+            let (shared, tls) = (self.shared.clone(), self.tls.clone());
             tasks.spawn(
                 async move {
+                    // The TLS handshake holds the slot, within its deadline: a client that
+                    // stalls in it is dropped like one that never says `Hello`.
+                    let handshake = tokio::select! {
+                        biased;
+                        _ = slot.closed() => return,
+                        shaken = tls.accept(stream, HANDSHAKE_TIMEOUT) => shaken,
+                    };
+                    let (stream, node) = match handshake {
+                        Ok(done) => done,
+                        Err(err) => {
+                            info!(%err, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let handler = Handler {
+                        shared,
+                        conn: ServerConnection::<IndexConversation>::server::<IndexConversation>(
+                            stream,
+                        ),
+                        addr,
+                        node,
+                        slot,
+                    };
                     match handler.run().await {
                         Ok(()) => debug!("connection closed"),
                         Err(err) => info!(%err, "connection dropped"),
@@ -233,8 +257,11 @@ impl Server {
 /// Answers a connection the server can't take with an `Error` after its `Hello` (so the reply
 /// is not lost to a reset), and closes it: `limit_exceeded` over the per-address cap, `busy`
 /// when every slot is answering a request.
-async fn refuse_connection(stream: TcpStream, refusal: Refusal) {
-    let mut conn = IndexServerConnection::index_server(stream);
+async fn refuse_connection(tls: &Tls, stream: TcpStream, refusal: Refusal) {
+    let Ok((stream, _)) = tls.accept(stream, REFUSE_HELLO_WAIT).await else {
+        return;
+    };
+    let mut conn = ServerConnection::<IndexConversation>::server::<IndexConversation>(stream);
     let reply = match refusal {
         Refusal::AddressFull { max } => IndexResponse::Error {
             code: ErrorCode::LimitExceeded,
@@ -251,8 +278,10 @@ async fn refuse_connection(stream: TcpStream, refusal: Refusal) {
 /// Serves one connection: handshake, then one response per request.
 struct Handler {
     shared: Arc<Shared>,
-    conn: IndexServerConnection<TcpStream>,
+    conn: ServerConnection<IndexConversation>,
     addr: SocketAddr,
+    /// Who the client is, from its TLS handshake.
+    node: NodeId,
     /// Closed when the server needs the room for another client, or shuts down.
     slot: Slot,
 }
@@ -305,7 +334,7 @@ impl Handler {
             _ => None,
         };
         let (response, reply_room) = self.answer(request, room).await;
-        // This connection carries a live registration, proven by its token: keep it over
+        // This connection carries a live registration, proven by its node id: keep it over
         // unregistered ones when full, for as long as the registration lasts.
         let registered = match (&response, heartbeat_of) {
             (IndexResponse::Registered { peer_id, .. }, _) => Some(*peer_id),
@@ -359,7 +388,7 @@ impl Handler {
     ) -> (IndexResponse, Option<Room>) {
         let closed = self.slot.closed_token().clone();
         self.shared
-            .answer(self.addr, request, request_room, &closed)
+            .answer(self.addr, self.node, request, request_room, &closed)
             .await
     }
 
@@ -390,7 +419,7 @@ impl Handler {
 /// The next request on `conn`, read once there is room for it if it is large (see
 /// `budget.rs`).
 async fn next_request(
-    conn: &mut IndexServerConnection<TcpStream>,
+    conn: &mut ServerConnection<IndexConversation>,
     shared: &Shared,
     ip: std::net::IpAddr,
 ) -> Result<Option<(IndexRequest, Option<Room>)>, ProtocolError> {
@@ -452,7 +481,8 @@ fn search_reply(joined: Result<IndexResponse, JoinError>) -> IndexResponse {
 }
 
 impl Shared {
-    /// Answers one request from `from`, and returns the reply with the room it needs, if
+    /// Answers one request from `from`, whose connection proved node id `node`, and returns
+    /// the reply with the room it needs, if
     /// large. This is the one path every request takes, in production and in the property
     /// tests. The request's own room is given back as soon as the request is consumed. A
     /// reply that can be large gets its room before it is built: a listing by how many entries
@@ -462,6 +492,7 @@ impl Shared {
     pub(crate) async fn answer(
         self: &Arc<Self>,
         from: SocketAddr,
+        node: NodeId,
         request: IndexRequest,
         request_room: Option<Room>,
         stop: &CancellationToken,
@@ -513,41 +544,33 @@ impl Shared {
                 ErrorCode::BadRequest,
                 "Hello was already received".to_owned(),
             )),
-            IndexRequest::Register { addr } => self.register(from, addr, now),
-            IndexRequest::Heartbeat { peer_id, token } => {
+            IndexRequest::Register { addr } => self.register(from, node, addr, now),
+            IndexRequest::Heartbeat { peer_id } => {
                 let _pending = self.backlog.enter(now);
                 self.index()
-                    .heartbeat(peer_id, &token, now)
+                    .heartbeat(peer_id, node, now)
                     .map(|()| IndexResponse::HeartbeatAck {})
                     .map_err(refusal)
             }
-            IndexRequest::AddFile {
-                peer_id,
-                token,
-                manifest,
-            } => {
+            IndexRequest::AddFile { peer_id, manifest } => {
                 let _pending = self.backlog.enter(now);
                 let name = manifest.name.clone();
                 self.index()
-                    .add_file(peer_id, &token, manifest, now)
+                    .add_file(peer_id, node, manifest, now)
                     .map(|file_id| {
                         debug!(%peer_id, file = %file_id.fmt_short(), %name, "file added");
                         IndexResponse::FileAdded { file_id }
                     })
                     .map_err(refusal)
             }
-            IndexRequest::RemoveFile {
-                peer_id,
-                token,
-                file_id,
-            } => self
+            IndexRequest::RemoveFile { peer_id, file_id } => self
                 .index()
-                .remove_file(peer_id, &token, &file_id)
+                .remove_file(peer_id, node, &file_id)
                 .map(|()| IndexResponse::FileRemoved { file_id })
                 .map_err(refusal),
-            IndexRequest::Unregister { peer_id, token } => self
+            IndexRequest::Unregister { peer_id } => self
                 .index()
-                .unregister(peer_id, &token)
+                .unregister(peer_id, node)
                 .map(|()| {
                     info!(%peer_id, "peer unregistered");
                     IndexResponse::Unregistered {}
@@ -676,6 +699,7 @@ impl Shared {
     fn register(
         &self,
         from: SocketAddr,
+        node: NodeId,
         addr: SocketAddr,
         now: std::time::Instant,
     ) -> Result<IndexResponse, (ErrorCode, String)> {
@@ -692,15 +716,14 @@ impl Shared {
         } else {
             addr
         };
-        let (peer_id, token) = self
+        let peer_id = self
             .index()
-            .register(addr, from.ip().to_canonical(), now)
+            .register(addr, from.ip().to_canonical(), node, now)
             .map_err(refusal)?;
-        info!(%peer_id, %addr, "peer registered");
+        info!(%peer_id, %addr, node = %node, "peer registered");
         let config = &self.config;
         Ok(IndexResponse::Registered {
             peer_id,
-            token,
             addr,
             heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
             heartbeat_timeout_ms: config.heartbeat_timeout.as_millis() as u64,
@@ -715,7 +738,7 @@ fn refusal(err: crate::index::IndexError) -> (ErrorCode, String) {
 #[cfg(test)]
 mod tests {
     use p2p_protocol::codec::decode_body;
-    use p2p_protocol::{CHUNK_SIZE, FileManifest, PeerId, Sha256Hash, Token};
+    use p2p_protocol::{CHUNK_SIZE, FileManifest, PeerId, Sha256Hash};
     use proptest::prelude::*;
 
     use super::*;
@@ -744,16 +767,27 @@ mod tests {
             .unwrap()
     }
 
-    /// Answers `request` the way a connection does.
+    /// Answers `request` from `node` the way a connection does.
     fn answer(
         runtime: &tokio::runtime::Runtime,
         shared: &Arc<Shared>,
+        node: NodeId,
         request: IndexRequest,
     ) -> IndexResponse {
         runtime
-            .block_on(shared.answer(FROM, request, None, &CancellationToken::new()))
+            .block_on(shared.answer(FROM, node, request, None, &CancellationToken::new()))
             .0
     }
+
+    /// The `n`th node of a test.
+    fn node(n: usize) -> NodeId {
+        let mut id = [0u8; 20];
+        id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        NodeId(id)
+    }
+
+    /// A node that registered nothing.
+    const STRANGER: NodeId = NodeId([0xee; 20]);
 
     /// One step a client may take, with credentials that are real (from an earlier
     /// `Registered`) or forged.
@@ -825,7 +859,7 @@ mod tests {
         let search = IndexRequest::Search {
             query: "anything".into(),
         };
-        let reply = answer(&runtime(), &shared, search);
+        let reply = answer(&runtime(), &shared, STRANGER, search);
         assert!(
             matches!(reply, IndexResponse::Files { total: 0, .. }),
             "{reply:?}"
@@ -840,7 +874,7 @@ mod tests {
             let (runtime, shared) = (runtime(), shared());
             for frame in frames {
                 if let Ok(request) = decode_body::<IndexRequest>(&frame) {
-                    let _ = answer(&runtime, &shared, request);
+                    let _ = answer(&runtime, &shared, STRANGER, request);
                 }
             }
         }
@@ -850,40 +884,42 @@ mod tests {
             ops in proptest::collection::vec(op(), 0..200)
         ) {
             let (runtime, shared) = (runtime(), shared());
-            let mut creds: Vec<(PeerId, Token)> = Vec::new();
-            let pick = |creds: &[(PeerId, Token)], i: usize, forge: bool| -> (PeerId, Token) {
+            // Each registration from a node of its own; a forged request comes from a node
+            // that registered nothing.
+            let mut creds: Vec<(PeerId, NodeId)> = Vec::new();
+            let pick = |creds: &[(PeerId, NodeId)], i: usize, forge: bool| -> (PeerId, NodeId) {
                 match creds.get(i % creds.len().max(1)) {
-                    Some((id, token)) if !forge => (*id, *token),
-                    Some((id, _)) => (*id, Token([0xee; 32])),
-                    None => (PeerId(i as u64), Token([0; 32])),
+                    Some((id, node)) if !forge => (*id, *node),
+                    Some((id, _)) => (*id, STRANGER),
+                    None => (PeerId(i as u64), STRANGER),
                 }
             };
-            for op in ops {
-                let request = match op {
-                    Op::Register(port) => IndexRequest::Register { addr: SocketAddr::from(([0, 0, 0, 0], port)) },
+            for (n, op) in ops.into_iter().enumerate() {
+                let (from, request) = match op {
+                    Op::Register(port) => (node(n), IndexRequest::Register { addr: SocketAddr::from(([0, 0, 0, 0], port)) }),
                     Op::Heartbeat(i, forge) => {
-                        let (peer_id, token) = pick(&creds, i, forge);
-                        IndexRequest::Heartbeat { peer_id, token }
+                        let (peer_id, node) = pick(&creds, i, forge);
+                        (node, IndexRequest::Heartbeat { peer_id })
                     }
                     Op::AddFile(i, name, size, ok) => {
-                        let (peer_id, token) = pick(&creds, i, false);
-                        IndexRequest::AddFile { peer_id, token, manifest: manifest(name, size, ok) }
+                        let (peer_id, node) = pick(&creds, i, false);
+                        (node, IndexRequest::AddFile { peer_id, manifest: manifest(name, size, ok) })
                     }
                     Op::RemoveFile(i, name) => {
-                        let (peer_id, token) = pick(&creds, i, false);
-                        IndexRequest::RemoveFile { peer_id, token, file_id: manifest(name, 1, true).id() }
+                        let (peer_id, node) = pick(&creds, i, false);
+                        (node, IndexRequest::RemoveFile { peer_id, file_id: manifest(name, 1, true).id() })
                     }
                     Op::Unregister(i, forge) => {
-                        let (peer_id, token) = pick(&creds, i, forge);
-                        IndexRequest::Unregister { peer_id, token }
+                        let (peer_id, node) = pick(&creds, i, forge);
+                        (node, IndexRequest::Unregister { peer_id })
                     }
-                    Op::Lookup(id) => IndexRequest::Lookup { id },
-                    Op::Search(query) => IndexRequest::Search { query },
-                    Op::List => IndexRequest::ListPeers {},
+                    Op::Lookup(id) => (STRANGER, IndexRequest::Lookup { id }),
+                    Op::Search(query) => (STRANGER, IndexRequest::Search { query }),
+                    Op::List => (STRANGER, IndexRequest::ListPeers {}),
                 };
-                if let IndexResponse::Registered { peer_id, token, addr, .. } = answer(&runtime, &shared, request) {
+                if let IndexResponse::Registered { peer_id, addr, .. } = answer(&runtime, &shared, from, request) {
                     prop_assert!(!addr.ip().is_unspecified(), "handed out {addr}");
-                    creds.push((peer_id, token));
+                    creds.push((peer_id, from));
                 }
                 let index = shared.index();
                 prop_assert!(index.peer_count() <= 8);
@@ -935,15 +971,29 @@ mod hostile_clients {
     /// A server on a free loopback port, not yet running, with its address and state.
     async fn bound(config: ServerConfig) -> (Server, SocketAddr, Arc<super::Shared>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Server::new(listener, config);
+        let server = Server::new(listener, config, crate::test_tls());
         let addr = server.local_addr().unwrap();
         let shared = server.handle().unwrap().shared();
         (server, addr, shared)
     }
 
-    /// A handshaken index connection from `source`.
-    async fn connect_from(source: [u8; 4], server: SocketAddr) -> IndexClientConnection<TcpStream> {
-        let mut conn = IndexClientConnection::index_client(stream_from(source, server).await);
+    /// A TLS connection to `server` from `source`, as a new node, before any message.
+    async fn tls_from(source: [u8; 4], server: SocketAddr) -> p2p_transport::Stream {
+        let tcp = stream_from(source, server).await;
+        crate::test_tls()
+            .secure(tcp, None, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// A handshaken index connection from `source`, as a new node.
+    async fn connect_from(
+        source: [u8; 4],
+        server: SocketAddr,
+    ) -> IndexClientConnection<p2p_transport::Stream> {
+        let stream = tls_from(source, server).await;
+        let mut conn = IndexClientConnection::index_client(stream);
         client_hello::<IndexConversation, _>(&mut conn)
             .await
             .unwrap();
@@ -972,8 +1022,9 @@ mod hostile_clients {
             let now = tokio::time::Instant::now().into_std();
             let mut index = shared.index();
             for p in 0..FILES / 10_000 {
-                let (id, token) = index
-                    .register("127.0.0.2:1".parse().unwrap(), hostile_ip, now)
+                let token = p2p_protocol::NodeId(rand::random());
+                let id = index
+                    .register("127.0.0.2:1".parse().unwrap(), hostile_ip, token, now)
                     .unwrap();
                 for f in 0..10_000 {
                     let manifest = FileManifest {
@@ -982,14 +1033,14 @@ mod hostile_clients {
                         chunk_size: CHUNK_SIZE,
                         chunks: vec![Sha256Hash([p as u8; 32])],
                     };
-                    index.add_file(id, &token, manifest, now).unwrap();
+                    index.add_file(id, token, manifest, now).unwrap();
                 }
                 hostile.push((id, token));
             }
             // Filling took a while: they are all live as of now.
             let now = tokio::time::Instant::now().into_std();
             for (id, token) in &hostile {
-                index.heartbeat(*id, token, now).unwrap();
+                index.heartbeat(*id, *token, now).unwrap();
             }
         }
         let shutdown = CancellationToken::new();
@@ -1002,7 +1053,7 @@ mod hostile_clients {
                 while !stop.load(Ordering::Relaxed) {
                     let now = tokio::time::Instant::now().into_std();
                     for (id, token) in &hostile {
-                        let _ = shared.index().heartbeat(*id, token, now);
+                        let _ = shared.index().heartbeat(*id, *token, now);
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -1029,7 +1080,7 @@ mod hostile_clients {
 
         let mut legit = connect_from([127, 0, 0, 1], addr).await;
         let t = Duration::from_secs(30);
-        let IndexResponse::Registered { peer_id, token, .. } = legit
+        let IndexResponse::Registered { peer_id, .. } = legit
             .request(
                 &IndexRequest::Register {
                     addr: "127.0.0.1:9".parse().unwrap(),
@@ -1046,7 +1097,7 @@ mod hostile_clients {
         while started.elapsed() < HAMMER {
             let sent = std::time::Instant::now();
             let reply = legit
-                .request(&IndexRequest::Heartbeat { peer_id, token }, t)
+                .request(&IndexRequest::Heartbeat { peer_id }, t)
                 .await
                 .unwrap();
             assert!(
@@ -1105,7 +1156,7 @@ mod hostile_clients {
         // Longer than a reply may take to be written before it counts as slow.
         tokio::time::sleep(super::SLOW_REPLY + Duration::from_secs(1)).await;
 
-        let stream = stream_from([127, 0, 0, 3], addr).await;
+        let stream = tls_from([127, 0, 0, 3], addr).await;
         let mut newcomer = IndexClientConnection::index_client(stream);
         let refused = client_hello::<IndexConversation, _>(&mut newcomer).await;
         assert!(
@@ -1154,8 +1205,14 @@ mod hostile_clients {
         {
             let now = tokio::time::Instant::now().into_std();
             let mut index = shared.index();
-            let (id, token) = index
-                .register("10.9.9.9:1".parse().unwrap(), [10, 9, 9, 9].into(), now)
+            let token = p2p_protocol::NodeId(rand::random());
+            let id = index
+                .register(
+                    "10.9.9.9:1".parse().unwrap(),
+                    [10, 9, 9, 9].into(),
+                    token,
+                    now,
+                )
                 .unwrap();
             for f in 0..FILES {
                 let manifest = FileManifest {
@@ -1164,7 +1221,7 @@ mod hostile_clients {
                     chunk_size: CHUNK_SIZE,
                     chunks: vec![Sha256Hash([1; 32])],
                 };
-                index.add_file(id, &token, manifest, now).unwrap();
+                index.add_file(id, token, manifest, now).unwrap();
             }
         }
         let shutdown = CancellationToken::new();
@@ -1226,7 +1283,7 @@ mod hostile_clients {
 
         // Meanwhile a peer elsewhere adds the largest manifest (about 1.1 MB).
         let mut legit = connect_from([127, 0, 0, 1], addr).await;
-        let IndexResponse::Registered { peer_id, token, .. } = legit
+        let IndexResponse::Registered { peer_id, .. } = legit
             .request(
                 &IndexRequest::Register {
                     addr: "127.0.0.1:9".parse().unwrap(),
@@ -1244,11 +1301,7 @@ mod hostile_clients {
             chunk_size: CHUNK_SIZE,
             chunks: vec![Sha256Hash([5; 32]); MAX_CHUNKS_PER_FILE as usize],
         };
-        let add = IndexRequest::AddFile {
-            peer_id,
-            token,
-            manifest,
-        };
+        let add = IndexRequest::AddFile { peer_id, manifest };
         let reply = legit.request(&add, t).await.unwrap();
         assert!(
             matches!(reply, IndexResponse::FileAdded { .. }),
@@ -1303,7 +1356,7 @@ mod hostile_clients {
         // of them before they have even said `Hello`.
         let mut stalled = Vec::new();
         for i in 0..10 {
-            let mut stream = stream_from(HOSTILE, addr).await;
+            let mut stream = tls_from(HOSTILE, addr).await;
             let hello = IndexRequest::Hello {
                 version: p2p_protocol::PROTOCOL_VERSION,
             };
@@ -1334,7 +1387,7 @@ mod hostile_clients {
         // A peer elsewhere adds the largest manifest (about 1.1 MB): it gets the rest.
         let mut legit = connect_from([127, 0, 0, 1], addr).await;
         let t = Duration::from_secs(10);
-        let IndexResponse::Registered { peer_id, token, .. } = legit
+        let IndexResponse::Registered { peer_id, .. } = legit
             .request(
                 &IndexRequest::Register {
                     addr: "127.0.0.1:9".parse().unwrap(),
@@ -1353,14 +1406,7 @@ mod hostile_clients {
             chunks: vec![Sha256Hash([5; 32]); MAX_CHUNKS_PER_FILE as usize],
         };
         let reply = legit
-            .request(
-                &IndexRequest::AddFile {
-                    peer_id,
-                    token,
-                    manifest,
-                },
-                t,
-            )
+            .request(&IndexRequest::AddFile { peer_id, manifest }, t)
             .await
             .unwrap();
         assert!(

@@ -1,19 +1,22 @@
 //! The chunk server: answers `GetManifest` and `GetChunk` for the files this peer shares,
-//! reading straight from the original files.
+//! reading straight from the original files, and takes `Message`s for the user. Every
+//! connection is TLS; the client's node id comes from its handshake.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use p2p_protocol::accept::{accept, next_request, refuse, welcome};
+use p2p_protocol::handshake::HANDSHAKE_TIMEOUT;
 use p2p_protocol::slots::{Admission, Slot, SlotLimits, SlotTable};
 use p2p_protocol::{
-    ErrorCode, FileId, PeerConversation, PeerRequest, PeerResponse, PeerServerConnection,
+    ErrorCode, FileId, NodeId, PeerConversation, PeerRequest, PeerResponse, PeerServerConnection,
     ProtocolError,
 };
 use p2p_protocol::{MAX_MESSAGE_LEN, MAX_SENDER_LEN};
 use p2p_storage::{ChunkRange, SourceFile, StorageError};
-use tokio::net::{TcpListener, TcpStream};
+use p2p_transport::{Stream, Tls};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -33,8 +36,13 @@ const MAX_REFUSALS: usize = 64;
 /// can make room, such a connection is closed first.
 const SLOW_REPLY: Duration = Duration::from_secs(10);
 
-/// How long a refused client may take to send its `Hello` before it is told `busy`.
+/// How long a refused client may take over its TLS handshake, then its `Hello`, before it is
+/// told `busy`.
 const BUSY_HELLO_WAIT: Duration = Duration::from_secs(2);
+
+/// A chunk's data is read from the file and sent in pieces of this size, so a connection
+/// sending a chunk holds this much, not the whole chunk.
+const SEND_PIECE: usize = 256 * 1024;
 
 /// Counters a chunk server keeps, for status displays and tests.
 #[derive(Debug, Default)]
@@ -48,6 +56,7 @@ pub struct ServeStats {
 /// What one chunk server needs.
 pub(crate) struct ChunkServer {
     pub listener: TcpListener,
+    pub tls: Tls,
     pub files: SharedFiles,
     pub inbox: Arc<Inbox>,
     pub stats: Arc<ServeStats>,
@@ -69,8 +78,7 @@ impl ChunkServer {
             // without this, two addresses could hold every slot for good.
             fair_share: true,
         });
-        while let Some((stream, addr)) = accept(&self.listener, &shutdown).await {
-            let mut conn = PeerServerConnection::peer_server(stream);
+        while let Some((tcp, addr)) = accept(&self.listener, &shutdown).await {
             // When full, the longest-idle connection makes room, or one of an address holding
             // far more than the newcomer's; refuse rather than queue when none can: the
             // downloader has other hosts to try.
@@ -78,7 +86,12 @@ impl ChunkServer {
                 Admission::Admitted(slot) => slot,
                 Admission::Refused(refusal, place) => {
                     debug!(client = %addr, ?refusal, "connection refused");
+                    let tls = self.tls.clone();
                     tasks.spawn(async move {
+                        let Ok((stream, _)) = tls.accept(tcp, BUSY_HELLO_WAIT).await else {
+                            return;
+                        };
+                        let mut conn = PeerServerConnection::peer_server(stream);
                         let reply = PeerResponse::Error {
                             code: ErrorCode::Busy,
                             message: "too many downloads from this peer right now".into(),
@@ -90,18 +103,40 @@ impl ChunkServer {
                 }
                 Admission::Dropped => continue,
             };
-            let handler = Handler {
-                conn,
-                remote: addr,
-                inbox: self.inbox.clone(),
-                files: self.files.clone(),
-                stats: self.stats.clone(),
-                idle_timeout: self.idle_timeout,
-                first_request_timeout: self.first_request_timeout,
-                slot,
-            };
+            let tls = self.tls.clone();
+            let inbox = self.inbox.clone();
+            let files = self.files.clone();
+            let stats = self.stats.clone();
+            let (idle_timeout, first_request_timeout) =
+                (self.idle_timeout, self.first_request_timeout);
             tasks.spawn(
                 async move {
+                    // The handshake holds the slot, within its deadline: a client that stalls
+                    // in it is dropped like one that sends no request.
+                    let handshake = tokio::select! {
+                        biased;
+                        _ = slot.closed() => return,
+                        shaken = tls.accept(tcp, HANDSHAKE_TIMEOUT) => shaken,
+                    };
+                    let (stream, client) = match handshake {
+                        Ok(done) => done,
+                        Err(err) => {
+                            info!(%err, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let handler = Handler {
+                        conn: PeerServerConnection::peer_server(stream),
+                        remote: addr,
+                        client,
+                        inbox,
+                        files,
+                        stats,
+                        idle_timeout,
+                        first_request_timeout,
+                        slot,
+                        piece: Vec::new(),
+                    };
                     if let Err(err) = handler.run().await {
                         info!(%err, "connection dropped");
                     }
@@ -113,8 +148,10 @@ impl ChunkServer {
 }
 
 struct Handler {
-    conn: PeerServerConnection<TcpStream>,
+    conn: PeerServerConnection<Stream>,
     remote: std::net::SocketAddr,
+    /// Who the client is, from its TLS handshake.
+    client: NodeId,
     inbox: Arc<Inbox>,
     files: SharedFiles,
     stats: Arc<ServeStats>,
@@ -123,6 +160,8 @@ struct Handler {
     /// Busy while a request is answered, writing while its reply is sent; closed when the
     /// server needs the room for another client, or shuts down.
     slot: Slot,
+    /// The buffer a chunk is read into piece by piece; allocated on the first chunk.
+    piece: Vec<u8>,
 }
 
 impl Handler {
@@ -153,7 +192,6 @@ impl Handler {
     /// byte.
     async fn answer(&mut self, request: PeerRequest) -> Result<(), ProtocolError> {
         match self.respond(request).await {
-            // The chunk goes straight from the page cache to the socket.
             Reply::Chunk {
                 file_id,
                 index,
@@ -161,16 +199,10 @@ impl Handler {
                 range,
             } => {
                 self.slot.writing(std::time::Instant::now());
-                self.conn
-                    .send_chunk_from_file(
-                        file_id,
-                        index,
-                        file,
-                        range.offset,
-                        range.len,
-                        SEND_TIMEOUT,
-                    )
-                    .await?;
+                let send = self.send_chunk(file_id, index, file, range);
+                tokio::time::timeout(SEND_TIMEOUT, send)
+                    .await
+                    .map_err(|_| ProtocolError::Timeout(SEND_TIMEOUT))??;
                 self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .bytes_served
@@ -184,6 +216,52 @@ impl Handler {
                 self.conn.send_timeout(&response, SEND_TIMEOUT).await?
             }
         }
+        Ok(())
+    }
+
+    /// Sends `Chunk` and then the chunk's data, read from the file piece by piece on a
+    /// blocking thread (a read may wait for the disk, which must never stall the reactor).
+    /// A file that turns out shorter than its manifest ends the connection: the announced
+    /// data can't be completed.
+    async fn send_chunk(
+        &mut self,
+        file_id: FileId,
+        index: u32,
+        file: Arc<SourceFile>,
+        range: ChunkRange,
+    ) -> Result<(), ProtocolError> {
+        let size = u32::try_from(range.len).expect("a chunk is at most CHUNK_SIZE");
+        self.conn
+            .send(&PeerResponse::Chunk {
+                file_id,
+                index,
+                size,
+            })
+            .await?;
+        let mut piece = std::mem::take(&mut self.piece);
+        piece.resize(SEND_PIECE.min(range.len), 0);
+        let mut sent = 0;
+        while sent < range.len {
+            let len = SEND_PIECE.min(range.len - sent);
+            let (at, source) = (range.offset + sent as u64, file.clone());
+            let (returned, read) = tokio::task::spawn_blocking(move || {
+                let read = source.read_at(&mut piece[..len], at);
+                (piece, read)
+            })
+            .await
+            .map_err(std::io::Error::other)?;
+            piece = returned;
+            if let Err(err) = read {
+                if matches!(err, StorageError::FileChanged(_)) {
+                    self.files.withdraw_changed(&file_id);
+                }
+                return Err(ProtocolError::Io(std::io::Error::other(err.to_string())));
+            }
+            self.conn.send_chunk_data(&piece[..len]).await?;
+            sent += len;
+        }
+        self.conn.flush().await?;
+        self.piece = piece;
         Ok(())
     }
 
@@ -211,6 +289,7 @@ impl Handler {
         }
         self.inbox.push(ReceivedMessage {
             from: from.into(),
+            node: self.client,
             remote: self.remote,
             text: text.into(),
             at: std::time::SystemTime::now(),
@@ -283,7 +362,7 @@ impl Handler {
 enum Reply {
     /// A message frame.
     Message(PeerResponse),
-    /// A `Chunk` frame whose data is sent straight from the shared file.
+    /// A `Chunk` frame and its data, read from the shared file.
     Chunk {
         file_id: FileId,
         index: u32,

@@ -16,9 +16,11 @@ const KEPT: usize = 100;
 /// escaped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceivedMessage {
-    /// How the sender named itself.
+    /// How the sender named itself (its words: anyone can claim any name here).
     pub from: RemoteText,
-    /// Where the connection came from (the sender can't forge this one).
+    /// Who sent it: the node id the sender proved in the TLS handshake.
+    pub node: p2p_protocol::NodeId,
+    /// Where the connection came from.
     pub remote: SocketAddr,
     /// The text.
     pub text: RemoteText,

@@ -29,10 +29,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use p2p_protocol::{
-    FileId, FileManifest, FileSummary, HostInfo, IndexClientConnection, IndexConversation,
-    IndexRequest, IndexResponse, PeerId, PeerSummary, ProtocolError, Token, client_hello,
+    FileId, FileManifest, FileSummary, HostInfo, IndexConversation, IndexRequest, IndexResponse,
+    NodeId, PeerId, PeerSummary, ProtocolError,
 };
-use tokio::net::TcpStream;
+use p2p_transport::{ClientConnection, Tls};
 use tokio::sync::Mutex;
 
 use crate::error::PeerError;
@@ -40,10 +40,8 @@ use crate::error::PeerError;
 /// What the index told us at registration.
 #[derive(Clone, Debug)]
 pub struct Session {
-    /// Our id.
+    /// Our id (only this node may use it: the index checks our node id).
     pub peer_id: PeerId,
-    /// Our secret.
-    pub token: Token,
     /// The address the index gives to others for us.
     pub addr: SocketAddr,
     /// How often to heartbeat.
@@ -104,7 +102,7 @@ struct Target {
 #[derive(Debug)]
 struct OpenConnection {
     generation: u64,
-    conn: IndexClientConnection<TcpStream>,
+    conn: ClientConnection<IndexConversation>,
 }
 
 /// One lane's connection, if open. A tokio Mutex: held across the request's await, one
@@ -114,6 +112,10 @@ type Slot = Mutex<Option<OpenConnection>>;
 /// A client of one index server.
 #[derive(Debug)]
 pub struct IndexClient {
+    /// How this node connects.
+    tls: Tls,
+    /// The index's node id, from the last handshake.
+    server_node: std::sync::Mutex<Option<NodeId>>,
     /// Changes when the server is found again elsewhere (mDNS re-discovery).
     target: std::sync::Mutex<Target>,
     timeout: Duration,
@@ -124,9 +126,11 @@ pub struct IndexClient {
 }
 
 impl IndexClient {
-    /// A client for `server`; connects lazily.
-    pub fn new(server: SocketAddr, timeout: Duration) -> Self {
+    /// A client for `server`, connecting with `tls`; connects lazily.
+    pub fn new(server: SocketAddr, timeout: Duration, tls: Tls) -> Self {
         Self {
+            tls,
+            server_node: std::sync::Mutex::new(None),
             target: std::sync::Mutex::new(Target {
                 addr: server,
                 generation: 0,
@@ -161,14 +165,18 @@ impl IndexClient {
         }
     }
 
+    /// The index's node id, as its last handshake showed it; `None` before the first
+    /// connection.
+    pub fn server_node_id(&self) -> Option<NodeId> {
+        *self.server_node.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn connect(&self) -> Result<OpenConnection, ProtocolError> {
         let target = self.target();
-        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(target.addr))
-            .await
-            .map_err(|_| ProtocolError::Timeout(self.timeout))??;
-        stream.set_nodelay(true)?;
-        let mut conn = IndexClientConnection::index_client(stream);
-        client_hello::<IndexConversation, _>(&mut conn).await?;
+        let (conn, node_id) =
+            p2p_transport::connect::<IndexConversation>(&self.tls, target.addr, None, self.timeout)
+                .await?;
+        *self.server_node.lock().unwrap_or_else(|e| e.into_inner()) = Some(node_id);
         Ok(OpenConnection {
             generation: target.generation,
             conn,
@@ -228,13 +236,11 @@ impl IndexClient {
         match self.call(IndexRequest::Register { addr }).await? {
             IndexResponse::Registered {
                 peer_id,
-                token,
                 addr,
                 heartbeat_interval_ms,
                 ..
             } => Ok(Session {
                 peer_id,
-                token,
                 addr,
                 heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(100)),
             }),
@@ -246,7 +252,6 @@ impl IndexClient {
     pub async fn heartbeat(&self, session: &Session) -> Result<(), PeerError> {
         let request = IndexRequest::Heartbeat {
             peer_id: session.peer_id,
-            token: session.token,
         };
         match self.call(request).await? {
             IndexResponse::HeartbeatAck {} => Ok(()),
@@ -262,7 +267,6 @@ impl IndexClient {
     ) -> Result<FileId, PeerError> {
         let request = IndexRequest::AddFile {
             peer_id: session.peer_id,
-            token: session.token,
             manifest,
         };
         match self.call(request).await? {
@@ -275,7 +279,6 @@ impl IndexClient {
     pub async fn remove_file(&self, session: &Session, file_id: FileId) -> Result<(), PeerError> {
         let request = IndexRequest::RemoveFile {
             peer_id: session.peer_id,
-            token: session.token,
             file_id,
         };
         match self.call(request).await? {
@@ -288,7 +291,6 @@ impl IndexClient {
     pub async fn unregister(&self, session: &Session) -> Result<(), PeerError> {
         let request = IndexRequest::Unregister {
             peer_id: session.peer_id,
-            token: session.token,
         };
         match self.call(request).await? {
             IndexResponse::Unregistered {} => Ok(()),

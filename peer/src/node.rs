@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use p2p_protocol::{
-    FileId, FileManifest, FileSummary, HostInfo, IdPrefix, PeerClientConnection, PeerConversation,
-    PeerId, PeerRequest, PeerResponse, PeerSummary, ProtocolError, client_hello,
+    FileId, FileManifest, FileSummary, IdPrefix, NodeId, PeerConversation, PeerId, PeerRequest,
+    PeerResponse, PeerSummary, ProtocolError,
 };
 use p2p_storage::{OpenSource, SourceFile, Tree, TreeFile};
-use tokio::net::{TcpListener, TcpStream};
+use p2p_transport::{ClientConnection, Tls};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,11 +20,13 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::chunk_server::{ChunkServer, ServeStats};
 use crate::config::PeerConfig;
-use crate::download::{self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, Refresh};
+use crate::download::{
+    self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, HostSpec, Refresh, Wanted,
+};
 use crate::error::PeerError;
 use crate::heartbeat;
 use crate::inbox::{Inbox, ReceivedMessage};
-use crate::index_client::{IndexClient, Lookup, Session};
+use crate::index_client::{IndexClient, Session};
 use crate::shared_files::{SharedFileInfo, SharedFiles};
 
 /// Namespace for starting a peer.
@@ -34,6 +37,8 @@ pub struct Peer;
 #[derive(Debug)]
 pub(crate) struct Node {
     pub config: PeerConfig,
+    /// This node's key, presented on every connection it opens or accepts.
+    pub tls: Tls,
     pub local_addr: SocketAddr,
     pub files: SharedFiles,
     /// `None` for a peer that works without an index server (direct downloads only).
@@ -103,8 +108,8 @@ impl Node {
 
 impl Peer {
     /// Binds the chunk server, registers with the index (if there is one) and starts
-    /// heartbeating.
-    pub async fn start(config: PeerConfig) -> Result<PeerHandle, PeerError> {
+    /// heartbeating. `tls` carries the node's key: every connection proves it.
+    pub async fn start(config: PeerConfig, tls: Tls) -> Result<PeerHandle, PeerError> {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|cause| PeerError::Listen {
@@ -117,8 +122,9 @@ impl Peer {
         let node = Arc::new(Node {
             index: config
                 .server_addr
-                .map(|addr| IndexClient::new(addr, config.index_timeout)),
+                .map(|addr| IndexClient::new(addr, config.index_timeout, tls.clone())),
             config,
+            tls,
             local_addr,
             files: SharedFiles::default(),
             session: Mutex::new(None),
@@ -134,6 +140,7 @@ impl Peer {
 
         let server = ChunkServer {
             listener,
+            tls: node.tls.clone(),
             files: node.files.clone(),
             inbox: node.inbox.clone(),
             stats: node.stats.clone(),
@@ -327,7 +334,7 @@ impl PeerHandle {
         cancel: CancellationToken,
     ) -> Result<DownloadReport, PeerError> {
         let lookup = self.resolve(&request).await?;
-        let mut options = DownloadOptions::from(&self.node.config);
+        let mut options = DownloadOptions::new(&self.node.config, self.node.tls.clone());
         options.me = self.node.session().map(|s| s.peer_id);
         // While every host is gone, the pool asks the index again.
         let refresh: Option<Refresh> = self.node.index.as_ref().map(|_| {
@@ -363,16 +370,17 @@ impl PeerHandle {
     }
 
     /// The checked manifest and the hosts to use for `request`.
-    async fn resolve(&self, request: &DownloadRequest) -> Result<Lookup, PeerError> {
-        let direct: Vec<HostInfo> = request
+    async fn resolve(&self, request: &DownloadRequest) -> Result<Wanted, PeerError> {
+        let direct: Vec<HostSpec> = request
             .hosts
             .iter()
             .enumerate()
             // Hosts named by address have no registration; give them ids no index hands out
             // to anyone we would also meet (the top of the range).
-            .map(|(i, addr)| HostInfo {
+            .map(|(i, addr)| HostSpec {
                 peer_id: PeerId(u64::MAX - i as u64),
                 addr: *addr,
+                node_id: None,
             })
             .collect();
         let from_index = match &self.node.index {
@@ -413,10 +421,11 @@ impl PeerHandle {
                 found
                     .hosts
                     .into_iter()
-                    .filter(|h| !request.hosts.contains(&h.addr)),
+                    .filter(|h| !request.hosts.contains(&h.addr))
+                    .map(HostSpec::from),
             );
         }
-        Ok(Lookup {
+        Ok(Wanted {
             file_id,
             manifest,
             hosts,
@@ -450,7 +459,7 @@ impl PeerHandle {
         addr: SocketAddr,
         file_id: FileId,
     ) -> Result<FileManifest, ProtocolError> {
-        let mut conn = self.connect_peer(addr).await?;
+        let (mut conn, _) = self.connect_peer(addr).await?;
         match conn
             .request(
                 &PeerRequest::GetManifest { file_id },
@@ -467,25 +476,25 @@ impl PeerHandle {
         }
     }
 
+    /// A connection to the peer at `addr`, and its node id.
     async fn connect_peer(
         &self,
         addr: SocketAddr,
-    ) -> Result<PeerClientConnection<TcpStream>, ProtocolError> {
+    ) -> Result<(ClientConnection<PeerConversation>, NodeId), ProtocolError> {
         let timeout = self.node.config.connect_timeout;
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ProtocolError::Timeout(timeout))??;
-        let mut conn = PeerClientConnection::peer_client(stream);
-        tokio::time::timeout(timeout, client_hello::<PeerConversation, _>(&mut conn))
-            .await
-            .map_err(|_| ProtocolError::Timeout(timeout))??;
-        Ok(conn)
+        p2p_transport::connect::<PeerConversation>(&self.node.tls, addr, None, timeout).await
     }
 
-    /// Sends a short text message to the peer at `to`.
-    pub async fn send_message(&self, to: SocketAddr, text: &str) -> Result<(), PeerError> {
+    /// This peer's node id (what its key proves on every connection).
+    pub fn node_id(&self) -> NodeId {
+        self.node.tls.node_id()
+    }
+
+    /// Sends a short text message to the peer at `to`; returns the node id of the peer that
+    /// took it (proved in the TLS handshake).
+    pub async fn send_message(&self, to: SocketAddr, text: &str) -> Result<NodeId, PeerError> {
         let unreachable = |cause| PeerError::PeerUnreachable { addr: to, cause };
-        let mut conn = self.connect_peer(to).await.map_err(unreachable)?;
+        let (mut conn, recipient) = self.connect_peer(to).await.map_err(unreachable)?;
         let from = self
             .node
             .session()
@@ -500,7 +509,7 @@ impl PeerHandle {
             .await
             .map_err(unreachable)?
         {
-            PeerResponse::MessageReceived {} => Ok(()),
+            PeerResponse::MessageReceived {} => Ok(recipient),
             PeerResponse::Error { code, message } => Err(unreachable(ProtocolError::Remote {
                 code,
                 message: message.into(),

@@ -39,10 +39,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use p2p_protocol::{
     CHUNK_SIZE, ErrorCode, FileId, FileManifest, IndexClientConnection, IndexConversation,
-    IndexRequest, IndexResponse, PeerId, Sha256Hash, Token, client_hello,
+    IndexRequest, IndexResponse, PeerId, Sha256Hash, client_hello,
 };
+use p2p_transport::{Stream, Tls};
 use rand::Rng;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -333,7 +334,7 @@ async fn load(plan: &Plan, server: SocketAddr, rss: &RssPoller) -> anyhow::Resul
     }
 
     // The index's own view, right after the last heartbeats (well inside the 15 s timeout).
-    let mut conn = connect(server, None)
+    let mut conn = connect(server, None, &node_tls())
         .await
         .context("cannot connect for ListPeers")?;
     match conn
@@ -372,9 +373,8 @@ struct PeerOutcome {
 
 /// A registered peer's credentials and its still-open connection.
 struct Registration {
-    conn: IndexClientConnection<TcpStream>,
+    conn: IndexClientConnection<Stream>,
     peer_id: PeerId,
-    token: Token,
     interval: Duration,
 }
 
@@ -389,6 +389,7 @@ async fn simulated_peer(
     stop: CancellationToken,
     hard_deadline: tokio::time::Instant,
 ) -> PeerOutcome {
+    let tls = node_tls();
     let mut out = PeerOutcome {
         k,
         ..PeerOutcome::default()
@@ -398,12 +399,11 @@ async fn simulated_peer(
             let _ = registered.send((k, Err(anyhow::anyhow!("registration gate closed"))));
             return out;
         };
-        register(k, server).await
+        register(k, server, &tls).await
     };
     let Registration {
         mut conn,
         peer_id,
-        token,
         interval,
     } = match registration {
         Ok((registration, ids)) => {
@@ -434,7 +434,7 @@ async fn simulated_peer(
         out.beats += 1;
         let sent = Instant::now();
         match conn
-            .request(&IndexRequest::Heartbeat { peer_id, token }, REQUEST_TIMEOUT)
+            .request(&IndexRequest::Heartbeat { peer_id }, REQUEST_TIMEOUT)
             .await
         {
             Ok(IndexResponse::HeartbeatAck {}) => {
@@ -463,7 +463,7 @@ async fn simulated_peer(
                 out.disconnects += 1;
                 out.last_acked = false;
                 out.note = Some(format!("heartbeat failed: {err}"));
-                match connect(server, Some(source_ip(k))).await {
+                match connect(server, Some(source_ip(k)), &tls).await {
                     Ok(fresh) => conn = fresh,
                     Err(err) => {
                         out.note = Some(format!("heartbeat failed, reconnect failed: {err:#}"));
@@ -482,8 +482,12 @@ async fn simulated_peer(
 }
 
 /// Connects as peer `k`, registers, adds its files; returns the registration and the file ids.
-async fn register(k: usize, server: SocketAddr) -> anyhow::Result<(Registration, Vec<FileId>)> {
-    let mut conn = connect(server, Some(source_ip(k))).await?;
+async fn register(
+    k: usize,
+    server: SocketAddr,
+    tls: &Tls,
+) -> anyhow::Result<(Registration, Vec<FileId>)> {
+    let mut conn = connect(server, Some(source_ip(k)), tls).await?;
     let reply = conn
         .request(
             &IndexRequest::Register { addr: fake_addr(k) },
@@ -493,7 +497,6 @@ async fn register(k: usize, server: SocketAddr) -> anyhow::Result<(Registration,
         .context("Register failed")?;
     let IndexResponse::Registered {
         peer_id,
-        token,
         heartbeat_interval_ms,
         ..
     } = reply
@@ -506,11 +509,7 @@ async fn register(k: usize, server: SocketAddr) -> anyhow::Result<(Registration,
         let expected = manifest.id();
         let reply = conn
             .request(
-                &IndexRequest::AddFile {
-                    peer_id,
-                    token,
-                    manifest,
-                },
+                &IndexRequest::AddFile { peer_id, manifest },
                 REQUEST_TIMEOUT,
             )
             .await
@@ -523,7 +522,6 @@ async fn register(k: usize, server: SocketAddr) -> anyhow::Result<(Registration,
     let registration = Registration {
         conn,
         peer_id,
-        token,
         interval: Duration::from_millis(heartbeat_interval_ms.max(100)),
     };
     Ok((registration, ids))
@@ -561,11 +559,22 @@ fn fake_addr(k: usize) -> SocketAddr {
     SocketAddr::from((ip, 7000))
 }
 
+/// A new node's TLS set-up: each simulated peer is a node of its own (a node holds one
+/// registration), with a key kept in memory only.
+fn node_tls() -> Tls {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let (identity, _) =
+        p2p_identity::Identity::load_or_create(dir.path(), p2p_identity::Role::Peer)
+            .expect("a new identity");
+    Tls::new(&identity).expect("a certificate")
+}
+
 /// A handshaken index connection, from `from` (any loopback address) or the default source.
 async fn connect(
     server: SocketAddr,
     from: Option<Ipv4Addr>,
-) -> anyhow::Result<IndexClientConnection<TcpStream>> {
+    tls: &Tls,
+) -> anyhow::Result<IndexClientConnection<Stream>> {
     let socket = TcpSocket::new_v4().context("cannot create a socket")?;
     if let Some(ip) = from {
         socket
@@ -577,6 +586,10 @@ async fn connect(
         .map_err(|_| anyhow::anyhow!("connect timed out after {CONNECT_TIMEOUT:?}"))?
         .with_context(|| format!("cannot connect to {server}"))?;
     stream.set_nodelay(true).context("TCP_NODELAY")?;
+    let (stream, _) = tls
+        .secure(stream, None, CONNECT_TIMEOUT)
+        .await
+        .context("TLS handshake failed")?;
     let mut conn = IndexClientConnection::index_client(stream);
     client_hello::<IndexConversation, _>(&mut conn)
         .await
@@ -600,8 +613,9 @@ fn lookup_client(
         .enable_all()
         .build()
         .context("cannot build the lookup runtime")?;
+    let tls = node_tls();
     runtime.block_on(async {
-        let mut conn = connect(server, None)
+        let mut conn = connect(server, None, &tls)
             .await
             .context("lookup client cannot connect")?;
         let mut rng = rand::rng();
@@ -628,7 +642,7 @@ fn lookup_client(
                 Ok(other) => stats.errors.push(format!("Lookup {id} answered {other:?}")),
                 Err(err) => {
                     stats.errors.push(format!("Lookup {id} failed: {err}"));
-                    conn = connect(server, None)
+                    conn = connect(server, None, &tls)
                         .await
                         .context("lookup client cannot reconnect")?;
                 }

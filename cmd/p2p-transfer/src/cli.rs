@@ -76,6 +76,9 @@ pub struct SearchArgs {
     pub words: Vec<String>,
     #[command(flatten)]
     pub index: IndexArgs,
+    /// The search connects as this machine's peer identity.
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 /// `p2p-transfer manifest ...`.

@@ -6,17 +6,39 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use p2p_protocol::{PeerClientConnection, PeerConversation, PeerId, ProtocolError, client_hello};
-use tokio::net::TcpStream;
+use p2p_protocol::{HostInfo, NodeId, PeerConversation, PeerId, ProtocolError};
+use p2p_transport::{ClientConnection, Tls};
 
 /// One host's connection.
-pub(crate) type HostConnection = PeerClientConnection<TcpStream>;
+pub(crate) type HostConnection = ClientConnection<PeerConversation>;
+
+/// A host as the index or the user named it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HostSpec {
+    pub addr: SocketAddr,
+    pub peer_id: PeerId,
+    /// Who must answer at `addr`: the node id the index recorded when the host registered.
+    /// `None` for a host named only by its address (`--from`): whoever answers there.
+    pub node_id: Option<NodeId>,
+}
+
+impl From<HostInfo> for HostSpec {
+    fn from(info: HostInfo) -> Self {
+        Self {
+            addr: info.addr,
+            peer_id: info.peer_id,
+            node_id: Some(info.node_id),
+        }
+    }
+}
 
 /// A peer serving chunks to this download.
 #[derive(Debug)]
 pub(crate) struct Host {
     pub addr: SocketAddr,
     pub peer_id: PeerId,
+    /// The node that must answer at `addr`, if known ([`HostSpec::node_id`]).
+    pub node_id: Option<NodeId>,
     /// Connections not in use right now; reused so a chunk costs no TCP handshake.
     idle: Mutex<Vec<HostConnection>>,
     /// Chunk requests outstanding; the least loaded host gets the next chunk.
@@ -32,10 +54,11 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    pub fn new(addr: SocketAddr, peer_id: PeerId) -> Self {
+    pub fn new(spec: HostSpec) -> Self {
         Self {
-            addr,
-            peer_id,
+            addr: spec.addr,
+            peer_id: spec.peer_id,
+            node_id: spec.node_id,
             idle: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -49,30 +72,29 @@ impl Host {
     /// new one after the handshake.
     pub async fn checkout(
         &self,
+        tls: &Tls,
         connect_timeout: Duration,
     ) -> Result<(HostConnection, bool), ProtocolError> {
         if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok((conn, true));
         }
-        Ok((self.connect(connect_timeout).await?, false))
+        Ok((self.connect(tls, connect_timeout).await?, false))
     }
 
-    /// A new connection, after the handshake.
+    /// A new connection, after the handshakes; [`ProtocolError::WrongNode`] if another node
+    /// than the expected one answers (an impostor at the host's address).
     pub async fn connect(
         &self,
+        tls: &Tls,
         connect_timeout: Duration,
     ) -> Result<HostConnection, ProtocolError> {
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| ProtocolError::Timeout(connect_timeout))??;
-        stream.set_nodelay(true)?;
-        let mut conn = HostConnection::peer_client(stream);
-        tokio::time::timeout(
+        let (conn, _) = p2p_transport::connect::<PeerConversation>(
+            tls,
+            self.addr,
+            self.node_id,
             connect_timeout,
-            client_hello::<PeerConversation, _>(&mut conn),
         )
-        .await
-        .map_err(|_| ProtocolError::Timeout(connect_timeout))??;
+        .await?;
         Ok(conn)
     }
 
@@ -163,10 +185,11 @@ mod tests {
     fn hosts(n: usize) -> Vec<Host> {
         (0..n)
             .map(|i| {
-                Host::new(
-                    SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                    PeerId(i as u64),
-                )
+                Host::new(HostSpec {
+                    addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                    peer_id: PeerId(i as u64),
+                    node_id: None,
+                })
             })
             .collect()
     }

@@ -4,6 +4,8 @@
 mod hosts;
 mod worker_pool;
 
+pub(crate) use hosts::HostSpec;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +20,6 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::PeerConfig;
 use crate::error::PeerError;
-use crate::index_client::Lookup;
 use hosts::Host;
 use worker_pool::Pool;
 pub(crate) use worker_pool::Refresh;
@@ -90,8 +91,10 @@ impl EventSink {
 }
 
 /// The download knobs taken from [`PeerConfig`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct DownloadOptions {
+    /// How this peer connects to hosts.
+    pub tls: p2p_transport::Tls,
     pub workers: usize,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -101,9 +104,24 @@ pub(crate) struct DownloadOptions {
     pub me: Option<PeerId>,
 }
 
-impl From<&PeerConfig> for DownloadOptions {
-    fn from(c: &PeerConfig) -> Self {
+/// A file to download and who hosts it.
+#[derive(Debug)]
+pub(crate) struct Wanted {
+    pub file_id: FileId,
+    pub manifest: p2p_protocol::FileManifest,
+    pub hosts: Vec<HostSpec>,
+}
+
+impl DownloadOptions {
+    /// Whether `host` is this peer itself (by registration, or by node id), which never
+    /// serves its own downloads.
+    pub fn is_me(&self, host: &HostSpec) -> bool {
+        Some(host.peer_id) == self.me || host.node_id == Some(self.tls.node_id())
+    }
+
+    pub fn new(c: &PeerConfig, tls: p2p_transport::Tls) -> Self {
         Self {
+            tls,
             workers: c.workers,
             connect_timeout: c.connect_timeout,
             request_timeout: c.request_timeout,
@@ -132,7 +150,7 @@ pub struct DownloadReport {
 /// Downloads the file `lookup` describes into `out_dir`, from its hosts other than `me`.
 /// Returns what it produced and the finished file ready to serve (or why it can't be).
 pub(crate) async fn download(
-    lookup: Lookup,
+    wanted: Wanted,
     out_dir: &Path,
     subdir: &[String],
     options: DownloadOptions,
@@ -147,18 +165,18 @@ pub(crate) async fn download(
     PeerError,
 > {
     let started = Instant::now();
-    let Lookup {
+    let Wanted {
         file_id,
         manifest,
         hosts,
-    } = lookup;
+    } = wanted;
     let name = manifest.name.clone();
     let size = manifest.size;
     let chunks = manifest.chunks.len();
     let hosts: Vec<Host> = hosts
         .into_iter()
-        .filter(|h| Some(h.peer_id) != options.me)
-        .map(|h| Host::new(h.addr, h.peer_id))
+        .filter(|h| !options.is_me(h))
+        .map(Host::new)
         .collect();
 
     if hosts.is_empty() && chunks > 0 {

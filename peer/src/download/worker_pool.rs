@@ -18,10 +18,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use p2p_protocol::{
-    CHUNK_SIZE, ChunkBuf, ChunkReply, ErrorCode, FileId, HostInfo, PeerRequest, PeerResponse,
-    ProtocolError,
+    ChunkReply, ErrorCode, FileId, HostInfo, PeerRequest, PeerResponse, ProtocolError,
 };
-use p2p_storage::{PartFile, StorageError};
+use p2p_storage::{ChunkBuf, PartFile, StorageError};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -29,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::hosts::{Host, pick};
+use super::hosts::{Host, HostSpec, pick};
 use super::{DownloadEvent, DownloadOptions, EventSink};
 use crate::error::PeerError;
 
@@ -436,14 +435,14 @@ impl Pool {
     /// lists; returns whether any host is usable now.
     fn adopt(&self, listed: Vec<HostInfo>) -> bool {
         let mut hosts = self.hosts.write().unwrap_or_else(|e| e.into_inner());
-        for info in listed {
+        for info in listed.into_iter().map(HostSpec::from) {
             if let Some(known) = hosts.iter().find(|h| h.addr == info.addr) {
                 if known.revive() {
                     info!(host = %info.addr, "host listed again; retrying it");
                 }
-            } else if Some(info.peer_id) != self.options.me {
+            } else if !self.options.is_me(&info) {
                 info!(host = %info.addr, "new host for this download");
-                hosts.push(Arc::new(Host::new(info.addr, info.peer_id)));
+                hosts.push(Arc::new(Host::new(info)));
             }
         }
         hosts.iter().any(|h| !h.is_dropped())
@@ -482,13 +481,27 @@ impl Pool {
 
     /// Asks `host` for chunk `index` and receives its data into `buf` (not yet verified).
     async fn receive(&self, host: &Host, index: u32, buf: &mut ChunkBuf) -> Result<(), FetchError> {
-        let network = |err: ProtocolError| FetchError::Host {
-            reason: err.to_string(),
-            fatal: false,
-            lied: false,
+        let network = |err: ProtocolError| match err {
+            // Another node at the host's address, or data no chunk can have: never again.
+            ProtocolError::WrongNode { .. } => FetchError::Host {
+                reason: format!("refused: {err} (someone else is at the host's address)"),
+                fatal: true,
+                lied: true,
+            },
+            ProtocolError::ChunkTooLarge(_) => FetchError::Host {
+                reason: format!("sent bad data: {err}"),
+                fatal: false,
+                lied: true,
+            },
+            err => FetchError::Host {
+                reason: err.to_string(),
+                fatal: false,
+                lied: false,
+            },
         };
+        let tls = &self.options.tls;
         let (mut conn, reused) = host
-            .checkout(self.options.connect_timeout)
+            .checkout(tls, self.options.connect_timeout)
             .await
             .map_err(network)?;
         let request = PeerRequest::GetChunk {
@@ -496,16 +509,20 @@ impl Pool {
             index,
         };
         let timeout = self.options.request_timeout;
-        let reply = match conn.request_chunk(&request, buf, timeout).await {
+        let reply = match conn
+            .request_chunk(&request, |len| buf.fill(len), timeout)
+            .await
+        {
             // A pooled connection the host closed while it sat idle (its idle timeout, or it
             // made room for another client): not the host failing, so once more on a new one.
             Err(err) if reused && closed_before_reply(&err) => {
                 debug!(host = %host.addr, %err, "pooled connection was closed; reconnecting");
                 conn = host
-                    .connect(self.options.connect_timeout)
+                    .connect(tls, self.options.connect_timeout)
                     .await
                     .map_err(network)?;
-                conn.request_chunk(&request, buf, timeout).await
+                conn.request_chunk(&request, |len| buf.fill(len), timeout)
+                    .await
             }
             other => other,
         }
@@ -538,15 +555,6 @@ impl Pool {
                     lied: false,
                 })
             }
-            // Data no chunk can have: bad data, like a failed hash.
-            ChunkReply::Other(PeerResponse::Chunk { data, .. }) => Err(FetchError::Host {
-                reason: format!(
-                    "sent bad data: a chunk of {} bytes, more than {CHUNK_SIZE}",
-                    data.len()
-                ),
-                fatal: false,
-                lied: true,
-            }),
             ChunkReply::Chunk { .. } => Err(FetchError::Host {
                 reason: "unexpected reply to GetChunk: Chunk for another chunk".into(),
                 fatal: true,

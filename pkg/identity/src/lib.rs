@@ -27,6 +27,7 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use p2p_protocol::NodeId;
 use rand::TryRngCore;
+pub use zeroize::Zeroizing;
 
 /// A key file is a few hundred bytes; anything longer is not one.
 const MAX_KEY_FILE_LEN: u64 = 16 * 1024;
@@ -198,6 +199,18 @@ impl Identity {
     /// The public key as a DER `SubjectPublicKeyInfo` (what the node id is a hash of).
     pub fn public_key_der(&self) -> Vec<u8> {
         public_key_der(&self.key)
+    }
+
+    /// The private key as PKCS#8 DER, for the TLS layer that signs with it. Zeroed when
+    /// dropped.
+    pub fn private_key_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(
+            self.key
+                .to_pkcs8_der()
+                .expect("an Ed25519 private key always encodes")
+                .as_bytes()
+                .to_vec(),
+        )
     }
 }
 

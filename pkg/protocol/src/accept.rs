@@ -13,11 +13,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::codec::DecodeFrame;
 use crate::connection::Connection;
 use crate::error::ProtocolError;
 use crate::handshake::{Conversation, server_hello};
 use crate::slots::Slot;
+use serde::de::DeserializeOwned;
 
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -55,7 +55,7 @@ pub async fn accept(
 pub async fn refuse<S, In, Out>(conn: &mut Connection<S, In, Out>, reply: &Out, wait: Duration)
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    In: DecodeFrame,
+    In: DeserializeOwned,
     Out: Serialize,
 {
     let never = |_| std::future::pending::<()>();

@@ -6,7 +6,6 @@
 
 use std::io::{Cursor, Write};
 use std::marker::PhantomData;
-use std::ops::Range;
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::Serialize;
@@ -14,8 +13,6 @@ use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::ProtocolError;
-use crate::message::{IndexRequest, IndexResponse, PeerRequest, PeerResponse};
-use crate::types::FileId;
 
 /// Size of the length prefix.
 pub const HEADER_LEN: usize = 4;
@@ -68,17 +65,7 @@ impl<In, Out> MessageCodec<In, Out> {
     }
 }
 
-/// How a message type is decoded from a whole frame. The default is plain MessagePack; a chunk
-/// reply takes a faster path that hands out the chunk's bytes as a slice of the frame, with no
-/// copy (see [`crate::message::PeerResponse`]).
-pub trait DecodeFrame: DeserializeOwned {
-    /// Decodes one frame body.
-    fn decode_frame(frame: BytesMut) -> Result<Self, ProtocolError> {
-        decode_body(&frame)
-    }
-}
-
-impl<In: DecodeFrame, Out> Decoder for MessageCodec<In, Out> {
+impl<In: DeserializeOwned, Out> Decoder for MessageCodec<In, Out> {
     type Item = In;
     type Error = ProtocolError;
 
@@ -94,7 +81,7 @@ impl<In: DecodeFrame, Out> Decoder for MessageCodec<In, Out> {
         }
         src.advance(HEADER_LEN);
         let frame = src.split_to(len);
-        In::decode_frame(frame).map(Some)
+        decode_body(&frame).map(Some)
     }
 }
 
@@ -139,114 +126,6 @@ impl<In, Out: Serialize> Encoder<&Out> for MessageCodec<In, Out> {
     }
 }
 
-impl DecodeFrame for IndexRequest {}
-impl DecodeFrame for IndexResponse {}
-impl DecodeFrame for PeerRequest {}
-
-impl DecodeFrame for PeerResponse {
-    fn decode_frame(frame: BytesMut) -> Result<Self, ProtocolError> {
-        // The whole body: `{"Chunk": {"file_id", "index", "data"}}`, fields in any order.
-        match scan_chunk(&frame, frame.len()) {
-            Some((file_id, index, range)) => Ok(PeerResponse::Chunk {
-                file_id,
-                index,
-                data: frame.freeze().slice(range),
-            }),
-            // Any other reply, or a chunk in an unusual encoding: the general decoder.
-            None => decode_body(&frame),
-        }
-    }
-}
-
-/// Reads the fields of a `Chunk` frame body of `body_len` bytes from `bytes`: the whole body,
-/// or only its start when the data comes last (as chunk servers built from this code send
-/// it), in which case `bytes` must reach past the data's `bin` header. Returns the file id,
-/// the index and where the data lies in the body; `None` if `bytes` can't tell or the body is
-/// anything else, including one whose fields don't end exactly at `body_len` (a frame holds
-/// exactly one message).
-pub(crate) fn scan_chunk(bytes: &[u8], body_len: usize) -> Option<(FileId, u32, Range<usize>)> {
-    use rmp::decode;
-    let mut rd = bytes;
-    if decode::read_map_len(&mut rd).ok()? != 1 || read_key(&mut rd)? != b"Chunk" {
-        return None;
-    }
-    if decode::read_map_len(&mut rd).ok()? != 3 {
-        return None;
-    }
-    let (mut file_id, mut index, mut data) = (None, None, None);
-    // Where the last field read ends, in body coordinates (the data may lie past `bytes`).
-    let mut end = 0;
-    for _ in 0..3 {
-        match read_key(&mut rd)? {
-            b"file_id" if file_id.is_none() => {
-                if decode::read_bin_len(&mut rd).ok()? != 32 || rd.len() < 32 {
-                    return None;
-                }
-                file_id = Some(FileId(rd[..32].try_into().ok()?));
-                rd = &rd[32..];
-                end = bytes.len() - rd.len();
-            }
-            b"index" if index.is_none() => {
-                index = Some(decode::read_int::<u32, _>(&mut rd).ok()?);
-                end = bytes.len() - rd.len();
-            }
-            b"data" if data.is_none() => {
-                let len = decode::read_bin_len(&mut rd).ok()? as usize;
-                let start = bytes.len() - rd.len();
-                end = start.checked_add(len)?;
-                data = Some(start..end);
-                // Past data that is not all here, nothing more can be read.
-                rd = rd.get(len..).unwrap_or_default();
-            }
-            _ => return None,
-        }
-    }
-    (end == body_len).then_some((file_id?, index?, data?))
-}
-
-fn read_key<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let len = rmp::decode::read_str_len(rd).ok()? as usize;
-    if rd.len() < len {
-        return None;
-    }
-    let (key, rest) = rd.split_at(len);
-    *rd = rest;
-    Some(key)
-}
-
-/// The frame header and message bytes that come before a chunk's data in a `Chunk` reply
-/// whose data is sent separately (see `PeerServerConnection::send_chunk_from_file`).
-pub fn chunk_frame_prefix(
-    file_id: FileId,
-    index: u32,
-    data_len: usize,
-    max: usize,
-) -> Result<Vec<u8>, ProtocolError> {
-    // Encode the message with empty data; it ends in `bin 8` of length 0 (0xc4 0x00), which
-    // becomes a `bin 32` header for the real length.
-    let empty = PeerResponse::Chunk {
-        file_id,
-        index,
-        data: bytes::Bytes::new(),
-    };
-    let mut body = rmp_serde::to_vec_named(&empty)?;
-    debug_assert_eq!(&body[body.len() - 2..], &[0xc4, 0x00]);
-    body.truncate(body.len() - 2);
-    body.push(0xc6);
-    body.extend_from_slice(&(data_len as u32).to_be_bytes());
-    let len = body.len() + data_len;
-    if len > max {
-        return Err(ProtocolError::FrameTooLarge {
-            len: len as u64,
-            max,
-        });
-    }
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(&(len as u32).to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
 /// Encodes one message as a complete frame (header included). For tests and tools.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtocolError> {
     let body = rmp_serde::to_vec_named(msg)?;
@@ -258,7 +137,8 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtocolError> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
+    use crate::message::{IndexRequest, PeerRequest, PeerResponse};
+    use crate::types::FileId;
 
     use super::*;
 
@@ -284,10 +164,9 @@ mod tests {
     #[test]
     fn round_trip_over_split_input() {
         let mut enc: MessageCodec<PeerResponse, PeerResponse> = MessageCodec::new(1 << 20, 1 << 20);
-        let msg = PeerResponse::Chunk {
-            file_id: FileId([7; 32]),
-            index: 3,
-            data: Bytes::from(vec![9u8; 1000]),
+        let msg = PeerResponse::Error {
+            code: crate::ErrorCode::Internal,
+            message: "x".repeat(1000),
         };
         let mut buf = BytesMut::new();
         enc.encode(&msg, &mut buf).unwrap();
@@ -391,10 +270,9 @@ mod tests {
     #[test]
     fn encoder_refuses_oversized_frames() {
         let mut codec: MessageCodec<PeerRequest, PeerResponse> = MessageCodec::new(1024, 1024);
-        let msg = PeerResponse::Chunk {
-            file_id: FileId([0; 32]),
-            index: 0,
-            data: Bytes::from(vec![0; 2048]),
+        let msg = PeerResponse::Error {
+            code: crate::ErrorCode::Internal,
+            message: "x".repeat(2048),
         };
         let mut dst = BytesMut::new();
         assert!(matches!(
@@ -402,39 +280,6 @@ mod tests {
             Err(ProtocolError::FrameTooLarge { .. })
         ));
         assert!(dst.is_empty());
-    }
-
-    #[test]
-    fn chunk_fast_paths_agree_with_the_general_codec() {
-        let data = vec![0x5a; 70_000];
-        let msg = PeerResponse::Chunk {
-            file_id: FileId([3; 32]),
-            index: 9,
-            data: Bytes::from(data.clone()),
-        };
-        // Sent in two parts (prefix, then data) ...
-        let mut wire = chunk_frame_prefix(FileId([3; 32]), 9, data.len(), 1 << 20).unwrap();
-        wire.extend_from_slice(&data);
-        // ... it is a frame the general decoder reads,
-        let len = u32::from_be_bytes(wire[..4].try_into().unwrap()) as usize;
-        assert_eq!(len, wire.len() - 4);
-        assert_eq!(decode_body::<PeerResponse>(&wire[4..]).unwrap(), msg);
-        // and the fast decoder gives the same message for it and for the general encoding.
-        let mut codec: MessageCodec<PeerResponse, PeerRequest> =
-            MessageCodec::new(1 << 20, 1 << 20);
-        let mut src = BytesMut::from(&wire[..]);
-        assert_eq!(codec.decode(&mut src).unwrap(), Some(msg.clone()));
-        let general = encode_frame(&msg).unwrap();
-        let mut src = BytesMut::from(&general[..]);
-        assert_eq!(codec.decode(&mut src).unwrap(), Some(msg));
-        // Fields in another order, and trailing bytes, still decode (or fail) as in general.
-        let mut trailing = general.clone();
-        trailing.push(0);
-        let n = (trailing.len() - 4) as u32;
-        trailing[..4].copy_from_slice(&n.to_be_bytes());
-        let mut src = BytesMut::from(&trailing[..]);
-        assert!(codec.decode(&mut src).is_err());
-        assert!(chunk_frame_prefix(FileId([0; 32]), 0, 1 << 20, 1 << 20).is_err());
     }
 
     proptest::proptest! {

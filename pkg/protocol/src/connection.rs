@@ -6,15 +6,16 @@ use std::time::Duration;
 use bytes::Buf;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Framed};
 
-use crate::chunk_buf::ChunkBuf;
-use crate::codec::{DecodeFrame, HEADER_LEN, MessageCodec, scan_chunk};
+use crate::CHUNK_SIZE;
+use crate::codec::{HEADER_LEN, MessageCodec};
 use crate::error::ProtocolError;
+use crate::handshake::{Conversation, IndexConversation, PeerConversation};
 use crate::message::{IndexRequest, IndexResponse, PeerRequest, PeerResponse};
 use crate::types::FileId;
-use crate::{CHUNK_SIZE, MAX_CHUNK_FRAME_LEN, MAX_CONTROL_FRAME_LEN, MAX_PEER_REQUEST_FRAME_LEN};
 
 /// A framed, typed connection that receives `In` and sends `Out`.
 #[derive(Debug)]
@@ -34,7 +35,7 @@ pub type PeerServerConnection<S> = Connection<S, PeerRequest, PeerResponse>;
 impl<S, In, Out> Connection<S, In, Out>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    In: DecodeFrame,
+    In: DeserializeOwned,
     Out: Serialize,
 {
     /// Wraps `stream`, accepting incoming frames up to `max_in` bytes and sending up to
@@ -64,8 +65,20 @@ where
 
     /// Receives the next message; `Ok(None)` when the remote closed the connection cleanly
     /// between frames.
+    ///
+    /// A TLS stream that ends without `close_notify` reports `UnexpectedEof`; between frames
+    /// that is a close like any other (every message is framed, so nothing can have been cut
+    /// off), and only inside a frame an error.
     pub async fn recv(&mut self) -> Result<Option<In>, ProtocolError> {
-        self.framed.next().await.transpose()
+        match self.framed.next().await.transpose() {
+            Err(ProtocolError::Io(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    && self.framed.read_buffer().is_empty() =>
+            {
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     /// Receives the next message within `timeout`. A clean close is [`ProtocolError::Closed`].
@@ -138,11 +151,17 @@ where
             let have = self.framed.read_buffer().len();
             let mut scratch = vec![0u8; (frame_end - have).min(ADMISSION_READ)];
             let read = self.framed.get_mut().read(&mut scratch);
-            let n = match deadline {
+            let read = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, read)
                     .await
-                    .map_err(|_| ProtocolError::Timeout(body_timeout))??,
-                None => read.await?,
+                    .map_err(|_| ProtocolError::Timeout(body_timeout))?,
+                None => read.await,
+            };
+            // A TLS stream that ends without `close_notify`: a close like any other (see
+            // `recv`).
+            let n = match read {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                read => read?,
             };
             if n == 0 {
                 return if self.framed.read_buffer().is_empty() {
@@ -180,13 +199,6 @@ where
         shrink(self.framed.write_buffer_mut());
     }
 
-    /// Starts the connection with no buffer memory (the codec's default is 8 KiB each way), so
-    /// an idle connection costs a server nothing: buffers grow as frames arrive or are sent.
-    fn without_buffers(mut self) -> Self {
-        self.shrink_buffers();
-        self
-    }
-
     /// Whether either buffer still holds memory for `bytes` more bytes, including memory
     /// behind bytes already consumed (which `capacity` does not show).
     #[cfg(test)]
@@ -218,346 +230,145 @@ fn grow_within(buffer: &mut bytes::BytesMut, bytes: &[u8], end: usize) {
     buffer.extend_from_slice(bytes);
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin, In: DeserializeOwned, Out: Serialize>
+    Connection<S, In, Out>
+{
+    /// A client's side of conversation `C`: requests out, responses in, each within `C`'s
+    /// frame limits.
+    pub fn client<C>(stream: S) -> Self
+    where
+        C: Conversation<Request = Out, Response = In>,
+    {
+        Self::with_limits(stream, C::MAX_RESPONSE_LEN, C::MAX_REQUEST_LEN)
+    }
+
+    /// A server's side of conversation `C`, starting with no buffer memory (the codec's
+    /// default is 8 KiB each way), so that an idle connection costs a server nothing.
+    pub fn server<C>(stream: S) -> Self
+    where
+        C: Conversation<Request = In, Response = Out>,
+    {
+        let mut conn = Self::with_limits(stream, C::MAX_REQUEST_LEN, C::MAX_RESPONSE_LEN);
+        conn.shrink_buffers();
+        conn
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> IndexClientConnection<S> {
-    /// Control-sized frames both ways.
+    /// [`Connection::client`] of the index conversation.
     pub fn index_client(stream: S) -> Self {
-        Self::with_limits(stream, MAX_CONTROL_FRAME_LEN, MAX_CONTROL_FRAME_LEN)
+        Self::client::<IndexConversation>(stream)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> IndexServerConnection<S> {
-    /// Control-sized frames both ways.
+    /// [`Connection::server`] of the index conversation.
     pub fn index_server(stream: S) -> Self {
-        Self::with_limits(stream, MAX_CONTROL_FRAME_LEN, MAX_CONTROL_FRAME_LEN).without_buffers()
+        Self::server::<IndexConversation>(stream)
     }
 }
 
 /// What came back for a `GetChunk` sent with [`PeerClientConnection::request_chunk`].
 #[derive(Debug)]
 pub enum ChunkReply {
-    /// A chunk; its data is in the buffer that was passed in.
+    /// A chunk; its data is in the buffer `fill` returned.
     Chunk {
         /// The file, as the reply names it.
         file_id: FileId,
         /// The chunk index, as the reply names it.
         index: u32,
     },
-    /// Any other reply (usually `Error`), or a `Chunk` with more than [`CHUNK_SIZE`] bytes.
+    /// Any other reply (usually `Error`).
     Other(PeerResponse),
 }
 
-/// Room for everything in a `Chunk` frame body before its data: the map headers, three keys,
-/// the 32-byte id, the index and the `bin 32` header take at most 66 bytes.
-const CHUNK_HEAD_MAX: usize = 96;
-
 impl<S: AsyncRead + AsyncWrite + Unpin> PeerClientConnection<S> {
-    /// Receives chunk-sized frames, sends request-sized ones.
+    /// [`Connection::client`] of the peer conversation.
     pub fn peer_client(stream: S) -> Self {
-        Self::with_limits(stream, MAX_CHUNK_FRAME_LEN, MAX_PEER_REQUEST_FRAME_LEN)
+        Self::client::<PeerConversation>(stream)
     }
 
-    /// Sends `request` (a `GetChunk`) and receives the reply within `timeout`. A `Chunk`'s data
-    /// is read from the socket straight into `buf`, with no frame buffer in between, when the
-    /// data comes last in the frame (as chunk servers built from this code send it); any other
-    /// encoding is decoded the general way and copied into `buf`.
+    /// Sends `request` (a `GetChunk`) and receives the reply within `timeout`. For a `Chunk`,
+    /// `fill(size)` gives the buffer for its `size` bytes of data, which are read into it
+    /// straight from the connection: whatever of them arrived with the reply's frame, then
+    /// the rest with no frame buffer in between.
     ///
-    /// After an error the connection is in an unknown state and must be dropped.
-    pub async fn request_chunk(
+    /// A `Chunk` announcing more than [`CHUNK_SIZE`] bytes is an error. After any error the
+    /// connection is in an unknown state and must be dropped.
+    pub async fn request_chunk<'b>(
         &mut self,
         request: &PeerRequest,
-        buf: &mut ChunkBuf,
+        fill: impl FnOnce(usize) -> &'b mut [u8],
         timeout: Duration,
     ) -> Result<ChunkReply, ProtocolError> {
         self.send_timeout(request, timeout).await?;
-        tokio::time::timeout(timeout, self.recv_chunk(buf))
-            .await
-            .map_err(|_| ProtocolError::Timeout(timeout))?
+        self.recv_chunk(fill, timeout).await
     }
 
-    async fn recv_chunk(&mut self, buf: &mut ChunkBuf) -> Result<ChunkReply, ProtocolError> {
-        match self.recv_chunk_direct(buf).await? {
-            Some(reply) => Ok(reply),
-            None => self.recv_chunk_general(buf).await,
-        }
-    }
-
-    /// Receives the next frame if it is a `Chunk` whose data comes last, reading the data from
-    /// the socket straight into `buf`; `None`, with nothing consumed, for any other frame.
-    async fn recv_chunk_direct(
+    /// Receives the reply to a `GetChunk` sent earlier (a client may send several before it
+    /// reads the first reply), as [`PeerClientConnection::request_chunk`] does.
+    pub async fn recv_chunk<'b>(
         &mut self,
-        buf: &mut ChunkBuf,
-    ) -> Result<Option<ChunkReply>, ProtocolError> {
-        let mut scratch = [0u8; 2 * CHUNK_HEAD_MAX];
-        self.fill_read_buffer(HEADER_LEN, &mut scratch).await?;
-        let announced = self.framed.read_buffer()[..HEADER_LEN]
-            .try_into()
-            .map(u32::from_be_bytes)
-            .expect("header length") as usize;
-        let head = if CHUNK_HEAD_MAX < announced && announced <= MAX_CHUNK_FRAME_LEN {
-            self.fill_read_buffer(HEADER_LEN + CHUNK_HEAD_MAX, &mut scratch)
-                .await?;
-            let head = &self.framed.read_buffer()[HEADER_LEN..HEADER_LEN + CHUNK_HEAD_MAX];
-            scan_chunk(head, announced)
-                .filter(|(_, _, data)| data.end == announced && data.len() <= CHUNK_SIZE as usize)
-        } else {
-            None
-        };
-        let Some((file_id, index, data)) = head else {
-            return Ok(None);
-        };
-        let start = data.start;
-        let data = buf.fill(data.len());
-        let read_buffer = self.framed.read_buffer_mut();
-        read_buffer.advance(HEADER_LEN + start);
-        // Whatever of the data came in with the head, then the rest straight from the socket.
-        let buffered = read_buffer.len().min(data.len());
-        data[..buffered].copy_from_slice(&read_buffer[..buffered]);
-        read_buffer.advance(buffered);
-        self.framed
-            .get_mut()
-            .read_exact(&mut data[buffered..])
-            .await?;
-        Ok(Some(ChunkReply::Chunk { file_id, index }))
-    }
-
-    /// Reads a whole frame through the codec (any reply, any encoding) and copies a chunk's
-    /// data into `buf`.
-    async fn recv_chunk_general(
-        &mut self,
-        buf: &mut ChunkBuf,
+        fill: impl FnOnce(usize) -> &'b mut [u8],
+        timeout: Duration,
     ) -> Result<ChunkReply, ProtocolError> {
-        let mut codec = self.framed.codec().clone();
-        let mut scratch = vec![0u8; 64 * 1024];
-        let reply = loop {
-            if let Some(reply) = codec.decode(self.framed.read_buffer_mut())? {
-                break reply;
-            }
-            self.read_more(&mut scratch).await?;
-        };
-        match reply {
-            PeerResponse::Chunk {
+        let receive = async {
+            let reply = self.recv().await?.ok_or(ProtocolError::Closed)?;
+            let PeerResponse::Chunk {
                 file_id,
                 index,
-                data,
-            } if data.len() <= CHUNK_SIZE as usize => {
-                buf.fill(data.len()).copy_from_slice(&data);
-                Ok(ChunkReply::Chunk { file_id, index })
+                size,
+            } = reply
+            else {
+                return Ok(ChunkReply::Other(reply));
+            };
+            if size > CHUNK_SIZE {
+                return Err(ProtocolError::ChunkTooLarge(size));
             }
-            other => Ok(ChunkReply::Other(other)),
-        }
-    }
-
-    /// Reads from the socket until the read buffer holds at least `want` bytes.
-    async fn fill_read_buffer(
-        &mut self,
-        want: usize,
-        scratch: &mut [u8],
-    ) -> Result<(), ProtocolError> {
-        while self.framed.read_buffer().len() < want {
-            self.read_more(scratch).await?;
-        }
-        Ok(())
-    }
-
-    /// One read from the socket, appended to the read buffer.
-    async fn read_more(&mut self, scratch: &mut [u8]) -> Result<(), ProtocolError> {
-        let n = self.framed.get_mut().read(scratch).await?;
-        if n == 0 {
-            return Err(if self.framed.read_buffer().is_empty() {
-                ProtocolError::Closed
-            } else {
-                ProtocolError::Io(std::io::ErrorKind::UnexpectedEof.into())
-            });
-        }
-        self.framed
-            .read_buffer_mut()
-            .extend_from_slice(&scratch[..n]);
-        Ok(())
+            let data = fill(size as usize);
+            let read_buffer = self.framed.read_buffer_mut();
+            let buffered = read_buffer.len().min(data.len());
+            data[..buffered].copy_from_slice(&read_buffer[..buffered]);
+            read_buffer.advance(buffered);
+            self.framed
+                .get_mut()
+                .read_exact(&mut data[buffered..])
+                .await?;
+            Ok(ChunkReply::Chunk { file_id, index })
+        };
+        tokio::time::timeout(timeout, receive)
+            .await
+            .map_err(|_| ProtocolError::Timeout(timeout))?
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PeerServerConnection<S> {
-    /// Receives request-sized frames, sends chunk-sized ones.
+    /// [`Connection::server`] of the peer conversation.
     pub fn peer_server(stream: S) -> Self {
-        Self::with_limits(stream, MAX_PEER_REQUEST_FRAME_LEN, MAX_CHUNK_FRAME_LEN)
+        Self::server::<PeerConversation>(stream)
     }
-}
 
-impl PeerServerConnection<tokio::net::TcpStream> {
-    /// Sends `Chunk { file_id, index, data }` where `data` is the `len` bytes of `file` at
-    /// `offset`, with `sendfile(2)`: the bytes go from the page cache to the socket without
-    /// passing through user space (no buffer to allocate, fault in and copy twice). The few
-    /// bytes before the data are written first; on the wire it is a frame like any other (the
-    /// data as `bin 32`).
-    ///
-    /// Each `sendfile` call runs on a blocking thread, once the socket is writable: it may
-    /// have to read the file from the disk, which must never stall the reactor, and it never
-    /// waits for the network, so a slow client holds no thread. Where the file system can't
-    /// `sendfile`, the rest is read and written the ordinary way.
-    ///
-    /// If the file turns out shorter than `len`, the frame can't be completed: the error
-    /// means the connection must be dropped.
-    pub async fn send_chunk_from_file<F>(
-        &mut self,
-        file_id: FileId,
-        index: u32,
-        file: std::sync::Arc<F>,
-        offset: u64,
-        len: usize,
-        timeout: Duration,
-    ) -> Result<(), ProtocolError>
-    where
-        F: std::os::fd::AsFd + Send + Sync + 'static,
-    {
-        let prefix = crate::codec::chunk_frame_prefix(file_id, index, len, MAX_CHUNK_FRAME_LEN)?;
-        let write = async {
-            self.framed.flush().await?;
-            self.framed.get_mut().write_all(&prefix).await?;
-            let stream: &tokio::net::TcpStream = self.framed.get_ref();
-            // The blocking threads get their own handle on the socket (the same open socket).
-            let socket =
-                std::sync::Arc::new(rustix::io::dup(stream).map_err(std::io::Error::from)?);
-            let (mut offset, mut left) = (offset, len);
-            let mut tail = None;
-            while left > 0 {
-                stream.writable().await?;
-                let (socket, file) = (socket.clone(), file.clone());
-                let sent =
-                    tokio::task::spawn_blocking(move || send_some(&socket, &*file, offset, left))
-                        .await
-                        .map_err(std::io::Error::other)??;
-                match sent {
-                    Sent::Bytes(0) => return Err(ProtocolError::Io(file_shrank())),
-                    Sent::Bytes(n) => {
-                        offset += n as u64;
-                        left -= n;
-                    }
-                    // The socket filled up. Forget its readiness, so that the next wait is for
-                    // room, but only if there is still no room now: room made after the full
-                    // send but before this point would otherwise be a lost wake-up.
-                    Sent::Full => {
-                        let _ = stream.try_io(tokio::io::Interest::WRITABLE, || {
-                            if has_room(stream, Duration::ZERO)? {
-                                Ok(())
-                            } else {
-                                Err(std::io::ErrorKind::WouldBlock.into())
-                            }
-                        });
-                    }
-                    Sent::Read(rest) => {
-                        tail = Some(rest);
-                        break;
-                    }
-                }
-            }
-            if let Some(rest) = tail {
-                self.framed.get_mut().write_all(&rest).await?;
-            }
-            Ok::<_, ProtocolError>(())
-        };
-        tokio::time::timeout(timeout, write)
-            .await
-            .map_err(|_| ProtocolError::Timeout(timeout))?
+    /// Writes part of a chunk's data, after the `Chunk` frame that announced it was sent.
+    /// The caller writes exactly the `size` bytes announced, in as many parts as it likes,
+    /// then [`PeerServerConnection::flush`]es; a chunk that can't be completed leaves the
+    /// connection unusable: drop it.
+    pub async fn send_chunk_data(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        Ok(self.framed.get_mut().write_all(data).await?)
     }
-}
 
-/// How long a blocking thread keeps a full socket, waiting for room, before it hands the send
-/// back to the reactor (a slow client must not hold a thread).
-const KEEP_SENDING: Duration = Duration::from_millis(2);
-
-/// What one `sendfile` call on a blocking thread did.
-enum Sent {
-    /// Sent this many bytes (0: the file ends sooner than it should).
-    Bytes(usize),
-    /// The socket's buffer is full.
-    Full,
-    /// The file system can't `sendfile`; here is the rest of the range, read normally.
-    Read(Vec<u8>),
-}
-
-fn send_some(
-    socket: &std::os::fd::OwnedFd,
-    file: &impl std::os::fd::AsFd,
-    offset: u64,
-    left: usize,
-) -> std::io::Result<Sent> {
-    use rustix::io::Errno;
-    let until = std::time::Instant::now() + KEEP_SENDING;
-    let (mut at, mut sent) = (offset, 0);
-    while sent < left {
-        match rustix::fs::sendfile(socket, file, Some(&mut at), left - sent) {
-            Ok(0) => break,
-            Ok(n) => sent += n,
-            Err(Errno::INTR) => {}
-            // Full: a client reading at loopback speed makes room within microseconds, so
-            // wait a little here rather than hand the socket back to the reactor.
-            Err(Errno::AGAIN) => {
-                if !has_room(
-                    socket,
-                    until.saturating_duration_since(std::time::Instant::now()),
-                )? {
-                    return Ok(if sent > 0 {
-                        Sent::Bytes(sent)
-                    } else {
-                        Sent::Full
-                    });
-                }
-            }
-            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if sent == 0 => {
-                return read_range(file, offset, left).map(Sent::Read);
-            }
-            Err(e) => return Err(e.into()),
-        }
+    /// Pushes everything written so far to the network.
+    pub async fn flush(&mut self) -> Result<(), ProtocolError> {
+        Ok(self.framed.get_mut().flush().await?)
     }
-    Ok(Sent::Bytes(sent))
-}
-
-/// Whether `socket` can take more bytes within `wait` (zero: right now).
-fn has_room(socket: &impl std::os::fd::AsFd, wait: Duration) -> std::io::Result<bool> {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let mut fds = [PollFd::new(socket, PollFlags::OUT)];
-    let wait = Timespec {
-        tv_sec: wait.as_secs() as i64,
-        tv_nsec: i64::from(wait.subsec_nanos()),
-    };
-    match poll(&mut fds, Some(&wait)) {
-        Ok(_) | Err(rustix::io::Errno::INTR) => {}
-        Err(e) => return Err(e.into()),
-    }
-    Ok(fds[0]
-        .revents()
-        .intersects(PollFlags::OUT | PollFlags::ERR | PollFlags::HUP))
-}
-
-/// The error for a shared file that ends before the chunk being sent from it.
-fn file_shrank() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::UnexpectedEof,
-        "the shared file became shorter while a chunk of it was being sent",
-    )
-}
-
-/// `len` bytes of `file` at `offset`; an error if the file ends sooner.
-fn read_range(file: &impl std::os::fd::AsFd, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut data = Vec::with_capacity(len);
-    while data.len() < len {
-        let at = offset + data.len() as u64;
-        let n = rustix::io::pread(file, rustix::buffer::spare_capacity(&mut data), at)?;
-        if n == 0 {
-            return Err(file_shrank());
-        }
-    }
-    Ok(data)
 }
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use tokio::io::DuplexStream;
 
     use super::*;
     use crate::ErrorCode;
-    use crate::codec::{chunk_frame_prefix, encode_frame};
+    use crate::codec::encode_frame;
 
     const ID: FileId = FileId([7; 32]);
     const T: Duration = Duration::from_secs(5);
@@ -684,18 +495,26 @@ mod tests {
         assert!(end.is_none(), "a clean close between frames is the end");
     }
 
+    /// Sends a `Chunk` announcing `size` bytes, then `data` (which may be shorter or longer).
+    async fn send_chunk(server: &mut DuplexStream, index: u32, size: u32, data: &[u8]) {
+        let header = PeerResponse::Chunk {
+            file_id: ID,
+            index,
+            size,
+        };
+        let mut bytes = encode_frame(&header).unwrap();
+        bytes.extend_from_slice(data);
+        server.write_all(&bytes).await.unwrap();
+    }
+
     #[tokio::test]
-    async fn chunks_arrive_whole_in_either_encoding_and_the_connection_stays_usable() {
+    async fn chunks_arrive_whole_and_the_connection_stays_usable() {
         let (mut client, mut server) = pair();
         let full = pattern(CHUNK_SIZE as usize);
         let expected = full.clone();
         let serve = tokio::spawn(async move {
-            // 1: as a chunk server sends it (data last, bin 32): the direct path.
             assert_eq!(read_request(&mut server).await, get(0));
-            let mut frame = chunk_frame_prefix(ID, 0, full.len(), MAX_CHUNK_FRAME_LEN).unwrap();
-            frame.extend_from_slice(&full);
-            server.write_all(&frame).await.unwrap();
-            // 2: an error reply.
+            send_chunk(&mut server, 0, CHUNK_SIZE, &full).await;
             assert_eq!(read_request(&mut server).await, get(1));
             let error = PeerResponse::Error {
                 code: ErrorCode::Busy,
@@ -705,32 +524,28 @@ mod tests {
                 .write_all(&encode_frame(&error).unwrap())
                 .await
                 .unwrap();
-            // 3: a short chunk in the shortest encoding: the general path.
+            // A small chunk and the next reply in one write: the data ends where it says.
             assert_eq!(read_request(&mut server).await, get(2));
-            let small = PeerResponse::Chunk {
-                file_id: ID,
-                index: 2,
-                data: Bytes::from_static(b"hello\n"),
-            };
-            server
-                .write_all(&encode_frame(&small).unwrap())
-                .await
-                .unwrap();
+            send_chunk(&mut server, 2, 6, b"hello\n").await;
             server
         });
-        let mut buf = ChunkBuf::new();
-        // The reference encoding takes the direct way: no frame buffer holds the chunk.
-        client.send(&get(0)).await.unwrap();
-        let reply = client.recv_chunk_direct(&mut buf).await.unwrap();
+        let mut buf = vec![0u8; CHUNK_SIZE as usize];
+        let reply = client
+            .request_chunk(&get(0), |len| &mut buf[..len], T)
+            .await
+            .unwrap();
         assert!(matches!(
             reply,
-            Some(ChunkReply::Chunk {
+            ChunkReply::Chunk {
                 file_id: ID,
                 index: 0
-            })
+            }
         ));
-        assert!(buf.as_slice() == expected, "chunk data differs");
-        let reply = client.request_chunk(&get(1), &mut buf, T).await.unwrap();
+        assert!(buf == expected, "chunk data differs");
+        let reply = client
+            .request_chunk(&get(1), |len| &mut buf[..len], T)
+            .await
+            .unwrap();
         assert!(matches!(
             reply,
             ChunkReply::Other(PeerResponse::Error {
@@ -738,7 +553,18 @@ mod tests {
                 ..
             })
         ));
-        let reply = client.request_chunk(&get(2), &mut buf, T).await.unwrap();
+        let mut small = Vec::new();
+        let reply = client
+            .request_chunk(
+                &get(2),
+                |len| {
+                    small.resize(len, 0);
+                    &mut small[..]
+                },
+                T,
+            )
+            .await
+            .unwrap();
         assert!(matches!(
             reply,
             ChunkReply::Chunk {
@@ -746,27 +572,26 @@ mod tests {
                 index: 2
             }
         ));
-        assert_eq!(buf.as_slice(), b"hello\n");
+        assert_eq!(small, b"hello\n");
         serve.await.unwrap();
     }
 
     #[tokio::test]
-    async fn a_chunk_larger_than_a_chunk_is_not_taken_as_one() {
+    async fn a_chunk_larger_than_a_chunk_is_refused_before_its_data_is_read() {
         let (mut client, mut server) = pair();
         let serve = tokio::spawn(async move {
             read_request(&mut server).await;
-            let data = vec![1u8; CHUNK_SIZE as usize + 1];
-            let mut frame = chunk_frame_prefix(ID, 0, data.len(), MAX_CHUNK_FRAME_LEN).unwrap();
-            frame.extend_from_slice(&data);
-            server.write_all(&frame).await.unwrap();
+            send_chunk(&mut server, 0, CHUNK_SIZE + 1, &[]).await;
             server
         });
-        let mut buf = ChunkBuf::new();
-        let reply = client.request_chunk(&get(0), &mut buf, T).await.unwrap();
-        assert!(matches!(
-            reply,
-            ChunkReply::Other(PeerResponse::Chunk { .. })
-        ));
+        let mut buf = vec![0u8; CHUNK_SIZE as usize];
+        let result = client
+            .request_chunk(&get(0), |len| &mut buf[..len], T)
+            .await;
+        assert!(
+            matches!(result, Err(ProtocolError::ChunkTooLarge(n)) if n == CHUNK_SIZE + 1),
+            "{result:?}"
+        );
         serve.await.unwrap();
     }
 
@@ -775,14 +600,13 @@ mod tests {
         let (mut client, mut server) = pair();
         let serve = tokio::spawn(async move {
             read_request(&mut server).await;
-            let mut frame =
-                chunk_frame_prefix(ID, 0, CHUNK_SIZE as usize, MAX_CHUNK_FRAME_LEN).unwrap();
-            frame.extend_from_slice(&[0u8; 1000]);
-            server.write_all(&frame).await.unwrap();
+            send_chunk(&mut server, 0, CHUNK_SIZE, &[0u8; 1000]).await;
             // Dropping the stream closes it.
         });
-        let mut buf = ChunkBuf::new();
-        let result = client.request_chunk(&get(0), &mut buf, T).await;
+        let mut buf = vec![0u8; CHUNK_SIZE as usize];
+        let result = client
+            .request_chunk(&get(0), |len| &mut buf[..len], T)
+            .await;
         assert!(result.is_err(), "{result:?}");
         serve.await.unwrap();
     }
@@ -798,8 +622,10 @@ mod tests {
                 .unwrap();
             server
         });
-        let mut buf = ChunkBuf::new();
-        let result = client.request_chunk(&get(0), &mut buf, T).await;
+        let mut buf = vec![0u8; 16];
+        let result = client
+            .request_chunk(&get(0), |len| &mut buf[..len], T)
+            .await;
         assert!(
             matches!(result, Err(ProtocolError::FrameTooLarge { .. })),
             "{result:?}"
@@ -807,71 +633,34 @@ mod tests {
         serve.await.unwrap();
     }
 
-    /// A chunk server's connection and a downloader's, over real loopback TCP (sendfile needs
-    /// a socket).
-    async fn tcp_pair() -> (
-        PeerServerConnection<tokio::net::TcpStream>,
-        PeerClientConnection<tokio::net::TcpStream>,
-    ) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
-        let (client, accepted) = tokio::join!(client, listener.accept());
-        (
-            PeerServerConnection::peer_server(accepted.unwrap().0),
-            PeerClientConnection::peer_client(client.unwrap()),
-        )
-    }
-
-    fn file_with(data: &[u8]) -> (tempfile::NamedTempFile, std::sync::Arc<std::fs::File>) {
-        let mut tmp = tempfile::NamedTempFile::new().unwrap();
-        std::io::Write::write_all(&mut tmp, data).unwrap();
-        let file = std::sync::Arc::new(tmp.reopen().unwrap());
-        (tmp, file)
-    }
-
     #[tokio::test]
-    async fn a_chunk_sent_from_a_file_arrives_whole_even_to_a_slow_reader() {
-        let (mut server, mut client) = tcp_pair().await;
-        let data = pattern(CHUNK_SIZE as usize + 3);
-        let (_tmp, file) = file_with(&data);
-        // The chunk is the 4 MiB after the first 3 bytes; the reader starts late, so the
-        // socket fills and the sender has to wait for room more than once.
-        let send = tokio::spawn(async move {
-            server
-                .send_chunk_from_file(ID, 5, file, 3, CHUNK_SIZE as usize, T)
-                .await
-                .unwrap();
+    async fn chunk_data_sent_in_parts_arrives_whole() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut client = PeerClientConnection::peer_client(client);
+        let mut server = PeerServerConnection::peer_server(server);
+        let data = pattern(CHUNK_SIZE as usize);
+        let sent = data.clone();
+        let serve = tokio::spawn(async move {
+            assert_eq!(server.recv().await.unwrap(), Some(get(4)));
+            let header = PeerResponse::Chunk {
+                file_id: ID,
+                index: 4,
+                size: CHUNK_SIZE,
+            };
+            server.send(&header).await.unwrap();
+            for part in sent.chunks(256 * 1024 + 7) {
+                server.send_chunk_data(part).await.unwrap();
+            }
+            server.flush().await.unwrap();
             server
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut buf = ChunkBuf::new();
-        let reply = client.recv_chunk(&mut buf).await.unwrap();
-        assert!(matches!(
-            reply,
-            ChunkReply::Chunk {
-                file_id: ID,
-                index: 5
-            }
-        ));
-        assert!(buf.as_slice() == &data[3..], "chunk data differs");
-        send.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_file_that_shrank_is_an_error_for_the_sender() {
-        let (mut server, _client) = tcp_pair().await;
-        let (_tmp, file) = file_with(&pattern(1000));
-        let sent = server.send_chunk_from_file(ID, 0, file, 0, 5000, T).await;
-        assert!(
-            matches!(&sent, Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof),
-            "{sent:?}"
-        );
-    }
-
-    #[test]
-    fn the_fallback_read_gets_the_range_or_an_error() {
-        let (_tmp, file) = file_with(&pattern(100));
-        assert_eq!(read_range(&*file, 10, 20).unwrap(), pattern(100)[10..30]);
-        assert!(read_range(&*file, 90, 20).is_err());
+        let mut buf = vec![0u8; CHUNK_SIZE as usize];
+        let reply = client
+            .request_chunk(&get(4), |len| &mut buf[..len], T)
+            .await
+            .unwrap();
+        assert!(matches!(reply, ChunkReply::Chunk { index: 4, .. }));
+        assert!(buf == data, "chunk data differs");
+        serve.await.unwrap();
     }
 }

@@ -60,6 +60,22 @@ pub enum ProtocolError {
         /// Human-readable explanation from the remote, shown escaped.
         message: RemoteText,
     },
+    /// A `Chunk` reply announced more data than a chunk can hold.
+    #[error("a chunk of {0} bytes was announced; chunks are at most 4 MiB")]
+    ChunkTooLarge(u32),
+    /// The TLS handshake failed: the other side is not a node of this protocol, presented no
+    /// certificate or one that isn't a node's, or failed to prove it holds the key.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// The node that answered is not the one expected at this address (its handshake showed
+    /// another node id).
+    #[error("the node at this address is {got}, not the expected {expected}")]
+    WrongNode {
+        /// The node id we wanted (pinned, or named by the index).
+        expected: crate::NodeId,
+        /// The node id the handshake showed.
+        got: crate::NodeId,
+    },
     /// The remote sent a valid message that makes no sense at this point of the exchange.
     #[error("unexpected reply: {0}")]
     Unexpected(&'static str),

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::codec::DecodeFrame;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::PROTOCOL_VERSION;
@@ -18,11 +18,15 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The request/response pair of one conversation, as far as the handshake needs it.
 pub trait Conversation {
     /// Client → server messages.
-    type Request: Serialize + DecodeFrame;
+    type Request: Serialize + DeserializeOwned;
     /// Server → client messages.
-    type Response: Serialize + DecodeFrame;
+    type Response: Serialize + DeserializeOwned;
     /// Who serves this conversation.
     const ROLE: Role;
+    /// Largest request frame body the server accepts.
+    const MAX_REQUEST_LEN: usize;
+    /// Largest response frame body the client accepts.
+    const MAX_RESPONSE_LEN: usize;
 
     /// `Hello { version }`.
     fn hello(version: u32) -> Self::Request;
@@ -46,11 +50,13 @@ pub enum IndexConversation {}
 pub enum PeerConversation {}
 
 macro_rules! conversation {
-    ($name:ident, $req:ident, $resp:ident, $role:expr) => {
+    ($name:ident, $req:ident, $resp:ident, $role:expr, $max_req:expr, $max_resp:expr) => {
         impl Conversation for $name {
             type Request = $req;
             type Response = $resp;
             const ROLE: Role = $role;
+            const MAX_REQUEST_LEN: usize = $max_req;
+            const MAX_RESPONSE_LEN: usize = $max_resp;
 
             fn hello(version: u32) -> $req {
                 $req::Hello { version }
@@ -86,8 +92,22 @@ macro_rules! conversation {
     };
 }
 
-conversation!(IndexConversation, IndexRequest, IndexResponse, Role::Index);
-conversation!(PeerConversation, PeerRequest, PeerResponse, Role::Peer);
+conversation!(
+    IndexConversation,
+    IndexRequest,
+    IndexResponse,
+    Role::Index,
+    crate::MAX_CONTROL_FRAME_LEN,
+    crate::MAX_CONTROL_FRAME_LEN
+);
+conversation!(
+    PeerConversation,
+    PeerRequest,
+    PeerResponse,
+    Role::Peer,
+    crate::MAX_PEER_REQUEST_FRAME_LEN,
+    crate::MAX_CONTROL_FRAME_LEN
+);
 
 /// Client side: sends `Hello` and checks the `Welcome`.
 pub async fn client_hello<C: Conversation, S: AsyncRead + AsyncWrite + Unpin>(

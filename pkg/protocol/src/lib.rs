@@ -6,20 +6,23 @@
 //!
 //! # Conversations
 //! * **peer ↔ index server** ([`IndexRequest`] / [`IndexResponse`]): a peer registers its chunk
-//!   server address and gets a [`PeerId`] and a secret [`Token`]; it then adds files
+//!   server address and gets a [`PeerId`], which belongs to its [`NodeId`]; it then adds files
 //!   (manifests), heartbeats every `heartbeat_interval_ms`, and unregisters on exit. Anyone may
-//!   look files up by id prefix, search them by name, and list files and peers.
+//!   look files up by id prefix (each host comes with its node id), search them by name, and
+//!   list files and peers.
 //! * **downloader ↔ peer** ([`PeerRequest`] / [`PeerResponse`]): fetch a manifest or a chunk,
 //!   or leave a short text message for the peer's user.
 //!
-//! Every connection is TCP and opens with `Hello { version }`, answered by
+//! Every connection is TLS 1.3 over TCP, both sides presenting a certificate for their node's
+//! Ed25519 key (the `p2p-transport` crate); inside it, it opens with `Hello { version }`, answered by
 //! `Welcome { version, role }` or by `Error { code: version_mismatch }` and a close. After that the
 //! client sends requests and reads exactly one response per request, in order.
 //!
 //! # Framing
 //! A 4-byte big-endian length, then that many bytes holding one MessagePack value: a map with
-//! one key, the message name, whose value maps field names to values ([`codec`]). Hashes and
-//! tokens are `bin` of 32 bytes; addresses are `"ip:port"` strings.
+//! one key, the message name, whose value maps field names to values ([`codec`]). Hashes are
+//! `bin` of 32 bytes, node ids `bin` of 20; addresses are `"ip:port"` strings. A `Chunk` reply
+//! is followed by the chunk's bytes, raw, outside any frame.
 //!
 //! # Errors
 //! A request that fails gets `Error { code, message }`. Frames that are too large or can't be
@@ -27,10 +30,11 @@
 //! it open.
 //!
 //! # Layout
-//! * [`types`]: [`FileId`], [`Sha256Hash`], [`Token`], [`PeerId`], [`FileManifest`], name rules.
+//! * [`types`]: [`FileId`], [`Sha256Hash`], [`PeerId`], [`FileManifest`], name rules.
 //! * [`message`]: the four message enums.
 //! * [`codec`]: frames ↔ messages.
-//! * [`connection`]: [`Connection`], typed send/receive over any async stream.
+//! * [`connection`]: [`Connection`], typed send/receive over any async stream, and a chunk's
+//!   raw bytes after its `Chunk`.
 //! * [`handshake`]: the `Hello` exchange.
 //! * [`slots`]: which connections a server serves, and which one it closes when full.
 //! * [`accept`]: accepting, refusing, the handshake and waiting for requests, for both servers.
@@ -42,7 +46,6 @@
 #![warn(missing_docs)]
 
 pub mod accept;
-pub mod chunk_buf;
 pub mod codec;
 pub mod connection;
 pub mod error;
@@ -54,7 +57,6 @@ pub mod slots;
 pub mod text;
 pub mod types;
 
-pub use chunk_buf::ChunkBuf;
 pub use connection::{
     ChunkReply, Connection, IndexClientConnection, IndexServerConnection, PeerClientConnection,
     PeerServerConnection,
@@ -69,11 +71,11 @@ pub use node_id::{NodeId, NodeIdError};
 pub use text::{RemoteText, printable};
 pub use types::{
     FileId, FileManifest, FileNameError, IdParseError, IdPrefix, ManifestError, PeerId, Sha256Hash,
-    Token, validate_file_name,
+    validate_file_name,
 };
 
 /// The version sent in `Hello`. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Size of every chunk but the last: 4 MiB.
 pub const CHUNK_SIZE: u32 = 4 * 1024 * 1024;
@@ -86,10 +88,6 @@ pub const MAX_CONTROL_FRAME_LEN: usize = 2 * 1024 * 1024;
 /// longest text is about 1.2 KB), so 64 KiB, and a client can't make it buffer megabytes per
 /// connection.
 pub const MAX_PEER_REQUEST_FRAME_LEN: usize = 64 * 1024;
-
-/// Largest frame body a downloader accepts from a chunk server: a chunk plus room for the
-/// message around it.
-pub const MAX_CHUNK_FRAME_LEN: usize = CHUNK_SIZE as usize + 64 * 1024;
 
 /// Most chunks a manifest may list: 32,768, i.e. files up to 128 GiB.
 pub const MAX_CHUNKS_PER_FILE: u32 = 32 * 1024;

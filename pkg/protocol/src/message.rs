@@ -7,10 +7,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{FileId, FileManifest, PeerId, Token};
+use crate::node_id::NodeId;
+use crate::types::{FileId, FileManifest, PeerId};
 
 /// What kind of node answered a `Hello`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +45,8 @@ pub enum ErrorCode {
     FrameTooLarge,
     /// The peer id is not registered (the index restarted or expired it): register again.
     UnknownPeer,
-    /// The token does not belong to that peer id.
+    /// That registration belongs to another node: only the node that registered (the same
+    /// node id in the TLS handshake) may change or end it.
     Forbidden,
     /// No file with that id or prefix is known.
     UnknownFile,
@@ -100,8 +101,9 @@ pub enum IndexRequest {
         /// The client's [`crate::PROTOCOL_VERSION`].
         version: u32,
     },
-    /// Announce a peer that serves chunks at `addr`. Answered by `Registered`. Sending it again
-    /// creates a new registration; the old one expires unless unregistered.
+    /// Announce a peer that serves chunks at `addr`. Answered by `Registered`. The
+    /// registration belongs to the node id this connection's TLS handshake proved; a node holds
+    /// at most one, so registering again ends the node's old registration (and its files).
     Register {
         /// Where other peers reach this peer's chunk server, as `"ip:port"`. An unspecified IP
         /// (`0.0.0.0`, `[::]`) is replaced by the IP this connection comes from.
@@ -113,15 +115,11 @@ pub enum IndexRequest {
     Heartbeat {
         /// From `Registered`.
         peer_id: PeerId,
-        /// From `Registered`.
-        token: Token,
     },
     /// Adds a file the peer hosts. Answered by `FileAdded`. Adding a file twice is harmless.
     AddFile {
         /// From `Registered`.
         peer_id: PeerId,
-        /// From `Registered`.
-        token: Token,
         /// The file's manifest; it is validated and its id computed by the index.
         manifest: FileManifest,
     },
@@ -129,8 +127,6 @@ pub enum IndexRequest {
     RemoveFile {
         /// From `Registered`.
         peer_id: PeerId,
-        /// From `Registered`.
-        token: Token,
         /// The file to remove.
         file_id: FileId,
     },
@@ -138,8 +134,6 @@ pub enum IndexRequest {
     Unregister {
         /// From `Registered`.
         peer_id: PeerId,
-        /// From `Registered`.
-        token: Token,
     },
     /// Finds a file by full id or unique prefix (at least 6 hex characters). Answered by `Found`
     /// or `Error { code: unknown_file | ambiguous_prefix | bad_request }`.
@@ -173,10 +167,8 @@ pub enum IndexResponse {
     },
     /// Accepts `Register`.
     Registered {
-        /// The id the peer uses from now on.
+        /// The id the peer uses from now on, on connections showing the same node id.
         peer_id: PeerId,
-        /// The secret that proves it; send it with every change to this registration.
-        token: Token,
         /// The address other peers are told to reach this peer at.
         #[serde(with = "display_fromstr")]
         addr: SocketAddr,
@@ -240,6 +232,9 @@ pub struct HostInfo {
     /// Its chunk server, `"ip:port"`.
     #[serde(with = "display_fromstr")]
     pub addr: SocketAddr,
+    /// Who it is: the node id its connection to the index proved at registration. A
+    /// downloader refuses a host at `addr` whose handshake shows another.
+    pub node_id: NodeId,
 }
 
 /// One line of `Files`.
@@ -260,6 +255,8 @@ pub struct FileSummary {
 pub struct PeerSummary {
     /// Registration id.
     pub peer_id: PeerId,
+    /// Who it is (from its connection's TLS handshake).
+    pub node_id: NodeId,
     /// Chunk server address, `"ip:port"`.
     #[serde(with = "display_fromstr")]
     pub addr: SocketAddr,
@@ -322,16 +319,16 @@ pub enum PeerResponse {
         /// Its manifest.
         manifest: FileManifest,
     },
-    /// Answers `GetChunk`. `data` is MessagePack `bin` holding the chunk's bytes (this
-    /// implementation sends `bin 32`; receivers accept any `bin`), which the receiver must check
-    /// against the manifest's chunk hash.
+    /// Answers `GetChunk`: the chunk's `size` bytes follow this frame on the connection at
+    /// once, raw, outside any frame. The receiver must check them against the manifest's
+    /// chunk hash. `size` is at most [`crate::CHUNK_SIZE`].
     Chunk {
         /// The file asked for.
         file_id: FileId,
         /// The chunk index asked for.
         index: u32,
-        /// The chunk's bytes.
-        data: Bytes,
+        /// How many bytes of data follow.
+        size: u32,
     },
     /// Accepts `Message`.
     MessageReceived {},

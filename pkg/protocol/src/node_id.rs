@@ -77,6 +77,31 @@ fn value(c: u8) -> Option<u8> {
     ALPHABET.iter().position(|&a| a == c).map(|i| i as u8)
 }
 
+/// On the wire: MessagePack `bin` of 20 bytes.
+impl serde::Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = NodeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node id: 20 bytes (MessagePack bin)")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<NodeId, E> {
+                v.try_into()
+                    .map(NodeId)
+                    .map_err(|_| E::invalid_length(v.len(), &"20 bytes"))
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut chars = self.base32().to_vec();

@@ -26,7 +26,7 @@
 //!   `n + 2` or more: clients that re-request back to back, never idle and never slow, still
 //!   can't keep a newcomer from an address holding nothing out while any address holds two.
 //! * A connection can be **privileged** for a while (the index: it carries a live
-//!   registration, proven by a token). Privileged connections are closed only when no
+//!   registration, proven by its node id). Privileged connections are closed only when no
 //!   unprivileged one qualifies. One key (peer id) privileges one connection at a time, so a
 //!   privilege can't be spread over many connections.
 //! * If no connection qualifies, the newcomer is refused. Refusals being answered are bounded

@@ -88,11 +88,6 @@ bytes32!(
     /// A SHA-256 digest of a chunk.
     Sha256Hash
 );
-bytes32!(
-    /// The secret the index hands a peer at registration. Only its holder may heartbeat, add or
-    /// remove files for, or unregister that peer. Never logged in full.
-    Token
-);
 
 impl Sha256Hash {
     /// SHA-256 of `data`.

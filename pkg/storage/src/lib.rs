@@ -9,6 +9,7 @@
 //! * [`source`]: [`OpenSource`], a file to share opened once (no link followed, never
 //!   blocking), and [`SourceFile`], a registered file that chunks are served from.
 //! * [`tree`]: [`Tree`], a shared folder walked and opened only through a handle on it.
+//! * [`chunk_buf`]: [`ChunkBuf`], a reusable chunk buffer aligned for `O_DIRECT` writes.
 //! * [`store`]: [`PartFile`], a download in progress: verified writes, then a no-overwrite
 //!   rename once every chunk is in.
 //! * [`path`]: where a download may be written.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chunk_buf;
 pub mod chunker;
 pub mod error;
 pub mod path;
@@ -23,6 +25,7 @@ pub mod source;
 pub mod store;
 pub mod tree;
 
+pub use chunk_buf::ChunkBuf;
 pub use chunker::build_manifest;
 pub use error::StorageError;
 pub use source::{ChunkRange, OpenSource, SourceFile};

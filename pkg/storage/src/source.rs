@@ -205,8 +205,8 @@ impl SourceFile {
     }
 
     /// Where chunk `index` lies in the file, after checking that the file did not change;
-    /// asks the kernel to start reading that range into the page cache, so that sending it
-    /// (with `sendfile`, straight from the page cache to the socket) rarely waits for the disk.
+    /// asks the kernel to start reading that range into the page cache, so that reading it
+    /// piece by piece while it is sent rarely waits for the disk.
     /// Blocking: the metadata check touches the disk.
     pub fn prepare_chunk(&self, index: u32) -> Result<ChunkRange, StorageError> {
         let len = self
@@ -229,10 +229,19 @@ impl SourceFile {
     }
 }
 
-/// The open file, for sending ranges of it (`sendfile`).
-impl std::os::fd::AsFd for SourceFile {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.file.as_fd()
+impl SourceFile {
+    /// Fills `buf` with the file's bytes at `offset`, through the handle it was hashed with.
+    /// A file that ends sooner has changed since it was hashed
+    /// ([`StorageError::FileChanged`]). Blocking.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), StorageError> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                StorageError::FileChanged(self.path.clone())
+            } else {
+                StorageError::io("cannot read", &self.path)(e)
+            }
+        })
     }
 }
 

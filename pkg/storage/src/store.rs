@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::chunk_buf::CHUNK_BUF_ALIGN;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
-use p2p_protocol::chunk_buf::CHUNK_BUF_ALIGN;
 use p2p_protocol::{FileId, FileManifest, Sha256Hash, validate_file_name};
 
 use crate::StorageError;
@@ -293,7 +293,7 @@ impl PartFile {
 
     /// Writes a verified chunk: with `O_DIRECT` when the file system allows it and the data
     /// sits in memory the way it needs (page-aligned start and length, as in a
-    /// [`p2p_protocol::ChunkBuf`]), else through the page cache.
+    /// [`crate::ChunkBuf`]), else through the page cache.
     fn write_chunk(&self, index: u32, data: &[u8]) -> std::io::Result<()> {
         let offset = self.manifest.chunk_offset(index);
         if let Some(direct) = &self.direct
@@ -692,7 +692,7 @@ mod tests {
         if expect_direct {
             assert!(part.direct.is_some(), "no O_DIRECT handle on {fs_type:#x}");
         }
-        let mut buf = p2p_protocol::ChunkBuf::new();
+        let mut buf = crate::ChunkBuf::new();
         for index in [2u32, 0, 1] {
             let start = index as usize * CHUNK_SIZE as usize;
             let chunk = &data[start..(start + CHUNK_SIZE as usize).min(size)];
@@ -974,7 +974,7 @@ mod tests {
 
         let served = part.into_source().unwrap();
         let mut bytes = vec![0u8; 7];
-        rustix::io::pread(&served, &mut bytes, 0).unwrap();
+        served.read_at(&mut bytes, 0).unwrap();
         assert_eq!(
             bytes, b"payload",
             "served from the handle it was written with"

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use p2p_identity::{Identity, Role};
+use p2p_transport::Tls;
 
 use crate::cli::{IdArgs, IdentityArgs};
 
@@ -20,6 +21,10 @@ pub fn run(args: &IdArgs) -> anyhow::Result<()> {
 /// The identity of a `role` node, from `--identity-dir` (or `P2P_IDENTITY_DIR`, or the data
 /// folder), created on first use; says so on stderr when it is new.
 pub fn load(args: &IdentityArgs, role: Role) -> anyhow::Result<Identity> {
+    load_quietly(args, role, true)
+}
+
+fn load_quietly(args: &IdentityArgs, role: Role, announce: bool) -> anyhow::Result<Identity> {
     let dir = args
         .identity_dir
         .clone()
@@ -28,11 +33,25 @@ pub fn load(args: &IdentityArgs, role: Role) -> anyhow::Result<Identity> {
             "no folder for this node's identity: give --identity-dir or set P2P_IDENTITY_DIR",
         )?;
     let (identity, created) = Identity::load_or_create(&dir, role)?;
-    if created {
+    if created && announce {
         eprintln!(
             "created a new identity for this node in {}",
             identity.path().display()
         );
     }
     Ok(identity)
+}
+
+/// The identity of a `role` node and its TLS set-up.
+pub fn load_tls(args: &IdentityArgs, role: Role) -> anyhow::Result<(Identity, Tls)> {
+    let identity = load(args, role)?;
+    let tls = Tls::new(&identity)?;
+    Ok((identity, tls))
+}
+
+/// The TLS set-up of this machine's peer identity for a one-shot client (`search`), created
+/// without a word if there is none yet: its output is the command's own.
+pub fn client_tls(args: &IdentityArgs) -> anyhow::Result<Tls> {
+    let identity = load_quietly(args, Role::Peer, false)?;
+    Ok(Tls::new(&identity)?)
 }

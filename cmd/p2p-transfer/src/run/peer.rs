@@ -29,7 +29,7 @@ fn manifest_cache() -> Option<std::path::PathBuf> {
 
 /// Runs a peer as the flags say.
 pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let identity = crate::run::id::load(&args.identity, p2p_identity::Role::Peer)?;
+    let (identity, tls) = crate::run::id::load_tls(&args.identity, p2p_identity::Role::Peer)?;
     let mut config = PeerConfig::from(args);
     let mut origin = Arc::new(Mutex::new(ServerOrigin::Flag));
     // A manifest file is read (and checked) before anything starts; it may name the index.
@@ -50,7 +50,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
         origin = finder.origin.clone();
         config.rediscover = Some(Arc::new(finder));
     }
-    let peer = Peer::start(config).await?;
+    let peer = Peer::start(config, tls).await?;
     // Before the address: scripts (and tests) read up to "listening on" and may stop reading.
     println!("peer node id {}", identity.node_id());
     println!("peer listening on {}", peer.local_addr());

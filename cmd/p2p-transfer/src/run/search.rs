@@ -16,7 +16,8 @@ const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
     let server = index_addr(&args.index).await?;
     let query = args.words.join(" ");
-    let client = IndexClient::new(server, SEARCH_TIMEOUT);
+    let tls = crate::run::id::client_tls(&args.identity)?;
+    let client = IndexClient::new(server, SEARCH_TIMEOUT, tls);
     let (files, total) = client
         .search(&query)
         .await

@@ -13,11 +13,11 @@ use crate::shell::{self, server::ServerShell};
 /// Binds, prints the address, advertises, serves until `shutdown` (or the shell's `exit`).
 pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     args.validate();
-    let identity = run::id::load(&args.identity, p2p_identity::Role::Server)?;
+    let (identity, tls) = run::id::load_tls(&args.identity, p2p_identity::Role::Server)?;
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
-    let server = Server::new(listener, ServerConfig::from(args));
+    let server = Server::new(listener, ServerConfig::from(args), tls);
     let addr = server.local_addr()?;
     // Before the address: scripts (and tests) read up to "listening on" and may stop reading.
     println!("server node id {}", identity.node_id());

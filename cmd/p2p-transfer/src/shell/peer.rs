@@ -123,14 +123,22 @@ pub fn show_messages(peer: &PeerHandle) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Ok(m) = incoming.recv().await {
             crate::logging::print_above_prompt(format!(
-                "message from {} ({}) at {}: {}",
-                m.from,
-                m.remote,
+                "message from {} at {}: {}",
+                sender(&m),
                 clock(m.at),
                 m.text
             ));
         }
     })
+}
+
+/// Who sent a message: first the node id its connection proved (the one part nobody can
+/// fake), then the name it gave itself and the address it came from.
+fn sender(m: &p2p_peer::ReceivedMessage) -> String {
+    format!(
+        "{} (calls itself \"{}\", from {})",
+        m.node, m.from, m.remote
+    )
 }
 
 /// `HH:MM:SS` (UTC) of a time, for message lines.
@@ -187,7 +195,7 @@ impl PeerShell {
                     println!("no messages yet");
                 }
                 for m in messages {
-                    println!("{} {} ({}): {}", clock(m.at), m.from, m.remote, m.text);
+                    println!("{} {}: {}", clock(m.at), sender(&m), m.text);
                 }
                 Ok(())
             }
@@ -284,8 +292,8 @@ impl PeerShell {
                     })?
             }
         };
-        self.rt.block_on(self.peer.send_message(addr, text))?;
-        println!("sent to {addr}");
+        let recipient = self.rt.block_on(self.peer.send_message(addr, text))?;
+        println!("sent to {addr} ({recipient})");
         Ok(())
     }
 
@@ -296,7 +304,7 @@ impl PeerShell {
             return Ok(());
         }
         let me = self.peer.session().map(|s| s.peer_id);
-        println!("{:<24} {:<16} {:>6}", "ADDRESS", "PEER ID", "FILES");
+        println!("{:<24} {:<40} {:>6}", "ADDRESS", "NODE ID", "FILES");
         for p in &peers {
             let mark = if Some(p.peer_id) == me {
                 "  (this peer)"
@@ -304,9 +312,9 @@ impl PeerShell {
                 ""
             };
             println!(
-                "{:<24} {:<16} {:>6}{mark}",
+                "{:<24} {:<40} {:>6}{mark}",
                 p.addr.to_string(),
-                p.peer_id.to_string(),
+                p.node_id.to_string(),
                 p.files
             );
         }

@@ -93,15 +93,15 @@ impl ServerShell {
             return;
         }
         println!(
-            "{:<24} {:<16} {:>6}  LAST HEARTBEAT",
-            "ADDRESS", "PEER ID", "FILES"
+            "{:<24} {:<40} {:>6}  LAST HEARTBEAT",
+            "ADDRESS", "NODE ID", "FILES"
         );
         for p in &peers {
             let age = Duration::from_millis(p.last_seen_ms).as_secs_f64();
             println!(
-                "{:<24} {:<16} {:>6}  {age:.1}s ago",
+                "{:<24} {:<40} {:>6}  {age:.1}s ago",
                 p.addr.to_string(),
-                p.peer_id.to_string(),
+                p.node_id.to_string(),
                 p.files
             );
         }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use p2p_peer::index_client::IndexClient;
 use p2p_protocol::codec::encode_frame;
 use p2p_protocol::{
@@ -15,7 +14,7 @@ use p2p_protocol::{
     PeerResponse, PeerServerConnection, server_hello,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::support::{random_file, start_peer, start_server};
 
@@ -47,7 +46,8 @@ impl FakeSeeder {
         let manifest = p2p_storage::build_manifest(file).unwrap().manifest;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let index = IndexClient::new(server, Duration::from_secs(5));
+        let tls = crate::support::tls();
+        let index = IndexClient::new(server, Duration::from_secs(5), tls.clone());
         let session = index.register(addr).await.unwrap();
         index.add_file(&session, manifest.clone()).await.unwrap();
         let requests = Arc::new(AtomicU64::new(0));
@@ -64,7 +64,12 @@ impl FakeSeeder {
                     let (stream, _) = listener.accept().await.unwrap();
                     let counter = counter.clone();
                     let manifest = manifest.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
+                        let Ok((stream, _)) = tls.accept(stream, Duration::from_secs(5)).await
+                        else {
+                            return;
+                        };
                         let mut conn = PeerServerConnection::peer_server(stream);
                         if server_hello::<PeerConversation, _>(&mut conn)
                             .await
@@ -80,13 +85,8 @@ impl FakeSeeder {
                                 continue;
                             }
                             let len = manifest.chunk_len(index).unwrap_or(0);
-                            let data = Bytes::from(vec![0xA5; len]);
-                            if conn
-                                .send(&PeerResponse::Chunk {
-                                    file_id,
-                                    index,
-                                    data,
-                                })
+                            let data = vec![0xA5; len];
+                            if crate::support::send_chunk(&mut conn, file_id, index, &data)
                                 .await
                                 .is_err()
                             {
@@ -110,9 +110,9 @@ impl FakeSeeder {
     }
 }
 
-/// Sends raw bytes, then reads whatever comes back until the server closes.
+/// Sends raw bytes inside TLS, then reads whatever comes back until the server closes.
 async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut stream = crate::support::tls_connect(addr).await;
     stream.write_all(bytes).await.unwrap();
     let mut reply = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
@@ -128,7 +128,7 @@ fn decode_reply(reply: &[u8]) -> IndexResponse {
 
 /// The index still answers a well-behaved client.
 async fn assert_index_alive(server: SocketAddr) {
-    let client = IndexClient::new(server, Duration::from_secs(5));
+    let client = IndexClient::new(server, Duration::from_secs(5), crate::support::tls());
     client.list_files().await.expect("index keeps serving");
 }
 
@@ -194,7 +194,7 @@ async fn garbage_and_truncated_frames_drop_only_that_connection() {
         }
     ));
     // A frame cut short, then the client goes away.
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut stream = crate::support::tls_connect(server.addr).await;
     stream.write_all(&[0, 0, 0, 100, 0x81]).await.unwrap();
     drop(stream);
     // A request before Hello.
@@ -221,7 +221,7 @@ async fn chunk_server_refuses_unknown_files_and_out_of_range_chunks() {
     let seeder = start_peer(server.addr).await;
     let id = seeder.register(&path).await.unwrap();
 
-    let stream = TcpStream::connect(seeder.local_addr()).await.unwrap();
+    let stream = crate::support::tls_connect(seeder.local_addr()).await;
     let mut conn = p2p_protocol::PeerClientConnection::peer_client(stream);
     p2p_protocol::client_hello::<PeerConversation, _>(&mut conn)
         .await
@@ -286,23 +286,19 @@ async fn a_peer_cannot_touch_another_peers_registration() {
     let id = victim.register(&path).await.unwrap();
     let victim_id = victim.session().unwrap().peer_id;
 
-    let stream = TcpStream::connect(server.addr).await.unwrap();
+    // Another node, that knows the victim's peer id.
+    let stream = crate::support::tls_connect(server.addr).await;
     let mut conn = IndexClientConnection::index_client(stream);
     p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
         .await
         .unwrap();
     let t = Duration::from_secs(5);
-    let forged = p2p_protocol::Token([7; 32]);
     for request in [
         IndexRequest::RemoveFile {
             peer_id: victim_id,
-            token: forged,
             file_id: id,
         },
-        IndexRequest::Unregister {
-            peer_id: victim_id,
-            token: forged,
-        },
+        IndexRequest::Unregister { peer_id: victim_id },
     ] {
         let reply = conn.request(&request, t).await.unwrap();
         assert!(
@@ -336,14 +332,14 @@ async fn one_address_cannot_take_every_connection() {
     let server = crate::support::start_server_on(crate::support::loopback0(), config).await;
     let mut held = Vec::new();
     for _ in 0..2 {
-        let stream = TcpStream::connect(server.addr).await.unwrap();
+        let stream = crate::support::tls_connect(server.addr).await;
         let mut conn = IndexClientConnection::index_client(stream);
         p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
             .await
             .unwrap();
         held.push(conn);
     }
-    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let stream = crate::support::tls_connect(server.addr).await;
     let mut third = IndexClientConnection::index_client(stream);
     let err = p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut third)
         .await
@@ -366,7 +362,7 @@ async fn a_client_trickling_bytes_is_cut_off() {
         ..crate::support::fast_server_config()
     };
     let server = crate::support::start_server_on(crate::support::loopback0(), config).await;
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut stream = crate::support::tls_connect(server.addr).await;
     stream
         .write_all(
             &encode_frame(&IndexRequest::Hello {
@@ -390,7 +386,7 @@ async fn a_client_trickling_bytes_is_cut_off() {
             break;
         }
         let mut probe = [0u8; 1];
-        if let Ok(Ok(0)) =
+        if let Ok(Ok(0) | Err(_)) =
             tokio::time::timeout(Duration::from_millis(100), stream.read(&mut probe)).await
         {
             closed = true;
@@ -411,7 +407,7 @@ async fn a_client_trickling_bytes_is_cut_off() {
 #[tokio::test]
 async fn a_lookup_id_of_2_mib_gets_a_short_refusal() {
     let server = start_server().await;
-    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let stream = crate::support::tls_connect(server.addr).await;
     let mut conn = IndexClientConnection::index_client(stream);
     p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
         .await
@@ -503,7 +499,7 @@ proptest::proptest! {
             let seeder = start_peer(server.addr).await;
             let id = seeder.register(&path).await.unwrap();
             // Valid frame headers around arbitrary bodies, then raw garbage.
-            let mut stream = TcpStream::connect(seeder.local_addr()).await.unwrap();
+            let mut stream = crate::support::tls_connect(seeder.local_addr()).await;
             let mut bytes = encode_frame(&PeerRequest::Hello {
                 version: p2p_protocol::PROTOCOL_VERSION,
             }).unwrap();
@@ -515,16 +511,10 @@ proptest::proptest! {
             let _ = stream.write_all(&bytes).await;
             drop(stream);
             // Everyone else is still served.
-            let stream = TcpStream::connect(seeder.local_addr()).await.unwrap();
-            let mut conn = p2p_protocol::PeerClientConnection::peer_client(stream);
-            p2p_protocol::client_hello::<PeerConversation, _>(&mut conn).await.unwrap();
-            let reply = conn
-                .request(&PeerRequest::GetChunk { file_id: id, index: 0 }, Duration::from_secs(5))
-                .await
-                .unwrap();
-            match reply {
-                PeerResponse::Chunk { data: got, .. } => assert_eq!(&got[..], &data[..]),
-                other => panic!("unexpected {other:?}"),
+            let mut conn = crate::support::peer_connection(seeder.local_addr()).await;
+            match crate::support::get_chunk(&mut conn, id, 0).await {
+                Ok(got) => assert_eq!(&got[..], &data[..]),
+                Err(other) => panic!("unexpected {other:?}"),
             }
             seeder.shutdown().await;
         });

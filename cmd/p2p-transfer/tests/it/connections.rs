@@ -15,15 +15,13 @@ use p2p_peer::PeerConfig;
 use p2p_protocol::handshake::Conversation;
 use p2p_protocol::{
     CHUNK_SIZE, Connection, IndexClientConnection, IndexConversation, IndexRequest, IndexResponse,
-    MAX_CONTROL_FRAME_LEN, PeerClientConnection, PeerConversation, PeerRequest, PeerResponse,
-    client_hello,
+    MAX_CONTROL_FRAME_LEN, PeerClientConnection, PeerConversation, PeerRequest, client_hello,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    connect_from, eventually, fast_server_config, loopback, loopback0, peer_config, random_file,
-    start_server,
+    eventually, fast_server_config, loopback, loopback0, peer_config, random_file, start_server,
 };
 
 /// Limit on each step a legitimate client takes; generous for a loaded machine, far below
@@ -37,7 +35,7 @@ async fn hold_idle<C>(
     sources: &[IpAddr],
     per_source: usize,
     server: SocketAddr,
-) -> Vec<Connection<TcpStream, C::Response, C::Request>>
+) -> Vec<Connection<p2p_transport::Stream, C::Response, C::Request>>
 where
     C: Conversation + 'static,
     C::Request: Send + Sync,
@@ -47,7 +45,7 @@ where
     for &source in sources {
         for _ in 0..per_source {
             tasks.spawn(async move {
-                let stream = connect_from(source, server).await.ok()?;
+                let stream = crate::support::try_tls_connect_from(source, server).await?;
                 let mut conn =
                     Connection::with_limits(stream, MAX_CONTROL_FRAME_LEN, MAX_CONTROL_FRAME_LEN);
                 tokio::time::timeout(Duration::from_secs(3), client_hello::<C, _>(&mut conn))
@@ -65,10 +63,18 @@ where
     held
 }
 
-/// One request on a new connection from `source`, handshake included, within [`PROMPT`].
-async fn fresh_request(source: IpAddr, server: SocketAddr, request: IndexRequest) -> IndexResponse {
+/// One request on a new connection from `source` as the node of `tls`, handshakes included,
+/// within [`PROMPT`].
+async fn fresh_request(
+    tls: &p2p_transport::Tls,
+    source: IpAddr,
+    server: SocketAddr,
+    request: IndexRequest,
+) -> IndexResponse {
     let exchange = async {
-        let stream = connect_from(source, server).await.unwrap();
+        let stream = crate::support::try_tls_connect_as(tls, source, server)
+            .await
+            .expect("TLS connection");
         let mut conn = IndexClientConnection::index_client(stream);
         client_hello::<IndexConversation, _>(&mut conn)
             .await
@@ -83,7 +89,11 @@ async fn fresh_request(source: IpAddr, server: SocketAddr, request: IndexRequest
 
 /// An index server with `config`, its handle, and the token that stops it.
 async fn start_index(config: ServerConfig) -> (SocketAddr, ServerHandle, CancellationToken) {
-    let server = Server::new(TcpListener::bind(loopback0()).await.unwrap(), config);
+    let server = Server::new(
+        TcpListener::bind(loopback0()).await.unwrap(),
+        config,
+        crate::support::tls(),
+    );
     let addr = server.local_addr().unwrap();
     let handle = server.handle().unwrap();
     let shutdown = CancellationToken::new();
@@ -103,7 +113,9 @@ async fn idle_connections_on_many_addresses_do_not_starve_registered_peers() {
     let interval = config.heartbeat_interval;
     let (addr, index, shutdown) = start_index(config).await;
     // A real peer, registered and heartbeating on its one connection.
-    let peer = p2p_peer::Peer::start(peer_config(addr)).await.unwrap();
+    let peer = p2p_peer::Peer::start(peer_config(addr), crate::support::tls())
+        .await
+        .unwrap();
     let registered = peer.session().unwrap().peer_id;
 
     // Eight addresses, each at its per-address limit, holding idle connections after Hello:
@@ -119,7 +131,9 @@ async fn idle_connections_on_many_addresses_do_not_starve_registered_peers() {
     // A new client still gets in and registers, and its heartbeats, each on a new connection,
     // are answered promptly for several heartbeat timeouts.
     let newcomer = loopback(10);
+    let newcomer_node = crate::support::tls();
     let reply = fresh_request(
+        &newcomer_node,
         newcomer,
         addr,
         IndexRequest::Register {
@@ -127,14 +141,20 @@ async fn idle_connections_on_many_addresses_do_not_starve_registered_peers() {
         },
     )
     .await;
-    let IndexResponse::Registered { peer_id, token, .. } = reply else {
+    let IndexResponse::Registered { peer_id, .. } = reply else {
         panic!("Register refused: {reply:?}");
     };
     let mut ticks = tokio::time::interval(interval);
     // 12 beats at 200 ms: longer than the heartbeat timeout, so an expiry would show.
     for _ in 0..12 {
         ticks.tick().await;
-        let reply = fresh_request(newcomer, addr, IndexRequest::Heartbeat { peer_id, token }).await;
+        let reply = fresh_request(
+            &newcomer_node,
+            newcomer,
+            addr,
+            IndexRequest::Heartbeat { peer_id },
+        )
+        .await;
         assert!(matches!(reply, IndexResponse::HeartbeatAck {}), "{reply:?}");
     }
 
@@ -152,11 +172,14 @@ async fn idle_connections_on_many_addresses_do_not_starve_registered_peers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_do_not_starve_a_downloader() {
     let server = start_server().await;
-    let seeder = p2p_peer::Peer::start(PeerConfig {
-        max_inbound: 12,
-        max_inbound_per_ip: 6,
-        ..peer_config(server.addr)
-    })
+    let seeder = p2p_peer::Peer::start(
+        PeerConfig {
+            max_inbound: 12,
+            max_inbound_per_ip: 6,
+            ..peer_config(server.addr)
+        },
+        crate::support::tls(),
+    )
     .await
     .unwrap();
     let src = tempfile::tempdir().unwrap();
@@ -172,10 +195,13 @@ async fn idle_connections_do_not_starve_a_downloader() {
         "the idle connections did not fill the seeder"
     );
 
-    let leecher = p2p_peer::Peer::start(PeerConfig {
-        workers: 4,
-        ..peer_config(server.addr)
-    })
+    let leecher = p2p_peer::Peer::start(
+        PeerConfig {
+            workers: 4,
+            ..peer_config(server.addr)
+        },
+        crate::support::tls(),
+    )
     .await
     .unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -217,14 +243,17 @@ async fn greedy_downloads(
     let mut ready = Some(ready);
     loop {
         let exchanges = async {
-            let stream = connect_from(source, seeder).await.ok()?;
+            let stream = crate::support::try_tls_connect_from(source, seeder).await?;
             let mut conn = PeerClientConnection::peer_client(stream);
             client_hello::<PeerConversation, _>(&mut conn).await.ok()?;
             for _ in 0..GREEDY_QUEUE {
                 conn.send(&request).await.ok()?;
             }
+            let mut data = vec![0u8; CHUNK_SIZE as usize];
             loop {
-                let PeerResponse::Chunk { .. } = conn.recv_timeout(PROMPT).await.ok()? else {
+                let p2p_protocol::ChunkReply::Chunk { .. } =
+                    conn.recv_chunk(|len| &mut data[..len], PROMPT).await.ok()?
+                else {
                     return None;
                 };
                 chunks.fetch_add(1, Ordering::Relaxed);
@@ -243,11 +272,14 @@ async fn greedy_downloads(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_to_back_downloads_on_two_addresses_do_not_starve_a_third() {
     let server = start_server().await;
-    let seeder = p2p_peer::Peer::start(PeerConfig {
-        max_inbound: 12,
-        max_inbound_per_ip: 6,
-        ..peer_config(server.addr)
-    })
+    let seeder = p2p_peer::Peer::start(
+        PeerConfig {
+            max_inbound: 12,
+            max_inbound_per_ip: 6,
+            ..peer_config(server.addr)
+        },
+        crate::support::tls(),
+    )
     .await
     .unwrap();
     let src = tempfile::tempdir().unwrap();
@@ -280,10 +312,13 @@ async fn back_to_back_downloads_on_two_addresses_do_not_starve_a_third() {
 
     // A leecher on a third address (127.0.0.1) with fewer workers than its fair share (12
     // slots over three addresses) gets in and downloads the whole file.
-    let leecher = p2p_peer::Peer::start(PeerConfig {
-        workers: 3,
-        ..peer_config(server.addr)
-    })
+    let leecher = p2p_peer::Peer::start(
+        PeerConfig {
+            workers: 3,
+            ..peer_config(server.addr)
+        },
+        crate::support::tls(),
+    )
     .await
     .unwrap();
     let before = chunks.load(Ordering::Relaxed);
@@ -318,7 +353,7 @@ async fn a_connection_that_only_says_hello_is_closed_after_the_first_request_tim
     };
     let (addr, _index, shutdown) = start_index(config).await;
     // A client that asks at once is served.
-    let stream = connect_from(loopback(1), addr).await.unwrap();
+    let stream = crate::support::tls_connect_from(loopback(1), addr).await;
     let mut active = IndexClientConnection::index_client(stream);
     client_hello::<IndexConversation, _>(&mut active)
         .await
@@ -329,7 +364,7 @@ async fn a_connection_that_only_says_hello_is_closed_after_the_first_request_tim
         .unwrap();
     assert!(matches!(reply, IndexResponse::Peers { .. }), "{reply:?}");
     // One that only says Hello, opened after it.
-    let stream = connect_from(loopback(1), addr).await.unwrap();
+    let stream = crate::support::tls_connect_from(loopback(1), addr).await;
     let mut silent = IndexClientConnection::index_client(stream);
     client_hello::<IndexConversation, _>(&mut silent)
         .await

@@ -12,13 +12,16 @@ const MIB: usize = 1024 * 1024;
 
 /// A peer with no index server at all.
 async fn lone_peer() -> p2p_peer::PeerHandle {
-    Peer::start(PeerConfig {
-        listen_addr: loopback0(),
-        server_addr: None,
-        request_timeout: Duration::from_secs(5),
-        stall_timeout: Duration::from_secs(2),
-        ..PeerConfig::default()
-    })
+    Peer::start(
+        PeerConfig {
+            listen_addr: loopback0(),
+            server_addr: None,
+            request_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(2),
+            ..PeerConfig::default()
+        },
+        crate::support::tls(),
+    )
     .await
     .unwrap()
 }
@@ -121,12 +124,15 @@ async fn without_an_index_a_download_fails_as_soon_as_every_named_host_is_droppe
     // Shares nothing, so it answers `unknown_file` and is dropped at its first answer.
     let stranger = lone_peer().await;
     let stall_timeout = Duration::from_secs(600);
-    let leecher = Peer::start(PeerConfig {
-        listen_addr: loopback0(),
-        server_addr: None,
-        stall_timeout,
-        ..PeerConfig::default()
-    })
+    let leecher = Peer::start(
+        PeerConfig {
+            listen_addr: loopback0(),
+            server_addr: None,
+            stall_timeout,
+            ..PeerConfig::default()
+        },
+        crate::support::tls(),
+    )
     .await
     .unwrap();
     let request = DownloadRequest {

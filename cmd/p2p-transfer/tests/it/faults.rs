@@ -26,7 +26,7 @@ async fn interrupted_download_resumes_and_fetches_only_the_rest() {
     // First run: one worker, cancelled after three chunks.
     let mut config = peer_config(server.addr);
     config.workers = 1;
-    let leecher = Peer::start(config).await.unwrap();
+    let leecher = Peer::start(config, crate::support::tls()).await.unwrap();
     let cancel = CancellationToken::new();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let run = leecher.download(&id, out.path(), Some(tx), cancel.clone());
@@ -133,7 +133,7 @@ async fn a_hung_host_does_not_hold_back_the_end() {
 
     let mut config = peer_config(server.addr);
     config.request_timeout = Duration::from_secs(60);
-    let leecher = Peer::start(config).await.unwrap();
+    let leecher = Peer::start(config, crate::support::tls()).await.unwrap();
     let report = tokio::time::timeout(
         Duration::from_secs(20),
         leecher.download(&id, out.path(), None, CancellationToken::new()),
@@ -158,7 +158,7 @@ async fn every_host_gone_fails_after_the_stall_timeout_and_resumes_later() {
 
     let mut config = peer_config(server.addr);
     config.workers = 1;
-    let leecher = Peer::start(config).await.unwrap();
+    let leecher = Peer::start(config, crate::support::tls()).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let run = leecher.download(&id, out.path(), Some(tx), CancellationToken::new());
     let killer = async {
@@ -406,13 +406,13 @@ async fn silent_partition_is_noticed_by_read_deadlines() {
     behind.listen_addr = direct_addr;
     let proxy = SilentProxy::start(direct_addr).await;
     behind.advertise_addr = Some(proxy.addr);
-    let cut_off = Peer::start(behind).await.unwrap();
+    let cut_off = Peer::start(behind, crate::support::tls()).await.unwrap();
     let id = cut_off.register(&path).await.unwrap().to_string();
     let mut config = peer_config(server.addr);
     config.request_timeout = Duration::from_secs(2);
     config.connect_timeout = Duration::from_secs(2);
     config.stall_timeout = Duration::from_secs(10);
-    let leecher = Peer::start(config).await.unwrap();
+    let leecher = Peer::start(config, crate::support::tls()).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let run = leecher.download(&id, out.path(), Some(tx), CancellationToken::new());
     // The only host goes silent after its first chunk; another host appears meanwhile. The
@@ -510,7 +510,7 @@ async fn downloads_keep_going_while_the_index_restarts() {
     let id = seeder.register(&path).await.unwrap().to_string();
     let mut config = peer_config(addr);
     config.workers = 1;
-    let leecher = Peer::start(config).await.unwrap();
+    let leecher = Peer::start(config, crate::support::tls()).await.unwrap();
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let run = leecher.download(&id, out.path(), Some(tx), CancellationToken::new());

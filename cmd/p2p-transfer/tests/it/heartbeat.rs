@@ -11,7 +11,7 @@ use p2p_peer::index_client::IndexClient;
 use p2p_peer::{Peer, PeerConfig};
 use p2p_protocol::{
     FileId, FileSummary, IndexConversation, IndexRequest, IndexResponse, IndexServerConnection,
-    PeerId, Token, server_hello,
+    PeerId, server_hello,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
@@ -64,12 +64,18 @@ impl FakeIndex {
         let addr = listener.local_addr().unwrap();
         let (tx, seen) = mpsc::unbounded_channel();
         let release = Arc::new(Notify::new());
+        let tls = crate::support::tls();
         let task = tokio::spawn({
             let release = release.clone();
             async move {
                 loop {
                     let (stream, _) = listener.accept().await.unwrap();
-                    tokio::spawn(serve(stream, behaviour, tx.clone(), release.clone()));
+                    let (tls, tx, release) = (tls.clone(), tx.clone(), release.clone());
+                    tokio::spawn(async move {
+                        if let Some(stream) = crate::support::accept_tls(&tls, stream).await {
+                            serve(stream, behaviour, tx, release).await;
+                        }
+                    });
                 }
             }
         });
@@ -91,7 +97,7 @@ impl FakeIndex {
 }
 
 async fn serve(
-    stream: tokio::net::TcpStream,
+    stream: p2p_transport::Stream,
     behaviour: Behaviour,
     seen: mpsc::UnboundedSender<Seen>,
     release: Arc<Notify>,
@@ -130,7 +136,6 @@ fn reply(request: IndexRequest) -> IndexResponse {
     match request {
         IndexRequest::Register { addr } => IndexResponse::Registered {
             peer_id: PeerId(1),
-            token: Token([7; 32]),
             addr,
             heartbeat_interval_ms: HEARTBEAT_INTERVAL.as_millis() as u64,
             heartbeat_timeout_ms: HEARTBEAT_TIMEOUT.as_millis() as u64,
@@ -153,11 +158,14 @@ fn reply(request: IndexRequest) -> IndexResponse {
 #[tokio::test]
 async fn heartbeats_reach_the_index_on_time_while_a_search_waits_for_its_reply() {
     let mut index = FakeIndex::start(Behaviour::HoldSearches).await;
-    let peer = Peer::start(PeerConfig {
-        // The search is held far longer than the expiry, and never times out in this test.
-        index_timeout: Duration::from_secs(600),
-        ..peer_config(index.addr)
-    })
+    let peer = Peer::start(
+        PeerConfig {
+            // The search is held far longer than the expiry, and never times out in this test.
+            index_timeout: Duration::from_secs(600),
+            ..peer_config(index.addr)
+        },
+        crate::support::tls(),
+    )
     .await
     .unwrap();
     let search = tokio::spawn({
@@ -208,7 +216,7 @@ async fn heartbeats_reach_the_index_on_time_while_a_search_waits_for_its_reply()
 #[tokio::test]
 async fn both_index_connections_reconnect_after_the_index_closed_them() {
     let index = FakeIndex::start(Behaviour::OneReplyPerConnection).await;
-    let client = IndexClient::new(index.addr, Duration::from_secs(10));
+    let client = IndexClient::new(index.addr, Duration::from_secs(10), crate::support::tls());
     // Each lane's second request finds its connection closed, and sends it again on a new one.
     let session = client
         .register("127.0.0.1:9".parse().unwrap())

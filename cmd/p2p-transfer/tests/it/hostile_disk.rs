@@ -246,7 +246,7 @@ fn a_folder_registered_whole_leaves_links_and_fifos_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_swapped_for_a_link_as_it_lands_is_not_what_gets_served() {
-    use p2p_protocol::{ErrorCode, PeerConversation, PeerRequest, PeerResponse};
+    use p2p_protocol::{ErrorCode, PeerResponse};
 
     let server = start_server().await;
     let src = tempfile::tempdir().unwrap();
@@ -287,31 +287,15 @@ async fn a_download_swapped_for_a_link_as_it_lands_is_not_what_gets_served() {
     assert!(swapper.join().unwrap(), "the download never landed");
     assert_eq!(report.bytes, data.len() as u64);
 
-    let stream = tokio::net::TcpStream::connect(leecher.local_addr())
-        .await
-        .unwrap();
-    let mut conn = p2p_protocol::PeerClientConnection::peer_client(stream);
-    p2p_protocol::client_hello::<PeerConversation, _>(&mut conn)
-        .await
-        .unwrap();
-    let reply = conn
-        .request(
-            &PeerRequest::GetChunk {
-                file_id: id,
-                index: 0,
-            },
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-    match reply {
-        PeerResponse::Chunk { data: served, .. } => {
+    let mut conn = crate::support::peer_connection(leecher.local_addr()).await;
+    match crate::support::get_chunk(&mut conn, id, 0).await {
+        Ok(served) => {
             assert!(served != secret.as_slice(), "the secret was served");
             assert_eq!(served, data.as_slice());
         }
         // Its name now leads elsewhere: the peer stops serving it.
-        PeerResponse::Error { code, .. } => assert_eq!(code, ErrorCode::FileUnavailable),
-        other => panic!("unexpected {other:?}"),
+        Err(PeerResponse::Error { code, .. }) => assert_eq!(code, ErrorCode::FileUnavailable),
+        Err(other) => panic!("unexpected {other:?}"),
     }
     leecher.shutdown().await;
     seeder.shutdown().await;

@@ -10,10 +10,10 @@ use std::time::Duration;
 use expectrl::Expect;
 use p2p_protocol::{
     CHUNK_SIZE, ErrorCode, FileManifest, FileSummary, HostInfo, IndexConversation, IndexRequest,
-    IndexResponse, IndexServerConnection, PeerClientConnection, PeerConversation, PeerId,
-    PeerRequest, PeerResponse, PeerServerConnection, Sha256Hash, Token, client_hello, server_hello,
+    IndexResponse, IndexServerConnection, NodeId, PeerClientConnection, PeerConversation, PeerId,
+    PeerRequest, PeerResponse, PeerServerConnection, Sha256Hash, client_hello, server_hello,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::process::{bin, leecher};
 use crate::shell::{Pty, spawn_shell};
@@ -42,6 +42,8 @@ const BIDI_NAME_SHOWN: &str = r"invoice\u{202e}fdp.exe";
 /// A server task aborted on drop.
 struct Fake {
     addr: SocketAddr,
+    /// Its node id.
+    node: NodeId,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,14 +56,20 @@ impl Drop for Fake {
 /// An index that speaks the protocol correctly, with hostile text wherever it has text:
 /// `Search` lists [`EVIL_NAMES`] (or, for the query `fail`, refuses with [`EVIL_MESSAGE`]),
 /// `Lookup` of `manifest` names `host`, any other `Lookup` is refused with [`EVIL_MESSAGE`].
-async fn hostile_index(manifest: FileManifest, host: SocketAddr) -> Fake {
+async fn hostile_index(manifest: FileManifest, host: SocketAddr, host_node: NodeId) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let tls = crate::support::tls();
+    let node = tls.node_id();
     let task = tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             let manifest = manifest.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
+                let Some(stream) = crate::support::accept_tls(&tls, stream).await else {
+                    return;
+                };
                 let mut conn = IndexServerConnection::index_server(stream);
                 if server_hello::<IndexConversation, _>(&mut conn)
                     .await
@@ -70,7 +78,7 @@ async fn hostile_index(manifest: FileManifest, host: SocketAddr) -> Fake {
                     return;
                 }
                 while let Ok(Some(request)) = conn.recv().await {
-                    let reply = index_reply(request, &manifest, host);
+                    let reply = index_reply(request, &manifest, host, host_node);
                     if conn.send(&reply).await.is_err() {
                         return;
                     }
@@ -78,7 +86,7 @@ async fn hostile_index(manifest: FileManifest, host: SocketAddr) -> Fake {
             });
         }
     });
-    Fake { addr, task }
+    Fake { addr, node, task }
 }
 
 fn refused() -> IndexResponse {
@@ -88,11 +96,15 @@ fn refused() -> IndexResponse {
     }
 }
 
-fn index_reply(request: IndexRequest, manifest: &FileManifest, host: SocketAddr) -> IndexResponse {
+fn index_reply(
+    request: IndexRequest,
+    manifest: &FileManifest,
+    host: SocketAddr,
+    host_node: NodeId,
+) -> IndexResponse {
     match request {
         IndexRequest::Register { addr } => IndexResponse::Registered {
             peer_id: PeerId(1),
-            token: Token([7; 32]),
             addr,
             heartbeat_interval_ms: 5000,
             heartbeat_timeout_ms: 15000,
@@ -110,6 +122,7 @@ fn index_reply(request: IndexRequest, manifest: &FileManifest, host: SocketAddr)
                 hosts: vec![HostInfo {
                     peer_id: PeerId(2),
                     addr: host,
+                    node_id: host_node,
                 }],
             }
         }
@@ -139,10 +152,16 @@ fn index_reply(request: IndexRequest, manifest: &FileManifest, host: SocketAddr)
 async fn hostile_peer() -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let tls = crate::support::tls();
+    let node = tls.node_id();
     let task = tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
+            let tls = tls.clone();
             tokio::spawn(async move {
+                let Some(stream) = crate::support::accept_tls(&tls, stream).await else {
+                    return;
+                };
                 let mut conn = PeerServerConnection::peer_server(stream);
                 if server_hello::<PeerConversation, _>(&mut conn)
                     .await
@@ -162,7 +181,7 @@ async fn hostile_peer() -> Fake {
             });
         }
     });
-    Fake { addr, task }
+    Fake { addr, node, task }
 }
 
 /// A valid one-chunk manifest whose name reads backwards.
@@ -200,7 +219,12 @@ fn inert(what: &str, bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_shows_hostile_file_names_escaped() {
-    let index = hostile_index(bidi_manifest(), "127.0.0.1:9".parse().unwrap()).await;
+    let index = hostile_index(
+        bidi_manifest(),
+        "127.0.0.1:9".parse().unwrap(),
+        NodeId([9; 20]),
+    )
+    .await;
     let mut cmd = bin();
     cmd.args(["search", "anything", "--server", &index.addr.to_string()]);
     let output = run(cmd).await;
@@ -216,7 +240,12 @@ async fn search_shows_hostile_file_names_escaped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_index_error_is_shown_escaped() {
-    let index = hostile_index(bidi_manifest(), "127.0.0.1:9".parse().unwrap()).await;
+    let index = hostile_index(
+        bidi_manifest(),
+        "127.0.0.1:9".parse().unwrap(),
+        NodeId([9; 20]),
+    )
+    .await;
     let mut cmd = bin();
     cmd.args(["search", "fail", "--server", &index.addr.to_string()]);
     let output = run(cmd).await;
@@ -234,7 +263,7 @@ async fn a_hostile_peer_error_and_name_are_shown_escaped() {
     let peer = hostile_peer().await;
     let manifest = bidi_manifest();
     let id = manifest.id().to_string();
-    let index = hostile_index(manifest, peer.addr).await;
+    let index = hostile_index(manifest, peer.addr, peer.node).await;
     let out = tempfile::tempdir().unwrap();
     let mut cmd = leecher(&index.addr.to_string(), &id, out.path());
     cmd.args(["--stall-timeout", "1s"]);
@@ -281,7 +310,12 @@ async fn a_hostile_peer_error_and_name_are_shown_escaped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_index_refusing_a_download_is_shown_escaped() {
-    let index = hostile_index(bidi_manifest(), "127.0.0.1:9".parse().unwrap()).await;
+    let index = hostile_index(
+        bidi_manifest(),
+        "127.0.0.1:9".parse().unwrap(),
+        NodeId([9; 20]),
+    )
+    .await;
     let out = tempfile::tempdir().unwrap();
     let cmd = leecher(&index.addr.to_string(), "abcdef123456", out.path());
     let output = run(cmd).await;
@@ -318,7 +352,7 @@ fn the_peer_shell_shows_hostile_text_escaped() {
     let peer = rt.block_on(hostile_peer());
     let manifest = bidi_manifest();
     let id = manifest.id().to_string();
-    let index = rt.block_on(hostile_index(manifest, peer.addr));
+    let index = rt.block_on(hostile_index(manifest, peer.addr, peer.node));
     let dir = tempfile::tempdir().unwrap();
     let (server, out) = (index.addr.to_string(), dir.path().display().to_string());
     let mut sh = spawn_shell(
@@ -377,8 +411,12 @@ fn the_peer_shell_shows_hostile_text_escaped() {
     let me: SocketAddr = String::from_utf8_lossy(port.get(0).unwrap())
         .parse()
         .unwrap();
+    let sender = crate::support::tls();
     rt.block_on(async {
-        let stream = TcpStream::connect(me).await.unwrap();
+        let (stream, _) = sender
+            .connect(me, None, Duration::from_secs(10))
+            .await
+            .unwrap();
         let mut conn = PeerClientConnection::peer_client(stream);
         client_hello::<PeerConversation, _>(&mut conn)
             .await
@@ -393,9 +431,13 @@ fn the_peer_shell_shows_hostile_text_escaped() {
             .unwrap();
         assert_eq!(reply, PeerResponse::MessageReceived {});
     });
+    // Who sent it first (the node id nobody can fake), then the name it gave itself.
     expect_kept(
         &mut sh,
-        r"message from evil\u{1b}]0;pwned\u{7} (",
+        &format!(
+            r#"message from {} (calls itself "evil\u{{1b}}]0;pwned\u{{7}}", from "#,
+            sender.node_id()
+        ),
         &mut kept,
     );
     expect_kept(&mut sh, EVIL_MESSAGE_SHOWN, &mut kept);

@@ -12,7 +12,7 @@ use crate::support::{
 #[tokio::test]
 async fn peer_that_stops_heartbeating_is_dropped_with_its_files() {
     let server = start_server().await;
-    let client = IndexClient::new(server.addr, Duration::from_secs(5));
+    let client = IndexClient::new(server.addr, Duration::from_secs(5), crate::support::tls());
     // Registered by hand and never heartbeating, like a crashed peer.
     let session = client
         .register("127.0.0.1:9".parse().unwrap())
@@ -53,7 +53,7 @@ async fn restarted_index_is_rebuilt_by_the_peers() {
 
     // Same address, empty index.
     let server = start_server_on(addr, fast_server_config()).await;
-    let client = IndexClient::new(server.addr, Duration::from_secs(5));
+    let client = IndexClient::new(server.addr, Duration::from_secs(5), crate::support::tls());
     assert!(client.lookup(&id.to_string()).await.is_err());
     let interval = fast_server_config().heartbeat_interval;
     let back = eventually(interval * 3, || async {
@@ -74,7 +74,9 @@ async fn peer_on_all_interfaces_is_advertised_at_a_reachable_address() {
     let server = start_server().await;
     let mut config = crate::support::peer_config(server.addr);
     config.listen_addr = "0.0.0.0:0".parse().unwrap();
-    let peer = p2p_peer::Peer::start(config).await.unwrap();
+    let peer = p2p_peer::Peer::start(config, crate::support::tls())
+        .await
+        .unwrap();
     let session = peer.session().unwrap();
     // Never the unspecified address: the one the index saw us come from, with our port.
     assert_eq!(session.addr.ip(), std::net::Ipv4Addr::LOCALHOST);
@@ -82,7 +84,7 @@ async fn peer_on_all_interfaces_is_advertised_at_a_reachable_address() {
     peer.shutdown().await;
 }
 
-/// A client on one address that registers over and over, keeping only the peer ids that sort
+/// Clients on one address (a new node each time) that register over and over, keeping only the peer ids that sort
 /// before the real seeder's and adding the file under each with a dead port, must not push the
 /// seeder out of `Found`: the download still completes. It plants more hosts than a `Found`
 /// lists, so the index has to choose (ordered by peer id, the seeder would never be offered).
@@ -121,8 +123,8 @@ async fn registrations_from_one_address_cannot_hide_the_seeder() {
     let seeder_id = seeder.session().unwrap().peer_id;
     let manifest = p2p_storage::build_manifest(&path).unwrap().manifest;
 
-    // The attacker, from another loopback address.
-    let mut attacker = crate::support::index_connection_from([127, 0, 0, 2], server.addr).await;
+    // The attacker, from another loopback address, as many nodes (a node holds one
+    // registration): each registers, and keeps it if its id sorts before the seeder's.
     let t = Duration::from_secs(5);
     let dead: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
     let mut kept = Vec::new();
@@ -130,17 +132,32 @@ async fn registrations_from_one_address_cannot_hide_the_seeder() {
         if kept.len() == PLANTED {
             break;
         }
+        let mut attacker = crate::support::index_connection_from([127, 0, 0, 2], server.addr).await;
         match attacker
             .request(&IndexRequest::Register { addr: dead }, t)
             .await
             .unwrap()
         {
-            IndexResponse::Registered { peer_id, token, .. } if peer_id < seeder_id => {
-                kept.push((peer_id, token));
-            }
-            IndexResponse::Registered { peer_id, token, .. } => {
+            IndexResponse::Registered { peer_id, .. } if peer_id < seeder_id => {
                 let reply = attacker
-                    .request(&IndexRequest::Unregister { peer_id, token }, t)
+                    .request(
+                        &IndexRequest::AddFile {
+                            peer_id,
+                            manifest: manifest.clone(),
+                        },
+                        t,
+                    )
+                    .await
+                    .unwrap();
+                assert!(
+                    matches!(reply, IndexResponse::FileAdded { .. }),
+                    "{reply:?}"
+                );
+                kept.push(peer_id);
+            }
+            IndexResponse::Registered { peer_id, .. } => {
+                let reply = attacker
+                    .request(&IndexRequest::Unregister { peer_id }, t)
                     .await
                     .unwrap();
                 assert!(matches!(reply, IndexResponse::Unregistered {}), "{reply:?}");
@@ -153,25 +170,8 @@ async fn registrations_from_one_address_cannot_hide_the_seeder() {
         PLANTED,
         "the attacker could not plant its hosts"
     );
-    for (peer_id, token) in &kept {
-        let reply = attacker
-            .request(
-                &IndexRequest::AddFile {
-                    peer_id: *peer_id,
-                    token: *token,
-                    manifest: manifest.clone(),
-                },
-                t,
-            )
-            .await
-            .unwrap();
-        assert!(
-            matches!(reply, IndexResponse::FileAdded { .. }),
-            "{reply:?}"
-        );
-    }
 
-    let client = IndexClient::new(server.addr, t);
+    let client = IndexClient::new(server.addr, t, crate::support::tls());
     let found = client.lookup(&id.to_string()).await.unwrap();
     assert_eq!(
         found.hosts.len(),
@@ -199,7 +199,7 @@ async fn registrations_from_one_address_cannot_hide_the_seeder() {
     seeder.shutdown().await;
 }
 
-/// One address that registers several peers and adds the largest manifests it can gets
+/// One address whose several nodes register a peer each and add the largest manifests it can gets
 /// `limit_exceeded` once its peers hold its share, the index stays within its budget, and a
 /// peer on another address can still share a file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,12 +218,15 @@ async fn one_address_cannot_fill_the_index_with_manifests() {
         ..fast_server_config()
     };
     let server = crate::support::start_server_on(crate::support::loopback0(), config.clone()).await;
-    let mut hostile = crate::support::index_connection_from([127, 0, 0, 2], server.addr).await;
     let t = Duration::from_secs(10);
     let mut added = 0;
     let mut refusals = Vec::new();
+    // Four nodes on the one address (a node holds one registration).
+    let mut nodes = Vec::new();
     for p in 0..4u8 {
-        let IndexResponse::Registered { peer_id, token, .. } = hostile
+        nodes.push(crate::support::index_connection_from([127, 0, 0, 2], server.addr).await);
+        let hostile = nodes.last_mut().unwrap();
+        let IndexResponse::Registered { peer_id, .. } = hostile
             .request(
                 &IndexRequest::Register {
                     addr: "127.0.0.2:1".parse().unwrap(),
@@ -243,11 +246,7 @@ async fn one_address_cannot_fill_the_index_with_manifests() {
                 chunk_size: CHUNK_SIZE,
                 chunks: vec![Sha256Hash([p * 16 + f; 32]); MAX_CHUNKS_PER_FILE as usize],
             };
-            let request = IndexRequest::AddFile {
-                peer_id,
-                token,
-                manifest,
-            };
+            let request = IndexRequest::AddFile { peer_id, manifest };
             match hostile.request(&request, t).await.unwrap() {
                 IndexResponse::FileAdded { .. } => added += 1,
                 IndexResponse::Error {
@@ -277,7 +276,7 @@ async fn one_address_cannot_fill_the_index_with_manifests() {
     let (path, _) = random_file(src.path(), "legit.bin", 100_000, 3);
     let peer = start_peer(server.addr).await;
     let id = peer.register(&path).await.unwrap();
-    let client = IndexClient::new(server.addr, t);
+    let client = IndexClient::new(server.addr, t, crate::support::tls());
     assert_eq!(client.lookup(&id.to_string()).await.unwrap().file_id, id);
     assert!(server.handle.status().stored_bytes <= config.max_index_bytes);
     peer.shutdown().await;

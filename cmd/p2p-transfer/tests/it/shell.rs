@@ -337,8 +337,13 @@ fn messages_show_above_the_prompt_and_msg_sends_one() {
     // Incoming: printed above the prompt, with the sender.
     rt.block_on(friend.send_message(me, "build is green"))
         .unwrap();
-    sh.expect(format!("message from {}", friend.local_addr()))
-        .unwrap();
+    // Who sent it: the node id its connection proved, then the name it gave itself.
+    sh.expect(format!(
+        "message from {} (calls itself \"{}\"",
+        friend.node_id(),
+        friend.local_addr()
+    ))
+    .unwrap();
     sh.expect(": build is green").unwrap();
     prompt(&mut sh);
     sh.send_line("messages").unwrap();
@@ -348,8 +353,12 @@ fn messages_show_above_the_prompt_and_msg_sends_one() {
     prompt(&mut sh);
     sh.send_line(format!("msg {} thanks, merging now", friend.local_addr()))
         .unwrap();
-    sh.expect(format!("sent to {}", friend.local_addr()))
-        .unwrap();
+    sh.expect(format!(
+        "sent to {} ({})",
+        friend.local_addr(),
+        friend.node_id()
+    ))
+    .unwrap();
     let got = friend.messages();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].text, "thanks, merging now");
@@ -368,11 +377,14 @@ fn connect_adds_a_host_the_index_does_not_know() {
     let (path, data) = random_file(src.path(), "off-index.bin", 3 * 1024 * 1024, 47);
     // A peer without any index: only a direct connection finds it.
     let lone = rt
-        .block_on(p2p_peer::Peer::start(p2p_peer::PeerConfig {
-            listen_addr: crate::support::loopback0(),
-            server_addr: None,
-            ..p2p_peer::PeerConfig::default()
-        }))
+        .block_on(p2p_peer::Peer::start(
+            p2p_peer::PeerConfig {
+                listen_addr: crate::support::loopback0(),
+                server_addr: None,
+                ..p2p_peer::PeerConfig::default()
+            },
+            crate::support::tls(),
+        ))
         .unwrap();
     let id = rt.block_on(lone.register(&path)).unwrap().to_string();
 

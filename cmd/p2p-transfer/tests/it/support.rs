@@ -46,7 +46,7 @@ pub fn fast_server_config() -> ServerConfig {
 /// Starts an index server on `addr` (use port 0 for any).
 pub async fn start_server_on(addr: SocketAddr, config: ServerConfig) -> TestServer {
     let listener = TcpListener::bind(addr).await.unwrap();
-    let server = Server::new(listener, config);
+    let server = Server::new(listener, config, tls());
     let addr = server.local_addr().unwrap();
     let handle = server.handle().unwrap();
     let shutdown = CancellationToken::new();
@@ -79,7 +79,115 @@ pub fn peer_config(server: SocketAddr) -> PeerConfig {
 }
 
 pub async fn start_peer(server: SocketAddr) -> PeerHandle {
-    Peer::start(peer_config(server)).await.unwrap()
+    Peer::start(peer_config(server), tls()).await.unwrap()
+}
+
+/// A new node's TLS set-up, with an identity of its own.
+pub fn tls() -> p2p_transport::Tls {
+    let (identity, _) =
+        p2p_identity::Identity::load_or_create(&fresh_identity_dir(), p2p_identity::Role::Peer)
+            .unwrap();
+    p2p_transport::Tls::new(&identity).unwrap()
+}
+
+/// Sends `Chunk` and its data, as a chunk server does.
+pub async fn send_chunk(
+    conn: &mut p2p_protocol::PeerServerConnection<p2p_transport::Stream>,
+    file_id: p2p_protocol::FileId,
+    index: u32,
+    data: &[u8],
+) -> Result<(), p2p_protocol::ProtocolError> {
+    let size = data.len() as u32;
+    conn.send(&p2p_protocol::PeerResponse::Chunk {
+        file_id,
+        index,
+        size,
+    })
+    .await?;
+    conn.send_chunk_data(data).await?;
+    conn.flush().await
+}
+
+/// Sends `GetChunk` and returns the chunk's data, or the reply that came instead.
+pub async fn get_chunk(
+    conn: &mut p2p_protocol::PeerClientConnection<p2p_transport::Stream>,
+    file_id: p2p_protocol::FileId,
+    index: u32,
+) -> Result<Vec<u8>, p2p_protocol::PeerResponse> {
+    let mut data = Vec::new();
+    let request = p2p_protocol::PeerRequest::GetChunk { file_id, index };
+    let reply = conn
+        .request_chunk(
+            &request,
+            |len| {
+                data.resize(len, 0);
+                &mut data[..]
+            },
+            TEST_HANDSHAKE,
+        )
+        .await
+        .unwrap();
+    match reply {
+        p2p_protocol::ChunkReply::Chunk { .. } => Ok(data),
+        p2p_protocol::ChunkReply::Other(other) => Err(other),
+    }
+}
+
+/// A handshaken connection to the chunk server at `addr`, as a new node.
+pub async fn peer_connection(
+    addr: SocketAddr,
+) -> p2p_protocol::PeerClientConnection<p2p_transport::Stream> {
+    p2p_transport::connect::<p2p_protocol::PeerConversation>(&tls(), addr, None, TEST_HANDSHAKE)
+        .await
+        .unwrap()
+        .0
+}
+
+/// The server side of the TLS handshake on an accepted connection, for fake servers; `None`
+/// if the client went away.
+pub async fn accept_tls(
+    tls: &p2p_transport::Tls,
+    stream: TcpStream,
+) -> Option<p2p_transport::Stream> {
+    tls.accept(stream, TEST_HANDSHAKE)
+        .await
+        .ok()
+        .map(|(s, _)| s)
+}
+
+/// How long a test client waits for a TLS handshake.
+const TEST_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// A TLS connection to `server` as a new node, before any message: for tests that write
+/// frames by hand.
+pub async fn tls_connect(server: SocketAddr) -> p2p_transport::Stream {
+    tls().connect(server, None, TEST_HANDSHAKE).await.unwrap().0
+}
+
+/// A TLS connection to `server` from the loopback address `source`, as a new node.
+pub async fn tls_connect_from(source: IpAddr, server: SocketAddr) -> p2p_transport::Stream {
+    try_tls_connect_from(source, server)
+        .await
+        .expect("TLS connection")
+}
+
+/// As [`tls_connect_from`], `None` if the server did not complete the handshake.
+pub async fn try_tls_connect_from(
+    source: IpAddr,
+    server: SocketAddr,
+) -> Option<p2p_transport::Stream> {
+    try_tls_connect_as(&tls(), source, server).await
+}
+
+/// A TLS connection to `server` from the loopback address `source`, as the node of `tls`;
+/// `None` if the server did not complete the handshake.
+pub async fn try_tls_connect_as(
+    tls: &p2p_transport::Tls,
+    source: IpAddr,
+    server: SocketAddr,
+) -> Option<p2p_transport::Stream> {
+    let tcp = connect_from(source, server).await.ok()?;
+    Some(tls.secure(tcp, None, TEST_HANDSHAKE).await.ok()?.0)
 }
 
 /// Writes `len` bytes from a seeded generator to `dir/name`.
@@ -129,8 +237,8 @@ pub async fn connect_from(source: IpAddr, server: SocketAddr) -> std::io::Result
 pub async fn index_connection_from(
     source: [u8; 4],
     server: SocketAddr,
-) -> p2p_protocol::IndexClientConnection<TcpStream> {
-    let stream = connect_from(IpAddr::from(source), server).await.unwrap();
+) -> p2p_protocol::IndexClientConnection<p2p_transport::Stream> {
+    let stream = tls_connect_from(IpAddr::from(source), server).await;
     let mut conn = p2p_protocol::IndexClientConnection::index_client(stream);
     p2p_protocol::client_hello::<p2p_protocol::IndexConversation, _>(&mut conn)
         .await

@@ -178,7 +178,7 @@ async fn ambiguous_prefix_names_the_candidates() {
     let server = start_server().await;
     // Announce synthetic manifests (the index never reads file data) until two ids share six
     // hex characters: about 5,000 by the birthday bound, deterministic names.
-    let client = IndexClient::new(server.addr, Duration::from_secs(5));
+    let client = IndexClient::new(server.addr, Duration::from_secs(5), crate::support::tls());
     let session = client
         .register("127.0.0.1:9".parse().unwrap())
         .await

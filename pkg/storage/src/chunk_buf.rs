@@ -1,7 +1,7 @@
 //! [`ChunkBuf`]: a reusable buffer for one chunk, aligned so that it can be written to disk
 //! with `O_DIRECT` straight from where the network put it.
 
-use crate::CHUNK_SIZE;
+use p2p_protocol::CHUNK_SIZE;
 
 /// Alignment of a [`ChunkBuf`]'s data: the page size, which `O_DIRECT` needs on every common
 /// file system.
