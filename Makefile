@@ -30,11 +30,12 @@ fmt:
 doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
 
-## bench: transfer, hashing, memory and index-load figures against baselines measured in the
-## same run (never asserted in tests). BENCH_ARGS=--quick for a fast run. Results in target/bench/.
+## bench: transfer, hashing, memory, index-load and TLS cipher figures against baselines
+## measured in the same run (never asserted in tests). BENCH_ARGS=--quick for a fast run. Results in target/bench/.
 bench:
 	$(CARGO) bench -p p2p-transfer --bench transfer -- $(BENCH_ARGS)
 	$(CARGO) bench -p p2p-transfer --bench index_load -- $(BENCH_ARGS)
+	$(CARGO) bench -p p2p-transfer --bench ciphers -- $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

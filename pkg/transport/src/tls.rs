@@ -33,12 +33,18 @@ pub const SESSION_CACHE_ENTRIES: usize = 1024;
 pub fn provider() -> &'static Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER.get_or_init(|| {
-        let mut provider = rustls::crypto::ring::default_provider();
+        use rustls::crypto::aws_lc_rs::{cipher_suite, kx_group};
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        // The fastest first: AES-128-GCM seals and opens about 10 % faster than AES-256-GCM
+        // and 3.5 times faster than ChaCha20-Poly1305 on CPUs with AES instructions.
         provider.cipher_suites = vec![
-            rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
-            rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
-            rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
         ];
+        // Post-quantum hybrid first (about 50 µs more per full handshake), X25519 for
+        // clients without it.
+        provider.kx_groups = vec![kx_group::X25519MLKEM768, kx_group::X25519];
         Arc::new(provider)
     })
 }
