@@ -22,6 +22,10 @@ pub struct PeerConfig {
     /// The index server; `None` for a peer that only downloads directly from named peers and
     /// serves whoever connects.
     pub server_addr: Option<SocketAddr>,
+    /// The index server's node id, if known (pinned with `--server-id`, or remembered): an
+    /// index that shows another in its TLS handshake is refused, at start and on every
+    /// reconnection. `None`: whichever node answers at `server_addr`.
+    pub server_id: Option<p2p_protocol::NodeId>,
     /// The address other peers should use, when the listen address is not reachable as is
     /// (NAT, a container). `None`: the listen address, or, when that is `0.0.0.0`/`[::]`, the
     /// address the index sees our connection come from.
@@ -66,6 +70,7 @@ impl Default for PeerConfig {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
             server_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            server_id: None,
             advertise_addr: None,
             workers: 8,
             max_inbound: 64,

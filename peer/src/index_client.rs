@@ -116,6 +116,8 @@ pub struct IndexClient {
     tls: Tls,
     /// The index's node id, from the last handshake.
     server_node: std::sync::Mutex<Option<NodeId>>,
+    /// The node id the index must show (pinned or remembered); another is refused.
+    expect: Option<NodeId>,
     /// Changes when the server is found again elsewhere (mDNS re-discovery).
     target: std::sync::Mutex<Target>,
     timeout: Duration,
@@ -131,6 +133,7 @@ impl IndexClient {
         Self {
             tls,
             server_node: std::sync::Mutex::new(None),
+            expect: None,
             target: std::sync::Mutex::new(Target {
                 addr: server,
                 generation: 0,
@@ -165,6 +168,13 @@ impl IndexClient {
         }
     }
 
+    /// Refuses an index server that shows another node id than `id` in its handshake
+    /// ([`ProtocolError::WrongNode`]), wherever it is found (`None`: any).
+    pub fn expecting(mut self, id: Option<NodeId>) -> Self {
+        self.expect = id;
+        self
+    }
+
     /// The index's node id, as its last handshake showed it; `None` before the first
     /// connection.
     pub fn server_node_id(&self) -> Option<NodeId> {
@@ -173,9 +183,13 @@ impl IndexClient {
 
     async fn connect(&self) -> Result<OpenConnection, ProtocolError> {
         let target = self.target();
-        let (conn, node_id) =
-            p2p_transport::connect::<IndexConversation>(&self.tls, target.addr, None, self.timeout)
-                .await?;
+        let (conn, node_id) = p2p_transport::connect::<IndexConversation>(
+            &self.tls,
+            target.addr,
+            self.expect,
+            self.timeout,
+        )
+        .await?;
         *self.server_node.lock().unwrap_or_else(|e| e.into_inner()) = Some(node_id);
         Ok(OpenConnection {
             generation: target.generation,

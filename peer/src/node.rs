@@ -120,9 +120,10 @@ impl Peer {
             .local_addr()
             .map_err(|e| PeerError::Internal(e.to_string()))?;
         let node = Arc::new(Node {
-            index: config
-                .server_addr
-                .map(|addr| IndexClient::new(addr, config.index_timeout, tls.clone())),
+            index: config.server_addr.map(|addr| {
+                IndexClient::new(addr, config.index_timeout, tls.clone())
+                    .expecting(config.server_id)
+            }),
             config,
             tls,
             local_addr,
@@ -483,6 +484,15 @@ impl PeerHandle {
     ) -> Result<(ClientConnection<PeerConversation>, NodeId), ProtocolError> {
         let timeout = self.node.config.connect_timeout;
         p2p_transport::connect::<PeerConversation>(&self.node.tls, addr, None, timeout).await
+    }
+
+    /// The index server's node id, as its last handshake showed it (`None` without an index,
+    /// or before the first connection).
+    pub fn index_node_id(&self) -> Option<NodeId> {
+        self.node
+            .index
+            .as_ref()
+            .and_then(IndexClient::server_node_id)
     }
 
     /// This peer's node id (what its key proves on every connection).

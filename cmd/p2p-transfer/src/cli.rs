@@ -8,6 +8,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, error::ErrorKind};
 use p2p_central_server::ServerConfig;
 use p2p_central_server::config::MIB;
 use p2p_peer::PeerConfig;
+use p2p_protocol::NodeId;
 
 /// Share files directly between machines on a local network.
 #[derive(Debug, Parser)]
@@ -66,6 +67,9 @@ pub struct IndexArgs {
     /// How long --auto-discover waits for an answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub discover_timeout: Duration,
+    /// The index server's node id: any other is refused (see `peer --server-id`).
+    #[arg(long, env = "P2P_SERVER_ID", value_name = "NODE-ID")]
+    pub server_id: Option<NodeId>,
 }
 
 /// `p2p-transfer search`.
@@ -179,6 +183,11 @@ pub struct PeerArgs {
     /// Address of the central index server [default: 127.0.0.1:8000, or none with --from].
     #[arg(short = 's', long, env = "P2P_SERVER")]
     pub server: Option<SocketAddr>,
+    /// The index server's node id (`p2p-transfer id --server` on its machine): any other is
+    /// refused, and over mDNS only a server with this id is used. Also accepts a new id for
+    /// an index whose key changed on purpose.
+    #[arg(long, env = "P2P_SERVER_ID", value_name = "NODE-ID")]
+    pub server_id: Option<NodeId>,
     /// Download directly from this peer (repeatable); without --server, no index is used.
     #[arg(long = "from", value_name = "HOST:PORT")]
     pub from: Vec<SocketAddr>,

@@ -14,6 +14,7 @@ use p2p_peer::Rediscover;
 use tracing::{info, warn};
 
 use crate::cli::{PeerArgs, ServerArgs};
+use crate::trust::Preference;
 
 /// How a peer learned its index server's address; shown by `status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,16 +48,20 @@ fn interfaces(names: &[String], listen: Option<SocketAddr>) -> Interfaces {
     }
 }
 
-/// Starts the server's advertisement unless `--no-mdns`. A failure is logged, not fatal: the
-/// server still works for peers given `--server`.
-pub async fn advertise(args: &ServerArgs, listen: SocketAddr) -> Option<Advertisement> {
+/// Starts the server's advertisement unless `--no-mdns`, with its node id in the TXT record.
+/// A failure is logged, not fatal: the server still works for peers given `--server`.
+pub async fn advertise(
+    args: &ServerArgs,
+    listen: SocketAddr,
+    node_id: p2p_protocol::NodeId,
+) -> Option<Advertisement> {
     if args.no_mdns {
         return None;
     }
     let config = AdvertiseConfig {
         port: listen.port(),
         ip: (!listen.ip().is_unspecified()).then_some(listen.ip()),
-        server_id: format!("{:08x}", rand_id()),
+        server_id: node_id.to_string(),
         protocol_version: p2p_protocol::PROTOCOL_VERSION,
         interfaces: interfaces(&args.mdns_interfaces, Some(listen)),
     };
@@ -80,40 +85,36 @@ pub async fn withdraw(ad: Option<Advertisement>) {
     }
 }
 
-fn rand_id() -> u32 {
-    // Time and pid are unique enough to tell two runs on one host apart.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    nanos ^ std::process::id().rotate_left(16)
-}
-
 /// What `--auto-discover` needs.
 #[derive(Clone, Debug)]
 pub struct Finder {
     timeout: Duration,
     wanted: Option<String>,
     interfaces: Interfaces,
+    /// Which answers win over name order.
+    preference: Preference,
     /// Shared with `status`: updated when the server is found again.
     pub origin: Arc<Mutex<ServerOrigin>>,
 }
 
 impl Finder {
     /// For one-shot tools: any interface, no name preference.
-    pub fn with(timeout: Duration) -> Self {
+    pub fn with(timeout: Duration, preference: Preference) -> Self {
         Self {
             timeout,
             wanted: None,
             interfaces: Interfaces::All,
+            preference,
             origin: Arc::new(Mutex::new(ServerOrigin::Flag)),
         }
     }
 
-    pub fn new(args: &PeerArgs) -> Self {
+    pub fn new(args: &PeerArgs, preference: Preference) -> Self {
         Self {
             timeout: args.discover_timeout,
             wanted: args.server_name.clone(),
             interfaces: interfaces(&args.mdns_interfaces, None),
+            preference,
             origin: Arc::new(Mutex::new(ServerOrigin::Flag)),
         }
     }
@@ -124,7 +125,9 @@ impl Finder {
         let found = tokio::task::spawn_blocking(move || browse(timeout, &interfaces))
             .await
             .context("mDNS browser failed")??;
-        let (chosen, others) = choose(found, self.wanted.as_deref(), timeout)?;
+        let prefer = |s: &p2p_discovery::FoundServer| self.preference.prefers(s);
+        let (chosen, others) = choose(found, self.wanted.as_deref(), prefer, timeout)?;
+        self.preference.check_choice(&chosen, &others)?;
         if announce {
             if others.is_empty() {
                 println!(

@@ -15,6 +15,7 @@ mod progress;
 mod run;
 mod shell;
 mod tables;
+mod trust;
 
 use std::process::ExitCode;
 

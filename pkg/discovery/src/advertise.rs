@@ -20,7 +20,8 @@ pub struct AdvertiseConfig {
     /// The address it listens on, if a specific one; `None` advertises every address of the
     /// interfaces mDNS runs on, and follows them as they change.
     pub ip: Option<IpAddr>,
-    /// A random id for this run, put in the TXT record and the instance name.
+    /// The server's node id, put in the TXT record (`id`); its first 9 characters (two groups)
+    /// end the instance name.
     pub server_id: String,
     /// The protocol version, put in the TXT record.
     pub protocol_version: u32,
@@ -56,11 +57,9 @@ impl Advertisement {
     pub fn start(config: &AdvertiseConfig) -> Result<Self, DiscoveryError> {
         let host = host_label();
         // Host and port tell servers on different machines or ports apart; the id tells apart
-        // two runs that reuse both.
-        let instance = format!(
-            "p2p-transfer on {host}:{} [{}]",
-            config.port, config.server_id
-        );
+        // two servers that reuse both.
+        let short: String = config.server_id.chars().take(9).collect();
+        let instance = format!("p2p-transfer on {host}:{} [{short}]", config.port);
         let daemon = ServiceDaemon::new()?;
         config.interfaces.apply(&daemon)?;
         let properties: HashMap<String, String> = [

@@ -21,7 +21,7 @@ pub struct FoundServer {
     pub addrs: Vec<SocketAddr>,
     /// Protocol version from its TXT record.
     pub version: Option<u32>,
-    /// Server id from its TXT record.
+    /// Node id from its TXT record (a claim, until the TLS handshake proves it).
     pub server_id: Option<String>,
 }
 
@@ -116,10 +116,12 @@ fn instance_of(fullname: &str) -> String {
 
 /// Picks the server to use from what answered: the one named `wanted` (its full instance name
 /// or a part of it that matches one server only, ignoring case), or else the first by instance
+/// name that `prefer` accepts (one whose id this peer knows), or else the first by instance
 /// name, so every peer on the network makes the same choice. Returns it and the others.
 pub fn choose(
     mut found: Vec<FoundServer>,
     wanted: Option<&str>,
+    prefer: impl Fn(&FoundServer) -> bool,
     waited: Duration,
 ) -> Result<(FoundServer, Vec<FoundServer>), DiscoveryError> {
     if found.is_empty() {
@@ -127,7 +129,7 @@ pub fn choose(
     }
     found.sort_by(|a, b| a.instance.cmp(&b.instance));
     let index = match wanted {
-        None => 0,
+        None => found.iter().position(prefer).unwrap_or(0),
         Some(want) => {
             let want = want.to_lowercase();
             let exact = found.iter().position(|s| s.instance.to_lowercase() == want);
@@ -172,19 +174,31 @@ mod tests {
             server("p2p-transfer on b:2", 2),
             server("p2p-transfer on a:1", 1),
         ];
-        let (chosen, others) = choose(found.clone(), None, SETTLE).unwrap();
+        let any = |_: &FoundServer| false;
+        let (chosen, others) = choose(found.clone(), None, any, SETTLE).unwrap();
         assert_eq!(chosen.instance, "p2p-transfer on a:1");
         assert_eq!(others.len(), 1);
-        let (chosen, _) = choose(found.clone(), Some("ON B:2"), SETTLE).unwrap();
+        let (chosen, _) = choose(found.clone(), Some("ON B:2"), any, SETTLE).unwrap();
         assert_eq!(chosen.addr().port(), 2);
         assert!(matches!(
-            choose(found.clone(), Some("p2p"), SETTLE),
+            choose(found.clone(), Some("p2p"), any, SETTLE),
             Err(DiscoveryError::NameNotFound { .. })
         ));
         assert!(matches!(
-            choose(vec![], None, SETTLE),
+            choose(vec![], None, any, SETTLE),
             Err(DiscoveryError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_known_id_wins_over_name_order() {
+        let mut rogue = server("a rogue that sorts first", 1);
+        rogue.server_id = Some("ROGUE".into());
+        let mut real = server("p2p-transfer on lab:8000", 2);
+        real.server_id = Some("REAL".into());
+        let known = |s: &FoundServer| s.server_id.as_deref() == Some("REAL");
+        let (chosen, _) = choose(vec![rogue, real], None, known, SETTLE).unwrap();
+        assert_eq!(chosen.addr().port(), 2);
     }
 
     #[test]

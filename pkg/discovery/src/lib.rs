@@ -1,8 +1,9 @@
 //! Finding the p2p-transfer index server on the local network with mDNS / DNS-SD.
 //!
 //! The server advertises the service type [`SERVICE_TYPE`] under a unique instance name, with
-//! its port, its addresses and TXT records `version` (protocol version) and `id` (a random id
-//! chosen at start-up). Peers browse for that type and connect to what answers.
+//! its port, its addresses and TXT records `version` (protocol version) and `id` (its node id).
+//! Peers browse for that type and connect to what answers. Nothing here is authenticated: the
+//! TXT id only helps a peer choose; the TLS handshake proves (or disproves) it.
 //!
 //! This is the only crate that uses `mdns_sd`, and it depends on no crate of ours: the peer and
 //! server libraries take socket addresses, so everything but discovery itself is tested on
@@ -30,7 +31,7 @@ pub const SERVICE_TYPE: &str = "_p2p-transfer._tcp.local.";
 /// TXT key holding the protocol version the server speaks.
 pub const TXT_VERSION: &str = "version";
 
-/// TXT key holding the server's id, random per run.
+/// TXT key holding the server's node id.
 pub const TXT_ID: &str = "id";
 
 /// Which interfaces mDNS may use.

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! * this file: [`Identity`], [`Role`], [`IdentityError`].
+//! * [`known`]: [`KnownIndexes`], the index servers this node has met and the ids they proved.
 //!
 //! # The key file
 //! `<dir>/server.key` for an index server, `<dir>/peer.key` for a peer (so both can run from
@@ -28,6 +29,9 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use p2p_protocol::NodeId;
 use rand::TryRngCore;
 pub use zeroize::Zeroizing;
+
+pub mod known;
+pub use known::{KnownIndexes, KnownIndexesError};
 
 /// A key file is a few hundred bytes; anything longer is not one.
 const MAX_KEY_FILE_LEN: u64 = 16 * 1024;

@@ -24,14 +24,16 @@ pub fn load(args: &IdentityArgs, role: Role) -> anyhow::Result<Identity> {
     load_quietly(args, role, true)
 }
 
-fn load_quietly(args: &IdentityArgs, role: Role, announce: bool) -> anyhow::Result<Identity> {
-    let dir = args
-        .identity_dir
+/// The folder of this node's identity (and of the index servers it knows).
+pub fn dir(args: &IdentityArgs) -> anyhow::Result<std::path::PathBuf> {
+    args.identity_dir
         .clone()
         .or_else(|| p2p_identity::default_dir(dirs::data_dir()))
-        .context(
-            "no folder for this node's identity: give --identity-dir or set P2P_IDENTITY_DIR",
-        )?;
+        .context("no folder for this node's identity: give --identity-dir or set P2P_IDENTITY_DIR")
+}
+
+fn load_quietly(args: &IdentityArgs, role: Role, announce: bool) -> anyhow::Result<Identity> {
+    let dir = dir(args)?;
     let (identity, created) = Identity::load_or_create(&dir, role)?;
     if created && announce {
         eprintln!(

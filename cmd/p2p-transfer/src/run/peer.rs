@@ -15,6 +15,7 @@ use crate::discovery::{Finder, ServerOrigin};
 use crate::progress;
 use crate::run::manifest;
 use crate::shell::{self, Transfers, peer::PeerShell};
+use crate::trust::IndexTrust;
 
 /// Rescan of a shared folder when the watcher reported nothing.
 const SHARE_DIR_RESCAN: std::time::Duration = std::time::Duration::from_secs(30);
@@ -44,15 +45,26 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     {
         config.server_addr = Some(*listed);
     }
+    let mut trust = IndexTrust::load(&args.identity, args.server_id)?;
     if args.auto_discover {
-        let finder = Finder::new(args);
+        let finder = Finder::new(args, trust.preference());
         config.server_addr = Some(finder.find(true).await?);
         origin = finder.origin.clone();
         config.rediscover = Some(Arc::new(finder));
     }
-    let peer = Peer::start(config, tls).await?;
+    config.server_id = config.server_addr.and_then(|addr| trust.expect_for(addr));
+    let server_addr = config.server_addr;
+    let peer = Peer::start(config, tls)
+        .await
+        .map_err(|e| trust.explain(e))?;
     // Before the address: scripts (and tests) read up to "listening on" and may stop reading.
     println!("peer node id {}", identity.node_id());
+    if let (Some(addr), Some(seen)) = (server_addr, peer.index_node_id()) {
+        println!("index server node id {seen}");
+        if let Some(news) = trust.remember(addr, seen)? {
+            println!("{news}");
+        }
+    }
     println!("peer listening on {}", peer.local_addr());
     let result = startup_actions(&peer, args, manifest_file, &shutdown).await;
     if args.interactive {

@@ -8,29 +8,41 @@ use p2p_peer::index_client::IndexClient;
 use crate::cli::{DEFAULT_SERVER, IndexArgs, SearchArgs};
 use crate::discovery::Finder;
 use crate::tables::{Ids, print_files};
+use crate::trust::IndexTrust;
 
 /// Limit on the search request.
 const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Asks the index and prints the matching files.
 pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
-    let server = index_addr(&args.index).await?;
+    let mut trust = IndexTrust::load(&args.identity, args.index.server_id)?;
+    let server = index_addr(&args.index, &trust).await?;
     let query = args.words.join(" ");
     let tls = crate::run::id::client_tls(&args.identity)?;
-    let client = IndexClient::new(server, SEARCH_TIMEOUT, tls);
+    let client = IndexClient::new(server, SEARCH_TIMEOUT, tls).expecting(trust.expect_for(server));
     let (files, total) = client
         .search(&query)
         .await
+        .map_err(|e| trust.explain(e))
         .with_context(|| format!("cannot search for {query:?}"))?;
+    if let Some(seen) = client.server_node_id() {
+        // Remembered quietly: the output is the search's.
+        trust.remember(server, seen)?;
+    }
     let none = format!("no file on the network matches {query:?}");
     print_files(&files, total, Ids::Full, &none);
     Ok(())
 }
 
 /// `--server`, or what `--auto-discover` finds, or the default.
-pub async fn index_addr(args: &IndexArgs) -> anyhow::Result<std::net::SocketAddr> {
+pub async fn index_addr(
+    args: &IndexArgs,
+    trust: &IndexTrust,
+) -> anyhow::Result<std::net::SocketAddr> {
     if args.auto_discover {
-        return Finder::with(args.discover_timeout).find(false).await;
+        return Finder::with(args.discover_timeout, trust.preference())
+            .find(false)
+            .await;
     }
     Ok(args.server.unwrap_or(DEFAULT_SERVER))
 }

@@ -22,7 +22,7 @@ pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Resu
     // Before the address: scripts (and tests) read up to "listening on" and may stop reading.
     println!("server node id {}", identity.node_id());
     println!("server listening on {addr}");
-    let advertisement = discovery::advertise(args, addr).await;
+    let advertisement = discovery::advertise(args, addr, identity.node_id()).await;
     if let Some(ad) = &advertisement {
         println!("advertising over mDNS as {:?}", ad.instance_name());
     }

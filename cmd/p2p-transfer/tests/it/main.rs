@@ -13,6 +13,7 @@ mod hostile_text;
 mod index;
 mod mdns;
 mod netns;
+mod pinning;
 mod process;
 mod share_dir;
 mod shell;
