@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// The same for the connections of one source address, so one address can't take all of
     /// [`ServerConfig::max_buffered_bytes`]. At least the largest frame (2 MiB).
     pub max_buffered_bytes_per_ip: usize,
+    /// Who may register (`--allow-peers`): everyone by default. Anyone may still look files
+    /// up, search and list.
+    pub allow_peers: p2p_identity::Allowed,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             search_rate_per_ip: 5,
             max_buffered_bytes: 64 * MIB,
             max_buffered_bytes_per_ip: 8 * MIB,
+            allow_peers: p2p_identity::Allowed::everyone(),
         }
     }
 }

@@ -703,6 +703,15 @@ impl Shared {
         addr: SocketAddr,
         now: std::time::Instant,
     ) -> Result<IndexResponse, (ErrorCode, String)> {
+        if !self.config.allow_peers.permits(node) {
+            return Err((
+                ErrorCode::Forbidden,
+                format!(
+                    "this index accepts registrations only from the nodes on its allow-list, \
+                     and yours ({node}) is not on it; ask its operator to add it"
+                ),
+            ));
+        }
         if addr.port() == 0 {
             return Err((
                 ErrorCode::BadRequest,

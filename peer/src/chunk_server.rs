@@ -57,6 +57,8 @@ pub struct ServeStats {
 pub(crate) struct ChunkServer {
     pub listener: TcpListener,
     pub tls: Tls,
+    /// Who may download and send messages.
+    pub allowed: p2p_identity::Allowed,
     pub files: SharedFiles,
     pub inbox: Arc<Inbox>,
     pub stats: Arc<ServeStats>,
@@ -104,6 +106,7 @@ impl ChunkServer {
                 Admission::Dropped => continue,
             };
             let tls = self.tls.clone();
+            let allowed = self.allowed.clone();
             let inbox = self.inbox.clone();
             let files = self.files.clone();
             let stats = self.stats.clone();
@@ -129,6 +132,7 @@ impl ChunkServer {
                         conn: PeerServerConnection::peer_server(stream),
                         remote: addr,
                         client,
+                        allowed,
                         inbox,
                         files,
                         stats,
@@ -152,6 +156,8 @@ struct Handler {
     remote: std::net::SocketAddr,
     /// Who the client is, from its TLS handshake.
     client: NodeId,
+    /// Who may ask anything.
+    allowed: p2p_identity::Allowed,
     inbox: Arc<Inbox>,
     files: SharedFiles,
     stats: Arc<ServeStats>,
@@ -266,6 +272,16 @@ impl Handler {
     }
 
     async fn respond(&self, request: PeerRequest) -> Reply {
+        if !matches!(request, PeerRequest::Hello { .. }) && !self.allowed.permits(self.client) {
+            return Reply::Message(error(
+                ErrorCode::Forbidden,
+                format!(
+                    "this peer serves only the nodes on its allow-list, and yours ({}) is not on \
+                     it; ask its user to add it",
+                    self.client
+                ),
+            ));
+        }
         match request {
             PeerRequest::GetChunk { file_id, index } => self.chunk(file_id, index).await,
             PeerRequest::GetManifest { file_id } => Reply::Message(self.manifest(file_id)),
@@ -290,6 +306,7 @@ impl Handler {
         self.inbox.push(ReceivedMessage {
             from: from.into(),
             node: self.client,
+            name: self.allowed.name(self.client),
             remote: self.remote,
             text: text.into(),
             at: std::time::SystemTime::now(),

@@ -60,6 +60,9 @@ pub struct PeerConfig {
     /// `idle_timeout`, if shorter) is closed, so connections that only say `Hello` don't hold
     /// slots. Downloaders send their first request right after the handshake.
     pub first_request_timeout: Duration,
+    /// Who may download from this peer and send it messages (`--allow-peers`): everyone by
+    /// default.
+    pub allow_peers: p2p_identity::Allowed,
     /// Asked for a new index address when heartbeats can't reach the current one. `None`:
     /// keep retrying the same address.
     pub rediscover: Option<Arc<dyn Rediscover>>,
@@ -83,6 +86,7 @@ impl Default for PeerConfig {
             idle_timeout: Duration::from_secs(60),
             first_request_timeout: Duration::from_secs(10),
             rediscover: None,
+            allow_peers: p2p_identity::Allowed::everyone(),
         }
     }
 }

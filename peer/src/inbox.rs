@@ -20,6 +20,8 @@ pub struct ReceivedMessage {
     pub from: RemoteText,
     /// Who sent it: the node id the sender proved in the TLS handshake.
     pub node: p2p_protocol::NodeId,
+    /// The name this peer's allow-list gives that node, if any (the receiver's words).
+    pub name: Option<String>,
     /// Where the connection came from.
     pub remote: SocketAddr,
     /// The text.

@@ -142,6 +142,7 @@ impl Peer {
         let server = ChunkServer {
             listener,
             tls: node.tls.clone(),
+            allowed: node.config.allow_peers.clone(),
             files: node.files.clone(),
             inbox: node.inbox.clone(),
             stats: node.stats.clone(),

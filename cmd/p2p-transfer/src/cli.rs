@@ -110,6 +110,11 @@ pub const DEFAULT_SERVER: SocketAddr =
 pub struct ServerArgs {
     #[command(flatten)]
     pub identity: IdentityArgs,
+    /// Accept registrations only from the nodes listed in FILE (node ids, one a line, each
+    /// optionally followed by a name; `#` comments). Reloaded when it changes or on SIGHUP.
+    /// Anyone may still search and look files up.
+    #[arg(long, env = "P2P_ALLOW_PEERS", value_name = "FILE")]
+    pub allow_peers: Option<PathBuf>,
     /// Address to listen on.
     #[arg(
         short = 'p',
@@ -172,6 +177,11 @@ pub struct ServerArgs {
 pub struct PeerArgs {
     #[command(flatten)]
     pub identity: IdentityArgs,
+    /// Serve files and take messages only from the nodes listed in FILE (node ids, one a
+    /// line, each optionally followed by a name shown with its messages; `#` comments).
+    /// Reloaded when it changes or on SIGHUP.
+    #[arg(long, env = "P2P_ALLOW_PEERS", value_name = "FILE")]
+    pub allow_peers: Option<PathBuf>,
     /// Address this peer's chunk server listens on (port 0 picks a free one).
     #[arg(
         short = 'a',

@@ -8,6 +8,7 @@
 //! * `progress`: download progress as a bar on a terminal, plain lines otherwise.
 //! * `shell`: the interactive shells; `logging`: where log lines go.
 
+mod allow;
 mod cli;
 mod discovery;
 mod logging;

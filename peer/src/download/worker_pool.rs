@@ -538,12 +538,14 @@ impl Pool {
             }
             ChunkReply::Other(PeerResponse::Error { code, message }) => {
                 host.checkin(conn);
-                // These mean the host does not have the file (any more): don't ask it again.
+                // These mean the host does not have the file (any more), or won't serve us
+                // (its allow-list): don't ask it again.
                 let fatal = matches!(
                     code,
                     ErrorCode::UnknownFile
                         | ErrorCode::FileUnavailable
                         | ErrorCode::ChunkOutOfRange
+                        | ErrorCode::Forbidden
                 );
                 Err(FetchError::Host {
                     reason: ProtocolError::Remote {

@@ -4,6 +4,7 @@
 //! # Layout
 //! * this file: [`Identity`], [`Role`], [`IdentityError`].
 //! * [`known`]: [`KnownIndexes`], the index servers this node has met and the ids they proved.
+//! * [`allow`]: [`AllowList`] and [`Allowed`], the nodes a server lets in.
 //!
 //! # The key file
 //! `<dir>/server.key` for an index server, `<dir>/peer.key` for a peer (so both can run from
@@ -30,7 +31,9 @@ use p2p_protocol::NodeId;
 use rand::TryRngCore;
 pub use zeroize::Zeroizing;
 
+pub mod allow;
 pub mod known;
+pub use allow::{AllowList, AllowListError, Allowed};
 pub use known::{KnownIndexes, KnownIndexesError};
 
 /// A key file is a few hundred bytes; anything longer is not one.

@@ -45,6 +45,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     {
         config.server_addr = Some(*listed);
     }
+    config.allow_peers = crate::allow::load(args.allow_peers.as_deref(), &shutdown)?;
     let mut trust = IndexTrust::load(&args.identity, args.server_id)?;
     if args.auto_discover {
         let finder = Finder::new(args, trust.preference());

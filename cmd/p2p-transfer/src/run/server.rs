@@ -17,7 +17,11 @@ pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Resu
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
-    let server = Server::new(listener, ServerConfig::from(args), tls);
+    let config = ServerConfig {
+        allow_peers: crate::allow::load(args.allow_peers.as_deref(), &shutdown)?,
+        ..ServerConfig::from(args)
+    };
+    let server = Server::new(listener, config, tls);
     let addr = server.local_addr()?;
     // Before the address: scripts (and tests) read up to "listening on" and may stop reading.
     println!("server node id {}", identity.node_id());

@@ -135,8 +135,10 @@ pub fn show_messages(peer: &PeerHandle) -> tokio::task::JoinHandle<()> {
 /// Who sent a message: first the node id its connection proved (the one part nobody can
 /// fake), then the name it gave itself and the address it came from.
 fn sender(m: &p2p_peer::ReceivedMessage) -> String {
+    // The name this user gave the node in the allow-list, if any: the user's own words.
+    let named = m.name.as_ref().map_or(String::new(), |n| format!(" {n:?}"));
     format!(
-        "{} (calls itself \"{}\", from {})",
+        "{}{named} (calls itself \"{}\", from {})",
         m.node, m.from, m.remote
     )
 }

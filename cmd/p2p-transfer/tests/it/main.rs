@@ -2,6 +2,7 @@
 //! and hostile input against real listeners. Everything runs on 127.0.0.1, ports chosen by
 //! the OS.
 
+mod allow;
 mod bad_input;
 mod cli;
 mod connections;
