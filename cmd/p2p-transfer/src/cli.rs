@@ -92,9 +92,16 @@ pub enum ManifestCommand {
     Create {
         /// The file to describe.
         file: PathBuf,
-        /// Index server(s) to name in the manifest file (repeatable).
+        /// Index server(s) to name in the manifest file (repeatable), each with the node id
+        /// this machine's peer met there, if any.
         #[arg(short = 's', long = "server", value_name = "ADDR")]
         servers: Vec<SocketAddr>,
+        /// The node id of the (one) --server, recorded in the manifest file: whoever
+        /// downloads with it refuses any other index there.
+        #[arg(long, value_name = "NODE-ID", requires = "servers")]
+        server_id: Option<NodeId>,
+        #[command(flatten)]
+        identity: IdentityArgs,
         /// Where to write it.
         #[arg(short = 'o', long, value_name = "PATH")]
         output: Option<PathBuf>,

@@ -20,6 +20,8 @@ use crate::cli::IdentityArgs;
 pub struct IndexTrust {
     known: KnownIndexes,
     pinned: Option<NodeId>,
+    /// Where the pinned id came from, for messages: "given with --server-id", say.
+    pinned_by: String,
 }
 
 /// Which mDNS answers a node prefers: the pinned id only, or else any id it has met.
@@ -33,7 +35,19 @@ impl IndexTrust {
     /// The list kept with the identity of `identity`, and `pinned` (`--server-id`).
     pub fn load(identity: &IdentityArgs, pinned: Option<NodeId>) -> anyhow::Result<Self> {
         let known = KnownIndexes::load(&crate::run::id::dir(identity)?)?;
-        Ok(Self { known, pinned })
+        Ok(Self {
+            known,
+            pinned,
+            pinned_by: "given with --server-id".to_owned(),
+        })
+    }
+
+    /// Pins `id`, named by `source` (a manifest file), unless an id is pinned already.
+    pub fn pin_from(&mut self, id: NodeId, source: &std::path::Path) {
+        if self.pinned.is_none() {
+            self.pinned = Some(id);
+            self.pinned_by = format!("named in {}", source.display());
+        }
     }
 
     /// The node id the index at `addr` must show: the pinned one, or the remembered one.
@@ -81,7 +95,7 @@ impl IndexTrust {
             return err.into();
         };
         let why = if self.pinned == Some(*expected) {
-            "the id given with --server-id".to_owned()
+            format!("the id {}", self.pinned_by)
         } else {
             format!("the id remembered in {}", self.known.path().display())
         };

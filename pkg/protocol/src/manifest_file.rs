@@ -5,15 +5,19 @@
 //! ```json
 //! {
 //!   "format": "p2p-transfer-manifest",
-//!   "version": 2,
+//!   "version": 3,
 //!   "file_id": "<64 hex>",
 //!   "name": "holiday.mkv",
 //!   "size": 734003200,
 //!   "chunk_size": 4194304,
 //!   "chunks": ["<64 hex>", "..."],
-//!   "servers": ["192.168.1.10:8000"]
+//!   "servers": ["192.168.1.10:8000 MFRG-GZDF-MZTW-Q2LK-NNWG-23TP-OBYX-E4DTC"]
 //! }
 //! ```
+//!
+//! Each server is `"ip:port"`, followed by a space and the index's node id when the writer
+//! knew it (version 3; version 2 files, addresses only, are still read). A reader that
+//! connects to such a server refuses one that shows another node id.
 //!
 //! Readers refuse another `format`, a `version` they don't know, malformed hex, a manifest
 //! that fails [`FileManifest::validate`], and a manifest that does not hash to `file_id`.
@@ -23,13 +27,16 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::node_id::NodeId;
 use crate::text::printable;
 use crate::types::{FileId, FileManifest, ManifestError, Sha256Hash};
 
 /// The `format` every manifest file declares.
 pub const FORMAT: &str = "p2p-transfer-manifest";
-/// The version this code writes and reads.
-pub const VERSION: u32 = 2;
+/// The version this code writes (it reads this one and [`OLD_VERSION`]).
+pub const VERSION: u32 = 3;
+/// The previous version, still read: servers are addresses only.
+pub const OLD_VERSION: u32 = 2;
 /// The usual file name suffix.
 pub const SUFFIX: &str = ".p2pm";
 
@@ -41,7 +48,7 @@ pub struct ManifestFile {
     /// Its id.
     pub file_id: FileId,
     /// Index servers to ask for hosts.
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<IndexRef>,
 }
 
 /// Why a manifest file was refused. Whoever made the file chose the text these quote from it,
@@ -53,7 +60,7 @@ pub enum ManifestFileError {
     Syntax(String),
     /// Another format or version.
     #[error(
-        "unsupported manifest file: format {format:?} version {version} (this program reads {FORMAT:?} version {VERSION}; make it again with this release's `p2p-transfer manifest create`)"
+        "unsupported manifest file: format {format:?} version {version} (this program reads {FORMAT:?} versions {OLD_VERSION} and {VERSION}; make it again with this release's `p2p-transfer manifest create`)"
     )]
     Unsupported {
         /// Declared format.
@@ -95,7 +102,7 @@ struct Document {
 
 impl ManifestFile {
     /// A manifest file for `manifest`, naming `servers`.
-    pub fn new(manifest: FileManifest, servers: Vec<SocketAddr>) -> Self {
+    pub fn new(manifest: FileManifest, servers: Vec<IndexRef>) -> Self {
         Self {
             file_id: manifest.id(),
             manifest,
@@ -110,7 +117,7 @@ impl ManifestFile {
             format: FORMAT.to_owned(),
             version: VERSION,
             file: FileFields::from_manifest(m),
-            servers: self.servers.iter().map(SocketAddr::to_string).collect(),
+            servers: self.servers.iter().map(IndexRef::to_string).collect(),
         };
         let mut text =
             serde_json::to_string_pretty(&doc).expect("a manifest document always serialises");
@@ -120,11 +127,11 @@ impl ManifestFile {
 
     /// Parses and checks a manifest file's text.
     pub fn parse(text: &str) -> Result<Self, ManifestFileError> {
-        check_head(text, FORMAT)?;
+        let version = check_head(text, FORMAT)?;
         let doc: Document =
             serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
         let (manifest, file_id) = doc.file.into_checked("")?;
-        let servers = parse_servers(&doc.servers)?;
+        let servers = parse_servers(&doc.servers, version)?;
         Ok(Self {
             manifest,
             file_id,
@@ -177,9 +184,9 @@ mod tests {
         ));
         // Another version with other fields is "unsupported", not "broken": a later one, or
         // version 1 (which had a whole-file hash and so other ids).
-        for other in [3, 1] {
+        for other in [4, 1] {
             let changed = text
-                .replace("\"version\": 2", &format!("\"version\": {other}"))
+                .replace("\"version\": 3", &format!("\"version\": {other}"))
                 .replace("\"chunks\"", "\"pieces\"");
             let err = ManifestFile::parse(&changed).unwrap_err().to_string();
             assert!(err.contains(&format!("version {other}")), "{err}");
@@ -197,20 +204,77 @@ mod tests {
     }
 }
 
-/// The `servers` list, each `"ip:port"`.
-fn parse_servers(servers: &[String]) -> Result<Vec<SocketAddr>, ManifestFileError> {
+/// An index server a manifest file names: its address and, when the writer knew it, its node
+/// id. Written `"ip:port"` or `"ip:port NODE-ID"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexRef {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Who it is; a reader refuses an index at `addr` that shows another.
+    pub node_id: Option<NodeId>,
+}
+
+impl IndexRef {
+    /// The index at `addr`, whoever it is.
+    pub fn addr(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            node_id: None,
+        }
+    }
+}
+
+impl fmt::Display for IndexRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.node_id {
+            Some(id) => write!(f, "{} {id}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+impl std::str::FromStr for IndexRef {
+    type Err = ManifestFileError;
+
+    fn from_str(s: &str) -> Result<Self, ManifestFileError> {
+        let bad = |why: &str| ManifestFileError::Syntax(format!("server {s:?} {why}"));
+        let (addr, id) = match s.trim().split_once(' ') {
+            Some((addr, id)) => (addr, Some(id.trim())),
+            None => (s.trim(), None),
+        };
+        let addr = addr
+            .parse()
+            .map_err(|_| bad("does not start with ip:port"))?;
+        let node_id = id
+            .map(|id| {
+                id.parse::<NodeId>()
+                    .map_err(|e| bad(&format!("has a bad node id: {e}")))
+            })
+            .transpose()?;
+        Ok(Self { addr, node_id })
+    }
+}
+
+/// The `servers` list; in a version 2 file, addresses only.
+fn parse_servers(servers: &[String], version: u32) -> Result<Vec<IndexRef>, ManifestFileError> {
     servers
         .iter()
         .map(|s| {
-            s.parse()
-                .map_err(|_| ManifestFileError::Syntax(format!("server {s:?} is not ip:port")))
+            let server: IndexRef = s.parse()?;
+            if version == OLD_VERSION && server.node_id.is_some() {
+                return Err(ManifestFileError::Syntax(format!(
+                    "server {s:?} is not ip:port (a version {OLD_VERSION} file names no ids)"
+                )));
+            }
+            Ok(server)
         })
         .collect()
 }
 
 /// Checks `format` and `version` before anything else, so a newer version with other fields
 /// is reported as such, not as a broken file.
-fn check_head(text: &str, format: &str) -> Result<(), ManifestFileError> {
+/// Returns the version.
+fn check_head(text: &str, format: &str) -> Result<u32, ManifestFileError> {
     #[derive(Deserialize)]
     struct Head {
         format: String,
@@ -218,13 +282,13 @@ fn check_head(text: &str, format: &str) -> Result<(), ManifestFileError> {
     }
     let head: Head =
         serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
-    if head.format != format || head.version != VERSION {
+    if head.format != format || ![OLD_VERSION, VERSION].contains(&head.version) {
         return Err(ManifestFileError::Unsupported {
             format: head.format,
             version: head.version,
         });
     }
-    Ok(())
+    Ok(head.version)
 }
 
 /// The `format` of a folder's manifest file.
@@ -261,7 +325,7 @@ pub struct FolderManifestFile {
     /// in the file's own order when parsed (readers accept any order).
     pub files: Vec<FolderEntry>,
     /// Index servers to ask for hosts.
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<IndexRef>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -360,7 +424,7 @@ impl FolderManifestFile {
     pub fn new(
         name: String,
         files: Vec<(Vec<String>, FileManifest)>,
-        servers: Vec<SocketAddr>,
+        servers: Vec<IndexRef>,
     ) -> Self {
         let mut files: Vec<FolderEntry> = files
             .into_iter()
@@ -392,7 +456,7 @@ impl FolderManifestFile {
                     file: FileFields::from_manifest(&e.manifest),
                 })
                 .collect(),
-            servers: self.servers.iter().map(SocketAddr::to_string).collect(),
+            servers: self.servers.iter().map(IndexRef::to_string).collect(),
         };
         let mut text =
             serde_json::to_string_pretty(&doc).expect("a folder document always serialises");
@@ -402,7 +466,7 @@ impl FolderManifestFile {
 
     /// Parses and checks a folder's manifest file.
     pub fn parse(text: &str) -> Result<Self, ManifestFileError> {
-        check_head(text, FOLDER_FORMAT)?;
+        let version = check_head(text, FOLDER_FORMAT)?;
         let doc: FolderDocument =
             serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
         crate::validate_file_name(&doc.name).map_err(|e| ManifestFileError::Invalid(e.into()))?;
@@ -444,7 +508,7 @@ impl FolderManifestFile {
                 pair[1].join("/")
             )));
         }
-        let servers = parse_servers(&doc.servers)?;
+        let servers = parse_servers(&doc.servers, version)?;
         Ok(Self {
             name: doc.name,
             files,
@@ -541,6 +605,36 @@ mod folder_tests {
     }
 
     #[test]
+    fn servers_carry_their_node_ids_from_version_3_on() {
+        let id = NodeId([5; 20]);
+        let server = IndexRef {
+            addr: "192.168.1.10:8000".parse().unwrap(),
+            node_id: Some(id),
+        };
+        let doc = ManifestFile::new(manifest("a.txt"), vec![server]);
+        let text = doc.to_json();
+        assert!(
+            text.contains(&format!("\"192.168.1.10:8000 {id}\"")),
+            "{text}"
+        );
+        assert_eq!(ManifestFile::parse(&text).unwrap().servers, vec![server]);
+        // Version 2 named addresses only; an id there is a damaged file.
+        let old = text.replace("\"version\": 3", "\"version\": 2");
+        assert!(matches!(
+            ManifestFile::parse(&old),
+            Err(ManifestFileError::Syntax(_))
+        ));
+        let old = old.replace(&format!(" {id}"), "");
+        assert_eq!(
+            ManifestFile::parse(&old).unwrap().servers,
+            vec![IndexRef::addr(server.addr)]
+        );
+        let bad = text.replace(&id.to_string()[..5], "XXXXX");
+        let err = ManifestFile::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("has a bad node id"), "{err}");
+    }
+
+    #[test]
     fn servers_may_be_missing_but_not_null() {
         let files = format!("[{}]", entry_json("a.jpg", &manifest("a.jpg")));
         let missing = FolderManifestFile::parse(&folder_json(&files, None)).unwrap();
@@ -548,7 +642,7 @@ mod folder_tests {
         let listed = folder_json(&files, Some(r#"["192.168.1.10:8000"]"#));
         assert_eq!(
             FolderManifestFile::parse(&listed).unwrap().servers,
-            vec!["192.168.1.10:8000".parse::<SocketAddr>().unwrap()]
+            vec![IndexRef::addr("192.168.1.10:8000".parse().unwrap())]
         );
         for refused in ["null", r#"["localhost:8000"]"#] {
             let err = FolderManifestFile::parse(&folder_json(&files, Some(refused))).unwrap_err();

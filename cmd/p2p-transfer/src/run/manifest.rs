@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use p2p_protocol::FileManifest;
-use p2p_protocol::manifest_file::{AnyManifestFile, FolderManifestFile, ManifestFile, SUFFIX};
+use p2p_protocol::manifest_file::{
+    AnyManifestFile, FolderManifestFile, IndexRef, ManifestFile, SUFFIX,
+};
 use p2p_storage::{SourceFile, Tree};
 
 use crate::cli::ManifestCommand;
@@ -16,8 +18,11 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
         ManifestCommand::Create {
             file,
             servers,
+            server_id,
+            identity,
             output,
         } => {
+            let servers = index_refs(servers, *server_id, identity)?;
             let target = output.clone().unwrap_or_else(|| default_path(file));
             if file.is_dir() {
                 let hashed = hash_folder(file).await?;
@@ -38,6 +43,26 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The servers to name, each with its node id where known: the one given with `--server-id`
+/// (for a single `--server`), or the one this node met at that address.
+fn index_refs(
+    servers: &[std::net::SocketAddr],
+    pinned: Option<p2p_protocol::NodeId>,
+    identity: &crate::cli::IdentityArgs,
+) -> anyhow::Result<Vec<IndexRef>> {
+    if pinned.is_some() && servers.len() != 1 {
+        anyhow::bail!("--server-id names the id of one --server; give exactly one");
+    }
+    let known = p2p_identity::KnownIndexes::load(&crate::run::id::dir(identity)?)?;
+    Ok(servers
+        .iter()
+        .map(|&addr| IndexRef {
+            addr,
+            node_id: pinned.or_else(|| known.get(addr)),
+        })
+        .collect())
 }
 
 /// Every file of a folder with its manifest, by path inside the folder. The folder is walked
@@ -73,7 +98,7 @@ async fn hash_folder(dir: &Path) -> anyhow::Result<Vec<(PathBuf, FileManifest)>>
 pub fn folder_document(
     dir: &Path,
     files: Vec<(PathBuf, FileManifest)>,
-    servers: Vec<std::net::SocketAddr>,
+    servers: Vec<IndexRef>,
 ) -> anyhow::Result<FolderManifestFile> {
     let root =
         std::fs::canonicalize(dir).with_context(|| format!("cannot open {}", dir.display()))?;
@@ -123,7 +148,7 @@ pub fn read(path: &Path) -> anyhow::Result<AnyManifestFile> {
 }
 
 /// The index servers a manifest file names.
-pub fn servers(doc: &AnyManifestFile) -> &[std::net::SocketAddr] {
+pub fn servers(doc: &AnyManifestFile) -> &[IndexRef] {
     match doc {
         AnyManifestFile::File(f) => &f.servers,
         AnyManifestFile::Folder(f) => &f.servers,

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
 use p2p_peer::{DownloadRequest, Peer, PeerConfig, PeerHandle};
+use p2p_protocol::manifest_file::IndexRef;
 use p2p_protocol::manifest_file::{AnyManifestFile, ManifestFile};
 use p2p_protocol::printable;
 use tokio_util::sync::CancellationToken;
@@ -38,15 +39,18 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
         Some(arg) if manifest::is_manifest_path(arg) => Some(manifest::read(arg.as_ref())?),
         _ => None,
     };
+    config.allow_peers = crate::allow::load(args.allow_peers.as_deref(), &shutdown)?;
+    let mut trust = IndexTrust::load(&args.identity, args.server_id)?;
     if let Some(doc) = &manifest_file
         && args.server.is_none()
         && !args.auto_discover
         && let Some(listed) = manifest::servers(doc).first()
     {
-        config.server_addr = Some(*listed);
+        config.server_addr = Some(listed.addr);
+        if let (Some(id), Some(path)) = (listed.node_id, &args.download) {
+            trust.pin_from(id, path.as_ref());
+        }
     }
-    config.allow_peers = crate::allow::load(args.allow_peers.as_deref(), &shutdown)?;
-    let mut trust = IndexTrust::load(&args.identity, args.server_id)?;
     if args.auto_discover {
         let finder = Finder::new(args, trust.preference());
         config.server_addr = Some(finder.find(true).await?);
@@ -242,7 +246,15 @@ async fn register(
         manifests.push((path.to_owned(), manifest));
     }
     if write_manifest {
-        let servers: Vec<_> = peer.server_addr().into_iter().collect();
+        // The index as this peer met it: its address and the node id it proved.
+        let servers: Vec<IndexRef> = peer
+            .server_addr()
+            .map(|addr| IndexRef {
+                addr,
+                node_id: peer.index_node_id(),
+            })
+            .into_iter()
+            .collect();
         let target = manifest::default_path(path);
         let text = if path.is_dir() {
             manifest::folder_document(path, manifests, servers)?.to_json()

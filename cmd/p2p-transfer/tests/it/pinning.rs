@@ -152,3 +152,67 @@ fn a_rogue_index_that_sorts_first_does_not_capture_a_peer_that_met_the_real_one(
     let (_p3, used) = peer(&pinned, &["--server-id", &real_id]);
     assert_eq!(used, real_id);
 }
+
+/// A manifest file records the index's node id (the one its writer met, or the one given),
+/// and a download with it refuses an index at that address that shows another.
+#[test]
+fn a_manifest_file_pins_the_index_it_names() {
+    let (_server, addr, id) = index_server("127.0.0.1:0", false);
+    let src = tempfile::tempdir().unwrap();
+    let (path, _) = crate::support::random_file(src.path(), "pinned.bin", 1000, 3);
+
+    // A seeder writes it with the id its own handshake showed.
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        &addr,
+        "--write-manifest",
+    ])
+    .arg("--register")
+    .arg(&path);
+    let (_seeder, _, mut out) = spawn_until(cmd, "registered ");
+    read_line_starting(&mut out, "wrote ");
+    let written = std::fs::read_to_string(src.path().join("pinned.bin.p2pm")).unwrap();
+    assert!(written.contains(&format!("\"{addr} {id}\"")), "{written}");
+
+    // One naming another id at that address: the download refuses the index.
+    let forged = src.path().join("forged.p2pm");
+    let made = bin()
+        .args([
+            "manifest",
+            "create",
+            "--server",
+            &addr,
+            "--server-id",
+            &another_id(),
+            "-o",
+        ])
+        .arg(&forged)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let out = tempfile::tempdir().unwrap();
+    let refused = bin()
+        .args(["peer", "--addr", "127.0.0.1:0", "--download"])
+        .arg(&forged)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(
+        err.contains(&format!(
+            "refused the index server at {addr}: it proved node id {id}, not {} (the id named \
+             in {})",
+            another_id(),
+            forged.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.path().join("pinned.bin").exists());
+}

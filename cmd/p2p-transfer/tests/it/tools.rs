@@ -140,7 +140,9 @@ fn register_can_write_manifest_files() {
     let doc =
         p2p_protocol::manifest_file::ManifestFile::parse(&std::fs::read_to_string(&p2pm).unwrap())
             .unwrap();
-    assert_eq!(doc.servers, vec![addr.parse().unwrap()]);
+    let servers: Vec<_> = doc.servers.iter().map(|s| s.addr).collect();
+    assert_eq!(servers, vec![addr.parse().unwrap()]);
+    assert!(doc.servers[0].node_id.is_some(), "the index's id is not recorded");
     assert_eq!(doc.manifest.name, "w.bin");
 }
 
