@@ -221,6 +221,9 @@ impl PeerShell {
             Some(addr) => println!("index server  {addr} ({origin})"),
             None => println!("index server  none (direct downloads only)"),
         }
+        if let Some(id) = self.peer.index_node_id() {
+            println!("index node id {id}");
+        }
         match self.peer.session() {
             Some(s) => println!("registered    yes, as {} at {}", s.peer_id, s.addr),
             None => println!("registered    no (index unreachable; retrying)"),
