@@ -19,3 +19,4 @@ mod shell;
 mod support;
 mod tools;
 mod transfer;
+mod trust;
