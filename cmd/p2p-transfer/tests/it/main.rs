@@ -21,3 +21,4 @@ mod shell;
 mod support;
 mod tools;
 mod transfer;
+mod trust;
