@@ -290,11 +290,11 @@ impl Index {
     }
 
     /// The registration `peer_id`, if `node` made it.
-    fn authenticate<'a>(
-        peers: &'a mut BTreeMap<PeerId, PeerEntry>,
+    fn authenticate(
+        peers: &mut BTreeMap<PeerId, PeerEntry>,
         peer_id: PeerId,
         node: NodeId,
-    ) -> Result<&'a mut PeerEntry, IndexError> {
+    ) -> Result<&mut PeerEntry, IndexError> {
         let entry = peers
             .get_mut(&peer_id)
             .ok_or(IndexError::UnknownPeer(peer_id))?;

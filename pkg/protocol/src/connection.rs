@@ -622,7 +622,7 @@ mod tests {
                 .unwrap();
             server
         });
-        let mut buf = vec![0u8; 16];
+        let mut buf = [0u8; 16];
         let result = client
             .request_chunk(&get(0), |len| &mut buf[..len], T)
             .await;
