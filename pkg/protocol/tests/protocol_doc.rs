@@ -1,18 +1,22 @@
 //! `docs/PROTOCOL.md` is the contract others implement from, so its test vectors and hex
 //! examples must be what this code produces. Each test encodes a message the document shows
 //! and checks that the document holds exactly those bytes (16 per line, as printed there);
-//! others check that every id it shows, and every figure it derives, is what the code computes.
+//! others check that every id it shows, and every figure it derives, is what the code computes,
+//! and that the node-id algorithm it spells out is the one the code runs. (The transport's
+//! figures, from `p2p-transport`, are checked by that crate's `transport_doc.rs`.)
 
-use p2p_protocol::codec::{chunk_frame_prefix, encode_frame};
 use std::net::SocketAddr;
 
+use p2p_protocol::codec::encode_frame;
+use p2p_protocol::handshake::HANDSHAKE_TIMEOUT;
 use p2p_protocol::{
     CHUNK_SIZE, ErrorCode, FileId, FileManifest, FileSummary, HostInfo, IndexRequest,
-    IndexResponse, MAX_CHUNK_FRAME_LEN, MAX_CHUNKS_PER_FILE, MAX_CONTROL_FRAME_LEN,
-    MAX_FILE_NAME_LEN, MAX_HOSTS_PER_LOOKUP, MAX_LIST_ENTRIES, MAX_MESSAGE_LEN, MAX_SENDER_LEN,
+    IndexResponse, MAX_CHUNKS_PER_FILE, MAX_CONTROL_FRAME_LEN, MAX_FILE_NAME_LEN,
+    MAX_HOSTS_PER_LOOKUP, MAX_LIST_ENTRIES, MAX_MESSAGE_LEN, MAX_SENDER_LEN, NodeId,
     PROTOCOL_VERSION, PeerId, PeerRequest, PeerResponse, PeerSummary, ProtocolError, Role,
-    Sha256Hash, Token,
+    Sha256Hash,
 };
+use sha2::{Digest, Sha256};
 
 fn document() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/PROTOCOL.md");
@@ -79,6 +83,27 @@ fn hello() -> FileManifest {
 }
 
 const PEER: PeerId = PeerId(0x0123_4567_89ab_cdef);
+
+/// The public key of RFC 8032 §7.1, TEST 1: the key of §2.5's worked example.
+const RFC8032_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+/// What every Ed25519 `SubjectPublicKeyInfo` starts with (§2.4; `p2p-transport` checks that
+/// the document's bytes are the ones it uses).
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The `SubjectPublicKeyInfo` of the worked example's key.
+fn example_spki() -> Vec<u8> {
+    let mut spki = ED25519_SPKI_PREFIX.to_vec();
+    spki.extend(hex::decode(RFC8032_KEY).unwrap());
+    spki
+}
+
+/// The node id of §2.5's worked example, which the examples of §4 use.
+fn example_node() -> NodeId {
+    NodeId::of_public_key(&example_spki())
+}
 
 #[test]
 fn file_ids_of_the_test_vectors() {
@@ -154,15 +179,28 @@ fn every_id_in_the_document_is_computed() {
         chunk_size: CHUNK_SIZE,
         chunks: vec![],
     };
-    let known = [hello().id().0, hello().chunks[0].0, empty.id().0];
+    let key: [u8; 32] = hex::decode(RFC8032_KEY).unwrap().try_into().unwrap();
+    let spki_hash: [u8; 32] = Sha256::digest(example_spki()).into();
+    let known = [
+        hello().id().0,
+        hello().chunks[0].0,
+        empty.id().0,
+        key,
+        spki_hash,
+    ];
+    let node = example_node().0;
     let words = doc.split(|c: char| !c.is_ascii_hexdigit());
-    for word in words.filter(|w| w.len() == 64) {
-        assert!(
-            known.iter().any(|k| hex(k) == word),
-            "{word} in the document is not an id or hash of §6.5"
-        );
+    for word in words {
+        match word.len() {
+            64 => assert!(
+                known.iter().any(|k| hex(k) == word),
+                "{word} in the document is not an id or hash of §6.5, nor a key or hash of §2.5"
+            ),
+            40 => assert_eq!(word, hex(&node), "a node id in the document is not §2.5's"),
+            _ => {}
+        }
     }
-    let short = |k: &[u8; 32]| format!("{}…{}", &hex(k)[..8], &hex(k)[56..]);
+    let short = |k: &[u8]| format!("{}…{}", &hex(k)[..8], &hex(k)[hex(k).len() - 8..]);
     for (at, _) in doc.match_indices('…') {
         let before = doc[..at].rsplit(|c: char| !c.is_ascii_hexdigit()).next();
         let after = doc[at + '…'.len_utf8()..]
@@ -174,21 +212,28 @@ fn every_id_in_the_document_is_computed() {
         {
             let shown = format!("{a}…{b}");
             assert!(
-                known.iter().any(|k| short(k) == shown),
-                "{shown} in the document is not an id of §6.5"
+                known.iter().any(|k| short(k) == shown) || short(&node) == shown,
+                "{shown} in the document is not an id of §6.5 or the node id of §2.5"
             );
         }
     }
-    // In the example frames, every bin 8 of 32 bytes (`c4 20`) is an id, a hash or the token.
-    let token = [0xab; 32];
+    // In the example frames, every bin 8 of 32 bytes (`c4 20`) is an id or a hash, and every
+    // bin 8 of 20 bytes (`c4 14`) the node id.
     for block in hex_blocks(&doc) {
         for at in 0..block.len().saturating_sub(1) {
             if block[at..].starts_with(&[0xc4, 0x20]) && block.len() >= at + 34 {
                 let value: [u8; 32] = block[at + 2..at + 34].try_into().unwrap();
                 assert!(
-                    known.contains(&value) || value == token,
-                    "an example frame holds {}, which is no id, hash or token of the examples",
+                    known.contains(&value),
+                    "an example frame holds {}, which is no id or hash of the examples",
                     hex(&value)
+                );
+            }
+            if block[at..].starts_with(&[0xc4, 0x14]) && block.len() >= at + 22 {
+                assert_eq!(
+                    hex(&block[at + 2..at + 22]),
+                    hex(&node),
+                    "an example frame holds a node id other than §2.5's"
                 );
             }
         }
@@ -223,9 +268,48 @@ fn handshake_examples() {
         format!("wire protocol, version {PROTOCOL_VERSION}"),
         format!("The current version is **{PROTOCOL_VERSION}**."),
         format!("`Hello {{ version: {PROTOCOL_VERSION} }}`"),
+        format!("**Version {PROTOCOL_VERSION}** (current)"),
     ] {
         assert!(doc.contains(&text), "the document should say {text:?}");
     }
+    // The example programs written from the document speak this version too.
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/examples/");
+    for (file, says) in [
+        (
+            "p2p_client.py",
+            format!("PROTOCOL_VERSION = {PROTOCOL_VERSION}\n"),
+        ),
+        (
+            "p2p_hello.go",
+            format!("// Hello {{ version: {PROTOCOL_VERSION} }}, as §4.1"),
+        ),
+    ] {
+        let text = std::fs::read_to_string(format!("{examples}{file}")).unwrap();
+        assert!(
+            text.contains(&says),
+            "docs/examples/{file} should say {says:?}"
+        );
+    }
+    let secs = HANDSHAKE_TIMEOUT.as_secs();
+    assert_says(&format!(
+        "the connection is closed if the TLS handshake is not complete within **{secs} s** \
+         (`HANDSHAKE_TIMEOUT`) of the server accepting the connection, or no complete `Hello` \
+         frame arrives within **{secs} s** more of the TLS handshake's end."
+    ));
+}
+
+/// What a version 2 client makes of a version 3 node's answer (§10): the first bytes of a TLS
+/// alert record, read as a frame header, announce a frame over any limit it has.
+#[test]
+fn a_tls_alert_read_as_a_frame_is_as_documented() {
+    let alert_header = [0x15, 0x03, 0x03, 0x00];
+    let len = u32::from_be_bytes(alert_header) as usize;
+    assert!(len > MAX_CONTROL_FRAME_LEN);
+    assert_says(&format!(
+        "whose first bytes `15 03 03 00` the old client takes for the header of a frame of {} \
+         bytes",
+        grouped(len)
+    ));
 }
 
 #[test]
@@ -236,9 +320,30 @@ fn peer_conversation_examples() {
         index: 0,
     };
     assert_documented("GetChunk", &encode_frame(&get).unwrap());
-    let mut chunk = chunk_frame_prefix(id, 0, 6, MAX_CHUNK_FRAME_LEN).unwrap();
-    chunk.extend_from_slice(b"hello\n");
-    assert_documented("the Chunk reply", &chunk);
+    // The reply: its frame, then the chunk's bytes, raw.
+    let chunk = PeerResponse::Chunk {
+        file_id: id,
+        index: 0,
+        size: 6,
+    };
+    let frame = encode_frame(&chunk).unwrap();
+    assert_documented("the Chunk reply", &frame);
+    assert_documented("the chunk's data", b"hello\n");
+    assert_says(&format!(
+        "and right after its last byte, `{:02x}`, the chunk's 6 bytes of data, raw, outside any \
+         frame:",
+        frame.last().unwrap()
+    ));
+    let full = PeerResponse::Chunk {
+        file_id: id,
+        index: 0,
+        size: CHUNK_SIZE,
+    };
+    let full = rmp_serde::to_vec_named(&full).unwrap();
+    assert!(full.ends_with(&[0xa4, b's', b'i', b'z', b'e', 0xce, 0x00, 0x40, 0x00, 0x00]));
+    assert_says(
+        "For a full chunk, `size` is `ce 00 40 00 00` (4,194,304) and 4,194,304 bytes follow.",
+    );
 
     let message = PeerRequest::Message {
         from: "192.168.1.20:8001".into(),
@@ -283,7 +388,6 @@ fn error_examples() {
 
 #[test]
 fn index_conversation_examples() {
-    let token = Token([0xab; 32]);
     assert_documented(
         "ListFiles",
         &encode_frame(&IndexRequest::ListFiles {}).unwrap(),
@@ -298,16 +402,12 @@ fn index_conversation_examples() {
     assert_documented("Register", &encode_frame(&register).unwrap());
     let registered = IndexResponse::Registered {
         peer_id: PEER,
-        token,
         addr: "192.168.1.20:8001".parse().unwrap(),
         heartbeat_interval_ms: 5000,
         heartbeat_timeout_ms: 15000,
     };
     assert_documented("Registered", &encode_frame(&registered).unwrap());
-    let heartbeat = IndexRequest::Heartbeat {
-        peer_id: PEER,
-        token,
-    };
+    let heartbeat = IndexRequest::Heartbeat { peer_id: PEER };
     assert_documented("Heartbeat", &encode_frame(&heartbeat).unwrap());
     assert_documented_inline(
         "HeartbeatAck",
@@ -315,7 +415,6 @@ fn index_conversation_examples() {
     );
     let add = IndexRequest::AddFile {
         peer_id: PEER,
-        token,
         manifest: hello(),
     };
     assert_documented("AddFile", &encode_frame(&add).unwrap());
@@ -329,9 +428,25 @@ fn index_conversation_examples() {
         hosts: vec![HostInfo {
             peer_id: PEER,
             addr: "192.168.1.20:8001".parse().unwrap(),
+            node_id: example_node(),
         }],
     };
     assert_documented("Found", &encode_frame(&found).unwrap());
+    assert_says(&format!(
+        "A downloader that connects to this host MUST see the node id `{}` in the TLS handshake",
+        example_node()
+    ));
+    let peers = IndexResponse::Peers {
+        peers: vec![PeerSummary {
+            peer_id: PEER,
+            node_id: example_node(),
+            addr: "192.168.1.20:8001".parse().unwrap(),
+            files: 1,
+            last_seen_ms: 1200,
+        }],
+        total: 1,
+    };
+    assert_documented("Peers", &encode_frame(&peers).unwrap());
 }
 
 #[test]
@@ -401,28 +516,27 @@ fn body_len<T: serde::Serialize>(msg: &T) -> usize {
 
 /// The largest frames legitimate traffic produces (§2.1), computed by encoding them: the
 /// largest manifest, the most hosts with the longest address, full listings, the longest
-/// message, a full chunk. Every integer is at its longest encoding.
+/// message, a full chunk's frame. Every integer is at its longest encoding.
 #[test]
 fn the_largest_frames_are_as_documented() {
     let chunk_body = |index| {
-        let prefix = chunk_frame_prefix(
-            FileId([0; 32]),
+        body_len(&PeerResponse::Chunk {
+            file_id: FileId([0; 32]),
             index,
-            CHUNK_SIZE as usize,
-            MAX_CHUNK_FRAME_LEN,
-        )
-        .unwrap();
-        u32::from_be_bytes(prefix[..4].try_into().unwrap()) as usize
+            size: CHUNK_SIZE,
+        })
     };
     let last = MAX_CHUNKS_PER_FILE - 1;
     assert_says(&format!(
-        "a full 4 MiB `Chunk` reply has a body of {} to {} bytes, depending on how `index` is \
-         encoded ({} to {} for the indices 0 to {} a valid file can have)",
+        "the `Chunk` frame of a full 4 MiB chunk is {} to {} bytes, depending on how `index` is \
+         encoded ({} to {} for the indices 0 to {} a valid file can have); the chunk's {} bytes \
+         of data follow it;",
         grouped(chunk_body(0)),
         grouped(chunk_body(u32::MAX)),
         grouped(chunk_body(0)),
         grouped(chunk_body(last)),
         grouped(last as usize),
+        grouped(CHUNK_SIZE as usize),
     ));
 
     let manifest = FileManifest {
@@ -434,14 +548,22 @@ fn the_largest_frames_are_as_documented() {
     manifest.validate().unwrap();
     let add = IndexRequest::AddFile {
         peer_id: PeerId(u64::MAX),
-        token: Token([0xff; 32]),
         manifest: manifest.clone(),
     };
+    let reply = PeerResponse::Manifest {
+        file_id: manifest.id(),
+        manifest: manifest.clone(),
+    };
+    let reply_len = grouped(body_len(&reply));
     assert_says(&format!(
         "an `AddFile` carrying the largest allowed manifest ({} chunks, {MAX_FILE_NAME_LEN}-byte \
-         name) is {} bytes;",
+         name) is {} bytes, and a `Manifest` reply carrying it is {reply_len} bytes;",
         grouped(MAX_CHUNKS_PER_FILE as usize),
         grouped(body_len(&add)),
+    ));
+    assert_says(&format!(
+        "**{}** (2 MiB; its largest reply is a `Manifest` of {reply_len} bytes, see below)",
+        grouped(MAX_CONTROL_FRAME_LEN)
     ));
 
     let found = |addr: &str| {
@@ -453,6 +575,7 @@ fn the_largest_frames_are_as_documented() {
                 HostInfo {
                     peer_id: PeerId(u64::MAX),
                     addr,
+                    node_id: NodeId([0xff; 20]),
                 };
                 MAX_HOSTS_PER_LOOKUP
             ],
@@ -465,8 +588,8 @@ fn the_largest_frames_are_as_documented() {
     assert_says(&format!(
         "with {MAX_HOSTS_PER_LOOKUP} hosts (the most one `Found` lists, `MAX_HOSTS_PER_LOOKUP`), \
          each with the longest address string, a {scoped_len}-character scoped IPv6 address such \
-         as `\"{scoped}\"`, is {scoped_found} bytes. With {plain_len}-character unscoped IPv6 \
-         addresses it is {plain_found} bytes."
+         as `\"{scoped}\"`, and its node id, is {scoped_found} bytes. With {plain_len}-character \
+         unscoped IPv6 addresses it is {plain_found} bytes."
     ));
 
     let files = IndexResponse::Files {
@@ -485,6 +608,7 @@ fn the_largest_frames_are_as_documented() {
         peers: vec![
             PeerSummary {
                 peer_id: PeerId(u64::MAX),
+                node_id: NodeId([0xff; 20]),
                 addr: scoped.parse().unwrap(),
                 files: u32::MAX,
                 last_seen_ms: u64::MAX,
@@ -571,4 +695,122 @@ fn the_nesting_limit_is_as_documented() {
     };
     assert_eq!(decodes(ext(LEVELS)), Ok(()));
     assert!(decodes(ext(LEVELS + 1)).is_err());
+}
+
+/// §2.5's text form of a node id, computed the way the document spells it out, step by step:
+/// base32, then the Luhn mod 32 check character, then the groups. Returns the text and the
+/// check sum of step 2.
+fn documented_node_id_text(id: &[u8; 20]) -> (String, u32) {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    // Step 1: the 160 bits, most significant first, five at a time.
+    let bits: Vec<usize> = id
+        .iter()
+        .flat_map(|byte| (0..8).rev().map(move |i| usize::from(byte >> i & 1)))
+        .collect();
+    let mut chars: Vec<u8> = bits
+        .chunks(5)
+        .map(|five| ALPHABET[five.iter().fold(0, |v, bit| v << 1 | bit)])
+        .collect();
+    // Step 2: from the last character to the first, factor 2, 1, 2, ...
+    let value = |c: u8| ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
+    let (mut factor, mut sum) = (2, 0);
+    for &c in chars.iter().rev() {
+        let addend = factor * value(c);
+        sum += addend / 32 + addend % 32;
+        factor = if factor == 2 { 1 } else { 2 };
+    }
+    chars.push(ALPHABET[((32 - sum % 32) % 32) as usize]);
+    // Step 3: groups of four, the last of five.
+    let text = String::from_utf8(chars).unwrap();
+    let mut groups: Vec<&str> = (0..28).step_by(4).map(|i| &text[i..i + 4]).collect();
+    groups.push(&text[28..]);
+    (groups.join("-"), sum)
+}
+
+/// The node-id algorithm of §2.5 is the code's, and its worked example is what the code
+/// computes, step by step.
+#[test]
+fn node_ids_are_computed_as_documented() {
+    let spki = example_spki();
+    assert_documented("the example key's SubjectPublicKeyInfo", &spki);
+    let digest = Sha256::digest(&spki);
+    let node = example_node();
+    assert_eq!(
+        node.0[..],
+        digest[..20],
+        "a node id is the hash's first 20 bytes"
+    );
+    let (text, sum) = documented_node_id_text(&node.0);
+    assert_eq!(text, node.to_string());
+    let rest = sum % 32;
+    let check = (32 - rest) % 32;
+    for phrase in [
+        format!("its SHA-256 is `{}`;", hex(&digest)),
+        format!("the node id is its first 20 bytes, `{}`;", hex(&node.0)),
+        format!("in base32: `{}`;", &text.replace('-', "")[..32]),
+        format!(
+            "the check sum of step 2 is {sum}; {sum} mod 32 = {rest}, and (32 − {rest}) mod 32 = \
+             {check}, the value of `{}`;",
+            &text[text.len() - 1..]
+        ),
+        format!("so the node id reads `{text}`."),
+        format!(
+            "of four separated by `-`, the last group holding five: {} characters in all",
+            text.len()
+        ),
+    ] {
+        assert_says(&phrase);
+    }
+    // The steps as written give the code's text for any id.
+    for seed in 0u32..2000 {
+        let id = NodeId::of_public_key(&seed.to_be_bytes());
+        assert_eq!(documented_node_id_text(&id.0).0, id.to_string());
+    }
+    // Reading one back ignores case, dashes and whitespace, and checks the check character.
+    assert_says(
+        "drop every `-` and whitespace character, convert letters to upper case, and refuse the \
+         text unless 33 characters are left, all from the alphabet, and the check character \
+         computed over the first 32 equals the 33rd",
+    );
+    let loose = format!(" {} ", text.to_lowercase().replace('-', " "));
+    assert_eq!(loose.parse::<NodeId>(), Ok(node));
+    let wrong_check = format!(
+        "{}{}",
+        &text[..text.len() - 1],
+        if text.ends_with('A') { 'B' } else { 'A' }
+    );
+    assert!(wrong_check.parse::<NodeId>().is_err());
+    assert!(
+        text[..text.len() - 1].parse::<NodeId>().is_err(),
+        "32 characters"
+    );
+}
+
+/// On the wire a node id is a MessagePack bin of exactly 20 bytes, as §3.1 says: any bin
+/// header, nothing else.
+#[test]
+fn a_node_id_on_the_wire_is_a_bin_of_20_bytes() {
+    let node = example_node();
+    let encoded = rmp_serde::to_vec(&node).unwrap();
+    assert_eq!(encoded[..2], [0xc4, 0x14], "bin 8 of 20 bytes");
+    assert_says("Written as bin 8: `c4 14` followed by the 20 bytes.");
+    let decode = |header: &[u8], len: usize| {
+        let mut bytes = header.to_vec();
+        bytes.extend(std::iter::repeat_n(7u8, len));
+        rmp_serde::from_slice::<NodeId>(&bytes)
+    };
+    assert_eq!(decode(&[0xc4, 20], 20).unwrap(), NodeId([7; 20]));
+    assert_eq!(decode(&[0xc5, 0, 20], 20).unwrap(), NodeId([7; 20]));
+    assert_eq!(decode(&[0xc6, 0, 0, 0, 20], 20).unwrap(), NodeId([7; 20]));
+    assert!(decode(&[0xc4, 19], 19).is_err(), "19 bytes");
+    assert!(decode(&[0xc4, 21], 21).is_err(), "21 bytes");
+    assert!(decode(&[0xb4], 20).is_err(), "a str of 20 bytes");
+    assert!(
+        decode(&[0xdc, 0, 20], 20).is_err(),
+        "an array of 20 integers"
+    );
+    assert_says(
+        "bin 16 and bin 32 headers with length 20 are accepted too; any other length, an array \
+         of integers, or a str is rejected.",
+    );
 }
