@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use p2p_protocol::accept::{accept, await_request, next_request_reply, refuse};
 use p2p_protocol::handshake::{HANDSHAKE_TIMEOUT, answer_hello};
-use p2p_protocol::slots::{Admission, Refusal, Slot, SlotLimits, SlotTable};
 use p2p_protocol::{
     ErrorCode, IdPrefix, IndexConversation, IndexRequest, IndexResponse, MAX_FILE_NAME_LEN,
     MAX_LIST_ENTRIES, NodeId, ProtocolError,
 };
+use p2p_transport::accept::{accept, await_request, next_request_reply, refuse};
+use p2p_transport::slots::{Admission, Refusal, Slot, SlotLimits, SlotTable};
 use p2p_transport::{ServerConnection, Tls};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinError;

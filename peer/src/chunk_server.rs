@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use p2p_protocol::accept::{accept, next_request, refuse, welcome};
 use p2p_protocol::handshake::HANDSHAKE_TIMEOUT;
-use p2p_protocol::slots::{Admission, Slot, SlotLimits, SlotTable};
 use p2p_protocol::{
     ErrorCode, FileId, NodeId, PeerConversation, PeerRequest, PeerResponse, PeerServerConnection,
     ProtocolError,
 };
 use p2p_protocol::{MAX_MESSAGE_LEN, MAX_SENDER_LEN};
 use p2p_storage::{ChunkRange, SourceFile, StorageError};
+use p2p_transport::accept::{accept, next_request, refuse, welcome};
+use p2p_transport::slots::{Admission, Slot, SlotLimits, SlotTable};
 use p2p_transport::{Stream, Tls};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

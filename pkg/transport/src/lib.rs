@@ -5,10 +5,14 @@
 //! * [`tls`]: [`Tls`], this node's TLS set-up, and the TLS handshakes.
 //! * [`certificate`]: this node's certificate, and the checks on the other side's.
 //! * [`connect()`]: the one way to open a conversation with a server.
+//! * [`slots`]: which connections a server serves, and which one it closes when full.
+//! * [`accept`]: accepting, refusing, the handshake and waiting for requests, for both servers.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod certificate;
+pub mod slots;
 pub mod tls;
 
 use std::net::SocketAddr;

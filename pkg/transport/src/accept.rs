@@ -7,17 +7,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use p2p_protocol::handshake::{Conversation, server_hello};
+use p2p_protocol::{Connection, ProtocolError};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::connection::Connection;
-use crate::error::ProtocolError;
-use crate::handshake::{Conversation, server_hello};
 use crate::slots::Slot;
-use serde::de::DeserializeOwned;
 
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
