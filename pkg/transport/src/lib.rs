@@ -2,16 +2,24 @@
 //! certificate for their node's Ed25519 key, then the protocol's `Hello` exchange. Each side
 //! learns the other's [`NodeId`] from the handshake, never from a message.
 //!
+//! A client opens a conversation with [`connect()`]; a server takes connections with
+//! [`serve()`], the one loop both servers (the index and every peer's chunk server) run, and
+//! answers each request with its own [`Handler`].
+//!
+//! # Layout
 //! * [`tls`]: [`Tls`], this node's TLS set-up, and the TLS handshakes.
 //! * [`certificate`]: this node's certificate, and the checks on the other side's.
-//! * [`connect()`]: the one way to open a conversation with a server.
-//! * [`slots`]: which connections a server serves, and which one it closes when full.
-//! * [`accept`]: accepting, refusing, the handshake and waiting for requests, for both servers.
+//! * [`connect()`] (here): the one way to open a conversation with a server.
+//! * [`serve`](mod@serve): the server side: accepting, admitting or refusing, the TLS and
+//!   `Hello` handshakes, waiting for each request, and the [`Service`] and [`Handler`] traits
+//!   through which each server answers.
+//! * [`slots`]: which connections a server serves, what each is doing, and which one it
+//!   closes when full ([`SlotTable`](slots::SlotTable)).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod accept;
 pub mod certificate;
+pub mod serve;
 pub mod slots;
 pub mod tls;
 
@@ -22,6 +30,8 @@ use p2p_protocol::handshake::Conversation;
 use p2p_protocol::{Connection, NodeId, ProtocolError, client_hello};
 
 pub use certificate::CertificateError;
+pub use serve::{Handler, ServeConfig, Service, serve};
+pub use slots::{Refusal, Slot, SlotLimits};
 pub use tls::{ALPN, Stream, Tls};
 
 /// A client's side of a conversation `C` over TLS.
