@@ -59,7 +59,9 @@ pub use connection::{
     PeerServerConnection,
 };
 pub use error::ProtocolError;
-pub use handshake::{IndexConversation, PeerConversation, client_hello, server_hello};
+pub use handshake::{
+    Conversation, IndexConversation, PeerConversation, answer_hello, client_hello, server_hello,
+};
 pub use message::{
     ErrorCode, FileSummary, HostInfo, IndexRequest, IndexResponse, PeerRequest, PeerResponse,
     PeerSummary, Role,

@@ -26,8 +26,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use p2p_protocol::handshake::Conversation;
-use p2p_protocol::{Connection, NodeId, ProtocolError, client_hello};
+use p2p_protocol::{Connection, Conversation, NodeId, ProtocolError, client_hello};
 
 pub use certificate::CertificateError;
 pub use serve::{Handler, ServeConfig, Service, serve};

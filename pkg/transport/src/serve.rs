@@ -36,8 +36,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_protocol::handshake::{Conversation, HANDSHAKE_TIMEOUT, answer_hello};
-use p2p_protocol::{Connection, NodeId, ProtocolError};
+use p2p_protocol::handshake::HANDSHAKE_TIMEOUT;
+use p2p_protocol::{Connection, Conversation, NodeId, ProtocolError, answer_hello};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
