@@ -29,17 +29,13 @@ use std::time::Duration;
 use p2p_protocol::{Connection, Conversation, NodeId, ProtocolError, client_hello};
 
 pub use certificate::CertificateError;
-pub use serve::{Handler, ServeConfig, Service, serve};
+pub use serve::{Handler, ServeConfig, ServerConnection, Service, serve};
 pub use slots::{Refusal, Slot, SlotLimits};
 pub use tls::{ALPN, Stream, Tls};
 
 /// A client's side of a conversation `C` over TLS.
 pub type ClientConnection<C> =
     Connection<Stream, <C as Conversation>::Response, <C as Conversation>::Request>;
-
-/// A server's side of a conversation `C` over TLS.
-pub type ServerConnection<C> =
-    Connection<Stream, <C as Conversation>::Request, <C as Conversation>::Response>;
 
 /// Opens conversation `C` with the server at `addr`: TCP, TLS, then `Hello`, all within
 /// `timeout`. Returns the connection and the server's node id; with `expect`, a server with

@@ -43,9 +43,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::ServerConnection;
 use crate::slots::{Admission, Refusal, Slot, SlotLimits, SlotTable};
-use crate::tls::Tls;
+use crate::tls::{Stream, Tls};
 
 /// Pause after a failed `accept` (out of file descriptors, say) before trying again.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -76,6 +75,10 @@ pub struct ServeConfig {
     /// also cuts off clients that trickle bytes.
     pub idle_timeout: Duration,
 }
+
+/// A server's side of a conversation `C` over TLS.
+pub type ServerConnection<C> =
+    Connection<Stream, <C as Conversation>::Request, <C as Conversation>::Response>;
 
 /// The request of a handler's conversation.
 pub type Request<H> = <<H as Handler>::Conversation as Conversation>::Request;
