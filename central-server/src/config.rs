@@ -17,7 +17,7 @@ pub struct ServerConfig {
     /// connection that qualifies (connections of registered peers last). One whose request is
     /// being answered is never closed for it, however long the answer waits; one whose reply
     /// has been being written for 2 s (a client reading too slowly) may be, if nothing idle
-    /// qualifies (`p2p_protocol::slots`). Otherwise the newcomer is refused with `busy`.
+    /// qualifies (`p2p_transport::slots`). Otherwise the newcomer is refused with `busy`.
     pub max_connections: usize,
     /// Connections one source address may hold at once; more are answered
     /// `limit_exceeded` and closed.

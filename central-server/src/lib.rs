@@ -6,7 +6,8 @@
 //! `unknown_peer` and they register again, so the index is whole within one interval.
 //!
 //! # Layout
-//! * [`server`]: [`Server`] accept loop and per-connection handler.
+//! * [`server`]: [`Server`], its connection caps and timeouts for the transport's connection
+//!   loop, and the handler that answers each connection's requests.
 //! * [`index`]: [`Index`], the pure state (peers, files, hosts, byte budgets), unit-tested with
 //!   synthetic time.
 //! * [`stored`]: the compact form a manifest is stored in, and what it costs.

@@ -1,24 +1,24 @@
-//! The accept loop ([`Server`]) and the per-connection `Handler`, mini-redis style.
+//! The index server: [`Server`] turns its config into the connection loop's
+//! ([`p2p_transport::serve()`], which accepts, admits, handshakes and waits for requests), and
+//! `Handler` answers each request of one connection from the index (`Shared::answer`).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use p2p_protocol::accept::{accept, await_request, next_request_reply, refuse};
-use p2p_protocol::handshake::{HANDSHAKE_TIMEOUT, answer_hello};
-use p2p_protocol::slots::{Admission, Refusal, Slot, SlotLimits, SlotTable};
 use p2p_protocol::{
     ErrorCode, IdPrefix, IndexConversation, IndexRequest, IndexResponse, MAX_FILE_NAME_LEN,
     MAX_LIST_ENTRIES, NodeId, ProtocolError,
 };
+use p2p_transport::serve::{self, MAX_REFUSALS, ServeConfig, Service};
+use p2p_transport::slots::{Refusal, Slot, SlotLimits};
 use p2p_transport::{ServerConnection, Tls};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{debug, info, warn};
 
 use crate::backlog::Backlog;
 use crate::budget::{BODY_TIMEOUT, BufferBudget, FREE_FRAME_LEN, Room};
@@ -31,13 +31,6 @@ use crate::search_queue::SearchQueue;
 /// A reply that can't be written within this long (the client stopped reading) closes the
 /// connection.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a refused client may take over its TLS handshake, then its `Hello`, before the
-/// refusal goes out.
-const REFUSE_HELLO_WAIT: Duration = Duration::from_secs(2);
-
-/// Refusals being answered at once; beyond that a connection is closed without a reply.
-const MAX_REFUSALS: usize = 64;
 
 /// A reply still being written after this long (counted from its first byte, not from the
 /// request's arrival) means a client reading too slowly: when the server is full and nothing
@@ -187,153 +180,97 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then closes every connection and returns once
     /// all of them and the reaper have finished.
     pub async fn run(self, shutdown: CancellationToken) {
-        let tasks = TaskTracker::new();
-        tasks.spawn(reaper::run(self.shared.clone(), shutdown.child_token()));
+        let reaper = tokio::spawn(reaper::run(self.shared.clone(), shutdown.child_token()));
         let config = &self.shared.config;
-        let slots = SlotTable::new(SlotLimits {
-            max: config.max_connections,
-            max_per_ip: config.max_connections_per_ip,
-            max_refusals: MAX_REFUSALS,
-            slow_after: SLOW_REPLY,
-            // A request being answered is never cut off for a newcomer: the index answers
-            // quickly, and connections wait here only for a turn or for room.
-            fair_share: false,
-        });
-        // Accept first, then decide: a full server closes its longest-idle connection for the
-        // newcomer, or tells it why not, rather than leaving it unseen in the backlog.
-        while let Some((stream, addr)) = accept(&self.listener, &shutdown).await {
-            let slot = match slots.admit(addr.ip(), Instant::now().into_std(), &shutdown) {
-                Admission::Admitted(slot) => slot,
-                Admission::Refused(refusal, place) => {
-                    debug!(client = %addr, ?refusal, "connection refused");
-                    let tls = self.tls.clone();
-                    tasks.spawn(async move {
-                        refuse_connection(&tls, stream, refusal).await;
-                        drop(place);
-                    });
-                    continue;
-                }
-                Admission::Dropped => continue,
-            };
-            let (shared, tls) = (self.shared.clone(), self.tls.clone());
-            tasks.spawn(
-                async move {
-                    // The TLS handshake holds the slot, within its deadline: a client that
-                    // stalls in it is dropped like one that never says `Hello`.
-                    let handshake = tokio::select! {
-                        biased;
-                        _ = slot.closed() => return,
-                        shaken = tls.accept(stream, HANDSHAKE_TIMEOUT) => shaken,
-                    };
-                    let (stream, node) = match handshake {
-                        Ok(done) => done,
-                        Err(err) => {
-                            info!(%err, "TLS handshake failed");
-                            return;
-                        }
-                    };
-                    let handler = Handler {
-                        shared,
-                        conn: ServerConnection::<IndexConversation>::server::<IndexConversation>(
-                            stream,
-                        ),
-                        addr,
-                        node,
-                        slot,
-                    };
-                    match handler.run().await {
-                        Ok(()) => debug!("connection closed"),
-                        Err(err) => info!(%err, "connection dropped"),
-                    }
-                }
-                .instrument(info_span!("conn", client = %addr)),
-            );
+        let serve_config = ServeConfig {
+            slots: SlotLimits {
+                max: config.max_connections,
+                max_per_ip: config.max_connections_per_ip,
+                max_refusals: MAX_REFUSALS,
+                slow_after: SLOW_REPLY,
+                // A request being answered is never cut off for a newcomer: the index answers
+                // quickly, and connections wait here only for a turn or for room.
+                fair_share: false,
+            },
+            first_request_timeout: config.first_request_timeout,
+            idle_timeout: config.idle_timeout,
+        };
+        serve::serve(self.listener, self.tls, serve_config, self.shared, shutdown).await;
+        if let Err(err) = reaper.await {
+            warn!(%err, "the reaper failed");
         }
-        tasks.close();
-        tasks.wait().await;
     }
 }
 
-/// Answers a connection the server can't take with an `Error` after its `Hello` (so the reply
-/// is not lost to a reset), and closes it: `limit_exceeded` over the per-address cap, `busy`
-/// when every slot is answering a request.
-async fn refuse_connection(tls: &Tls, stream: TcpStream, refusal: Refusal) {
-    let Ok((stream, _)) = tls.accept(stream, REFUSE_HELLO_WAIT).await else {
-        return;
-    };
-    let mut conn = ServerConnection::<IndexConversation>::server::<IndexConversation>(stream);
-    let reply = match refusal {
-        Refusal::AddressFull { max } => IndexResponse::Error {
-            code: ErrorCode::LimitExceeded,
-            message: format!("too many connections from your address (at most {max})"),
-        },
-        Refusal::Full { max } => IndexResponse::Error {
-            code: ErrorCode::Busy,
-            message: format!("the index server is busy ({max} connections); try again later"),
-        },
-    };
-    refuse(&mut conn, &reply, REFUSE_HELLO_WAIT).await;
+impl Service for Shared {
+    type Handler = Handler;
+
+    /// `limit_exceeded` over the per-address cap, `busy` when every slot is answering a
+    /// request.
+    fn refusal(&self, refusal: Refusal) -> IndexResponse {
+        match refusal {
+            Refusal::AddressFull { max } => IndexResponse::Error {
+                code: ErrorCode::LimitExceeded,
+                message: format!("too many connections from your address (at most {max})"),
+            },
+            Refusal::Full { max } => IndexResponse::Error {
+                code: ErrorCode::Busy,
+                message: format!("the index server is busy ({max} connections); try again later"),
+            },
+        }
+    }
+
+    fn handler(self: &Arc<Self>, addr: SocketAddr, node: NodeId) -> Handler {
+        Handler {
+            shared: self.clone(),
+            addr,
+            node,
+        }
+    }
 }
 
-/// Serves one connection: handshake, then one response per request.
-struct Handler {
+/// Answers the requests of one connection.
+pub(crate) struct Handler {
     shared: Arc<Shared>,
-    conn: ServerConnection<IndexConversation>,
     addr: SocketAddr,
     /// Who the client is, from its TLS handshake.
     node: NodeId,
-    /// Closed when the server needs the room for another client, or shuts down.
-    slot: Slot,
 }
 
-impl Handler {
-    async fn run(mut self) -> Result<(), ProtocolError> {
-        if !self.handshake().await? {
-            return Ok(());
-        }
-        let config = self.shared.config.clone();
-        // Never longer than the idle timeout: an operator who shortens that shortens both.
-        let mut wait = config.first_request_timeout.min(config.idle_timeout);
-        let ip = self.addr.ip();
-        loop {
-            let received = await_request(
-                &self.slot,
-                wait,
-                next_request(&mut self.conn, &self.shared, ip),
-            )
-            .await;
-            let Some((request, room)) =
-                next_request_reply::<IndexConversation, _, _>(&mut self.conn, received).await?
-            else {
-                return Ok(());
-            };
-            // Closing the slot (to make room for another client, or shutdown) ends the
-            // exchange wherever it is: waiting for a search turn or for room, running a search,
-            // or writing a reply too slowly. What it holds (room in the budget, the search
-            // turn, a backlog entry) is given back as it is dropped.
-            let closed = self.slot.closed_token().clone();
-            tokio::select! {
-                biased;
-                _ = closed.cancelled() => return Ok(()),
-                served = self.serve(request, room) => served?,
-            }
-            self.slot.idle(Instant::now().into_std());
-            wait = config.idle_timeout;
-        }
+impl serve::Handler for Handler {
+    type Conversation = IndexConversation;
+    /// Room in the buffer budget for a large request, until it is consumed.
+    type Ticket = Option<Room>;
+    /// The reply, with the room it needs if large.
+    type Reply = (IndexResponse, Option<Room>);
+
+    /// The next request, read once there is room for it if it is large (see `budget.rs`), so
+    /// that a client can't make the server buffer 2 MiB, not even before it has said `Hello`.
+    async fn receive(
+        &mut self,
+        conn: &mut ServerConnection<IndexConversation>,
+    ) -> Result<Option<(IndexRequest, Option<Room>)>, ProtocolError> {
+        let (budget, ip) = (&self.shared.budget, self.addr.ip());
+        conn.recv_admitted(FREE_FRAME_LEN, BODY_TIMEOUT, |len| budget.reserve(ip, len))
+            .await
     }
 
-    /// Answers one request and sends the reply. The slot is busy until the reply is about to
-    /// be written, then writing.
-    async fn serve(
+    /// [`Shared::answer`], then the room its reply needs if that turns out large. A search
+    /// stops once the slot is closed.
+    async fn answer(
         &mut self,
         request: IndexRequest,
         room: Option<Room>,
-    ) -> Result<(), ProtocolError> {
+        slot: &Slot,
+    ) -> (IndexResponse, Option<Room>) {
         let heartbeat_of = match &request {
             IndexRequest::Heartbeat { peer_id, .. } => Some(*peer_id),
             _ => None,
         };
-        let (response, reply_room) = self.answer(request, room).await;
+        let (response, room) = self
+            .shared
+            .answer(self.addr, self.node, request, room, slot.closed_token())
+            .await;
         // This connection carries a live registration, proven by its node id: keep it over
         // unregistered ones when full, for as long as the registration lasts.
         let registered = match (&response, heartbeat_of) {
@@ -343,90 +280,33 @@ impl Handler {
         };
         if let Some(peer_id) = registered {
             let until = Instant::now().into_std() + self.shared.config.heartbeat_timeout;
-            self.slot.privilege(peer_id.0, until);
+            slot.privilege(peer_id.0, until);
         }
         if let IndexResponse::Error { code, message } = &response {
             info!(%code, %message, "request refused");
         }
-        self.send(&response, reply_room).await
-    }
-
-    /// `server_hello`, with the first frame read like any other (a large one waits for room),
-    /// so that a client can't make the server buffer 2 MiB before it has even said `Hello`.
-    /// `Ok(false)` when the slot was closed first (to make room, or shutdown).
-    async fn handshake(&mut self) -> Result<bool, ProtocolError> {
-        let closed = self.slot.closed_token().clone();
-        let ip = self.addr.ip();
-        let shake = async {
-            let received = tokio::time::timeout(
-                HANDSHAKE_TIMEOUT,
-                next_request(&mut self.conn, &self.shared, ip),
-            )
-            .await;
-            let (first, room) = match received {
-                Err(_) => (Err(ProtocolError::Timeout(HANDSHAKE_TIMEOUT)), None),
-                Ok(Ok(Some((first, room)))) => (Ok(first), room),
-                Ok(Ok(None)) => (Err(ProtocolError::Closed), None),
-                Ok(Err(err)) => (Err(err), None),
-            };
-            drop(room);
-            answer_hello::<IndexConversation, _>(&mut self.conn, first).await
-        };
-        tokio::select! {
-            biased;
-            _ = closed.cancelled() => Ok(false),
-            shaken = shake => shaken.map(|()| true),
-        }
-    }
-
-    /// Answers one request ([`Shared::answer`]), and returns it with the room its reply
-    /// needs, if large.
-    async fn answer(
-        &mut self,
-        request: IndexRequest,
-        request_room: Option<Room>,
-    ) -> (IndexResponse, Option<Room>) {
-        let closed = self.slot.closed_token().clone();
-        self.shared
-            .answer(self.addr, self.node, request, request_room, &closed)
-            .await
-    }
-
-    /// Sends `response` (in `room` if it got one; otherwise making room first if it turns out
-    /// large), then gives back the connection's buffers and the room.
-    async fn send(
-        &mut self,
-        response: &IndexResponse,
-        room: Option<Room>,
-    ) -> Result<(), ProtocolError> {
         let room = match room {
             Some(room) => Some(room),
             None => {
                 self.shared
-                    .room_for(self.addr.ip(), encoded_len_bound(response))
+                    .room_for(self.addr.ip(), encoded_len_bound(&response))
                     .await
             }
         };
-        // From here on, time taken is the client's: it reads too slowly.
-        self.slot.writing(Instant::now().into_std());
-        let sent = self.conn.send_timeout(response, SEND_TIMEOUT).await;
-        self.conn.shrink_buffers();
+        (response, room)
+    }
+
+    /// Sends the reply in its room, then gives back the connection's buffers and the room.
+    async fn send(
+        &mut self,
+        conn: &mut ServerConnection<IndexConversation>,
+        (response, room): (IndexResponse, Option<Room>),
+    ) -> Result<(), ProtocolError> {
+        let sent = conn.send_timeout(&response, SEND_TIMEOUT).await;
+        conn.shrink_buffers();
         drop(room);
         sent
     }
-}
-
-/// The next request on `conn`, read once there is room for it if it is large (see
-/// `budget.rs`).
-async fn next_request(
-    conn: &mut ServerConnection<IndexConversation>,
-    shared: &Shared,
-    ip: std::net::IpAddr,
-) -> Result<Option<(IndexRequest, Option<Room>)>, ProtocolError> {
-    conn.recv_admitted(FREE_FRAME_LEN, BODY_TIMEOUT, |len| {
-        shared.budget.reserve(ip, len)
-    })
-    .await
 }
 
 /// Bytes of field names, map headers and fixed-size fields around each entry of a reply.

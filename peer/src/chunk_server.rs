@@ -1,25 +1,26 @@
 //! The chunk server: answers `GetManifest` and `GetChunk` for the files this peer shares,
-//! reading straight from the original files, and takes `Message`s for the user. Every
-//! connection is TLS; the client's node id comes from its handshake.
+//! reading straight from the original files, and takes `Message`s for the user.
+//! `ChunkServer` turns the peer's config into the connection loop's
+//! ([`p2p_transport::serve()`], which accepts, admits, runs the TLS and `Hello` handshakes and
+//! waits for requests); `Handler` answers each request of one connection. The client's node id
+//! comes from its TLS handshake.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use p2p_protocol::accept::{accept, next_request, refuse, welcome};
-use p2p_protocol::handshake::HANDSHAKE_TIMEOUT;
-use p2p_protocol::slots::{Admission, Slot, SlotLimits, SlotTable};
 use p2p_protocol::{
-    ErrorCode, FileId, NodeId, PeerConversation, PeerRequest, PeerResponse, PeerServerConnection,
-    ProtocolError,
+    ErrorCode, FileId, NodeId, PeerConversation, PeerRequest, PeerResponse, ProtocolError,
 };
 use p2p_protocol::{MAX_MESSAGE_LEN, MAX_SENDER_LEN};
 use p2p_storage::{ChunkRange, SourceFile, StorageError};
-use p2p_transport::{Stream, Tls};
+use p2p_transport::serve::{self, MAX_REFUSALS, ServeConfig, Service};
+use p2p_transport::slots::{Refusal, Slot, SlotLimits};
+use p2p_transport::{ServerConnection, Tls};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, warn};
 
 use crate::inbox::{Inbox, ReceivedMessage};
 use crate::shared_files::SharedFiles;
@@ -28,17 +29,10 @@ use crate::shared_files::SharedFiles;
 /// connection.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Refused connections being answered at once; more are closed without a reply.
-const MAX_REFUSALS: usize = 64;
-
 /// A chunk still being sent after this long means a client reading too slowly (4 MiB take
 /// well under a second on a LAN, 3.5 s at 10 Mbit/s): when the server is full and nothing idle
 /// can make room, such a connection is closed first.
 const SLOW_REPLY: Duration = Duration::from_secs(10);
-
-/// How long a refused client may take over its TLS handshake, then its `Hello`, before it is
-/// told `busy`.
-const BUSY_HELLO_WAIT: Duration = Duration::from_secs(2);
 
 /// A chunk's data is read from the file and sent in pieces of this size, so a connection
 /// sending a chunk holds this much, not the whole chunk.
@@ -69,181 +63,140 @@ pub(crate) struct ChunkServer {
 }
 
 impl ChunkServer {
-    /// Serves until `shutdown`; spawned connection tasks go on `tasks`.
-    pub async fn run(self, shutdown: CancellationToken, tasks: TaskTracker) {
-        let slots = SlotTable::new(SlotLimits {
-            max: self.max_inbound,
-            max_per_ip: self.max_inbound_per_ip,
-            max_refusals: MAX_REFUSALS,
-            slow_after: SLOW_REPLY,
-            // Downloads keep their connections busy back to back, never idle and rarely slow:
-            // without this, two addresses could hold every slot for good.
-            fair_share: true,
+    /// Serves until `shutdown`, then returns once every connection has finished.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let config = ServeConfig {
+            slots: SlotLimits {
+                max: self.max_inbound,
+                max_per_ip: self.max_inbound_per_ip,
+                max_refusals: MAX_REFUSALS,
+                slow_after: SLOW_REPLY,
+                // Downloads keep their connections busy back to back, never idle and rarely
+                // slow: without this, two addresses could hold every slot for good. Refuse
+                // rather than queue when nothing can make room: the downloader has other
+                // hosts to try.
+                fair_share: true,
+            },
+            first_request_timeout: self.first_request_timeout,
+            idle_timeout: self.idle_timeout,
+        };
+        let shared = Arc::new(Shared {
+            allowed: self.allowed,
+            files: self.files,
+            inbox: self.inbox,
+            stats: self.stats,
         });
-        while let Some((tcp, addr)) = accept(&self.listener, &shutdown).await {
-            // When full, the longest-idle connection makes room, or one of an address holding
-            // far more than the newcomer's; refuse rather than queue when none can: the
-            // downloader has other hosts to try.
-            let slot = match slots.admit(addr.ip(), std::time::Instant::now(), &shutdown) {
-                Admission::Admitted(slot) => slot,
-                Admission::Refused(refusal, place) => {
-                    debug!(client = %addr, ?refusal, "connection refused");
-                    let tls = self.tls.clone();
-                    tasks.spawn(async move {
-                        let Ok((stream, _)) = tls.accept(tcp, BUSY_HELLO_WAIT).await else {
-                            return;
-                        };
-                        let mut conn = PeerServerConnection::peer_server(stream);
-                        let reply = PeerResponse::Error {
-                            code: ErrorCode::Busy,
-                            message: "too many downloads from this peer right now".into(),
-                        };
-                        refuse(&mut conn, &reply, BUSY_HELLO_WAIT).await;
-                        drop(place);
-                    });
-                    continue;
-                }
-                Admission::Dropped => continue,
-            };
-            let tls = self.tls.clone();
-            let allowed = self.allowed.clone();
-            let inbox = self.inbox.clone();
-            let files = self.files.clone();
-            let stats = self.stats.clone();
-            let (idle_timeout, first_request_timeout) =
-                (self.idle_timeout, self.first_request_timeout);
-            tasks.spawn(
-                async move {
-                    // The handshake holds the slot, within its deadline: a client that stalls
-                    // in it is dropped like one that sends no request.
-                    let handshake = tokio::select! {
-                        biased;
-                        _ = slot.closed() => return,
-                        shaken = tls.accept(tcp, HANDSHAKE_TIMEOUT) => shaken,
-                    };
-                    let (stream, client) = match handshake {
-                        Ok(done) => done,
-                        Err(err) => {
-                            info!(%err, "TLS handshake failed");
-                            return;
-                        }
-                    };
-                    let handler = Handler {
-                        conn: PeerServerConnection::peer_server(stream),
-                        remote: addr,
-                        client,
-                        allowed,
-                        inbox,
-                        files,
-                        stats,
-                        idle_timeout,
-                        first_request_timeout,
-                        slot,
-                        piece: Vec::new(),
-                    };
-                    if let Err(err) = handler.run().await {
-                        info!(%err, "connection dropped");
-                    }
-                }
-                .instrument(info_span!("serve", client = %addr)),
-            );
+        serve::serve(self.listener, self.tls, config, shared, shutdown).await;
+    }
+}
+
+/// What every connection answers from.
+struct Shared {
+    allowed: p2p_identity::Allowed,
+    files: SharedFiles,
+    inbox: Arc<Inbox>,
+    stats: Arc<ServeStats>,
+}
+
+impl Service for Shared {
+    type Handler = Handler;
+
+    /// `busy`, whether the server or the client's address is full.
+    fn refusal(&self, _: Refusal) -> PeerResponse {
+        error(
+            ErrorCode::Busy,
+            "too many downloads from this peer right now".into(),
+        )
+    }
+
+    fn handler(self: &Arc<Self>, remote: SocketAddr, client: NodeId) -> Handler {
+        Handler {
+            shared: self.clone(),
+            remote,
+            client,
+            piece: Vec::new(),
         }
     }
 }
 
+/// Answers the requests of one connection.
 struct Handler {
-    conn: PeerServerConnection<Stream>,
-    remote: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    remote: SocketAddr,
     /// Who the client is, from its TLS handshake.
     client: NodeId,
-    /// Who may ask anything.
-    allowed: p2p_identity::Allowed,
-    inbox: Arc<Inbox>,
-    files: SharedFiles,
-    stats: Arc<ServeStats>,
-    idle_timeout: Duration,
-    first_request_timeout: Duration,
-    /// Busy while a request is answered, writing while its reply is sent; closed when the
-    /// server needs the room for another client, or shuts down.
-    slot: Slot,
     /// The buffer a chunk is read into piece by piece; allocated on the first chunk.
     piece: Vec<u8>,
 }
 
-impl Handler {
-    async fn run(mut self) -> Result<(), ProtocolError> {
-        if !welcome::<PeerConversation, _>(&mut self.conn, &self.slot).await? {
-            return Ok(());
-        }
-        // Closing the slot (to make room for another client, or shutdown) also ends a reply
-        // that is being sent too slowly.
-        let closed = self.slot.closed_token().clone();
-        // Never longer than the idle timeout: shortening that shortens both.
-        let mut wait = self.first_request_timeout.min(self.idle_timeout);
-        while let Some(request) =
-            next_request::<PeerConversation, _>(&mut self.conn, &self.slot, wait).await?
-        {
-            tokio::select! {
-                biased;
-                _ = closed.cancelled() => return Ok(()),
-                answered = self.answer(request) => answered?,
-            }
-            self.slot.idle(std::time::Instant::now());
-            wait = self.idle_timeout;
-        }
-        Ok(())
+impl serve::Handler for Handler {
+    type Conversation = PeerConversation;
+    type Ticket = ();
+    type Reply = Reply;
+
+    async fn receive(
+        &mut self,
+        conn: &mut ServerConnection<PeerConversation>,
+    ) -> Result<Option<(PeerRequest, ())>, ProtocolError> {
+        Ok(conn.recv().await?.map(|request| (request, ())))
     }
 
-    /// Answers one request, and sends the reply; the slot is writing from the reply's first
-    /// byte.
-    async fn answer(&mut self, request: PeerRequest) -> Result<(), ProtocolError> {
-        match self.respond(request).await {
+    async fn answer(&mut self, request: PeerRequest, (): (), _: &Slot) -> Reply {
+        let reply = self.respond(request).await;
+        if let Reply::Message(PeerResponse::Error { code, message }) = &reply {
+            debug!(%code, %message, "request refused");
+        }
+        reply
+    }
+
+    async fn send(
+        &mut self,
+        conn: &mut ServerConnection<PeerConversation>,
+        reply: Reply,
+    ) -> Result<(), ProtocolError> {
+        match reply {
             Reply::Chunk {
                 file_id,
                 index,
                 file,
                 range,
             } => {
-                self.slot.writing(std::time::Instant::now());
-                let send = self.send_chunk(file_id, index, file, range);
+                let send = self.send_chunk(conn, file_id, index, file, range);
                 tokio::time::timeout(SEND_TIMEOUT, send)
                     .await
                     .map_err(|_| ProtocolError::Timeout(SEND_TIMEOUT))??;
-                self.stats.chunks_served.fetch_add(1, Ordering::Relaxed);
-                self.stats
+                let stats = &self.shared.stats;
+                stats.chunks_served.fetch_add(1, Ordering::Relaxed);
+                stats
                     .bytes_served
                     .fetch_add(range.len as u64, Ordering::Relaxed);
             }
-            Reply::Message(response) => {
-                if let PeerResponse::Error { code, message } = &response {
-                    debug!(%code, %message, "request refused");
-                }
-                self.slot.writing(std::time::Instant::now());
-                self.conn.send_timeout(&response, SEND_TIMEOUT).await?
-            }
+            Reply::Message(response) => conn.send_timeout(&response, SEND_TIMEOUT).await?,
         }
         Ok(())
     }
+}
 
+impl Handler {
     /// Sends `Chunk` and then the chunk's data, read from the file piece by piece on a
     /// blocking thread (a read may wait for the disk, which must never stall the reactor).
     /// A file that turns out shorter than its manifest ends the connection: the announced
     /// data can't be completed.
     async fn send_chunk(
         &mut self,
+        conn: &mut ServerConnection<PeerConversation>,
         file_id: FileId,
         index: u32,
         file: Arc<SourceFile>,
         range: ChunkRange,
     ) -> Result<(), ProtocolError> {
         let size = u32::try_from(range.len).expect("a chunk is at most CHUNK_SIZE");
-        self.conn
-            .send(&PeerResponse::Chunk {
-                file_id,
-                index,
-                size,
-            })
-            .await?;
+        conn.send(&PeerResponse::Chunk {
+            file_id,
+            index,
+            size,
+        })
+        .await?;
         let mut piece = std::mem::take(&mut self.piece);
         piece.resize(SEND_PIECE.min(range.len), 0);
         let mut sent = 0;
@@ -259,20 +212,22 @@ impl Handler {
             piece = returned;
             if let Err(err) = read {
                 if matches!(err, StorageError::FileChanged(_)) {
-                    self.files.withdraw_changed(&file_id);
+                    self.shared.files.withdraw_changed(&file_id);
                 }
                 return Err(ProtocolError::Io(std::io::Error::other(err.to_string())));
             }
-            self.conn.send_chunk_data(&piece[..len]).await?;
+            conn.send_chunk_data(&piece[..len]).await?;
             sent += len;
         }
-        self.conn.flush().await?;
+        conn.flush().await?;
         self.piece = piece;
         Ok(())
     }
 
     async fn respond(&self, request: PeerRequest) -> Reply {
-        if !matches!(request, PeerRequest::Hello { .. }) && !self.allowed.permits(self.client) {
+        if !matches!(request, PeerRequest::Hello { .. })
+            && !self.shared.allowed.permits(self.client)
+        {
             return Reply::Message(error(
                 ErrorCode::Forbidden,
                 format!(
@@ -303,10 +258,10 @@ impl Handler {
                 ),
             );
         }
-        self.inbox.push(ReceivedMessage {
+        self.shared.inbox.push(ReceivedMessage {
             from: from.into(),
             node: self.client,
-            name: self.allowed.name(self.client),
+            name: self.shared.allowed.name(self.client),
             remote: self.remote,
             text: text.into(),
             at: std::time::SystemTime::now(),
@@ -316,9 +271,9 @@ impl Handler {
 
     /// Answers `GetManifest`.
     fn manifest(&self, file_id: FileId) -> PeerResponse {
-        match self.files.get(&file_id) {
+        match self.shared.files.get(&file_id) {
             Some(file) if file.check_unchanged().is_err() => {
-                self.files.withdraw_changed(&file_id);
+                self.shared.files.withdraw_changed(&file_id);
                 error(
                     ErrorCode::FileUnavailable,
                     format!("{file_id} changed on this peer's disk and is no longer shared"),
@@ -337,7 +292,7 @@ impl Handler {
 
     /// Answers `GetChunk`: where the chunk lies in the shared file, or an error reply.
     async fn chunk(&self, file_id: FileId, index: u32) -> Reply {
-        let Some(file) = self.files.get(&file_id) else {
+        let Some(file) = self.shared.files.get(&file_id) else {
             return Reply::Message(error(
                 ErrorCode::UnknownFile,
                 format!("this peer does not share {file_id}"),
@@ -359,7 +314,7 @@ impl Handler {
                 error(ErrorCode::ChunkOutOfRange, err.to_string())
             }
             Ok(Err(StorageError::FileChanged(_))) => {
-                self.files.withdraw_changed(&file_id);
+                self.shared.files.withdraw_changed(&file_id);
                 error(
                     ErrorCode::FileUnavailable,
                     format!("{file_id} changed on this peer's disk and is no longer shared"),

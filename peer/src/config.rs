@@ -37,7 +37,7 @@ pub struct PeerConfig {
     /// closes the longest-idle connection that qualifies; failing that, one sending a chunk
     /// for 10 s or more (a client reading too slowly), and failing that, any connection of
     /// the address holding the most, if that is at least two more than the newcomer's
-    /// address holds (`p2p_protocol::slots`, fair share). Otherwise it gets a `busy` reply.
+    /// address holds (`p2p_transport::slots`, fair share). Otherwise it gets a `busy` reply.
     /// So a downloader from an address holding nothing gets in unless every address holds at
     /// most one connection.
     pub max_inbound: usize,

@@ -153,7 +153,7 @@ impl Peer {
         };
         node.tasks.spawn(
             server
-                .run(node.shutdown.child_token(), node.tasks.clone())
+                .run(node.shutdown.child_token())
                 .instrument(info_span!("chunk_server", addr = %local_addr)),
         );
         if node.index.is_some() {

@@ -1,5 +1,6 @@
-//! The p2p-transfer wire protocol: the shared vocabulary, framing and connection handling
-//! (accepting, admitting, handshaking) both servers use; no disk.
+//! The p2p-transfer wire protocol: the shared vocabulary, its framing over any async stream,
+//! and the `Hello` handshake; no disk, no sockets. Taking connections (accepting, admitting,
+//! the request loop) is the `p2p-transport` crate's job.
 //!
 //! `docs/PROTOCOL.md` at the repository root is the full contract (byte layouts, every field,
 //! every error reply, every limit); this summary and the types here must agree with it.
@@ -36,8 +37,6 @@
 //! * [`connection`]: [`Connection`], typed send/receive over any async stream, and a chunk's
 //!   raw bytes after its `Chunk`.
 //! * [`handshake`]: the `Hello` exchange.
-//! * [`slots`]: which connections a server serves, and which one it closes when full.
-//! * [`accept`]: accepting, refusing, the handshake and waiting for requests, for both servers.
 //! * [`manifest_file`]: the `.p2pm` file format (not on the wire; shared by tools).
 //! * [`node_id`]: [`NodeId`], who a node is, derived from its public key.
 //! * [`text`]: showing text that came from the network ([`printable`], [`RemoteText`]).
@@ -45,7 +44,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod accept;
 pub mod codec;
 pub mod connection;
 pub mod error;
@@ -53,7 +51,6 @@ pub mod handshake;
 pub mod manifest_file;
 pub mod message;
 pub mod node_id;
-pub mod slots;
 pub mod text;
 pub mod types;
 
@@ -62,7 +59,9 @@ pub use connection::{
     PeerServerConnection,
 };
 pub use error::ProtocolError;
-pub use handshake::{IndexConversation, PeerConversation, client_hello, server_hello};
+pub use handshake::{
+    Conversation, IndexConversation, PeerConversation, answer_hello, client_hello, server_hello,
+};
 pub use message::{
     ErrorCode, FileSummary, HostInfo, IndexRequest, IndexResponse, PeerRequest, PeerResponse,
     PeerSummary, Role,

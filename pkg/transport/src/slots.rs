@@ -175,7 +175,7 @@ impl SlotTable {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use p2p_protocol::slots::{Admission, Refusal, SlotLimits, SlotTable};
+    /// use p2p_transport::slots::{Admission, Refusal, SlotLimits, SlotTable};
     /// use tokio_util::sync::CancellationToken;
     ///
     /// let limits = SlotLimits {
