@@ -386,6 +386,60 @@ fn error_examples() {
     assert_documented("the frame_too_large Error", &encode_frame(&reply).unwrap());
 }
 
+/// Every error code the code knows has its row in §3.3's table, spelled as it travels, and
+/// `forbidden`'s row names both servers and every cause (allow-lists on both, ownership on the
+/// index).
+#[test]
+fn every_error_code_is_in_the_table() {
+    use ErrorCode::*;
+    let codes = [
+        VersionMismatch,
+        BadRequest,
+        FrameTooLarge,
+        UnknownPeer,
+        Forbidden,
+        UnknownFile,
+        AmbiguousPrefix,
+        InvalidManifest,
+        ChunkOutOfRange,
+        FileUnavailable,
+        Busy,
+        LimitExceeded,
+        Internal,
+    ];
+    for code in codes {
+        // No wildcard: a new code fails to compile here until it is listed above.
+        match code {
+            VersionMismatch | BadRequest | FrameTooLarge | UnknownPeer | Forbidden
+            | UnknownFile | AmbiguousPrefix | InvalidManifest | ChunkOutOfRange
+            | FileUnavailable | Busy | LimitExceeded | Internal | Unknown => {}
+        }
+        let wire: String = rmp_serde::from_slice(&rmp_serde::to_vec(&code).unwrap()).unwrap();
+        assert_eq!(wire, code.to_string());
+        assert!(
+            document().contains(&format!("\n| `{wire}` | ")),
+            "§3.3 has no row for `{wire}`"
+        );
+    }
+    let doc = document();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| `forbidden` | "))
+        .unwrap();
+    for says in [
+        "the `peer_id` is registered, but by another node (§7.1)",
+        "to `Register`, the index has an allow-list that does not name this node (§7.1)",
+        "From a chunk server: the peer has an allow-list that does not name this node",
+        "The connection stays open.",
+        "| both servers |",
+    ] {
+        assert!(
+            row.contains(says),
+            "§3.3's forbidden row should say {says:?}"
+        );
+    }
+}
+
 #[test]
 fn index_conversation_examples() {
     assert_documented(
