@@ -45,8 +45,10 @@ pub enum ErrorCode {
     FrameTooLarge,
     /// The peer id is not registered (the index restarted or expired it): register again.
     UnknownPeer,
-    /// That registration belongs to another node: only the node that registered (the same
-    /// node id in the TLS handshake) may change or end it.
+    /// Refused because of who asks (the node id of the TLS handshake): that registration
+    /// belongs to another node, which alone may change or end it; or the index (to
+    /// `Register`) or the peer (to any request but `Hello`) has an allow-list that does not
+    /// name this node. The connection stays open.
     Forbidden,
     /// No file with that id or prefix is known.
     UnknownFile,

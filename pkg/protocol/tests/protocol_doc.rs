@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 
 use p2p_protocol::codec::encode_frame;
 use p2p_protocol::handshake::HANDSHAKE_TIMEOUT;
+use p2p_protocol::manifest_file::{
+    FOLDER_FORMAT, FORMAT, IndexRef, ManifestFile, ManifestFileError, OLD_VERSION, VERSION,
+};
 use p2p_protocol::{
     CHUNK_SIZE, ErrorCode, FileId, FileManifest, FileSummary, HostInfo, IndexRequest,
     IndexResponse, MAX_CHUNKS_PER_FILE, MAX_CONTROL_FRAME_LEN, MAX_FILE_NAME_LEN,
@@ -386,6 +389,60 @@ fn error_examples() {
     assert_documented("the frame_too_large Error", &encode_frame(&reply).unwrap());
 }
 
+/// Every error code the code knows has its row in §3.3's table, spelled as it travels, and
+/// `forbidden`'s row names both servers and every cause (allow-lists on both, ownership on the
+/// index).
+#[test]
+fn every_error_code_is_in_the_table() {
+    use ErrorCode::*;
+    let codes = [
+        VersionMismatch,
+        BadRequest,
+        FrameTooLarge,
+        UnknownPeer,
+        Forbidden,
+        UnknownFile,
+        AmbiguousPrefix,
+        InvalidManifest,
+        ChunkOutOfRange,
+        FileUnavailable,
+        Busy,
+        LimitExceeded,
+        Internal,
+    ];
+    for code in codes {
+        // No wildcard: a new code fails to compile here until it is listed above.
+        match code {
+            VersionMismatch | BadRequest | FrameTooLarge | UnknownPeer | Forbidden
+            | UnknownFile | AmbiguousPrefix | InvalidManifest | ChunkOutOfRange
+            | FileUnavailable | Busy | LimitExceeded | Internal | Unknown => {}
+        }
+        let wire: String = rmp_serde::from_slice(&rmp_serde::to_vec(&code).unwrap()).unwrap();
+        assert_eq!(wire, code.to_string());
+        assert!(
+            document().contains(&format!("\n| `{wire}` | ")),
+            "§3.3 has no row for `{wire}`"
+        );
+    }
+    let doc = document();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| `forbidden` | "))
+        .unwrap();
+    for says in [
+        "the `peer_id` is registered, but by another node (§7.1)",
+        "to `Register`, the index has an allow-list that does not name this node (§7.1)",
+        "From a chunk server: the peer has an allow-list that does not name this node",
+        "The connection stays open.",
+        "| both servers |",
+    ] {
+        assert!(
+            row.contains(says),
+            "§3.3's forbidden row should say {says:?}"
+        );
+    }
+}
+
 #[test]
 fn index_conversation_examples() {
     assert_documented(
@@ -483,17 +540,148 @@ fn search_examples() {
     assert_documented("the refused Search", &encode_frame(&refused).unwrap());
 }
 
+/// The servers of §12.3's example: the index of §2.5's node id, and one whose id the writer
+/// did not know.
+fn example_servers() -> Vec<IndexRef> {
+    vec![
+        IndexRef {
+            addr: "192.168.1.10:8000".parse().unwrap(),
+            node_id: Some(example_node()),
+        },
+        IndexRef::addr("192.168.1.11:8000".parse().unwrap()),
+    ]
+}
+
+/// The ```json blocks of the document, in order.
+fn json_blocks(doc: &str) -> Vec<&str> {
+    doc.split("```json\n")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap())
+        .collect()
+}
+
+/// §12.3's example is what the writer writes, and the reader reads it back; the claims around
+/// it about versions 2 and 3 are what the reader does.
 #[test]
 fn manifest_file_example() {
-    let file = p2p_protocol::manifest_file::ManifestFile::new(
-        hello(),
-        vec!["192.168.1.10:8000".parse().unwrap()],
-    );
-    let expected = format!("```json\n{}", file.to_json());
+    let file = ManifestFile::new(hello(), example_servers());
+    let text = file.to_json();
+    let expected = format!("```json\n{text}```");
     assert!(
-        document().contains(expected.trim_end()),
+        document().contains(&expected),
         "§12.3 should read:\n{expected}"
     );
+    assert_eq!(ManifestFile::parse(&text).unwrap(), file);
+    let id = example_node().to_string();
+    assert!(text.contains(&format!("\"192.168.1.10:8000 {id}\"")));
+    assert_says(&format!(
+        "optionally followed by one space and the index's node id in its text form (§2.5): \
+         `\"192.168.1.10:8000 {id}\"`."
+    ));
+
+    // The versions the table and the checks name.
+    assert_says(&format!(
+        "| `version` | integer | `{VERSION}`, the version of this file format, separate from the \
+         protocol version. Version {VERSION} added node ids to `servers`; every other field is \
+         as in version {OLD_VERSION}, which readers still read (§12.2)."
+    ));
+    assert_says(&format!(
+        "`format` is `\"{FORMAT}\"` and `version` is `{VERSION}` or `{OLD_VERSION}`."
+    ));
+    // "The same file with `"version": 2` is refused (step 6: a version 2 file names no ids);
+    // without the node id it would be a valid version 2 file."
+    assert_says(&format!(
+        "The same file with `\"version\": {OLD_VERSION}` is refused (step 6: a version \
+         {OLD_VERSION} file names no ids); without the node id it would be a valid version \
+         {OLD_VERSION} file."
+    ));
+    let old = text.replace(
+        &format!("\"version\": {VERSION}"),
+        &format!("\"version\": {OLD_VERSION}"),
+    );
+    assert!(matches!(
+        ManifestFile::parse(&old),
+        Err(ManifestFileError::Syntax(_))
+    ));
+    let old = old.replace(&format!(" {id}"), "");
+    let servers: Vec<IndexRef> = example_servers()
+        .iter()
+        .map(|s| IndexRef::addr(s.addr))
+        .collect();
+    assert_eq!(ManifestFile::parse(&old).unwrap().servers, servers);
+    // Any other version is unsupported.
+    for other in [OLD_VERSION - 1, VERSION + 1] {
+        let other = text.replace(
+            &format!("\"version\": {VERSION}"),
+            &format!("\"version\": {other}"),
+        );
+        assert!(matches!(
+            ManifestFile::parse(&other),
+            Err(ManifestFileError::Unsupported { .. })
+        ));
+    }
+    // Format and version are read first: another version with other fields is unsupported,
+    // not malformed (the note on steps 1 and 2).
+    let later = text
+        .replace(
+            &format!("\"version\": {VERSION}"),
+            &format!("\"version\": {}", VERSION + 1),
+        )
+        .replace("\"chunks\"", "\"pieces\"");
+    assert!(matches!(
+        ManifestFile::parse(&later),
+        Err(ManifestFileError::Unsupported { .. })
+    ));
+    assert_says(
+        "the reference reader reads `format` and `version` first, on their own (a JSON object \
+         whose `format` is a string and whose `version` fits a `u32`), and only then the other \
+         fields, so a document of another version is reported as unsupported whatever its \
+         other fields are.",
+    );
+    // The tolerances of the note on step 6, and a damaged check character.
+    let loose = text.replace(
+        &format!("\"192.168.1.10:8000 {id}\""),
+        &format!(
+            "\" 192.168.1.10:8000   {} \"",
+            id.replace('-', "").to_lowercase()
+        ),
+    );
+    assert_eq!(ManifestFile::parse(&loose).unwrap(), file);
+    let last = id.chars().last().unwrap();
+    let damaged = format!(
+        "{}{}",
+        &id[..id.len() - 1],
+        if last == 'A' { 'B' } else { 'A' }
+    );
+    assert!(matches!(
+        ManifestFile::parse(&text.replace(&id, &damaged)),
+        Err(ManifestFileError::Syntax(_))
+    ));
+}
+
+/// §12.5's folder example declares the current version and names its server as §12.1 says.
+#[test]
+fn folder_manifest_file_example() {
+    let doc = document();
+    let blocks = json_blocks(&doc);
+    let folder = blocks
+        .iter()
+        .find(|b| b.contains(&format!("\"format\": \"{FOLDER_FORMAT}\"")))
+        .expect("§12.5 shows a folder manifest file");
+    assert!(
+        folder.contains(&format!("\"version\": {VERSION},")),
+        "§12.5's example should be version {VERSION}"
+    );
+    let servers = folder
+        .split("\"servers\": [\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the example names a server");
+    assert_eq!(servers.parse::<IndexRef>().unwrap(), example_servers()[0]);
+    assert_says(&format!(
+        "| `version` | integer | `{VERSION}`; version {OLD_VERSION} files, whose `servers` are \
+         addresses only, are still read, as in §12.1 |"
+    ));
 }
 
 /// `n` as the document writes numbers: `1,114,491`.

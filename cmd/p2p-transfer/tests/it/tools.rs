@@ -142,7 +142,10 @@ fn register_can_write_manifest_files() {
             .unwrap();
     let servers: Vec<_> = doc.servers.iter().map(|s| s.addr).collect();
     assert_eq!(servers, vec![addr.parse().unwrap()]);
-    assert!(doc.servers[0].node_id.is_some(), "the index's id is not recorded");
+    assert!(
+        doc.servers[0].node_id.is_some(),
+        "the index's id is not recorded"
+    );
     assert_eq!(doc.manifest.name, "w.bin");
 }
 
