@@ -425,6 +425,18 @@ impl Shared {
                 "Hello was already received".to_owned(),
             )),
             IndexRequest::Register { addr } => self.register(from, node, addr, now),
+            // A node taken off the allow-list since it registered: its registration ends at
+            // its next change or heartbeat.
+            IndexRequest::Heartbeat { peer_id }
+            | IndexRequest::AddFile { peer_id, .. }
+            | IndexRequest::RemoveFile { peer_id, .. }
+                if !self.config.allow_peers.permits(node) =>
+            {
+                if self.index().unregister(peer_id, node).is_ok() {
+                    info!(%peer_id, %node, "registration ended: the node is no longer on the allow-list");
+                }
+                Err((ErrorCode::Forbidden, not_allowed(node)))
+            }
             IndexRequest::Heartbeat { peer_id } => {
                 let _pending = self.backlog.enter(now);
                 self.index()
@@ -584,13 +596,7 @@ impl Shared {
         now: std::time::Instant,
     ) -> Result<IndexResponse, (ErrorCode, String)> {
         if !self.config.allow_peers.permits(node) {
-            return Err((
-                ErrorCode::Forbidden,
-                format!(
-                    "this index accepts registrations only from the nodes on its allow-list, \
-                     and yours ({node}) is not on it; ask its operator to add it"
-                ),
-            ));
+            return Err((ErrorCode::Forbidden, not_allowed(node)));
         }
         if addr.port() == 0 {
             return Err((
@@ -618,6 +624,14 @@ impl Shared {
             heartbeat_timeout_ms: config.heartbeat_timeout.as_millis() as u64,
         })
     }
+}
+
+/// The refusal for a node not on the index's allow-list.
+fn not_allowed(node: NodeId) -> String {
+    format!(
+        "this index accepts registrations only from the nodes on its allow-list, and yours \
+         ({node}) is not on it; ask its operator to add it"
+    )
 }
 
 fn refusal(err: crate::index::IndexError) -> (ErrorCode, String) {

@@ -716,8 +716,13 @@ impl ServerProcess {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut out = BufReader::new(stdout);
+            // The address line (the node id line comes before it).
             let mut first = String::new();
-            let _ = out.read_line(&mut first);
+            while out.read_line(&mut first).is_ok_and(|n| n > 0)
+                && !first.starts_with("server listening on ")
+            {
+                first.clear();
+            }
             let _ = tx.send(first);
             // Keep draining so the server never blocks on a full pipe.
             let _ = std::io::copy(&mut out, &mut std::io::sink());

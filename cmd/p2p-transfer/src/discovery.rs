@@ -121,6 +121,14 @@ impl Finder {
 
     /// Browses, reports what answered on stdout, and returns the chosen server's address.
     pub async fn find(&self, announce: bool) -> anyhow::Result<SocketAddr> {
+        self.find_claimed(announce).await.map(|(addr, _)| addr)
+    }
+
+    /// As [`Finder::find`], with the node id the chosen server claims in its TXT record.
+    pub async fn find_claimed(
+        &self,
+        announce: bool,
+    ) -> anyhow::Result<(SocketAddr, Option<p2p_protocol::NodeId>)> {
         let (timeout, interfaces) = (self.timeout, self.interfaces.clone());
         let found = tokio::task::spawn_blocking(move || browse(timeout, &interfaces))
             .await
@@ -151,7 +159,8 @@ impl Finder {
         *self.origin.lock().unwrap_or_else(|e| e.into_inner()) = ServerOrigin::Mdns {
             instance: chosen.instance.clone(),
         };
-        Ok(chosen.addr())
+        let claimed = chosen.server_id.as_deref().and_then(|id| id.parse().ok());
+        Ok((chosen.addr(), claimed))
     }
 }
 

@@ -42,17 +42,38 @@ impl IndexTrust {
         })
     }
 
-    /// Pins `id`, named by `source` (a manifest file), unless an id is pinned already.
-    pub fn pin_from(&mut self, id: NodeId, source: &std::path::Path) {
-        if self.pinned.is_none() {
-            self.pinned = Some(id);
-            self.pinned_by = format!("named in {}", source.display());
+    /// Pins `id`, which `source` (a manifest file) names for the index at `addr`, unless
+    /// `--server-id` pinned one already (the user's word wins). A file can't re-key an index
+    /// this node already knows at that address: that is an error, accepted only with
+    /// `--server-id`.
+    pub fn pin_from(
+        &mut self,
+        id: NodeId,
+        addr: SocketAddr,
+        source: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        if self.pinned.is_some() {
+            return Ok(());
         }
+        if let Some(known) = self.known.get(addr)
+            && known != id
+        {
+            anyhow::bail!(
+                "{} names the index server at {addr} as {id}, but this peer knows it as {known}                  (remembered in {}); if the index really has a new key, check its id on its                  machine (`p2p-transfer id --server`) and accept it with --server-id {id}",
+                source.display(),
+                self.known.path().display()
+            );
+        }
+        self.pinned = Some(id);
+        self.pinned_by = format!("named in {}", source.display());
+        Ok(())
     }
 
-    /// The node id the index at `addr` must show: the pinned one, or the remembered one.
-    pub fn expect_for(&self, addr: SocketAddr) -> Option<NodeId> {
-        self.pinned.or_else(|| self.known.get(addr))
+    /// The node id the index at `addr` must show: the pinned one, else the one remembered for
+    /// that address, else the one it `claimed` in mDNS (a claim the handshake must then
+    /// prove, so a rogue can't borrow a known index's id to be chosen).
+    pub fn expect_for(&self, addr: SocketAddr, claimed: Option<NodeId>) -> Option<NodeId> {
+        self.pinned.or_else(|| self.known.get(addr)).or(claimed)
     }
 
     /// Which mDNS answers this node prefers.
@@ -96,8 +117,10 @@ impl IndexTrust {
         };
         let why = if self.pinned == Some(*expected) {
             format!("the id {}", self.pinned_by)
-        } else {
+        } else if self.known.get(*addr) == Some(*expected) {
             format!("the id remembered in {}", self.known.path().display())
+        } else {
+            "the id it claimed over mDNS".to_owned()
         };
         anyhow::anyhow!(
             "refused the index server at {addr}: it proved node id {got}, not {expected} ({why}); \

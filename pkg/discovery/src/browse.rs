@@ -15,7 +15,7 @@ pub const SETTLE: Duration = Duration::from_millis(700);
 /// An index server that answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FoundServer {
-    /// Its DNS-SD instance name, e.g. `p2p-transfer on lab-pc:8000 [3f2a9c1e]`.
+    /// Its DNS-SD instance name, e.g. `p2p-transfer on lab-pc:8000 [MFRG-GZDF]`.
     pub instance: String,
     /// Where to reach it, best first: non-loopback before loopback, IPv4 before IPv6.
     pub addrs: Vec<SocketAddr>,

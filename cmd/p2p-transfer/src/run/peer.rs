@@ -48,16 +48,22 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     {
         config.server_addr = Some(listed.addr);
         if let (Some(id), Some(path)) = (listed.node_id, &args.download) {
-            trust.pin_from(id, path.as_ref());
+            trust.pin_from(id, listed.addr, path.as_ref())?;
         }
     }
+    // The node id an mDNS answer claimed, for the handshake to prove.
+    let mut claimed = None;
     if args.auto_discover {
         let finder = Finder::new(args, trust.preference());
-        config.server_addr = Some(finder.find(true).await?);
+        let (addr, id) = finder.find_claimed(true).await?;
+        config.server_addr = Some(addr);
+        claimed = id;
         origin = finder.origin.clone();
         config.rediscover = Some(Arc::new(finder));
     }
-    config.server_id = config.server_addr.and_then(|addr| trust.expect_for(addr));
+    config.server_id = config
+        .server_addr
+        .and_then(|addr| trust.expect_for(addr, claimed));
     let server_addr = config.server_addr;
     let peer = Peer::start(config, tls)
         .await

@@ -16,10 +16,11 @@ const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Asks the index and prints the matching files.
 pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
     let mut trust = IndexTrust::load(&args.identity, args.index.server_id)?;
-    let server = index_addr(&args.index, &trust).await?;
+    let (server, claimed) = index_addr(&args.index, &trust).await?;
     let query = args.words.join(" ");
     let tls = crate::run::id::client_tls(&args.identity)?;
-    let client = IndexClient::new(server, SEARCH_TIMEOUT, tls).expecting(trust.expect_for(server));
+    let client =
+        IndexClient::new(server, SEARCH_TIMEOUT, tls).expecting(trust.expect_for(server, claimed));
     let (files, total) = client
         .search(&query)
         .await
@@ -34,15 +35,15 @@ pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--server`, or what `--auto-discover` finds, or the default.
+/// `--server`, or what `--auto-discover` finds (with the node id it claims), or the default.
 pub async fn index_addr(
     args: &IndexArgs,
     trust: &IndexTrust,
-) -> anyhow::Result<std::net::SocketAddr> {
+) -> anyhow::Result<(std::net::SocketAddr, Option<p2p_protocol::NodeId>)> {
     if args.auto_discover {
         return Finder::with(args.discover_timeout, trust.preference())
-            .find(false)
+            .find_claimed(false)
             .await;
     }
-    Ok(args.server.unwrap_or(DEFAULT_SERVER))
+    Ok((args.server.unwrap_or(DEFAULT_SERVER), None))
 }

@@ -175,3 +175,34 @@ fn an_index_takes_a_node_added_to_its_allow_list_file_while_it_runs() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[tokio::test]
+async fn a_node_taken_off_the_index_allow_list_loses_its_registration() {
+    let node = tls();
+    let allowed = Allowed::only(list_of(&[node.node_id()]));
+    let config = p2p_central_server::ServerConfig {
+        allow_peers: allowed.clone(),
+        ..fast_server_config()
+    };
+    let server = start_server_on(loopback0(), config).await;
+    let src = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "shared.bin", 1000, 9);
+    let peer = Peer::start(peer_config(server.addr), node).await.unwrap();
+    let id = peer.register(&path).await.unwrap();
+    assert_eq!(server.handle.status().peers, 1);
+
+    // The operator takes it off the list: gone at its next heartbeat, with its file.
+    allowed.replace(list_of(&[]));
+    let gone = crate::support::eventually(Duration::from_secs(10), || async {
+        server.handle.status().peers == 0
+    })
+    .await;
+    assert!(
+        gone,
+        "the node's registration outlived its place on the allow-list"
+    );
+    let client =
+        p2p_peer::index_client::IndexClient::new(server.addr, Duration::from_secs(5), tls());
+    assert!(client.lookup(&id.to_string()).await.is_err());
+    peer.shutdown().await;
+}

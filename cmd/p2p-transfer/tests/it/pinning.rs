@@ -216,3 +216,44 @@ fn a_manifest_file_pins_the_index_it_names() {
     );
     assert!(!out.path().join("pinned.bin").exists());
 }
+
+/// A rogue that advertises the real index's id (ids are public) from its own address, with a
+/// name that sorts first, is chosen for the id it claims, and then refused: the handshake must
+/// prove the claimed id. The peer is not captured (it registers nowhere rather than there).
+#[test]
+fn a_rogue_that_claims_the_real_index_id_over_mdns_is_refused() {
+    if !netns::enter("pinning::a_rogue_that_claims_the_real_index_id_over_mdns_is_refused") {
+        return;
+    }
+    let (_real, _, real_id) = index_server("127.0.0.1:20000", true);
+    let me = crate::support::fresh_identity_dir();
+    let met = search(&me, &["--auto-discover"]);
+    assert!(met.status.success(), "{}", stderr(&met));
+
+    // The rogue: an index of its own (another key), advertised by hand with the real id.
+    let (_rogue, rogue_addr, rogue_id) = index_server("127.0.0.1:10000", false);
+    let _ad = p2p_discovery::Advertisement::start(&p2p_discovery::AdvertiseConfig {
+        port: 10000,
+        ip: Some("127.0.0.1".parse().unwrap()),
+        server_id: real_id.clone(),
+        protocol_version: p2p_protocol::PROTOCOL_VERSION,
+        interfaces: p2p_discovery::Interfaces::LoopbackOnly,
+    })
+    .unwrap();
+    // Both answers claim the real id; the rogue's name sorts first.
+    let refused = bin()
+        .env("P2P_IDENTITY_DIR", &me)
+        .args(["peer", "--addr", "127.0.0.1:0", "--auto-discover"])
+        .args(["--download", "abcdef123456"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(
+        err.contains(&format!(
+            "refused the index server at {rogue_addr}: it proved node id {rogue_id}, not \
+             {real_id} (the id it claimed over mDNS)"
+        )),
+        "{err}"
+    );
+}
