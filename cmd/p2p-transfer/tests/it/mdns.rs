@@ -138,7 +138,18 @@ fn server_restarted_on_another_port_is_found_again() {
     if !netns::enter("mdns::server_restarted_on_another_port_is_found_again") {
         return;
     }
-    let timing = ["--heartbeat-interval", "300ms", "--heartbeat-timeout", "1s"];
+    // The same server (the same key) comes back on another port: the peer, which requires
+    // the id the server proved (and claimed over mDNS), takes it back.
+    let identity = crate::support::fresh_identity_dir();
+    let identity = identity.to_str().unwrap();
+    let timing = [
+        "--heartbeat-interval",
+        "300ms",
+        "--heartbeat-timeout",
+        "1s",
+        "--identity-dir",
+        identity,
+    ];
     let (mut first, first_addr, _) = mdns_server(&timing);
     let src = tempfile::tempdir().unwrap();
     let (path, data) = random_file(src.path(), "moved.bin", 5 * 1024 * 1024, 33);
