@@ -947,10 +947,10 @@ mod tests {
         let hostile: IpAddr = "10.0.0.66".parse().unwrap();
         let mut refusals = Vec::new();
         for p in 0..4 {
-            let token = fresh_node();
-            let id = index.register(addr(p), hostile, token, now).unwrap();
+            let node = fresh_node();
+            let id = index.register(addr(p), hostile, node, now).unwrap();
             for f in 0..4 {
-                match index.add_file(id, token, large_manifest(&format!("{p}-{f}")), now) {
+                match index.add_file(id, node, large_manifest(&format!("{p}-{f}")), now) {
                     Ok(_) => {}
                     Err(err) => refusals.push(err),
                 }
@@ -975,29 +975,29 @@ mod tests {
             "{refusals:?}"
         );
         // Someone else still gets in...
-        let token = fresh_node();
-        let legit = index.register(addr(9), LOCAL, token, now).unwrap();
+        let node = fresh_node();
+        let legit = index.register(addr(9), LOCAL, node, now).unwrap();
         index
-            .add_file(legit, token, large_manifest("legit"), now)
+            .add_file(legit, node, large_manifest("legit"), now)
             .unwrap();
         index.check_accounts();
         // ...until the whole index is full.
-        let token = fresh_node();
+        let node = fresh_node();
         let other = index
-            .register(addr(10), "10.0.0.7".parse().unwrap(), token, now)
+            .register(addr(10), "10.0.0.7".parse().unwrap(), node, now)
             .unwrap();
         index
-            .add_file(other, token, large_manifest("o1"), now)
+            .add_file(other, node, large_manifest("o1"), now)
             .unwrap();
         index
-            .add_file(other, token, large_manifest("o2"), now)
+            .add_file(other, node, large_manifest("o2"), now)
             .unwrap();
-        let token = fresh_node();
+        let node = fresh_node();
         let late = index
-            .register(addr(11), "10.0.0.8".parse().unwrap(), token, now)
+            .register(addr(11), "10.0.0.8".parse().unwrap(), node, now)
             .unwrap();
         let err = index
-            .add_file(late, token, large_manifest("late"), now)
+            .add_file(late, node, large_manifest("late"), now)
             .unwrap_err();
         assert!(err.to_string().starts_with("the index is full"), "{err}");
         assert!(index.stored_bytes() <= limits.max_bytes);

@@ -925,9 +925,9 @@ mod hostile_clients {
             let now = tokio::time::Instant::now().into_std();
             let mut index = shared.index();
             for p in 0..FILES / 10_000 {
-                let token = p2p_protocol::NodeId(rand::random());
+                let node = p2p_protocol::NodeId(rand::random());
                 let id = index
-                    .register("127.0.0.2:1".parse().unwrap(), hostile_ip, token, now)
+                    .register("127.0.0.2:1".parse().unwrap(), hostile_ip, node, now)
                     .unwrap();
                 for f in 0..10_000 {
                     let manifest = FileManifest {
@@ -936,14 +936,14 @@ mod hostile_clients {
                         chunk_size: CHUNK_SIZE,
                         chunks: vec![Sha256Hash([p as u8; 32])],
                     };
-                    index.add_file(id, token, manifest, now).unwrap();
+                    index.add_file(id, node, manifest, now).unwrap();
                 }
-                hostile.push((id, token));
+                hostile.push((id, node));
             }
             // Filling took a while: they are all live as of now.
             let now = tokio::time::Instant::now().into_std();
-            for (id, token) in &hostile {
-                index.heartbeat(*id, *token, now).unwrap();
+            for (id, node) in &hostile {
+                index.heartbeat(*id, *node, now).unwrap();
             }
         }
         let shutdown = CancellationToken::new();
@@ -955,8 +955,8 @@ mod hostile_clients {
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let now = tokio::time::Instant::now().into_std();
-                    for (id, token) in &hostile {
-                        let _ = shared.index().heartbeat(*id, *token, now);
+                    for (id, node) in &hostile {
+                        let _ = shared.index().heartbeat(*id, *node, now);
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -1108,12 +1108,12 @@ mod hostile_clients {
         {
             let now = tokio::time::Instant::now().into_std();
             let mut index = shared.index();
-            let token = p2p_protocol::NodeId(rand::random());
+            let node = p2p_protocol::NodeId(rand::random());
             let id = index
                 .register(
                     "10.9.9.9:1".parse().unwrap(),
                     [10, 9, 9, 9].into(),
-                    token,
+                    node,
                     now,
                 )
                 .unwrap();
@@ -1124,7 +1124,7 @@ mod hostile_clients {
                     chunk_size: CHUNK_SIZE,
                     chunks: vec![Sha256Hash([1; 32])],
                 };
-                index.add_file(id, token, manifest, now).unwrap();
+                index.add_file(id, node, manifest, now).unwrap();
             }
         }
         let shutdown = CancellationToken::new();
