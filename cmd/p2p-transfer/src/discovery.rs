@@ -37,6 +37,9 @@ impl fmt::Display for ServerOrigin {
     }
 }
 
+/// How long checking that an mDNS answer proves its claimed id may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 fn interfaces(names: &[String], listen: Option<SocketAddr>) -> Interfaces {
     if !names.is_empty() {
         Interfaces::Named(names.to_vec())
@@ -93,28 +96,32 @@ pub struct Finder {
     interfaces: Interfaces,
     /// Which answers win over name order.
     preference: Preference,
+    /// This node's TLS set-up, to check that an answer's server proves the id it claims.
+    tls: p2p_transport::Tls,
     /// Shared with `status`: updated when the server is found again.
     pub origin: Arc<Mutex<ServerOrigin>>,
 }
 
 impl Finder {
     /// For one-shot tools: any interface, no name preference.
-    pub fn with(timeout: Duration, preference: Preference) -> Self {
+    pub fn with(timeout: Duration, preference: Preference, tls: p2p_transport::Tls) -> Self {
         Self {
             timeout,
             wanted: None,
             interfaces: Interfaces::All,
             preference,
+            tls,
             origin: Arc::new(Mutex::new(ServerOrigin::Flag)),
         }
     }
 
-    pub fn new(args: &PeerArgs, preference: Preference) -> Self {
+    pub fn new(args: &PeerArgs, preference: Preference, tls: p2p_transport::Tls) -> Self {
         Self {
             timeout: args.discover_timeout,
             wanted: args.server_name.clone(),
             interfaces: interfaces(&args.mdns_interfaces, None),
             preference,
+            tls,
             origin: Arc::new(Mutex::new(ServerOrigin::Flag)),
         }
     }
@@ -134,8 +141,41 @@ impl Finder {
             .await
             .context("mDNS browser failed")??;
         let prefer = |s: &p2p_discovery::FoundServer| self.preference.prefers(s);
-        let (chosen, others) = choose(found, self.wanted.as_deref(), prefer, timeout)?;
-        self.preference.check_choice(&chosen, &others)?;
+        // The choice must prove the id it claims (anyone can claim any id over mDNS): one
+        // that does not is passed over for the next, by the same rules.
+        let mut left = found;
+        let (chosen, others) = loop {
+            let (chosen, others) = choose(left, self.wanted.as_deref(), prefer, timeout)?;
+            self.preference.check_choice(&chosen, &others)?;
+            let claimed = chosen.server_id.as_deref().and_then(|id| id.parse().ok());
+            let Some(claimed) = claimed else {
+                break (chosen, others);
+            };
+            match self
+                .tls
+                .connect(chosen.addr(), Some(claimed), PROBE_TIMEOUT)
+                .await
+            {
+                Ok(_) => break (chosen, others),
+                Err(err) if others.is_empty() || self.wanted.is_some() => {
+                    anyhow::bail!(
+                        "the index server {:?} at {} claims node id {claimed} over mDNS, but: \
+                         {err}",
+                        chosen.instance,
+                        chosen.addr()
+                    )
+                }
+                Err(err) => {
+                    warn!(
+                        instance = %chosen.instance,
+                        addr = %chosen.addr(),
+                        %err,
+                        "passed over an mDNS answer that does not prove the id it claims"
+                    );
+                    left = others;
+                }
+            }
+        };
         if announce {
             if others.is_empty() {
                 println!(

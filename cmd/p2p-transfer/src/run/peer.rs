@@ -54,7 +54,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     // The node id an mDNS answer claimed, for the handshake to prove.
     let mut claimed = None;
     if args.auto_discover {
-        let finder = Finder::new(args, trust.preference());
+        let finder = Finder::new(args, trust.preference(), tls.clone());
         let (addr, id) = finder.find_claimed(true).await?;
         config.server_addr = Some(addr);
         claimed = id;

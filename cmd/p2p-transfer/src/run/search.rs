@@ -16,9 +16,9 @@ const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Asks the index and prints the matching files.
 pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
     let mut trust = IndexTrust::load(&args.identity, args.index.server_id)?;
-    let (server, claimed) = index_addr(&args.index, &trust).await?;
-    let query = args.words.join(" ");
     let tls = crate::run::id::client_tls(&args.identity)?;
+    let (server, claimed) = index_addr(&args.index, &trust, &tls).await?;
+    let query = args.words.join(" ");
     let client =
         IndexClient::new(server, SEARCH_TIMEOUT, tls).expecting(trust.expect_for(server, claimed));
     let (files, total) = client
@@ -39,9 +39,10 @@ pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
 pub async fn index_addr(
     args: &IndexArgs,
     trust: &IndexTrust,
+    tls: &p2p_transport::Tls,
 ) -> anyhow::Result<(std::net::SocketAddr, Option<p2p_protocol::NodeId>)> {
     if args.auto_discover {
-        return Finder::with(args.discover_timeout, trust.preference())
+        return Finder::with(args.discover_timeout, trust.preference(), tls.clone())
             .find_claimed(false)
             .await;
     }

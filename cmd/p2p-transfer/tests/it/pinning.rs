@@ -218,11 +218,11 @@ fn a_manifest_file_pins_the_index_it_names() {
 }
 
 /// A rogue that advertises the real index's id (ids are public) from its own address, with a
-/// name that sorts first, is chosen for the id it claims, and then refused: the handshake must
-/// prove the claimed id. The peer is not captured (it registers nowhere rather than there).
+/// name that sorts first, is chosen for the id it claims, fails to prove it, and is passed
+/// over: the peer registers with the real index. A peer that names the rogue is refused.
 #[test]
-fn a_rogue_that_claims_the_real_index_id_over_mdns_is_refused() {
-    if !netns::enter("pinning::a_rogue_that_claims_the_real_index_id_over_mdns_is_refused") {
+fn a_rogue_that_claims_the_real_index_id_over_mdns_is_passed_over() {
+    if !netns::enter("pinning::a_rogue_that_claims_the_real_index_id_over_mdns_is_passed_over") {
         return;
     }
     let (_real, _, real_id) = index_server("127.0.0.1:20000", true);
@@ -240,19 +240,35 @@ fn a_rogue_that_claims_the_real_index_id_over_mdns_is_refused() {
         interfaces: p2p_discovery::Interfaces::LoopbackOnly,
     })
     .unwrap();
-    // Both answers claim the real id; the rogue's name sorts first.
-    let refused = bin()
-        .env("P2P_IDENTITY_DIR", &me)
-        .args(["peer", "--addr", "127.0.0.1:0", "--auto-discover"])
-        .args(["--download", "abcdef123456"])
-        .output()
-        .unwrap();
+    let peer = |identity: &Path, extra: &[&str]| {
+        let mut cmd = bin();
+        cmd.env("P2P_IDENTITY_DIR", identity)
+            .args(["peer", "--addr", "127.0.0.1:0", "--auto-discover"])
+            .args(extra);
+        cmd
+    };
+    // Both answers claim the real id and the rogue's name sorts first: it is tried, fails to
+    // prove the id, and the real index is used. Also for a peer that never met either.
+    for identity in [me.clone(), crate::support::fresh_identity_dir()] {
+        let (_p, used, _) = spawn_until(peer(&identity, &[]), "index server node id ");
+        assert_eq!(
+            used.trim_start_matches("index server node id "),
+            real_id,
+            "captured by the rogue at {rogue_addr}"
+        );
+    }
+    // Named by hand, the rogue is refused, never used.
+    let refused = peer(
+        &me,
+        &["--server-name", ":10000", "--download", "abcdef123456"],
+    )
+    .output()
+    .unwrap();
     assert!(!refused.status.success());
     let err = stderr(&refused);
     assert!(
         err.contains(&format!(
-            "refused the index server at {rogue_addr}: it proved node id {rogue_id}, not \
-             {real_id} (the id it claimed over mDNS)"
+            "claims node id {real_id} over mDNS, but: the node at this address is {rogue_id}"
         )),
         "{err}"
     );
