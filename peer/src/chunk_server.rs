@@ -265,6 +265,7 @@ impl Handler {
             remote: self.remote,
             text: text.into(),
             at: std::time::SystemTime::now(),
+            sent: false,
         });
         PeerResponse::MessageReceived {}
     }

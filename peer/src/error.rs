@@ -99,6 +99,12 @@ pub enum PeerError {
     /// The file is not shared by this peer.
     #[error("this peer does not share {}", .0.fmt_short())]
     NotShared(FileId),
+    /// No download job has this handle.
+    #[error("no download {0} on this peer")]
+    UnknownDownload(crate::downloads::DownloadId),
+    /// A running download cannot be resumed (cancel it first).
+    #[error("download {0} is still running; cancel it first")]
+    DownloadRunning(crate::downloads::DownloadId),
     /// A background task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),

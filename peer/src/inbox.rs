@@ -26,8 +26,11 @@ pub struct ReceivedMessage {
     pub remote: SocketAddr,
     /// The text.
     pub text: RemoteText,
-    /// When it arrived.
+    /// When it arrived (or was sent).
     pub at: SystemTime,
+    /// `true` for a message this peer sent: `node`, `name` and `remote` are then the
+    /// recipient's, and `from` is this peer's own address.
+    pub sent: bool,
 }
 
 /// Messages received during this run.

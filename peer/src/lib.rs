@@ -14,6 +14,7 @@
 //! * [`inbox`]: text messages from other peers.
 //! * [`share_dir`]: a folder kept shared as it changes.
 //! * [`download`]: one download: plan, worker pool, hosts, final verification.
+//! * [`downloads`]: the registry of download jobs every front end lists, cancels and resumes.
 //! * [`config`]: [`PeerConfig`] with its defaults.
 //! * [`error`][mod@error]: [`PeerError`].
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@
 pub mod chunk_server;
 pub mod config;
 pub mod download;
+pub mod downloads;
 pub mod error;
 mod heartbeat;
 pub mod inbox;
@@ -32,6 +34,7 @@ pub mod shared_files;
 
 pub use config::{PeerConfig, Rediscover};
 pub use download::{DownloadEvent, DownloadReport};
+pub use downloads::{DownloadId, DownloadInfo, DownloadState, PeerChange, PeerStatus};
 pub use error::PeerError;
 pub use inbox::ReceivedMessage;
 pub use node::{DownloadRequest, Peer, PeerHandle};

@@ -571,5 +571,104 @@ impl PeerHandle {
     }
 }
 
+/// Download jobs, status, direct hosts and messages by name: what every front end (the shells,
+/// the web API) calls. Placeholders until the registry lands (issue 13, `downloads.rs`).
+impl PeerHandle {
+    /// What `status` shows.
+    pub fn status(&self) -> crate::downloads::PeerStatus {
+        crate::downloads::PeerStatus {
+            node_id: self.node_id(),
+            listen_addr: self.local_addr(),
+            advertised_addr: self.session().map(|s| s.addr),
+            server_addr: self.server_addr(),
+            server_node_id: self.index_node_id(),
+            registered: self.session().is_some(),
+            files_shared: self.files().len(),
+            chunks_served: self.chunks_served(),
+            downloads_active: 0,
+            direct_hosts: Vec::new(),
+        }
+    }
+
+    /// Shares a file, or every file of a folder (walked as `--share-dir` does); returns what
+    /// is now shared from it.
+    pub async fn share_path(&self, path: &Path) -> Result<Vec<SharedFileInfo>, PeerError> {
+        let _ = path;
+        Err(PeerError::Internal("share_path: not yet".into()))
+    }
+
+    /// Starts a download job in the background: `requests` fetched one after another into
+    /// `out`. `target` is what the user asked for (shown in listings).
+    pub fn start_download(
+        &self,
+        target: String,
+        requests: Vec<DownloadRequest>,
+        out: std::path::PathBuf,
+    ) -> Result<crate::downloads::DownloadId, PeerError> {
+        let _ = (target, requests, out);
+        Err(PeerError::Internal("start_download: not yet".into()))
+    }
+
+    /// Every download job of this run, oldest first.
+    pub fn downloads(&self) -> Vec<crate::downloads::DownloadInfo> {
+        Vec::new()
+    }
+
+    /// One download job.
+    pub fn download_info(
+        &self,
+        id: crate::downloads::DownloadId,
+    ) -> Option<crate::downloads::DownloadInfo> {
+        let _ = id;
+        None
+    }
+
+    /// Cancels a job; its part files stay for a resume.
+    pub fn cancel_download(
+        &self,
+        id: crate::downloads::DownloadId,
+    ) -> Result<crate::downloads::DownloadInfo, PeerError> {
+        Err(PeerError::UnknownDownload(id))
+    }
+
+    /// Runs a cancelled or failed job again into the same folder (part files resume).
+    pub fn resume_download(
+        &self,
+        id: crate::downloads::DownloadId,
+    ) -> Result<crate::downloads::DownloadInfo, PeerError> {
+        Err(PeerError::UnknownDownload(id))
+    }
+
+    /// Changes as they happen: download jobs, shared files, messages.
+    pub fn subscribe_changes(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<crate::downloads::PeerChange> {
+        tokio::sync::broadcast::channel(1).1
+    }
+
+    /// Hosts named for direct downloads.
+    pub fn direct_hosts(&self) -> Vec<SocketAddr> {
+        Vec::new()
+    }
+
+    /// Adds a host for direct downloads; `false` if it was there already.
+    pub fn add_direct_host(&self, addr: SocketAddr) -> bool {
+        let _ = addr;
+        false
+    }
+
+    /// Removes a host for direct downloads; `false` if it was not there.
+    pub fn remove_direct_host(&self, addr: SocketAddr) -> bool {
+        let _ = addr;
+        false
+    }
+
+    /// Sends a message to `to`: `host:port`, or a peer id (or unique prefix) the index knows.
+    pub async fn send_message_to(&self, to: &str, text: &str) -> Result<NodeId, PeerError> {
+        let _ = (to, text);
+        Err(PeerError::Internal("send_message_to: not yet".into()))
+    }
+}
+
 /// Limit on delivering one message.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
