@@ -14,13 +14,20 @@
 //! * `peer_api` / `server_api`: the routes of each role.
 //! * `events`: the server-sent event stream: a snapshot, then changes, throttled.
 //! * `upload`: a request body streamed to disk through `p2p_storage::Upload`.
+//! * `serve`: [`serve_peer`] / [`serve_server`]: the role's routes behind the guards.
 //! * `assets`: the page (HTML, CSS, JavaScript), embedded in the binary.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod assets;
 pub mod config;
 pub mod error;
+mod peer_api;
+mod serve;
+mod server_api;
+mod upload;
 pub mod views;
 
 pub use config::WebConfig;
 pub use error::ApiError;
+pub use serve::{login_url, serve_peer, serve_server};

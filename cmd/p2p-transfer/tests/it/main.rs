@@ -22,3 +22,4 @@ mod support;
 mod tools;
 mod transfer;
 mod trust;
+mod web_support;

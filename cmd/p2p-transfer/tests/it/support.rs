@@ -15,6 +15,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// For status (counts, stored bytes).
     pub handle: p2p_central_server::ServerHandle,
+    /// The index's node id.
+    pub node_id: p2p_protocol::NodeId,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -46,7 +48,9 @@ pub fn fast_server_config() -> ServerConfig {
 /// Starts an index server on `addr` (use port 0 for any).
 pub async fn start_server_on(addr: SocketAddr, config: ServerConfig) -> TestServer {
     let listener = TcpListener::bind(addr).await.unwrap();
-    let server = Server::new(listener, config, tls());
+    let tls = tls();
+    let node_id = tls.node_id();
+    let server = Server::new(listener, config, tls);
     let addr = server.local_addr().unwrap();
     let handle = server.handle().unwrap();
     let shutdown = CancellationToken::new();
@@ -54,6 +58,7 @@ pub async fn start_server_on(addr: SocketAddr, config: ServerConfig) -> TestServ
     TestServer {
         addr,
         handle,
+        node_id,
         shutdown,
         task: Some(task),
     }
