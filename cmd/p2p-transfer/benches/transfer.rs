@@ -12,6 +12,9 @@
 //! * `download_1_seeder`, `download_3_seeders`: the release binary, end to end from the
 //!   leecher's start to the verified file on disk; the leecher's and seeders' peak RSS
 //!   (VmHWM) come with them;
+//! * `download_1_seeder_with_dashboard`: `download_1_seeder` with the leecher's web dashboard
+//!   on (`--web 127.0.0.1:0`) and an event-stream client (`GET /api/v1/events`) reading it
+//!   from the moment it answers until the leecher exits: the page must not slow a transfer;
 //! * `serve_3_leechers`: one seeder, three leechers at once (MB/s counts the three copies),
 //!   for the seeder's peak RSS under more than one leecher;
 //! * `rss_4gib` (full mode): peak RSS of leecher and seeder for a 4 GiB (sparse) file.
@@ -62,19 +65,20 @@ fn main() {
         p2p_storage::build_manifest(&file).expect("hash bench file");
     }));
 
-    for (name, peers) in [
-        ("download_1_seeder", (1, 1)),
-        ("download_3_seeders", (3, 1)),
-        ("serve_3_leechers", (1, 3)),
+    for (name, peers, dashboard) in [
+        ("download_1_seeder", (1, 1), true),
+        ("download_3_seeders", (3, 1), false),
+        ("serve_3_leechers", (1, 3), false),
     ] {
-        results.push(download(name, &file, size, peers, work.path()));
+        results.extend(download(name, &file, size, peers, dashboard, work.path()));
     }
     if !quick {
         let sparse = work.path().join("sparse4g.bin");
         File::create(&sparse)
             .and_then(|f| f.set_len(4096 * MIB))
             .expect("sparse file");
-        let mut rss = download("rss_4gib", &sparse, 4096 * MIB, (1, 1), work.path());
+        let mut rss =
+            download("rss_4gib", &sparse, 4096 * MIB, (1, 1), false, work.path()).remove(0);
         rss.runs.truncate(1);
         results.push(rss);
     }
@@ -302,6 +306,38 @@ fn start_until(
     }
 }
 
+/// The key the dashboard scenario's leecher uses (`P2P_API_KEY`).
+const BENCH_API_KEY: &str = "bench-dashboard-key";
+
+/// Reads a leecher's stdout until its `web api` line, then streams `GET /api/v1/events`
+/// from it until the leecher exits, as a browser tab left open would. Returns the bytes of
+/// events read.
+fn listen_to_events(stdout: std::process::ChildStdout) -> u64 {
+    let mut lines = BufReader::new(stdout);
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        if lines.read_line(&mut line).unwrap_or(0) == 0 {
+            return 0;
+        }
+        if let Some(rest) = line.trim().strip_prefix("web api: http://") {
+            break rest.split('/').next().unwrap_or_default().to_owned();
+        }
+    };
+    // Keep draining stdout so the leecher never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    let Ok(mut conn) = std::net::TcpStream::connect(&addr) else {
+        return 0;
+    };
+    let request = format!(
+        "GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {BENCH_API_KEY}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    if conn.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    std::io::copy(&mut conn, &mut std::io::sink()).unwrap_or(0)
+}
+
 fn peak_rss(stderr: &str) -> Option<u64> {
     stderr
         .lines()
@@ -312,14 +348,17 @@ fn peak_rss(stderr: &str) -> Option<u64> {
 /// End-to-end downloads with the release binary: a server, `seeders` seeders of `file`, and
 /// `leechers` leechers started together, timed from their start to the last one's exit
 /// (verified file on disk), `RUNS` times. With several leechers the scenario's bytes are what
-/// they fetched together.
+/// they fetched together. With `dashboard`, runs alternate with runs whose leechers also
+/// serve their web API to an event-stream client that listens until they exit; the second
+/// scenario returned is those runs (`download_1_seeder_with_dashboard`).
 fn download(
     name: &'static str,
     file: &Path,
     size: u64,
     (seeders, leechers): (usize, usize),
+    dashboard: bool,
     work: &Path,
-) -> Scenario {
+) -> Vec<Scenario> {
     let mut cmd = binary();
     cmd.args(["server", "--addr", "127.0.0.1:0", "--no-mdns"]);
     let (_server, line, _) = start_until(cmd, "server listening on ");
@@ -350,30 +389,42 @@ fn download(
         id = line.trim_end().rsplit(' ').next().expect("id").to_owned();
         seeds.push(proc);
     }
-    let mut runs = Vec::new();
-    let mut leecher_rss = 0;
-    for run in 0..RUNS {
+    // With the dashboard compared, plain and dashboard runs alternate on the same seeders, so
+    // drift on a noisy machine hits both alike.
+    let modes: &[bool] = if dashboard { &[false, true] } else { &[false] };
+    let mut runs = vec![Vec::new(); modes.len()];
+    let mut leecher_rss = vec![0; modes.len()];
+    for (run, m) in (0..RUNS).flat_map(|r| (0..modes.len()).map(move |m| (r, m))) {
+        let dashboard = modes[m];
         let start = Instant::now();
         let started: Vec<(PathBuf, Child)> = (0..leechers)
             .map(|l| {
-                let out: PathBuf = work.join(format!("{name}-{run}-{l}"));
+                let out: PathBuf = work.join(format!("{name}-{run}-{m}-{l}"));
                 std::fs::create_dir_all(&out).expect("out dir");
-                let child = binary()
-                    .args([
-                        "peer",
-                        "--addr",
-                        "127.0.0.1:0",
-                        "--server",
-                        &server,
-                        "--download",
-                        &id,
-                        "--out",
-                    ])
-                    .arg(&out)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("run leecher");
+                let mut cmd = binary();
+                cmd.args([
+                    "peer",
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--server",
+                    &server,
+                    "--download",
+                    &id,
+                    "--out",
+                ])
+                .arg(&out)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+                if dashboard {
+                    cmd.args(["--web", "127.0.0.1:0"])
+                        .env("P2P_API_KEY", BENCH_API_KEY)
+                        .stdout(Stdio::piped());
+                }
+                let mut child = cmd.spawn().expect("run leecher");
+                if dashboard {
+                    let stdout = child.stdout.take().expect("leecher stdout");
+                    std::thread::spawn(move || listen_to_events(stdout));
+                }
                 (out, child)
             })
             .collect();
@@ -381,11 +432,11 @@ fn download(
             .into_iter()
             .map(|(out, child)| (out, child.wait_with_output().expect("leecher output")))
             .collect();
-        runs.push(start.elapsed());
+        runs[m].push(start.elapsed());
         for (out, output) in outputs {
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert!(output.status.success(), "leecher failed: {stderr}");
-            leecher_rss = leecher_rss.max(peak_rss(&stderr).unwrap_or(0));
+            leecher_rss[m] = leecher_rss[m].max(peak_rss(&stderr).unwrap_or(0));
             let _ = std::fs::remove_dir_all(&out);
         }
     }
@@ -402,24 +453,31 @@ fn download(
         let _ = seed.0.wait();
         seeder_rss = seeder_rss.max(peak_rss(&stderr).unwrap_or(0));
     }
-    let s = Scenario {
-        name,
-        bytes: size * leechers as u64,
-        runs,
-        leecher_rss_kib: Some(leecher_rss),
-        seeder_rss_kib: Some(seeder_rss),
-    };
-    eprintln!(
-        "{name}: {:.0} MB/s, leecher peak {} MiB",
-        s.mb_per_s(),
-        leecher_rss / 1024
-    );
-    s
+    let names = [name, "download_1_seeder_with_dashboard"];
+    runs.into_iter()
+        .zip(leecher_rss)
+        .zip(names)
+        .map(|((runs, leecher_rss), name)| {
+            let s = Scenario {
+                name,
+                bytes: size * leechers as u64,
+                runs,
+                leecher_rss_kib: Some(leecher_rss),
+                seeder_rss_kib: Some(seeder_rss),
+            };
+            eprintln!(
+                "{name}: {:.0} MB/s, leecher peak {} MiB",
+                s.mb_per_s(),
+                leecher_rss / 1024
+            );
+            s
+        })
+        .collect()
 }
 
 fn report(results: &[Scenario], sha: &Scenario, quick: bool) {
     let mut table = format!(
-        "p2p-transfer bench ({} mode, {} runs each, file {} MiB)\n{:<20} {:>9} {:>9} {:>9} {:>9} {:>8} {:>12} {:>11}\n",
+        "p2p-transfer bench ({} mode, {} runs each, file {} MiB)\n{:<33} {:>9} {:>9} {:>9} {:>9} {:>8} {:>12} {:>11}\n",
         if quick { "quick" } else { "full" },
         RUNS,
         results[0].bytes / MIB,
@@ -438,7 +496,7 @@ fn report(results: &[Scenario], sha: &Scenario, quick: bool) {
         let ratio = s.mb_per_s() / sha.mb_per_s();
         let mib = |k: Option<u64>| k.map_or("-".to_owned(), |k| (k / 1024).to_string());
         table += &format!(
-            "{:<20} {med:>9.3} {min:>9.3} {max:>9.3} {:>9.0} {ratio:>8.2} {:>12} {:>11}\n",
+            "{:<33} {med:>9.3} {min:>9.3} {max:>9.3} {:>9.0} {ratio:>8.2} {:>12} {:>11}\n",
             s.name,
             s.mb_per_s(),
             mib(s.leecher_rss_kib),
@@ -454,6 +512,16 @@ fn report(results: &[Scenario], sha: &Scenario, quick: bool) {
                 .map_or("null".to_owned(), |v| v.to_string()),
             s.seeder_rss_kib
                 .map_or("null".to_owned(), |v| v.to_string()),
+        );
+    }
+    let median = |name: &str| results.iter().find(|s| s.name == name).map(|s| s.stats().0);
+    if let (Some(plain), Some(web)) = (
+        median("download_1_seeder"),
+        median("download_1_seeder_with_dashboard"),
+    ) {
+        table += &format!(
+            "dashboard cost: {:+.1} % (median time with an event-stream client vs without, runs alternated; target <= 5 %)\n",
+            (web / plain - 1.0) * 100.0
         );
     }
     print!("{table}{json}");
