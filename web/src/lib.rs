@@ -22,6 +22,7 @@
 mod assets;
 pub mod config;
 pub mod error;
+mod events;
 mod peer_api;
 mod serve;
 mod server_api;

@@ -39,6 +39,6 @@ pub(crate) fn router(app: ServerApp) -> Router {
         .route("/api/v1/status", get(todo))
         .route("/api/v1/peers", get(todo))
         .route("/api/v1/files", get(todo))
-        .route("/api/v1/events", get(todo))
+        .route("/api/v1/events", crate::events::server_route(&app))
         .with_state(app)
 }

@@ -258,7 +258,7 @@ impl PeerShell {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let requests = if crate::run::manifest::is_manifest_path(&id) {
-            crate::run::peer::requests_for(crate::run::manifest::read(id.as_ref())?, &hosts)
+            DownloadRequest::for_manifest_file(crate::run::manifest::read(id.as_ref())?, &hosts)
         } else {
             vec![DownloadRequest {
                 id: id.clone(),
