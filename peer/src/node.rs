@@ -54,6 +54,9 @@ pub(crate) struct Node {
     tasks: TaskTracker,
     /// Download jobs, and the change feed every live view listens to.
     downloads: Downloads,
+    /// The runtime the peer started on: jobs started from another thread (a shell's) run
+    /// there too.
+    runtime: tokio::runtime::Handle,
     /// Hosts every download job asks besides the index's (`--from`, `connect`). std Mutex: a
     /// copy or a push, never held across an await.
     direct_hosts: Mutex<Vec<SocketAddr>>,
@@ -145,6 +148,7 @@ impl Peer {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             downloads,
+            runtime: tokio::runtime::Handle::current(),
             direct_hosts: Mutex::new(Vec::new()),
         });
         if let Some(index) = &node.index {
@@ -275,9 +279,10 @@ impl PeerHandle {
         self.node.shutdown.child_token()
     }
 
-    /// Runs `task` among the peer's tasks (waited for at shutdown).
+    /// Runs `task` among the peer's tasks (waited for at shutdown), on the peer's runtime
+    /// whichever thread calls.
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.node.tasks.spawn(task);
+        self.node.tasks.spawn_on(task, &self.node.runtime);
     }
 
     /// Starts serving an already-hashed file and announces it.
