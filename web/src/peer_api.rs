@@ -155,17 +155,14 @@ async fn start_download(
     State(app): State<PeerApp>,
     ApiJson(body): ApiJson<DownloadBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let hosts = app.peer.direct_hosts();
+    // The peer adds its direct hosts (`--from`, `POST /hosts`) to every request itself.
     let (target, requests) = match (body.id, body.manifest) {
         (Some(id), None) => {
             let id = id.trim().to_owned();
             if id.is_empty() {
                 return Err(ApiError::bad_request("give a file id or a prefix of one"));
             }
-            let request = DownloadRequest {
-                hosts,
-                ..DownloadRequest::by_id(&id)
-            };
+            let request = DownloadRequest::by_id(&id);
             (id, vec![request])
         }
         (None, Some(text)) => {
@@ -176,7 +173,7 @@ async fn start_download(
                 return Err(ApiError::new(StatusCode::CONFLICT, "other_index", why));
             }
             let target = format!("{}{SUFFIX}", manifest_name(&doc));
-            (target, DownloadRequest::for_manifest_file(doc, &hosts))
+            (target, DownloadRequest::for_manifest_file(doc, &[]))
         }
         _ => {
             return Err(ApiError::bad_request(
@@ -184,8 +181,10 @@ async fn start_download(
             ));
         }
     };
-    let out = output_folder(&body.out).await?;
-    let handle = app.peer.start_download(target, requests, out)?;
+    // The peer checks that the output folder exists, for every front end alike.
+    let handle = app
+        .peer
+        .start_download(target, requests, PathBuf::from(body.out))?;
     let view = download_view(&app.peer, handle)?;
     let location = format!("/api/v1/downloads/{handle}");
     Ok((
@@ -193,26 +192,6 @@ async fn start_download(
         [(header::LOCATION, location)],
         Json(view),
     ))
-}
-
-/// The output folder of a download: it must exist already, as on the command line (where a
-/// download into a missing folder fails when it opens it).
-async fn output_folder(out: &str) -> Result<PathBuf, ApiError> {
-    if out.is_empty() {
-        return Err(ApiError::bad_request("give the output folder (\"out\")"));
-    }
-    let path = PathBuf::from(out);
-    match tokio::fs::metadata(&path).await {
-        Ok(meta) if meta.is_dir() => Ok(path),
-        Ok(_) => Err(ApiError::bad_request(format!(
-            "the output folder {} is not a folder",
-            printable(out)
-        ))),
-        Err(err) => Err(ApiError::bad_request(format!(
-            "cannot open output folder {}: {err}",
-            printable(out)
-        ))),
-    }
 }
 
 fn manifest_servers(doc: &AnyManifestFile) -> &[IndexRef] {
@@ -377,7 +356,7 @@ async fn send_message(
             "give the peer to send to (\"to\": host:port or a peer id)",
         ));
     }
-    let node = app.peer.send_message_to(body.to.trim(), &body.text).await?;
+    let (_, node) = app.peer.send_message_to(body.to.trim(), &body.text).await?;
     Ok((
         StatusCode::CREATED,
         Json(MessageSentView {
@@ -390,39 +369,50 @@ async fn send_message(
 /// was (docs/API.md lists them), the message is the error's own line.
 impl From<PeerError> for ApiError {
     fn from(err: PeerError) -> Self {
-        let (status, code) = match &err {
-            PeerError::NoIndex => (StatusCode::SERVICE_UNAVAILABLE, "no_index"),
-            PeerError::IndexUnreachable { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "index_unavailable")
-            }
-            PeerError::IndexRefused { code, .. } => match code {
-                ErrorCode::UnknownFile => (StatusCode::NOT_FOUND, "not_found"),
-                ErrorCode::AmbiguousPrefix => (StatusCode::CONFLICT, "ambiguous_prefix"),
-                ErrorCode::BadRequest | ErrorCode::InvalidManifest => {
-                    (StatusCode::BAD_REQUEST, "bad_request")
-                }
-                ErrorCode::LimitExceeded => (StatusCode::CONFLICT, "limit_exceeded"),
-                _ => (StatusCode::BAD_GATEWAY, "index_refused"),
-            },
-            PeerError::Storage(err) => storage_status(err),
-            PeerError::BadId(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            PeerError::NotSharedPrefix(_)
-            | PeerError::NotShared(_)
-            | PeerError::UnknownDownload(_) => (StatusCode::NOT_FOUND, "not_found"),
-            PeerError::NoHosts { .. } => (StatusCode::NOT_FOUND, "no_hosts"),
-            PeerError::DownloadRunning(_) => (StatusCode::CONFLICT, "download_running"),
-            PeerError::PeerUnreachable { .. } | PeerError::NoManifest { .. } => {
-                (StatusCode::BAD_GATEWAY, "peer_unreachable")
-            }
-            PeerError::ManifestMismatch(_) | PeerError::DownloadFailed { .. } => {
-                (StatusCode::BAD_GATEWAY, "download_failed")
-            }
-            PeerError::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            PeerError::Listen { .. } | PeerError::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
-        };
+        let (status, code) = peer_status(&err);
         ApiError::new(status, code, err.to_string())
+    }
+}
+
+/// The status and code of a peer error.
+fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
+    match err {
+        PeerError::NoIndex => (StatusCode::SERVICE_UNAVAILABLE, "no_index"),
+        PeerError::IndexUnreachable { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "index_unavailable")
+        }
+        PeerError::IndexRefused { code, .. } => match code {
+            ErrorCode::UnknownFile => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorCode::AmbiguousPrefix => (StatusCode::CONFLICT, "ambiguous_prefix"),
+            ErrorCode::BadRequest | ErrorCode::InvalidManifest => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
+            ErrorCode::LimitExceeded => (StatusCode::CONFLICT, "limit_exceeded"),
+            _ => (StatusCode::BAD_GATEWAY, "index_refused"),
+        },
+        PeerError::Storage(err) => storage_status(err),
+        // A folder that failed to share answers as the file inside it that failed.
+        PeerError::Share { cause, .. } => peer_status(cause),
+        PeerError::BadId(_)
+        | PeerError::NoOutputFolder(_)
+        | PeerError::NothingToDownload
+        | PeerError::IncompleteFolder(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        PeerError::NotSharedPrefix(_)
+        | PeerError::NotShared(_)
+        | PeerError::UnknownDownload(_)
+        | PeerError::UnknownRecipient(_) => (StatusCode::NOT_FOUND, "not_found"),
+        PeerError::NoHosts { .. } => (StatusCode::NOT_FOUND, "no_hosts"),
+        PeerError::DownloadRunning(_) => (StatusCode::CONFLICT, "download_running"),
+        PeerError::PeerUnreachable { .. } | PeerError::NoManifest { .. } => {
+            (StatusCode::BAD_GATEWAY, "peer_unreachable")
+        }
+        PeerError::ManifestMismatch(_) | PeerError::DownloadFailed { .. } => {
+            (StatusCode::BAD_GATEWAY, "download_failed")
+        }
+        PeerError::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        PeerError::Listen { .. } | PeerError::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
     }
 }
 

@@ -41,7 +41,10 @@ impl SseReader {
     pub async fn open(url: &str) -> Self {
         let response = api_client().get(url).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{url}");
-        let kind = response.headers()["content-type"].to_str().unwrap().to_owned();
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(kind.starts_with("text/event-stream"), "{kind}");
         Self {
             body: response.bytes_stream().boxed(),
@@ -115,7 +118,9 @@ async fn delete(url: String) -> (StatusCode, Value) {
 /// The error code of an error reply (and that it has the documented shape).
 fn error_code(body: &Value) -> &str {
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{body}"
     );
     body["error"]["code"].as_str().unwrap()
@@ -130,7 +135,10 @@ async fn wait_finished(web: &WebNode, handle: u64) -> Value {
         if ["done", "failed", "cancelled"].contains(&view["state"].as_str().unwrap()) {
             return view;
         }
-        assert!(Instant::now() < deadline, "download {handle} never ended: {view}");
+        assert!(
+            Instant::now() < deadline,
+            "download {handle} never ended: {view}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -221,7 +229,10 @@ async fn download_by_prefix_from_two_seeders_with_live_progress() {
     let mut events = SseReader::open(&web.url("/api/v1/events")).await;
     let first = events.next().await.unwrap();
     assert_eq!(first.name, "snapshot", "the snapshot comes first");
-    assert_eq!(first.data["status"]["node_id"], leecher.node_id().to_string());
+    assert_eq!(
+        first.data["status"]["node_id"],
+        leecher.node_id().to_string()
+    );
     assert_eq!(first.data["downloads"], json!([]));
 
     let response = api_client()
@@ -244,7 +255,8 @@ async fn download_by_prefix_from_two_seeders_with_live_progress() {
                 return false;
             }
             progress += 1;
-            e.data["state"] != "running" && e.data["state"] != "looking_up"
+            e.data["state"] != "running"
+                && e.data["state"] != "looking_up"
                 && e.data["state"] != "flushing"
         })
         .await;
@@ -283,7 +295,10 @@ async fn download_by_prefix_from_two_seeders_with_live_progress() {
     assert_eq!(status, StatusCode::CREATED, "{job}");
     let view = wait_finished(&web, job["handle"].as_u64().unwrap()).await;
     assert_eq!(view["state"], "done", "{view}");
-    assert_eq!(std::fs::read(again.path().join("api-get.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(again.path().join("api-get.bin")).unwrap(),
+        data
+    );
 
     // A manifest naming another index is refused, as a running peer can't change its index.
     let elsewhere = ManifestFile::new(
@@ -344,7 +359,9 @@ async fn a_client_that_never_reads_does_not_hold_back_a_download() {
     );
     // The reading client saw the end too.
     events
-        .until(DEADLINE, |e| e.name == "download" && e.data["state"] == "done")
+        .until(DEADLINE, |e| {
+            e.name == "download" && e.data["state"] == "done"
+        })
         .await;
     drop(stalled);
     leecher.shutdown().await;
@@ -384,7 +401,11 @@ async fn cancel_then_resume_through_the_api() {
         json!({}),
     )
     .await;
-    assert_eq!(status, StatusCode::CONFLICT, "a running job can't resume: {resumed}");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a running job can't resume: {resumed}"
+    );
     assert_eq!(error_code(&resumed), "download_running");
 
     let (status, cancelled) = delete(web.url(&format!("/api/v1/downloads/{handle}"))).await;
@@ -432,9 +453,7 @@ async fn messages_reach_the_other_peer_its_list_and_its_event_stream() {
     assert_eq!(status, StatusCode::CREATED, "{sent}");
     assert_eq!(sent["node_id"], b.node_id().to_string());
 
-    let event = events_b
-        .until(DEADLINE, |e| e.name == "message")
-        .await;
+    let event = events_b.until(DEADLINE, |e| e.name == "message").await;
     assert_eq!(event.data["node_id"], a.node_id().to_string());
     assert_eq!(event.data["direction"], "in");
     assert_eq!(event.data["text"], "hello <b>B</b>");
@@ -477,10 +496,18 @@ async fn direct_hosts_are_added_listed_and_removed() {
     let server = start_server().await;
     let peer = start_peer(server.addr).await;
     let web = start_web_peer(&peer).await;
-    let (status, hosts) = post(web.url("/api/v1/hosts"), json!({ "addr": "127.0.0.1:4000" })).await;
+    let (status, hosts) = post(
+        web.url("/api/v1/hosts"),
+        json!({ "addr": "127.0.0.1:4000" }),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{hosts}");
     assert_eq!(hosts["hosts"], json!(["127.0.0.1:4000"]));
-    let (status, _) = post(web.url("/api/v1/hosts"), json!({ "addr": "127.0.0.1:4000" })).await;
+    let (status, _) = post(
+        web.url("/api/v1/hosts"),
+        json!({ "addr": "127.0.0.1:4000" }),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "adding it again changes nothing");
     let (_, hosts) = get(web.url("/api/v1/hosts")).await;
     assert_eq!(hosts["hosts"], json!(["127.0.0.1:4000"]));
@@ -560,7 +587,10 @@ async fn errors_have_the_documented_codes_and_shape() {
     assert_eq!(status, StatusCode::CREATED, "{job}");
     let view = wait_finished(&web, job["handle"].as_u64().unwrap()).await;
     assert_eq!(view["state"], "failed", "{view}");
-    assert!(view["error"].as_str().is_some_and(|e| !e.is_empty()), "{view}");
+    assert!(
+        view["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{view}"
+    );
     peer.shutdown().await;
 }
 
@@ -578,11 +608,12 @@ async fn event_streams_are_limited_and_end_at_shutdown() {
     assert_eq!(error_code(&busy), "busy");
 
     drop(web);
-    let ended = tokio::time::timeout(DEADLINE, async {
-        while events.next().await.is_some() {}
-    })
-    .await;
-    assert!(ended.is_ok(), "the stream outlived the web server's shutdown");
+    let ended =
+        tokio::time::timeout(DEADLINE, async { while events.next().await.is_some() {} }).await;
+    assert!(
+        ended.is_ok(),
+        "the stream outlived the web server's shutdown"
+    );
     peer.shutdown().await;
 }
 
