@@ -37,7 +37,7 @@ use crate::peer_api::{PeerApp, network_peers, shared_files};
 use crate::server_api::ServerApp;
 use crate::views::{
     DownloadView, MessageView, NetworkFileView, NetworkFilesView, PeerSnapshotView, PeerStatusView,
-    PeerView, PeersView, ServerSnapshotView, ServerStatusView, SharedFileView, UnsharedView,
+    PeersView, ServerSnapshotView, ServerStatusView, SharedFileView, UnsharedView,
 };
 
 /// The least time between two progress events of one download job on one stream (so at most
@@ -402,20 +402,10 @@ struct ServerSeen {
 
 impl ServerSeen {
     fn of(app: &ServerApp) -> Self {
-        let status =
-            ServerStatusView::new(&app.server.status(), app.node_id, app.mdns_name.clone());
-        let (peers, peers_total) = app.server.list_peers();
-        let (files, files_total) = app.server.list_files();
         Self {
-            status,
-            peers: PeersView {
-                peers: peers.iter().map(|p| PeerView::new(p, None)).collect(),
-                total: peers_total,
-            },
-            files: NetworkFilesView {
-                files: files.iter().map(NetworkFileView::from).collect(),
-                total: files_total,
-            },
+            status: app.status(),
+            peers: app.peers(),
+            files: app.files(),
         }
     }
 
@@ -499,6 +489,7 @@ impl ServerStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::views::PeerView;
 
     const GAP: Duration = Duration::from_millis(250);
 

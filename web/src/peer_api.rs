@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WebConfig;
-use crate::error::{ApiError, ApiJson};
+use crate::error::ApiError;
 use crate::views::{
     DownloadBody, DownloadView, DownloadsView, HostBody, HostsView, MessageBody, MessageSentView,
     MessageView, MessagesView, NetworkFileView, NetworkFilesView, PeerStatusView, PeerView,
@@ -42,13 +42,12 @@ pub(crate) struct PeerApp {
 
 /// The peer's API routes.
 pub(crate) fn router(app: PeerApp) -> Router {
-    let json_limit = DefaultBodyLimit::max(app.config.max_json_body);
-    // A download request may carry a whole `.p2pm` (a big folder's is megabytes).
+    // Every other body is held to `max_json_body` (serve.rs); a download request may carry a whole `.p2pm` (a big folder's is megabytes).
     let manifest_limit = DefaultBodyLimit::max(app.config.max_manifest_body);
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/files", get(files))
-        .route("/api/v1/shares", post(share).layer(json_limit))
+        .route("/api/v1/shares", post(share))
         .route("/api/v1/shares/{id}", delete(unshare))
         .route("/api/v1/network/files", get(network_files))
         .route("/api/v1/peers", get(peers))
@@ -61,12 +60,9 @@ pub(crate) fn router(app: PeerApp) -> Router {
             get(download).delete(cancel_download),
         )
         .route("/api/v1/downloads/{handle}/resume", post(resume_download))
-        .route("/api/v1/hosts", get(hosts).post(add_host).layer(json_limit))
+        .route("/api/v1/hosts", get(hosts).post(add_host))
         .route("/api/v1/hosts/{addr}", delete(remove_host))
-        .route(
-            "/api/v1/messages",
-            get(messages).post(send_message).layer(json_limit),
-        )
+        .route("/api/v1/messages", get(messages).post(send_message))
         .route("/api/v1/events", crate::events::peer_route(&app))
         .route("/api/v1/uploads", post(crate::upload::post_upload))
         .route("/api/v1/uploads/{name}", put(crate::upload::put_upload))
@@ -93,7 +89,7 @@ async fn files(State(app): State<PeerApp>) -> Json<SharedFilesView> {
 
 async fn share(
     State(app): State<PeerApp>,
-    ApiJson(body): ApiJson<ShareBody>,
+    Json(body): Json<ShareBody>,
 ) -> Result<(StatusCode, Json<SharedFilesView>), ApiError> {
     if body.path.is_empty() {
         return Err(ApiError::bad_request("give the path of a file or folder"));
@@ -153,7 +149,7 @@ async fn peers(State(app): State<PeerApp>) -> Result<Json<PeersView>, ApiError> 
 
 async fn start_download(
     State(app): State<PeerApp>,
-    ApiJson(body): ApiJson<DownloadBody>,
+    Json(body): Json<DownloadBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     // The peer adds its direct hosts (`--from`, `POST /hosts`) to every request itself.
     let (target, requests) = match (body.id, body.manifest) {
@@ -317,7 +313,7 @@ async fn hosts(State(app): State<PeerApp>) -> Json<HostsView> {
 
 async fn add_host(
     State(app): State<PeerApp>,
-    ApiJson(body): ApiJson<HostBody>,
+    Json(body): Json<HostBody>,
 ) -> Result<(StatusCode, Json<HostsView>), ApiError> {
     let added = app.peer.add_direct_host(parse_addr(&body.addr)?);
     let status = if added {
@@ -349,7 +345,7 @@ async fn messages(State(app): State<PeerApp>) -> Json<MessagesView> {
 
 async fn send_message(
     State(app): State<PeerApp>,
-    ApiJson(body): ApiJson<MessageBody>,
+    Json(body): Json<MessageBody>,
 ) -> Result<(StatusCode, Json<MessageSentView>), ApiError> {
     if body.to.trim().is_empty() {
         return Err(ApiError::bad_request(

@@ -433,28 +433,6 @@ pub struct ServerStatusView {
     pub max_stored_bytes: usize,
 }
 
-impl ServerStatusView {
-    /// The view of `status` for the index whose node id is `node_id`.
-    pub fn new(
-        status: &p2p_central_server::ServerStatus,
-        node_id: p2p_protocol::NodeId,
-        mdns_name: Option<String>,
-    ) -> Self {
-        Self {
-            role: "server".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            node_id: node_id.to_string(),
-            listen_addr: status.local_addr.to_string(),
-            mdns_name: mdns_name.as_deref().map(text),
-            uptime_ms: u64::try_from(status.uptime.as_millis()).unwrap_or(u64::MAX),
-            peers: status.peers,
-            files: status.files,
-            stored_bytes: status.stored_bytes,
-            max_stored_bytes: status.max_stored_bytes,
-        }
-    }
-}
-
 /// The first event of the server's stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerSnapshotView {
