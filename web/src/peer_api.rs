@@ -424,7 +424,7 @@ fn storage_status(err: &StorageError) -> (StatusCode, &'static str) {
         StorageError::AlreadyExists(_) | StorageError::NotOurs(_) => {
             (StatusCode::CONFLICT, "already_exists")
         }
-        StorageError::Busy(_) => (StatusCode::CONFLICT, "busy"),
+        StorageError::Busy(_) => (StatusCode::CONFLICT, "already_running"),
         StorageError::NoSpace { .. } => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
         StorageError::NotAFile(_) | StorageError::UnsafeName(_) | StorageError::Manifest { .. } => {
             (StatusCode::BAD_REQUEST, "bad_request")

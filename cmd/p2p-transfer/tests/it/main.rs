@@ -3,6 +3,7 @@
 //! the OS.
 
 mod allow;
+mod api_doc;
 mod bad_input;
 mod cli;
 mod connections;
