@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use p2p_peer::PeerHandle;
@@ -44,7 +45,13 @@ pub(crate) fn router(app: PeerApp) -> Router {
         .route("/api/v1/hosts/{addr}", delete(todo))
         .route("/api/v1/messages", get(todo).post(todo))
         .route("/api/v1/events", get(todo))
-        .route("/api/v1/uploads", post(crate::upload::post_upload))
-        .route("/api/v1/uploads/{name}", put(crate::upload::put_upload))
+        .route(
+            "/api/v1/uploads",
+            post(crate::upload::post_upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/uploads/{name}",
+            put(crate::upload::put_upload).layer(DefaultBodyLimit::disable()),
+        )
         .with_state(app)
 }

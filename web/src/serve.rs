@@ -28,6 +28,7 @@ pub async fn serve_peer(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let bound = listener.local_addr()?;
+    crate::upload::sweep_stale_uploads(&config.upload_dir).await;
     let app = PeerApp {
         peer,
         config: Arc::new(config),

@@ -23,3 +23,4 @@ mod tools;
 mod transfer;
 mod trust;
 mod web_support;
+mod web_upload;
