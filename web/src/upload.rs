@@ -292,7 +292,7 @@ fn content_length(headers: &HeaderMap) -> Result<u64, ApiError> {
         return Err(ApiError::new(
             StatusCode::LENGTH_REQUIRED,
             "length_required",
-            "an upload needs a Content-Length header (send the file itself, not a stream of unknown length)",
+            "an upload needs a Content-Length header: send a file (curl -T FILE), not a stream of unknown length (curl -T - sends one; --data-binary @- does not)",
         ));
     };
     value

@@ -287,6 +287,52 @@ async fn bad_names_and_missing_lengths_are_refused() {
     assert!(peer.files().is_empty());
 }
 
+/// An upload the disk can't hold is refused before a byte is written. Runs in a private mount
+/// namespace with the upload folder on a 4 MiB tmpfs.
+#[test]
+fn an_upload_the_disk_cannot_hold_is_refused_up_front() {
+    if !crate::netns::enter("web_upload::an_upload_the_disk_cannot_hold_is_refused_up_front") {
+        return;
+    }
+    let small = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(small.path())
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "cannot mount a tmpfs in the test's namespace"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let server = start_server().await;
+        let peer = start_peer(server.addr).await;
+        let (mut config, root) = web_config();
+        config.upload_dir = small.path().to_owned();
+        let web = start_web_peer_with(&peer, config, root).await;
+        let body = random_bytes(8 * 1024 * 1024, 9);
+        let (status, json) = request_expecting(
+            web.addr,
+            &format!(
+                "PUT /api/v1/uploads/huge.bin HTTP/1.1\r\nContent-Length: {}",
+                body.len()
+            ),
+            &body,
+        )
+        .await;
+        assert_eq!((status, code(&json)), (507, "no_space"), "{json}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains("not enough disk space for"), "{message}");
+        assert!(message.contains("8388608 more bytes needed"), "{message}");
+        assert!(names_in(small.path()).is_empty());
+        assert!(peer.files().is_empty());
+    });
+    let _ = std::process::Command::new("umount")
+        .arg(small.path())
+        .status();
+}
+
 #[tokio::test]
 async fn an_interrupted_upload_leaves_no_file_and_shares_nothing() {
     let server = start_server().await;
