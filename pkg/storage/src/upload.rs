@@ -14,7 +14,7 @@
 //! * each chunk is hashed incrementally as its bytes pass (no chunk buffer), so the manifest is
 //!   the one registering the finished file would build, without reading it back;
 //! * the final name appears through a hard link that fails if the name exists
-//!   ([`crate::store::link_into_place`], as for a download): nothing is ever overwritten, not
+//!   (`store::link_into_place`, as for a download): nothing is ever overwritten, not
 //!   even a file created meanwhile;
 //! * the finished file is served through the handle it was written with, never by its name.
 
@@ -192,7 +192,7 @@ impl Upload {
 
     /// Completes the upload: checks its length, flushes it, builds its manifest from the
     /// hashes taken on the way, gives it its name (never replacing a file: see
-    /// [`crate::store::link_into_place`]) and returns it ready to serve, through the handle it
+    /// `store::link_into_place`) and returns it ready to serve, through the handle it
     /// was written with. On error the temporary file is removed.
     pub fn finish(mut self) -> Result<SourceFile, StorageError> {
         if let UploadLen::Exact(declared) = self.len
