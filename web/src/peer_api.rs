@@ -64,8 +64,14 @@ pub(crate) fn router(app: PeerApp) -> Router {
         .route("/api/v1/hosts/{addr}", delete(remove_host))
         .route("/api/v1/messages", get(messages).post(send_message))
         .route("/api/v1/events", crate::events::peer_route(&app))
-        .route("/api/v1/uploads", post(crate::upload::post_upload))
-        .route("/api/v1/uploads/{name}", put(crate::upload::put_upload))
+        .route(
+            "/api/v1/uploads",
+            post(crate::upload::post_upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/uploads/{name}",
+            put(crate::upload::put_upload).layer(DefaultBodyLimit::disable()),
+        )
         .with_state(app)
 }
 

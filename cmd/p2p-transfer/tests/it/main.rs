@@ -25,3 +25,4 @@ mod transfer;
 mod trust;
 mod web_api;
 mod web_support;
+mod web_upload;
