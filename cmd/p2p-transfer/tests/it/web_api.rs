@@ -14,8 +14,8 @@ use tokio::io::AsyncWriteExt;
 use crate::bad_input::{FakeSeeder, Misbehaviour};
 use crate::support::{peer_config, random_file, start_peer, start_server};
 use crate::web_support::{
-    TEST_KEY, WebNode, api_client, start_web_peer, start_web_peer_with, start_web_server,
-    web_config,
+    TEST_KEY, WebNode, anonymous_client, api_client, start_web_peer, start_web_peer_with,
+    start_web_server, web_config,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -341,6 +341,16 @@ async fn a_client_that_never_reads_does_not_hold_back_a_download() {
     // And a well-behaved one, to know the streams are live.
     let mut events = SseReader::open(&web.url("/api/v1/events")).await;
     assert_eq!(events.next().await.unwrap().name, "snapshot");
+    // Hundreds of KiB of events the stalled client never takes: its socket buffers fill, so
+    // its stream stops being polled long before the download starts.
+    let chatty = start_peer(server.addr).await;
+    let text = "x".repeat(1000);
+    for _ in 0..300 {
+        chatty
+            .send_message(leecher.local_addr(), &text)
+            .await
+            .unwrap();
+    }
 
     let started = Instant::now();
     let (status, job) = post(
@@ -364,6 +374,7 @@ async fn a_client_that_never_reads_does_not_hold_back_a_download() {
         })
         .await;
     drop(stalled);
+    chatty.shutdown().await;
     leecher.shutdown().await;
     for seeder in seeders {
         seeder.shutdown().await;
@@ -603,6 +614,16 @@ async fn event_streams_are_limited_and_end_at_shutdown() {
     let web = start_web_peer_with(&peer, config, root).await;
     let mut events = SseReader::open(&web.url("/api/v1/events")).await;
     assert_eq!(events.next().await.unwrap().name, "snapshot");
+    let anonymous = anonymous_client()
+        .get(web.url("/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        StatusCode::UNAUTHORIZED,
+        "the stream needs the key"
+    );
     let (status, busy) = get(web.url("/api/v1/events")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{busy}");
     assert_eq!(error_code(&busy), "busy");
