@@ -256,3 +256,97 @@ async fn messages_go_by_address_or_peer_id_and_both_sides_are_kept() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_is_shared_by_path_and_fetched_as_one_job() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let album = src.path().join("album");
+    std::fs::create_dir_all(album.join("disc 2")).unwrap();
+    let (_, one) = random_file(&album, "one.bin", 5 * MIB + 1, 83);
+    let (_, two) = random_file(&album.join("disc 2"), "two.bin", 3 * MIB, 84);
+    let seeder = start_peer(server.addr).await;
+    let mut seeder_changes = seeder.subscribe_changes();
+
+    let shared = seeder.share_path(&album).await.unwrap();
+    let mut paths: Vec<_> = shared.iter().map(|f| f.path.clone()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [album.join("disc 2/two.bin"), album.join("one.bin")],
+        "each file of the folder, under the path given"
+    );
+    let mut announced = 0;
+    while let Ok(change) = seeder_changes.try_recv() {
+        announced += usize::from(matches!(change, PeerChange::FileShared(_)));
+    }
+    assert_eq!(announced, 2);
+
+    // One job for the folder's files, as a folder manifest file gives them.
+    let requests: Vec<p2p_peer::DownloadRequest> = shared
+        .iter()
+        .map(|f| {
+            let manifest = p2p_storage::build_manifest(&f.path).unwrap().manifest;
+            let rel = f.path.strip_prefix(&album).unwrap();
+            let mut subdir = vec!["album".to_owned()];
+            subdir.extend(
+                rel.parent()
+                    .into_iter()
+                    .flat_map(|p| p.iter())
+                    .map(|c| c.to_string_lossy().into_owned()),
+            );
+            p2p_peer::DownloadRequest {
+                id: f.file_id.to_string(),
+                manifest: Some(manifest),
+                subdir,
+                ..Default::default()
+            }
+        })
+        .collect();
+    let leecher = start_peer(server.addr).await;
+    let mut changes = leecher.subscribe_changes();
+    let id = leecher
+        .start_download("album.p2pm".into(), requests, out.path().to_owned())
+        .unwrap();
+    let info = leecher.download_info(id).unwrap();
+    assert_eq!(info.name.as_deref(), Some("album"));
+    assert_eq!(
+        (info.files_total, info.size),
+        (2, (one.len() + two.len()) as u64)
+    );
+    let info = wait_for(&leecher, &mut changes, id, "done", |d| {
+        d.state.is_finished()
+    })
+    .await;
+    assert_eq!(info.state, DownloadState::Done, "{info:?}");
+    assert_eq!(info.files_done, 2);
+    assert_eq!(info.done, info.size);
+    assert_eq!(info.path, Some(out.path().join("album")));
+    assert_eq!(
+        std::fs::read(out.path().join("album/one.bin")).unwrap(),
+        one
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("album/disc 2/two.bin")).unwrap(),
+        two
+    );
+
+    // Unsharing is announced too.
+    let gone = seeder
+        .unshare(&shared[0].file_id.to_string())
+        .await
+        .unwrap();
+    let unshared = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(PeerChange::FileUnshared(f)) = seeder_changes.recv().await {
+                return f;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(unshared, gone);
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
