@@ -576,7 +576,7 @@ impl Downloads {
             };
             let changed = f(entry, now);
             entry.version += 1;
-            if entry.state.is_finished() {
+            if changed && entry.state.is_finished() {
                 forget_oldest_finished(&mut entries);
             }
             changed
@@ -679,8 +679,8 @@ fn forget_oldest_finished(entries: &mut BTreeMap<DownloadId, Entry>) {
     }
 }
 
-/// Runs a job's requests one after another from `ticket.from`, keeping its entry up to date.
-/// Direct hosts known now (`connect`, `--from`) are asked as well.
+/// Runs a job's requests one after another, from the first not finished yet, keeping its
+/// entry up to date. Direct hosts known now (`connect`, `--from`) are asked as well.
 pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
     let RunTicket {
         id,
