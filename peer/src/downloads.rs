@@ -858,6 +858,84 @@ mod tests {
         assert_eq!(p.speed(t1), 0.0);
     }
 
+    fn job(downloads: &Downloads) -> RunTicket {
+        downloads.insert(
+            "t".into(),
+            vec![DownloadRequest::by_id("abcdef12")],
+            PathBuf::from("/tmp"),
+            CancellationToken::new(),
+        )
+    }
+
+    #[test]
+    fn cancel_resume_and_a_stale_run() {
+        let downloads = Downloads::default();
+        let mut changes = downloads.changes().subscribe();
+        let first = job(&downloads);
+        let id = first.id;
+        assert_eq!(id, DownloadId(1));
+        assert_eq!(downloads.get(id).unwrap().state, DownloadState::LookingUp);
+        assert!(matches!(
+            downloads.resume(id, CancellationToken::new()),
+            Err(PeerError::DownloadRunning(_))
+        ));
+        let cancelled = downloads.cancel(id).unwrap();
+        assert_eq!(cancelled.state, DownloadState::Cancelled);
+        assert!(first.cancel.is_cancelled());
+        let second = downloads
+            .resume(id, CancellationToken::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.run, 1);
+        // The first run ends late: it no longer writes to the job.
+        downloads.apply(id, first.run, &started(10, 1, 0));
+        downloads.finish(id, first.run, Err(PeerError::Cancelled));
+        let info = downloads.get(id).unwrap();
+        assert_eq!((info.state, info.size), (DownloadState::LookingUp, 0));
+        // The second one does.
+        downloads.apply(id, second.run, &started(10, 1, 0));
+        downloads.file_finished(id, PathBuf::from("/tmp/f"), 10);
+        downloads.finish(id, second.run, Ok(()));
+        let info = downloads.get(id).unwrap();
+        assert_eq!(info.state, DownloadState::Done);
+        assert_eq!((info.done, info.files_done), (10, 1));
+        assert_eq!(info.path, Some(PathBuf::from("/tmp/f")));
+        // Done: cancel and resume leave it as it is.
+        assert_eq!(downloads.cancel(id).unwrap().state, DownloadState::Done);
+        assert!(
+            downloads
+                .resume(id, CancellationToken::new())
+                .unwrap()
+                .is_none()
+        );
+        // insert, cancel, resume, Running, file done, Done: one change each, no more.
+        let mut seen = 0;
+        while changes.try_recv().is_ok() {
+            seen += 1;
+        }
+        assert_eq!(seen, 6);
+        assert!(matches!(
+            downloads.cancel(DownloadId(99)),
+            Err(PeerError::UnknownDownload(DownloadId(99)))
+        ));
+    }
+
+    #[test]
+    fn the_oldest_finished_jobs_are_forgotten() {
+        let downloads = Downloads::default();
+        let running = job(&downloads).id;
+        for _ in 0..KEPT_FINISHED + 5 {
+            let id = job(&downloads).id;
+            downloads.finish(id, 0, Err(PeerError::Cancelled));
+        }
+        let list = downloads.list();
+        assert_eq!(list.len(), KEPT_FINISHED + 1);
+        // The running one stays; the first five finished are gone.
+        assert_eq!(list[0].id, running);
+        assert_eq!(list[1].id, DownloadId(7));
+        assert_eq!(downloads.active(), 1);
+    }
+
     #[test]
     fn unknown_total_grows_file_by_file() {
         let t0 = Instant::now();
