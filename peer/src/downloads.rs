@@ -86,17 +86,18 @@ pub struct DownloadInfo {
     pub name: Option<String>,
     /// The file id being fetched now, once known.
     pub file_id: Option<FileId>,
-    /// Files in the job, and files finished.
+    /// Files in the job.
     pub files_total: usize,
     /// Files finished.
     pub files_done: usize,
-    /// Bytes of the whole job, once known (0 before).
+    /// Bytes of the whole job, once known: a job from a folder manifest knows it at once, a
+    /// file by id once its manifest arrives (0 before).
     pub size: u64,
     /// Bytes verified and written, resumed bytes included.
     pub done: u64,
     /// Bytes that were already on disk from an earlier run.
     pub resumed: u64,
-    /// Bytes per second fetched in this run, over the last few seconds.
+    /// Bytes per second fetched in this run, over the last few seconds (0 once ended).
     pub speed: f64,
     /// Time left at that speed, while running.
     pub eta: Option<Duration>,
@@ -108,9 +109,9 @@ pub struct DownloadInfo {
     pub state: DownloadState,
     /// The finished file (or folder) on disk, when done.
     pub path: Option<PathBuf>,
-    /// When the job started (wall clock).
+    /// When the job's latest run started (wall clock): its start, or its last resume.
     pub started: SystemTime,
-    /// Time from start to now, or to its end.
+    /// Time from `started` to now, or to the run's end.
     pub elapsed: Duration,
     /// Bumped on every change, so a live view sends only what moved.
     pub version: u64,
