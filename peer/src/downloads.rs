@@ -1,6 +1,7 @@
-//! [`Downloads`]: every download this peer started for a shell, a script or the web API, kept
-//! with its live progress so any front end can list, cancel and resume it. One registry per
-//! node; the shells and the API read the same entries.
+//! The download registry (`Downloads`, owned by the node): every download this peer started
+//! for a shell, a script or the web API, kept with its live progress so any front end can
+//! list, cancel and resume it through [`PeerHandle`]. One registry per node; the shells and
+//! the API read the same entries.
 //!
 //! A download here is a *job*: one or more [`DownloadRequest`]s (a file, or every file of a
 //! folder manifest) fetched one after another into one output folder, with one handle.
@@ -85,17 +86,18 @@ pub struct DownloadInfo {
     pub name: Option<String>,
     /// The file id being fetched now, once known.
     pub file_id: Option<FileId>,
-    /// Files in the job, and files finished.
+    /// Files in the job.
     pub files_total: usize,
     /// Files finished.
     pub files_done: usize,
-    /// Bytes of the whole job, once known (0 before).
+    /// Bytes of the whole job, once known: a job from a folder manifest knows it at once, a
+    /// file by id once its manifest arrives (0 before).
     pub size: u64,
     /// Bytes verified and written, resumed bytes included.
     pub done: u64,
     /// Bytes that were already on disk from an earlier run.
     pub resumed: u64,
-    /// Bytes per second fetched in this run, over the last few seconds.
+    /// Bytes per second fetched in this run, over the last few seconds (0 once ended).
     pub speed: f64,
     /// Time left at that speed, while running.
     pub eta: Option<Duration>,
@@ -107,9 +109,9 @@ pub struct DownloadInfo {
     pub state: DownloadState,
     /// The finished file (or folder) on disk, when done.
     pub path: Option<PathBuf>,
-    /// When the job started (wall clock).
+    /// When the job's latest run started (wall clock): its start, or its last resume.
     pub started: SystemTime,
-    /// Time from start to now, or to its end.
+    /// Time from `started` to now, or to the run's end.
     pub elapsed: Duration,
     /// Bumped on every change, so a live view sends only what moved.
     pub version: u64,
@@ -236,13 +238,18 @@ impl Progress {
                 self.delivering.remove(host);
                 self.hosts_known = self.hosts_known.saturating_sub(1);
             }
-            DownloadEvent::PeerFailed { .. } | DownloadEvent::Flushing => {}
-            DownloadEvent::Finished { bytes, .. } => {
-                self.finished_bytes += bytes;
-                self.file_size = 0;
-                self.file_done = 0;
-            }
+            // A finished file is counted by `file_finished`, once, whichever run it was.
+            DownloadEvent::PeerFailed { .. }
+            | DownloadEvent::Flushing
+            | DownloadEvent::Finished { .. } => {}
         }
+    }
+
+    /// The current file is complete: its `bytes` count as done from now on.
+    pub fn file_finished(&mut self, bytes: u64) {
+        self.finished_bytes += bytes;
+        self.file_size = 0;
+        self.file_done = 0;
     }
 
     fn prune(&mut self, now: Instant) {
@@ -326,6 +333,9 @@ struct Entry {
     cancel: CancellationToken,
     /// Bumped by each run: a run that was cancelled and replaced (resumed) no longer writes.
     run: u64,
+    /// Held by the run that works on the job's files: a resume right after a cancel waits
+    /// for the cancelled run to let go of its part files (they are locked while open).
+    running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Entry {
@@ -398,9 +408,9 @@ pub(crate) struct RunTicket {
     pub run: u64,
     pub out: PathBuf,
     pub requests: Arc<Vec<DownloadRequest>>,
-    /// The first request not finished yet.
-    pub from: usize,
     pub cancel: CancellationToken,
+    /// The job's run lock (see `Entry::running`).
+    pub running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Downloads {
@@ -438,13 +448,14 @@ impl Downloads {
             .then(|| requests.first().and_then(|r| r.subdir.first().cloned()))
             .flatten();
         let requests = Arc::new(requests);
+        let running = Arc::new(tokio::sync::Mutex::new(()));
         let ticket = RunTicket {
             id,
             run: 0,
             out: out.clone(),
             requests: requests.clone(),
-            from: 0,
             cancel: cancel.clone(),
+            running: running.clone(),
         };
         let entry = Entry {
             target,
@@ -462,6 +473,7 @@ impl Downloads {
             version: 1,
             cancel,
             run: 0,
+            running,
         };
         {
             let mut entries = self.lock();
@@ -538,26 +550,34 @@ impl Downloads {
                 run: entry.run,
                 out: entry.out.clone(),
                 requests: entry.requests.clone(),
-                from: entry.files_done,
                 cancel,
+                running: entry.running.clone(),
             }
         };
         self.announce(PeerChange::Download(id));
         Ok(Some(ticket))
     }
 
-    /// Updates a job for its run `run`, if that run is still the job's; announces a change of
-    /// state. `f` returns whether the state changed.
-    fn update(&self, id: DownloadId, run: u64, f: impl FnOnce(&mut Entry, Instant) -> bool) {
+    /// Updates a job for its run `run`, if that run is still the job's (any run: `None`);
+    /// announces a change of state. `f` returns whether the state changed.
+    fn update(
+        &self,
+        id: DownloadId,
+        run: Option<u64>,
+        f: impl FnOnce(&mut Entry, Instant) -> bool,
+    ) {
         let now = Instant::now();
         let changed = {
             let mut entries = self.lock();
-            let Some(entry) = entries.get_mut(&id).filter(|e| e.run == run) else {
+            let Some(entry) = entries
+                .get_mut(&id)
+                .filter(|e| run.is_none_or(|r| r == e.run))
+            else {
                 return;
             };
             let changed = f(entry, now);
             entry.version += 1;
-            if entry.state.is_finished() {
+            if changed && entry.state.is_finished() {
                 forget_oldest_finished(&mut entries);
             }
             changed
@@ -569,7 +589,7 @@ impl Downloads {
 
     /// Moves a running job to `state` (a cancelled one stays cancelled).
     fn set_state(&self, id: DownloadId, run: u64, state: DownloadState) {
-        self.update(id, run, |e, now| {
+        self.update(id, Some(run), |e, now| {
             if e.state.is_finished() || e.state == state {
                 return false;
             }
@@ -579,7 +599,7 @@ impl Downloads {
     }
 
     fn apply(&self, id: DownloadId, run: u64, event: &DownloadEvent) {
-        self.update(id, run, |e, now| {
+        self.update(id, Some(run), |e, now| {
             e.progress.apply(event, now);
             let state = match event {
                 DownloadEvent::Started { file_id, name, .. } => {
@@ -600,10 +620,18 @@ impl Downloads {
         });
     }
 
-    /// Records a file of the job as finished (`path` is where it now is).
-    fn file_finished(&self, id: DownloadId, run: u64, path: PathBuf) {
-        self.update(id, run, |e, _| {
+    /// Files of a job finished so far (in any run).
+    fn files_done(&self, id: DownloadId) -> usize {
+        self.lock().get(&id).map_or(0, |e| e.files_done)
+    }
+
+    /// Records a file of the job as finished (`path` is where it now is, `bytes` its size).
+    /// Counted whichever run fetched it: a run cancelled just as its file completed still
+    /// completed it, and the next run must not fetch it again.
+    fn file_finished(&self, id: DownloadId, path: PathBuf, bytes: u64) {
+        self.update(id, None, |e, _| {
             e.files_done += 1;
+            e.progress.file_finished(bytes);
             if e.requests.len() == 1 {
                 e.path = Some(path);
             }
@@ -614,7 +642,7 @@ impl Downloads {
 
     /// Ends a run: done (every file fetched), cancelled or failed.
     fn finish(&self, id: DownloadId, run: u64, result: Result<(), PeerError>) {
-        self.update(id, run, |e, now| {
+        self.update(id, Some(run), |e, now| {
             if e.state.is_finished() {
                 return false;
             }
@@ -652,18 +680,21 @@ fn forget_oldest_finished(entries: &mut BTreeMap<DownloadId, Entry>) {
     }
 }
 
-/// Runs a job's requests one after another from `ticket.from`, keeping its entry up to date.
-/// Direct hosts known now (`connect`, `--from`) are asked as well.
+/// Runs a job's requests one after another, from the first not finished yet, keeping its
+/// entry up to date. Direct hosts known now (`connect`, `--from`) are asked as well.
 pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
     let RunTicket {
         id,
         run,
         out,
         requests,
-        from,
         cancel,
+        running,
     } = ticket;
+    // After a cancelled run has let go; files it finished meanwhile count.
+    let _running = running.lock_owned().await;
     let downloads = peer.registry();
+    let from = downloads.files_done(id);
     let direct = peer.direct_hosts();
     let mut result = Ok(());
     for request in requests.iter().skip(from) {
@@ -691,7 +722,7 @@ pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
             downloads.apply(id, run, &event);
         }
         match fetched {
-            Ok(report) => downloads.file_finished(id, run, report.path),
+            Ok(report) => downloads.file_finished(id, report.path, report.bytes),
             Err(err) => {
                 result = Err(err);
                 break;
@@ -815,14 +846,7 @@ mod tests {
         let mut p = Progress::new(Some(30), t0);
         p.apply(&started(10, 1, 0), t0);
         p.apply(&chunk(10, 1), t0);
-        p.apply(
-            &DownloadEvent::Finished {
-                path: "a".into(),
-                bytes: 10,
-                elapsed: Duration::ZERO,
-            },
-            t0,
-        );
+        p.file_finished(10);
         p.apply(&started(20, 1, 0), t0);
         p.apply(&chunk(5, 1), t0);
         assert_eq!((p.size(), p.done()), (30, 15));
@@ -833,6 +857,84 @@ mod tests {
         p.apply(&started(20, 1, 5), t1);
         assert_eq!((p.done(), p.resumed()), (15, 5));
         assert_eq!(p.speed(t1), 0.0);
+    }
+
+    fn job(downloads: &Downloads) -> RunTicket {
+        downloads.insert(
+            "t".into(),
+            vec![DownloadRequest::by_id("abcdef12")],
+            PathBuf::from("/tmp"),
+            CancellationToken::new(),
+        )
+    }
+
+    #[test]
+    fn cancel_resume_and_a_stale_run() {
+        let downloads = Downloads::default();
+        let mut changes = downloads.changes().subscribe();
+        let first = job(&downloads);
+        let id = first.id;
+        assert_eq!(id, DownloadId(1));
+        assert_eq!(downloads.get(id).unwrap().state, DownloadState::LookingUp);
+        assert!(matches!(
+            downloads.resume(id, CancellationToken::new()),
+            Err(PeerError::DownloadRunning(_))
+        ));
+        let cancelled = downloads.cancel(id).unwrap();
+        assert_eq!(cancelled.state, DownloadState::Cancelled);
+        assert!(first.cancel.is_cancelled());
+        let second = downloads
+            .resume(id, CancellationToken::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.run, 1);
+        // The first run ends late: it no longer writes to the job.
+        downloads.apply(id, first.run, &started(10, 1, 0));
+        downloads.finish(id, first.run, Err(PeerError::Cancelled));
+        let info = downloads.get(id).unwrap();
+        assert_eq!((info.state, info.size), (DownloadState::LookingUp, 0));
+        // The second one does.
+        downloads.apply(id, second.run, &started(10, 1, 0));
+        downloads.file_finished(id, PathBuf::from("/tmp/f"), 10);
+        downloads.finish(id, second.run, Ok(()));
+        let info = downloads.get(id).unwrap();
+        assert_eq!(info.state, DownloadState::Done);
+        assert_eq!((info.done, info.files_done), (10, 1));
+        assert_eq!(info.path, Some(PathBuf::from("/tmp/f")));
+        // Done: cancel and resume leave it as it is.
+        assert_eq!(downloads.cancel(id).unwrap().state, DownloadState::Done);
+        assert!(
+            downloads
+                .resume(id, CancellationToken::new())
+                .unwrap()
+                .is_none()
+        );
+        // insert, cancel, resume, Running, file done, Done: one change each, no more.
+        let mut seen = 0;
+        while changes.try_recv().is_ok() {
+            seen += 1;
+        }
+        assert_eq!(seen, 6);
+        assert!(matches!(
+            downloads.cancel(DownloadId(99)),
+            Err(PeerError::UnknownDownload(DownloadId(99)))
+        ));
+    }
+
+    #[test]
+    fn the_oldest_finished_jobs_are_forgotten() {
+        let downloads = Downloads::default();
+        let running = job(&downloads).id;
+        for _ in 0..KEPT_FINISHED + 5 {
+            let id = job(&downloads).id;
+            downloads.finish(id, 0, Err(PeerError::Cancelled));
+        }
+        let list = downloads.list();
+        assert_eq!(list.len(), KEPT_FINISHED + 1);
+        // The running one stays; the first five finished are gone.
+        assert_eq!(list[0].id, running);
+        assert_eq!(list[1].id, DownloadId(7));
+        assert_eq!(downloads.active(), 1);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod connections;
 mod direct;
+mod downloads;
 mod faults;
 mod heartbeat;
 mod hostile_disk;
