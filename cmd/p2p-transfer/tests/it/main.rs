@@ -22,4 +22,5 @@ mod support;
 mod tools;
 mod transfer;
 mod trust;
+mod web_security;
 mod web_support;
