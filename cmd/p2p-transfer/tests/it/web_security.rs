@@ -194,6 +194,18 @@ async fn a_cross_site_write_with_the_cookie_is_refused() {
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{headers:?}");
         assert_eq!(error_code(response).await, "cross_site", "{headers:?}");
     }
+    // Nor may another page drop a file into the upload folder.
+    let response = anonymous_client()
+        .put(web.url("/api/v1/uploads/dropped.bin"))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://127.0.0.1:{other_port}"))
+        .body(vec![7u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(response).await, "cross_site");
+    assert_eq!(std::fs::read_dir(&web.upload_dir).unwrap().count(), 0);
     // From the page itself the guard lets it through (whatever the handler then answers).
     for headers in [
         vec![("origin", format!("http://{}", web.addr))],
@@ -550,4 +562,40 @@ fn a_web_address_in_use_is_named() {
         .unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains(&addr) && line.contains("in use"), "{line}");
     assert!(line.contains("port 0"), "{line}");
+}
+
+/// `peer --web`: the same lines before `peer listening on`, the upload folder made private.
+#[tokio::test]
+async fn the_peer_binary_serves_its_api_and_makes_its_upload_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let uploads = dir.path().join("new").join("uploads");
+    let mut cmd = bin();
+    cmd.env_remove("P2P_API_KEY")
+        .args(["peer", "--addr", "127.0.0.1:0", "--from", "127.0.0.1:9"])
+        .args(["--web", "127.0.0.1:0", "--upload-dir"])
+        .arg(&uploads);
+    let (_child, first, mut out) = spawn_until(cmd, "");
+    let mut lines = vec![first];
+    while !lines.last().unwrap().starts_with("peer listening on ") {
+        lines.push(crate::process::read_line_starting(&mut out, ""));
+    }
+    let api = find(&lines, "web api: ");
+    find(&lines, "web dashboard: http://127.0.0.1:");
+    assert!(
+        lines.iter().all(|l| !l.starts_with("web warning")),
+        "{lines:?}"
+    );
+    let mode = std::fs::metadata(&uploads).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let base = api
+        .trim_start_matches("web api: ")
+        .split(' ')
+        .next()
+        .unwrap();
+    let response = anonymous_client()
+        .get(format!("{base}/files"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
