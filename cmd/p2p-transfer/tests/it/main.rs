@@ -25,5 +25,6 @@ mod tools;
 mod transfer;
 mod trust;
 mod web_api;
+mod web_security;
 mod web_support;
 mod web_upload;
