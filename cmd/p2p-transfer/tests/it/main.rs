@@ -3,10 +3,12 @@
 //! the OS.
 
 mod allow;
+mod api_doc;
 mod bad_input;
 mod cli;
 mod connections;
 mod direct;
+mod downloads;
 mod faults;
 mod heartbeat;
 mod hostile_disk;
@@ -22,4 +24,7 @@ mod support;
 mod tools;
 mod transfer;
 mod trust;
+mod web_api;
+mod web_security;
 mod web_support;
+mod web_upload;
