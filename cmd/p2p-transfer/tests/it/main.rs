@@ -4,6 +4,7 @@
 
 mod allow;
 mod bad_input;
+mod browser;
 mod cli;
 mod connections;
 mod direct;
@@ -22,4 +23,5 @@ mod support;
 mod tools;
 mod transfer;
 mod trust;
+mod web_browser;
 mod web_support;
