@@ -5,13 +5,38 @@
 //! A download here is a *job*: one or more [`DownloadRequest`]s (a file, or every file of a
 //! folder manifest) fetched one after another into one output folder, with one handle.
 
+//!
+//! # Design
+//! * Entries live in a `BTreeMap` under a std `Mutex`, held for one lookup or update and never
+//!   across an await: a download only ever writes its own entry, and no reader can stall it.
+//! * Each run of a job is one task on the node's `TaskTracker` (so `shutdown()` waits for it),
+//!   with a `CancellationToken` that is a child of the node's shutdown token. Its
+//!   [`DownloadEvent`]s arrive on the `fetch` channel and update the entry's pure [`Progress`].
+//! * [`PeerChange`]s go out on a broadcast channel on state changes (and when a file of a job
+//!   finishes), never per chunk; every change bumps the entry's `version`, so a live view can
+//!   send only what moved.
+//! * Cancelling a finished job changes nothing (it answers the job as it is), and so does
+//!   resuming a job that is done. Resuming a cancelled or failed job runs the files not yet
+//!   done again into the same folder, where the `.part` files pick up what was verified. A
+//!   run that was cancelled and replaced by a resume no longer writes to the entry (`run`).
+//! * At most [`KEPT_FINISHED`] finished jobs are kept; the oldest are forgotten first.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
-use p2p_protocol::FileId;
+use p2p_protocol::{FileId, printable};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
+use crate::download::DownloadEvent;
+use crate::error::PeerError;
 use crate::inbox::ReceivedMessage;
+use crate::node::{DownloadRequest, PeerHandle};
 
 /// The handle of one download job: small, stable for the node's lifetime, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -127,4 +152,695 @@ pub struct PeerStatus {
     pub downloads_active: usize,
     /// Hosts named for direct downloads (`--from`, `connect`).
     pub direct_hosts: Vec<SocketAddr>,
+}
+
+/// How far back the speed looks: long enough to smooth the gaps between 4 MiB chunks, short
+/// enough to follow a host coming or going.
+pub const SPEED_WINDOW: Duration = Duration::from_secs(5);
+/// Finished jobs kept for listings; beyond this the oldest finished ones are forgotten.
+pub const KEPT_FINISHED: usize = 1000;
+/// Changes a slow listener may fall behind by before it sees `Lagged` (and re-reads).
+const CHANGES_CAPACITY: usize = 256;
+
+/// The progress of one job, fed with [`DownloadEvent`]s. Pure: the caller passes `now`, so
+/// speed and ETA are unit-tested with synthetic instants.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The job's size when every file's manifest was known up front (a manifest file).
+    known_size: Option<u64>,
+    /// Bytes of the job's files finished so far (in any run).
+    finished_bytes: u64,
+    /// The current file: its size and bytes verified (resumed ones included).
+    file_size: u64,
+    file_done: u64,
+    /// Bytes found on disk from an earlier run, in this run.
+    resumed: u64,
+    /// When this run began.
+    run_start: Instant,
+    /// Bytes fetched in this run, by arrival, within the last [`SPEED_WINDOW`].
+    window: VecDeque<(Instant, u64)>,
+    hosts_known: usize,
+    delivering: BTreeSet<SocketAddr>,
+}
+
+impl Progress {
+    /// A job starting at `now`; `known_size` when every manifest is in hand.
+    pub fn new(known_size: Option<u64>, now: Instant) -> Self {
+        Self {
+            known_size,
+            finished_bytes: 0,
+            file_size: 0,
+            file_done: 0,
+            resumed: 0,
+            run_start: now,
+            window: VecDeque::new(),
+            hosts_known: 0,
+            delivering: BTreeSet::new(),
+        }
+    }
+
+    /// A new run of the same job (a resume): files finished stay counted, the rest starts over.
+    pub fn restart(&mut self, now: Instant) {
+        *self = Self {
+            finished_bytes: self.finished_bytes,
+            ..Self::new(self.known_size, now)
+        };
+    }
+
+    /// Takes one event of the current file into account.
+    pub fn apply(&mut self, event: &DownloadEvent, now: Instant) {
+        match event {
+            DownloadEvent::Started {
+                size,
+                hosts,
+                resumed,
+                ..
+            } => {
+                self.file_size = *size;
+                self.file_done = *resumed;
+                self.resumed += resumed;
+                self.hosts_known = *hosts;
+                self.delivering.clear();
+            }
+            DownloadEvent::ChunkDone { bytes, host, .. } => {
+                self.file_done += *bytes as u64;
+                self.window.push_back((now, *bytes as u64));
+                self.delivering.insert(*host);
+                self.prune(now);
+            }
+            DownloadEvent::PeerFailed {
+                host,
+                dropped: true,
+                ..
+            } => {
+                self.delivering.remove(host);
+                self.hosts_known = self.hosts_known.saturating_sub(1);
+            }
+            DownloadEvent::PeerFailed { .. } | DownloadEvent::Flushing => {}
+            DownloadEvent::Finished { bytes, .. } => {
+                self.finished_bytes += bytes;
+                self.file_size = 0;
+                self.file_done = 0;
+            }
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while let Some(&(at, _)) = self.window.front() {
+            if now.saturating_duration_since(at) > SPEED_WINDOW {
+                self.window.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Bytes of the job, as far as known.
+    pub fn size(&self) -> u64 {
+        self.known_size
+            .unwrap_or(self.finished_bytes + self.file_size)
+    }
+
+    /// Bytes verified and written, resumed ones included.
+    pub fn done(&self) -> u64 {
+        self.finished_bytes + self.file_done
+    }
+
+    /// Bytes found on disk from an earlier run.
+    pub fn resumed(&self) -> u64 {
+        self.resumed
+    }
+
+    /// Bytes per second fetched over the last [`SPEED_WINDOW`] (or since the run began, if
+    /// that is shorter). Resumed bytes are not fetched, so they don't count.
+    pub fn speed(&self, now: Instant) -> f64 {
+        let since = now.saturating_duration_since(self.run_start);
+        let span = since.min(SPEED_WINDOW);
+        let bytes: u64 = self
+            .window
+            .iter()
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= SPEED_WINDOW)
+            .map(|(_, b)| b)
+            .sum();
+        if bytes == 0 {
+            return 0.0;
+        }
+        // Not less than a tenth of a second: one chunk in the first instant is no speed.
+        bytes as f64 / span.as_secs_f64().max(0.1)
+    }
+
+    /// Time left at the current speed; `None` while nothing moves or the size is unknown.
+    pub fn eta(&self, now: Instant) -> Option<Duration> {
+        let speed = self.speed(now);
+        let left = self.size().checked_sub(self.done())?;
+        (speed > 0.0 && self.size() > 0).then(|| Duration::from_secs_f64(left as f64 / speed))
+    }
+
+    /// Hosts known for the current file.
+    pub fn hosts_known(&self) -> usize {
+        self.hosts_known
+    }
+
+    /// Hosts that delivered a chunk of the current file.
+    pub fn hosts_delivering(&self) -> usize {
+        self.delivering.len()
+    }
+}
+
+/// One job in the registry.
+#[derive(Debug)]
+struct Entry {
+    target: String,
+    out: PathBuf,
+    requests: Arc<Vec<DownloadRequest>>,
+    name: Option<String>,
+    file_id: Option<FileId>,
+    files_done: usize,
+    progress: Progress,
+    state: DownloadState,
+    path: Option<PathBuf>,
+    started: SystemTime,
+    run_start: Instant,
+    ended: Option<Instant>,
+    version: u64,
+    cancel: CancellationToken,
+    /// Bumped by each run: a run that was cancelled and replaced (resumed) no longer writes.
+    run: u64,
+}
+
+impl Entry {
+    fn info(&self, id: DownloadId, now: Instant) -> DownloadInfo {
+        let running = !self.state.is_finished();
+        DownloadInfo {
+            id,
+            target: self.target.clone(),
+            out: self.out.clone(),
+            name: self.name.clone(),
+            file_id: self.file_id,
+            files_total: self.requests.len(),
+            files_done: self.files_done,
+            size: self.progress.size(),
+            done: self.progress.done(),
+            resumed: self.progress.resumed(),
+            speed: if running {
+                self.progress.speed(now)
+            } else {
+                0.0
+            },
+            eta: if running {
+                self.progress.eta(now)
+            } else {
+                None
+            },
+            hosts_known: self.progress.hosts_known(),
+            hosts_delivering: self.progress.hosts_delivering(),
+            state: self.state.clone(),
+            path: self.path.clone(),
+            started: self.started,
+            elapsed: self
+                .ended
+                .unwrap_or(now)
+                .saturating_duration_since(self.run_start),
+            version: self.version,
+        }
+    }
+
+    fn set_state(&mut self, state: DownloadState, now: Instant) {
+        if state.is_finished() {
+            self.ended = Some(now);
+        }
+        self.state = state;
+    }
+}
+
+/// The registry: every job of this run, under one std Mutex that is held for a lookup or an
+/// update, never across an await, so no reader (a slow web client) can hold a download back.
+#[derive(Debug)]
+pub(crate) struct Downloads {
+    entries: Mutex<BTreeMap<DownloadId, Entry>>,
+    next: AtomicU64,
+    changes: broadcast::Sender<PeerChange>,
+}
+
+impl Default for Downloads {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(1),
+            changes: broadcast::channel(CHANGES_CAPACITY).0,
+        }
+    }
+}
+
+/// What a run needs to know about its job.
+pub(crate) struct RunTicket {
+    pub id: DownloadId,
+    pub run: u64,
+    pub out: PathBuf,
+    pub requests: Arc<Vec<DownloadRequest>>,
+    /// The first request not finished yet.
+    pub from: usize,
+    pub cancel: CancellationToken,
+}
+
+impl Downloads {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<DownloadId, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The change feed's sender (shared files and messages are announced on it too).
+    pub fn changes(&self) -> &broadcast::Sender<PeerChange> {
+        &self.changes
+    }
+
+    /// Announces a change; nobody listening is fine.
+    pub fn announce(&self, change: PeerChange) {
+        let _ = self.changes.send(change);
+    }
+
+    /// Adds a job in state `LookingUp`; returns what its first run needs.
+    pub fn insert(
+        &self,
+        target: String,
+        requests: Vec<DownloadRequest>,
+        out: PathBuf,
+        cancel: CancellationToken,
+    ) -> RunTicket {
+        let now = Instant::now();
+        let id = DownloadId(self.next.fetch_add(1, Ordering::Relaxed));
+        let known_size = requests
+            .iter()
+            .map(|r| r.manifest.as_ref().map(|m| m.size))
+            .sum::<Option<u64>>()
+            .filter(|_| requests.len() > 1);
+        // A folder job is named after its folder from the start.
+        let name = (requests.len() > 1)
+            .then(|| requests.first().and_then(|r| r.subdir.first().cloned()))
+            .flatten();
+        let requests = Arc::new(requests);
+        let ticket = RunTicket {
+            id,
+            run: 0,
+            out: out.clone(),
+            requests: requests.clone(),
+            from: 0,
+            cancel: cancel.clone(),
+        };
+        let entry = Entry {
+            target,
+            out,
+            requests,
+            name,
+            file_id: None,
+            files_done: 0,
+            progress: Progress::new(known_size, now),
+            state: DownloadState::LookingUp,
+            path: None,
+            started: SystemTime::now(),
+            run_start: now,
+            ended: None,
+            version: 1,
+            cancel,
+            run: 0,
+        };
+        {
+            let mut entries = self.lock();
+            entries.insert(id, entry);
+            forget_oldest_finished(&mut entries);
+        }
+        self.announce(PeerChange::Download(id));
+        ticket
+    }
+
+    /// Every job, oldest first.
+    pub fn list(&self) -> Vec<DownloadInfo> {
+        let now = Instant::now();
+        self.lock().iter().map(|(id, e)| e.info(*id, now)).collect()
+    }
+
+    /// One job.
+    pub fn get(&self, id: DownloadId) -> Option<DownloadInfo> {
+        self.lock().get(&id).map(|e| e.info(id, Instant::now()))
+    }
+
+    /// Jobs not finished.
+    pub fn active(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|e| !e.state.is_finished())
+            .count()
+    }
+
+    /// Cancels a job that runs; one already finished is left as it is.
+    pub fn cancel(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
+        let now = Instant::now();
+        let info = {
+            let mut entries = self.lock();
+            let entry = entries.get_mut(&id).ok_or(PeerError::UnknownDownload(id))?;
+            if entry.state.is_finished() {
+                return Ok(entry.info(id, now));
+            }
+            entry.cancel.cancel();
+            entry.set_state(DownloadState::Cancelled, now);
+            entry.version += 1;
+            entry.info(id, now)
+        };
+        self.announce(PeerChange::Download(id));
+        Ok(info)
+    }
+
+    /// Prepares another run of a cancelled or failed job; `Ok(None)` for one that is done.
+    pub fn resume(
+        &self,
+        id: DownloadId,
+        cancel: CancellationToken,
+    ) -> Result<Option<RunTicket>, PeerError> {
+        let now = Instant::now();
+        let ticket = {
+            let mut entries = self.lock();
+            let entry = entries.get_mut(&id).ok_or(PeerError::UnknownDownload(id))?;
+            match entry.state {
+                DownloadState::Done => return Ok(None),
+                DownloadState::Failed(_) | DownloadState::Cancelled => {}
+                _ => return Err(PeerError::DownloadRunning(id)),
+            }
+            entry.run += 1;
+            entry.cancel = cancel.clone();
+            entry.progress.restart(now);
+            entry.state = DownloadState::LookingUp;
+            entry.started = SystemTime::now();
+            entry.run_start = now;
+            entry.ended = None;
+            entry.path = None;
+            entry.version += 1;
+            RunTicket {
+                id,
+                run: entry.run,
+                out: entry.out.clone(),
+                requests: entry.requests.clone(),
+                from: entry.files_done,
+                cancel,
+            }
+        };
+        self.announce(PeerChange::Download(id));
+        Ok(Some(ticket))
+    }
+
+    /// Updates a job for its run `run`, if that run is still the job's; announces a change of
+    /// state. `f` returns whether the state changed.
+    fn update(&self, id: DownloadId, run: u64, f: impl FnOnce(&mut Entry, Instant) -> bool) {
+        let now = Instant::now();
+        let changed = {
+            let mut entries = self.lock();
+            let Some(entry) = entries.get_mut(&id).filter(|e| e.run == run) else {
+                return;
+            };
+            let changed = f(entry, now);
+            entry.version += 1;
+            if entry.state.is_finished() {
+                forget_oldest_finished(&mut entries);
+            }
+            changed
+        };
+        if changed {
+            self.announce(PeerChange::Download(id));
+        }
+    }
+
+    /// Moves a running job to `state` (a cancelled one stays cancelled).
+    fn set_state(&self, id: DownloadId, run: u64, state: DownloadState) {
+        self.update(id, run, |e, now| {
+            if e.state.is_finished() || e.state == state {
+                return false;
+            }
+            e.set_state(state, now);
+            true
+        });
+    }
+
+    fn apply(&self, id: DownloadId, run: u64, event: &DownloadEvent) {
+        self.update(id, run, |e, now| {
+            e.progress.apply(event, now);
+            let state = match event {
+                DownloadEvent::Started { file_id, name, .. } => {
+                    e.file_id = Some(*file_id);
+                    if e.requests.len() == 1 || e.name.is_none() {
+                        e.name = Some(name.clone());
+                    }
+                    DownloadState::Running
+                }
+                DownloadEvent::Flushing => DownloadState::Flushing,
+                _ => return false,
+            };
+            if e.state.is_finished() || e.state == state {
+                return false;
+            }
+            e.state = state;
+            true
+        });
+    }
+
+    /// Records a file of the job as finished (`path` is where it now is).
+    fn file_finished(&self, id: DownloadId, run: u64, path: PathBuf) {
+        self.update(id, run, |e, _| {
+            e.files_done += 1;
+            if e.requests.len() == 1 {
+                e.path = Some(path);
+            }
+            // Files done is news for a listing, as a state is.
+            true
+        });
+    }
+
+    /// Ends a run: done (every file fetched), cancelled or failed.
+    fn finish(&self, id: DownloadId, run: u64, result: Result<(), PeerError>) {
+        self.update(id, run, |e, now| {
+            if e.state.is_finished() {
+                return false;
+            }
+            let state = match result {
+                Ok(()) => {
+                    if e.requests.len() != 1 {
+                        // The folder the files went under, or the output folder.
+                        let top = e.requests.first().and_then(|r| r.subdir.first());
+                        e.path = Some(top.map_or_else(|| e.out.clone(), |t| e.out.join(t)));
+                    }
+                    DownloadState::Done
+                }
+                Err(PeerError::Cancelled) => DownloadState::Cancelled,
+                Err(_) if e.cancel.is_cancelled() => DownloadState::Cancelled,
+                Err(err) => DownloadState::Failed(printable(&err.to_string()).to_string()),
+            };
+            e.set_state(state, now);
+            true
+        });
+    }
+}
+
+/// Keeps at most [`KEPT_FINISHED`] finished jobs, forgetting the oldest.
+fn forget_oldest_finished(entries: &mut BTreeMap<DownloadId, Entry>) {
+    let finished: Vec<DownloadId> = entries
+        .iter()
+        .filter(|(_, e)| e.state.is_finished())
+        .map(|(id, _)| *id)
+        .collect();
+    for id in finished
+        .iter()
+        .take(finished.len().saturating_sub(KEPT_FINISHED))
+    {
+        entries.remove(id);
+    }
+}
+
+/// Runs a job's requests one after another from `ticket.from`, keeping its entry up to date.
+/// Direct hosts known now (`connect`, `--from`) are asked as well.
+pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
+    let RunTicket {
+        id,
+        run,
+        out,
+        requests,
+        from,
+        cancel,
+    } = ticket;
+    let downloads = peer.registry();
+    let direct = peer.direct_hosts();
+    let mut result = Ok(());
+    for request in requests.iter().skip(from) {
+        if cancel.is_cancelled() {
+            result = Err(PeerError::Cancelled);
+            break;
+        }
+        downloads.set_state(id, run, DownloadState::LookingUp);
+        let mut request = request.clone();
+        for host in &direct {
+            if !request.hosts.contains(host) {
+                request.hosts.push(*host);
+            }
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let fetch = peer.fetch(request, &out, Some(tx), cancel.clone());
+        tokio::pin!(fetch);
+        let fetched = loop {
+            tokio::select! {
+                fetched = &mut fetch => break fetched,
+                Some(event) = rx.recv() => downloads.apply(id, run, &event),
+            }
+        };
+        while let Ok(event) = rx.try_recv() {
+            downloads.apply(id, run, &event);
+        }
+        match fetched {
+            Ok(report) => downloads.file_finished(id, run, report.path),
+            Err(err) => {
+                result = Err(err);
+                break;
+            }
+        }
+    }
+    if let Err(err) = &result {
+        warn!(download = %id, %err, "download ended");
+    }
+    downloads.finish(id, run, result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn started(size: u64, hosts: usize, resumed: u64) -> DownloadEvent {
+        DownloadEvent::Started {
+            file_id: FileId([7; 32]),
+            name: "f".into(),
+            size,
+            chunks: 1,
+            hosts,
+            resumed,
+        }
+    }
+
+    fn chunk(bytes: usize, port: u16) -> DownloadEvent {
+        DownloadEvent::ChunkDone {
+            index: 0,
+            bytes,
+            host: host(port),
+        }
+    }
+
+    const MB: usize = 1_000_000;
+
+    #[test]
+    fn speed_is_bytes_over_the_last_window() {
+        let t0 = Instant::now();
+        let mut p = Progress::new(None, t0);
+        p.apply(&started(100 * MB as u64, 2, 0), t0);
+        // 1 MB every second for 10 s.
+        for s in 1..=10 {
+            p.apply(&chunk(MB, 1), t0 + Duration::from_secs(s));
+        }
+        let now = t0 + Duration::from_secs(10);
+        // The last 5 s hold 5 chunks (6..=10) plus the one exactly at the edge (5).
+        let speed = p.speed(now);
+        assert!((1.0e6..=1.2e6).contains(&speed), "{speed}");
+        assert_eq!(p.done(), 10 * MB as u64);
+        // 90 MB left at about 1 MB/s.
+        let eta = p.eta(now).unwrap().as_secs_f64();
+        assert!((75.0..=90.0).contains(&eta), "{eta}");
+        // Nothing for 10 s more: the window is empty, the speed 0, no ETA.
+        let later = now + Duration::from_secs(10);
+        assert_eq!(p.speed(later), 0.0);
+        assert_eq!(p.eta(later), None);
+    }
+
+    #[test]
+    fn early_speed_divides_by_the_time_since_the_start() {
+        let t0 = Instant::now();
+        let mut p = Progress::new(None, t0);
+        p.apply(&started(10 * MB as u64, 1, 0), t0);
+        p.apply(&chunk(2 * MB, 1), t0 + Duration::from_secs(1));
+        let speed = p.speed(t0 + Duration::from_secs(2));
+        assert!((speed - 1.0e6).abs() < 1.0, "{speed}");
+    }
+
+    #[test]
+    fn resumed_bytes_count_as_done_but_not_as_speed() {
+        let t0 = Instant::now();
+        let mut p = Progress::new(None, t0);
+        p.apply(&started(8 * MB as u64, 1, 4 * MB as u64), t0);
+        assert_eq!(p.done(), 4 * MB as u64);
+        assert_eq!(p.resumed(), 4 * MB as u64);
+        assert_eq!(p.speed(t0 + Duration::from_secs(1)), 0.0);
+        p.apply(&chunk(MB, 1), t0 + Duration::from_secs(1));
+        let speed = p.speed(t0 + Duration::from_secs(1));
+        assert!((speed - 1.0e6).abs() < 1.0, "{speed}");
+    }
+
+    #[test]
+    fn hosts_delivering_and_dropped() {
+        let t0 = Instant::now();
+        let mut p = Progress::new(None, t0);
+        p.apply(&started(10, 3, 0), t0);
+        p.apply(&chunk(1, 1), t0);
+        p.apply(&chunk(1, 2), t0);
+        p.apply(&chunk(1, 2), t0);
+        assert_eq!((p.hosts_known(), p.hosts_delivering()), (3, 2));
+        p.apply(
+            &DownloadEvent::PeerFailed {
+                host: host(2),
+                error: "gone".into(),
+                dropped: true,
+            },
+            t0,
+        );
+        assert_eq!((p.hosts_known(), p.hosts_delivering()), (2, 1));
+        // A failure that keeps the host changes nothing.
+        p.apply(
+            &DownloadEvent::PeerFailed {
+                host: host(1),
+                error: "slow".into(),
+                dropped: false,
+            },
+            t0,
+        );
+        assert_eq!((p.hosts_known(), p.hosts_delivering()), (2, 1));
+    }
+
+    #[test]
+    fn files_of_a_job_add_up_and_survive_a_restart() {
+        let t0 = Instant::now();
+        let mut p = Progress::new(Some(30), t0);
+        p.apply(&started(10, 1, 0), t0);
+        p.apply(&chunk(10, 1), t0);
+        p.apply(
+            &DownloadEvent::Finished {
+                path: "a".into(),
+                bytes: 10,
+                elapsed: Duration::ZERO,
+            },
+            t0,
+        );
+        p.apply(&started(20, 1, 0), t0);
+        p.apply(&chunk(5, 1), t0);
+        assert_eq!((p.size(), p.done()), (30, 15));
+        let t1 = t0 + Duration::from_secs(60);
+        p.restart(t1);
+        // The finished file stays; the half file will report its resumed bytes again.
+        assert_eq!((p.size(), p.done()), (30, 10));
+        p.apply(&started(20, 1, 5), t1);
+        assert_eq!((p.done(), p.resumed()), (15, 5));
+        assert_eq!(p.speed(t1), 0.0);
+    }
+
+    #[test]
+    fn unknown_total_grows_file_by_file() {
+        let t0 = Instant::now();
+        let mut p = Progress::new(None, t0);
+        assert_eq!(p.size(), 0);
+        p.apply(&started(10, 1, 0), t0);
+        assert_eq!(p.size(), 10);
+    }
 }

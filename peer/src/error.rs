@@ -1,6 +1,7 @@
 //! [`PeerError`]: which step of a peer operation failed.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use p2p_protocol::{ErrorCode, FileId, ProtocolError, RemoteText, printable};
 use p2p_storage::StorageError;
@@ -105,6 +106,26 @@ pub enum PeerError {
     /// A running download cannot be resumed (cancel it first).
     #[error("download {0} is still running; cancel it first")]
     DownloadRunning(crate::downloads::DownloadId),
+    /// A download's output folder is not an existing folder.
+    #[error("the output folder {} does not exist or is not a folder", printable(&.0.display().to_string()))]
+    NoOutputFolder(PathBuf),
+    /// A download job with no file to fetch.
+    #[error("nothing to download")]
+    NothingToDownload,
+    /// No registered peer has this id (or prefix) to send a message to.
+    #[error("no peer {:?} is registered; give its host:port", printable(.0))]
+    UnknownRecipient(String),
+    /// A file or folder could not be shared.
+    #[error("cannot share {}: {cause}", printable(&.path.display().to_string()))]
+    Share {
+        /// The file (for a folder, the file inside it that failed, or the folder).
+        path: PathBuf,
+        /// Why.
+        cause: Box<PeerError>,
+    },
+    /// A folder to share could not be listed completely.
+    #[error("cannot list every folder under {}", printable(&.0.display().to_string()))]
+    IncompleteFolder(PathBuf),
     /// A background task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),

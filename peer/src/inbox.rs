@@ -1,5 +1,6 @@
-//! [`Inbox`]: short text messages other peers sent this one, kept for `messages` and announced
-//! to whoever listens (the shell prints them above its prompt).
+//! [`Inbox`]: short text messages other peers sent this one, and those this one sent (marked
+//! `sent`), kept for `messages` and announced to whoever listens (the shell prints received
+//! ones above its prompt; the web API shows the conversation).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -8,6 +9,8 @@ use std::time::SystemTime;
 
 use p2p_protocol::RemoteText;
 use tokio::sync::broadcast;
+
+use crate::downloads::PeerChange;
 
 /// Messages kept; older ones are forgotten.
 const KEPT: usize = 100;
@@ -39,6 +42,8 @@ pub struct Inbox {
     /// std Mutex: a push or a copy, never held across an await.
     kept: Mutex<VecDeque<ReceivedMessage>>,
     live: broadcast::Sender<ReceivedMessage>,
+    /// The node's change feed, told of every message too.
+    changes: Option<broadcast::Sender<PeerChange>>,
 }
 
 impl Default for Inbox {
@@ -46,11 +51,20 @@ impl Default for Inbox {
         Self {
             kept: Mutex::new(VecDeque::new()),
             live: broadcast::channel(KEPT).0,
+            changes: None,
         }
     }
 }
 
 impl Inbox {
+    /// An inbox that also announces each message on `changes` (the node's change feed).
+    pub fn with_changes(changes: broadcast::Sender<PeerChange>) -> Self {
+        Self {
+            changes: Some(changes),
+            ..Self::default()
+        }
+    }
+
     /// Stores a message and tells the listeners.
     pub fn push(&self, message: ReceivedMessage) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,7 +72,11 @@ impl Inbox {
             kept.pop_front();
         }
         kept.push_back(message.clone());
+        drop(kept);
         // Nobody listening is fine.
+        if let Some(changes) = &self.changes {
+            let _ = changes.send(PeerChange::Message(message.clone()));
+        }
         let _ = self.live.send(message);
     }
 

@@ -1,14 +1,14 @@
 //! [`Peer::start`] wires a peer together; [`PeerHandle`] is what the CLI and shells call.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use p2p_protocol::{
     FileId, FileManifest, FileSummary, IdPrefix, NodeId, PeerConversation, PeerId, PeerRequest,
-    PeerResponse, PeerSummary, ProtocolError,
+    PeerResponse, PeerSummary, ProtocolError, printable,
 };
 use p2p_storage::{OpenSource, SourceFile, Tree, TreeFile};
 use p2p_transport::{ClientConnection, Tls};
@@ -22,6 +22,9 @@ use crate::chunk_server::{ChunkServer, ServeStats};
 use crate::config::PeerConfig;
 use crate::download::{
     self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, HostSpec, Refresh, Wanted,
+};
+use crate::downloads::{
+    self, DownloadId, DownloadInfo, Downloads, PeerChange, PeerStatus, RunTicket,
 };
 use crate::error::PeerError;
 use crate::heartbeat;
@@ -49,6 +52,14 @@ pub(crate) struct Node {
     stats: Arc<ServeStats>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Download jobs, and the change feed every live view listens to.
+    downloads: Downloads,
+    /// The runtime the peer started on: jobs started from another thread (a shell's) run
+    /// there too.
+    runtime: tokio::runtime::Handle,
+    /// Hosts every download job asks besides the index's (`--from`, `connect`). std Mutex: a
+    /// copy or a push, never held across an await.
+    direct_hosts: Mutex<Vec<SocketAddr>>,
 }
 
 impl Node {
@@ -99,6 +110,7 @@ impl Node {
             return;
         };
         for file_id in self.files.take_withdrawn() {
+            self.downloads.announce(PeerChange::FileUnshared(file_id));
             if let Err(err) = index.remove_file(&session, file_id).await {
                 warn!(%err, file = %file_id.fmt_short(), "cannot withdraw changed file from the index");
             }
@@ -119,6 +131,8 @@ impl Peer {
         let local_addr = listener
             .local_addr()
             .map_err(|e| PeerError::Internal(e.to_string()))?;
+        let downloads = Downloads::default();
+        let inbox = Arc::new(Inbox::with_changes(downloads.changes().clone()));
         let node = Arc::new(Node {
             index: config.server_addr.map(|addr| {
                 IndexClient::new(addr, config.index_timeout, tls.clone())
@@ -129,10 +143,13 @@ impl Peer {
             local_addr,
             files: SharedFiles::default(),
             session: Mutex::new(None),
-            inbox: Arc::default(),
+            inbox,
             stats: Arc::new(ServeStats::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            downloads,
+            runtime: tokio::runtime::Handle::current(),
+            direct_hosts: Mutex::new(Vec::new()),
         });
         if let Some(index) = &node.index {
             let session = node.register_everything().await?;
@@ -262,9 +279,10 @@ impl PeerHandle {
         self.node.shutdown.child_token()
     }
 
-    /// Runs `task` among the peer's tasks (waited for at shutdown).
+    /// Runs `task` among the peer's tasks (waited for at shutdown), on the peer's runtime
+    /// whichever thread calls.
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.node.tasks.spawn(task);
+        self.node.tasks.spawn_on(task, &self.node.runtime);
     }
 
     /// Starts serving an already-hashed file and announces it.
@@ -272,6 +290,9 @@ impl PeerHandle {
         let manifest = source.manifest().clone();
         let file_id = manifest.id();
         self.node.files.insert(file_id, Arc::new(source));
+        self.node
+            .downloads
+            .announce(PeerChange::FileShared(file_id));
         if let Some(index) = &self.node.index {
             let session = self.node.session().ok_or_else(|| PeerError::IndexRefused {
                 code: p2p_protocol::ErrorCode::UnknownPeer,
@@ -306,7 +327,11 @@ impl PeerHandle {
                 });
             }
         };
-        self.node.files.remove(&file_id);
+        if self.node.files.remove(&file_id) {
+            self.node
+                .downloads
+                .announce(PeerChange::FileUnshared(file_id));
+        }
         if let (Some(session), Some(index)) = (self.node.session(), &self.node.index) {
             index.remove_file(&session, file_id).await?;
         }
@@ -571,102 +596,254 @@ impl PeerHandle {
     }
 }
 
-/// Download jobs, status, direct hosts and messages by name: what every front end (the shells,
-/// the web API) calls. Placeholders until the registry lands (issue 13, `downloads.rs`).
+/// Download jobs, status, shared paths, direct hosts and messages by name: what every front
+/// end (the shells, the web API) calls, so they share one path.
 impl PeerHandle {
+    /// The download registry.
+    pub(crate) fn registry(&self) -> &Downloads {
+        &self.node.downloads
+    }
+
     /// What `status` shows.
-    pub fn status(&self) -> crate::downloads::PeerStatus {
-        crate::downloads::PeerStatus {
+    pub fn status(&self) -> PeerStatus {
+        let session = self.session();
+        PeerStatus {
             node_id: self.node_id(),
             listen_addr: self.local_addr(),
-            advertised_addr: self.session().map(|s| s.addr),
+            advertised_addr: session.as_ref().map(|s| s.addr),
             server_addr: self.server_addr(),
             server_node_id: self.index_node_id(),
-            registered: self.session().is_some(),
+            registered: session.is_some(),
             files_shared: self.files().len(),
             chunks_served: self.chunks_served(),
-            downloads_active: 0,
-            direct_hosts: Vec::new(),
+            downloads_active: self.node.downloads.active(),
+            direct_hosts: self.direct_hosts(),
         }
     }
 
     /// Shares a file, or every file of a folder (walked as `--share-dir` does); returns what
     /// is now shared from it.
     pub async fn share_path(&self, path: &Path) -> Result<Vec<SharedFileInfo>, PeerError> {
-        let _ = path;
-        Err(PeerError::Internal("share_path: not yet".into()))
+        let shared = self.share_path_manifests(path).await?;
+        Ok(shared
+            .into_iter()
+            .map(|(rel, manifest)| SharedFileInfo {
+                file_id: manifest.id(),
+                name: manifest.name.clone(),
+                size: manifest.size,
+                path: if rel.as_os_str().is_empty() {
+                    path.to_owned()
+                } else {
+                    path.join(rel)
+                },
+            })
+            .collect())
+    }
+
+    /// As [`PeerHandle::share_path`], with each file's path inside the folder (empty for a
+    /// single file) and its manifest, for writing a manifest file. A folder is walked and its
+    /// files opened through a handle on it: links and FIFOs in it are skipped, nothing outside
+    /// it is shared, and a folder that can't be listed completely is an error.
+    pub async fn share_path_manifests(
+        &self,
+        path: &Path,
+    ) -> Result<Vec<(PathBuf, FileManifest)>, PeerError> {
+        let failed = |shown: &Path| {
+            let shown = shown.to_owned();
+            move |cause: PeerError| PeerError::Share {
+                path: shown,
+                cause: Box::new(cause),
+            }
+        };
+        if !path.is_dir() {
+            let manifest = self.register_manifest(path).await.map_err(failed(path))?;
+            return Ok(vec![(PathBuf::new(), manifest)]);
+        }
+        let dir = path.to_owned();
+        let tree = tokio::task::spawn_blocking(move || Tree::open(&dir))
+            .await
+            .map_err(|e| PeerError::Internal(e.to_string()))?
+            .map_err(|e| failed(path)(e.into()))?;
+        let tree = Arc::new(tree);
+        let walked = {
+            let tree = tree.clone();
+            tokio::task::spawn_blocking(move || tree.walk())
+                .await
+                .map_err(|e| PeerError::Internal(e.to_string()))?
+        };
+        if !walked.complete {
+            return Err(PeerError::IncompleteFolder(path.to_owned()));
+        }
+        let mut shared = Vec::with_capacity(walked.files.len());
+        for file in walked.files {
+            let rel = file.rel.clone();
+            let manifest = self
+                .register_tree_file(tree.clone(), file)
+                .await
+                .map_err(failed(&path.join(&rel)))?;
+            shared.push((rel, manifest));
+        }
+        Ok(shared)
     }
 
     /// Starts a download job in the background: `requests` fetched one after another into
-    /// `out`. `target` is what the user asked for (shown in listings).
+    /// `out`, each also from the direct hosts. `target` is what the user asked for (shown in
+    /// listings). `out` must be an existing folder.
     pub fn start_download(
         &self,
         target: String,
         requests: Vec<DownloadRequest>,
-        out: std::path::PathBuf,
-    ) -> Result<crate::downloads::DownloadId, PeerError> {
-        let _ = (target, requests, out);
-        Err(PeerError::Internal("start_download: not yet".into()))
+        out: PathBuf,
+    ) -> Result<DownloadId, PeerError> {
+        if !out.is_dir() {
+            return Err(PeerError::NoOutputFolder(out));
+        }
+        if requests.is_empty() {
+            return Err(PeerError::NothingToDownload);
+        }
+        let ticket =
+            self.node
+                .downloads
+                .insert(target, requests, out, self.node.shutdown.child_token());
+        let id = ticket.id;
+        self.spawn_run(ticket);
+        Ok(id)
+    }
+
+    fn spawn_run(&self, ticket: RunTicket) {
+        let span = info_span!("download", id = %ticket.id);
+        self.spawn(downloads::run(self.clone(), ticket).instrument(span));
     }
 
     /// Every download job of this run, oldest first.
-    pub fn downloads(&self) -> Vec<crate::downloads::DownloadInfo> {
-        Vec::new()
+    pub fn downloads(&self) -> Vec<DownloadInfo> {
+        self.node.downloads.list()
     }
 
     /// One download job.
-    pub fn download_info(
-        &self,
-        id: crate::downloads::DownloadId,
-    ) -> Option<crate::downloads::DownloadInfo> {
-        let _ = id;
-        None
+    pub fn download_info(&self, id: DownloadId) -> Option<DownloadInfo> {
+        self.node.downloads.get(id)
     }
 
-    /// Cancels a job; its part files stay for a resume.
-    pub fn cancel_download(
-        &self,
-        id: crate::downloads::DownloadId,
-    ) -> Result<crate::downloads::DownloadInfo, PeerError> {
-        Err(PeerError::UnknownDownload(id))
+    /// Cancels a running job; its part files stay for a resume. A job that has finished (done,
+    /// failed or cancelled) is left as it is and answered as it is.
+    pub fn cancel_download(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
+        self.node.downloads.cancel(id)
     }
 
-    /// Runs a cancelled or failed job again into the same folder (part files resume).
-    pub fn resume_download(
-        &self,
-        id: crate::downloads::DownloadId,
-    ) -> Result<crate::downloads::DownloadInfo, PeerError> {
-        Err(PeerError::UnknownDownload(id))
+    /// Runs a cancelled or failed job again into the same folder: files finished stay, the
+    /// others pick up their part files. A job that is done is answered as it is; a running one
+    /// is [`PeerError::DownloadRunning`].
+    pub fn resume_download(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
+        if let Some(ticket) = self
+            .node
+            .downloads
+            .resume(id, self.node.shutdown.child_token())?
+        {
+            self.spawn_run(ticket);
+        }
+        self.node
+            .downloads
+            .get(id)
+            .ok_or(PeerError::UnknownDownload(id))
     }
 
     /// Changes as they happen: download jobs, shared files, messages.
-    pub fn subscribe_changes(
-        &self,
-    ) -> tokio::sync::broadcast::Receiver<crate::downloads::PeerChange> {
-        tokio::sync::broadcast::channel(1).1
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<PeerChange> {
+        self.node.downloads.changes().subscribe()
     }
 
-    /// Hosts named for direct downloads.
+    /// Hosts named for direct downloads (`--from`, `connect`), in the order they were added.
     pub fn direct_hosts(&self) -> Vec<SocketAddr> {
-        Vec::new()
+        self.node
+            .direct_hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Adds a host for direct downloads; `false` if it was there already.
     pub fn add_direct_host(&self, addr: SocketAddr) -> bool {
-        let _ = addr;
-        false
+        let mut hosts = self
+            .node
+            .direct_hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if hosts.contains(&addr) {
+            return false;
+        }
+        hosts.push(addr);
+        true
     }
 
     /// Removes a host for direct downloads; `false` if it was not there.
     pub fn remove_direct_host(&self, addr: SocketAddr) -> bool {
-        let _ = addr;
-        false
+        let mut hosts = self
+            .node
+            .direct_hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let before = hosts.len();
+        hosts.retain(|h| *h != addr);
+        hosts.len() != before
     }
 
-    /// Sends a message to `to`: `host:port`, or a peer id (or unique prefix) the index knows.
-    pub async fn send_message_to(&self, to: &str, text: &str) -> Result<NodeId, PeerError> {
-        let _ = (to, text);
-        Err(PeerError::Internal("send_message_to: not yet".into()))
+    /// Sends a message to `to`: `host:port`, or a peer id (or unique prefix of one) the index
+    /// knows. Returns the address used and the node id that took it. The message is kept
+    /// with the received ones, marked `sent`, so a conversation shows both sides.
+    pub async fn send_message_to(
+        &self,
+        to: &str,
+        text: &str,
+    ) -> Result<(SocketAddr, NodeId), PeerError> {
+        let addr = match to.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => self.peer_addr(to).await?,
+        };
+        let recipient = self.send_message(addr, text).await?;
+        let from = self
+            .node
+            .session()
+            .map_or_else(|| self.node.advertised_addr(), |s| s.addr)
+            .to_string();
+        self.node.inbox.push(ReceivedMessage {
+            from: from.into(),
+            node: recipient,
+            name: self.node.config.allow_peers.name(recipient),
+            remote: addr,
+            text: text.into(),
+            at: std::time::SystemTime::now(),
+            sent: true,
+        });
+        Ok((addr, recipient))
+    }
+
+    /// The address of the registered peer whose id starts with `prefix`.
+    async fn peer_addr(&self, prefix: &str) -> Result<SocketAddr, PeerError> {
+        let wanted = prefix.to_lowercase();
+        let unknown = || PeerError::UnknownRecipient(prefix.to_owned());
+        if wanted.is_empty() {
+            return Err(unknown());
+        }
+        let (peers, _) = self.network_peers().await?;
+        let matching: Vec<SocketAddr> = peers
+            .iter()
+            .filter(|p| p.peer_id.to_string().starts_with(&wanted))
+            .map(|p| p.addr)
+            .collect();
+        match matching.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(unknown()),
+            _ => Err(PeerError::IndexRefused {
+                code: p2p_protocol::ErrorCode::AmbiguousPrefix,
+                message: format!(
+                    "{} matches {} peers; type more characters",
+                    printable(prefix),
+                    matching.len()
+                )
+                .into(),
+            }),
+        }
     }
 }
 

@@ -22,6 +22,8 @@
 mod assets;
 pub mod config;
 pub mod error;
+mod guard;
+mod login;
 mod peer_api;
 mod serve;
 mod server_api;
@@ -30,4 +32,5 @@ pub mod views;
 
 pub use config::WebConfig;
 pub use error::ApiError;
-pub use serve::{login_url, serve_peer, serve_server};
+pub use guard::CONTENT_SECURITY_POLICY;
+pub use serve::{api_url, login_url, serve_peer, serve_server};

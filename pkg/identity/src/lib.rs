@@ -5,6 +5,7 @@
 //! * this file: [`Identity`], [`Role`], [`IdentityError`].
 //! * [`known`]: [`KnownIndexes`], the index servers this node has met and the ids they proved.
 //! * [`allow`]: [`AllowList`] and [`Allowed`], the nodes a server lets in.
+//! * [`api_key`]: [`ApiKey`], the secret the node's web API (`--web`) asks every caller for.
 //!
 //! # The key file
 //! `<dir>/server.key` for an index server, `<dir>/peer.key` for a peer (so both can run from
@@ -32,8 +33,10 @@ use rand::TryRngCore;
 pub use zeroize::Zeroizing;
 
 pub mod allow;
+pub mod api_key;
 pub mod known;
 pub use allow::{AllowList, AllowListError, Allowed};
+pub use api_key::{ApiKey, ApiKeyError};
 pub use known::{KnownIndexes, KnownIndexesError};
 
 /// A key file is a few hundred bytes; anything longer is not one.
@@ -132,58 +135,26 @@ impl Identity {
             Err(IdentityError::Io { cause, .. }) if cause.kind() == ErrorKind::NotFound => {}
             loaded => return loaded.map(|identity| (identity, false)),
         }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io("cannot create the identity folder", dir))?;
         let mut secret = [0u8; 32];
-        rand::rngs::OsRng.try_fill_bytes(&mut secret).map_err(|e| {
-            io("cannot get random bytes for a key", &path)(std::io::Error::other(e))
-        })?;
+        fill_random(&mut secret, &path)?;
         let key = SigningKey::from_bytes(&secret);
         let pem = key
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| io("cannot encode the key", &path)(std::io::Error::other(e)))?;
-        // Created 0600 under a random name, written whole, then linked into place only if no
-        // key is there yet: a reader never sees half a key, and of two nodes starting at once,
-        // the second takes the first one's key.
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(io("cannot create a key file in", dir))?;
-        tmp.write_all(pem.as_bytes())
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(io("cannot write", &path))?;
-        match tmp.persist_noclobber(&path) {
-            Ok(_) => Ok((Self::from_key(key, path), true)),
-            Err(e) if e.error.kind() == ErrorKind::AlreadyExists => {
-                Self::load(&path).map(|identity| (identity, false))
-            }
-            Err(e) => Err(io("cannot write", &path)(e.error)),
+        if write_secret_file(dir, &path, pem.as_bytes())? {
+            Ok((Self::from_key(key, path), true))
+        } else {
+            Self::load(&path).map(|identity| (identity, false))
         }
     }
 
     /// Loads the key file at `path`.
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
-        let file = fs::File::open(path).map_err(io("cannot open", path))?;
-        let meta = file.metadata().map_err(io("cannot read", path))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(IdentityError::TooOpen {
-                path: path.to_owned(),
-                mode,
-            });
-        }
         let corrupt = |reason: String| IdentityError::Corrupt {
             path: path.to_owned(),
             reason,
         };
-        if !meta.is_file() || meta.len() > MAX_KEY_FILE_LEN {
-            return Err(corrupt("not a key file".into()));
-        }
-        let mut text = String::new();
-        file.take(MAX_KEY_FILE_LEN)
-            .read_to_string(&mut text)
-            .map_err(|e| corrupt(e.to_string()))?;
+        let text = read_secret_file(path, MAX_KEY_FILE_LEN)?.map_err(corrupt)?;
         let key = SigningKey::from_pkcs8_pem(&text).map_err(|e| corrupt(e.to_string()))?;
         Ok(Self::from_key(key, path.to_owned()))
     }
@@ -219,6 +190,59 @@ impl Identity {
                 .to_vec(),
         )
     }
+}
+
+/// Fills `buf` with random bytes from the operating system (for the secret at `path`).
+fn fill_random(buf: &mut [u8], path: &Path) -> Result<(), IdentityError> {
+    rand::rngs::OsRng
+        .try_fill_bytes(buf)
+        .map_err(|e| io("cannot get random bytes for a key", path)(std::io::Error::other(e)))
+}
+
+/// Writes a new secret file at `path` (in `dir`, created 0700 if missing): created 0600 under
+/// a random name, written whole, then linked into place only if nothing is there yet. A reader
+/// never sees half a secret, and of two nodes starting at once, the second keeps the first
+/// one's. Returns `false` when a file was there already (the caller then loads it).
+fn write_secret_file(dir: &Path, path: &Path, contents: &[u8]) -> Result<bool, IdentityError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("cannot create the identity folder", dir))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(io("cannot create a key file in", dir))?;
+    tmp.write_all(contents)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(io("cannot write", path))?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.error.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io("cannot write", path)(e.error)),
+    }
+}
+
+/// Reads a secret file of at most `max_len` bytes that only its owner may read. The outer
+/// error is about the file (missing, unreadable, readable by others); the inner one says why
+/// its contents are not a secret file at all.
+fn read_secret_file(path: &Path, max_len: u64) -> Result<Result<String, String>, IdentityError> {
+    let file = fs::File::open(path).map_err(io("cannot open", path))?;
+    let meta = file.metadata().map_err(io("cannot read", path))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(IdentityError::TooOpen {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    if !meta.is_file() || meta.len() > max_len {
+        return Ok(Err("not a key file".into()));
+    }
+    let mut text = String::new();
+    Ok(file
+        .take(max_len)
+        .read_to_string(&mut text)
+        .map(|_| text)
+        .map_err(|e| e.to_string()))
 }
 
 fn public_key_der(key: &SigningKey) -> Vec<u8> {

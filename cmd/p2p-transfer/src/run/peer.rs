@@ -15,7 +15,7 @@ use crate::cli::PeerArgs;
 use crate::discovery::{Finder, ServerOrigin};
 use crate::progress;
 use crate::run::manifest;
-use crate::shell::{self, Transfers, peer::PeerShell};
+use crate::shell::{self, peer::PeerShell};
 use crate::trust::IndexTrust;
 
 /// Rescan of a shared folder when the watcher reported nothing.
@@ -77,13 +77,17 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
         }
     }
     println!("peer listening on {}", peer.local_addr());
+    // Every download job (the shell's, the web API's) asks the --from hosts too.
+    for host in &args.from {
+        peer.add_direct_host(*host);
+    }
     let result = startup_actions(&peer, args, manifest_file, &shutdown).await;
     if args.interactive {
         // A failed startup action is reported, and the shell opens all the same.
         if let Err(err) = &result {
             eprintln!("error: {}", printable(&format!("{err:#}")));
         }
-        let result = interactive(&peer, identity.node_id(), args, origin, &shutdown).await;
+        let result = interactive(&peer, args, origin, &shutdown).await;
         peer.shutdown().await;
         return result;
     }
@@ -98,33 +102,26 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
 
 async fn interactive(
     peer: &PeerHandle,
-    node_id: p2p_protocol::NodeId,
     args: &PeerArgs,
     origin: Arc<Mutex<ServerOrigin>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let downloads = shutdown.child_token();
-    let transfers = Transfers::default();
     let shell = PeerShell {
         peer: peer.clone(),
-        node_id,
         rt: tokio::runtime::Handle::current(),
         origin,
         out_dir: args.out.clone(),
-        transfers: transfers.clone(),
-        downloads: downloads.clone(),
-        direct_hosts: Arc::new(Mutex::new(args.from.clone())),
     };
     let messages = shell::peer::show_messages(peer);
+    let outcomes = shell::transfers::show_outcomes(peer);
     let done = shell::spawn(&shell::peer::SPEC, move |command| shell.handle(command));
     let result = tokio::select! {
         result = done => result.context("shell thread ended unexpectedly").and_then(|r| r.context("terminal error")),
         _ = shutdown.cancelled() => Ok(()),
     };
     messages.abort();
-    // Running downloads stop; their .part files stay for a later run.
-    downloads.cancel();
-    transfers.wait().await;
+    outcomes.abort();
+    // The caller's shutdown stops running downloads; their .part files stay for a later run.
     result
 }
 
@@ -204,52 +201,19 @@ async fn register(
     path: &std::path::Path,
     write_manifest: bool,
 ) -> anyhow::Result<()> {
-    // (path shown, path inside the folder, manifest)
-    let mut manifests = Vec::new();
-    if path.is_dir() {
-        // Walked and opened through a handle on the folder: links and FIFOs in it are skipped,
-        // and nothing outside it is shared.
-        let dir = path.to_owned();
-        let tree = tokio::task::spawn_blocking(move || p2p_storage::Tree::open(&dir))
-            .await
-            .context("cannot list the folder")??;
-        let tree = std::sync::Arc::new(tree);
-        let walked = {
-            let tree = tree.clone();
-            tokio::task::spawn_blocking(move || tree.walk())
-                .await
-                .context("cannot list the folder")?
+    // (path inside the folder, or empty for a file; manifest)
+    let manifests = peer.share_path_manifests(path).await?;
+    for (rel, manifest) in &manifests {
+        let shown = if rel.as_os_str().is_empty() {
+            path.to_owned()
+        } else {
+            path.join(rel)
         };
-        anyhow::ensure!(
-            walked.complete,
-            "cannot list every folder under {}",
-            printable(&path.display().to_string())
-        );
-        for file in walked.files {
-            let shown = path.join(&file.rel);
-            let rel = file.rel.clone();
-            let manifest = peer
-                .register_tree_file(tree.clone(), file)
-                .await
-                .with_context(|| format!("cannot register {}", shown.display()))?;
-            println!(
-                "registered {} {}",
-                printable(&shown.display().to_string()),
-                manifest.id()
-            );
-            manifests.push((rel, manifest));
-        }
-    } else {
-        let manifest = peer
-            .register_manifest(path)
-            .await
-            .with_context(|| format!("cannot register {}", path.display()))?;
         println!(
             "registered {} {}",
-            printable(&path.display().to_string()),
+            printable(&shown.display().to_string()),
             manifest.id()
         );
-        manifests.push((path.to_owned(), manifest));
     }
     if write_manifest {
         // The index as this peer met it: its address and the node id it proved.

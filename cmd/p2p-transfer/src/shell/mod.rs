@@ -11,13 +11,13 @@
 //! # Layout
 //! * `completion`: command and path completion.
 //! * `server`, `peer`: the commands of each role.
+//! * `transfers`: the `transfers` table and finished downloads above the prompt, from the
+//!   peer's download registry.
 
 mod completion;
 pub mod peer;
 pub mod server;
-mod transfers;
-
-pub use transfers::Transfers;
+pub mod transfers;
 
 use std::path::PathBuf;
 use std::sync::mpsc::SyncSender;

@@ -8,10 +8,8 @@ use indicatif::HumanBytes;
 use p2p_peer::{DownloadRequest, PeerHandle};
 use p2p_protocol::printable;
 use tokio::runtime::Handle;
-use tokio_util::sync::CancellationToken;
 
-use super::transfers::Transfers;
-use super::{Flow, ShellSpec};
+use super::{Flow, ShellSpec, transfers};
 use crate::discovery::ServerOrigin;
 use crate::tables::{Ids, more, print_files};
 
@@ -47,9 +45,9 @@ pub enum PeerCommand {
         #[command(subcommand)]
         what: ListWhat,
     },
-    /// Share a file; prints its id.
+    /// Share a file, or every file of a folder; prints their ids.
     Register {
-        /// The file.
+        /// The file or folder.
         path: PathBuf,
     },
     /// Stop sharing a file.
@@ -104,24 +102,26 @@ pub enum ListWhat {
 /// What the commands work with.
 pub struct PeerShell {
     pub peer: PeerHandle,
-    /// Who this peer is.
-    pub node_id: p2p_protocol::NodeId,
     pub rt: Handle,
     pub origin: Arc<Mutex<ServerOrigin>>,
     pub out_dir: PathBuf,
-    pub transfers: Transfers,
-    /// Cancelled on exit: stops every download.
-    pub downloads: CancellationToken,
-    /// Hosts added with `connect` (and `--from`), used by every download.
-    pub direct_hosts: Arc<Mutex<Vec<std::net::SocketAddr>>>,
 }
 
 /// Prints messages from other peers above the prompt as they arrive (their `from` and `text`
-/// are [`p2p_protocol::RemoteText`]: they show themselves escaped).
+/// are [`p2p_protocol::RemoteText`]: they show themselves escaped). Messages this peer sent
+/// are in the same feed; `msg` has told of those already.
 pub fn show_messages(peer: &PeerHandle) -> tokio::task::JoinHandle<()> {
     let mut incoming = peer.subscribe_messages();
     tokio::spawn(async move {
-        while let Ok(m) = incoming.recv().await {
+        loop {
+            let m = match incoming.recv().await {
+                Ok(m) => m,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if m.sent {
+                continue;
+            }
             crate::logging::print_above_prompt(format!(
                 "message from {} at {}: {}",
                 sender(&m),
@@ -130,6 +130,12 @@ pub fn show_messages(peer: &PeerHandle) -> tokio::task::JoinHandle<()> {
             ));
         }
     })
+}
+
+/// Who a sent message went to: the node id that took it, and the address it was sent to.
+fn recipient(m: &p2p_peer::ReceivedMessage) -> String {
+    let named = m.name.as_ref().map_or(String::new(), |n| format!(" {n:?}"));
+    format!("{}{named} (at {})", m.node, m.remote)
 }
 
 /// Who sent a message: first the node id its connection proved (the one part nobody can
@@ -179,14 +185,11 @@ impl PeerShell {
             PeerCommand::Search { words } => self.search(&words.join(" ")).map_err(Into::into),
             PeerCommand::Download { id, dir } => self.download(id, dir),
             PeerCommand::Transfers => {
-                self.transfers.print();
+                transfers::print(&self.peer);
                 Ok(())
             }
             PeerCommand::Connect { addr } => {
-                let mut hosts = self.direct_hosts.lock().unwrap_or_else(|e| e.into_inner());
-                if !hosts.contains(&addr) {
-                    hosts.push(addr);
-                }
+                self.peer.add_direct_host(addr);
                 println!("downloads will also ask {addr}");
                 Ok(())
             }
@@ -197,7 +200,11 @@ impl PeerShell {
                     println!("no messages yet");
                 }
                 for m in messages {
-                    println!("{} {}: {}", clock(m.at), sender(&m), m.text);
+                    if m.sent {
+                        println!("{} to {}: {}", clock(m.at), recipient(&m), m.text);
+                    } else {
+                        println!("{} {}: {}", clock(m.at), sender(&m), m.text);
+                    }
                 }
                 Ok(())
             }
@@ -215,22 +222,27 @@ impl PeerShell {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        println!("listening on  {}", self.peer.local_addr());
-        println!("node id       {}", self.node_id);
-        match self.peer.server_addr() {
+        let status = self.peer.status();
+        println!("listening on  {}", status.listen_addr);
+        println!("node id       {}", status.node_id);
+        match status.server_addr {
             Some(addr) => println!("index server  {addr} ({origin})"),
             None => println!("index server  none (direct downloads only)"),
         }
-        if let Some(id) = self.peer.index_node_id() {
+        if let Some(id) = status.server_node_id {
             println!("index node id {id}");
         }
         match self.peer.session() {
             Some(s) => println!("registered    yes, as {} at {}", s.peer_id, s.addr),
             None => println!("registered    no (index unreachable; retrying)"),
         }
-        println!("sharing       {} file(s)", self.peer.files().len());
-        println!("served        {} chunk(s)", self.peer.chunks_served());
-        println!("downloads     {} running", self.transfers.active());
+        println!("sharing       {} file(s)", status.files_shared);
+        println!("served        {} chunk(s)", status.chunks_served);
+        println!("downloads     {} running", status.downloads_active);
+        if !status.direct_hosts.is_empty() {
+            let hosts: Vec<String> = status.direct_hosts.iter().map(|h| h.to_string()).collect();
+            println!("direct hosts  {}", hosts.join(", "));
+        }
     }
 
     fn list_files(&self) {
@@ -252,52 +264,23 @@ impl PeerShell {
 
     fn download(&self, id: String, dir: Option<PathBuf>) -> Result<(), anyhow::Error> {
         let dir = dir.unwrap_or_else(|| self.out_dir.clone());
-        let hosts = self
-            .direct_hosts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        // The peer adds its direct hosts (`connect`, `--from`) to every request.
         let requests = if crate::run::manifest::is_manifest_path(&id) {
-            crate::run::peer::requests_for(crate::run::manifest::read(id.as_ref())?, &hosts)
+            crate::run::peer::requests_for(crate::run::manifest::read(id.as_ref())?, &[])
         } else {
-            vec![DownloadRequest {
-                id: id.clone(),
-                hosts,
-                ..DownloadRequest::default()
-            }]
+            vec![DownloadRequest::by_id(&id)]
         };
+        self.peer
+            .start_download(id.clone(), requests, dir.clone())?;
         println!(
             "downloading {id} into {} in the background ('transfers' shows progress)",
             dir.display()
         );
-        for request in requests {
-            self.transfers.start(
-                &self.rt,
-                self.peer.clone(),
-                request,
-                dir.clone(),
-                self.downloads.child_token(),
-            );
-        }
         Ok(())
     }
 
     fn message(&self, to: &str, text: &str) -> Result<(), anyhow::Error> {
-        let addr = match to.parse::<std::net::SocketAddr>() {
-            Ok(addr) => addr,
-            // A peer id: ask the index where that peer is.
-            Err(_) => {
-                let (peers, _) = self.rt.block_on(self.peer.network_peers())?;
-                peers
-                    .iter()
-                    .find(|p| p.peer_id.to_string().starts_with(&to.to_lowercase()))
-                    .map(|p| p.addr)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("no peer {to:?} is registered; give its host:port")
-                    })?
-            }
-        };
-        let recipient = self.rt.block_on(self.peer.send_message(addr, text))?;
+        let (addr, recipient) = self.rt.block_on(self.peer.send_message_to(to, text))?;
         println!("sent to {addr} ({recipient})");
         Ok(())
     }
@@ -328,8 +311,13 @@ impl PeerShell {
     }
 
     fn register(&self, path: PathBuf) -> Result<(), p2p_peer::PeerError> {
-        let file_id = self.rt.block_on(self.peer.register(&path))?;
-        println!("registered {} {file_id}", path.display());
+        for file in self.rt.block_on(self.peer.share_path(&path))? {
+            println!(
+                "registered {} {}",
+                printable(&file.path.display().to_string()),
+                file.file_id
+            );
+        }
         Ok(())
     }
 

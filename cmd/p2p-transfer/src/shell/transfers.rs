@@ -1,224 +1,119 @@
-//! Downloads started from the peer shell: they run in the background, their progress is kept
-//! for `transfers`, and their outcome is printed above the prompt.
+//! Downloads started from the peer shell run as jobs in the peer's registry: `transfers`
+//! prints them, and a task prints each finished or failed one above the prompt.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use indicatif::HumanBytes;
-use p2p_peer::{DownloadEvent, DownloadRequest, PeerError, PeerHandle};
+use p2p_peer::{DownloadId, DownloadInfo, DownloadState, PeerChange, PeerHandle};
 use p2p_protocol::printable;
-use tokio::runtime::Handle;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::logging::print_above_prompt;
 
-/// Where a download stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum State {
-    Starting,
-    Running,
-    Flushing,
-    Done(PathBuf),
-    Failed(String),
-    Cancelled,
-}
-
-#[derive(Debug)]
-struct Transfer {
-    /// What the user typed.
-    id: String,
-    name: Option<String>,
-    size: u64,
-    done: u64,
-    started: Instant,
-    finished: Option<Instant>,
-    hosts_known: usize,
-    hosts_used: BTreeSet<SocketAddr>,
-    state: State,
-}
-
-/// Every download of this shell session.
-#[derive(Clone, Default)]
-pub struct Transfers {
-    list: Arc<Mutex<Vec<Transfer>>>,
-    tasks: Arc<Mutex<JoinSet<()>>>,
-}
-
-impl Transfers {
-    fn update(&self, index: usize, f: impl FnOnce(&mut Transfer)) {
-        if let Some(t) = self
-            .list
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(index)
-        {
-            f(t);
-        }
+/// Prints the `transfers` table.
+pub fn print(peer: &PeerHandle) {
+    let list = peer.downloads();
+    if list.is_empty() {
+        println!("no downloads in this session");
+        return;
     }
-
-    /// Starts downloading `id` into `dir` in the background.
-    pub fn start(
-        &self,
-        rt: &Handle,
-        peer: PeerHandle,
-        request: DownloadRequest,
-        dir: PathBuf,
-        cancel: CancellationToken,
-    ) {
-        let id = request.id.clone();
-        let index = {
-            let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-            list.push(Transfer {
-                id: id.clone(),
-                name: None,
-                size: 0,
-                done: 0,
-                started: Instant::now(),
-                finished: None,
-                hosts_known: 0,
-                hosts_used: BTreeSet::new(),
-                state: State::Starting,
-            });
-            list.len() - 1
-        };
-        let this = self.clone();
-        let _guard = rt.enter();
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .spawn(async move {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let download = peer.fetch(request, &dir, Some(tx), cancel);
-                tokio::pin!(download);
-                let result = loop {
-                    tokio::select! {
-                        result = &mut download => break result,
-                        Some(event) = rx.recv() => this.apply(index, event),
-                    }
-                };
-                while let Ok(event) = rx.try_recv() {
-                    this.apply(index, event);
-                }
-                let state = match &result {
-                    Ok(report) => {
-                        let secs = report.elapsed.as_secs_f64();
-                        print_above_prompt(format!(
-                            "downloaded {} {} {} in {secs:.2}s ({:.1} MB/s)",
-                            printable(&report.path.display().to_string()),
-                            report.file_id,
-                            report.bytes,
-                            report.bytes as f64 / secs.max(1e-9) / 1e6
-                        ));
-                        State::Done(report.path.clone())
-                    }
-                    Err(PeerError::Cancelled) => State::Cancelled,
-                    Err(err) => {
-                        // The error may quote the network (a host's error message, the name).
-                        let err = printable(&err.to_string()).to_string();
-                        print_above_prompt(format!(
-                            "error: download {} failed: {err}",
-                            printable(&id)
-                        ));
-                        State::Failed(err)
-                    }
-                };
-                this.update(index, |t| {
-                    t.state = state;
-                    t.finished = Some(Instant::now());
-                });
-            });
-    }
-
-    fn apply(&self, index: usize, event: DownloadEvent) {
-        self.update(index, |t| match event {
-            DownloadEvent::Started {
-                name,
-                size,
-                hosts,
-                resumed,
-                ..
-            } => {
-                t.name = Some(name);
-                t.size = size;
-                t.done = resumed;
-                t.hosts_known = hosts;
-                t.state = State::Running;
-            }
-            DownloadEvent::ChunkDone { bytes, host, .. } => {
-                t.done += bytes as u64;
-                t.hosts_used.insert(host);
-            }
-            DownloadEvent::PeerFailed {
-                host,
-                dropped: true,
-                ..
-            } => {
-                t.hosts_used.remove(&host);
-                t.hosts_known = t.hosts_known.saturating_sub(1);
-            }
-            DownloadEvent::Flushing => t.state = State::Flushing,
-            _ => {}
-        });
-    }
-
-    /// Prints the `transfers` table.
-    pub fn print(&self) {
-        let list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        if list.is_empty() {
-            println!("no downloads in this session");
-            return;
-        }
-        println!(
-            "{:<14} {:>5} {:>11} {:>6}  {:<10} NAME",
-            "ID", "DONE", "SPEED", "HOSTS", "STATE"
-        );
-        for t in list.iter() {
-            let pct = if t.size == 0 {
+    println!(
+        "{:<14} {:>5} {:>11} {:>6}  {:<10} NAME",
+        "ID", "DONE", "SPEED", "HOSTS", "STATE"
+    );
+    for d in &list {
+        let pct = if d.size == 0 {
+            if d.state == DownloadState::Done {
                 100.0
             } else {
-                t.done as f64 * 100.0 / t.size as f64
+                0.0
+            }
+        } else {
+            d.done as f64 * 100.0 / d.size as f64
+        };
+        // While running: the recent speed; once ended: the average of the run.
+        let rate = if d.state.is_finished() {
+            let fetched = d.done.saturating_sub(d.resumed);
+            fetched as f64 / d.elapsed.as_secs_f64().max(1e-3)
+        } else {
+            d.speed
+        };
+        let speed = format!("{}/s", HumanBytes(rate as u64));
+        let hosts = format!("{}/{}", d.hosts_delivering, d.hosts_known);
+        let state = match &d.state {
+            DownloadState::LookingUp => "looking up".to_owned(),
+            DownloadState::Running => "running".to_owned(),
+            DownloadState::Flushing => "writing to disk".to_owned(),
+            DownloadState::Done => "done".to_owned(),
+            DownloadState::Failed(err) => format!("failed: {err}"),
+            DownloadState::Cancelled => "cancelled".to_owned(),
+        };
+        let id: String = d.target.chars().take(14).collect();
+        println!(
+            "{:<14} {pct:>4.0}% {speed:>11} {hosts:>6}  {state:<10} {}",
+            printable(&id),
+            printable(d.name.as_deref().unwrap_or("?"))
+        );
+    }
+}
+
+/// Prints each download job's outcome above the prompt as it ends: done, or failed with why.
+/// (Cancelled ones were cancelled by the user, who knows.)
+pub fn show_outcomes(peer: &PeerHandle) -> tokio::task::JoinHandle<()> {
+    let mut changes = peer.subscribe_changes();
+    let peer = peer.clone();
+    tokio::spawn(async move {
+        let mut told: BTreeSet<DownloadId> = BTreeSet::new();
+        loop {
+            let ids: Vec<DownloadId> = match changes.recv().await {
+                Ok(PeerChange::Download(id)) => vec![id],
+                Ok(_) => continue,
+                // Fell behind: look at every job.
+                Err(RecvError::Lagged(_)) => peer.downloads().iter().map(|d| d.id).collect(),
+                Err(RecvError::Closed) => return,
             };
-            let secs = t
-                .finished
-                .unwrap_or_else(Instant::now)
-                .duration_since(t.started)
-                .as_secs_f64();
-            let speed = format!("{}/s", HumanBytes((t.done as f64 / secs.max(1e-3)) as u64));
-            let hosts = format!("{}/{}", t.hosts_used.len(), t.hosts_known);
-            let state = match &t.state {
-                State::Starting => "looking up".to_owned(),
-                State::Running => "running".to_owned(),
-                State::Flushing => "writing to disk".to_owned(),
-                State::Done(_) => "done".to_owned(),
-                State::Failed(err) => format!("failed: {err}"),
-                State::Cancelled => "cancelled".to_owned(),
-            };
-            let id: String = t.id.chars().take(14).collect();
-            println!(
-                "{:<14} {pct:>4.0}% {speed:>11} {hosts:>6}  {state:<10} {}",
-                printable(&id),
-                printable(t.name.as_deref().unwrap_or("?"))
-            );
+            for id in ids {
+                let Some(info) = peer.download_info(id) else {
+                    continue;
+                };
+                match &info.state {
+                    DownloadState::Done | DownloadState::Failed(_) => {
+                        if told.insert(id) {
+                            print_above_prompt(outcome(&info));
+                        }
+                    }
+                    // Resumed: its next end is news again.
+                    _ => {
+                        told.remove(&id);
+                    }
+                }
+            }
         }
-    }
+    })
+}
 
-    /// Downloads not finished yet.
-    pub fn active(&self) -> usize {
-        self.list
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|t| t.finished.is_none())
-            .count()
-    }
-
-    /// Waits for every download task to end (after cancelling them).
-    pub async fn wait(&self) {
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        while tasks.join_next().await.is_some() {}
+/// The line a finished job gets.
+fn outcome(info: &DownloadInfo) -> String {
+    match &info.state {
+        DownloadState::Failed(err) => {
+            format!("error: download {} failed: {err}", printable(&info.target))
+        }
+        _ => {
+            let secs = info.elapsed.as_secs_f64();
+            let path = info
+                .path
+                .as_ref()
+                .map_or_else(String::new, |p| p.display().to_string());
+            let what = match info.file_id {
+                Some(id) if info.files_total == 1 => id.to_string(),
+                _ => format!("({} files)", info.files_done),
+            };
+            format!(
+                "downloaded {} {what} {} in {secs:.2}s ({:.1} MB/s)",
+                printable(&path),
+                info.size,
+                info.size as f64 / secs.max(1e-9) / 1e6
+            )
+        }
     }
 }
