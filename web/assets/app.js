@@ -366,7 +366,9 @@
         setText(row.querySelector(".pct"), `${Math.floor(d.percent)} %`);
         setAttr(row.cells[1], "title", `${bytes(d.done)} of ${d.size ? bytes(d.size) : "?"}${d.files_total > 1 ? ` · file ${Math.min(d.files_done + 1, d.files_total)} of ${d.files_total}` : ""}`);
         const running = ACTIVE.has(d.state);
-        setText(row.cells[2], running ? speed(d.speed_bps) : "–");
+        // A finished transfer shows its average speed.
+        const average = d.state === "done" && d.elapsed_ms > 0 ? ((d.done - d.resumed) * 1000) / d.elapsed_ms : 0;
+        setText(row.cells[2], running ? speed(d.speed_bps) : average > 0 ? `avg ${speed(average)}` : "–");
         setText(row.cells[3], running ? duration(d.eta_secs) : d.state === "done" ? `took ${duration(d.elapsed_ms / 1000)}` : "–");
         setText(row.cells[4], `${d.hosts_delivering} / ${d.hosts_known}`);
         setAttr(row.cells[4], "title", `${d.hosts_delivering} host(s) delivering of ${d.hosts_known} known`);
@@ -400,7 +402,7 @@
         const row = h(
           "tr",
           { "data-node-id": p.node_id },
-          cell("Node id", idSpan(p.node_id, 16), h("span", { class: "badge me", text: "this peer" })),
+          cell("Node id", idSpan(p.node_id, 16, true), h("span", { class: "badge me", text: "this peer" })),
           cell("Address", h("span", { class: "mono" })),
           cell("Files"),
           cell("Last heartbeat"),
@@ -449,6 +451,17 @@
     renderMessages();
   }
 
+  /**
+   * Where to answer a received message: the sender's address as the index lists it (its
+   * node id is proved); else the address it gave for itself. `remote` is the port its
+   * connection came from, which does not take messages.
+   */
+  function replyAddress(m) {
+    const known = state.peers.peers.find((p) => p.node_id === m.node_id);
+    if (known) return known.addr;
+    return /^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d+$/.test(m.from) ? m.from : m.remote;
+  }
+
   function renderMessages() {
     const box = $("messages");
     const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
@@ -462,13 +475,13 @@
         const head = h(
           "div",
           { class: "meta" },
-          h("span", { class: "who", title: `node id ${m.node_id}\naddress ${m.remote}${m.direction === "in" ? `\ncalls itself ${m.from}` : ""}`, text: who + to }),
+          h("span", { class: "who", title: m.direction === "in" ? `node id ${m.node_id}\nsays it is ${m.from}\nconnected from ${m.remote}` : `node id ${m.node_id}\naddress ${m.remote}`, text: who + to }),
           h("time", { datetime: new Date(m.at_unix_ms).toISOString(), text: clock(m.at_unix_ms) }),
         );
         if (m.direction === "in") {
           const reply = h("button", { type: "button", class: "link", "data-testid": "reply-btn", text: "Reply" });
           reply.addEventListener("click", () => {
-            $("msg-to").value = m.remote;
+            $("msg-to").value = replyAddress(m);
             $("msg-text").focus();
           });
           head.append(reply);

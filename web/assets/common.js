@@ -68,14 +68,14 @@ const P2P = (() => {
     for (const row of old.values()) row.remove();
   }
 
-  /** A `<td>` with the label narrow screens show beside its value. */
+  /** A `<td>` with the label narrow screens show beside its value; no label: the row's buttons. */
   function cell(label, ...children) {
-    return h("td", { "data-label": label }, ...children);
+    return h("td", label ? { "data-label": label } : { class: "actions" }, ...children);
   }
 
   /** A long id shown short, with the full id in its tooltip. */
-  function idSpan(id, length) {
-    return h("span", { class: "mono id", title: id, text: shortId(id, length) });
+  function idSpan(id, length, primary) {
+    return h("span", { class: primary ? "mono" : "mono id", title: id, text: shortId(id, length) });
   }
 
   // ---------------------------------------------------------------------------------------
@@ -102,6 +102,7 @@ const P2P = (() => {
   /** Seconds as "42 s", "3 min 5 s", "2 h 10 min". */
   function duration(secs) {
     if (secs === null || secs === undefined || !Number.isFinite(secs) || secs < 0) return "–";
+    if (secs < 10) return `${secs.toFixed(1)} s`;
     const s = Math.round(secs);
     if (s < 60) return `${s} s`;
     if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;

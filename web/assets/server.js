@@ -35,7 +35,7 @@
         h(
           "tr",
           { "data-node-id": p.node_id, "data-peer-id": p.peer_id },
-          cell("Node id", idSpan(p.node_id, 16)),
+          cell("Node id", idSpan(p.node_id, 16, true)),
           cell("Peer id", idSpan(p.peer_id, 12)),
           cell("Address", h("span", { class: "mono", text: p.addr })),
           cell("Files"),

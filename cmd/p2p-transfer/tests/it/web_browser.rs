@@ -131,7 +131,8 @@ async fn dashboard_in_a_real_browser() {
         .wait_for_within("#transfer-rows tr[data-state=done]", DOWNLOAD_WAIT)
         .await;
     let bar = done.find(fantoccini::Locator::Css("progress")).await.unwrap();
-    let (value, max) = (bar.prop("value").await.unwrap(), bar.prop("max").await.unwrap());
+    // `value` and `max` are reflected attributes of <progress>.
+    let (value, max) = (bar.attr("value").await.unwrap(), bar.attr("max").await.unwrap());
     assert_eq!(value, max, "a finished download's bar is full");
     assert_eq!(max.as_deref(), Some(&*SEEDED_LEN.to_string()));
     let pct = done.find(fantoccini::Locator::Css(".pct")).await.unwrap();
