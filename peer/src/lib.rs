@@ -28,6 +28,7 @@ pub mod error;
 mod heartbeat;
 pub mod inbox;
 pub mod index_client;
+mod manifest_jobs;
 pub mod node;
 pub mod share_dir;
 pub mod shared_files;

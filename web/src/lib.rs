@@ -22,6 +22,7 @@
 mod assets;
 pub mod config;
 pub mod error;
+mod events;
 mod guard;
 mod login;
 mod peer_api;

@@ -45,6 +45,7 @@ pub async fn serve_peer(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let bound = listener.local_addr()?;
+    crate::upload::sweep_stale_uploads(&config.upload_dir).await;
     let config = Arc::new(config);
     let app = PeerApp {
         peer,

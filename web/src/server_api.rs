@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use p2p_central_server::ServerHandle;
@@ -12,7 +11,6 @@ use p2p_protocol::NodeId;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WebConfig;
-use crate::error::ApiError;
 use crate::views::{NetworkFileView, NetworkFilesView, PeerView, PeersView, ServerStatusView};
 
 /// What every server handler sees.
@@ -29,10 +27,6 @@ pub(crate) struct ServerApp {
     pub bound: SocketAddr,
     /// Ends event streams when the node shuts down.
     pub shutdown: CancellationToken,
-}
-
-async fn todo() -> ApiError {
-    ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", "not yet")
 }
 
 impl ServerApp {
@@ -96,6 +90,6 @@ pub(crate) fn router(app: ServerApp) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/files", get(files))
-        .route("/api/v1/events", get(todo))
+        .route("/api/v1/events", crate::events::server_route(&app))
         .with_state(app)
 }

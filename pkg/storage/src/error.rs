@@ -91,6 +91,28 @@ pub enum StorageError {
     /// The name can't be used for a file.
     #[error("unsafe file name: {0}")]
     UnsafeName(FileNameError),
+    /// An uploaded file's name starts with `.`: hidden, and the upload folder keeps such
+    /// names for uploads still arriving.
+    #[error(
+        "unsafe file name: {0:?} starts with '.' (hidden names are kept for uploads still arriving)"
+    )]
+    HiddenName(String),
+    /// An upload is larger than this node accepts.
+    #[error("the upload is larger than the {max} bytes this node accepts")]
+    TooLarge {
+        /// The limit, in bytes.
+        max: u64,
+    },
+    /// An upload's bytes did not match the length it announced.
+    #[error("{}: {got} bytes received where {declared} were announced", path.display())]
+    WrongLength {
+        /// The upload's temporary file.
+        path: PathBuf,
+        /// Bytes announced.
+        declared: u64,
+        /// Bytes received.
+        got: u64,
+    },
     /// The file can't be described by a valid manifest (too large, bad name...).
     #[error("{}: {cause}", path.display())]
     Manifest {

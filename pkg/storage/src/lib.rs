@@ -12,6 +12,8 @@
 //! * [`chunk_buf`]: [`ChunkBuf`], a reusable chunk buffer aligned for `O_DIRECT` writes.
 //! * [`store`]: [`PartFile`], a download in progress: verified writes, then a no-overwrite
 //!   rename once every chunk is in.
+//! * [`upload`]: [`Upload`], a file arriving from a front end: written under a hidden
+//!   temporary name and hashed as it arrives, then named (never over a file) and served.
 //! * [`path`]: where a download may be written.
 //! * [`error`][mod@error]: [`StorageError`].
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@ pub mod path;
 pub mod source;
 pub mod store;
 pub mod tree;
+pub mod upload;
 
 pub use chunk_buf::ChunkBuf;
 pub use chunker::build_manifest;
@@ -31,3 +34,4 @@ pub use error::StorageError;
 pub use source::{ChunkRange, OpenSource, SourceFile};
 pub use store::PartFile;
 pub use tree::{Tree, TreeFile, Walk};
+pub use upload::{Upload, UploadLen};

@@ -342,14 +342,7 @@ impl PartFile {
                 missing,
             });
         }
-        // A full disk can show up only now, when delayed writes are allocated.
-        self.file.sync_all().map_err(|e| {
-            if is_disk_full(&e) {
-                write_error(e, part)
-            } else {
-                StorageError::io("cannot flush", part)(e)
-            }
-        })?;
+        flush(&self.file, part)?;
         let len = self
             .file
             .metadata()
@@ -360,45 +353,14 @@ impl PartFile {
             self.discard();
             return Err(StorageError::FileChanged(part.clone()));
         }
-        match self
-            .dir
-            .hard_link(&self.part_name, &self.dir, &self.final_name)
-        {
-            Ok(()) if !self.is_our_file(&self.final_name) => {
-                // The part file's name was swapped for another file after we opened it: the
-                // new name would show that file, not the download. Take the name back.
-                let _ = self.dir.remove_file(&self.final_name);
-                return Err(StorageError::Replaced(part.clone()));
-            }
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                return Err(StorageError::AlreadyExists(self.final_path.clone()));
-            }
-            // A file system without hard links: check, then rename (a narrow race we accept
-            // only there).
-            Err(_) if self.dir.symlink_metadata(&self.final_name).is_err() => {
-                self.dir
-                    .rename(&self.part_name, &self.dir, &self.final_name)
-                    .map_err(StorageError::io("cannot rename", part))?;
-                let _ = self.dir.remove_file(&self.record_name);
-                return Ok(self.final_path.clone());
-            }
-            Err(e) => return Err(StorageError::io("cannot link", part)(e)),
-        }
-        self.discard();
+        link_into_place(
+            &self.dir,
+            &self.file,
+            (&self.part_name, part),
+            (&self.final_name, &self.final_path),
+        )?;
+        let _ = self.dir.remove_file(&self.record_name);
         Ok(self.final_path.clone())
-    }
-
-    /// Whether `name` in the folder is the file this download writes (not a link, not
-    /// another file).
-    fn is_our_file(&self, name: &str) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let (Ok(ours), Ok(there)) = (self.file.metadata(), self.dir.symlink_metadata(name)) else {
-            return false;
-        };
-        there.is_file()
-            && cap_std::fs::MetadataExt::dev(&there) == ours.dev()
-            && cap_std::fs::MetadataExt::ino(&there) == ours.ino()
     }
 
     /// The finished download, to serve: through the handle it was written with, never by its
@@ -415,6 +377,65 @@ impl PartFile {
         let _ = self.dir.remove_file(&self.part_name);
         let _ = self.dir.remove_file(&self.record_name);
     }
+}
+
+/// Gives the finished file `file`, written under `temp` in `dir`, its `final` name, and removes
+/// the temporary name: through a hard link, which fails if the final name exists, so an existing
+/// file is never replaced, not even one created a moment ago by someone else. Each name comes
+/// with its path, for messages only.
+///
+/// Refuses ([`StorageError::Replaced`]) if the temporary name no longer leads to `file` (someone
+/// swapped it): the final name would show that other file. On a file system without hard links,
+/// checks that the final name is free, then renames (a narrow race accepted only there).
+/// Shared by a finished download ([`PartFile::finish`]) and a finished upload
+/// ([`crate::Upload::finish`]).
+pub(crate) fn link_into_place(
+    dir: &Dir,
+    file: &File,
+    (temp_name, temp_path): (&str, &Path),
+    (final_name, final_path): (&str, &Path),
+) -> Result<(), StorageError> {
+    match dir.hard_link(temp_name, dir, final_name) {
+        Ok(()) if !is_same_file(file, dir, final_name) => {
+            // Take the name back: it shows another file than the one written.
+            let _ = dir.remove_file(final_name);
+            Err(StorageError::Replaced(temp_path.to_owned()))
+        }
+        Ok(()) => {
+            let _ = dir.remove_file(temp_name);
+            Ok(())
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            Err(StorageError::AlreadyExists(final_path.to_owned()))
+        }
+        Err(_) if dir.symlink_metadata(final_name).is_err() => dir
+            .rename(temp_name, dir, final_name)
+            .map_err(StorageError::io("cannot rename", temp_path)),
+        Err(e) => Err(StorageError::io("cannot link", temp_path)(e)),
+    }
+}
+
+/// Flushes `file` to disk. A full disk can show up only now, when delayed writes are
+/// allocated, and is reported as such.
+pub(crate) fn flush(file: &File, path: &Path) -> Result<(), StorageError> {
+    file.sync_all().map_err(|e| {
+        if is_disk_full(&e) {
+            write_error(e, path)
+        } else {
+            StorageError::io("cannot flush", path)(e)
+        }
+    })
+}
+
+/// Whether `name` in `dir` is `file` itself (not a link, not another file).
+fn is_same_file(file: &File, dir: &Dir, name: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(ours), Ok(there)) = (file.metadata(), dir.symlink_metadata(name)) else {
+        return false;
+    };
+    there.is_file()
+        && cap_std::fs::MetadataExt::dev(&there) == ours.dev()
+        && cap_std::fs::MetadataExt::ino(&there) == ours.ino()
 }
 
 /// Opens the part file of a download, creating it (after its record, so that a part file of
@@ -575,9 +596,14 @@ fn read_nofollow(dir: &Dir, name: &str, max: usize) -> std::io::Result<Vec<u8>> 
     Ok(bytes)
 }
 
-/// Refuses to start when the disk can't hold `needed` more bytes, instead of failing midway.
-fn check_space(file: &File, path: &Path, needed: u64) -> Result<(), StorageError> {
-    let Ok(stats) = rustix::fs::fstatvfs(file) else {
+/// Refuses to start when the disk holding `on` (a file or a folder handle) can't hold `needed`
+/// more bytes, instead of failing midway.
+pub(crate) fn check_space(
+    on: impl std::os::fd::AsFd,
+    path: &Path,
+    needed: u64,
+) -> Result<(), StorageError> {
+    let Ok(stats) = rustix::fs::fstatvfs(on) else {
         // Can't tell (an unusual file system): writes will report a full disk if it happens.
         return Ok(());
     };
@@ -614,14 +640,14 @@ fn open_direct(dir: &Dir, name: &str, file: &File) -> Option<File> {
 }
 
 /// Whether `e` says the disk (or the user's quota) is full.
-fn is_disk_full(e: &std::io::Error) -> bool {
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
     use rustix::io::Errno;
     e.raw_os_error().is_some_and(|code| {
         code == Errno::NOSPC.raw_os_error() || code == Errno::DQUOT.raw_os_error()
     })
 }
 
-fn write_error(e: std::io::Error, path: &Path) -> StorageError {
+pub(crate) fn write_error(e: std::io::Error, path: &Path) -> StorageError {
     if is_disk_full(&e) {
         StorageError::NoSpace {
             path: path.to_owned(),

@@ -162,7 +162,7 @@ async fn startup_actions(
     }
     if let Some(arg) = &args.download {
         let requests = match manifest_file {
-            Some(doc) => requests_for(doc, &args.from),
+            Some(doc) => DownloadRequest::for_manifest_file(doc, &args.from),
             None => vec![DownloadRequest {
                 id: arg.clone(),
                 hosts: args.from.clone(),
@@ -236,30 +236,4 @@ async fn register(
         println!("wrote {}", target.display());
     }
     Ok(())
-}
-
-/// One download per file a manifest file describes; a folder's files go under its name.
-pub fn requests_for(doc: AnyManifestFile, hosts: &[std::net::SocketAddr]) -> Vec<DownloadRequest> {
-    match doc {
-        AnyManifestFile::File(f) => vec![DownloadRequest {
-            id: f.file_id.to_string(),
-            manifest: Some(f.manifest),
-            hosts: hosts.to_vec(),
-            subdir: Vec::new(),
-        }],
-        AnyManifestFile::Folder(folder) => folder
-            .files
-            .into_iter()
-            .map(|entry| {
-                let mut subdir = vec![folder.name.clone()];
-                subdir.extend(entry.path[..entry.path.len() - 1].iter().cloned());
-                DownloadRequest {
-                    id: entry.file_id.to_string(),
-                    manifest: Some(entry.manifest),
-                    hosts: hosts.to_vec(),
-                    subdir,
-                }
-            })
-            .collect(),
-    }
 }

@@ -266,7 +266,7 @@ impl PeerShell {
         let dir = dir.unwrap_or_else(|| self.out_dir.clone());
         // The peer adds its direct hosts (`connect`, `--from`) to every request.
         let requests = if crate::run::manifest::is_manifest_path(&id) {
-            crate::run::peer::requests_for(crate::run::manifest::read(id.as_ref())?, &[])
+            DownloadRequest::for_manifest_file(crate::run::manifest::read(id.as_ref())?, &[])
         } else {
             vec![DownloadRequest::by_id(&id)]
         };

@@ -3,6 +3,7 @@
 //! the OS.
 
 mod allow;
+mod api_doc;
 mod bad_input;
 mod browser;
 mod cli;
@@ -23,5 +24,7 @@ mod support;
 mod tools;
 mod transfer;
 mod trust;
+mod web_api;
 mod web_browser;
 mod web_support;
+mod web_upload;

@@ -1,0 +1,681 @@
+//! The peer's and the server's REST API and event streams, in-process: every verb a script
+//! uses, the answers and files it gets, the error replies it must be able to match on, and a
+//! dashboard that can't slow a download.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use p2p_peer::{Peer, PeerHandle};
+use p2p_protocol::manifest_file::{AnyManifestFile, IndexRef, ManifestFile};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::bad_input::{FakeSeeder, Misbehaviour};
+use crate::support::{peer_config, random_file, start_peer, start_server};
+use crate::web_support::{
+    TEST_KEY, WebNode, anonymous_client, api_client, start_web_peer, start_web_peer_with,
+    start_web_server, web_config,
+};
+
+const MIB: usize = 1024 * 1024;
+/// Generous: the machine is a loaded 2-core box.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// One server-sent event.
+#[derive(Debug)]
+pub struct SseEvent {
+    pub name: String,
+    pub data: Value,
+}
+
+/// A small reader of a `text/event-stream` body: `event:` and `data:` lines, a blank line
+/// ends an event, `:` lines are comments (keep-alives).
+pub struct SseReader {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl SseReader {
+    /// Opens the stream at `url` (`/api/v1/events`) with the test key.
+    pub async fn open(url: &str) -> Self {
+        let response = api_client().get(url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{url}");
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        Self {
+            body: response.bytes_stream().boxed(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next event, or `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let frame = String::from_utf8(self.buf.drain(..end + 2).collect()).unwrap();
+                let (mut name, mut data) = (String::from("message"), String::new());
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                let data = serde_json::from_str(&data).unwrap();
+                return Some(SseEvent { name, data });
+            }
+            match self.body.next().await {
+                Some(bytes) => self.buf.extend_from_slice(&bytes.unwrap()),
+                None => return None,
+            }
+        }
+    }
+
+    /// Events until one satisfies `want`, which is returned; panics after `limit`.
+    pub async fn until(
+        &mut self,
+        limit: Duration,
+        mut want: impl FnMut(&SseEvent) -> bool,
+    ) -> SseEvent {
+        tokio::time::timeout(limit, async {
+            loop {
+                let event = self.next().await.expect("the event stream ended");
+                if want(&event) {
+                    return event;
+                }
+            }
+        })
+        .await
+        .expect("no such event before the deadline")
+    }
+}
+
+async fn get(url: String) -> (StatusCode, Value) {
+    let response = api_client().get(url).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn post(url: String, body: Value) -> (StatusCode, Value) {
+    let response = api_client().post(url).json(&body).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn delete(url: String) -> (StatusCode, Value) {
+    let response = api_client().delete(url).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+/// The error code of an error reply (and that it has the documented shape).
+fn error_code(body: &Value) -> &str {
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body["error"]["code"].as_str().unwrap()
+}
+
+/// Waits until download `handle` on `web` reaches a final state; returns its view.
+async fn wait_finished(web: &WebNode, handle: u64) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, view) = get(web.url(&format!("/api/v1/downloads/{handle}"))).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        if ["done", "failed", "cancelled"].contains(&view["state"].as_str().unwrap()) {
+            return view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "download {handle} never ended: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_list_search_and_unshare() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "api-shared.bin", MIB + 7, 1301);
+    let peer = start_peer(server.addr).await;
+    let web = start_web_peer(&peer).await;
+
+    let (status, shared) = post(
+        web.url("/api/v1/shares"),
+        json!({ "path": path.to_str().unwrap() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{shared}");
+    let file_id = shared["files"][0]["file_id"].as_str().unwrap().to_owned();
+    assert_eq!(shared["files"][0]["name"], "api-shared.bin");
+    assert_eq!(shared["files"][0]["size"], MIB + 7);
+
+    let (_, files) = get(web.url("/api/v1/files")).await;
+    assert_eq!(files["files"][0]["file_id"], file_id.as_str());
+
+    let (status, found) = get(web.url("/api/v1/network/files?q=API%20shared")).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["files"][0]["file_id"], file_id.as_str());
+    assert_eq!(found["files"][0]["hosts"], 1);
+    let (_, all) = get(web.url("/api/v1/network/files")).await;
+    assert_eq!(all["files"][0]["file_id"], file_id.as_str(), "{all}");
+    let (_, none) = get(web.url("/api/v1/network/files?q=nothing-like-it")).await;
+    assert_eq!(none["total"], 0);
+
+    let (status, peers) = get(web.url("/api/v1/peers")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(peers["peers"][0]["this_peer"], true, "{peers}");
+    assert_eq!(peers["peers"][0]["node_id"], peer.node_id().to_string());
+
+    // By prefix, as on the command line.
+    let (status, gone) = delete(web.url(&format!("/api/v1/shares/{}", &file_id[..12]))).await;
+    assert_eq!(status, StatusCode::OK, "{gone}");
+    assert_eq!(gone["file_id"], file_id.as_str());
+    let (_, files) = get(web.url("/api/v1/files")).await;
+    assert_eq!(files["files"], json!([]));
+    let (status, again) = delete(web.url(&format!("/api/v1/shares/{file_id}"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&again), "not_found");
+    let (status, missing) = post(
+        web.url("/api/v1/shares"),
+        json!({ "path": src.path().join("no-such-file").to_str().unwrap() }),
+    )
+    .await;
+    assert!(status.is_client_error(), "{status} {missing}");
+    error_code(&missing);
+    peer.shutdown().await;
+}
+
+/// A file of `len` bytes shared by `seeders` new peers; returns its id, bytes and the peers.
+async fn seeded(
+    server: std::net::SocketAddr,
+    dir: &std::path::Path,
+    name: &str,
+    len: usize,
+    seeders: usize,
+) -> (String, Vec<u8>, std::path::PathBuf, Vec<PeerHandle>) {
+    let (path, data) = random_file(dir, name, len, len as u64);
+    let mut peers = Vec::new();
+    let mut id = String::new();
+    for _ in 0..seeders {
+        let peer = start_peer(server).await;
+        id = peer.register(&path).await.unwrap().to_string();
+        peers.push(peer);
+    }
+    (id, data, path, peers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_by_prefix_from_two_seeders_with_live_progress() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (id, data, path, seeders) =
+        seeded(server.addr, src.path(), "api-get.bin", 12 * MIB + 5, 2).await;
+    let leecher = start_peer(server.addr).await;
+    let web = start_web_peer(&leecher).await;
+    let mut events = SseReader::open(&web.url("/api/v1/events")).await;
+    let first = events.next().await.unwrap();
+    assert_eq!(first.name, "snapshot", "the snapshot comes first");
+    assert_eq!(
+        first.data["status"]["node_id"],
+        leecher.node_id().to_string()
+    );
+    assert_eq!(first.data["downloads"], json!([]));
+
+    let response = api_client()
+        .post(web.url("/api/v1/downloads"))
+        .json(&json!({ "id": &id[..10], "out": out.path() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let started: Value = response.json().await.unwrap();
+    let handle = started["handle"].as_u64().unwrap();
+    assert_eq!(location, format!("/api/v1/downloads/{handle}"));
+    assert_eq!(started["target"], &id[..10]);
+
+    let mut progress = 0u64;
+    let done = events
+        .until(DEADLINE, |e| {
+            if e.name != "download" || e.data["handle"] != handle {
+                return false;
+            }
+            progress += 1;
+            e.data["state"] != "running"
+                && e.data["state"] != "looking_up"
+                && e.data["state"] != "flushing"
+        })
+        .await;
+    assert_eq!(done.data["state"], "done", "{}", done.data);
+    assert_eq!(done.data["file_id"], id.as_str());
+    assert_eq!(done.data["hosts_known"], 2, "{}", done.data);
+    assert_eq!(done.data["percent"], 100.0);
+    let secs = done.data["elapsed_ms"].as_u64().unwrap() as f64 / 1000.0;
+    let bound = (secs * 4.0).ceil() as u64 + 2;
+    assert!(
+        progress <= bound,
+        "{progress} download events in {secs:.2} s (at most {bound})"
+    );
+    let written = done.data["path"].as_str().unwrap();
+    assert_eq!(std::fs::read(written).unwrap(), data);
+    assert_eq!(wait_finished(&web, handle).await["state"], "done");
+    let (_, list) = get(web.url("/api/v1/downloads")).await;
+    assert!(
+        list["downloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["handle"] == handle),
+        "{list}"
+    );
+
+    // The same file again from its .p2pm text, into another folder: one job, byte-exact.
+    let manifest = p2p_storage::build_manifest(&path).unwrap().manifest;
+    let doc = ManifestFile::new(manifest.clone(), vec![IndexRef::addr(server.addr)]).to_json();
+    let again = tempfile::tempdir().unwrap();
+    let (status, job) = post(
+        web.url("/api/v1/downloads"),
+        json!({ "manifest": doc, "out": again.path() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let view = wait_finished(&web, job["handle"].as_u64().unwrap()).await;
+    assert_eq!(view["state"], "done", "{view}");
+    assert_eq!(
+        std::fs::read(again.path().join("api-get.bin")).unwrap(),
+        data
+    );
+
+    // A manifest naming another index is refused, as a running peer can't change its index.
+    let elsewhere = ManifestFile::new(
+        manifest,
+        vec![IndexRef::addr("127.0.0.1:9".parse().unwrap())],
+    )
+    .to_json();
+    let (status, refused) = post(
+        web.url("/api/v1/downloads"),
+        json!({ "manifest": elsewhere, "out": again.path() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(error_code(&refused), "other_index");
+    leecher.shutdown().await;
+    for seeder in seeders {
+        seeder.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_does_not_hold_back_a_download() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (id, data, _, seeders) =
+        seeded(server.addr, src.path(), "api-stalled.bin", 24 * MIB, 1).await;
+    let leecher = start_peer(server.addr).await;
+    let web = start_web_peer(&leecher).await;
+
+    // A raw client with a tiny receive window that asks for the stream and never reads it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut stalled = socket.connect(web.addr).await.unwrap();
+    let request = format!(
+        "GET /api/v1/events HTTP/1.1\r\nHost: {}\r\nX-API-Key: {TEST_KEY}\r\n\r\n",
+        web.addr
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    // And a well-behaved one, to know the streams are live.
+    let mut events = SseReader::open(&web.url("/api/v1/events")).await;
+    assert_eq!(events.next().await.unwrap().name, "snapshot");
+    // Hundreds of KiB of events the stalled client never takes: its socket buffers fill, so
+    // its stream stops being polled long before the download starts.
+    let chatty = start_peer(server.addr).await;
+    let text = "x".repeat(1000);
+    for _ in 0..300 {
+        chatty
+            .send_message(leecher.local_addr(), &text)
+            .await
+            .unwrap();
+    }
+
+    let started = Instant::now();
+    let (status, job) = post(
+        web.url("/api/v1/downloads"),
+        json!({ "id": id, "out": out.path() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let handle = job["handle"].as_u64().unwrap();
+    let view = wait_finished(&web, handle).await;
+    assert_eq!(view["state"], "done", "{view}");
+    assert!(started.elapsed() < DEADLINE);
+    assert_eq!(
+        std::fs::read(out.path().join("api-stalled.bin")).unwrap(),
+        data
+    );
+    // The reading client saw the end too.
+    events
+        .until(DEADLINE, |e| {
+            e.name == "download" && e.data["state"] == "done"
+        })
+        .await;
+    drop(stalled);
+    chatty.shutdown().await;
+    leecher.shutdown().await;
+    for seeder in seeders {
+        seeder.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_then_resume_through_the_api() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "api-resume.bin", 8 * MIB + 1, 1307);
+    // The only host at first takes requests and never answers, so the job can't end alone.
+    let hung = FakeSeeder::start(server.addr, &path, Misbehaviour::Stall).await;
+    let mut config = peer_config(server.addr);
+    config.stall_timeout = Duration::from_secs(60);
+    config.request_timeout = Duration::from_secs(60);
+    let leecher = Peer::start(config, crate::support::tls()).await.unwrap();
+    let web = start_web_peer(&leecher).await;
+    let id = p2p_storage::build_manifest(&path)
+        .unwrap()
+        .manifest
+        .id()
+        .to_string();
+
+    let (status, job) = post(
+        web.url("/api/v1/downloads"),
+        json!({ "id": id, "out": out.path() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let handle = job["handle"].as_u64().unwrap();
+    let (status, resumed) = post(
+        web.url(&format!("/api/v1/downloads/{handle}/resume")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a running job can't resume: {resumed}"
+    );
+    assert_eq!(error_code(&resumed), "download_running");
+
+    let (status, cancelled) = delete(web.url(&format!("/api/v1/downloads/{handle}"))).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    let view = wait_finished(&web, handle).await;
+    assert_eq!(view["state"], "cancelled", "{view}");
+    assert!(!out.path().join("api-resume.bin").exists());
+
+    // A real seeder appears; the same job runs again into the same folder.
+    let seeder = start_peer(server.addr).await;
+    seeder.register(&path).await.unwrap();
+    let (status, again) = post(
+        web.url(&format!("/api/v1/downloads/{handle}/resume")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["handle"], handle);
+    let view = wait_finished(&web, handle).await;
+    assert_eq!(view["state"], "done", "{view}");
+    assert_eq!(
+        std::fs::read(out.path().join("api-resume.bin")).unwrap(),
+        data
+    );
+    drop(hung);
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_the_other_peer_its_list_and_its_event_stream() {
+    let server = start_server().await;
+    let a = start_peer(server.addr).await;
+    let b = start_peer(server.addr).await;
+    let web_a = start_web_peer(&a).await;
+    let web_b = start_web_peer(&b).await;
+    let mut events_b = SseReader::open(&web_b.url("/api/v1/events")).await;
+    assert_eq!(events_b.next().await.unwrap().name, "snapshot");
+
+    let (status, sent) = post(
+        web_a.url("/api/v1/messages"),
+        json!({ "to": b.local_addr().to_string(), "text": "hello <b>B</b>" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{sent}");
+    assert_eq!(sent["node_id"], b.node_id().to_string());
+
+    let event = events_b.until(DEADLINE, |e| e.name == "message").await;
+    assert_eq!(event.data["node_id"], a.node_id().to_string());
+    assert_eq!(event.data["direction"], "in");
+    assert_eq!(event.data["text"], "hello <b>B</b>");
+    let (_, list) = get(web_b.url("/api/v1/messages")).await;
+    let got = &list["messages"][0];
+    assert_eq!(got["node_id"], a.node_id().to_string(), "{list}");
+    assert_eq!(got["text"], "hello <b>B</b>");
+
+    // By peer id (a prefix of it), as the index knows it.
+    let (_, peers) = get(web_a.url("/api/v1/peers")).await;
+    let b_entry = peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node_id"] == b.node_id().to_string())
+        .unwrap_or_else(|| panic!("B is not listed: {peers}"))
+        .clone();
+    let (status, sent) = post(
+        web_a.url("/api/v1/messages"),
+        json!({ "to": b_entry["peer_id"], "text": "again" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{sent}");
+    assert_eq!(sent["node_id"], b.node_id().to_string());
+
+    // Nobody listens there.
+    let (status, refused) = post(
+        web_a.url("/api/v1/messages"),
+        json!({ "to": "127.0.0.1:9", "text": "anyone?" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{refused}");
+    assert_eq!(error_code(&refused), "peer_unreachable");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn direct_hosts_are_added_listed_and_removed() {
+    let server = start_server().await;
+    let peer = start_peer(server.addr).await;
+    let web = start_web_peer(&peer).await;
+    let (status, hosts) = post(
+        web.url("/api/v1/hosts"),
+        json!({ "addr": "127.0.0.1:4000" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{hosts}");
+    assert_eq!(hosts["hosts"], json!(["127.0.0.1:4000"]));
+    let (status, _) = post(
+        web.url("/api/v1/hosts"),
+        json!({ "addr": "127.0.0.1:4000" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "adding it again changes nothing");
+    let (_, hosts) = get(web.url("/api/v1/hosts")).await;
+    assert_eq!(hosts["hosts"], json!(["127.0.0.1:4000"]));
+    let (_, status_view) = get(web.url("/api/v1/status")).await;
+    assert_eq!(status_view["direct_hosts"], json!(["127.0.0.1:4000"]));
+    let (status, hosts) = delete(web.url("/api/v1/hosts/127.0.0.1:4000")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(hosts["hosts"], json!([]));
+    let (status, again) = delete(web.url("/api/v1/hosts/127.0.0.1:4000")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&again), "not_found");
+    let (status, bad) = post(web.url("/api/v1/hosts"), json!({ "addr": "nowhere" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&bad), "bad_request");
+    peer.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_have_the_documented_codes_and_shape() {
+    let server = start_server().await;
+    let peer = start_peer(server.addr).await;
+    let web = start_web_peer(&peer).await;
+    let out = tempfile::tempdir().unwrap();
+
+    for handle in ["999", "not-a-number"] {
+        let (status, body) = get(web.url(&format!("/api/v1/downloads/{handle}"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(error_code(&body), "not_found");
+        let (status, body) = delete(web.url(&format!("/api/v1/downloads/{handle}"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    let id = "ab".repeat(32);
+    for body in [
+        json!({ "id": id, "manifest": "{}", "out": out.path() }),
+        json!({ "out": out.path() }),
+        json!({ "id": id }),
+        json!({ "id": id, "out": out.path(), "extra": 1 }),
+        json!({ "id": id, "out": out.path().join("missing") }),
+    ] {
+        let (status, reply) = post(web.url("/api/v1/downloads"), body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {reply}");
+        assert_eq!(error_code(&reply), "bad_request");
+    }
+    let response = api_client()
+        .post(web.url("/api/v1/downloads"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&response.json().await.unwrap()), "bad_request");
+
+    // A tampered manifest file: the command line's own check and words.
+    let src = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "api-tampered.bin", 1000, 1309);
+    let manifest = p2p_storage::build_manifest(&path).unwrap().manifest;
+    let doc = ManifestFile::new(manifest, Vec::new()).to_json();
+    let tampered = doc.replacen("api-tampered.bin", "api-tamperes.bin", 1);
+    assert_ne!(doc, tampered);
+    let cli_words = AnyManifestFile::parse(&tampered).unwrap_err().to_string();
+    let (status, reply) = post(
+        web.url("/api/v1/downloads"),
+        json!({ "manifest": tampered, "out": out.path() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert_eq!(error_code(&reply), "bad_request");
+    assert_eq!(reply["error"]["message"], cli_words.as_str());
+
+    // Nothing to download from: the job fails and says why.
+    let (status, job) = post(
+        web.url("/api/v1/downloads"),
+        json!({ "id": id, "out": out.path() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let view = wait_finished(&web, job["handle"].as_u64().unwrap()).await;
+    assert_eq!(view["state"], "failed", "{view}");
+    assert!(
+        view["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{view}"
+    );
+    peer.shutdown().await;
+}
+
+#[tokio::test]
+async fn event_streams_are_limited_and_end_at_shutdown() {
+    let server = start_server().await;
+    let peer = start_peer(server.addr).await;
+    let (mut config, root) = web_config();
+    config.max_event_clients = 1;
+    let web = start_web_peer_with(&peer, config, root).await;
+    let mut events = SseReader::open(&web.url("/api/v1/events")).await;
+    assert_eq!(events.next().await.unwrap().name, "snapshot");
+    let anonymous = anonymous_client()
+        .get(web.url("/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        StatusCode::UNAUTHORIZED,
+        "the stream needs the key"
+    );
+    let (status, busy) = get(web.url("/api/v1/events")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{busy}");
+    assert_eq!(error_code(&busy), "busy");
+
+    drop(web);
+    let ended =
+        tokio::time::timeout(DEADLINE, async { while events.next().await.is_some() {} }).await;
+    assert!(
+        ended.is_ok(),
+        "the stream outlived the web server's shutdown"
+    );
+    peer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_stream_shows_peers_as_they_come() {
+    let server = start_server().await;
+    let a = start_peer(server.addr).await;
+    let web = start_web_server(&server).await;
+    let mut events = SseReader::open(&web.url("/api/v1/events")).await;
+    let first = events.next().await.unwrap();
+    assert_eq!(first.name, "snapshot");
+    assert_eq!(first.data["status"]["node_id"], server.node_id.to_string());
+    assert_eq!(first.data["status"]["peers"], 1);
+    assert_eq!(first.data["peers"][0]["node_id"], a.node_id().to_string());
+
+    let b = start_peer(server.addr).await;
+    // One poll brings both (a `status` with the new count, then the `peers` list).
+    let (mut count, mut listed) = (None, Vec::new());
+    events
+        .until(DEADLINE, |e| {
+            match e.name.as_str() {
+                "status" => count = e.data["peers"].as_u64(),
+                "peers" => {
+                    listed = e.data["peers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| p["node_id"].as_str().unwrap().to_owned())
+                        .collect();
+                }
+                _ => {}
+            }
+            count == Some(2) && listed.contains(&b.node_id().to_string())
+        })
+        .await;
+
+    let src = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "api-server.bin", 100, 1311);
+    let id = b.register(&path).await.unwrap();
+    let files = events.until(DEADLINE, |e| e.name == "files").await;
+    assert_eq!(files.data["files"][0]["file_id"], id.to_string());
+    a.shutdown().await;
+    b.shutdown().await;
+}
