@@ -275,6 +275,31 @@ async fn bad_names_and_missing_lengths_are_refused() {
             "{target}: {json}"
         );
     }
+    // Forms: a field that is not a file, and two files in one form.
+    let part = |headers: &str, data: &str| {
+        format!("--XyZ\r\nContent-Disposition: form-data; {headers}\r\n\r\n{data}\r\n")
+    };
+    for form in [
+        part(r#"name="note""#, "text"),
+        part(r#"name="file"; filename="one.bin""#, "one")
+            + &part(r#"name="file"; filename="two.bin""#, "two"),
+    ] {
+        let form = form + "--XyZ--\r\n";
+        let (status, json) = request_expecting(
+            web.addr,
+            &format!(
+                "POST /api/v1/uploads HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}",
+                form.len()
+            ),
+            form.as_bytes(),
+        )
+        .await;
+        assert_eq!(
+            (status, code(&json)),
+            (400, "bad_request"),
+            "{form}: {json}"
+        );
+    }
     // A body of unknown length (chunked): the limit and space can't be checked first.
     let (status, json) = request_expecting(
         web.addr,
