@@ -1,6 +1,7 @@
-//! [`Downloads`]: every download this peer started for a shell, a script or the web API, kept
-//! with its live progress so any front end can list, cancel and resume it. One registry per
-//! node; the shells and the API read the same entries.
+//! The download registry (`Downloads`, owned by the node): every download this peer started
+//! for a shell, a script or the web API, kept with its live progress so any front end can
+//! list, cancel and resume it through [`PeerHandle`]. One registry per node; the shells and
+//! the API read the same entries.
 //!
 //! A download here is a *job*: one or more [`DownloadRequest`]s (a file, or every file of a
 //! folder manifest) fetched one after another into one output folder, with one handle.
@@ -236,13 +237,18 @@ impl Progress {
                 self.delivering.remove(host);
                 self.hosts_known = self.hosts_known.saturating_sub(1);
             }
-            DownloadEvent::PeerFailed { .. } | DownloadEvent::Flushing => {}
-            DownloadEvent::Finished { bytes, .. } => {
-                self.finished_bytes += bytes;
-                self.file_size = 0;
-                self.file_done = 0;
-            }
+            // A finished file is counted by `file_finished`, once, whichever run it was.
+            DownloadEvent::PeerFailed { .. }
+            | DownloadEvent::Flushing
+            | DownloadEvent::Finished { .. } => {}
         }
+    }
+
+    /// The current file is complete: its `bytes` count as done from now on.
+    pub fn file_finished(&mut self, bytes: u64) {
+        self.finished_bytes += bytes;
+        self.file_size = 0;
+        self.file_done = 0;
     }
 
     fn prune(&mut self, now: Instant) {
@@ -326,6 +332,9 @@ struct Entry {
     cancel: CancellationToken,
     /// Bumped by each run: a run that was cancelled and replaced (resumed) no longer writes.
     run: u64,
+    /// Held by the run that works on the job's files: a resume right after a cancel waits
+    /// for the cancelled run to let go of its part files (they are locked while open).
+    running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Entry {
@@ -398,9 +407,9 @@ pub(crate) struct RunTicket {
     pub run: u64,
     pub out: PathBuf,
     pub requests: Arc<Vec<DownloadRequest>>,
-    /// The first request not finished yet.
-    pub from: usize,
     pub cancel: CancellationToken,
+    /// The job's run lock (see `Entry::running`).
+    pub running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Downloads {
@@ -438,13 +447,14 @@ impl Downloads {
             .then(|| requests.first().and_then(|r| r.subdir.first().cloned()))
             .flatten();
         let requests = Arc::new(requests);
+        let running = Arc::new(tokio::sync::Mutex::new(()));
         let ticket = RunTicket {
             id,
             run: 0,
             out: out.clone(),
             requests: requests.clone(),
-            from: 0,
             cancel: cancel.clone(),
+            running: running.clone(),
         };
         let entry = Entry {
             target,
@@ -462,6 +472,7 @@ impl Downloads {
             version: 1,
             cancel,
             run: 0,
+            running,
         };
         {
             let mut entries = self.lock();
@@ -538,21 +549,29 @@ impl Downloads {
                 run: entry.run,
                 out: entry.out.clone(),
                 requests: entry.requests.clone(),
-                from: entry.files_done,
                 cancel,
+                running: entry.running.clone(),
             }
         };
         self.announce(PeerChange::Download(id));
         Ok(Some(ticket))
     }
 
-    /// Updates a job for its run `run`, if that run is still the job's; announces a change of
-    /// state. `f` returns whether the state changed.
-    fn update(&self, id: DownloadId, run: u64, f: impl FnOnce(&mut Entry, Instant) -> bool) {
+    /// Updates a job for its run `run`, if that run is still the job's (any run: `None`);
+    /// announces a change of state. `f` returns whether the state changed.
+    fn update(
+        &self,
+        id: DownloadId,
+        run: Option<u64>,
+        f: impl FnOnce(&mut Entry, Instant) -> bool,
+    ) {
         let now = Instant::now();
         let changed = {
             let mut entries = self.lock();
-            let Some(entry) = entries.get_mut(&id).filter(|e| e.run == run) else {
+            let Some(entry) = entries
+                .get_mut(&id)
+                .filter(|e| run.is_none_or(|r| r == e.run))
+            else {
                 return;
             };
             let changed = f(entry, now);
@@ -569,7 +588,7 @@ impl Downloads {
 
     /// Moves a running job to `state` (a cancelled one stays cancelled).
     fn set_state(&self, id: DownloadId, run: u64, state: DownloadState) {
-        self.update(id, run, |e, now| {
+        self.update(id, Some(run), |e, now| {
             if e.state.is_finished() || e.state == state {
                 return false;
             }
@@ -579,7 +598,7 @@ impl Downloads {
     }
 
     fn apply(&self, id: DownloadId, run: u64, event: &DownloadEvent) {
-        self.update(id, run, |e, now| {
+        self.update(id, Some(run), |e, now| {
             e.progress.apply(event, now);
             let state = match event {
                 DownloadEvent::Started { file_id, name, .. } => {
@@ -600,10 +619,18 @@ impl Downloads {
         });
     }
 
-    /// Records a file of the job as finished (`path` is where it now is).
-    fn file_finished(&self, id: DownloadId, run: u64, path: PathBuf) {
-        self.update(id, run, |e, _| {
+    /// Files of a job finished so far (in any run).
+    fn files_done(&self, id: DownloadId) -> usize {
+        self.lock().get(&id).map_or(0, |e| e.files_done)
+    }
+
+    /// Records a file of the job as finished (`path` is where it now is, `bytes` its size).
+    /// Counted whichever run fetched it: a run cancelled just as its file completed still
+    /// completed it, and the next run must not fetch it again.
+    fn file_finished(&self, id: DownloadId, path: PathBuf, bytes: u64) {
+        self.update(id, None, |e, _| {
             e.files_done += 1;
+            e.progress.file_finished(bytes);
             if e.requests.len() == 1 {
                 e.path = Some(path);
             }
@@ -614,7 +641,7 @@ impl Downloads {
 
     /// Ends a run: done (every file fetched), cancelled or failed.
     fn finish(&self, id: DownloadId, run: u64, result: Result<(), PeerError>) {
-        self.update(id, run, |e, now| {
+        self.update(id, Some(run), |e, now| {
             if e.state.is_finished() {
                 return false;
             }
@@ -660,10 +687,13 @@ pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
         run,
         out,
         requests,
-        from,
         cancel,
+        running,
     } = ticket;
+    // After a cancelled run has let go; files it finished meanwhile count.
+    let _running = running.lock_owned().await;
     let downloads = peer.registry();
+    let from = downloads.files_done(id);
     let direct = peer.direct_hosts();
     let mut result = Ok(());
     for request in requests.iter().skip(from) {
@@ -691,7 +721,7 @@ pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
             downloads.apply(id, run, &event);
         }
         match fetched {
-            Ok(report) => downloads.file_finished(id, run, report.path),
+            Ok(report) => downloads.file_finished(id, report.path, report.bytes),
             Err(err) => {
                 result = Err(err);
                 break;
@@ -815,14 +845,7 @@ mod tests {
         let mut p = Progress::new(Some(30), t0);
         p.apply(&started(10, 1, 0), t0);
         p.apply(&chunk(10, 1), t0);
-        p.apply(
-            &DownloadEvent::Finished {
-                path: "a".into(),
-                bytes: 10,
-                elapsed: Duration::ZERO,
-            },
-            t0,
-        );
+        p.file_finished(10);
         p.apply(&started(20, 1, 0), t0);
         p.apply(&chunk(5, 1), t0);
         assert_eq!((p.size(), p.done()), (30, 15));

@@ -113,7 +113,7 @@ pub enum PeerError {
     #[error("nothing to download")]
     NothingToDownload,
     /// No registered peer has this id (or prefix) to send a message to.
-    #[error("no peer {:?} is registered; give its host:port", printable(.0))]
+    #[error("no peer \"{}\" is registered; give its host:port", printable(.0))]
     UnknownRecipient(String),
     /// A file or folder could not be shared.
     #[error("cannot share {}: {cause}", printable(&.path.display().to_string()))]

@@ -527,7 +527,8 @@ impl PeerHandle {
     }
 
     /// Sends a short text message to the peer at `to`; returns the node id of the peer that
-    /// took it (proved in the TLS handshake).
+    /// took it (proved in the TLS handshake). Not kept: front ends call
+    /// [`PeerHandle::send_message_to`], which keeps what it sent.
     pub async fn send_message(&self, to: SocketAddr, text: &str) -> Result<NodeId, PeerError> {
         let unreachable = |cause| PeerError::PeerUnreachable { addr: to, cause };
         let (mut conn, recipient) = self.connect_peer(to).await.map_err(unreachable)?;
@@ -556,12 +557,14 @@ impl PeerHandle {
         }
     }
 
-    /// Messages received during this run, oldest first.
+    /// Messages received during this run, and those sent with
+    /// [`PeerHandle::send_message_to`] (marked `sent`), oldest first.
     pub fn messages(&self) -> Vec<ReceivedMessage> {
         self.node.inbox.list()
     }
 
-    /// Messages as they arrive.
+    /// Messages as they arrive, and those this peer sends with [`PeerHandle::send_message_to`]
+    /// (marked `sent`).
     pub fn subscribe_messages(&self) -> tokio::sync::broadcast::Receiver<ReceivedMessage> {
         self.node.inbox.subscribe()
     }

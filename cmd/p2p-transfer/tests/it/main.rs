@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod connections;
 mod direct;
+mod downloads;
 mod faults;
 mod heartbeat;
 mod hostile_disk;
