@@ -12,9 +12,9 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-/// Only this origin's scripts, styles and connections; images also from `data:` URLs; never
-/// framed.
-pub(crate) const CSP: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
+/// The guard's policy (it sets it on every response); the page's own answers carry it too, so
+/// the page is never served without it.
+const CSP: &str = crate::guard::CONTENT_SECURITY_POLICY;
 
 /// The browser revalidates every time, so a new binary's page is never mixed with an old
 /// cached script.
@@ -165,7 +165,11 @@ mod tests {
                 let html = std::str::from_utf8(asset.body).unwrap();
                 assert!(!html.contains("<style"), "{}", asset.path);
                 assert!(!html.contains("style="), "{}", asset.path);
-                assert!(!has_inline_handler(html), "inline handler in {}", asset.path);
+                assert!(
+                    !has_inline_handler(html),
+                    "inline handler in {}",
+                    asset.path
+                );
                 for script in html.split("<script").skip(1) {
                     let tag = &script[..script.find('>').unwrap()];
                     assert!(tag.contains("src="), "inline script in {}", asset.path);

@@ -49,7 +49,11 @@ async fn tab_to(browser: &Browser, testid: &str) {
             let ring = browser
                 .eval("getComputedStyle(document.activeElement).boxShadow")
                 .await;
-            assert_ne!(ring, Value::String("none".into()), "{testid} shows no focus");
+            assert_ne!(
+                ring,
+                Value::String("none".into()),
+                "{testid} shows no focus"
+            );
             return;
         }
     }
@@ -130,9 +134,15 @@ async fn dashboard_in_a_real_browser() {
     let done = browser
         .wait_for_within("#transfer-rows tr[data-state=done]", DOWNLOAD_WAIT)
         .await;
-    let bar = done.find(fantoccini::Locator::Css("progress")).await.unwrap();
+    let bar = done
+        .find(fantoccini::Locator::Css("progress"))
+        .await
+        .unwrap();
     // `value` and `max` are reflected attributes of <progress>.
-    let (value, max) = (bar.attr("value").await.unwrap(), bar.attr("max").await.unwrap());
+    let (value, max) = (
+        bar.attr("value").await.unwrap(),
+        bar.attr("max").await.unwrap(),
+    );
     assert_eq!(value, max, "a finished download's bar is full");
     assert_eq!(max.as_deref(), Some(&*SEEDED_LEN.to_string()));
     let pct = done.find(fantoccini::Locator::Css(".pct")).await.unwrap();
@@ -183,7 +193,11 @@ async fn dashboard_in_a_real_browser() {
     open_view(&browser, "messages").await;
     let b_window = browser.client.window().await.unwrap();
     let a_window = browser.client.new_window(false).await.unwrap().handle;
-    browser.client.switch_to_window(a_window.clone()).await.unwrap();
+    browser
+        .client
+        .switch_to_window(a_window.clone())
+        .await
+        .unwrap();
     browser.goto(&web_a.login_url()).await;
     open_view(&browser, "messages").await;
     browser
@@ -191,12 +205,14 @@ async fn dashboard_in_a_real_browser() {
         .await;
     browser.fill("[data-testid=msg-text]", MESSAGE).await;
     browser.click("[data-testid=msg-send]").await;
-    browser
-        .wait_for("#messages li[data-direction=out]")
-        .await;
+    browser.wait_for("#messages li[data-direction=out]").await;
     assert_no_console_errors(&browser, "A's page").await;
 
-    browser.client.switch_to_window(b_window.clone()).await.unwrap();
+    browser
+        .client
+        .switch_to_window(b_window.clone())
+        .await
+        .unwrap();
     let received = browser
         .wait_for(&format!(
             "#messages li[data-direction=in][data-node-id='{}']",
@@ -207,9 +223,15 @@ async fn dashboard_in_a_real_browser() {
         .find(fantoccini::Locator::Css(".text"))
         .await
         .unwrap();
-    assert_eq!(text.text().await.unwrap(), MESSAGE, "shown as sent, literally");
     assert_eq!(
-        browser.eval("document.querySelectorAll('#messages b').length").await,
+        text.text().await.unwrap(),
+        MESSAGE,
+        "shown as sent, literally"
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#messages b').length")
+            .await,
         Value::from(0),
         "markup in a message became markup on the page"
     );
@@ -236,9 +258,7 @@ async fn dashboard_in_a_real_browser() {
             .wait_for(&format!("#peer-rows tr[data-node-id='{node}']"))
             .await;
     }
-    browser
-        .wait_for(&row("file-rows", &file_id))
-        .await;
+    browser.wait_for(&row("file-rows", &file_id)).await;
     browser.screenshot(&shots, "server").await;
     browser.resize(NARROW).await;
     assert_fits(&browser, "the server page at 390 px").await;
