@@ -353,6 +353,7 @@
       },
       (row, d) => {
         setAttr(row, "data-state", d.state);
+        setAttr(row, "data-file-id", d.file_id);
         setText(row.cells[0].firstChild, d.name || d.target);
         const detail = d.state === "done" && d.path ? `Saved as ${d.path}` : d.state === "failed" && d.error ? d.error : `to ${d.out}`;
         setText(row.cells[0].lastChild, detail);
@@ -585,10 +586,13 @@
       clearTimeout(searchTimer);
       search();
     });
-    $("search-input").addEventListener("input", () => {
-      clearTimeout(searchTimer);
-      searchTimer = setTimeout(search, SEARCH_DEBOUNCE_MS);
-    });
+    // Typing searches after a pause; so does emptying the box (its clear button, a script).
+    for (const name of ["input", "change"]) {
+      $("search-input").addEventListener(name, () => {
+        clearTimeout(searchTimer);
+        searchTimer = setTimeout(search, SEARCH_DEBOUNCE_MS);
+      });
+    }
 
     $("share-form").addEventListener("submit", share);
     const input = $("upload-input");

@@ -16,6 +16,9 @@ const SEEDED_LEN: usize = 24 << 20;
 const SEEDED_NAME: &str = "holiday-video.mkv";
 /// A download of it may take this long on a loaded CI machine.
 const DOWNLOAD_WAIT: Duration = Duration::from_secs(60);
+/// More files on the network, so the list is a list.
+const OTHER_FILES: [(&str, usize); 2] =
+    [("team-photos.zip", 3 << 20), ("budget-2027.ods", 180 << 10)];
 const UPLOAD_LEN: usize = (2 << 20) + 1;
 const UPLOAD_NAME: &str = "meeting-notes.txt";
 /// Markup in a message must show as text, never as markup.
@@ -96,13 +99,18 @@ async fn dashboard_in_a_real_browser() {
     };
     let shots = browser::screenshot_dir();
 
-    // An index, peer A seeding a file, peer B; a web server for each.
+    // An index, peer A seeding three files, peer B; a web server for each.
     let server = start_server().await;
     let a = start_peer(server.addr).await;
     let b = start_peer(server.addr).await;
     let files = tempfile::tempdir().unwrap();
     let (seeded, data) = random_file(files.path(), SEEDED_NAME, SEEDED_LEN, 13);
     let file_id = a.register(&seeded).await.unwrap().to_string();
+    let mut others = Vec::new();
+    for (i, (name, len)) in OTHER_FILES.into_iter().enumerate() {
+        let (path, data) = random_file(files.path(), name, len, 20 + i as u64);
+        others.push((a.register(&path).await.unwrap().to_string(), name, data));
+    }
     let web_a = start_web_peer(&a).await;
     let web_b = start_web_peer(&b).await;
     let web_server = start_web_server(&server).await;
@@ -118,21 +126,50 @@ async fn dashboard_in_a_real_browser() {
         .wait_for("#live-dot:is([data-mode=live], [data-mode=polling])")
         .await;
 
-    // Network: find the file, choose the folder, download.
-    browser.fill("[data-testid=search-input]", "holiday").await;
+    // Network: every file is listed; choose the folder.
     let file_row = row("network-rows", &file_id);
     browser.wait_for(&file_row).await;
+    for (id, ..) in &others {
+        browser.wait_for(&row("network-rows", id)).await;
+    }
     browser.fill("[data-testid=out-dir]", out_path).await;
     browser.screenshot(&shots, "network").await;
+    // A search leaves only what matches; download it.
+    browser.fill("[data-testid=search-input]", "holiday").await;
+    browser
+        .wait_until(
+            "the search leaves one row",
+            "document.querySelectorAll('#network-rows tr').length === 1",
+            browser::ELEMENT_WAIT,
+        )
+        .await;
     browser
         .click(&format!("{file_row} [data-testid=download-btn]"))
         .await;
+    // And one more from the whole list.
+    browser.fill("[data-testid=search-input]", "").await;
+    let (other_id, other_name, other_data) = &others[0];
+    browser
+        .click(&format!(
+            "{} [data-testid=download-btn]",
+            row("network-rows", other_id)
+        ))
+        .await;
 
-    // Transfers: the bar reaches its end, the row says done, the file is whole.
+    // Transfers: each bar reaches its end, the rows say done, the files are whole.
     open_view(&browser, "transfers").await;
     browser.wait_for("#transfer-rows tr[data-handle]").await;
     let done = browser
-        .wait_for_within("#transfer-rows tr[data-state=done]", DOWNLOAD_WAIT)
+        .wait_for_within(
+            &format!("#transfer-rows tr[data-file-id='{file_id}'][data-state=done]"),
+            DOWNLOAD_WAIT,
+        )
+        .await;
+    browser
+        .wait_for_within(
+            &format!("#transfer-rows tr[data-file-id='{other_id}'][data-state=done]"),
+            DOWNLOAD_WAIT,
+        )
         .await;
     let bar = done
         .find(fantoccini::Locator::Css("progress"))
@@ -151,6 +188,7 @@ async fn dashboard_in_a_real_browser() {
         std::fs::read(out.path().join(SEEDED_NAME)).unwrap() == data,
         "the downloaded file differs from the seeded one"
     );
+    assert!(std::fs::read(out.path().join(other_name)).unwrap() == *other_data);
     browser.screenshot(&shots, "transfers").await;
 
     // My files: upload from the browser; it is shared when complete.
