@@ -93,10 +93,10 @@ impl Driver {
         std::thread::spawn(move || {
             let mut ready = Some(ready_tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("was started successfully") {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
+                if line.contains("was started successfully")
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
                 }
             }
         });
@@ -330,6 +330,38 @@ impl Browser {
             .filter(|e| e["level"] == "SEVERE")
             .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
             .collect()
+    }
+}
+
+impl Browser {
+    /// Logs an error from the page and waits until the browser log shows it, so a check for
+    /// "no errors" is known to be able to see one. Returns every other error logged so far.
+    pub async fn probe_console(&self) -> Vec<String> {
+        const PROBE: &str = "p2p-console-probe";
+        self.client
+            .execute(&format!("console.error('{PROBE}');"), vec![])
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + ELEMENT_WAIT;
+        let mut others = Vec::new();
+        loop {
+            let mut seen = false;
+            for entry in self.severe_log_entries().await {
+                if entry.contains(PROBE) {
+                    seen = true;
+                } else {
+                    others.push(entry);
+                }
+            }
+            if seen {
+                return others;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the browser log never showed a console.error: errors would go unseen"
+            );
+            tokio::time::sleep(POLL).await;
+        }
     }
 }
 

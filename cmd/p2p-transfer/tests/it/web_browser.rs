@@ -84,7 +84,7 @@ async fn assert_fits(browser: &Browser, what: &str) {
 }
 
 async fn assert_no_console_errors(browser: &Browser, page: &str) {
-    let severe = browser.severe_log_entries().await;
+    let severe = browser.probe_console().await;
     assert!(
         severe.is_empty(),
         "{page} logged errors in the browser console: {severe:#?}"
