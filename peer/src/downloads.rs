@@ -86,17 +86,18 @@ pub struct DownloadInfo {
     pub name: Option<String>,
     /// The file id being fetched now, once known.
     pub file_id: Option<FileId>,
-    /// Files in the job, and files finished.
+    /// Files in the job.
     pub files_total: usize,
     /// Files finished.
     pub files_done: usize,
-    /// Bytes of the whole job, once known (0 before).
+    /// Bytes of the whole job, once known: a job from a folder manifest knows it at once, a
+    /// file by id once its manifest arrives (0 before).
     pub size: u64,
     /// Bytes verified and written, resumed bytes included.
     pub done: u64,
     /// Bytes that were already on disk from an earlier run.
     pub resumed: u64,
-    /// Bytes per second fetched in this run, over the last few seconds.
+    /// Bytes per second fetched in this run, over the last few seconds (0 once ended).
     pub speed: f64,
     /// Time left at that speed, while running.
     pub eta: Option<Duration>,
@@ -108,9 +109,9 @@ pub struct DownloadInfo {
     pub state: DownloadState,
     /// The finished file (or folder) on disk, when done.
     pub path: Option<PathBuf>,
-    /// When the job started (wall clock).
+    /// When the job's latest run started (wall clock): its start, or its last resume.
     pub started: SystemTime,
-    /// Time from start to now, or to its end.
+    /// Time from `started` to now, or to the run's end.
     pub elapsed: Duration,
     /// Bumped on every change, so a live view sends only what moved.
     pub version: u64,
@@ -576,7 +577,7 @@ impl Downloads {
             };
             let changed = f(entry, now);
             entry.version += 1;
-            if entry.state.is_finished() {
+            if changed && entry.state.is_finished() {
                 forget_oldest_finished(&mut entries);
             }
             changed
@@ -679,8 +680,8 @@ fn forget_oldest_finished(entries: &mut BTreeMap<DownloadId, Entry>) {
     }
 }
 
-/// Runs a job's requests one after another from `ticket.from`, keeping its entry up to date.
-/// Direct hosts known now (`connect`, `--from`) are asked as well.
+/// Runs a job's requests one after another, from the first not finished yet, keeping its
+/// entry up to date. Direct hosts known now (`connect`, `--from`) are asked as well.
 pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
     let RunTicket {
         id,
@@ -856,6 +857,84 @@ mod tests {
         p.apply(&started(20, 1, 5), t1);
         assert_eq!((p.done(), p.resumed()), (15, 5));
         assert_eq!(p.speed(t1), 0.0);
+    }
+
+    fn job(downloads: &Downloads) -> RunTicket {
+        downloads.insert(
+            "t".into(),
+            vec![DownloadRequest::by_id("abcdef12")],
+            PathBuf::from("/tmp"),
+            CancellationToken::new(),
+        )
+    }
+
+    #[test]
+    fn cancel_resume_and_a_stale_run() {
+        let downloads = Downloads::default();
+        let mut changes = downloads.changes().subscribe();
+        let first = job(&downloads);
+        let id = first.id;
+        assert_eq!(id, DownloadId(1));
+        assert_eq!(downloads.get(id).unwrap().state, DownloadState::LookingUp);
+        assert!(matches!(
+            downloads.resume(id, CancellationToken::new()),
+            Err(PeerError::DownloadRunning(_))
+        ));
+        let cancelled = downloads.cancel(id).unwrap();
+        assert_eq!(cancelled.state, DownloadState::Cancelled);
+        assert!(first.cancel.is_cancelled());
+        let second = downloads
+            .resume(id, CancellationToken::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.run, 1);
+        // The first run ends late: it no longer writes to the job.
+        downloads.apply(id, first.run, &started(10, 1, 0));
+        downloads.finish(id, first.run, Err(PeerError::Cancelled));
+        let info = downloads.get(id).unwrap();
+        assert_eq!((info.state, info.size), (DownloadState::LookingUp, 0));
+        // The second one does.
+        downloads.apply(id, second.run, &started(10, 1, 0));
+        downloads.file_finished(id, PathBuf::from("/tmp/f"), 10);
+        downloads.finish(id, second.run, Ok(()));
+        let info = downloads.get(id).unwrap();
+        assert_eq!(info.state, DownloadState::Done);
+        assert_eq!((info.done, info.files_done), (10, 1));
+        assert_eq!(info.path, Some(PathBuf::from("/tmp/f")));
+        // Done: cancel and resume leave it as it is.
+        assert_eq!(downloads.cancel(id).unwrap().state, DownloadState::Done);
+        assert!(
+            downloads
+                .resume(id, CancellationToken::new())
+                .unwrap()
+                .is_none()
+        );
+        // insert, cancel, resume, Running, file done, Done: one change each, no more.
+        let mut seen = 0;
+        while changes.try_recv().is_ok() {
+            seen += 1;
+        }
+        assert_eq!(seen, 6);
+        assert!(matches!(
+            downloads.cancel(DownloadId(99)),
+            Err(PeerError::UnknownDownload(DownloadId(99)))
+        ));
+    }
+
+    #[test]
+    fn the_oldest_finished_jobs_are_forgotten() {
+        let downloads = Downloads::default();
+        let running = job(&downloads).id;
+        for _ in 0..KEPT_FINISHED + 5 {
+            let id = job(&downloads).id;
+            downloads.finish(id, 0, Err(PeerError::Cancelled));
+        }
+        let list = downloads.list();
+        assert_eq!(list.len(), KEPT_FINISHED + 1);
+        // The running one stays; the first five finished are gone.
+        assert_eq!(list[0].id, running);
+        assert_eq!(list[1].id, DownloadId(7));
+        assert_eq!(downloads.active(), 1);
     }
 
     #[test]
