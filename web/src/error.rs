@@ -3,7 +3,7 @@
 //!
 //! Errors the handlers did not write (axum's own rejections: a JSON syntax error, a missing or
 //! unknown field, a wrong content type, a body over the limit, a path that does not parse, an
-//! unknown route or method) come out in the same shape: [`json_errors`] rewrites any error
+//! unknown route or method) come out in the same shape: `json_errors` rewrites any error
 //! response that is not JSON already, so a client only ever parses one kind of error.
 
 use axum::Json;

@@ -9,6 +9,8 @@ use p2p_central_server::ServerConfig;
 use p2p_central_server::config::MIB;
 use p2p_peer::PeerConfig;
 use p2p_protocol::NodeId;
+use p2p_web::WebConfig;
+use p2p_web::config::{DEFAULT_PEER_WEB, DEFAULT_SERVER_WEB};
 
 /// Share files directly between machines on a local network.
 #[derive(Debug, Parser)]
@@ -108,6 +110,11 @@ pub enum ManifestCommand {
     },
 }
 
+/// The largest file a manifest can describe, in MiB: the most `--max-upload-mib` allows.
+const MAX_UPLOAD_MIB: u32 = (p2p_protocol::MAX_CHUNKS_PER_FILE as u64
+    * p2p_protocol::CHUNK_SIZE as u64
+    / MIB as u64) as u32;
+
 /// The index server a peer uses when given neither --server, --auto-discover nor --from.
 pub const DEFAULT_SERVER: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8000);
@@ -177,6 +184,11 @@ pub struct ServerArgs {
     /// loopback only when listening on a loopback address.
     #[arg(long = "mdns-interface", value_name = "NAME")]
     pub mdns_interfaces: Vec<String>,
+    /// Serve the web dashboard and REST API on ADDR (127.0.0.1:8100 when ADDR is left out;
+    /// port 0 picks a free one). Every API request needs the key kept in the identity folder
+    /// as `api-key` (P2P_API_KEY overrides it); startup prints a URL that logs a browser in.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_SERVER_WEB, env = "P2P_WEB")]
+    pub web: Option<SocketAddr>,
 }
 
 /// `p2p-transfer peer`.
@@ -259,6 +271,19 @@ pub struct PeerArgs {
     /// Time one chunk request may take before it is retried on another host.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// Serve the web dashboard and REST API on ADDR (127.0.0.1:8101 when ADDR is left out;
+    /// port 0 picks a free one). Every API request needs the key kept in the identity folder
+    /// as `api-key` (P2P_API_KEY overrides it); startup prints a URL that logs a browser in.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_PEER_WEB, env = "P2P_WEB")]
+    pub web: Option<SocketAddr>,
+    /// With --web: folder files uploaded through the page or the API are written to, then
+    /// shared from [default: $XDG_DATA_HOME/p2p-transfer/uploads, created with mode 0700].
+    #[arg(long, env = "P2P_UPLOAD_DIR", value_name = "DIR")]
+    pub upload_dir: Option<PathBuf>,
+    /// With --web: the largest upload accepted, in MiB (at most 131072, the largest file a
+    /// manifest can describe).
+    #[arg(long, value_name = "MIB", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_UPLOAD_MIB)))]
+    pub max_upload_mib: u32,
 }
 
 impl Command {
@@ -309,6 +334,16 @@ impl From<&ServerArgs> for ServerConfig {
             register_rate_per_ip: args.register_rate_per_ip,
             search_rate_per_ip: args.search_rate_per_ip,
             ..ServerConfig::default()
+        }
+    }
+}
+
+impl PeerArgs {
+    /// The web server's config, once its key and upload folder are known.
+    pub fn web_config(&self, api_key: String, upload_dir: PathBuf) -> WebConfig {
+        WebConfig {
+            max_upload_bytes: u64::from(self.max_upload_mib) * MIB as u64,
+            ..WebConfig::new(api_key, upload_dir)
         }
     }
 }
@@ -451,5 +486,70 @@ mod tests {
             .is_err()
         );
         assert!(Cli::try_parse_from(["p2p-transfer", "peer", "--server-name", "x"]).is_err());
+    }
+
+    #[test]
+    fn web_takes_an_optional_address_with_a_default_per_role() {
+        let web = |argv: &[&str]| match Cli::try_parse_from(argv).unwrap().command {
+            Command::Server(args) => args.web,
+            Command::Peer(args) => args.web,
+            _ => panic!("not a node"),
+        };
+        assert_eq!(web(&["p2p-transfer", "server"]), None);
+        assert_eq!(
+            web(&["p2p-transfer", "server", "--web"]),
+            Some(p2p_web::config::DEFAULT_SERVER_WEB_ADDR)
+        );
+        assert_eq!(
+            web(&["p2p-transfer", "peer", "--web"]),
+            Some(p2p_web::config::DEFAULT_PEER_WEB_ADDR)
+        );
+        assert_eq!(
+            web(&["p2p-transfer", "peer", "--web", "127.0.0.1:0", "-r", "f"]),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        // A flag after a bare --web is not taken for its address.
+        assert_eq!(
+            web(&["p2p-transfer", "server", "--web", "--no-mdns"]),
+            Some(p2p_web::config::DEFAULT_SERVER_WEB_ADDR)
+        );
+        assert!(Cli::try_parse_from(["p2p-transfer", "server", "--web", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn upload_flags_become_web_config() {
+        let Command::Peer(args) = Cli::try_parse_from(["p2p-transfer", "peer", "--web"])
+            .unwrap()
+            .command
+        else {
+            panic!("not peer")
+        };
+        let config = args.web_config("k".into(), "/up".into());
+        assert_eq!(config.max_upload_bytes, 64 << 30);
+        assert_eq!(
+            config.max_upload_bytes,
+            WebConfig::new(String::new(), PathBuf::new()).max_upload_bytes,
+            "the flag's default is the library's"
+        );
+        let Command::Peer(args) =
+            Cli::try_parse_from(["p2p-transfer", "peer", "--max-upload-mib", "3"])
+                .unwrap()
+                .command
+        else {
+            panic!("not peer")
+        };
+        assert_eq!(
+            args.web_config("k".into(), "/up".into()).max_upload_bytes,
+            3 * MIB as u64
+        );
+        for bad in ["0", "131073"] {
+            assert!(
+                Cli::try_parse_from(["p2p-transfer", "peer", "--max-upload-mib", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            Cli::try_parse_from(["p2p-transfer", "peer", "--max-upload-mib", "131072"]).is_ok()
+        );
     }
 }

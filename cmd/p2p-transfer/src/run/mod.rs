@@ -5,3 +5,4 @@ pub mod manifest;
 pub mod peer;
 pub mod search;
 pub mod server;
+pub mod web;

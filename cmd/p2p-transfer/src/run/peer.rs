@@ -32,6 +32,7 @@ fn manifest_cache() -> Option<std::path::PathBuf> {
 /// Runs a peer as the flags say.
 pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (identity, tls) = crate::run::id::load_tls(&args.identity, p2p_identity::Role::Peer)?;
+    let web = crate::run::web::bind_peer(args).await?;
     let mut config = PeerConfig::from(args);
     let mut origin = Arc::new(Mutex::new(ServerOrigin::Flag));
     // A manifest file is read (and checked) before anything starts; it may name the index.
@@ -76,6 +77,8 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
             println!("{news}");
         }
     }
+    let found_index_by = crate::run::web::found_index_by(args, server_addr, &origin);
+    let web = crate::run::web::start_peer(web, args, &peer, found_index_by, &shutdown);
     println!("peer listening on {}", peer.local_addr());
     // Every download job (the shell's, the web API's) asks the --from hosts too.
     for host in &args.from {
@@ -88,6 +91,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
             eprintln!("error: {}", printable(&format!("{err:#}")));
         }
         let result = interactive(&peer, args, origin, &shutdown).await;
+        crate::run::web::stop(web).await;
         peer.shutdown().await;
         return result;
     }
@@ -96,6 +100,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     if keep_serving {
         shutdown.cancelled().await;
     }
+    crate::run::web::stop(web).await;
     peer.shutdown().await;
     result
 }

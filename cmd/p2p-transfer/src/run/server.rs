@@ -14,6 +14,7 @@ use crate::shell::{self, server::ServerShell};
 pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     args.validate();
     let (identity, tls) = run::id::load_tls(&args.identity, p2p_identity::Role::Server)?;
+    let web = run::web::bind_server(args).await?;
     let listener = TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
@@ -25,12 +26,18 @@ pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Resu
     let addr = server.local_addr()?;
     // Before the address: scripts (and tests) read up to "listening on" and may stop reading.
     println!("server node id {}", identity.node_id());
+    if let Some(web) = &web {
+        web.announce();
+    }
     println!("server listening on {addr}");
     let advertisement = discovery::advertise(args, addr, identity.node_id()).await;
     if let Some(ad) = &advertisement {
         println!("advertising over mDNS as {:?}", ad.instance_name());
     }
     let handle = server.handle()?;
+    let mdns_name = advertisement.as_ref().map(|a| a.instance_name().to_owned());
+    let web =
+        web.map(|web| web.serve_server(handle.clone(), identity.node_id(), mdns_name, &shutdown));
     let serving = tokio::spawn(server.run(shutdown.clone()));
     if args.interactive {
         let shell = ServerShell {
@@ -46,6 +53,7 @@ pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Resu
         shutdown.cancel();
     }
     serving.await.context("server task failed")?;
+    run::web::stop(web).await;
     discovery::withdraw(advertisement).await;
     Ok(())
 }

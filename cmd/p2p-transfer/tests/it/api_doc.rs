@@ -260,3 +260,47 @@ async fn every_curl_example_in_the_api_doc_works() {
     peer.shutdown().await;
     seeder.shutdown().await;
 }
+
+/// The doc's "Logging a browser in": the login URL sets the cookie it names and sends the
+/// browser on to the page; a wrong token sets nothing.
+#[tokio::test]
+async fn the_login_url_does_what_the_doc_says() {
+    let doc = document().split_whitespace().collect::<Vec<_>>().join(" ");
+    for phrase in [
+        "`GET /login?token=KEY` sets the cookie `p2p_session_PORT=",
+        "HttpOnly; SameSite=Strict; Path=/` and redirects to `/` (`303`)",
+        "A wrong token answers `401` and sets nothing.",
+    ] {
+        assert!(doc.contains(phrase), "docs/API.md should say {phrase:?}");
+    }
+    let server = start_server().await;
+    let peer = start_peer(server.addr).await;
+    let web = start_web_peer(&peer).await;
+    let browser = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = browser.get(web.login_url()).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/");
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    let name = format!("p2p_session_{}=", web.addr.port());
+    assert!(cookie.starts_with(&name), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(TEST_KEY),
+        "the cookie holds a digest, never the key"
+    );
+    let wrong = browser
+        .get(web.url("/login?token=wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    peer.shutdown().await;
+}

@@ -27,5 +27,6 @@ mod transfer;
 mod trust;
 mod web_api;
 mod web_browser;
+mod web_security;
 mod web_support;
 mod web_upload;
