@@ -46,8 +46,11 @@
       section.hidden = section.dataset.view !== state.view;
     }
     for (const link of document.querySelectorAll("nav.tabs a")) {
-      if (link.dataset.view === state.view) link.setAttribute("aria-current", "page");
-      else link.removeAttribute("aria-current");
+      if (link.dataset.view === state.view) {
+        link.setAttribute("aria-current", "page");
+        // On a narrow screen the tabs scroll sideways: keep the current one in sight.
+        link.scrollIntoView({ block: "nearest", inline: "nearest" });
+      } else link.removeAttribute("aria-current");
     }
     document.body.dataset.view = state.view;
     if (state.view === "messages") {

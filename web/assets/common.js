@@ -102,6 +102,7 @@ const P2P = (() => {
   /** Seconds as "42 s", "3 min 5 s", "2 h 10 min". */
   function duration(secs) {
     if (secs === null || secs === undefined || !Number.isFinite(secs) || secs < 0) return "–";
+    if (secs < 0.1) return "<0.1 s";
     if (secs < 10) return `${secs.toFixed(1)} s`;
     const s = Math.round(secs);
     if (s < 60) return `${s} s`;
