@@ -222,6 +222,8 @@ const P2P = (() => {
         } catch (err) {
           onMode("offline");
           report(err);
+          // Not logged in: asking again changes nothing until the login URL is opened.
+          if (err instanceof ApiError && err.status === 401) stopPolling();
         }
       };
       tick();
