@@ -19,7 +19,8 @@
     setText($("stat-uptime"), duration((s.uptime_ms + Date.now() - state.statusAt) / 1000));
     setText($("stat-peers"), s.peers);
     setText($("stat-files"), s.files);
-    setText($("stat-stored"), `${bytes(s.stored_bytes)} of ${bytes(s.max_stored_bytes)}`);
+    setText($("stat-stored"), bytes(s.stored_bytes));
+    setText($("stat-stored-of"), `of ${bytes(s.max_stored_bytes)} of manifests`);
     const bar = $("stat-stored-bar");
     bar.max = s.max_stored_bytes || 1;
     bar.value = s.stored_bytes;
