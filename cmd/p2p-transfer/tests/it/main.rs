@@ -5,6 +5,7 @@
 mod allow;
 mod api_doc;
 mod bad_input;
+mod browser;
 mod cli;
 mod connections;
 mod direct;
@@ -25,6 +26,7 @@ mod tools;
 mod transfer;
 mod trust;
 mod web_api;
+mod web_browser;
 mod web_security;
 mod web_support;
 mod web_upload;

@@ -599,3 +599,53 @@ async fn the_peer_binary_serves_its_api_and_makes_its_upload_folder() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// On an address others can reach, startup says so, and even the page needs the key.
+#[tokio::test]
+async fn a_web_address_others_can_reach_warns_and_locks_the_page() {
+    let mut cmd = bin();
+    cmd.env_remove("P2P_API_KEY").args([
+        "server",
+        "--addr",
+        "127.0.0.1:0",
+        "--no-mdns",
+        "--web",
+        "0.0.0.0:0",
+    ]);
+    let (_child, lines) = lines_until_listening(cmd);
+    let warning = find(&lines, "web warning: ");
+    assert!(
+        warning.contains("API key") && warning.contains("plain HTTP"),
+        "{warning}"
+    );
+    // The URLs name an address a browser can open.
+    let login = find(&lines, "web dashboard: ");
+    assert!(
+        login.starts_with("web dashboard: http://127.0.0.1:"),
+        "{login}"
+    );
+    let url = login.trim_start_matches("web dashboard: ").to_owned();
+    let page = url.split("/login").next().unwrap().to_owned();
+    let response = anonymous_client().get(&page).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // The login link still works, and its cookie opens the page.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let cookie = cookie.split(';').next().unwrap();
+    let response = client
+        .get(format!("{page}/api/v1/status"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
