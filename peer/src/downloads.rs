@@ -14,8 +14,11 @@
 //!   with a `CancellationToken` that is a child of the node's shutdown token. Its
 //!   [`DownloadEvent`]s arrive on the `fetch` channel and update the entry's pure [`Progress`].
 //! * [`PeerChange`]s go out on a broadcast channel on state changes (and when a file of a job
-//!   finishes), never per chunk; every change bumps the entry's `version`, so a live view can
-//!   send only what moved.
+//!   finishes), never per chunk. Every change, progress included, gives the entry the next
+//!   value of one registry-wide counter as its `version`, so "what moved since `v`" is every
+//!   entry with a version above `v`: a live view asks for exactly that
+//!   ([`PeerHandle::downloads_changed_since`]), a range of an index kept by version, without
+//!   listing every job.
 //! * Cancelling a finished job changes nothing (it answers the job as it is), and so does
 //!   resuming a job that is done. Resuming a cancelled or failed job runs the files not yet
 //!   done again into the same folder, where the `.part` files pick up what was verified. A
@@ -24,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -113,7 +117,9 @@ pub struct DownloadInfo {
     pub started: SystemTime,
     /// Time from `started` to now, or to the run's end.
     pub elapsed: Duration,
-    /// Bumped on every change, so a live view sends only what moved.
+    /// The registry-wide change counter's value at this job's latest change (progress
+    /// included): it grows with every change, and no two jobs share one, so a live view sends
+    /// only what moved (see [`PeerHandle::downloads_changed_since`]).
     pub version: u64,
 }
 
@@ -387,7 +393,7 @@ impl Entry {
 /// update, never across an await, so no reader (a slow web client) can hold a download back.
 #[derive(Debug)]
 pub(crate) struct Downloads {
-    entries: Mutex<BTreeMap<DownloadId, Entry>>,
+    jobs: Mutex<Jobs>,
     next: AtomicU64,
     changes: broadcast::Sender<PeerChange>,
 }
@@ -395,10 +401,61 @@ pub(crate) struct Downloads {
 impl Default for Downloads {
     fn default() -> Self {
         Self {
-            entries: Mutex::new(BTreeMap::new()),
+            jobs: Mutex::new(Jobs::default()),
             next: AtomicU64::new(1),
             changes: broadcast::channel(CHANGES_CAPACITY).0,
         }
+    }
+}
+
+/// The entries and their versions, kept together under the registry's lock. Pure: no I/O,
+/// no clock of its own.
+///
+/// Invariants: `by_version` holds exactly one key per entry, that entry's `version`; every
+/// version is at most `version`, and no two entries share one.
+#[derive(Debug, Default)]
+struct Jobs {
+    entries: BTreeMap<DownloadId, Entry>,
+    /// The registry-wide change counter: the version of the latest change to any job.
+    version: u64,
+    /// Each job under its version, so "changed since" is a range, not a scan of every job.
+    by_version: BTreeMap<u64, DownloadId>,
+}
+
+impl Jobs {
+    /// Adds a job at the next version.
+    fn insert(&mut self, id: DownloadId, mut entry: Entry) {
+        self.version += 1;
+        entry.version = self.version;
+        self.by_version.insert(entry.version, id);
+        if let Some(old) = self.entries.insert(id, entry) {
+            self.by_version.remove(&old.version);
+        }
+    }
+
+    /// Records a change to job `id`: it takes the next version.
+    fn touch(&mut self, id: DownloadId) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        self.by_version.remove(&entry.version);
+        self.version += 1;
+        entry.version = self.version;
+        self.by_version.insert(entry.version, id);
+    }
+
+    /// Forgets job `id`.
+    fn remove(&mut self, id: DownloadId) {
+        if let Some(entry) = self.entries.remove(&id) {
+            self.by_version.remove(&entry.version);
+        }
+    }
+
+    /// The jobs changed after version `since`, in the order they last changed.
+    fn changed_since(&self, since: u64) -> impl Iterator<Item = (DownloadId, &Entry)> {
+        self.by_version
+            .range((Bound::Excluded(since), Bound::Unbounded))
+            .filter_map(|(_, id)| self.entries.get(id).map(|e| (*id, e)))
     }
 }
 
@@ -414,8 +471,8 @@ pub(crate) struct RunTicket {
 }
 
 impl Downloads {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<DownloadId, Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Jobs> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The change feed's sender (shared files and messages are announced on it too).
@@ -470,15 +527,16 @@ impl Downloads {
             started: SystemTime::now(),
             run_start: now,
             ended: None,
-            version: 1,
+            // Set by `Jobs::insert`.
+            version: 0,
             cancel,
             run: 0,
             running,
         };
         {
-            let mut entries = self.lock();
-            entries.insert(id, entry);
-            forget_oldest_finished(&mut entries);
+            let mut jobs = self.lock();
+            jobs.insert(id, entry);
+            forget_oldest_finished(&mut jobs);
         }
         self.announce(PeerChange::Download(id));
         ticket
@@ -487,17 +545,37 @@ impl Downloads {
     /// Every job, oldest first.
     pub fn list(&self) -> Vec<DownloadInfo> {
         let now = Instant::now();
-        self.lock().iter().map(|(id, e)| e.info(*id, now)).collect()
+        self.lock()
+            .entries
+            .iter()
+            .map(|(id, e)| e.info(*id, now))
+            .collect()
+    }
+
+    /// The jobs whose version moved after `since`, in the order they last changed, and the
+    /// registry's version now (to pass as `since` next time). Looks at the changed jobs only.
+    pub fn changed_since(&self, since: u64) -> (Vec<DownloadInfo>, u64) {
+        let now = Instant::now();
+        let jobs = self.lock();
+        let changed = jobs
+            .changed_since(since)
+            .map(|(id, e)| e.info(id, now))
+            .collect();
+        (changed, jobs.version)
     }
 
     /// One job.
     pub fn get(&self, id: DownloadId) -> Option<DownloadInfo> {
-        self.lock().get(&id).map(|e| e.info(id, Instant::now()))
+        self.lock()
+            .entries
+            .get(&id)
+            .map(|e| e.info(id, Instant::now()))
     }
 
     /// Jobs not finished.
     pub fn active(&self) -> usize {
         self.lock()
+            .entries
             .values()
             .filter(|e| !e.state.is_finished())
             .count()
@@ -507,15 +585,18 @@ impl Downloads {
     pub fn cancel(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
         let now = Instant::now();
         let info = {
-            let mut entries = self.lock();
-            let entry = entries.get_mut(&id).ok_or(PeerError::UnknownDownload(id))?;
+            let mut jobs = self.lock();
+            let entry = jobs
+                .entries
+                .get_mut(&id)
+                .ok_or(PeerError::UnknownDownload(id))?;
             if entry.state.is_finished() {
                 return Ok(entry.info(id, now));
             }
             entry.cancel.cancel();
             entry.set_state(DownloadState::Cancelled, now);
-            entry.version += 1;
-            entry.info(id, now)
+            jobs.touch(id);
+            jobs.entries[&id].info(id, now)
         };
         self.announce(PeerChange::Download(id));
         Ok(info)
@@ -529,8 +610,11 @@ impl Downloads {
     ) -> Result<Option<RunTicket>, PeerError> {
         let now = Instant::now();
         let ticket = {
-            let mut entries = self.lock();
-            let entry = entries.get_mut(&id).ok_or(PeerError::UnknownDownload(id))?;
+            let mut jobs = self.lock();
+            let entry = jobs
+                .entries
+                .get_mut(&id)
+                .ok_or(PeerError::UnknownDownload(id))?;
             match entry.state {
                 DownloadState::Done => return Ok(None),
                 DownloadState::Failed(_) | DownloadState::Cancelled => {}
@@ -544,15 +628,16 @@ impl Downloads {
             entry.run_start = now;
             entry.ended = None;
             entry.path = None;
-            entry.version += 1;
-            RunTicket {
+            let ticket = RunTicket {
                 id,
                 run: entry.run,
                 out: entry.out.clone(),
                 requests: entry.requests.clone(),
                 cancel,
                 running: entry.running.clone(),
-            }
+            };
+            jobs.touch(id);
+            ticket
         };
         self.announce(PeerChange::Download(id));
         Ok(Some(ticket))
@@ -568,17 +653,19 @@ impl Downloads {
     ) {
         let now = Instant::now();
         let changed = {
-            let mut entries = self.lock();
-            let Some(entry) = entries
+            let mut jobs = self.lock();
+            let Some(entry) = jobs
+                .entries
                 .get_mut(&id)
                 .filter(|e| run.is_none_or(|r| r == e.run))
             else {
                 return;
             };
             let changed = f(entry, now);
-            entry.version += 1;
-            if changed && entry.state.is_finished() {
-                forget_oldest_finished(&mut entries);
+            let finished = entry.state.is_finished();
+            jobs.touch(id);
+            if changed && finished {
+                forget_oldest_finished(&mut jobs);
             }
             changed
         };
@@ -622,7 +709,7 @@ impl Downloads {
 
     /// Files of a job finished so far (in any run).
     fn files_done(&self, id: DownloadId) -> usize {
-        self.lock().get(&id).map_or(0, |e| e.files_done)
+        self.lock().entries.get(&id).map_or(0, |e| e.files_done)
     }
 
     /// Records a file of the job as finished (`path` is where it now is, `bytes` its size).
@@ -666,8 +753,9 @@ impl Downloads {
 }
 
 /// Keeps at most [`KEPT_FINISHED`] finished jobs, forgetting the oldest.
-fn forget_oldest_finished(entries: &mut BTreeMap<DownloadId, Entry>) {
-    let finished: Vec<DownloadId> = entries
+fn forget_oldest_finished(jobs: &mut Jobs) {
+    let finished: Vec<DownloadId> = jobs
+        .entries
         .iter()
         .filter(|(_, e)| e.state.is_finished())
         .map(|(id, _)| *id)
@@ -676,7 +764,7 @@ fn forget_oldest_finished(entries: &mut BTreeMap<DownloadId, Entry>) {
         .iter()
         .take(finished.len().saturating_sub(KEPT_FINISHED))
     {
-        entries.remove(id);
+        jobs.remove(*id);
     }
 }
 
@@ -935,6 +1023,46 @@ mod tests {
         assert_eq!(list[0].id, running);
         assert_eq!(list[1].id, DownloadId(7));
         assert_eq!(downloads.active(), 1);
+    }
+
+    #[test]
+    fn changed_since_gives_only_what_moved() {
+        let downloads = Downloads::default();
+        let (all, v0) = downloads.changed_since(0);
+        assert!(all.is_empty());
+        let a = job(&downloads);
+        let b = job(&downloads);
+        let c = job(&downloads);
+        let (all, v1) = downloads.changed_since(v0);
+        let ids: Vec<_> = all.iter().map(|d| d.id).collect();
+        assert_eq!(ids, [a.id, b.id, c.id]);
+        assert_eq!(v1, all.last().unwrap().version);
+        // Nothing moved: nothing to send.
+        assert_eq!(downloads.changed_since(v1), (vec![], v1));
+        // Progress (no state change) of one job, a cancel of another.
+        downloads.apply(a.id, a.run, &started(10, 1, 0));
+        downloads.apply(a.id, a.run, &chunk(4, 1));
+        downloads.cancel(c.id).unwrap();
+        let (moved, v2) = downloads.changed_since(v1);
+        let seen: Vec<_> = moved.iter().map(|d| (d.id, d.done)).collect();
+        assert_eq!(seen, [(a.id, 4), (c.id, 0)]);
+        assert_eq!(moved[1].state, DownloadState::Cancelled);
+        assert!(v2 > v1);
+        // Versions come from one counter: every job's is its own, and agrees with a listing.
+        let listed = downloads.list();
+        let versions: BTreeSet<u64> = listed.iter().map(|d| d.version).collect();
+        assert_eq!(versions.len(), 3);
+        assert!(versions.iter().all(|v| *v <= v2));
+        // A resume moves the job again; an older `since` sees it along with the rest.
+        downloads.resume(c.id, CancellationToken::new()).unwrap();
+        let (moved, v3) = downloads.changed_since(v2);
+        assert_eq!(moved.len(), 1);
+        assert_eq!(
+            (moved[0].id, &moved[0].state),
+            (c.id, &DownloadState::LookingUp)
+        );
+        assert_eq!(downloads.changed_since(v1).0.len(), 2);
+        assert_eq!(downloads.changed_since(v3).0, vec![]);
     }
 
     #[test]

@@ -723,6 +723,15 @@ impl PeerHandle {
         self.node.downloads.list()
     }
 
+    /// The download jobs that changed (progress included) after registry version `since`, in
+    /// the order they last changed, and the registry's version now: pass it as `since` next
+    /// time to get only what moved in between (0 gets every job). Builds views of the changed
+    /// jobs only, so a live view can poll it often; jobs forgotten meanwhile (see
+    /// [`crate::downloads::KEPT_FINISHED`]) are not in it.
+    pub fn downloads_changed_since(&self, since: u64) -> (Vec<DownloadInfo>, u64) {
+        self.node.downloads.changed_since(since)
+    }
+
     /// One download job.
     pub fn download_info(&self, id: DownloadId) -> Option<DownloadInfo> {
         self.node.downloads.get(id)
