@@ -23,7 +23,9 @@
 //!   resuming a job that is done. Resuming a cancelled or failed job runs the files not yet
 //!   done again into the same folder, where the `.part` files pick up what was verified. A
 //!   run that was cancelled and replaced by a resume no longer writes to the entry (`run`).
-//! * At most [`KEPT_FINISHED`] finished jobs are kept; the oldest are forgotten first.
+//! * At most [`KEPT_FINISHED`] finished jobs are kept; those that ended first are forgotten
+//!   first (by end, not start: a long job that ends after many short ones is the newest
+//!   news), and never the job that has just ended, so its final state is always seen.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -165,7 +167,7 @@ pub struct PeerStatus {
 /// How far back the speed looks: long enough to smooth the gaps between 4 MiB chunks, short
 /// enough to follow a host coming or going.
 pub const SPEED_WINDOW: Duration = Duration::from_secs(5);
-/// Finished jobs kept for listings; beyond this the oldest finished ones are forgotten.
+/// Finished jobs kept for listings; beyond this the ones that ended first are forgotten.
 pub const KEPT_FINISHED: usize = 1000;
 /// Changes a slow listener may fall behind by before it sees `Lagged` (and re-reads).
 const CHANGES_CAPACITY: usize = 256;
@@ -451,6 +453,27 @@ impl Jobs {
         }
     }
 
+    /// Keeps at most [`KEPT_FINISHED`] finished jobs, forgetting those that ended first,
+    /// never `ended_now` (the job whose end is being recorded). Ties in the end time go by
+    /// id.
+    fn forget_first_ended(&mut self, ended_now: DownloadId) {
+        let mut others: Vec<(Instant, DownloadId)> = self
+            .entries
+            .iter()
+            .filter(|(id, e)| **id != ended_now && e.state.is_finished())
+            .map(|(id, e)| (e.ended.unwrap_or(e.run_start), *id))
+            .collect();
+        let finished = others.len() + 1;
+        let excess = finished.saturating_sub(KEPT_FINISHED).min(others.len());
+        if excess == 0 {
+            return;
+        }
+        others.select_nth_unstable(excess - 1);
+        for &(_, id) in &others[..excess] {
+            self.remove(id);
+        }
+    }
+
     /// The jobs changed after version `since`, in the order they last changed.
     fn changed_since(&self, since: u64) -> impl Iterator<Item = (DownloadId, &Entry)> {
         self.by_version
@@ -534,9 +557,7 @@ impl Downloads {
             running,
         };
         {
-            let mut jobs = self.lock();
-            jobs.insert(id, entry);
-            forget_oldest_finished(&mut jobs);
+            self.lock().insert(id, entry);
         }
         self.announce(PeerChange::Download(id));
         ticket
@@ -596,6 +617,7 @@ impl Downloads {
             entry.cancel.cancel();
             entry.set_state(DownloadState::Cancelled, now);
             jobs.touch(id);
+            jobs.forget_first_ended(id);
             jobs.entries[&id].info(id, now)
         };
         self.announce(PeerChange::Download(id));
@@ -665,7 +687,7 @@ impl Downloads {
             let finished = entry.state.is_finished();
             jobs.touch(id);
             if changed && finished {
-                forget_oldest_finished(&mut jobs);
+                jobs.forget_first_ended(id);
             }
             changed
         };
@@ -749,22 +771,6 @@ impl Downloads {
             e.set_state(state, now);
             true
         });
-    }
-}
-
-/// Keeps at most [`KEPT_FINISHED`] finished jobs, forgetting the oldest.
-fn forget_oldest_finished(jobs: &mut Jobs) {
-    let finished: Vec<DownloadId> = jobs
-        .entries
-        .iter()
-        .filter(|(_, e)| e.state.is_finished())
-        .map(|(id, _)| *id)
-        .collect();
-    for id in finished
-        .iter()
-        .take(finished.len().saturating_sub(KEPT_FINISHED))
-    {
-        jobs.remove(*id);
     }
 }
 
@@ -1023,6 +1029,40 @@ mod tests {
         assert_eq!(list[0].id, running);
         assert_eq!(list[1].id, DownloadId(7));
         assert_eq!(downloads.active(), 1);
+    }
+
+    #[test]
+    fn a_long_job_that_ends_last_is_kept_and_seen_ending() {
+        let downloads = Downloads::default();
+        // Job 1 runs long; more than the kept number of newer jobs end meanwhile.
+        let long = job(&downloads);
+        for _ in 0..KEPT_FINISHED + 5 {
+            let id = job(&downloads).id;
+            downloads.finish(id, 0, Err(PeerError::Cancelled));
+        }
+        let (_, seen) = downloads.changed_since(0);
+        downloads.apply(long.id, long.run, &started(10, 1, 0));
+        downloads.file_finished(long.id, PathBuf::from("/tmp/f"), 10);
+        downloads.finish(long.id, long.run, Ok(()));
+        // Its end is kept, and is what a live view gets next.
+        let info = downloads
+            .get(long.id)
+            .expect("the job that just ended is kept");
+        assert_eq!((info.state, info.done), (DownloadState::Done, 10));
+        let (moved, _) = downloads.changed_since(seen);
+        let last = moved.last().unwrap();
+        assert_eq!((last.id, &last.state), (long.id, &DownloadState::Done));
+        // The job that ended first went instead (2..=7 went before, as they ended).
+        let list = downloads.list();
+        assert_eq!(list.len(), KEPT_FINISHED);
+        assert_eq!((list[0].id, list[1].id), (long.id, DownloadId(8)));
+        // A cancel is an end too: it forgets the next to have ended, not job 1.
+        let extra = job(&downloads).id;
+        downloads.cancel(extra).unwrap();
+        let list = downloads.list();
+        assert_eq!(list.len(), KEPT_FINISHED);
+        assert_eq!((list[0].id, list[1].id), (long.id, DownloadId(9)));
+        assert_eq!(list.last().unwrap().id, extra);
     }
 
     #[test]
