@@ -11,8 +11,9 @@
 //!   at once. So a transfer of `s` seconds yields at most `⌈4·s⌉ + 2` `download` events.
 //! * Peers and network files come from the index through ONE poller per node
 //!   ([`PeerHub`]), every [`NETWORK_POLL`], running only while at least one stream listens.
-//! * Every stream ends when the node shuts down (axum's graceful shutdown would otherwise
-//!   wait on it forever), and at most `max_event_clients` streams are open at once.
+//! * Every stream ends when the node shuts down (a stream whose client stopped reading is not
+//!   polled, so it is closed with its connection when [`crate::SHUTDOWN_GRACE`] ends), and
+//!   at most `max_event_clients` streams are open at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;

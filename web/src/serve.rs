@@ -6,25 +6,42 @@
 //! 3. The general request body limit, [`WebConfig::max_json_body`]. A route that takes more
 //!    sets its own `DefaultBodyLimit` layer, which overrides this one (the upload routes turn
 //!    it off and count bytes themselves).
+//!
+//! Shutdown: when the token is cancelled, the listener closes, each connection finishes the
+//! request in flight and takes no other (event streams end by themselves), and whatever is
+//! still open after [`SHUTDOWN_GRACE`] (a client that stopped reading a stream, a body that
+//! stopped arriving) is dropped. So the node's own shutdown never waits on a client.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use p2p_central_server::ServerHandle;
 use p2p_peer::PeerHandle;
 use p2p_protocol::NodeId;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::config::WebConfig;
 use crate::guard::{self, Guard, shown_addr};
 use crate::peer_api::{self, PeerApp};
 use crate::server_api::{self, ServerApp};
 use crate::{error, login};
+
+/// How long shutdown waits for the requests in flight before it closes their connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long the accept loop waits after the listener failed for another reason than one
+/// connection (out of file descriptors, say) before it accepts again.
+const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The URL that logs a browser in to the page of a server bound to `addr` (it sets the
 /// session cookie). An unspecified address is shown as loopback.
@@ -90,10 +107,76 @@ fn protect(router: Router, config: &WebConfig, bound: SocketAddr) -> Router {
         .layer(middleware::from_fn_with_state(guard, guard::guard))
 }
 
+/// Accepts connections until `shutdown`, then gives those still open [`SHUTDOWN_GRACE`] to
+/// finish their request before dropping them (see the module docs).
 async fn run(listener: TcpListener, router: Router, shutdown: CancellationToken) -> io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Reaps a connection that ended, so the set holds only open ones.
+            Some(_) = connections.join_next() => continue,
+            () = shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                connections.spawn(
+                    serve_connection(stream, router.clone(), shutdown.clone())
+                        .instrument(debug_span!("web", %remote)),
+                );
+            }
+            // One connection that failed before it was accepted: nothing to do.
+            Err(err) if is_connection_error(&err) => debug!(%err, "a web connection failed"),
+            Err(err) => {
+                warn!(%err, "the web server cannot accept connections; trying again shortly");
+                tokio::select! {
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            open = connections.len(),
+            "web requests still open {SHUTDOWN_GRACE:?} after shutdown began; closing them"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Serves HTTP/1.1 on one connection until the client closes it, or until `shutdown`, after
+/// which the request in flight is finished and no other is read.
+async fn serve_connection(stream: TcpStream, router: Router, shutdown: CancellationToken) {
+    let service = TowerToHyperService::new(router);
+    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = served {
+        debug!(%err, "a web connection ended with an error");
+    }
+}
+
+/// Whether an `accept` error concerns one connection only (the loop goes on at once).
+fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
 #[cfg(test)]

@@ -192,7 +192,8 @@ impl Bound {
 }
 
 /// Stops the web server, if there is one, and waits until it has answered the requests it
-/// took. Its failure is logged: the node's own work is done by then.
+/// took, at most [`p2p_web::SHUTDOWN_GRACE`] (then it closes the connections still open).
+/// Its failure is logged: the node's own work is done by then.
 pub async fn stop(serving: Option<Serving>) {
     let Some(serving) = serving else {
         return;

@@ -9,10 +9,10 @@ use p2p_peer::{Peer, PeerHandle};
 use p2p_protocol::manifest_file::{AnyManifestFile, IndexRef, ManifestFile};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::bad_input::{FakeSeeder, Misbehaviour};
-use crate::support::{peer_config, random_file, start_peer, start_server};
+use crate::support::{loopback0, peer_config, random_file, start_peer, start_server};
 use crate::web_support::{
     TEST_KEY, WebNode, anonymous_client, api_client, start_web_peer, start_web_peer_with,
     start_web_server, web_config,
@@ -635,6 +635,123 @@ async fn event_streams_are_limited_and_end_at_shutdown() {
         ended.is_ok(),
         "the stream outlived the web server's shutdown"
     );
+    peer.shutdown().await;
+}
+
+/// Sends `head` (a request's header block, with `Expect: 100-continue`) on a new connection
+/// and returns it once the server answered `100 Continue`: its handler is then reading the body.
+async fn request_awaiting_body(addr: std::net::SocketAddr, head: &str) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 256];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the server asks for the body");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 100 "), "{got}");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_on_clients_that_stalled() {
+    let server = start_server().await;
+    let peer = start_peer(server.addr).await;
+    let (config, _root) = web_config();
+    let listener = tokio::net::TcpListener::bind(loopback0()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(p2p_web::serve_peer(
+        listener,
+        peer.clone(),
+        config,
+        stop.clone(),
+    ));
+    let url = |path: &str| format!("http://{addr}{path}");
+
+    // An event stream whose client never reads, with a tiny receive window, and hundreds of
+    // KiB of events for it: its socket fills and the stream is no longer polled.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut stalled_stream = socket.connect(addr).await.unwrap();
+    let head =
+        format!("GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {TEST_KEY}\r\n\r\n");
+    stalled_stream.write_all(head.as_bytes()).await.unwrap();
+    let mut events = SseReader::open(&url("/api/v1/events")).await;
+    // More than hyper buffers for a connection (about 400 KiB) plus the socket's buffers.
+    const STALLING_MESSAGES: usize = 1500;
+    let chatty = start_peer(server.addr).await;
+    let text = "x".repeat(p2p_protocol::MAX_MESSAGE_LEN);
+    for _ in 0..STALLING_MESSAGES {
+        chatty.send_message(peer.local_addr(), &text).await.unwrap();
+    }
+    chatty
+        .send_message(peer.local_addr(), "last")
+        .await
+        .unwrap();
+    // The reading client fell behind too, meanwhile: it gets the last one in a message event
+    // or in a fresh snapshot.
+    events
+        .until(DEADLINE, |e| match e.name.as_str() {
+            "message" => e.data["text"] == "last",
+            "snapshot" => e.data["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["text"] == "last")),
+            _ => false,
+        })
+        .await;
+    // A JSON request whose body stops halfway, and an upload form that stops before its file
+    // field: both handlers are waiting for bytes that never come.
+    let mut stalled_json = request_awaiting_body(
+        addr,
+        &format!(
+            "POST /api/v1/shares HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {TEST_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\
+             Expect: 100-continue\r\n\r\n"
+        ),
+    )
+    .await;
+    stalled_json.write_all(br#"{"pa"#).await.unwrap();
+    let mut stalled_form = request_awaiting_body(
+        addr,
+        &format!(
+            "POST /api/v1/uploads HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {TEST_KEY}\r\n\
+             Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000\r\n\
+             Expect: 100-continue\r\n\r\n"
+        ),
+    )
+    .await;
+    stalled_form.write_all(b"--b\r\nContent-Dis").await.unwrap();
+
+    let asked = Instant::now();
+    stop.cancel();
+    let served = tokio::time::timeout(p2p_web::SHUTDOWN_GRACE + DEADLINE / 2, serving)
+        .await
+        .expect("the web server waited on stalled clients past its grace");
+    served.unwrap().unwrap();
+    assert!(
+        asked.elapsed() >= p2p_web::SHUTDOWN_GRACE,
+        "no grace at all"
+    );
+    // Their connections are closed, and the reading client's stream ended.
+    for stalled in [&mut stalled_json, &mut stalled_form] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(DEADLINE, stalled.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "a stalled connection stayed open");
+    }
+    let ended = tokio::time::timeout(DEADLINE, async { while events.next().await.is_some() {} });
+    assert!(
+        ended.await.is_ok(),
+        "the reading client's stream outlived the server"
+    );
+    drop(stalled_stream);
+    chatty.shutdown().await;
     peer.shutdown().await;
 }
 
