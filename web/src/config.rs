@@ -14,6 +14,20 @@ pub const DEFAULT_SERVER_WEB: &str = "127.0.0.1:8100";
 /// [`DEFAULT_PEER_WEB_ADDR`] as text, for a flag's default (a test keeps them equal).
 pub const DEFAULT_PEER_WEB: &str = "127.0.0.1:8101";
 
+/// The largest upload accepted unless `--max-upload-mib` says otherwise, in MiB (64 GiB).
+pub const DEFAULT_MAX_UPLOAD_MIB: u32 = 64 << 10;
+/// The largest JSON request body, in bytes (64 KiB): every JSON body the API takes is a few
+/// fields.
+pub const DEFAULT_MAX_JSON_BODY: usize = 64 << 10;
+/// The largest `.p2pm` manifest file in a download request, in bytes (32 MiB: a big folder's
+/// manifest is megabytes).
+pub const DEFAULT_MAX_MANIFEST_BODY: usize = 32 << 20;
+/// Event streams open at once on one node: a few browser tabs and scripts.
+pub const DEFAULT_MAX_EVENT_CLIENTS: usize = 16;
+
+/// Bytes in a MiB.
+const MIB: u64 = 1 << 20;
+
 /// A node's web server.
 #[derive(Clone)]
 pub struct WebConfig {
@@ -21,13 +35,14 @@ pub struct WebConfig {
     pub api_key: String,
     /// Where uploads are written before they are shared.
     pub upload_dir: PathBuf,
-    /// The largest upload accepted, in bytes.
+    /// The largest upload accepted, in bytes ([`DEFAULT_MAX_UPLOAD_MIB`] MiB by default).
     pub max_upload_bytes: u64,
-    /// The largest JSON request body, in bytes.
+    /// The largest JSON request body, in bytes ([`DEFAULT_MAX_JSON_BODY`]).
     pub max_json_body: usize,
-    /// The largest `.p2pm` manifest file accepted in a download request, in bytes.
+    /// The largest `.p2pm` manifest file accepted in a download request, in bytes
+    /// ([`DEFAULT_MAX_MANIFEST_BODY`]).
     pub max_manifest_body: usize,
-    /// Event streams open at once; more get `503 busy`.
+    /// Event streams open at once; more get `503 busy` ([`DEFAULT_MAX_EVENT_CLIENTS`]).
     pub max_event_clients: usize,
     /// How the node found its index (shown by `status`), e.g. `"--server"` or `"mDNS"`.
     pub found_index_by: Option<String>,
@@ -53,10 +68,10 @@ impl WebConfig {
         Self {
             api_key,
             upload_dir,
-            max_upload_bytes: 64 << 30,
-            max_json_body: 64 << 10,
-            max_manifest_body: 32 << 20,
-            max_event_clients: 16,
+            max_upload_bytes: u64::from(DEFAULT_MAX_UPLOAD_MIB) * MIB,
+            max_json_body: DEFAULT_MAX_JSON_BODY,
+            max_manifest_body: DEFAULT_MAX_MANIFEST_BODY,
+            max_event_clients: DEFAULT_MAX_EVENT_CLIENTS,
             found_index_by: None,
         }
     }

@@ -17,7 +17,10 @@
 //!    `Origin` equal to `http://<Host>`, port included (another service on 127.0.0.1:OTHER is
 //!    "same-site", so `SameSite=Strict` alone lets its requests through). A request with
 //!    neither header (curl) passes only with the key in a header, never with the cookie a
-//!    browser adds by itself. Else 403 `cross_site`.
+//!    browser adds by itself. An `/api/` read that carries only the cookie is refused too
+//!    when either header says it comes from another origin: such a page can't read the
+//!    answer, but its `<img src=".../events">` would hold the event streams' slots. Else 403
+//!    `cross_site`.
 //!
 //! Every response, refusals included, gets the headers of [`secure_headers`]; none ever
 //! carries an `Access-Control-*` header.
@@ -73,7 +76,7 @@ pub(crate) enum Auth {
     Cookie,
 }
 
-/// What a state-changing request's headers say about where it comes from.
+/// What a request's headers say about where it comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
     /// From this origin (or typed by the user).
@@ -164,23 +167,25 @@ impl Guard {
             ));
         }
         let auth = self.authenticate(headers)?;
-        let needs_key = path.starts_with("/api/")
-            || path == "/api"
-            || (!self.inner.bound.ip().is_loopback() && path != LOGIN_PATH);
+        let api = path.starts_with("/api/") || path == "/api";
+        let needs_key = api || (!self.inner.bound.ip().is_loopback() && path != LOGIN_PATH);
         if needs_key && auth.is_none() {
             return Err(unauthorized(
                 "this needs the API key: send `X-API-Key: KEY` or `Authorization: Bearer KEY`, \
                  or open the login URL the node printed at start",
             ));
         }
-        if method != Method::GET && method != Method::HEAD {
+        let write = method != Method::GET && method != Method::HEAD;
+        let cookie = auth == Some(Auth::Cookie);
+        if write || (api && cookie) {
             let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
             let origin = check_origin(header("sec-fetch-site"), header("origin"), host);
             let refused = match origin {
                 Origin::Same => false,
                 Origin::Cross => true,
                 // A browser adds the cookie to anyone's request; only a header proves intent.
-                Origin::Unknown => auth == Some(Auth::Cookie),
+                // A read without either header is an old browser's own (or a typed URL's).
+                Origin::Unknown => write && cookie,
             };
             if refused {
                 return Err(ApiError::new(
@@ -277,7 +282,7 @@ fn split_host(host: &str) -> Option<(&str, u16)> {
     Some((name, port))
 }
 
-/// Where a state-changing request comes from, by `Sec-Fetch-Site` when the browser sends it,
+/// Where a request comes from, by `Sec-Fetch-Site` when the browser sends it,
 /// else by `Origin` compared with `http://<host>` (the port is part of the origin).
 pub(crate) fn check_origin(
     sec_fetch_site: Option<&str>,

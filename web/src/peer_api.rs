@@ -33,9 +33,6 @@ use crate::views::{
 pub(crate) struct PeerApp {
     pub peer: PeerHandle,
     pub config: Arc<WebConfig>,
-    /// The address the web server is bound to (for the `Host` and `Origin` checks).
-    #[allow(dead_code)] // read by the guards
-    pub bound: SocketAddr,
     /// Ends event streams when the node shuts down.
     pub shutdown: CancellationToken,
 }

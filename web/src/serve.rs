@@ -67,7 +67,6 @@ pub async fn serve_peer(
     let app = PeerApp {
         peer,
         config: config.clone(),
-        bound,
         shutdown: shutdown.clone(),
     };
     let router = peer_api::router(app).merge(crate::assets::peer_routes());
@@ -90,7 +89,6 @@ pub async fn serve_server(
         node_id,
         mdns_name,
         config: config.clone(),
-        bound,
         shutdown: shutdown.clone(),
     };
     let router = server_api::router(app).merge(crate::assets::server_routes());
@@ -397,9 +395,46 @@ mod tests {
         let pair = cookie.split(';').next().unwrap().to_owned();
 
         // The cookie alone is enough for a read, and for a write from this origin.
+        let read = |extra: &[(&str, &str)]| {
+            let mut req = request("GET", "/api/v1/downloads/1").header(header::COOKIE, &pair);
+            for (name, value) in extra {
+                req = req.header(*name, *value);
+            }
+            req.body(Body::empty()).unwrap()
+        };
+        for extra in [
+            &[][..],
+            &[("sec-fetch-site", "same-origin")],
+            &[("sec-fetch-site", "none")],
+            &[("origin", "http://127.0.0.1:8101")],
+        ] {
+            let (status, _, _) = send(read(extra)).await;
+            assert_eq!(status, StatusCode::OK, "{extra:?}");
+        }
+        // But not a read another page makes with it (another port of this host is same-site).
+        for extra in [
+            &[("sec-fetch-site", "same-site")][..],
+            &[("sec-fetch-site", "cross-site")],
+            &[("origin", "http://127.0.0.1:9999")],
+        ] {
+            let (status, _, json) = send(read(extra)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{extra:?}");
+            assert_eq!(code(&json), "cross_site", "{extra:?}");
+        }
+        // The page itself may be linked from anywhere, and a script's key works from anywhere.
+        let (status, _, _) = send(
+            request("GET", "/")
+                .header(header::COOKIE, &pair)
+                .header("sec-fetch-site", "cross-site")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
         let (status, _, _) = send(
             request("GET", "/api/v1/downloads/1")
-                .header(header::COOKIE, &pair)
+                .header("x-api-key", KEY)
+                .header("sec-fetch-site", "cross-site")
                 .body(Body::empty())
                 .unwrap(),
         )

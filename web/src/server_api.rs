@@ -1,6 +1,5 @@
 //! The index server's routes: status, peers and files, under `/api/v1`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -14,7 +13,6 @@ use crate::config::WebConfig;
 use crate::views::{NetworkFileView, NetworkFilesView, PeerView, PeersView, ServerStatusView};
 
 /// What every server handler sees.
-#[allow(dead_code)] // `config`, `bound` and `shutdown` are for the event stream
 #[derive(Clone, Debug)]
 pub(crate) struct ServerApp {
     pub server: ServerHandle,
@@ -23,8 +21,6 @@ pub(crate) struct ServerApp {
     /// Its mDNS instance name, when it advertises.
     pub mdns_name: Option<String>,
     pub config: Arc<WebConfig>,
-    /// The address the web server is bound to (for the `Host` and `Origin` checks).
-    pub bound: SocketAddr,
     /// Ends event streams when the node shuts down.
     pub shutdown: CancellationToken,
 }

@@ -10,7 +10,7 @@ use p2p_central_server::config::MIB;
 use p2p_peer::PeerConfig;
 use p2p_protocol::NodeId;
 use p2p_web::WebConfig;
-use p2p_web::config::{DEFAULT_PEER_WEB, DEFAULT_SERVER_WEB};
+use p2p_web::config::{DEFAULT_MAX_UPLOAD_MIB, DEFAULT_PEER_WEB, DEFAULT_SERVER_WEB};
 
 /// Share files directly between machines on a local network.
 #[derive(Debug, Parser)]
@@ -282,7 +282,7 @@ pub struct PeerArgs {
     pub upload_dir: Option<PathBuf>,
     /// With --web: the largest upload accepted, in MiB (at most 131072, the largest file a
     /// manifest can describe).
-    #[arg(long, value_name = "MIB", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_UPLOAD_MIB)))]
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_UPLOAD_MIB, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_UPLOAD_MIB)))]
     pub max_upload_mib: u32,
 }
 

@@ -241,6 +241,44 @@ async fn a_cross_site_write_with_the_cookie_is_refused() {
 }
 
 #[tokio::test]
+async fn another_page_cannot_hold_the_event_streams_with_the_cookie() {
+    let server = start_server().await;
+    let peer = start_peer(server.addr).await;
+    let web = start_web_peer(&peer).await;
+    let cookie = login_cookie(&web).await;
+    let other_port = web.addr.port().wrapping_add(1);
+    // What `<img src=".../api/v1/events">` on a page of another port (same site: the cookie
+    // goes along) or of another site sends, once for every stream slot and more.
+    let mut held = Vec::new();
+    for i in 0..=p2p_web::config::DEFAULT_MAX_EVENT_CLIENTS {
+        let mut request = anonymous_client()
+            .get(web.url("/api/v1/events"))
+            .header("cookie", &cookie);
+        request = match i % 3 {
+            0 => request.header("sec-fetch-site", "same-site"),
+            1 => request.header("sec-fetch-site", "cross-site"),
+            _ => request.header("origin", format!("http://127.0.0.1:{other_port}")),
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "request {i}");
+        held.push(response);
+    }
+    assert_eq!(error_code(held.pop().unwrap()).await, "cross_site");
+    // The dashboard's own stream still opens.
+    let response = anonymous_client()
+        .get(web.url("/api/v1/events"))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(held);
+    drop(response);
+    peer.shutdown().await;
+}
+
+#[tokio::test]
 async fn no_cors_preflight_is_answered() {
     let server = start_server().await;
     let web = start_web_server(&server).await;
