@@ -15,7 +15,7 @@
 //!   polled, so it is closed with its connection when [`crate::SHUTDOWN_GRACE`] ends), and
 //!   at most `max_event_clients` streams are open at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::error::ApiError;
@@ -52,11 +53,20 @@ pub const SERVER_POLL: Duration = Duration::from_secs(1);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Which download jobs a stream should send now. Pure: time is passed in.
+///
+/// It is fed the jobs that changed (from [`PeerHandle::downloads_changed_since`], so every
+/// version reaches it at most once) and holds back a job's new version until [`PROGRESS_EVERY`]
+/// after the last one sent, when it goes out even if the job did not move again. A final
+/// state goes out at once. It remembers unfinished jobs only: once a job's final state went
+/// out it is forgotten (it comes back only if it changes again, as when resumed), so what it
+/// keeps is bounded by the jobs running, however long the stream stays open.
 #[derive(Debug)]
 pub(crate) struct Throttle {
     min_gap: Duration,
-    /// Per job: the version last sent and when.
+    /// Unfinished jobs sent: the version last sent and when.
     sent: HashMap<DownloadId, (u64, Instant)>,
+    /// The latest version of each job the gap holds back, in handle order.
+    held: BTreeMap<DownloadId, DownloadInfo>,
 }
 
 impl Throttle {
@@ -64,29 +74,52 @@ impl Throttle {
         Self {
             min_gap,
             sent: HashMap::new(),
+            held: BTreeMap::new(),
         }
     }
 
-    /// Whether to send job `id` at `version` now, and if so, remember it as sent. A version
-    /// already sent never goes again; a new one waits `min_gap` after the last send, unless
-    /// it is the job's final state.
-    pub(crate) fn admit(
+    /// Takes the jobs that `changed` and answers those to send now, in handle order: every
+    /// job with a version not sent yet whose gap has passed or that has finished. The others
+    /// are held until a later call.
+    pub(crate) fn release(
         &mut self,
-        id: DownloadId,
-        version: u64,
-        finished: bool,
+        changed: impl IntoIterator<Item = DownloadInfo>,
         now: Instant,
-    ) -> bool {
-        if let Some(&(sent, at)) = self.sent.get(&id) {
-            if sent == version {
-                return false;
-            }
-            if !finished && now.saturating_duration_since(at) < self.min_gap {
-                return false;
+    ) -> Vec<DownloadInfo> {
+        for info in changed {
+            let newer = self
+                .held
+                .get(&info.id)
+                .is_none_or(|h| h.version < info.version);
+            if newer {
+                self.held.insert(info.id, info);
             }
         }
-        self.sent.insert(id, (version, now));
-        true
+        let Self {
+            min_gap,
+            sent,
+            held,
+        } = self;
+        let mut out = Vec::new();
+        held.retain(|id, info| {
+            let finished = info.state.is_finished();
+            if let Some(&(version, at)) = sent.get(id) {
+                if info.version <= version {
+                    return false; // out already
+                }
+                if !finished && now.saturating_duration_since(at) < *min_gap {
+                    return true;
+                }
+            }
+            if finished {
+                sent.remove(id);
+            } else {
+                sent.insert(*id, (info.version, now));
+            }
+            out.push(info.clone());
+            false
+        });
+        out
     }
 
     /// Forgets everything and marks `jobs` as sent (they just went out in a snapshot).
@@ -95,7 +128,18 @@ impl Throttle {
         jobs: impl IntoIterator<Item = &'a DownloadInfo>,
         now: Instant,
     ) {
-        self.sent = jobs.into_iter().map(|d| (d.id, (d.version, now))).collect();
+        self.held.clear();
+        self.sent = jobs
+            .into_iter()
+            .filter(|d| !d.state.is_finished())
+            .map(|d| (d.id, (d.version, now)))
+            .collect();
+    }
+
+    /// How many jobs it remembers (unfinished ones sent, and held ones).
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.sent.len() + self.held.len()
     }
 }
 
@@ -157,14 +201,17 @@ pub(crate) struct PeerHub {
     /// Whether the poller runs; changed only together with subscribing and with the
     /// poller's check for listeners, so a stream never subscribes to a poller that is ending.
     polling: Mutex<bool>,
+    /// Where the poller runs: the web server waits for it when it ends.
+    tasks: TaskTracker,
 }
 
 impl PeerHub {
-    fn new(max_clients: usize) -> Self {
+    fn new(max_clients: usize, tasks: TaskTracker) -> Self {
         Self {
             clients: Arc::new(Semaphore::new(max_clients)),
             lists: watch::channel(NetworkLists::default()).0,
             polling: Mutex::new(false),
+            tasks,
         }
     }
 
@@ -178,7 +225,8 @@ impl PeerHub {
         let receiver = self.lists.subscribe();
         if !*polling {
             *polling = true;
-            tokio::spawn(poll_network(self.clone(), peer.clone(), shutdown.clone()));
+            self.tasks
+                .spawn(poll_network(self.clone(), peer.clone(), shutdown.clone()));
         }
         receiver
     }
@@ -229,7 +277,10 @@ async fn poll_network(hub: Arc<PeerHub>, peer: PeerHandle, shutdown: Cancellatio
 
 /// The route of a peer's event stream.
 pub(crate) fn peer_route(app: &PeerApp) -> MethodRouter<PeerApp> {
-    let hub = Arc::new(PeerHub::new(app.config.max_event_clients));
+    let hub = Arc::new(PeerHub::new(
+        app.config.max_event_clients,
+        app.tasks.clone(),
+    ));
     get(move |State(app): State<PeerApp>| {
         let hub = hub.clone();
         async move { peer_events(app, hub) }
@@ -252,6 +303,7 @@ fn peer_events(app: PeerApp, hub: Arc<PeerHub>) -> Response {
         lists,
         lists_open: true,
         tick,
+        since: 0,
         throttle: Throttle::new(PROGRESS_EVERY),
         queue: VecDeque::new(),
         _permit: permit,
@@ -270,6 +322,8 @@ struct PeerStream {
     lists: watch::Receiver<NetworkLists>,
     lists_open: bool,
     tick: tokio::time::Interval,
+    /// The download registry's version up to which this stream has taken every change.
+    since: u64,
     throttle: Throttle,
     /// Events ready to go, oldest first.
     queue: VecDeque<Event>,
@@ -287,7 +341,7 @@ impl PeerStream {
                 biased;
                 () = self.app.shutdown.cancelled() => return None,
                 change = self.changes.recv(), if self.changes_open => self.on_change(change),
-                _ = self.tick.tick() => self.on_tick(),
+                _ = self.tick.tick() => self.send_downloads(),
                 seen = self.lists.changed(), if self.lists_open => match seen {
                     Ok(()) => self.queue_lists(),
                     Err(_) => self.lists_open = false,
@@ -303,7 +357,9 @@ impl PeerStream {
     /// Everything a page needs to draw itself, then the network lists if known.
     fn snapshot(&mut self) {
         let peer = &self.app.peer;
-        let downloads = peer.downloads();
+        let (mut downloads, since) = peer.downloads_changed_since(0);
+        downloads.sort_by_key(|d| d.id);
+        self.since = since;
         self.throttle.reset(&downloads, Instant::now());
         let view = PeerSnapshotView {
             status: PeerStatusView::new(&peer.status(), self.app.config.found_index_by.clone()),
@@ -329,11 +385,8 @@ impl PeerStream {
 
     fn on_change(&mut self, change: Result<PeerChange, broadcast::error::RecvError>) {
         match change {
-            Ok(PeerChange::Download(id)) => {
-                if let Some(info) = self.app.peer.download_info(id) {
-                    self.offer(&info, Instant::now());
-                }
-            }
+            // A state change: sent at once if it is a final one.
+            Ok(PeerChange::Download(_)) => self.send_downloads(),
             Ok(PeerChange::FileShared(file_id)) => {
                 let file = self
                     .app
@@ -362,20 +415,14 @@ impl PeerStream {
         }
     }
 
-    fn on_tick(&mut self) {
-        let now = Instant::now();
-        for info in self.app.peer.downloads() {
-            self.offer(&info, now);
-        }
-    }
-
-    /// Queues job `info` if the throttle lets it through.
-    fn offer(&mut self, info: &DownloadInfo, now: Instant) {
-        if self
-            .throttle
-            .admit(info.id, info.version, info.state.is_finished(), now)
-        {
-            self.push(event("download", &DownloadView::from(info)));
+    /// Queues the download jobs that changed since the last look, as far as the throttle
+    /// lets them through. Only the changed jobs are read, so a tick costs little however many
+    /// jobs the registry keeps.
+    fn send_downloads(&mut self) {
+        let (changed, since) = self.app.peer.downloads_changed_since(self.since);
+        self.since = since;
+        for info in self.throttle.release(changed, Instant::now()) {
+            self.push(event("download", &DownloadView::from(&info)));
         }
     }
 }
@@ -494,40 +541,86 @@ mod tests {
 
     const GAP: Duration = Duration::from_millis(250);
 
+    /// Job `id` at `version`, running or done.
+    fn job(id: u64, version: u64, finished: bool) -> DownloadInfo {
+        DownloadInfo {
+            id: DownloadId(id),
+            target: "t".into(),
+            out: "/out".into(),
+            name: None,
+            file_id: None,
+            files_total: 1,
+            files_done: 0,
+            size: 0,
+            done: 0,
+            resumed: 0,
+            speed: 0.0,
+            eta: None,
+            hosts_known: 0,
+            hosts_delivering: 0,
+            state: if finished {
+                p2p_peer::DownloadState::Done
+            } else {
+                p2p_peer::DownloadState::Running
+            },
+            path: None,
+            started: std::time::SystemTime::UNIX_EPOCH,
+            elapsed: Duration::ZERO,
+            version,
+        }
+    }
+
+    /// The (handle, version) pairs `release` lets out.
+    fn release(throttle: &mut Throttle, jobs: &[DownloadInfo], now: Instant) -> Vec<(u64, u64)> {
+        throttle
+            .release(jobs.iter().cloned(), now)
+            .iter()
+            .map(|d| (d.id.0, d.version))
+            .collect()
+    }
+
     #[test]
     fn a_version_goes_out_once() {
         let mut throttle = Throttle::new(GAP);
         let t0 = Instant::now();
-        let id = DownloadId(1);
-        assert!(throttle.admit(id, 1, false, t0));
-        assert!(!throttle.admit(id, 1, false, t0 + GAP * 10));
-        assert!(!throttle.admit(id, 1, true, t0 + GAP * 10));
+        assert_eq!(release(&mut throttle, &[job(1, 1, false)], t0), [(1, 1)]);
+        let later = t0 + GAP * 10;
+        assert!(release(&mut throttle, &[job(1, 1, false)], later).is_empty());
+        assert!(release(&mut throttle, &[], later).is_empty());
     }
 
     #[test]
     fn progress_waits_for_the_gap_but_the_final_state_does_not() {
         let mut throttle = Throttle::new(GAP);
         let t0 = Instant::now();
-        let id = DownloadId(1);
-        assert!(throttle.admit(id, 1, false, t0));
-        assert!(!throttle.admit(id, 2, false, t0 + GAP / 2));
-        assert!(throttle.admit(id, 3, false, t0 + GAP));
-        assert!(throttle.admit(id, 4, true, t0 + GAP + Duration::from_millis(1)));
-        // Another job has its own clock.
-        assert!(throttle.admit(DownloadId(2), 1, false, t0 + GAP));
+        assert_eq!(release(&mut throttle, &[job(1, 1, false)], t0), [(1, 1)]);
+        assert!(release(&mut throttle, &[job(1, 2, false)], t0 + GAP / 2).is_empty());
+        // Held back, then out when the gap ends, though the job did not move again.
+        assert!(release(&mut throttle, &[], t0 + GAP / 2 + GAP / 4).is_empty());
+        assert_eq!(release(&mut throttle, &[], t0 + GAP), [(1, 2)]);
+        // The latest version wins over a held one.
+        assert!(release(&mut throttle, &[job(1, 3, false)], t0 + GAP).is_empty());
+        assert!(release(&mut throttle, &[job(1, 4, false)], t0 + GAP).is_empty());
+        let end = t0 + GAP + Duration::from_millis(1);
+        assert_eq!(
+            release(&mut throttle, &[job(1, 5, true), job(2, 6, false)], end),
+            [(1, 5), (2, 6)],
+            "the final state at once; another job has its own clock"
+        );
     }
 
     #[test]
     fn at_most_four_a_second_plus_the_first_and_the_last() {
         let mut throttle = Throttle::new(GAP);
         let t0 = Instant::now();
-        let id = DownloadId(7);
         // A version bump every millisecond for 3 s, offered every millisecond.
         let mut sent = 0;
         for ms in 0..3000u64 {
-            sent += usize::from(throttle.admit(id, ms, false, t0 + Duration::from_millis(ms)));
+            let now = t0 + Duration::from_millis(ms);
+            sent += release(&mut throttle, &[job(7, ms + 1, false)], now).len();
         }
-        sent += usize::from(throttle.admit(id, 3000, true, t0 + Duration::from_millis(3000)));
+        let end = t0 + Duration::from_millis(3000);
+        sent += release(&mut throttle, &[job(7, 3001, true)], end).len();
         assert!(sent <= 3 * 4 + 2, "{sent} events in 3 s");
         assert!(
             sent >= 3 * 4,
@@ -539,10 +632,43 @@ mod tests {
     fn a_snapshot_counts_as_sent() {
         let mut throttle = Throttle::new(GAP);
         let t0 = Instant::now();
-        throttle.admit(DownloadId(1), 1, false, t0);
-        throttle.reset(&[], t0);
-        // Forgotten: goes out again (a job that a fresh snapshot no longer lists is new).
-        assert!(throttle.admit(DownloadId(1), 1, false, t0));
+        release(&mut throttle, &[job(1, 1, false)], t0);
+        assert!(release(&mut throttle, &[job(1, 2, false)], t0).is_empty());
+        throttle.reset(&[job(1, 3, false)], t0);
+        assert!(
+            release(&mut throttle, &[], t0 + GAP).is_empty(),
+            "what was held went out in the snapshot"
+        );
+        assert!(release(&mut throttle, &[job(1, 3, false)], t0 + GAP).is_empty());
+        assert_eq!(
+            release(&mut throttle, &[job(1, 4, false)], t0 + GAP),
+            [(1, 4)]
+        );
+    }
+
+    #[test]
+    fn a_job_is_forgotten_once_its_final_state_went_out() {
+        let mut throttle = Throttle::new(GAP);
+        let t0 = Instant::now();
+        // Thousands of jobs come and go while a stream stays open.
+        for id in 0..5000 {
+            let now = t0 + Duration::from_millis(id);
+            release(&mut throttle, &[job(id, 2 * id + 1, false)], now);
+            release(&mut throttle, &[job(id, 2 * id + 2, true)], now);
+        }
+        assert_eq!(throttle.remembered(), 0);
+        // One resumed later is new again, and goes out at once.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(
+            release(&mut throttle, &[job(3, 20_000, false)], later),
+            [(3, 20_000)]
+        );
+        throttle.reset(&[job(1, 1, true), job(2, 2, false)], later);
+        assert_eq!(
+            throttle.remembered(),
+            1,
+            "a snapshot's finished jobs are done with"
+        );
     }
 
     #[test]

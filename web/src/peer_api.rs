@@ -19,6 +19,7 @@ use p2p_protocol::{ErrorCode, printable};
 use p2p_storage::StorageError;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::WebConfig;
 use crate::error::ApiError;
@@ -35,6 +36,8 @@ pub(crate) struct PeerApp {
     pub config: Arc<WebConfig>,
     /// Ends event streams when the node shuts down.
     pub shutdown: CancellationToken,
+    /// The web server's background tasks (the network poller), waited for when it ends.
+    pub tasks: TaskTracker,
 }
 
 /// The peer's API routes.

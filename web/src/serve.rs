@@ -29,6 +29,7 @@ use p2p_protocol::NodeId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::config::WebConfig;
@@ -64,13 +65,19 @@ pub async fn serve_peer(
     let bound = listener.local_addr()?;
     crate::upload::sweep_stale_uploads(&config.upload_dir).await;
     let config = Arc::new(config);
+    let tasks = TaskTracker::new();
     let app = PeerApp {
         peer,
         config: config.clone(),
         shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
     };
     let router = peer_api::router(app).merge(crate::assets::peer_routes());
-    run(listener, protect(router, &config, bound), shutdown).await
+    let served = run(listener, protect(router, &config, bound), shutdown).await;
+    // They watch the same token, so they end promptly.
+    tasks.close();
+    tasks.wait().await;
+    served
 }
 
 /// Serves the index server's API and page on `listener` until `shutdown` is cancelled.
