@@ -6,7 +6,7 @@
 "use strict";
 
 (() => {
-  const { h, setText, setAttr, syncRows, cell, idSpan, bytes, speed, duration, ago, clock, say, api, report, live, listOf } = P2P;
+  const { h, setText, setAttr, syncRows, cell, idSpan, bytes, speed, duration, ago, clock, say, api, report, live } = P2P;
   const $ = (id) => document.getElementById(id);
 
   const OUT_KEY = "p2p.out";
@@ -100,7 +100,7 @@
     try {
       const data = await api("GET", "/network/files" + (q ? "?q=" + encodeURIComponent(q) : ""));
       if ($("search-input").value.trim() === q) {
-        state.network = { files: listOf(data, "files"), total: data.total ?? listOf(data, "files").length, q };
+        state.network = { files: data.files, total: data.total, q };
         renderNetwork();
       }
     } catch (err) {
@@ -111,7 +111,7 @@
   function networkChanged(data) {
     const q = $("search-input").value.trim();
     if (!q) {
-      state.network = { files: listOf(data, "files"), total: data.total ?? listOf(data, "files").length, q };
+      state.network = { files: data.files, total: data.total, q };
       renderNetwork();
     } else if (Date.now() - lastSearch > RESEARCH_MIN_MS) {
       search(); // a query is active: ask again for its hosts, at most every few seconds
@@ -178,7 +178,7 @@
 
   async function refreshFiles() {
     try {
-      state.files = listOf(await api("GET", "/files"), "files");
+      state.files = (await api("GET", "/files")).files;
       renderFiles();
     } catch (err) {
       report(err);
@@ -236,7 +236,7 @@
     if (!path) return say("Type the path of a file or folder on the node's machine.", "error");
     try {
       const data = await api("POST", "/shares", { path });
-      const n = listOf(data, "files").length;
+      const n = data.files.length;
       say(`Shared ${path}${n > 1 ? ` (${n} files)` : ""}.`);
       $("share-path").value = "";
       await refreshFiles();
@@ -512,7 +512,7 @@
       $("msg-text").value = "";
       say(`Sent to ${to}.`);
       // The stream brings the sent message; polling needs asking.
-      addMessages(listOf(await api("GET", "/messages"), "messages"));
+      addMessages((await api("GET", "/messages")).messages);
     } catch (err) {
       report(err, `Message to ${to}`);
     } finally {
@@ -533,43 +533,35 @@
       api("GET", "/peers"),
     ]);
     state.status = status;
-    state.files = listOf(files, "files");
-    for (const d of listOf(downloads, "downloads")) state.downloads.set(d.handle, d);
-    state.peers = { peers: listOf(peers, "peers"), total: peers.total ?? listOf(peers, "peers").length };
+    state.files = files.files;
+    for (const d of downloads.downloads) state.downloads.set(d.handle, d);
+    state.peers = peers;
     renderStatus();
     renderFiles();
     renderTransfers();
     renderPeers();
-    addMessages(listOf(messages, "messages"));
+    addMessages(messages.messages);
     if (!$("search-input").value.trim()) await search();
   }
 
   const handlers = {
     snapshot(s) {
-      if (s.status) state.status = s.status;
-      if (s.files) state.files = s.files;
-      for (const d of s.downloads || []) state.downloads.set(d.handle, d);
+      state.status = s.status;
+      state.files = s.files;
+      for (const d of s.downloads) state.downloads.set(d.handle, d);
       renderStatus();
       renderFiles();
       renderTransfers();
-      addMessages(s.messages || []);
-      if (s.peers) handlers.peers(s.peers);
-      if (s.network_files) handlers.network_files(s.network_files);
-    },
-    status(s) {
-      state.status = s;
-      renderStatus();
+      addMessages(s.messages);
     },
     download: upsertDownload,
     message: (m) => addMessages([m]),
     file_shared: refreshFiles,
     file_unshared: refreshFiles,
     peers(data) {
-      state.peers = { peers: listOf(data, "peers"), total: data.total ?? listOf(data, "peers").length };
+      state.peers = data;
       renderPeers();
     },
-    peer_joined: () => api("GET", "/peers").then(handlers.peers, report),
-    peer_left: () => api("GET", "/peers").then(handlers.peers, report),
     network_files: networkChanged,
   };
 

@@ -272,12 +272,5 @@ const P2P = (() => {
     open();
   }
 
-  /** Lists in an answer, whichever shape: `[...]` or `{files: [...]}`. */
-  function listOf(data, field) {
-    if (Array.isArray(data)) return data;
-    if (data && Array.isArray(data[field])) return data[field];
-    return [];
-  }
-
-  return { h, setText, setAttr, syncRows, cell, idSpan, bytes, speed, duration, ago, shortId, clock, say, api, report, live, listOf, ApiError };
+  return { h, setText, setAttr, syncRows, cell, idSpan, bytes, speed, duration, ago, shortId, clock, say, api, report, live, ApiError };
 })();

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { h, setText, setAttr, syncRows, cell, idSpan, bytes, duration, ago, api, live, listOf } = P2P;
+  const { h, setText, setAttr, syncRows, cell, idSpan, bytes, duration, ago, api, live } = P2P;
   const $ = (id) => document.getElementById(id);
 
   // When each value arrived, so uptime and heartbeat ages tick between updates.
@@ -83,9 +83,9 @@
 
   const handlers = {
     snapshot(s) {
-      if (s.status) handlers.status(s.status);
-      if (s.peers) handlers.peers(s.peers);
-      if (s.files) handlers.files(s.files);
+      handlers.status(s.status);
+      handlers.peers(s.peers);
+      handlers.files(s.files);
     },
     status(s) {
       state.status = s;
@@ -93,13 +93,13 @@
       renderStatus();
     },
     peers(data) {
-      state.peers = listOf(data, "peers");
+      state.peers = data.peers;
       state.peersAt = Date.now();
       renderPeers();
     },
     files(data) {
-      state.files = listOf(data, "files");
-      state.filesTotal = data.total ?? state.files.length;
+      state.files = data.files;
+      state.filesTotal = data.total;
       renderFiles();
     },
   };

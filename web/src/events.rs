@@ -479,8 +479,8 @@ fn server_events(app: ServerApp, clients: Arc<Semaphore>) -> Response {
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let snapshot = ServerSnapshotView {
         status: first.status.clone(),
-        peers: first.peers.peers.clone(),
-        files: first.files.files.clone(),
+        peers: first.peers.clone(),
+        files: first.files.clone(),
     };
     let stream = ServerStream {
         last: first.steady(),

@@ -433,13 +433,14 @@ pub struct ServerStatusView {
     pub max_stored_bytes: usize,
 }
 
-/// The first event of the server's stream.
+/// The first event of the server's stream: the answers of its three endpoints, each in the
+/// shape of its own event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerSnapshotView {
-    /// Status.
+    /// As `GET /status`.
     pub status: ServerStatusView,
-    /// Peers.
-    pub peers: Vec<PeerView>,
-    /// Files.
-    pub files: Vec<NetworkFileView>,
+    /// As `GET /peers`.
+    pub peers: PeersView,
+    /// As `GET /files`.
+    pub files: NetworkFilesView,
 }

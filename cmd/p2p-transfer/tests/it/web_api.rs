@@ -765,7 +765,14 @@ async fn the_server_stream_shows_peers_as_they_come() {
     assert_eq!(first.name, "snapshot");
     assert_eq!(first.data["status"]["node_id"], server.node_id.to_string());
     assert_eq!(first.data["status"]["peers"], 1);
-    assert_eq!(first.data["peers"][0]["node_id"], a.node_id().to_string());
+    // Each list in the shape of its endpoint and of its own event.
+    assert_eq!(
+        first.data["peers"]["peers"][0]["node_id"],
+        a.node_id().to_string()
+    );
+    assert_eq!(first.data["peers"]["total"], 1, "{}", first.data);
+    assert_eq!(first.data["files"]["files"], json!([]), "{}", first.data);
+    assert_eq!(first.data["files"]["total"], 0, "{}", first.data);
 
     let b = start_peer(server.addr).await;
     // One poll brings both (a `status` with the new count, then the `peers` list).

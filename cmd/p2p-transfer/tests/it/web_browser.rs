@@ -122,6 +122,11 @@ async fn dashboard_in_a_real_browser() {
     // B's page, logged in by the URL its node prints.
     browser.goto(&web_b.login_url()).await;
     browser.wait_for("[data-testid=nav-network]").await;
+    // The address bar (and the back/forward list) shows the page, not the key.
+    assert_eq!(
+        browser.eval("location.href").await,
+        Value::String(web_b.url("/"))
+    );
     browser
         .wait_for("#live-dot:is([data-mode=live], [data-mode=polling])")
         .await;
