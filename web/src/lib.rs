@@ -4,7 +4,8 @@
 //! so the API can do nothing the command line could not.
 //!
 //! # Layout
-//! * [`config`]: [`WebConfig`]: address, API key, upload folder, limits.
+//! * [`config`]: [`WebConfig`]: API key, upload folder, limits (the caller binds the
+//!   address and passes the listener).
 //! * `guard`: who may call: the API key (header or login cookie), the `Host` check against
 //!   DNS rebinding, the `Origin`/`Sec-Fetch-Site` check against cross-site requests.
 //! * `login`: `GET /login?token=KEY`, the cookie the page then carries.
@@ -14,7 +15,8 @@
 //! * `peer_api` / `server_api`: the routes of each role.
 //! * `events`: the server-sent event stream: a snapshot, then changes, throttled.
 //! * `upload`: a request body streamed to disk through `p2p_storage::Upload`.
-//! * `serve`: [`serve_peer`] / [`serve_server`]: the role's routes behind the guards.
+//! * `serve`: [`serve_peer`] / [`serve_server`]: the role's routes behind the guards, and
+//!   shutdown within [`SHUTDOWN_GRACE`].
 //! * `assets`: the page (HTML, CSS, JavaScript), embedded in the binary.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

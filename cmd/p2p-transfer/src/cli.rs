@@ -110,6 +110,12 @@ pub enum ManifestCommand {
     },
 }
 
+/// The variable that stands for `server --web ADDR`.
+const SERVER_WEB_ENV: &str = "P2P_SERVER_WEB";
+/// The variable that stands for `peer --web ADDR` (not the server's: both on one machine
+/// would otherwise bind the same address).
+const PEER_WEB_ENV: &str = "P2P_PEER_WEB";
+
 /// The largest file a manifest can describe, in MiB: the most `--max-upload-mib` allows.
 const MAX_UPLOAD_MIB: u32 = (p2p_protocol::MAX_CHUNKS_PER_FILE as u64
     * p2p_protocol::CHUNK_SIZE as u64
@@ -187,7 +193,9 @@ pub struct ServerArgs {
     /// Serve the web dashboard and REST API on ADDR (127.0.0.1:8100 when ADDR is left out;
     /// port 0 picks a free one). Every API request needs the key kept in the identity folder
     /// as `api-key` (P2P_API_KEY overrides it); startup prints a URL that logs a browser in.
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_SERVER_WEB, env = "P2P_WEB")]
+    /// Its variable is the server's own, so a server and a peer on one machine never share
+    /// an address.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_SERVER_WEB, env = SERVER_WEB_ENV)]
     pub web: Option<SocketAddr>,
 }
 
@@ -274,7 +282,7 @@ pub struct PeerArgs {
     /// Serve the web dashboard and REST API on ADDR (127.0.0.1:8101 when ADDR is left out;
     /// port 0 picks a free one). Every API request needs the key kept in the identity folder
     /// as `api-key` (P2P_API_KEY overrides it); startup prints a URL that logs a browser in.
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_PEER_WEB, env = "P2P_WEB")]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = DEFAULT_PEER_WEB, env = PEER_WEB_ENV)]
     pub web: Option<SocketAddr>,
     /// With --web: folder files uploaded through the page or the API are written to, then
     /// shared from [default: $XDG_DATA_HOME/p2p-transfer/uploads, created with mode 0700].
@@ -514,6 +522,18 @@ mod tests {
             Some(p2p_web::config::DEFAULT_SERVER_WEB_ADDR)
         );
         assert!(Cli::try_parse_from(["p2p-transfer", "server", "--web", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn each_role_has_its_own_web_variable() {
+        let env = |role: &str| {
+            let command = Cli::command();
+            let sub = command.find_subcommand(role).unwrap();
+            let web = sub.get_arguments().find(|a| a.get_id() == "web").unwrap();
+            web.get_env().map(|e| e.to_str().unwrap().to_owned())
+        };
+        assert_eq!(env("server").as_deref(), Some("P2P_SERVER_WEB"));
+        assert_eq!(env("peer").as_deref(), Some("P2P_PEER_WEB"));
     }
 
     #[test]
