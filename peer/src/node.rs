@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use p2p_protocol::{
     FileId, FileManifest, FileSummary, IdPrefix, NodeId, PeerConversation, PeerId, PeerRequest,
-    PeerResponse, PeerSummary, ProtocolError, printable,
+    PeerResponse, PeerSummary, ProtocolError,
 };
 use p2p_storage::{OpenSource, SourceFile, Tree, TreeFile};
 use p2p_transport::{ClientConnection, Tls};
@@ -317,13 +317,10 @@ impl PeerHandle {
             [one] => *one,
             [] => return Err(PeerError::NotSharedPrefix(prefix.to_string())),
             _ => {
-                return Err(PeerError::IndexRefused {
-                    code: p2p_protocol::ErrorCode::AmbiguousPrefix,
-                    message: format!(
-                        "{prefix} matches {} shared files; type more characters",
-                        matching.len()
-                    )
-                    .into(),
+                return Err(PeerError::AmbiguousPrefix {
+                    prefix: prefix.to_string(),
+                    count: matching.len(),
+                    what: "shared files",
                 });
             }
         };
@@ -846,14 +843,10 @@ impl PeerHandle {
         match matching.as_slice() {
             [one] => Ok(*one),
             [] => Err(unknown()),
-            _ => Err(PeerError::IndexRefused {
-                code: p2p_protocol::ErrorCode::AmbiguousPrefix,
-                message: format!(
-                    "{} matches {} peers; type more characters",
-                    printable(prefix),
-                    matching.len()
-                )
-                .into(),
+            _ => Err(PeerError::AmbiguousPrefix {
+                prefix: prefix.to_owned(),
+                count: matching.len(),
+                what: "peers",
             }),
         }
     }

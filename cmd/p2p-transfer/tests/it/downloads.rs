@@ -258,6 +258,46 @@ async fn messages_go_by_address_or_peer_id_and_both_sides_are_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_id_prefix_matching_several_peers_is_this_peers_refusal() {
+    use p2p_peer::index_client::IndexClient;
+
+    let server = start_server().await;
+    let a = start_peer(server.addr).await;
+    // Register stand-ins until two peer ids share their first hex digit (17 at most).
+    let client = IndexClient::new(server.addr, DEADLINE, crate::support::tls());
+    let mut firsts = vec![a.session().unwrap().peer_id.to_string()[..1].to_owned()];
+    let prefix = loop {
+        let port = 10 + firsts.len() as u16;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let id = client.register(addr).await.unwrap().peer_id.to_string();
+        let first = id[..1].to_owned();
+        if firsts.contains(&first) {
+            break first;
+        }
+        firsts.push(first);
+    };
+    let err = a.send_message_to(&prefix, "to whom?").await.unwrap_err();
+    // This peer's own decision, not the index's refusal.
+    assert!(
+        matches!(
+            err,
+            PeerError::AmbiguousPrefix {
+                count: 2,
+                what: "peers",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("{prefix} matches 2 peers; type more characters")
+    );
+    assert!(a.messages().is_empty());
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_is_shared_by_path_and_fetched_as_one_job() {
     let server = start_server().await;
     let src = tempfile::tempdir().unwrap();
