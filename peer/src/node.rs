@@ -655,7 +655,7 @@ impl PeerHandle {
                 cause: Box::new(cause),
             }
         };
-        if !path.is_dir() {
+        if !is_dir(path).await {
             let manifest = self.register_manifest(path).await.map_err(failed(path))?;
             return Ok(vec![(PathBuf::new(), manifest)]);
         }
@@ -689,13 +689,13 @@ impl PeerHandle {
     /// Starts a download job in the background: `requests` fetched one after another into
     /// `out`, each also from the direct hosts. `target` is what the user asked for (shown in
     /// listings). `out` must be an existing folder.
-    pub fn start_download(
+    pub async fn start_download(
         &self,
         target: String,
         requests: Vec<DownloadRequest>,
         out: PathBuf,
     ) -> Result<DownloadId, PeerError> {
-        if !out.is_dir() {
+        if !is_dir(&out).await {
             return Err(PeerError::NoOutputFolder(out));
         }
         if requests.is_empty() {
@@ -850,6 +850,12 @@ impl PeerHandle {
             }),
         }
     }
+}
+
+/// Whether `path` is a folder (following links), as [`Path::is_dir`] says, without blocking
+/// the reactor on the `stat`.
+async fn is_dir(path: &Path) -> bool {
+    tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir())
 }
 
 /// Limit on delivering one message.

@@ -184,7 +184,8 @@ async fn start_download(
     // The peer checks that the output folder exists, for every front end alike.
     let handle = app
         .peer
-        .start_download(target, requests, PathBuf::from(body.out))?;
+        .start_download(target, requests, PathBuf::from(body.out))
+        .await?;
     let view = download_view(&app.peer, handle)?;
     let location = format!("/api/v1/downloads/{handle}");
     Ok((

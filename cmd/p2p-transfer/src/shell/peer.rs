@@ -273,8 +273,8 @@ impl PeerShell {
         } else {
             vec![DownloadRequest::by_id(&id)]
         };
-        self.peer
-            .start_download(id.clone(), requests, dir.clone())?;
+        self.rt
+            .block_on(self.peer.start_download(id.clone(), requests, dir.clone()))?;
         println!(
             "downloading {id} into {} in the background ('transfers' shows progress)",
             dir.display()
