@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use p2p_protocol::{ErrorCode, FileId, ProtocolError, RemoteText, printable};
+use p2p_protocol::{ErrorCode, FileId, NodeId, ProtocolError, RemoteText, printable};
 use p2p_storage::StorageError;
 
 /// A failed peer operation. Every variant reads as one line for a user, its cause included
@@ -94,6 +94,22 @@ pub enum PeerError {
     /// No shared file matches a prefix.
     #[error("this peer shares no file matching {0}")]
     NotSharedPrefix(String),
+    /// A prefix typed here matches more than one of this peer's shared files, or of the peers
+    /// it just listed: decided by this peer (the index's own answer is
+    /// [`PeerError::IndexRefused`] with `ambiguous_prefix`).
+    #[error("{} matches {count} {what}; type more characters", printable(prefix))]
+    AmbiguousPrefix {
+        /// What was typed.
+        prefix: String,
+        /// How many match.
+        count: usize,
+        /// What they are: "shared files", "peers".
+        what: &'static str,
+    },
+    /// A manifest file names index servers this running peer does not use: it can't change
+    /// its index, and the one it uses may not know the file's hosts.
+    #[error("{0}")]
+    OtherIndex(IndexConflict),
     /// The operation was cancelled (Ctrl-C, shutdown).
     #[error("cancelled")]
     Cancelled,
@@ -129,6 +145,49 @@ pub enum PeerError {
     /// A background task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// How a manifest file's index servers differ from the one a running peer uses (see
+/// [`PeerError::OtherIndex`]). Its text is the command line's wording.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IndexConflict {
+    /// The manifest names this peer's index, by address, with another node id.
+    #[error(
+        "the manifest names the index server at {addr} as {named}, but this peer knows it as {known}"
+    )]
+    OtherKey {
+        /// The index's address.
+        addr: SocketAddr,
+        /// The node id the manifest gives it.
+        named: NodeId,
+        /// The node id this peer knows it by.
+        known: NodeId,
+    },
+    /// The manifest names other index servers only (`named`, never empty); `ours` is the one
+    /// this peer uses, if any.
+    #[error(
+        "the manifest names the index server at {}, but {}; start a peer with --server {} to download it",
+        list(named),
+        ours.map_or_else(
+            || "this peer runs without an index server".to_owned(),
+            |a| format!("this peer uses the one at {a}")
+        ),
+        named.first().map_or_else(String::new, ToString::to_string)
+    )]
+    OtherServers {
+        /// The servers the manifest names, in its order.
+        named: Vec<SocketAddr>,
+        /// This peer's index server.
+        ours: Option<SocketAddr>,
+    },
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl PeerError {

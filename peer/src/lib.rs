@@ -15,6 +15,8 @@
 //! * [`share_dir`]: a folder kept shared as it changes.
 //! * [`download`]: one download: plan, worker pool, hosts, final verification.
 //! * [`downloads`]: the registry of download jobs every front end lists, cancels and resumes.
+//! * `manifest_jobs`: what a manifest file stands for: its download requests, and whether
+//!   this running peer's index can fetch it.
 //! * [`config`]: [`PeerConfig`] with its defaults.
 //! * [`error`][mod@error]: [`PeerError`].
 #![forbid(unsafe_code)]
@@ -36,7 +38,7 @@ pub mod shared_files;
 pub use config::{PeerConfig, Rediscover};
 pub use download::{DownloadEvent, DownloadReport};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState, PeerChange, PeerStatus};
-pub use error::PeerError;
+pub use error::{IndexConflict, PeerError};
 pub use inbox::ReceivedMessage;
 pub use node::{DownloadRequest, Peer, PeerHandle};
 pub use shared_files::SharedFileInfo;

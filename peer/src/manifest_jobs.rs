@@ -1,12 +1,59 @@
 //! The download requests a manifest file stands for: one per file, a folder's files each in
 //! its own folder under the output folder. The command line, the shells and the web API all
-//! turn a `.p2pm` into a job here, so they fetch the same files into the same places.
+//! turn a `.p2pm` into a job here, so they fetch the same files into the same places; and the
+//! shells and the web API ask [`PeerHandle::check_manifest_index`] first, so a running peer
+//! refuses a manifest for another index the same way whichever front end it came through.
 
 use std::net::SocketAddr;
 
-use p2p_protocol::manifest_file::AnyManifestFile;
+use p2p_protocol::NodeId;
+use p2p_protocol::manifest_file::{AnyManifestFile, IndexRef};
 
-use crate::node::DownloadRequest;
+use crate::error::{IndexConflict, PeerError};
+use crate::node::{DownloadRequest, PeerHandle};
+
+impl PeerHandle {
+    /// Whether this running peer can download manifest file `doc`: it can't change its index,
+    /// so the manifest must name none, or the one this peer uses (by address or node id).
+    /// Otherwise [`PeerError::OtherIndex`], worded as the command line's refusal.
+    pub fn check_manifest_index(&self, doc: &AnyManifestFile) -> Result<(), PeerError> {
+        index_conflict(doc.servers(), self.server_addr(), self.index_node_id())
+            .map_or(Ok(()), |c| Err(PeerError::OtherIndex(c)))
+    }
+}
+
+/// How the index servers `listed` by a manifest rule out downloading it on a peer that uses
+/// the index at `ours` (known as `our_id`), if they do. Any one of them that is ours (by
+/// address, or by node id at another address: the manifest was written on another machine)
+/// will do, unless it gives our address another node id.
+fn index_conflict(
+    listed: &[IndexRef],
+    ours: Option<SocketAddr>,
+    our_id: Option<NodeId>,
+) -> Option<IndexConflict> {
+    if listed.is_empty() {
+        return None;
+    }
+    for index in listed {
+        let same_key = index.node_id.is_some() && index.node_id == our_id;
+        let same_addr = Some(index.addr) == ours;
+        match (same_addr, index.node_id, our_id) {
+            (true, Some(named), Some(known)) if named != known => {
+                return Some(IndexConflict::OtherKey {
+                    addr: index.addr,
+                    named,
+                    known,
+                });
+            }
+            _ if same_key || same_addr => return None,
+            _ => {}
+        }
+    }
+    Some(IndexConflict::OtherServers {
+        named: listed.iter().map(|i| i.addr).collect(),
+        ours,
+    })
+}
 
 impl DownloadRequest {
     /// The requests of manifest file `doc`, each also asking `hosts` directly: one for a file;
@@ -34,5 +81,71 @@ impl DownloadRequest {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn node(seed: u8) -> NodeId {
+        NodeId([seed; 20])
+    }
+
+    fn index(port: u16, id: Option<NodeId>) -> IndexRef {
+        IndexRef {
+            addr: addr(port),
+            node_id: id,
+        }
+    }
+
+    #[test]
+    fn a_manifest_naming_no_index_or_ours_is_accepted() {
+        let (ours, our_id) = (Some(addr(7000)), Some(node(1)));
+        let check = |listed: &[IndexRef]| index_conflict(listed, ours, our_id);
+        assert_eq!(check(&[]), None);
+        assert_eq!(check(&[index(7000, None)]), None);
+        assert_eq!(check(&[index(7000, Some(node(1)))]), None);
+        // The same key at another address (the manifest was written on another machine).
+        assert_eq!(check(&[index(9, Some(node(1)))]), None);
+        // Any one of several.
+        assert_eq!(check(&[index(9, None), index(7000, None)]), None);
+    }
+
+    #[test]
+    fn a_manifest_naming_another_index_is_refused_in_the_command_lines_words() {
+        let (ours, our_id) = (Some(addr(7000)), Some(node(1)));
+        let why = index_conflict(&[index(9, None), index(10, None)], ours, our_id)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            why,
+            "the manifest names the index server at 127.0.0.1:9, 127.0.0.1:10, but this peer \
+             uses the one at 127.0.0.1:7000; start a peer with --server 127.0.0.1:9 to download it"
+        );
+        let why = index_conflict(&[index(7000, Some(node(2)))], ours, our_id)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            why,
+            format!(
+                "the manifest names the index server at 127.0.0.1:7000 as {}, but this peer \
+                 knows it as {}",
+                node(2),
+                node(1)
+            )
+        );
+        let why = index_conflict(&[index(9, None)], None, None)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            why,
+            "the manifest names the index server at 127.0.0.1:9, but this peer runs without an \
+             index server; start a peer with --server 127.0.0.1:9 to download it"
+        );
     }
 }

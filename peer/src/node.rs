@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use p2p_protocol::{
     FileId, FileManifest, FileSummary, IdPrefix, NodeId, PeerConversation, PeerId, PeerRequest,
-    PeerResponse, PeerSummary, ProtocolError, printable,
+    PeerResponse, PeerSummary, ProtocolError,
 };
 use p2p_storage::{OpenSource, SourceFile, Tree, TreeFile};
 use p2p_transport::{ClientConnection, Tls};
@@ -317,13 +317,10 @@ impl PeerHandle {
             [one] => *one,
             [] => return Err(PeerError::NotSharedPrefix(prefix.to_string())),
             _ => {
-                return Err(PeerError::IndexRefused {
-                    code: p2p_protocol::ErrorCode::AmbiguousPrefix,
-                    message: format!(
-                        "{prefix} matches {} shared files; type more characters",
-                        matching.len()
-                    )
-                    .into(),
+                return Err(PeerError::AmbiguousPrefix {
+                    prefix: prefix.to_string(),
+                    count: matching.len(),
+                    what: "shared files",
                 });
             }
         };
@@ -658,7 +655,7 @@ impl PeerHandle {
                 cause: Box::new(cause),
             }
         };
-        if !path.is_dir() {
+        if !is_dir(path).await {
             let manifest = self.register_manifest(path).await.map_err(failed(path))?;
             return Ok(vec![(PathBuf::new(), manifest)]);
         }
@@ -692,13 +689,13 @@ impl PeerHandle {
     /// Starts a download job in the background: `requests` fetched one after another into
     /// `out`, each also from the direct hosts. `target` is what the user asked for (shown in
     /// listings). `out` must be an existing folder.
-    pub fn start_download(
+    pub async fn start_download(
         &self,
         target: String,
         requests: Vec<DownloadRequest>,
         out: PathBuf,
     ) -> Result<DownloadId, PeerError> {
-        if !out.is_dir() {
+        if !is_dir(&out).await {
             return Err(PeerError::NoOutputFolder(out));
         }
         if requests.is_empty() {
@@ -846,17 +843,19 @@ impl PeerHandle {
         match matching.as_slice() {
             [one] => Ok(*one),
             [] => Err(unknown()),
-            _ => Err(PeerError::IndexRefused {
-                code: p2p_protocol::ErrorCode::AmbiguousPrefix,
-                message: format!(
-                    "{} matches {} peers; type more characters",
-                    printable(prefix),
-                    matching.len()
-                )
-                .into(),
+            _ => Err(PeerError::AmbiguousPrefix {
+                prefix: prefix.to_owned(),
+                count: matching.len(),
+                what: "peers",
             }),
         }
     }
+}
+
+/// Whether `path` is a folder (following links), as [`Path::is_dir`] says, without blocking
+/// the reactor on the `stat`.
+async fn is_dir(path: &Path) -> bool {
+    tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir())
 }
 
 /// Limit on delivering one message.

@@ -13,8 +13,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, extract};
-use p2p_peer::{DownloadId, DownloadRequest, PeerError, PeerHandle, PeerStatus};
-use p2p_protocol::manifest_file::{AnyManifestFile, IndexRef, SUFFIX};
+use p2p_peer::{DownloadId, DownloadRequest, PeerError, PeerHandle};
+use p2p_protocol::manifest_file::{AnyManifestFile, SUFFIX};
 use p2p_protocol::{ErrorCode, printable};
 use p2p_storage::StorageError;
 use serde::Deserialize;
@@ -171,9 +171,7 @@ async fn start_download(
             // The command line's own parser and checks: version, fields, every hash.
             let doc =
                 AnyManifestFile::parse(&text).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            if let Some(why) = index_conflict(manifest_servers(&doc), &app.peer.status()) {
-                return Err(ApiError::new(StatusCode::CONFLICT, "other_index", why));
-            }
+            app.peer.check_manifest_index(&doc)?;
             let target = format!("{}{SUFFIX}", manifest_name(&doc));
             (target, DownloadRequest::for_manifest_file(doc, &[]))
         }
@@ -186,7 +184,8 @@ async fn start_download(
     // The peer checks that the output folder exists, for every front end alike.
     let handle = app
         .peer
-        .start_download(target, requests, PathBuf::from(body.out))?;
+        .start_download(target, requests, PathBuf::from(body.out))
+        .await?;
     let view = download_view(&app.peer, handle)?;
     let location = format!("/api/v1/downloads/{handle}");
     Ok((
@@ -196,58 +195,11 @@ async fn start_download(
     ))
 }
 
-fn manifest_servers(doc: &AnyManifestFile) -> &[IndexRef] {
-    match doc {
-        AnyManifestFile::File(f) => &f.servers,
-        AnyManifestFile::Folder(f) => &f.servers,
-    }
-}
-
 fn manifest_name(doc: &AnyManifestFile) -> &str {
     match doc {
         AnyManifestFile::File(f) => &f.manifest.name,
         AnyManifestFile::Folder(f) => &f.name,
     }
-}
-
-/// Why a manifest file's index servers rule out downloading it on this running peer, if they
-/// do: a running peer can't change its index, so the manifest must name the one it uses (by
-/// address or node id) or none at all. The wording follows the command line's.
-fn index_conflict(listed: &[IndexRef], status: &PeerStatus) -> Option<String> {
-    if listed.is_empty() {
-        return None;
-    }
-    let ours = status.server_addr;
-    let our_id = status.server_node_id;
-    for index in listed {
-        let same_key = index.node_id.is_some() && index.node_id == our_id;
-        let same_addr = Some(index.addr) == ours;
-        match (same_addr, index.node_id, our_id) {
-            (true, Some(named), Some(known)) if named != known => {
-                return Some(format!(
-                    "the manifest names the index server at {} as {named}, but this peer knows it as {known}",
-                    index.addr
-                ));
-            }
-            _ if same_key || same_addr => return None,
-            _ => {}
-        }
-    }
-    let named = listed
-        .iter()
-        .map(|i| i.addr.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    Some(match ours {
-        Some(ours) => format!(
-            "the manifest names the index server at {named}, but this peer uses the one at {ours}; start a peer with --server {} to download it",
-            listed[0].addr
-        ),
-        None => format!(
-            "the manifest names the index server at {named}, but this peer runs without an index server; start a peer with --server {} to download it",
-            listed[0].addr
-        ),
-    })
 }
 
 /// The view of download `handle`.
@@ -405,6 +357,8 @@ fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
         | PeerError::UnknownRecipient(_) => (StatusCode::NOT_FOUND, "not_found"),
         PeerError::NoHosts { .. } => (StatusCode::NOT_FOUND, "no_hosts"),
         PeerError::DownloadRunning(_) => (StatusCode::CONFLICT, "download_running"),
+        PeerError::AmbiguousPrefix { .. } => (StatusCode::CONFLICT, "ambiguous_prefix"),
+        PeerError::OtherIndex(_) => (StatusCode::CONFLICT, "other_index"),
         PeerError::PeerUnreachable { .. } | PeerError::NoManifest { .. } => {
             (StatusCode::BAD_GATEWAY, "peer_unreachable")
         }
@@ -436,68 +390,5 @@ fn storage_status(err: &StorageError) -> (StatusCode, &'static str) {
             (StatusCode::BAD_REQUEST, "bad_request")
         }
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    fn node(seed: u8) -> p2p_protocol::NodeId {
-        p2p_protocol::NodeId([seed; 20])
-    }
-
-    fn status(server: Option<SocketAddr>, id: Option<p2p_protocol::NodeId>) -> PeerStatus {
-        PeerStatus {
-            node_id: node(9),
-            listen_addr: addr(1),
-            advertised_addr: None,
-            server_addr: server,
-            server_node_id: id,
-            registered: true,
-            files_shared: 0,
-            chunks_served: 0,
-            downloads_active: 0,
-            direct_hosts: Vec::new(),
-        }
-    }
-
-    fn index(port: u16, id: Option<p2p_protocol::NodeId>) -> IndexRef {
-        IndexRef {
-            addr: addr(port),
-            node_id: id,
-        }
-    }
-
-    #[test]
-    fn a_manifest_naming_no_index_or_ours_is_accepted() {
-        let ours = status(Some(addr(7000)), Some(node(1)));
-        assert_eq!(index_conflict(&[], &ours), None);
-        assert_eq!(index_conflict(&[index(7000, None)], &ours), None);
-        assert_eq!(index_conflict(&[index(7000, Some(node(1)))], &ours), None);
-        // The same key at another address (the manifest was written on another machine).
-        assert_eq!(index_conflict(&[index(9, Some(node(1)))], &ours), None);
-        // Any one of several.
-        assert_eq!(
-            index_conflict(&[index(9, None), index(7000, None)], &ours),
-            None
-        );
-    }
-
-    #[test]
-    fn a_manifest_naming_another_index_is_refused() {
-        let ours = status(Some(addr(7000)), Some(node(1)));
-        let why = index_conflict(&[index(9, None)], &ours).unwrap();
-        assert!(why.contains("127.0.0.1:9"), "{why}");
-        assert!(why.contains("127.0.0.1:7000"), "{why}");
-        let why = index_conflict(&[index(7000, Some(node(2)))], &ours).unwrap();
-        assert!(why.contains("this peer knows it as"), "{why}");
-        let alone = status(None, None);
-        let why = index_conflict(&[index(9, None)], &alone).unwrap();
-        assert!(why.contains("without an index server"), "{why}");
     }
 }

@@ -378,6 +378,14 @@ impl AnyManifestFile {
             ManifestFile::parse(text).map(Self::File)
         }
     }
+
+    /// The index servers it names (none: any index, or direct hosts).
+    pub fn servers(&self) -> &[IndexRef] {
+        match self {
+            Self::File(f) => &f.servers,
+            Self::Folder(f) => &f.servers,
+        }
+    }
 }
 
 impl FileFields {

@@ -147,14 +147,6 @@ pub fn read(path: &Path) -> anyhow::Result<AnyManifestFile> {
     AnyManifestFile::parse(&text).with_context(|| format!("{}", path.display()))
 }
 
-/// The index servers a manifest file names.
-pub fn servers(doc: &AnyManifestFile) -> &[IndexRef] {
-    match doc {
-        AnyManifestFile::File(f) => &f.servers,
-        AnyManifestFile::Folder(f) => &f.servers,
-    }
-}
-
 /// Whether a `--download` argument names a manifest file rather than an id.
 pub fn is_manifest_path(arg: &str) -> bool {
     arg.ends_with(SUFFIX) || Path::new(arg).is_file()

@@ -45,7 +45,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     if let Some(doc) = &manifest_file
         && args.server.is_none()
         && !args.auto_discover
-        && let Some(listed) = manifest::servers(doc).first()
+        && let Some(listed) = doc.servers().first()
     {
         config.server_addr = Some(listed.addr);
         if let (Some(id), Some(path)) = (listed.node_id, &args.download) {

@@ -266,12 +266,15 @@ impl PeerShell {
         let dir = dir.unwrap_or_else(|| self.out_dir.clone());
         // The peer adds its direct hosts (`connect`, `--from`) to every request.
         let requests = if crate::run::manifest::is_manifest_path(&id) {
-            DownloadRequest::for_manifest_file(crate::run::manifest::read(id.as_ref())?, &[])
+            let doc = crate::run::manifest::read(id.as_ref())?;
+            // A running peer can't change its index: refused as the web API refuses it.
+            self.peer.check_manifest_index(&doc)?;
+            DownloadRequest::for_manifest_file(doc, &[])
         } else {
             vec![DownloadRequest::by_id(&id)]
         };
-        self.peer
-            .start_download(id.clone(), requests, dir.clone())?;
+        self.rt
+            .block_on(self.peer.start_download(id.clone(), requests, dir.clone()))?;
         println!(
             "downloading {id} into {} in the background ('transfers' shows progress)",
             dir.display()

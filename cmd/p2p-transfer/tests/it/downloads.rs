@@ -61,6 +61,7 @@ async fn a_job_by_prefix_runs_in_the_background_to_done() {
             vec![p2p_peer::DownloadRequest::by_id(&prefix)],
             out.path().to_owned(),
         )
+        .await
         .unwrap();
     // The handle comes back at once; the job is listed while it runs.
     assert_eq!(leecher.downloads().len(), 1);
@@ -124,6 +125,7 @@ async fn a_cancelled_job_keeps_its_part_file_and_resumes_to_done() {
             vec![p2p_peer::DownloadRequest::by_id(&file_id.to_string())],
             out.path().to_owned(),
         )
+        .await
         .unwrap();
     wait_for(&leecher, &mut changes, id, "running", |d| {
         d.state == DownloadState::Running
@@ -196,6 +198,7 @@ async fn unknown_handles_and_missing_folders_are_clear_errors() {
             vec![p2p_peer::DownloadRequest::by_id("abcdef12")],
             gone.clone(),
         )
+        .await
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -258,6 +261,49 @@ async fn messages_go_by_address_or_peer_id_and_both_sides_are_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_id_prefix_matching_several_peers_is_this_peers_refusal() {
+    use p2p_peer::index_client::IndexClient;
+
+    let server = start_server().await;
+    let a = start_peer(server.addr).await;
+    // Register stand-ins (each its own node: a node has one registration) until two peer
+    // ids share their first hex digit: 17 peers at most.
+    let mut firsts = vec![a.session().unwrap().peer_id.to_string()[..1].to_owned()];
+    let mut stand_ins = Vec::new();
+    let prefix = loop {
+        let port = 10 + firsts.len() as u16;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let client = IndexClient::new(server.addr, DEADLINE, crate::support::tls());
+        let id = client.register(addr).await.unwrap().peer_id.to_string();
+        stand_ins.push(client);
+        let first = id[..1].to_owned();
+        if firsts.contains(&first) {
+            break first;
+        }
+        firsts.push(first);
+    };
+    let err = a.send_message_to(&prefix, "to whom?").await.unwrap_err();
+    // This peer's own decision, not the index's refusal.
+    assert!(
+        matches!(
+            err,
+            PeerError::AmbiguousPrefix {
+                count: 2,
+                what: "peers",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("{prefix} matches 2 peers; type more characters")
+    );
+    assert!(a.messages().is_empty());
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_is_shared_by_path_and_fetched_as_one_job() {
     let server = start_server().await;
     let src = tempfile::tempdir().unwrap();
@@ -308,6 +354,7 @@ async fn a_folder_is_shared_by_path_and_fetched_as_one_job() {
     let mut changes = leecher.subscribe_changes();
     let id = leecher
         .start_download("album.p2pm".into(), requests, out.path().to_owned())
+        .await
         .unwrap();
     let info = leecher.download_info(id).unwrap();
     assert_eq!(info.name.as_deref(), Some("album"));

@@ -423,3 +423,62 @@ fn connect_adds_a_host_the_index_does_not_know() {
     exits_cleanly(&mut sh);
     rt.block_on(lone.shutdown());
 }
+
+#[test]
+fn a_manifest_file_for_another_index_is_refused_as_the_api_refuses_it() {
+    use p2p_protocol::manifest_file::{IndexRef, ManifestFile};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(crate::support::start_server());
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(dir.path(), "elsewhere.bin", 1000, 48);
+    let manifest = p2p_storage::build_manifest(&path).unwrap().manifest;
+    let other = dir.path().join("other.p2pm");
+    let elsewhere = IndexRef::addr("127.0.0.1:9".parse().unwrap());
+    std::fs::write(
+        &other,
+        ManifestFile::new(manifest.clone(), vec![elsewhere]).to_json(),
+    )
+    .unwrap();
+    let ours = dir.path().join("ours.p2pm");
+    std::fs::write(
+        &ours,
+        ManifestFile::new(manifest, vec![IndexRef::addr(server.addr)]).to_json(),
+    )
+    .unwrap();
+
+    let addr = server.addr.to_string();
+    let mut sh = spawn_shell(
+        &[
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "-o",
+            dir.path().to_str().unwrap(),
+            "-i",
+        ],
+        &dir.path().join("history"),
+    );
+    prompt(&mut sh);
+    sh.send_line(format!("download {}", other.display()))
+        .unwrap();
+    sh.expect(format!(
+        "error: the manifest names the index server at 127.0.0.1:9, but this peer uses the one \
+         at {addr}; start a peer with --server 127.0.0.1:9 to download it"
+    ))
+    .unwrap();
+    // No job was started for it.
+    prompt(&mut sh);
+    sh.send_line("transfers").unwrap();
+    sh.expect("no downloads in this session").unwrap();
+    // One naming this peer's index is taken.
+    prompt(&mut sh);
+    sh.send_line(format!("download {}", ours.display()))
+        .unwrap();
+    sh.expect("in the background").unwrap();
+    prompt(&mut sh);
+    sh.send_line("exit").unwrap();
+    exits_cleanly(&mut sh);
+}

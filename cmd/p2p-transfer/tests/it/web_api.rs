@@ -313,6 +313,16 @@ async fn download_by_prefix_from_two_seeders_with_live_progress() {
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     assert_eq!(error_code(&refused), "other_index");
+    // In the words the shell uses (the peer's own check, shared by both).
+    assert_eq!(
+        refused["error"]["message"],
+        format!(
+            "the manifest names the index server at 127.0.0.1:9, but this peer uses the one at \
+             {}; start a peer with --server 127.0.0.1:9 to download it",
+            server.addr
+        )
+        .as_str()
+    );
     leecher.shutdown().await;
     for seeder in seeders {
         seeder.shutdown().await;
