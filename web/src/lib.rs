@@ -36,4 +36,7 @@ pub mod views;
 pub use config::WebConfig;
 pub use error::ApiError;
 pub use guard::CONTENT_SECURITY_POLICY;
-pub use serve::{SHUTDOWN_GRACE, api_url, login_url, serve_peer, serve_server};
+pub use serve::{
+    HEADER_READ_TIMEOUT, MAX_CONNECTIONS, SHUTDOWN_GRACE, api_url, login_url, serve_peer,
+    serve_server,
+};

@@ -21,7 +21,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use p2p_central_server::ServerHandle;
 use p2p_peer::PeerHandle;
@@ -40,6 +40,14 @@ use crate::{error, login};
 
 /// How long shutdown waits for the requests in flight before it closes their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A client must send a request's whole header within this long (a connection that trickles
+/// bytes to hold a slot is closed).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once; a newcomer beyond them is closed at once. The page holds a
+/// few (an event stream and a request or two), so this is for scripts, not browsers.
+pub const MAX_CONNECTIONS: usize = 256;
 /// How long the accept loop waits after the listener failed for another reason than one
 /// connection (out of file descriptors, say) before it accepts again.
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -124,6 +132,9 @@ async fn run(listener: TcpListener, router: Router, shutdown: CancellationToken)
             () = shutdown.cancelled() => break,
         };
         match accepted {
+            Ok((_, remote)) if connections.len() >= MAX_CONNECTIONS => {
+                debug!(%remote, "{MAX_CONNECTIONS} web connections open; closing a newcomer");
+            }
             Ok((stream, remote)) => {
                 connections.spawn(
                     serve_connection(stream, router.clone(), shutdown.clone())
@@ -160,7 +171,10 @@ async fn run(listener: TcpListener, router: Router, shutdown: CancellationToken)
 /// which the request in flight is finished and no other is read.
 async fn serve_connection(stream: TcpStream, router: Router, shutdown: CancellationToken) {
     let service = TowerToHyperService::new(router);
-    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     let served = tokio::select! {
         served = connection.as_mut() => served,

@@ -279,6 +279,25 @@ async fn another_page_cannot_hold_the_event_streams_with_the_cookie() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_finishes_its_header_is_cut_off() {
+    let server = start_server().await;
+    let web = start_web_server(&server).await;
+    let mut stream = tokio::net::TcpStream::connect(web.addr).await.unwrap();
+    // A slow-loris client: half a header, then nothing. It must not hold its slot forever.
+    let partial = format!("GET /api/v1/status HTTP/1.1\r\nHost: {}\r\n", web.addr);
+    stream.write_all(partial.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let deadline = p2p_web::HEADER_READ_TIMEOUT + Duration::from_secs(20);
+    let closed = tokio::time::timeout(deadline, stream.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the connection is still open {deadline:?} after a header that never ended"
+    );
+    assert!(started.elapsed() >= p2p_web::HEADER_READ_TIMEOUT - Duration::from_secs(1));
+}
+
+#[tokio::test]
 async fn no_cors_preflight_is_answered() {
     let server = start_server().await;
     let web = start_web_server(&server).await;
