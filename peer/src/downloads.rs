@@ -37,10 +37,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use p2p_protocol::{FileId, printable};
 use tokio::sync::broadcast;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::download::DownloadEvent;
+use crate::download::{DownloadEvent, DownloadReport};
 use crate::error::PeerError;
 use crate::inbox::ReceivedMessage;
 use crate::node::{DownloadRequest, PeerHandle};
@@ -137,6 +138,20 @@ pub enum PeerChange {
     FileUnshared(FileId),
     /// A message arrived or was sent.
     Message(ReceivedMessage),
+}
+
+/// What the run of a job tells the front end that started it and shows it itself (the command
+/// line's startup download, with its progress bars and one line per file), through
+/// [`PeerHandle::start_download_observed`]. Everyone else reads the registry.
+#[derive(Debug)]
+pub enum JobUpdate {
+    /// An event of the file being fetched.
+    Event(DownloadEvent),
+    /// A file of the job is complete and verified.
+    FileDone(DownloadReport),
+    /// The run ended: every file fetched, or the error as it was (with its causes; the entry
+    /// keeps its text only). Sent after the entry shows the end.
+    Ended(Result<(), PeerError>),
 }
 
 /// What the shells' and the API's `status` show.
@@ -491,6 +506,9 @@ pub(crate) struct RunTicket {
     pub cancel: CancellationToken,
     /// The job's run lock (see `Entry::running`).
     pub running: Arc<tokio::sync::Mutex<()>>,
+    /// Who started the job and wants its [`JobUpdate`]s (the first run only: a resume is
+    /// somebody else's).
+    pub observer: Option<UnboundedSender<JobUpdate>>,
 }
 
 impl Downloads {
@@ -536,6 +554,7 @@ impl Downloads {
             requests: requests.clone(),
             cancel: cancel.clone(),
             running: running.clone(),
+            observer: None,
         };
         let entry = Entry {
             target,
@@ -657,6 +676,7 @@ impl Downloads {
                 requests: entry.requests.clone(),
                 cancel,
                 running: entry.running.clone(),
+                observer: None,
             };
             jobs.touch(id);
             ticket
@@ -750,7 +770,7 @@ impl Downloads {
     }
 
     /// Ends a run: done (every file fetched), cancelled or failed.
-    fn finish(&self, id: DownloadId, run: u64, result: Result<(), PeerError>) {
+    fn finish(&self, id: DownloadId, run: u64, result: &Result<(), PeerError>) {
         self.update(id, Some(run), |e, now| {
             if e.state.is_finished() {
                 return false;
@@ -775,7 +795,8 @@ impl Downloads {
 }
 
 /// Runs a job's requests one after another, from the first not finished yet, keeping its
-/// entry up to date. Direct hosts known now (`connect`, `--from`) are asked as well.
+/// entry up to date and its observer (if any) told. Direct hosts known now (`connect`,
+/// `--from`) are asked as well.
 pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
     let RunTicket {
         id,
@@ -784,7 +805,14 @@ pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
         requests,
         cancel,
         running,
+        observer,
     } = ticket;
+    // Nobody listening any more is fine: the entry is what counts.
+    let tell = |update: JobUpdate| {
+        if let Some(observer) = &observer {
+            let _ = observer.send(update);
+        }
+    };
     // After a cancelled run has let go; files it finished meanwhile count.
     let _running = running.lock_owned().await;
     let downloads = peer.registry();
@@ -806,27 +834,36 @@ pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let fetch = peer.fetch(request, &out, Some(tx), cancel.clone());
         tokio::pin!(fetch);
+        let event = |event: DownloadEvent| {
+            downloads.apply(id, run, &event);
+            tell(JobUpdate::Event(event));
+        };
         let fetched = loop {
             tokio::select! {
                 fetched = &mut fetch => break fetched,
-                Some(event) = rx.recv() => downloads.apply(id, run, &event),
+                Some(e) = rx.recv() => event(e),
             }
         };
-        while let Ok(event) = rx.try_recv() {
-            downloads.apply(id, run, &event);
+        while let Ok(e) = rx.try_recv() {
+            event(e);
         }
         match fetched {
-            Ok(report) => downloads.file_finished(id, report.path, report.bytes),
+            Ok(report) => {
+                downloads.file_finished(id, report.path.clone(), report.bytes);
+                tell(JobUpdate::FileDone(report));
+            }
             Err(err) => {
                 result = Err(err);
                 break;
             }
         }
     }
-    if let Err(err) = &result {
+    // An observer reports the end itself (the command line prints the error).
+    if let (Err(err), None) = (&result, &observer) {
         warn!(download = %id, %err, "download ended");
     }
-    downloads.finish(id, run, result);
+    downloads.finish(id, run, &result);
+    tell(JobUpdate::Ended(result));
 }
 
 #[cfg(test)]
@@ -984,13 +1021,13 @@ mod tests {
         assert_eq!(second.run, 1);
         // The first run ends late: it no longer writes to the job.
         downloads.apply(id, first.run, &started(10, 1, 0));
-        downloads.finish(id, first.run, Err(PeerError::Cancelled));
+        downloads.finish(id, first.run, &Err(PeerError::Cancelled));
         let info = downloads.get(id).unwrap();
         assert_eq!((info.state, info.size), (DownloadState::LookingUp, 0));
         // The second one does.
         downloads.apply(id, second.run, &started(10, 1, 0));
         downloads.file_finished(id, PathBuf::from("/tmp/f"), 10);
-        downloads.finish(id, second.run, Ok(()));
+        downloads.finish(id, second.run, &Ok(()));
         let info = downloads.get(id).unwrap();
         assert_eq!(info.state, DownloadState::Done);
         assert_eq!((info.done, info.files_done), (10, 1));
@@ -1021,7 +1058,7 @@ mod tests {
         let running = job(&downloads).id;
         for _ in 0..KEPT_FINISHED + 5 {
             let id = job(&downloads).id;
-            downloads.finish(id, 0, Err(PeerError::Cancelled));
+            downloads.finish(id, 0, &Err(PeerError::Cancelled));
         }
         let list = downloads.list();
         assert_eq!(list.len(), KEPT_FINISHED + 1);
@@ -1038,12 +1075,12 @@ mod tests {
         let long = job(&downloads);
         for _ in 0..KEPT_FINISHED + 5 {
             let id = job(&downloads).id;
-            downloads.finish(id, 0, Err(PeerError::Cancelled));
+            downloads.finish(id, 0, &Err(PeerError::Cancelled));
         }
         let (_, seen) = downloads.changed_since(0);
         downloads.apply(long.id, long.run, &started(10, 1, 0));
         downloads.file_finished(long.id, PathBuf::from("/tmp/f"), 10);
-        downloads.finish(long.id, long.run, Ok(()));
+        downloads.finish(long.id, long.run, &Ok(()));
         // Its end is kept, and is what a live view gets next.
         let info = downloads
             .get(long.id)

@@ -37,7 +37,7 @@ pub mod shared_files;
 
 pub use config::{PeerConfig, Rediscover};
 pub use download::{DownloadEvent, DownloadReport};
-pub use downloads::{DownloadId, DownloadInfo, DownloadState, PeerChange, PeerStatus};
+pub use downloads::{DownloadId, DownloadInfo, DownloadState, JobUpdate, PeerChange, PeerStatus};
 pub use error::{IndexConflict, PeerError};
 pub use inbox::ReceivedMessage;
 pub use node::{DownloadRequest, Peer, PeerHandle};

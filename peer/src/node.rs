@@ -24,7 +24,7 @@ use crate::download::{
     self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, HostSpec, Refresh, Wanted,
 };
 use crate::downloads::{
-    self, DownloadId, DownloadInfo, Downloads, PeerChange, PeerStatus, RunTicket,
+    self, DownloadId, DownloadInfo, JobUpdate, Downloads, PeerChange, PeerStatus, RunTicket,
 };
 use crate::error::PeerError;
 use crate::heartbeat;
@@ -695,16 +695,40 @@ impl PeerHandle {
         requests: Vec<DownloadRequest>,
         out: PathBuf,
     ) -> Result<DownloadId, PeerError> {
+        self.start_job(target, requests, out, None).await
+    }
+
+    /// [`Self::start_download`], for a front end that shows the job itself: `observer` gets
+    /// each file's events and report as they come, then the run's end with its error as it
+    /// was (see [`JobUpdate`]). The job is listed, cancelled and resumed like any other.
+    pub async fn start_download_observed(
+        &self,
+        target: String,
+        requests: Vec<DownloadRequest>,
+        out: PathBuf,
+        observer: UnboundedSender<JobUpdate>,
+    ) -> Result<DownloadId, PeerError> {
+        self.start_job(target, requests, out, Some(observer)).await
+    }
+
+    async fn start_job(
+        &self,
+        target: String,
+        requests: Vec<DownloadRequest>,
+        out: PathBuf,
+        observer: Option<UnboundedSender<JobUpdate>>,
+    ) -> Result<DownloadId, PeerError> {
         if !is_dir(&out).await {
             return Err(PeerError::NoOutputFolder(out));
         }
         if requests.is_empty() {
             return Err(PeerError::NothingToDownload);
         }
-        let ticket =
+        let mut ticket =
             self.node
                 .downloads
                 .insert(target, requests, out, self.node.shutdown.child_token());
+        ticket.observer = observer;
         let id = ticket.id;
         self.spawn_run(ticket);
         Ok(id)

@@ -5,10 +5,14 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
-use p2p_peer::{DownloadRequest, Peer, PeerConfig, PeerHandle};
+use p2p_peer::{
+    DownloadEvent, DownloadRequest, JobUpdate, Peer, PeerConfig, PeerError, PeerHandle,
+};
 use p2p_protocol::manifest_file::IndexRef;
 use p2p_protocol::manifest_file::{AnyManifestFile, ManifestFile};
 use p2p_protocol::printable;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PeerArgs;
@@ -174,30 +178,81 @@ async fn startup_actions(
                 ..DownloadRequest::default()
             }],
         };
-        let (mut files, mut bytes) = (0, 0);
-        for request in requests {
-            let (events, reporter) = progress::start();
-            let report = peer
-                .fetch(request, &args.out, Some(events), shutdown.child_token())
-                .await;
-            reporter.await.ok();
-            let report = report.with_context(|| format!("cannot download {arg}"))?;
-            let secs = report.elapsed.as_secs_f64();
-            println!(
-                "downloaded {} {} {} in {secs:.2}s ({:.1} MB/s)",
-                printable(&report.path.display().to_string()),
-                report.file_id,
-                report.bytes,
-                report.bytes as f64 / secs.max(1e-9) / 1e6,
-            );
-            files += 1;
-            bytes += report.bytes;
-        }
-        if files > 1 {
-            println!("downloaded {files} files, {bytes} bytes");
+        // A folder manifest with no file has nothing to fetch (the registry takes no empty job).
+        if !requests.is_empty() {
+            download(peer, arg, requests, args, shutdown)
+                .await
+                .with_context(|| format!("cannot download {arg}"))?;
         }
     }
     Ok(())
+}
+
+/// The startup download, as a job of the node's registry like every other download (so the
+/// dashboard and the event stream show it): its progress bars, one line per file, the error
+/// as it was. A signal cancels the job; its `.part` files stay for the next run.
+async fn download(
+    peer: &PeerHandle,
+    arg: &str,
+    requests: Vec<DownloadRequest>,
+    args: &PeerArgs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let (observer, mut updates) = tokio::sync::mpsc::unbounded_channel();
+    let id = peer
+        .start_download_observed(arg.to_owned(), requests, args.out.clone(), observer)
+        .await?;
+    // The current file's progress view: a sender of its events and the task showing them.
+    let mut view: Option<(UnboundedSender<DownloadEvent>, JoinHandle<()>)> = None;
+    let (mut files, mut bytes) = (0, 0);
+    let mut cancelled = false;
+    let ended = loop {
+        let update = tokio::select! {
+            update = updates.recv() => update,
+            () = shutdown.cancelled(), if !cancelled => {
+                cancelled = true;
+                // A job that has just ended is answered as it is; its end follows all the same.
+                let _ = peer.cancel_download(id);
+                continue;
+            }
+        };
+        match update {
+            Some(JobUpdate::Event(event)) => {
+                let (events, _) = view.get_or_insert_with(progress::start);
+                let _ = events.send(event);
+            }
+            Some(JobUpdate::FileDone(report)) => {
+                close(view.take()).await;
+                let secs = report.elapsed.as_secs_f64();
+                println!(
+                    "downloaded {} {} {} in {secs:.2}s ({:.1} MB/s)",
+                    printable(&report.path.display().to_string()),
+                    report.file_id,
+                    report.bytes,
+                    report.bytes as f64 / secs.max(1e-9) / 1e6,
+                );
+                files += 1;
+                bytes += report.bytes;
+            }
+            Some(JobUpdate::Ended(result)) => break result,
+            // The run always says how it ended; only a runtime going down drops it unsaid.
+            None => break Err(PeerError::Cancelled),
+        }
+    };
+    close(view).await;
+    ended?;
+    if files > 1 {
+        println!("downloaded {files} files, {bytes} bytes");
+    }
+    Ok(())
+}
+
+/// Lets a file's progress view show its last events and clear its bar.
+async fn close(view: Option<(UnboundedSender<DownloadEvent>, JoinHandle<()>)>) {
+    if let Some((events, task)) = view {
+        drop(events);
+        task.await.ok();
+    }
 }
 
 /// Shares a file, or every file of a folder; with `write_manifest`, writes its manifest file.
