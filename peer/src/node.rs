@@ -24,7 +24,7 @@ use crate::download::{
     self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, HostSpec, Refresh, Wanted,
 };
 use crate::downloads::{
-    self, DownloadId, DownloadInfo, JobUpdate, Downloads, PeerChange, PeerStatus, RunTicket,
+    self, DownloadId, DownloadInfo, Downloads, JobUpdate, PeerChange, PeerStatus, RunTicket,
 };
 use crate::error::PeerError;
 use crate::heartbeat;
