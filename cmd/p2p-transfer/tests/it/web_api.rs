@@ -1,6 +1,7 @@
 //! The peer's and the server's REST API and event streams, in-process: every verb a script
 //! uses, the answers and files it gets, the error replies it must be able to match on, and a
-//! dashboard that can't slow a download.
+//! dashboard that can't slow a download. One test runs the binary: its startup download is a
+//! job the API lists like any other.
 
 use std::time::{Duration, Instant};
 
@@ -812,4 +813,120 @@ async fn the_server_stream_shows_peers_as_they_come() {
     assert_eq!(files.data["files"][0]["file_id"], id.to_string());
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// `peer --download ID --web`: the command line's download is a job like the API's, in the
+/// event stream and the list while it runs; a signal cancels it, its `.part` stays, and the
+/// process ends with the error line and exit code it always had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_started_on_the_command_line_is_listed_while_it_runs() {
+    use std::io::{BufReader, Read};
+    use std::process::Stdio;
+
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let uploads = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "cli-job.bin", 8 * MIB + 1, 1313);
+    // The only host takes requests and never answers: the download runs until it is stopped.
+    let hung = FakeSeeder::start(server.addr, &path, Misbehaviour::Stall).await;
+    let id = p2p_storage::build_manifest(&path)
+        .unwrap()
+        .manifest
+        .id()
+        .to_string();
+    let mut cmd = crate::process::bin();
+    cmd.env("P2P_API_KEY", TEST_KEY)
+        .args(["peer", "--addr", "127.0.0.1:0", "--server"])
+        .arg(server.addr.to_string())
+        .args(["--download", &id, "--web", "127.0.0.1:0"])
+        .args(["--stall-timeout", "120s", "--request-timeout", "120s"])
+        .arg("--upload-dir")
+        .arg(uploads.path())
+        .arg("--out")
+        .arg(out.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = crate::process::Running(cmd.spawn().unwrap());
+    let stdout = child.0.stdout.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
+    // Read to its end on a thread, so the child never blocks on a full pipe.
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        BufReader::new(stderr).read_to_string(&mut text).unwrap();
+        text
+    });
+    // The stdout reader stays open to the end: a closed pipe would fail the child's prints.
+    let (api, _stdout) = tokio::time::timeout(
+        DEADLINE,
+        tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout);
+            let api = crate::process::read_line_starting(&mut lines, "web api: ");
+            crate::process::read_line_starting(&mut lines, "peer listening on ");
+            (api, lines)
+        }),
+    )
+    .await
+    .expect("the peer never said it listens")
+    .unwrap();
+    let base = api
+        .trim_start_matches("web api: ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // The stream shows the job running (in its snapshot, or as it changes).
+    let mut events = SseReader::open(&format!("{base}/events")).await;
+    let running = |d: &Value| d["target"] == id.as_str() && d["state"] == "running";
+    events
+        .until(DEADLINE, |e| match e.name.as_str() {
+            "snapshot" => e.data["downloads"].as_array().unwrap().iter().any(running),
+            "download" => running(&e.data),
+            _ => false,
+        })
+        .await;
+    let (status, list) = get(format!("{base}/downloads")).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let jobs = list["downloads"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{list}");
+    let job = &jobs[0];
+    assert_eq!(job["target"], id.as_str(), "{job}");
+    assert_eq!(job["file_id"], id.as_str(), "{job}");
+    assert_eq!(job["name"], "cli-job.bin", "{job}");
+    assert_eq!(job["out"], out.path().display().to_string(), "{job}");
+    assert_eq!(job["size"], 8 * MIB as u64 + 1, "{job}");
+    assert_eq!(job["hosts_known"], 1, "{job}");
+    assert_eq!(job["state"], "running", "{job}");
+
+    // A signal cancels the job; the process says so and ends as it always did.
+    let pid = child.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = tokio::time::timeout(
+        DEADLINE,
+        tokio::task::spawn_blocking(move || child.0.wait().unwrap()),
+    )
+    .await
+    .expect("the peer did not exit after SIGTERM")
+    .unwrap();
+    let stderr = stderr.join().unwrap();
+    assert_eq!(exit.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with(&format!("error: cannot download {id}: cancelled")),
+        "{stderr}"
+    );
+    assert!(out.path().join("cli-job.bin.part").exists());
+    assert!(out.path().join("cli-job.bin.part.chunks").exists());
+    assert!(!out.path().join("cli-job.bin").exists());
+    drop(hung);
 }
