@@ -1,7 +1,7 @@
 //! The download registry (`Downloads`, owned by the node): every download this peer started
-//! for a shell, a script or the web API, kept with its live progress so any front end can
-//! list, cancel and resume it through [`PeerHandle`]. One registry per node; the shells and
-//! the API read the same entries.
+//! for its command line, a shell, a script or the web API, kept with its live progress so any
+//! front end can list, cancel and resume it through [`PeerHandle`]. One registry per node; the
+//! command line, the shells and the API read the same entries.
 //!
 //! A download here is a *job*: one or more [`DownloadRequest`]s (a file, or every file of a
 //! folder manifest) fetched one after another into one output folder, with one handle.
