@@ -126,6 +126,22 @@ pub struct DownloadInfo {
     pub version: u64,
 }
 
+impl DownloadInfo {
+    /// `done` as a percentage of `size`: 100 for an empty job that is done, 0 for one whose
+    /// size is not known yet.
+    pub fn percent(&self) -> f64 {
+        if self.size == 0 {
+            if self.state == DownloadState::Done {
+                100.0
+            } else {
+                0.0
+            }
+        } else {
+            self.done as f64 * 100.0 / self.size as f64
+        }
+    }
+}
+
 /// Something a live view (the API's event stream, the shell) wants to know about. Sent on
 /// state changes only, never per chunk: progress is read from [`DownloadInfo::version`].
 #[derive(Clone, Debug)]

@@ -266,15 +266,7 @@ impl From<&DownloadInfo> for DownloadView {
             DownloadState::Failed(err) => ("failed", Some(text(err))),
             DownloadState::Cancelled => ("cancelled", None),
         };
-        let percent = if d.size == 0 {
-            if d.state == DownloadState::Done {
-                100.0
-            } else {
-                0.0
-            }
-        } else {
-            d.done as f64 * 100.0 / d.size as f64
-        };
+        let percent = d.percent();
         Self {
             handle: d.id.0,
             target: text(&d.target),

@@ -22,15 +22,7 @@ pub fn print(peer: &PeerHandle) {
         "ID", "DONE", "SPEED", "HOSTS", "STATE"
     );
     for d in &list {
-        let pct = if d.size == 0 {
-            if d.state == DownloadState::Done {
-                100.0
-            } else {
-                0.0
-            }
-        } else {
-            d.done as f64 * 100.0 / d.size as f64
-        };
+        let pct = d.percent();
         // While running: the recent speed; once ended: the average of the run.
         let rate = if d.state.is_finished() {
             let fetched = d.done.saturating_sub(d.resumed);

@@ -58,16 +58,24 @@ pub async fn start_web_peer_with(
     config: WebConfig,
     root: tempfile::TempDir,
 ) -> WebNode {
+    let peer = peer.clone();
+    serve(config, root, |listener, config, shutdown| {
+        p2p_web::serve_peer(listener, peer, config, shutdown)
+    })
+    .await
+}
+
+/// Binds 127.0.0.1:0 and spawns `serve` on it with `config`.
+async fn serve<F, Fut>(config: WebConfig, root: tempfile::TempDir, serve: F) -> WebNode
+where
+    F: FnOnce(TcpListener, WebConfig, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
     let listener = TcpListener::bind(loopback0()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let upload_dir = config.upload_dir.clone();
-    tokio::spawn(p2p_web::serve_peer(
-        listener,
-        peer.clone(),
-        config,
-        shutdown.clone(),
-    ));
+    tokio::spawn(serve(listener, config, shutdown.clone()));
     WebNode {
         addr,
         base: format!("http://{addr}"),
@@ -86,25 +94,11 @@ pub async fn start_web_peer(peer: &PeerHandle) -> WebNode {
 /// Serves the index server's API and page with the test config.
 pub async fn start_web_server(server: &TestServer) -> WebNode {
     let (config, root) = web_config();
-    let listener = TcpListener::bind(loopback0()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let upload_dir = config.upload_dir.clone();
-    tokio::spawn(p2p_web::serve_server(
-        listener,
-        server.handle.clone(),
-        server.node_id,
-        None,
-        config,
-        shutdown.clone(),
-    ));
-    WebNode {
-        addr,
-        base: format!("http://{addr}"),
-        upload_dir,
-        _upload_root: root,
-        shutdown,
-    }
+    let (handle, node_id) = (server.handle.clone(), server.node_id);
+    serve(config, root, move |listener, config, shutdown| {
+        p2p_web::serve_server(listener, handle, node_id, None, config, shutdown)
+    })
+    .await
 }
 
 /// An HTTP client that sends the test key and never uses a proxy.
