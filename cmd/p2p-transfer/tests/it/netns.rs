@@ -6,10 +6,16 @@
 //! available the test is skipped with a printed reason, unless `P2P_REQUIRE_NETNS=1` (set by
 //! `.ci/run`), where it fails.
 
-use std::process::Command;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 const INSIDE: &str = "P2P_IN_NETNS";
+/// A namespaced test that has not ended by then is killed with every process it started, and
+/// fails with what it printed: a hang must fail with its output, not hold CI until its limit.
+const NAMESPACED_TEST_DEADLINE: Duration = Duration::from_secs(240);
 const SETUP: &str = "ip link set lo up && ip link set lo multicast on";
 
 fn unshare() -> Command {
@@ -62,13 +68,49 @@ pub fn enter(test: &str) -> bool {
         return false;
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let out = unshare()
+    let mut child = unshare()
         .args(["--", "sh", "-c", &format!("{SETUP} && exec \"$0\" \"$@\"")])
         .arg(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(INSIDE, "1")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a hung test can be killed with the nodes it started.
+        .process_group(0)
+        .spawn()
         .expect("run the test in a network namespace");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let group = rustix::process::Pid::from_child(&child);
+    let (done, ended) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = done.send(());
+        status
+    });
+    let timed_out = ended.recv_timeout(NAMESPACED_TEST_DEADLINE).is_err();
+    if timed_out {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
+    let status = waiter.join().expect("waiter").expect("wait for the test");
+    let out = std::process::Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    };
+    assert!(
+        !timed_out,
+        "{test} did not end within {NAMESPACED_TEST_DEADLINE:?} in its network namespace and was killed\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
