@@ -534,7 +534,8 @@
     ]);
     state.status = status;
     state.files = files.files;
-    for (const d of downloads.downloads) state.downloads.set(d.handle, d);
+    // The whole list: jobs the node has forgotten leave the table.
+    state.downloads = new Map(downloads.downloads.map((d) => [d.handle, d]));
     state.peers = peers;
     renderStatus();
     renderFiles();
@@ -548,7 +549,8 @@
     snapshot(s) {
       state.status = s.status;
       state.files = s.files;
-      for (const d of s.downloads) state.downloads.set(d.handle, d);
+      // A snapshot replaces everything: jobs the node has forgotten leave the table.
+      state.downloads = new Map(s.downloads.map((d) => [d.handle, d]));
       renderStatus();
       renderFiles();
       renderTransfers();
