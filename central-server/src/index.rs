@@ -535,6 +535,8 @@ impl Index {
             name: manifest.name().to_string(),
             size: manifest.size(),
             hosts: self.files.get(file_id).map_or(0, |f| f.hosts.len() as u32),
+            files: None,
+            path: None,
         }
     }
 

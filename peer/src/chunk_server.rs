@@ -241,6 +241,10 @@ impl Handler {
             PeerRequest::GetChunk { file_id, index } => self.chunk(file_id, index).await,
             PeerRequest::GetManifest { file_id } => Reply::Message(self.manifest(file_id)),
             PeerRequest::Message { from, text } => Reply::Message(self.message(from, text)),
+            // SKELETON (issue 14): engineer D serves folders.
+            PeerRequest::GetFolder { .. } | PeerRequest::GetFolderPages { .. } => Reply::Message(
+                error(ErrorCode::BadRequest, "folders are not served yet".into()),
+            ),
             PeerRequest::Hello { .. } => Reply::Message(error(
                 ErrorCode::BadRequest,
                 "Hello was already received".into(),

@@ -281,6 +281,11 @@ impl Progress {
             DownloadEvent::PeerFailed { .. }
             | DownloadEvent::Flushing
             | DownloadEvent::Finished { .. } => {}
+            // SKELETON (issue 14): engineer E counts folder jobs.
+            DownloadEvent::JobStarted { .. }
+            | DownloadEvent::FileDone { .. }
+            | DownloadEvent::FileConflict { .. }
+            | DownloadEvent::FileFailed { .. } => {}
         }
     }
 

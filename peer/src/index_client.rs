@@ -77,6 +77,10 @@ impl Lane {
             IndexRequest::Register { .. }
             | IndexRequest::Heartbeat { .. }
             | IndexRequest::AddFile { .. }
+            | IndexRequest::AddFiles { .. }
+            | IndexRequest::AddFolder { .. }
+            | IndexRequest::AddFolderFiles { .. }
+            | IndexRequest::RemoveFolder { .. }
             | IndexRequest::RemoveFile { .. }
             | IndexRequest::Unregister { .. } => Self::Session,
             // `Hello` is sent by the handshake; one sent here is refused, on either lane.

@@ -2,16 +2,19 @@
 //! pull chunks from every host at once, verify each one, then give the file its name.
 
 mod hosts;
+pub(crate) mod record;
 mod worker_pool;
 
 pub(crate) use hosts::HostSpec;
+#[allow(unused_imports)] // SKELETON (issue 14): used by resolve.rs (engineer D)
+pub(crate) use record::{FolderFile, FolderRecord};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use p2p_protocol::{FileId, PeerId};
+use p2p_protocol::{FileId, FileManifest, FolderHead, FolderId, PeerId};
 use p2p_storage::path::output_path;
 use p2p_storage::{PartFile, StorageError};
 use tokio::sync::mpsc::UnboundedSender;
@@ -63,7 +66,45 @@ pub enum DownloadEvent {
     /// Every chunk is verified and written; the file is being flushed to disk before it gets
     /// its name.
     Flushing,
-    /// The file is complete, verified and under its final name.
+    /// A folder job started: its record checked out (a single file sends `Started`).
+    JobStarted {
+        /// The folder's name.
+        name: String,
+        /// How many files it holds.
+        files: u64,
+        /// Their total size.
+        size: u64,
+        /// Hosts that will be asked.
+        hosts: usize,
+        /// Bytes already verified by an earlier, interrupted run.
+        resumed: u64,
+    },
+    /// One file of the job is in place: fetched and verified, or found already there
+    /// (checked by hash).
+    FileDone {
+        /// Where it is.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// It was there already, identical; nothing was fetched.
+        already_there: bool,
+    },
+    /// Something else is at one file's target; it was left alone and the file not fetched.
+    FileConflict {
+        /// The target.
+        path: PathBuf,
+        /// What is there, in one line.
+        reason: String,
+    },
+    /// One file could not be fetched; the job goes on with the others.
+    FileFailed {
+        /// The target.
+        path: PathBuf,
+        /// Why, in one line.
+        error: String,
+    },
+    /// The file (for a folder job: every file) is complete, verified and under its final
+    /// name.
     Finished {
         /// Where it is.
         path: PathBuf,
@@ -145,6 +186,142 @@ pub struct DownloadReport {
     pub elapsed: Duration,
     /// Chunks each host delivered.
     pub per_host: Vec<(SocketAddr, u64)>,
+}
+
+/// What one download job fetches, and from whom.
+#[derive(Debug)]
+#[allow(dead_code)] // SKELETON (issue 14): the job runner (engineer E) calls it
+pub(crate) enum JobSource {
+    /// One file, to `<out>/<name>`.
+    File {
+        file_id: FileId,
+        manifest: FileManifest,
+        hosts: Vec<HostSpec>,
+    },
+    /// A folder, to `<out>/<head.name>/<path>`.
+    Folder {
+        folder_id: FolderId,
+        head: FolderHead,
+        hosts: Vec<HostSpec>,
+        record: FolderRecord,
+    },
+}
+
+/// Most conflicts and failures a [`JobReport`] lists one by one (the rest are counted).
+pub const MAX_REPORTED: usize = 1000;
+
+/// One file of a job that is not in place, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileProblem {
+    /// Its target.
+    pub path: PathBuf,
+    /// Why, in one line.
+    pub reason: String,
+}
+
+/// What a job produced, whole or not.
+#[derive(Debug)]
+pub struct JobReport {
+    /// The file, or the folder's root.
+    pub path: PathBuf,
+    /// Files in the job (1 for a single file).
+    pub files: u64,
+    /// Files fetched (or completed from a `.part`) in this run.
+    pub fetched: u64,
+    /// Files that were there already, identical.
+    pub already_there: u64,
+    /// Targets holding something else (at most [`MAX_REPORTED`]).
+    pub conflicts: Vec<FileProblem>,
+    /// How many conflicts in all.
+    pub conflicts_total: u64,
+    /// Files that could not be fetched (at most [`MAX_REPORTED`]).
+    pub failed: Vec<FileProblem>,
+    /// How many failures in all.
+    pub failed_total: u64,
+    /// Bytes fetched in this run.
+    pub bytes_fetched: u64,
+    /// Bytes an earlier run had verified (resumed from `.part` files).
+    pub bytes_resumed: u64,
+    /// Size of the whole job.
+    pub size: u64,
+    /// Wall time of this run.
+    pub elapsed: Duration,
+    /// Chunks each host delivered.
+    pub per_host: Vec<(SocketAddr, u64)>,
+    /// What to share now that it is on disk.
+    pub shared: Option<Fetched>,
+}
+
+impl JobReport {
+    /// Every file of the job is in place.
+    pub fn complete(&self) -> bool {
+        self.fetched + self.already_there == self.files
+    }
+}
+
+/// What a job put on disk, handed over for sharing.
+#[derive(Debug)]
+pub enum Fetched {
+    /// One file, served through the handle it was written with.
+    File(p2p_storage::SourceFile),
+    /// A whole folder (only when every file is there).
+    Folder {
+        /// Its root.
+        root: PathBuf,
+        /// Its head.
+        head: FolderHead,
+        /// Its files: path under the root (parts joined by `/`) and manifest.
+        files: Vec<(String, FileManifest)>,
+    },
+}
+
+/// Runs one download job: every file of `source` into `out`, through one pool of requests
+/// and one set of connections per host.
+///
+/// SKELETON (issue 14): engineer C replaces this with the engine; today a single file goes
+/// through the old pool and a folder is refused.
+#[allow(dead_code)]
+pub(crate) async fn run(
+    source: JobSource,
+    out: &Path,
+    options: DownloadOptions,
+    events: EventSink,
+    refresh: Option<Refresh>,
+    cancel: CancellationToken,
+) -> Result<JobReport, PeerError> {
+    let JobSource::File {
+        file_id,
+        manifest,
+        hosts,
+    } = source
+    else {
+        return Err(PeerError::Internal(
+            "folder downloads are not built yet".into(),
+        ));
+    };
+    let size = manifest.size;
+    let wanted = Wanted {
+        file_id,
+        manifest,
+        hosts,
+    };
+    let (report, source) = download(wanted, out, &[], options, events, refresh, cancel).await?;
+    Ok(JobReport {
+        path: report.path,
+        files: 1,
+        fetched: 1,
+        already_there: 0,
+        conflicts: Vec::new(),
+        conflicts_total: 0,
+        failed: Vec::new(),
+        failed_total: 0,
+        bytes_fetched: size,
+        bytes_resumed: 0,
+        size,
+        elapsed: report.elapsed,
+        per_host: report.per_host,
+        shared: source.ok().map(Fetched::File),
+    })
 }
 
 /// Downloads the file `lookup` describes into `out_dir`, from its hosts other than `me`.

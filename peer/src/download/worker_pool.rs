@@ -633,5 +633,7 @@ fn reply_name(reply: &PeerResponse) -> &'static str {
         PeerResponse::Chunk { .. } => "Chunk",
         PeerResponse::Error { .. } => "Error",
         PeerResponse::MessageReceived {} => "MessageReceived",
+        PeerResponse::Folder { .. } => "Folder",
+        PeerResponse::FolderPages { .. } => "FolderPages",
     }
 }

@@ -47,6 +47,7 @@
 pub mod codec;
 pub mod connection;
 pub mod error;
+pub mod folder;
 pub mod handshake;
 pub mod manifest_file;
 pub mod message;
@@ -59,6 +60,7 @@ pub use connection::{
     PeerServerConnection,
 };
 pub use error::ProtocolError;
+pub use folder::{FolderHead, FolderItem, FolderRef};
 pub use handshake::{
     Conversation, IndexConversation, PeerConversation, answer_hello, client_hello, server_hello,
 };
@@ -69,8 +71,8 @@ pub use message::{
 pub use node_id::{NodeId, NodeIdError};
 pub use text::{RemoteText, printable};
 pub use types::{
-    FileId, FileManifest, FileNameError, IdParseError, IdPrefix, ManifestError, PeerId, Sha256Hash,
-    validate_file_name,
+    FileId, FileManifest, FileNameError, FolderId, IdParseError, IdPrefix, ManifestError, PeerId,
+    Sha256Hash, validate_file_name,
 };
 
 /// The version sent in `Hello`. Bumped on any incompatible change.

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::folder::{FolderHead, FolderItem, FolderRef};
 use crate::node_id::NodeId;
-use crate::types::{FileId, FileManifest, PeerId};
+use crate::types::{FileId, FileManifest, FolderId, PeerId};
 
 /// What kind of node answered a `Hello`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +126,40 @@ pub enum IndexRequest {
         /// The file's manifest; it is validated and its id computed by the index.
         manifest: FileManifest,
     },
+    /// Adds several files the peer hosts at once. Answered by `FilesAdded`.
+    AddFiles {
+        /// From `Registered`.
+        peer_id: PeerId,
+        /// The files' manifests.
+        manifests: Vec<FileManifest>,
+    },
+    /// Adds a folder the peer hosts: its head. Answered by `FolderAdded`; the index computes
+    /// the id. Its files follow in `AddFolderFiles`.
+    AddFolder {
+        /// From `Registered`.
+        peer_id: PeerId,
+        /// The folder's head.
+        head: FolderHead,
+    },
+    /// Adds pages of a folder's file list, from page `first_page` on. Answered by
+    /// `FolderFilesAdded`.
+    AddFolderFiles {
+        /// From `Registered`.
+        peer_id: PeerId,
+        /// The folder, added before with `AddFolder`.
+        folder_id: FolderId,
+        /// Number of the first page sent.
+        first_page: u32,
+        /// Consecutive pages.
+        pages: Vec<Vec<FolderRef>>,
+    },
+    /// Stops advertising a folder (and its files) for this peer. Answered by `FolderRemoved`.
+    RemoveFolder {
+        /// From `Registered`.
+        peer_id: PeerId,
+        /// The folder.
+        folder_id: FolderId,
+    },
     /// Stops advertising a file for this peer. Answered by `FileRemoved`.
     RemoveFile {
         /// From `Registered`.
@@ -186,6 +221,26 @@ pub enum IndexResponse {
         /// Id of the added file.
         file_id: FileId,
     },
+    /// Accepts `AddFiles`.
+    FilesAdded {
+        /// Ids of the added files, in the order sent.
+        file_ids: Vec<FileId>,
+    },
+    /// Accepts `AddFolder`.
+    FolderAdded {
+        /// The folder's id, computed from its head.
+        folder_id: FolderId,
+    },
+    /// Accepts `AddFolderFiles`.
+    FolderFilesAdded {
+        /// How many files of the folder the index knows now.
+        files: u64,
+    },
+    /// Accepts `RemoveFolder`.
+    FolderRemoved {
+        /// The folder.
+        folder_id: FolderId,
+    },
     /// Accepts `RemoveFile` (also when the peer did not host that file).
     FileRemoved {
         /// Id of the removed file.
@@ -201,6 +256,29 @@ pub enum IndexResponse {
         manifest: FileManifest,
         /// Peers that host the file, sorted by peer id, at most
         /// [`crate::MAX_HOSTS_PER_LOOKUP`] of them.
+        hosts: Vec<HostInfo>,
+    },
+    /// Answers `Lookup` for a folder.
+    FoundFolder {
+        /// The full id.
+        folder_id: FolderId,
+        /// Its head (its id is `folder_id`).
+        head: FolderHead,
+        /// Peers that host the folder.
+        hosts: Vec<HostInfo>,
+    },
+    /// Answers `Lookup` for a file known only as part of a folder: its manifest comes from a
+    /// host (`GetManifest`).
+    FoundInFolder {
+        /// The full id.
+        file_id: FileId,
+        /// The folder it is in.
+        folder_id: FolderId,
+        /// Its path under the folder's root.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// Peers that host the folder.
         hosts: Vec<HostInfo>,
     },
     /// Answers `ListFiles` and `Search`, sorted by name then id.
@@ -250,6 +328,13 @@ pub struct FileSummary {
     pub size: u64,
     /// How many peers host it.
     pub hosts: u32,
+    /// Present when this line is a folder: how many files it holds (`file_id` then holds the
+    /// folder id's bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    /// Present for a file inside a folder: its path, the folder's name first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// One line of `Peers`.
@@ -292,6 +377,21 @@ pub enum PeerRequest {
         /// Zero-based chunk index.
         index: u32,
     },
+    /// Asks for a folder's head. Answered by `Folder`, or `Error { code: unknown_file |
+    /// file_unavailable }`.
+    GetFolder {
+        /// The folder.
+        folder_id: FolderId,
+    },
+    /// Asks for pages of a folder's file list. Answered by `FolderPages`.
+    GetFolderPages {
+        /// The folder.
+        folder_id: FolderId,
+        /// First page wanted.
+        first: u32,
+        /// Most pages wanted.
+        count: u32,
+    },
     /// A short text message for the peer's user, shown in its shell. Answered by
     /// `MessageReceived`, or `Error { code: bad_request }` when `text` is empty or over
     /// [`crate::MAX_MESSAGE_LEN`] bytes or `from` is over [`crate::MAX_SENDER_LEN`] bytes.
@@ -331,6 +431,22 @@ pub enum PeerResponse {
         index: u32,
         /// How many bytes of data follow.
         size: u32,
+    },
+    /// Answers `GetFolder`.
+    Folder {
+        /// The folder asked for.
+        folder_id: FolderId,
+        /// Its head.
+        head: FolderHead,
+    },
+    /// Answers `GetFolderPages`.
+    FolderPages {
+        /// The folder asked for.
+        folder_id: FolderId,
+        /// Number of the first page sent.
+        first: u32,
+        /// Consecutive pages.
+        pages: Vec<Vec<FolderItem>>,
     },
     /// Accepts `Message`.
     MessageReceived {},

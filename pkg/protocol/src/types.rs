@@ -88,6 +88,11 @@ bytes32!(
     /// A SHA-256 digest of a chunk.
     Sha256Hash
 );
+bytes32!(
+    /// Identifies a shared folder: the SHA-256 of its head's canonical encoding
+    /// ([`crate::folder::FolderHead::id`]), which certifies every file's path, id and size.
+    FolderId
+);
 
 impl Sha256Hash {
     /// SHA-256 of `data`.

@@ -518,6 +518,8 @@ fn search_examples() {
             name: "hello.txt".into(),
             size: 6,
             hosts: 1,
+            files: None,
+            path: None,
         }],
         total: 1,
     };
@@ -787,6 +789,8 @@ fn the_largest_frames_are_as_documented() {
                 name: "n".repeat(MAX_FILE_NAME_LEN),
                 size: u64::MAX,
                 hosts: u32::MAX,
+                files: None,
+                path: None,
             };
             MAX_LIST_ENTRIES
         ],

@@ -14,6 +14,7 @@
 //!   rename once every chunk is in.
 //! * [`upload`]: [`Upload`], a file arriving from a front end: written under a hidden
 //!   temporary name and hashed as it arrives, then named (never over a file) and served.
+//! * [`local`]: what is already at a download's target (skip, resume, or a conflict).
 //! * [`path`]: where a download may be written.
 //! * [`error`][mod@error]: [`StorageError`].
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@
 pub mod chunk_buf;
 pub mod chunker;
 pub mod error;
+pub mod local;
 pub mod path;
 pub mod source;
 pub mod store;

@@ -148,6 +148,8 @@ fn reply(request: IndexRequest) -> IndexResponse {
                 name: "found.txt".into(),
                 size: 1000,
                 hosts: 1,
+                files: None,
+                path: None,
             }],
             total: 1,
         },

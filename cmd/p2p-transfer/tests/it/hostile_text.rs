@@ -136,6 +136,8 @@ fn index_reply(
                     name: (*name).to_owned(),
                     size: 1000,
                     hosts: 1,
+                    files: None,
+                    path: None,
                 })
                 .collect(),
             total: EVIL_NAMES.len() as u64,
