@@ -118,7 +118,7 @@ pub fn folder_document(
             Ok((parts, manifest))
         })
         .collect::<anyhow::Result<_>>()?;
-    Ok(FolderManifestFile::new(name, entries, servers))
+    Ok(FolderManifestFile::new(name, entries, servers)?)
 }
 
 /// `FILE.p2pm` next to `file` (for a folder: beside it, named after it).
