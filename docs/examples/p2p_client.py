@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A p2p-transfer client in Python, written from docs/PROTOCOL.md alone (protocol version 3).
+"""A p2p-transfer client in Python, written from docs/PROTOCOL.md alone (protocol version 4).
 
 It shows the transport recipe of PROTOCOL.md §2.6 at work: TLS 1.3 with Python's `ssl` module,
 a self-signed Ed25519 certificate made with `cryptography`, and the node-id check that replaces
@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 ALPN = "p2p-transfer"
 CHUNK_SIZE = 4 * 1024 * 1024
 MAX_FRAME_LEN = 2 * 1024 * 1024  # MAX_CONTROL_FRAME_LEN: the largest reply frame (§2.1)
