@@ -65,7 +65,7 @@ pub use connection::{
     PeerServerConnection,
 };
 pub use error::ProtocolError;
-pub use folder::{FolderHead, FolderItem, FolderRef};
+pub use folder::{CheckedItem, FolderError, FolderHead, FolderItem, FolderRef, PageChecker};
 pub use handshake::{
     Conversation, IndexConversation, PeerConversation, answer_hello, client_hello, server_hello,
 };
