@@ -3,6 +3,7 @@
 
 mod hosts;
 pub(crate) mod record;
+mod schedule;
 mod worker_pool;
 
 pub(crate) use hosts::HostSpec;
