@@ -41,7 +41,8 @@ use tracing::{Instrument, debug, debug_span};
 
 use super::HostSpec;
 use super::buffers::{Buf, BufPool};
-use super::sched_stub::{BadData, ChunkRef, HostFault, HostIx, PIPELINE_DEPTH};
+use super::hosts::{BadData, HostFault, HostIx};
+use super::schedule::{ChunkRef, PIPELINE_DEPTH};
 
 /// Bytes of chunks outstanding on one link at most: two whole chunks, or many small ones.
 pub(crate) const PIPELINE_BYTES: u64 = 8 * 1024 * 1024;
@@ -561,7 +562,7 @@ mod tests {
 
     use super::*;
     use crate::PeerHandle;
-    use crate::download::sched_stub::FileIx;
+    use crate::download::schedule::FileIx;
     use crate::download::test_support::{bytes, lone_peer, tls, write};
 
     /// Generous for a loaded machine; a stall on flow control would last the server's 30 s

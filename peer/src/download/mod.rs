@@ -6,8 +6,7 @@ mod hosts;
 #[allow(dead_code)] // until the engine drives them
 mod links;
 pub(crate) mod record;
-#[allow(dead_code)] // TEMPORARY (c-engine): until b-sched is merged
-mod sched_stub;
+mod schedule;
 #[cfg(test)]
 mod test_support;
 mod worker_pool;
