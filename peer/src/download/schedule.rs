@@ -27,8 +27,11 @@
 //!   them. At most `open_files` ([`OPEN_FILES`]) files are open (added and not yet finished,
 //!   failed or abandoned); [`Scheduler::wants_files`] says how many more may be added. Chunks
 //!   are fetched in the order files were added, so files finish (and leave the window) in order.
-//! * **Bounds**: at most `workers` requests are in flight for the whole job, and at most
-//!   `per_host` ([`PIPELINE_DEPTH`] × connections) on one host.
+//! * **Bounds**: at most `workers` requests and `max_bytes` bytes of chunks are in flight for
+//!   the whole job (every copy counted; a request goes out while the bytes are under the
+//!   bound, so one chunk always fits), and at most `per_host` ([`PIPELINE_DEPTH`] ×
+//!   connections) on one host. So a big file has `PeerConfig::workers` 4 MiB chunks in flight,
+//!   and a folder of small files many more, pipelined, in the same memory.
 //! * **Rotation**: a chunk goes to the least loaded usable host, ties broken by a rotation on the
 //!   chunk, so equal hosts share the work evenly.
 //! * **Avoid the last failer**: a chunk a host just failed goes to another host if one is usable.
@@ -134,8 +137,10 @@ impl FileSpec {
 /// The job's bounds and patience.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {
-    /// Requests in flight for the whole job (`PeerConfig::workers`).
+    /// Requests in flight for the whole job.
     pub workers: usize,
+    /// Bytes of chunks in flight for the whole job (what bounds the job's buffers).
+    pub max_bytes: u64,
     /// Requests in flight on one host: [`PIPELINE_DEPTH`] × its connections.
     pub per_host: usize,
     /// Files open at once ([`OPEN_FILES`]).
@@ -150,6 +155,9 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
+    /// The bounds of a job with `workers` (`PeerConfig::workers`: that many whole chunks in
+    /// flight, or as many requests for smaller chunks as fit in the same bytes, up to
+    /// [`PIPELINE_DEPTH`] per worker).
     pub fn new(
         workers: usize,
         links_per_host: usize,
@@ -157,8 +165,10 @@ impl Limits {
         stall_timeout: Duration,
         index: bool,
     ) -> Self {
+        let workers = workers.max(1);
         Self {
-            workers: workers.max(1),
+            workers: workers * PIPELINE_DEPTH,
+            max_bytes: workers as u64 * u64::from(p2p_protocol::CHUNK_SIZE),
             per_host: PIPELINE_DEPTH * links_per_host.max(1),
             open_files: OPEN_FILES,
             max_host_failures,
@@ -277,8 +287,8 @@ struct Queued {
     avoid: Option<HostIx>,
 }
 
-/// The copies of one chunk in flight: host and since when.
-type Copies = Vec<(HostIx, Instant)>;
+/// The copies of one chunk in flight: host, since when, and the chunk's length.
+type Copies = Vec<(HostIx, Instant, u64)>;
 
 /// One open file.
 #[derive(Debug)]
@@ -350,6 +360,8 @@ pub(crate) struct Scheduler {
     in_flight: HashMap<ChunkRef, Copies>,
     /// Requests in flight, every copy counted.
     requests: usize,
+    /// Bytes of the chunks in flight, every copy counted.
+    bytes: u64,
     /// Actions decided while handling an outcome, given out first by `next`.
     ready: VecDeque<Action>,
     /// Record saves due: (when, file); entries of files saved or closed since are skipped.
@@ -380,6 +392,7 @@ impl Scheduler {
             starved: Vec::new(),
             in_flight: HashMap::new(),
             requests: 0,
+            bytes: 0,
             ready: VecDeque::new(),
             saves: BinaryHeap::new(),
             chunk_time: Duration::ZERO,
@@ -544,7 +557,7 @@ impl Scheduler {
         if self.over {
             return None;
         }
-        if self.requests < self.limits.workers {
+        if self.has_room() {
             if let Some(action) = self.dispatch_queued(now) {
                 return Some(action);
             }
@@ -572,7 +585,7 @@ impl Scheduler {
         }
         let mut at: Option<Instant> = None;
         let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        if self.requests < self.limits.workers {
+        if self.has_room() {
             let late = self.late();
             for (chunk, copies) in &self.in_flight {
                 if let Some(oldest) = self.endgame_candidate(*chunk, copies) {
@@ -601,10 +614,28 @@ impl Scheduler {
 
     // ---- outcomes ----
 
+    /// Another request may go out.
+    fn has_room(&self) -> bool {
+        self.requests < self.limits.workers && self.bytes < self.limits.max_bytes
+    }
+
+    /// The length of `chunk` (0 once its file is closed: its copies were counted at the length
+    /// they had, which `end_request` takes back from the copies' entry).
+    fn chunk_len(&self, chunk: ChunkRef) -> u64 {
+        self.files
+            .get(&chunk.file)
+            .map_or(0, |f| f.spec.chunk_len(chunk.index))
+    }
+
     fn start_request(&mut self, chunk: ChunkRef, host: HostIx, now: Instant) {
-        self.in_flight.entry(chunk).or_default().push((host, now));
+        let len = self.chunk_len(chunk);
+        self.in_flight
+            .entry(chunk)
+            .or_default()
+            .push((host, now, len));
         self.hosts.start(host);
         self.requests += 1;
+        self.bytes += len;
     }
 
     fn end_request(&mut self, chunk: ChunkRef, host: HostIx) {
@@ -612,16 +643,17 @@ impl Scheduler {
             debug_assert!(false, "an outcome for {chunk:?} that was not asked");
             return;
         };
-        let Some(pos) = copies.iter().position(|(h, _)| *h == host) else {
+        let Some(pos) = copies.iter().position(|(h, _, _)| *h == host) else {
             debug_assert!(false, "an outcome for {chunk:?} from a host not asked");
             return;
         };
-        copies.swap_remove(pos);
+        let (_, _, len) = copies.swap_remove(pos);
         if copies.is_empty() {
             self.in_flight.remove(&chunk);
         }
         self.hosts.end(host);
         self.requests -= 1;
+        self.bytes -= len;
     }
 
     fn delivered(&mut self, chunk: ChunkRef, host: HostIx, took: Duration, now: Instant) {
@@ -853,7 +885,7 @@ impl Scheduler {
             return None;
         }
         self.endgame_host(chunk, copies, file)?;
-        copies.iter().map(|(_, since)| *since).min()
+        copies.iter().map(|(_, since, _)| *since).min()
     }
 
     fn endgame_host(&self, chunk: ChunkRef, copies: &Copies, file: &FileState) -> Option<HostIx> {
@@ -862,7 +894,7 @@ impl Scheduler {
             s.status == HostStatus::Live
                 && s.load < per_host
                 && !file.lacks.contains(&h)
-                && !copies.iter().any(|(c, _)| *c == h)
+                && !copies.iter().any(|(c, _, _)| *c == h)
         })
     }
 
@@ -998,6 +1030,7 @@ mod tests {
     fn limits(workers: usize) -> Limits {
         Limits {
             workers,
+            max_bytes: u64::MAX,
             per_host: 1000,
             open_files: OPEN_FILES,
             max_host_failures: 3,
@@ -1763,6 +1796,53 @@ mod tests {
         s.on(Outcome::Withdrawn { chunk, host }, t);
         assert_eq!(drain(&mut s, t), vec![]);
         assert_eq!(s.requests(), 0);
+    }
+
+    /// `workers` whole chunks in flight, or as many small chunks as fit in the same bytes
+    /// (up to PIPELINE_DEPTH per worker): a folder of small files pipelines, a big file's
+    /// memory stays what it was.
+    #[test]
+    fn bytes_in_flight_bound_big_chunks_and_let_small_ones_pipeline() {
+        let t = Instant::now();
+        let limits = Limits::new(2, 4, 3, STALL, true);
+        let mut s = Scheduler::new(limits, specs(2));
+        s.add_file(FileIx(0), shape(10), (0..10).collect());
+        assert_eq!(fetches(&drain(&mut s, t)).len(), 2, "two 4 MiB chunks");
+
+        let mut s = Scheduler::new(limits, specs(2));
+        let small = FileSpec {
+            size: 20_000,
+            chunk_size: CHUNK_SIZE,
+            chunks: 1,
+        };
+        for f in 0..200 {
+            s.add_file(FileIx(f), small, vec![0]);
+        }
+        s.add_file(FileIx(200), shape(3), (0..3).collect());
+        let sent = fetches(&drain(&mut s, t));
+        assert_eq!(
+            sent.len(),
+            2 * PIPELINE_DEPTH,
+            "small files: the request bound"
+        );
+        // Delivered small ones make room by bytes for the big file's chunks, one at a time
+        // once over the bound.
+        let mut s = Scheduler::new(limits, specs(1));
+        s.add_file(FileIx(0), small, vec![0]);
+        s.add_file(FileIx(1), shape(3), (0..3).collect());
+        let sent = fetches(&drain(&mut s, t));
+        assert_eq!(
+            sent.len(),
+            3,
+            "20 KB + 4 MiB + 4 MiB: the bound is passed by one chunk"
+        );
+        deliver(&mut s, sent[0].0, sent[0].1, t);
+        assert!(
+            fetches(&drain(&mut s, t)).is_empty(),
+            "still over the bound"
+        );
+        deliver(&mut s, sent[1].0, sent[1].1, t);
+        assert_eq!(fetches(&drain(&mut s, t)).len(), 1);
     }
 
     #[test]
