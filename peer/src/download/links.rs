@@ -33,8 +33,8 @@ use p2p_protocol::{
     ChunkReply, ErrorCode, FileId, PeerConversation, PeerRequest, PeerResponse, ProtocolError,
 };
 use p2p_transport::Tls;
+use std::time::Instant;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span};
@@ -215,7 +215,7 @@ impl Links {
 
     /// Stops every link and waits until their tasks have ended (so nothing holds a
     /// connection or a buffer of the job any more).
-    pub async fn close(self) {
+    pub async fn close(&mut self) {
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;

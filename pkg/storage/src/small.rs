@@ -71,6 +71,38 @@ pub struct SmallDone {
     pub source: Option<crate::SourceFile>,
 }
 
+/// The output folder small files are written under, opened once for a whole download.
+#[derive(Debug)]
+pub struct OutputDir {
+    dir: Dir,
+    path: PathBuf,
+}
+
+impl OutputDir {
+    /// Opens the folder at `path` (a link the user chose as output folder is followed, as
+    /// everywhere else; nothing below it is).
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())
+            .map_err(StorageError::io("cannot open output folder", path))?;
+        Ok(Self {
+            dir,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the folder `subdir` (one safe name per level) under it, the way a batch does:
+    /// each level through the handle of the one above, never leading outside. Returns its
+    /// path.
+    pub fn make_folder(&self, subdir: &[String]) -> Result<PathBuf, StorageError> {
+        open_subdir(&self.dir, &self.path, subdir).map(|(_, path)| path)
+    }
+}
+
 /// A file of the batch written and not yet named.
 struct Written {
     dir: Arc<Dir>,
@@ -82,14 +114,13 @@ struct Written {
     record: bool,
 }
 
-/// Writes `files` under `root` (whose path is `root_path`), flushes them to disk and names
-/// them. Returns one result per file, in order: a file that fails does not stop the others.
-/// Blocking.
+/// Writes `files` under `out`, flushes them to disk and names them. Returns one result per
+/// file, in order: a file that fails does not stop the others. Blocking.
 pub fn write_batch(
-    root: &Dir,
-    root_path: &Path,
+    out: &OutputDir,
     files: &[SmallFile<'_>],
 ) -> Vec<Result<SmallDone, StorageError>> {
+    let (root, root_path) = (&out.dir, out.path.as_path());
     let needed = files.iter().map(|f| f.manifest.size).sum();
     if let Err(StorageError::NoSpace {
         path,
@@ -331,7 +362,6 @@ fn name(written: Written, small: &SmallFile<'_>) -> Result<SmallDone, StorageErr
 
 #[cfg(test)]
 mod tests {
-    use cap_std::ambient_authority;
     use p2p_protocol::{CHUNK_SIZE, Sha256Hash};
 
     use super::*;
@@ -347,10 +377,6 @@ mod tests {
                 vec![Sha256Hash::of(data)]
             },
         }
-    }
-
-    fn root(path: &Path) -> Dir {
-        Dir::open_ambient_dir(path, ambient_authority()).unwrap()
     }
 
     fn names(dir: &Path) -> Vec<String> {
@@ -389,7 +415,7 @@ mod tests {
                 share: false,
             })
             .collect();
-        let results = write_batch(&root(out.path()), out.path(), &files);
+        let results = write_batch(&OutputDir::open(out.path()).unwrap(), &files);
         assert_eq!(results.len(), files.len());
         for (i, result) in results.iter().enumerate() {
             match contents[i].1.name.as_str() {
@@ -428,7 +454,7 @@ mod tests {
                 data: b"data",
                 share: false,
             }];
-            let results = write_batch(&root(out.path()), out.path(), &files);
+            let results = write_batch(&OutputDir::open(out.path()).unwrap(), &files);
             assert!(results[0].is_err(), "{subdir:?}: {results:?}");
         }
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
@@ -468,7 +494,7 @@ mod tests {
                 share: false,
             })
             .collect();
-        let results = write_batch(&root(out.path()), out.path(), &files);
+        let results = write_batch(&OutputDir::open(out.path()).unwrap(), &files);
         assert_eq!(std::fs::read(p("crashed")).unwrap(), b"whole");
         assert_eq!(std::fs::read(p("resumed")).unwrap(), b"content");
         assert!(
@@ -498,7 +524,7 @@ mod tests {
             data: b"payload",
             share: true,
         }];
-        let mut results = write_batch(&root(out.path()), out.path(), &files);
+        let mut results = write_batch(&OutputDir::open(out.path()).unwrap(), &files);
         let done = results.remove(0).unwrap();
         let source = done.source.expect("a handle was kept");
         assert_eq!(source.manifest(), &m);
