@@ -142,16 +142,16 @@ pub(crate) fn small(out: Arc<OutputDir>, items: Vec<SmallItem>) -> DiskDone {
 /// Flushes a complete part file and gives it its name; with `share`, keeps the handle it was
 /// written with to serve it from.
 pub(crate) fn finish(part: Arc<PartFile>, file: FileIx, share: bool) -> DiskDone {
-    let result = part.finish().and_then(|path| {
-        let source = share.then(|| part.into_source()).transpose();
-        match source {
-            Ok(source) => Ok((path, source)),
+    let result = part.finish().map(|path| {
+        let source = match share.then(|| part.into_source()).transpose() {
+            Ok(source) => source,
             // Named and whole; only serving it from this handle failed.
             Err(err) => {
                 tracing::warn!(%err, "downloaded file can't be shared");
-                Ok((path, None))
+                None
             }
-        }
+        };
+        (path, source)
     });
     DiskDone::Finished { file, result }
 }

@@ -77,6 +77,9 @@ pub(crate) enum What {
 /// A future the engine polls across loop turns.
 type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// A read of the folder's record: the record back, and the next files (`None`: the end).
+type RecordRead = (FolderRecord, Result<Option<Vec<FolderFile>>, PeerError>);
+
 /// Where a file's bytes go.
 enum Store {
     /// Its target is being looked at.
@@ -166,7 +169,7 @@ struct Engine {
     refresh: Option<Refresh>,
     asking: Option<Pending<Result<Vec<HostInfo>, PeerError>>>,
     feed: Feed,
-    reading: Option<Pending<(FolderRecord, Result<Option<Vec<FolderFile>>, PeerError>)>>,
+    reading: Option<Pending<RecordRead>>,
     next_ix: u32,
     files: HashMap<FileIx, FileState>,
     /// Big files taken and not yet done.

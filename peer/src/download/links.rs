@@ -13,7 +13,10 @@
 //!   ([`BufPool`]), which goes to the engine with the answer (not yet verified).
 //! * **Links per host**: at most `per_host` ([`LINKS_PER_HOST`], fewer with fewer workers).
 //!   A request goes to an idle link of its host, else to a new link while there is room for
-//!   one, else to the link with the fewest bytes outstanding.
+//!   one, else to the link with the fewest bytes outstanding. A new link is opened only once
+//!   every link of the host has delivered a chunk: a full server makes room for a newcomer by
+//!   closing an idle connection of the same address, and a connection still in its handshake
+//!   is idle, so links opened all at once would close each other.
 //! * **Reconnecting**: a connection that sat idle may have been closed by the host (its idle
 //!   timeout, or to make room for another client). If the first reply after an idle spell
 //!   finds it closed before a byte of it came, the link reconnects once and sends its
@@ -108,6 +111,8 @@ struct Handle {
     stop: CancellationToken,
     outstanding: usize,
     bytes: u64,
+    /// It has delivered a chunk: its connection is up.
+    up: bool,
 }
 
 impl Handle {
@@ -156,7 +161,7 @@ impl Links {
         let links = self.hosts.entry(host).or_default();
         let pick = match links.iter().position(|l| l.outstanding == 0) {
             Some(idle) => Some(idle),
-            None if links.len() < per_host => None,
+            None if links.len() < per_host && links.iter().all(|l| l.up) => None,
             None => links
                 .iter()
                 .enumerate()
@@ -195,6 +200,7 @@ impl Links {
         {
             link.outstanding -= 1;
             link.bytes -= answer.ask.len;
+            link.up |= matches!(answer.result, Answered::Data(_));
         }
     }
 
@@ -247,6 +253,7 @@ impl Links {
             stop,
             outstanding: 0,
             bytes: 0,
+            up: false,
         }
     }
 }

@@ -15,6 +15,8 @@
 mod buffers;
 mod disk;
 mod engine;
+#[cfg(test)]
+mod folder_tests;
 mod hosts;
 mod links;
 pub(crate) mod record;
@@ -381,6 +383,11 @@ pub(crate) async fn download(
     let report = engine::run(job, options, events, refresh, cancel)
         .instrument(info_span!("download", file = %file_id.fmt_short()))
         .await?;
+    if report.already_there > 0 {
+        // This entry's callers refuse any file at the target, identical or not (run() says
+        // "already there" instead).
+        return Err(p2p_storage::StorageError::AlreadyExists(report.path).into());
+    }
     let source = match report.shared {
         Some(Fetched::File(source)) => Ok(source),
         _ => Err(p2p_storage::StorageError::FileChanged(report.path.clone())),

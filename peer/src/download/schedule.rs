@@ -39,7 +39,8 @@
 //!   unless another copy of it is still in flight.
 //! * **Host faults**: [`HostFault::effect`] decides (retry and count, lacks the file, drop, ban);
 //!   see `hosts.rs`. A host that lacks one file of a folder is not asked for that file again but
-//!   keeps serving the others.
+//!   keeps serving the others; one that lacks every file left (the only file of a single-file
+//!   job) is dropped, and says so.
 //! * **Endgame**: when the queue has nothing a host can take, a chunk in flight for longer than
 //!   max(3 × the moving average chunk time, 300 ms) is asked from a second host (never more than
 //!   [`ENDGAME_COPIES`] copies, never twice from one host). The first verified copy wins; the
@@ -698,7 +699,10 @@ impl Scheduler {
             (Effect::Lacks, Some(file)) if file.lacks.contains(&host) => false,
             (Effect::Lacks, Some(file)) => {
                 file.lacks.push(host);
-                self.hosts.fault(host, effect)
+                let dropped = self.hosts.fault(host, effect);
+                // Nothing left to ask it for (a single file's only host, say): dropped like
+                // a host that refuses us, which a re-list can revive.
+                dropped || (self.lacks_everything(host) && self.hosts.fault(host, Effect::Drop))
             }
             // A file no longer open: its lack costs the host nothing.
             (Effect::Lacks, None) => false,
@@ -720,6 +724,12 @@ impl Scheduler {
             error,
             dropped,
         })
+    }
+
+    /// Whether every file still to come lacks `host`: no more files will be added and each
+    /// open one says it lacks it.
+    fn lacks_everything(&self, host: HostIx) -> bool {
+        self.no_more_files && self.files.values().all(|f| f.lacks.contains(&host))
     }
 
     /// Puts `chunk` back at the front of the queue if its file still needs it and no other
@@ -1057,7 +1067,6 @@ mod tests {
 
     const H0: HostIx = HostIx(0);
     const H1: HostIx = HostIx(1);
-    const H2: HostIx = HostIx(2);
 
     /// A scheduler over `hosts` hosts with one file of `chunks` chunks, all missing.
     fn one_file(hosts: usize, workers: usize, chunks: u32) -> Scheduler {
@@ -1441,6 +1450,35 @@ mod tests {
         }
         assert_eq!(h0_lacks, 3, "asked once per file it lacks, never again");
         assert!(s.per_host()[0].1 > 0, "host 0 served the files it has");
+    }
+
+    /// The only file of a job, refused by its only host: the host is dropped (it has nothing
+    /// left to give), and says so; with another file still wanted it would not be.
+    #[test]
+    fn a_host_lacking_every_file_left_is_dropped() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(limits(1), specs(1));
+        s.add_file(FileIx(0), shape(2), vec![0, 1]);
+        let sent = fetches(&drain(&mut s, t));
+        let notes = fail(
+            &mut s,
+            sent[0].0,
+            H0,
+            HostFault::Refused(ErrorCode::UnknownFile),
+        );
+        assert!(!dropped(&notes), "more files may come: {notes:?}");
+
+        let mut s = Scheduler::new(limits(1), specs(1));
+        s.add_file(FileIx(0), shape(2), vec![0, 1]);
+        s.no_more_files();
+        let sent = fetches(&drain(&mut s, t));
+        let notes = fail(
+            &mut s,
+            sent[0].0,
+            H0,
+            HostFault::Refused(ErrorCode::FileUnavailable),
+        );
+        assert!(dropped(&notes), "{notes:?}");
     }
 
     #[test]
