@@ -11,9 +11,16 @@
 //! not yet done, at most [`OPEN_PARTS`] of them big), **checked** (what is at its target:
 //! already there, a conflict, a `.part` to resume, or nothing), **opened** (a big file's part
 //! file), **fetched** (its chunks pipelined on the links with every other file's), **finished**
-//! (named), and then it is only counters. Nothing lives per file for the whole job: the memory
-//! of a job of 100,000 files is what 256 open files take, plus the list of what to share
-//! (path and manifest per file, dropped at the first file that is missing).
+//! (named), and then it is only counters. Nothing lives per file for the whole job.
+//!
+//! Memory, whatever the number of files: chunk data in flight is bounded by the scheduler
+//! (`workers` x 4 MiB, every copy counted, until verified and written); small chunks verified
+//! on arrival wait for their batch in at most [`OPEN_FILES`] x [`INLINE_VERIFY`] bytes; the
+//! buffer pool keeps what was in use at once, no more. Per file on its way, a few hundred
+//! bytes (its path and manifest); the record is read a batch at a time. What grows with the
+//! files is the list handed over for sharing (path and manifest, about 150 bytes a file,
+//! dropped at the first file that is missing) and the conflict and failure lists (at most
+//! [`MAX_REPORTED`] each).
 //!
 //! A single file ([`JobSource::File`]) runs the same way, with its old rules: an identical
 //! file already there is reported done, anything else there is refused before any host is

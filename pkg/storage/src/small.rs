@@ -59,7 +59,7 @@ pub struct SmallFile<'a> {
     /// Its bytes as received (verified here before a byte is written, unless `verified`).
     pub data: &'a [u8],
     /// The caller checked `data` against `manifest` with
-    /// [`verify_chunk`](crate::store::verify_chunk) already: not hashed again.
+    /// [`verify_chunk`] already: not hashed again.
     pub verified: bool,
     /// Keep a handle to serve the finished file from ([`SmallDone::source`]).
     pub share: bool,
