@@ -27,8 +27,11 @@
 //!   them. At most `open_files` ([`OPEN_FILES`]) files are open (added and not yet finished,
 //!   failed or abandoned); [`Scheduler::wants_files`] says how many more may be added. Chunks
 //!   are fetched in the order files were added, so files finish (and leave the window) in order.
-//! * **Bounds**: at most `workers` requests are in flight for the whole job, and at most
-//!   `per_host` ([`PIPELINE_DEPTH`] × connections) on one host.
+//! * **Bounds**: at most `workers` requests and `max_bytes` bytes of chunks are in flight for
+//!   the whole job (every copy counted; a request goes out while the bytes are under the
+//!   bound, so one chunk always fits), and at most `per_host` ([`PIPELINE_DEPTH`] ×
+//!   connections) on one host. So a big file has `PeerConfig::workers` 4 MiB chunks in flight,
+//!   and a folder of small files many more, pipelined, in the same memory.
 //! * **Rotation**: a chunk goes to the least loaded usable host, ties broken by a rotation on the
 //!   chunk, so equal hosts share the work evenly.
 //! * **Avoid the last failer**: a chunk a host just failed goes to another host if one is usable.
@@ -36,7 +39,8 @@
 //!   unless another copy of it is still in flight.
 //! * **Host faults**: [`HostFault::effect`] decides (retry and count, lacks the file, drop, ban);
 //!   see `hosts.rs`. A host that lacks one file of a folder is not asked for that file again but
-//!   keeps serving the others.
+//!   keeps serving the others; one that lacks every file left (the only file of a single-file
+//!   job) is dropped, and says so.
 //! * **Endgame**: when the queue has nothing a host can take, a chunk in flight for longer than
 //!   max(3 × the moving average chunk time, 300 ms) is asked from a second host (never more than
 //!   [`ENDGAME_COPIES`] copies, never twice from one host). The first verified copy wins; the
@@ -60,10 +64,6 @@
 //!
 //! Memory: per open file a bit per chunk and the hosts that lack it; per queued chunk one entry;
 //! finished files are counters. So a job of 100,000 files costs what 256 open files cost.
-
-// engine.rs (engineer C) drives the scheduler; until it does, nothing calls it outside its tests.
-// Remove this when the engine uses it.
-#![allow(dead_code)]
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -134,8 +134,10 @@ impl FileSpec {
 /// The job's bounds and patience.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {
-    /// Requests in flight for the whole job (`PeerConfig::workers`).
+    /// Requests in flight for the whole job.
     pub workers: usize,
+    /// Bytes of chunks in flight for the whole job (what bounds the job's buffers).
+    pub max_bytes: u64,
     /// Requests in flight on one host: [`PIPELINE_DEPTH`] × its connections.
     pub per_host: usize,
     /// Files open at once ([`OPEN_FILES`]).
@@ -150,6 +152,9 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
+    /// The bounds of a job with `workers` (`PeerConfig::workers`: that many whole chunks in
+    /// flight, or as many requests for smaller chunks as fit in the same bytes, up to
+    /// [`PIPELINE_DEPTH`] per worker).
     pub fn new(
         workers: usize,
         links_per_host: usize,
@@ -157,8 +162,10 @@ impl Limits {
         stall_timeout: Duration,
         index: bool,
     ) -> Self {
+        let workers = workers.max(1);
         Self {
-            workers: workers.max(1),
+            workers: workers * PIPELINE_DEPTH,
+            max_bytes: workers as u64 * u64::from(p2p_protocol::CHUNK_SIZE),
             per_host: PIPELINE_DEPTH * links_per_host.max(1),
             open_files: OPEN_FILES,
             max_host_failures,
@@ -277,8 +284,8 @@ struct Queued {
     avoid: Option<HostIx>,
 }
 
-/// The copies of one chunk in flight: host and since when.
-type Copies = Vec<(HostIx, Instant)>;
+/// The copies of one chunk in flight: host, since when, and the chunk's length.
+type Copies = Vec<(HostIx, Instant, u64)>;
 
 /// One open file.
 #[derive(Debug)]
@@ -350,6 +357,8 @@ pub(crate) struct Scheduler {
     in_flight: HashMap<ChunkRef, Copies>,
     /// Requests in flight, every copy counted.
     requests: usize,
+    /// Bytes of the chunks in flight, every copy counted.
+    bytes: u64,
     /// Actions decided while handling an outcome, given out first by `next`.
     ready: VecDeque<Action>,
     /// Record saves due: (when, file); entries of files saved or closed since are skipped.
@@ -380,6 +389,7 @@ impl Scheduler {
             starved: Vec::new(),
             in_flight: HashMap::new(),
             requests: 0,
+            bytes: 0,
             ready: VecDeque::new(),
             saves: BinaryHeap::new(),
             chunk_time: Duration::ZERO,
@@ -395,6 +405,7 @@ impl Scheduler {
     }
 
     /// How many more files may be added now (0 once the job is over or no more will come).
+    #[allow(dead_code)] // for tests and callers to come
     pub fn wants_files(&self) -> usize {
         if self.over || self.no_more_files {
             return 0;
@@ -483,21 +494,25 @@ impl Scheduler {
     }
 
     /// Requests in flight, every copy counted.
+    #[allow(dead_code)] // for tests and callers to come
     pub fn requests(&self) -> usize {
         self.requests
     }
 
     /// Requests in flight to `host`.
+    #[allow(dead_code)] // for tests and callers to come
     pub fn load(&self, host: HostIx) -> usize {
         self.hosts.get(host).load
     }
 
     /// Files open now.
+    #[allow(dead_code)] // for tests and callers to come
     pub fn open_files(&self) -> usize {
         self.files.len()
     }
 
     /// Chunks verified so far (resumed ones included) and chunks in every file added.
+    #[allow(dead_code)] // for tests and callers to come
     pub fn chunks(&self) -> (usize, usize) {
         (self.chunks_verified, self.chunks_total)
     }
@@ -544,7 +559,7 @@ impl Scheduler {
         if self.over {
             return None;
         }
-        if self.requests < self.limits.workers {
+        if self.has_room() {
             if let Some(action) = self.dispatch_queued(now) {
                 return Some(action);
             }
@@ -572,7 +587,7 @@ impl Scheduler {
         }
         let mut at: Option<Instant> = None;
         let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        if self.requests < self.limits.workers {
+        if self.has_room() {
             let late = self.late();
             for (chunk, copies) in &self.in_flight {
                 if let Some(oldest) = self.endgame_candidate(*chunk, copies) {
@@ -601,10 +616,28 @@ impl Scheduler {
 
     // ---- outcomes ----
 
+    /// Another request may go out.
+    fn has_room(&self) -> bool {
+        self.requests < self.limits.workers && self.bytes < self.limits.max_bytes
+    }
+
+    /// The length of `chunk` (0 once its file is closed: its copies were counted at the length
+    /// they had, which `end_request` takes back from the copies' entry).
+    fn chunk_len(&self, chunk: ChunkRef) -> u64 {
+        self.files
+            .get(&chunk.file)
+            .map_or(0, |f| f.spec.chunk_len(chunk.index))
+    }
+
     fn start_request(&mut self, chunk: ChunkRef, host: HostIx, now: Instant) {
-        self.in_flight.entry(chunk).or_default().push((host, now));
+        let len = self.chunk_len(chunk);
+        self.in_flight
+            .entry(chunk)
+            .or_default()
+            .push((host, now, len));
         self.hosts.start(host);
         self.requests += 1;
+        self.bytes += len;
     }
 
     fn end_request(&mut self, chunk: ChunkRef, host: HostIx) {
@@ -612,16 +645,17 @@ impl Scheduler {
             debug_assert!(false, "an outcome for {chunk:?} that was not asked");
             return;
         };
-        let Some(pos) = copies.iter().position(|(h, _)| *h == host) else {
+        let Some(pos) = copies.iter().position(|(h, _, _)| *h == host) else {
             debug_assert!(false, "an outcome for {chunk:?} from a host not asked");
             return;
         };
-        copies.swap_remove(pos);
+        let (_, _, len) = copies.swap_remove(pos);
         if copies.is_empty() {
             self.in_flight.remove(&chunk);
         }
         self.hosts.end(host);
         self.requests -= 1;
+        self.bytes -= len;
     }
 
     fn delivered(&mut self, chunk: ChunkRef, host: HostIx, took: Duration, now: Instant) {
@@ -665,7 +699,10 @@ impl Scheduler {
             (Effect::Lacks, Some(file)) if file.lacks.contains(&host) => false,
             (Effect::Lacks, Some(file)) => {
                 file.lacks.push(host);
-                self.hosts.fault(host, effect)
+                let dropped = self.hosts.fault(host, effect);
+                // Nothing left to ask it for (a single file's only host, say): dropped like
+                // a host that refuses us, which a re-list can revive.
+                dropped || (self.lacks_everything(host) && self.hosts.fault(host, Effect::Drop))
             }
             // A file no longer open: its lack costs the host nothing.
             (Effect::Lacks, None) => false,
@@ -687,6 +724,12 @@ impl Scheduler {
             error,
             dropped,
         })
+    }
+
+    /// Whether every file still to come lacks `host`: no more files will be added and each
+    /// open one says it lacks it.
+    fn lacks_everything(&self, host: HostIx) -> bool {
+        self.no_more_files && self.files.values().all(|f| f.lacks.contains(&host))
     }
 
     /// Puts `chunk` back at the front of the queue if its file still needs it and no other
@@ -748,9 +791,6 @@ impl Scheduler {
     /// A fetch for the first queued chunk a host can take; sets aside the chunks no live host
     /// can take, and fails the files nobody can serve.
     fn dispatch_queued(&mut self, now: Instant) -> Option<Action> {
-        if !self.hosts.any_live() {
-            return None;
-        }
         let mut i = 0;
         let mut busy = 0;
         while i < self.queue.len() && busy < LOOKAHEAD {
@@ -801,6 +841,16 @@ impl Scheduler {
         }
         if self.hosts.iter().any(|(h, s)| usable(h, s)) {
             return Place::Busy;
+        }
+        // Every host said it lacks the file (or is banned): none ever will serve it, live or
+        // not (a host dropped for lacking every file left included).
+        let lacked = !self.hosts.is_empty()
+            && self
+                .hosts
+                .iter()
+                .all(|(h, s)| file.lacks.contains(&h) || s.status == HostStatus::Banned);
+        if lacked && file.lacks.iter().any(|h| !self.hosts.is_banned(*h)) {
+            return Place::Hopeless;
         }
         if !self.hosts.any_live() {
             return Place::NoLiveHost;
@@ -853,7 +903,7 @@ impl Scheduler {
             return None;
         }
         self.endgame_host(chunk, copies, file)?;
-        copies.iter().map(|(_, since)| *since).min()
+        copies.iter().map(|(_, since, _)| *since).min()
     }
 
     fn endgame_host(&self, chunk: ChunkRef, copies: &Copies, file: &FileState) -> Option<HostIx> {
@@ -862,7 +912,7 @@ impl Scheduler {
             s.status == HostStatus::Live
                 && s.load < per_host
                 && !file.lacks.contains(&h)
-                && !copies.iter().any(|(c, _)| *c == h)
+                && !copies.iter().any(|(c, _, _)| *c == h)
         })
     }
 
@@ -998,6 +1048,7 @@ mod tests {
     fn limits(workers: usize) -> Limits {
         Limits {
             workers,
+            max_bytes: u64::MAX,
             per_host: 1000,
             open_files: OPEN_FILES,
             max_host_failures: 3,
@@ -1023,7 +1074,6 @@ mod tests {
 
     const H0: HostIx = HostIx(0);
     const H1: HostIx = HostIx(1);
-    const H2: HostIx = HostIx(2);
 
     /// A scheduler over `hosts` hosts with one file of `chunks` chunks, all missing.
     fn one_file(hosts: usize, workers: usize, chunks: u32) -> Scheduler {
@@ -1409,6 +1459,69 @@ mod tests {
         assert!(s.per_host()[0].1 > 0, "host 0 served the files it has");
     }
 
+    /// The only file of a job, refused by its only host: the host is dropped (it has nothing
+    /// left to give), and says so; with another file still wanted it would not be.
+    #[test]
+    fn a_host_lacking_every_file_left_is_dropped() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(limits(1), specs(1));
+        s.add_file(FileIx(0), shape(2), vec![0, 1]);
+        let sent = fetches(&drain(&mut s, t));
+        let notes = fail(
+            &mut s,
+            sent[0].0,
+            H0,
+            HostFault::Refused(ErrorCode::UnknownFile),
+        );
+        assert!(!dropped(&notes), "more files may come: {notes:?}");
+
+        let mut s = Scheduler::new(limits(1), specs(1));
+        s.add_file(FileIx(0), shape(2), vec![0, 1]);
+        s.no_more_files();
+        let sent = fetches(&drain(&mut s, t));
+        let notes = fail(
+            &mut s,
+            sent[0].0,
+            H0,
+            HostFault::Refused(ErrorCode::FileUnavailable),
+        );
+        assert!(dropped(&notes), "{notes:?}");
+    }
+
+    /// The last file of a job, lacked by its only host after every other file arrived: that
+    /// file fails alone (the host, dropped for lacking everything left, does not make the
+    /// whole job give up).
+    #[test]
+    fn the_last_file_lacked_by_every_host_fails_alone() {
+        let t = Instant::now();
+        for index in [true, false] {
+            let mut s = Scheduler::new(Limits { index, ..limits(1) }, specs(1));
+            s.add_file(FileIx(0), shape(1), vec![0]);
+            s.add_file(FileIx(1), shape(1), vec![0]);
+            s.no_more_files();
+            let sent = fetches(&drain(&mut s, t));
+            deliver(&mut s, sent[0].0, sent[0].1, t);
+            let actions = drain(&mut s, t);
+            assert!(actions.contains(&Action::FinishFile(FileIx(0))));
+            s.on(Outcome::FileFinished(FileIx(0)), t);
+            let sent = fetches(&actions);
+            assert_eq!(sent[0].0.file, FileIx(1));
+            let notes = fail(
+                &mut s,
+                sent[0].0,
+                H0,
+                HostFault::Refused(ErrorCode::UnknownFile),
+            );
+            assert!(dropped(&notes), "{notes:?}");
+            let actions = drain(&mut s, t);
+            assert!(
+                matches!(actions.as_slice(), [Action::FileFailed(FileIx(1), _)]),
+                "index {index}: {actions:?}"
+            );
+            assert!(s.is_done());
+        }
+    }
+
     #[test]
     fn a_file_no_host_has_fails_alone() {
         let t = Instant::now();
@@ -1763,6 +1876,53 @@ mod tests {
         s.on(Outcome::Withdrawn { chunk, host }, t);
         assert_eq!(drain(&mut s, t), vec![]);
         assert_eq!(s.requests(), 0);
+    }
+
+    /// `workers` whole chunks in flight, or as many small chunks as fit in the same bytes
+    /// (up to PIPELINE_DEPTH per worker): a folder of small files pipelines, a big file's
+    /// memory stays what it was.
+    #[test]
+    fn bytes_in_flight_bound_big_chunks_and_let_small_ones_pipeline() {
+        let t = Instant::now();
+        let limits = Limits::new(2, 4, 3, STALL, true);
+        let mut s = Scheduler::new(limits, specs(2));
+        s.add_file(FileIx(0), shape(10), (0..10).collect());
+        assert_eq!(fetches(&drain(&mut s, t)).len(), 2, "two 4 MiB chunks");
+
+        let mut s = Scheduler::new(limits, specs(2));
+        let small = FileSpec {
+            size: 20_000,
+            chunk_size: CHUNK_SIZE,
+            chunks: 1,
+        };
+        for f in 0..200 {
+            s.add_file(FileIx(f), small, vec![0]);
+        }
+        s.add_file(FileIx(200), shape(3), (0..3).collect());
+        let sent = fetches(&drain(&mut s, t));
+        assert_eq!(
+            sent.len(),
+            2 * PIPELINE_DEPTH,
+            "small files: the request bound"
+        );
+        // Delivered small ones make room by bytes for the big file's chunks, one at a time
+        // once over the bound.
+        let mut s = Scheduler::new(limits, specs(1));
+        s.add_file(FileIx(0), small, vec![0]);
+        s.add_file(FileIx(1), shape(3), (0..3).collect());
+        let sent = fetches(&drain(&mut s, t));
+        assert_eq!(
+            sent.len(),
+            3,
+            "20 KB + 4 MiB + 4 MiB: the bound is passed by one chunk"
+        );
+        deliver(&mut s, sent[0].0, sent[0].1, t);
+        assert!(
+            fetches(&drain(&mut s, t)).is_empty(),
+            "still over the bound"
+        );
+        deliver(&mut s, sent[1].0, sent[1].1, t);
+        assert_eq!(fetches(&drain(&mut s, t)).len(), 1);
     }
 
     #[test]
