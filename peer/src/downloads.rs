@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Bound;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -39,7 +39,7 @@ use p2p_protocol::{FileId, printable};
 use tokio::sync::broadcast;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{Instrument, info_span, warn};
 
 use crate::download::{DownloadEvent, DownloadReport};
 use crate::error::PeerError;
@@ -813,6 +813,104 @@ impl Downloads {
             true
         });
     }
+}
+
+/// Download jobs: what every front end (the command line, the shells, the web API) calls to
+/// start, list, cancel and resume them.
+impl PeerHandle {
+    /// Starts a download job in the background: `requests` fetched one after another into
+    /// `out`, each also from the direct hosts. `target` is what the user asked for (shown in
+    /// listings). `out` must be an existing folder.
+    pub async fn start_download(
+        &self,
+        target: String,
+        requests: Vec<DownloadRequest>,
+        out: PathBuf,
+    ) -> Result<DownloadId, PeerError> {
+        self.start_job(target, requests, out, None).await
+    }
+
+    /// [`Self::start_download`], for a front end that shows the job itself: `observer` gets
+    /// each file's events and report as they come, then the run's end with its error as it
+    /// was (see [`JobUpdate`]). The job is listed, cancelled and resumed like any other.
+    pub async fn start_download_observed(
+        &self,
+        target: String,
+        requests: Vec<DownloadRequest>,
+        out: PathBuf,
+        observer: UnboundedSender<JobUpdate>,
+    ) -> Result<DownloadId, PeerError> {
+        self.start_job(target, requests, out, Some(observer)).await
+    }
+
+    async fn start_job(
+        &self,
+        target: String,
+        requests: Vec<DownloadRequest>,
+        out: PathBuf,
+        observer: Option<UnboundedSender<JobUpdate>>,
+    ) -> Result<DownloadId, PeerError> {
+        if !is_dir(&out).await {
+            return Err(PeerError::NoOutputFolder(out));
+        }
+        if requests.is_empty() {
+            return Err(PeerError::NothingToDownload);
+        }
+        let mut ticket = self
+            .registry()
+            .insert(target, requests, out, self.shutdown_token());
+        ticket.observer = observer;
+        let id = ticket.id;
+        self.spawn_run(ticket);
+        Ok(id)
+    }
+
+    fn spawn_run(&self, ticket: RunTicket) {
+        let span = info_span!("download", id = %ticket.id);
+        self.spawn(run(self.clone(), ticket).instrument(span));
+    }
+
+    /// Every download job of this run, oldest first.
+    pub fn downloads(&self) -> Vec<DownloadInfo> {
+        self.registry().list()
+    }
+
+    /// The download jobs that changed (progress included) after registry version `since`, in
+    /// the order they last changed, and the registry's version now: pass it as `since` next
+    /// time to get only what moved in between (0 gets every job). Builds views of the changed
+    /// jobs only, so a live view can poll it often; jobs forgotten meanwhile (see
+    /// [`crate::downloads::KEPT_FINISHED`]) are not in it.
+    pub fn downloads_changed_since(&self, since: u64) -> (Vec<DownloadInfo>, u64) {
+        self.registry().changed_since(since)
+    }
+
+    /// One download job.
+    pub fn download_info(&self, id: DownloadId) -> Option<DownloadInfo> {
+        self.registry().get(id)
+    }
+
+    /// Cancels a running job; its part files stay for a resume. A job that has finished (done,
+    /// failed or cancelled) is left as it is and answered as it is.
+    pub fn cancel_download(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
+        self.registry().cancel(id)
+    }
+
+    /// Runs a cancelled or failed job again into the same folder: files finished stay, the
+    /// others pick up their part files. A job that is done is answered as it is; a running one
+    /// is [`PeerError::DownloadRunning`].
+    pub fn resume_download(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
+        if let Some(ticket) = self.registry().resume(id, self.shutdown_token())? {
+            self.spawn_run(ticket);
+        }
+        self.registry()
+            .get(id)
+            .ok_or(PeerError::UnknownDownload(id))
+    }
+}
+
+/// Whether `path` is a folder (following links), without blocking the reactor on the `stat`.
+async fn is_dir(path: &Path) -> bool {
+    tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir())
 }
 
 /// Runs a job's requests one after another, from the first not finished yet, keeping its

@@ -23,9 +23,7 @@ use crate::config::PeerConfig;
 use crate::download::{
     self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, HostSpec, Refresh, Wanted,
 };
-use crate::downloads::{
-    self, DownloadId, DownloadInfo, Downloads, JobUpdate, PeerChange, PeerStatus, RunTicket,
-};
+use crate::downloads::{Downloads, PeerChange, PeerStatus};
 use crate::error::PeerError;
 use crate::heartbeat;
 use crate::inbox::{Inbox, ReceivedMessage};
@@ -684,101 +682,6 @@ impl PeerHandle {
             shared.push((rel, manifest));
         }
         Ok(shared)
-    }
-
-    /// Starts a download job in the background: `requests` fetched one after another into
-    /// `out`, each also from the direct hosts. `target` is what the user asked for (shown in
-    /// listings). `out` must be an existing folder.
-    pub async fn start_download(
-        &self,
-        target: String,
-        requests: Vec<DownloadRequest>,
-        out: PathBuf,
-    ) -> Result<DownloadId, PeerError> {
-        self.start_job(target, requests, out, None).await
-    }
-
-    /// [`Self::start_download`], for a front end that shows the job itself: `observer` gets
-    /// each file's events and report as they come, then the run's end with its error as it
-    /// was (see [`JobUpdate`]). The job is listed, cancelled and resumed like any other.
-    pub async fn start_download_observed(
-        &self,
-        target: String,
-        requests: Vec<DownloadRequest>,
-        out: PathBuf,
-        observer: UnboundedSender<JobUpdate>,
-    ) -> Result<DownloadId, PeerError> {
-        self.start_job(target, requests, out, Some(observer)).await
-    }
-
-    async fn start_job(
-        &self,
-        target: String,
-        requests: Vec<DownloadRequest>,
-        out: PathBuf,
-        observer: Option<UnboundedSender<JobUpdate>>,
-    ) -> Result<DownloadId, PeerError> {
-        if !is_dir(&out).await {
-            return Err(PeerError::NoOutputFolder(out));
-        }
-        if requests.is_empty() {
-            return Err(PeerError::NothingToDownload);
-        }
-        let mut ticket =
-            self.node
-                .downloads
-                .insert(target, requests, out, self.node.shutdown.child_token());
-        ticket.observer = observer;
-        let id = ticket.id;
-        self.spawn_run(ticket);
-        Ok(id)
-    }
-
-    fn spawn_run(&self, ticket: RunTicket) {
-        let span = info_span!("download", id = %ticket.id);
-        self.spawn(downloads::run(self.clone(), ticket).instrument(span));
-    }
-
-    /// Every download job of this run, oldest first.
-    pub fn downloads(&self) -> Vec<DownloadInfo> {
-        self.node.downloads.list()
-    }
-
-    /// The download jobs that changed (progress included) after registry version `since`, in
-    /// the order they last changed, and the registry's version now: pass it as `since` next
-    /// time to get only what moved in between (0 gets every job). Builds views of the changed
-    /// jobs only, so a live view can poll it often; jobs forgotten meanwhile (see
-    /// [`crate::downloads::KEPT_FINISHED`]) are not in it.
-    pub fn downloads_changed_since(&self, since: u64) -> (Vec<DownloadInfo>, u64) {
-        self.node.downloads.changed_since(since)
-    }
-
-    /// One download job.
-    pub fn download_info(&self, id: DownloadId) -> Option<DownloadInfo> {
-        self.node.downloads.get(id)
-    }
-
-    /// Cancels a running job; its part files stay for a resume. A job that has finished (done,
-    /// failed or cancelled) is left as it is and answered as it is.
-    pub fn cancel_download(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
-        self.node.downloads.cancel(id)
-    }
-
-    /// Runs a cancelled or failed job again into the same folder: files finished stay, the
-    /// others pick up their part files. A job that is done is answered as it is; a running one
-    /// is [`PeerError::DownloadRunning`].
-    pub fn resume_download(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
-        if let Some(ticket) = self
-            .node
-            .downloads
-            .resume(id, self.node.shutdown.child_token())?
-        {
-            self.spawn_run(ticket);
-        }
-        self.node
-            .downloads
-            .get(id)
-            .ok_or(PeerError::UnknownDownload(id))
     }
 
     /// Changes as they happen: download jobs, shared files, messages.
