@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use p2p_protocol::manifest_file::FolderManifestFile;
 use p2p_protocol::{
     FileId, FileManifest, FileSummary, IdPrefix, NodeId, PeerConversation, PeerId, PeerRequest,
     PeerResponse, PeerSummary, ProtocolError,
@@ -179,19 +180,20 @@ impl Peer {
     }
 }
 
-/// What to download, and where besides the index to look for it.
+/// What to download, and where besides the index to look for it: one job, a file or a whole
+/// folder.
 #[derive(Clone, Debug, Default)]
 pub struct DownloadRequest {
-    /// The file id, or (with an index) a unique prefix of it.
+    /// The file or folder id, or (with an index) a unique prefix of one.
     pub id: String,
     /// The manifest, if the caller has it already (from a manifest file); it must hash to
     /// `id`, which must then be the full id.
     pub manifest: Option<FileManifest>,
+    /// A folder's manifest file, if the caller has it (its files go under a folder of its
+    /// name in the output folder).
+    pub folder: Option<Arc<FolderManifestFile>>,
     /// Peers to fetch from directly, whether or not the index knows them.
     pub hosts: Vec<SocketAddr>,
-    /// Folders under the output folder to put the file in (one safe name per level; part of a
-    /// folder download).
-    pub subdir: Vec<String>,
 }
 
 impl DownloadRequest {
@@ -207,7 +209,7 @@ impl DownloadRequest {
 /// A running peer. Cheap to clone; every clone controls the same peer.
 #[derive(Clone, Debug)]
 pub struct PeerHandle {
-    node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
 }
 
 impl PeerHandle {
@@ -372,7 +374,7 @@ impl PeerHandle {
         let (report, source) = download::download(
             lookup,
             out_dir,
-            &request.subdir,
+            &[],
             options,
             EventSink::new(events),
             refresh,
@@ -392,7 +394,7 @@ impl PeerHandle {
     }
 
     /// The checked manifest and the hosts to use for `request`.
-    async fn resolve(&self, request: &DownloadRequest) -> Result<Wanted, PeerError> {
+    pub(crate) async fn resolve(&self, request: &DownloadRequest) -> Result<Wanted, PeerError> {
         let direct: Vec<HostSpec> = request
             .hosts
             .iter()

@@ -158,14 +158,14 @@ async fn start_download(
     Json(body): Json<DownloadBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     // The peer adds its direct hosts (`--from`, `POST /hosts`) to every request itself.
-    let (target, requests) = match (body.id, body.manifest) {
+    let (target, request) = match (body.id, body.manifest) {
         (Some(id), None) => {
             let id = id.trim().to_owned();
             if id.is_empty() {
                 return Err(ApiError::bad_request("give a file id or a prefix of one"));
             }
             let request = DownloadRequest::by_id(&id);
-            (id, vec![request])
+            (id, request)
         }
         (None, Some(text)) => {
             // The command line's own parser and checks: version, fields, every hash.
@@ -184,7 +184,7 @@ async fn start_download(
     // The peer checks that the output folder exists, for every front end alike.
     let handle = app
         .peer
-        .start_download(target, requests, PathBuf::from(body.out))
+        .start_download(target, request, PathBuf::from(body.out))
         .await?;
     let view = download_view(&app.peer, handle)?;
     let location = format!("/api/v1/downloads/{handle}");

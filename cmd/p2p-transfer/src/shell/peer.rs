@@ -265,16 +265,16 @@ impl PeerShell {
     fn download(&self, id: String, dir: Option<PathBuf>) -> Result<(), anyhow::Error> {
         let dir = dir.unwrap_or_else(|| self.out_dir.clone());
         // The peer adds its direct hosts (`connect`, `--from`) to every request.
-        let requests = if crate::run::manifest::is_manifest_path(&id) {
+        let request = if crate::run::manifest::is_manifest_path(&id) {
             let doc = crate::run::manifest::read(id.as_ref())?;
             // A running peer can't change its index: refused as the web API refuses it.
             self.peer.check_manifest_index(&doc)?;
             DownloadRequest::for_manifest_file(doc, &[])
         } else {
-            vec![DownloadRequest::by_id(&id)]
+            DownloadRequest::by_id(&id)
         };
         self.rt
-            .block_on(self.peer.start_download(id.clone(), requests, dir.clone()))?;
+            .block_on(self.peer.start_download(id.clone(), request, dir.clone()))?;
         println!(
             "downloading {id} into {} in the background ('transfers' shows progress)",
             dir.display()

@@ -58,7 +58,7 @@ async fn a_job_by_prefix_runs_in_the_background_to_done() {
     let id = leecher
         .start_download(
             prefix.clone(),
-            vec![p2p_peer::DownloadRequest::by_id(&prefix)],
+            p2p_peer::DownloadRequest::by_id(&prefix),
             out.path().to_owned(),
         )
         .await
@@ -122,7 +122,7 @@ async fn a_cancelled_job_keeps_its_part_file_and_resumes_to_done() {
     let id = leecher
         .start_download(
             file_id.to_string(),
-            vec![p2p_peer::DownloadRequest::by_id(&file_id.to_string())],
+            p2p_peer::DownloadRequest::by_id(&file_id.to_string()),
             out.path().to_owned(),
         )
         .await
@@ -195,7 +195,7 @@ async fn unknown_handles_and_missing_folders_are_clear_errors() {
     let err = peer
         .start_download(
             "abc".into(),
-            vec![p2p_peer::DownloadRequest::by_id("abcdef12")],
+            p2p_peer::DownloadRequest::by_id("abcdef12"),
             gone.clone(),
         )
         .await
@@ -329,31 +329,29 @@ async fn a_folder_is_shared_by_path_and_fetched_as_one_job() {
     }
     assert_eq!(announced, 2);
 
-    // One job for the folder's files, as a folder manifest file gives them.
-    let requests: Vec<p2p_peer::DownloadRequest> = shared
+    // One job for the whole folder, as a folder manifest file gives it.
+    let files: Vec<(Vec<String>, p2p_protocol::FileManifest)> = shared
         .iter()
         .map(|f| {
             let manifest = p2p_storage::build_manifest(&f.path).unwrap().manifest;
             let rel = f.path.strip_prefix(&album).unwrap();
-            let mut subdir = vec!["album".to_owned()];
-            subdir.extend(
-                rel.parent()
-                    .into_iter()
-                    .flat_map(|p| p.iter())
-                    .map(|c| c.to_string_lossy().into_owned()),
-            );
-            p2p_peer::DownloadRequest {
-                id: f.file_id.to_string(),
-                manifest: Some(manifest),
-                subdir,
-                ..Default::default()
-            }
+            let parts = rel
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect();
+            (parts, manifest)
         })
         .collect();
+    let folder =
+        p2p_protocol::manifest_file::FolderManifestFile::new("album".into(), files, vec![]);
+    let request = p2p_peer::DownloadRequest::for_manifest_file(
+        p2p_protocol::manifest_file::AnyManifestFile::Folder(folder),
+        &[],
+    );
     let leecher = start_peer(server.addr).await;
     let mut changes = leecher.subscribe_changes();
     let id = leecher
-        .start_download("album.p2pm".into(), requests, out.path().to_owned())
+        .start_download("album.p2pm".into(), request, out.path().to_owned())
         .await
         .unwrap();
     let info = leecher.download_info(id).unwrap();
