@@ -184,7 +184,14 @@ fn a_whole_folder_is_shared_and_recreated_under_out() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("downloaded 2 files"));
+    // One job for the whole folder; its summary is the last line.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(
+        summary.starts_with("folder album ")
+            && summary.contains(": 2 fetched, 0 already there, 0 conflicts, 0 failed ("),
+        "{stdout}"
+    );
     assert_eq!(
         std::fs::read(out.path().join("album/cover.jpg")).unwrap(),
         top
