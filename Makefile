@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/p2p-transfer
 
-.PHONY: all build demo test lint fmt doc bench clean
+.PHONY: all build demo test lint fmt doc bench bench-deps clean
 
 all: build
 
@@ -36,6 +36,21 @@ bench:
 	$(CARGO) bench -p p2p-transfer --bench transfer -- $(BENCH_ARGS)
 	$(CARGO) bench -p p2p-transfer --bench index_load -- $(BENCH_ARGS)
 	$(CARGO) bench -p p2p-transfer --bench ciphers -- $(BENCH_ARGS)
+
+## bench-deps: install the tools `make bench` measures against (rsync and socat for the folder
+## baselines, nginx and curl for the HTTP one), once. As root with apt-get it installs the
+## missing ones; otherwise it prints the command. Without them those baselines are skipped
+## with a note.
+BENCH_TOOLS := rsync:rsync socat:socat nginx:nginx-light curl:curl
+bench-deps:
+	@missing=""; for pair in $(BENCH_TOOLS); do \
+		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "bench tools present: rsync socat nginx curl"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y --no-install-recommends $$missing \
+			|| { apt-get update && apt-get install -y --no-install-recommends $$missing; }; \
+	else echo "run as root: apt-get install -y --no-install-recommends$$missing"; fi
 
 clean:
 	$(CARGO) clean

@@ -21,6 +21,22 @@
 //!
 //! `--quick` uses a 256 MiB file and skips the 4 GiB case. Results: a table on stdout and in
 //! `target/bench/transfer.txt`, one JSON line per scenario in `target/bench/transfer.jsonl`.
+//!
+//! Folder scenarios (issue 14; table and JSON lines in `target/bench/folders.{txt,jsonl}`),
+//! each tree generated from a fixed seed and every copy checked path by path after timing:
+//! * `folder_5000_small`: 5,000 files of 1–40 KB in 50 folders (about 100 MB), one seeder:
+//!   `*_register` times `peer -r <dir>` until its `registered <dir> <folder id>` line; the
+//!   download times `peer --download <folder id>` from start to exit; the baselines
+//!   `*_rsync_daemon` (`rsync -a rsync://…` against `rsync --daemon`) and `*_tar_socat`
+//!   (`tar -c | socat` into `socat | tar -x`) run alternately with it, and the download is
+//!   reported as a ratio of each (skipped with a note without rsync and socat:
+//!   `make bench-deps`);
+//! * `folder_100k` (full mode; `folder_20k` with `--quick`): 100,000 files of 0–4 KB, one run
+//!   a side: completion, leecher and seeder peak RSS, the index's RSS before and after the
+//!   registration.
+//!
+//! `P2P_BENCH_ONLY=file` runs only the single-file scenarios, `P2P_BENCH_ONLY=folder` only the
+//! folder ones.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -41,6 +57,22 @@ const COPY_BUF: usize = 1024 * 1024;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // P2P_BENCH_ONLY=file: the single-file scenarios only; =folder: the folder ones only.
+    let only = std::env::var("P2P_BENCH_ONLY").unwrap_or_default();
+    assert!(
+        ["", "file", "folder"].contains(&only.as_str()),
+        "P2P_BENCH_ONLY must be file or folder, got {only:?}"
+    );
+    if only != "folder" {
+        files(quick);
+    }
+    if only != "file" {
+        folders(quick);
+    }
+}
+
+/// The single-file scenarios.
+fn files(quick: bool) {
     let size = if quick { 256 * MIB } else { 1024 * MIB };
     let work = tempfile::tempdir().expect("temp dir");
     let file = work.path().join("bench.bin");
@@ -534,4 +566,789 @@ fn report(results: &[Scenario], sha: &Scenario, quick: bool) {
         let _ = std::fs::write(dir.join("transfer.txt"), &table);
         let _ = std::fs::write(dir.join("transfer.jsonl"), &json);
     }
+}
+
+// ---- Folders (issue 14): many small files, against an rsync daemon and tar over socat ----
+
+/// Alternated runs of each side of the folder comparison (ours, rsync, tar), for the medians.
+const FOLDER_RUNS: usize = 5;
+const FOLDER_RUNS_QUICK: usize = 3;
+/// Seed of the generated trees' sizes and bytes, so every run and machine gets the same tree.
+const FOLDER_SEED: u64 = 14;
+/// `folder_5000_small`: 50 folders of 100 files of 1 to 40 KB (about 100 MB).
+const SMALL_FILES: usize = 5_000;
+const SMALL_PER_DIR: usize = 100;
+const SMALL_SIZES: std::ops::RangeInclusive<u64> = 1_000..=40_000;
+/// `folder_100k`: 100,000 files of 0 to 4096 bytes in 1000 folders; 20,000 in quick mode.
+const MANY_FILES: usize = 100_000;
+const MANY_FILES_QUICK: usize = 20_000;
+const MANY_PER_DIR: usize = 100;
+const MANY_SIZES: std::ops::RangeInclusive<u64> = 0..=4096;
+/// Targets (reported, never asserted): download time against each baseline, registration
+/// time, the leecher's peak RSS at 100,000 files.
+const TARGET_X_RSYNC: f64 = 1.0;
+const TARGET_X_TAR: f64 = 1.5;
+const TARGET_REGISTER_S: f64 = 1.0;
+const TARGET_LEECHER_RSS_KIB: u64 = 128 * 1024;
+/// A registering seeder that prints nothing for this long has failed.
+const REGISTER_IDLE: Duration = Duration::from_secs(30);
+/// A download (ours or a baseline) that takes longer than this has failed.
+const FOLDER_DOWNLOAD_LIMIT: Duration = Duration::from_secs(600);
+
+/// One folder figure: a download side, or a registration.
+#[derive(Clone, Debug, Default)]
+struct FolderRow {
+    name: String,
+    files: usize,
+    bytes: u64,
+    runs: Vec<Duration>,
+    /// Median time over the baselines' (`None`: the baseline or our side did not run).
+    x_rsync: Option<f64>,
+    x_tar: Option<f64>,
+    leecher_rss_kib: Option<u64>,
+    seeder_rss_kib: Option<u64>,
+    index_rss_before_kib: Option<u64>,
+    index_rss_after_kib: Option<u64>,
+    /// Why the figures are missing, if they are.
+    note: Option<String>,
+}
+
+impl FolderRow {
+    fn new(name: impl Into<String>, files: usize, bytes: u64) -> Self {
+        Self {
+            name: name.into(),
+            files,
+            bytes,
+            ..Self::default()
+        }
+    }
+
+    /// Median, min, max seconds.
+    fn stats(&self) -> Option<(f64, f64, f64)> {
+        let mut secs: Vec<f64> = self.runs.iter().map(Duration::as_secs_f64).collect();
+        secs.sort_by(f64::total_cmp);
+        Some((*secs.get(secs.len() / 2)?, secs[0], secs[secs.len() - 1]))
+    }
+}
+
+/// The folder scenarios, into `target/bench/folders.txt` and `folders.jsonl`.
+fn folders(quick: bool) {
+    let runs = if quick {
+        FOLDER_RUNS_QUICK
+    } else {
+        FOLDER_RUNS
+    };
+    let baselines = found("rsync") && found("socat");
+    if !baselines {
+        println!("note: folder baselines skipped: needs rsync and socat (make bench-deps)");
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut rows = Vec::new();
+
+    let src = work.path().join("small").join("album");
+    let bytes = generate_tree(&src, SMALL_FILES, SMALL_PER_DIR, SMALL_SIZES);
+    rows.extend(folder_scenario(
+        "folder_5000_small",
+        &src,
+        SMALL_FILES,
+        bytes,
+        runs,
+        runs,
+        baselines,
+        work.path(),
+    ));
+    let _ = std::fs::remove_dir_all(work.path().join("small"));
+
+    let many = if quick { MANY_FILES_QUICK } else { MANY_FILES };
+    let name = if quick { "folder_20k" } else { "folder_100k" };
+    let src = work.path().join("many").join("library");
+    let bytes = generate_tree(&src, many, MANY_PER_DIR, MANY_SIZES);
+    rows.extend(folder_scenario(
+        name,
+        &src,
+        many,
+        bytes,
+        1,
+        1,
+        baselines,
+        work.path(),
+    ));
+    let _ = std::fs::remove_dir_all(work.path().join("many"));
+    folder_report(&rows, quick, runs);
+}
+
+fn found(bin: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Writes `files` files with sizes drawn from `sizes`, `per_dir` to a folder, under `root`;
+/// returns their total size.
+fn generate_tree(
+    root: &Path,
+    files: usize,
+    per_dir: usize,
+    sizes: std::ops::RangeInclusive<u64>,
+) -> u64 {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(FOLDER_SEED);
+    let mut total = 0;
+    let mut buf = vec![0u8; *sizes.end() as usize];
+    for i in 0..files {
+        let dir = root.join(format!("d{:04}", i / per_dir));
+        if i % per_dir == 0 {
+            std::fs::create_dir_all(&dir).expect("create tree folder");
+        }
+        let len = rng.random_range(sizes.clone()) as usize;
+        rng.fill_bytes(&mut buf[..len]);
+        std::fs::write(dir.join(format!("f{:05}.bin", i % per_dir)), &buf[..len])
+            .expect("write tree file");
+        total += len as u64;
+    }
+    total
+}
+
+/// SHA-256 of every regular file under `root`, by path relative to it (anything else, such
+/// as a leftover `.part` or a symlink, shows up as a difference too).
+fn hash_tree(root: &Path) -> std::collections::BTreeMap<PathBuf, [u8; 32]> {
+    let mut hashes = std::collections::BTreeMap::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(root).expect("under root").to_owned();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(path),
+                Ok(t) if t.is_file() => {
+                    let data = std::fs::read(&path).unwrap_or_default();
+                    hashes.insert(rel, Sha256::digest(&data).into());
+                }
+                _ => {
+                    hashes.insert(rel, [0xFF; 32]);
+                }
+            }
+        }
+    }
+    hashes
+}
+
+/// `None` if the tree at `got` is `expected` path for path and byte for byte, or else what
+/// differs.
+fn tree_differs(
+    expected: &std::collections::BTreeMap<PathBuf, [u8; 32]>,
+    got: &Path,
+) -> Option<String> {
+    let got = hash_tree(got);
+    if &got == expected {
+        return None;
+    }
+    let missing = expected.keys().filter(|p| !got.contains_key(*p)).count();
+    let extra = got.keys().filter(|p| !expected.contains_key(*p)).count();
+    let first = expected
+        .iter()
+        .find(|(p, h)| got.get(*p) != Some(h))
+        .map(|(p, _)| p)
+        .or_else(|| got.keys().find(|p| !expected.contains_key(*p)))
+        .map_or(String::new(), |p| format!(", first {}", p.display()));
+    Some(format!(
+        "tree differs: {missing} missing, {extra} extra, {} changed{first}",
+        expected
+            .iter()
+            .filter(|(p, h)| got.get(*p).is_some_and(|g| g != *h))
+            .count()
+    ))
+}
+
+/// A process whose stdout lines arrive on a channel and whose stderr is kept (last lines), so
+/// neither pipe fills; killed on drop.
+struct Watched {
+    proc: Proc,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The stderr reader, joined once the process exited so its last line (`peak rss`) is in.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watched {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start binary");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Nobody listens any more: keep draining so the process never blocks.
+                    continue;
+                }
+            }
+        });
+        let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tail = kept.clone();
+        let stderr_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                // The last lines only: `peak rss` is the very last.
+                if tail.len() >= 64 {
+                    tail.remove(0);
+                }
+                tail.push(line);
+            }
+        });
+        Self {
+            proc: Proc(child),
+            lines,
+            stderr: kept,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    /// After the exit: every stderr line is in.
+    fn join_stderr(&mut self) {
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+
+    /// The last line on stderr that is not the `peak rss` report, for a note.
+    fn last_error(&self) -> String {
+        let tail = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        tail.iter()
+            .rev()
+            .find(|l| !l.starts_with("peak rss: ") && !l.trim().is_empty())
+            .cloned()
+            .unwrap_or_else(|| "(nothing on stderr)".into())
+    }
+
+    fn peak_rss(&self) -> Option<u64> {
+        let tail = self
+            .stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n");
+        peak_rss(&tail)
+    }
+
+    /// Waits for the first stdout line `matches` accepts, with at most `idle` between lines.
+    fn wait_line(
+        &mut self,
+        idle: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
+        loop {
+            match self.lines.recv_timeout(idle) {
+                Ok(line) if matches(&line) => return Ok(line),
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!("nothing printed for {}s", idle.as_secs()));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = self.proc.0.wait();
+                    self.join_stderr();
+                    return Err(format!("exited: {}", self.last_error()));
+                }
+            }
+        }
+    }
+
+    /// Waits for the exit (killing it after `limit`); whether it succeeded.
+    fn wait_exit(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.proc.0.try_wait() {
+                Ok(Some(status)) => {
+                    self.join_stderr();
+                    return if status.success() {
+                        Ok(())
+                    } else {
+                        Err(self.last_error())
+                    };
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                _ => {
+                    let _ = self.proc.0.kill();
+                    return Err(format!("still running after {}s", limit.as_secs()));
+                }
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit (its `peak rss` line comes with it).
+    fn stop(mut self) -> Option<u64> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = self.wait_exit(Duration::from_secs(30));
+        self.peak_rss()
+    }
+}
+
+/// A `/proc/<pid>/status` field in kB (`VmRSS`, `VmHWM`).
+fn proc_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// An index server of our own, on loopback.
+fn start_index() -> (Watched, String) {
+    let mut cmd = binary();
+    cmd.args(["server", "--addr", "127.0.0.1:0", "--no-mdns"]);
+    let mut server = Watched::spawn(cmd);
+    let line = server
+        .wait_line(Duration::from_secs(30), |l| {
+            l.starts_with("server listening on ")
+        })
+        .expect("index server starts");
+    let addr = line.trim_start_matches("server listening on ").to_owned();
+    (server, addr)
+}
+
+/// A seeder sharing `dir` with `index`, timed from its start to its `registered <dir>
+/// <folder id>` line. Returns it (still serving), the time and the folder id.
+fn register_folder(index: &str, dir: &Path) -> Result<(Watched, Duration, String), String> {
+    let mut cmd = binary();
+    cmd.args(["peer", "--addr", "127.0.0.1:0", "--server", index, "-r"])
+        .arg(dir);
+    let start = Instant::now();
+    let mut seeder = Watched::spawn(cmd);
+    let shown = dir.display().to_string();
+    let canonical = dir
+        .canonicalize()
+        .map_or(shown.clone(), |p| p.display().to_string());
+    let line = seeder.wait_line(REGISTER_IDLE, |l| {
+        l.strip_prefix("registered ")
+            .and_then(|rest| rest.rsplit_once(' '))
+            .is_some_and(|(path, _)| {
+                let path = path.trim_end_matches('/');
+                path == shown || path == canonical
+            })
+    });
+    let took = start.elapsed();
+    let line = line.map_err(|e| {
+        format!("folder registration failed: no \"registered {shown} <folder id>\" line ({e})")
+    })?;
+    let id = line.rsplit(' ').next().unwrap_or_default().to_owned();
+    Ok((seeder, took, id))
+}
+
+/// `peer --download <folder id> --out <dst>` from its start to its exit, then the tree checked
+/// against `expected`. Returns the time and the leecher's peak RSS.
+fn download_folder(
+    index: &str,
+    id: &str,
+    dst: &Path,
+    folder: &str,
+    expected: &std::collections::BTreeMap<PathBuf, [u8; 32]>,
+) -> Result<(Duration, Option<u64>), String> {
+    let mut cmd = binary();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        index,
+        "--download",
+        id,
+        "--out",
+    ])
+    .arg(dst);
+    let start = Instant::now();
+    let mut leecher = Watched::spawn(cmd);
+    let exited = leecher.wait_exit(FOLDER_DOWNLOAD_LIMIT);
+    let took = start.elapsed();
+    exited.map_err(|e| format!("folder download failed: {e}"))?;
+    if let Some(diff) = tree_differs(expected, &dst.join(folder)) {
+        return Err(format!("folder download incomplete: {diff}"));
+    }
+    Ok((took, leecher.peak_rss()))
+}
+
+/// A free loopback port (bound and released: another process could take it meanwhile, which
+/// only fails that run).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Whether something listens on 127.0.0.1:`port`, read from `/proc/net/tcp` (connecting
+/// would take the one connection a `socat TCP-LISTEN` accepts).
+fn listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
+        table.lines().skip(1).any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1) == Some(&want.as_str()) && cols.get(3) == Some(&"0A")
+        })
+    })
+}
+
+fn wait_for(what: &str, limit: Duration, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// An rsync daemon serving `src` read-only as module `b` on loopback.
+struct RsyncDaemon {
+    _proc: Proc,
+    port: u16,
+}
+
+impl RsyncDaemon {
+    fn start(src: &Path, scratch: &Path) -> Self {
+        std::fs::create_dir_all(scratch).expect("rsync scratch");
+        let uid = rustix::process::getuid().as_raw();
+        let gid = rustix::process::getgid().as_raw();
+        let conf = scratch.join("rsyncd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "use chroot = no\nuid = {uid}\ngid = {gid}\npid file = {s}/rsyncd.pid\n\
+                 lock file = {s}/rsyncd.lock\nlog file = {s}/rsyncd.log\n\
+                 [b]\npath = {src}\nread only = yes\n",
+                s = scratch.display(),
+                src = src.display()
+            ),
+        )
+        .expect("rsyncd.conf");
+        let port = free_port();
+        let proc = Proc(
+            Command::new("rsync")
+                .arg("--daemon")
+                .arg("--no-detach")
+                .arg(format!("--config={}", conf.display()))
+                .arg("--address=127.0.0.1")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start rsync daemon"),
+        );
+        wait_for("rsync daemon", Duration::from_secs(10), || listening(port));
+        Self { _proc: proc, port }
+    }
+
+    /// `rsync -a rsync://127.0.0.1:P/b/ dst/`, timed.
+    fn fetch(&self, dst: &Path) -> Result<Duration, String> {
+        let start = Instant::now();
+        let out = Command::new("rsync")
+            .arg("-a")
+            .arg(format!("rsync://127.0.0.1:{}/b/", self.port))
+            .arg(format!("{}/", dst.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("rsync: {e}"))?;
+        let took = start.elapsed();
+        if !out.status.success() {
+            return Err(format!(
+                "rsync failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(took)
+    }
+}
+
+/// `tar -cf - -C src . | socat` into `socat ... SYSTEM:'tar -xf - -C dst'`, timed from the
+/// sender's start (the receiver listening already, as a daemon would) until both exit.
+fn tar_socat(src: &Path, dst: &Path) -> Result<Duration, String> {
+    let port = free_port();
+    let mut receiver = Proc(
+        Command::new("socat")
+            .arg("-u")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"))
+            .arg(format!("SYSTEM:tar -xf - -C '{}'", dst.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("socat: {e}"))?,
+    );
+    wait_for("socat receiver", Duration::from_secs(10), || {
+        listening(port)
+    });
+    let start = Instant::now();
+    let sent = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -cf - -C '{}' . | socat -u STDIN TCP:127.0.0.1:{port}",
+            src.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("tar | socat: {e}"))?;
+    let received = receiver.0.wait().map_err(|e| format!("socat: {e}"))?;
+    let took = start.elapsed();
+    if !sent.status.success() || !received.success() {
+        return Err(format!(
+            "tar | socat failed: {}",
+            String::from_utf8_lossy(&sent.stderr).trim()
+        ));
+    }
+    Ok(took)
+}
+
+/// One folder scenario: registration (`register_runs` times, each on a fresh index), then
+/// `runs` alternated downloads of ours, rsync's and tar's, each into a fresh folder, each
+/// verified path by path. Our side failing gives a note, never a panic.
+#[allow(clippy::too_many_arguments)]
+fn folder_scenario(
+    name: &str,
+    src: &Path,
+    files: usize,
+    bytes: u64,
+    register_runs: usize,
+    runs: usize,
+    baselines: bool,
+    work: &Path,
+) -> Vec<FolderRow> {
+    // Reads every file once: the expected hashes, and a warm page cache for every side.
+    let expected = hash_tree(src);
+    assert_eq!(expected.len(), files, "generated tree");
+    let folder = src
+        .file_name()
+        .expect("tree root has a name")
+        .to_string_lossy()
+        .into_owned();
+    let mut register = FolderRow::new(format!("{name}_register"), files, bytes);
+    let mut ours = FolderRow::new(name, files, bytes);
+    let mut rsync = FolderRow::new(format!("{name}_rsync_daemon"), files, bytes);
+    let mut tar = FolderRow::new(format!("{name}_tar_socat"), files, bytes);
+
+    // The last registration's index and seeder serve the downloads.
+    let mut serving: Option<(Watched, String, Watched, String)> = None;
+    for _ in 0..register_runs {
+        if let Some((index, _, seeder, _)) = serving.take() {
+            seeder.stop();
+            index.stop();
+        }
+        let (index, addr) = start_index();
+        let before = proc_kib(index.pid(), "VmRSS");
+        match register_folder(&addr, src) {
+            Ok((seeder, took, id)) => {
+                register.runs.push(took);
+                register.index_rss_before_kib = before;
+                register.index_rss_after_kib = proc_kib(index.pid(), "VmRSS");
+                serving = Some((index, addr, seeder, id));
+            }
+            Err(note) => {
+                println!("note: {name}: {note}");
+                register.note = Some(note.clone());
+                ours.note = Some(note);
+                index.stop();
+                break;
+            }
+        }
+    }
+
+    let rsyncd = baselines.then(|| RsyncDaemon::start(src, &work.join("rsyncd")));
+    let fresh = |side: &str, run: usize| {
+        let dst = work.join(format!("{name}-{side}-{run}"));
+        std::fs::create_dir_all(&dst).expect("destination");
+        dst
+    };
+    for run in 0..runs {
+        if let Some((_, addr, _, id)) = &serving
+            && ours.note.is_none()
+        {
+            let dst = fresh("ours", run);
+            match download_folder(addr, id, &dst, &folder, &expected) {
+                Ok((took, rss)) => {
+                    ours.runs.push(took);
+                    ours.leecher_rss_kib = ours.leecher_rss_kib.max(rss);
+                }
+                Err(note) => {
+                    println!("note: {name}: {note}");
+                    ours.note = Some(note);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dst);
+        }
+        if let Some(rsyncd) = &rsyncd {
+            let dst = fresh("rsync", run);
+            let outcome = rsyncd
+                .fetch(&dst)
+                .and_then(|took| match tree_differs(&expected, &dst) {
+                    None => Ok(took),
+                    Some(diff) => Err(format!("rsync: {diff}")),
+                });
+            match outcome {
+                Ok(took) => rsync.runs.push(took),
+                Err(note) => rsync.note = Some(note),
+            }
+            let _ = std::fs::remove_dir_all(&dst);
+            let dst = fresh("tar", run);
+            let outcome =
+                tar_socat(src, &dst).and_then(|took| match tree_differs(&expected, &dst) {
+                    None => Ok(took),
+                    Some(diff) => Err(format!("tar | socat: {diff}")),
+                });
+            match outcome {
+                Ok(took) => tar.runs.push(took),
+                Err(note) => tar.note = Some(note),
+            }
+            let _ = std::fs::remove_dir_all(&dst);
+        }
+        eprintln!(
+            "{name}: run {}/{runs} done ({} ours, {} rsync, {} tar)",
+            run + 1,
+            ours.runs.len(),
+            rsync.runs.len(),
+            tar.runs.len()
+        );
+    }
+    if !baselines {
+        rsync.note = Some("skipped: needs rsync and socat (make bench-deps)".into());
+        tar.note = rsync.note.clone();
+    }
+    if let Some((index, _, seeder, _)) = serving {
+        ours.seeder_rss_kib = proc_kib(seeder.pid(), "VmHWM");
+        register.seeder_rss_kib = ours.seeder_rss_kib;
+        ours.index_rss_before_kib = register.index_rss_before_kib;
+        ours.index_rss_after_kib = register.index_rss_after_kib;
+        seeder.stop();
+        index.stop();
+    }
+    let median = |row: &FolderRow| row.stats().map(|(m, _, _)| m);
+    if let Some(ours_s) = median(&ours) {
+        ours.x_rsync = median(&rsync).map(|r| ours_s / r);
+        ours.x_tar = median(&tar).map(|t| ours_s / t);
+    }
+    vec![register, ours, rsync, tar]
+}
+
+fn folder_report(rows: &[FolderRow], quick: bool, runs: usize) {
+    let mut table = format!(
+        "p2p-transfer folder bench ({} mode, up to {runs} alternated runs a side)\n\
+         {:<30} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8} {:>10}\n",
+        if quick { "quick" } else { "full" },
+        "scenario",
+        "files",
+        "MB",
+        "median s",
+        "min s",
+        "max s",
+        "MB/s",
+        "x rsync",
+        "x tar",
+        "leech MiB",
+        "seed MiB",
+        "index +MiB",
+    );
+    let mut json = String::new();
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("null".to_owned(), |v| format!("{v:.digits$}"));
+    let kib = |v: Option<u64>| v.map_or("null".to_owned(), |v| v.to_string());
+    let mib = |v: Option<u64>| v.map_or("-".to_owned(), |v| (v / 1024).to_string());
+    for row in rows {
+        let stats = row.stats();
+        let (med, min, max) =
+            stats.map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c)));
+        let mb_s = med.map(|m| row.bytes as f64 / m / 1e6);
+        let growth = row
+            .index_rss_after_kib
+            .zip(row.index_rss_before_kib)
+            .map(|(a, b)| a.saturating_sub(b));
+        let cell = |v: Option<f64>, d: usize| v.map_or("-".to_owned(), |v| format!("{v:.d$}"));
+        table += &format!(
+            "{:<30} {:>7} {:>8.1} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8} {:>10}\n",
+            row.name,
+            row.files,
+            row.bytes as f64 / 1e6,
+            cell(med, 3),
+            cell(min, 3),
+            cell(max, 3),
+            cell(mb_s, 0),
+            cell(row.x_rsync, 2),
+            cell(row.x_tar, 2),
+            mib(row.leecher_rss_kib),
+            mib(row.seeder_rss_kib),
+            mib(growth),
+        );
+        if let Some(note) = &row.note {
+            table += &format!("    note: {note}\n");
+        }
+        let targets = if row.name.ends_with("_register") {
+            format!(",\"target_s\":{TARGET_REGISTER_S}")
+        } else if row.name.ends_with("_rsync_daemon") || row.name.ends_with("_tar_socat") {
+            String::new()
+        } else {
+            format!(
+                ",\"target_x_rsync\":{TARGET_X_RSYNC},\"target_x_tar_socat\":{TARGET_X_TAR},\"target_leecher_peak_rss_kib\":{TARGET_LEECHER_RSS_KIB}"
+            )
+        };
+        json += &format!(
+            "{{\"scenario\":\"{}\",\"files\":{},\"bytes\":{},\"runs\":{},\"median_s\":{},\"min_s\":{},\"max_s\":{},\"mb_per_s\":{},\"x_rsync\":{},\"x_tar_socat\":{},\"leecher_peak_rss_kib\":{},\"seeder_peak_rss_kib\":{},\"index_rss_before_kib\":{},\"index_rss_after_kib\":{}{targets},\"note\":{}}}\n",
+            row.name,
+            row.files,
+            row.bytes,
+            row.runs.len(),
+            opt(med, 4),
+            opt(min, 4),
+            opt(max, 4),
+            opt(mb_s, 1),
+            opt(row.x_rsync, 3),
+            opt(row.x_tar, 3),
+            kib(row.leecher_rss_kib),
+            kib(row.seeder_rss_kib),
+            kib(row.index_rss_before_kib),
+            kib(row.index_rss_after_kib),
+            row.note.as_deref().map_or("null".to_owned(), json_string),
+        );
+    }
+    table += &format!(
+        "targets: download <= {TARGET_X_RSYNC} x rsync daemon and <= {TARGET_X_TAR} x tar|socat; registration <= {TARGET_REGISTER_S} s; leecher peak RSS < {} MiB at 100,000 files\n",
+        TARGET_LEECHER_RSS_KIB / 1024
+    );
+    print!("{table}{json}");
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench"));
+    if std::fs::create_dir_all(dir).is_ok() {
+        let _ = std::fs::write(dir.join("folders.txt"), &table);
+        let _ = std::fs::write(dir.join("folders.jsonl"), &json);
+    }
+}
+
+/// `text` as a JSON string.
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out += "\\\"",
+            '\\' => out += "\\\\",
+            c if u32::from(c) < 0x20 => out += &format!("\\u{:04x}", u32::from(c)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

@@ -1,16 +1,30 @@
-//! The hosts of one download: their reusable connections, load and failure counts, and which
-//! one gets the next chunk.
+//! The hosts of one download job.
+//!
+//! * [`HostSpec`]: a host as the index or the user named it.
+//! * [`HostFault`] and its [`Effect`]: what went wrong with a request, and what that does to
+//!   the host (it replaces the `fatal`/`lied` flags of the old pool).
+//! * [`HostTable`]: the pure state of a job's hosts: load, failure counts, live / dropped /
+//!   banned, chunks delivered, and which one gets the next chunk. No I/O, no locks, no clock;
+//!   the scheduler (`schedule.rs`) owns it.
+//!
+//! The connections to the hosts are `links.rs`'s.
+//!
+//! # Host rules (the table's part; the scheduler adds the per-chunk and per-file ones)
+//! * **Least loaded, rotated**: the next chunk goes to the usable host with the fewest requests
+//!   outstanding; ties are broken by a rotation on the chunk, so equal hosts share evenly.
+//! * **Failures**: [`Effect::Retry`] faults count; at `max_host_failures` the host is dropped.
+//!   [`Effect::Lacks`] counts the files a host said it lacks, separately; at `max_host_failures`
+//!   such files it is dropped too. [`Effect::Drop`] and [`Effect::Ban`] drop it at once.
+//! * **Bans**: a host that sent bad data ([`Effect::Distrust`], [`Effect::Ban`]) is never taken
+//!   back in this job once dropped, even when the index (not updated yet) lists it again. One
+//!   bad chunk alone does not drop it ([`Effect::Distrust`] counts as one failure): a flipped bit
+//!   on its disk costs one chunk, not every other chunk it could still serve.
+//! * **Revival**: a dropped host that is not banned comes back when the index lists it again,
+//!   with its failure count reset. A listed host the table does not know (by address) is added.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 
-use p2p_protocol::{HostInfo, NodeId, PeerConversation, PeerId, ProtocolError};
-use p2p_transport::{ClientConnection, Tls};
-
-/// One host's connection.
-pub(crate) type HostConnection = ClientConnection<PeerConversation>;
+use p2p_protocol::{ErrorCode, HostInfo, NodeId, PeerId};
 
 /// A host as the index or the user named it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,149 +46,322 @@ impl From<HostInfo> for HostSpec {
     }
 }
 
-/// A peer serving chunks to this download.
-#[derive(Debug)]
-pub(crate) struct Host {
-    pub addr: SocketAddr,
-    pub peer_id: PeerId,
-    /// The node that must answer at `addr`, if known ([`HostSpec::node_id`]).
-    pub node_id: Option<NodeId>,
-    /// Connections not in use right now; reused so a chunk costs no TCP handshake.
-    idle: Mutex<Vec<HostConnection>>,
-    /// Chunk requests outstanding; the least loaded host gets the next chunk.
-    in_flight: AtomicUsize,
-    failures: AtomicU32,
-    dropped: AtomicBool,
-    /// Sent bytes that failed verification, or said it lacks the file: once dropped (after
-    /// [`crate::PeerConfig::max_host_failures`] failures, or at once for a missing file), it is
-    /// not taken back in this download, even if the index (not updated yet) lists it again.
-    banned: AtomicBool,
-    /// Chunks this host delivered first and that passed verification.
-    pub delivered: AtomicU64,
+/// What went wrong with one request to a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HostFault {
+    /// No connection: refused, unreachable, or the TLS/`Hello` handshake failed.
+    Unreachable,
+    /// No reply within the request timeout, or the connection died during the reply.
+    Timeout,
+    /// A pooled connection the host had closed while it sat idle (its idle timeout, or it made
+    /// room for another client): not the host failing.
+    #[allow(dead_code)] // links.rs reconnects such a connection itself
+    ClosedIdle,
+    /// The host is at its connection or request limit right now.
+    Busy,
+    /// The host answered with an error code.
+    Refused(ErrorCode),
+    /// Another node than the one the index recorded answered at the host's address.
+    WrongNode,
+    /// The host sent something no honest host sends.
+    BadData(BadData),
 }
 
-impl Host {
-    pub fn new(spec: HostSpec) -> Self {
+/// The kinds of bad data a host can send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BadData {
+    /// A chunk whose SHA-256 is not the manifest's (or whose length is wrong).
+    HashMismatch,
+    /// A chunk announced longer than any chunk can be.
+    TooLarge,
+    /// A reply that does not answer the request (another chunk, another message).
+    WrongReply,
+    /// A folder record page or manifest that does not match its id.
+    #[allow(dead_code)] // the folder record's (record.rs)
+    BadRecord,
+}
+
+/// What a [`HostFault`] does to the host (and to the chunk: every fault but a success puts the
+/// chunk back for another host, unless another copy is still in flight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Not held against the host: the chunk is simply asked again, from any host.
+    Requeue,
+    /// Counts toward `max_host_failures`; the chunk goes to another host if there is one.
+    Retry,
+    /// The host lacks this file (it said `unknown_file`, `file_unavailable` or
+    /// `chunk_out_of_range`): it is never asked for this file again in this job. It is dropped
+    /// only after `max_host_failures` such files, so one missing file of a folder does not cost
+    /// the host for the others.
+    Lacks,
+    /// Dropped at once (it refuses us: `forbidden`); a re-list by the index revives it.
+    Drop,
+    /// Counts toward `max_host_failures` like [`Effect::Retry`], and once dropped the host is
+    /// banned: never revived in this job.
+    Distrust,
+    /// Dropped at once and never revived in this job.
+    Ban,
+}
+
+impl HostFault {
+    /// What this fault does to the host.
+    pub fn effect(&self) -> Effect {
+        match self {
+            HostFault::ClosedIdle => Effect::Requeue,
+            HostFault::Unreachable | HostFault::Timeout | HostFault::Busy => Effect::Retry,
+            HostFault::Refused(
+                ErrorCode::UnknownFile | ErrorCode::FileUnavailable | ErrorCode::ChunkOutOfRange,
+            ) => Effect::Lacks,
+            HostFault::Refused(ErrorCode::Forbidden) => Effect::Drop,
+            HostFault::Refused(_) => Effect::Retry,
+            HostFault::BadData(BadData::HashMismatch | BadData::TooLarge) => Effect::Distrust,
+            HostFault::BadData(BadData::WrongReply | BadData::BadRecord) | HostFault::WrongNode => {
+                Effect::Ban
+            }
+        }
+    }
+}
+
+/// A host's place in its job's [`HostTable`]; stable for the whole job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct HostIx(pub usize);
+
+/// Whether a host is asked for chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HostStatus {
+    /// Asked for chunks.
+    Live,
+    /// Not asked; a re-list by the index revives it.
+    Dropped,
+    /// Not asked again in this job.
+    Banned,
+}
+
+/// One host of a job.
+#[derive(Clone, Debug)]
+pub(crate) struct HostState {
+    pub spec: HostSpec,
+    pub status: HostStatus,
+    /// Requests outstanding; the least loaded host gets the next chunk.
+    pub load: usize,
+    /// [`Effect::Retry`] and [`Effect::Distrust`] faults since it was added or revived.
+    failures: u32,
+    /// Files it said it lacks ([`Effect::Lacks`]); kept across a revival.
+    lacking: u32,
+    /// Sent bad data: banned, not dropped, when it goes.
+    distrusted: bool,
+    /// Chunks it delivered first that passed verification.
+    pub delivered: u64,
+}
+
+impl HostState {
+    fn new(spec: HostSpec) -> Self {
         Self {
-            addr: spec.addr,
-            peer_id: spec.peer_id,
-            node_id: spec.node_id,
-            idle: Mutex::new(Vec::new()),
-            in_flight: AtomicUsize::new(0),
-            failures: AtomicU32::new(0),
-            dropped: AtomicBool::new(false),
-            banned: AtomicBool::new(false),
-            delivered: AtomicU64::new(0),
+            spec,
+            status: HostStatus::Live,
+            load: 0,
+            failures: 0,
+            lacking: 0,
+            distrusted: false,
+            delivered: 0,
         }
     }
+}
 
-    /// An idle connection (`true`: reused, so the host may have closed it meanwhile), or a
-    /// new one after the handshake.
-    pub async fn checkout(
-        &self,
-        tls: &Tls,
-        connect_timeout: Duration,
-    ) -> Result<(HostConnection, bool), ProtocolError> {
-        if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok((conn, true));
+/// What a re-list did to a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listed {
+    /// A host the job did not know.
+    Added(HostIx),
+    /// A dropped (not banned) host, live again.
+    Revived(HostIx),
+}
+
+/// The hosts of one job: pure state, no I/O (see the module docs for the rules).
+#[derive(Clone, Debug)]
+pub(crate) struct HostTable {
+    hosts: Vec<HostState>,
+    max_failures: u32,
+}
+
+impl HostTable {
+    /// A table of `specs` (a second spec with an address already listed is ignored), each
+    /// dropped after `max_failures` failures.
+    pub fn new(specs: impl IntoIterator<Item = HostSpec>, max_failures: u32) -> Self {
+        let mut table = Self {
+            hosts: Vec::new(),
+            max_failures: max_failures.max(1),
+        };
+        for spec in specs {
+            if table.find(spec.addr).is_none() {
+                table.hosts.push(HostState::new(spec));
+            }
         }
-        Ok((self.connect(tls, connect_timeout).await?, false))
+        table
     }
 
-    /// A new connection, after the handshakes; [`ProtocolError::WrongNode`] if another node
-    /// than the expected one answers (an impostor at the host's address).
-    pub async fn connect(
-        &self,
-        tls: &Tls,
-        connect_timeout: Duration,
-    ) -> Result<HostConnection, ProtocolError> {
-        let (conn, _) = p2p_transport::connect::<PeerConversation>(
-            tls,
-            self.addr,
-            self.node_id,
-            connect_timeout,
-        )
-        .await?;
-        Ok(conn)
+    pub fn len(&self) -> usize {
+        self.hosts.len()
     }
 
-    /// Returns a connection that finished its exchange cleanly.
-    pub fn checkin(&self, conn: HostConnection) {
-        if !self.is_dropped() {
-            self.idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(conn);
-        }
+    #[allow(dead_code)] // for tests and callers to come
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
     }
 
-    /// Counts a failure; returns true if this one dropped the host.
-    pub fn record_failure(&self, max_failures: u32, fatal: bool, lied: bool) -> bool {
-        if lied || fatal {
-            self.banned.store(true, Ordering::Relaxed);
+    /// Every host, by index.
+    pub fn iter(&self) -> impl Iterator<Item = (HostIx, &HostState)> + '_ {
+        self.hosts.iter().enumerate().map(|(i, h)| (HostIx(i), h))
+    }
+
+    pub fn get(&self, host: HostIx) -> &HostState {
+        &self.hosts[host.0]
+    }
+
+    /// The host at `addr`, if the table has one.
+    pub fn find(&self, addr: SocketAddr) -> Option<HostIx> {
+        self.hosts
+            .iter()
+            .position(|h| h.spec.addr == addr)
+            .map(HostIx)
+    }
+
+    #[allow(dead_code)] // for tests and callers to come
+    pub fn is_live(&self, host: HostIx) -> bool {
+        self.hosts[host.0].status == HostStatus::Live
+    }
+
+    #[allow(dead_code)] // for tests and callers to come
+    pub fn is_banned(&self, host: HostIx) -> bool {
+        self.hosts[host.0].status == HostStatus::Banned
+    }
+
+    /// Whether any host is live.
+    pub fn any_live(&self) -> bool {
+        self.hosts.iter().any(|h| h.status == HostStatus::Live)
+    }
+
+    /// A request to `host` went out.
+    pub fn start(&mut self, host: HostIx) {
+        self.hosts[host.0].load += 1;
+    }
+
+    /// A request to `host` ended, whatever way.
+    pub fn end(&mut self, host: HostIx) {
+        let load = &mut self.hosts[host.0].load;
+        debug_assert!(*load > 0, "a request ended that never started");
+        *load = load.saturating_sub(1);
+    }
+
+    /// `host` delivered a chunk first, and it verified.
+    pub fn delivered(&mut self, host: HostIx) {
+        self.hosts[host.0].delivered += 1;
+    }
+
+    /// Applies `effect` to `host`; returns whether this dropped it (`false` if it was dropped
+    /// already).
+    pub fn fault(&mut self, host: HostIx, effect: Effect) -> bool {
+        let max = self.max_failures;
+        let h = &mut self.hosts[host.0];
+        let drop = match effect {
+            Effect::Requeue => false,
+            Effect::Retry => {
+                h.failures += 1;
+                h.failures >= max
+            }
+            Effect::Distrust => {
+                h.distrusted = true;
+                h.failures += 1;
+                h.failures >= max
+            }
+            Effect::Lacks => {
+                h.lacking += 1;
+                h.lacking >= max
+            }
+            Effect::Drop => true,
+            Effect::Ban => {
+                h.distrusted = true;
+                true
+            }
+        };
+        let was_live = h.status == HostStatus::Live;
+        if h.distrusted && h.status == HostStatus::Dropped {
+            // Dropped for failing to answer, then (a reply still in flight) caught lying.
+            h.status = HostStatus::Banned;
         }
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if (fatal || failures >= max_failures) && !self.dropped.swap(true, Ordering::Relaxed) {
-            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        if drop && was_live {
+            h.status = if h.distrusted {
+                HostStatus::Banned
+            } else {
+                HostStatus::Dropped
+            };
             return true;
         }
         false
     }
 
-    /// Gives a dropped host another chance (the index still lists it), unless it lied or
-    /// lacks the file.
-    pub fn revive(&self) -> bool {
-        if self.banned.load(Ordering::Relaxed) || !self.is_dropped() {
-            return false;
+    /// The index lists `specs` (this peer already filtered out): adds the hosts the table does
+    /// not know and revives the dropped ones that are not banned.
+    pub fn listed(&mut self, specs: impl IntoIterator<Item = HostSpec>) -> Vec<Listed> {
+        let mut changes = Vec::new();
+        for spec in specs {
+            match self.find(spec.addr) {
+                Some(known) => {
+                    let h = &mut self.hosts[known.0];
+                    if h.status == HostStatus::Dropped {
+                        h.status = HostStatus::Live;
+                        h.failures = 0;
+                        changes.push(Listed::Revived(known));
+                    }
+                }
+                None => {
+                    self.hosts.push(HostState::new(spec));
+                    changes.push(Listed::Added(HostIx(self.hosts.len() - 1)));
+                }
+            }
         }
-        self.failures.store(0, Ordering::Relaxed);
-        self.dropped.store(false, Ordering::Relaxed);
-        true
+        changes
     }
 
-    pub fn is_dropped(&self) -> bool {
-        self.dropped.load(Ordering::Relaxed)
+    /// The host for the next chunk among those `usable` says may take it: the least loaded,
+    /// ties broken by a rotation on `rotation` (the chunk), and not `avoid` (the host that
+    /// last failed this chunk) while another usable host exists.
+    pub fn pick(
+        &self,
+        rotation: usize,
+        avoid: Option<HostIx>,
+        usable: impl Fn(HostIx, &HostState) -> bool,
+    ) -> Option<HostIx> {
+        let n = self.hosts.len();
+        if n == 0 {
+            return None;
+        }
+        let mut best: Option<(HostIx, usize)> = None;
+        let mut fallback: Option<(HostIx, usize)> = None;
+        for k in 0..n {
+            let i = HostIx((k + rotation) % n);
+            let h = &self.hosts[i.0];
+            if !usable(i, h) {
+                continue;
+            }
+            let slot = if Some(i) == avoid {
+                &mut fallback
+            } else {
+                &mut best
+            };
+            if slot.is_none_or(|(_, load)| h.load < load) {
+                *slot = Some((i, h.load));
+            }
+        }
+        best.or(fallback).map(|(i, _)| i)
     }
 
-    /// Marks a request as outstanding until the guard drops.
-    pub fn start_request(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self)
-    }
-}
-
-/// Decrements a host's outstanding count on drop, whatever way the request ends.
-pub(crate) struct InFlight<'a>(&'a Host);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Chooses the host for chunk `index`: the live host with the fewest requests outstanding,
-/// ties broken by a rotation on the chunk index so equal hosts share the work evenly, and
-/// avoiding the hosts in `avoid` (that just failed this chunk, or are already fetching it)
-/// while another host is alive.
-pub(crate) fn pick<H: AsRef<Host>>(hosts: &[H], index: u32, avoid: &[usize]) -> Option<usize> {
-    let n = hosts.len();
-    if n == 0 {
-        return None;
-    }
-    let live = |i: &usize| !hosts[*i].as_ref().is_dropped();
-    let candidates = (0..n).map(|k| (k + index as usize) % n).filter(live);
-    let best = |skip: &[usize]| {
-        candidates
-            .clone()
-            .filter(|i| !skip.contains(i))
-            .min_by_key(|i| hosts[*i].as_ref().in_flight.load(Ordering::Relaxed))
-    };
-    best(avoid).or_else(|| best(&[]))
-}
-
-impl AsRef<Host> for Host {
-    fn as_ref(&self) -> &Host {
-        self
+    /// Chunks each host delivered first, for the job's report.
+    pub fn per_host(&self) -> Vec<(SocketAddr, u64)> {
+        self.hosts
+            .iter()
+            .map(|h| (h.spec.addr, h.delivered))
+            .collect()
     }
 }
 
@@ -182,52 +369,105 @@ impl AsRef<Host> for Host {
 mod tests {
     use super::*;
 
-    fn hosts(n: usize) -> Vec<Host> {
-        (0..n)
-            .map(|i| {
-                Host::new(HostSpec {
-                    addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                    peer_id: PeerId(i as u64),
-                    node_id: None,
-                })
-            })
-            .collect()
+    fn table(n: usize) -> HostTable {
+        HostTable::new(
+            (0..n).map(|i| HostSpec {
+                addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                peer_id: PeerId(i as u64),
+                node_id: None,
+            }),
+            3,
+        )
+    }
+
+    fn live(_: HostIx, h: &HostState) -> bool {
+        h.status == HostStatus::Live
     }
 
     #[test]
-    fn equal_hosts_share_chunks_evenly() {
-        let hosts = hosts(3);
-        let mut guards = Vec::new();
-        let mut counts = [0; 3];
-        for index in 0..9 {
-            let h = pick(&hosts, index, &[]).unwrap();
-            counts[h] += 1;
-            guards.push(hosts[h].start_request());
+    fn each_fault_has_the_effect_the_old_flags_had_or_the_plan_asks() {
+        use ErrorCode::*;
+        let cases = [
+            (HostFault::ClosedIdle, Effect::Requeue),
+            (HostFault::Unreachable, Effect::Retry),
+            (HostFault::Timeout, Effect::Retry),
+            (HostFault::Busy, Effect::Retry),
+            (HostFault::Refused(Busy), Effect::Retry),
+            (HostFault::Refused(Internal), Effect::Retry),
+            (HostFault::Refused(Unknown), Effect::Retry),
+            (HostFault::Refused(UnknownFile), Effect::Lacks),
+            (HostFault::Refused(FileUnavailable), Effect::Lacks),
+            (HostFault::Refused(ChunkOutOfRange), Effect::Lacks),
+            (HostFault::Refused(Forbidden), Effect::Drop),
+            (HostFault::BadData(BadData::HashMismatch), Effect::Distrust),
+            (HostFault::BadData(BadData::TooLarge), Effect::Distrust),
+            (HostFault::BadData(BadData::WrongReply), Effect::Ban),
+            (HostFault::BadData(BadData::BadRecord), Effect::Ban),
+            (HostFault::WrongNode, Effect::Ban),
+        ];
+        for (fault, effect) in cases {
+            assert_eq!(fault.effect(), effect, "{fault:?}");
         }
-        assert_eq!(counts, [3, 3, 3]);
     }
 
     #[test]
-    fn failed_host_is_avoided_then_dropped_and_liars_stay_dropped() {
-        let hosts = hosts(2);
-        assert_eq!(pick(&hosts, 0, &[0]), Some(1));
-        assert!(!hosts[1].record_failure(2, false, false));
-        assert!(hosts[1].record_failure(2, false, false));
-        assert_eq!(pick(&hosts, 0, &[0]), Some(0));
-        assert!(
-            !hosts[0].record_failure(5, false, true),
-            "one bad chunk of five allowed"
+    fn the_table_picks_the_least_loaded_rotating_among_equals() {
+        let mut t = table(3);
+        assert_eq!(t.pick(0, None, live), Some(HostIx(0)));
+        assert_eq!(t.pick(1, None, live), Some(HostIx(1)));
+        assert_eq!(t.pick(5, None, live), Some(HostIx(2)));
+        t.start(HostIx(0));
+        t.start(HostIx(1));
+        assert_eq!(t.pick(0, None, live), Some(HostIx(2)));
+        // The last failer only when nobody else can.
+        assert_eq!(t.pick(2, Some(HostIx(2)), live), Some(HostIx(0)));
+        let only_2 = |h: HostIx, s: &HostState| live(h, s) && h == HostIx(2);
+        assert_eq!(t.pick(0, Some(HostIx(2)), only_2), Some(HostIx(2)));
+        assert_eq!(t.pick(0, None, |_, _| false), None);
+        t.end(HostIx(0));
+        assert_eq!(t.get(HostIx(0)).load, 0);
+    }
+
+    #[test]
+    fn the_table_drops_bans_and_revives() {
+        let mut t = table(4);
+        // Retries count to three.
+        assert!(!t.fault(HostIx(0), Effect::Retry));
+        assert!(!t.fault(HostIx(0), Effect::Retry));
+        assert!(t.fault(HostIx(0), Effect::Retry));
+        assert!(!t.fault(HostIx(0), Effect::Retry), "dropped once");
+        assert_eq!(t.get(HostIx(0)).status, HostStatus::Dropped);
+        // Lacking files count apart from failures.
+        assert!(!t.fault(HostIx(1), Effect::Retry));
+        assert!(!t.fault(HostIx(1), Effect::Lacks));
+        assert!(!t.fault(HostIx(1), Effect::Retry));
+        assert!(!t.fault(HostIx(1), Effect::Lacks));
+        assert!(t.fault(HostIx(1), Effect::Lacks));
+        // Bad data: one is allowed, but once dropped it is banned.
+        assert!(!t.fault(HostIx(2), Effect::Distrust));
+        assert!(t.get(HostIx(2)).status == HostStatus::Live);
+        assert!(!t.fault(HostIx(2), Effect::Retry));
+        assert!(t.fault(HostIx(2), Effect::Retry));
+        assert_eq!(t.get(HostIx(2)).status, HostStatus::Banned);
+        assert!(t.fault(HostIx(3), Effect::Drop));
+        assert!(!t.any_live());
+        let changes = t.listed((0..4).map(|i| t.get(HostIx(i)).spec).collect::<Vec<_>>());
+        assert_eq!(
+            changes,
+            vec![
+                Listed::Revived(HostIx(0)),
+                Listed::Revived(HostIx(1)),
+                Listed::Revived(HostIx(3)),
+            ]
         );
-        assert!(
-            hosts[0].record_failure(5, true, false),
-            "a fatal error drops at once"
-        );
-        assert_eq!(pick(&hosts, 0, &[]), None);
-        assert!(
-            hosts[1].revive(),
-            "a host that only failed to answer may come back"
-        );
-        assert!(!hosts[0].revive(), "a host that sent bad data does not");
-        assert_eq!(pick(&hosts, 0, &[]), Some(1));
+        assert!(t.is_banned(HostIx(2)), "a ban survives a re-list");
+        // Revived with its failures forgotten: three more to drop it.
+        assert!(!t.fault(HostIx(0), Effect::Retry));
+        assert!(!t.fault(HostIx(0), Effect::Retry));
+        // A dropped host caught lying by a late reply is banned.
+        assert!(t.fault(HostIx(3), Effect::Drop));
+        assert!(!t.fault(HostIx(3), Effect::Ban));
+        assert!(t.is_banned(HostIx(3)));
+        assert_eq!(t.listed(vec![t.get(HostIx(3)).spec]), vec![]);
     }
 }

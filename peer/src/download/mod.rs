@@ -1,31 +1,54 @@
-//! Downloading one file: check the manifest, prepare `<out>/<name>.part`, let the worker pool
-//! pull chunks from every host at once, verify each one, then give the file its name.
+//! Downloading: one job (a file, or a folder of any number of files) runs through one engine
+//! with one pool of requests and one set of connections per host.
+//!
+//! # Layout
+//! * [`run`] (here): the one entry; a job's [`JobSource`] in, a [`JobReport`] out, its
+//!   [`DownloadEvent`]s on the way.
+//! * `engine`: the job's task: owns the scheduler, drives the links and the disk tasks.
+//! * `schedule`: the pure scheduler (which chunk goes to which host, and when).
+//! * `hosts`: the job's hosts as the scheduler sees them, and what a fault does to one.
+//! * `links`: the connections to the hosts, with requests pipelined on each.
+//! * `buffers`: the pool chunk data is received into.
+//! * `disk`: the blocking work: local checks, part files, small-file batches.
+//! * `record`: a folder's file list as the job reads it.
 
+mod buffers;
+mod disk;
+mod engine;
+#[cfg(test)]
+mod folder_tests;
 mod hosts;
+mod links;
 pub(crate) mod record;
-mod worker_pool;
+mod schedule;
+#[cfg(test)]
+mod test_support;
 
 pub(crate) use hosts::HostSpec;
 #[allow(unused_imports)] // SKELETON (issue 14): used by resolve.rs (engineer D)
 pub(crate) use record::{FolderFile, FolderRecord};
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use p2p_protocol::{FileId, FileManifest, FolderHead, FolderId, PeerId};
-use p2p_storage::path::output_path;
-use p2p_storage::{PartFile, StorageError};
+use p2p_protocol::{FileId, FileManifest, FolderHead, FolderId, HostInfo, PeerId};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info_span};
 
 use crate::config::PeerConfig;
 use crate::error::PeerError;
-use hosts::Host;
-use worker_pool::Pool;
-pub(crate) use worker_pool::Refresh;
+
+/// Asks the index for the job's current hosts (while every host is gone).
+pub(crate) type Refresh = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<HostInfo>, PeerError>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Progress of one download, for progress bars and shells.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,12 +298,12 @@ pub enum Fetched {
     },
 }
 
-/// Runs one download job: every file of `source` into `out`, through one pool of requests
-/// and one set of connections per host.
-///
-/// SKELETON (issue 14): engineer C replaces this with the engine; today a single file goes
-/// through the old pool and a folder is refused.
-#[allow(dead_code)]
+/// Runs one download job: every file of `source` into `out` (a file to `<out>/<name>`, a
+/// folder's files to `<out>/<head.name>/<path>`), through one pool of requests and one set of
+/// connections per host. `Err` only when the job as a whole failed (no host could deliver,
+/// the disk failed, cancelled; for a single file, any failure); a folder's files that are in
+/// conflict or failed are in the report.
+#[allow(dead_code)] // TRANSITION (issue 14): the job runner (engineer E) calls it
 pub(crate) async fn run(
     source: JobSource,
     out: &Path,
@@ -289,43 +312,45 @@ pub(crate) async fn run(
     refresh: Option<Refresh>,
     cancel: CancellationToken,
 ) -> Result<JobReport, PeerError> {
-    let JobSource::File {
-        file_id,
-        manifest,
-        hosts,
-    } = source
-    else {
-        return Err(PeerError::Internal(
-            "folder downloads are not built yet".into(),
-        ));
+    let (what, hosts, span) = match source {
+        JobSource::File {
+            file_id,
+            manifest,
+            hosts,
+        } => (
+            engine::What::File {
+                manifest,
+                subdir: Vec::new(),
+            },
+            hosts,
+            info_span!("download", file = %file_id.fmt_short()),
+        ),
+        JobSource::Folder {
+            folder_id,
+            head,
+            hosts,
+            record,
+        } => (
+            engine::What::Folder { head, record },
+            hosts,
+            info_span!("download", folder = %folder_id.fmt_short()),
+        ),
     };
-    let size = manifest.size;
-    let wanted = Wanted {
-        file_id,
-        manifest,
+    let job = engine::Job {
+        what,
         hosts,
+        out: out.to_owned(),
     };
-    let (report, source) = download(wanted, out, &[], options, events, refresh, cancel).await?;
-    Ok(JobReport {
-        path: report.path,
-        files: 1,
-        fetched: 1,
-        already_there: 0,
-        conflicts: Vec::new(),
-        conflicts_total: 0,
-        failed: Vec::new(),
-        failed_total: 0,
-        bytes_fetched: size,
-        bytes_resumed: 0,
-        size,
-        elapsed: report.elapsed,
-        per_host: report.per_host,
-        shared: source.ok().map(Fetched::File),
-    })
+    engine::run(job, options, events, refresh, cancel)
+        .instrument(span)
+        .await
 }
 
-/// Downloads the file `lookup` describes into `out_dir`, from its hosts other than `me`.
-/// Returns what it produced and the finished file ready to serve (or why it can't be).
+/// Downloads one file the old way's callers ask for (into `out_dir/subdir`), through the
+/// engine. Returns what it produced and the finished file ready to serve.
+///
+/// TRANSITION (issue 14): `node.rs` calls this until the job runner calls [`run`] (engineers
+/// D and E); then it goes.
 pub(crate) async fn download(
     wanted: Wanted,
     out_dir: &Path,
@@ -341,106 +366,40 @@ pub(crate) async fn download(
     ),
     PeerError,
 > {
-    let started = Instant::now();
     let Wanted {
         file_id,
         manifest,
         hosts,
     } = wanted;
-    let name = manifest.name.clone();
     let size = manifest.size;
-    let chunks = manifest.chunks.len();
-    let hosts: Vec<Host> = hosts
-        .into_iter()
-        .filter(|h| !options.is_me(h))
-        .map(Host::new)
-        .collect();
-
-    if hosts.is_empty() && chunks > 0 {
-        // Say "already exists" before "no hosts": that is the one the user can act on now.
-        let mut folder = out_dir.to_owned();
-        folder.extend(subdir);
-        let target = output_path(&folder, &name)?;
-        if target.symlink_metadata().is_ok() {
-            return Err(StorageError::AlreadyExists(target).into());
-        }
-        return Err(PeerError::NoHosts { name, id: file_id });
-    }
-    let out = out_dir.to_owned();
-    let subdir = subdir.to_vec();
-    // Open (or pick up) the part file and re-verify what an earlier run recorded.
-    let (part, resumed) = tokio::task::spawn_blocking(move || {
-        let part = PartFile::create_in(&out, &subdir, manifest)?;
-        let resumed = part.resume();
-        Ok::<_, StorageError>((part, resumed))
-    })
-    .await
-    .map_err(|e| PeerError::Internal(e.to_string()))??;
-    let resumed_bytes: u64 = resumed
-        .iter()
-        .map(|i| part.manifest().chunk_len(*i).unwrap_or(0) as u64)
-        .sum();
-    events.send(DownloadEvent::Started {
-        file_id,
-        name: name.clone(),
-        size,
-        chunks,
-        hosts: hosts.len(),
-        resumed: resumed_bytes,
-    });
-    if resumed.is_empty() {
-        info!(file = %file_id.fmt_short(), %name, size, chunks, hosts = hosts.len(), "download started");
-    } else {
-        info!(file = %file_id.fmt_short(), %name, size, chunks, resumed = resumed.len(), "download resumed");
-    }
-
-    let part = Arc::new(part);
-    let pool = Arc::new(Pool::new(
-        file_id,
-        part.clone(),
+    let job = engine::Job {
+        what: engine::What::File {
+            manifest,
+            subdir: subdir.to_vec(),
+        },
         hosts,
-        options,
-        events.clone(),
-        refresh,
-    ));
-    let outcome = pool
-        .clone()
-        .run(cancel)
-        .instrument(info_span!("download", file = %file_id.fmt_short()))
-        .await;
-    if let Err(err) = outcome {
-        // Keep what was verified for the next run.
-        let saver = part.clone();
-        if let Ok(Err(save)) = tokio::task::spawn_blocking(move || saver.save_record()).await {
-            warn!(%save, "cannot save the record of verified chunks");
-        }
-        return Err(err);
-    }
-    let per_host = pool.per_host();
-    drop(pool);
-    events.send(DownloadEvent::Flushing);
-    info!(file = %file_id.fmt_short(), elapsed = ?started.elapsed(), "all chunks verified and written; flushing to disk");
-    // The finished file is served through the handle it was written with, not reopened by a
-    // name someone could have swapped for a link in the meantime.
-    let (path, source) = tokio::task::spawn_blocking(move || {
-        let path = part.finish()?;
-        Ok::<_, p2p_storage::StorageError>((path, part.into_source()))
-    })
-    .await
-    .map_err(|e| PeerError::Internal(e.to_string()))??;
-    let elapsed = started.elapsed();
-    events.send(DownloadEvent::Finished {
-        path: path.clone(),
-        bytes: size,
-        elapsed,
-    });
-    info!(file = %file_id.fmt_short(), path = %path.display(), ?elapsed, "download finished");
-    let report = DownloadReport {
-        file_id,
-        path,
-        bytes: size,
-        elapsed,
-        per_host,
+        out: out_dir.to_owned(),
     };
-    Ok((report, source))
+    let report = engine::run(job, options, events, refresh, cancel)
+        .instrument(info_span!("download", file = %file_id.fmt_short()))
+        .await?;
+    if report.already_there > 0 {
+        // This entry's callers refuse any file at the target, identical or not (run() says
+        // "already there" instead).
+        return Err(p2p_storage::StorageError::AlreadyExists(report.path).into());
+    }
+    let source = match report.shared {
+        Some(Fetched::File(source)) => Ok(source),
+        _ => Err(p2p_storage::StorageError::FileChanged(report.path.clone())),
+    };
+    Ok((
+        DownloadReport {
+            file_id,
+            path: report.path,
+            bytes: size,
+            elapsed: report.elapsed,
+            per_host: report.per_host,
+        },
+        source,
+    ))
 }

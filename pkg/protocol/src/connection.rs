@@ -51,6 +51,58 @@ where
         self.framed.send(msg).await
     }
 
+    /// Queues one message without flushing it: it goes out with the next
+    /// [`Connection::flush`], or earlier once the queued bytes pass the write batch
+    /// ([`Connection::set_write_batch`]). A client that pipelines sends a burst of requests
+    /// this way and flushes once.
+    pub async fn feed(&mut self, msg: &Out) -> Result<(), ProtocolError> {
+        self.framed.feed(msg).await
+    }
+
+    /// Pushes every queued message (and bytes written after them) to the network.
+    pub async fn flush(&mut self) -> Result<(), ProtocolError> {
+        SinkExt::<&Out>::flush(&mut self.framed).await
+    }
+
+    /// How many queued bytes [`Connection::feed`] lets pile up before it writes them out
+    /// itself (8 KiB unless set).
+    pub fn set_write_batch(&mut self, bytes: usize) {
+        self.framed.set_backpressure_boundary(bytes);
+    }
+
+    /// Whether a whole incoming frame can be received now without waiting: it is buffered
+    /// already, or it is in what the stream has ready (read here without waiting). A server
+    /// that answers pipelined requests flushes its replies only when this is false, so a
+    /// burst of requests gets its replies in a few writes rather than one each.
+    pub fn frame_ready(&mut self) -> bool {
+        use std::pin::Pin;
+        use std::task::{Context, Poll, Waker};
+        use tokio::io::ReadBuf;
+        let mut scratch = [0u8; READY_READ];
+        loop {
+            if let Some(header) = self.framed.read_buffer().first_chunk::<HEADER_LEN>() {
+                // A frame over the limit: the receive refuses it at once, without reading it
+                // (so this never buffers more than one frame within the limit).
+                let Ok(len) = self.framed.codec().frame_len(*header) else {
+                    return true;
+                };
+                if self.framed.read_buffer().len() >= HEADER_LEN + len {
+                    return true;
+                }
+            }
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut read = ReadBuf::new(&mut scratch);
+            match Pin::new(self.framed.get_mut()).poll_read(&mut cx, &mut read) {
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    let filled = read.filled();
+                    self.framed.read_buffer_mut().extend_from_slice(filled);
+                }
+                // Nothing ready, the end, or an error: the next receive finds out.
+                _ => return false,
+            }
+        }
+    }
+
     /// Sends one message, giving up after `timeout` (a client that stops reading must not
     /// hold a server's task forever).
     pub async fn send_timeout(
@@ -216,6 +268,9 @@ where
 /// Most bytes [`Connection::recv_admitted`] reads at once.
 pub const ADMISSION_READ: usize = 4096;
 
+/// Most bytes [`Connection::frame_ready`] reads at a time while it looks for a whole frame.
+const READY_READ: usize = 4096;
+
 /// Appends `bytes` to `buffer`, growing it when it must to twice its length, but never past
 /// `end` (the end of the frame being read) nor less than the bytes need. Left to itself,
 /// `BytesMut` would round its allocation up past the frame's end.
@@ -348,17 +403,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PeerServerConnection<S> {
         Self::server::<PeerConversation>(stream)
     }
 
-    /// Writes part of a chunk's data, after the `Chunk` frame that announced it was sent.
-    /// The caller writes exactly the `size` bytes announced, in as many parts as it likes,
-    /// then [`PeerServerConnection::flush`]es; a chunk that can't be completed leaves the
-    /// connection unusable: drop it.
+    /// Writes part of a chunk's data, after the `Chunk` frame that announced it was sent
+    /// (with [`Connection::send`], which flushed everything queued before it). The caller
+    /// writes exactly the `size` bytes announced, in as many parts as it likes, then
+    /// [`Connection::flush`]es; a chunk that can't be completed leaves the connection
+    /// unusable: drop it.
     pub async fn send_chunk_data(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        debug_assert!(
+            self.framed.write_buffer().is_empty(),
+            "chunk data would overtake queued frames"
+        );
         Ok(self.framed.get_mut().write_all(data).await?)
     }
 
-    /// Pushes everything written so far to the network.
-    pub async fn flush(&mut self) -> Result<(), ProtocolError> {
-        Ok(self.framed.get_mut().flush().await?)
+    /// Queues a `Chunk` frame and its whole `data` behind it without flushing, like
+    /// [`Connection::feed`]: for a small chunk, so that it leaves with the replies around it
+    /// in one write instead of two of its own.
+    pub async fn feed_chunk(
+        &mut self,
+        chunk: &PeerResponse,
+        data: &[u8],
+    ) -> Result<(), ProtocolError> {
+        debug_assert!(
+            matches!(chunk, PeerResponse::Chunk { size, .. } if *size as usize == data.len())
+        );
+        self.framed.feed(chunk).await?;
+        self.framed.write_buffer_mut().extend_from_slice(data);
+        Ok(())
     }
 }
 

@@ -12,6 +12,8 @@
 //! * [`chunk_buf`]: [`ChunkBuf`], a reusable chunk buffer aligned for `O_DIRECT` writes.
 //! * [`store`]: [`PartFile`], a download in progress: verified writes, then a no-overwrite
 //!   rename once every chunk is in.
+//! * [`small`]: whole small files of a download, verified in memory, written, flushed and
+//!   named in batches.
 //! * [`upload`]: [`Upload`], a file arriving from a front end: written under a hidden
 //!   temporary name and hashed as it arrives, then named (never over a file) and served.
 //! * [`local`]: what is already at a download's target (skip, resume, or a conflict).
@@ -25,6 +27,7 @@ pub mod chunker;
 pub mod error;
 pub mod local;
 pub mod path;
+pub mod small;
 pub mod source;
 pub mod store;
 pub mod tree;

@@ -1,0 +1,162 @@
+//! The engine's disk work. Everything here blocks (`std::fs`, SHA-256), so the engine runs it
+//! in `spawn_blocking` tasks of one `JoinSet` and gets a [`DiskDone`] back for each:
+//!
+//! * **checks**: what is already at each file's target (`p2p_storage::local`), a batch of
+//!   files per task, [`CHECKS_AT_ONCE`] tasks at most (an existing big file is hashed);
+//! * **part files**: a file bigger than a small file is assembled in a
+//!   [`PartFile`](p2p_storage::PartFile) as it always was (opened with its resume, one task
+//!   per verified chunk, its record saved at most once a second, flushed and named at the
+//!   end). At most [`OPEN_PARTS`] are open at once: files are taken in the record's order
+//!   and finish in that order, so this rarely holds a job back, and it bounds the job's file
+//!   descriptors (three per part file) whatever the folder holds;
+//! * **small files**: written, flushed and named in batches (`p2p_storage::small`),
+//!   [`SMALL_BATCHES_AT_ONCE`] batches at most: while one batch is flushed the next one
+//!   fills, so a slow disk makes batches bigger instead of the job slower.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use p2p_protocol::FileManifest;
+use p2p_storage::local::LocalState;
+use p2p_storage::small::{OutputDir, SmallDone, SmallFile};
+use p2p_storage::{PartFile, SourceFile, StorageError};
+
+use super::buffers::Buf;
+use super::hosts::HostIx;
+use super::schedule::{ChunkRef, FileIx};
+
+/// Part files open at once in one job.
+pub(crate) const OPEN_PARTS: usize = 32;
+/// Files checked per blocking task.
+pub(crate) const CHECK_BATCH: usize = 64;
+/// Check tasks running at once.
+pub(crate) const CHECKS_AT_ONCE: usize = 2;
+/// Small-file batches being written at once.
+pub(crate) const SMALL_BATCHES_AT_ONCE: usize = 2;
+
+/// A file of the job as the disk side needs it.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    /// Folders under the output folder, one name per level (for a folder's file: the
+    /// folder's name first).
+    pub subdir: Vec<String>,
+    pub manifest: FileManifest,
+}
+
+/// A chunk as it arrived, with who sent it and when it was asked for.
+#[derive(Debug)]
+pub(crate) struct Arrived {
+    pub chunk: ChunkRef,
+    pub host: HostIx,
+    pub asked: std::time::Instant,
+    pub buf: Buf,
+}
+
+/// One small file of a batch: its data (none for an empty file).
+#[derive(Debug)]
+pub(crate) struct SmallItem {
+    pub file: FileIx,
+    pub target: Target,
+    pub arrived: Option<Arrived>,
+}
+
+/// What a disk task did.
+#[derive(Debug)]
+pub(crate) enum DiskDone {
+    /// What is at each file's target.
+    Checked(Vec<(FileIx, Result<LocalState, StorageError>)>),
+    /// A part file is open, with the chunks an earlier run verified.
+    Opened {
+        file: FileIx,
+        result: Result<(Arc<PartFile>, Vec<u32>), StorageError>,
+    },
+    /// A chunk of a part file was verified and written (`Ok(false)`: another copy was
+    /// first).
+    Written {
+        arrived: Arrived,
+        len: usize,
+        result: Result<bool, StorageError>,
+    },
+    /// A batch of small files, each written, flushed and named, or not.
+    Small(Vec<(SmallItem, Result<SmallDone, StorageError>)>),
+    /// A part file was flushed and named (with a handle to serve it, when asked).
+    Finished {
+        file: FileIx,
+        result: Result<(PathBuf, Option<SourceFile>), StorageError>,
+    },
+    /// A record was saved (or not: a later save or the finish will do).
+    Saved(Result<(), StorageError>),
+}
+
+/// Looks at each file's target under `out`.
+pub(crate) fn check(out: PathBuf, files: Vec<(FileIx, Target)>) -> DiskDone {
+    DiskDone::Checked(
+        files
+            .into_iter()
+            .map(|(file, t)| {
+                let state = p2p_storage::local::check_local_in(&out, &t.subdir, &t.manifest);
+                (file, state)
+            })
+            .collect(),
+    )
+}
+
+/// Opens (or picks up) the part file of `target` under `out` and re-verifies what an earlier
+/// run recorded.
+pub(crate) fn open(out: PathBuf, file: FileIx, target: Target) -> DiskDone {
+    let result = PartFile::create_in(&out, &target.subdir, target.manifest).map(|part| {
+        let resumed = part.resume();
+        (Arc::new(part), resumed)
+    });
+    DiskDone::Opened { file, result }
+}
+
+/// Verifies chunk data and writes it into its part file.
+pub(crate) fn write(part: Arc<PartFile>, arrived: Arrived) -> DiskDone {
+    let data = arrived.buf.as_slice();
+    let len = data.len();
+    let result = part.write_verified(arrived.chunk.index, data);
+    DiskDone::Written {
+        arrived,
+        len,
+        result,
+    }
+}
+
+/// Writes, flushes and names a batch of small files under `out`.
+pub(crate) fn small(out: Arc<OutputDir>, items: Vec<SmallItem>) -> DiskDone {
+    let files: Vec<SmallFile<'_>> = items
+        .iter()
+        .map(|item| SmallFile {
+            subdir: &item.target.subdir,
+            manifest: &item.target.manifest,
+            data: item.arrived.as_ref().map_or(&[], |a| a.buf.as_slice()),
+            share: false,
+        })
+        .collect();
+    let results = p2p_storage::small::write_batch(&out, &files);
+    drop(files);
+    DiskDone::Small(items.into_iter().zip(results).collect())
+}
+
+/// Flushes a complete part file and gives it its name; with `share`, keeps the handle it was
+/// written with to serve it from.
+pub(crate) fn finish(part: Arc<PartFile>, file: FileIx, share: bool) -> DiskDone {
+    let result = part.finish().map(|path| {
+        let source = match share.then(|| part.into_source()).transpose() {
+            Ok(source) => source,
+            // Named and whole; only serving it from this handle failed.
+            Err(err) => {
+                tracing::warn!(%err, "downloaded file can't be shared");
+                None
+            }
+        };
+        (path, source)
+    });
+    DiskDone::Finished { file, result }
+}
+
+/// Saves a part file's record of verified chunks.
+pub(crate) fn save(part: Arc<PartFile>) -> DiskDone {
+    DiskDone::Saved(part.save_record())
+}

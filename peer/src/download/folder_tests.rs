@@ -1,0 +1,379 @@
+//! Folder jobs on the engine, against real peers serving the files: hundreds of small files
+//! and a few multi-chunk ones in one job, hosts that die or lie, and re-runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use p2p_protocol::{CHUNK_SIZE, FileManifest, FolderHead, FolderId, PeerId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::test_support::{bytes, lone_peer, tls, write};
+use super::{
+    DownloadEvent, DownloadOptions, EventSink, Fetched, FolderFile, FolderRecord, HostSpec,
+    JobReport, JobSource, run,
+};
+use crate::{PeerConfig, PeerError, PeerHandle};
+
+/// Generous for a loaded machine.
+const T: Duration = Duration::from_secs(120);
+
+/// A folder's files: path under its root -> bytes.
+type Tree = BTreeMap<String, Vec<u8>>;
+
+/// `small` files of 1-40 KB in 10 folders (one of them nested) and `big` files of 2.5 chunks.
+fn tree(small: usize, big: usize) -> Tree {
+    let mut tree = Tree::new();
+    for i in 0..small {
+        let len = 1 + (i * 7919) % 40_000;
+        let path = match i % 10 {
+            0 => format!("top{i}.txt"),
+            9 => format!("d9/deep/f{i}"),
+            d => format!("d{d}/f{i}"),
+        };
+        tree.insert(path, bytes(len, i as u64));
+    }
+    for i in 0..big {
+        let len = 2 * CHUNK_SIZE as usize + CHUNK_SIZE as usize / 2;
+        tree.insert(format!("big/b{i}.bin"), bytes(len, 1000 + i as u64));
+    }
+    // An empty file and one of exactly one small chunk boundary.
+    tree.insert("empty".into(), Vec::new());
+    tree
+}
+
+/// Writes `tree` under `dir` and shares every file on `peer`; returns the folder's record.
+async fn share(peer: &PeerHandle, dir: &Path, tree: &Tree) -> Vec<FolderFile> {
+    let mut files = Vec::new();
+    for (path, data) in tree {
+        let written = write(dir, path, data);
+        peer.register(&written).await.unwrap();
+        let manifest = p2p_storage::build_manifest(&written).unwrap().manifest;
+        files.push(FolderFile {
+            path: path.split('/').map(str::to_owned).collect(),
+            manifest,
+        });
+    }
+    files
+}
+
+fn head(tree: &Tree) -> FolderHead {
+    FolderHead {
+        name: "album".into(),
+        files: tree.len() as u64,
+        size: tree.values().map(|d| d.len() as u64).sum(),
+        pages: Vec::new(),
+    }
+}
+
+fn spec(peer: &PeerHandle, i: u64) -> HostSpec {
+    HostSpec {
+        addr: peer.local_addr(),
+        peer_id: PeerId(i),
+        node_id: None,
+    }
+}
+
+fn options(workers: usize) -> DownloadOptions {
+    let config = PeerConfig {
+        workers,
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(5),
+        stall_timeout: Duration::from_secs(2),
+        ..PeerConfig::default()
+    };
+    DownloadOptions::new(&config, tls())
+}
+
+/// Runs a folder job over `files` from `hosts` into `out`, handing each event to `watch`.
+async fn fetch(
+    tree: &Tree,
+    files: Vec<FolderFile>,
+    hosts: Vec<HostSpec>,
+    out: &Path,
+    mut watch: impl FnMut(&DownloadEvent),
+) -> (Result<JobReport, PeerError>, Vec<DownloadEvent>) {
+    let head = head(tree);
+    let source = JobSource::Folder {
+        folder_id: FolderId([7; 32]),
+        record: FolderRecord::from_files(&head, files),
+        head,
+        hosts,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let job = run(
+        source,
+        out,
+        options(8),
+        EventSink::new(Some(tx)),
+        None,
+        CancellationToken::new(),
+    );
+    let watcher = async {
+        let mut events = Vec::new();
+        while let Some(event) = rx.recv().await {
+            watch(&event);
+            events.push(event);
+        }
+        events
+    };
+    let (result, events) = tokio::time::timeout(T, async { tokio::join!(job, watcher) })
+        .await
+        .expect("the job ended in time");
+    (result, events)
+}
+
+/// Every file of `tree` is under `root`, byte for byte, and nothing else is (no part file).
+fn assert_tree(root: &Path, tree: &Tree) {
+    let mut found = Tree::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in std::fs::read_dir(root.join(&rel)).unwrap() {
+            let entry = entry.unwrap();
+            let rel = rel.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(rel);
+            } else {
+                let data = std::fs::read(root.join(&rel)).unwrap();
+                found.insert(rel.to_str().unwrap().to_owned(), data);
+            }
+        }
+    }
+    assert_eq!(found.len(), tree.len(), "files under {}", root.display());
+    for (path, data) in tree {
+        assert!(
+            found.get(path) == Some(data),
+            "{path} differs or is missing"
+        );
+    }
+}
+
+/// 500 small files and two of three chunks from two hosts, one of which goes away after
+/// serving a hundred chunks: every file arrives byte for byte, each reported once, the job
+/// once, and the report hands the whole folder over for sharing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_many_files_survives_a_host_dying_midway() {
+    let tree = tree(500, 2);
+    let (dir_a, dir_b, out) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = lone_peer(|_| {}).await;
+    let b = lone_peer(|_| {}).await;
+    let files = share(&a, dir_a.path(), &tree).await;
+    share(&b, dir_b.path(), &tree).await;
+    let hosts = vec![spec(&a, 1), spec(&b, 2)];
+    let a_addr = a.local_addr();
+    let (kill, killed) = tokio::sync::oneshot::channel();
+    let mut kill = Some(kill);
+    let mut from_a = 0;
+    let killer = async {
+        if killed.await.is_ok() {
+            a.shutdown().await;
+        }
+    };
+    let job = fetch(&tree, files, hosts, out.path(), |event| {
+        if let DownloadEvent::ChunkDone { host, .. } = event
+            && *host == a_addr
+        {
+            from_a += 1;
+            if from_a == 100
+                && let Some(kill) = kill.take()
+            {
+                let _ = kill.send(());
+            }
+        }
+    });
+    let ((result, events), ()) = tokio::join!(job, killer);
+    let report = result.unwrap();
+    let root = out.path().join("album");
+    assert_tree(&root, &tree);
+    assert!(report.complete(), "{report:?}");
+    assert_eq!(report.fetched, tree.len() as u64);
+    assert_eq!(report.files, tree.len() as u64);
+    assert_eq!(report.already_there, 0);
+    assert_eq!(report.bytes_fetched, report.size);
+    assert_eq!(report.path, root);
+    let done = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                DownloadEvent::FileDone {
+                    already_there: false,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(done, tree.len(), "one FileDone per file");
+    let finished: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            DownloadEvent::Finished { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, vec![root.clone()], "one Finished, for the folder");
+    assert!(
+        matches!(events[0], DownloadEvent::JobStarted { files, .. } if files == tree.len() as u64)
+    );
+    assert!(from_a >= 100, "host a served before it went");
+    assert!(b.chunks_served() > 0);
+    match report.shared {
+        Some(Fetched::Folder { root: r, files, .. }) => {
+            assert_eq!(r, root);
+            let paths: Vec<&String> = files.iter().map(|(p, _)| p).collect();
+            let mut expected: Vec<&String> = tree.keys().collect();
+            let mut paths = paths;
+            paths.sort();
+            expected.sort();
+            assert_eq!(paths, expected);
+        }
+        other => panic!("the folder is handed over for sharing, got {other:?}"),
+    }
+    b.shutdown().await;
+}
+
+/// A host whose copies of some small files were altered (same size, same time) sends bytes
+/// that fail their hash; those files come from the other host, and nothing wrong lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_with_bad_bytes_are_fetched_from_the_other_host() {
+    let tree = tree(60, 0);
+    let (dir_a, dir_b, out) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = lone_peer(|_| {}).await;
+    let b = lone_peer(|_| {}).await;
+    let files = share(&a, dir_a.path(), &tree).await;
+    share(&b, dir_b.path(), &tree).await;
+    // Flip a byte in every third file on a, keeping its size and modification time.
+    for (i, (path, data)) in tree.iter().enumerate() {
+        if i % 3 != 0 || data.is_empty() {
+            continue;
+        }
+        let on_a = dir_a.path().join(path);
+        let modified = std::fs::metadata(&on_a).unwrap().modified().unwrap();
+        let mut bad = data.clone();
+        bad[0] ^= 0xff;
+        std::fs::write(&on_a, &bad).unwrap();
+        let file = std::fs::File::options().write(true).open(&on_a).unwrap();
+        file.set_modified(modified).unwrap();
+    }
+    let (result, events) = fetch(
+        &tree,
+        files,
+        vec![spec(&a, 1), spec(&b, 2)],
+        out.path(),
+        |_| {},
+    )
+    .await;
+    let report = result.unwrap();
+    assert!(report.complete(), "{report:?}");
+    assert_tree(&out.path().join("album"), &tree);
+    assert!(
+        events.iter().any(|e| matches!(e, DownloadEvent::PeerFailed { error, .. } if error.contains("sent bad data"))),
+        "the bad bytes were noticed"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A second run over a complete folder fetches nothing; a file changed locally is a conflict
+/// and left as it is; a file removed locally is fetched again; the others are already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_skips_identical_files_reports_conflicts_and_fills_gaps() {
+    let tree = tree(40, 1);
+    let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let seeder = lone_peer(|_| {}).await;
+    let files = share(&seeder, dir.path(), &tree).await;
+    let hosts = vec![spec(&seeder, 1)];
+    let (first, _) = fetch(&tree, files.clone(), hosts.clone(), out.path(), |_| {}).await;
+    assert!(first.unwrap().complete());
+    let root = out.path().join("album");
+    std::fs::write(root.join("d1/f1"), b"my own edit").unwrap();
+    std::fs::remove_file(root.join("d2/f2")).unwrap();
+    let served = seeder.chunks_served();
+
+    let (second, events) = fetch(&tree, files, hosts, out.path(), |_| {}).await;
+    let report = second.unwrap();
+    assert_eq!(report.fetched, 1, "{report:?}");
+    assert_eq!(report.already_there, tree.len() as u64 - 2);
+    assert_eq!(report.conflicts_total, 1);
+    assert_eq!(report.conflicts[0].path, root.join("d1/f1"));
+    assert!(!report.complete());
+    assert!(
+        report.shared.is_none(),
+        "an incomplete folder is not shared as one"
+    );
+    assert_eq!(std::fs::read(root.join("d1/f1")).unwrap(), b"my own edit");
+    assert_eq!(std::fs::read(root.join("d2/f2")).unwrap(), tree["d2/f2"]);
+    assert_eq!(
+        seeder.chunks_served() - served,
+        1,
+        "only the missing file was fetched"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DownloadEvent::FileConflict { .. }))
+    );
+    seeder.shutdown().await;
+}
+
+/// With every host gone and none to ask for more, a folder job fails as a whole, and a file
+/// none of the hosts has fails alone while the rest arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_no_host_has_fails_alone_and_no_host_at_all_fails_the_job() {
+    let tree = tree(20, 0);
+    let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let seeder = lone_peer(|_| {}).await;
+    let mut files = share(&seeder, dir.path(), &tree).await;
+    // A file the seeder never shared.
+    let data = bytes(5000, 77);
+    files.push(FolderFile {
+        path: vec!["zz-unknown".into()],
+        manifest: FileManifest {
+            name: "zz-unknown".into(),
+            size: data.len() as u64,
+            chunk_size: CHUNK_SIZE,
+            chunks: vec![p2p_protocol::Sha256Hash::of(&data)],
+        },
+    });
+    let mut with_unknown = tree.clone();
+    with_unknown.insert("zz-unknown".into(), data);
+    let (result, events) = fetch(
+        &with_unknown,
+        files.clone(),
+        vec![spec(&seeder, 1)],
+        out.path(),
+        |_| {},
+    )
+    .await;
+    let report = result.unwrap();
+    assert_eq!(report.fetched, tree.len() as u64);
+    assert_eq!(report.failed_total, 1, "{report:?}");
+    assert_eq!(report.failed[0].path, out.path().join("album/zz-unknown"));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DownloadEvent::FileFailed { .. }))
+    );
+
+    let out2 = tempfile::tempdir().unwrap();
+    seeder.shutdown().await;
+    let (result, _) = fetch(
+        &with_unknown,
+        files,
+        vec![spec(&seeder, 1)],
+        out2.path(),
+        |_| {},
+    )
+    .await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("download of album failed"), "{err}");
+}
