@@ -11,6 +11,7 @@ use p2p_peer::{DownloadRequest, JobUpdate, Peer, PeerConfig, PeerError, PeerHand
 use p2p_protocol::manifest_file::IndexRef;
 use p2p_protocol::manifest_file::{AnyManifestFile, ManifestFile};
 use p2p_protocol::printable;
+use p2p_storage::StorageError;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PeerArgs;
@@ -225,7 +226,18 @@ async fn download(
     // Let the bar show its last events and clear.
     drop(events);
     view.await.ok();
-    let report = ended.with_context(failed)?;
+    let report = match ended {
+        // A single file whose target holds something else: say what to do about it.
+        Err(PeerError::Storage(StorageError::AlreadyExists(path))) => {
+            return Err(anyhow::anyhow!(
+                "{} already exists and is not this file; it was left as it is: move it away, or \
+                 download into another folder",
+                path.display()
+            ))
+            .with_context(failed);
+        }
+        ended => ended.with_context(failed)?,
+    };
     let info = peer.download_info(id);
     let folder_id = info.as_ref().and_then(|i| i.folder_id);
     let shown = |path: &std::path::Path| printable(&path.display().to_string()).to_string();

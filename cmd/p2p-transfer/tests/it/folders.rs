@@ -269,8 +269,8 @@ fn a_single_file_already_there_is_already_downloaded_and_another_one_is_an_error
     assert_eq!(
         text(&output.stderr).lines().last().unwrap_or_default(),
         format!(
-            "error: cannot download {id}: {}: a different file is there (5000 bytes); it was \
-             left as it is: move it away, or download into another folder",
+            "error: cannot download {id}: {} already exists and is not this file; it was left \
+             as it is: move it away, or download into another folder",
             target.display()
         )
     );
