@@ -563,9 +563,9 @@ impl Downloads {
             .sum::<Option<u64>>()
             .filter(|_| requests.len() > 1);
         // A folder job is named after its folder from the start.
-        let name = (requests.len() > 1)
-            .then(|| requests.first().and_then(|r| r.subdir.first().cloned()))
-            .flatten();
+        let name = requests
+            .first()
+            .and_then(|r| r.folder_name().map(str::to_owned));
         let requests = Arc::new(requests);
         let running = Arc::new(tokio::sync::Mutex::new(()));
         let ticket = RunTicket {
@@ -800,7 +800,7 @@ impl Downloads {
                 Ok(()) => {
                     if e.requests.len() != 1 {
                         // The folder the files went under, or the output folder.
-                        let top = e.requests.first().and_then(|r| r.subdir.first());
+                        let top = e.requests.first().and_then(|r| r.folder_name());
                         e.path = Some(top.map_or_else(|| e.out.clone(), |t| e.out.join(t)));
                     }
                     DownloadState::Done

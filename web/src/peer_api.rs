@@ -173,7 +173,7 @@ async fn start_download(
                 AnyManifestFile::parse(&text).map_err(|e| ApiError::bad_request(e.to_string()))?;
             app.peer.check_manifest_index(&doc)?;
             let target = format!("{}{SUFFIX}", manifest_name(&doc));
-            (target, DownloadRequest::for_manifest_file(doc, &[]))
+            (target, vec![DownloadRequest::for_manifest_file(doc, &[])])
         }
         _ => {
             return Err(ApiError::bad_request(
@@ -350,7 +350,8 @@ fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
         PeerError::BadId(_)
         | PeerError::NoOutputFolder(_)
         | PeerError::NothingToDownload
-        | PeerError::IncompleteFolder(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        | PeerError::IncompleteFolder(_)
+        | PeerError::Folder(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         PeerError::NotSharedPrefix(_)
         | PeerError::NotShared(_)
         | PeerError::UnknownDownload(_)
@@ -362,9 +363,9 @@ fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
         PeerError::PeerUnreachable { .. } | PeerError::NoManifest { .. } => {
             (StatusCode::BAD_GATEWAY, "peer_unreachable")
         }
-        PeerError::ManifestMismatch(_) | PeerError::DownloadFailed { .. } => {
-            (StatusCode::BAD_GATEWAY, "download_failed")
-        }
+        PeerError::ManifestMismatch(_)
+        | PeerError::DownloadFailed { .. }
+        | PeerError::NoFolderRecord { .. } => (StatusCode::BAD_GATEWAY, "download_failed"),
         PeerError::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         PeerError::Listen { .. } | PeerError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal")

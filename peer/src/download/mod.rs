@@ -3,6 +3,7 @@
 
 mod hosts;
 pub(crate) mod record;
+pub(crate) mod resolve;
 mod worker_pool;
 
 pub(crate) use hosts::HostSpec;
