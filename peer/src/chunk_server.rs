@@ -321,15 +321,25 @@ impl Handler {
 
     /// Answers `GetChunk`: where the chunk lies in the shared file, or an error reply.
     async fn chunk(&self, file_id: FileId, index: u32) -> Reply {
-        let file = match self.shared.files.open(&file_id).await {
-            Ok(file) => file,
+        let found = match self.shared.files.find(&file_id) {
+            Ok(found) => found,
             Err(why) => return Reply::Message(unserved(file_id, why)),
         };
-        // The metadata check and the read-ahead hint touch the disk: off the reactor.
-        let shared = file.clone();
-        let prepared = tokio::task::spawn_blocking(move || shared.prepare_chunk(index)).await;
+        // Opening a folder's file, the metadata check and the read-ahead hint touch the disk:
+        // off the reactor, in one blocking call.
+        let prepared = tokio::task::spawn_blocking(move || {
+            let file = found.open_blocking()?;
+            let range = file.prepare_chunk(index);
+            Ok::<_, Unserved>((file, range))
+        })
+        .await;
+        let prepared = match prepared {
+            Ok(Ok((file, range))) => Ok(range.map(|range| (file, range))),
+            Ok(Err(why)) => return Reply::Message(unserved(file_id, why)),
+            Err(join) => Err(join),
+        };
         let refusal = match prepared {
-            Ok(Ok(range)) => {
+            Ok(Ok((file, range))) => {
                 return Reply::Chunk {
                     file_id,
                     index,

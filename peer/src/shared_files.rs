@@ -39,6 +39,55 @@ pub enum Unserved {
     Changed,
 }
 
+/// A shared file as [`SharedFiles::find`] found it.
+#[derive(Debug)]
+pub enum Found {
+    /// Open: ready to serve.
+    Open(Arc<SourceFile>),
+    /// A folder's file not open right now.
+    Closed(ClosedFile),
+}
+
+/// A folder's file to open before serving it.
+#[derive(Debug)]
+pub struct ClosedFile {
+    files: SharedFiles,
+    file_id: FileId,
+    folder: Arc<SharedFolder>,
+    ix: u32,
+}
+
+impl Found {
+    /// The file, ready to serve. A folder's file is opened beneath the folder and checked to
+    /// be the file that was hashed (same inode, size and modification time), then kept among
+    /// the open ones; one that changed is no longer served. Blocking when closed: call it off
+    /// the reactor (in the same blocking call that reads the chunk).
+    pub fn open_blocking(self) -> Result<Arc<SourceFile>, Unserved> {
+        let closed = match self {
+            Found::Open(file) => return Ok(file),
+            Found::Closed(closed) => closed,
+        };
+        let ClosedFile {
+            files,
+            file_id,
+            folder,
+            ix,
+        } = closed;
+        match folder.open(ix) {
+            Ok(file) => {
+                let file = Arc::new(file);
+                files.lock().open.insert(file_id, file.clone());
+                Ok(file)
+            }
+            Err(err) => {
+                warn!(%err, file = %file_id.fmt_short(), folder = %folder.root().display(), path = %folder.path(ix), "a file of a shared folder changed on disk since it was registered; no longer serving it");
+                folder.mark_changed(ix);
+                Err(Unserved::Changed)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     files: HashMap<FileId, Arc<SourceFile>>,
@@ -101,54 +150,26 @@ impl SharedFiles {
         self.lock().folders.values().cloned().collect()
     }
 
-    /// The file with this id, shared on its own or in a folder, ready to serve. A folder's
-    /// file is opened if it is not open already (beneath the folder, checked to be the file
-    /// that was hashed); one that changed since is no longer served. Blocking on a miss: call
-    /// it off the reactor, or through [`SharedFiles::open`].
-    pub fn open_blocking(&self, file_id: &FileId) -> Result<Arc<SourceFile>, Unserved> {
-        let (folder, ix) = {
-            let mut inner = self.lock();
-            if let Some(file) = inner.files.get(file_id) {
-                return Ok(file.clone());
-            }
-            if let Some(file) = inner.open.get(file_id) {
-                return Ok(file);
-            }
-            inner.in_folder(file_id).ok_or(Unserved::Unknown)?
-        };
+    /// The file with this id, shared on its own or in a folder, without touching the disk:
+    /// open already, or to be opened ([`Found::open_blocking`]).
+    pub fn find(&self, file_id: &FileId) -> Result<Found, Unserved> {
+        let mut inner = self.lock();
+        if let Some(file) = inner.files.get(file_id) {
+            return Ok(Found::Open(file.clone()));
+        }
+        if let Some(file) = inner.open.get(file_id) {
+            return Ok(Found::Open(file));
+        }
+        let (folder, ix) = inner.in_folder(file_id).ok_or(Unserved::Unknown)?;
         if folder.is_changed(ix) {
             return Err(Unserved::Changed);
         }
-        match folder.open(ix) {
-            Ok(file) => {
-                let file = Arc::new(file);
-                self.lock().open.insert(*file_id, file.clone());
-                Ok(file)
-            }
-            Err(err) => {
-                warn!(%err, file = %file_id.fmt_short(), folder = %folder.root().display(), path = %folder.path(ix), "a file of a shared folder changed on disk since it was registered; no longer serving it");
-                folder.mark_changed(ix);
-                Err(Unserved::Changed)
-            }
-        }
-    }
-
-    /// [`SharedFiles::open_blocking`] for async callers: an open file is returned at once,
-    /// the disk is touched on a blocking thread.
-    pub async fn open(&self, file_id: &FileId) -> Result<Arc<SourceFile>, Unserved> {
-        {
-            let mut inner = self.lock();
-            if let Some(file) = inner.files.get(file_id) {
-                return Ok(file.clone());
-            }
-            if let Some(file) = inner.open.get(file_id) {
-                return Ok(file);
-            }
-        }
-        let (files, id) = (self.clone(), *file_id);
-        tokio::task::spawn_blocking(move || files.open_blocking(&id))
-            .await
-            .unwrap_or(Err(Unserved::Changed))
+        Ok(Found::Closed(ClosedFile {
+            files: self.clone(),
+            file_id: *file_id,
+            folder,
+            ix,
+        }))
     }
 
     /// The manifest of the file with this id, shared on its own or in a folder. A file shared
@@ -283,5 +304,57 @@ impl SharedFiles {
     /// How many files of folders are open right now.
     pub fn open_folder_files(&self) -> usize {
         self.lock().open.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared_folders::OPEN_HANDLES;
+    use crate::shared_folders::tests::shared;
+
+    #[test]
+    fn a_folders_files_are_found_by_id_and_at_most_256_stay_open() {
+        let (dir, folder) = shared(OPEN_HANDLES + 50);
+        let files = SharedFiles::default();
+        let folder = Arc::new(folder);
+        files.insert_folder(folder.clone());
+        assert_eq!(files.count(), (OPEN_HANDLES + 50) as u64);
+        let listed = files.list();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].files, Some((OPEN_HANDLES + 50) as u64));
+        assert_eq!(listed[0].file_id.0, folder.id().0);
+
+        for (path, manifest) in folder.files() {
+            let id = manifest.id();
+            assert!(matches!(files.find(&id), Ok(Found::Closed(_))), "{path}");
+            let opened = files.find(&id).unwrap().open_blocking().unwrap();
+            assert_eq!(opened.manifest(), manifest);
+            assert!(matches!(files.find(&id), Ok(Found::Open(_))), "kept open");
+            assert_eq!(files.manifest(&id), Ok(manifest.clone()));
+            assert!(files.open_folder_files() <= OPEN_HANDLES);
+        }
+        assert_eq!(files.open_folder_files(), OPEN_HANDLES);
+
+        // A file that changed on disk is no longer served, whether open or not.
+        let (path, manifest) = folder.files().next().unwrap();
+        let id = manifest.id();
+        std::fs::write(dir.path().join("album").join(path), b"changed").unwrap();
+        files.withdraw_changed(&id);
+        assert!(matches!(files.find(&id), Err(Unserved::Changed)));
+        assert_eq!(files.manifest(&id), Err(Unserved::Changed));
+        let (path, manifest) = folder.files().nth(1).unwrap();
+        std::fs::write(dir.path().join("album").join(path), b"changed too").unwrap();
+        let found = files.find(&manifest.id()).unwrap();
+        assert!(matches!(found, Found::Closed(_)), "evicted long ago");
+        assert!(matches!(found.open_blocking(), Err(Unserved::Changed)));
+        assert!(
+            files.take_withdrawn().is_empty(),
+            "the folder stays on the index"
+        );
+
+        assert!(files.remove_folder(&folder.id()).is_some());
+        assert_eq!(files.open_folder_files(), 0);
+        assert!(matches!(files.find(&id), Err(Unserved::Unknown)));
     }
 }

@@ -352,7 +352,7 @@ impl OpenFiles {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A folder of `n` files `d<i/10>/f<i>` (i bytes each) on disk, shared.
