@@ -365,3 +365,281 @@ async fn a_record_with_a_path_leaving_the_folder_or_twice_the_same_path_is_refus
         assert_eq!(tree_of(out.path()), Vec::<PathBuf>::new(), "{paths:?}");
     }
 }
+
+/// Starts `peer --register SPELLING --write-manifest` in `cwd` against the index at `server`;
+/// returns it with the lines it printed up to `wrote `.
+fn seed_folder(server: &str, cwd: &Path, spelling: &str) -> (crate::process::Running, Vec<String>) {
+    let mut cmd = bin();
+    cmd.current_dir(cwd).args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        server,
+        "--write-manifest",
+        "--register",
+        spelling,
+    ]);
+    let (child, _, mut stdout) = crate::process::spawn_until(cmd, "peer listening on ");
+    let mut lines = Vec::new();
+    loop {
+        let line = crate::process::read_line_starting(&mut stdout, "");
+        let done = line.starts_with("wrote ");
+        lines.push(line);
+        if done {
+            return (child, lines);
+        }
+    }
+}
+
+#[test]
+fn every_spelling_of_a_folder_registers_and_downloads_as_the_folder_itself() {
+    let src = tempfile::tempdir().unwrap();
+    let (album, files) = album(src.path(), 10);
+    std::os::unix::fs::symlink(src.path(), src.path().join("parent-link")).unwrap();
+    let abs = album.to_str().unwrap().to_owned();
+    // (where the sharer stands, what it types, the manifest file it must get)
+    let spellings = [
+        (
+            src.path().to_owned(),
+            "album".to_owned(),
+            src.path().join("album.p2pm"),
+        ),
+        (
+            src.path().to_owned(),
+            "album/".to_owned(),
+            src.path().join("album.p2pm"),
+        ),
+        (
+            src.path().to_owned(),
+            "./album".to_owned(),
+            src.path().join("album.p2pm"),
+        ),
+        (
+            src.path().to_owned(),
+            abs.clone(),
+            src.path().join("album.p2pm"),
+        ),
+        (album.clone(), ".".to_owned(), album.join("album.p2pm")),
+        (
+            src.path().to_owned(),
+            "parent-link/album".to_owned(),
+            src.path().join("album.p2pm"),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (cwd, spelling, p2pm) in spellings {
+        let (_server, addr) = crate::process::start_server();
+        let (seeder, lines) = seed_folder(&addr, &cwd, &spelling);
+        // A line per file under the path as typed, then the folder's own line.
+        let registered: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with("registered "))
+            .collect();
+        assert_eq!(registered.len(), files.len() + 1, "{spelling}: {lines:?}");
+        let folder_line = registered.last().unwrap();
+        let folder_id = folder_line.rsplit(' ').next().unwrap().to_owned();
+        assert_eq!(
+            **folder_line,
+            format!("registered {spelling} {folder_id}"),
+            "{spelling}"
+        );
+        assert!(
+            registered[0].starts_with(&format!(
+                "registered {}",
+                Path::new(&spelling).join("disc 0").display()
+            )),
+            "{spelling}: {}",
+            registered[0]
+        );
+        let wrote = lines.last().unwrap();
+        assert!(p2pm.exists(), "{spelling}: {wrote}");
+        ids.push(folder_id.clone());
+
+        // By id and by its manifest file: <out>/album/..., never album/album.
+        for what in [folder_id.clone(), p2pm.to_str().unwrap().to_owned()] {
+            let out = tempfile::tempdir().unwrap();
+            let output = crate::process::leecher(&addr, &what, out.path())
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{spelling} by {what}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert_album(out.path(), &files);
+        }
+        drop(seeder);
+        std::fs::remove_file(&p2pm).unwrap();
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one folder, one id, whatever the spelling");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_and_lists_show_a_folder_with_its_files_and_a_file_in_it_by_its_path() {
+    let server = crate::support::start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let (album, files) = album(src.path(), 30);
+    let (loose, _) = random_file(src.path(), "track 99.flac", 4000, 99);
+    let seeder = crate::support::start_peer(server.addr).await;
+    let shared = seeder.share_paths(&[album, loose]).await.unwrap();
+    let folder_id = match &shared[0] {
+        p2p_peer::Shared::Folder { folder_id, .. } => *folder_id,
+        other => panic!("{other:?}"),
+    };
+    let size: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+
+    let search = |words: &str| {
+        let output = bin()
+            .args(["search", words, "--server", &server.addr.to_string()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    // The folder by its name: its file count and total size.
+    let table = search("album");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&folder_id.to_string()))
+        .unwrap_or_else(|| panic!("no folder line:\n{table}"));
+    let cells: Vec<&str> = row.split("  ").filter(|c| !c.is_empty()).collect();
+    assert_eq!(
+        cells[1..].iter().map(|c| c.trim()).collect::<Vec<_>>(),
+        [
+            indicatif::HumanBytes(size).to_string().as_str(),
+            "1",
+            "30",
+            "album/"
+        ],
+        "{table}"
+    );
+    assert!(table.starts_with("ID"), "{table}");
+    // A file inside it by its name, shown by its path; the loose one beside it.
+    let table = search("track 07");
+    let (_, data) = &files[7];
+    let inner = table
+        .lines()
+        .find(|l| l.ends_with("  album/disc 1/track 07.flac"))
+        .unwrap_or_else(|| panic!("no line for the file in the folder:\n{table}"));
+    assert!(
+        inner.contains(&indicatif::HumanBytes(data.len() as u64).to_string()),
+        "{inner}"
+    );
+    let table = search("track 99");
+    assert!(
+        table.lines().any(|l| l.ends_with("  track 99.flac")),
+        "{table}"
+    );
+    seeder.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_folder_gets_a_new_id_when_a_file_is_added_and_the_old_one_leaves_the_index() {
+    use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
+    let server = crate::support::start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (album, _) = album(dir.path(), 5);
+    let peer = crate::support::start_peer(server.addr).await;
+    let config = ShareDirConfig {
+        dir: album.clone(),
+        cache_file: None,
+        rescan_every: Duration::from_secs(60),
+    };
+    let (share, shared) = ShareDir::start(&peer, config).await.unwrap();
+    let p2p_peer::Shared::Folder { folder_id: old, .. } = shared else {
+        panic!("{shared:?}")
+    };
+    let listed = |peer: PeerHandle| async move {
+        let (files, _) = peer.network_files().await.unwrap();
+        files
+            .into_iter()
+            .filter(|f| f.files.is_some())
+            .map(|f| FolderId(f.file_id.0))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(peer.clone()).await, [old]);
+
+    random_file(&album.join("disc 1"), "bonus.flac", 3000, 5);
+    let moved = crate::support::eventually(Duration::from_secs(20), || async {
+        let now = listed(peer.clone()).await;
+        now.len() == 1 && now[0] != old && Some(now[0]) == share.folder_id()
+    })
+    .await;
+    assert!(moved, "the index lists {:?}", listed(peer.clone()).await);
+    let new = share.folder_id().unwrap();
+    assert_eq!(
+        peer.files()
+            .into_iter()
+            .map(|f| (f.file_id.0, f.files))
+            .collect::<Vec<_>>(),
+        [(new.0, Some(6))]
+    );
+    let gone = peer.search("bonus").await.unwrap().0;
+    assert_eq!(gone.len(), 1, "the new file is found by name: {gone:?}");
+    peer.shutdown().await;
+}
+
+/// Descriptors the process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_seeder_serving_a_2000_file_folder_keeps_few_files_open() {
+    let (_server, addr) = crate::process::start_server();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let album = src.path().join("album");
+    for i in 0..2000 {
+        let dir = album.join(format!("d{}", i / 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), i.to_string()).unwrap();
+    }
+    let mut cmd = bin();
+    cmd.args([
+        "peer",
+        "--addr",
+        "127.0.0.1:0",
+        "--server",
+        &addr,
+        "--register",
+    ])
+    .arg(&album);
+    let (seeder, _, mut stdout) = crate::process::spawn_until(cmd, "peer listening on ");
+    let folder_line = crate::process::read_line_starting(
+        &mut stdout,
+        &format!("registered {} ", album.display()),
+    );
+    let folder_id = folder_line.rsplit(' ').next().unwrap().to_owned();
+    let pid = seeder.0.id();
+    let registered = open_fds(pid);
+    assert!(
+        registered < 100,
+        "{registered} descriptors open after registering"
+    );
+
+    let mut leecher = crate::process::leecher(&addr, &folder_id, out.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut most = registered;
+    let status = loop {
+        most = most.max(open_fds(pid));
+        if let Some(status) = leecher.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(status.success(), "{:?}", leecher.wait_with_output());
+    assert_eq!(tree_of(&out.path().join("album")).len(), 2000);
+    most = most.max(open_fds(pid));
+    assert!(
+        most < 300,
+        "the seeder had {most} descriptors open while serving"
+    );
+}
