@@ -448,7 +448,7 @@ async fn add_files(
 async fn add_folder(
     index: &IndexClient,
     session: &Session,
-    folder: &SharedFolder,
+    folder: &Arc<SharedFolder>,
 ) -> Result<(), PeerError> {
     let id = index.add_folder(session, folder.head().clone()).await?;
     if id != folder.id() {
@@ -458,26 +458,37 @@ async fn add_folder(
         )));
     }
     let mut first = 0;
-    let mut pages: Vec<Vec<FolderRef>> = Vec::new();
+    loop {
+        // Each file's id is a hash: off the reactor.
+        let from = folder.clone();
+        let pages = tokio::task::spawn_blocking(move || refs_batch(&from, first))
+            .await
+            .map_err(|e| PeerError::Internal(e.to_string()))?;
+        if pages.is_empty() {
+            return Ok(());
+        }
+        let next = first + pages.len() as u32;
+        index.add_folder_files(session, id, first, pages).await?;
+        first = next;
+    }
+}
+
+/// Pages of `folder` from `first` on, as many as one `AddFolderFiles` request carries (at
+/// least one, unless past the end).
+fn refs_batch(folder: &SharedFolder, first: u32) -> Vec<Vec<FolderRef>> {
+    let mut pages = Vec::new();
     let mut bytes = 0;
-    let mut page = 0;
+    let mut page = first;
     while let Some(refs) = folder.refs(page) {
         let len: usize = refs.iter().map(|r| 64 + r.path.len()).sum();
         if !pages.is_empty() && bytes + len > FOLDER_REFS_PER_CALL {
-            index
-                .add_folder_files(session, id, first, std::mem::take(&mut pages))
-                .await?;
-            first = page;
-            bytes = 0;
+            break;
         }
         bytes += len;
         pages.push(refs);
         page += 1;
     }
-    if !pages.is_empty() {
-        index.add_folder_files(session, id, first, pages).await?;
-    }
-    Ok(())
+    pages
 }
 
 async fn remove_folder(

@@ -66,10 +66,10 @@ enum Source {
 }
 
 impl FolderRecord {
-    /// A folder whose list is in hand (a `.p2pm` folder), already checked by its reader;
-    /// yielded in the record's order.
+    /// A folder whose list is in hand (a `.p2pm` folder), already checked by its reader
+    /// and made into `head`; yielded in the record's order.
     pub fn from_files(head: &FolderHead, files: Vec<FolderFile>) -> Self {
-        let _ = head;
+        debug_assert_eq!(head.files, files.len() as u64, "the head is of these files");
         let mut files = files;
         files.sort_by(|a, b| compare_paths(&a.path.join("/"), &b.path.join("/")));
         Self {

@@ -97,8 +97,10 @@ fn direct_leecher(hosts: &[SocketAddr], id: &str, out: &Path) -> std::process::O
 }
 
 /// How a [`FakeFolderHost`] lies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Forgery {
+    /// `GetManifest` answers with this manifest, whatever file id is asked for.
+    Manifest(Box<FileManifest>),
     /// Serves the honest head and pages (a host that lies elsewhere, or not at all).
     None,
     /// `GetFolder` answers a head whose id is not the folder's.
@@ -132,6 +134,7 @@ impl FakeFolderHost {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 let (tls, head, pages) = (tls.clone(), head.clone(), pages.clone());
+                let forgery = forgery.clone();
                 tokio::spawn(async move {
                     let Some(stream) = crate::support::accept_tls(&tls, stream).await else {
                         return;
@@ -144,7 +147,7 @@ impl FakeFolderHost {
                         return;
                     }
                     while let Ok(Some(request)) = conn.recv().await {
-                        let reply = answer(request, folder_id, &head, &pages, forgery);
+                        let reply = answer(request, folder_id, &head, &pages, &forgery);
                         if conn.send(&reply).await.is_err() {
                             return;
                         }
@@ -161,7 +164,7 @@ fn answer(
     folder_id: FolderId,
     head: &FolderHead,
     pages: &[Vec<FolderItem>],
-    forgery: Forgery,
+    forgery: &Forgery,
 ) -> PeerResponse {
     let unknown = PeerResponse::Error {
         code: ErrorCode::UnknownFile,
@@ -170,7 +173,7 @@ fn answer(
     match request {
         PeerRequest::GetFolder { folder_id: asked } if asked == folder_id => {
             let mut head = head.clone();
-            if forgery == Forgery::Head {
+            if *forgery == Forgery::Head {
                 head.name = "not-the-album".into();
             }
             PeerResponse::Folder {
@@ -195,6 +198,14 @@ fn answer(
                 pages: vec![page],
             }
         }
+        // Asked for the folder's id as a file: no such file (so the asker tries a folder).
+        PeerRequest::GetManifest { file_id } if file_id.0 != folder_id.0 => match forgery {
+            Forgery::Manifest(manifest) => PeerResponse::Manifest {
+                file_id,
+                manifest: (**manifest).clone(),
+            },
+            _ => unknown,
+        },
         _ => unknown,
     }
 }
@@ -277,6 +288,32 @@ async fn a_folder_is_fetched_by_id_from_named_hosts_under_its_own_name() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_album(out.path(), &files);
+
+    // A host whose pages are true but whose manifest of the big file is not: refused, and
+    // the honest host after it completes the folder.
+    let (head, pages) = record_of(&album).await;
+    let mut forged = p2p_storage::build_manifest(&album.join("booklet.pdf"))
+        .unwrap()
+        .manifest;
+    forged.chunks[3] = Sha256Hash::of(b"not these bytes");
+    let liar = FakeFolderHost::start(head, pages, Forgery::Manifest(Box::new(forged))).await;
+    let alone = tempfile::tempdir().unwrap();
+    let output = direct_leecher(&[liar.addr], &folder_id, alone.path());
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("sent a manifest for booklet.pdf that does not match the folder's record"),
+        "{stderr}"
+    );
+    assert_eq!(tree_of(alone.path()), Vec::<PathBuf>::new());
+    let out = tempfile::tempdir().unwrap();
+    let output = direct_leecher(&[liar.addr, seeder.local_addr()], &folder_id, out.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_album(out.path(), &files);
     seeder.shutdown().await;
 }
 
@@ -293,7 +330,7 @@ async fn a_forged_head_or_page_is_refused_and_an_honest_host_completes_the_folde
         let out = tempfile::tempdir().unwrap();
         let inner = out.path().join("out");
         std::fs::create_dir(&inner).unwrap();
-        let liar = FakeFolderHost::start(head.clone(), pages.clone(), forgery).await;
+        let liar = FakeFolderHost::start(head.clone(), pages.clone(), forgery.clone()).await;
 
         // The liar alone: refused, with the reason, and nothing written.
         let output = direct_leecher(&[liar.addr], &folder_id, &inner);
@@ -303,7 +340,7 @@ async fn a_forged_head_or_page_is_refused_and_an_honest_host_completes_the_folde
             Forgery::Head => "does not match folder id",
             Forgery::Page => "folder page 0 does not match the folder's record",
             Forgery::Traversal => "path ../escaped.flac refused",
-            Forgery::None => unreachable!(),
+            Forgery::None | Forgery::Manifest(_) => unreachable!(),
         };
         assert!(
             stderr.contains(why) && stderr.contains(&liar.addr.to_string()),
