@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use p2p_protocol::{ErrorCode, FileId, NodeId, ProtocolError, RemoteText, printable};
+use p2p_protocol::{ErrorCode, FileId, FolderId, NodeId, ProtocolError, RemoteText, printable};
 use p2p_storage::StorageError;
 
 /// A failed peer operation. Every variant reads as one line for a user, its cause included
@@ -43,6 +43,13 @@ pub enum PeerError {
     /// The index answered with a manifest that does not hash to the id (a broken or lying index).
     #[error("the manifest the index sent for {0} does not match that id")]
     ManifestMismatch(FileId),
+    /// The index answered with a folder head that does not hash to the id or breaks the
+    /// folder rules (a broken or lying index).
+    #[error("the folder record the index sent for {0} does not match that id")]
+    FolderMismatch(FolderId),
+    /// An id that names a folder, or a file known only inside one, where a file was needed.
+    #[error("{} is a folder or a file inside one, not a file shared on its own", printable(.0))]
+    NotAFile(String),
     /// Nobody hosts the file right now.
     #[error("no peer is hosting {} ({}) right now", printable(name), id.fmt_short())]
     NoHosts {

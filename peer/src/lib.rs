@@ -31,7 +31,6 @@ pub mod downloads;
 pub mod error;
 mod heartbeat;
 pub mod inbox;
-mod index_bridge;
 pub mod index_client;
 mod manifest_jobs;
 pub mod node;

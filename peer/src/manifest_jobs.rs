@@ -66,7 +66,7 @@ impl DownloadRequest {
                 hosts: hosts.to_vec(),
             },
             AnyManifestFile::Folder(folder) => Self {
-                id: String::new(),
+                id: folder.folder_id().to_string(),
                 manifest: None,
                 folder: Some(std::sync::Arc::new(folder)),
                 hosts: hosts.to_vec(),

@@ -5,7 +5,7 @@
 //! handle it was opened with; a folder is walked and its files hashed side by side
 //! ([`p2p_storage::Tree::hash_files`]), then served as one [`SharedFolder`] (no file kept
 //! open). Only when every path hashed does anything start being served, and then the index
-//! hears of it all at once: `AddFiles` for the files (up to [`FILES_PER_CALL`] a request),
+//! hears of it all at once: `AddFiles` for the files (as many a request as a frame holds),
 //! `AddFolder` and `AddFolderFiles` (pages by the request's worth) for each folder. The same
 //! batches re-register everything after the index restarts ([`Node::register_everything`]),
 //! and a finished download is shared the same way ([`PeerHandle::share_fetched`]), without
@@ -22,15 +22,10 @@ use tracing::{info, warn};
 use crate::download::Fetched;
 use crate::downloads::PeerChange;
 use crate::error::PeerError;
-use crate::index_bridge::IndexBatches as _;
 use crate::index_client::{IndexClient, Session};
 use crate::node::{Node, PeerHandle};
 use crate::shared_files::SharedFileInfo;
 use crate::shared_folders::{SharedFolder, SharedFolderError};
-
-/// Most manifests in one `AddFiles` request (a file of up to 64 MiB takes under 1 KiB in it;
-/// the control frame limit is 2 MiB).
-pub(crate) const FILES_PER_CALL: usize = 1000;
 
 /// Most bytes of folder pages in one `AddFolderFiles` request (estimated; the control frame
 /// limit is 2 MiB). A page of 1,024 files with 50-byte paths takes about 120 KB, so a
@@ -305,7 +300,7 @@ impl Node {
         // next heartbeat would register yet another peer.
         self.set_session(Some(session.clone()));
         let manifests = self.files.manifests();
-        for batch in manifests.chunks(FILES_PER_CALL) {
+        for batch in manifests.chunks(p2p_protocol::MAX_FILES_PER_ADD) {
             match add_files(index, &session, batch.to_vec()).await {
                 Ok(()) => {}
                 // A batch is taken whole or not at all: find the files refused, keep the rest.
@@ -432,14 +427,14 @@ fn not_registered() -> PeerError {
     }
 }
 
-/// Announces `manifests` in requests of at most [`FILES_PER_CALL`].
+/// Announces `manifests` (the client sends them in as few requests as fit).
 async fn add_files(
     index: &IndexClient,
     session: &Session,
     manifests: Vec<FileManifest>,
 ) -> Result<(), PeerError> {
-    for batch in manifests.chunks(FILES_PER_CALL) {
-        index.add_files(session, batch.to_vec()).await?;
+    if !manifests.is_empty() {
+        index.add_files(session, manifests).await?;
     }
     Ok(())
 }
@@ -450,13 +445,8 @@ async fn add_folder(
     session: &Session,
     folder: &Arc<SharedFolder>,
 ) -> Result<(), PeerError> {
+    // The client checks the id the index computed against the head.
     let id = index.add_folder(session, folder.head().clone()).await?;
-    if id != folder.id() {
-        return Err(PeerError::Internal(format!(
-            "the index computed folder id {id} for a folder whose id is {}",
-            folder.id()
-        )));
-    }
     let mut first = 0;
     loop {
         // Each file's id is a hash: off the reactor.
@@ -468,7 +458,7 @@ async fn add_folder(
             return Ok(());
         }
         let next = first + pages.len() as u32;
-        index.add_folder_files(session, id, first, pages).await?;
+        index.add_folder_files(session, id, first, &pages).await?;
         first = next;
     }
 }

@@ -348,6 +348,7 @@ fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
         // A folder that failed to share answers as the file inside it that failed.
         PeerError::Share { cause, .. } => peer_status(cause),
         PeerError::BadId(_)
+        | PeerError::NotAFile(_)
         | PeerError::NoOutputFolder(_)
         | PeerError::NothingToDownload
         | PeerError::IncompleteFolder(_)
@@ -364,6 +365,7 @@ fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
             (StatusCode::BAD_GATEWAY, "peer_unreachable")
         }
         PeerError::ManifestMismatch(_)
+        | PeerError::FolderMismatch(_)
         | PeerError::DownloadFailed { .. }
         | PeerError::NoFolderRecord { .. } => (StatusCode::BAD_GATEWAY, "download_failed"),
         PeerError::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),

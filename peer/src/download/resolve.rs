@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use p2p_protocol::folder::{self, FolderError};
+use p2p_protocol::folder::FolderError;
 use p2p_protocol::manifest_file::FolderManifestFile;
 use p2p_protocol::{
     ErrorCode, FileId, FileManifest, FolderHead, FolderId, HostInfo, NodeId, PeerConversation,
@@ -29,7 +29,7 @@ use tracing::warn;
 use super::record::{FolderFile, FolderRecord, RecordTimeouts};
 use super::{HostSpec, JobSource, Refresh};
 use crate::error::PeerError;
-use crate::index_bridge::{Locate as _, Located};
+use crate::index_client::Located;
 use crate::node::{Node, PeerHandle};
 
 /// What to download, and where besides the index to look for it: one request, one job.
@@ -87,13 +87,8 @@ impl PeerHandle {
         doc: &FolderManifestFile,
         direct: Vec<HostSpec>,
     ) -> Result<JobSource, PeerError> {
-        let listed = doc
-            .files
-            .iter()
-            .map(|e| (e.path.join("/"), e.manifest.clone()))
-            .collect();
-        let (head, _) = folder::build(&doc.name, listed)?;
-        let folder_id = head.id();
+        // The reader checked the id against the files (or computed it, for an older file).
+        let (head, folder_id) = doc.head_and_id();
         let files = doc
             .files
             .iter()

@@ -120,11 +120,14 @@ impl FolderHead {
 
     /// How many files page `page` holds (0 past the end).
     pub fn page_len(&self, page: u32) -> usize {
-        let start = u64::from(page) * FOLDER_PAGE_FILES as u64;
-        self.files
-            .saturating_sub(start)
-            .min(FOLDER_PAGE_FILES as u64) as usize
+        page_len(self.files, page)
     }
+}
+
+/// How many files page `page` of a list of `files` files holds (0 past the end).
+pub fn page_len(files: u64, page: u32) -> usize {
+    let start = u64::from(page) * FOLDER_PAGE_FILES as u64;
+    files.saturating_sub(start).min(FOLDER_PAGE_FILES as u64) as usize
 }
 
 /// Pages a list of `files` files takes.
@@ -555,17 +558,23 @@ fn check_order(previous: &str, path: &str) -> Result<(), FolderError> {
     Ok(())
 }
 
-/// What the index checks of a page it is given (`AddFolderFiles`): that `page` is one of the
-/// head's, holds the files it should, hashes to the head's hash for it, and that its paths
-/// are safe and in order. The head must have passed [`FolderHead::validate`].
-pub fn check_ref_page(head: &FolderHead, page: u32, refs: &[FolderRef]) -> Result<(), FolderError> {
-    let Some(expected_hash) = head.pages.get(page as usize) else {
+/// What the index checks of a page it is given (`AddFolderFiles`): that `page` is one of a
+/// head's (`files` files, `page_hashes`), holds the files it should, hashes to the head's
+/// hash for it, and that its paths are safe and in order. The head must have passed
+/// [`FolderHead::validate`].
+pub fn check_ref_page(
+    page_hashes: &[Sha256Hash],
+    files: u64,
+    page: u32,
+    refs: &[FolderRef],
+) -> Result<(), FolderError> {
+    let Some(expected_hash) = page_hashes.get(page as usize) else {
         return Err(FolderError::PageBeyondEnd {
             page,
-            pages: head.pages.len() as u64,
+            pages: page_hashes.len() as u64,
         });
     };
-    let expected = head.page_len(page);
+    let expected = page_len(files, page);
     if refs.len() != expected {
         return Err(FolderError::PageLength {
             page,
@@ -1211,9 +1220,9 @@ mod tests {
             .collect();
         let (head, pages) = build("photos", files).unwrap();
         let page1 = refs(&pages[1]).unwrap();
-        check_ref_page(&head, 1, &page1).unwrap();
+        check_ref_page(&head.pages, head.files, 1, &page1).unwrap();
         assert_eq!(
-            check_ref_page(&head, 0, &page1).unwrap_err(),
+            check_ref_page(&head.pages, head.files, 0, &page1).unwrap_err(),
             FolderError::PageLength {
                 page: 0,
                 expected: 1024,
@@ -1221,13 +1230,13 @@ mod tests {
             }
         );
         assert!(matches!(
-            check_ref_page(&head, 2, &page1),
+            check_ref_page(&head.pages, head.files, 2, &page1),
             Err(FolderError::PageBeyondEnd { .. })
         ));
         let mut wrong = page1.clone();
         wrong[0].file_id = FileId([9; 32]);
         assert_eq!(
-            check_ref_page(&head, 1, &wrong).unwrap_err(),
+            check_ref_page(&head.pages, head.files, 1, &wrong).unwrap_err(),
             FolderError::PageHash(1)
         );
         // A page hashed right but with an unsafe path is refused too.
@@ -1243,7 +1252,7 @@ mod tests {
             pages: vec![page_hash(&evil)],
         };
         assert!(matches!(
-            check_ref_page(&head, 0, &evil),
+            check_ref_page(&head.pages, head.files, 0, &evil),
             Err(FolderError::BadPart { .. })
         ));
     }

@@ -117,3 +117,6 @@ pub const MAX_HOSTS_PER_LOOKUP: usize = 256;
 
 /// Most entries in one `Files` or `Peers` reply.
 pub const MAX_LIST_ENTRIES: usize = 1000;
+
+/// Most manifests one `AddFiles` request may carry.
+pub const MAX_FILES_PER_ADD: usize = 1000;

@@ -115,7 +115,7 @@ pub fn folder_document(
         .into_iter()
         .map(|(path, manifest)| (path.split('/').map(str::to_owned).collect(), manifest))
         .collect();
-    Ok(FolderManifestFile::new(name.to_owned(), entries, servers))
+    Ok(FolderManifestFile::new(name.to_owned(), entries, servers)?)
 }
 
 /// `FILE.p2pm` next to `file`.

@@ -341,7 +341,8 @@ async fn a_folder_is_shared_by_path_and_fetched_as_one_job() {
             (rel.split('/').map(str::to_owned).collect(), manifest)
         })
         .collect();
-    let doc = p2p_protocol::manifest_file::FolderManifestFile::new("album".into(), entries, vec![]);
+    let doc = p2p_protocol::manifest_file::FolderManifestFile::new("album".into(), entries, vec![])
+        .unwrap();
     let request = p2p_peer::DownloadRequest::for_manifest_file(
         p2p_protocol::manifest_file::AnyManifestFile::Folder(doc),
         &[],
