@@ -230,7 +230,10 @@ impl State {
                 to_hash.push(seen.clone());
             }
         }
-        let unchanged = self.folder.is_some() && kept == files.len() && kept == previous.len();
+        let unchanged = self.folder.is_some()
+            && to_hash.is_empty()
+            && kept == files.len()
+            && kept == previous.len();
         drop(previous);
         if unchanged {
             return Ok(());

@@ -604,7 +604,13 @@ async fn a_shared_folder_gets_a_new_id_when_a_file_is_added_and_the_old_one_leav
         now.len() == 1 && now[0] != old && Some(now[0]) == share.folder_id()
     })
     .await;
-    assert!(moved, "the index lists {:?}", listed(peer.clone()).await);
+    assert!(
+        moved,
+        "the index lists {:?}; the folder was {old:?}, is {:?}: {:?}",
+        listed(peer.clone()).await,
+        share.folder_id(),
+        peer.files()
+    );
     let new = share.folder_id().unwrap();
     assert_eq!(
         peer.files()
@@ -659,9 +665,11 @@ fn a_seeder_serving_a_2000_file_folder_keeps_few_files_open() {
         "{registered} descriptors open after registering"
     );
 
+    // Its output goes to a file: a pipe nobody reads while it runs would fill and stall it.
+    let log = tempfile::tempfile().unwrap();
     let mut leecher = crate::process::leecher(&addr, &folder_id, out.path())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(log.try_clone().unwrap())
         .spawn()
         .unwrap();
     let mut most = registered;
@@ -672,7 +680,14 @@ fn a_seeder_serving_a_2000_file_folder_keeps_few_files_open() {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    assert!(status.success(), "{:?}", leecher.wait_with_output());
+    assert!(status.success(), "{}", {
+        use std::io::{Read, Seek};
+        let mut log = log;
+        let mut text = String::new();
+        log.rewind().unwrap();
+        log.read_to_string(&mut text).unwrap();
+        text
+    });
     assert_eq!(tree_of(&out.path().join("album")).len(), 2000);
     most = most.max(open_fds(pid));
     assert!(
