@@ -440,8 +440,8 @@ pub(crate) mod tests {
         let (_dir, folder) = shared(10);
         let mut open = OpenFiles::new(3);
         let ids: Vec<FileId> = (0..4).map(|i| folder.manifest(i).id()).collect();
-        for i in 0..3 {
-            open.insert(ids[i], Arc::new(folder.open(i as u32).unwrap()));
+        for (i, id) in ids.iter().take(3).enumerate() {
+            open.insert(*id, Arc::new(folder.open(i as u32).unwrap()));
         }
         assert!(open.get(&ids[0]).is_some(), "0 is now the most recent");
         open.insert(ids[3], Arc::new(folder.open(3).unwrap()));

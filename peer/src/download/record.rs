@@ -164,7 +164,7 @@ impl Reader {
         };
         let mut last = String::from("no host to ask");
         for host in &self.hosts {
-            match self.from_host(host, &mut progress).await {
+            match self.read_from(host, &mut progress).await {
                 Ok(true) => {
                     if let Err(err) = progress.checker.finish() {
                         let _ = self.tx.send(Err(failed(err.to_string()))).await;
@@ -184,7 +184,7 @@ impl Reader {
 
     /// Reads the rest of the record from `host`: `Ok(true)` at its end, `Ok(false)` when the
     /// job stopped reading, or why this host can't be used.
-    async fn from_host(
+    async fn read_from(
         &self,
         host: &HostSpec,
         progress: &mut Progress,

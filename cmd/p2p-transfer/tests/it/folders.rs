@@ -695,3 +695,63 @@ fn a_seeder_serving_a_2000_file_folder_keeps_few_files_open() {
         "the seeder had {most} descriptors open while serving"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_index_gets_the_folders_and_files_back_from_their_peer() {
+    use crate::support::{eventually, fast_server_config, start_server, start_server_on};
+    use p2p_peer::index_client::{IndexClient, Located};
+    let server = start_server().await;
+    let addr = server.addr;
+    let src = tempfile::tempdir().unwrap();
+    let (album, _) = album(src.path(), 12);
+    let loose: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            random_file(
+                src.path(),
+                &format!("loose {i}.bin"),
+                500 + i,
+                40 + i as u64,
+            )
+            .0
+        })
+        .collect();
+    let seeder = crate::support::start_peer(addr).await;
+    let mut paths = vec![album];
+    paths.extend(loose);
+    let shared = seeder.share_paths(&paths).await.unwrap();
+    let (folder_id, inner) = match &shared[0] {
+        p2p_peer::Shared::Folder {
+            folder_id, files, ..
+        } => (*folder_id, files[5].1.id()),
+        other => panic!("{other:?}"),
+    };
+    let loose_ids: Vec<String> = shared[1..]
+        .iter()
+        .map(|s| match s {
+            p2p_peer::Shared::File { manifest, .. } => manifest.id().to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    server.stop().await;
+
+    // Same address, empty index: the peer registers again with everything it shares.
+    let server = start_server_on(addr, fast_server_config()).await;
+    let client = IndexClient::new(server.addr, Duration::from_secs(5), crate::support::tls());
+    let back = eventually(Duration::from_secs(20), || async {
+        let folder = client.locate(&folder_id.to_string()).await;
+        let file = client.locate(&inner.to_string()).await;
+        let mut loose_back = true;
+        for id in &loose_ids {
+            loose_back &= client.lookup(id).await.is_ok();
+        }
+        matches!(folder, Ok(Located::Folder { .. }))
+            && matches!(file, Ok(Located::InFolder { folder_id: f, .. }) if f == folder_id)
+            && loose_back
+    })
+    .await;
+    assert!(
+        back,
+        "the folder, a file in it and the loose files are back"
+    );
+    seeder.shutdown().await;
+}

@@ -187,7 +187,10 @@ fn a_whole_folder_is_shared_and_recreated_under_out() {
     // One job for the folder, named by its root.
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains(&format!("downloaded {}", out.path().join("album").display())),
+        stdout.contains(&format!(
+            "downloaded {}",
+            out.path().join("album").display()
+        )),
         "{stdout}"
     );
     assert_eq!(
