@@ -633,6 +633,49 @@ mod tests {
         );
     }
 
+    /// docs/PROTOCOL.md §13.5 states the charges these constants make.
+    #[test]
+    fn the_protocol_document_states_these_costs() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md"))
+                .unwrap();
+        let flat = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+        for says in [
+            format!(
+                "the head: **{}** bytes, plus the name's UTF-8 length, plus the length of its \
+                 lower-case form when that differs, plus **{}** bytes per page;",
+                crate::stored::FOLDER_OVERHEAD,
+                crate::stored::HEAD_PAGE_COST
+            ),
+            format!(
+                "each page stored: **{PAGE_OVERHEAD}** bytes, plus **{FOLDER_FILE_COST}** bytes \
+                 per file, plus the length of every path in it"
+            ),
+            format!(
+                "each host of the folder: **{HOST_OVERHEAD}** bytes, plus 8 bytes per 64 pages"
+            ),
+            format!(
+                "a second host of a 100,000-file folder costs {} bytes",
+                folder_host_cost(98)
+            ),
+        ] {
+            assert!(
+                flat.contains(&says),
+                "PROTOCOL.md §13.5 should say {says:?}"
+            );
+        }
+        // "A 100,000-file folder costs the index about 13.8 MiB with paths of 24 bytes".
+        let pages = 100_000usize.div_ceil(FOLDER_PAGE_FILES);
+        let charged = 100_000 * (FOLDER_FILE_COST + 24) + pages * PAGE_OVERHEAD;
+        let mib = charged as f64 / (1024.0 * 1024.0);
+        assert!(
+            flat.contains(&format!(
+                "costs the index about {mib:.1} MiB** with paths of 24 bytes"
+            )),
+            "{mib:.1}"
+        );
+    }
+
     #[test]
     fn copies_of_one_id_are_skipped_as_one() {
         // Three empty files of one name in three folders: one id, three places.

@@ -799,22 +799,23 @@ mod tests {
         checker.finish()
     }
 
-    /// The worked example of PROTOCOL.md §13 (checked there too by protocol_doc.rs).
+    /// The worked example of PROTOCOL.md §13 (checked there too by protocol_doc.rs): the
+    /// `hello.txt` of §6.5 and the empty file `empty` of §6.5, in folder `photos`.
     #[test]
     fn the_two_file_example_has_the_documented_id() {
+        let hello = manifest("hello.txt", b"hello\n");
+        let empty = manifest("empty", b"");
         let (head, pages) = build(
             "photos",
             vec![
-                ("sub/b.txt".into(), manifest("b.txt", b"")),
-                ("a.txt".into(), manifest("a.txt", b"hello\n")),
+                ("sub/empty".into(), empty.clone()),
+                ("hello.txt".into(), hello.clone()),
             ],
         )
         .unwrap();
-        assert_eq!(head.files, 2);
-        assert_eq!(head.size, 6);
-        assert_eq!(pages.len(), 1);
+        assert_eq!((head.files, head.size, pages.len()), (2, 6, 1));
         let paths: Vec<&str> = pages[0].iter().map(|i| i.path.as_str()).collect();
-        assert_eq!(paths, ["a.txt", "sub/b.txt"]);
+        assert_eq!(paths, ["hello.txt", "sub/empty"]);
         let refs = refs(&pages[0]).unwrap();
         assert_eq!(
             Sha256Hash(Sha256::digest(page_bytes(&refs)).into()),
@@ -822,16 +823,16 @@ mod tests {
         );
         assert_eq!(
             head.pages[0].to_string(),
-            "21b89ad7178a19531ce7f7c0464e13ec16f56a5f70b113b239a1e59e7df02572"
+            "6c6ca1ecd103bfee2a9e1dfeb9e95ebc597eb1d5fdf49ce2f77959e89000751d"
         );
         assert_eq!(
             head.id().to_string(),
-            "ce4572bf0deae346840ff34477021475ffc09346f0bcd163fba47d7e0d74ebaf"
+            "0e585092c45db873af581beb12ef25038061cce0f6a249aeab4f82ac86f2b2d6"
         );
         let mut checker = PageChecker::new(&head.id(), &head).unwrap();
         let checked = checker.check(0, &pages[0]).unwrap();
-        assert_eq!(checked[0].manifest, Some(manifest("a.txt", b"hello\n")));
-        assert_eq!(checked[1].file_id, manifest("b.txt", b"").id());
+        assert_eq!(checked[0].manifest, Some(hello));
+        assert_eq!(checked[1].file_id, empty.id());
         checker.finish().unwrap();
     }
 
