@@ -27,8 +27,15 @@ pub struct ServerConfig {
     pub max_peers_per_ip: usize,
     /// Registered peers at once; `Register` beyond this gets `limit_exceeded`.
     pub max_peers: usize,
-    /// Files one peer may add; `AddFile` beyond this gets `limit_exceeded`.
+    /// Top-level files one peer may add; `AddFile` or `AddFiles` beyond this gets
+    /// `limit_exceeded`. Files inside folders don't count here.
     pub max_files_per_peer: usize,
+    /// Folders one peer may add; `AddFolder` beyond this gets `limit_exceeded`.
+    pub max_folders_per_peer: usize,
+    /// Files the folders of one peer may hold in all, as their heads declare; an `AddFolder`
+    /// that would pass it gets `limit_exceeded`. The byte budgets bind too: a file inside a
+    /// folder costs about 140 bytes (`crate::folders`).
+    pub max_folder_files_per_peer: u64,
     /// A connection that sends no complete request for this long is closed, which also cuts
     /// off clients that trickle bytes. Peers heartbeat well within it.
     pub idle_timeout: Duration,
@@ -81,6 +88,8 @@ impl Default for ServerConfig {
             max_peers_per_ip: 64,
             max_peers: 10_000,
             max_files_per_peer: 10_000,
+            max_folders_per_peer: 64,
+            max_folder_files_per_peer: 1 << 20,
             idle_timeout: Duration::from_secs(60),
             first_request_timeout: Duration::from_secs(10),
             max_index_bytes: 256 * MIB,

@@ -8,9 +8,12 @@
 //! # Layout
 //! * [`server`]: [`Server`], its connection caps and timeouts for the transport's connection
 //!   loop, and the handler that answers each connection's requests.
-//! * [`index`]: [`Index`], the pure state (peers, files, hosts, byte budgets), unit-tested with
-//!   synthetic time.
-//! * [`stored`]: the compact form a manifest is stored in, and what it costs.
+//! * [`index`]: [`Index`], the pure state (peers, files, folders, hosts, byte budgets),
+//!   unit-tested with synthetic time.
+//! * [`folders`]: the folders the index knows, their hosts and the files inside them, and
+//!   what they cost (pure; [`index`] owns one).
+//! * [`stored`]: the compact form a manifest or a folder's head is stored in, and what it
+//!   costs.
 //! * [`hosts`]: which hosts a `Found` lists, so that registrants can't steer the choice.
 //! * [`rate`]: per-address rate limits (registrations, searches).
 //! * [`budget`]: bytes of large frames buffered across connections.
@@ -25,6 +28,7 @@
 mod backlog;
 pub mod budget;
 pub mod config;
+pub mod folders;
 pub mod hosts;
 pub mod index;
 pub mod rate;

@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use p2p_protocol::folder::MAX_FOLDER_PATH_LEN;
 use p2p_protocol::{
-    ErrorCode, IdPrefix, IndexConversation, IndexRequest, IndexResponse, MAX_FILE_NAME_LEN,
-    MAX_LIST_ENTRIES, NodeId, ProtocolError,
+    ErrorCode, FolderRef, IdPrefix, IndexConversation, IndexRequest, IndexResponse,
+    MAX_FILE_NAME_LEN, MAX_FILES_PER_ADD, MAX_LIST_ENTRIES, NodeId, PeerId, ProtocolError,
 };
 use p2p_transport::serve::{self, MAX_REFUSALS, ServeConfig, Service};
 use p2p_transport::slots::{Refusal, Slot, SlotLimits};
@@ -23,7 +24,8 @@ use tracing::{debug, info, warn};
 use crate::backlog::Backlog;
 use crate::budget::{BODY_TIMEOUT, BufferBudget, FREE_FRAME_LEN, Room};
 use crate::config::ServerConfig;
-use crate::index::{Found, Index, IndexLimits, Search};
+use crate::folders;
+use crate::index::{Index, IndexLimits, Located, Search};
 use crate::rate::RateLimit;
 use crate::reaper;
 use crate::search_queue::SearchQueue;
@@ -316,15 +318,31 @@ const ADDR: usize = 64;
 /// Bytes per chunk hash of a manifest on the wire (`bin 8` header and 32 bytes).
 const PER_HASH: usize = 34;
 
+/// Longest `path` of a `FileSummary`: the folder's name, `/`, the path inside it.
+const SUMMARY_PATH: usize = MAX_FILE_NAME_LEN + 1 + MAX_FOLDER_PATH_LEN;
+
 /// At least the encoded size of a `Found` whose manifest has a name of `name_len` bytes and
-/// `chunks` chunks, with `hosts` hosts.
+/// `chunks` chunks, with `hosts` hosts (also of a `FoundFolder` whose head has a name of
+/// `name_len` bytes and `chunks` page hashes, and of a `FoundInFolder` with a path of
+/// `name_len` bytes and no hashes).
 fn found_len_bound(name_len: usize, chunks: usize, hosts: usize) -> usize {
     PER_ENTRY + name_len + chunks * PER_HASH + hosts * (PER_ENTRY + ADDR)
 }
 
-/// At least the encoded size of a `Files` reply with `entries` entries.
+/// At least the encoded size of a `Files` reply with `entries` entries, none of them a file
+/// inside a folder (so without a `path`).
 fn files_len_bound(entries: usize) -> usize {
-    PER_ENTRY + entries.min(MAX_LIST_ENTRIES) * (PER_ENTRY + MAX_FILE_NAME_LEN)
+    search_len_bound(entries, 0)
+}
+
+/// At least the encoded size of a `Files` reply to a search over `listed` top-level files and
+/// folders and `in_folders` files inside folders (which carry a `path`).
+fn search_len_bound(listed: usize, in_folders: usize) -> usize {
+    let with_path = in_folders.min(MAX_LIST_ENTRIES);
+    let without = listed.min(MAX_LIST_ENTRIES - with_path);
+    PER_ENTRY
+        + without * (PER_ENTRY + MAX_FILE_NAME_LEN)
+        + with_path * (PER_ENTRY + MAX_FILE_NAME_LEN + SUMMARY_PATH)
 }
 
 /// At least the encoded size of a `Peers` reply with `entries` entries.
@@ -342,8 +360,15 @@ fn encoded_len_bound(response: &IndexResponse) -> usize {
             PER_ENTRY
                 + files
                     .iter()
-                    .map(|f| PER_ENTRY + f.name.len())
+                    .map(|f| PER_ENTRY + f.name.len() + f.path.as_ref().map_or(0, String::len))
                     .sum::<usize>()
+        }
+        IndexResponse::FilesAdded { file_ids } => PER_ENTRY + file_ids.len() * PER_HASH,
+        IndexResponse::FoundFolder { head, hosts, .. } => {
+            found_len_bound(head.name.len(), head.pages.len(), hosts.len())
+        }
+        IndexResponse::FoundInFolder { path, hosts, .. } => {
+            found_len_bound(path.len(), 1, hosts.len())
         }
         IndexResponse::Peers { peers, .. } => peers_len_bound(peers.len()),
         IndexResponse::Error { message, .. } => PER_ENTRY + message.len(),
@@ -385,30 +410,16 @@ impl Shared {
                 return self.search(from, &query, now, stop).await;
             }
             IndexRequest::Lookup { id } => {
-                let found = self.lookup(&id);
+                let located = self.locate(&id);
                 drop((id, request_room));
-                return match found {
-                    Err(refusal) => (refusal, None),
-                    Ok(found) => {
-                        let bound = found_len_bound(
-                            found.manifest.name().len(),
-                            found.manifest.chunk_count(),
-                            found.hosts.len(),
-                        );
-                        let room = self.room_for(from.ip(), bound).await;
-                        // The copy into the wire form, outside the lock and inside the room.
-                        let response = IndexResponse::Found {
-                            file_id: found.file_id,
-                            manifest: found.manifest.to_manifest(),
-                            hosts: found.hosts,
-                        };
-                        (response, room)
-                    }
+                return match located {
+                    Err((code, message)) => (IndexResponse::Error { code, message }, None),
+                    Ok(located) => self.located_reply(from, located).await,
                 };
             }
             IndexRequest::ListFiles {} => {
                 drop(request_room);
-                let bound = files_len_bound(self.index().file_count());
+                let bound = files_len_bound(self.index().listed_count());
                 let room = self.room_for(from.ip(), bound).await;
                 let (files, total) = self.index().list_files();
                 return (IndexResponse::Files { files, total }, room);
@@ -429,6 +440,10 @@ impl Shared {
             // its next change or heartbeat.
             IndexRequest::Heartbeat { peer_id }
             | IndexRequest::AddFile { peer_id, .. }
+            | IndexRequest::AddFiles { peer_id, .. }
+            | IndexRequest::AddFolder { peer_id, .. }
+            | IndexRequest::AddFolderFiles { peer_id, .. }
+            | IndexRequest::RemoveFolder { peer_id, .. }
             | IndexRequest::RemoveFile { peer_id, .. }
                 if !self.config.allow_peers.permits(node) =>
             {
@@ -455,14 +470,52 @@ impl Shared {
                     })
                     .map_err(refusal)
             }
-            // SKELETON (issue 14): engineer A indexes folders.
-            IndexRequest::AddFiles { .. }
-            | IndexRequest::AddFolder { .. }
-            | IndexRequest::AddFolderFiles { .. }
-            | IndexRequest::RemoveFolder { .. } => Err((
-                ErrorCode::BadRequest,
-                "folders are not indexed yet".to_owned(),
-            )),
+            IndexRequest::AddFiles { manifests, .. } if manifests.len() > MAX_FILES_PER_ADD => {
+                Err((
+                    ErrorCode::BadRequest,
+                    format!(
+                        "AddFiles carries at most {MAX_FILES_PER_ADD} manifests, this one {}",
+                        manifests.len()
+                    ),
+                ))
+            }
+            IndexRequest::AddFiles { peer_id, manifests } => {
+                let _pending = self.backlog.enter(now);
+                let count = manifests.len();
+                self.index()
+                    .add_files(peer_id, node, manifests, now)
+                    .map(|file_ids| {
+                        debug!(%peer_id, count, "files added");
+                        IndexResponse::FilesAdded { file_ids }
+                    })
+                    .map_err(refusal)
+            }
+            IndexRequest::AddFolder { peer_id, head } => {
+                let _pending = self.backlog.enter(now);
+                let (name, files) = (head.name.clone(), head.files);
+                self.index()
+                    .add_folder(peer_id, node, head, now)
+                    .map(|folder_id| {
+                        debug!(%peer_id, folder = %folder_id.fmt_short(), %name, files, "folder added");
+                        IndexResponse::FolderAdded { folder_id }
+                    })
+                    .map_err(refusal)
+            }
+            IndexRequest::AddFolderFiles {
+                peer_id,
+                folder_id,
+                first_page,
+                pages,
+            } => {
+                // The request's room is held until the pages are stored (below).
+                self.add_folder_files(peer_id, node, folder_id, first_page, pages, now)
+                    .await
+            }
+            IndexRequest::RemoveFolder { peer_id, folder_id } => self
+                .index()
+                .remove_folder(peer_id, node, &folder_id)
+                .map(|()| IndexResponse::FolderRemoved { folder_id })
+                .map_err(refusal),
             IndexRequest::RemoveFile { peer_id, file_id } => self
                 .index()
                 .remove_file(peer_id, node, &file_id)
@@ -500,7 +553,7 @@ impl Shared {
     ) -> (IndexResponse, Option<Room>) {
         let search = match self.start_search(from, query, now) {
             Ok(search) => search,
-            Err(refusal) => return (refusal, None),
+            Err((code, message)) => return (IndexResponse::Error { code, message }, None),
         };
         let place = match self.search_queue.enter(from.ip()) {
             Ok(place) => place,
@@ -512,12 +565,17 @@ impl Shared {
                 return (refusal, None);
             }
         };
+        // The share for the largest reply a search may have; the room taken in the total
+        // below is sized by the index as it is then.
         let share = self
             .budget
-            .share(from.ip(), files_len_bound(MAX_LIST_ENTRIES))
+            .share(from.ip(), search_len_bound(0, MAX_LIST_ENTRIES))
             .await;
         let turn = place.turn().await;
-        let bound = files_len_bound(self.index().file_count());
+        let bound = {
+            let index = self.index();
+            search_len_bound(index.listed_count(), index.folder_file_count())
+        };
         let room = if bound > FREE_FRAME_LEN {
             Some(share.room(bound).await)
         } else {
@@ -542,28 +600,110 @@ impl Shared {
         }
     }
 
-    /// The file `id` names, with the hosts to offer; the lock is let go before the caller
-    /// copies the manifest into its wire form.
-    #[allow(clippy::result_large_err)] // SKELETON (issue 14): engineer A reshapes lookups
-    fn lookup(&self, id: &str) -> Result<Found, IndexResponse> {
-        let refuse = |(code, message)| IndexResponse::Error { code, message };
+    /// The file, folder or file inside a folder `id` names, with the hosts to offer; the lock
+    /// is let go before the caller copies it into its wire form ([`Shared::located_reply`]).
+    fn locate(&self, id: &str) -> Result<Located, (ErrorCode, String)> {
         let prefix = id
             .parse::<IdPrefix>()
-            .map_err(|e| refuse((ErrorCode::BadRequest, e.to_string())))?;
-        self.index()
-            .lookup(&prefix)
-            .map_err(|err| refuse(refusal(err)))
+            .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        self.index().locate(&prefix).map_err(refusal)
+    }
+
+    /// The reply to a `Lookup` that found `located`, built in the room it needs (a manifest
+    /// or a head with many hashes is large), outside the index's lock.
+    async fn located_reply(
+        &self,
+        from: SocketAddr,
+        located: Located,
+    ) -> (IndexResponse, Option<Room>) {
+        let bound = match &located {
+            Located::File(found) => found_len_bound(
+                found.manifest.name().len(),
+                found.manifest.chunk_count(),
+                found.hosts.len(),
+            ),
+            Located::Folder { head, hosts, .. } => {
+                found_len_bound(head.name().len(), head.pages().len(), hosts.len())
+            }
+            Located::InFolder { path, hosts, .. } => found_len_bound(path.len(), 1, hosts.len()),
+        };
+        let room = self.room_for(from.ip(), bound).await;
+        let response = match located {
+            Located::File(found) => IndexResponse::Found {
+                file_id: found.file_id,
+                manifest: found.manifest.to_manifest(),
+                hosts: found.hosts,
+            },
+            Located::Folder {
+                folder_id,
+                head,
+                hosts,
+            } => IndexResponse::FoundFolder {
+                folder_id,
+                head: head.to_head(),
+                hosts,
+            },
+            Located::InFolder {
+                file_id,
+                folder_id,
+                path,
+                size,
+                hosts,
+            } => IndexResponse::FoundInFolder {
+                file_id,
+                folder_id,
+                path,
+                size,
+                hosts,
+            },
+        };
+        (response, room)
+    }
+
+    /// `AddFolderFiles`: checks the registration and that it hosts the folder, then each page
+    /// against the folder's head on the blocking pool (hashing a 2 MiB request takes a few
+    /// milliseconds, and the index's lock is not held meanwhile), then stores them.
+    async fn add_folder_files(
+        &self,
+        peer_id: PeerId,
+        node: NodeId,
+        folder_id: p2p_protocol::FolderId,
+        first_page: u32,
+        pages: Vec<Vec<FolderRef>>,
+        now: std::time::Instant,
+    ) -> Result<IndexResponse, (ErrorCode, String)> {
+        let _pending = self.backlog.enter(now);
+        let head = self
+            .index()
+            .folder_for_pages(peer_id, node, &folder_id, now)
+            .map_err(refusal)?;
+        let checked = tokio::task::spawn_blocking(move || {
+            folders::check_pages(folder_id, &head, first_page, pages)
+        })
+        .await
+        .map_err(|err| {
+            (
+                ErrorCode::Internal,
+                format!("checking the pages failed: {err}"),
+            )
+        })?
+        .map_err(|err| refusal(err.into()))?;
+        let files = self
+            .index()
+            .add_folder_files(peer_id, node, checked, now)
+            .map_err(refusal)?;
+        debug!(%peer_id, folder = %folder_id.fmt_short(), files, "folder files added");
+        Ok(IndexResponse::FolderFilesAdded { files })
     }
 
     /// Checks a search and its sender's rate; the search itself is [`Shared::finish_search`].
-    #[allow(clippy::result_large_err)] // SKELETON (issue 14)
     fn start_search(
         &self,
         from: SocketAddr,
         query: &str,
         now: std::time::Instant,
-    ) -> Result<Search, IndexResponse> {
-        let refuse = |code, message| IndexResponse::Error { code, message };
+    ) -> Result<Search, (ErrorCode, String)> {
+        let refuse = |code, message| (code, message);
         if query.trim().is_empty() || query.len() > p2p_protocol::MAX_QUERY_LEN {
             return Err(refuse(
                 ErrorCode::BadRequest,
@@ -663,6 +803,7 @@ mod tests {
         let config = ServerConfig {
             max_peers: 8,
             max_files_per_peer: 4,
+            max_folders_per_peer: 2,
             // A manifest here costs about 700 bytes: these bind.
             max_index_bytes: 6_000,
             max_index_bytes_per_ip: 5_000,
@@ -710,6 +851,10 @@ mod tests {
         Heartbeat(usize, bool),
         AddFile(usize, u8, u64, bool),
         RemoveFile(usize, u8),
+        AddFiles(usize, Vec<(u8, u64, bool)>),
+        AddFolder(usize, u8, u8),
+        AddFolderFiles(usize, u8, u8, bool),
+        RemoveFolder(usize, u8),
         Unregister(usize, bool),
         Lookup(String),
         Search(String),
@@ -723,6 +868,15 @@ mod tests {
             (any::<usize>(), any::<u8>(), 0..20_000_000u64, any::<bool>())
                 .prop_map(|(i, n, s, ok)| Op::AddFile(i, n, s, ok)),
             (any::<usize>(), any::<u8>()).prop_map(|(i, n)| Op::RemoveFile(i, n)),
+            (
+                any::<usize>(),
+                proptest::collection::vec((any::<u8>(), 0..20_000_000u64, any::<bool>()), 0..5)
+            )
+                .prop_map(|(i, m)| Op::AddFiles(i, m)),
+            (any::<usize>(), 0..4u8, 0..4u8).prop_map(|(i, n, f)| Op::AddFolder(i, n, f)),
+            (any::<usize>(), 0..4u8, 0..4u8, any::<bool>())
+                .prop_map(|(i, n, f, ok)| Op::AddFolderFiles(i, n, f, ok)),
+            (any::<usize>(), 0..4u8).prop_map(|(i, n)| Op::RemoveFolder(i, n)),
             (any::<usize>(), any::<bool>()).prop_map(|(i, f)| Op::Unregister(i, f)),
             "[0-9a-fA-Fz ]{0,70}".prop_map(Op::Lookup),
             ".{0,40}".prop_map(Op::Search),
@@ -739,6 +893,247 @@ mod tests {
             chunk_size: CHUNK_SIZE,
             chunks: vec![Sha256Hash([name; 32]); chunks],
         }
+    }
+
+    /// Folder `name` of `files` files, and its one page as the index gets it (none if empty).
+    fn folder(name: u8, files: u8) -> (p2p_protocol::FolderHead, Vec<Vec<FolderRef>>) {
+        let files = (0..files)
+            .map(|j| (format!("s/x{j}"), manifest(j, 1, true)))
+            .map(|(path, mut m)| {
+                m.name = path[2..].to_owned();
+                (path, m)
+            })
+            .collect();
+        let (head, pages) = p2p_protocol::folder::build(&format!("dir{name}"), files).unwrap();
+        let refs = pages
+            .iter()
+            .map(|p| p2p_protocol::folder::refs(p).unwrap())
+            .collect();
+        (head, refs)
+    }
+
+    /// Registers `node` and returns its peer id.
+    fn register(runtime: &tokio::runtime::Runtime, shared: &Arc<Shared>, node: NodeId) -> PeerId {
+        let request = IndexRequest::Register {
+            addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        match answer(runtime, shared, node, request) {
+            IndexResponse::Registered { peer_id, .. } => peer_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_folder_is_added_looked_up_and_its_forged_pages_refused() {
+        let (runtime, shared) = (runtime(), shared());
+        let me = node(1);
+        let peer_id = register(&runtime, &shared, me);
+        let (head, pages) = folder(1, 3);
+        let reply = answer(
+            &runtime,
+            &shared,
+            me,
+            IndexRequest::AddFolder {
+                peer_id,
+                head: head.clone(),
+            },
+        );
+        let IndexResponse::FolderAdded { folder_id } = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(folder_id, head.id());
+        let stored = shared.index().stored_bytes();
+        let mut forged = pages.clone();
+        forged[0][0].size += 1;
+        let add = |pages: Vec<Vec<FolderRef>>| IndexRequest::AddFolderFiles {
+            peer_id,
+            folder_id,
+            first_page: 0,
+            pages,
+        };
+        match answer(&runtime, &shared, me, add(forged)) {
+            IndexResponse::Error { code, message } => {
+                assert_eq!(code, ErrorCode::InvalidManifest);
+                assert_eq!(
+                    message,
+                    "invalid folder: folder page 0 does not match the folder's record"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(shared.index().stored_bytes(), stored);
+        let reply = answer(&runtime, &shared, me, add(pages.clone()));
+        assert!(
+            matches!(reply, IndexResponse::FolderFilesAdded { files: 3 }),
+            "{reply:?}"
+        );
+        let lookup = |id: String| IndexRequest::Lookup { id };
+        match answer(
+            &runtime,
+            &shared,
+            STRANGER,
+            lookup(folder_id.to_string()[..8].into()),
+        ) {
+            IndexResponse::FoundFolder {
+                folder_id: found,
+                head: got,
+                hosts,
+            } => {
+                assert_eq!((found, got, hosts.len()), (folder_id, head, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        match answer(
+            &runtime,
+            &shared,
+            STRANGER,
+            lookup(pages[0][2].file_id.to_string()),
+        ) {
+            IndexResponse::FoundInFolder { path, size, .. } => {
+                assert_eq!((path.as_str(), size), ("s/x2", 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let reply = answer(
+            &runtime,
+            &shared,
+            me,
+            IndexRequest::RemoveFolder { peer_id, folder_id },
+        );
+        assert!(
+            matches!(reply, IndexResponse::FolderRemoved { .. }),
+            "{reply:?}"
+        );
+        assert_eq!(shared.index().stored_bytes(), 0);
+        // More manifests than one AddFiles may carry.
+        let manifests = vec![manifest(1, 1, true); MAX_FILES_PER_ADD + 1];
+        match answer(
+            &runtime,
+            &shared,
+            me,
+            IndexRequest::AddFiles { peer_id, manifests },
+        ) {
+            IndexResponse::Error { code, message } => {
+                assert_eq!(code, ErrorCode::BadRequest);
+                assert_eq!(
+                    message,
+                    "AddFiles carries at most 1000 manifests, this one 1001"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A node taken off the allow-list loses its registration at its next folder request too.
+    #[test]
+    fn folder_requests_from_a_node_off_the_allow_list_end_its_registration() {
+        let runtime = runtime();
+        let me = node(1);
+        let list =
+            p2p_identity::AllowList::parse(&format!("{me}\n"), std::path::Path::new("allow"))
+                .unwrap();
+        let allowed = p2p_identity::Allowed::only(list);
+        let shared = Arc::new(Shared::new(ServerConfig {
+            allow_peers: allowed.clone(),
+            ..ServerConfig::default()
+        }));
+        let (head, _) = folder(1, 2);
+        for request in [
+            |peer_id, head| IndexRequest::AddFolder { peer_id, head },
+            |peer_id, _| IndexRequest::AddFiles {
+                peer_id,
+                manifests: vec![],
+            },
+            |peer_id, head: p2p_protocol::FolderHead| IndexRequest::RemoveFolder {
+                peer_id,
+                folder_id: head.id(),
+            },
+            |peer_id, head: p2p_protocol::FolderHead| IndexRequest::AddFolderFiles {
+                peer_id,
+                folder_id: head.id(),
+                first_page: 0,
+                pages: vec![],
+            },
+        ] {
+            allowed.replace(
+                p2p_identity::AllowList::parse(&format!("{me}\n"), std::path::Path::new("allow"))
+                    .unwrap(),
+            );
+            let peer_id = register(&runtime, &shared, me);
+            allowed.replace(
+                p2p_identity::AllowList::parse("", std::path::Path::new("allow")).unwrap(),
+            );
+            let reply = answer(&runtime, &shared, me, request(peer_id, head.clone()));
+            assert!(
+                matches!(
+                    reply,
+                    IndexResponse::Error {
+                        code: ErrorCode::Forbidden,
+                        ..
+                    }
+                ),
+                "{reply:?}"
+            );
+            assert_eq!(shared.index().peer_count(), 0);
+        }
+    }
+
+    /// The reply bounds that size the room a large reply takes hold for the largest replies
+    /// of each kind.
+    #[test]
+    fn reply_bounds_cover_the_largest_replies() {
+        use p2p_protocol::{FileSummary, FolderHead, FolderId, HostInfo, Sha256Hash};
+        let host = HostInfo {
+            peer_id: PeerId(u64::MAX),
+            addr: "[1111:2222:3333:4444:5555:6666:7777:8888]:65535"
+                .parse()
+                .unwrap(),
+            node_id: NodeId([0xff; 20]),
+        };
+        let hosts = vec![host; p2p_protocol::MAX_HOSTS_PER_LOOKUP];
+        let name = "n".repeat(MAX_FILE_NAME_LEN);
+        let replies = [
+            IndexResponse::FoundFolder {
+                folder_id: FolderId([1; 32]),
+                head: FolderHead {
+                    name: name.clone(),
+                    files: u64::MAX,
+                    size: u64::MAX,
+                    pages: vec![Sha256Hash([2; 32]); 1024],
+                },
+                hosts: hosts.clone(),
+            },
+            IndexResponse::FoundInFolder {
+                file_id: p2p_protocol::FileId([1; 32]),
+                folder_id: FolderId([1; 32]),
+                path: "p".repeat(MAX_FOLDER_PATH_LEN),
+                size: u64::MAX,
+                hosts,
+            },
+            IndexResponse::FilesAdded {
+                file_ids: vec![p2p_protocol::FileId([1; 32]); MAX_FILES_PER_ADD],
+            },
+            IndexResponse::Files {
+                files: vec![
+                    FileSummary {
+                        file_id: p2p_protocol::FileId([1; 32]),
+                        name: name.clone(),
+                        size: u64::MAX,
+                        hosts: u32::MAX,
+                        files: Some(u64::MAX),
+                        path: Some("p".repeat(SUMMARY_PATH)),
+                    };
+                    MAX_LIST_ENTRIES
+                ],
+                total: u64::MAX,
+            },
+        ];
+        for reply in replies {
+            let len = p2p_protocol::codec::encode_frame(&reply).unwrap().len();
+            assert!(encoded_len_bound(&reply) >= len, "{len}");
+            assert!(len <= p2p_protocol::MAX_CONTROL_FRAME_LEN, "{len}");
+        }
+        assert!(search_len_bound(0, MAX_LIST_ENTRIES) >= search_len_bound(MAX_LIST_ENTRIES, 3));
     }
 
     /// A search that panics (a bug) is answered as the server's fault, not the client's.
@@ -822,6 +1217,27 @@ mod tests {
                         let (peer_id, node) = pick(&creds, i, false);
                         (node, IndexRequest::RemoveFile { peer_id, file_id: manifest(name, 1, true).id() })
                     }
+                    Op::AddFiles(i, manifests) => {
+                        let (peer_id, node) = pick(&creds, i, false);
+                        let manifests = manifests.into_iter().map(|(n, s, ok)| manifest(n, s, ok)).collect();
+                        (node, IndexRequest::AddFiles { peer_id, manifests })
+                    }
+                    Op::AddFolder(i, name, files) => {
+                        let (peer_id, node) = pick(&creds, i, false);
+                        (node, IndexRequest::AddFolder { peer_id, head: folder(name, files).0 })
+                    }
+                    Op::AddFolderFiles(i, name, files, ok) => {
+                        let (peer_id, node) = pick(&creds, i, false);
+                        let (head, mut pages) = folder(name, files);
+                        if !ok && let Some(first) = pages.first_mut().and_then(|p| p.first_mut()) {
+                            first.size += 1;
+                        }
+                        (node, IndexRequest::AddFolderFiles { peer_id, folder_id: head.id(), first_page: 0, pages })
+                    }
+                    Op::RemoveFolder(i, name) => {
+                        let (peer_id, node) = pick(&creds, i, false);
+                        (node, IndexRequest::RemoveFolder { peer_id, folder_id: folder(name, 1).0.id() })
+                    }
                     Op::Unregister(i, forge) => {
                         let (peer_id, node) = pick(&creds, i, forge);
                         (node, IndexRequest::Unregister { peer_id })
@@ -837,9 +1253,19 @@ mod tests {
                 let index = shared.index();
                 prop_assert!(index.peer_count() <= 8);
                 prop_assert!(index.file_count() <= 8 * 4);
+                prop_assert!(index.folder_count() <= 8 * 2);
                 prop_assert!(index.stored_bytes() <= 6_000);
                 index.check_accounts();
             }
+            // Whatever happened, once every peer is gone the index holds nothing.
+            for (peer_id, node) in creds {
+                let _ = answer(&runtime, &shared, node, IndexRequest::Unregister { peer_id });
+            }
+            let index = shared.index();
+            prop_assert_eq!(index.peer_count(), 0);
+            prop_assert_eq!(index.stored_bytes(), 0);
+            prop_assert_eq!(index.listed_count(), 0);
+            prop_assert_eq!(index.folder_file_count(), 0);
         }
     }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A p2p-transfer client in Python, written from docs/PROTOCOL.md alone (protocol version 3).
+"""A p2p-transfer client in Python, written from docs/PROTOCOL.md alone (protocol version 4).
 
 It shows the transport recipe of PROTOCOL.md §2.6 at work: TLS 1.3 with Python's `ssl` module,
 a self-signed Ed25519 certificate made with `cryptography`, and the node-id check that replaces
@@ -12,7 +12,10 @@ through the `msgpack` package.
 Without --fetch it prints the index's node id and the peers it knows. With --fetch it looks the
 file up, checks the manifest against its id (§6.2), and downloads it chunk by chunk from the
 hosts the index names, refusing any host whose TLS handshake shows another node id than the
-index recorded for it (§8.3), and checking every chunk's SHA-256.
+index recorded for it (§8.3), and checking every chunk's SHA-256. A file the index knows only
+inside a folder (`FoundInFolder`, §7.5) is fetched the same way, its manifest asked of the
+folder's hosts (`GetManifest`) and checked against the id; a folder id is only described
+(fetching a whole folder, §13.4, is left out of this example).
 
 This is an example, not a second reference implementation: one connection at a time, no
 retries, no resume.
@@ -35,7 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 ALPN = "p2p-transfer"
 CHUNK_SIZE = 4 * 1024 * 1024
 MAX_FRAME_LEN = 2 * 1024 * 1024  # MAX_CONTROL_FRAME_LEN: the largest reply frame (§2.1)
@@ -198,11 +201,53 @@ def file_id(manifest):
     return hashlib.sha256(canonical).digest()
 
 
+def folder_id(head):
+    """The folder id of a FolderHead (§13.2)."""
+    name = head["name"].encode()
+    canonical = (b"p2p-folder-v1\x00\x00\x00" + struct.pack(">H", len(name)) + name
+                 + struct.pack(">QQI", head["files"], head["size"], len(head["pages"]))
+                 + b"".join(head["pages"]))
+    return hashlib.sha256(canonical).digest()
+
+
+def manifest_from_hosts(ctx, wanted_id, hosts):
+    """A manifest that hashes to `wanted_id`, asked of each host in turn (§8.3)."""
+    for host in hosts:
+        try:
+            peer = Connection(ctx, host["addr"], "peer", expect=host["node_id"])
+            reply = peer.request("GetManifest", file_id=wanted_id)
+            peer.close()
+        except (OSError, ConnectionError, ValueError) as err:
+            print(f"  {host['addr']}: {err}", file=sys.stderr)
+            continue
+        manifest = reply.get("Manifest", {}).get("manifest")
+        if manifest is not None and file_id(manifest) == wanted_id:
+            return manifest
+        print(f"  {host['addr']}: no manifest for that id: {reply}", file=sys.stderr)
+    raise SystemExit("no host gave a manifest that matches the id")
+
+
 def fetch(ctx, index, wanted, out_dir):
     found = index.request("Lookup", id=wanted)
-    if "Found" not in found:
+    if "FoundFolder" in found:
+        folder = found["FoundFolder"]
+        head = folder["head"]
+        if folder_id(head) != folder["folder_id"] or not folder["folder_id"].hex().startswith(wanted):
+            raise SystemExit("the index's folder head does not match the id")
+        raise SystemExit(f"{folder['folder_id'].hex()} is the folder {head['name']!r} of "
+                         f"{head['files']} files ({head['size']} bytes, {len(folder['hosts'])} "
+                         "hosts); this example fetches single files only")
+    if "FoundInFolder" in found:
+        inside = found["FoundInFolder"]
+        if not inside["file_id"].hex().startswith(wanted):
+            raise SystemExit("the index answered for another id")
+        print(f"{inside['file_id'].hex()} is {inside['path']} in folder {inside['folder_id'].hex()}")
+        found = {"file_id": inside["file_id"], "hosts": inside["hosts"],
+                 "manifest": manifest_from_hosts(ctx, inside["file_id"], inside["hosts"])}
+    elif "Found" in found:
+        found = found["Found"]
+    else:
         raise SystemExit(f"lookup failed: {found}")
-    found = found["Found"]
     manifest = found["manifest"]
     if file_id(manifest) != found["file_id"] or not found["file_id"].hex().startswith(wanted):
         raise SystemExit("the index's manifest does not match the id")

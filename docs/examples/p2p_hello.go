@@ -1,4 +1,4 @@
-// p2p_hello connects to a p2p-transfer node (protocol version 3) with Go's crypto/tls, checks
+// p2p_hello connects to a p2p-transfer node (protocol version 4) with Go's crypto/tls, checks
 // its node id as docs/PROTOCOL.md §2.3-§2.6 describe, and makes the Hello / Welcome exchange.
 // Standard library only:
 //
@@ -140,8 +140,8 @@ func main() {
 	defer conn.Close()
 	fmt.Println("node id", nodeIDText(proved))
 
-	// Hello { version: 3 }, as §4.1 spells it out.
-	hello := []byte{0x81, 0xa5, 'H', 'e', 'l', 'l', 'o', 0x81, 0xa7, 'v', 'e', 'r', 's', 'i', 'o', 'n', 0x03}
+	// Hello { version: 4 }, as §4.1 spells it out.
+	hello := []byte{0x81, 0xa5, 'H', 'e', 'l', 'l', 'o', 0x81, 0xa7, 'v', 'e', 'r', 's', 'i', 'o', 'n', 0x04}
 	frame := binary.BigEndian.AppendUint32(nil, uint32(len(hello)))
 	if _, err := conn.Write(append(frame, hello...)); err != nil {
 		fail(err)

@@ -51,9 +51,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 
-use crate::download::{
-    self, DownloadEvent, DownloadOptions, EventSink, Fetched, JobReport, JobSource, Refresh,
-};
+use crate::download::{self, DownloadEvent, DownloadOptions, EventSink, JobReport, JobSource};
 use crate::error::PeerError;
 use crate::inbox::ReceivedMessage;
 use crate::node::{DownloadRequest, PeerHandle};
@@ -901,7 +899,7 @@ async fn run_once(
     event: impl Fn(DownloadEvent),
 ) -> Result<JobReport, PeerError> {
     let (source, refresh) = tokio::select! {
-        resolved = peer.resolve_job(request) => resolved?,
+        resolved = peer.resolve(request) => resolved?,
         () = cancel.cancelled() => return Err(PeerError::Cancelled),
     };
     peer.registry().resolved(id, run, &source);
@@ -939,54 +937,6 @@ impl PeerHandle {
         let mut options = DownloadOptions::new(&node.config, node.tls.clone());
         options.me = node.session().map(|s| s.peer_id);
         options
-    }
-
-    // TEMPORARY (issue 14), until d-folders lands `resolve` and `share_fetched`: today's
-    // resolution of a file, and sharing of a fetched file; a folder is refused.
-
-    /// The job `request` stands for, and how to ask the index again for its hosts.
-    async fn resolve_job(
-        &self,
-        request: &DownloadRequest,
-    ) -> Result<(JobSource, Option<Refresh>), PeerError> {
-        if request.folder.is_some() {
-            return Err(PeerError::Internal(
-                "folder downloads are not built yet".into(),
-            ));
-        }
-        let wanted = self.resolve(request).await?;
-        let refresh: Option<Refresh> = self.node.index.as_ref().map(|_| {
-            let node = self.node.clone();
-            let full_id = wanted.file_id.to_string();
-            let refresh: Refresh = Arc::new(move || {
-                let node = node.clone();
-                let id = full_id.clone();
-                Box::pin(async move { node.index()?.lookup(&id).await.map(|found| found.hosts) })
-            });
-            refresh
-        });
-        Ok((
-            JobSource::File {
-                file_id: wanted.file_id,
-                manifest: wanted.manifest,
-                hosts: wanted.hosts,
-            },
-            refresh,
-        ))
-    }
-
-    /// Serves what a job put on disk, and announces it.
-    async fn share_fetched(&self, fetched: Fetched) {
-        match fetched {
-            Fetched::File(source) => {
-                if let Err(err) = self.share_source(source).await {
-                    warn!(%err, "downloaded file could not be announced to the index");
-                }
-            }
-            Fetched::Folder { root, .. } => {
-                warn!(root = %root.display(), "sharing a downloaded folder is not built yet");
-            }
-        }
     }
 }
 

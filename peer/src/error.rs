@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use p2p_protocol::{ErrorCode, FileId, NodeId, ProtocolError, RemoteText, printable};
+use p2p_protocol::{ErrorCode, FileId, FolderId, NodeId, ProtocolError, RemoteText, printable};
 use p2p_storage::StorageError;
 
 /// A failed peer operation. Every variant reads as one line for a user, its cause included
@@ -43,6 +43,13 @@ pub enum PeerError {
     /// The index answered with a manifest that does not hash to the id (a broken or lying index).
     #[error("the manifest the index sent for {0} does not match that id")]
     ManifestMismatch(FileId),
+    /// The index answered with a folder head that does not hash to the id or breaks the
+    /// folder rules (a broken or lying index).
+    #[error("the folder record the index sent for {0} does not match that id")]
+    FolderMismatch(FolderId),
+    /// An id that names a folder, or a file known only inside one, where a file was needed.
+    #[error("{} is a folder or a file inside one, not a file shared on its own", printable(.0))]
+    NotAFile(String),
     /// Nobody hosts the file right now.
     #[error("no peer is hosting {} ({}) right now", printable(name), id.fmt_short())]
     NoHosts {
@@ -142,6 +149,24 @@ pub enum PeerError {
     /// A folder to share could not be listed completely.
     #[error("cannot list every folder under {}", printable(&.0.display().to_string()))]
     IncompleteFolder(PathBuf),
+    /// A folder record (a head, a page, a path in it) breaks a rule of folder records.
+    #[error(transparent)]
+    Folder(#[from] p2p_protocol::folder::FolderError),
+    /// No host gave a folder's file list that checks out against its id.
+    #[error(
+        "cannot get the file list of folder {} ({}) from any host: {}",
+        printable(name),
+        id.fmt_short(),
+        printable(reason)
+    )]
+    NoFolderRecord {
+        /// The folder's name.
+        name: String,
+        /// Its id.
+        id: p2p_protocol::FolderId,
+        /// The last host's failure.
+        reason: String,
+    },
     /// A background task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),

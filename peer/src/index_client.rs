@@ -9,7 +9,8 @@
 //! sliced searches) can't see it. So the client keeps one connection per [`Lane`]:
 //!
 //! * the **session** connection carries the registration's own requests: `Register`,
-//!   `Heartbeat`, `AddFile`, `RemoveFile`, `Unregister`;
+//!   `Heartbeat`, `AddFile`, `AddFiles`, `AddFolder`, `AddFolderFiles`, `RemoveFile`,
+//!   `RemoveFolder`, `Unregister`;
 //! * the **query** connection carries questions: `Lookup`, `Search`, `ListFiles`, `ListPeers`.
 //!
 //! Each has its own lock, and a request takes only its own lane's lock. A user's search, a
@@ -29,7 +30,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use p2p_protocol::{
-    FileId, FileManifest, FileSummary, HostInfo, IndexConversation, IndexRequest, IndexResponse,
+    FileId, FileManifest, FileSummary, FolderHead, FolderId, FolderRef, HostInfo,
+    IndexConversation, IndexRequest, IndexResponse, MAX_CONTROL_FRAME_LEN, MAX_FILES_PER_ADD,
     NodeId, PeerId, PeerSummary, ProtocolError,
 };
 use p2p_transport::{ClientConnection, Tls};
@@ -48,15 +50,82 @@ pub struct Session {
     pub heartbeat_interval: Duration,
 }
 
-/// A lookup's answer, checked: the manifest hashes to `file_id`.
+/// A lookup's answer for a top-level file, checked: the manifest hashes to `file_id`.
 #[derive(Clone, Debug)]
-pub struct Lookup {
+pub struct Found {
     /// Full id.
     pub file_id: FileId,
     /// Its manifest.
     pub manifest: FileManifest,
     /// Who hosts it.
     pub hosts: Vec<HostInfo>,
+}
+
+/// The name [`IndexClient::lookup`] has always returned.
+pub type Lookup = Found;
+
+/// What an id or prefix names on the network ([`IndexClient::locate`]), checked against it.
+#[derive(Clone, Debug)]
+pub enum Located {
+    /// A top-level file: its manifest hashes to its id.
+    File(Found),
+    /// A folder: its head hashes to `folder_id` and passes [`FolderHead::validate`]; its file
+    /// list comes from a host (`GetFolder` / `GetFolderPages`).
+    Folder {
+        /// Full id.
+        folder_id: FolderId,
+        /// Its head.
+        head: FolderHead,
+        /// Who hosts it.
+        hosts: Vec<HostInfo>,
+    },
+    /// A file known only inside a folder: its manifest comes from a host (`GetManifest`),
+    /// which must hash to `file_id`.
+    InFolder {
+        /// Full id.
+        file_id: FileId,
+        /// A folder it is in.
+        folder_id: FolderId,
+        /// Its path under that folder's root (the index checked its parts).
+        path: String,
+        /// Its size.
+        size: u64,
+        /// Who hosts the folder.
+        hosts: Vec<HostInfo>,
+    },
+}
+
+/// Most bytes of manifests or pages one batched request carries, well under
+/// [`MAX_CONTROL_FRAME_LEN`] with the request's own fields.
+const BATCH_BYTES: usize = MAX_CONTROL_FRAME_LEN * 3 / 4;
+
+/// At least the encoded size of a manifest (name, 34 bytes per hash, field names).
+fn manifest_len(manifest: &FileManifest) -> usize {
+    64 + manifest.name.len() + 34 * manifest.chunks.len()
+}
+
+/// At least the encoded size of a page of `FolderRef`s.
+fn page_len(page: &[FolderRef]) -> usize {
+    8 + page.iter().map(|r| 72 + r.path.len()).sum::<usize>()
+}
+
+/// Splits `items` into consecutive runs of at most `max` items and [`BATCH_BYTES`] by `len`
+/// (an item bigger than that alone in its run).
+fn batches<T>(items: &[T], max: usize, len: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = len(item);
+        if i > start && (i - start == max || bytes + n > BATCH_BYTES) {
+            runs.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < items.len() {
+        runs.push(&items[start..]);
+    }
+    runs
 }
 
 /// Which of the client's connections a request goes on (see the module docs).
@@ -293,6 +362,92 @@ impl IndexClient {
         }
     }
 
+    /// Announces that we host every one of `manifests`, in as few `AddFiles` requests as fit
+    /// in frames (at most [`MAX_FILES_PER_ADD`] each); returns their ids in the order given.
+    /// Each request is all or nothing; when one is refused, the ones before it stay added.
+    pub async fn add_files(
+        &self,
+        session: &Session,
+        manifests: Vec<FileManifest>,
+    ) -> Result<Vec<FileId>, PeerError> {
+        let mut ids = Vec::with_capacity(manifests.len());
+        for batch in batches(&manifests, MAX_FILES_PER_ADD, manifest_len) {
+            let request = IndexRequest::AddFiles {
+                peer_id: session.peer_id,
+                manifests: batch.to_vec(),
+            };
+            match self.call(request).await? {
+                IndexResponse::FilesAdded { file_ids } if file_ids.len() == batch.len() => {
+                    ids.extend(file_ids);
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Announces that we host the folder `head` names; its files follow with
+    /// [`IndexClient::add_folder_files`]. Returns its id, checked against the head.
+    pub async fn add_folder(
+        &self,
+        session: &Session,
+        head: FolderHead,
+    ) -> Result<FolderId, PeerError> {
+        let expected = head.id();
+        let request = IndexRequest::AddFolder {
+            peer_id: session.peer_id,
+            head,
+        };
+        match self.call(request).await? {
+            IndexResponse::FolderAdded { folder_id } if folder_id == expected => Ok(folder_id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends the pages of folder `folder_id`'s file list from page `first_page` on, several
+    /// pages per `AddFolderFiles` request (each frame under 2 MiB), and returns how many of
+    /// the folder's files the index knows after the last one. A page sent again is harmless.
+    pub async fn add_folder_files(
+        &self,
+        session: &Session,
+        folder_id: FolderId,
+        first_page: u32,
+        pages: &[Vec<FolderRef>],
+    ) -> Result<u64, PeerError> {
+        let mut files = 0;
+        let mut next = first_page;
+        for batch in batches(pages, usize::MAX, |p| page_len(p)) {
+            let request = IndexRequest::AddFolderFiles {
+                peer_id: session.peer_id,
+                folder_id,
+                first_page: next,
+                pages: batch.to_vec(),
+            };
+            match self.call(request).await? {
+                IndexResponse::FolderFilesAdded { files: known } => files = known,
+                other => return Err(unexpected(other)),
+            }
+            next += batch.len() as u32;
+        }
+        Ok(files)
+    }
+
+    /// Withdraws a folder (and its files).
+    pub async fn remove_folder(
+        &self,
+        session: &Session,
+        folder_id: FolderId,
+    ) -> Result<(), PeerError> {
+        let request = IndexRequest::RemoveFolder {
+            peer_id: session.peer_id,
+            folder_id,
+        };
+        match self.call(request).await? {
+            IndexResponse::FolderRemoved { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Withdraws a file.
     pub async fn remove_file(&self, session: &Session, file_id: FileId) -> Result<(), PeerError> {
         let request = IndexRequest::RemoveFile {
@@ -316,9 +471,24 @@ impl IndexClient {
         }
     }
 
-    /// Resolves an id or prefix and checks the manifest against the id.
-    pub async fn lookup(&self, id: &str) -> Result<Lookup, PeerError> {
+    /// Resolves an id or prefix that must name a top-level file, and checks the manifest
+    /// against the id. A folder, or a file known only inside one, is [`PeerError::NotAFile`]
+    /// (use [`IndexClient::locate`] for those).
+    pub async fn lookup(&self, id: &str) -> Result<Found, PeerError> {
+        match self.locate(id).await? {
+            Located::File(found) => Ok(found),
+            Located::Folder { folder_id, .. } => Err(PeerError::NotAFile(folder_id.to_string())),
+            Located::InFolder { file_id, .. } => Err(PeerError::NotAFile(file_id.to_string())),
+        }
+    }
+
+    /// Resolves an id or prefix to what it names: a file, a folder or a file inside a folder,
+    /// each checked against the id (a manifest or head that does not hash to it, or an id
+    /// the prefix does not start, is [`PeerError::ManifestMismatch`] /
+    /// [`PeerError::FolderMismatch`]: a broken or lying index).
+    pub async fn locate(&self, id: &str) -> Result<Located, PeerError> {
         let prefix: p2p_protocol::IdPrefix = id.parse()?;
+        let starts = |bytes: &[u8; 32]| prefix.matches(&FileId(*bytes));
         match self
             .call(IndexRequest::Lookup {
                 id: prefix.to_string(),
@@ -330,15 +500,44 @@ impl IndexClient {
                 manifest,
                 hosts,
             } => {
-                if manifest.id() != file_id
-                    || !prefix.matches(&file_id)
-                    || manifest.validate().is_err()
-                {
+                if manifest.id() != file_id || !starts(&file_id.0) || manifest.validate().is_err() {
                     return Err(PeerError::ManifestMismatch(file_id));
                 }
-                Ok(Lookup {
+                Ok(Located::File(Found {
                     file_id,
                     manifest,
+                    hosts,
+                }))
+            }
+            IndexResponse::FoundFolder {
+                folder_id,
+                head,
+                hosts,
+            } => {
+                if head.id() != folder_id || !starts(&folder_id.0) || head.validate().is_err() {
+                    return Err(PeerError::FolderMismatch(folder_id));
+                }
+                Ok(Located::Folder {
+                    folder_id,
+                    head,
+                    hosts,
+                })
+            }
+            IndexResponse::FoundInFolder {
+                file_id,
+                folder_id,
+                path,
+                size,
+                hosts,
+            } => {
+                if !starts(&file_id.0) || p2p_protocol::folder::check_path(&path).is_err() {
+                    return Err(PeerError::ManifestMismatch(file_id));
+                }
+                Ok(Located::InFolder {
+                    file_id,
+                    folder_id,
+                    path,
+                    size,
                     hosts,
                 })
             }
@@ -380,4 +579,38 @@ fn unexpected(reply: IndexResponse) -> PeerError {
     PeerError::Internal(format!(
         "the index server sent an unexpected reply: {reply:?}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_stay_under_their_count_and_frame() {
+        let sizes = [10, 10, BATCH_BYTES, 1, BATCH_BYTES / 2, BATCH_BYTES / 2, 3];
+        let runs = batches(&sizes, 3, |n| *n);
+        let lens: Vec<usize> = runs.iter().map(|r| r.len()).collect();
+        assert_eq!(lens, [2, 1, 2, 2]);
+        let runs = batches(&[1; 7], 3, |n| *n);
+        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [3, 3, 1]);
+        assert!(batches(&[] as &[usize], 3, |n| *n).is_empty());
+        // The largest page (1024 paths of 1024 bytes) fits a frame with room to spare.
+        let page = vec![
+            FolderRef {
+                path: "p".repeat(p2p_protocol::folder::MAX_FOLDER_PATH_LEN),
+                file_id: FileId([0xff; 32]),
+                size: u64::MAX,
+            };
+            p2p_protocol::folder::FOLDER_PAGE_FILES
+        ];
+        let request = IndexRequest::AddFolderFiles {
+            peer_id: PeerId(u64::MAX),
+            folder_id: FolderId([0xff; 32]),
+            first_page: u32::MAX,
+            pages: vec![page.clone()],
+        };
+        let encoded = p2p_protocol::codec::encode_frame(&request).unwrap().len();
+        assert!(encoded <= page_len(&page) + 200, "{encoded}");
+        assert!(page_len(&page) <= BATCH_BYTES);
+    }
 }

@@ -1,4 +1,4 @@
-//! The download request a manifest file stands for: one job, a file or a whole folder. The command line, the shells and the web API all
+//! The download request a manifest file stands for: one job, for a file or a whole folder. The command line, the shells and the web API all
 //! turn a `.p2pm` into a job here, so they fetch the same files into the same places; and the
 //! shells and the web API ask [`PeerHandle::check_manifest_index`] first, so a running peer
 //! refuses a manifest for another index the same way whichever front end it came through.
@@ -55,8 +55,8 @@ fn index_conflict(
 }
 
 impl DownloadRequest {
-    /// The request of manifest file `doc`, also asking `hosts` directly: one job, for a file
-    /// or a whole folder (its files under a folder of its name).
+    /// The request manifest file `doc` stands for, also asking `hosts` directly: one job,
+    /// for a file or for a whole folder (its files go to `<out>/<folder name>/<path>`).
     pub fn for_manifest_file(doc: AnyManifestFile, hosts: &[SocketAddr]) -> Self {
         match doc {
             AnyManifestFile::File(f) => Self {
@@ -65,9 +65,8 @@ impl DownloadRequest {
                 folder: None,
                 hosts: hosts.to_vec(),
             },
-            // The folder's id is computed from its list when the job resolves it.
             AnyManifestFile::Folder(folder) => Self {
-                id: String::new(),
+                id: folder.folder_id().to_string(),
                 manifest: None,
                 folder: Some(std::sync::Arc::new(folder)),
                 hosts: hosts.to_vec(),

@@ -348,9 +348,11 @@ fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
         // A folder that failed to share answers as the file inside it that failed.
         PeerError::Share { cause, .. } => peer_status(cause),
         PeerError::BadId(_)
+        | PeerError::NotAFile(_)
         | PeerError::NoOutputFolder(_)
         | PeerError::NothingToDownload
-        | PeerError::IncompleteFolder(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        | PeerError::IncompleteFolder(_)
+        | PeerError::Folder(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         PeerError::NotSharedPrefix(_)
         | PeerError::NotShared(_)
         | PeerError::UnknownDownload(_)
@@ -362,9 +364,10 @@ fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
         PeerError::PeerUnreachable { .. } | PeerError::NoManifest { .. } => {
             (StatusCode::BAD_GATEWAY, "peer_unreachable")
         }
-        PeerError::ManifestMismatch(_) | PeerError::DownloadFailed { .. } => {
-            (StatusCode::BAD_GATEWAY, "download_failed")
-        }
+        PeerError::ManifestMismatch(_)
+        | PeerError::FolderMismatch(_)
+        | PeerError::DownloadFailed { .. }
+        | PeerError::NoFolderRecord { .. } => (StatusCode::BAD_GATEWAY, "download_failed"),
         PeerError::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         PeerError::Listen { .. } | PeerError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal")

@@ -172,6 +172,12 @@ pub struct ServerArgs {
     /// MiB of manifests one peer may store.
     #[arg(long, value_name = "MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     pub max_index_mib_per_peer: u32,
+    /// Folders one peer may share; `AddFolder` beyond that is refused.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_folders_per_peer: u32,
+    /// Files the folders of one peer may hold in all (the byte budgets bind too).
+    #[arg(long, value_name = "N", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_folder_files_per_peer: u64,
     /// Registrations one source address may make per second, after a burst of
     /// --max-peers-per-ip.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -339,6 +345,8 @@ impl From<&ServerArgs> for ServerConfig {
             max_index_bytes: args.max_index_mib as usize * MIB,
             max_index_bytes_per_ip: args.max_index_mib_per_ip as usize * MIB,
             max_index_bytes_per_peer: args.max_index_mib_per_peer as usize * MIB,
+            max_folders_per_peer: args.max_folders_per_peer as usize,
+            max_folder_files_per_peer: args.max_folder_files_per_peer,
             register_rate_per_ip: args.register_rate_per_ip,
             search_rate_per_ip: args.search_rate_per_ip,
             ..ServerConfig::default()
@@ -411,6 +419,11 @@ mod tests {
         );
         assert_eq!(defaults.register_rate_per_ip, library.register_rate_per_ip);
         assert_eq!(defaults.search_rate_per_ip, library.search_rate_per_ip);
+        assert_eq!(defaults.max_folders_per_peer, library.max_folders_per_peer);
+        assert_eq!(
+            defaults.max_folder_files_per_peer,
+            library.max_folder_files_per_peer
+        );
         let Command::Server(args) = parse(&[
             "--max-connections-per-ip",
             "500",
@@ -424,6 +437,10 @@ mod tests {
             "100",
             "--search-rate-per-ip",
             "20",
+            "--max-folders-per-peer",
+            "3",
+            "--max-folder-files-per-peer",
+            "5000",
         ])
         .unwrap()
         .command
@@ -437,6 +454,8 @@ mod tests {
         assert_eq!(config.max_index_bytes, 1024 * MIB);
         assert_eq!(config.max_index_bytes_per_ip, 100 * MIB);
         assert_eq!(config.search_rate_per_ip, 20);
+        assert_eq!(config.max_folders_per_peer, 3);
+        assert_eq!(config.max_folder_files_per_peer, 5000);
         // No limit of zero: that would refuse everyone.
         let err = parse(&["--max-peers-per-ip", "0"]).unwrap_err().to_string();
         assert!(err.contains("--max-peers-per-ip"), "{err}");

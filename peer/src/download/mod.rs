@@ -11,6 +11,7 @@
 //! * `buffers`: the pool chunk data is received into.
 //! * `disk`: the blocking work: local checks, part files, small-file batches.
 //! * `record`: a folder's file list as the job reads it.
+//! * `resolve`: what a download request stands for (a file or a folder, and its hosts).
 
 mod buffers;
 mod disk;
@@ -20,6 +21,7 @@ mod folder_tests;
 mod hosts;
 mod links;
 pub(crate) mod record;
+pub(crate) mod resolve;
 mod schedule;
 #[cfg(test)]
 mod test_support;

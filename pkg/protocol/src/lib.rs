@@ -8,11 +8,13 @@
 //! # Conversations
 //! * **peer ↔ index server** ([`IndexRequest`] / [`IndexResponse`]): a peer registers its chunk
 //!   server address and gets a [`PeerId`], which belongs to its [`NodeId`]; it then adds files
-//!   (manifests), heartbeats every `heartbeat_interval_ms`, and unregisters on exit. Anyone may
-//!   look files up by id prefix (each host comes with its node id), search them by name, and
-//!   list files and peers.
-//! * **downloader ↔ peer** ([`PeerRequest`] / [`PeerResponse`]): fetch a manifest or a chunk,
-//!   or leave a short text message for the peer's user.
+//!   (manifests) and folders (a head, then pages of its file list), heartbeats every
+//!   `heartbeat_interval_ms`, and unregisters on exit. Anyone may look files and folders up by
+//!   id prefix (each host comes with its node id), search them by name, and list files and
+//!   peers.
+//! * **downloader ↔ peer** ([`PeerRequest`] / [`PeerResponse`]): fetch a manifest, a chunk,
+//!   or a folder's head and file list ([`folder`]), or leave a short text message for the
+//!   peer's user.
 //!
 //! Every connection is TLS 1.3 over TCP, both sides presenting a certificate for their node's
 //! Ed25519 key (the `p2p-transport` crate); inside it, it opens with `Hello { version }`, answered by
@@ -31,7 +33,10 @@
 //! it open.
 //!
 //! # Layout
-//! * [`types`]: [`FileId`], [`Sha256Hash`], [`PeerId`], [`FileManifest`], name rules.
+//! * [`types`]: [`FileId`], [`FolderId`], [`Sha256Hash`], [`PeerId`], [`FileManifest`], name
+//!   rules.
+//! * [`folder`]: a shared folder's head, its pages and their canonical bytes, and the checks a
+//!   downloader makes while the pages stream in.
 //! * [`message`]: the four message enums.
 //! * [`codec`]: frames ↔ messages.
 //! * [`connection`]: [`Connection`], typed send/receive over any async stream, and a chunk's
@@ -60,7 +65,7 @@ pub use connection::{
     PeerServerConnection,
 };
 pub use error::ProtocolError;
-pub use folder::{FolderHead, FolderItem, FolderRef};
+pub use folder::{CheckedItem, FolderError, FolderHead, FolderItem, FolderRef, PageChecker};
 pub use handshake::{
     Conversation, IndexConversation, PeerConversation, answer_hello, client_hello, server_hello,
 };
@@ -76,7 +81,7 @@ pub use types::{
 };
 
 /// The version sent in `Hello`. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Size of every chunk but the last: 4 MiB.
 pub const CHUNK_SIZE: u32 = 4 * 1024 * 1024;
@@ -106,7 +111,8 @@ pub const MAX_MESSAGE_LEN: usize = 1024;
 pub const MAX_SENDER_LEN: usize = 64;
 
 /// Deepest nesting of maps and arrays a frame body may have, the message's own map included.
-/// Known messages nest at most 4 levels; the rest is room for fields added later.
+/// Known messages nest at most 6 levels (a `FolderPages` item's chunk hashes); the rest is
+/// room for fields added later.
 pub const MAX_NESTING_DEPTH: usize = 32;
 
 /// Longest `Search` query, in bytes.
@@ -117,3 +123,6 @@ pub const MAX_HOSTS_PER_LOOKUP: usize = 256;
 
 /// Most entries in one `Files` or `Peers` reply.
 pub const MAX_LIST_ENTRIES: usize = 1000;
+
+/// Most manifests one `AddFiles` request may carry.
+pub const MAX_FILES_PER_ADD: usize = 1000;

@@ -21,22 +21,31 @@
 //!
 //! Readers refuse another `format`, a `version` they don't know, malformed hex, a manifest
 //! that fails [`FileManifest::validate`], and a manifest that does not hash to `file_id`.
+//!
+//! A folder's manifest file ([`FolderManifestFile`], format `p2p-transfer-folder`) lists every
+//! file with its path, and from version 4 on its `folder_id` ([`crate::folder`]), which the
+//! reader computes from the files and checks like a `file_id`.
 
 use std::fmt;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::FolderHead;
+use crate::folder::{self, FolderError};
 use crate::node_id::NodeId;
 use crate::text::printable;
-use crate::types::{FileId, FileManifest, ManifestError, Sha256Hash};
+use crate::types::{FileId, FileManifest, FolderId, ManifestError, Sha256Hash};
 
 /// The `format` every manifest file declares.
 pub const FORMAT: &str = "p2p-transfer-manifest";
-/// The version this code writes (it reads this one and [`OLD_VERSION`]).
+/// The version this code writes for a file (it reads this one and [`OLD_VERSION`]).
 pub const VERSION: u32 = 3;
 /// The previous version, still read: servers are addresses only.
 pub const OLD_VERSION: u32 = 2;
+/// The version this code writes for a folder: version 3 plus `folder_id`. Folders of
+/// versions [`OLD_VERSION`] and [`VERSION`] are still read, their id computed.
+pub const FOLDER_VERSION: u32 = 4;
 /// The usual file name suffix.
 pub const SUFFIX: &str = ".p2pm";
 
@@ -60,7 +69,7 @@ pub enum ManifestFileError {
     Syntax(String),
     /// Another format or version.
     #[error(
-        "unsupported manifest file: format {format:?} version {version} (this program reads {FORMAT:?} versions {OLD_VERSION} and {VERSION}; make it again with this release's `p2p-transfer manifest create`)"
+        "unsupported manifest file: format {format:?} version {version} (this program reads {FORMAT:?} versions {OLD_VERSION} and {VERSION}, and {FOLDER_FORMAT:?} versions {OLD_VERSION} to {FOLDER_VERSION}; make it again with this release's `p2p-transfer manifest create`)"
     )]
     Unsupported {
         /// Declared format.
@@ -81,6 +90,20 @@ pub enum ManifestFileError {
     /// The manifest does not hash to the id it claims.
     #[error("damaged manifest file: its contents do not match its file id {0}")]
     IdMismatch(FileId),
+    /// A folder's files break a rule of the folder record (an over-long path, too many
+    /// files, ...).
+    #[error("damaged manifest file: {0}")]
+    Folder(FolderError),
+    /// A folder's files do not hash to the folder id it claims.
+    #[error("damaged manifest file: its files do not match its folder id {0}")]
+    FolderIdMismatch(FolderId),
+}
+
+/// The cause is in the text only, as for [`ManifestError`].
+impl From<FolderError> for ManifestFileError {
+    fn from(err: FolderError) -> Self {
+        ManifestFileError::Folder(err)
+    }
 }
 
 /// The cause is in the text only (not also `source()`), so it is printed once.
@@ -127,7 +150,7 @@ impl ManifestFile {
 
     /// Parses and checks a manifest file's text.
     pub fn parse(text: &str) -> Result<Self, ManifestFileError> {
-        let version = check_head(text, FORMAT)?;
+        let version = check_head(text, FORMAT, VERSION)?;
         let doc: Document =
             serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
         let (manifest, file_id) = doc.file.into_checked("")?;
@@ -274,7 +297,7 @@ fn parse_servers(servers: &[String], version: u32) -> Result<Vec<IndexRef>, Mani
 /// Checks `format` and `version` before anything else, so a newer version with other fields
 /// is reported as such, not as a broken file.
 /// Returns the version.
-fn check_head(text: &str, format: &str) -> Result<u32, ManifestFileError> {
+fn check_head(text: &str, format: &str, newest: u32) -> Result<u32, ManifestFileError> {
     #[derive(Deserialize)]
     struct Head {
         format: String,
@@ -282,7 +305,7 @@ fn check_head(text: &str, format: &str) -> Result<u32, ManifestFileError> {
     }
     let head: Head =
         serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
-    if head.format != format || ![OLD_VERSION, VERSION].contains(&head.version) {
+    if head.format != format || !(OLD_VERSION..=newest).contains(&head.version) {
         return Err(ManifestFileError::Unsupported {
             format: head.format,
             version: head.version,
@@ -305,10 +328,11 @@ pub struct FolderEntry {
     pub file_id: FileId,
 }
 
-/// A folder's manifest file: every file with its place in the tree.
+/// A folder's manifest file: every file with its place in the tree, and the folder's id.
 ///
 /// ```json
-/// { "format": "p2p-transfer-folder", "version": 2, "name": "photos",
+/// { "format": "p2p-transfer-folder", "version": 4, "name": "photos",
+///   "folder_id": "...",
 ///   "files": [ { "path": "2024/beach.jpg", "file_id": "...", "name": "beach.jpg", "size": 1,
 ///                "chunk_size": 4194304, "chunks": ["..."] } ],
 ///   "servers": ["192.168.1.10:8000"] }
@@ -317,6 +341,9 @@ pub struct FolderEntry {
 /// Readers check every entry like a file's manifest file, and that every path part is a safe
 /// base name (no `..`, no separators, no device names), that the last part is the manifest's
 /// name, and that no path appears twice: nothing can be written outside the output folder.
+/// They then build the folder's head ([`folder::build`], which also checks the folder rules:
+/// paths of at most 1,024 bytes, at most 1,048,576 files) and check that it hashes to
+/// `folder_id` (version 4; older versions have none, and the id is the computed one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FolderManifestFile {
     /// The folder's name (created under the output folder).
@@ -326,6 +353,10 @@ pub struct FolderManifestFile {
     pub files: Vec<FolderEntry>,
     /// Index servers to ask for hosts.
     pub servers: Vec<IndexRef>,
+    /// The folder's head, built from `name` and `files`.
+    head: FolderHead,
+    /// Its id.
+    folder_id: FolderId,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -333,6 +364,9 @@ struct FolderDocument {
     format: String,
     version: u32,
     name: String,
+    /// From version 4 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    folder_id: Option<String>,
     files: Vec<FolderEntryDocument>,
     #[serde(default)]
     servers: Vec<String>,
@@ -427,13 +461,25 @@ impl FileFields {
     }
 }
 
+/// The head and id of folder `name` with `files`, checked against the folder rules.
+fn head_of(name: &str, files: &[FolderEntry]) -> Result<(FolderHead, FolderId), FolderError> {
+    let listed = files
+        .iter()
+        .map(|f| (f.path.join("/"), f.manifest.clone()))
+        .collect();
+    let (head, _) = folder::build(name, listed)?;
+    let id = head.id();
+    Ok((head, id))
+}
+
 impl FolderManifestFile {
-    /// A folder manifest from `(path parts, manifest)` pairs.
+    /// A folder manifest from `(path parts, manifest)` pairs; refused if they break a rule of
+    /// the folder record ([`folder::build`]).
     pub fn new(
         name: String,
         files: Vec<(Vec<String>, FileManifest)>,
         servers: Vec<IndexRef>,
-    ) -> Self {
+    ) -> Result<Self, FolderError> {
         let mut files: Vec<FolderEntry> = files
             .into_iter()
             .map(|(path, manifest)| FolderEntry {
@@ -443,19 +489,38 @@ impl FolderManifestFile {
             })
             .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        Self {
+        let (head, folder_id) = head_of(&name, &files)?;
+        Ok(Self {
             name,
             files,
             servers,
-        }
+            head,
+            folder_id,
+        })
+    }
+
+    /// The folder's head (what the index and a downloader check the file list against).
+    pub fn head(&self) -> &FolderHead {
+        &self.head
+    }
+
+    /// The folder's id.
+    pub fn folder_id(&self) -> FolderId {
+        self.folder_id
+    }
+
+    /// The folder's head and id together.
+    pub fn head_and_id(&self) -> (FolderHead, FolderId) {
+        (self.head.clone(), self.folder_id)
     }
 
     /// The JSON text, pretty-printed, ending in a newline.
     pub fn to_json(&self) -> String {
         let doc = FolderDocument {
             format: FOLDER_FORMAT.to_owned(),
-            version: VERSION,
+            version: FOLDER_VERSION,
             name: self.name.clone(),
+            folder_id: Some(self.folder_id.to_string()),
             files: self
                 .files
                 .iter()
@@ -474,9 +539,26 @@ impl FolderManifestFile {
 
     /// Parses and checks a folder's manifest file.
     pub fn parse(text: &str) -> Result<Self, ManifestFileError> {
-        let version = check_head(text, FOLDER_FORMAT)?;
+        let version = check_head(text, FOLDER_FORMAT, FOLDER_VERSION)?;
         let doc: FolderDocument =
             serde_json::from_str(text).map_err(|e| ManifestFileError::Syntax(e.to_string()))?;
+        let claimed: Option<FolderId> = match (&doc.folder_id, version) {
+            (Some(hex), FOLDER_VERSION) => Some(hex.parse().map_err(|_| {
+                ManifestFileError::BadHash("folder_id is not 64 hex characters".to_owned())
+            })?),
+            (None, FOLDER_VERSION) => {
+                return Err(ManifestFileError::Syntax(format!(
+                    "a version {FOLDER_VERSION} folder needs its folder_id"
+                )));
+            }
+            // Older versions had no id: one given there is not theirs.
+            (Some(_), _) => {
+                return Err(ManifestFileError::Syntax(format!(
+                    "a version {version} folder has no folder_id"
+                )));
+            }
+            (None, _) => None,
+        };
         crate::validate_file_name(&doc.name).map_err(|e| ManifestFileError::Invalid(e.into()))?;
         let mut seen = std::collections::HashSet::new();
         let mut files = Vec::with_capacity(doc.files.len());
@@ -517,10 +599,18 @@ impl FolderManifestFile {
             )));
         }
         let servers = parse_servers(&doc.servers, version)?;
+        let (head, folder_id) = head_of(&doc.name, &files)?;
+        if let Some(claimed) = claimed
+            && claimed != folder_id
+        {
+            return Err(ManifestFileError::FolderIdMismatch(claimed));
+        }
         Ok(Self {
             name: doc.name,
             files,
             servers,
+            head,
+            folder_id,
         })
     }
 }
@@ -548,7 +638,8 @@ mod folder_tests {
                 (vec!["a.jpg".into()], manifest("a.jpg")),
             ],
             vec![],
-        );
+        )
+        .unwrap();
         let text = folder.to_json();
         assert_eq!(
             AnyManifestFile::parse(&text).unwrap(),
@@ -571,15 +662,20 @@ mod folder_tests {
 
     #[test]
     fn a_file_that_is_also_a_folder_is_refused_up_front() {
-        let folder = FolderManifestFile::new(
-            "photos".into(),
-            vec![
-                (vec!["a".into()], manifest("a")),
-                (vec!["a".into(), "b".into()], manifest("b")),
-            ],
-            vec![],
+        let conflict = vec![
+            (vec!["a".into()], manifest("a")),
+            (vec!["a".into(), "b".into()], manifest("b")),
+        ];
+        assert!(matches!(
+            FolderManifestFile::new("photos".into(), conflict, vec![]),
+            Err(FolderError::PrefixConflict { .. })
+        ));
+        let files = format!(
+            "[{}, {}]",
+            entry_json("a", &manifest("a")),
+            entry_json("a/b", &manifest("b"))
         );
-        let err = FolderManifestFile::parse(&folder.to_json()).unwrap_err();
+        let err = FolderManifestFile::parse(&folder_json(&files, None)).unwrap_err();
         assert_eq!(
             err.to_string(),
             "damaged manifest file: a is a file and also the folder of a/b"
@@ -592,7 +688,8 @@ mod folder_tests {
                 (vec!["ab".into(), "b".into()], manifest("b")),
             ],
             vec![],
-        );
+        )
+        .unwrap();
         assert!(FolderManifestFile::parse(&fine.to_json()).is_ok());
     }
 
@@ -667,7 +764,7 @@ mod folder_tests {
         assert_eq!(empty.name, "photos");
         assert!(empty.files.is_empty());
         // What `manifest create` writes for a folder without files reads back the same.
-        let written = FolderManifestFile::new("photos".into(), vec![], vec![]);
+        let written = FolderManifestFile::new("photos".into(), vec![], vec![]).unwrap();
         assert!(written.to_json().contains("\"files\": []"));
         assert_eq!(
             FolderManifestFile::parse(&written.to_json()).unwrap(),
@@ -709,7 +806,8 @@ mod folder_tests {
                 (vec!["a".into(), "b".into()], manifest("b")),
             ],
             vec![],
-        );
+        )
+        .unwrap();
         let paths: Vec<String> = folder.files.iter().map(|f| f.path.join("/")).collect();
         // Not the order of the joined strings, which would put `a b/c` and `a.b` first.
         assert_eq!(paths, ["a/b", "a/c", "a b/c", "a.b"]);
@@ -731,15 +829,96 @@ mod folder_tests {
     #[test]
     fn text_quoted_from_the_file_is_shown_escaped() {
         // A path the reader accepts part by part (no control characters), quoted in the error.
-        let folder = FolderManifestFile::new(
-            "photos".into(),
-            vec![(vec!["x\u{202e}y".into(), "c.jpg".into()], manifest("b.jpg"))],
-            vec![],
-        );
-        let err = FolderManifestFile::parse(&folder.to_json()).unwrap_err();
+        let files = format!("[{}]", entry_json("x\u{202e}y/c.jpg", &manifest("b.jpg")));
+        let err = FolderManifestFile::parse(&folder_json(&files, None)).unwrap_err();
         assert_eq!(
             err.to_string(),
             r"not a p2p-transfer manifest file: x\u{202e}y/c.jpg: the path does not end in the file's name"
+        );
+    }
+
+    fn photos() -> FolderManifestFile {
+        FolderManifestFile::new(
+            "photos".into(),
+            vec![
+                (vec!["2024".into(), "b.jpg".into()], manifest("b.jpg")),
+                (vec!["a.jpg".into()], manifest("a.jpg")),
+            ],
+            vec![],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_folder_carries_its_folder_id_from_version_4_on() {
+        let folder = photos();
+        let (head, id) = folder.head_and_id();
+        assert_eq!(head.id(), id);
+        assert_eq!(
+            (head.name.as_str(), head.files, head.size),
+            ("photos", 2, 2)
+        );
+        let text = folder.to_json();
+        assert!(text.contains("\"version\": 4"), "{text}");
+        assert!(text.contains(&format!("\"folder_id\": \"{id}\"")), "{text}");
+        assert_eq!(FolderManifestFile::parse(&text).unwrap(), folder);
+        // A path changed everywhere it appears: each entry is still sound, the folder is not
+        // the one its id names.
+        let moved = text.replace("2024/b.jpg", "2025/b.jpg");
+        let err = FolderManifestFile::parse(&moved).unwrap_err();
+        assert!(matches!(err, ManifestFileError::FolderIdMismatch(claimed) if claimed == id));
+        assert_eq!(
+            err.to_string(),
+            format!("damaged manifest file: its files do not match its folder id {id}")
+        );
+        let bad_hex = text.replace(&id.to_string()[..4], "zzzz");
+        assert!(matches!(
+            FolderManifestFile::parse(&bad_hex),
+            Err(ManifestFileError::BadHash(_))
+        ));
+        // Version 4 needs it; older versions have none, and their id is computed.
+        let missing = text.replace(&format!("\"folder_id\": \"{id}\","), "");
+        assert!(matches!(
+            FolderManifestFile::parse(&missing),
+            Err(ManifestFileError::Syntax(_))
+        ));
+        for old in ["2", "3"] {
+            let older = missing.replace("\"version\": 4", &format!("\"version\": {old}"));
+            let read = FolderManifestFile::parse(&older).unwrap();
+            assert_eq!(read.folder_id(), id, "version {old}");
+            let with_id = text.replace("\"version\": 4", &format!("\"version\": {old}"));
+            assert!(
+                FolderManifestFile::parse(&with_id).is_err(),
+                "version {old}"
+            );
+        }
+        let newer = text.replace("\"version\": 4", "\"version\": 5");
+        let err = FolderManifestFile::parse(&newer).unwrap_err().to_string();
+        assert!(
+            err.contains("version 5") && err.contains("versions 2 to 4"),
+            "{err}"
+        );
+        // A file's manifest file stays at version 3.
+        let file = ManifestFile::new(manifest("a.txt"), vec![]).to_json();
+        assert!(file.contains("\"version\": 3"), "{file}");
+        let four = file.replace("\"version\": 3", "\"version\": 4");
+        assert!(matches!(
+            ManifestFile::parse(&four),
+            Err(ManifestFileError::Unsupported { version: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn an_older_folder_that_breaks_the_folder_rules_is_refused() {
+        let long = format!("{}x", "d/".repeat(crate::folder::MAX_FOLDER_PATH_LEN / 2));
+        let files = format!("[{}]", entry_json(&long, &manifest("x")));
+        let err = FolderManifestFile::parse(&folder_json(&files, None)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ManifestFileError::Folder(FolderError::PathTooLong { .. })
+            ),
+            "{err}"
         );
     }
 }

@@ -279,7 +279,7 @@ impl FileManifest {
 }
 
 /// Why a manifest was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ManifestError {
     /// The name is not a safe base name.
     #[error(transparent)]
@@ -306,7 +306,7 @@ pub enum ManifestError {
 }
 
 /// Why a file name was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FileNameError {
     /// Empty.
     #[error("file name is empty")]

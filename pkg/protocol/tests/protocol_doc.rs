@@ -8,16 +8,20 @@
 use std::net::SocketAddr;
 
 use p2p_protocol::codec::encode_frame;
+use p2p_protocol::folder::{
+    self, FOLDER_PAGE_FILES, FolderItem, INLINE_CHUNKS, MAX_FOLDER_FILES, MAX_FOLDER_PATH_LEN,
+};
 use p2p_protocol::handshake::HANDSHAKE_TIMEOUT;
 use p2p_protocol::manifest_file::{
-    FOLDER_FORMAT, FORMAT, IndexRef, ManifestFile, ManifestFileError, OLD_VERSION, VERSION,
+    FOLDER_FORMAT, FOLDER_VERSION, FORMAT, FolderManifestFile, IndexRef, ManifestFile,
+    ManifestFileError, OLD_VERSION, VERSION,
 };
 use p2p_protocol::{
-    CHUNK_SIZE, ErrorCode, FileId, FileManifest, FileSummary, HostInfo, IndexRequest,
-    IndexResponse, MAX_CHUNKS_PER_FILE, MAX_CONTROL_FRAME_LEN, MAX_FILE_NAME_LEN,
-    MAX_HOSTS_PER_LOOKUP, MAX_LIST_ENTRIES, MAX_MESSAGE_LEN, MAX_SENDER_LEN, NodeId,
-    PROTOCOL_VERSION, PeerId, PeerRequest, PeerResponse, PeerSummary, ProtocolError, Role,
-    Sha256Hash,
+    CHUNK_SIZE, ErrorCode, FileId, FileManifest, FileSummary, FolderHead, FolderId, FolderRef,
+    HostInfo, IndexRequest, IndexResponse, MAX_CHUNKS_PER_FILE, MAX_CONTROL_FRAME_LEN,
+    MAX_FILE_NAME_LEN, MAX_FILES_PER_ADD, MAX_HOSTS_PER_LOOKUP, MAX_LIST_ENTRIES, MAX_MESSAGE_LEN,
+    MAX_SENDER_LEN, NodeId, PROTOCOL_VERSION, PeerId, PeerRequest, PeerResponse, PeerSummary,
+    ProtocolError, Role, Sha256Hash,
 };
 use sha2::{Digest, Sha256};
 
@@ -86,6 +90,26 @@ fn hello() -> FileManifest {
 }
 
 const PEER: PeerId = PeerId(0x0123_4567_89ab_cdef);
+
+/// The empty file `empty` of §6.5.
+fn empty() -> FileManifest {
+    FileManifest {
+        name: "empty".into(),
+        size: 0,
+        chunk_size: CHUNK_SIZE,
+        chunks: vec![],
+    }
+}
+
+/// §13.7's folder: `hello.txt` and `sub/empty` in `photos`; its head and its one page.
+fn photos() -> (FolderHead, Vec<FolderItem>) {
+    let (head, mut pages) = folder::build(
+        "photos",
+        vec![("hello.txt".into(), hello()), ("sub/empty".into(), empty())],
+    )
+    .unwrap();
+    (head, pages.remove(0))
+}
 
 /// The public key of RFC 8032 §7.1, TEST 1: the key of §2.5's worked example.
 const RFC8032_KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
@@ -184,12 +208,15 @@ fn every_id_in_the_document_is_computed() {
     };
     let key: [u8; 32] = hex::decode(RFC8032_KEY).unwrap().try_into().unwrap();
     let spki_hash: [u8; 32] = Sha256::digest(example_spki()).into();
+    let (head, _) = photos();
     let known = [
         hello().id().0,
         hello().chunks[0].0,
         empty.id().0,
         key,
         spki_hash,
+        head.pages[0].0,
+        head.id().0,
     ];
     let node = example_node().0;
     let words = doc.split(|c: char| !c.is_ascii_hexdigit());
@@ -197,7 +224,8 @@ fn every_id_in_the_document_is_computed() {
         match word.len() {
             64 => assert!(
                 known.iter().any(|k| hex(k) == word),
-                "{word} in the document is not an id or hash of §6.5, nor a key or hash of §2.5"
+                "{word} in the document is not an id or hash of §6.5 or §13.7, nor a key or \
+                 hash of §2.5"
             ),
             40 => assert_eq!(word, hex(&node), "a node id in the document is not §2.5's"),
             _ => {}
@@ -216,7 +244,7 @@ fn every_id_in_the_document_is_computed() {
             let shown = format!("{a}…{b}");
             assert!(
                 known.iter().any(|k| short(k) == shown) || short(&node) == shown,
-                "{shown} in the document is not an id of §6.5 or the node id of §2.5"
+                "{shown} in the document is not an id of §6.5 or §13.7, or the node id of §2.5"
             );
         }
     }
@@ -671,9 +699,26 @@ fn folder_manifest_file_example() {
         .find(|b| b.contains(&format!("\"format\": \"{FOLDER_FORMAT}\"")))
         .expect("§12.5 shows a folder manifest file");
     assert!(
-        folder.contains(&format!("\"version\": {VERSION},")),
-        "§12.5's example should be version {VERSION}"
+        folder.contains(&format!("\"version\": {FOLDER_VERSION},")),
+        "§12.5's example should be version {FOLDER_VERSION}"
     );
+    assert!(folder.contains("\"folder_id\": "));
+    // What the writer writes for §13.7's folder carries §13.7's folder id.
+    let written = FolderManifestFile::new(
+        "photos".into(),
+        vec![
+            (vec!["hello.txt".into()], hello()),
+            (vec!["sub".into(), "empty".into()], empty()),
+        ],
+        vec![],
+    )
+    .unwrap()
+    .to_json();
+    let expected = format!(
+        "\"version\": {FOLDER_VERSION},\n  \"name\": \"photos\",\n  \"folder_id\": \"{}\"",
+        photos().0.id()
+    );
+    assert!(written.contains(&expected), "{written}");
     let servers = folder
         .split("\"servers\": [\"")
         .nth(1)
@@ -681,9 +726,108 @@ fn folder_manifest_file_example() {
         .expect("the example names a server");
     assert_eq!(servers.parse::<IndexRef>().unwrap(), example_servers()[0]);
     assert_says(&format!(
-        "| `version` | integer | `{VERSION}`; version {OLD_VERSION} files, whose `servers` are \
-         addresses only, are still read, as in §12.1 |"
+        "| `version` | integer | `{FOLDER_VERSION}`; versions {VERSION} and {OLD_VERSION} (no \
+         `folder_id`; in version {OLD_VERSION} `servers` are addresses only, as in §12.1) are \
+         still read, their folder id computed |"
     ));
+}
+
+/// §13's worked example: the page's and the head's canonical bytes, their hashes, and the
+/// frames that carry them, are what the code computes; the limits §13 names are the code's.
+#[test]
+fn folder_examples() {
+    let (head, items) = photos();
+    let refs = folder::refs(&items).unwrap();
+    let blocks = hex_blocks(&document());
+    let page = folder::page_bytes(&refs);
+    assert!(blocks.contains(&page), "§13.7 should show the page's bytes");
+    assert!(
+        blocks.contains(&head.canonical_bytes()),
+        "§13.7 should show the head's bytes"
+    );
+    assert_eq!(Sha256Hash::of(&page), head.pages[0]);
+    assert_says(&format!(
+        "**Page hash** = SHA-256 of those {} bytes = `{}`",
+        page.len(),
+        head.pages[0]
+    ));
+    assert_says(&format!(
+        "**Folder id** = SHA-256 of those {} bytes = `{}`",
+        head.canonical_bytes().len(),
+        head.id()
+    ));
+    let id = head.id();
+    let frames = [
+        (
+            "AddFolder",
+            encode_frame(&IndexRequest::AddFolder {
+                peer_id: PEER,
+                head: head.clone(),
+            }),
+        ),
+        (
+            "FolderAdded",
+            encode_frame(&IndexResponse::FolderAdded { folder_id: id }),
+        ),
+        (
+            "AddFolderFiles",
+            encode_frame(&IndexRequest::AddFolderFiles {
+                peer_id: PEER,
+                folder_id: id,
+                first_page: 0,
+                pages: vec![refs.clone()],
+            }),
+        ),
+        (
+            "GetFolderPages",
+            encode_frame(&PeerRequest::GetFolderPages {
+                folder_id: id,
+                first: 0,
+                count: 16,
+            }),
+        ),
+        (
+            "FolderPages",
+            encode_frame(&PeerResponse::FolderPages {
+                folder_id: id,
+                first: 0,
+                pages: vec![items.clone()],
+            }),
+        ),
+    ];
+    for (what, frame) in frames {
+        assert_documented(what, &frame.unwrap());
+    }
+    // The downloader's checks accept it.
+    let mut checker = folder::PageChecker::new(&id, &head).unwrap();
+    let checked = checker.check(0, &items).unwrap();
+    assert_eq!(checked[0].manifest, Some(hello()));
+    assert_eq!(checked[1].manifest, Some(empty()));
+    checker.finish().unwrap();
+    for phrase in [
+        format!(
+            "in **pages** of {} files (`FOLDER_PAGE_FILES`)",
+            grouped(FOLDER_PAGE_FILES)
+        ),
+        format!(
+            "is at most **{} bytes** (`MAX_FOLDER_PATH_LEN`) in all",
+            grouped(MAX_FOLDER_PATH_LEN)
+        ),
+        format!(
+            "A folder holds at most **{}** files (`MAX_FOLDER_FILES`)",
+            grouped(MAX_FOLDER_FILES as usize)
+        ),
+        format!(
+            "a file of at most **{INLINE_CHUNKS} chunks** (`INLINE_CHUNKS`; `size` ≤ {})",
+            grouped(INLINE_CHUNKS * CHUNK_SIZE as usize)
+        ),
+        format!(
+            "adds up to **{}** top-level files (`MAX_FILES_PER_ADD`",
+            grouped(MAX_FILES_PER_ADD)
+        ),
+    ] {
+        assert_says(&phrase);
+    }
 }
 
 /// `n` as the document writes numbers: `1,114,491`.
@@ -747,13 +891,9 @@ fn the_largest_frames_are_as_documented() {
     let reply_len = grouped(body_len(&reply));
     assert_says(&format!(
         "an `AddFile` carrying the largest allowed manifest ({} chunks, {MAX_FILE_NAME_LEN}-byte \
-         name) is {} bytes, and a `Manifest` reply carrying it is {reply_len} bytes;",
+         name) is {} bytes, and a `Manifest` reply carrying it is {reply_len} bytes",
         grouped(MAX_CHUNKS_PER_FILE as usize),
         grouped(body_len(&add)),
-    ));
-    assert_says(&format!(
-        "**{}** (2 MiB; its largest reply is a `Manifest` of {reply_len} bytes, see below)",
-        grouped(MAX_CONTROL_FRAME_LEN)
     ));
 
     let found = |addr: &str| {
@@ -818,6 +958,111 @@ fn the_largest_frames_are_as_documented() {
         grouped(MAX_LIST_ENTRIES),
         grouped(body_len(&peers)),
     ));
+
+    // Folders (§13): the largest replies and requests they add.
+    let long_path = |len: usize| "p".repeat(len);
+    let with_paths = IndexResponse::Files {
+        files: vec![
+            FileSummary {
+                file_id: FileId([0xff; 32]),
+                name: "n".repeat(MAX_FILE_NAME_LEN),
+                size: u64::MAX,
+                hosts: u32::MAX,
+                files: None,
+                path: Some(long_path(MAX_FILE_NAME_LEN + 1 + MAX_FOLDER_PATH_LEN)),
+            };
+            MAX_LIST_ENTRIES
+        ],
+        total: u64::MAX,
+    };
+    assert_says(&format!(
+        "a `Files` reply to a `Search` with {} files inside folders, each with a \
+         {MAX_FILE_NAME_LEN}-byte name and the longest `path` (a {MAX_FILE_NAME_LEN}-byte folder \
+         name, `/`, a {}-byte path), is {} bytes;",
+        grouped(MAX_LIST_ENTRIES),
+        grouped(MAX_FOLDER_PATH_LEN),
+        grouped(body_len(&with_paths)),
+    ));
+    let most_pages = (MAX_FOLDER_FILES as usize).div_ceil(FOLDER_PAGE_FILES);
+    let found_folder = IndexResponse::FoundFolder {
+        folder_id: FolderId([0xff; 32]),
+        head: FolderHead {
+            name: "n".repeat(MAX_FILE_NAME_LEN),
+            files: u64::MAX,
+            size: u64::MAX,
+            pages: vec![Sha256Hash([0xff; 32]); most_pages],
+        },
+        hosts: vec![
+            HostInfo {
+                peer_id: PeerId(u64::MAX),
+                addr: scoped.parse().unwrap(),
+                node_id: NodeId([0xff; 20]),
+            };
+            MAX_HOSTS_PER_LOOKUP
+        ],
+    };
+    let files_added = IndexResponse::FilesAdded {
+        file_ids: vec![FileId([0xff; 32]); MAX_FILES_PER_ADD],
+    };
+    assert_says(&format!(
+        "a `FoundFolder` for a folder of {} pages (the most a folder has) with \
+         {MAX_HOSTS_PER_LOOKUP} hosts of the longest address is {} bytes; a `FilesAdded` for {} \
+         files is {} bytes;",
+        grouped(most_pages),
+        grouped(body_len(&found_folder)),
+        grouped(MAX_FILES_PER_ADD),
+        grouped(body_len(&files_added)),
+    ));
+    let page_of_refs = vec![
+        FolderRef {
+            path: long_path(MAX_FOLDER_PATH_LEN),
+            file_id: FileId([0xff; 32]),
+            size: u64::MAX,
+        };
+        FOLDER_PAGE_FILES
+    ];
+    let add_pages = IndexRequest::AddFolderFiles {
+        peer_id: PeerId(u64::MAX),
+        folder_id: FolderId([0xff; 32]),
+        first_page: u32::MAX,
+        pages: vec![page_of_refs],
+    };
+    assert_says(&format!(
+        "an `AddFolderFiles` carrying one page of {} files with {}-byte paths is {} bytes;",
+        grouped(FOLDER_PAGE_FILES),
+        grouped(MAX_FOLDER_PATH_LEN),
+        grouped(body_len(&add_pages)),
+    ));
+    // The largest page a host sends: every file with the longest path and the most chunk
+    // hashes a page carries (a file of 16 chunks is at most 64 MiB).
+    let page_of_items = vec![
+        FolderItem {
+            path: long_path(MAX_FOLDER_PATH_LEN),
+            size: INLINE_CHUNKS as u64 * u64::from(CHUNK_SIZE),
+            file_id: None,
+            chunks: Some(vec![Sha256Hash([0xff; 32]); INLINE_CHUNKS]),
+        };
+        FOLDER_PAGE_FILES
+    ];
+    let folder_pages = PeerResponse::FolderPages {
+        folder_id: FolderId([0xff; 32]),
+        first: u32::MAX,
+        pages: vec![page_of_items],
+    };
+    let pages_len = grouped(body_len(&folder_pages));
+    assert_says(&format!(
+        "a `FolderPages` reply carrying one page of {} files with {}-byte paths and \
+         {INLINE_CHUNKS} chunk hashes each (the largest page there is) is {pages_len} bytes",
+        grouped(FOLDER_PAGE_FILES),
+        grouped(MAX_FOLDER_PATH_LEN),
+    ));
+    assert_says(&format!(
+        "**{}** (2 MiB; its largest reply is a `FolderPages` of one page of {pages_len} bytes, \
+         see below)",
+        grouped(MAX_CONTROL_FRAME_LEN)
+    ));
+    assert!(body_len(&folder_pages) <= MAX_CONTROL_FRAME_LEN);
+    assert!(body_len(&with_paths) <= MAX_CONTROL_FRAME_LEN);
 
     let message = PeerRequest::Message {
         from: "f".repeat(MAX_SENDER_LEN),

@@ -7,7 +7,7 @@ use anyhow::Context;
 use p2p_peer::download::MAX_REPORTED;
 use p2p_peer::downloads;
 use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
-use p2p_peer::{DownloadRequest, JobUpdate, Peer, PeerConfig, PeerError, PeerHandle};
+use p2p_peer::{DownloadRequest, JobUpdate, Peer, PeerConfig, PeerError, PeerHandle, Shared};
 use p2p_protocol::manifest_file::IndexRef;
 use p2p_protocol::manifest_file::{AnyManifestFile, ManifestFile};
 use p2p_protocol::printable;
@@ -141,9 +141,7 @@ async fn startup_actions(
 ) -> anyhow::Result<()> {
     // Hashing waits on the disk (a huge file, a hung network file system): a signal stops it.
     let sharing = async {
-        for path in &args.register {
-            register(peer, path, args.write_manifest).await?;
-        }
+        register(peer, &args.register, args.write_manifest).await?;
         for dir in &args.share_dirs {
             let config = ShareDirConfig {
                 dir: dir.clone(),
@@ -153,14 +151,7 @@ async fn startup_actions(
             let (_, shared) = ShareDir::start(peer, config)
                 .await
                 .with_context(|| format!("cannot share {}", dir.display()))?;
-            let mut shared: Vec<_> = shared.into_iter().collect();
-            shared.sort();
-            for (path, file_id) in shared {
-                println!(
-                    "registered {} {file_id}",
-                    printable(&path.display().to_string())
-                );
-            }
+            print_registered(&shared);
         }
         anyhow::Ok(())
     };
@@ -302,45 +293,70 @@ async fn download(
     Ok(())
 }
 
-/// Shares a file, or every file of a folder; with `write_manifest`, writes its manifest file.
+/// Shares every path (a file on its own, a folder as a whole), announced to the index in
+/// batches; prints a line per file and one per folder; with `write_manifest`, writes each
+/// one's manifest file.
 async fn register(
     peer: &PeerHandle,
-    path: &std::path::Path,
+    paths: &[std::path::PathBuf],
     write_manifest: bool,
 ) -> anyhow::Result<()> {
-    // (path inside the folder, or empty for a file; manifest)
-    let manifests = peer.share_path_manifests(path).await?;
-    for (rel, manifest) in &manifests {
-        let shown = if rel.as_os_str().is_empty() {
-            path.to_owned()
-        } else {
-            path.join(rel)
-        };
-        println!(
-            "registered {} {}",
-            printable(&shown.display().to_string()),
-            manifest.id()
-        );
+    if paths.is_empty() {
+        return Ok(());
     }
-    if write_manifest {
-        // The index as this peer met it: its address and the node id it proved.
-        let servers: Vec<IndexRef> = peer
-            .server_addr()
-            .map(|addr| IndexRef {
-                addr,
-                node_id: peer.index_node_id(),
-            })
-            .into_iter()
-            .collect();
-        let target = manifest::default_path(path);
-        let text = if path.is_dir() {
-            manifest::folder_document(path, manifests, servers)?.to_json()
-        } else {
-            let (_, only) = manifests.into_iter().next().context("nothing registered")?;
-            ManifestFile::new(only, servers).to_json()
+    let shared = peer.share_paths(paths).await?;
+    for item in &shared {
+        print_registered(item);
+    }
+    if !write_manifest {
+        return Ok(());
+    }
+    // The index as this peer met it: its address and the node id it proved.
+    let servers: Vec<IndexRef> = peer
+        .server_addr()
+        .map(|addr| IndexRef {
+            addr,
+            node_id: peer.index_node_id(),
+        })
+        .into_iter()
+        .collect();
+    for item in shared {
+        let (target, text) = match item {
+            Shared::File { path, manifest } => (
+                manifest::default_path(&path),
+                ManifestFile::new(manifest, servers.clone()).to_json(),
+            ),
+            Shared::Folder {
+                path, head, files, ..
+            } => (
+                manifest::folder_manifest_path(&path, &head.name),
+                manifest::folder_document(&head.name, files, servers.clone())?.to_json(),
+            ),
         };
         manifest::write_new(&target, &text)?;
         println!("wrote {}", target.display());
     }
     Ok(())
+}
+
+/// `registered <path> <id>` for a file; for a folder, one such line per file (its path as
+/// given, then the file's in it), then `registered <folder as given> <folder id>`.
+fn print_registered(shared: &Shared) {
+    let line = |path: &std::path::Path, id: &dyn std::fmt::Display| {
+        println!("registered {} {id}", printable(&path.display().to_string()));
+    };
+    match shared {
+        Shared::File { path, manifest } => line(path, &manifest.id()),
+        Shared::Folder {
+            path,
+            folder_id,
+            files,
+            ..
+        } => {
+            for (rel, manifest) in files {
+                line(&path.join(rel), &manifest.id());
+            }
+            line(path, folder_id);
+        }
+    }
 }

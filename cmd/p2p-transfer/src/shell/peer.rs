@@ -251,13 +251,18 @@ impl PeerShell {
             println!("not sharing any file yet ('register <path>')");
             return;
         }
-        println!("{:<12}  {:>10}  NAME", "ID", "SIZE");
+        println!("{:<12}  {:>10}  {:>6}  NAME", "ID", "SIZE", "FILES");
         for f in files {
+            // A folder: its file count, and its name with a `/`.
+            let (count, name) = match f.files {
+                Some(n) => (n.to_string(), format!("{}/", f.name)),
+                None => (String::new(), f.name.clone()),
+            };
             println!(
-                "{:<12}  {:>10}  {}",
+                "{:<12}  {:>10}  {count:>6}  {}",
                 f.file_id.fmt_short(),
                 HumanBytes(f.size).to_string(),
-                printable(&f.name)
+                printable(&name)
             );
         }
     }
@@ -315,8 +320,11 @@ impl PeerShell {
 
     fn register(&self, path: PathBuf) -> Result<(), p2p_peer::PeerError> {
         for file in self.rt.block_on(self.peer.share_path(&path))? {
+            let count = file
+                .files
+                .map_or_else(String::new, |n| format!(" ({n} files)"));
             println!(
-                "registered {} {}",
+                "registered {} {}{count}",
                 printable(&file.path.display().to_string()),
                 file.file_id
             );

@@ -281,3 +281,124 @@ async fn one_address_cannot_fill_the_index_with_manifests() {
     assert!(server.handle.status().stored_bytes <= config.max_index_bytes);
     peer.shutdown().await;
 }
+
+/// The index client's folder and batch calls against a real index: a folder's file list
+/// larger than one frame goes in several `AddFolderFiles` requests, the folder, a prefix of
+/// its id and a file inside it are found, a search finds that file by name with its path,
+/// and a batch of files larger than one `AddFiles` goes in several.
+#[tokio::test]
+async fn folders_and_batches_go_through_the_index_client() {
+    use p2p_peer::index_client::Located;
+    use p2p_protocol::{CHUNK_SIZE, FileManifest, Sha256Hash};
+
+    let config = p2p_central_server::ServerConfig {
+        // Registered by hand and never heartbeating: it must outlive the test.
+        heartbeat_timeout: Duration::from_secs(120),
+        ..fast_server_config()
+    };
+    let server = start_server_on(crate::support::loopback0(), config).await;
+    let client = IndexClient::new(server.addr, Duration::from_secs(10), crate::support::tls());
+    let session = client
+        .register("127.0.0.1:9".parse().unwrap())
+        .await
+        .unwrap();
+    let manifest = |name: String, seed: usize| FileManifest {
+        name,
+        size: 10,
+        chunk_size: CHUNK_SIZE,
+        chunks: vec![Sha256Hash::of(&seed.to_be_bytes())],
+    };
+    // 30,000 files with long paths: about 4 MB of pages, three frames' worth.
+    const FILES: usize = 30_000;
+    let files = (0..FILES)
+        .map(|i| {
+            let name = format!("picture-{i:05}.jpg");
+            let path = format!("{}/{}/{name}", "a-long-folder-name".repeat(3), i / 500);
+            (path, manifest(name, i))
+        })
+        .collect();
+    let (head, pages) = p2p_protocol::folder::build("album", files).unwrap();
+    let refs: Vec<_> = pages
+        .iter()
+        .map(|p| p2p_protocol::folder::refs(p).unwrap())
+        .collect();
+    let folder_id = client.add_folder(&session, head.clone()).await.unwrap();
+    assert_eq!(folder_id, head.id());
+    let known = client
+        .add_folder_files(&session, folder_id, 0, &refs)
+        .await
+        .unwrap();
+    assert_eq!(known, FILES as u64);
+    // Sent again from page 5: harmless.
+    let again = client
+        .add_folder_files(&session, folder_id, 5, &refs[5..7])
+        .await
+        .unwrap();
+    assert_eq!(again, FILES as u64);
+
+    for typed in [
+        folder_id.to_string(),
+        folder_id.to_string()[..10].to_owned(),
+    ] {
+        match client.locate(&typed).await.unwrap() {
+            Located::Folder {
+                folder_id: found,
+                head: got,
+                hosts,
+            } => {
+                assert_eq!((found, &got, hosts.len()), (folder_id, &head, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let inside = &refs[20][3];
+    match client.locate(&inside.file_id.to_string()).await.unwrap() {
+        Located::InFolder {
+            file_id,
+            folder_id: found,
+            path,
+            size,
+            hosts,
+        } => {
+            assert_eq!(
+                (file_id, found, &path, size, hosts.len()),
+                (inside.file_id, folder_id, &inside.path, 10, 1)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Not a file on its own: `lookup` says so.
+    let err = client
+        .lookup(&inside.file_id.to_string())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("is a folder or a file inside one"),
+        "{err}"
+    );
+    let name = inside.path.rsplit('/').next().unwrap();
+    let (found, total) = client.search(&name.to_uppercase()).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(
+        found[0].path.as_deref(),
+        Some(&*format!("album/{}", inside.path))
+    );
+    let (listed, _) = client.list_files().await.unwrap();
+    assert_eq!(listed[0].files, Some(FILES as u64));
+
+    // 2,500 top-level files: three `AddFiles` of at most 1,000.
+    let manifests: Vec<_> = (0..2500)
+        .map(|i| manifest(format!("top-{i}.bin"), FILES + i))
+        .collect();
+    let ids = client.add_files(&session, manifests.clone()).await.unwrap();
+    assert_eq!(ids.len(), 2500);
+    assert!(ids.iter().zip(&manifests).all(|(id, m)| *id == m.id()));
+    let found = client.lookup(&ids[2499].to_string()).await.unwrap();
+    assert_eq!(found.manifest, manifests[2499]);
+
+    client.remove_folder(&session, folder_id).await.unwrap();
+    assert!(client.locate(&folder_id.to_string()).await.is_err());
+    assert!(client.locate(&inside.file_id.to_string()).await.is_err());
+    client.unregister(&session).await.unwrap();
+    assert_eq!(server.handle.status().stored_bytes, 0);
+}

@@ -277,7 +277,17 @@ fn share_dir_registers_the_folder_and_follows_it() {
     let line = read_line_starting(&mut stdout, "registered ");
     let id = line.rsplit(' ').next().unwrap().to_owned();
     assert_eq!(line, format!("registered {} {id}", path.display()));
-    assert_eq!(search_names(&addr, "shared"), ["shared-a.bin"]);
+    // The folder's own line follows its files'.
+    let folder_line = read_line_starting(&mut stdout, "registered ");
+    let folder_id = folder_line.rsplit(' ').next().unwrap();
+    assert_eq!(
+        folder_line,
+        format!("registered {} {folder_id}", dir.path().display())
+    );
+    // Found by name, shown by its path in the folder (the folder's name first).
+    let folder = dir.path().file_name().unwrap().to_str().unwrap();
+    let in_folder = |name: &str| format!("{folder}/{name}");
+    assert_eq!(search_names(&addr, "shared"), [in_folder("shared-a.bin")]);
 
     // Others can download it.
     let output = leecher(&addr, &id, out.path()).output().unwrap();
@@ -295,6 +305,6 @@ fn share_dir_registers_the_folder_and_follows_it() {
     }
     assert_eq!(
         search_names(&addr, "shared"),
-        ["shared-a.bin", "shared-b.bin"]
+        [in_folder("shared-a.bin"), in_folder("shared-b.bin")]
     );
 }
