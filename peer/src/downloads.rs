@@ -613,17 +613,24 @@ impl Downloads {
         self.update(id, Some(run), |e, now| {
             e.progress.apply(event, now);
             let state = match event {
-                DownloadEvent::Started { name, .. } | DownloadEvent::JobStarted { name, .. } => {
+                // A file of a folder starting names nothing: the job keeps its folder's name.
+                DownloadEvent::Started { name, .. } if !e.progress.is_folder() => {
                     e.name = Some(name.clone());
                     DownloadState::Running
                 }
-                // A file of a folder being flushed is no state of the whole job.
-                DownloadEvent::Flushing if !e.progress.is_folder() => DownloadState::Flushing,
-                DownloadEvent::ChunkDone { .. } | DownloadEvent::FileDone { .. }
+                DownloadEvent::JobStarted { name, .. } => {
+                    e.name = Some(name.clone());
+                    DownloadState::Running
+                }
+                DownloadEvent::Started { .. }
+                | DownloadEvent::ChunkDone { .. }
+                | DownloadEvent::FileDone { .. }
                     if e.state == DownloadState::LookingUp =>
                 {
                     DownloadState::Running
                 }
+                // A file of a folder being flushed is no state of the whole job.
+                DownloadEvent::Flushing if !e.progress.is_folder() => DownloadState::Flushing,
                 _ => return false,
             };
             if e.state.is_finished() || e.state == state {
@@ -1077,6 +1084,8 @@ mod tests {
         let mut changes = downloads.changes().subscribe();
         let ticket = folder_job(&downloads);
         let id = ticket.id;
+        // A big file of the folder starting (its part file ready) names nothing.
+        downloads.apply(id, ticket.run, &started(10));
         for n in 0..10u64 {
             downloads.apply(
                 id,

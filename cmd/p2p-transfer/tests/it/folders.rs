@@ -1020,7 +1020,7 @@ fn rerunning_a_half_finished_folder_completes_it_and_leaves_what_is_there() {
     // (and its record), the other 19 missing.
     let root = out.path().join("album");
     let mut there = BTreeMap::new();
-    for (rel, data) in files.iter().filter(|(r, _)| r.starts_with("d1")).take(10) {
+    for (rel, data) in files.iter().filter(|(r, _)| r.components().count() > 1).take(10) {
         let path = root.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, data).unwrap();
