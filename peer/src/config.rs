@@ -30,8 +30,9 @@ pub struct PeerConfig {
     /// (NAT, a container). `None`: the listen address, or, when that is `0.0.0.0`/`[::]`, the
     /// address the index sees our connection come from.
     pub advertise_addr: Option<SocketAddr>,
-    /// Chunks downloaded at once, across all hosts. Bounds download memory at about
-    /// 2 x workers x 4 MiB.
+    /// Chunks downloaded at once, across all hosts: this many whole (4 MiB) chunks, or up to
+    /// 32 times as many smaller ones (small files) within the same bytes. Bounds download
+    /// memory at about 2 x workers x 4 MiB.
     pub workers: usize,
     /// Inbound chunk-server connections served at once. When all are taken, a newcomer
     /// closes the longest-idle connection that qualifies; failing that, one sending a chunk

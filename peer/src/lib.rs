@@ -1,6 +1,7 @@
 //! A p2p-transfer peer: it registers files with the index server as 4 MiB SHA-256-hashed
-//! chunks, serves those chunks to other peers, and downloads files by pulling chunks from every
-//! host at once through a bounded worker pool, verifying each chunk before it is written.
+//! chunks, serves those chunks to other peers, and downloads files and folders by pulling chunks
+//! from every host at once, pipelined on a few connections per host, verifying each chunk
+//! before it is written.
 //!
 //! The peer takes the index server's address; finding it (mDNS) is the binary's job, so every
 //! peer test runs on loopback.
@@ -15,7 +16,8 @@
 //! * `sharing`: hashing, serving and announcing files and folders (in batches).
 //! * [`inbox`]: text messages from other peers.
 //! * [`share_dir`]: a folder kept shared as it changes.
-//! * [`download`]: one download: plan, worker pool, hosts, final verification.
+//! * [`download`]: one download job (a file or a folder): its engine, scheduler, connections
+//!   and disk work.
 //! * [`downloads`]: the registry of download jobs every front end lists, cancels and resumes.
 //! * `manifest_jobs`: what a manifest file stands for: its download requests, and whether
 //!   this running peer's index can fetch it.

@@ -58,6 +58,8 @@ pub(crate) struct SmallItem {
     pub file: FileIx,
     pub target: Target,
     pub arrived: Option<Arrived>,
+    /// Its data was verified against its manifest already (and reported delivered).
+    pub verified: bool,
 }
 
 /// What a disk task did.
@@ -131,6 +133,7 @@ pub(crate) fn small(out: Arc<OutputDir>, items: Vec<SmallItem>) -> DiskDone {
             subdir: &item.target.subdir,
             manifest: &item.target.manifest,
             data: item.arrived.as_ref().map_or(&[], |a| a.buf.as_slice()),
+            verified: item.verified,
             share: false,
         })
         .collect();

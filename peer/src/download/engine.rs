@@ -11,9 +11,16 @@
 //! not yet done, at most [`OPEN_PARTS`] of them big), **checked** (what is at its target:
 //! already there, a conflict, a `.part` to resume, or nothing), **opened** (a big file's part
 //! file), **fetched** (its chunks pipelined on the links with every other file's), **finished**
-//! (named), and then it is only counters. Nothing lives per file for the whole job: the memory
-//! of a job of 100,000 files is what 256 open files take, plus the list of what to share
-//! (path and manifest per file, dropped at the first file that is missing).
+//! (named), and then it is only counters. Nothing lives per file for the whole job.
+//!
+//! Memory, whatever the number of files: chunk data in flight is bounded by the scheduler
+//! (`workers` x 4 MiB, every copy counted, until verified and written); small chunks verified
+//! on arrival wait for their batch in at most [`OPEN_FILES`] x [`INLINE_VERIFY`] bytes; the
+//! buffer pool keeps what was in use at once, no more. Per file on its way, a few hundred
+//! bytes (its path and manifest); the record is read a batch at a time. What grows with the
+//! files is the list handed over for sharing (path and manifest, about 150 bytes a file,
+//! dropped at the first file that is missing) and the conflict and failure lists (at most
+//! [`MAX_REPORTED`] each).
 //!
 //! A single file ([`JobSource::File`]) runs the same way, with its old rules: an identical
 //! file already there is reported done, anything else there is refused before any host is
@@ -74,6 +81,12 @@ pub(crate) enum What {
     },
 }
 
+/// A small file's chunk of at most this many bytes is verified as it arrives, on the engine's
+/// task: hashing it costs about what decrypting it did (tens of microseconds), and the
+/// scheduler then counts it delivered at once, so its request slot is free again while the
+/// file waits for its batch to be written and flushed. A larger one is verified in its batch.
+const INLINE_VERIFY: usize = 64 * 1024;
+
 /// A future the engine polls across loop turns.
 type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -95,6 +108,9 @@ enum Store {
 enum SmallStage {
     /// Its chunk (if any) is still to come.
     Waiting,
+    /// Its chunk arrived and was verified on arrival (at most [`INLINE_VERIFY`] bytes); the
+    /// scheduler knows, and its finish writes it.
+    Verified(Arrived),
     /// In a batch being written.
     Writing,
     /// Written, flushed and named.
@@ -320,8 +336,33 @@ impl Engine {
     async fn drive(&mut self, cancel: &CancellationToken) -> Result<(), PeerError> {
         loop {
             self.pump();
+            // Whatever is ready already is taken first, without waiting: answers and disk
+            // results come in bursts, and the scheduler's next deadline is worth computing
+            // only once the engine is about to wait.
+            let mut ready = false;
+            while self.failure.is_none() {
+                if let Ok(answer) = self.answers.try_recv() {
+                    self.on_answer(answer);
+                } else if let Some(done) = self.disk.try_join_next() {
+                    match done {
+                        Ok(done) => self.on_disk(done),
+                        Err(e) => {
+                            return Err(PeerError::Internal(format!("disk task failed: {e}")));
+                        }
+                    }
+                } else {
+                    break;
+                }
+                ready = true;
+            }
+            if ready {
+                continue;
+            }
             if let Some(err) = self.failure.take() {
                 return Err(err);
+            }
+            if cancel.is_cancelled() {
+                return Err(PeerError::Cancelled);
             }
             if self.done() {
                 return Ok(());
@@ -689,6 +730,19 @@ impl Engine {
                     file: ix,
                     target: file.target.clone(),
                     arrived: None,
+                    verified: false,
+                });
+            }
+            Store::Small(stage @ SmallStage::Verified(_)) => {
+                let SmallStage::Verified(arrived) = std::mem::replace(stage, SmallStage::Writing)
+                else {
+                    unreachable!("matched above");
+                };
+                self.small_pending.push(SmallItem {
+                    file: ix,
+                    target: file.target.clone(),
+                    arrived: Some(arrived),
+                    verified: true,
                 });
             }
             Store::Small(SmallStage::Writing) | Store::Checking | Store::Opening => {
@@ -790,12 +844,40 @@ impl Engine {
                         target,
                         ..
                     }) if wanted => {
-                        *stage = SmallStage::Writing;
-                        self.small_pending.push(SmallItem {
-                            file: chunk.file,
-                            target: target.clone(),
-                            arrived: Some(arrived),
-                        });
+                        let len = arrived.buf.as_slice().len();
+                        if len > INLINE_VERIFY {
+                            *stage = SmallStage::Writing;
+                            self.small_pending.push(SmallItem {
+                                file: chunk.file,
+                                target: target.clone(),
+                                arrived: Some(arrived),
+                                verified: false,
+                            });
+                            return;
+                        }
+                        let checked = p2p_storage::store::verify_chunk(
+                            &target.manifest,
+                            chunk.index,
+                            arrived.buf.as_slice(),
+                        );
+                        match checked {
+                            Ok(()) => {
+                                self.delivered(&arrived, len);
+                                if let Some(FileState {
+                                    store: Store::Small(stage @ SmallStage::Waiting),
+                                    ..
+                                }) = self.files.get_mut(&chunk.file)
+                                {
+                                    *stage = SmallStage::Verified(arrived);
+                                } else {
+                                    self.pool.give(arrived.buf);
+                                }
+                            }
+                            Err(err) => {
+                                self.bad_data(&arrived, &err);
+                                self.pool.give(arrived.buf);
+                            }
+                        }
                     }
                     // Another copy was first, or is being written.
                     _ => {
@@ -919,6 +1001,20 @@ impl Engine {
         result: Result<p2p_storage::small::SmallDone, StorageError>,
     ) {
         let ix = item.file;
+        if item.verified {
+            // Delivered already: only the write is left to report.
+            if let Some(arrived) = item.arrived {
+                self.pool.give(arrived.buf);
+            }
+            match result {
+                Ok(done) => {
+                    self.on(Outcome::FileFinished(ix));
+                    self.in_place(ix, done.path);
+                }
+                Err(err) => self.file_error(ix, err),
+            }
+            return;
+        }
         match (item.arrived, result) {
             (Some(arrived), Ok(done)) => {
                 let len = arrived.buf.as_slice().len();

@@ -38,8 +38,12 @@ fn tree(small: usize, big: usize) -> Tree {
         let len = 2 * CHUNK_SIZE as usize + CHUNK_SIZE as usize / 2;
         tree.insert(format!("big/b{i}.bin"), bytes(len, 1000 + i as u64));
     }
-    // An empty file and one of exactly one small chunk boundary.
+    // An empty file, and small files too big to be verified as they arrive (they are
+    // verified in their batch), up to the largest small file.
     tree.insert("empty".into(), Vec::new());
+    for (i, len) in [100_000, 700_000, 1024 * 1024].into_iter().enumerate() {
+        tree.insert(format!("mid/m{i}"), bytes(len, 500 + i as u64));
+    }
     tree
 }
 
@@ -75,9 +79,10 @@ fn spec(peer: &PeerHandle, i: u64) -> HostSpec {
     }
 }
 
-fn options(workers: usize) -> DownloadOptions {
+fn options(workers: usize, max_host_failures: u32) -> DownloadOptions {
     let config = PeerConfig {
         workers,
+        max_host_failures,
         request_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(5),
         stall_timeout: Duration::from_secs(2),
@@ -92,6 +97,17 @@ async fn fetch(
     files: Vec<FolderFile>,
     hosts: Vec<HostSpec>,
     out: &Path,
+    watch: impl FnMut(&DownloadEvent),
+) -> (Result<JobReport, PeerError>, Vec<DownloadEvent>) {
+    fetch_with(tree, files, hosts, out, options(8, 3), watch).await
+}
+
+async fn fetch_with(
+    tree: &Tree,
+    files: Vec<FolderFile>,
+    hosts: Vec<HostSpec>,
+    out: &Path,
+    options: DownloadOptions,
     mut watch: impl FnMut(&DownloadEvent),
 ) -> (Result<JobReport, PeerError>, Vec<DownloadEvent>) {
     let head = head(tree);
@@ -105,7 +121,7 @@ async fn fetch(
     let job = run(
         source,
         out,
-        options(8),
+        options,
         EventSink::new(Some(tx)),
         None,
         CancellationToken::new(),
@@ -251,33 +267,37 @@ async fn small_files_with_bad_bytes_are_fetched_from_the_other_host() {
     let b = lone_peer(|_| {}).await;
     let files = share(&a, dir_a.path(), &tree).await;
     share(&b, dir_b.path(), &tree).await;
-    // Flip a byte in every third file on a, keeping its size and modification time.
+    // Flip a byte in every third file on a, and in the files verified in their batch on b
+    // (where they are asked first), keeping sizes and modification times.
     for (i, (path, data)) in tree.iter().enumerate() {
-        if i % 3 != 0 || data.is_empty() {
-            continue;
-        }
-        let on_a = dir_a.path().join(path);
-        let modified = std::fs::metadata(&on_a).unwrap().modified().unwrap();
+        let on = match (path.starts_with("mid/"), i % 3) {
+            (true, _) => dir_b.path().join(path),
+            (false, 0) if !data.is_empty() => dir_a.path().join(path),
+            _ => continue,
+        };
+        let modified = std::fs::metadata(&on).unwrap().modified().unwrap();
         let mut bad = data.clone();
         bad[0] ^= 0xff;
-        std::fs::write(&on_a, &bad).unwrap();
-        let file = std::fs::File::options().write(true).open(&on_a).unwrap();
+        std::fs::write(&on, &bad).unwrap();
+        let file = std::fs::File::options().write(true).open(&on).unwrap();
         file.set_modified(modified).unwrap();
     }
-    let (result, events) = fetch(
-        &tree,
-        files,
-        vec![spec(&a, 1), spec(&b, 2)],
-        out.path(),
-        |_| {},
-    )
-    .await;
+    // Patient hosts: they keep being asked, so each kind of file meets its bad bytes.
+    let hosts = vec![spec(&a, 1), spec(&b, 2)];
+    let (result, events) =
+        fetch_with(&tree, files, hosts, out.path(), options(8, 1000), |_| {}).await;
     let report = result.unwrap();
     assert!(report.complete(), "{report:?}");
     assert_tree(&out.path().join("album"), &tree);
+    let bad_from = |host: std::net::SocketAddr| {
+        events.iter().any(|e| {
+            matches!(e, DownloadEvent::PeerFailed { host: h, error, .. }
+                if *h == host && error.contains("sent bad data"))
+        })
+    };
     assert!(
-        events.iter().any(|e| matches!(e, DownloadEvent::PeerFailed { error, .. } if error.contains("sent bad data"))),
-        "the bad bytes were noticed"
+        bad_from(a.local_addr()) && bad_from(b.local_addr()),
+        "{events:?}"
     );
     a.shutdown().await;
     b.shutdown().await;

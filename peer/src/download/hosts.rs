@@ -231,7 +231,6 @@ impl HostTable {
         self.hosts[host.0].status == HostStatus::Live
     }
 
-    #[allow(dead_code)] // for tests and callers to come
     pub fn is_banned(&self, host: HostIx) -> bool {
         self.hosts[host.0].status == HostStatus::Banned
     }

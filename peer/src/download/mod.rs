@@ -2,7 +2,7 @@
 //! with one pool of requests and one set of connections per host.
 //!
 //! # Layout
-//! * [`run`] (here): the one entry; a job's [`JobSource`] in, a [`JobReport`] out, its
+//! * `run` (here): the one entry; a job's `JobSource` in, a [`JobReport`] out, its
 //!   [`DownloadEvent`]s on the way.
 //! * `engine`: the job's task: owns the scheduler, drives the links and the disk tasks.
 //! * `schedule`: the pure scheduler (which chunk goes to which host, and when).

@@ -791,9 +791,6 @@ impl Scheduler {
     /// A fetch for the first queued chunk a host can take; sets aside the chunks no live host
     /// can take, and fails the files nobody can serve.
     fn dispatch_queued(&mut self, now: Instant) -> Option<Action> {
-        if !self.hosts.any_live() {
-            return None;
-        }
         let mut i = 0;
         let mut busy = 0;
         while i < self.queue.len() && busy < LOOKAHEAD {
@@ -844,6 +841,16 @@ impl Scheduler {
         }
         if self.hosts.iter().any(|(h, s)| usable(h, s)) {
             return Place::Busy;
+        }
+        // Every host said it lacks the file (or is banned): none ever will serve it, live or
+        // not (a host dropped for lacking every file left included).
+        let lacked = !self.hosts.is_empty()
+            && self
+                .hosts
+                .iter()
+                .all(|(h, s)| file.lacks.contains(&h) || s.status == HostStatus::Banned);
+        if lacked && file.lacks.iter().any(|h| !self.hosts.is_banned(*h)) {
+            return Place::Hopeless;
         }
         if !self.hosts.any_live() {
             return Place::NoLiveHost;
@@ -1479,6 +1486,40 @@ mod tests {
             HostFault::Refused(ErrorCode::FileUnavailable),
         );
         assert!(dropped(&notes), "{notes:?}");
+    }
+
+    /// The last file of a job, lacked by its only host after every other file arrived: that
+    /// file fails alone (the host, dropped for lacking everything left, does not make the
+    /// whole job give up).
+    #[test]
+    fn the_last_file_lacked_by_every_host_fails_alone() {
+        let t = Instant::now();
+        for index in [true, false] {
+            let mut s = Scheduler::new(Limits { index, ..limits(1) }, specs(1));
+            s.add_file(FileIx(0), shape(1), vec![0]);
+            s.add_file(FileIx(1), shape(1), vec![0]);
+            s.no_more_files();
+            let sent = fetches(&drain(&mut s, t));
+            deliver(&mut s, sent[0].0, sent[0].1, t);
+            let actions = drain(&mut s, t);
+            assert!(actions.contains(&Action::FinishFile(FileIx(0))));
+            s.on(Outcome::FileFinished(FileIx(0)), t);
+            let sent = fetches(&actions);
+            assert_eq!(sent[0].0.file, FileIx(1));
+            let notes = fail(
+                &mut s,
+                sent[0].0,
+                H0,
+                HostFault::Refused(ErrorCode::UnknownFile),
+            );
+            assert!(dropped(&notes), "{notes:?}");
+            let actions = drain(&mut s, t);
+            assert!(
+                matches!(actions.as_slice(), [Action::FileFailed(FileIx(1), _)]),
+                "index {index}: {actions:?}"
+            );
+            assert!(s.is_done());
+        }
     }
 
     #[test]

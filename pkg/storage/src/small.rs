@@ -56,8 +56,11 @@ pub struct SmallFile<'a> {
     pub subdir: &'a [String],
     /// Its manifest ([`is_small`]).
     pub manifest: &'a FileManifest,
-    /// Its bytes as received (verified here before a byte is written).
+    /// Its bytes as received (verified here before a byte is written, unless `verified`).
     pub data: &'a [u8],
+    /// The caller checked `data` against `manifest` with
+    /// [`verify_chunk`] already: not hashed again.
+    pub verified: bool,
     /// Keep a handle to serve the finished file from ([`SmallDone::source`]).
     pub share: bool,
 }
@@ -187,7 +190,7 @@ fn write_one(dir: Arc<Dir>, path: &Path, small: &SmallFile<'_>) -> Result<Writte
         if !small.data.is_empty() {
             return Err(StorageError::ChunkOutOfRange { index: 0, count: 0 });
         }
-    } else {
+    } else if !small.verified {
         verify_chunk(manifest, 0, small.data)?;
     }
     if dir.symlink_metadata(&manifest.name).is_ok() {
@@ -412,6 +415,7 @@ mod tests {
                 subdir,
                 manifest,
                 data,
+                verified: false,
                 share: false,
             })
             .collect();
@@ -452,6 +456,7 @@ mod tests {
                 subdir: &subdir,
                 manifest: &m,
                 data: b"data",
+                verified: false,
                 share: false,
             }];
             let results = write_batch(&OutputDir::open(out.path()).unwrap(), &files);
@@ -491,6 +496,7 @@ mod tests {
                 subdir: &[],
                 manifest,
                 data,
+                verified: false,
                 share: false,
             })
             .collect();
@@ -522,6 +528,7 @@ mod tests {
             subdir: &[],
             manifest: &m,
             data: b"payload",
+            verified: false,
             share: true,
         }];
         let mut results = write_batch(&OutputDir::open(out.path()).unwrap(), &files);
