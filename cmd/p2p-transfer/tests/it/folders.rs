@@ -619,8 +619,33 @@ async fn a_shared_folder_gets_a_new_id_when_a_file_is_added_and_the_old_one_leav
             .collect::<Vec<_>>(),
         [(new.0, Some(6))]
     );
-    let gone = peer.search("bonus").await.unwrap().0;
-    assert_eq!(gone.len(), 1, "the new file is found by name: {gone:?}");
+    let found = peer.search("bonus").await.unwrap().0;
+    assert_eq!(found.len(), 1, "the new file is found by name: {found:?}");
+    // The peer itself: the new id is served, the old one changed.
+    let mut conn = crate::support::peer_connection(peer.local_addr()).await;
+    let timeout = Duration::from_secs(10);
+    let reply = conn
+        .request(&PeerRequest::GetFolder { folder_id: new }, timeout)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&reply, PeerResponse::Folder { head, .. } if head.files == 6),
+        "{reply:?}"
+    );
+    let reply = conn
+        .request(&PeerRequest::GetFolder { folder_id: old }, timeout)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &reply,
+            PeerResponse::Error {
+                code: ErrorCode::FileUnavailable,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
     peer.shutdown().await;
 }
 
@@ -753,5 +778,113 @@ async fn a_restarted_index_gets_the_folders_and_files_back_from_their_peer() {
         back,
         "the folder, a file in it and the loose files are back"
     );
+    seeder.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_host_answers_its_record_and_its_files_by_id_as_the_protocol_says() {
+    let src = tempfile::tempdir().unwrap();
+    let (album, files) = album(src.path(), 20);
+    let seeder = lone_peer().await;
+    let shared = seeder.share_paths(&[album.clone()]).await.unwrap();
+    let p2p_peer::Shared::Folder {
+        folder_id,
+        head,
+        files: listed,
+        ..
+    } = &shared[0]
+    else {
+        panic!("{shared:?}")
+    };
+    let mut conn = crate::support::peer_connection(seeder.local_addr()).await;
+    let timeout = Duration::from_secs(10);
+    let mut ask = async |request: PeerRequest| conn.request(&request, timeout).await.unwrap();
+    let code = |reply: PeerResponse| match reply {
+        PeerResponse::Error { code, .. } => Some(code),
+        _ => None,
+    };
+
+    let reply = ask(PeerRequest::GetFolder {
+        folder_id: *folder_id,
+    })
+    .await;
+    assert_eq!(
+        reply,
+        PeerResponse::Folder {
+            folder_id: *folder_id,
+            head: head.clone()
+        }
+    );
+    let pages = |first, count| PeerRequest::GetFolderPages {
+        folder_id: *folder_id,
+        first,
+        count,
+    };
+    let (expected_head, expected_pages) = record_of(&album).await;
+    assert_eq!(&expected_head, head);
+    assert_eq!(
+        ask(pages(0, 4)).await,
+        PeerResponse::FolderPages {
+            folder_id: *folder_id,
+            first: 0,
+            pages: expected_pages
+        },
+        "every page there is (one), no more"
+    );
+    assert_eq!(
+        ask(pages(1, 1)).await,
+        PeerResponse::FolderPages {
+            folder_id: *folder_id,
+            first: 1,
+            pages: vec![]
+        },
+        "past the end: none"
+    );
+    assert_eq!(code(ask(pages(0, 0)).await), Some(ErrorCode::BadRequest));
+    let unknown = FolderId([7; 32]);
+    assert_eq!(
+        code(ask(PeerRequest::GetFolder { folder_id: unknown }).await),
+        Some(ErrorCode::UnknownFile)
+    );
+
+    // Its files by their ids, as any shared file: manifest, chunk, an index past the end.
+    let (path, manifest) = &listed[3];
+    let data = &files.iter().find(|(rel, _)| rel == path).unwrap().1;
+    let file_id = manifest.id();
+    assert_eq!(
+        ask(PeerRequest::GetManifest { file_id }).await,
+        PeerResponse::Manifest {
+            file_id,
+            manifest: manifest.clone()
+        }
+    );
+    assert_eq!(
+        code(ask(PeerRequest::GetChunk { file_id, index: 1 }).await),
+        Some(ErrorCode::ChunkOutOfRange)
+    );
+    drop(ask);
+    let got = crate::support::get_chunk(&mut conn, file_id, 0)
+        .await
+        .unwrap();
+    assert_eq!(&got, data);
+    // Changed on disk: no longer served, the folder's other files still are.
+    std::fs::write(album.join(path), b"edited").unwrap();
+    let reply = crate::support::get_chunk(&mut conn, file_id, 0).await;
+    assert!(
+        matches!(
+            reply,
+            Err(PeerResponse::Error {
+                code: ErrorCode::FileUnavailable,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    let (other, _) = &listed[4];
+    let other_data = &files.iter().find(|(rel, _)| rel == other).unwrap().1;
+    let got = crate::support::get_chunk(&mut conn, listed[4].1.id(), 0)
+        .await
+        .unwrap();
+    assert_eq!(&got, other_data);
     seeder.shutdown().await;
 }
