@@ -326,11 +326,11 @@ impl Handler {
     /// Answers `GetFolder`: the folder's head.
     fn folder(&self, folder_id: FolderId) -> PeerResponse {
         match self.shared.files.folder(&folder_id) {
-            Some(folder) => PeerResponse::Folder {
+            Ok(folder) => PeerResponse::Folder {
                 folder_id,
                 head: folder.head().clone(),
             },
-            None => unknown_folder(folder_id),
+            Err(why) => unserved_folder(folder_id, why),
         }
     }
 
@@ -344,8 +344,9 @@ impl Handler {
                 "GetFolderPages needs a count of at least 1".into(),
             );
         }
-        let Some(folder) = self.shared.files.folder(&folder_id) else {
-            return unknown_folder(folder_id);
+        let folder = match self.shared.files.folder(&folder_id) {
+            Ok(folder) => folder,
+            Err(why) => return unserved_folder(folder_id, why),
         };
         match tokio::task::spawn_blocking(move || folder.pages(first, count)).await {
             Ok(pages) => PeerResponse::FolderPages {
@@ -364,6 +365,12 @@ impl Handler {
             Ok(found) => found,
             Err(why) => return Reply::Message(unserved(file_id, why)),
         };
+        // An index past the end is answered before the file is checked (or opened).
+        if found.manifest().chunk_len(index).is_none() {
+            let count = found.manifest().chunks.len();
+            let err = StorageError::ChunkOutOfRange { index, count };
+            return Reply::Message(error(ErrorCode::ChunkOutOfRange, err.to_string()));
+        }
         // Opening a folder's file, the metadata check, the read-ahead hint and a small chunk's
         // read touch the disk: off the reactor, in one blocking call.
         let mut piece = std::mem::take(&mut self.piece);
@@ -462,11 +469,20 @@ fn unserved(file_id: FileId, why: Unserved) -> PeerResponse {
     }
 }
 
-fn unknown_folder(folder_id: FolderId) -> PeerResponse {
-    error(
-        ErrorCode::UnknownFile,
-        format!("this peer does not share folder {folder_id}"),
-    )
+/// The reply for a folder this peer can't serve.
+fn unserved_folder(folder_id: FolderId, why: Unserved) -> PeerResponse {
+    match why {
+        Unserved::Unknown => error(
+            ErrorCode::UnknownFile,
+            format!("this peer does not share folder {folder_id}"),
+        ),
+        Unserved::Changed => error(
+            ErrorCode::FileUnavailable,
+            format!(
+                "folder {folder_id} changed on this peer's disk and is shared under a new id now"
+            ),
+        ),
+    }
 }
 
 fn error(code: ErrorCode, message: String) -> PeerResponse {

@@ -5,7 +5,7 @@
 //! opened when a request comes and kept in a small cache ([`OpenFiles`]), so sharing 100,000
 //! files takes a few hundred descriptors, not 100,000.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -58,6 +58,14 @@ pub struct ClosedFile {
 }
 
 impl Found {
+    /// The file's manifest.
+    pub fn manifest(&self) -> &FileManifest {
+        match self {
+            Found::Open(file) => file.manifest(),
+            Found::Closed(closed) => closed.folder.manifest(closed.ix),
+        }
+    }
+
     /// The file, ready to serve. A folder's file is opened beneath the folder and checked to
     /// be the file that was hashed (same inode, size and modification time), then kept among
     /// the open ones; one that changed is no longer served. Blocking when closed: call it off
@@ -96,7 +104,13 @@ struct Inner {
     open: OpenFiles,
     /// Dropped because they changed on disk; the heartbeat task withdraws them from the index.
     withdrawn: Vec<FileId>,
+    /// Folders shared until their files changed (now shared under a new id), the latest
+    /// [`REPLACED_KEPT`]: asked for, they are `file_unavailable`, not unknown.
+    replaced: VecDeque<FolderId>,
 }
+
+/// How many replaced folder ids are remembered.
+const REPLACED_KEPT: usize = 64;
 
 impl Inner {
     /// The folder holding `file_id`, and where in it.
@@ -127,7 +141,9 @@ impl SharedFiles {
     /// Starts serving a folder (again, if it was: the same id is the same record).
     pub(crate) fn insert_folder(&self, folder: Arc<SharedFolder>) {
         let mut inner = self.lock();
-        if let Some(old) = inner.folders.insert(folder.id(), folder) {
+        let id = folder.id();
+        inner.replaced.retain(|r| *r != id);
+        if let Some(old) = inner.folders.insert(id, folder) {
             inner.open.remove_folder(&old);
         }
     }
@@ -140,9 +156,28 @@ impl SharedFiles {
         Some(folder)
     }
 
-    /// The shared folder with this id.
-    pub(crate) fn folder(&self, folder_id: &FolderId) -> Option<Arc<SharedFolder>> {
-        self.lock().folders.get(folder_id).cloned()
+    /// Stops serving a folder whose files changed (it is shared under a new id now): asked
+    /// for, it is [`Unserved::Changed`] from now on.
+    pub(crate) fn retire_folder(&self, folder_id: &FolderId) -> Option<Arc<SharedFolder>> {
+        let mut inner = self.lock();
+        let folder = inner.folders.remove(folder_id)?;
+        inner.open.remove_folder(&folder);
+        if inner.replaced.len() == REPLACED_KEPT {
+            inner.replaced.pop_front();
+        }
+        inner.replaced.push_back(*folder_id);
+        Some(folder)
+    }
+
+    /// The shared folder with this id; one that was replaced because its files changed is
+    /// [`Unserved::Changed`].
+    pub(crate) fn folder(&self, folder_id: &FolderId) -> Result<Arc<SharedFolder>, Unserved> {
+        let inner = self.lock();
+        match inner.folders.get(folder_id) {
+            Some(folder) => Ok(folder.clone()),
+            None if inner.replaced.contains(folder_id) => Err(Unserved::Changed),
+            None => Err(Unserved::Unknown),
+        }
     }
 
     /// Every shared folder.

@@ -259,7 +259,7 @@ impl PeerHandle {
         self.serve_folder(folder.clone());
         let old = old.filter(|id| *id != folder.id());
         if let Some(old) = old
-            && self.node.files.remove_folder(&old).is_some()
+            && self.node.files.retire_folder(&old).is_some()
         {
             self.node
                 .downloads

@@ -793,7 +793,10 @@ async fn a_folder_host_answers_its_record_and_its_files_by_id_as_the_protocol_sa
     let src = tempfile::tempdir().unwrap();
     let (album, files) = album(src.path(), 20);
     let seeder = lone_peer().await;
-    let shared = seeder.share_paths(std::slice::from_ref(&album)).await.unwrap();
+    let shared = seeder
+        .share_paths(std::slice::from_ref(&album))
+        .await
+        .unwrap();
     let p2p_peer::Shared::Folder {
         folder_id,
         head,
@@ -1020,7 +1023,11 @@ fn rerunning_a_half_finished_folder_completes_it_and_leaves_what_is_there() {
     // (and its record), the other 19 missing.
     let root = out.path().join("album");
     let mut there = BTreeMap::new();
-    for (rel, data) in files.iter().filter(|(r, _)| r.components().count() > 1).take(10) {
+    for (rel, data) in files
+        .iter()
+        .filter(|(r, _)| r.components().count() > 1)
+        .take(10)
+    {
         let path = root.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, data).unwrap();
