@@ -1227,8 +1227,10 @@ async fn a_host_dying_mid_job_leaves_the_job_to_the_other() {
     leecher.shutdown().await;
 }
 
-/// Peak resident memory a 10,000-file leecher may reach (measured: see the test).
-const MAX_LEECHER_RSS_KB: u64 = 96 * 1024;
+/// Peak resident memory a 10,000-file leecher may reach: measured at 30–32 MiB (debug build,
+/// three runs), twice that for a loaded machine and allocator noise. A job that held a chunk
+/// buffer (or a task with one) per file for its whole length would go far over it.
+const MAX_LEECHER_RSS_KB: u64 = 64 * 1024;
 
 #[test]
 fn ten_thousand_small_files_download_with_bounded_memory() {
