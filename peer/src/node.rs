@@ -213,7 +213,7 @@ impl PeerHandle {
             .await
     }
 
-    /// Downloads what `request` describes (see [`PeerHandle::resolve`]), then shares it too.
+    /// Downloads what `request` describes (see `PeerHandle::resolve`), then shares it too.
     ///
     /// SKELETON bridge (issue 14): the job runner (engineer E) calls resolve, then
     /// `download::run`, then `share_fetched` itself; until the engine (engineer C) runs
