@@ -536,9 +536,12 @@ async fn cancel_then_resume_through_the_api() {
     assert_eq!(view["state"], "cancelled", "{view}");
     assert!(!out.path().join("api-resume.bin").exists());
 
-    // A real seeder appears; the same job runs again into the same folder.
+    // A real seeder appears; the same job runs again into the same folder. It is also named
+    // as a direct host: on a loaded machine the test index's 800 ms heartbeat timeout can drop
+    // it for a moment, and a run that met only the hung host would wait out its 60 s.
     let seeder = start_peer(server.addr).await;
     seeder.register(&path).await.unwrap();
+    leecher.add_direct_host(seeder.local_addr());
     let (status, again) = post(
         web.url(&format!("/api/v1/downloads/{handle}/resume")),
         json!({}),
