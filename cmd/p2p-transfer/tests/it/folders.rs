@@ -684,11 +684,27 @@ fn a_seeder_serving_a_2000_file_folder_keeps_few_files_open() {
         "--register",
     ])
     .arg(&album);
-    let (seeder, _, mut stdout) = crate::process::spawn_until(cmd, "peer listening on ");
-    let folder_line = crate::process::read_line_starting(
-        &mut stdout,
-        &format!("registered {} ", album.display()),
-    );
+    let (seeder, _, stdout) = crate::process::spawn_until(cmd, "peer listening on ");
+    // Read on a thread, so a seeder that never prints the folder's line fails the test at a
+    // deadline instead of holding it.
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let prefix = format!("registered {} ", album.display());
+    let folder_line = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the folder's own line, within a minute");
+        if line.starts_with(&prefix) {
+            break line;
+        }
+    };
     let folder_id = folder_line.rsplit(' ').next().unwrap().to_owned();
     let pid = seeder.0.id();
     let registered = open_fds(pid);
