@@ -2,7 +2,7 @@
 //!
 //! Every regular file under the folder is in it, except those [`p2p_storage::tree::left_out`]
 //! names (hidden files, partial downloads, manifest files); together they are one folder with
-//! one folder id ([`SharedFolder`], served without a descriptor per file). The folder is
+//! one folder id (`SharedFolder`, served without a descriptor per file). The folder is
 //! walked and its files opened only through a handle on it ([`Tree`]): a link or FIFO planted
 //! in it is skipped, a file swapped for one between the walk and the open is refused. A
 //! filesystem watcher (inotify through `notify`) triggers a rescan shortly after anything

@@ -1,8 +1,8 @@
 //! [`SharedFiles`]: the files and folders this peer serves, by id.
 //!
 //! A file shared on its own ([`SourceFile`]) stays open: it was opened once, hashed and served
-//! through that one handle. A folder ([`SharedFolder`]) keeps no file open; its files are
-//! opened when a request comes and kept in a small cache ([`OpenFiles`]), so sharing 100,000
+//! through that one handle. A folder (`SharedFolder`) keeps no file open; its files are
+//! opened when a request comes and kept in a small cache (`OpenFiles`), so sharing 100,000
 //! files takes a few hundred descriptors, not 100,000.
 
 use std::collections::{HashMap, VecDeque};
