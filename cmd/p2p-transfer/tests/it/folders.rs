@@ -1335,3 +1335,55 @@ fn the_shells_transfers_show_a_folder_as_one_row() {
     crate::shell::exits_cleanly(&mut sh);
     assert_eq!(read_tree(&out.path().join("album")), files);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_folder_is_shared_as_the_same_folder_and_served_onwards() {
+    let src = tempfile::tempdir().unwrap();
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let (album, files) = album(src.path(), 25);
+    let seeder = lone_peer().await;
+    let shared = seeder.share_path(&album).await.unwrap();
+    let folder_id = shared[0].file_id;
+
+    let leecher = lone_peer().await;
+    let request = p2p_peer::DownloadRequest {
+        id: folder_id.to_string(),
+        hosts: vec![seeder.local_addr()],
+        ..p2p_peer::DownloadRequest::default()
+    };
+    let report = leecher
+        .fetch(
+            request,
+            first.path(),
+            None,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.path, first.path().join("album"));
+    assert_album(first.path(), &files);
+    // The leecher shares what it fetched as that very folder, without a descriptor per file.
+    let listed = leecher.files();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].file_id, listed[0].files, listed[0].path.clone()),
+        (folder_id, Some(25), first.path().join("album"))
+    );
+    assert_eq!(leecher.open_folder_files(), 0);
+    seeder.shutdown().await;
+
+    // Someone else gets it from the leecher alone.
+    let output = direct_leecher(
+        &[leecher.local_addr()],
+        &folder_id.to_string(),
+        second.path(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_album(second.path(), &files);
+    leecher.shutdown().await;
+}
