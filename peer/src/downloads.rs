@@ -6,7 +6,7 @@
 //! A download here is a *job*: one [`DownloadRequest`] (a file, or a whole folder) fetched into
 //! one output folder by one run of the download engine, with one handle. A run resolves the
 //! request (the manifest or folder record, and the hosts), hands it to
-//! `download::run`, then shares what it put on disk.
+//! `crate::download::run`, then shares what it put on disk.
 //!
 //! # Design
 //! * Entries live in a `BTreeMap` under a std `Mutex`, held for one lookup or update and never

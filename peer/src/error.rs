@@ -167,6 +167,9 @@ pub enum PeerError {
         /// The last host's failure.
         reason: String,
     },
+    /// A download ended with files not in place (conflicts, failures), as one line.
+    #[error("{}", printable(.0))]
+    FilesMissing(String),
     /// A background task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),

@@ -213,12 +213,10 @@ impl PeerHandle {
             .await
     }
 
-    /// Downloads what `request` describes (see `PeerHandle::resolve`), then shares it too.
-    ///
-    /// SKELETON bridge (issue 14): the job runner (engineer E) calls resolve, then
-    /// `download::run`, then `share_fetched` itself; until the engine (engineer C) runs
-    /// folders, a folder's files are fetched here one after another into
-    /// `<out>/<folder name>/<path>`, and reported as one file the size of the folder.
+    /// Downloads what `request` describes (a file or a folder, see
+    /// [`DownloadRequest`]) into `out_dir` as one job, outside the registry, then shares it
+    /// too: resolve, the engine, share what it fetched, as a registry job does. A job that
+    /// ends with files missing is [`PeerError::FilesMissing`].
     pub async fn fetch(
         &self,
         request: DownloadRequest,
@@ -227,72 +225,26 @@ impl PeerHandle {
         cancel: CancellationToken,
     ) -> Result<DownloadReport, PeerError> {
         let (source, refresh) = self.resolve(&request).await?;
+        let (id, folder) = match &source {
+            JobSource::File { file_id, .. } => (*file_id, false),
+            JobSource::Folder { folder_id, .. } => (FileId(folder_id.0), true),
+        };
         let mut options = DownloadOptions::new(&self.node.config, self.node.tls.clone());
         options.me = self.node.session().map(|s| s.peer_id);
         let events = EventSink::new(events);
-        if let JobSource::File { file_id, .. } = &source {
-            let file_id = *file_id;
-            let report = download::run(source, out_dir, options, events, refresh, cancel).await?;
-            if let Some(shared) = report.shared {
-                self.share_fetched(shared).await;
-            }
-            return Ok(DownloadReport {
-                file_id,
-                path: report.path,
-                bytes: report.size,
-                elapsed: report.elapsed,
-                per_host: report.per_host,
-            });
+        let mut report = download::run(source, out_dir, options, events, refresh, cancel).await?;
+        if let Some(shared) = report.shared.take() {
+            self.share_fetched(shared).await;
         }
-        let JobSource::Folder {
-            folder_id,
-            head,
-            hosts,
-            mut record,
-        } = source
-        else {
-            unreachable!("a file job returned above");
-        };
-        let started = std::time::Instant::now();
-        let mut files = Vec::new();
-        let mut per_host = Vec::new();
-        while let Some(batch) = record.next_batch().await? {
-            for file in batch {
-                let mut subdir = vec![head.name.clone()];
-                subdir.extend(file.path[..file.path.len() - 1].iter().cloned());
-                let wanted = download::Wanted {
-                    file_id: file.manifest.id(),
-                    manifest: file.manifest.clone(),
-                    hosts: hosts.clone(),
-                };
-                let (report, _) = download::download(
-                    wanted,
-                    out_dir,
-                    &subdir,
-                    options.clone(),
-                    events.clone(),
-                    refresh.clone(),
-                    cancel.clone(),
-                )
-                .await?;
-                per_host.extend(report.per_host);
-                files.push((file.path.join("/"), file.manifest));
-            }
+        if let Some(missing) = crate::downloads::shortfall(&report, folder) {
+            return Err(PeerError::FilesMissing(missing));
         }
-        let root = out_dir.join(&head.name);
-        let size = head.size;
-        self.share_fetched(download::Fetched::Folder {
-            root: root.clone(),
-            head,
-            files,
-        })
-        .await;
         Ok(DownloadReport {
-            file_id: FileId(folder_id.0),
-            path: root,
-            bytes: size,
-            elapsed: started.elapsed(),
-            per_host,
+            file_id: id,
+            path: report.path,
+            bytes: report.size,
+            elapsed: report.elapsed,
+            per_host: report.per_host,
         })
     }
 

@@ -361,6 +361,8 @@ async fn prepare(path: &Path) -> Result<Prepared, PeerError> {
             return Ok(Prepared::File(shown, source));
         }
         let tree = Arc::new(Tree::open(&shown).map_err(|e| failed(&shown, e.into()))?);
+        // Before anything is walked or hashed: `/` has no name to share it under.
+        p2p_storage::path::folder_name(&tree).map_err(|e| failed(&shown, e.into()))?;
         let walked = tree.walk();
         if !walked.complete {
             return Err(PeerError::IncompleteFolder(shown));

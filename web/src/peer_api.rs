@@ -367,7 +367,8 @@ fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
         PeerError::ManifestMismatch(_)
         | PeerError::FolderMismatch(_)
         | PeerError::DownloadFailed { .. }
-        | PeerError::NoFolderRecord { .. } => (StatusCode::BAD_GATEWAY, "download_failed"),
+        | PeerError::NoFolderRecord { .. }
+        | PeerError::FilesMissing(_) => (StatusCode::BAD_GATEWAY, "download_failed"),
         PeerError::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         PeerError::Listen { .. } | PeerError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal")

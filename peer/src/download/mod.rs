@@ -170,14 +170,6 @@ pub(crate) struct DownloadOptions {
     pub me: Option<PeerId>,
 }
 
-/// A file to download and who hosts it.
-#[derive(Debug)]
-pub(crate) struct Wanted {
-    pub file_id: FileId,
-    pub manifest: p2p_protocol::FileManifest,
-    pub hosts: Vec<HostSpec>,
-}
-
 impl DownloadOptions {
     /// Whether `host` is this peer itself (by registration, or by node id), which never
     /// serves its own downloads.
@@ -346,62 +338,4 @@ pub(crate) async fn run(
     engine::run(job, options, events, refresh, cancel)
         .instrument(span)
         .await
-}
-
-/// Downloads one file the old way's callers ask for (into `out_dir/subdir`), through the
-/// engine. Returns what it produced and the finished file ready to serve.
-///
-/// TRANSITION (issue 14): `node.rs` calls this until the job runner calls [`run`] (engineers
-/// D and E); then it goes.
-pub(crate) async fn download(
-    wanted: Wanted,
-    out_dir: &Path,
-    subdir: &[String],
-    options: DownloadOptions,
-    events: EventSink,
-    refresh: Option<Refresh>,
-    cancel: CancellationToken,
-) -> Result<
-    (
-        DownloadReport,
-        Result<p2p_storage::SourceFile, p2p_storage::StorageError>,
-    ),
-    PeerError,
-> {
-    let Wanted {
-        file_id,
-        manifest,
-        hosts,
-    } = wanted;
-    let size = manifest.size;
-    let job = engine::Job {
-        what: engine::What::File {
-            manifest,
-            subdir: subdir.to_vec(),
-        },
-        hosts,
-        out: out_dir.to_owned(),
-    };
-    let report = engine::run(job, options, events, refresh, cancel)
-        .instrument(info_span!("download", file = %file_id.fmt_short()))
-        .await?;
-    if report.already_there > 0 {
-        // This entry's callers refuse any file at the target, identical or not (run() says
-        // "already there" instead).
-        return Err(p2p_storage::StorageError::AlreadyExists(report.path).into());
-    }
-    let source = match report.shared {
-        Some(Fetched::File(source)) => Ok(source),
-        _ => Err(p2p_storage::StorageError::FileChanged(report.path.clone())),
-    };
-    Ok((
-        DownloadReport {
-            file_id,
-            path: report.path,
-            bytes: size,
-            elapsed: report.elapsed,
-            per_host: report.per_host,
-        },
-        source,
-    ))
 }

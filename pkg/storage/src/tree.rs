@@ -190,7 +190,7 @@ impl Tree {
     /// Hashes `files` (from [`Tree::walk`]), each opened beneath the folder as
     /// [`Tree::open_file`] does and hashed through that handle, which is closed again: nothing
     /// stays open. Small files (one chunk at most) are hashed side by side on up to
-    /// `MAX_FILE_HASHERS` threads; bigger ones one after another, each on every core.
+    /// 8 threads; bigger ones one after another, each on every core.
     ///
     /// Returns one result per file, in the order given, each with the file as it was hashed
     /// (its size and time from the handle, which a later open must find again). A file that

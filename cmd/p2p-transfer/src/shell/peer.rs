@@ -45,7 +45,7 @@ pub enum PeerCommand {
         #[command(subcommand)]
         what: ListWhat,
     },
-    /// Share a file, or every file of a folder; prints their ids.
+    /// Share a file, or a folder as a whole; prints its id (a folder: its folder id and file count).
     Register {
         /// The file or folder.
         path: PathBuf,

@@ -684,11 +684,27 @@ fn a_seeder_serving_a_2000_file_folder_keeps_few_files_open() {
         "--register",
     ])
     .arg(&album);
-    let (seeder, _, mut stdout) = crate::process::spawn_until(cmd, "peer listening on ");
-    let folder_line = crate::process::read_line_starting(
-        &mut stdout,
-        &format!("registered {} ", album.display()),
-    );
+    let (seeder, _, stdout) = crate::process::spawn_until(cmd, "peer listening on ");
+    // Read on a thread, so a seeder that never prints the folder's line fails the test at a
+    // deadline instead of holding it.
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let prefix = format!("registered {} ", album.display());
+    let folder_line = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the folder's own line, within a minute");
+        if line.starts_with(&prefix) {
+            break line;
+        }
+    };
     let folder_id = folder_line.rsplit(' ').next().unwrap().to_owned();
     let pid = seeder.0.id();
     let registered = open_fds(pid);
@@ -1320,4 +1336,56 @@ fn the_shells_transfers_show_a_folder_as_one_row() {
     sh.send_line("exit").unwrap();
     crate::shell::exits_cleanly(&mut sh);
     assert_eq!(read_tree(&out.path().join("album")), files);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_folder_is_shared_as_the_same_folder_and_served_onwards() {
+    let src = tempfile::tempdir().unwrap();
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let (album, files) = album(src.path(), 25);
+    let seeder = lone_peer().await;
+    let shared = seeder.share_path(&album).await.unwrap();
+    let folder_id = shared[0].file_id;
+
+    let leecher = lone_peer().await;
+    let request = p2p_peer::DownloadRequest {
+        id: folder_id.to_string(),
+        hosts: vec![seeder.local_addr()],
+        ..p2p_peer::DownloadRequest::default()
+    };
+    let report = leecher
+        .fetch(
+            request,
+            first.path(),
+            None,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.path, first.path().join("album"));
+    assert_album(first.path(), &files);
+    // The leecher shares what it fetched as that very folder, without a descriptor per file.
+    let listed = leecher.files();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].file_id, listed[0].files, listed[0].path.clone()),
+        (folder_id, Some(25), first.path().join("album"))
+    );
+    assert_eq!(leecher.open_folder_files(), 0);
+    seeder.shutdown().await;
+
+    // Someone else gets it from the leecher alone.
+    let output = direct_leecher(
+        &[leecher.local_addr()],
+        &folder_id.to_string(),
+        second.path(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_album(second.path(), &files);
+    leecher.shutdown().await;
 }
