@@ -239,8 +239,8 @@ pub struct PeerArgs {
     /// (repeatable).
     #[arg(long = "share-dir", value_name = "DIR")]
     pub share_dirs: Vec<PathBuf>,
-    /// With --register: also write FILE.p2pm next to each file, and <folder name>.p2pm next
-    /// to each folder (naming this index server).
+    /// With --register: also write FILE.p2pm next to each file, and NAME.p2pm next to each
+    /// folder NAME (naming this index server).
     #[arg(long, requires = "register")]
     pub write_manifest: bool,
     /// Find the index server on the local network with mDNS instead of --server, and find it

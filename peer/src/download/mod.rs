@@ -207,7 +207,6 @@ pub struct DownloadReport {
 
 /// What one download job fetches, and from whom.
 #[derive(Debug)]
-#[allow(dead_code)] // SKELETON (issue 14): the job runner (engineer E) calls it
 pub(crate) enum JobSource {
     /// One file, to `<out>/<name>`.
     File {
@@ -297,7 +296,6 @@ pub enum Fetched {
 /// connections per host. `Err` only when the job as a whole failed (no host could deliver,
 /// the disk failed, cancelled; for a single file, any failure); a folder's files that are in
 /// conflict or failed are in the report.
-#[allow(dead_code)] // TRANSITION (issue 14): the job runner (engineer E) calls it
 pub(crate) async fn run(
     source: JobSource,
     out: &Path,
