@@ -1,5 +1,6 @@
-//! The chunk server: answers `GetManifest` and `GetChunk` for the files this peer shares,
-//! reading straight from the original files, and takes `Message`s for the user.
+//! The chunk server: answers `GetManifest` and `GetChunk` for the files this peer shares (on
+//! their own or in folders), reading straight from the original files, `GetFolder` and
+//! `GetFolderPages` for its folders, and takes `Message`s for the user.
 //! `ChunkServer` turns the peer's config into the connection loop's
 //! ([`p2p_transport::serve()`], which accepts, admits, runs the TLS and `Hello` handshakes and
 //! waits for requests); `Handler` answers each request of one connection. The client's node id
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use p2p_protocol::{
-    ErrorCode, FileId, NodeId, PeerConversation, PeerRequest, PeerResponse, ProtocolError,
+    ErrorCode, FileId, FolderId, NodeId, PeerConversation, PeerRequest, PeerResponse, ProtocolError,
 };
 use p2p_protocol::{MAX_MESSAGE_LEN, MAX_SENDER_LEN};
 use p2p_storage::{ChunkRange, SourceFile, StorageError};
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::inbox::{Inbox, ReceivedMessage};
-use crate::shared_files::SharedFiles;
+use crate::shared_files::{SharedFiles, Unserved};
 
 /// A chunk that can't be written within this long (the client stopped reading) closes the
 /// connection.
@@ -279,10 +280,12 @@ impl Handler {
             PeerRequest::GetChunk { file_id, index } => self.chunk(file_id, index).await,
             PeerRequest::GetManifest { file_id } => Reply::Message(self.manifest(file_id)),
             PeerRequest::Message { from, text } => Reply::Message(self.message(from, text)),
-            // SKELETON (issue 14): engineer D serves folders.
-            PeerRequest::GetFolder { .. } | PeerRequest::GetFolderPages { .. } => Reply::Message(
-                error(ErrorCode::BadRequest, "folders are not served yet".into()),
-            ),
+            PeerRequest::GetFolder { folder_id } => Reply::Message(self.folder(folder_id)),
+            PeerRequest::GetFolderPages {
+                folder_id,
+                first,
+                count,
+            } => Reply::Message(self.folder_pages(folder_id, first, count).await),
             PeerRequest::Hello { .. } => Reply::Message(error(
                 ErrorCode::BadRequest,
                 "Hello was already received".into(),
@@ -312,68 +315,100 @@ impl Handler {
         PeerResponse::MessageReceived {}
     }
 
-    /// Answers `GetManifest`.
+    /// Answers `GetManifest`, for a file shared on its own or in a folder.
     fn manifest(&self, file_id: FileId) -> PeerResponse {
-        match self.shared.files.get(&file_id) {
-            Some(file) if file.check_unchanged().is_err() => {
-                self.shared.files.withdraw_changed(&file_id);
-                error(
-                    ErrorCode::FileUnavailable,
-                    format!("{file_id} changed on this peer's disk and is no longer shared"),
-                )
-            }
-            Some(file) => PeerResponse::Manifest {
-                file_id,
-                manifest: file.manifest().clone(),
+        match self.shared.files.manifest(&file_id) {
+            Ok(manifest) => PeerResponse::Manifest { file_id, manifest },
+            Err(why) => unserved(file_id, why),
+        }
+    }
+
+    /// Answers `GetFolder`: the folder's head.
+    fn folder(&self, folder_id: FolderId) -> PeerResponse {
+        match self.shared.files.folder(&folder_id) {
+            Ok(folder) => PeerResponse::Folder {
+                folder_id,
+                head: folder.head().clone(),
             },
-            None => error(
-                ErrorCode::UnknownFile,
-                format!("this peer does not share {file_id}"),
-            ),
+            Err(why) => unserved_folder(folder_id, why),
+        }
+    }
+
+    /// Answers `GetFolderPages`: pages `first..first + count` of the folder's record, as many
+    /// whole ones as fit in [`crate::shared_folders::PAGES_BUDGET`] (at least one, none past
+    /// the end). Building them hashes the big files' manifests: off the reactor.
+    async fn folder_pages(&self, folder_id: FolderId, first: u32, count: u32) -> PeerResponse {
+        if count == 0 {
+            return error(
+                ErrorCode::BadRequest,
+                "GetFolderPages needs a count of at least 1".into(),
+            );
+        }
+        let folder = match self.shared.files.folder(&folder_id) {
+            Ok(folder) => folder,
+            Err(why) => return unserved_folder(folder_id, why),
+        };
+        match tokio::task::spawn_blocking(move || folder.pages(first, count)).await {
+            Ok(pages) => PeerResponse::FolderPages {
+                folder_id,
+                first,
+                pages,
+            },
+            Err(join) => error(ErrorCode::Internal, format!("folder pages failed: {join}")),
         }
     }
 
     /// Answers `GetChunk`: a small chunk's data, or where a larger one lies in the shared
     /// file, or an error reply.
     async fn chunk(&mut self, file_id: FileId, index: u32) -> Reply {
-        let Some(file) = self.shared.files.get(&file_id) else {
-            return Reply::Message(error(
-                ErrorCode::UnknownFile,
-                format!("this peer does not share {file_id}"),
-            ));
+        let found = match self.shared.files.find(&file_id) {
+            Ok(found) => found,
+            Err(why) => return Reply::Message(unserved(file_id, why)),
         };
-        // The metadata check, the read-ahead hint and a small chunk's read touch the disk:
-        // off the reactor, in one blocking call.
-        let shared = file.clone();
+        // An index past the end is answered before the file is checked (or opened).
+        if found.manifest().chunk_len(index).is_none() {
+            let count = found.manifest().chunks.len();
+            let err = StorageError::ChunkOutOfRange { index, count };
+            return Reply::Message(error(ErrorCode::ChunkOutOfRange, err.to_string()));
+        }
+        // Opening a folder's file, the metadata check, the read-ahead hint and a small chunk's
+        // read touch the disk: off the reactor, in one blocking call.
         let mut piece = std::mem::take(&mut self.piece);
         let prepared = tokio::task::spawn_blocking(move || {
-            let read = shared.prepare_chunk(index).and_then(|range| {
+            let file = match found.open_blocking() {
+                Ok(file) => file,
+                Err(why) => return (piece, Err(why)),
+            };
+            let read = file.prepare_chunk(index).and_then(|range| {
                 if range.len > INLINE_SEND {
                     return Ok((range, false));
                 }
                 piece.resize(range.len, 0);
-                shared.read_at(&mut piece, range.offset)?;
+                file.read_at(&mut piece, range.offset)?;
                 Ok((range, true))
             });
-            (piece, read)
+            (piece, Ok((file, read)))
         })
         .await;
         let prepared = match prepared {
-            Ok((piece, read)) => {
+            Ok((piece, opened)) => {
                 self.piece = piece;
-                Ok(read)
+                match opened {
+                    Ok((file, read)) => Ok(read.map(|(range, inline)| (file, range, inline))),
+                    Err(why) => return Reply::Message(unserved(file_id, why)),
+                }
             }
             Err(join) => Err(join),
         };
         let refusal = match prepared {
-            Ok(Ok((_, true))) => {
+            Ok(Ok((_, _, true))) => {
                 return Reply::Inline {
                     file_id,
                     index,
                     data: std::mem::take(&mut self.piece),
                 };
             }
-            Ok(Ok((range, false))) => {
+            Ok(Ok((file, range, false))) => {
                 return Reply::Chunk {
                     file_id,
                     index,
@@ -418,6 +453,36 @@ enum Reply {
         file: Arc<SourceFile>,
         range: ChunkRange,
     },
+}
+
+/// The reply for a file this peer can't serve.
+fn unserved(file_id: FileId, why: Unserved) -> PeerResponse {
+    match why {
+        Unserved::Unknown => error(
+            ErrorCode::UnknownFile,
+            format!("this peer does not share {file_id}"),
+        ),
+        Unserved::Changed => error(
+            ErrorCode::FileUnavailable,
+            format!("{file_id} changed on this peer's disk and is no longer shared"),
+        ),
+    }
+}
+
+/// The reply for a folder this peer can't serve.
+fn unserved_folder(folder_id: FolderId, why: Unserved) -> PeerResponse {
+    match why {
+        Unserved::Unknown => error(
+            ErrorCode::UnknownFile,
+            format!("this peer does not share folder {folder_id}"),
+        ),
+        Unserved::Changed => error(
+            ErrorCode::FileUnavailable,
+            format!(
+                "folder {folder_id} changed on this peer's disk and is shared under a new id now"
+            ),
+        ),
+    }
 }
 
 fn error(code: ErrorCode, message: String) -> PeerResponse {

@@ -3,45 +3,55 @@
 //! front end can list, cancel and resume it through [`PeerHandle`]. One registry per node; the
 //! command line, the shells and the API read the same entries.
 //!
-//! A download here is a *job*: one or more [`DownloadRequest`]s (a file, or every file of a
-//! folder manifest) fetched one after another into one output folder, with one handle.
-
+//! A download here is a *job*: one [`DownloadRequest`] (a file, or a whole folder) fetched into
+//! one output folder by one run of the download engine, with one handle. A run resolves the
+//! request (the manifest or folder record, and the hosts), hands it to
+//! `crate::download::run`, then shares what it put on disk.
 //!
 //! # Design
 //! * Entries live in a `BTreeMap` under a std `Mutex`, held for one lookup or update and never
 //!   across an await: a download only ever writes its own entry, and no reader can stall it.
 //! * Each run of a job is one task on the node's `TaskTracker` (so `shutdown()` waits for it),
 //!   with a `CancellationToken` that is a child of the node's shutdown token. Its
-//!   [`DownloadEvent`]s arrive on the `fetch` channel and update the entry's pure [`Progress`].
-//! * [`PeerChange`]s go out on a broadcast channel on state changes (and when a file of a job
-//!   finishes), never per chunk. Every change, progress included, gives the entry the next
-//!   value of one registry-wide counter as its `version`, so "what moved since `v`" is every
-//!   entry with a version above `v`: a live view asks for exactly that
+//!   [`DownloadEvent`]s arrive on the engine's channel and update the entry's pure
+//!   [`Progress`] (bytes over the whole job, files counted as each one is in place).
+//! * [`PeerChange`]s go out on a broadcast channel on state changes only, never per chunk or
+//!   per file. Every change, progress included, gives the entry the next value of one
+//!   registry-wide counter as its `version`, so "what moved since `v`" is every entry with a
+//!   version above `v`: a live view asks for exactly that
 //!   ([`PeerHandle::downloads_changed_since`]), a range of an index kept by version, without
 //!   listing every job.
+//! * A run ends `Done` only when every file is in place. Files in conflict (something else at
+//!   their target, left alone) or failed make it `Failed`, with a one-line summary; the other
+//!   files are in place all the same.
 //! * Cancelling a finished job changes nothing (it answers the job as it is), and so does
-//!   resuming a job that is done. Resuming a cancelled or failed job runs the files not yet
-//!   done again into the same folder, where the `.part` files pick up what was verified. A
-//!   run that was cancelled and replaced by a resume no longer writes to the entry (`run`).
+//!   resuming a job that is done. Resuming a cancelled or failed job runs the same request
+//!   again into the same folder: files already there and identical are found (by hash) and
+//!   skipped, `.part` files pick up what was verified, the rest is fetched. A run that was
+//!   cancelled and replaced by a resume no longer writes to the entry (`run`).
 //! * At most [`KEPT_FINISHED`] finished jobs are kept; those that ended first are forgotten
 //!   first (by end, not start: a long job that ends after many short ones is the newest
 //!   news), and never the job that has just ended, so its final state is always seen.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+mod progress;
+
+pub use progress::{Progress, SPEED_WINDOW};
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Bound;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use p2p_protocol::{FileId, printable};
+use p2p_protocol::{FileId, FolderId, printable};
 use tokio::sync::broadcast;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{Instrument, info_span, warn};
 
-use crate::download::{DownloadEvent, DownloadReport};
+use crate::download::{self, DownloadEvent, DownloadOptions, EventSink, JobReport, JobSource};
 use crate::error::PeerError;
 use crate::inbox::ReceivedMessage;
 use crate::node::{DownloadRequest, PeerHandle};
@@ -89,16 +99,25 @@ pub struct DownloadInfo {
     pub target: String,
     /// The output folder.
     pub out: PathBuf,
-    /// The name of the file being fetched (the folder's name for a folder job), once known.
+    /// The name of the file (the folder's name for a folder job), once known.
     pub name: Option<String>,
-    /// The file id being fetched now, once known.
+    /// The file's id, once known (`None` for a folder job).
     pub file_id: Option<FileId>,
-    /// Files in the job.
+    /// The folder's id, for a folder job, once known.
+    pub folder_id: Option<FolderId>,
+    /// Files in the job, once known (0 before): 1 for a file.
     pub files_total: usize,
-    /// Files finished.
+    /// Files in place: fetched, or found already there.
     pub files_done: usize,
-    /// Bytes of the whole job, once known: a job from a folder manifest knows it at once, a
-    /// file by id once its manifest arrives (0 before).
+    /// Of those, files that were already there (identical, checked by hash), not fetched.
+    pub files_skipped: usize,
+    /// Files whose target holds something else (another file, a folder, a link), left as it
+    /// is and not fetched.
+    pub conflicts: usize,
+    /// Files that could not be fetched in this run.
+    pub files_failed: usize,
+    /// Bytes of the whole job, once known: a job from a manifest file knows it at once, one by
+    /// id once its manifest or folder record arrives (0 before).
     pub size: u64,
     /// Bytes verified and written, resumed bytes included.
     pub done: u64,
@@ -108,9 +127,9 @@ pub struct DownloadInfo {
     pub speed: f64,
     /// Time left at that speed, while running.
     pub eta: Option<Duration>,
-    /// Hosts known for the current file.
+    /// Hosts known for the job.
     pub hosts_known: usize,
-    /// Hosts that delivered at least one chunk of the current file.
+    /// Hosts that delivered at least one chunk in this run.
     pub hosts_delivering: usize,
     /// Where the job stands.
     pub state: DownloadState,
@@ -157,17 +176,18 @@ pub enum PeerChange {
 }
 
 /// What the run of a job tells the front end that started it and shows it itself (the command
-/// line's startup download, with its progress bars and one line per file), through
-/// [`PeerHandle::start_download_observed`]. Everyone else reads the registry.
+/// line's startup download, with its progress bar, its lines per conflict and its summary),
+/// through [`PeerHandle::start_download_observed`]. Everyone else reads the registry.
 #[derive(Debug)]
+// `Ended` comes once per run: its size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum JobUpdate {
-    /// An event of the file being fetched.
+    /// An event of the job.
     Event(DownloadEvent),
-    /// A file of the job is complete and verified.
-    FileDone(DownloadReport),
-    /// The run ended: every file fetched, or the error as it was (with its causes; the entry
-    /// keeps its text only). Sent after the entry shows the end.
-    Ended(Result<(), PeerError>),
+    /// The run ended: its report (complete or not: see [`JobReport::complete`]), or the error
+    /// as it was (with its causes; the entry keeps its text only). Sent after the entry shows
+    /// the end.
+    Ended(Result<JobReport, PeerError>),
 }
 
 /// What the shells' and the API's `status` show.
@@ -195,178 +215,20 @@ pub struct PeerStatus {
     pub direct_hosts: Vec<SocketAddr>,
 }
 
-/// How far back the speed looks: long enough to smooth the gaps between 4 MiB chunks, short
-/// enough to follow a host coming or going.
-pub const SPEED_WINDOW: Duration = Duration::from_secs(5);
 /// Finished jobs kept for listings; beyond this the ones that ended first are forgotten.
 pub const KEPT_FINISHED: usize = 1000;
 /// Changes a slow listener may fall behind by before it sees `Lagged` (and re-reads).
 const CHANGES_CAPACITY: usize = 256;
-
-/// The progress of one job, fed with [`DownloadEvent`]s. Pure: the caller passes `now`, so
-/// speed and ETA are unit-tested with synthetic instants.
-#[derive(Clone, Debug)]
-pub struct Progress {
-    /// The job's size when every file's manifest was known up front (a manifest file).
-    known_size: Option<u64>,
-    /// Bytes of the job's files finished so far (in any run).
-    finished_bytes: u64,
-    /// The current file: its size and bytes verified (resumed ones included).
-    file_size: u64,
-    file_done: u64,
-    /// Bytes found on disk from an earlier run, in this run.
-    resumed: u64,
-    /// When this run began.
-    run_start: Instant,
-    /// Bytes fetched in this run, by arrival, within the last [`SPEED_WINDOW`].
-    window: VecDeque<(Instant, u64)>,
-    hosts_known: usize,
-    delivering: BTreeSet<SocketAddr>,
-}
-
-impl Progress {
-    /// A job starting at `now`; `known_size` when every manifest is in hand.
-    pub fn new(known_size: Option<u64>, now: Instant) -> Self {
-        Self {
-            known_size,
-            finished_bytes: 0,
-            file_size: 0,
-            file_done: 0,
-            resumed: 0,
-            run_start: now,
-            window: VecDeque::new(),
-            hosts_known: 0,
-            delivering: BTreeSet::new(),
-        }
-    }
-
-    /// A new run of the same job (a resume): files finished stay counted, the rest starts over.
-    pub fn restart(&mut self, now: Instant) {
-        *self = Self {
-            finished_bytes: self.finished_bytes,
-            ..Self::new(self.known_size, now)
-        };
-    }
-
-    /// Takes one event of the current file into account.
-    pub fn apply(&mut self, event: &DownloadEvent, now: Instant) {
-        match event {
-            DownloadEvent::Started {
-                size,
-                hosts,
-                resumed,
-                ..
-            } => {
-                self.file_size = *size;
-                self.file_done = *resumed;
-                self.resumed += resumed;
-                self.hosts_known = *hosts;
-                self.delivering.clear();
-            }
-            DownloadEvent::ChunkDone { bytes, host, .. } => {
-                self.file_done += *bytes as u64;
-                self.window.push_back((now, *bytes as u64));
-                self.delivering.insert(*host);
-                self.prune(now);
-            }
-            DownloadEvent::PeerFailed {
-                host,
-                dropped: true,
-                ..
-            } => {
-                self.delivering.remove(host);
-                self.hosts_known = self.hosts_known.saturating_sub(1);
-            }
-            // A finished file is counted by `file_finished`, once, whichever run it was.
-            DownloadEvent::PeerFailed { .. }
-            | DownloadEvent::Flushing
-            | DownloadEvent::Finished { .. } => {}
-            // SKELETON (issue 14): engineer E counts folder jobs.
-            DownloadEvent::JobStarted { .. }
-            | DownloadEvent::FileDone { .. }
-            | DownloadEvent::FileConflict { .. }
-            | DownloadEvent::FileFailed { .. } => {}
-        }
-    }
-
-    /// The current file is complete: its `bytes` count as done from now on.
-    pub fn file_finished(&mut self, bytes: u64) {
-        self.finished_bytes += bytes;
-        self.file_size = 0;
-        self.file_done = 0;
-    }
-
-    fn prune(&mut self, now: Instant) {
-        while let Some(&(at, _)) = self.window.front() {
-            if now.saturating_duration_since(at) > SPEED_WINDOW {
-                self.window.pop_front();
-            } else {
-                break;
-            }
-        }
-    }
-
-    /// Bytes of the job, as far as known.
-    pub fn size(&self) -> u64 {
-        self.known_size
-            .unwrap_or(self.finished_bytes + self.file_size)
-    }
-
-    /// Bytes verified and written, resumed ones included.
-    pub fn done(&self) -> u64 {
-        self.finished_bytes + self.file_done
-    }
-
-    /// Bytes found on disk from an earlier run.
-    pub fn resumed(&self) -> u64 {
-        self.resumed
-    }
-
-    /// Bytes per second fetched over the last [`SPEED_WINDOW`] (or since the run began, if
-    /// that is shorter). Resumed bytes are not fetched, so they don't count.
-    pub fn speed(&self, now: Instant) -> f64 {
-        let since = now.saturating_duration_since(self.run_start);
-        let span = since.min(SPEED_WINDOW);
-        let bytes: u64 = self
-            .window
-            .iter()
-            .filter(|(at, _)| now.saturating_duration_since(*at) <= SPEED_WINDOW)
-            .map(|(_, b)| b)
-            .sum();
-        if bytes == 0 {
-            return 0.0;
-        }
-        // Not less than a tenth of a second: one chunk in the first instant is no speed.
-        bytes as f64 / span.as_secs_f64().max(0.1)
-    }
-
-    /// Time left at the current speed; `None` while nothing moves or the size is unknown.
-    pub fn eta(&self, now: Instant) -> Option<Duration> {
-        let speed = self.speed(now);
-        let left = self.size().checked_sub(self.done())?;
-        (speed > 0.0 && self.size() > 0).then(|| Duration::from_secs_f64(left as f64 / speed))
-    }
-
-    /// Hosts known for the current file.
-    pub fn hosts_known(&self) -> usize {
-        self.hosts_known
-    }
-
-    /// Hosts that delivered a chunk of the current file.
-    pub fn hosts_delivering(&self) -> usize {
-        self.delivering.len()
-    }
-}
 
 /// One job in the registry.
 #[derive(Debug)]
 struct Entry {
     target: String,
     out: PathBuf,
-    requests: Arc<Vec<DownloadRequest>>,
+    request: Arc<DownloadRequest>,
     name: Option<String>,
     file_id: Option<FileId>,
-    files_done: usize,
+    folder_id: Option<FolderId>,
     progress: Progress,
     state: DownloadState,
     path: Option<PathBuf>,
@@ -391,8 +253,12 @@ impl Entry {
             out: self.out.clone(),
             name: self.name.clone(),
             file_id: self.file_id,
-            files_total: self.requests.len(),
-            files_done: self.files_done,
+            folder_id: self.folder_id,
+            files_total: count(self.progress.files_total()),
+            files_done: count(self.progress.files_done()),
+            files_skipped: count(self.progress.files_skipped()),
+            conflicts: count(self.progress.conflicts()),
+            files_failed: count(self.progress.files_failed()),
             size: self.progress.size(),
             done: self.progress.done(),
             resumed: self.progress.resumed(),
@@ -425,6 +291,10 @@ impl Entry {
         }
         self.state = state;
     }
+}
+
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// The registry: every job of this run, under one std Mutex that is held for a lookup or an
@@ -523,7 +393,7 @@ pub(crate) struct RunTicket {
     pub id: DownloadId,
     pub run: u64,
     pub out: PathBuf,
-    pub requests: Arc<Vec<DownloadRequest>>,
+    pub request: Arc<DownloadRequest>,
     pub cancel: CancellationToken,
     /// The job's run lock (see `Entry::running`).
     pub running: Arc<tokio::sync::Mutex<()>>,
@@ -551,28 +421,30 @@ impl Downloads {
     pub fn insert(
         &self,
         target: String,
-        requests: Vec<DownloadRequest>,
+        request: DownloadRequest,
         out: PathBuf,
         cancel: CancellationToken,
     ) -> RunTicket {
         let now = Instant::now();
         let id = DownloadId(self.next.fetch_add(1, Ordering::Relaxed));
-        let known_size = requests
-            .iter()
-            .map(|r| r.manifest.as_ref().map(|m| m.size))
-            .sum::<Option<u64>>()
-            .filter(|_| requests.len() > 1);
-        // A folder job is named after its folder from the start.
-        let name = (requests.len() > 1)
-            .then(|| requests.first().and_then(|r| r.subdir.first().cloned()))
-            .flatten();
-        let requests = Arc::new(requests);
+        // A job from a manifest file knows its name, size and files from the start.
+        let (name, file_id, size, files) = match (&request.manifest, &request.folder) {
+            (Some(m), _) => (Some(m.name.clone()), Some(m.id()), Some(m.size), Some(1)),
+            (None, Some(folder)) => (
+                Some(folder.name.clone()),
+                None,
+                Some(folder.files.iter().map(|f| f.manifest.size).sum()),
+                Some(folder.files.len() as u64),
+            ),
+            (None, None) => (None, None, None, None),
+        };
+        let request = Arc::new(request);
         let running = Arc::new(tokio::sync::Mutex::new(()));
         let ticket = RunTicket {
             id,
             run: 0,
             out: out.clone(),
-            requests: requests.clone(),
+            request: request.clone(),
             cancel: cancel.clone(),
             running: running.clone(),
             observer: None,
@@ -580,11 +452,11 @@ impl Downloads {
         let entry = Entry {
             target,
             out,
-            requests,
+            request,
             name,
-            file_id: None,
-            files_done: 0,
-            progress: Progress::new(known_size, now),
+            file_id,
+            folder_id: None,
+            progress: Progress::new(size, files, now),
             state: DownloadState::LookingUp,
             path: None,
             started: SystemTime::now(),
@@ -694,7 +566,7 @@ impl Downloads {
                 id,
                 run: entry.run,
                 out: entry.out.clone(),
-                requests: entry.requests.clone(),
+                request: entry.request.clone(),
                 cancel,
                 running: entry.running.clone(),
                 observer: None,
@@ -737,29 +609,28 @@ impl Downloads {
         }
     }
 
-    /// Moves a running job to `state` (a cancelled one stays cancelled).
-    fn set_state(&self, id: DownloadId, run: u64, state: DownloadState) {
-        self.update(id, Some(run), |e, now| {
-            if e.state.is_finished() || e.state == state {
-                return false;
-            }
-            e.set_state(state, now);
-            true
-        });
-    }
-
     fn apply(&self, id: DownloadId, run: u64, event: &DownloadEvent) {
         self.update(id, Some(run), |e, now| {
             e.progress.apply(event, now);
             let state = match event {
-                DownloadEvent::Started { file_id, name, .. } => {
-                    e.file_id = Some(*file_id);
-                    if e.requests.len() == 1 || e.name.is_none() {
-                        e.name = Some(name.clone());
-                    }
+                // A file of a folder starting names nothing: the job keeps its folder's name.
+                DownloadEvent::Started { name, .. } if !e.progress.is_folder() => {
+                    e.name = Some(name.clone());
                     DownloadState::Running
                 }
-                DownloadEvent::Flushing => DownloadState::Flushing,
+                DownloadEvent::JobStarted { name, .. } => {
+                    e.name = Some(name.clone());
+                    DownloadState::Running
+                }
+                DownloadEvent::Started { .. }
+                | DownloadEvent::ChunkDone { .. }
+                | DownloadEvent::FileDone { .. }
+                    if e.state == DownloadState::LookingUp =>
+                {
+                    DownloadState::Running
+                }
+                // A file of a folder being flushed is no state of the whole job.
+                DownloadEvent::Flushing if !e.progress.is_folder() => DownloadState::Flushing,
                 _ => return false,
             };
             if e.state.is_finished() || e.state == state {
@@ -770,40 +641,64 @@ impl Downloads {
         });
     }
 
-    /// Files of a job finished so far (in any run).
-    fn files_done(&self, id: DownloadId) -> usize {
-        self.lock().entries.get(&id).map_or(0, |e| e.files_done)
-    }
-
-    /// Records a file of the job as finished (`path` is where it now is, `bytes` its size).
-    /// Counted whichever run fetched it: a run cancelled just as its file completed still
-    /// completed it, and the next run must not fetch it again.
-    fn file_finished(&self, id: DownloadId, path: PathBuf, bytes: u64) {
-        self.update(id, None, |e, _| {
-            e.files_done += 1;
-            e.progress.file_finished(bytes);
-            if e.requests.len() == 1 {
-                e.path = Some(path);
+    /// The run `run` resolved its request into `source`: the job's name, id, size, file count
+    /// and hosts are known from now on.
+    fn resolved(&self, id: DownloadId, run: u64, source: &JobSource) {
+        self.update(id, Some(run), |e, _| {
+            match source {
+                JobSource::File {
+                    file_id,
+                    manifest,
+                    hosts,
+                } => {
+                    e.name = Some(manifest.name.clone());
+                    e.file_id = Some(*file_id);
+                    e.progress.resolved(manifest.size, 1, hosts.len(), false);
+                }
+                JobSource::Folder {
+                    folder_id,
+                    head,
+                    hosts,
+                    ..
+                } => {
+                    e.name = Some(head.name.clone());
+                    e.file_id = None;
+                    e.folder_id = Some(*folder_id);
+                    e.progress
+                        .resolved(head.size, head.files, hosts.len(), true);
+                }
             }
-            // Files done is news for a listing, as a state is.
-            true
+            false
         });
     }
 
-    /// Ends a run: done (every file fetched), cancelled or failed.
-    fn finish(&self, id: DownloadId, run: u64, result: &Result<(), PeerError>) {
+    /// Ends a run: done (every file in place), failed (some file missing, or an error) or
+    /// cancelled.
+    fn finish(&self, id: DownloadId, run: u64, result: &Result<JobReport, PeerError>) {
         self.update(id, Some(run), |e, now| {
             if e.state.is_finished() {
                 return false;
             }
             let state = match result {
-                Ok(()) => {
-                    if e.requests.len() != 1 {
-                        // The folder the files went under, or the output folder.
-                        let top = e.requests.first().and_then(|r| r.subdir.first());
-                        e.path = Some(top.map_or_else(|| e.out.clone(), |t| e.out.join(t)));
+                Ok(report) => {
+                    e.progress.ended(report);
+                    match shortfall(report, e.progress.is_folder()) {
+                        None => {
+                            e.path = Some(report.path.clone());
+                            DownloadState::Done
+                        }
+                        Some(_) if e.cancel.is_cancelled() => DownloadState::Cancelled,
+                        Some(missing) => {
+                            let hint = if e.progress.is_folder() {
+                                "; run the same download again to resume"
+                            } else {
+                                ""
+                            };
+                            DownloadState::Failed(
+                                printable(&format!("{missing}{hint}")).to_string(),
+                            )
+                        }
                     }
-                    DownloadState::Done
                 }
                 Err(PeerError::Cancelled) => DownloadState::Cancelled,
                 Err(_) if e.cancel.is_cancelled() => DownloadState::Cancelled,
@@ -815,15 +710,153 @@ impl Downloads {
     }
 }
 
-/// Runs a job's requests one after another, from the first not finished yet, keeping its
-/// entry up to date and its observer (if any) told. Direct hosts known now (`connect`,
-/// `--from`) are asked as well.
+/// What a run that ended without every file in place is missing, in one line; `None` when
+/// every file is there. A folder: `3 of 5000 files missing (1 conflict, 2 failed)`. A single
+/// file: its path and what is in the way (or why it failed).
+pub fn shortfall(report: &JobReport, folder: bool) -> Option<String> {
+    if report.complete() {
+        return None;
+    }
+    if !folder {
+        if let Some(conflict) = report.conflicts.first() {
+            return Some(format!(
+                "{}: {}; it was left as it is: move it away, or download into another folder",
+                conflict.path.display(),
+                conflict.reason
+            ));
+        }
+        if let Some(failed) = report.failed.first() {
+            return Some(format!("{}: {}", failed.path.display(), failed.reason));
+        }
+    }
+    let missing = report
+        .files
+        .saturating_sub(report.fetched + report.already_there);
+    let mut why = Vec::new();
+    match report.conflicts_total {
+        0 => {}
+        1 => why.push("1 conflict".to_owned()),
+        n => why.push(format!("{n} conflicts")),
+    }
+    if report.failed_total > 0 {
+        why.push(format!("{} failed", report.failed_total));
+    }
+    let unexplained = missing.saturating_sub(report.conflicts_total + report.failed_total);
+    if unexplained > 0 {
+        why.push(format!("{unexplained} not fetched"));
+    }
+    Some(format!(
+        "{missing} of {} files missing ({})",
+        report.files,
+        why.join(", ")
+    ))
+}
+
+/// Download jobs: what every front end (the command line, the shells, the web API) calls to
+/// start, list, cancel and resume them.
+impl PeerHandle {
+    /// Starts a download job in the background: what `request` names (a file or a folder)
+    /// fetched into `out`, also from the direct hosts. `target` is what the user asked for
+    /// (shown in listings). `out` must be an existing folder.
+    pub async fn start_download(
+        &self,
+        target: String,
+        request: DownloadRequest,
+        out: PathBuf,
+    ) -> Result<DownloadId, PeerError> {
+        self.start_job(target, request, out, None).await
+    }
+
+    /// [`Self::start_download`], for a front end that shows the job itself: `observer` gets
+    /// the job's events as they come, then the run's end: its report, or its error as it was
+    /// (see [`JobUpdate`]). The job is listed, cancelled and resumed like any other.
+    pub async fn start_download_observed(
+        &self,
+        target: String,
+        request: DownloadRequest,
+        out: PathBuf,
+        observer: UnboundedSender<JobUpdate>,
+    ) -> Result<DownloadId, PeerError> {
+        self.start_job(target, request, out, Some(observer)).await
+    }
+
+    async fn start_job(
+        &self,
+        target: String,
+        request: DownloadRequest,
+        out: PathBuf,
+        observer: Option<UnboundedSender<JobUpdate>>,
+    ) -> Result<DownloadId, PeerError> {
+        if !is_dir(&out).await {
+            return Err(PeerError::NoOutputFolder(out));
+        }
+        let mut ticket = self
+            .registry()
+            .insert(target, request, out, self.shutdown_token());
+        ticket.observer = observer;
+        let id = ticket.id;
+        self.spawn_run(ticket);
+        Ok(id)
+    }
+
+    fn spawn_run(&self, ticket: RunTicket) {
+        let span = info_span!("download", id = %ticket.id);
+        self.spawn(run(self.clone(), ticket).instrument(span));
+    }
+
+    /// Every download job of this run, oldest first.
+    pub fn downloads(&self) -> Vec<DownloadInfo> {
+        self.registry().list()
+    }
+
+    /// The download jobs that changed (progress included) after registry version `since`, in
+    /// the order they last changed, and the registry's version now: pass it as `since` next
+    /// time to get only what moved in between (0 gets every job). Builds views of the changed
+    /// jobs only, so a live view can poll it often; jobs forgotten meanwhile (see
+    /// [`crate::downloads::KEPT_FINISHED`]) are not in it.
+    pub fn downloads_changed_since(&self, since: u64) -> (Vec<DownloadInfo>, u64) {
+        self.registry().changed_since(since)
+    }
+
+    /// One download job.
+    pub fn download_info(&self, id: DownloadId) -> Option<DownloadInfo> {
+        self.registry().get(id)
+    }
+
+    /// Cancels a running job; its part files stay for a resume. A job that has finished (done,
+    /// failed or cancelled) is left as it is and answered as it is.
+    pub fn cancel_download(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
+        self.registry().cancel(id)
+    }
+
+    /// Runs a cancelled or failed job again into the same folder: the same request once more,
+    /// where files already there (identical, checked by hash) are skipped and `.part` files
+    /// pick up what was verified. A job that is done is answered as it is; a running one is
+    /// [`PeerError::DownloadRunning`].
+    pub fn resume_download(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
+        if let Some(ticket) = self.registry().resume(id, self.shutdown_token())? {
+            self.spawn_run(ticket);
+        }
+        self.registry()
+            .get(id)
+            .ok_or(PeerError::UnknownDownload(id))
+    }
+}
+
+/// Whether `path` is a folder (following links), without blocking the reactor on the `stat`.
+async fn is_dir(path: &Path) -> bool {
+    tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir())
+}
+
+/// Runs a job once: resolves its request (direct hosts known now, `connect` and `--from`,
+/// asked as well), runs the engine on it, shares what it put on disk, and keeps the job's
+/// entry up to date and its observer (if any) told.
 pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
     let RunTicket {
         id,
         run,
         out,
-        requests,
+        request,
         cancel,
         running,
         observer,
@@ -834,190 +867,162 @@ pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
             let _ = observer.send(update);
         }
     };
-    // After a cancelled run has let go; files it finished meanwhile count.
+    // After a cancelled run has let go of its part files.
     let _running = running.lock_owned().await;
     let downloads = peer.registry();
-    let from = downloads.files_done(id);
-    let direct = peer.direct_hosts();
-    let mut result = Ok(());
-    for request in requests.iter().skip(from) {
-        if cancel.is_cancelled() {
-            result = Err(PeerError::Cancelled);
-            break;
-        }
-        downloads.set_state(id, run, DownloadState::LookingUp);
-        let mut request = request.clone();
-        for host in &direct {
-            if !request.hosts.contains(host) {
-                request.hosts.push(*host);
-            }
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let fetch = peer.fetch(request, &out, Some(tx), cancel.clone());
-        tokio::pin!(fetch);
-        let event = |event: DownloadEvent| {
-            downloads.apply(id, run, &event);
-            tell(JobUpdate::Event(event));
-        };
-        let fetched = loop {
-            tokio::select! {
-                fetched = &mut fetch => break fetched,
-                Some(e) = rx.recv() => event(e),
-            }
-        };
-        while let Ok(e) = rx.try_recv() {
-            event(e);
-        }
-        match fetched {
-            Ok(report) => {
-                downloads.file_finished(id, report.path.clone(), report.bytes);
-                tell(JobUpdate::FileDone(report));
-            }
-            Err(err) => {
-                result = Err(err);
-                break;
-            }
+    let mut request = (*request).clone();
+    for host in peer.direct_hosts() {
+        if !request.hosts.contains(&host) {
+            request.hosts.push(host);
         }
     }
+    let event = |event: DownloadEvent| {
+        downloads.apply(id, run, &event);
+        tell(JobUpdate::Event(event));
+    };
+    let result = run_once(&peer, id, run, &request, &out, &cancel, event).await;
     // An observer reports the end itself (the command line prints the error).
-    if let (Err(err), None) = (&result, &observer) {
-        warn!(download = %id, %err, "download ended");
+    if observer.is_none() {
+        match &result {
+            Err(err) => warn!(download = %id, %err, "download ended"),
+            Ok(report) if !report.complete() => {
+                warn!(download = %id, missing = report.files - report.fetched - report.already_there, "download ended with files missing");
+            }
+            Ok(_) => {}
+        }
     }
     downloads.finish(id, run, &result);
     tell(JobUpdate::Ended(result));
 }
 
+/// One run of a job: resolve, engine, share. Events go to `event` as they come.
+async fn run_once(
+    peer: &PeerHandle,
+    id: DownloadId,
+    run: u64,
+    request: &DownloadRequest,
+    out: &Path,
+    cancel: &CancellationToken,
+    event: impl Fn(DownloadEvent),
+) -> Result<JobReport, PeerError> {
+    let (source, refresh) = tokio::select! {
+        resolved = peer.resolve(request) => resolved?,
+        () = cancel.cancelled() => return Err(PeerError::Cancelled),
+    };
+    peer.registry().resolved(id, run, &source);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = download::run(
+        source,
+        out,
+        peer.download_options(),
+        EventSink::new(Some(tx)),
+        refresh,
+        cancel.clone(),
+    );
+    tokio::pin!(job);
+    let ended = loop {
+        tokio::select! {
+            ended = &mut job => break ended,
+            Some(e) = rx.recv() => event(e),
+        }
+    };
+    while let Ok(e) = rx.try_recv() {
+        event(e);
+    }
+    let mut report = ended?;
+    // Share what is on disk now (verified, not hashed again).
+    if let Some(fetched) = report.shared.take() {
+        peer.share_fetched(fetched).await;
+    }
+    Ok(report)
+}
+
+impl PeerHandle {
+    /// The download knobs of this peer, as it is registered now.
+    fn download_options(&self) -> DownloadOptions {
+        let node = &self.node;
+        let mut options = DownloadOptions::new(&node.config, node.tls.clone());
+        options.me = node.session().map(|s| s.peer_id);
+        options
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::download::FileProblem;
 
-    fn host(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    fn started(size: u64, hosts: usize, resumed: u64) -> DownloadEvent {
+    fn started(size: u64) -> DownloadEvent {
         DownloadEvent::Started {
             file_id: FileId([7; 32]),
             name: "f".into(),
             size,
             chunks: 1,
-            hosts,
-            resumed,
+            hosts: 1,
+            resumed: 0,
         }
     }
 
-    fn chunk(bytes: usize, port: u16) -> DownloadEvent {
+    fn chunk(bytes: usize) -> DownloadEvent {
         DownloadEvent::ChunkDone {
             index: 0,
             bytes,
-            host: host(port),
+            host: SocketAddr::from(([127, 0, 0, 1], 1)),
         }
     }
 
-    const MB: usize = 1_000_000;
-
-    #[test]
-    fn speed_is_bytes_over_the_last_window() {
-        let t0 = Instant::now();
-        let mut p = Progress::new(None, t0);
-        p.apply(&started(100 * MB as u64, 2, 0), t0);
-        // 1 MB every second for 10 s.
-        for s in 1..=10 {
-            p.apply(&chunk(MB, 1), t0 + Duration::from_secs(s));
+    /// What a run that put every one of `files` files (`size` bytes) in place reports.
+    fn report(files: u64, size: u64) -> JobReport {
+        JobReport {
+            path: PathBuf::from("/tmp/f"),
+            files,
+            fetched: files,
+            already_there: 0,
+            conflicts: Vec::new(),
+            conflicts_total: 0,
+            failed: Vec::new(),
+            failed_total: 0,
+            bytes_fetched: size,
+            bytes_resumed: 0,
+            size,
+            elapsed: Duration::from_secs(1),
+            per_host: Vec::new(),
+            shared: None,
         }
-        let now = t0 + Duration::from_secs(10);
-        // The last 5 s hold 5 chunks (6..=10) plus the one exactly at the edge (5).
-        let speed = p.speed(now);
-        assert!((1.0e6..=1.2e6).contains(&speed), "{speed}");
-        assert_eq!(p.done(), 10 * MB as u64);
-        // 90 MB left at about 1 MB/s.
-        let eta = p.eta(now).unwrap().as_secs_f64();
-        assert!((75.0..=90.0).contains(&eta), "{eta}");
-        // Nothing for 10 s more: the window is empty, the speed 0, no ETA.
-        let later = now + Duration::from_secs(10);
-        assert_eq!(p.speed(later), 0.0);
-        assert_eq!(p.eta(later), None);
     }
 
-    #[test]
-    fn early_speed_divides_by_the_time_since_the_start() {
-        let t0 = Instant::now();
-        let mut p = Progress::new(None, t0);
-        p.apply(&started(10 * MB as u64, 1, 0), t0);
-        p.apply(&chunk(2 * MB, 1), t0 + Duration::from_secs(1));
-        let speed = p.speed(t0 + Duration::from_secs(2));
-        assert!((speed - 1.0e6).abs() < 1.0, "{speed}");
-    }
-
-    #[test]
-    fn resumed_bytes_count_as_done_but_not_as_speed() {
-        let t0 = Instant::now();
-        let mut p = Progress::new(None, t0);
-        p.apply(&started(8 * MB as u64, 1, 4 * MB as u64), t0);
-        assert_eq!(p.done(), 4 * MB as u64);
-        assert_eq!(p.resumed(), 4 * MB as u64);
-        assert_eq!(p.speed(t0 + Duration::from_secs(1)), 0.0);
-        p.apply(&chunk(MB, 1), t0 + Duration::from_secs(1));
-        let speed = p.speed(t0 + Duration::from_secs(1));
-        assert!((speed - 1.0e6).abs() < 1.0, "{speed}");
-    }
-
-    #[test]
-    fn hosts_delivering_and_dropped() {
-        let t0 = Instant::now();
-        let mut p = Progress::new(None, t0);
-        p.apply(&started(10, 3, 0), t0);
-        p.apply(&chunk(1, 1), t0);
-        p.apply(&chunk(1, 2), t0);
-        p.apply(&chunk(1, 2), t0);
-        assert_eq!((p.hosts_known(), p.hosts_delivering()), (3, 2));
-        p.apply(
-            &DownloadEvent::PeerFailed {
-                host: host(2),
-                error: "gone".into(),
-                dropped: true,
-            },
-            t0,
-        );
-        assert_eq!((p.hosts_known(), p.hosts_delivering()), (2, 1));
-        // A failure that keeps the host changes nothing.
-        p.apply(
-            &DownloadEvent::PeerFailed {
-                host: host(1),
-                error: "slow".into(),
-                dropped: false,
-            },
-            t0,
-        );
-        assert_eq!((p.hosts_known(), p.hosts_delivering()), (2, 1));
-    }
-
-    #[test]
-    fn files_of_a_job_add_up_and_survive_a_restart() {
-        let t0 = Instant::now();
-        let mut p = Progress::new(Some(30), t0);
-        p.apply(&started(10, 1, 0), t0);
-        p.apply(&chunk(10, 1), t0);
-        p.file_finished(10);
-        p.apply(&started(20, 1, 0), t0);
-        p.apply(&chunk(5, 1), t0);
-        assert_eq!((p.size(), p.done()), (30, 15));
-        let t1 = t0 + Duration::from_secs(60);
-        p.restart(t1);
-        // The finished file stays; the half file will report its resumed bytes again.
-        assert_eq!((p.size(), p.done()), (30, 10));
-        p.apply(&started(20, 1, 5), t1);
-        assert_eq!((p.done(), p.resumed()), (15, 5));
-        assert_eq!(p.speed(t1), 0.0);
+    fn problem(path: &str, reason: &str) -> FileProblem {
+        FileProblem {
+            path: PathBuf::from(path),
+            reason: reason.into(),
+        }
     }
 
     fn job(downloads: &Downloads) -> RunTicket {
         downloads.insert(
             "t".into(),
-            vec![DownloadRequest::by_id("abcdef12")],
+            DownloadRequest::by_id("abcdef12"),
             PathBuf::from("/tmp"),
             CancellationToken::new(),
         )
+    }
+
+    fn folder_job(downloads: &Downloads) -> RunTicket {
+        let ticket = job(downloads);
+        downloads.apply(
+            ticket.id,
+            ticket.run,
+            &DownloadEvent::JobStarted {
+                name: "album".into(),
+                files: 5000,
+                size: 5000,
+                hosts: 2,
+                resumed: 0,
+            },
+        );
+        ticket
     }
 
     #[test]
@@ -1041,17 +1046,17 @@ mod tests {
             .unwrap();
         assert_eq!(second.run, 1);
         // The first run ends late: it no longer writes to the job.
-        downloads.apply(id, first.run, &started(10, 1, 0));
+        downloads.apply(id, first.run, &started(10));
         downloads.finish(id, first.run, &Err(PeerError::Cancelled));
         let info = downloads.get(id).unwrap();
         assert_eq!((info.state, info.size), (DownloadState::LookingUp, 0));
         // The second one does.
-        downloads.apply(id, second.run, &started(10, 1, 0));
-        downloads.file_finished(id, PathBuf::from("/tmp/f"), 10);
-        downloads.finish(id, second.run, &Ok(()));
+        downloads.apply(id, second.run, &started(10));
+        downloads.apply(id, second.run, &chunk(10));
+        downloads.finish(id, second.run, &Ok(report(1, 10)));
         let info = downloads.get(id).unwrap();
         assert_eq!(info.state, DownloadState::Done);
-        assert_eq!((info.done, info.files_done), (10, 1));
+        assert_eq!((info.done, info.files_done, info.files_total), (10, 1, 1));
         assert_eq!(info.path, Some(PathBuf::from("/tmp/f")));
         // Done: cancel and resume leave it as it is.
         assert_eq!(downloads.cancel(id).unwrap().state, DownloadState::Done);
@@ -1061,16 +1066,141 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        // insert, cancel, resume, Running, file done, Done: one change each, no more.
+        // insert, cancel, resume, Running, Done: one change each, no more (none per chunk).
         let mut seen = 0;
         while changes.try_recv().is_ok() {
             seen += 1;
         }
-        assert_eq!(seen, 6);
+        assert_eq!(seen, 5);
         assert!(matches!(
             downloads.cancel(DownloadId(99)),
             Err(PeerError::UnknownDownload(DownloadId(99)))
         ));
+    }
+
+    #[test]
+    fn a_folder_job_is_one_entry_counting_its_files() {
+        let downloads = Downloads::default();
+        let mut changes = downloads.changes().subscribe();
+        let ticket = folder_job(&downloads);
+        let id = ticket.id;
+        // A big file of the folder starting (its part file ready) names nothing.
+        downloads.apply(id, ticket.run, &started(10));
+        for n in 0..10u64 {
+            downloads.apply(
+                id,
+                ticket.run,
+                &DownloadEvent::FileDone {
+                    path: PathBuf::from(format!("/tmp/album/{n}")),
+                    bytes: 1,
+                    already_there: n < 4,
+                },
+            );
+        }
+        downloads.apply(
+            id,
+            ticket.run,
+            &DownloadEvent::FileConflict {
+                path: PathBuf::from("/tmp/album/x"),
+                reason: "a folder is there".into(),
+            },
+        );
+        let info = downloads.get(id).unwrap();
+        assert_eq!(downloads.list().len(), 1);
+        assert_eq!(info.name.as_deref(), Some("album"));
+        assert_eq!(
+            (
+                info.files_total,
+                info.files_done,
+                info.files_skipped,
+                info.conflicts
+            ),
+            (5000, 10, 4, 1)
+        );
+        assert_eq!((info.size, info.done), (5000, 10));
+        // insert and Running are news; files done are progress (a version), not news.
+        let mut seen = 0;
+        while changes.try_recv().is_ok() {
+            seen += 1;
+        }
+        assert_eq!(seen, 2);
+    }
+
+    #[test]
+    fn a_folder_missing_files_fails_with_a_summary_and_resumes() {
+        let downloads = Downloads::default();
+        let ticket = folder_job(&downloads);
+        let id = ticket.id;
+        let ended = JobReport {
+            fetched: 4990,
+            already_there: 7,
+            conflicts: vec![problem("/tmp/album/a", "a folder is there")],
+            conflicts_total: 1,
+            failed: vec![
+                problem("/tmp/album/b", "no host has it"),
+                problem("/tmp/album/c", "no host has it"),
+            ],
+            failed_total: 2,
+            ..report(5000, 5000)
+        };
+        downloads.finish(id, ticket.run, &Ok(ended));
+        let info = downloads.get(id).unwrap();
+        assert_eq!(
+            info.state,
+            DownloadState::Failed(
+                "3 of 5000 files missing (1 conflict, 2 failed); run the same download again \
+                 to resume"
+                    .into()
+            )
+        );
+        assert_eq!(
+            (
+                info.files_done,
+                info.files_skipped,
+                info.conflicts,
+                info.files_failed
+            ),
+            (4997, 7, 1, 2)
+        );
+        assert_eq!(info.path, None);
+        // A resume is the same request again; the new run counts from nothing.
+        let again = downloads
+            .resume(id, CancellationToken::new())
+            .unwrap()
+            .unwrap();
+        let info = downloads.get(id).unwrap();
+        assert_eq!((info.files_done, info.conflicts), (0, 0));
+        assert_eq!(again.request.id, "abcdef12");
+    }
+
+    #[test]
+    fn a_single_file_in_the_way_is_named() {
+        let ended = JobReport {
+            fetched: 0,
+            conflicts: vec![problem("/tmp/f", "a different file is there (5 bytes)")],
+            conflicts_total: 1,
+            ..report(1, 10)
+        };
+        assert_eq!(
+            shortfall(&ended, false).unwrap(),
+            "/tmp/f: a different file is there (5 bytes); it was left as it is: move it away, \
+             or download into another folder"
+        );
+        // The same report as a one-file folder is counted, not named.
+        assert_eq!(
+            shortfall(&ended, true).unwrap(),
+            "1 of 1 files missing (1 conflict)"
+        );
+        assert_eq!(shortfall(&report(3, 3), true), None);
+        // Files missing without a reason listed (the run stopped early) are said so.
+        let short = JobReport {
+            fetched: 1,
+            ..report(3, 3)
+        };
+        assert_eq!(
+            shortfall(&short, true).unwrap(),
+            "2 of 3 files missing (2 not fetched)"
+        );
     }
 
     #[test]
@@ -1099,9 +1229,9 @@ mod tests {
             downloads.finish(id, 0, &Err(PeerError::Cancelled));
         }
         let (_, seen) = downloads.changed_since(0);
-        downloads.apply(long.id, long.run, &started(10, 1, 0));
-        downloads.file_finished(long.id, PathBuf::from("/tmp/f"), 10);
-        downloads.finish(long.id, long.run, &Ok(()));
+        downloads.apply(long.id, long.run, &started(10));
+        downloads.apply(long.id, long.run, &chunk(10));
+        downloads.finish(long.id, long.run, &Ok(report(1, 10)));
         // Its end is kept, and is what a live view gets next.
         let info = downloads
             .get(long.id)
@@ -1138,8 +1268,8 @@ mod tests {
         // Nothing moved: nothing to send.
         assert_eq!(downloads.changed_since(v1), (vec![], v1));
         // Progress (no state change) of one job, a cancel of another.
-        downloads.apply(a.id, a.run, &started(10, 1, 0));
-        downloads.apply(a.id, a.run, &chunk(4, 1));
+        downloads.apply(a.id, a.run, &started(10));
+        downloads.apply(a.id, a.run, &chunk(4));
         downloads.cancel(c.id).unwrap();
         let (moved, v2) = downloads.changed_since(v1);
         let seen: Vec<_> = moved.iter().map(|d| (d.id, d.done)).collect();
@@ -1161,14 +1291,5 @@ mod tests {
         );
         assert_eq!(downloads.changed_since(v1).0.len(), 2);
         assert_eq!(downloads.changed_since(v3).0, vec![]);
-    }
-
-    #[test]
-    fn unknown_total_grows_file_by_file() {
-        let t0 = Instant::now();
-        let mut p = Progress::new(None, t0);
-        assert_eq!(p.size(), 0);
-        p.apply(&started(10, 1, 0), t0);
-        assert_eq!(p.size(), 10);
     }
 }

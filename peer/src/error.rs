@@ -149,6 +149,27 @@ pub enum PeerError {
     /// A folder to share could not be listed completely.
     #[error("cannot list every folder under {}", printable(&.0.display().to_string()))]
     IncompleteFolder(PathBuf),
+    /// A folder record (a head, a page, a path in it) breaks a rule of folder records.
+    #[error(transparent)]
+    Folder(#[from] p2p_protocol::folder::FolderError),
+    /// No host gave a folder's file list that checks out against its id.
+    #[error(
+        "cannot get the file list of folder {} ({}) from any host: {}",
+        printable(name),
+        id.fmt_short(),
+        printable(reason)
+    )]
+    NoFolderRecord {
+        /// The folder's name.
+        name: String,
+        /// Its id.
+        id: p2p_protocol::FolderId,
+        /// The last host's failure.
+        reason: String,
+    },
+    /// A download ended with files not in place (conflicts, failures), as one line.
+    #[error("{}", printable(.0))]
+    FilesMissing(String),
     /// A background task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),

@@ -11,7 +11,9 @@
 //! * [`chunk_server`]: answers chunk and manifest requests from other peers.
 //! * [`index_client`]: register / heartbeat / lookup against the index server.
 //! * `heartbeat`: keeps the registration alive and re-registers after an index restart.
-//! * [`shared_files`]: the files this peer serves.
+//! * [`shared_files`]: the files and folders this peer serves, by id.
+//! * `shared_folders`: a folder shared as a whole, served without an open file per file.
+//! * `sharing`: hashing, serving and announcing files and folders (in batches).
 //! * [`inbox`]: text messages from other peers.
 //! * [`share_dir`]: a folder kept shared as it changes.
 //! * [`download`]: one download job (a file or a folder): its engine, scheduler, connections
@@ -36,6 +38,8 @@ mod manifest_jobs;
 pub mod node;
 pub mod share_dir;
 pub mod shared_files;
+mod shared_folders;
+mod sharing;
 
 pub use config::{PeerConfig, Rediscover};
 pub use download::{DownloadEvent, DownloadReport};
@@ -44,3 +48,4 @@ pub use error::{IndexConflict, PeerError};
 pub use inbox::ReceivedMessage;
 pub use node::{DownloadRequest, Peer, PeerHandle};
 pub use shared_files::SharedFileInfo;
+pub use sharing::Shared;

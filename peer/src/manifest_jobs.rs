@@ -1,5 +1,4 @@
-//! The download requests a manifest file stands for: one per file, a folder's files each in
-//! its own folder under the output folder. The command line, the shells and the web API all
+//! The download request a manifest file stands for: one job, for a file or a whole folder. The command line, the shells and the web API all
 //! turn a `.p2pm` into a job here, so they fetch the same files into the same places; and the
 //! shells and the web API ask [`PeerHandle::check_manifest_index`] first, so a running peer
 //! refuses a manifest for another index the same way whichever front end it came through.
@@ -56,30 +55,22 @@ fn index_conflict(
 }
 
 impl DownloadRequest {
-    /// The requests of manifest file `doc`, each also asking `hosts` directly: one for a file;
-    /// for a folder, one per file, placed under the folder's name and its path inside it.
-    pub fn for_manifest_file(doc: AnyManifestFile, hosts: &[SocketAddr]) -> Vec<Self> {
+    /// The request manifest file `doc` stands for, also asking `hosts` directly: one job,
+    /// for a file or for a whole folder (its files go to `<out>/<folder name>/<path>`).
+    pub fn for_manifest_file(doc: AnyManifestFile, hosts: &[SocketAddr]) -> Self {
         match doc {
-            AnyManifestFile::File(f) => vec![Self {
+            AnyManifestFile::File(f) => Self {
                 id: f.file_id.to_string(),
                 manifest: Some(f.manifest),
+                folder: None,
                 hosts: hosts.to_vec(),
-                subdir: Vec::new(),
-            }],
-            AnyManifestFile::Folder(folder) => folder
-                .files
-                .into_iter()
-                .map(|entry| {
-                    let mut subdir = vec![folder.name.clone()];
-                    subdir.extend(entry.path[..entry.path.len() - 1].iter().cloned());
-                    Self {
-                        id: entry.file_id.to_string(),
-                        manifest: Some(entry.manifest),
-                        hosts: hosts.to_vec(),
-                        subdir,
-                    }
-                })
-                .collect(),
+            },
+            AnyManifestFile::Folder(folder) => Self {
+                id: folder.folder_id().to_string(),
+                manifest: None,
+                folder: Some(std::sync::Arc::new(folder)),
+                hosts: hosts.to_vec(),
+            },
         }
     }
 }

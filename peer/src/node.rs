@@ -1,17 +1,16 @@
 //! [`Peer::start`] wires a peer together; [`PeerHandle`] is what the CLI and shells call.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use p2p_protocol::{
-    FileId, FileManifest, FileSummary, IdPrefix, NodeId, PeerConversation, PeerId, PeerRequest,
-    PeerResponse, PeerSummary, ProtocolError,
+    FileId, FileSummary, NodeId, PeerConversation, PeerRequest, PeerResponse, PeerSummary,
+    ProtocolError,
 };
-use p2p_storage::{OpenSource, SourceFile, Tree, TreeFile};
-use p2p_transport::{ClientConnection, Tls};
+use p2p_transport::Tls;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -20,17 +19,15 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::chunk_server::{ChunkServer, ServeStats};
 use crate::config::PeerConfig;
-use crate::download::{
-    self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, HostSpec, Refresh, Wanted,
-};
-use crate::downloads::{
-    self, DownloadId, DownloadInfo, Downloads, JobUpdate, PeerChange, PeerStatus, RunTicket,
-};
+use crate::download::{self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, JobSource};
+use crate::downloads::{Downloads, PeerChange, PeerStatus};
 use crate::error::PeerError;
 use crate::heartbeat;
 use crate::inbox::{Inbox, ReceivedMessage};
 use crate::index_client::{IndexClient, Session};
 use crate::shared_files::{SharedFileInfo, SharedFiles};
+
+pub use crate::download::resolve::DownloadRequest;
 
 /// Namespace for starting a peer.
 #[derive(Debug)]
@@ -53,7 +50,7 @@ pub(crate) struct Node {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// Download jobs, and the change feed every live view listens to.
-    downloads: Downloads,
+    pub downloads: Downloads,
     /// The runtime the peer started on: jobs started from another thread (a shell's) run
     /// there too.
     runtime: tokio::runtime::Handle,
@@ -70,7 +67,7 @@ impl Node {
             .clone()
     }
 
-    fn set_session(&self, session: Option<Session>) {
+    pub(crate) fn set_session(&self, session: Option<Session>) {
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = session;
     }
 
@@ -80,41 +77,8 @@ impl Node {
     }
 
     /// The address we ask the index to hand out for us.
-    fn advertised_addr(&self) -> SocketAddr {
+    pub(crate) fn advertised_addr(&self) -> SocketAddr {
         self.config.advertise_addr.unwrap_or(self.local_addr)
-    }
-
-    /// Registers afresh and re-adds every shared file.
-    pub async fn register_everything(&self) -> Result<Session, PeerError> {
-        let index = self.index()?;
-        let session = index.register(self.advertised_addr()).await?;
-        // The registration stands even if some file is refused (a cap, say): keep it, or the
-        // next heartbeat would register yet another peer.
-        self.set_session(Some(session.clone()));
-        for manifest in self.files.manifests() {
-            let name = manifest.name.clone();
-            match index.add_file(&session, manifest).await {
-                Ok(_) => {}
-                Err(err @ PeerError::IndexRefused { .. }) => {
-                    warn!(%err, file = %name, "the index refused a shared file");
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(session)
-    }
-
-    /// Withdraws files that changed on disk from the index.
-    pub async fn withdraw_pending(&self) {
-        let (Some(session), Some(index)) = (self.session(), self.index.as_ref()) else {
-            return;
-        };
-        for file_id in self.files.take_withdrawn() {
-            self.downloads.announce(PeerChange::FileUnshared(file_id));
-            if let Err(err) = index.remove_file(&session, file_id).await {
-                warn!(%err, file = %file_id.fmt_short(), "cannot withdraw changed file from the index");
-            }
-        }
     }
 }
 
@@ -181,35 +145,10 @@ impl Peer {
     }
 }
 
-/// What to download, and where besides the index to look for it.
-#[derive(Clone, Debug, Default)]
-pub struct DownloadRequest {
-    /// The file id, or (with an index) a unique prefix of it.
-    pub id: String,
-    /// The manifest, if the caller has it already (from a manifest file); it must hash to
-    /// `id`, which must then be the full id.
-    pub manifest: Option<FileManifest>,
-    /// Peers to fetch from directly, whether or not the index knows them.
-    pub hosts: Vec<SocketAddr>,
-    /// Folders under the output folder to put the file in (one safe name per level; part of a
-    /// folder download).
-    pub subdir: Vec<String>,
-}
-
-impl DownloadRequest {
-    /// A download by id or prefix, through the index.
-    pub fn by_id(id: &str) -> Self {
-        Self {
-            id: id.to_owned(),
-            ..Self::default()
-        }
-    }
-}
-
 /// A running peer. Cheap to clone; every clone controls the same peer.
 #[derive(Clone, Debug)]
 pub struct PeerHandle {
-    node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
 }
 
 impl PeerHandle {
@@ -233,45 +172,21 @@ impl PeerHandle {
         self.node.stats.chunks_served.load(Ordering::Relaxed)
     }
 
-    /// The files this peer shares.
+    /// The files and folders this peer shares, one line each (a folder's line has
+    /// [`SharedFileInfo::files`]).
     pub fn files(&self) -> Vec<SharedFileInfo> {
         self.node.files.list()
     }
 
-    /// Hashes `path`, starts serving it and announces it to the index. Returns its id.
-    pub async fn register(&self, path: &Path) -> Result<FileId, PeerError> {
-        Ok(self.register_manifest(path).await?.id())
+    /// Every file this peer serves, one line each, those inside its folders included.
+    pub fn every_file(&self) -> Vec<SharedFileInfo> {
+        self.node.files.every_file()
     }
 
-    /// Like [`PeerHandle::register`], returning the whole manifest (for manifest files).
-    /// The file is opened once (a FIFO or device is refused, never waited on) and hashed and
-    /// served through that one handle.
-    pub async fn register_manifest(&self, path: &Path) -> Result<FileManifest, PeerError> {
-        let owned = path.to_owned();
-        self.register_opened(move || OpenSource::open(&owned)).await
-    }
-
-    /// Shares one file of a shared folder: opened beneath the folder's handle, and only if it
-    /// is still the file the walk saw.
-    pub async fn register_tree_file(
-        &self,
-        tree: Arc<Tree>,
-        file: TreeFile,
-    ) -> Result<FileManifest, PeerError> {
-        self.register_opened(move || tree.open_file(&file)).await
-    }
-
-    /// Opens with `open`, hashes through that handle, serves it and announces it.
-    async fn register_opened(
-        &self,
-        open: impl FnOnce() -> Result<OpenSource, p2p_storage::StorageError> + Send + 'static,
-    ) -> Result<FileManifest, PeerError> {
-        let source = tokio::task::spawn_blocking(move || SourceFile::hash(open()?))
-            .await
-            .map_err(|e| PeerError::Internal(e.to_string()))??;
-        let manifest = source.manifest().clone();
-        self.share_source(source).await?;
-        Ok(manifest)
+    /// How many files of shared folders are open right now (at most
+    /// 256, however many the folders hold).
+    pub fn open_folder_files(&self) -> usize {
+        self.node.files.open_folder_files()
     }
 
     /// A token cancelled when the peer shuts down.
@@ -283,56 +198,6 @@ impl PeerHandle {
     /// whichever thread calls.
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         self.node.tasks.spawn_on(task, &self.node.runtime);
-    }
-
-    /// Starts serving an already-hashed file and announces it.
-    pub async fn share_source(&self, source: SourceFile) -> Result<FileId, PeerError> {
-        let manifest = source.manifest().clone();
-        let file_id = manifest.id();
-        self.node.files.insert(file_id, Arc::new(source));
-        self.node
-            .downloads
-            .announce(PeerChange::FileShared(file_id));
-        if let Some(index) = &self.node.index {
-            let session = self.node.session().ok_or_else(|| PeerError::IndexRefused {
-                code: p2p_protocol::ErrorCode::UnknownPeer,
-                message: "not registered with the index right now; the file will be announced when the index is back".into(),
-            })?;
-            index.add_file(&session, manifest).await?;
-        }
-        info!(file = %file_id.fmt_short(), "sharing file");
-        Ok(file_id)
-    }
-
-    /// Stops sharing a file given by full id or unique prefix among this peer's files.
-    pub async fn unshare(&self, id: &str) -> Result<FileId, PeerError> {
-        let prefix: IdPrefix = id.parse()?;
-        let matching: Vec<FileId> = self
-            .files()
-            .into_iter()
-            .map(|f| f.file_id)
-            .filter(|id| prefix.matches(id))
-            .collect();
-        let file_id = match matching.as_slice() {
-            [one] => *one,
-            [] => return Err(PeerError::NotSharedPrefix(prefix.to_string())),
-            _ => {
-                return Err(PeerError::AmbiguousPrefix {
-                    prefix: prefix.to_string(),
-                    count: matching.len(),
-                    what: "shared files",
-                });
-            }
-        };
-        if self.node.files.remove(&file_id) {
-            self.node
-                .downloads
-                .announce(PeerChange::FileUnshared(file_id));
-        }
-        if let (Some(session), Some(index)) = (self.node.session(), &self.node.index) {
-            index.remove_file(&session, file_id).await?;
-        }
-        Ok(file_id)
     }
 
     /// Downloads the file with id (or unique prefix) `id` into `out_dir`, from every peer that
@@ -348,8 +213,10 @@ impl PeerHandle {
             .await
     }
 
-    /// Downloads what `request` describes: the manifest from the request, the index, or the
-    /// named hosts (in that order); hosts from the index and the request together.
+    /// Downloads what `request` describes (a file or a folder, see
+    /// [`DownloadRequest`]) into `out_dir` as one job, outside the registry, then shares it
+    /// too: resolve, the engine, share what it fetched, as a registry job does. A job that
+    /// ends with files missing is [`PeerError::FilesMissing`].
     pub async fn fetch(
         &self,
         request: DownloadRequest,
@@ -357,156 +224,28 @@ impl PeerHandle {
         events: Option<UnboundedSender<DownloadEvent>>,
         cancel: CancellationToken,
     ) -> Result<DownloadReport, PeerError> {
-        let lookup = self.resolve(&request).await?;
+        let (source, refresh) = self.resolve(&request).await?;
+        let (id, folder) = match &source {
+            JobSource::File { file_id, .. } => (*file_id, false),
+            JobSource::Folder { folder_id, .. } => (FileId(folder_id.0), true),
+        };
         let mut options = DownloadOptions::new(&self.node.config, self.node.tls.clone());
         options.me = self.node.session().map(|s| s.peer_id);
-        // While every host is gone, the pool asks the index again.
-        let refresh: Option<Refresh> = self.node.index.as_ref().map(|_| {
-            let node = self.node.clone();
-            let full_id = lookup.file_id.to_string();
-            let refresh: Refresh = Arc::new(move || {
-                let node = node.clone();
-                let id = full_id.clone();
-                Box::pin(async move { node.index()?.lookup(&id).await.map(|found| found.hosts) })
-            });
-            refresh
-        });
-        let (report, source) = download::download(
-            lookup,
-            out_dir,
-            &request.subdir,
-            options,
-            EventSink::new(events),
-            refresh,
-            cancel,
-        )
-        .await?;
-        // Share what we just verified, without hashing it again.
-        match source {
-            Ok(source) => {
-                if let Err(err) = self.share_source(source).await {
-                    warn!(%err, "downloaded file could not be announced to the index");
-                }
-            }
-            Err(err) => warn!(%err, "downloaded file can't be shared"),
+        let events = EventSink::new(events);
+        let mut report = download::run(source, out_dir, options, events, refresh, cancel).await?;
+        if let Some(shared) = report.shared.take() {
+            self.share_fetched(shared).await;
         }
-        Ok(report)
-    }
-
-    /// The checked manifest and the hosts to use for `request`.
-    async fn resolve(&self, request: &DownloadRequest) -> Result<Wanted, PeerError> {
-        let direct: Vec<HostSpec> = request
-            .hosts
-            .iter()
-            .enumerate()
-            // Hosts named by address have no registration; give them ids no index hands out
-            // to anyone we would also meet (the top of the range).
-            .map(|(i, addr)| HostSpec {
-                peer_id: PeerId(u64::MAX - i as u64),
-                addr: *addr,
-                node_id: None,
-            })
-            .collect();
-        let from_index = match &self.node.index {
-            Some(index) => match (&request.manifest, index.lookup(&request.id).await) {
-                (_, Ok(found)) => Some(found),
-                // The manifest is in hand: the index not knowing the file is no error.
-                (Some(_), Err(PeerError::IndexRefused { .. })) => None,
-                (None, Err(err)) if direct.is_empty() => return Err(err),
-                (_, Err(err)) => {
-                    warn!(%err, "index lookup failed; using the hosts given");
-                    None
-                }
-            },
-            None => None,
-        };
-        let (file_id, manifest) = match (&request.manifest, &from_index) {
-            (Some(manifest), _) => {
-                let file_id: FileId = request.id.parse()?;
-                if manifest.id() != file_id || manifest.validate().is_err() {
-                    return Err(PeerError::ManifestMismatch(file_id));
-                }
-                (file_id, manifest.clone())
-            }
-            (None, Some(found)) => (found.file_id, found.manifest.clone()),
-            (None, None) => {
-                let file_id: FileId = request.id.parse()?;
-                (
-                    file_id,
-                    self.manifest_from_hosts(file_id, &request.hosts).await?,
-                )
-            }
-        };
-        let mut hosts = direct;
-        if let Some(found) = from_index
-            && found.file_id == file_id
-        {
-            hosts.extend(
-                found
-                    .hosts
-                    .into_iter()
-                    .filter(|h| !request.hosts.contains(&h.addr))
-                    .map(HostSpec::from),
-            );
+        if let Some(missing) = crate::downloads::shortfall(&report, folder) {
+            return Err(PeerError::FilesMissing(missing));
         }
-        Ok(Wanted {
-            file_id,
-            manifest,
-            hosts,
+        Ok(DownloadReport {
+            file_id: id,
+            path: report.path,
+            bytes: report.size,
+            elapsed: report.elapsed,
+            per_host: report.per_host,
         })
-    }
-
-    /// Asks each host in turn for the manifest of `file_id` and checks it against the id.
-    async fn manifest_from_hosts(
-        &self,
-        file_id: FileId,
-        hosts: &[SocketAddr],
-    ) -> Result<FileManifest, PeerError> {
-        let mut last = String::from("no host given");
-        for addr in hosts {
-            match self.ask_manifest(*addr, file_id).await {
-                Ok(manifest) if manifest.id() == file_id && manifest.validate().is_ok() => {
-                    return Ok(manifest);
-                }
-                Ok(_) => last = format!("{addr} sent a manifest that does not match the id"),
-                Err(err) => last = format!("{addr}: {err}"),
-            }
-        }
-        Err(PeerError::NoManifest {
-            id: file_id,
-            reason: last,
-        })
-    }
-
-    async fn ask_manifest(
-        &self,
-        addr: SocketAddr,
-        file_id: FileId,
-    ) -> Result<FileManifest, ProtocolError> {
-        let (mut conn, _) = self.connect_peer(addr).await?;
-        match conn
-            .request(
-                &PeerRequest::GetManifest { file_id },
-                self.node.config.request_timeout,
-            )
-            .await?
-        {
-            PeerResponse::Manifest { manifest, .. } => Ok(manifest),
-            PeerResponse::Error { code, message } => Err(ProtocolError::Remote {
-                code,
-                message: message.into(),
-            }),
-            _ => Err(ProtocolError::Unexpected("expected Manifest")),
-        }
-    }
-
-    /// A connection to the peer at `addr`, and its node id.
-    async fn connect_peer(
-        &self,
-        addr: SocketAddr,
-    ) -> Result<(ClientConnection<PeerConversation>, NodeId), ProtocolError> {
-        let timeout = self.node.config.connect_timeout;
-        p2p_transport::connect::<PeerConversation>(&self.node.tls, addr, None, timeout).await
     }
 
     /// The index server's node id, as its last handshake showed it (`None` without an index,
@@ -528,7 +267,11 @@ impl PeerHandle {
     /// [`PeerHandle::send_message_to`], which keeps what it sent.
     pub async fn send_message(&self, to: SocketAddr, text: &str) -> Result<NodeId, PeerError> {
         let unreachable = |cause| PeerError::PeerUnreachable { addr: to, cause };
-        let (mut conn, recipient) = self.connect_peer(to).await.map_err(unreachable)?;
+        let timeout = self.node.config.connect_timeout;
+        let (mut conn, recipient) =
+            p2p_transport::connect::<PeerConversation>(&self.node.tls, to, None, timeout)
+                .await
+                .map_err(unreachable)?;
         let from = self
             .node
             .session()
@@ -614,171 +357,11 @@ impl PeerHandle {
             server_addr: self.server_addr(),
             server_node_id: self.index_node_id(),
             registered: session.is_some(),
-            files_shared: self.files().len(),
+            files_shared: self.node.files.count() as usize,
             chunks_served: self.chunks_served(),
             downloads_active: self.node.downloads.active(),
             direct_hosts: self.direct_hosts(),
         }
-    }
-
-    /// Shares a file, or every file of a folder (walked as `--share-dir` does); returns what
-    /// is now shared from it.
-    pub async fn share_path(&self, path: &Path) -> Result<Vec<SharedFileInfo>, PeerError> {
-        let shared = self.share_path_manifests(path).await?;
-        Ok(shared
-            .into_iter()
-            .map(|(rel, manifest)| SharedFileInfo {
-                file_id: manifest.id(),
-                name: manifest.name.clone(),
-                size: manifest.size,
-                path: if rel.as_os_str().is_empty() {
-                    path.to_owned()
-                } else {
-                    path.join(rel)
-                },
-            })
-            .collect())
-    }
-
-    /// As [`PeerHandle::share_path`], with each file's path inside the folder (empty for a
-    /// single file) and its manifest, for writing a manifest file. A folder is walked and its
-    /// files opened through a handle on it: links and FIFOs in it are skipped, nothing outside
-    /// it is shared, and a folder that can't be listed completely is an error.
-    pub async fn share_path_manifests(
-        &self,
-        path: &Path,
-    ) -> Result<Vec<(PathBuf, FileManifest)>, PeerError> {
-        let failed = |shown: &Path| {
-            let shown = shown.to_owned();
-            move |cause: PeerError| PeerError::Share {
-                path: shown,
-                cause: Box::new(cause),
-            }
-        };
-        if !is_dir(path).await {
-            let manifest = self.register_manifest(path).await.map_err(failed(path))?;
-            return Ok(vec![(PathBuf::new(), manifest)]);
-        }
-        let dir = path.to_owned();
-        let tree = tokio::task::spawn_blocking(move || Tree::open(&dir))
-            .await
-            .map_err(|e| PeerError::Internal(e.to_string()))?
-            .map_err(|e| failed(path)(e.into()))?;
-        let tree = Arc::new(tree);
-        let walked = {
-            let tree = tree.clone();
-            tokio::task::spawn_blocking(move || tree.walk())
-                .await
-                .map_err(|e| PeerError::Internal(e.to_string()))?
-        };
-        if !walked.complete {
-            return Err(PeerError::IncompleteFolder(path.to_owned()));
-        }
-        let mut shared = Vec::with_capacity(walked.files.len());
-        for file in walked.files {
-            let rel = file.rel.clone();
-            let manifest = self
-                .register_tree_file(tree.clone(), file)
-                .await
-                .map_err(failed(&path.join(&rel)))?;
-            shared.push((rel, manifest));
-        }
-        Ok(shared)
-    }
-
-    /// Starts a download job in the background: `requests` fetched one after another into
-    /// `out`, each also from the direct hosts. `target` is what the user asked for (shown in
-    /// listings). `out` must be an existing folder.
-    pub async fn start_download(
-        &self,
-        target: String,
-        requests: Vec<DownloadRequest>,
-        out: PathBuf,
-    ) -> Result<DownloadId, PeerError> {
-        self.start_job(target, requests, out, None).await
-    }
-
-    /// [`Self::start_download`], for a front end that shows the job itself: `observer` gets
-    /// each file's events and report as they come, then the run's end with its error as it
-    /// was (see [`JobUpdate`]). The job is listed, cancelled and resumed like any other.
-    pub async fn start_download_observed(
-        &self,
-        target: String,
-        requests: Vec<DownloadRequest>,
-        out: PathBuf,
-        observer: UnboundedSender<JobUpdate>,
-    ) -> Result<DownloadId, PeerError> {
-        self.start_job(target, requests, out, Some(observer)).await
-    }
-
-    async fn start_job(
-        &self,
-        target: String,
-        requests: Vec<DownloadRequest>,
-        out: PathBuf,
-        observer: Option<UnboundedSender<JobUpdate>>,
-    ) -> Result<DownloadId, PeerError> {
-        if !is_dir(&out).await {
-            return Err(PeerError::NoOutputFolder(out));
-        }
-        if requests.is_empty() {
-            return Err(PeerError::NothingToDownload);
-        }
-        let mut ticket =
-            self.node
-                .downloads
-                .insert(target, requests, out, self.node.shutdown.child_token());
-        ticket.observer = observer;
-        let id = ticket.id;
-        self.spawn_run(ticket);
-        Ok(id)
-    }
-
-    fn spawn_run(&self, ticket: RunTicket) {
-        let span = info_span!("download", id = %ticket.id);
-        self.spawn(downloads::run(self.clone(), ticket).instrument(span));
-    }
-
-    /// Every download job of this run, oldest first.
-    pub fn downloads(&self) -> Vec<DownloadInfo> {
-        self.node.downloads.list()
-    }
-
-    /// The download jobs that changed (progress included) after registry version `since`, in
-    /// the order they last changed, and the registry's version now: pass it as `since` next
-    /// time to get only what moved in between (0 gets every job). Builds views of the changed
-    /// jobs only, so a live view can poll it often; jobs forgotten meanwhile (see
-    /// [`crate::downloads::KEPT_FINISHED`]) are not in it.
-    pub fn downloads_changed_since(&self, since: u64) -> (Vec<DownloadInfo>, u64) {
-        self.node.downloads.changed_since(since)
-    }
-
-    /// One download job.
-    pub fn download_info(&self, id: DownloadId) -> Option<DownloadInfo> {
-        self.node.downloads.get(id)
-    }
-
-    /// Cancels a running job; its part files stay for a resume. A job that has finished (done,
-    /// failed or cancelled) is left as it is and answered as it is.
-    pub fn cancel_download(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
-        self.node.downloads.cancel(id)
-    }
-
-    /// Runs a cancelled or failed job again into the same folder: files finished stay, the
-    /// others pick up their part files. A job that is done is answered as it is; a running one
-    /// is [`PeerError::DownloadRunning`].
-    pub fn resume_download(&self, id: DownloadId) -> Result<DownloadInfo, PeerError> {
-        if let Some(ticket) = self
-            .node
-            .downloads
-            .resume(id, self.node.shutdown.child_token())?
-        {
-            self.spawn_run(ticket);
-        }
-        self.node
-            .downloads
-            .get(id)
-            .ok_or(PeerError::UnknownDownload(id))
     }
 
     /// Changes as they happen: download jobs, shared files, messages.
@@ -874,12 +457,6 @@ impl PeerHandle {
             }),
         }
     }
-}
-
-/// Whether `path` is a folder (following links), as [`Path::is_dir`] says, without blocking
-/// the reactor on the `stat`.
-async fn is_dir(path: &Path) -> bool {
-    tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir())
 }
 
 /// Limit on delivering one message.

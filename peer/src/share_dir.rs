@@ -1,32 +1,36 @@
-//! [`ShareDir`]: a folder whose regular files are all shared, kept in step with the disk.
+//! [`ShareDir`]: a folder shared as a whole, kept in step with the disk.
 //!
-//! Every regular file under the folder is registered, except those [`p2p_storage::tree::left_out`]
-//! names (hidden files, partial downloads, manifest files). The folder is walked and its files
-//! opened only through a handle on it ([`Tree`]): a link or FIFO planted in it is skipped, a
-//! file swapped for one between the walk and the open is refused, and each file is hashed and
-//! served through the one handle it was opened with. A filesystem watcher (inotify through `notify`) triggers a rescan shortly after
-//! anything changes, and a periodic rescan catches what the watcher misses (network file
-//! systems, overflowed event queues). A file is hashed only when its size or modification
-//! time is new: manifests are cached in a small JSON file, so a restart of a peer sharing many
-//! gigabytes is instant.
+//! Every regular file under the folder is in it, except those [`p2p_storage::tree::left_out`]
+//! names (hidden files, partial downloads, manifest files); together they are one folder with
+//! one folder id (`SharedFolder`, served without a descriptor per file). The folder is
+//! walked and its files opened only through a handle on it ([`Tree`]): a link or FIFO planted
+//! in it is skipped, a file swapped for one between the walk and the open is refused. A
+//! filesystem watcher (inotify through `notify`) triggers a rescan shortly after anything
+//! changes, and a periodic rescan catches what the watcher misses (network file systems,
+//! overflowed event queues). A file is hashed only when its size or modification time is new
+//! (many at once): manifests are cached in a small JSON file, so a restart of a peer sharing
+//! many gigabytes is instant. When a rescan finds anything changed, the folder's record is
+//! rebuilt: the new folder id is served and announced (`AddFolder`, `AddFolderFiles`), then
+//! the old one withdrawn (`RemoveFolder`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use notify::Watcher;
-use p2p_protocol::FileId;
 use p2p_protocol::manifest_file::ManifestFile;
-use p2p_storage::chunker::HashedFile;
-use p2p_storage::{SourceFile, Tree, TreeFile};
+use p2p_protocol::{FileManifest, FolderId};
+use p2p_storage::{Tree, TreeFile};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::error::PeerError;
 use crate::node::PeerHandle;
+use crate::shared_folders::SharedFolder;
+use crate::sharing::Shared;
 
 /// How long the watcher waits for a burst of changes to settle before rescanning.
 const SETTLE: Duration = Duration::from_millis(300);
@@ -56,6 +60,7 @@ pub struct ShareDirStats {
 pub struct ShareDir {
     /// Its counters.
     pub stats: Arc<ShareDirStats>,
+    current: Arc<Mutex<Option<FolderId>>>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -74,33 +79,48 @@ struct CacheEntry {
 }
 
 impl ShareDir {
-    /// Shares every file in the folder now, prints nothing, and keeps following it until the
-    /// peer shuts down. Returns the files shared at start with their ids.
+    /// Shares the folder now (as a whole: one folder id), prints nothing, and keeps following
+    /// it until the peer shuts down. Returns what was shared at start.
     pub async fn start(
         peer: &PeerHandle,
         config: ShareDirConfig,
-    ) -> Result<(Self, Vec<(PathBuf, FileId)>), PeerError> {
+    ) -> Result<(Self, Shared), PeerError> {
         let dir = config.dir.clone();
         let tree = tokio::task::spawn_blocking(move || Tree::open(&dir))
             .await
             .map_err(|e| PeerError::Internal(e.to_string()))??;
+        // The folder must have a name it can go by before anything is hashed.
+        p2p_storage::path::folder_name(&tree)?;
         let tree = Arc::new(tree);
-        let dir = tree.root().to_owned();
+        let root = tree.root().to_owned();
         let mut state = State {
             tree,
-            known: HashMap::new(),
+            shown: config.dir.clone(),
+            folder: None,
             cache: load_cache(config.cache_file.as_deref()),
             cache_file: config.cache_file.clone(),
             stats: Arc::default(),
+            current: Arc::default(),
             peer: peer.clone(),
         };
-        state.rescan().await;
-        let shared = state
-            .known
-            .iter()
-            .map(|(p, (_, id))| (p.clone(), *id))
-            .collect();
-        let stats = state.stats.clone();
+        state.rescan().await?;
+        let folder = state
+            .folder
+            .clone()
+            .expect("a successful first scan shares the folder");
+        let shared = Shared::Folder {
+            path: config.dir.clone(),
+            folder_id: folder.id(),
+            head: folder.head().clone(),
+            files: folder
+                .files()
+                .map(|(p, m)| (p.to_owned(), m.clone()))
+                .collect(),
+        };
+        let share = Self {
+            stats: state.stats.clone(),
+            current: state.current.clone(),
+        };
 
         // Watcher events only wake the rescan loop; the loop decides what changed.
         let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
@@ -110,10 +130,10 @@ impl ShareDir {
             }
         });
         let watcher = match watcher {
-            Ok(mut w) => match w.watch(&dir, notify::RecursiveMode::Recursive) {
+            Ok(mut w) => match w.watch(&root, notify::RecursiveMode::Recursive) {
                 Ok(()) => Some(w),
                 Err(err) => {
-                    warn!(%err, dir = %dir.display(), "cannot watch the shared folder; rescanning periodically");
+                    warn!(%err, dir = %root.display(), "cannot watch the shared folder; rescanning periodically");
                     None
                 }
             },
@@ -138,161 +158,163 @@ impl ShareDir {
                 // not wait with it.
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    () = state.rescan() => {}
+                    scanned = state.rescan() => if let Err(err) = scanned {
+                        warn!(%err, "cannot rescan the shared folder");
+                    },
                 }
             }
         });
-        Ok((Self { stats }, shared))
+        Ok((share, shared))
+    }
+
+    /// The folder's id now (it changes with the folder's files).
+    pub fn folder_id(&self) -> Option<FolderId> {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 struct State {
     tree: Arc<Tree>,
-    /// Path → the file as the walk saw it when it was shared, and its id.
-    known: HashMap<PathBuf, (TreeFile, FileId)>,
+    /// The path the user gave.
+    shown: PathBuf,
+    /// What is shared now.
+    folder: Option<Arc<SharedFolder>>,
     cache: Cache,
     cache_file: Option<PathBuf>,
     stats: Arc<ShareDirStats>,
+    /// The id of `folder`, for [`ShareDir::folder_id`]. std Mutex: a copy in, a copy out.
+    current: Arc<Mutex<Option<FolderId>>>,
     peer: PeerHandle,
 }
 
 impl State {
-    async fn rescan(&mut self) {
+    /// Lists the folder, hashes what is new or changed (parallel, off the reactor), and if
+    /// anything differs from what is shared, shares the new record and withdraws the old one.
+    async fn rescan(&mut self) -> Result<(), PeerError> {
         let tree = self.tree.clone();
-        let (current, complete) = match tokio::task::spawn_blocking(move || tree.walk()).await {
-            Ok(walk) => (
-                walk.files
-                    .into_iter()
-                    .map(|f| (self.tree.path_of(&f), f))
-                    .collect::<HashMap<_, _>>(),
-                walk.complete,
-            ),
-            Err(err) => {
-                warn!(%err, "cannot scan the shared folder");
-                return;
-            }
-        };
-        let mut changed = false;
-        // Removals first, so a renamed file (gone here, new there, same id) ends up shared.
-        // A folder that could not be listed this time hides its files: they are not gone.
-        if !complete {
-            warn!(dir = %self.tree.root().display(), "part of the shared folder could not be listed; keeping what is shared");
-        }
-        let gone: Vec<PathBuf> = self
-            .known
-            .keys()
-            .filter(|p| complete && !current.contains_key(*p))
-            .cloned()
-            .collect();
-        for path in gone {
-            changed = true;
-            if let Some((_, id)) = self.known.remove(&path) {
-                info!(path = %path.display(), "file left the shared folder; no longer sharing it");
-                self.release(id).await;
-            }
-            self.cache
-                .files
-                .remove(&path.to_string_lossy().into_owned());
-        }
-        for (path, seen) in &current {
-            if self.known.get(path).is_some_and(|(s, _)| s == seen) {
-                continue;
-            }
-            changed = true;
-            if let Some((_, old)) = self.known.remove(path) {
-                self.release(old).await;
-            }
-            match self.share(path, seen).await {
-                Ok(id) => {
-                    info!(path = %path.display(), file = %id.fmt_short(), "sharing file from the shared folder");
-                    self.known.insert(path.clone(), (seen.clone(), id));
-                }
-                Err(err) => warn!(%err, path = %path.display(), "cannot share file"),
-            }
-        }
-        if changed {
-            self.save_cache().await;
-        }
-    }
-
-    /// A path with this id left: stop sharing the id, unless another path in the folder has
-    /// the same content and name, which is then served instead.
-    async fn release(&mut self, id: FileId) {
-        let other = self
-            .known
+        let walk = tokio::task::spawn_blocking(move || tree.walk())
+            .await
+            .map_err(|e| PeerError::Internal(e.to_string()))?;
+        let previous: HashMap<&Path, (&TreeFile, &FileManifest)> = self
+            .folder
             .iter()
-            .find(|(_, (_, i))| *i == id)
-            .map(|(p, (seen, _))| (p.clone(), seen.clone()));
-        match other {
-            Some((path, seen)) => {
-                if let Err(err) = self.share(&path, &seen).await {
-                    warn!(%err, path = %path.display(), "cannot share file");
-                }
-            }
-            None => {
-                if let Err(err) = self.peer.unshare(&id.to_string()).await {
-                    debug!(%err, "was not shared");
+            .flat_map(|f| f.tree_files())
+            .map(|(file, manifest)| (file.rel.as_path(), (file, manifest)))
+            .collect();
+        let mut files: Vec<(TreeFile, FileManifest)> = Vec::with_capacity(walk.files.len());
+        let mut to_hash = Vec::new();
+        let mut from_cache = 0;
+        // A folder that could not be listed this time hides its files: they are not gone.
+        if !walk.complete {
+            warn!(dir = %self.tree.root().display(), "part of the shared folder could not be listed; keeping what is shared of it");
+            let listed: std::collections::HashSet<&Path> =
+                walk.files.iter().map(|f| f.rel.as_path()).collect();
+            for (rel, (file, manifest)) in &previous {
+                if !listed.contains(rel) {
+                    files.push(((*file).clone(), (*manifest).clone()));
                 }
             }
         }
+        // Files kept as they were shared: when that is all of them, nothing changed.
+        let mut kept = files.len();
+        for seen in &walk.files {
+            if let Some((file, manifest)) = previous.get(seen.rel.as_path())
+                && *file == seen
+            {
+                kept += 1;
+                files.push((seen.clone(), (*manifest).clone()));
+            } else if let Some(manifest) = self.cached(seen) {
+                from_cache += 1;
+                files.push((seen.clone(), manifest));
+            } else {
+                to_hash.push(seen.clone());
+            }
+        }
+        let unchanged = self.folder.is_some()
+            && to_hash.is_empty()
+            && kept == files.len()
+            && kept == previous.len();
+        drop(previous);
+        if unchanged {
+            return Ok(());
+        }
+        self.stats.cached.fetch_add(from_cache, Ordering::Relaxed);
+        if !to_hash.is_empty() {
+            let tree = self.tree.clone();
+            let hashed = tokio::task::spawn_blocking(move || tree.hash_files(to_hash))
+                .await
+                .map_err(|e| PeerError::Internal(e.to_string()))?;
+            for result in hashed {
+                match result {
+                    Ok((file, manifest)) => {
+                        self.stats.hashed.fetch_add(1, Ordering::Relaxed);
+                        self.remember(&file, &manifest);
+                        files.push((file, manifest));
+                    }
+                    Err(err) => warn!(%err, "cannot share file"),
+                }
+            }
+        }
+        let tree = self.tree.clone();
+        let shown = self.shown.clone();
+        let folder = tokio::task::spawn_blocking(move || SharedFolder::new(tree, shown, files))
+            .await
+            .map_err(|e| PeerError::Internal(e.to_string()))??;
+        let folder = Arc::new(folder);
+        let old = self.folder.as_ref().map(|f| f.id());
+        if old == Some(folder.id()) {
+            // Touched, not changed (a file rewritten with the same bytes): same record.
+            self.folder = Some(folder.clone());
+            self.peer.serve_folder(folder);
+            self.save_cache().await;
+            return Ok(());
+        }
+        info!(folder = %folder.id().fmt_short(), files = folder.head().files, "sharing the shared folder's new record");
+        self.folder = Some(folder.clone());
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(folder.id());
+        // Forget the manifests of files that left the folder.
+        let present: std::collections::HashSet<String> = folder
+            .tree_files()
+            .map(|(f, _)| self.tree.path_of(f).to_string_lossy().into_owned())
+            .collect();
+        let root = self.tree.root();
+        self.cache
+            .files
+            .retain(|path, _| !Path::new(path).starts_with(root) || present.contains(path));
+        let replaced = self.peer.replace_folder(old, folder).await;
+        self.save_cache().await;
+        replaced
     }
 
-    /// Shares one file, hashing it only if the cache has no manifest for this size and time.
-    /// The file is opened once, beneath the folder, and must be the one the walk saw.
-    async fn share(&mut self, path: &Path, seen: &TreeFile) -> Result<FileId, PeerError> {
-        let key = path.to_string_lossy().into_owned();
-        let cached = self.cache.files.get(&key).and_then(|e| {
-            let modified =
-                SystemTime::UNIX_EPOCH + Duration::new(e.modified_secs, e.modified_nanos);
-            (e.size == seen.size && modified == seen.modified)
-                .then(|| ManifestFile::parse(&e.p2pm).ok())
-                .flatten()
-        });
-        let tree = self.tree.clone();
-        let file = seen.clone();
-        let source = tokio::task::spawn_blocking(move || {
-            let opened = tree.open_file(&file)?;
-            match cached {
-                Some(doc) => SourceFile::cached(
-                    opened,
-                    HashedFile {
-                        manifest: doc.manifest,
-                        len: file.size,
-                        modified: file.modified,
-                    },
-                )
-                .map(|source| (source, true)),
-                None => SourceFile::hash(opened).map(|source| (source, false)),
-            }
-        })
-        .await
-        .map_err(|e| PeerError::Internal(e.to_string()))?;
-        let (source, from_cache) = source?;
-        let counter = if from_cache {
-            &self.stats.cached
-        } else {
-            &self.stats.hashed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        let hashed = HashedFile {
-            manifest: source.manifest().clone(),
-            len: seen.size,
-            modified: seen.modified,
-        };
-        let since_epoch = hashed
+    /// The manifest the cache has for `seen`, if it has one for this size and time.
+    fn cached(&self, seen: &TreeFile) -> Option<FileManifest> {
+        let key = self.tree.path_of(seen).to_string_lossy().into_owned();
+        let entry = self.cache.files.get(&key)?;
+        let modified =
+            SystemTime::UNIX_EPOCH + Duration::new(entry.modified_secs, entry.modified_nanos);
+        if entry.size != seen.size || modified != seen.modified {
+            return None;
+        }
+        let doc = ManifestFile::parse(&entry.p2pm).ok()?;
+        let name = seen.rel.file_name()?.to_str()?;
+        (doc.manifest.size == seen.size && doc.manifest.name == name).then_some(doc.manifest)
+    }
+
+    /// Keeps `manifest` for `file` in the cache.
+    fn remember(&mut self, file: &TreeFile, manifest: &FileManifest) {
+        let since_epoch = file
             .modified
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         self.cache.files.insert(
-            key,
+            self.tree.path_of(file).to_string_lossy().into_owned(),
             CacheEntry {
-                size: hashed.len,
+                size: file.size,
                 modified_secs: since_epoch.as_secs(),
                 modified_nanos: since_epoch.subsec_nanos(),
-                p2pm: ManifestFile::new(hashed.manifest.clone(), Vec::new()).to_json(),
+                p2pm: ManifestFile::new(manifest.clone(), Vec::new()).to_json(),
             },
         );
-        self.peer.share_source(source).await
     }
 
     /// Saves the cache off the runtime's threads, through a fresh temporary file (random name,

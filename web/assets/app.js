@@ -129,7 +129,8 @@
     try {
       const view = await api("POST", "/downloads", { id: file.file_id, out });
       upsertDownload(view);
-      say(`Downloading ${file.name} to ${out}: see Transfers.`);
+      const what = file.kind === "folder" ? `folder ${file.name} (${count(file.files, "file")})` : file.name;
+      say(`Downloading ${what} to ${out}: see Transfers.`);
     } catch (err) {
       report(err, `Download ${file.name}`);
     } finally {
@@ -149,7 +150,7 @@
         const row = h(
           "tr",
           { "data-file-id": f.file_id },
-          cell("Name", h("div", { class: "name" }), idSpan(f.file_id)),
+          cell("Name", h("div", { class: "name" }), h("div", { class: "muted small", "data-testid": "network-detail" }), idSpan(f.file_id)),
           cell("Size"),
           cell("Hosts"),
           cell("", btn),
@@ -159,18 +160,25 @@
         return row;
       },
       (row, f) => {
-        setText(row.cells[0].firstChild, f.name);
+        const folder = f.kind === "folder";
+        setAttr(row, "data-kind", folder ? "folder" : "file");
+        setText(row.cells[0].firstChild, folder ? `${f.name}/` : f.name);
+        // A folder: how many files; a file inside a shared folder: where it is in it.
+        const detail = folder ? `Folder · ${count(f.files, "file")}` : f.path ? `in ${f.path}` : "";
+        const detailEl = row.cells[0].children[1];
+        setText(detailEl, detail);
+        detailEl.hidden = !detail;
         setText(row.cells[1], bytes(f.size));
         setText(row.cells[2], f.hosts);
         setAttr(row.cells[2], "title", `${f.hosts} peer${f.hosts === 1 ? "" : "s"} host it`);
         row.querySelector("button").file = f;
-        setAttr(row.querySelector("button"), "aria-label", `Download ${f.name}`);
+        setAttr(row.querySelector("button"), "aria-label", folder ? `Download folder ${f.name}` : `Download ${f.name}`);
       },
     );
     $("network-empty").hidden = files.length > 0;
     setText($("network-empty"), q ? `No file name matches “${q}”.` : "No files on the network yet.");
     const shown = files.length < total ? ` (showing ${files.length})` : "";
-    setText($("network-summary"), `${total} file${total === 1 ? "" : "s"}${q ? ` matching “${q}”` : " on the network"}${shown}`);
+    setText($("network-summary"), `${total} file${total === 1 ? "" : "s"} or folder${total === 1 ? "" : "s"}${q ? ` matching “${q}”` : " on the network"}${shown}`);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -328,6 +336,20 @@
     }
   }
 
+  /** "1 file", "3 files". */
+  function count(n, what) {
+    return `${n} ${what}${n === 1 ? "" : "s"}`;
+  }
+
+  /** A folder job's files: "12 / 5000 files (10 already there, 1 conflict, 2 failed)". */
+  function folderCounts(d) {
+    const extra = [];
+    if (d.files_skipped > 0) extra.push(`${d.files_skipped} already there`);
+    if (d.conflicts > 0) extra.push(count(d.conflicts, "conflict"));
+    if (d.files_failed > 0) extra.push(`${d.files_failed} failed`);
+    return `${d.files_done} / ${count(d.files_total, "file")}${extra.length ? ` (${extra.join(", ")})` : ""}`;
+  }
+
   function renderTransfers() {
     // Newest first.
     const list = [...state.downloads.values()].sort((a, b) => b.handle - a.handle);
@@ -356,10 +378,13 @@
       },
       (row, d) => {
         setAttr(row, "data-state", d.state);
-        setAttr(row, "data-file-id", d.file_id);
+        setAttr(row, "data-file-id", d.file_id || d.folder_id);
+        setAttr(row, "data-kind", d.folder_id ? "folder" : "file");
         setText(row.cells[0].firstChild, d.name || d.target);
         const detail = d.state === "done" && d.path ? `Saved as ${d.path}` : d.state === "failed" && d.error ? d.error : `to ${d.out}`;
-        setText(row.cells[0].lastChild, detail);
+        // A folder is one row: its files in place out of its files, and what is in the way.
+        const folderNote = d.folder_id && d.files_total > 0 ? folderCounts(d) : "";
+        setText(row.cells[0].lastChild, folderNote ? `${folderNote} · ${detail}` : detail);
         setAttr(row.cells[0].lastChild, "title", detail);
         const bar = row.querySelector("progress");
         // The bar's max is the job's size; an empty job shows 0 of 1, or 1 of 1 once done.
@@ -368,7 +393,7 @@
         if (Number(bar.max) !== max) bar.max = max;
         if (Number(bar.value) !== value) bar.value = value;
         setText(row.querySelector(".pct"), `${Math.floor(d.percent)} %`);
-        setAttr(row.cells[1], "title", `${bytes(d.done)} of ${d.size ? bytes(d.size) : "?"}${d.files_total > 1 ? ` · file ${Math.min(d.files_done + 1, d.files_total)} of ${d.files_total}` : ""}`);
+        setAttr(row.cells[1], "title", `${bytes(d.done)} of ${d.size ? bytes(d.size) : "?"}${d.files_total > 1 ? ` · ${d.files_done} of ${d.files_total} files` : ""}`);
         const running = ACTIVE.has(d.state);
         // A finished transfer shows its average speed.
         const average = d.state === "done" && d.elapsed_ms > 0 ? ((d.done - d.resumed) * 1000) / d.elapsed_ms : 0;

@@ -158,14 +158,14 @@ async fn start_download(
     Json(body): Json<DownloadBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     // The peer adds its direct hosts (`--from`, `POST /hosts`) to every request itself.
-    let (target, requests) = match (body.id, body.manifest) {
+    let (target, request) = match (body.id, body.manifest) {
         (Some(id), None) => {
             let id = id.trim().to_owned();
             if id.is_empty() {
                 return Err(ApiError::bad_request("give a file id or a prefix of one"));
             }
             let request = DownloadRequest::by_id(&id);
-            (id, vec![request])
+            (id, request)
         }
         (None, Some(text)) => {
             // The command line's own parser and checks: version, fields, every hash.
@@ -184,7 +184,7 @@ async fn start_download(
     // The peer checks that the output folder exists, for every front end alike.
     let handle = app
         .peer
-        .start_download(target, requests, PathBuf::from(body.out))
+        .start_download(target, request, PathBuf::from(body.out))
         .await?;
     let view = download_view(&app.peer, handle)?;
     let location = format!("/api/v1/downloads/{handle}");
@@ -351,7 +351,8 @@ fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
         | PeerError::NotAFile(_)
         | PeerError::NoOutputFolder(_)
         | PeerError::NothingToDownload
-        | PeerError::IncompleteFolder(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        | PeerError::IncompleteFolder(_)
+        | PeerError::Folder(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         PeerError::NotSharedPrefix(_)
         | PeerError::NotShared(_)
         | PeerError::UnknownDownload(_)
@@ -365,7 +366,9 @@ fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
         }
         PeerError::ManifestMismatch(_)
         | PeerError::FolderMismatch(_)
-        | PeerError::DownloadFailed { .. } => (StatusCode::BAD_GATEWAY, "download_failed"),
+        | PeerError::DownloadFailed { .. }
+        | PeerError::NoFolderRecord { .. }
+        | PeerError::FilesMissing(_) => (StatusCode::BAD_GATEWAY, "download_failed"),
         PeerError::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         PeerError::Listen { .. } | PeerError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal")

@@ -123,15 +123,23 @@ pub struct UnsharedView {
     pub file_id: String,
 }
 
-/// One file on the network (`GET /api/v1/network/files`, and the server's `/files`).
+/// One file or folder on the network (`GET /api/v1/network/files`, and the server's
+/// `/files`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkFileView {
-    /// Its id.
+    /// `"file"` or `"folder"`.
+    pub kind: String,
+    /// Its id: the file id, or the folder id for a folder (either downloads it).
     pub file_id: String,
     /// Its name.
     pub name: String,
-    /// Its size in bytes.
+    /// Its size in bytes (a folder's: all its files).
     pub size: u64,
+    /// Files in it: 1 for a file.
+    pub files: u64,
+    /// For a file inside a shared folder, its path from the folder's root, the folder's name
+    /// first (`album/2019/a.jpg`); `null` otherwise.
+    pub path: Option<String>,
     /// Peers hosting it.
     pub hosts: u32,
 }
@@ -139,9 +147,12 @@ pub struct NetworkFileView {
 impl From<&FileSummary> for NetworkFileView {
     fn from(f: &FileSummary) -> Self {
         Self {
+            kind: if f.files.is_some() { "folder" } else { "file" }.into(),
             file_id: f.file_id.to_string(),
             name: text(&f.name),
             size: f.size,
+            files: f.files.unwrap_or(1),
+            path: f.path.as_deref().map(text),
             hosts: f.hosts,
         }
     }
@@ -200,7 +211,7 @@ pub struct PeersView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadBody {
-    /// A file id or a unique prefix of one.
+    /// A file or folder id, or a unique prefix of one.
     #[serde(default)]
     pub id: Option<String>,
     /// The text of a `.p2pm` manifest file (a file or a folder), checked as on the command
@@ -222,12 +233,20 @@ pub struct DownloadView {
     pub out: String,
     /// The file (or folder) name, once known.
     pub name: Option<String>,
-    /// The file id being fetched, once known.
+    /// The file's id, once known (`null` for a folder).
     pub file_id: Option<String>,
-    /// Files in the job.
+    /// The folder's id, for a folder, once known.
+    pub folder_id: Option<String>,
+    /// Files in the job, once known (0 before).
     pub files_total: usize,
-    /// Files finished.
+    /// Files in place: fetched, or found already there.
     pub files_done: usize,
+    /// Of those, files found already there (identical, checked by hash), not fetched.
+    pub files_skipped: usize,
+    /// Files whose target holds something else, left as it is and not fetched.
+    pub conflicts: usize,
+    /// Files that could not be fetched in this run.
+    pub files_failed: usize,
     /// Bytes in the job, once known.
     pub size: u64,
     /// Bytes verified and written (resumed bytes included).
@@ -240,9 +259,9 @@ pub struct DownloadView {
     pub speed_bps: f64,
     /// Seconds left at that speed, while running.
     pub eta_secs: Option<f64>,
-    /// Hosts known for the current file.
+    /// Hosts known for the job.
     pub hosts_known: usize,
-    /// Hosts that delivered chunks of it.
+    /// Hosts that delivered chunks in this run.
     pub hosts_delivering: usize,
     /// `looking_up`, `running`, `flushing`, `done`, `failed` or `cancelled`.
     pub state: String,
@@ -273,8 +292,12 @@ impl From<&DownloadInfo> for DownloadView {
             out: text(&d.out.display().to_string()),
             name: d.name.as_deref().map(text),
             file_id: d.file_id.map(|f| f.to_string()),
+            folder_id: d.folder_id.map(|f| f.to_string()),
             files_total: d.files_total,
             files_done: d.files_done,
+            files_skipped: d.files_skipped,
+            conflicts: d.conflicts,
+            files_failed: d.files_failed,
             size: d.size,
             done: d.done,
             resumed: d.resumed,

@@ -234,11 +234,13 @@ pub struct PeerArgs {
     /// Download directly from this peer (repeatable); without --server, no index is used.
     #[arg(long = "from", value_name = "HOST:PORT")]
     pub from: Vec<SocketAddr>,
-    /// Share every file in this folder (recursively, skipping hidden and partial files), and
-    /// follow it as files are added, changed or removed (repeatable).
+    /// Share this folder as one (every file in it, recursively, skipping hidden and partial
+    /// files), and follow it as files are added, changed or removed: its folder id follows
+    /// (repeatable).
     #[arg(long = "share-dir", value_name = "DIR")]
     pub share_dirs: Vec<PathBuf>,
-    /// With --register: also write FILE.p2pm next to each file (naming this index server).
+    /// With --register: also write FILE.p2pm next to each file, and NAME.p2pm next to each
+    /// folder NAME (naming this index server).
     #[arg(long, requires = "register")]
     pub write_manifest: bool,
     /// Find the index server on the local network with mDNS instead of --server, and find it
@@ -261,8 +263,9 @@ pub struct PeerArgs {
     /// Address other peers should use to reach this one, if not the listen address.
     #[arg(long)]
     pub advertise_addr: Option<SocketAddr>,
-    /// Share this file (repeatable). Prints `registered <path> <file-id>` for each, then keeps
-    /// serving until Ctrl-C.
+    /// Share this file, or this folder as a whole (repeatable). Prints `registered <path>
+    /// <file-id>` for each file, then `registered <folder> <folder-id>` for a folder, and
+    /// keeps serving until Ctrl-C.
     #[arg(short = 'r', long = "register", value_name = "PATH")]
     pub register: Vec<PathBuf>,
     /// Download the file with this id (or a unique prefix of at least 6 characters), or the

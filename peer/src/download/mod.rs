@@ -11,6 +11,7 @@
 //! * `buffers`: the pool chunk data is received into.
 //! * `disk`: the blocking work: local checks, part files, small-file batches.
 //! * `record`: a folder's file list as the job reads it.
+//! * `resolve`: what a download request stands for (a file or a folder, and its hosts).
 
 mod buffers;
 mod disk;
@@ -20,6 +21,7 @@ mod folder_tests;
 mod hosts;
 mod links;
 pub(crate) mod record;
+pub(crate) mod resolve;
 mod schedule;
 #[cfg(test)]
 mod test_support;
@@ -168,14 +170,6 @@ pub(crate) struct DownloadOptions {
     pub me: Option<PeerId>,
 }
 
-/// A file to download and who hosts it.
-#[derive(Debug)]
-pub(crate) struct Wanted {
-    pub file_id: FileId,
-    pub manifest: p2p_protocol::FileManifest,
-    pub hosts: Vec<HostSpec>,
-}
-
 impl DownloadOptions {
     /// Whether `host` is this peer itself (by registration, or by node id), which never
     /// serves its own downloads.
@@ -213,7 +207,6 @@ pub struct DownloadReport {
 
 /// What one download job fetches, and from whom.
 #[derive(Debug)]
-#[allow(dead_code)] // SKELETON (issue 14): the job runner (engineer E) calls it
 pub(crate) enum JobSource {
     /// One file, to `<out>/<name>`.
     File {
@@ -303,7 +296,6 @@ pub enum Fetched {
 /// connections per host. `Err` only when the job as a whole failed (no host could deliver,
 /// the disk failed, cancelled; for a single file, any failure); a folder's files that are in
 /// conflict or failed are in the report.
-#[allow(dead_code)] // TRANSITION (issue 14): the job runner (engineer E) calls it
 pub(crate) async fn run(
     source: JobSource,
     out: &Path,
@@ -344,62 +336,4 @@ pub(crate) async fn run(
     engine::run(job, options, events, refresh, cancel)
         .instrument(span)
         .await
-}
-
-/// Downloads one file the old way's callers ask for (into `out_dir/subdir`), through the
-/// engine. Returns what it produced and the finished file ready to serve.
-///
-/// TRANSITION (issue 14): `node.rs` calls this until the job runner calls [`run`] (engineers
-/// D and E); then it goes.
-pub(crate) async fn download(
-    wanted: Wanted,
-    out_dir: &Path,
-    subdir: &[String],
-    options: DownloadOptions,
-    events: EventSink,
-    refresh: Option<Refresh>,
-    cancel: CancellationToken,
-) -> Result<
-    (
-        DownloadReport,
-        Result<p2p_storage::SourceFile, p2p_storage::StorageError>,
-    ),
-    PeerError,
-> {
-    let Wanted {
-        file_id,
-        manifest,
-        hosts,
-    } = wanted;
-    let size = manifest.size;
-    let job = engine::Job {
-        what: engine::What::File {
-            manifest,
-            subdir: subdir.to_vec(),
-        },
-        hosts,
-        out: out_dir.to_owned(),
-    };
-    let report = engine::run(job, options, events, refresh, cancel)
-        .instrument(info_span!("download", file = %file_id.fmt_short()))
-        .await?;
-    if report.already_there > 0 {
-        // This entry's callers refuse any file at the target, identical or not (run() says
-        // "already there" instead).
-        return Err(p2p_storage::StorageError::AlreadyExists(report.path).into());
-    }
-    let source = match report.shared {
-        Some(Fetched::File(source)) => Ok(source),
-        _ => Err(p2p_storage::StorageError::FileChanged(report.path.clone())),
-    };
-    Ok((
-        DownloadReport {
-            file_id,
-            path: report.path,
-            bytes: size,
-            elapsed: report.elapsed,
-            per_host: report.per_host,
-        },
-        source,
-    ))
 }

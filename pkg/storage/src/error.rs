@@ -85,6 +85,15 @@ pub enum StorageError {
     /// The name now leads to another file than the one listed a moment ago.
     #[error("{} was replaced while it was being opened", .0.display())]
     Replaced(PathBuf),
+    /// A folder to share has no name it can go by on the network: `/`, a name that is not
+    /// UTF-8, or one that is unsafe to hand to others.
+    #[error("the folder {} has no name it can be shared under: {reason}", path.display())]
+    FolderName {
+        /// The folder, symlinks resolved.
+        path: PathBuf,
+        /// Why its name can't be used.
+        reason: String,
+    },
     /// Not a regular file.
     #[error("{} is not a regular file (FIFOs, devices, sockets and folders can't be shared as files)", .0.display())]
     NotAFile(PathBuf),

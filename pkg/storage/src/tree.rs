@@ -8,14 +8,23 @@
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
 
+use p2p_protocol::FileManifest;
+
 use crate::StorageError;
+use crate::chunker::hash_open;
 use crate::source::{OpenSource, source_open_flags};
+
+/// At most this many threads hash the files of one folder at once (each holds one buffer of
+/// at most a chunk). Small files are hashed side by side, one per thread, so a folder of
+/// thousands of them runs at the speed of every core, not at one open and one read at a time.
+const MAX_FILE_HASHERS: usize = 8;
 
 /// A shared folder.
 #[derive(Debug)]
@@ -148,6 +157,104 @@ impl Tree {
     }
 }
 
+impl Tree {
+    /// The regular file at `rel` beneath the folder, as a walk would list it (without
+    /// following a link at any level: a link, FIFO or folder there is
+    /// [`StorageError::NotAFile`]). For a folder whose file list is known already (a download
+    /// that just finished), so it can be served without walking or hashing it again.
+    pub fn file_at(&self, rel: &Path) -> Result<TreeFile, StorageError> {
+        let path = self.root.join(rel);
+        let parent = rel.parent().filter(|p| !p.as_os_str().is_empty());
+        let meta = match parent {
+            Some(parent) => self
+                .dir
+                .open_dir_nofollow(parent)
+                .and_then(|dir| dir.symlink_metadata(rel.file_name().unwrap_or_default())),
+            None => self.dir.symlink_metadata(rel),
+        }
+        .map_err(StorageError::io("cannot stat", &path))?;
+        if !meta.is_file() {
+            return Err(StorageError::NotAFile(path));
+        }
+        let modified = meta
+            .modified()
+            .map_err(StorageError::io("cannot stat", &path))?;
+        Ok(TreeFile {
+            rel: rel.to_owned(),
+            size: meta.len(),
+            modified: modified.into_std(),
+            identity: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Hashes `files` (from [`Tree::walk`]), each opened beneath the folder as
+    /// [`Tree::open_file`] does and hashed through that handle, which is closed again: nothing
+    /// stays open. Small files (one chunk at most) are hashed side by side on up to
+    /// 8 threads; bigger ones one after another, each on every core.
+    ///
+    /// Returns one result per file, in the order given, each with the file as it was hashed
+    /// (its size and time from the handle, which a later open must find again). A file that
+    /// can't be opened or changes while it is read fails alone.
+    pub fn hash_files(
+        &self,
+        files: Vec<TreeFile>,
+    ) -> Vec<Result<(TreeFile, FileManifest), StorageError>> {
+        let hash_one = |file: &TreeFile| -> Result<(TreeFile, FileManifest), StorageError> {
+            let opened = self.open_file(file)?;
+            let hashed = hash_open(&opened)?;
+            let mut seen = file.clone();
+            seen.size = hashed.len;
+            seen.modified = hashed.modified;
+            Ok((seen, hashed.manifest))
+        };
+        let chunk = u64::from(p2p_protocol::CHUNK_SIZE);
+        let small: Vec<usize> = (0..files.len())
+            .filter(|&i| files[i].size <= chunk)
+            .collect();
+        let mut results: Vec<Option<Result<(TreeFile, FileManifest), StorageError>>> =
+            std::iter::repeat_with(|| None).take(files.len()).collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_FILE_HASHERS)
+            .min(small.len())
+            .max(1);
+        let next = AtomicUsize::new(0);
+        let hash_some = || {
+            let mut done = Vec::new();
+            loop {
+                let at = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = small.get(at) else {
+                    return done;
+                };
+                done.push((i, hash_one(&files[i])));
+            }
+        };
+        let parts = std::thread::scope(|s| {
+            let helpers: Vec<_> = (1..threads).map(|_| s.spawn(hash_some)).collect();
+            let mut parts = vec![hash_some()];
+            parts.extend(
+                helpers
+                    .into_iter()
+                    .map(|h| h.join().expect("hashing thread panicked")),
+            );
+            parts
+        });
+        for (i, result) in parts.into_iter().flatten() {
+            results[i] = Some(result);
+        }
+        // Big files: each one on every core already (the chunker's own threads).
+        for (i, file) in files.iter().enumerate() {
+            if results[i].is_none() {
+                results[i] = Some(hash_one(file));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every file was hashed"))
+            .collect()
+    }
+}
+
 /// Whether a file in a shared folder is left out: hidden files (any path component starting
 /// with `.`), partial downloads (`.part`, `.part.chunks`, `.tmp`) and manifest files (`.p2pm`).
 pub fn left_out(name: &str) -> bool {
@@ -262,6 +369,82 @@ mod tests {
         std::fs::rename(dir.path().join("sub"), dir.path().join("moved")).unwrap();
         symlink(outside.path().join("sub"), dir.path().join("sub")).unwrap();
         assert!(tree.open_file(&seen).is_err());
+    }
+
+    #[test]
+    fn many_small_files_are_hashed_side_by_side_each_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let mut expected = Vec::new();
+        for i in 0..300u32 {
+            let rel = if i % 3 == 0 {
+                format!("sub/f{i:03}")
+            } else {
+                format!("f{i:03}")
+            };
+            let data = vec![i as u8; i as usize * 7];
+            std::fs::write(dir.path().join(&rel), &data).unwrap();
+            expected.push((rel, data));
+        }
+        // One file bigger than a chunk goes through the chunker's own threads.
+        let big = vec![9u8; p2p_protocol::CHUNK_SIZE as usize + 5];
+        std::fs::write(dir.path().join("big"), &big).unwrap();
+        expected.push(("big".into(), big));
+        let tree = Tree::open(dir.path()).unwrap();
+        let walk = tree.walk();
+        let hashed = tree.hash_files(walk.files.clone());
+        assert_eq!(hashed.len(), expected.len());
+        for (file, result) in walk.files.iter().zip(hashed) {
+            let (seen, manifest) = result.unwrap();
+            assert_eq!(&seen, file, "the file as the walk saw it");
+            let data = &expected
+                .iter()
+                .find(|(rel, _)| Path::new(rel) == file.rel)
+                .unwrap()
+                .1;
+            let chunks: Vec<_> = data
+                .chunks(p2p_protocol::CHUNK_SIZE as usize)
+                .map(p2p_protocol::Sha256Hash::of)
+                .collect();
+            assert_eq!(manifest.chunks, chunks, "{}", file.rel.display());
+            assert_eq!(manifest.size, data.len() as u64);
+            assert_eq!(Path::new(&manifest.name), file.rel.file_name().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_file_that_went_away_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let tree = Tree::open(dir.path()).unwrap();
+        let walk = tree.walk();
+        std::fs::remove_file(dir.path().join("b")).unwrap();
+        let hashed = tree.hash_files(walk.files);
+        assert!(hashed[0].is_ok() && hashed[2].is_ok());
+        assert!(matches!(hashed[1], Err(StorageError::Io { .. })));
+    }
+
+    #[test]
+    fn a_known_file_is_found_without_a_walk_but_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a"), b"shared").unwrap();
+        std::fs::write(outside.path().join("secret"), b"key").unwrap();
+        symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+        symlink(outside.path(), dir.path().join("linked-dir")).unwrap();
+        let tree = Tree::open(dir.path()).unwrap();
+        let found = tree.file_at(Path::new("sub/a")).unwrap();
+        assert_eq!(found, tree.walk().files[0]);
+        assert!(tree.open_file(&found).is_ok());
+        assert!(matches!(
+            tree.file_at(Path::new("link")),
+            Err(StorageError::NotAFile(_))
+        ));
+        assert!(tree.file_at(Path::new("linked-dir/secret")).is_err());
+        assert!(tree.file_at(Path::new("sub")).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use p2p_protocol::FileManifest;
 use p2p_protocol::manifest_file::{
     AnyManifestFile, FolderManifestFile, IndexRef, ManifestFile, SUFFIX,
 };
-use p2p_storage::{SourceFile, Tree};
+use p2p_storage::Tree;
 
 use crate::cli::ManifestCommand;
 
@@ -23,10 +23,12 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
             output,
         } => {
             let servers = index_refs(servers, *server_id, identity)?;
-            let target = output.clone().unwrap_or_else(|| default_path(file));
             if file.is_dir() {
-                let hashed = hash_folder(file).await?;
-                let doc = folder_document(file, hashed, servers.clone())?;
+                let (name, hashed) = hash_folder(file).await?;
+                let target = output
+                    .clone()
+                    .unwrap_or_else(|| folder_manifest_path(file, &name));
+                let doc = folder_document(&name, hashed, servers.clone())?;
                 write_new(&target, &doc.to_json())?;
                 println!("wrote {} ({} files)", target.display(), doc.files.len());
             } else {
@@ -37,6 +39,7 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
                         .context("hashing failed")?
                         .with_context(|| format!("cannot describe {}", file.display()))?;
                 let doc = ManifestFile::new(hashed.manifest, servers.clone());
+                let target = output.clone().unwrap_or_else(|| default_path(file));
                 write_new(&target, &doc.to_json())?;
                 println!("wrote {} {}", target.display(), doc.file_id);
             }
@@ -65,67 +68,77 @@ fn index_refs(
         .collect())
 }
 
-/// Every file of a folder with its manifest, by path inside the folder. The folder is walked
-/// and its files opened through a handle on it, so links and FIFOs in it are skipped.
-async fn hash_folder(dir: &Path) -> anyhow::Result<Vec<(PathBuf, FileManifest)>> {
+/// A folder's name ([`p2p_storage::path::folder_name`]) and every file in it with its
+/// manifest, by path inside the folder. The folder is walked and its files opened through a
+/// handle on it, so links and FIFOs in it are skipped; they are hashed side by side.
+async fn hash_folder(dir: &Path) -> anyhow::Result<(String, Vec<(String, FileManifest)>)> {
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || {
         let tree = Tree::open(&dir)?;
+        let name = p2p_storage::path::folder_name(&tree)?;
         let walk = tree.walk();
         anyhow::ensure!(
             walk.complete,
             "cannot list every folder under {}",
             tree.root().display()
         );
-        walk.files
+        let rels: Vec<PathBuf> = walk.files.iter().map(|f| f.rel.clone()).collect();
+        let files = tree
+            .hash_files(walk.files)
             .into_iter()
-            .map(|file| {
-                let hashed = tree
-                    .open_file(&file)
-                    .and_then(SourceFile::hash)
-                    .with_context(|| {
-                        format!("cannot describe {}", tree.path_of(&file).display())
-                    })?;
-                Ok((file.rel, hashed.manifest().clone()))
+            .zip(rels)
+            .map(|(hashed, rel)| {
+                let (_, manifest) = hashed.with_context(|| {
+                    format!("cannot describe {}", tree.root().join(&rel).display())
+                })?;
+                let path = rel
+                    .to_str()
+                    .with_context(|| format!("{} is not a UTF-8 path", rel.display()))?
+                    .to_owned();
+                Ok((path, manifest))
             })
-            .collect()
+            .collect::<anyhow::Result<_>>()?;
+        Ok((name, files))
     })
     .await
     .context("hashing failed")?
 }
 
-/// The manifest file of folder `dir` from its files' manifests, by path inside the folder.
+/// The manifest file of the folder named `name` ([`p2p_storage::path::folder_name`]) from its
+/// files' manifests, by path inside the folder (parts joined by `/`).
 pub fn folder_document(
-    dir: &Path,
-    files: Vec<(PathBuf, FileManifest)>,
+    name: &str,
+    files: Vec<(String, FileManifest)>,
     servers: Vec<IndexRef>,
 ) -> anyhow::Result<FolderManifestFile> {
-    let root =
-        std::fs::canonicalize(dir).with_context(|| format!("cannot open {}", dir.display()))?;
-    let name = root
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("the folder has no usable name")?
-        .to_owned();
     let entries = files
         .into_iter()
-        .map(|(rel, manifest)| {
-            let parts = rel
-                .components()
-                .map(|c| c.as_os_str().to_str().map(str::to_owned))
-                .collect::<Option<Vec<String>>>()
-                .with_context(|| format!("{} is not a UTF-8 path", rel.display()))?;
-            Ok((parts, manifest))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    Ok(FolderManifestFile::new(name, entries, servers)?)
+        .map(|(path, manifest)| (path.split('/').map(str::to_owned).collect(), manifest))
+        .collect();
+    Ok(FolderManifestFile::new(name.to_owned(), entries, servers)?)
 }
 
-/// `FILE.p2pm` next to `file` (for a folder: beside it, named after it).
+/// `FILE.p2pm` next to `file`.
 pub fn default_path(file: &Path) -> PathBuf {
     let trimmed = file.to_string_lossy();
     let trimmed = trimmed.trim_end_matches('/');
     PathBuf::from(format!("{trimmed}{SUFFIX}"))
+}
+
+/// Where a folder's manifest file goes: `<name>.p2pm` beside the folder as it was given
+/// (`album`, `album/`, `./album` → `album.p2pm`; `/abs/album` → `/abs/album.p2pm`), or in the
+/// current folder when it was given as `.` or `..` (then inside or beside it, named after
+/// it, never `..p2pm`). `name` is the folder's own name ([`p2p_storage::path::folder_name`]).
+pub fn folder_manifest_path(dir: &Path, name: &str) -> PathBuf {
+    let file = format!("{name}{SUFFIX}");
+    let mut parts: Vec<std::path::Component<'_>> = dir.components().collect();
+    match parts.last() {
+        Some(std::path::Component::Normal(_)) => {
+            parts.pop();
+            parts.iter().collect::<PathBuf>().join(file)
+        }
+        _ => PathBuf::from(file),
+    }
 }
 
 /// Writes `text` to `target`, refusing to replace an existing file.

@@ -4,15 +4,14 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use p2p_peer::download::MAX_REPORTED;
+use p2p_peer::downloads;
 use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
-use p2p_peer::{
-    DownloadEvent, DownloadRequest, JobUpdate, Peer, PeerConfig, PeerError, PeerHandle,
-};
+use p2p_peer::{DownloadRequest, JobUpdate, Peer, PeerConfig, PeerError, PeerHandle, Shared};
 use p2p_protocol::manifest_file::IndexRef;
 use p2p_protocol::manifest_file::{AnyManifestFile, ManifestFile};
 use p2p_protocol::printable;
-use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::JoinHandle;
+use p2p_storage::StorageError;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PeerArgs;
@@ -142,9 +141,7 @@ async fn startup_actions(
 ) -> anyhow::Result<()> {
     // Hashing waits on the disk (a huge file, a hung network file system): a signal stops it.
     let sharing = async {
-        for path in &args.register {
-            register(peer, path, args.write_manifest).await?;
-        }
+        register(peer, &args.register, args.write_manifest).await?;
         for dir in &args.share_dirs {
             let config = ShareDirConfig {
                 dir: dir.clone(),
@@ -154,14 +151,7 @@ async fn startup_actions(
             let (_, shared) = ShareDir::start(peer, config)
                 .await
                 .with_context(|| format!("cannot share {}", dir.display()))?;
-            let mut shared: Vec<_> = shared.into_iter().collect();
-            shared.sort();
-            for (path, file_id) in shared {
-                println!(
-                    "registered {} {file_id}",
-                    printable(&path.display().to_string())
-                );
-            }
+            print_registered(&shared);
         }
         anyhow::Ok(())
     };
@@ -170,41 +160,40 @@ async fn startup_actions(
         () = shutdown.cancelled() => anyhow::bail!("interrupted before every file was shared"),
     }
     if let Some(arg) = &args.download {
-        let requests = match manifest_file {
+        let request = match manifest_file {
             Some(doc) => DownloadRequest::for_manifest_file(doc, &args.from),
-            None => vec![DownloadRequest {
+            None => DownloadRequest {
                 id: arg.clone(),
                 hosts: args.from.clone(),
                 ..DownloadRequest::default()
-            }],
+            },
         };
-        // A folder manifest with no file has nothing to fetch (the registry takes no empty job).
-        if !requests.is_empty() {
-            download(peer, arg, requests, args, shutdown)
-                .await
-                .with_context(|| format!("cannot download {arg}"))?;
-        }
+        download(peer, arg, request, args, shutdown).await?;
     }
     Ok(())
 }
 
 /// The startup download, as a job of the node's registry like every other download (so the
-/// dashboard and the event stream show it): its progress bars, one line per file, the error
-/// as it was. A signal cancels the job; its `.part` files stay for the next run.
+/// dashboard and the event stream show it): its progress bar, then what it did. A file:
+/// `downloaded PATH ID ...` or `already downloaded PATH ID`. A folder: one line per conflict
+/// or failed file (at most [`MAX_REPORTED`] of each), then
+/// `folder NAME ID: F fetched, A already there, C conflicts, X failed (B bytes in T s)`.
+/// Anything missing is an error (exit 1), and the same command run again completes it. A
+/// signal cancels the job; its `.part` files stay for the next run.
 async fn download(
     peer: &PeerHandle,
     arg: &str,
-    requests: Vec<DownloadRequest>,
+    request: DownloadRequest,
     args: &PeerArgs,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let failed = || format!("cannot download {arg}");
     let (observer, mut updates) = tokio::sync::mpsc::unbounded_channel();
     let id = peer
-        .start_download_observed(arg.to_owned(), requests, args.out.clone(), observer)
-        .await?;
-    // The current file's progress view: a sender of its events and the task showing them.
-    let mut view: Option<(UnboundedSender<DownloadEvent>, JoinHandle<()>)> = None;
-    let (mut files, mut bytes) = (0, 0);
+        .start_download_observed(arg.to_owned(), request, args.out.clone(), observer)
+        .await
+        .with_context(failed)?;
+    let (events, view) = progress::start();
     let mut cancelled = false;
     let ended = loop {
         let update = tokio::select! {
@@ -218,82 +207,156 @@ async fn download(
         };
         match update {
             Some(JobUpdate::Event(event)) => {
-                let (events, _) = view.get_or_insert_with(progress::start);
                 let _ = events.send(event);
-            }
-            Some(JobUpdate::FileDone(report)) => {
-                close(view.take()).await;
-                let secs = report.elapsed.as_secs_f64();
-                println!(
-                    "downloaded {} {} {} in {secs:.2}s ({:.1} MB/s)",
-                    printable(&report.path.display().to_string()),
-                    report.file_id,
-                    report.bytes,
-                    report.bytes as f64 / secs.max(1e-9) / 1e6,
-                );
-                files += 1;
-                bytes += report.bytes;
             }
             Some(JobUpdate::Ended(result)) => break result,
             // The run always says how it ended; only a runtime going down drops it unsaid.
             None => break Err(PeerError::Cancelled),
         }
     };
-    close(view).await;
-    ended?;
-    if files > 1 {
-        println!("downloaded {files} files, {bytes} bytes");
+    // Let the bar show its last events and clear.
+    drop(events);
+    view.await.ok();
+    let report = match ended {
+        // A single file whose target holds something else: say what to do about it.
+        Err(PeerError::Storage(StorageError::AlreadyExists(path))) => {
+            return Err(anyhow::anyhow!(
+                "{} already exists and is not this file; it was left as it is: move it away, or \
+                 download into another folder",
+                path.display()
+            ))
+            .with_context(failed);
+        }
+        ended => ended.with_context(failed)?,
+    };
+    let info = peer.download_info(id);
+    let folder_id = info.as_ref().and_then(|i| i.folder_id);
+    let shown = |path: &std::path::Path| printable(&path.display().to_string()).to_string();
+    let Some(folder_id) = folder_id else {
+        if !report.complete() {
+            if cancelled {
+                return Err(PeerError::Cancelled).with_context(failed);
+            }
+            let why = downloads::shortfall(&report, false).unwrap_or_default();
+            return Err(anyhow::anyhow!(why)).with_context(failed);
+        }
+        let file_id = info
+            .and_then(|i| i.file_id)
+            .map_or_else(|| arg.to_owned(), |f| f.to_string());
+        if report.already_there == report.files {
+            println!("already downloaded {} {file_id}", shown(&report.path));
+        } else {
+            let secs = report.elapsed.as_secs_f64();
+            println!(
+                "downloaded {} {file_id} {} in {secs:.2}s ({:.1} MB/s)",
+                shown(&report.path),
+                report.size,
+                report.size as f64 / secs.max(1e-9) / 1e6,
+            );
+        }
+        return Ok(());
+    };
+    for (what, listed, total) in [
+        ("conflict", &report.conflicts, report.conflicts_total),
+        ("failed", &report.failed, report.failed_total),
+    ] {
+        for problem in listed.iter().take(MAX_REPORTED) {
+            println!(
+                "{what} {}: {}",
+                shown(&problem.path),
+                printable(&problem.reason)
+            );
+        }
+        let more = total.saturating_sub(listed.len().min(MAX_REPORTED) as u64);
+        if more > 0 {
+            println!("… and {more} more ({what})");
+        }
+    }
+    let name = info.and_then(|i| i.name).unwrap_or_default();
+    println!(
+        "folder {} {folder_id}: {} fetched, {} already there, {} conflicts, {} failed ({} bytes in {:.2} s)",
+        printable(&name),
+        report.fetched,
+        report.already_there,
+        report.conflicts_total,
+        report.failed_total,
+        report.bytes_fetched,
+        report.elapsed.as_secs_f64(),
+    );
+    if !report.complete() {
+        if cancelled {
+            return Err(PeerError::Cancelled).with_context(failed);
+        }
+        let why = downloads::shortfall(&report, true).unwrap_or_default();
+        anyhow::bail!("{why}; run the same command again to resume");
     }
     Ok(())
 }
 
-/// Lets a file's progress view show its last events and clear its bar.
-async fn close(view: Option<(UnboundedSender<DownloadEvent>, JoinHandle<()>)>) {
-    if let Some((events, task)) = view {
-        drop(events);
-        task.await.ok();
-    }
-}
-
-/// Shares a file, or every file of a folder; with `write_manifest`, writes its manifest file.
+/// Shares every path (a file on its own, a folder as a whole), announced to the index in
+/// batches; prints a line per file and one per folder; with `write_manifest`, writes each
+/// one's manifest file.
 async fn register(
     peer: &PeerHandle,
-    path: &std::path::Path,
+    paths: &[std::path::PathBuf],
     write_manifest: bool,
 ) -> anyhow::Result<()> {
-    // (path inside the folder, or empty for a file; manifest)
-    let manifests = peer.share_path_manifests(path).await?;
-    for (rel, manifest) in &manifests {
-        let shown = if rel.as_os_str().is_empty() {
-            path.to_owned()
-        } else {
-            path.join(rel)
-        };
-        println!(
-            "registered {} {}",
-            printable(&shown.display().to_string()),
-            manifest.id()
-        );
+    if paths.is_empty() {
+        return Ok(());
     }
-    if write_manifest {
-        // The index as this peer met it: its address and the node id it proved.
-        let servers: Vec<IndexRef> = peer
-            .server_addr()
-            .map(|addr| IndexRef {
-                addr,
-                node_id: peer.index_node_id(),
-            })
-            .into_iter()
-            .collect();
-        let target = manifest::default_path(path);
-        let text = if path.is_dir() {
-            manifest::folder_document(path, manifests, servers)?.to_json()
-        } else {
-            let (_, only) = manifests.into_iter().next().context("nothing registered")?;
-            ManifestFile::new(only, servers).to_json()
+    let shared = peer.share_paths(paths).await?;
+    for item in &shared {
+        print_registered(item);
+    }
+    if !write_manifest {
+        return Ok(());
+    }
+    // The index as this peer met it: its address and the node id it proved.
+    let servers: Vec<IndexRef> = peer
+        .server_addr()
+        .map(|addr| IndexRef {
+            addr,
+            node_id: peer.index_node_id(),
+        })
+        .into_iter()
+        .collect();
+    for item in shared {
+        let (target, text) = match item {
+            Shared::File { path, manifest } => (
+                manifest::default_path(&path),
+                ManifestFile::new(manifest, servers.clone()).to_json(),
+            ),
+            Shared::Folder {
+                path, head, files, ..
+            } => (
+                manifest::folder_manifest_path(&path, &head.name),
+                manifest::folder_document(&head.name, files, servers.clone())?.to_json(),
+            ),
         };
         manifest::write_new(&target, &text)?;
         println!("wrote {}", target.display());
     }
     Ok(())
+}
+
+/// `registered <path> <id>` for a file; for a folder, one such line per file (its path as
+/// given, then the file's in it), then `registered <folder as given> <folder id>`.
+fn print_registered(shared: &Shared) {
+    let line = |path: &std::path::Path, id: &dyn std::fmt::Display| {
+        println!("registered {} {id}", printable(&path.display().to_string()));
+    };
+    match shared {
+        Shared::File { path, manifest } => line(path, &manifest.id()),
+        Shared::Folder {
+            path,
+            folder_id,
+            files,
+            ..
+        } => {
+            for (rel, manifest) in files {
+                line(&path.join(rel), &manifest.id());
+            }
+            line(path, folder_id);
+        }
+    }
 }

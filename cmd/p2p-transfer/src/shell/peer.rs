@@ -45,7 +45,7 @@ pub enum PeerCommand {
         #[command(subcommand)]
         what: ListWhat,
     },
-    /// Share a file, or every file of a folder; prints their ids.
+    /// Share a file, or a folder as a whole; prints its id (a folder: its folder id and file count).
     Register {
         /// The file or folder.
         path: PathBuf,
@@ -251,13 +251,18 @@ impl PeerShell {
             println!("not sharing any file yet ('register <path>')");
             return;
         }
-        println!("{:<12}  {:>10}  NAME", "ID", "SIZE");
+        println!("{:<12}  {:>10}  {:>6}  NAME", "ID", "SIZE", "FILES");
         for f in files {
+            // A folder: its file count, and its name with a `/`.
+            let (count, name) = match f.files {
+                Some(n) => (n.to_string(), format!("{}/", f.name)),
+                None => (String::new(), f.name.clone()),
+            };
             println!(
-                "{:<12}  {:>10}  {}",
+                "{:<12}  {:>10}  {count:>6}  {}",
                 f.file_id.fmt_short(),
                 HumanBytes(f.size).to_string(),
-                printable(&f.name)
+                printable(&name)
             );
         }
     }
@@ -265,16 +270,16 @@ impl PeerShell {
     fn download(&self, id: String, dir: Option<PathBuf>) -> Result<(), anyhow::Error> {
         let dir = dir.unwrap_or_else(|| self.out_dir.clone());
         // The peer adds its direct hosts (`connect`, `--from`) to every request.
-        let requests = if crate::run::manifest::is_manifest_path(&id) {
+        let request = if crate::run::manifest::is_manifest_path(&id) {
             let doc = crate::run::manifest::read(id.as_ref())?;
             // A running peer can't change its index: refused as the web API refuses it.
             self.peer.check_manifest_index(&doc)?;
             DownloadRequest::for_manifest_file(doc, &[])
         } else {
-            vec![DownloadRequest::by_id(&id)]
+            DownloadRequest::by_id(&id)
         };
         self.rt
-            .block_on(self.peer.start_download(id.clone(), requests, dir.clone()))?;
+            .block_on(self.peer.start_download(id.clone(), request, dir.clone()))?;
         println!(
             "downloading {id} into {} in the background ('transfers' shows progress)",
             dir.display()
@@ -315,8 +320,11 @@ impl PeerShell {
 
     fn register(&self, path: PathBuf) -> Result<(), p2p_peer::PeerError> {
         for file in self.rt.block_on(self.peer.share_path(&path))? {
+            let count = file
+                .files
+                .map_or_else(String::new, |n| format!(" ({n} files)"));
             println!(
-                "registered {} {}",
+                "registered {} {}{count}",
                 printable(&file.path.display().to_string()),
                 file.file_id
             );

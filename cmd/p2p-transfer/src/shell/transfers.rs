@@ -1,5 +1,6 @@
 //! Downloads started from the peer shell run as jobs in the peer's registry: `transfers`
-//! prints them, and a task prints each finished or failed one above the prompt.
+//! prints them (a folder is one job, one row, with its files done out of its files), and a
+//! task prints each finished or failed one above the prompt.
 
 use std::collections::BTreeSet;
 
@@ -18,8 +19,8 @@ pub fn print(peer: &PeerHandle) {
         return;
     }
     println!(
-        "{:<14} {:>5} {:>11} {:>6}  {:<10} NAME",
-        "ID", "DONE", "SPEED", "HOSTS", "STATE"
+        "{:<14} {:>5} {:>13} {:>11} {:>6}  {:<10} NAME",
+        "ID", "DONE", "FILES", "SPEED", "HOSTS", "STATE"
     );
     for d in &list {
         let pct = d.percent();
@@ -32,6 +33,12 @@ pub fn print(peer: &PeerHandle) {
         };
         let speed = format!("{}/s", HumanBytes(rate as u64));
         let hosts = format!("{}/{}", d.hosts_delivering, d.hosts_known);
+        // Unknown until the request is resolved.
+        let files = if d.files_total == 0 {
+            "-".to_owned()
+        } else {
+            format!("{}/{}", d.files_done, d.files_total)
+        };
         let state = match &d.state {
             DownloadState::LookingUp => "looking up".to_owned(),
             DownloadState::Running => "running".to_owned(),
@@ -42,7 +49,7 @@ pub fn print(peer: &PeerHandle) {
         };
         let id: String = d.target.chars().take(14).collect();
         println!(
-            "{:<14} {pct:>4.0}% {speed:>11} {hosts:>6}  {state:<10} {}",
+            "{:<14} {pct:>4.0}% {files:>13} {speed:>11} {hosts:>6}  {state:<10} {}",
             printable(&id),
             printable(d.name.as_deref().unwrap_or("?"))
         );
@@ -96,9 +103,15 @@ fn outcome(info: &DownloadInfo) -> String {
                 .path
                 .as_ref()
                 .map_or_else(String::new, |p| p.display().to_string());
-            let what = match info.file_id {
-                Some(id) if info.files_total == 1 => id.to_string(),
-                _ => format!("({} files)", info.files_done),
+            let what = match (info.folder_id, info.file_id) {
+                (Some(folder), _) if info.files_skipped > 0 => format!(
+                    "{folder} ({} files, {} already there)",
+                    info.files_done, info.files_skipped
+                ),
+                (Some(folder), _) => format!("{folder} ({} files)", info.files_done),
+                (None, Some(id)) if info.files_skipped > 0 => format!("{id} (already there)"),
+                (None, Some(id)) => id.to_string(),
+                (None, None) => format!("({} files)", info.files_done),
             };
             format!(
                 "downloaded {} {what} {} in {secs:.2}s ({:.1} MB/s)",

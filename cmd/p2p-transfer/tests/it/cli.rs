@@ -37,7 +37,15 @@ fn seed_and_download_with_the_binary() {
     assert!(line.ends_with(" MB/s)"), "{line}");
     assert_eq!(std::fs::read(&target).unwrap(), data);
 
-    // Again: the file exists now, so a clear one-line error and a non-zero exit.
+    // Again: the very file is there now, so nothing to fetch, and success.
+    let output = leecher(&addr, &id, out.path()).output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).lines().last(),
+        Some(format!("already downloaded {} {id}", target.display()).as_str())
+    );
+    // Another file of that name: a clear one-line error, a non-zero exit, the file untouched.
+    std::fs::write(&target, b"mine").unwrap();
     let output = leecher(&addr, &id, out.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -45,11 +53,12 @@ fn seed_and_download_with_the_binary() {
     assert_eq!(
         last,
         format!(
-            "error: cannot download {id}: {} already exists; refusing to overwrite it",
+            "error: cannot download {id}: {} already exists and is not this file; it was left \
+             as it is: move it away, or download into another folder",
             target.display()
         )
     );
-    assert_eq!(std::fs::read(&target).unwrap(), data);
+    assert_eq!(std::fs::read(&target).unwrap(), b"mine");
 }
 
 #[test]

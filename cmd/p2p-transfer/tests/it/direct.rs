@@ -42,7 +42,7 @@ async fn download_from_named_peers_needs_no_index() {
         id: id.to_string(),
         manifest: None,
         hosts: vec![a.local_addr(), b.local_addr()],
-        subdir: Vec::new(),
+        folder: None,
     };
     let report = leecher
         .fetch(request, out.path(), None, CancellationToken::new())
@@ -61,7 +61,7 @@ async fn download_from_named_peers_needs_no_index() {
                 id: id.to_string()[..8].to_owned(),
                 manifest: None,
                 hosts: vec![a.local_addr()],
-                subdir: Vec::new(),
+                folder: None,
             },
             out.path(),
             None,
@@ -93,7 +93,7 @@ async fn a_named_peer_that_disappears_is_replaced_by_the_other() {
         id: id.to_string(),
         manifest: None,
         hosts: vec![doomed.local_addr(), other.local_addr()],
-        subdir: Vec::new(),
+        folder: None,
     };
     let run = leecher.fetch(request, out.path(), Some(tx), CancellationToken::new());
     let killer = async {
@@ -139,7 +139,7 @@ async fn without_an_index_a_download_fails_as_soon_as_every_named_host_is_droppe
         id: manifest.id().to_string(),
         manifest: Some(manifest),
         hosts: vec![stranger.local_addr()],
-        subdir: Vec::new(),
+        folder: None,
     };
     let run = leecher.fetch(request, out.path(), None, CancellationToken::new());
     let err = tokio::time::timeout(stall_timeout / 10, run)

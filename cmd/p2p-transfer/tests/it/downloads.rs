@@ -58,7 +58,7 @@ async fn a_job_by_prefix_runs_in_the_background_to_done() {
     let id = leecher
         .start_download(
             prefix.clone(),
-            vec![p2p_peer::DownloadRequest::by_id(&prefix)],
+            p2p_peer::DownloadRequest::by_id(&prefix),
             out.path().to_owned(),
         )
         .await
@@ -122,7 +122,7 @@ async fn a_cancelled_job_keeps_its_part_file_and_resumes_to_done() {
     let id = leecher
         .start_download(
             file_id.to_string(),
-            vec![p2p_peer::DownloadRequest::by_id(&file_id.to_string())],
+            p2p_peer::DownloadRequest::by_id(&file_id.to_string()),
             out.path().to_owned(),
         )
         .await
@@ -195,7 +195,7 @@ async fn unknown_handles_and_missing_folders_are_clear_errors() {
     let err = peer
         .start_download(
             "abc".into(),
-            vec![p2p_peer::DownloadRequest::by_id("abcdef12")],
+            p2p_peer::DownloadRequest::by_id("abcdef12"),
             gone.clone(),
         )
         .await
@@ -316,59 +316,50 @@ async fn a_folder_is_shared_by_path_and_fetched_as_one_job() {
     let mut seeder_changes = seeder.subscribe_changes();
 
     let shared = seeder.share_path(&album).await.unwrap();
-    let mut paths: Vec<_> = shared.iter().map(|f| f.path.clone()).collect();
-    paths.sort();
+    assert_eq!(shared.len(), 1, "the folder is one share: {shared:?}");
+    let folder = &shared[0];
     assert_eq!(
-        paths,
-        [album.join("disc 2/two.bin"), album.join("one.bin")],
-        "each file of the folder, under the path given"
+        (folder.path.as_path(), folder.name.as_str(), folder.files),
+        (album.as_path(), "album", Some(2)),
+        "the folder, under the path given, with its file count"
     );
+    assert_eq!(folder.size, (one.len() + two.len()) as u64);
     let mut announced = 0;
     while let Ok(change) = seeder_changes.try_recv() {
-        announced += usize::from(matches!(change, PeerChange::FileShared(_)));
+        announced +=
+            usize::from(matches!(change, PeerChange::FileShared(id) if id == folder.file_id));
     }
-    assert_eq!(announced, 2);
+    assert_eq!(announced, 1, "announced once, as a folder");
 
-    // One job for the folder's files, as a folder manifest file gives them.
-    let requests: Vec<p2p_peer::DownloadRequest> = shared
-        .iter()
-        .map(|f| {
-            let manifest = p2p_storage::build_manifest(&f.path).unwrap().manifest;
-            let rel = f.path.strip_prefix(&album).unwrap();
-            let mut subdir = vec!["album".to_owned()];
-            subdir.extend(
-                rel.parent()
-                    .into_iter()
-                    .flat_map(|p| p.iter())
-                    .map(|c| c.to_string_lossy().into_owned()),
-            );
-            p2p_peer::DownloadRequest {
-                id: f.file_id.to_string(),
-                manifest: Some(manifest),
-                subdir,
-                ..Default::default()
-            }
+    // One job for the folder, as its manifest file gives it.
+    let entries = [("one.bin", &album), ("disc 2/two.bin", &album)]
+        .into_iter()
+        .map(|(rel, root)| {
+            let manifest = p2p_storage::build_manifest(&root.join(rel))
+                .unwrap()
+                .manifest;
+            (rel.split('/').map(str::to_owned).collect(), manifest)
         })
         .collect();
+    let doc = p2p_protocol::manifest_file::FolderManifestFile::new("album".into(), entries, vec![])
+        .unwrap();
+    let request = p2p_peer::DownloadRequest::for_manifest_file(
+        p2p_protocol::manifest_file::AnyManifestFile::Folder(doc),
+        &[],
+    );
     let leecher = start_peer(server.addr).await;
     let mut changes = leecher.subscribe_changes();
     let id = leecher
-        .start_download("album.p2pm".into(), requests, out.path().to_owned())
+        .start_download("album.p2pm".into(), request, out.path().to_owned())
         .await
         .unwrap();
     let info = leecher.download_info(id).unwrap();
     assert_eq!(info.name.as_deref(), Some("album"));
-    assert_eq!(
-        (info.files_total, info.size),
-        (2, (one.len() + two.len()) as u64)
-    );
     let info = wait_for(&leecher, &mut changes, id, "done", |d| {
         d.state.is_finished()
     })
     .await;
     assert_eq!(info.state, DownloadState::Done, "{info:?}");
-    assert_eq!(info.files_done, 2);
-    assert_eq!(info.done, info.size);
     assert_eq!(info.path, Some(out.path().join("album")));
     assert_eq!(
         std::fs::read(out.path().join("album/one.bin")).unwrap(),
@@ -380,10 +371,8 @@ async fn a_folder_is_shared_by_path_and_fetched_as_one_job() {
     );
 
     // Unsharing is announced too.
-    let gone = seeder
-        .unshare(&shared[0].file_id.to_string())
-        .await
-        .unwrap();
+    let gone = seeder.unshare(&folder.file_id.to_string()).await.unwrap();
+    assert_eq!(gone, folder.file_id);
     let unshared = tokio::time::timeout(DEADLINE, async {
         loop {
             if let Ok(PeerChange::FileUnshared(f)) = seeder_changes.recv().await {
@@ -394,6 +383,7 @@ async fn a_folder_is_shared_by_path_and_fetched_as_one_job() {
     .await
     .unwrap();
     assert_eq!(unshared, gone);
+    assert!(seeder.files().is_empty());
     leecher.shutdown().await;
     seeder.shutdown().await;
 }

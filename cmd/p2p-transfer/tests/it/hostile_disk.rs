@@ -135,7 +135,7 @@ async fn a_file_swapped_for_a_link_to_a_secret_is_never_served() {
     let until = Instant::now() + Duration::from_secs(8);
     while Instant::now() < until {
         assert!(
-            peer.files().iter().all(|f| f.file_id != stolen),
+            peer.every_file().iter().all(|f| f.file_id != stolen),
             "the peer shares the file behind the link"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -147,7 +147,7 @@ async fn a_file_swapped_for_a_link_to_a_secret_is_never_served() {
         flipper.flips()
     );
     drop(flipper);
-    assert!(peer.files().iter().all(|f| f.file_id != stolen));
+    assert!(peer.every_file().iter().all(|f| f.file_id != stolen));
     let (found, _) = peer.search("doc").await.unwrap();
     assert!(found.iter().all(|f| f.file_id != stolen), "on the index");
     peer.shutdown().await;
@@ -182,7 +182,7 @@ async fn a_fifo_swapped_in_neither_hangs_sharing_nor_shutdown() {
     // New files are still picked up while the FIFO keeps coming back.
     random_file(folder.path(), "later.bin", 2000, 93);
     let picked_up = eventually(Duration::from_secs(10), || async {
-        peer.files().iter().any(|f| f.name == "later.bin")
+        peer.every_file().iter().any(|f| f.name == "later.bin")
     })
     .await;
     assert!(picked_up, "a file added later was not shared");

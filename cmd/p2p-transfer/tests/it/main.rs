@@ -11,6 +11,7 @@ mod connections;
 mod direct;
 mod downloads;
 mod faults;
+mod folders;
 mod heartbeat;
 mod hostile_disk;
 mod hostile_text;

@@ -58,12 +58,12 @@ fn regex_escape(s: &str) -> String {
 
 /// Waits for the prompt and answers the cursor-position query reedline sends before drawing
 /// it, as a terminal would; keys typed before that answer would be taken for it.
-fn prompt(session: &mut Pty) {
+pub fn prompt(session: &mut Pty) {
     session.expect("\x1b[6n").expect("prompt's cursor query");
     session.send("\x1b[20;1R").unwrap();
 }
 
-fn exits_cleanly(session: &mut Pty) {
+pub fn exits_cleanly(session: &mut Pty) {
     session.expect(expectrl::Eof).expect("shell ended");
     assert!(matches!(
         session.get_process().wait().unwrap(),

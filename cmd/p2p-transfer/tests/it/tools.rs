@@ -184,7 +184,14 @@ fn a_whole_folder_is_shared_and_recreated_under_out() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("downloaded 2 files"));
+    // One job for the whole folder; its summary is the last line.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(
+        summary.starts_with("folder album ")
+            && summary.contains(": 2 fetched, 0 already there, 0 conflicts, 0 failed ("),
+        "{stdout}"
+    );
     assert_eq!(
         std::fs::read(out.path().join("album/cover.jpg")).unwrap(),
         top
@@ -270,7 +277,17 @@ fn share_dir_registers_the_folder_and_follows_it() {
     let line = read_line_starting(&mut stdout, "registered ");
     let id = line.rsplit(' ').next().unwrap().to_owned();
     assert_eq!(line, format!("registered {} {id}", path.display()));
-    assert_eq!(search_names(&addr, "shared"), ["shared-a.bin"]);
+    // The folder's own line follows its files'.
+    let folder_line = read_line_starting(&mut stdout, "registered ");
+    let folder_id = folder_line.rsplit(' ').next().unwrap();
+    assert_eq!(
+        folder_line,
+        format!("registered {} {folder_id}", dir.path().display())
+    );
+    // Found by name, shown by its path in the folder (the folder's name first).
+    let folder = dir.path().file_name().unwrap().to_str().unwrap();
+    let in_folder = |name: &str| format!("{folder}/{name}");
+    assert_eq!(search_names(&addr, "shared"), [in_folder("shared-a.bin")]);
 
     // Others can download it.
     let output = leecher(&addr, &id, out.path()).output().unwrap();
@@ -288,6 +305,6 @@ fn share_dir_registers_the_folder_and_follows_it() {
     }
     assert_eq!(
         search_names(&addr, "shared"),
-        ["shared-a.bin", "shared-b.bin"]
+        [in_folder("shared-a.bin"), in_folder("shared-b.bin")]
     );
 }

@@ -19,6 +19,13 @@ const DOWNLOAD_WAIT: Duration = Duration::from_secs(60);
 /// More files on the network, so the list is a list.
 const OTHER_FILES: [(&str, usize); 2] =
     [("team-photos.zip", 3 << 20), ("budget-2027.ods", 180 << 10)];
+/// A shared folder: one row on the network, downloaded as one job.
+const ALBUM: &str = "summer album";
+const ALBUM_FILES: [(&str, usize); 3] = [
+    ("track 1.flac", 300 << 10),
+    ("disc 2/track 2.flac", 120 << 10),
+    ("cover.jpg", 40 << 10),
+];
 const UPLOAD_LEN: usize = (2 << 20) + 1;
 const UPLOAD_NAME: &str = "meeting-notes.txt";
 /// Markup in a message must show as text, never as markup.
@@ -99,7 +106,7 @@ async fn dashboard_in_a_real_browser() {
     };
     let shots = browser::screenshot_dir();
 
-    // An index, peer A seeding three files, peer B; a web server for each.
+    // An index, peer A seeding three files and a folder, peer B; a web server for each.
     let server = start_server().await;
     let a = start_peer(server.addr).await;
     let b = start_peer(server.addr).await;
@@ -111,6 +118,17 @@ async fn dashboard_in_a_real_browser() {
         let (path, data) = random_file(files.path(), name, len, 20 + i as u64);
         others.push((a.register(&path).await.unwrap().to_string(), name, data));
     }
+    let album = files.path().join(ALBUM);
+    let mut album_data = Vec::new();
+    for (i, (rel, len)) in ALBUM_FILES.into_iter().enumerate() {
+        let path = album.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let (_, data) = random_file(path.parent().unwrap(), &name, len, 30 + i as u64);
+        album_data.push((rel, data));
+    }
+    let shared = a.share_path(&album).await.unwrap();
+    let folder_id = shared[0].file_id.to_string();
     let web_a = start_web_peer(&a).await;
     let web_b = start_web_peer(&b).await;
     let web_server = start_web_server(&server).await;
@@ -137,6 +155,23 @@ async fn dashboard_in_a_real_browser() {
     for (id, ..) in &others {
         browser.wait_for(&row("network-rows", id)).await;
     }
+    // The folder is one row: its name, its file count, its total size.
+    let folder_row = format!("{}[data-kind=folder]", row("network-rows", &folder_id));
+    let detail = browser
+        .wait_for(&format!("{folder_row} [data-testid=network-detail]"))
+        .await;
+    assert_eq!(detail.text().await.unwrap(), "Folder · 3 files");
+    // 300 + 120 + 40 KiB.
+    browser
+        .wait_until(
+            "the folder row shows the folder's name and size",
+            &format!(
+                "(r => r.querySelector('.name').textContent === '{ALBUM}/' \
+                 && r.cells[1].textContent === '460 KiB')(document.querySelector(\"{folder_row}\"))"
+            ),
+            browser::ELEMENT_WAIT,
+        )
+        .await;
     browser.fill("[data-testid=out-dir]", out_path).await;
     browser.screenshot(&shots, "network").await;
     // A search leaves only what matches; download it.
@@ -159,6 +194,11 @@ async fn dashboard_in_a_real_browser() {
             "{} [data-testid=download-btn]",
             row("network-rows", other_id)
         ))
+        .await;
+
+    // And the folder, as one job.
+    browser
+        .click(&format!("{folder_row} [data-testid=download-btn]"))
         .await;
 
     // Transfers: each bar reaches its end, the rows say done, the files are whole.
@@ -194,6 +234,29 @@ async fn dashboard_in_a_real_browser() {
         "the downloaded file differs from the seeded one"
     );
     assert!(std::fs::read(out.path().join(other_name)).unwrap() == *other_data);
+    // The folder: one row, every file counted, every file whole under out/ALBUM.
+    let folder_done = browser
+        .wait_for_within(
+            &format!(
+                "#transfer-rows tr[data-file-id='{folder_id}'][data-kind=folder][data-state=done]"
+            ),
+            DOWNLOAD_WAIT,
+        )
+        .await;
+    let note = folder_done
+        .find(fantoccini::Locator::Css(".muted"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(note.starts_with("3 / 3 files · Saved as "), "{note}");
+    for (rel, data) in &album_data {
+        assert!(
+            std::fs::read(out.path().join(ALBUM).join(rel)).unwrap() == *data,
+            "{rel} differs from the shared one"
+        );
+    }
     browser.screenshot(&shots, "transfers").await;
 
     // My files: upload from the browser; it is shared when complete.
