@@ -216,7 +216,7 @@
         const row = h(
           "tr",
           { "data-file-id": f.file_id },
-          cell("Name", h("div", { class: "name" }), idSpan(f.file_id)),
+          cell("Name", h("div", { class: "name" }), h("div", { class: "muted small", "data-testid": "files-detail" }), idSpan(f.file_id)),
           cell("Size"),
           cell("Path", h("span", { class: "mono path" })),
           cell("", btn),
@@ -225,13 +225,19 @@
         return row;
       },
       (row, f) => {
-        setText(row.cells[0].firstChild, f.name);
+        // A folder shared as a whole is one row, shown as the Network view shows one.
+        const folder = f.kind === "folder";
+        setAttr(row, "data-kind", folder ? "folder" : "file");
+        setText(row.cells[0].firstChild, folder ? `${f.name}/` : f.name);
+        const detailEl = row.cells[0].children[1];
+        setText(detailEl, folder ? `Folder · ${count(f.files, "file")}` : "");
+        detailEl.hidden = !folder;
         setText(row.cells[1], bytes(f.size));
         const path = row.cells[2].firstChild;
         setText(path, f.path);
         setAttr(path, "title", f.path);
         row.querySelector("button").file = f;
-        setAttr(row.querySelector("button"), "aria-label", `Stop sharing ${f.name}`);
+        setAttr(row.querySelector("button"), "aria-label", folder ? `Stop sharing folder ${f.name}` : `Stop sharing ${f.name}`);
       },
     );
     $("files-empty").hidden = state.files.length > 0;
@@ -244,8 +250,8 @@
     if (!path) return say("Type the path of a file or folder on the node's machine.", "error");
     try {
       const data = await api("POST", "/shares", { path });
-      const n = data.files.length;
-      say(`Shared ${path}${n > 1 ? ` (${n} files)` : ""}.`);
+      const folder = data.files.find((f) => f.kind === "folder");
+      say(`Shared ${folder ? `folder ${path} (${count(folder.files, "file")})` : path}.`);
       $("share-path").value = "";
       await refreshFiles();
     } catch (err) {

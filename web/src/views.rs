@@ -77,25 +77,32 @@ impl PeerStatusView {
     }
 }
 
-/// One file this peer shares (`GET /api/v1/files`).
+/// One file or folder this peer shares (`GET /api/v1/files`, `POST /api/v1/shares`, the
+/// `file_shared` event): a folder shared as a whole is one line, as on the network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedFileView {
-    /// Its id (64 hex digits).
+    /// `"file"` or `"folder"`.
+    pub kind: String,
+    /// Its id (64 hex digits): the file id, or the folder id for a folder.
     pub file_id: String,
     /// Its name.
     pub name: String,
-    /// Its size in bytes.
+    /// Its size in bytes (a folder's: all its files).
     pub size: u64,
-    /// Where it is read from.
+    /// Files in it: 1 for a file.
+    pub files: u64,
+    /// Where it is read from (a folder: the path it was shared by).
     pub path: String,
 }
 
 impl From<&SharedFileInfo> for SharedFileView {
     fn from(f: &SharedFileInfo) -> Self {
         Self {
+            kind: if f.files.is_some() { "folder" } else { "file" }.into(),
             file_id: f.file_id.to_string(),
             name: text(&f.name),
             size: f.size,
+            files: f.files.unwrap_or(1),
             path: text(&f.path.display().to_string()),
         }
     }

@@ -199,6 +199,85 @@ async fn share_list_search_and_unshare() {
     peer.shutdown().await;
 }
 
+/// "My files" shows a folder shared as a whole as one line, a folder as the network lists it
+/// (`kind`, `files`), beside a file shared on its own (`kind: "file"`, `files: 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn my_files_show_a_shared_folder_as_one_folder_line() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let album = src.path().join("album");
+    let mut size = 0;
+    for i in 0..3 {
+        let dir = album.join(format!("disc {i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, data) = random_file(&dir, "track.flac", 1000 + i * 700, 40 + i as u64);
+        size += data.len();
+    }
+    let (single, _) = random_file(src.path(), "notes.txt", 321, 44);
+    let peer = start_peer(server.addr).await;
+    let web = start_web_peer(&peer).await;
+
+    let (status, shared) = post(
+        web.url("/api/v1/shares"),
+        json!({ "path": album.to_str().unwrap() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{shared}");
+    let lines = shared["files"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "one line for the folder: {shared}");
+    let folder = &lines[0];
+    assert_eq!(
+        (
+            &folder["kind"],
+            &folder["name"],
+            &folder["files"],
+            &folder["size"]
+        ),
+        (&json!("folder"), &json!("album"), &json!(3), &json!(size)),
+        "{folder}"
+    );
+    let (status, _) = post(
+        web.url("/api/v1/shares"),
+        json!({ "path": single.to_str().unwrap() }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (_, mine) = get(web.url("/api/v1/files")).await;
+    let mine = mine["files"].as_array().unwrap().clone();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    let keys: std::collections::BTreeSet<&str> =
+        ["kind", "file_id", "name", "size", "files", "path"].into();
+    for line in &mine {
+        let has: std::collections::BTreeSet<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(has, keys, "{line}");
+    }
+    let listed = mine.iter().find(|f| f["kind"] == "folder").unwrap();
+    assert_eq!(listed, folder);
+    let file = mine.iter().find(|f| f["kind"] == "file").unwrap();
+    assert_eq!(
+        (&file["name"], &file["files"], &file["size"]),
+        (&json!("notes.txt"), &json!(1), &json!(321))
+    );
+
+    // The network lists the same folder under the same id.
+    let (_, network) = get(web.url("/api/v1/network/files")).await;
+    let on_network = network["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "folder")
+        .cloned()
+        .unwrap_or_else(|| panic!("no folder line: {network}"));
+    assert_eq!(on_network["file_id"], folder["file_id"]);
+    peer.shutdown().await;
+}
+
 /// A file of `len` bytes shared by `seeders` new peers; returns its id, bytes and the peers.
 async fn seeded(
     server: std::net::SocketAddr,

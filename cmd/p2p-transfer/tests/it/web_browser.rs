@@ -259,8 +259,15 @@ async fn dashboard_in_a_real_browser() {
     }
     browser.screenshot(&shots, "transfers").await;
 
-    // My files: upload from the browser; it is shared when complete.
+    // My files: the fetched folder is shared on as one folder row, as Network shows one.
     open_view(&browser, "files").await;
+    let mine = browser
+        .wait_for(&format!(
+            "#files-rows tr[data-file-id='{folder_id}'][data-kind=folder] [data-testid=files-detail]"
+        ))
+        .await;
+    assert_eq!(mine.text().await.unwrap(), "Folder · 3 files");
+    // Upload from the browser; it is shared when complete.
     let (upload, upload_data) = random_file(files.path(), UPLOAD_NAME, UPLOAD_LEN, 14);
     browser
         .wait_for("[data-testid=upload-input]")
