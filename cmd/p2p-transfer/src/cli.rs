@@ -275,8 +275,10 @@ pub struct PeerArgs {
     /// Folder downloads are written to.
     #[arg(short = 'o', long, default_value = ".", value_name = "DIR")]
     pub out: PathBuf,
-    /// Chunks downloaded at once, across all hosts.
-    #[arg(short = 'w', long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Bounds each download job (a file or a whole folder), across all its hosts: at most N x
+    /// 4 MiB of chunks in flight (N whole chunks of a big file) and 32 x N requests (many small
+    /// files' chunks in the same bytes). Memory is about 2 x N x 4 MiB.
+    #[arg(short = 'w', long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
     /// With every host gone, how long a download keeps asking the index for hosts before it
     /// gives up (its .part file stays; run it again to resume).
