@@ -396,7 +396,11 @@ impl Link {
         let mut data: Option<Buf> = None;
         let got = {
             let (pool, slot) = (&self.pool, &mut data);
+            // The manifest's length: a host announcing another is refused before any
+            // buffer is taken for it (or a liar could make us hold 4 MiB per 20 bytes asked).
+            let expected = u32::try_from(ask.len).unwrap_or(u32::MAX);
             conn.recv_chunk(
+                expected,
                 move |len| slot.insert(pool.take(len)).fill(len),
                 self.config.request_timeout,
             )
@@ -528,6 +532,11 @@ fn reply_fault(err: &ProtocolError) -> (HostFault, String) {
     match err {
         ProtocolError::ChunkTooLarge(_) => (
             HostFault::BadData(BadData::TooLarge),
+            format!("sent bad data: {err}"),
+        ),
+        // A Chunk of another size than the one asked for.
+        ProtocolError::Unexpected(_) => (
+            HostFault::BadData(BadData::WrongReply),
             format!("sent bad data: {err}"),
         ),
         // No reply in time, or the connection died or was garbled during one.
