@@ -428,3 +428,35 @@ async fn a_host_announcing_bigger_chunks_than_asked_is_dropped_before_its_data()
     assert!(refused, "{events:?}");
     honest.shutdown().await;
 }
+
+/// A file whose name is legal (253 bytes) but too long with the temporary `.part` suffix
+/// fails alone, with a reason that says so; the other files arrive and the job ends with
+/// its summary rather than stopping as if the disk had failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_too_long_for_its_part_file_fails_alone() {
+    let mut tree = tree(30, 0);
+    let long = format!("d1/{}", "n".repeat(253));
+    tree.insert(long.clone(), bytes(5000, 77));
+    let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let seeder = lone_peer(|_| {}).await;
+    let files = share(&seeder, dir.path(), &tree).await;
+    let (result, events) = fetch(&tree, files, vec![spec(&seeder, 1)], out.path(), |_| {}).await;
+    let report = result.expect("the job goes on past the one file");
+    assert!(!report.complete(), "{report:?}");
+    assert_eq!(report.failed_total, 1, "{report:?}");
+    let reason = &report.failed[0].reason;
+    assert_eq!(
+        reason, "name too long to download under a temporary .part name",
+        "{report:?}"
+    );
+    assert!(report.failed[0].path.ends_with(&long), "{report:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DownloadEvent::FileFailed { error, .. } if error == reason)),
+        "{events:?}"
+    );
+    tree.remove(&long);
+    assert_tree(&out.path().join("album"), &tree);
+    seeder.shutdown().await;
+}
