@@ -5,10 +5,15 @@
 //!
 //! * **Pipelining** (PROTOCOL.md §1): the task writes every request waiting in its queue
 //!   (one flush per burst), then reads one reply, then writes what arrived meanwhile, and so
-//!   on. The engine keeps at most [`PIPELINE_DEPTH`] requests and [`PIPELINE_BYTES`] of chunks
-//!   outstanding on a link, so requests (about 60 bytes each) always fit in the socket buffers:
-//!   writing them never waits for the server, which does not read while it writes a reply, and
-//!   the link is never stuck on flow control however deep its window.
+//!   on. A request goes to a link with room ([`PIPELINE_DEPTH`] requests and [`PIPELINE_BYTES`]
+//!   of chunks outstanding) when the host has one, but those are preferences, not bounds: the
+//!   scheduler caps a host at `per_host` × [`PIPELINE_DEPTH`] requests whatever links are open,
+//!   and until the host's first link has delivered no second one opens (see below), so up to
+//!   all of them (and their chunks' bytes, within the job's `max_bytes`) can wait on one link.
+//!   That is still safe: at about 60 bytes each, those requests always fit in the socket
+//!   buffers, so writing them never waits for the server, which does not read while it writes
+//!   a reply, and the link is never stuck on flow control however deep its window. (A deep
+//!   first window does lengthen the chunk times the endgame goes by.)
 //! * **Buffers**: a chunk's data is read from the connection straight into a pooled buffer
 //!   ([`BufPool`]), which goes to the engine with the answer (not yet verified).
 //! * **Links per host**: at most `per_host` ([`LINKS_PER_HOST`], fewer with fewer workers).

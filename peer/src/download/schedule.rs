@@ -30,7 +30,7 @@
 //! * **Bounds**: at most `workers` requests and `max_bytes` bytes of chunks are in flight for
 //!   the whole job (every copy counted; a request goes out while the bytes are under the
 //!   bound, so one chunk always fits), and at most `per_host` ([`PIPELINE_DEPTH`] ×
-//!   connections) on one host. So a big file has `PeerConfig::workers` 4 MiB chunks in flight,
+//!   the connections a host may get, not those open yet: see `links.rs`) on one host. So a big file has `PeerConfig::workers` 4 MiB chunks in flight,
 //!   and a folder of small files many more, pipelined, in the same memory.
 //! * **Rotation**: a chunk goes to the least loaded usable host, ties broken by a rotation on the
 //!   chunk, so equal hosts share the work evenly.
