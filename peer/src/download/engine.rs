@@ -1099,7 +1099,7 @@ impl Engine {
             err @ (StorageError::NotOurs(_)
             | StorageError::NotAFile(_)
             | StorageError::PartLinked(_)) => Problem::Conflict(err.to_string()),
-            err => Problem::Failed(err.to_string()),
+            err => Problem::Failed(failure_reason(&err)),
         };
         self.problem(ix, problem);
         self.close(ix);
@@ -1242,12 +1242,45 @@ enum Problem {
     Failed(String),
 }
 
-/// Whether `err` says the disk itself failed (full, or an I/O error other than a
-/// permission), which no other file would escape either.
+/// `EIO`, the same number on every Unix: the device failed.
+const EIO: i32 = 5;
+
+/// Whether `err` says the disk itself failed, which no other file would escape either:
+/// full (`ENOSPC`), over quota (`EDQUOT`), read-only (`EROFS`) or failing (`EIO`). An allow
+/// list: anything else (a name too long, a file where a folder should be, a permission...)
+/// is about one file, which fails alone.
 fn is_disk_failure(err: &StorageError) -> bool {
+    use std::io::ErrorKind;
     match err {
         StorageError::NoSpace { .. } => true,
-        StorageError::Io { cause, .. } => cause.kind() != std::io::ErrorKind::PermissionDenied,
+        StorageError::Io { cause, .. } => {
+            matches!(
+                cause.kind(),
+                ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::ReadOnlyFilesystem
+            ) || cause.raw_os_error() == Some(EIO)
+        }
         _ => false,
     }
+}
+
+/// What the user reads about a file that failed on `err`: for a name the file system
+/// refuses only with the temporary suffix, says so in one line.
+fn failure_reason(err: &StorageError) -> String {
+    if let StorageError::Io { path, cause, .. } = err
+        && cause.kind() == std::io::ErrorKind::InvalidFilename
+    {
+        let part = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(p2p_storage::path::PART_SUFFIX));
+        return if part {
+            format!(
+                "name too long to download under a temporary {} name",
+                p2p_storage::path::PART_SUFFIX
+            )
+        } else {
+            "name too long for this file system".into()
+        };
+    }
+    err.to_string()
 }

@@ -9,7 +9,7 @@ use p2p_protocol::{CHUNK_SIZE, FileManifest, FolderHead, FolderId, PeerId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::test_support::{bytes, lone_peer, tls, write};
+use super::test_support::{bytes, lone_peer, oversized_chunk_host, tls, write};
 use super::{
     DownloadEvent, DownloadOptions, EventSink, Fetched, FolderFile, FolderRecord, HostSpec,
     JobReport, JobSource, run,
@@ -396,4 +396,67 @@ async fn a_file_no_host_has_fails_alone_and_no_host_at_all_fails_the_job() {
     .await;
     let err = result.unwrap_err().to_string();
     assert!(err.contains("download of album failed"), "{err}");
+}
+
+/// A host that announces a whole 4 MiB chunk for every small file asked is refused on its
+/// first lie, before a buffer is taken or a byte of its data read (it never sends any, so
+/// waiting for it would show as a timeout): its own fault, and the folder arrives from an
+/// honest host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_announcing_bigger_chunks_than_asked_is_dropped_before_its_data() {
+    let tree = tree(40, 0);
+    let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let honest = lone_peer(|_| {}).await;
+    let files = share(&honest, dir.path(), &tree).await;
+    let liar = oversized_chunk_host().await;
+    let hosts = vec![
+        HostSpec {
+            addr: liar,
+            peer_id: PeerId(1),
+            node_id: None,
+        },
+        spec(&honest, 2),
+    ];
+    let (result, events) = fetch(&tree, files, hosts, out.path(), |_| {}).await;
+    let report = result.unwrap();
+    assert!(report.complete(), "{report:?}");
+    assert_tree(&out.path().join("album"), &tree);
+    let refused = events.iter().any(|e| {
+        matches!(e, DownloadEvent::PeerFailed { host, error, dropped: true }
+            if *host == liar && error.contains("sent bad data") && error.contains("another size"))
+    });
+    assert!(refused, "{events:?}");
+    honest.shutdown().await;
+}
+
+/// A file whose name is legal (253 bytes) but too long with the temporary `.part` suffix
+/// fails alone, with a reason that says so; the other files arrive and the job ends with
+/// its summary rather than stopping as if the disk had failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_too_long_for_its_part_file_fails_alone() {
+    let mut tree = tree(30, 0);
+    let long = format!("d1/{}", "n".repeat(253));
+    tree.insert(long.clone(), bytes(5000, 77));
+    let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let seeder = lone_peer(|_| {}).await;
+    let files = share(&seeder, dir.path(), &tree).await;
+    let (result, events) = fetch(&tree, files, vec![spec(&seeder, 1)], out.path(), |_| {}).await;
+    let report = result.expect("the job goes on past the one file");
+    assert!(!report.complete(), "{report:?}");
+    assert_eq!(report.failed_total, 1, "{report:?}");
+    let reason = &report.failed[0].reason;
+    assert_eq!(
+        reason, "name too long to download under a temporary .part name",
+        "{report:?}"
+    );
+    assert!(report.failed[0].path.ends_with(&long), "{report:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DownloadEvent::FileFailed { error, .. } if error == reason)),
+        "{events:?}"
+    );
+    tree.remove(&long);
+    assert_tree(&out.path().join("album"), &tree);
+    seeder.shutdown().await;
 }

@@ -13,8 +13,9 @@
 //! * **Least loaded, rotated**: the next chunk goes to the usable host with the fewest requests
 //!   outstanding; ties are broken by a rotation on the chunk, so equal hosts share evenly.
 //! * **Failures**: [`Effect::Retry`] faults count; at `max_host_failures` the host is dropped.
-//!   [`Effect::Lacks`] counts the files a host said it lacks, separately; at `max_host_failures`
-//!   such files it is dropped too. [`Effect::Drop`] and [`Effect::Ban`] drop it at once.
+//!   [`Effect::Lacks`] does not count: the scheduler keeps the host off that one file, and drops
+//!   it only when it lacks every file still to fetch. [`Effect::Drop`] and [`Effect::Ban`] drop
+//!   it at once.
 //! * **Bans**: a host that sent bad data ([`Effect::Distrust`], [`Effect::Ban`]) is never taken
 //!   back in this job once dropped, even when the index (not updated yet) lists it again. One
 //!   bad chunk alone does not drop it ([`Effect::Distrust`] counts as one failure): a flipped bit
@@ -90,9 +91,9 @@ pub(crate) enum Effect {
     /// Counts toward `max_host_failures`; the chunk goes to another host if there is one.
     Retry,
     /// The host lacks this file (it said `unknown_file`, `file_unavailable` or
-    /// `chunk_out_of_range`): it is never asked for this file again in this job. It is dropped
-    /// only after `max_host_failures` such files, so one missing file of a folder does not cost
-    /// the host for the others.
+    /// `chunk_out_of_range`): it is never asked for this file again in this job. The table does
+    /// not count it: the scheduler drops the host only when it lacks every file still to fetch,
+    /// so files a seeder edited during a job (however many) do not cost the host the others.
     Lacks,
     /// Dropped at once (it refuses us: `forbidden`); a re-list by the index revives it.
     Drop,
@@ -146,8 +147,6 @@ pub(crate) struct HostState {
     pub load: usize,
     /// [`Effect::Retry`] and [`Effect::Distrust`] faults since it was added or revived.
     failures: u32,
-    /// Files it said it lacks ([`Effect::Lacks`]); kept across a revival.
-    lacking: u32,
     /// Sent bad data: banned, not dropped, when it goes.
     distrusted: bool,
     /// Chunks it delivered first that passed verification.
@@ -161,7 +160,6 @@ impl HostState {
             status: HostStatus::Live,
             load: 0,
             failures: 0,
-            lacking: 0,
             distrusted: false,
             delivered: 0,
         }
@@ -273,10 +271,8 @@ impl HostTable {
                 h.failures += 1;
                 h.failures >= max
             }
-            Effect::Lacks => {
-                h.lacking += 1;
-                h.lacking >= max
-            }
+            // The scheduler's (per file, and every file left).
+            Effect::Lacks => false,
             Effect::Drop => true,
             Effect::Ban => {
                 h.distrusted = true;
@@ -436,12 +432,14 @@ mod tests {
         assert!(t.fault(HostIx(0), Effect::Retry));
         assert!(!t.fault(HostIx(0), Effect::Retry), "dropped once");
         assert_eq!(t.get(HostIx(0)).status, HostStatus::Dropped);
-        // Lacking files count apart from failures.
+        // Lacking files never count: neither toward failures nor on their own.
         assert!(!t.fault(HostIx(1), Effect::Retry));
-        assert!(!t.fault(HostIx(1), Effect::Lacks));
+        for _ in 0..10 {
+            assert!(!t.fault(HostIx(1), Effect::Lacks));
+        }
         assert!(!t.fault(HostIx(1), Effect::Retry));
-        assert!(!t.fault(HostIx(1), Effect::Lacks));
-        assert!(t.fault(HostIx(1), Effect::Lacks));
+        assert_eq!(t.get(HostIx(1)).status, HostStatus::Live);
+        assert!(t.fault(HostIx(1), Effect::Retry));
         // Bad data: one is allowed, but once dropped it is banned.
         assert!(!t.fault(HostIx(2), Effect::Distrust));
         assert!(t.get(HostIx(2)).status == HostStatus::Live);

@@ -5,10 +5,15 @@
 //!
 //! * **Pipelining** (PROTOCOL.md §1): the task writes every request waiting in its queue
 //!   (one flush per burst), then reads one reply, then writes what arrived meanwhile, and so
-//!   on. The engine keeps at most [`PIPELINE_DEPTH`] requests and [`PIPELINE_BYTES`] of chunks
-//!   outstanding on a link, so requests (about 60 bytes each) always fit in the socket buffers:
-//!   writing them never waits for the server, which does not read while it writes a reply, and
-//!   the link is never stuck on flow control however deep its window.
+//!   on. A request goes to a link with room ([`PIPELINE_DEPTH`] requests and [`PIPELINE_BYTES`]
+//!   of chunks outstanding) when the host has one, but those are preferences, not bounds: the
+//!   scheduler caps a host at `per_host` × [`PIPELINE_DEPTH`] requests whatever links are open,
+//!   and until the host's first link has delivered no second one opens (see below), so up to
+//!   all of them (and their chunks' bytes, within the job's `max_bytes`) can wait on one link.
+//!   That is still safe: at about 60 bytes each, those requests always fit in the socket
+//!   buffers, so writing them never waits for the server, which does not read while it writes
+//!   a reply, and the link is never stuck on flow control however deep its window. (A deep
+//!   first window does lengthen the chunk times the endgame goes by.)
 //! * **Buffers**: a chunk's data is read from the connection straight into a pooled buffer
 //!   ([`BufPool`]), which goes to the engine with the answer (not yet verified).
 //! * **Links per host**: at most `per_host` ([`LINKS_PER_HOST`], fewer with fewer workers).
@@ -396,7 +401,11 @@ impl Link {
         let mut data: Option<Buf> = None;
         let got = {
             let (pool, slot) = (&self.pool, &mut data);
+            // The manifest's length: a host announcing another is refused before any
+            // buffer is taken for it (or a liar could make us hold 4 MiB per 20 bytes asked).
+            let expected = u32::try_from(ask.len).unwrap_or(u32::MAX);
             conn.recv_chunk(
+                expected,
                 move |len| slot.insert(pool.take(len)).fill(len),
                 self.config.request_timeout,
             )
@@ -528,6 +537,11 @@ fn reply_fault(err: &ProtocolError) -> (HostFault, String) {
     match err {
         ProtocolError::ChunkTooLarge(_) => (
             HostFault::BadData(BadData::TooLarge),
+            format!("sent bad data: {err}"),
+        ),
+        // A Chunk of another size than the one asked for.
+        ProtocolError::Unexpected(_) => (
+            HostFault::BadData(BadData::WrongReply),
             format!("sent bad data: {err}"),
         ),
         // No reply in time, or the connection died or was garbled during one.

@@ -30,7 +30,7 @@
 //! * **Bounds**: at most `workers` requests and `max_bytes` bytes of chunks are in flight for
 //!   the whole job (every copy counted; a request goes out while the bytes are under the
 //!   bound, so one chunk always fits), and at most `per_host` ([`PIPELINE_DEPTH`] ×
-//!   connections) on one host. So a big file has `PeerConfig::workers` 4 MiB chunks in flight,
+//!   the connections a host may get, not those open yet: see `links.rs`) on one host. So a big file has `PeerConfig::workers` 4 MiB chunks in flight,
 //!   and a folder of small files many more, pipelined, in the same memory.
 //! * **Rotation**: a chunk goes to the least loaded usable host, ties broken by a rotation on the
 //!   chunk, so equal hosts share the work evenly.
@@ -1420,43 +1420,69 @@ mod tests {
         assert_eq!(s.per_host().len(), 2);
     }
 
+    /// A seeder that edited files during a job lacks them now, however many: it is never
+    /// asked for them again, but stays to serve every other file (the ones it lacks fail
+    /// alone, nobody else having them), with an index or without one (`--from`).
     #[test]
-    fn a_host_lacking_one_file_keeps_serving_the_others() {
+    fn a_host_lacking_some_files_keeps_serving_the_others() {
         let t = Instant::now();
-        let mut s = Scheduler::new(limits(1), specs(2));
-        for f in 0..5 {
-            s.add_file(FileIx(f), shape(2), vec![0, 1]);
-        }
-        s.no_more_files();
-        let lacked = [FileIx(1), FileIx(2), FileIx(3)];
-        let mut h0_lacks = 0;
-        while !s.is_done() {
-            let actions = drain(&mut s, t);
-            assert!(!actions.is_empty(), "the job hangs");
-            for action in actions {
-                if let Action::Fetch { chunk, host, .. } = action {
-                    if host == H0 && lacked.contains(&chunk.file) {
-                        h0_lacks += 1;
-                        let notes = fail(
-                            &mut s,
-                            chunk,
-                            host,
-                            HostFault::Refused(ErrorCode::UnknownFile),
-                        );
-                        // Dropped only at the third file it lacks.
-                        assert_eq!(dropped(&notes), chunk.file == FileIx(3), "{notes:?}");
-                    } else {
-                        deliver(&mut s, chunk, host, t);
+        for index in [true, false] {
+            let mut s = Scheduler::new(Limits { index, ..limits(2) }, specs(1));
+            for f in 0..20 {
+                s.add_file(FileIx(f), shape(2), vec![0, 1]);
+            }
+            s.no_more_files();
+            let lacked = [1, 4, 7, 11, 19].map(FileIx);
+            let (mut asked_lacked, mut finished, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+            while !s.is_done() {
+                let actions = drain(&mut s, t);
+                assert!(!actions.is_empty(), "index {index}: the job hangs");
+                for action in actions {
+                    match action {
+                        Action::Fetch { chunk, host, .. } if lacked.contains(&chunk.file) => {
+                            asked_lacked.push(chunk.file);
+                            let notes = fail(
+                                &mut s,
+                                chunk,
+                                host,
+                                HostFault::Refused(ErrorCode::UnknownFile),
+                            );
+                            // Only once it lacks every file left (the others arrived).
+                            assert!(
+                                !dropped(&notes) || finished.len() == 15,
+                                "index {index}: {notes:?}"
+                            );
+                        }
+                        Action::Fetch { chunk, host, .. } => deliver(&mut s, chunk, host, t),
+                        Action::FinishFile(file) => {
+                            finished.push(file);
+                            s.on(Outcome::FileFinished(file), t);
+                        }
+                        Action::FileFailed(file, _) => failed.push(file),
+                        other => panic!("index {index}: {other:?}"),
                     }
-                } else if let Action::FinishFile(file) = action {
-                    s.on(Outcome::FileFinished(file), t);
-                } else {
-                    panic!("{action:?}");
                 }
             }
+            finished.sort();
+            let others: Vec<FileIx> = (0..20)
+                .map(FileIx)
+                .filter(|f| !lacked.contains(f))
+                .collect();
+            assert_eq!(finished, others, "index {index}: the 15 others arrive");
+            failed.sort();
+            assert_eq!(failed, lacked, "index {index}");
+            asked_lacked.sort();
+            asked_lacked.dedup();
+            assert_eq!(
+                asked_lacked, lacked,
+                "index {index}: asked once per file it lacks"
+            );
+            assert_eq!(
+                s.per_host()[0].1,
+                30,
+                "index {index}: it served every other chunk"
+            );
         }
-        assert_eq!(h0_lacks, 3, "asked once per file it lacks, never again");
-        assert!(s.per_host()[0].1 > 0, "host 0 served the files it has");
     }
 
     /// The only file of a job, refused by its only host: the host is dropped (it has nothing

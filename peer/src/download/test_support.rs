@@ -49,3 +49,41 @@ pub fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     std::fs::write(&path, data).unwrap();
     path
 }
+
+/// A host that answers every `GetChunk` with a `Chunk` announcing a whole chunk
+/// ([`p2p_protocol::CHUNK_SIZE`]) whatever was asked, and never sends its data; the
+/// connection stays open until the client closes it. Returns its address.
+pub async fn oversized_chunk_host() -> std::net::SocketAddr {
+    use p2p_protocol::{PeerConversation, PeerRequest, PeerResponse, PeerServerConnection};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = tls();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let Ok((stream, _)) = tls.accept(tcp, Duration::from_secs(5)).await else {
+                    return;
+                };
+                let mut conn = PeerServerConnection::peer_server(stream);
+                if p2p_protocol::server_hello::<PeerConversation, _>(&mut conn)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                while let Ok(Some(PeerRequest::GetChunk { file_id, index })) = conn.recv().await {
+                    let lie = PeerResponse::Chunk {
+                        file_id,
+                        index,
+                        size: p2p_protocol::CHUNK_SIZE,
+                    };
+                    if conn.send(&lie).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}

@@ -357,13 +357,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PeerClientConnection<S> {
         timeout: Duration,
     ) -> Result<ChunkReply, ProtocolError> {
         self.send_timeout(request, timeout).await?;
-        self.recv_chunk(fill, timeout).await
+        self.receive_chunk(None, fill, timeout).await
     }
 
     /// Receives the reply to a `GetChunk` sent earlier (a client may send several before it
-    /// reads the first reply), as [`PeerClientConnection::request_chunk`] does.
+    /// reads the first reply), as [`PeerClientConnection::request_chunk`] does, for a chunk
+    /// of `expected` bytes (per its manifest): a `Chunk` announcing any other size is an
+    /// error ([`ProtocolError::Unexpected`]) before any buffer is asked of `fill` or any of
+    /// its data is read, so a host can't make the client hold more than it asked for.
     pub async fn recv_chunk<'b>(
         &mut self,
+        expected: u32,
+        fill: impl FnOnce(usize) -> &'b mut [u8],
+        timeout: Duration,
+    ) -> Result<ChunkReply, ProtocolError> {
+        self.receive_chunk(Some(expected), fill, timeout).await
+    }
+
+    async fn receive_chunk<'b>(
+        &mut self,
+        expected: Option<u32>,
         fill: impl FnOnce(usize) -> &'b mut [u8],
         timeout: Duration,
     ) -> Result<ChunkReply, ProtocolError> {
@@ -379,6 +392,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PeerClientConnection<S> {
             };
             if size > CHUNK_SIZE {
                 return Err(ProtocolError::ChunkTooLarge(size));
+            }
+            if expected.is_some_and(|expected| size != expected) {
+                return Err(ProtocolError::Unexpected(
+                    "a Chunk of another size than the chunk asked for",
+                ));
             }
             let data = fill(size as usize);
             let read_buffer = self.framed.read_buffer_mut();
@@ -663,6 +681,36 @@ mod tests {
             matches!(result, Err(ProtocolError::ChunkTooLarge(n)) if n == CHUNK_SIZE + 1),
             "{result:?}"
         );
+        serve.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_chunk_of_another_size_than_asked_is_refused_before_any_buffer_is_taken() {
+        let (mut client, mut server) = pair();
+        let serve = tokio::spawn(async move {
+            read_request(&mut server).await;
+            // 20 bytes asked, a whole chunk announced (its data never sent).
+            send_chunk(&mut server, 0, CHUNK_SIZE, &[]).await;
+            server
+        });
+        client.send(&get(0)).await.unwrap();
+        let mut asked_for = None;
+        let mut buf = [0u8; 20];
+        let result = client
+            .recv_chunk(
+                20,
+                |len| {
+                    asked_for = Some(len);
+                    &mut buf[..len.min(20)]
+                },
+                T,
+            )
+            .await;
+        assert!(
+            matches!(result, Err(ProtocolError::Unexpected(_))),
+            "{result:?}"
+        );
+        assert_eq!(asked_for, None, "no buffer was asked for");
         serve.await.unwrap();
     }
 

@@ -251,8 +251,10 @@ async fn greedy_downloads(
             }
             let mut data = vec![0u8; CHUNK_SIZE as usize];
             loop {
-                let p2p_protocol::ChunkReply::Chunk { .. } =
-                    conn.recv_chunk(|len| &mut data[..len], PROMPT).await.ok()?
+                let p2p_protocol::ChunkReply::Chunk { .. } = conn
+                    .recv_chunk(CHUNK_SIZE, |len| &mut data[..len], PROMPT)
+                    .await
+                    .ok()?
                 else {
                     return None;
                 };
