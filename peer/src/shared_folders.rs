@@ -56,6 +56,10 @@ pub(crate) struct SharedFolder {
     by_id: Box<[(FileId, u32)]>,
     /// Files seen changed on disk since they were hashed: no longer served.
     changed: Box<[AtomicBool]>,
+    /// Errors the next opens fail with, first to last: how tests make an open fail for
+    /// reasons of this peer's own (too many open files) that can't be caused on demand.
+    #[cfg(test)]
+    pub(crate) failing_opens: std::sync::Mutex<Vec<StorageError>>,
 }
 
 impl SharedFolder {
@@ -107,6 +111,8 @@ impl SharedFolder {
             entries,
             by_id: by_id.into(),
             changed,
+            #[cfg(test)]
+            failing_opens: Default::default(),
         })
     }
 
@@ -175,6 +181,10 @@ impl SharedFolder {
     /// Opens file `ix` beneath the folder, checked to be the file that was hashed (same
     /// inode, size and modification time). Blocking.
     pub fn open(&self, ix: u32) -> Result<SourceFile, StorageError> {
+        #[cfg(test)]
+        if let Some(err) = self.failing_opens.lock().unwrap().pop() {
+            return Err(err);
+        }
         let served = &self.entries[ix as usize];
         let opened = self.tree.open_file(&served.file)?;
         SourceFile::cached(
