@@ -466,6 +466,10 @@ fn unserved(file_id: FileId, why: Unserved) -> PeerResponse {
             ErrorCode::FileUnavailable,
             format!("{file_id} changed on this peer's disk and is no longer shared"),
         ),
+        Unserved::Failed => error(
+            ErrorCode::Internal,
+            format!("this peer cannot open {file_id} right now; it stays shared, ask again later"),
+        ),
     }
 }
 
@@ -481,6 +485,10 @@ fn unserved_folder(folder_id: FolderId, why: Unserved) -> PeerResponse {
             format!(
                 "folder {folder_id} changed on this peer's disk and is shared under a new id now"
             ),
+        ),
+        Unserved::Failed => error(
+            ErrorCode::Internal,
+            format!("this peer cannot serve folder {folder_id} right now; ask again later"),
         ),
     }
 }

@@ -6,11 +6,13 @@
 //! files takes a few hundred descriptors, not 100,000.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use p2p_protocol::{FileId, FileManifest, FolderId};
-use p2p_storage::SourceFile;
+use p2p_storage::{SourceFile, StorageError};
+use rustix::io::Errno;
 use tracing::warn;
 
 use crate::shared_folders::{OpenFiles, SharedFolder};
@@ -37,6 +39,9 @@ pub enum Unserved {
     Unknown,
     /// It did, but the file changed on disk since it was hashed.
     Changed,
+    /// It is shared, but opening it failed for a reason that says nothing about the file
+    /// (too many open files, an I/O error): it stays shared, ask again later.
+    Failed,
 }
 
 /// A shared file as [`SharedFiles::find`] found it.
@@ -87,12 +92,37 @@ impl Found {
                 files.lock().open.insert(file_id, file.clone());
                 Ok(file)
             }
-            Err(err) => {
+            Err(err) if means_changed(&err) => {
                 warn!(%err, file = %file_id.fmt_short(), folder = %folder.root().display(), path = %folder.path(ix), "a file of a shared folder changed on disk since it was registered; no longer serving it");
                 folder.mark_changed(ix);
                 Err(Unserved::Changed)
             }
+            Err(err) => {
+                warn!(%err, file = %file_id.fmt_short(), folder = %folder.root().display(), path = %folder.path(ix), "cannot open a file of a shared folder; it stays shared");
+                Err(Unserved::Failed)
+            }
         }
+    }
+}
+
+/// Whether a failed open of a folder's file means the file is no longer the one that was
+/// hashed: changed, replaced, deleted or moved away, not a regular file any more, or no
+/// longer readable by this peer (as for a file shared on its own, PROTOCOL.md §8.1). Any
+/// other error (too many open files, out of memory, an I/O error) is this peer's own trouble
+/// and says nothing about the file, which stays shared.
+fn means_changed(err: &StorageError) -> bool {
+    match err {
+        StorageError::FileChanged(_) | StorageError::Replaced(_) | StorageError::NotAFile(_) => {
+            true
+        }
+        // ELOOP: the file was replaced by a symbolic link (opens don't follow links).
+        StorageError::Io { cause, .. } => {
+            matches!(
+                cause.kind(),
+                ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::PermissionDenied
+            ) || Errno::from_io_error(cause) == Some(Errno::LOOP)
+        }
+        _ => false,
     }
 }
 
@@ -391,5 +421,65 @@ mod tests {
         assert!(files.remove_folder(&folder.id()).is_some());
         assert_eq!(files.open_folder_files(), 0);
         assert!(matches!(files.find(&id), Err(Unserved::Unknown)));
+    }
+
+    #[test]
+    fn a_file_that_fails_to_open_for_the_peers_own_reasons_stays_shared() {
+        let (dir, folder) = shared(3);
+        let files = SharedFiles::default();
+        let folder = Arc::new(folder);
+        files.insert_folder(folder.clone());
+        let (_, manifest) = folder.files().next().unwrap();
+        let id = manifest.id();
+        let emfile = || StorageError::Io {
+            action: "cannot open",
+            path: "album/d0/f0".into(),
+            cause: std::io::Error::from_raw_os_error(Errno::MFILE.raw_os_error()),
+        };
+        let eio = StorageError::Io {
+            action: "cannot open",
+            path: "album/d0/f0".into(),
+            cause: std::io::Error::from_raw_os_error(Errno::IO.raw_os_error()),
+        };
+        *folder.failing_opens.lock().unwrap() = vec![eio, emfile(), emfile()];
+        for _ in 0..3 {
+            let found = files.find(&id).unwrap();
+            assert!(matches!(found.open_blocking(), Err(Unserved::Failed)));
+            assert_eq!(files.manifest(&id), Ok(manifest.clone()), "still shared");
+        }
+        // Once the peer can open files again, the file is served as before.
+        let opened = files.find(&id).unwrap().open_blocking().unwrap();
+        assert_eq!(opened.manifest(), manifest);
+
+        // An open that finds the file gone (deleted, moved) withdraws it.
+        let (path, gone) = folder.files().nth(1).unwrap();
+        std::fs::remove_file(dir.path().join("album").join(path)).unwrap();
+        let found = files.find(&gone.id()).unwrap();
+        assert!(matches!(found.open_blocking(), Err(Unserved::Changed)));
+        assert!(matches!(files.find(&gone.id()), Err(Unserved::Changed)));
+    }
+
+    #[test]
+    fn only_errors_about_the_file_mean_it_changed() {
+        let io = |errno: Errno| StorageError::Io {
+            action: "cannot open",
+            path: "x".into(),
+            cause: std::io::Error::from_raw_os_error(errno.raw_os_error()),
+        };
+        for errno in [Errno::NOENT, Errno::NOTDIR, Errno::LOOP, Errno::ACCESS] {
+            assert!(means_changed(&io(errno)), "{errno:?}");
+        }
+        for errno in [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOMEM,
+            Errno::IO,
+            Errno::INTR,
+        ] {
+            assert!(!means_changed(&io(errno)), "{errno:?}");
+        }
+        assert!(means_changed(&StorageError::FileChanged("x".into())));
+        assert!(means_changed(&StorageError::Replaced("x".into())));
+        assert!(means_changed(&StorageError::NotAFile("x".into())));
     }
 }

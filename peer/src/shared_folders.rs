@@ -19,7 +19,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use p2p_protocol::folder::{self, FOLDER_PAGE_FILES, FolderError, FolderItem, FolderRef};
+use p2p_protocol::folder::{
+    self, FOLDER_PAGE_FILES, FolderError, FolderItem, FolderRef, INLINE_CHUNKS,
+};
 use p2p_protocol::{FileId, FileManifest, FolderHead, FolderId};
 use p2p_storage::chunker::HashedFile;
 use p2p_storage::{SourceFile, StorageError, Tree, TreeFile};
@@ -40,6 +42,22 @@ struct Served {
     /// As the walk (or the hash) saw it: an open must find this very file again.
     file: TreeFile,
     manifest: FileManifest,
+    /// The manifest's id, computed once: pages and refs carry it, and hashing a big file's
+    /// manifest again for every `GetFolderPages` would cost a hash of its chunk list each time.
+    id: FileId,
+}
+
+impl Served {
+    /// Its item in a page of the record, as [`FolderItem::new`] makes it.
+    fn item(&self) -> FolderItem {
+        let inline = self.manifest.chunks.len() <= INLINE_CHUNKS;
+        FolderItem {
+            path: entry_path(self).to_owned(),
+            size: self.manifest.size,
+            file_id: (!inline).then_some(self.id),
+            chunks: inline.then(|| self.manifest.chunks.clone()),
+        }
+    }
 }
 
 /// A folder shared as a whole: its record, and its files by id.
@@ -56,6 +74,10 @@ pub(crate) struct SharedFolder {
     by_id: Box<[(FileId, u32)]>,
     /// Files seen changed on disk since they were hashed: no longer served.
     changed: Box<[AtomicBool]>,
+    /// Errors the next opens fail with, first to last: how tests make an open fail for
+    /// reasons of this peer's own (too many open files) that can't be caused on demand.
+    #[cfg(test)]
+    pub(crate) failing_opens: std::sync::Mutex<Vec<StorageError>>,
 }
 
 impl SharedFolder {
@@ -71,7 +93,8 @@ impl SharedFolder {
             .into_iter()
             .map(|(file, manifest)| {
                 let path = rel_path(&file.rel)?;
-                Ok((path, Served { file, manifest }))
+                let id = manifest.id();
+                Ok((path, Served { file, manifest, id }))
             })
             .collect::<Result<_, SharedFolderError>>()?;
         entries.sort_by(|a, b| folder::compare_paths(&a.0, &b.0));
@@ -95,7 +118,7 @@ impl SharedFolder {
         let mut by_id: Vec<(FileId, u32)> = entries
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.manifest.id(), i as u32))
+            .map(|(i, s)| (s.id, i as u32))
             .collect();
         by_id.sort_unstable();
         let changed = (0..entries.len()).map(|_| AtomicBool::new(false)).collect();
@@ -107,6 +130,8 @@ impl SharedFolder {
             entries,
             by_id: by_id.into(),
             changed,
+            #[cfg(test)]
+            failing_opens: Default::default(),
         })
     }
 
@@ -175,6 +200,10 @@ impl SharedFolder {
     /// Opens file `ix` beneath the folder, checked to be the file that was hashed (same
     /// inode, size and modification time). Blocking.
     pub fn open(&self, ix: u32) -> Result<SourceFile, StorageError> {
+        #[cfg(test)]
+        if let Some(err) = self.failing_opens.lock().unwrap().pop() {
+            return Err(err);
+        }
         let served = &self.entries[ix as usize];
         let opened = self.tree.open_file(&served.file)?;
         SourceFile::cached(
@@ -197,10 +226,7 @@ impl SharedFolder {
             let Some(files) = self.page_entries(page) else {
                 break;
             };
-            let items: Vec<FolderItem> = files
-                .iter()
-                .map(|s| FolderItem::new(entry_path(s).to_owned(), &s.manifest))
-                .collect();
+            let items: Vec<FolderItem> = files.iter().map(Served::item).collect();
             let len: usize = items.iter().map(item_len).sum::<usize>() + 8;
             if !pages.is_empty() && used + len > PAGES_BUDGET {
                 break;
@@ -218,7 +244,7 @@ impl SharedFolder {
                 .iter()
                 .map(|s| FolderRef {
                     path: entry_path(s).to_owned(),
-                    file_id: s.manifest.id(),
+                    file_id: s.id,
                     size: s.manifest.size,
                 })
                 .collect()
@@ -398,6 +424,33 @@ pub(crate) mod tests {
         }
         assert_eq!(folder.find(&FileId([0; 32])), None);
         assert_eq!(folder.find(&FileId([0xff; 32])), None);
+    }
+
+    #[test]
+    fn pages_carry_the_items_folder_item_new_makes_for_small_and_big_files() {
+        let (_dir, folder) = shared(3);
+        let mut entries: Vec<Served> = folder
+            .entries
+            .iter()
+            .map(|s| Served {
+                file: s.file.clone(),
+                manifest: s.manifest.clone(),
+                id: s.id,
+            })
+            .collect();
+        // A manifest of more chunks than travel inline: its item carries its id.
+        let big = &mut entries[0];
+        big.manifest.size = (INLINE_CHUNKS as u64 + 1) * u64::from(p2p_protocol::CHUNK_SIZE);
+        big.manifest.chunks = vec![p2p_protocol::Sha256Hash::of(b"x"); INLINE_CHUNKS + 1];
+        big.id = big.manifest.id();
+        for served in &entries {
+            assert_eq!(
+                served.item(),
+                FolderItem::new(entry_path(served).to_owned(), &served.manifest)
+            );
+        }
+        assert!(entries[0].item().file_id.is_some());
+        assert!(entries[1].item().chunks.is_some());
     }
 
     #[test]

@@ -33,10 +33,36 @@ const BLOCKING_THREADS: usize = 16;
 /// stuck on a hung network file system) before it exits anyway.
 const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Raises the soft limit of open files to the hard one. The soft limit is often 1,024, and a
+/// peer serving folders (up to 256 files kept open, 64 connections) while it downloads folders
+/// of its own (a file open per file being written) can come near it; failing to open a file
+/// for lack of descriptors only makes requests fail and come again.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        tracing::debug!(limit = ?limit.current, "open files limit");
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open files limit")
+        }
+        Err(err) => {
+            tracing::debug!(%err, limit = ?limit.current, "cannot raise the open files limit")
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr (or above a shell's prompt): stdout carries the lines scripts read.
     logging::init(cli.command.interactive());
+    raise_open_files_limit();
 
     // Few blocking threads: chunk hashing and disk writes need about one per download worker,
     // and every extra thread is another malloc arena holding freed 4 MiB buffers.

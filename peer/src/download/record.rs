@@ -5,19 +5,27 @@
 //! request) and checks each against the head the user's id certifies
 //! ([`PageChecker`]): the page's hash, its paths (safe, sorted, no duplicate, no file that is
 //! also a folder), its files' ids. A big file's page entry carries only its id; its manifest
-//! comes from `GetManifest` on the same connection and must hash to that id. A host that sends
-//! anything that does not check out, or fails, is left for the next one, which carries on from
-//! the page due: pages already checked stay checked. Verified files wait in a channel of one
-//! page, so at most two pages are held ahead of the job whatever the folder's size. When every
-//! host has failed, the job hears one error naming the folder and the last host's reason.
+//! comes from `GetManifest` on the same connection and must hash to that id. A host that fails
+//! is left for the next one, which carries on from the page due: pages already checked stay
+//! checked. The hosts are gone over in rounds, with a growing pause between rounds
+//! ([`RETRY_FIRST`] to [`RETRY_MAX`]): a host that was busy, timed out, could not be reached
+//! or failed on its side is asked again in the next round; one that refused the folder
+//! (`unknown_file`, `forbidden`) or lied (sent anything that does not check out) is not asked
+//! again in this job. While another host is left, a host that takes over [`SLOW_REPLY`] to
+//! answer one request is left for it. Verified files wait in a channel of one page, so at most
+//! two pages are held ahead of the job whatever the folder's size. When no host is left to ask,
+//! or no page or manifest came for the job's stall timeout, the job hears one error naming the
+//! folder and the last host's reason.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use p2p_protocol::folder::{CheckedItem, FolderItem, PageChecker, compare_paths};
 use p2p_protocol::{
-    FileManifest, FolderHead, FolderId, PeerConversation, PeerRequest, PeerResponse,
+    ErrorCode, FileManifest, FolderHead, FolderId, PeerConversation, PeerRequest, PeerResponse,
 };
 use p2p_transport::{ClientConnection, Tls};
 use tokio::sync::mpsc;
@@ -29,6 +37,18 @@ use crate::error::PeerError;
 
 /// Files a batch of a record held in memory holds (a page's worth).
 const BATCH_FILES: usize = p2p_protocol::folder::FOLDER_PAGE_FILES;
+
+/// The pause after the first round of hosts that all failed for now; doubled after each such
+/// round up to [`RETRY_MAX`], and back to this once a page or manifest comes.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+
+/// The longest pause between two rounds of hosts.
+const RETRY_MAX: Duration = Duration::from_secs(4);
+
+/// While another host can be asked, the longest one host may take to answer one request (a
+/// page of the record is at most about 1.7 MB: even this is under 200 KB/s). With no other
+/// host, it has the request timeout.
+const SLOW_REPLY: Duration = Duration::from_secs(10);
 
 /// One verified file of a folder.
 #[derive(Clone, Debug)]
@@ -46,6 +66,9 @@ pub(crate) struct RecordTimeouts {
     pub connect: Duration,
     /// To answer one request.
     pub request: Duration,
+    /// Without a page or manifest from any host this long, the record is given up on (the
+    /// job's stall timeout).
+    pub stall: Duration,
 }
 
 /// Yields a folder's files, verified, in path order.
@@ -138,10 +161,59 @@ struct Progress {
     ready: Vec<FolderFile>,
     /// Files of the page in hand still waiting for their manifest (`GetManifest`).
     waiting: VecDeque<CheckedItem>,
+    /// Pages and manifests received and checked, from any host.
+    received: u64,
 }
 
-/// Why one host could not go on: what the user reads after "cannot get the file list".
-type HostFailure = String;
+/// Why one host could not go on.
+struct HostFailure {
+    /// What the user reads after "cannot get the file list".
+    reason: String,
+    /// Whether to ask it again.
+    fault: Fault,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Busy, slow, unreachable, or failed on its side: ask it again in the next round.
+    Transient,
+    /// It does not share the folder (any more) or won't give it to us: not asked again.
+    Refused,
+    /// It sent something that is not the folder's: not asked again.
+    Lied,
+}
+
+impl HostFailure {
+    fn transient(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            fault: Fault::Transient,
+        }
+    }
+
+    fn lied(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            fault: Fault::Lied,
+        }
+    }
+
+    /// An error reply to `what`: `busy`, `internal` and `file_unavailable` (a folder whose
+    /// record is being rebuilt, §13.6) pass; any other means this host won't serve it.
+    fn refusal(what: &str, code: ErrorCode, message: &str) -> Self {
+        let fault = match code {
+            ErrorCode::Busy | ErrorCode::Internal | ErrorCode::FileUnavailable => Fault::Transient,
+            _ => Fault::Refused,
+        };
+        Self {
+            reason: format!(
+                "refused {what}: {code}: {}",
+                p2p_protocol::printable(message)
+            ),
+            fault,
+        }
+    }
+}
 
 impl Reader {
     async fn run(self) {
@@ -161,35 +233,72 @@ impl Reader {
             checker,
             ready: Vec::new(),
             waiting: VecDeque::new(),
+            received: 0,
         };
         let mut last = String::from("no host to ask");
-        for host in &self.hosts {
-            match self.read_from(host, &mut progress).await {
-                Ok(true) => {
-                    if let Err(err) = progress.checker.finish() {
-                        let _ = self.tx.send(Err(failed(err.to_string()))).await;
+        // Hosts still worth asking, in the order given.
+        let mut askable: Vec<&HostSpec> = self.hosts.iter().collect();
+        let mut progressed = Instant::now();
+        let mut pause = RETRY_FIRST;
+        loop {
+            let mut i = 0;
+            while i < askable.len() {
+                let host = askable[i];
+                let before = progress.received;
+                let others = askable.len() > 1;
+                let failure = match self.read_from(host, &mut progress, others).await {
+                    Ok(true) => {
+                        if let Err(err) = progress.checker.finish() {
+                            let _ = self.tx.send(Err(failed(err.to_string()))).await;
+                        }
+                        return;
                     }
-                    return;
+                    // Nobody reads any more: the job ended.
+                    Ok(false) => return,
+                    Err(failure) => failure,
+                };
+                if progress.received > before {
+                    progressed = Instant::now();
+                    pause = RETRY_FIRST;
                 }
-                // Nobody reads any more: the job ended.
-                Ok(false) => return,
-                Err(reason) => {
-                    warn!(host = %host.addr, %reason, "folder record refused from this host; trying the next");
-                    last = format!("{}: {reason}", host.addr);
+                let reason = failure.reason;
+                last = format!("{}: {reason}", host.addr);
+                if failure.fault == Fault::Transient {
+                    debug!(host = %host.addr, %reason, "folder record: host failed for now; trying the next");
+                    i += 1;
+                } else {
+                    warn!(host = %host.addr, %reason, "folder record refused from this host; not asking it again");
+                    askable.remove(i);
                 }
             }
+            let left = self.timeouts.stall.saturating_sub(progressed.elapsed());
+            if askable.is_empty() || left.is_zero() {
+                let _ = self.tx.send(Err(failed(last))).await;
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause.min(left)) => {}
+                () = self.tx.closed() => return,
+            }
+            pause = (pause * 2).min(RETRY_MAX);
         }
-        let _ = self.tx.send(Err(failed(last))).await;
     }
 
     /// Reads the rest of the record from `host`: `Ok(true)` at its end, `Ok(false)` when the
-    /// job stopped reading, or why this host can't be used.
+    /// job stopped reading, or why this host can't go on. With `others` (another host can be
+    /// asked), a request it takes over [`SLOW_REPLY`] to answer leaves it for the next.
     async fn read_from(
         &self,
         host: &HostSpec,
         progress: &mut Progress,
+        others: bool,
     ) -> Result<bool, HostFailure> {
         let addr = host.addr;
+        let timeout = if others {
+            self.timeouts.request.min(SLOW_REPLY)
+        } else {
+            self.timeouts.request
+        };
         let (mut conn, _) = p2p_transport::connect::<PeerConversation>(
             &self.tls,
             addr,
@@ -197,10 +306,11 @@ impl Reader {
             self.timeouts.connect,
         )
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| HostFailure::transient(format!("cannot connect: {e}")))?;
         loop {
             while let Some(item) = progress.waiting.front() {
-                let manifest = self.manifest(&mut conn, item).await?;
+                let manifest = self.manifest(&mut conn, item, timeout).await?;
+                progress.received += 1;
                 let item = progress.waiting.pop_front().expect("front was Some");
                 progress.ready.push(FolderFile {
                     path: split(&item.path),
@@ -217,10 +327,13 @@ impl Reader {
             if page as usize >= self.head.pages.len() {
                 return Ok(true);
             }
-            let items = self.page(&mut conn, addr, page).await?;
+            let items = self.page(&mut conn, addr, page, timeout).await?;
             let checked = progress.checker.check(page, &items).map_err(|e| {
-                format!("sent a folder page that does not match the folder's record: {e}")
+                HostFailure::lied(format!(
+                    "sent a folder page that does not match the folder's record: {e}"
+                ))
             })?;
+            progress.received += 1;
             for mut item in checked {
                 match item.manifest.take() {
                     Some(manifest) => progress.ready.push(FolderFile {
@@ -239,13 +352,14 @@ impl Reader {
         conn: &mut ClientConnection<PeerConversation>,
         addr: SocketAddr,
         page: u32,
+        timeout: Duration,
     ) -> Result<Vec<FolderItem>, HostFailure> {
         let request = PeerRequest::GetFolderPages {
             folder_id: self.folder_id,
             first: page,
             count: 1,
         };
-        match conn.request(&request, self.timeouts.request).await {
+        match conn.request(&request, timeout).await {
             Ok(PeerResponse::FolderPages {
                 folder_id,
                 first,
@@ -254,17 +368,18 @@ impl Reader {
                 debug!(%addr, page, "folder page received");
                 Ok(pages.swap_remove(0))
             }
-            Ok(PeerResponse::FolderPages { .. }) => Err(format!(
+            Ok(PeerResponse::FolderPages { .. }) => Err(HostFailure::lied(format!(
                 "answered the request for page {page} with another folder's or page's pages, or none"
+            ))),
+            Ok(PeerResponse::Error { code, message }) => Err(HostFailure::refusal(
+                &format!("page {page}"),
+                code,
+                &message,
             )),
-            Ok(PeerResponse::Error { code, message }) => Err(format!(
-                "refused page {page}: {code}: {}",
-                p2p_protocol::printable(&message)
-            )),
-            Ok(_) => Err(format!(
+            Ok(_) => Err(HostFailure::lied(format!(
                 "answered the request for page {page} with another reply"
-            )),
-            Err(e) => Err(e.to_string()),
+            ))),
+            Err(e) => Err(HostFailure::transient(e.to_string())),
         }
     }
 
@@ -273,12 +388,13 @@ impl Reader {
         &self,
         conn: &mut ClientConnection<PeerConversation>,
         item: &CheckedItem,
+        timeout: Duration,
     ) -> Result<FileManifest, HostFailure> {
         let request = PeerRequest::GetManifest {
             file_id: item.file_id,
         };
         let path = p2p_protocol::printable(&item.path);
-        match conn.request(&request, self.timeouts.request).await {
+        match conn.request(&request, timeout).await {
             Ok(PeerResponse::Manifest { manifest, .. }) => {
                 let name = item.path.rsplit('/').next().unwrap_or(&item.path);
                 if manifest.id() != item.file_id
@@ -286,20 +402,21 @@ impl Reader {
                     || manifest.size != item.size
                     || manifest.name != name
                 {
-                    return Err(format!(
+                    return Err(HostFailure::lied(format!(
                         "sent a manifest for {path} that does not match the folder's record"
-                    ));
+                    )));
                 }
                 Ok(manifest)
             }
-            Ok(PeerResponse::Error { code, message }) => Err(format!(
-                "refused the manifest of {path}: {code}: {}",
-                p2p_protocol::printable(&message)
+            Ok(PeerResponse::Error { code, message }) => Err(HostFailure::refusal(
+                &format!("the manifest of {path}"),
+                code,
+                &message,
             )),
-            Ok(_) => Err(format!(
+            Ok(_) => Err(HostFailure::lied(format!(
                 "answered the request for the manifest of {path} with another reply"
-            )),
-            Err(e) => Err(e.to_string()),
+            ))),
+            Err(e) => Err(HostFailure::transient(e.to_string())),
         }
     }
 }

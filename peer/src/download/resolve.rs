@@ -337,6 +337,7 @@ impl PeerHandle {
             RecordTimeouts {
                 connect: config.connect_timeout,
                 request: config.request_timeout,
+                stall: config.stall_timeout,
             },
         )
     }

@@ -133,6 +133,17 @@ impl Drop for FakeFolderHost {
 
 impl FakeFolderHost {
     async fn start(head: FolderHead, pages: Vec<Vec<FolderItem>>, forgery: Forgery) -> Self {
+        Self::start_busy(head, pages, forgery, 0).await
+    }
+
+    /// As [`FakeFolderHost::start`], answering `busy` to the first `busy` `GetFolderPages`.
+    async fn start_busy(
+        head: FolderHead,
+        pages: Vec<Vec<FolderItem>>,
+        forgery: Forgery,
+        busy: usize,
+    ) -> Self {
+        let busy = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(busy));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let tls = crate::support::tls();
@@ -141,7 +152,7 @@ impl FakeFolderHost {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 let (tls, head, pages) = (tls.clone(), head.clone(), pages.clone());
-                let forgery = forgery.clone();
+                let (forgery, busy) = (forgery.clone(), busy.clone());
                 tokio::spawn(async move {
                     let Some(stream) = crate::support::accept_tls(&tls, stream).await else {
                         return;
@@ -154,7 +165,15 @@ impl FakeFolderHost {
                         return;
                     }
                     while let Ok(Some(request)) = conn.recv().await {
-                        let reply = answer(request, folder_id, &head, &pages, &forgery);
+                        let is_pages = matches!(request, PeerRequest::GetFolderPages { .. });
+                        let reply = if is_pages && take_one(&busy) {
+                            PeerResponse::Error {
+                                code: ErrorCode::Busy,
+                                message: "busy, try again later".into(),
+                            }
+                        } else {
+                            answer(request, folder_id, &head, &pages, &forgery)
+                        };
                         if conn.send(&reply).await.is_err() {
                             return;
                         }
@@ -164,6 +183,14 @@ impl FakeFolderHost {
         });
         Self { addr, task }
     }
+}
+
+/// Takes one from `count` unless it is 0; whether it did.
+fn take_one(count: &std::sync::atomic::AtomicUsize) -> bool {
+    use std::sync::atomic::Ordering;
+    count
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 fn answer(
@@ -315,6 +342,31 @@ async fn a_folder_is_fetched_by_id_from_named_hosts_under_its_own_name() {
     assert_eq!(tree_of(alone.path()), Vec::<PathBuf>::new());
     let out = tempfile::tempdir().unwrap();
     let output = direct_leecher(&[liar.addr, seeder.local_addr()], &folder_id, out.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_album(out.path(), &files);
+    seeder.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_host_that_is_busy_at_first_is_asked_again() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (album, files) = album(src.path(), 12);
+    // The files are served by a peer that shares them one by one, not as the folder: the
+    // folder's record comes from the fake host alone, which is busy at first.
+    let seeder = lone_peer().await;
+    for (rel, _) in &files {
+        seeder.share_path(&album.join(rel)).await.unwrap();
+    }
+    let (head, pages) = record_of(&album).await;
+    let folder_id = head.id().to_string();
+    let host = FakeFolderHost::start_busy(head, pages, Forgery::None, 2).await;
+
+    let output = direct_leecher(&[host.addr, seeder.local_addr()], &folder_id, out.path());
     assert!(
         output.status.success(),
         "{}",
