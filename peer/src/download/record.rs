@@ -198,11 +198,12 @@ impl HostFailure {
         }
     }
 
-    /// An error reply to `what`: `busy`, `internal` and `file_unavailable` (a folder whose
-    /// record is being rebuilt, §13.6) pass; any other means this host won't serve it.
+    /// An error reply to `what`: `busy` and `internal` pass; any other means this host won't
+    /// serve it, `file_unavailable` included (the host replaced that folder by a new id, or the
+    /// big file changed on its disk: asking it again will not help, §13.6, §8.1).
     fn refusal(what: &str, code: ErrorCode, message: &str) -> Self {
         let fault = match code {
-            ErrorCode::Busy | ErrorCode::Internal | ErrorCode::FileUnavailable => Fault::Transient,
+            ErrorCode::Busy | ErrorCode::Internal => Fault::Transient,
             _ => Fault::Refused,
         };
         Self {
