@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The self-contained demo behind `make demo`: an index server, two seeders and a leecher on
-# 127.0.0.1, a generated 64 MiB file pulled from both seeders at once, checked byte for byte.
+# 127.0.0.1, a generated 64 MiB file pulled from both seeders at once, then a folder of 500
+# small files shared as one and downloaded by its folder id, each checked byte for byte.
 # Everything it starts is stopped and everything it writes is removed on exit.
 #
 # mDNS must never reach a real network from here, so the demo re-runs itself in a private
@@ -58,9 +59,15 @@ wait_for_line() {
 step() { printf '\n==> %s\n' "$*"; }
 
 mkdir -p "$work/seeder1" "$work/seeder2" "$work/downloads"
-step "generating a ${SIZE_MIB} MiB random file"
+step "generating a ${SIZE_MIB} MiB random file, and a folder of 500 small files"
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$work/seeder1/demo.bin"
 cp "$work/seeder1/demo.bin" "$work/seeder2/demo.bin"
+for d in $(seq 1 10); do
+    mkdir -p "$work/seeder2/photos/day$d"
+    for f in $(seq 1 50); do
+        head -c "$(( (d * 50 + f) * 37 % 40000 + 1000 ))" /dev/urandom > "$work/seeder2/photos/day$d/img$f.jpg"
+    done
+done
 
 if [ "$mdns" = 1 ]; then
     step "starting the index server on 127.0.0.1, advertised over mDNS (private network namespace)"
@@ -79,14 +86,17 @@ else
     find_server=(--server "$server")
 fi
 
-for n in 1 2; do
-    step "starting seeder $n, sharing demo.bin"
-    P2P_IDENTITY_DIR="$work/id/seeder$n" "$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" \
-        --register "$work/seeder$n/demo.bin" > "$work/seeder$n.out" 2> "$work/seeder$n.err" &
-    pids+=($!)
-    wait_for_line "$work/seeder$n.out" "registered "
-done
+step "starting seeder 1, sharing demo.bin"
+P2P_IDENTITY_DIR="$work/id/seeder1" "$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" \
+    --register "$work/seeder1/demo.bin" > "$work/seeder1.out" 2> "$work/seeder1.err" &
+pids+=($!)
+wait_for_line "$work/seeder1.out" "registered "
+step "starting seeder 2, sharing demo.bin and the folder photos (one folder id)"
+P2P_IDENTITY_DIR="$work/id/seeder2" "$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" \
+    --register "$work/seeder2/demo.bin" --register "$work/seeder2/photos" > "$work/seeder2.out" 2> "$work/seeder2.err" &
+pids+=($!)
 id=$(wait_for_line "$work/seeder1.out" "registered " | awk '{print $3}')
+folder=$(wait_for_line "$work/seeder2.out" "registered $work/seeder2/photos " | awk '{print $3}')
 
 step "leecher downloading ${id:0:12} from both seeders"
 P2P_IDENTITY_DIR="$work/id/leecher" "$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" --download "${id:0:12}" --out "$work/downloads"
@@ -98,3 +108,15 @@ else
     echo "FAILED: downloaded file differs" >&2
     exit 1
 fi
+
+step "leecher downloading the folder ${folder:0:12} (500 files) as one job"
+P2P_IDENTITY_DIR="$work/id/leecher" "$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" --download "${folder:0:12}" --out "$work/downloads"
+if diff -r "$work/seeder2/photos" "$work/downloads/photos"; then
+    echo "OK: downloaded folder is identical ($(find "$work/downloads/photos" -type f | wc -l) files)"
+else
+    echo "FAILED: downloaded folder differs" >&2
+    exit 1
+fi
+
+step "the same command again completes nothing new: every file is already there"
+P2P_IDENTITY_DIR="$work/id/leecher" "$BIN" peer --addr 127.0.0.1:0 "${find_server[@]}" --download "${folder:0:12}" --out "$work/downloads"

@@ -31,6 +31,9 @@
 //!   (`tar -c | socat` into `socat | tar -x`) run alternately with it, and the download is
 //!   reported as a ratio of each (skipped with a note without rsync and socat:
 //!   `make bench-deps`);
+//! * `folder_mixed`: the same tree plus three 256 MiB files (64 MiB with `--quick`), the same
+//!   sides, and `folder_mixed_sha256`: one core hashing every file of the tree; the download's
+//!   MB/s is reported as a ratio of it (target ≥ 0.8);
 //! * `folder_100k` (full mode; `folder_20k` with `--quick`): 100,000 files of 0–4 KB, one run
 //!   a side: completion, leecher and seeder peak RSS, the index's RSS before and after the
 //!   registration.
@@ -584,6 +587,11 @@ const MANY_FILES: usize = 100_000;
 const MANY_FILES_QUICK: usize = 20_000;
 const MANY_PER_DIR: usize = 100;
 const MANY_SIZES: std::ops::RangeInclusive<u64> = 0..=4096;
+/// `folder_mixed`: the `folder_5000_small` tree plus this many big files of this size (a
+/// quarter of it with `--quick`), against one core's SHA-256 over the same bytes.
+const MIXED_BIG_FILES: usize = 3;
+const MIXED_BIG_SIZE: u64 = 256 * MIB;
+const TARGET_X_SHA256: f64 = 0.8;
 /// Targets (reported, never asserted): download time against each baseline, registration
 /// time, the leecher's peak RSS at 100,000 files.
 const TARGET_X_RSYNC: f64 = 1.0;
@@ -605,6 +613,8 @@ struct FolderRow {
     /// Median time over the baselines' (`None`: the baseline or our side did not run).
     x_rsync: Option<f64>,
     x_tar: Option<f64>,
+    /// Our MB/s over one core's SHA-256 MB/s of the same tree (`folder_mixed` only).
+    x_sha256: Option<f64>,
     leecher_rss_kib: Option<u64>,
     seeder_rss_kib: Option<u64>,
     index_rss_before_kib: Option<u64>,
@@ -658,6 +668,45 @@ fn folders(quick: bool) {
         work.path(),
     ));
     let _ = std::fs::remove_dir_all(work.path().join("small"));
+
+    // The same shape of tree with big files in it: a folder job must not lose the big-file
+    // speed to its small files (issue 14: at least 0.8 x one core's SHA-256).
+    let src = work.path().join("mixed").join("mixed");
+    let mut bytes = generate_tree(&src, SMALL_FILES, SMALL_PER_DIR, SMALL_SIZES);
+    let big = if quick {
+        MIXED_BIG_SIZE / 4
+    } else {
+        MIXED_BIG_SIZE
+    };
+    for i in 0..MIXED_BIG_FILES {
+        write_random(&src.join(format!("big{i}.bin")), big);
+        bytes += big;
+    }
+    let files = SMALL_FILES + MIXED_BIG_FILES;
+    // One core hashing every file of the tree, from the page cache (the first pass warms it).
+    hash_tree(&src);
+    let mut sha = FolderRow::new("folder_mixed_sha256", files, bytes);
+    for _ in 0..runs {
+        let started = Instant::now();
+        hash_tree(&src);
+        sha.runs.push(started.elapsed());
+    }
+    let mut mixed = folder_scenario(
+        "folder_mixed",
+        &src,
+        files,
+        bytes,
+        1,
+        runs,
+        baselines,
+        work.path(),
+    );
+    if let (Some((sha_s, _, _)), Some((ours_s, _, _))) = (sha.stats(), mixed[1].stats()) {
+        mixed[1].x_sha256 = Some(sha_s / ours_s);
+    }
+    rows.extend(mixed);
+    rows.push(sha);
+    let _ = std::fs::remove_dir_all(work.path().join("mixed"));
 
     let many = if quick { MANY_FILES_QUICK } else { MANY_FILES };
     let name = if quick { "folder_20k" } else { "folder_100k" };
@@ -1298,9 +1347,20 @@ fn folder_report(rows: &[FolderRow], quick: bool, runs: usize) {
         if let Some(note) = &row.note {
             table += &format!("    note: {note}\n");
         }
-        let targets = if row.name.ends_with("_register") {
+        if let Some(x) = row.x_sha256 {
+            table += &format!("    {x:.2} x one core's SHA-256 of the same tree\n");
+        }
+        let targets = if row.name == "folder_mixed" {
+            format!(
+                ",\"x_sha256\":{},\"target_x_sha256\":{TARGET_X_SHA256}",
+                opt(row.x_sha256, 3)
+            )
+        } else if row.name.ends_with("_register") {
             format!(",\"target_s\":{TARGET_REGISTER_S}")
-        } else if row.name.ends_with("_rsync_daemon") || row.name.ends_with("_tar_socat") {
+        } else if row.name.ends_with("_rsync_daemon")
+            || row.name.ends_with("_tar_socat")
+            || row.name.ends_with("_sha256")
+        {
             String::new()
         } else {
             format!(
@@ -1327,7 +1387,7 @@ fn folder_report(rows: &[FolderRow], quick: bool, runs: usize) {
         );
     }
     table += &format!(
-        "targets: download <= {TARGET_X_RSYNC} x rsync daemon and <= {TARGET_X_TAR} x tar|socat; registration <= {TARGET_REGISTER_S} s; leecher peak RSS < {} MiB at 100,000 files\n",
+        "targets: download <= {TARGET_X_RSYNC} x rsync daemon and <= {TARGET_X_TAR} x tar|socat; registration <= {TARGET_REGISTER_S} s; folder_mixed >= {TARGET_X_SHA256} x one core's SHA-256; leecher peak RSS < {} MiB at 100,000 files\n",
         TARGET_LEECHER_RSS_KIB / 1024
     );
     print!("{table}{json}");

@@ -268,8 +268,9 @@ pub struct PeerArgs {
     /// keeps serving until Ctrl-C.
     #[arg(short = 'r', long = "register", value_name = "PATH")]
     pub register: Vec<PathBuf>,
-    /// Download the file with this id (or a unique prefix of at least 6 characters), or the
-    /// file a manifest file (.p2pm) describes.
+    /// Download the file or folder with this id (or a unique prefix of at least 6
+    /// characters), or what a manifest file (.p2pm) describes. Running it again completes it:
+    /// files already there (checked by hash) are kept, `.part` files resume.
     #[arg(short = 'd', long, value_name = "ID")]
     pub download: Option<String>,
     /// Folder downloads are written to.
