@@ -108,15 +108,7 @@ impl ShareDir {
             .folder
             .clone()
             .expect("a successful first scan shares the folder");
-        let shared = Shared::Folder {
-            path: config.dir.clone(),
-            folder_id: folder.id(),
-            head: folder.head().clone(),
-            files: folder
-                .files()
-                .map(|(p, m)| (p.to_owned(), m.clone()))
-                .collect(),
-        };
+        let shared = Shared::folder(config.dir.clone(), &folder);
         let share = Self {
             stats: state.stats.clone(),
             current: state.current.clone(),

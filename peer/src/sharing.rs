@@ -56,6 +56,21 @@ pub enum Shared {
     },
 }
 
+impl Shared {
+    /// The line for `folder`, shared under `path` (as the user gave it).
+    pub(crate) fn folder(path: PathBuf, folder: &SharedFolder) -> Self {
+        Shared::Folder {
+            path,
+            folder_id: folder.id(),
+            head: folder.head().clone(),
+            files: folder
+                .files()
+                .map(|(p, m)| (p.to_owned(), m.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// What sharing is about to start: hashed, not served yet.
 enum Prepared {
     File(PathBuf, SourceFile),
@@ -85,15 +100,7 @@ impl PeerHandle {
                 }
                 Prepared::Folder(folder) => {
                     self.serve_folder(folder.clone());
-                    shared.push(Shared::Folder {
-                        path: folder.shown().to_owned(),
-                        folder_id: folder.id(),
-                        head: folder.head().clone(),
-                        files: folder
-                            .files()
-                            .map(|(p, m)| (p.to_owned(), m.clone()))
-                            .collect(),
-                    });
+                    shared.push(Shared::folder(folder.shown().to_owned(), &folder));
                     folders.push(folder);
                 }
             }
