@@ -1284,6 +1284,29 @@ mod tests {
         );
     }
 
+    /// A crash between naming a folder's file and removing its temporary name leaves the
+    /// file in place and its part file (the same file) in the staging folder: the next run
+    /// finds it there already and drops the leftovers, never touching the file; a part file
+    /// another download holds stays.
+    #[test]
+    fn leftovers_of_a_file_already_in_place_are_dropped_unless_held() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let m = source(src.path(), "x", b"payload");
+        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([9; 32])).unwrap();
+        let part = PartFile::create_staged(&dir, &[], m.clone()).unwrap();
+        part.write_verified(0, b"payload").unwrap();
+        part.save_record().unwrap();
+        std::fs::hard_link(part.part_path(), out.path().join("x")).unwrap();
+        // Held by a download: left alone.
+        dir.discard_staged(&[], &m.id(), "x");
+        assert_eq!(names(dir.staging_path()).len(), 2);
+        drop(part);
+        dir.discard_staged(&[], &m.id(), "x");
+        assert_eq!(names(dir.staging_path()), Vec::<String>::new());
+        assert_eq!(std::fs::read(out.path().join("x")).unwrap(), b"payload");
+    }
+
     #[test]
     fn a_folders_file_already_in_place_needs_no_staging_folder() {
         let src = tempfile::tempdir().unwrap();
