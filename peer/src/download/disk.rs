@@ -4,22 +4,25 @@
 //! * **checks**: what is already at each file's target (`p2p_storage::local`), a batch of
 //!   files per task, [`CHECKS_AT_ONCE`] tasks at most (an existing big file is hashed);
 //! * **part files**: a file bigger than a small file is assembled in a
-//!   [`PartFile`](p2p_storage::PartFile) as it always was (opened with its resume, one task
-//!   per verified chunk, its record saved at most once a second, flushed and named at the
-//!   end). At most [`OPEN_PARTS`] are open at once: files are taken in the record's order
-//!   and finish in that order, so this rarely holds a job back, and it bounds the job's file
-//!   descriptors (three per part file) whatever the folder holds;
-//! * **small files**: written, flushed and named in batches (`p2p_storage::small`),
-//!   [`SMALL_BATCHES_AT_ONCE`] batches at most: while one batch is flushed the next one
-//!   fills, so a slow disk makes batches bigger instead of the job slower.
+//!   [`PartFile`](p2p_storage::PartFile) (opened with its resume, one task per verified chunk,
+//!   its record saved at most once a second, flushed and named at the end): a single file as
+//!   `<out>/<name>.part`, a folder's file in the job's staging folder (`p2p_storage::staging`:
+//!   never under a name inside the folder, where the folder's own files could have it). At
+//!   most [`OPEN_PARTS`] are open at once: files are taken in the record's order and finish in
+//!   that order, so this rarely holds a job back, and it bounds the job's file descriptors
+//!   (three per part file, and the staging folder once) whatever the folder holds;
+//! * **small files**: written with no name, flushed and named in batches
+//!   (`p2p_storage::small`), [`SMALL_BATCHES_AT_ONCE`] batches at most: while one batch is
+//!   flushed the next one fills, so a slow disk makes batches bigger instead of the job
+//!   slower.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use p2p_protocol::FileManifest;
 use p2p_storage::local::LocalState;
-use p2p_storage::small::{OutputDir, SmallDone, SmallFile};
-use p2p_storage::{PartFile, SourceFile, StorageError};
+use p2p_storage::small::{SmallDone, SmallFile};
+use p2p_storage::{OutputDir, PartFile, SourceFile, StorageError};
 
 use super::buffers::Buf;
 use super::hosts::HostIx;
@@ -33,6 +36,15 @@ pub(crate) const CHECK_BATCH: usize = 64;
 pub(crate) const CHECKS_AT_ONCE: usize = 2;
 /// Small-file batches being written at once.
 pub(crate) const SMALL_BATCHES_AT_ONCE: usize = 2;
+
+/// Where a job's files go.
+#[derive(Clone, Debug)]
+pub(crate) enum Output {
+    /// A single file: into this folder, assembled beside its name as `<name>.part`.
+    File(PathBuf),
+    /// A folder's files: under this output folder, big ones assembled in its staging folder.
+    Folder(Arc<OutputDir>),
+}
 
 /// A file of the job as the disk side needs it.
 #[derive(Clone, Debug)]
@@ -90,13 +102,25 @@ pub(crate) enum DiskDone {
     Saved(Result<(), StorageError>),
 }
 
-/// Looks at each file's target under `out`.
-pub(crate) fn check(out: PathBuf, files: Vec<(FileIx, Target)>) -> DiskDone {
+/// Looks at each file's target under `out`. A folder's file found in place already needs
+/// nothing an earlier run left in the staging folder for it (a crash between naming it and
+/// removing its temporary name): that goes.
+pub(crate) fn check(out: Output, files: Vec<(FileIx, Target)>) -> DiskDone {
+    use p2p_storage::local::{check_local_in, check_local_staged};
     DiskDone::Checked(
         files
             .into_iter()
             .map(|(file, t)| {
-                let state = p2p_storage::local::check_local_in(&out, &t.subdir, &t.manifest);
+                let state = match &out {
+                    Output::File(out) => check_local_in(out, &t.subdir, &t.manifest),
+                    Output::Folder(out) => {
+                        let state = check_local_staged(out, &t.subdir, &t.manifest);
+                        if matches!(state, Ok(LocalState::AlreadyThere)) {
+                            out.discard_staged(&t.subdir, &t.manifest.id(), &t.manifest.name);
+                        }
+                        state
+                    }
+                };
                 (file, state)
             })
             .collect(),
@@ -105,8 +129,12 @@ pub(crate) fn check(out: PathBuf, files: Vec<(FileIx, Target)>) -> DiskDone {
 
 /// Opens (or picks up) the part file of `target` under `out` and re-verifies what an earlier
 /// run recorded.
-pub(crate) fn open(out: PathBuf, file: FileIx, target: Target) -> DiskDone {
-    let result = PartFile::create_in(&out, &target.subdir, target.manifest).map(|part| {
+pub(crate) fn open(out: Output, file: FileIx, target: Target) -> DiskDone {
+    let part = match &out {
+        Output::File(out) => PartFile::create_in(out, &target.subdir, target.manifest),
+        Output::Folder(out) => PartFile::create_staged(out, &target.subdir, target.manifest),
+    };
+    let result = part.map(|part| {
         let resumed = part.resume();
         (Arc::new(part), resumed)
     });

@@ -9,8 +9,8 @@
 //!
 //! A file goes through: **taken** from the record (at most [`OPEN_FILES`] files are taken and
 //! not yet done, at most [`OPEN_PARTS`] of them big), **checked** (what is at its target:
-//! already there, a conflict, a `.part` to resume, or nothing), **opened** (a big file's part
-//! file), **fetched** (its chunks pipelined on the links with every other file's), **finished**
+//! already there, a conflict, a partial file to resume, or nothing), **opened** (a big file's
+//! part file), **fetched** (its chunks pipelined on the links with every other file's), **finished**
 //! (named), and then it is only counters. Nothing lives per file for the whole job.
 //!
 //! Memory, whatever the number of files: chunk data in flight is bounded by the scheduler
@@ -33,10 +33,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use p2p_protocol::{FileId, FileManifest, FolderHead, HostInfo};
+use p2p_protocol::{FileId, FileManifest, FolderHead, FolderId, HostInfo};
 use p2p_storage::local::LocalState;
-use p2p_storage::small::{OutputDir, is_small};
-use p2p_storage::{SourceFile, StorageError};
+use p2p_storage::small::is_small;
+use p2p_storage::{OutputDir, SourceFile, StorageError};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -44,8 +44,8 @@ use tracing::{debug, info, warn};
 
 use super::buffers::BufPool;
 use super::disk::{
-    self, Arrived, CHECK_BATCH, CHECKS_AT_ONCE, DiskDone, OPEN_PARTS, SMALL_BATCHES_AT_ONCE,
-    SmallItem, Target,
+    self, Arrived, CHECK_BATCH, CHECKS_AT_ONCE, DiskDone, OPEN_PARTS, Output,
+    SMALL_BATCHES_AT_ONCE, SmallItem, Target,
 };
 use super::hosts::{BadData, HostFault, HostSpec};
 use super::links::{Answer, Answered, Ask, LINKS_PER_HOST, LinkConfig, Links};
@@ -74,8 +74,10 @@ pub(crate) enum What {
         manifest: FileManifest,
         subdir: Vec<String>,
     },
-    /// A folder, into `out/<head.name>/...`.
+    /// A folder, into `out/<head.name>/...` (its temporary files in its staging folder,
+    /// named after `folder_id`).
     Folder {
+        folder_id: FolderId,
         head: FolderHead,
         record: FolderRecord,
     },
@@ -196,7 +198,8 @@ struct Engine {
     opening: usize,
     small_pending: Vec<SmallItem>,
     small_running: usize,
-    small_out: Option<Arc<OutputDir>>,
+    /// Where the files go, as the disk tasks need it.
+    output: Output,
     told_no_more: bool,
     tally: Tally,
     /// What ends the job early.
@@ -217,40 +220,45 @@ pub(crate) async fn run(
     let started = Instant::now();
     let Job { what, hosts, out } = job;
     let hosts: Vec<HostSpec> = hosts.into_iter().filter(|h| !options.is_me(h)).collect();
-    let (single, name, feed, head) = match what {
+    let (single, name, feed, head, folder_id) = match what {
         What::File {
             manifest, subdir, ..
         } => {
             let name = manifest.name.clone();
             let feed = Feed::One(Some(Target { subdir, manifest }));
-            (true, name, feed, None)
+            (true, name, feed, None, None)
         }
-        What::Folder { head, record } => {
+        What::Folder {
+            folder_id,
+            head,
+            record,
+        } => {
             p2p_protocol::validate_file_name(&head.name).map_err(StorageError::from)?;
+            p2p_storage::staging::check_folder_name(&head.name)?;
             let feed = Feed::Record {
                 buffered: VecDeque::new(),
                 record: Some(record),
                 ended: false,
                 name: head.name.clone(),
             };
-            (false, head.name.clone(), feed, Some(head))
+            (false, head.name.clone(), feed, Some(head), Some(folder_id))
         }
     };
-    let small_out = match &head {
+    let output = match (&head, folder_id) {
         // The folder's root, created up front (a folder of no file is a folder too), and
-        // the output folder's handle for small files.
-        Some(head) => {
+        // the output folder's handle for the job's files.
+        (Some(head), Some(folder_id)) => {
             let (out, name) = (out.clone(), head.name.clone());
             let opened = tokio::task::spawn_blocking(move || {
-                let dir = OutputDir::open(&out)?;
+                let dir = OutputDir::open(&out, &folder_id)?;
                 dir.make_folder(&[name])?;
                 Ok::<_, StorageError>(dir)
             })
             .await
             .map_err(|e| PeerError::Internal(format!("disk task failed: {e}")))??;
-            Some(Arc::new(opened))
+            Output::Folder(Arc::new(opened))
         }
-        None => None,
+        _ => Output::File(out.clone()),
     };
     let limits = Limits::new(
         options.workers,
@@ -297,7 +305,7 @@ pub(crate) async fn run(
         opening: 0,
         small_pending: Vec::new(),
         small_running: 0,
-        small_out,
+        output,
         told_no_more: false,
         tally: Tally {
             files: (!single).then(Vec::new),
@@ -320,6 +328,7 @@ pub(crate) async fn run(
     let outcome = engine.drive(&cancel).await;
     engine.wind_down(outcome.is_err()).await;
     outcome?;
+    engine.tidy_staging(head.as_ref()).await;
     Ok(engine.report(head))
 }
 
@@ -522,7 +531,7 @@ impl Engine {
                 .drain(..n)
                 .filter_map(|ix| self.files.get(&ix).map(|f| (ix, f.target.clone())))
                 .collect();
-            let out = self.out.clone();
+            let out = self.output.clone();
             self.disk.spawn_blocking(move || disk::check(out, batch));
             self.checks_running += 1;
             moved = true;
@@ -581,7 +590,7 @@ impl Engine {
         }
         if file.big {
             file.store = Store::Opening;
-            let (out, target) = (self.out.clone(), file.target.clone());
+            let (out, target) = (self.output.clone(), file.target.clone());
             self.disk
                 .spawn_blocking(move || disk::open(out, ix, target));
             self.opening += 1;
@@ -924,7 +933,10 @@ impl Engine {
                 .len()
                 .min(p2p_storage::small::SMALL_BATCH);
             let batch: Vec<SmallItem> = self.small_pending.drain(..n).collect();
-            let out = self.small_out.clone().expect("a folder job has its output");
+            let Output::Folder(out) = &self.output else {
+                unreachable!("only a folder job has small files");
+            };
+            let out = out.clone();
             self.disk.spawn_blocking(move || disk::small(out, batch));
             self.small_running += 1;
             moved = true;
@@ -1183,6 +1195,21 @@ impl Engine {
         self.files.clear();
     }
 
+    /// A folder job with every file in place needs its staging folder no more: removed if
+    /// empty. (One that did not complete keeps it, for the next run to resume from.)
+    async fn tidy_staging(&mut self, head: Option<&FolderHead>) {
+        let (Output::Folder(out), Some(head)) = (&self.output, head) else {
+            return;
+        };
+        if self.tally.fetched + self.tally.already_there != head.files {
+            return;
+        }
+        let out = out.clone();
+        if let Err(err) = tokio::task::spawn_blocking(move || out.remove_staging_if_empty()).await {
+            warn!(%err, "cannot remove the staging folder");
+        }
+    }
+
     fn report(&mut self, head: Option<FolderHead>) -> JobReport {
         let elapsed = self.started.elapsed();
         let tally = std::mem::take(&mut self.tally);
@@ -1263,24 +1290,14 @@ fn is_disk_failure(err: &StorageError) -> bool {
     }
 }
 
-/// What the user reads about a file that failed on `err`: for a name the file system
-/// refuses only with the temporary suffix, says so in one line.
+/// What the user reads about a file that failed on `err`, in one line. (A folder's files
+/// have no temporary name beside them, so a name the file system refuses is refused as it
+/// is.)
 fn failure_reason(err: &StorageError) -> String {
-    if let StorageError::Io { path, cause, .. } = err
+    if let StorageError::Io { cause, .. } = err
         && cause.kind() == std::io::ErrorKind::InvalidFilename
     {
-        let part = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with(p2p_storage::path::PART_SUFFIX));
-        return if part {
-            format!(
-                "name too long to download under a temporary {} name",
-                p2p_storage::path::PART_SUFFIX
-            )
-        } else {
-            "name too long for this file system".into()
-        };
+        return "name too long for this file system".into();
     }
     err.to_string()
 }

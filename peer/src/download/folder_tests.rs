@@ -429,34 +429,65 @@ async fn a_host_announcing_bigger_chunks_than_asked_is_dropped_before_its_data()
     honest.shutdown().await;
 }
 
-/// A file whose name is legal (253 bytes) but too long with the temporary `.part` suffix
-/// fails alone, with a reason that says so; the other files arrive and the job ends with
-/// its summary rather than stopping as if the disk had failed.
+/// Files whose names are legal (253 bytes) but would be too long with a `.part` suffix, a
+/// small one and a big one, arrive like any other: a folder's files are never given a
+/// temporary name beside their own. And the job leaves nothing in the output folder but the
+/// folder (its staging folder is gone once every file is in place).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_name_too_long_for_its_part_file_fails_alone() {
+async fn names_too_long_for_a_part_suffix_arrive_like_any_other() {
     let mut tree = tree(30, 0);
-    let long = format!("d1/{}", "n".repeat(253));
-    tree.insert(long.clone(), bytes(5000, 77));
+    tree.insert(format!("d1/{}", "n".repeat(253)), bytes(5000, 77));
+    tree.insert(
+        format!("d2/{}", "m".repeat(253)),
+        bytes(CHUNK_SIZE as usize + 10, 78),
+    );
     let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let seeder = lone_peer(|_| {}).await;
     let files = share(&seeder, dir.path(), &tree).await;
-    let (result, events) = fetch(&tree, files, vec![spec(&seeder, 1)], out.path(), |_| {}).await;
-    let report = result.expect("the job goes on past the one file");
-    assert!(!report.complete(), "{report:?}");
-    assert_eq!(report.failed_total, 1, "{report:?}");
-    let reason = &report.failed[0].reason;
-    assert_eq!(
-        reason, "name too long to download under a temporary .part name",
-        "{report:?}"
-    );
-    assert!(report.failed[0].path.ends_with(&long), "{report:?}");
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, DownloadEvent::FileFailed { error, .. } if error == reason)),
-        "{events:?}"
-    );
-    tree.remove(&long);
+    let (result, _) = fetch(&tree, files, vec![spec(&seeder, 1)], out.path(), |_| {}).await;
+    let report = result.unwrap();
+    assert!(report.complete(), "{report:?}");
     assert_tree(&out.path().join("album"), &tree);
+    let left: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["album"]);
+    seeder.shutdown().await;
+}
+
+/// A folder named like a staging folder is refused before anything is fetched or written:
+/// its files would land among a download's temporary files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_named_like_a_staging_folder_is_refused() {
+    let tree = tree(3, 0);
+    let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let seeder = lone_peer(|_| {}).await;
+    let files = share(&seeder, dir.path(), &tree).await;
+    let mut head = head(&tree);
+    head.name = ".p2p-staging-0707070707070707".into();
+    let source = JobSource::Folder {
+        folder_id: FolderId([7; 32]),
+        record: FolderRecord::from_files(&head, files),
+        head,
+        hosts: vec![spec(&seeder, 1)],
+    };
+    let result = run(
+        source,
+        out.path(),
+        options(8, 3),
+        EventSink::new(None),
+        None,
+        CancellationToken::new(),
+    )
+    .await;
+    let err = result.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "the folder name .p2p-staging-0707070707070707 is reserved: names starting with \
+         .p2p-staging- hold a download's temporary files"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    assert_eq!(seeder.chunks_served(), 0);
     seeder.shutdown().await;
 }

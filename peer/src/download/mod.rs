@@ -323,7 +323,11 @@ pub(crate) async fn run(
             hosts,
             record,
         } => (
-            engine::What::Folder { head, record },
+            engine::What::Folder {
+                folder_id,
+                head,
+                record,
+            },
             hosts,
             info_span!("download", folder = %folder_id.fmt_short()),
         ),

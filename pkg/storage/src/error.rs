@@ -94,6 +94,15 @@ pub enum StorageError {
         /// Why its name can't be used.
         reason: String,
     },
+    /// A folder a download keeps its temporary files in is something else (a link, a file).
+    #[error("{} is not a folder; move it away and try again", .0.display())]
+    NotAFolder(PathBuf),
+    /// A folder's name is one the downloader keeps for itself.
+    #[error(
+        "the folder name {0} is reserved: names starting with {prefix} hold a download's temporary files",
+        prefix = crate::staging::STAGING_PREFIX
+    )]
+    ReservedName(String),
     /// Not a regular file.
     #[error("{} is not a regular file (FIFOs, devices, sockets and folders can't be shared as files)", .0.display())]
     NotAFile(PathBuf),

@@ -12,8 +12,10 @@
 //! * [`chunk_buf`]: [`ChunkBuf`], a reusable chunk buffer aligned for `O_DIRECT` writes.
 //! * [`store`]: [`PartFile`], a download in progress: verified writes, then a no-overwrite
 //!   rename once every chunk is in.
-//! * [`small`]: whole small files of a download, verified in memory, written, flushed and
-//!   named in batches.
+//! * [`small`]: whole small files of a download, verified in memory, written with no name,
+//!   flushed and named in batches.
+//! * [`staging`]: [`OutputDir`], a folder job's output folder and the staging folder beside
+//!   the folder's tree where its big files are assembled.
 //! * [`upload`]: [`Upload`], a file arriving from a front end: written under a hidden
 //!   temporary name and hashed as it arrives, then named (never over a file) and served.
 //! * [`local`]: what is already at a download's target (skip, resume, or a conflict).
@@ -29,6 +31,7 @@ pub mod local;
 pub mod path;
 pub mod small;
 pub mod source;
+pub mod staging;
 pub mod store;
 pub mod tree;
 pub mod upload;
@@ -37,6 +40,7 @@ pub use chunk_buf::ChunkBuf;
 pub use chunker::build_manifest;
 pub use error::StorageError;
 pub use source::{ChunkRange, OpenSource, SourceFile};
+pub use staging::OutputDir;
 pub use store::PartFile;
 pub use tree::{Tree, TreeFile, Walk};
 pub use upload::{Upload, UploadLen};

@@ -1,5 +1,5 @@
-//! What is already at a download's target before anything is fetched: nothing, a `.part` to
-//! resume, the very file (checked by hash), or something else that must not be touched.
+//! What is already at a download's target before anything is fetched: nothing, a partial file
+//! to resume, the very file (checked by hash), or something else that must not be touched.
 //!
 //! This is what makes a re-run of a download complete it: identical files are skipped, part
 //! files resume, missing files are fetched, and whatever else is in the way is reported and
@@ -7,12 +7,17 @@
 //!
 //! | at the target                                         | state           |
 //! |-------------------------------------------------------|-----------------|
-//! | nothing, no `<name>.part`                             | `Missing`       |
-//! | `<name>.part` (and no `<name>`)                       | `Partial`       |
+//! | nothing, no partial file                              | `Missing`       |
+//! | a partial file (and no `<name>`)                      | `Partial`       |
 //! | a regular file, same size, every chunk hash equal     | `AlreadyThere`  |
 //! | a regular file of another size or content             | `Conflict`      |
 //! | a folder, symbolic link, FIFO, device or socket       | `Conflict`      |
 //! | a file or link where one of its folders should be     | `Conflict`      |
+//!
+//! A single file's partial file is `<name>.part` beside it ([`check_local`],
+//! [`check_local_in`]); a folder's file's is `<key>.part` in the job's staging folder
+//! ([`check_local_staged`], [`crate::staging`]), and a `<name>.part` beside a folder's file is
+//! just another file, of the user's or of the folder.
 //!
 //! Nothing here writes, and no symbolic link at the target or (with [`check_local_in`]) at a
 //! folder level under the output folder is ever followed: a link to an identical file is still
@@ -30,13 +35,14 @@ use p2p_protocol::{FileManifest, validate_file_name};
 use crate::StorageError;
 use crate::chunker::hash_chunks_at;
 use crate::path::PART_SUFFIX;
+use crate::staging::{OutputDir, part_key};
 
 /// What is at `<dir>/<name>` (and `<dir>/<name>.part`) for one file of a download.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocalState {
     /// Nothing: fetch it.
     Missing,
-    /// A `.part` file: [`crate::PartFile`] resumes it.
+    /// A partial file: [`crate::PartFile`] resumes it.
     Partial,
     /// The same file, every chunk's hash equal: nothing to fetch.
     AlreadyThere,
@@ -54,7 +60,7 @@ pub enum LocalState {
 pub fn check_local(dir: &Path, manifest: &FileManifest) -> Result<LocalState, StorageError> {
     validate_file_name(&manifest.name)?;
     match Dir::open_ambient_dir(dir, ambient_authority()) {
-        Ok(handle) => check_in(&handle, dir, manifest),
+        Ok(handle) => check_in(&handle, dir, &[], manifest, Partial::Beside),
         Err(e) if e.kind() == ErrorKind::NotFound || is_not_a_dir(&e) => blocked_ancestor(dir),
         Err(e) => Err(StorageError::io("cannot open folder", dir)(e)),
     }
@@ -70,13 +76,50 @@ pub fn check_local_in(
     manifest: &FileManifest,
 ) -> Result<LocalState, StorageError> {
     validate_file_name(&manifest.name)?;
-    let mut dir = match Dir::open_ambient_dir(out, ambient_authority()) {
+    let dir = match Dir::open_ambient_dir(out, ambient_authority()) {
         Ok(handle) => handle,
         Err(e) if e.kind() == ErrorKind::NotFound || is_not_a_dir(&e) => {
             return blocked_ancestor(out);
         }
         Err(e) => return Err(StorageError::io("cannot open folder", out)(e)),
     };
+    check_below(dir, out, subdir, manifest, Partial::Beside)
+}
+
+/// Like [`check_local_in`] for a file of a folder job writing under `out`
+/// ([`crate::PartFile::create_staged`]): its partial file is looked for in the job's staging folder,
+/// and a `<name>.part` beside it counts for nothing.
+pub fn check_local_staged(
+    out: &OutputDir,
+    subdir: &[String],
+    manifest: &FileManifest,
+) -> Result<LocalState, StorageError> {
+    validate_file_name(&manifest.name)?;
+    let dir = out
+        .root()
+        .try_clone()
+        .map_err(StorageError::io("cannot open folder", out.path()))?;
+    check_below(dir, out.path(), subdir, manifest, Partial::Staged(out))
+}
+
+/// Where a download's partial file is.
+#[derive(Clone, Copy)]
+enum Partial<'a> {
+    /// `<name>.part` beside its target.
+    Beside,
+    /// `<key>.part` in a folder job's staging folder.
+    Staged(&'a OutputDir),
+}
+
+/// The target of `manifest` in the folder `subdir` under `dir` (at `out`), each level looked
+/// at without following links.
+fn check_below(
+    mut dir: Dir,
+    out: &Path,
+    subdir: &[String],
+    manifest: &FileManifest,
+    partial: Partial<'_>,
+) -> Result<LocalState, StorageError> {
     let mut path = out.to_owned();
     for level in subdir {
         validate_file_name(level)?;
@@ -103,14 +146,17 @@ pub fn check_local_in(
             Err(e) => return Err(StorageError::io("cannot open folder", &path)(e)),
         };
     }
-    check_in(&dir, &path, manifest)
+    check_in(&dir, &path, subdir, manifest, partial)
 }
 
-/// The target `manifest.name` inside the open folder `dir` (at `dir_path`, for messages).
+/// The target `manifest.name` inside the open folder `dir` (at `dir_path`, for messages; the
+/// folder `subdir` under the output folder).
 fn check_in(
     dir: &Dir,
     dir_path: &Path,
+    subdir: &[String],
     manifest: &FileManifest,
+    partial: Partial<'_>,
 ) -> Result<LocalState, StorageError> {
     let name = &manifest.name;
     let target = dir_path.join(name);
@@ -126,11 +172,21 @@ fn check_in(
             same_content(dir, name, &target, manifest)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            let part = format!("{name}{PART_SUFFIX}");
-            match dir.symlink_metadata(&part) {
+            let (folder, folder_path, part) = match partial {
+                Partial::Beside => (dir, dir_path, format!("{name}{PART_SUFFIX}")),
+                Partial::Staged(out) => match out.existing_staging()? {
+                    Some(staging) => (
+                        staging,
+                        out.staging_path(),
+                        format!("{}{PART_SUFFIX}", part_key(&manifest.id(), subdir, name)),
+                    ),
+                    None => return Ok(LocalState::Missing),
+                },
+            };
+            match folder.symlink_metadata(&part) {
                 Ok(_) => Ok(LocalState::Partial),
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(LocalState::Missing),
-                Err(e) => Err(StorageError::io("cannot stat", dir_path.join(part))(e)),
+                Err(e) => Err(StorageError::io("cannot stat", folder_path.join(part))(e)),
             }
         }
         Err(e) => Err(StorageError::io("cannot stat", &target)(e)),
@@ -327,6 +383,41 @@ mod tests {
         // Not judged here: PartFile decides whether it is ours and for this file.
         std::fs::write(out.path().join("a.bin.part"), b"").unwrap();
         assert_eq!(check_local(out.path(), &m).unwrap(), LocalState::Partial);
+    }
+
+    #[test]
+    fn a_folders_partial_is_in_the_staging_folder_not_beside_it() {
+        let out = tempfile::tempdir().unwrap();
+        let data = two_chunks();
+        let m = manifest_of("a.bin", &data);
+        let album = vec!["album".to_string()];
+        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([1; 32])).unwrap();
+        assert_eq!(
+            check_local_staged(&dir, &album, &m).unwrap(),
+            LocalState::Missing
+        );
+        // Beside it: a file of the folder's or of the user's, nothing of the download's.
+        std::fs::create_dir(out.path().join("album")).unwrap();
+        std::fs::write(out.path().join("album/a.bin.part"), b"").unwrap();
+        assert_eq!(
+            check_local_staged(&dir, &album, &m).unwrap(),
+            LocalState::Missing
+        );
+        drop(crate::PartFile::create_staged(&dir, &album, m.clone()).unwrap());
+        assert_eq!(
+            check_local_staged(&dir, &album, &m).unwrap(),
+            LocalState::Partial
+        );
+        // Another path of the same file has no partial.
+        assert_eq!(
+            check_local_staged(&dir, &[], &m).unwrap(),
+            LocalState::Missing
+        );
+        std::fs::write(out.path().join("album/a.bin"), &data).unwrap();
+        assert_eq!(
+            check_local_staged(&dir, &album, &m).unwrap(),
+            LocalState::AlreadyThere
+        );
     }
 
     #[test]

@@ -5,33 +5,45 @@
 //! check and an `fsync` per file, which is nothing next to a 4 MiB chunk and most of the work
 //! for a 20 KB file. A batch instead:
 //! 1. checks the free space once for the whole batch;
-//! 2. writes each file as `<name>.part` (created exclusively, locked, no link followed),
-//!    through a handle on its folder opened once per folder in the batch;
+//! 2. writes each file with no name at all: created with `O_TMPFILE` in its folder, through a
+//!    handle on the folder opened once per folder in the batch;
 //! 3. flushes every file of the batch to disk at once (see `store.rs`'s invariants for why
 //!    by parallel `fdatasync`s and not `syncfs`);
-//! 4. gives each its name with the same no-overwrite hard link as a [`PartFile`](crate::PartFile).
+//! 4. gives each its name with a hard link of the open file (`linkat` with `AT_EMPTY_PATH`,
+//!    else of `/proc/self/fd/N`), which fails if the name exists: an `EEXIST` is the
+//!    "already exists" of any other file, and the file with no name is gone when closed.
 //!
 //! So the invariants of `store.rs` hold for small files too: only verified bytes are written,
 //! a name appears only for a whole file that is on disk, never over an existing file and never
-//! outside the output folder. A `<name>.part` a crash left behind has no record beside it; it
-//! is taken over only if it is a plain file of ours, not linked elsewhere, and already holds
-//! exactly the file (checked by hash), or if it carries our record (a big-file download of the
-//! same name); anything else is not ours and is left alone.
+//! outside the output folder. And no temporary name is ever taken inside the folder (where the
+//! folder's own files could have it, [`crate::staging`]): a crash (`kill -9`, a power cut) at
+//! any moment leaves the files already named and nothing else, so a later run has nothing of
+//! ours in its way.
+//!
+//! Where the file system refuses `O_TMPFILE` (or a file with no name can't be linked, with no
+//! `/proc` and no `AT_EMPTY_PATH`), the job's small files are written instead as `<key>.part`
+//! in its staging folder ([`crate::staging`]), flushed as above, then linked into their folder
+//! the same way and the temporary name removed. The staging folder is the job's own: a
+//! `<key>.part` an earlier run left there is taken over and rewritten, unless another download
+//! holds it.
 
 use std::fs::File;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cap_std::fs::{Dir, OpenOptions};
 use p2p_protocol::{FileManifest, validate_file_name};
+use rustix::io::Errno;
 
 use crate::StorageError;
 use crate::path::PART_SUFFIX;
+use crate::staging::{OutputDir, part_key};
 use crate::store::{
-    RECORD_MAGIC, RECORD_SUFFIX, check_space, link_into_place, lock, open_subdir, read_nofollow,
-    verify_chunk, write_error,
+    check_space, is_same_file, link_into_place, lock, open_nofollow, open_subdir, verify_chunk,
+    write_error,
 };
 
 /// The largest file written as a small file (it must also be a single chunk).
@@ -42,6 +54,9 @@ pub const SMALL_BATCH: usize = 128;
 
 /// Threads flushing one batch's files at once.
 const SYNC_THREADS: usize = 16;
+
+/// The mode a new file asks for; the user's umask takes from it, as for any new file.
+const FILE_MODE: u32 = 0o666;
 
 /// Whether `manifest` is a file for [`write_batch`]: empty, or one chunk of at most
 /// [`SMALL_FILE`] bytes.
@@ -74,47 +89,39 @@ pub struct SmallDone {
     pub source: Option<crate::SourceFile>,
 }
 
-/// The output folder small files are written under, opened once for a whole download.
-#[derive(Debug)]
-pub struct OutputDir {
-    dir: Dir,
-    path: PathBuf,
-}
-
-impl OutputDir {
-    /// Opens the folder at `path` (a link the user chose as output folder is followed, as
-    /// everywhere else; nothing below it is).
-    pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())
-            .map_err(StorageError::io("cannot open output folder", path))?;
-        Ok(Self {
-            dir,
-            path: path.to_owned(),
-        })
-    }
-
-    /// Where it is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Creates the folder `subdir` (one safe name per level) under it, the way a batch does:
-    /// each level through the handle of the one above, never leading outside. Returns its
-    /// path.
-    pub fn make_folder(&self, subdir: &[String]) -> Result<PathBuf, StorageError> {
-        open_subdir(&self.dir, &self.path, subdir).map(|(_, path)| path)
-    }
+/// Where a written file is until it is named.
+enum Temp {
+    /// Nowhere: a file with no name (`O_TMPFILE`).
+    Unnamed,
+    /// `name` in the staging folder (at `path`, for messages).
+    Staged { name: String, path: PathBuf },
 }
 
 /// A file of the batch written and not yet named.
 struct Written {
+    /// Its folder.
     dir: Arc<Dir>,
     file: File,
-    part_name: String,
-    part_path: PathBuf,
+    temp: Temp,
     final_path: PathBuf,
-    /// A record of ours was beside the part file: removed once the file is named.
-    record: bool,
+}
+
+impl Written {
+    /// Where it is, for messages.
+    fn temp_path(&self) -> &Path {
+        match &self.temp {
+            Temp::Unnamed => &self.final_path,
+            Temp::Staged { path, .. } => path,
+        }
+    }
+
+    /// Gives up on it: a file with no name goes with its handle; a temporary name is removed.
+    fn discard(self, out: &OutputDir) {
+        if let (Temp::Staged { name, .. }, Ok(Some(staging))) = (&self.temp, out.existing_staging())
+        {
+            let _ = staging.remove_file(name);
+        }
+    }
 }
 
 /// Writes `files` under `out`, flushes them to disk and names them. Returns one result per
@@ -123,7 +130,7 @@ pub fn write_batch(
     out: &OutputDir,
     files: &[SmallFile<'_>],
 ) -> Vec<Result<SmallDone, StorageError>> {
-    let (root, root_path) = (&out.dir, out.path.as_path());
+    let (root, root_path) = (out.root(), out.path());
     let needed = files.iter().map(|f| f.manifest.size).sum();
     if let Err(StorageError::NoSpace {
         path,
@@ -150,7 +157,7 @@ pub fn write_batch(
                 (dir, path)
             }),
         };
-        written.push(opened.and_then(|(dir, path)| write_one(dir, &path, file)));
+        written.push(opened.and_then(|(dir, path)| write_one(out, dir, &path, file)));
     }
     let synced = sync_all(&written);
     written
@@ -159,17 +166,24 @@ pub fn write_batch(
         .zip(files)
         .map(|((written, synced), file)| {
             let written = written?;
-            synced.map_err(|e| {
-                let _ = written.dir.remove_file(&written.part_name);
-                write_error(e, &written.part_path)
-            })?;
-            name(written, file)
+            if let Err(e) = synced {
+                let err = write_error(e, written.temp_path());
+                written.discard(out);
+                return Err(err);
+            }
+            name(out, written, file)
         })
         .collect()
 }
 
-/// Verifies one file and writes it as `<name>.part` in `dir` (at `path`).
-fn write_one(dir: Arc<Dir>, path: &Path, small: &SmallFile<'_>) -> Result<Written, StorageError> {
+/// Verifies one file and writes it, with no name (or under a temporary name in the staging
+/// folder), for its folder `dir` (at `path`).
+fn write_one(
+    out: &OutputDir,
+    dir: Arc<Dir>,
+    path: &Path,
+    small: &SmallFile<'_>,
+) -> Result<Written, StorageError> {
     let manifest = small.manifest;
     validate_file_name(&manifest.name)?;
     let final_path = path.join(&manifest.name);
@@ -196,94 +210,101 @@ fn write_one(dir: Arc<Dir>, path: &Path, small: &SmallFile<'_>) -> Result<Writte
     if dir.symlink_metadata(&manifest.name).is_ok() {
         return Err(StorageError::AlreadyExists(final_path));
     }
-    let part_name = format!("{}{PART_SUFFIX}", manifest.name);
-    let part_path = path.join(&part_name);
-    let (file, record) = match create_part(&dir, &part_name) {
-        Ok(mut file) => {
-            lock(&file, &part_path)?;
-            file.write_all(small.data).map_err(|e| {
-                let _ = dir.remove_file(&part_name);
-                write_error(e, &part_path)
-            })?;
-            (file, false)
-        }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            take_over(&dir, &part_name, &part_path, small)?
-        }
-        Err(e) => return Err(StorageError::io("cannot create", &part_path)(e)),
-    };
-    Ok(Written {
+    let (file, temp) = create(out, &dir, path, small)?;
+    let written = Written {
         dir,
         file,
-        part_name,
-        part_path,
+        temp,
         final_path,
-        record,
-    })
+    };
+    if let Err(e) = written.file.write_all_at(small.data, 0) {
+        let err = write_error(e, written.temp_path());
+        written.discard(out);
+        return Err(err);
+    }
+    Ok(written)
 }
 
-/// Creates `name` in `dir` exclusively (which never follows a link), for reading and writing.
-fn create_part(dir: &Dir, name: &str) -> std::io::Result<File> {
+/// A new file for `small`: with no name in its folder `dir` (at `path`) while the file system
+/// allows it, else in the staging folder.
+fn create(
+    out: &OutputDir,
+    dir: &Dir,
+    path: &Path,
+    small: &SmallFile<'_>,
+) -> Result<(File, Temp), StorageError> {
+    if out.unnamed() {
+        match create_unnamed(dir) {
+            Ok(file) => return Ok((file, Temp::Unnamed)),
+            Err(e) if refuses_unnamed(e) => out.refuse_unnamed(),
+            Err(e) => return Err(StorageError::io("cannot create a file in", path)(e.into())),
+        }
+    }
+    create_staged(out, small)
+}
+
+/// A file with no name in `dir`, for reading and writing.
+fn create_unnamed(dir: &Dir) -> rustix::io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(FILE_MODE),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// The file system (or the kernel) has no files with no name: `EOPNOTSUPP` from a file
+/// system without them, `EISDIR` from a kernel that does not know `O_TMPFILE`, `EINVAL`.
+fn refuses_unnamed(e: Errno) -> bool {
+    [Errno::OPNOTSUPP, Errno::ISDIR, Errno::INVAL].contains(&e)
+}
+
+/// `small`'s temporary file in the staging folder, `<key>.part`: created exclusively, or an
+/// earlier run's taken over (a plain file of this user's with no other link, that no other
+/// download holds) and emptied. Locked.
+fn create_staged(out: &OutputDir, small: &SmallFile<'_>) -> Result<(File, Temp), StorageError> {
+    use std::os::unix::fs::MetadataExt;
+    let staging = out.staging()?;
+    let manifest = small.manifest;
+    let name = format!(
+        "{}{PART_SUFFIX}",
+        part_key(&manifest.id(), small.subdir, &manifest.name)
+    );
+    let path = out.staging_path().join(&name);
     let mut options = OpenOptions::new();
     options.read(true).write(true).create_new(true);
-    Ok(dir.open_with(name, &options)?.into_std())
-}
-
-/// A `<name>.part` is there already. It is used only if it is a plain file of ours with no
-/// other link, not held by another download, and either has our record beside it (then it is
-/// rewritten) or already holds exactly this file (a crash came between writing and naming it).
-/// Returns it and whether it has a record.
-fn take_over(
-    dir: &Dir,
-    part_name: &str,
-    part_path: &Path,
-    small: &SmallFile<'_>,
-) -> Result<(File, bool), StorageError> {
-    use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
-    use cap_std::fs::OpenOptionsExt;
-    use std::os::unix::fs::MetadataExt;
-    let mut options = OpenOptions::new();
-    options
-        .read(true)
-        .write(true)
-        .follow(FollowSymlinks::No)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
-    let file = match dir.open_with(part_name, &options) {
-        Ok(file) => file.into_std(),
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Err(StorageError::NotAFile(part_path.to_owned()));
+    let file = match staging.open_with(&name, &options) {
+        Ok(file) => {
+            let file = file.into_std();
+            lock(&file, &path)?;
+            file
         }
-        Err(e) => return Err(StorageError::io("cannot open", part_path)(e)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let file = match open_nofollow(staging, &name, true) {
+                Ok(file) => file,
+                Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
+                    return Err(StorageError::NotAFile(path));
+                }
+                Err(e) => return Err(StorageError::io("cannot open", &path)(e)),
+            };
+            let meta = file
+                .metadata()
+                .map_err(StorageError::io("cannot stat", &path))?;
+            if !meta.is_file() {
+                return Err(StorageError::NotAFile(path));
+            }
+            lock(&file, &path)?;
+            if meta.nlink() != 1 || meta.uid() != rustix::process::geteuid().as_raw() {
+                return Err(StorageError::PartLinked(path));
+            }
+            file.set_len(0).map_err(|e| write_error(e, &path))?;
+            file
+        }
+        Err(e) => return Err(StorageError::io("cannot create", &path)(e)),
     };
-    let meta = file
-        .metadata()
-        .map_err(StorageError::io("cannot stat", part_path))?;
-    if !meta.is_file() {
-        return Err(StorageError::NotAFile(part_path.to_owned()));
-    }
-    lock(&file, part_path)?;
-    if meta.nlink() != 1 || meta.uid() != rustix::process::geteuid().as_raw() {
-        return Err(StorageError::PartLinked(part_path.to_owned()));
-    }
-    let record_name = format!("{part_name}{RECORD_SUFFIX}");
-    let recorded = read_nofollow(dir, &record_name, RECORD_MAGIC.len())
-        .is_ok_and(|r| r.starts_with(RECORD_MAGIC));
-    if recorded {
-        file.set_len(0)
-            .and_then(|()| file.write_all_at(small.data, 0))
-            .map_err(|e| write_error(e, part_path))?;
-        return Ok((file, true));
-    }
-    let size = small.manifest.size;
-    if meta.len() == size {
-        let mut there = vec![0u8; size as usize];
-        file.read_exact_at(&mut there, 0)
-            .map_err(StorageError::io("cannot read", part_path))?;
-        if there == small.data {
-            return Ok((file, false));
-        }
-    }
-    Err(StorageError::NotOurs(part_path.to_owned()))
+    Ok((file, Temp::Staged { name, path }))
 }
 
 /// Flushes every written file's data to disk, [`SYNC_THREADS`] at a time.
@@ -321,33 +342,50 @@ fn sync_all(written: &[Result<Written, StorageError>]) -> Vec<std::io::Result<()
 }
 
 /// Gives a written and flushed file its name.
-fn name(written: Written, small: &SmallFile<'_>) -> Result<SmallDone, StorageError> {
-    let Written {
-        dir,
-        file,
-        part_name,
-        part_path,
-        final_path,
-        record,
-    } = written;
+fn name(
+    out: &OutputDir,
+    written: Written,
+    small: &SmallFile<'_>,
+) -> Result<SmallDone, StorageError> {
     let final_name = &small.manifest.name;
-    let linked = link_into_place(
-        &dir,
-        &file,
-        (&part_name, &part_path),
-        (final_name, &final_path),
-    );
-    if let Err(err) = linked {
-        // Someone's file took the name meanwhile: ours was written for nothing. (A part file
-        // swapped under us is not ours to remove.)
-        if !record && matches!(err, StorageError::AlreadyExists(_)) {
-            let _ = dir.remove_file(&part_name);
+    let final_path = &written.final_path;
+    match &written.temp {
+        Temp::Unnamed => match link_unnamed(&written.file, &written.dir, final_name, final_path) {
+            Ok(()) => {}
+            Err(err @ StorageError::AlreadyExists(_)) => return Err(err),
+            Err(_) => {
+                // A file with no name can't be named here after all (no `/proc`, no
+                // `AT_EMPTY_PATH`): written again through the staging folder, as every small
+                // file of the job from now on.
+                out.refuse_unnamed();
+                let again = write_one(out, written.dir.clone(), parent(final_path), small)?;
+                if let Err(e) = again.file.sync_data() {
+                    let err = write_error(e, again.temp_path());
+                    again.discard(out);
+                    return Err(err);
+                }
+                return name(out, again, small);
+            }
+        },
+        Temp::Staged { name, path } => {
+            let staging = out.staging()?;
+            let linked = link_into_place(
+                &written.file,
+                (staging, name, path),
+                (&written.dir, final_name, final_path),
+            );
+            if let Err(err) = linked {
+                // Ours, written for nothing (a temporary name swapped under us is not ours).
+                if !matches!(err, StorageError::Replaced(_)) {
+                    let _ = staging.remove_file(name);
+                }
+                return Err(err);
+            }
         }
-        return Err(err);
     }
-    if record {
-        let _ = dir.remove_file(format!("{part_name}{RECORD_SUFFIX}"));
-    }
+    let Written {
+        file, final_path, ..
+    } = written;
     let source = if small.share {
         Some(crate::SourceFile::assembled(
             file,
@@ -363,9 +401,58 @@ fn name(written: Written, small: &SmallFile<'_>) -> Result<SmallDone, StorageErr
     })
 }
 
+/// The folder part of a file's path (for messages).
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(path)
+}
+
+/// How a file with no name is given one.
+#[derive(Clone, Copy, Debug)]
+enum Link {
+    /// `linkat(fd, "", dir, name, AT_EMPTY_PATH)`: needs `CAP_DAC_READ_SEARCH` before Linux
+    /// 6.10, or a file opened with the caller's own credentials since.
+    EmptyPath,
+    /// `linkat(AT_FDCWD, "/proc/self/fd/N", dir, name, AT_SYMLINK_FOLLOW)`, the way
+    /// `open(2)` shows: needs `/proc`.
+    Proc,
+}
+
+fn link_fd(file: &File, dir: &Dir, name: &str, how: Link) -> rustix::io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, linkat};
+    match how {
+        Link::EmptyPath => linkat(file, "", dir, name, AtFlags::EMPTY_PATH),
+        Link::Proc => {
+            let fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+            linkat(CWD, fd.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)
+        }
+    }
+}
+
+/// Gives the file with no name `file` the name `name` in `dir` (at `final_path`, for
+/// messages), never over an existing name.
+fn link_unnamed(file: &File, dir: &Dir, name: &str, final_path: &Path) -> Result<(), StorageError> {
+    let linked = match link_fd(file, dir, name, Link::EmptyPath) {
+        // Not allowed to this process: through `/proc` then.
+        Err(Errno::NOENT | Errno::PERM | Errno::ACCESS | Errno::INVAL) => {
+            link_fd(file, dir, name, Link::Proc)
+        }
+        linked => linked,
+    };
+    match linked {
+        // Linked from the open file itself, so it can only be ours, unless it was replaced
+        // at once: never reported as this file then.
+        Ok(()) if !is_same_file(file, dir, name) => {
+            Err(StorageError::Replaced(final_path.to_owned()))
+        }
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(StorageError::AlreadyExists(final_path.to_owned())),
+        Err(e) => Err(StorageError::io("cannot name", final_path)(e.into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use p2p_protocol::{CHUNK_SIZE, Sha256Hash};
+    use p2p_protocol::{CHUNK_SIZE, FolderId, Sha256Hash};
 
     use super::*;
 
@@ -391,25 +478,30 @@ mod tests {
         names
     }
 
-    /// A batch across folders lands byte for byte, with nothing left under a part name; an
-    /// existing file, bad bytes and an unsafe name fail alone.
-    #[test]
-    fn a_batch_lands_whole_and_bad_files_fail_alone() {
-        let out = tempfile::tempdir().unwrap();
-        std::fs::write(out.path().join("taken"), b"precious").unwrap();
-        let a = vec!["a".to_string()];
-        let ab = vec!["a".to_string(), "b".to_string()];
-        let none: Vec<String> = vec![];
-        let contents: Vec<(&[String], FileManifest, Vec<u8>)> = vec![
-            (&a, manifest("one", b"first"), b"first".to_vec()),
-            (&a, manifest("two", b"second"), b"second".to_vec()),
-            (&ab, manifest("three", &[7u8; 70_000]), vec![7u8; 70_000]),
-            (&none, manifest("empty", b""), vec![]),
-            (&none, manifest("taken", b"new"), b"new".to_vec()),
-            (&none, manifest("liar", b"promised"), b"delivered".to_vec()),
-            (&ab, manifest("four", b"4"), b"4".to_vec()),
-        ];
-        let files: Vec<SmallFile<'_>> = contents
+    /// The output folder at `path`, writing small files with no name or (`staged`) through
+    /// the staging folder, as where the file system has no `O_TMPFILE`.
+    fn output(path: &Path, staged: bool) -> OutputDir {
+        let out = OutputDir::open(path, &FolderId([9; 32])).unwrap();
+        if staged {
+            out.refuse_unnamed();
+        }
+        out
+    }
+
+    /// What is left in the staging folder (nothing, when it is not there); then removes it
+    /// if empty, as a job that completed does.
+    fn left_in_staging(out: &OutputDir) -> Vec<String> {
+        let left = if out.staging_path().exists() {
+            names(out.staging_path())
+        } else {
+            Vec::new()
+        };
+        out.remove_staging_if_empty();
+        left
+    }
+
+    fn batch<'a>(files: &'a [(&'a [String], FileManifest, &'a [u8])]) -> Vec<SmallFile<'a>> {
+        files
             .iter()
             .map(|(subdir, manifest, data)| SmallFile {
                 subdir,
@@ -418,125 +510,260 @@ mod tests {
                 verified: false,
                 share: false,
             })
-            .collect();
-        let results = write_batch(&OutputDir::open(out.path()).unwrap(), &files);
-        assert_eq!(results.len(), files.len());
-        for (i, result) in results.iter().enumerate() {
-            match contents[i].1.name.as_str() {
-                "taken" => assert!(
-                    matches!(result, Err(StorageError::AlreadyExists(_))),
-                    "{result:?}"
-                ),
-                "liar" => assert!(matches!(result, Err(StorageError::ChunkLength { .. }))),
-                _ => {
-                    let done = result.as_ref().unwrap();
-                    assert_eq!(std::fs::read(&done.path).unwrap(), contents[i].2);
+            .collect()
+    }
+
+    /// A batch across folders lands byte for byte, with nothing left under any temporary
+    /// name; an existing file, bad bytes and an unsafe name fail alone. With no name or
+    /// through the staging folder alike.
+    #[test]
+    fn a_batch_lands_whole_and_bad_files_fail_alone() {
+        for staged in [false, true] {
+            let out = tempfile::tempdir().unwrap();
+            std::fs::write(out.path().join("taken"), b"precious").unwrap();
+            let a = vec!["a".to_string()];
+            let ab = vec!["a".to_string(), "b".to_string()];
+            let none: Vec<String> = vec![];
+            let big = vec![7u8; 70_000];
+            let contents: Vec<(&[String], FileManifest, &[u8])> = vec![
+                (&a, manifest("one", b"first"), b"first"),
+                (&a, manifest("two", b"second"), b"second"),
+                (&ab, manifest("three", &big), &big),
+                (&none, manifest("empty", b""), b""),
+                (&none, manifest("taken", b"new"), b"new"),
+                (&none, manifest("liar", b"promised"), b"delivered"),
+                (&ab, manifest("four", b"4"), b"4"),
+            ];
+            let files = batch(&contents);
+            let dir = output(out.path(), staged);
+            let results = write_batch(&dir, &files);
+            assert_eq!(results.len(), files.len());
+            for (i, result) in results.iter().enumerate() {
+                match contents[i].1.name.as_str() {
+                    "taken" => assert!(
+                        matches!(result, Err(StorageError::AlreadyExists(_))),
+                        "{result:?}"
+                    ),
+                    "liar" => assert!(matches!(result, Err(StorageError::ChunkLength { .. }))),
+                    _ => {
+                        let done = result.as_ref().unwrap();
+                        assert_eq!(std::fs::read(&done.path).unwrap(), contents[i].2);
+                    }
                 }
             }
+            assert_eq!(
+                std::fs::read(out.path().join("taken")).unwrap(),
+                b"precious"
+            );
+            assert_eq!(left_in_staging(&dir), Vec::<String>::new(), "{staged}");
+            assert_eq!(names(out.path()), ["a", "empty", "taken"], "{staged}");
+            assert_eq!(names(&out.path().join("a")), ["b", "one", "two"]);
+            assert_eq!(names(&out.path().join("a/b")), ["four", "three"]);
         }
-        assert_eq!(
-            std::fs::read(out.path().join("taken")).unwrap(),
-            b"precious"
-        );
-        assert_eq!(names(out.path()), ["a", "empty", "taken"]);
-        assert_eq!(names(&out.path().join("a")), ["b", "one", "two"]);
-        assert_eq!(names(&out.path().join("a/b")), ["four", "three"]);
     }
 
     /// A folder level that is a link out of the output folder is refused; nothing is
     /// written outside.
     #[test]
     fn nothing_lands_outside_the_output_folder() {
-        let out = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), out.path().join("link")).unwrap();
-        let m = manifest("f", b"data");
-        for subdir in [vec!["link".to_string()], vec!["..".to_string()]] {
-            let files = [SmallFile {
-                subdir: &subdir,
-                manifest: &m,
-                data: b"data",
-                verified: false,
-                share: false,
-            }];
-            let results = write_batch(&OutputDir::open(out.path()).unwrap(), &files);
-            assert!(results[0].is_err(), "{subdir:?}: {results:?}");
+        for staged in [false, true] {
+            let out = tempfile::tempdir().unwrap();
+            let outside = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(outside.path(), out.path().join("link")).unwrap();
+            let m = manifest("f", b"data");
+            for subdir in [vec!["link".to_string()], vec!["..".to_string()]] {
+                let files = [SmallFile {
+                    subdir: &subdir,
+                    manifest: &m,
+                    data: b"data",
+                    verified: false,
+                    share: false,
+                }];
+                let results = write_batch(&output(out.path(), staged), &files);
+                assert!(results[0].is_err(), "{subdir:?}: {results:?}");
+            }
+            assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         }
-        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 
-    /// What an earlier run left under the part name: the very file (a crash between writing
-    /// and naming) is taken over; a big-file download's part file with our record is
-    /// rewritten; a user's own file or a link is never touched.
+    /// Names that look like the part files and records of an older version, or of a big
+    /// file, are just names: the folder's files beside them land, and they are never read,
+    /// rewritten, taken over or removed (a link among them is not followed either).
     #[test]
-    fn part_files_left_behind_are_taken_over_only_when_ours() {
-        let out = tempfile::tempdir().unwrap();
-        let elsewhere = tempfile::tempdir().unwrap();
-        let victim = elsewhere.path().join("victim");
-        std::fs::write(&victim, b"keep me").unwrap();
-        let p = |name: &str| out.path().join(name);
-        std::fs::write(p("crashed.part"), b"whole").unwrap();
-        std::fs::write(p("resumed.part"), b"\0\0\0\0\0\0\0").unwrap();
-        let mut record = RECORD_MAGIC.to_vec();
-        record.extend([0u8; 37]);
-        std::fs::write(p("resumed.part.chunks"), record).unwrap();
-        std::fs::write(p("mine.part"), b"my notes").unwrap();
-        std::os::unix::fs::symlink(&victim, p("linked.part")).unwrap();
-        let ms = [
-            manifest("crashed", b"whole"),
-            manifest("resumed", b"content"),
-            manifest("mine", b"download"),
-            manifest("linked", b"keep me"),
-        ];
-        let datas: [&[u8]; 4] = [b"whole", b"content", b"download", b"keep me"];
-        let files: Vec<SmallFile<'_>> = ms
-            .iter()
-            .zip(datas)
-            .map(|(manifest, data)| SmallFile {
+    fn files_named_like_part_files_are_just_files() {
+        for staged in [false, true] {
+            let out = tempfile::tempdir().unwrap();
+            let elsewhere = tempfile::tempdir().unwrap();
+            let victim = elsewhere.path().join("victim");
+            std::fs::write(&victim, b"keep me").unwrap();
+            let p = |name: &str| out.path().join(name);
+            std::fs::write(p("crashed.part"), b"whole").unwrap();
+            std::fs::write(p("resumed.part"), b"\0\0\0\0\0\0\0").unwrap();
+            let mut record = crate::store::RECORD_MAGIC.to_vec();
+            record.extend([0u8; 37]);
+            std::fs::write(p("resumed.part.chunks"), &record).unwrap();
+            std::fs::write(p("mine.part"), b"my notes").unwrap();
+            std::os::unix::fs::symlink(&victim, p("linked.part")).unwrap();
+            let contents: Vec<(&[String], FileManifest, &[u8])> = vec![
+                (&[], manifest("crashed", b"whole"), b"whole"),
+                (&[], manifest("resumed", b"content"), b"content"),
+                (&[], manifest("mine", b"download"), b"download"),
+                (&[], manifest("linked", b"keep me"), b"keep me"),
+            ];
+            let dir = output(out.path(), staged);
+            let results = write_batch(&dir, &batch(&contents));
+            for ((_, m, data), result) in contents.iter().zip(&results) {
+                let done = result.as_ref().unwrap();
+                assert_eq!(done.path, p(&m.name));
+                assert_eq!(std::fs::read(&done.path).unwrap(), *data);
+            }
+            assert_eq!(std::fs::read(p("crashed.part")).unwrap(), b"whole");
+            assert_eq!(std::fs::read(p("resumed.part")).unwrap(), b"\0\0\0\0\0\0\0");
+            assert_eq!(std::fs::read(p("resumed.part.chunks")).unwrap(), record);
+            assert_eq!(std::fs::read(p("mine.part")).unwrap(), b"my notes");
+            assert!(p("linked.part").is_symlink());
+            assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+            assert_eq!(left_in_staging(&dir), Vec::<String>::new());
+            assert_eq!(
+                names(out.path()),
+                [
+                    "crashed",
+                    "crashed.part",
+                    "linked",
+                    "linked.part",
+                    "mine",
+                    "mine.part",
+                    "resumed",
+                    "resumed.part",
+                    "resumed.part.chunks"
+                ]
+            );
+        }
+    }
+
+    /// A file written and never named (the process died before its batch was named)
+    /// leaves nothing in its folder; a name taken while it was being written is never
+    /// replaced, and the file written for it leaves nothing either.
+    #[test]
+    fn a_file_not_named_leaves_nothing_and_never_replaces_a_name() {
+        for staged in [false, true] {
+            let out = tempfile::tempdir().unwrap();
+            let dir = output(out.path(), staged);
+            let folder =
+                Arc::new(Dir::open_ambient_dir(out.path(), cap_std::ambient_authority()).unwrap());
+            let m = manifest("late", b"mine");
+            let file = SmallFile {
                 subdir: &[],
-                manifest,
-                data,
+                manifest: &m,
+                data: b"mine",
                 verified: false,
                 share: false,
-            })
-            .collect();
-        let results = write_batch(&OutputDir::open(out.path()).unwrap(), &files);
-        assert_eq!(std::fs::read(p("crashed")).unwrap(), b"whole");
-        assert_eq!(std::fs::read(p("resumed")).unwrap(), b"content");
-        assert!(
-            matches!(results[2], Err(StorageError::NotOurs(_))),
-            "{results:?}"
-        );
-        assert!(
-            matches!(results[3], Err(StorageError::NotAFile(_))),
-            "{results:?}"
-        );
-        assert_eq!(std::fs::read(p("mine.part")).unwrap(), b"my notes");
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
-        assert_eq!(
-            names(out.path()),
-            ["crashed", "linked.part", "mine.part", "resumed"]
-        );
+            };
+            // Written, then dropped unnamed, as by a crash.
+            drop(write_one(&dir, folder.clone(), out.path(), &file).unwrap());
+            let in_folder: Vec<String> = names(out.path())
+                .into_iter()
+                .filter(|n| !n.starts_with(crate::staging::STAGING_PREFIX))
+                .collect();
+            assert_eq!(in_folder, Vec::<String>::new(), "{staged}");
+
+            let written = write_one(&dir, folder, out.path(), &file).unwrap();
+            std::fs::write(out.path().join("late"), b"theirs").unwrap();
+            let err = name(&dir, written, &file).unwrap_err();
+            assert!(matches!(err, StorageError::AlreadyExists(_)), "{err}");
+            assert_eq!(std::fs::read(out.path().join("late")).unwrap(), b"theirs");
+            assert_eq!(left_in_staging(&dir), Vec::<String>::new(), "{staged}");
+            assert_eq!(names(out.path()), ["late"], "{staged}");
+        }
+    }
+
+    /// Both ways of naming a file with no name give it its name, with the mode a new file
+    /// gets, and neither replaces a name that exists.
+    #[test]
+    fn an_unnamed_file_is_named_either_way_and_never_over_a_name() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = Dir::open_ambient_dir(out.path(), cap_std::ambient_authority()).unwrap();
+        std::fs::write(out.path().join("plain"), b"").unwrap();
+        for (how, name) in [(Link::EmptyPath, "by-fd"), (Link::Proc, "by-proc")] {
+            let file = create_unnamed(&dir).unwrap();
+            file.write_all_at(b"named", 0).unwrap();
+            match link_fd(&file, &dir, name, how) {
+                Ok(()) => {}
+                // Not allowed to this process (an older kernel, no capability).
+                Err(Errno::NOENT | Errno::PERM) if matches!(how, Link::EmptyPath) => continue,
+                Err(e) => panic!("{how:?}: {e}"),
+            }
+            assert_eq!(std::fs::read(out.path().join(name)).unwrap(), b"named");
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |n: &str| {
+                std::fs::metadata(out.path().join(n))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+            };
+            assert_eq!(
+                mode(name),
+                mode("plain"),
+                "the umask applies as to any file"
+            );
+            let other = create_unnamed(&dir).unwrap();
+            other.write_all_at(b"other", 0).unwrap();
+            assert_eq!(link_fd(&other, &dir, name, how), Err(Errno::EXIST));
+            let err = link_unnamed(&other, &dir, name, &out.path().join(name)).unwrap_err();
+            assert!(matches!(err, StorageError::AlreadyExists(_)), "{err}");
+            assert_eq!(std::fs::read(out.path().join(name)).unwrap(), b"named");
+        }
+        assert!(names(out.path()).contains(&"by-proc".to_string()));
+    }
+
+    /// Through the staging folder, a temporary file an earlier run left there (a crash) is
+    /// the job's own: rewritten and named, and gone from the staging folder after.
+    #[test]
+    fn a_crash_leftover_in_the_staging_folder_is_taken_over() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = output(out.path(), true);
+        let sub = vec!["album".to_string()];
+        let m = manifest("song", b"the song");
+        let key = part_key(&m.id(), &sub, "song");
+        dir.staging().unwrap();
+        std::fs::write(
+            dir.staging_path().join(format!("{key}{PART_SUFFIX}")),
+            b"half a song and more junk",
+        )
+        .unwrap();
+        let files = [SmallFile {
+            subdir: &sub,
+            manifest: &m,
+            data: b"the song",
+            verified: false,
+            share: false,
+        }];
+        let done = write_batch(&dir, &files).remove(0).unwrap();
+        assert_eq!(std::fs::read(done.path).unwrap(), b"the song");
+        assert_eq!(left_in_staging(&dir), Vec::<String>::new());
+        assert_eq!(names(out.path()), ["album"]);
     }
 
     /// A file asked to be shared is served from the handle it was written with.
     #[test]
     fn a_shared_small_file_is_served_from_its_handle() {
-        let out = tempfile::tempdir().unwrap();
-        let m = manifest("s.txt", b"payload");
-        let files = [SmallFile {
-            subdir: &[],
-            manifest: &m,
-            data: b"payload",
-            verified: false,
-            share: true,
-        }];
-        let mut results = write_batch(&OutputDir::open(out.path()).unwrap(), &files);
-        let done = results.remove(0).unwrap();
-        let source = done.source.expect("a handle was kept");
-        assert_eq!(source.manifest(), &m);
-        let mut bytes = [0u8; 7];
-        source.read_at(&mut bytes, 0).unwrap();
-        assert_eq!(&bytes, b"payload");
+        for staged in [false, true] {
+            let out = tempfile::tempdir().unwrap();
+            let m = manifest("s.txt", b"payload");
+            let files = [SmallFile {
+                subdir: &[],
+                manifest: &m,
+                data: b"payload",
+                verified: false,
+                share: true,
+            }];
+            let mut results = write_batch(&output(out.path(), staged), &files);
+            let done = results.remove(0).unwrap();
+            let source = done.source.expect("a handle was kept");
+            assert_eq!(source.manifest(), &m);
+            let mut bytes = [0u8; 7];
+            source.read_at(&mut bytes, 0).unwrap();
+            assert_eq!(&bytes, b"payload");
+        }
     }
 }

@@ -1,4 +1,7 @@
-//! [`PartFile`]: a download being assembled in `<out>/<name>.part`, resumable.
+//! [`PartFile`]: a download being assembled under a temporary name, resumable: the file of a
+//! single-file download in `<out>/<name>.part` beside its target, a big file of a folder in the
+//! job's staging folder as `<key>.part` ([`crate::staging`]: never a name inside the folder,
+//! where the folder's own files could have it).
 //!
 //! Invariants:
 //! * nothing is written to the part file until its chunk hash matched the manifest;
@@ -8,7 +11,8 @@
 //! * every file operation is relative to a handle on the output folder (cap-std), and names
 //!   come from [`crate::path::output_path`] rules, so nothing lands outside that folder, even if
 //!   a symlink is swapped into it during the download;
-//! * `<name>.part.chunks` records which chunks were verified. It is a hint, not a promise: a
+//! * the record beside the part file (`<name>.part.chunks`, `<key>.part.chunks`) records
+//!   which chunks were verified. It is a hint, not a promise: a
 //!   resume re-hashes every chunk it lists before trusting it, so a crash or `kill -9` between
 //!   writing data and writing the record can never make a corrupt chunk count as done;
 //! * the part file is locked while a download uses it, so two downloads of the same file into
@@ -32,8 +36,8 @@ use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::chunk_buf::CHUNK_BUF_ALIGN;
 use cap_std::ambient_authority;
@@ -42,6 +46,7 @@ use p2p_protocol::{FileId, FileManifest, Sha256Hash, validate_file_name};
 
 use crate::StorageError;
 use crate::path::PART_SUFFIX;
+use crate::staging::{OutputDir, part_key};
 
 /// Suffix of the record of verified chunks, after the part file's name.
 pub const RECORD_SUFFIX: &str = ".chunks";
@@ -78,13 +83,17 @@ pub fn verify_chunk(manifest: &FileManifest, index: u32, data: &[u8]) -> Result<
 /// A download in progress.
 #[derive(Debug)]
 pub struct PartFile {
-    dir: Dir,
+    /// Where the part file and its record are.
+    dir: Arc<Dir>,
+    /// Where the final name goes (the same folder as `dir` for a single file).
+    final_dir: Arc<Dir>,
     file: File,
     manifest: FileManifest,
     file_id: FileId,
     /// Names inside `dir`.
     part_name: String,
     record_name: String,
+    /// Name inside `final_dir`.
     final_name: String,
     /// For messages only; never used to open anything.
     final_path: PathBuf,
@@ -122,8 +131,62 @@ impl PartFile {
         let root = Dir::open_ambient_dir(out_dir, ambient_authority())
             .map_err(StorageError::io("cannot open output folder", out_dir))?;
         let (dir, out_dir) = open_subdir(&root, out_dir, subdir)?;
-        let out_dir = out_dir.as_path();
+        let dir = Arc::new(dir);
+        let part_name = format!("{}{PART_SUFFIX}", manifest.name);
+        let place = Place {
+            final_path: out_dir.join(&manifest.name),
+            part_path: out_dir.join(&part_name),
+            part_name,
+            dir: dir.clone(),
+            final_dir: dir,
+        };
+        Self::open(place, manifest)
+    }
+
+    /// Prepares a big file of a folder job: its final name is `<name>` in the folder `subdir`
+    /// (one safe name per level, created as needed, as [`PartFile::create_in`] does) under
+    /// `out`, and it is assembled in `out`'s staging folder as `<key>.part`, with its record
+    /// `<key>.part.chunks` ([`crate::staging::part_key`] of its id and path). A file of the
+    /// folder named like a part file or a record is just another file: it is never taken for
+    /// one. The same checks as [`PartFile::create`]; an existing part file there is resumed.
+    pub fn create_staged(
+        out: &OutputDir,
+        subdir: &[String],
+        manifest: FileManifest,
+    ) -> Result<Self, StorageError> {
+        validate_file_name(&manifest.name)?;
+        let (final_dir, out_dir) = open_subdir(out.root(), out.path(), subdir)?;
         let final_path = out_dir.join(&manifest.name);
+        // Before the staging folder is made: a file already in place needs none.
+        if final_dir.symlink_metadata(&manifest.name).is_ok() {
+            return Err(StorageError::AlreadyExists(final_path));
+        }
+        let staging = out.staging()?;
+        let dir = staging
+            .try_clone()
+            .map_err(StorageError::io("cannot open folder", out.staging_path()))?;
+        let key = part_key(&manifest.id(), subdir, &manifest.name);
+        let part_name = format!("{key}{PART_SUFFIX}");
+        let place = Place {
+            final_path,
+            part_path: out.staging_path().join(&part_name),
+            part_name,
+            dir: Arc::new(dir),
+            final_dir: Arc::new(final_dir),
+        };
+        Self::open(place, manifest)
+    }
+
+    /// Opens (or takes over) the part file at `place` for `manifest`, locked, sized, with
+    /// room on the disk for what is missing.
+    fn open(place: Place, manifest: FileManifest) -> Result<Self, StorageError> {
+        let Place {
+            dir,
+            final_dir,
+            part_name,
+            part_path,
+            final_path,
+        } = place;
         manifest
             .validate()
             .map_err(|cause| StorageError::Manifest {
@@ -131,13 +194,11 @@ impl PartFile {
                 cause,
             })?;
         let final_name = manifest.name.clone();
-        let part_name = format!("{final_name}{PART_SUFFIX}");
         let record_name = format!("{part_name}{RECORD_SUFFIX}");
-        let part_path = out_dir.join(&part_name);
-        if dir.symlink_metadata(&final_name).is_ok() {
+        if final_dir.symlink_metadata(&final_name).is_ok() {
             return Err(StorageError::AlreadyExists(final_path));
         }
-        let record_path = out_dir.join(&record_name);
+        let record_path = part_path.with_file_name(&record_name);
         let file = open_part(
             &dir,
             &part_name,
@@ -150,6 +211,7 @@ impl PartFile {
         let chunks = manifest.chunks.len();
         let part = Self {
             dir,
+            final_dir,
             file,
             use_direct: AtomicBool::new(direct.is_some()),
             direct,
@@ -353,10 +415,9 @@ impl PartFile {
             return Err(StorageError::FileChanged(part.clone()));
         }
         link_into_place(
-            &self.dir,
             &self.file,
-            (&self.part_name, part),
-            (&self.final_name, &self.final_path),
+            (&self.dir, &self.part_name, part),
+            (&self.final_dir, &self.final_name, &self.final_path),
         )?;
         let _ = self.dir.remove_file(&self.record_name);
         Ok(self.final_path.clone())
@@ -376,6 +437,16 @@ impl PartFile {
         let _ = self.dir.remove_file(&self.part_name);
         let _ = self.dir.remove_file(&self.record_name);
     }
+}
+
+/// Where a part file goes: its folder and name, and where its final name goes.
+struct Place {
+    dir: Arc<Dir>,
+    final_dir: Arc<Dir>,
+    part_name: String,
+    /// For messages only.
+    part_path: PathBuf,
+    final_path: PathBuf,
 }
 
 /// Opens the folder `subdir` (one name per level, each a safe base name) under `root` (whose
@@ -406,10 +477,11 @@ pub(crate) fn open_subdir(
     Ok((dir, path))
 }
 
-/// Gives the finished file `file`, written under `temp` in `dir`, its `final` name, and removes
-/// the temporary name: through a hard link, which fails if the final name exists, so an existing
-/// file is never replaced, not even one created a moment ago by someone else. Each name comes
-/// with its path, for messages only.
+/// Gives the finished file `file`, written under `temp` in its folder, its `final` name in its
+/// folder (the same one or another on the same file system), and removes the temporary name:
+/// through a hard link, which fails if the final name exists, so an existing file is never
+/// replaced, not even one created a moment ago by someone else. Each name comes with its path,
+/// for messages only.
 ///
 /// Refuses ([`StorageError::Replaced`]) if the temporary name no longer leads to `file` (someone
 /// swapped it): the final name would show that other file. On a file system without hard links,
@@ -417,15 +489,14 @@ pub(crate) fn open_subdir(
 /// Shared by a finished download ([`PartFile::finish`]) and a finished upload
 /// ([`crate::Upload::finish`]).
 pub(crate) fn link_into_place(
-    dir: &Dir,
     file: &File,
-    (temp_name, temp_path): (&str, &Path),
-    (final_name, final_path): (&str, &Path),
+    (dir, temp_name, temp_path): (&Dir, &str, &Path),
+    (final_dir, final_name, final_path): (&Dir, &str, &Path),
 ) -> Result<(), StorageError> {
-    match dir.hard_link(temp_name, dir, final_name) {
-        Ok(()) if !is_same_file(file, dir, final_name) => {
+    match dir.hard_link(temp_name, final_dir, final_name) {
+        Ok(()) if !is_same_file(file, final_dir, final_name) => {
             // Take the name back: it shows another file than the one written.
-            let _ = dir.remove_file(final_name);
+            let _ = final_dir.remove_file(final_name);
             Err(StorageError::Replaced(temp_path.to_owned()))
         }
         Ok(()) => {
@@ -435,8 +506,8 @@ pub(crate) fn link_into_place(
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
             Err(StorageError::AlreadyExists(final_path.to_owned()))
         }
-        Err(_) if dir.symlink_metadata(final_name).is_err() => dir
-            .rename(temp_name, dir, final_name)
+        Err(_) if final_dir.symlink_metadata(final_name).is_err() => dir
+            .rename(temp_name, final_dir, final_name)
             .map_err(StorageError::io("cannot rename", temp_path)),
         Err(e) => Err(StorageError::io("cannot link", temp_path)(e)),
     }
@@ -455,7 +526,7 @@ pub(crate) fn flush(file: &File, path: &Path) -> Result<(), StorageError> {
 }
 
 /// Whether `name` in `dir` is `file` itself (not a link, not another file).
-fn is_same_file(file: &File, dir: &Dir, name: &str) -> bool {
+pub(crate) fn is_same_file(file: &File, dir: &Dir, name: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (Ok(ours), Ok(there)) = (file.metadata(), dir.symlink_metadata(name)) else {
         return false;
@@ -602,19 +673,26 @@ fn write_record(
     })
 }
 
+/// Opens `name` in `dir` for reading (and writing, with `write`) without following a link
+/// (`ELOOP` if it is one) and without waiting (a FIFO planted there opens at once).
+pub(crate) fn open_nofollow(dir: &Dir, name: &str, write: bool) -> std::io::Result<File> {
+    use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+    use cap_std::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .write(write)
+        .follow(FollowSymlinks::No)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    Ok(dir.open_with(name, &options)?.into_std())
+}
+
 /// Reads at most `max` bytes of the regular file `name` in `dir`: without following a link,
 /// without waiting (a FIFO planted there fails at once), and without reading a planted huge
 /// file whole.
 pub(crate) fn read_nofollow(dir: &Dir, name: &str, max: usize) -> std::io::Result<Vec<u8>> {
-    use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
-    use cap_std::fs::OpenOptionsExt;
     use std::io::Read;
-    let mut options = OpenOptions::new();
-    options
-        .read(true)
-        .follow(FollowSymlinks::No)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
-    let file = dir.open_with(name, &options)?;
+    let file = open_nofollow(dir, name, false)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
@@ -1087,6 +1165,164 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_folders_big_file_is_assembled_in_the_staging_folder_and_resumes_there() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..2 * CHUNK_SIZE as usize + 7)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let m = source(src.path(), "x", &data);
+        let album = vec!["album".to_string()];
+        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([5; 32])).unwrap();
+        let key = part_key(&m.id(), &album, "x");
+        let chunk = |i: usize| {
+            &data[i * CHUNK_SIZE as usize..((i + 1) * CHUNK_SIZE as usize).min(data.len())]
+        };
+        {
+            let part = PartFile::create_staged(&dir, &album, m.clone()).unwrap();
+            assert_eq!(
+                part.part_path(),
+                dir.staging_path().join(format!("{key}.part"))
+            );
+            assert_eq!(part.final_path(), out.path().join("album/x"));
+            part.write_verified(1, chunk(1)).unwrap();
+            part.save_record().unwrap();
+            // Interrupted here.
+        }
+        assert_eq!(names(&out.path().join("album")), Vec::<String>::new());
+        assert_eq!(
+            names(dir.staging_path()),
+            [format!("{key}.part"), format!("{key}.part.chunks")]
+        );
+        // The next run (another handle on the same output folder) resumes from there.
+        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([5; 32])).unwrap();
+        let part = PartFile::create_staged(&dir, &album, m).unwrap();
+        assert_eq!(part.resume(), vec![1]);
+        part.write_verified(0, chunk(0)).unwrap();
+        part.write_verified(2, chunk(2)).unwrap();
+        assert_eq!(part.finish().unwrap(), out.path().join("album/x"));
+        assert_eq!(std::fs::read(out.path().join("album/x")).unwrap(), data);
+        assert_eq!(names(dir.staging_path()), Vec::<String>::new());
+        dir.remove_staging_if_empty();
+        assert_eq!(names(out.path()), ["album"]);
+    }
+
+    /// A folder holding `x` and also files named `x.part` and `x.part.chunks` (the latter
+    /// crafted as a record of ours saying every chunk is done): `x` is assembled elsewhere,
+    /// and the two files are neither read, nor rewritten, nor removed.
+    #[test]
+    fn files_named_like_a_part_file_and_its_record_are_never_taken_for_them() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..CHUNK_SIZE as usize + 99)
+            .map(|i| (i % 13) as u8)
+            .collect();
+        let m = source(src.path(), "x", &data);
+        let album = vec!["album".to_string()];
+        std::fs::create_dir(out.path().join("album")).unwrap();
+        let fake_part = vec![0u8; data.len()];
+        let fake_record = record_bytes(&m.id(), &[true, true]);
+        std::fs::write(out.path().join("album/x.part"), &fake_part).unwrap();
+        std::fs::write(out.path().join("album/x.part.chunks"), &fake_record).unwrap();
+        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([6; 32])).unwrap();
+        let part = PartFile::create_staged(&dir, &album, m).unwrap();
+        assert!(part.resume().is_empty(), "nothing of theirs counts as done");
+        part.write_verified(0, &data[..CHUNK_SIZE as usize])
+            .unwrap();
+        part.write_verified(1, &data[CHUNK_SIZE as usize..])
+            .unwrap();
+        part.finish().unwrap();
+        assert_eq!(std::fs::read(out.path().join("album/x")).unwrap(), data);
+        assert_eq!(
+            std::fs::read(out.path().join("album/x.part")).unwrap(),
+            fake_part
+        );
+        assert_eq!(
+            std::fs::read(out.path().join("album/x.part.chunks")).unwrap(),
+            fake_record
+        );
+    }
+
+    #[test]
+    fn the_same_file_at_two_paths_has_two_part_files() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let m = source(src.path(), "same.bin", b"same bytes");
+        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([7; 32])).unwrap();
+        let (one, two) = (vec!["a".to_string()], vec!["b".to_string()]);
+        let first = PartFile::create_staged(&dir, &one, m.clone()).unwrap();
+        let second = PartFile::create_staged(&dir, &two, m.clone()).unwrap();
+        assert_ne!(first.part_path(), second.part_path());
+        // The same path twice is one part file, held by one download at a time.
+        assert!(matches!(
+            PartFile::create_staged(&dir, &one, m),
+            Err(StorageError::Busy(_))
+        ));
+        for part in [first, second] {
+            part.write_verified(0, b"same bytes").unwrap();
+            part.finish().unwrap();
+        }
+        assert_eq!(
+            std::fs::read(out.path().join("a/same.bin")).unwrap(),
+            b"same bytes"
+        );
+        assert_eq!(
+            std::fs::read(out.path().join("b/same.bin")).unwrap(),
+            b"same bytes"
+        );
+    }
+
+    /// A crash between naming a folder's file and removing its temporary name leaves the
+    /// file in place and its part file (the same file) in the staging folder: the next run
+    /// finds it there already and drops the leftovers, never touching the file; a part file
+    /// another download holds stays.
+    #[test]
+    fn leftovers_of_a_file_already_in_place_are_dropped_unless_held() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let m = source(src.path(), "x", b"payload");
+        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([9; 32])).unwrap();
+        let part = PartFile::create_staged(&dir, &[], m.clone()).unwrap();
+        part.write_verified(0, b"payload").unwrap();
+        part.save_record().unwrap();
+        std::fs::hard_link(part.part_path(), out.path().join("x")).unwrap();
+        // Held by a download: left alone.
+        dir.discard_staged(&[], &m.id(), "x");
+        assert_eq!(names(dir.staging_path()).len(), 2);
+        drop(part);
+        dir.discard_staged(&[], &m.id(), "x");
+        assert_eq!(names(dir.staging_path()), Vec::<String>::new());
+        assert_eq!(std::fs::read(out.path().join("x")).unwrap(), b"payload");
+    }
+
+    #[test]
+    fn a_folders_file_already_in_place_needs_no_staging_folder() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let m = source(src.path(), "f.bin", b"new content");
+        std::fs::write(out.path().join("f.bin"), b"precious").unwrap();
+        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([8; 32])).unwrap();
+        assert!(matches!(
+            PartFile::create_staged(&dir, &[], m),
+            Err(StorageError::AlreadyExists(_))
+        ));
+        assert_eq!(names(out.path()), ["f.bin"]);
+        assert_eq!(
+            std::fs::read(out.path().join("f.bin")).unwrap(),
+            b"precious"
+        );
     }
 
     #[test]

@@ -301,7 +301,16 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret"), b"key").unwrap();
         std::fs::create_dir_all(dir.path().join("sub/.git")).unwrap();
-        for f in ["a", "sub/b", "sub/.git/c", ".d", "e.part"] {
+        // A download's staging folder, as one into this folder leaves it.
+        std::fs::create_dir_all(dir.path().join(".p2p-staging-0123456789abcdef")).unwrap();
+        for f in [
+            "a",
+            "sub/b",
+            "sub/.git/c",
+            ".d",
+            "e.part",
+            ".p2p-staging-0123456789abcdef/00ff.part",
+        ] {
             std::fs::write(dir.path().join(f), b"x").unwrap();
         }
         symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();

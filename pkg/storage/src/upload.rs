@@ -227,10 +227,9 @@ impl Upload {
                 cause,
             })?;
         link_into_place(
-            &self.dir,
             &self.file,
-            (&self.temp_name, &self.temp_path),
-            (&self.name, &self.final_path),
+            (&self.dir, &self.temp_name, &self.temp_path),
+            (&self.dir, &self.name, &self.final_path),
         )?;
         self.done = true;
         let file = self

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bad_input::{FakeSeeder, Misbehaviour};
 use crate::process::{leecher, start_server as start_server_process};
-use crate::support::{peer_config, random_file, start_peer, start_server};
+use crate::support::{SilentProxy, peer_config, random_file, start_peer, start_server};
 
 const MIB: usize = 1024 * 1024;
 
@@ -322,74 +322,6 @@ fn sigterm_during_a_download_saves_the_state_for_the_next_run() {
     );
     assert_eq!(std::fs::read(out.path().join("term.bin")).unwrap(), data);
     rt.block_on(seeder.shutdown());
-}
-
-/// Forwards TCP connections to `target` until told to go silent; then it keeps every
-/// connection open but passes nothing either way, like a network that drops packets without
-/// a reset.
-struct SilentProxy {
-    addr: std::net::SocketAddr,
-    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for SilentProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl SilentProxy {
-    async fn start(target: std::net::SocketAddr) -> Self {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let silent = std::sync::Arc::new(AtomicBool::new(false));
-        let flag = silent.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
-                    continue;
-                };
-                let flag = flag.clone();
-                conns.spawn(async move {
-                    let (cr, cw) = client.into_split();
-                    let (sr, sw) = server.into_split();
-                    let pump = |flag: std::sync::Arc<AtomicBool>| {
-                        move |mut from: tokio::net::tcp::OwnedReadHalf,
-                              mut to: tokio::net::tcp::OwnedWriteHalf| async move {
-                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                            let mut buf = vec![0u8; 64 * 1024];
-                            while let Ok(n) = from.read(&mut buf).await {
-                                if n == 0 {
-                                    return;
-                                }
-                                // Silent: swallow everything, close nothing.
-                                if !flag.load(Ordering::Relaxed)
-                                    && to.write_all(&buf[..n]).await.is_err()
-                                {
-                                    return;
-                                }
-                            }
-                        }
-                    };
-                    let up = pump(flag.clone());
-                    let down = pump(flag);
-                    tokio::join!(up(cr, sw), down(sr, cw));
-                });
-            }
-        });
-        Self { addr, silent, task }
-    }
-
-    fn go_silent(&self) {
-        self.silent
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use tokio::net::TcpListener;
 
 use crate::process::{Running, bin, leecher, seed, spawn_until};
-use crate::support::{loopback0, random_file};
+use crate::support::{SilentProxy, loopback0, random_file};
 
 /// A peer with no index server: folders fetched from named hosts only.
 async fn lone_peer() -> PeerHandle {
@@ -1067,6 +1067,22 @@ fn lines(output: &Output) -> (Vec<String>, String) {
     (lines, last)
 }
 
+/// The names in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The bytes a folder job's summary line says it fetched.
+fn bytes_fetched(summary: &str) -> u64 {
+    let (_, after) = summary.rsplit_once(" failed (").expect("a summary line");
+    after.split(' ').next().unwrap().parse().unwrap()
+}
+
 /// (inode, modification time in ns) of `path`: a file rewritten or replaced changes them.
 fn identity(path: &Path) -> (u64, i64) {
     let meta = std::fs::metadata(path).unwrap();
@@ -1106,19 +1122,35 @@ fn rerunning_a_half_finished_folder_completes_it_and_leaves_what_is_there() {
     let manifest = p2p_storage::build_manifest(&album.join("big-a.bin"))
         .unwrap()
         .manifest;
+    // Where a folder job keeps it: in the job's staging folder beside the folder, not in it.
+    let folder: FolderId = folder_id.parse().unwrap();
+    let output = p2p_storage::OutputDir::open(out.path(), &folder).unwrap();
     let part =
-        p2p_storage::PartFile::create_in(out.path(), &["album".to_owned()], manifest).unwrap();
+        p2p_storage::PartFile::create_staged(&output, &["album".to_owned()], manifest).unwrap();
     assert!(part.write_verified(0, &big[..CHUNK_SIZE as usize]).unwrap());
     part.save_record().unwrap();
+    let part_path = part.part_path().to_owned();
     drop(part);
-    assert!(root.join("big-a.bin.part").exists());
+    assert!(
+        part_path.starts_with(output.staging_path()),
+        "{part_path:?}"
+    );
+    assert!(part_path.exists());
+    assert!(!root.join("big-a.bin.part").exists());
+    // What the run has to fetch: every file not in place, but the chunk already verified.
+    let to_fetch: usize = files
+        .iter()
+        .filter(|(rel, _)| !there.contains_key(&root.join(rel)))
+        .map(|(_, data)| data.len())
+        .sum::<usize>()
+        - CHUNK_SIZE as usize;
 
     let output = leecher(&addr, &folder_id, out.path()).output().unwrap();
     let (_, summary) = lines(&output);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(
         summary.starts_with(&format!(
-            "folder album {folder_id}: 20 fetched, 10 already there, 0 conflicts, 0 failed ("
+            "folder album {folder_id}: 20 fetched, 10 already there, 0 conflicts, 0 failed ({to_fetch} bytes in "
         )),
         "{summary}"
     );
@@ -1126,6 +1158,11 @@ fn rerunning_a_half_finished_folder_completes_it_and_leaves_what_is_there() {
         read_tree(&root),
         files,
         "the tree is whole, and nothing else is in it"
+    );
+    assert_eq!(
+        entries(out.path()),
+        ["album"],
+        "the staging folder is gone with the job"
     );
     for (path, before) in &there {
         assert_eq!(identity(path), *before, "{} was rewritten", path.display());
@@ -1148,6 +1185,174 @@ fn rerunning_a_half_finished_folder_completes_it_and_leaves_what_is_there() {
     for (path, before) in &all {
         assert_eq!(identity(path), *before, "{} was rewritten", path.display());
     }
+}
+
+/// A folder whose own files include `x.part` and `x.part.chunks` beside `x` (the second
+/// crafted as a downloader's record of `x` with every chunk done): all three arrive as they
+/// are, nothing else appears. A folder job never names a temporary file inside the folder, so
+/// no file of the folder is taken for one, rewritten or removed (review item 6 of #14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_holding_x_and_files_named_like_its_part_file_and_record_arrives_whole() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let album = src.path().join("album");
+    std::fs::create_dir(&album).unwrap();
+    let (_, x) = random_file(&album, "x", 2 * CHUNK_SIZE as usize + 1234, 61);
+    let x_id = p2p_storage::build_manifest(&album.join("x"))
+        .unwrap()
+        .manifest
+        .id();
+    let mut record = b"p2p-part-v1\0".to_vec();
+    record.extend_from_slice(&x_id.0);
+    record.extend_from_slice(&3u32.to_be_bytes());
+    record.push(0b111);
+    std::fs::write(album.join("x.part.chunks"), &record).unwrap();
+    let (_, part) = random_file(&album, "x.part", 5000, 62);
+    let files: BTreeMap<PathBuf, Vec<u8>> = [("x", x), ("x.part", part), ("x.part.chunks", record)]
+        .into_iter()
+        .map(|(name, data)| (PathBuf::from(name), data))
+        .collect();
+    // Served one by one (a folder shared from disk leaves `.part` names out); the folder's
+    // record comes from a host that has it.
+    let seeder = lone_peer().await;
+    let mut listed = Vec::new();
+    for name in files.keys() {
+        let path = album.join(name);
+        seeder.share_path(&path).await.unwrap();
+        let manifest = p2p_storage::build_manifest(&path).unwrap().manifest;
+        listed.push((name.to_str().unwrap().to_owned(), manifest));
+    }
+    let (head, pages) = folder::build("album", listed).unwrap();
+    let folder_id = head.id().to_string();
+    let host = FakeFolderHost::start(head, pages, Forgery::None).await;
+
+    let output = direct_leecher(&[host.addr, seeder.local_addr()], &folder_id, out.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (_, summary) = lines(&output);
+    assert!(
+        summary.starts_with(&format!(
+            "folder album {folder_id}: 3 fetched, 0 already there, 0 conflicts, 0 failed ("
+        )),
+        "{summary}"
+    );
+    assert_eq!(read_tree(&out.path().join("album")), files);
+    assert_eq!(entries(out.path()), ["album"]);
+    seeder.shutdown().await;
+}
+
+/// A folder download killed (`kill -9`) midway leaves no temporary name anywhere in the
+/// folder's tree: every file there is a whole file of the folder (big files' partial state
+/// is in the staging folder beside it; small files have no name until whole). The same
+/// command again completes it byte for byte with no conflict, resuming the big files from
+/// the staging folder (review item 5 of #14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_download_killed_midway_leaves_no_temporary_name_and_the_rerun_resumes() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let album = src.path().join("album");
+    let mut files = make_tree(&album, 40, 1000..=40_000, 9);
+    for (i, name) in ["big-a.bin", "big-b.bin"].into_iter().enumerate() {
+        let (_, data) = random_file(&album, name, 3 * CHUNK_SIZE as usize + 77, 90 + i as u64);
+        files.insert(PathBuf::from(name), data);
+    }
+    let seeder = lone_peer().await;
+    let folder_id = seeder.share_path(&album).await.unwrap()[0]
+        .file_id
+        .to_string();
+    // The first run reaches the seeder through a link that passes two chunks' worth of
+    // bytes, then nothing: the record and the small files (1.6 MB at most) arrive, at least
+    // one chunk of a big file, never a whole big file. It stalls there until killed.
+    let proxy =
+        SilentProxy::start_with_budget(seeder.local_addr(), 2 * u64::from(CHUNK_SIZE)).await;
+    let mut first = bin();
+    first
+        .args(["peer", "--addr", "127.0.0.1:0", "--workers", "1", "--from"])
+        .arg(proxy.addr.to_string())
+        .args(["--download", &folder_id, "--out"])
+        .arg(out.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut first = Running(first.spawn().unwrap());
+    // Killed once a record of verified chunks lists one (wherever it is kept).
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !records_a_chunk(out.path()) {
+        assert!(
+            first.0.try_wait().unwrap().is_none(),
+            "the first run ended before it was killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no chunk recorded in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+
+    let root = out.path().join("album");
+    let there = read_tree(&root);
+    for (rel, data) in &there {
+        assert!(
+            files.get(rel) == Some(data),
+            "{} is not a whole file of the folder",
+            rel.display()
+        );
+    }
+    let to_fetch: u64 = files
+        .iter()
+        .filter(|(rel, _)| !there.contains_key(*rel))
+        .map(|(_, data)| data.len() as u64)
+        .sum();
+
+    let output = direct_leecher(&[seeder.local_addr()], &folder_id, out.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (_, summary) = lines(&output);
+    assert!(
+        summary.starts_with(&format!(
+            "folder album {folder_id}: {} fetched, {} already there, 0 conflicts, 0 failed (",
+            files.len() - there.len(),
+            there.len()
+        )),
+        "{summary}"
+    );
+    assert!(
+        bytes_fetched(&summary) + u64::from(CHUNK_SIZE) <= to_fetch,
+        "the verified chunks were fetched again: {summary} ({to_fetch} bytes were missing)"
+    );
+    assert_eq!(read_tree(&root), files);
+    assert_eq!(entries(out.path()), ["album"], "the staging folder is gone");
+    seeder.shutdown().await;
+}
+
+/// Whether a record of verified chunks (a file whose name ends in `.part.chunks`) anywhere
+/// under `dir` lists one: its bits after the 48-byte header are not all zero.
+fn records_a_chunk(dir: &Path) -> bool {
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(read) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in read.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(path);
+            } else if path.to_string_lossy().ends_with(".part.chunks")
+                && std::fs::read(&path)
+                    .is_ok_and(|r| r.len() > 48 && r[48..].iter().any(|b| *b != 0))
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 #[test]

@@ -260,3 +260,89 @@ pub fn fresh_identity_dir() -> PathBuf {
         .join("identities")
         .join(format!("{}-{n}", std::process::id()))
 }
+
+/// Forwards TCP connections to `target` until it goes silent (told to, or once a budget of
+/// bytes from `target` has passed); then it keeps every connection open but passes nothing
+/// either way, like a network that drops packets without a reset.
+pub struct SilentProxy {
+    pub addr: SocketAddr,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SilentProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SilentProxy {
+    /// Passes everything until [`SilentProxy::go_silent`].
+    pub async fn start(target: SocketAddr) -> Self {
+        Self::start_with_budget(target, u64::MAX).await
+    }
+
+    /// Goes silent by itself once `budget` bytes from `target` have passed (on all its
+    /// connections together; the read that crosses the budget still passes).
+    pub async fn start_with_budget(target: SocketAddr, budget: u64) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = Arc::new(AtomicBool::new(false));
+        let flag = silent.clone();
+        let passed = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (flag, passed) = (flag.clone(), passed.clone());
+                conns.spawn(async move {
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    // `counted`: the bytes from `target`, which the budget is of.
+                    let pump = |counted: Option<Arc<AtomicU64>>| {
+                        let flag = flag.clone();
+                        move |mut from: tokio::net::tcp::OwnedReadHalf,
+                              mut to: tokio::net::tcp::OwnedWriteHalf| async move {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut buf = vec![0u8; 64 * 1024];
+                            while let Ok(n) = from.read(&mut buf).await {
+                                if n == 0 {
+                                    return;
+                                }
+                                // Silent: swallow everything, close nothing.
+                                if flag.load(Ordering::Relaxed) {
+                                    continue;
+                                }
+                                if to.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                                if let Some(passed) = &counted
+                                    && passed.fetch_add(n as u64, Ordering::Relaxed) + n as u64
+                                        >= budget
+                                {
+                                    flag.store(true, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    };
+                    let up = pump(None);
+                    let down = pump(Some(passed));
+                    tokio::join!(up(cr, sw), down(sr, cw));
+                });
+            }
+        });
+        Self { addr, silent, task }
+    }
+
+    pub fn go_silent(&self) {
+        self.silent
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
