@@ -40,9 +40,6 @@ pub const SMALL_FILE: u64 = 1024 * 1024;
 /// Files flushed together at most: one batch.
 pub const SMALL_BATCH: usize = 128;
 
-/// Threads flushing one batch's files at once.
-const SYNC_THREADS: usize = 16;
-
 /// Whether `manifest` is a file for [`write_batch`]: empty, or one chunk of at most
 /// [`SMALL_FILE`] bytes.
 pub fn is_small(manifest: &FileManifest) -> bool {
@@ -286,38 +283,13 @@ fn take_over(
     Err(StorageError::NotOurs(part_path.to_owned()))
 }
 
-/// Flushes every written file's data to disk, [`SYNC_THREADS`] at a time.
+/// Flushes every written file's data to disk, in parallel ([`crate::flush`]).
 fn sync_all(written: &[Result<Written, StorageError>]) -> Vec<std::io::Result<()>> {
     let files: Vec<Option<&File>> = written
         .iter()
         .map(|w| w.as_ref().ok().map(|w| &w.file))
         .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<std::io::Result<()>>> = files
-        .iter()
-        .map(|_| std::sync::Mutex::new(Ok(())))
-        .collect();
-    let work = || {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(file) = files.get(i) else { break };
-            if let Some(file) = file {
-                let synced = file.sync_data();
-                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = synced;
-            }
-        }
-    };
-    let threads = SYNC_THREADS.min(files.len());
-    std::thread::scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(work);
-        }
-        work();
-    });
-    results
-        .into_iter()
-        .map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect()
+    crate::flush::sync_data_all(&files)
 }
 
 /// Gives a written and flushed file its name.
