@@ -6,6 +6,7 @@
 //! waits for requests); `Handler` answers each request of one connection. The client's node id
 //! comes from its TLS handshake.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::inbox::{Inbox, ReceivedMessage};
-use crate::shared_files::{SharedFiles, Unserved};
+use crate::shared_files::{Found, SharedFiles, Unserved};
 
 /// A chunk that can't be written within this long (the client stopped reading) closes the
 /// connection.
@@ -47,6 +48,15 @@ const INLINE_SEND: usize = SEND_PIECE;
 /// Replies to pipelined requests are queued until this many bytes wait (or no request is
 /// ready), then written together.
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// Requests of one connection read ahead of the one being answered, at most: those a client
+/// pipelined and that had arrived whole (a downloader keeps up to 32 in flight on a link).
+const READ_AHEAD: usize = 32;
+
+/// Small chunks (each at most [`INLINE_SEND`]) read from disk in one blocking call, at most
+/// this many bytes together: the requests read ahead are answered from memory then. One
+/// blocking call per small file cost more in thread hand-offs than the read itself.
+const PREFETCH_BYTES: usize = 512 * 1024;
 
 /// Counters a chunk server keeps, for status displays and tests.
 #[derive(Debug, Default)]
@@ -125,6 +135,9 @@ impl Service for Shared {
             remote,
             client,
             piece: Vec::new(),
+            ahead: VecDeque::new(),
+            ahead_error: None,
+            prefetched: VecDeque::new(),
         }
     }
 }
@@ -137,6 +150,38 @@ struct Handler {
     client: NodeId,
     /// The buffer a chunk is read into piece by piece; allocated on the first chunk.
     piece: Vec<u8>,
+    /// Requests read ahead (pipelined, whole already), oldest first.
+    ahead: VecDeque<PeerRequest>,
+    /// A receive error met while reading ahead: returned once `ahead` is empty.
+    ahead_error: Option<ProtocolError>,
+    /// Small chunks of the requests at the front of `ahead`, prepared together with the one
+    /// answered before them, in the same order.
+    prefetched: VecDeque<((FileId, u32), Prepared)>,
+}
+
+/// What one blocking call found for a chunk: the file (or why it isn't served) and the
+/// chunk's range, with its data when it is small enough to be sent from memory.
+type Prepared = Result<
+    (
+        Arc<SourceFile>,
+        Result<(ChunkRange, Option<Vec<u8>>), StorageError>,
+    ),
+    Unserved,
+>;
+
+/// Opens `found` (a folder's file is opened by its path: disk work), checks it and, for a
+/// chunk of at most [`INLINE_SEND`] bytes, reads it into `buf`. Blocking.
+fn prepare(found: Found, index: u32, mut buf: Vec<u8>) -> Prepared {
+    let file = found.open_blocking()?;
+    let read = file.prepare_chunk(index).and_then(|range| {
+        if range.len > INLINE_SEND {
+            return Ok((range, None));
+        }
+        buf.resize(range.len, 0);
+        file.read_at(&mut buf, range.offset)?;
+        Ok((range, Some(buf)))
+    });
+    Ok((file, read))
 }
 
 impl serve::Handler for Handler {
@@ -148,7 +193,28 @@ impl serve::Handler for Handler {
         &mut self,
         conn: &mut ServerConnection<PeerConversation>,
     ) -> Result<Option<(PeerRequest, ())>, ProtocolError> {
-        Ok(conn.recv().await?.map(|request| (request, ())))
+        if let Some(request) = self.ahead.pop_front() {
+            return Ok(Some((request, ())));
+        }
+        if let Some(err) = self.ahead_error.take() {
+            return Err(err);
+        }
+        let Some(request) = conn.recv().await? else {
+            return Ok(None);
+        };
+        // Whatever else the client pipelined and is here whole: read now, so small chunks
+        // can be fetched from disk together (see `chunk`).
+        while self.ahead.len() < READ_AHEAD && conn.frame_ready() {
+            match conn.recv().await {
+                Ok(Some(next)) => self.ahead.push_back(next),
+                Ok(None) => break,
+                Err(err) => {
+                    self.ahead_error = Some(err);
+                    break;
+                }
+            }
+        }
+        Ok(Some((request, ())))
     }
 
     async fn answer(&mut self, request: PeerRequest, (): (), _: &Slot) -> Reply {
@@ -359,56 +425,95 @@ impl Handler {
     }
 
     /// Answers `GetChunk`: a small chunk's data, or where a larger one lies in the shared
-    /// file, or an error reply.
+    /// file, or an error reply. A small chunk is read together with the small chunks the
+    /// requests read ahead ask for, in one blocking call; their answers then come from
+    /// memory.
     async fn chunk(&mut self, file_id: FileId, index: u32) -> Reply {
+        if let Some(prepared) = self.take_prefetched(file_id, index) {
+            return self.reply(file_id, index, Ok(prepared));
+        }
         let found = match self.shared.files.find(&file_id) {
             Ok(found) => found,
             Err(why) => return Reply::Message(unserved(file_id, why)),
         };
         // An index past the end is answered before the file is checked (or opened).
-        if found.manifest().chunk_len(index).is_none() {
+        let Some(len) = found.manifest().chunk_len(index) else {
             let count = found.manifest().chunks.len();
             let err = StorageError::ChunkOutOfRange { index, count };
             return Reply::Message(error(ErrorCode::ChunkOutOfRange, err.to_string()));
+        };
+        let mut batch = vec![((file_id, index), found)];
+        if len <= INLINE_SEND {
+            let mut bytes = len;
+            for request in &self.ahead {
+                let PeerRequest::GetChunk { file_id, index } = *request else {
+                    break;
+                };
+                let Ok(found) = self.shared.files.find(&file_id) else {
+                    break;
+                };
+                match found.manifest().chunk_len(index) {
+                    Some(len) if len <= INLINE_SEND && bytes + len <= PREFETCH_BYTES => {
+                        bytes += len;
+                        batch.push(((file_id, index), found));
+                    }
+                    _ => break,
+                }
+            }
         }
         // Opening a folder's file, the metadata check, the read-ahead hint and a small chunk's
         // read touch the disk: off the reactor, in one blocking call.
-        let mut piece = std::mem::take(&mut self.piece);
+        let piece = std::mem::take(&mut self.piece);
         let prepared = tokio::task::spawn_blocking(move || {
-            let file = match found.open_blocking() {
-                Ok(file) => file,
-                Err(why) => return (piece, Err(why)),
-            };
-            let read = file.prepare_chunk(index).and_then(|range| {
-                if range.len > INLINE_SEND {
-                    return Ok((range, false));
-                }
-                piece.resize(range.len, 0);
-                file.read_at(&mut piece, range.offset)?;
-                Ok((range, true))
-            });
-            (piece, Ok((file, read)))
+            let mut piece = Some(piece);
+            batch
+                .into_iter()
+                .map(|(key, found)| {
+                    let buf = piece.take().unwrap_or_default();
+                    (key, prepare(found, key.1, buf))
+                })
+                .collect::<Vec<_>>()
         })
         .await;
-        let prepared = match prepared {
-            Ok((piece, opened)) => {
-                self.piece = piece;
-                match opened {
-                    Ok((file, read)) => Ok(read.map(|(range, inline)| (file, range, inline))),
-                    Err(why) => return Reply::Message(unserved(file_id, why)),
+        match prepared {
+            Ok(prepared) => {
+                let mut prepared = prepared.into_iter();
+                let first = prepared.next().map(|(_, p)| p);
+                self.prefetched.extend(prepared);
+                match first {
+                    Some(first) => self.reply(file_id, index, Ok(first)),
+                    None => self.reply(file_id, index, Err("nothing prepared".into())),
                 }
             }
-            Err(join) => Err(join),
-        };
+            Err(join) => self.reply(file_id, index, Err(join.to_string())),
+        }
+    }
+
+    /// The prepared answer for `(file_id, index)` if it was read ahead (the next one kept).
+    fn take_prefetched(&mut self, file_id: FileId, index: u32) -> Option<Prepared> {
+        match self.prefetched.pop_front() {
+            Some((key, prepared)) if key == (file_id, index) => Some(prepared),
+            // Not in step with the requests (never expected): drop what was read ahead.
+            Some(_) => {
+                self.prefetched.clear();
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The reply for a prepared chunk (`Err`: the blocking call itself failed).
+    fn reply(&mut self, file_id: FileId, index: u32, prepared: Result<Prepared, String>) -> Reply {
         let refusal = match prepared {
-            Ok(Ok((_, _, true))) => {
+            Ok(Err(why)) => unserved(file_id, why),
+            Ok(Ok((_, Ok((_, Some(data)))))) => {
                 return Reply::Inline {
                     file_id,
                     index,
-                    data: std::mem::take(&mut self.piece),
+                    data,
                 };
             }
-            Ok(Ok((file, range, false))) => {
+            Ok(Ok((file, Ok((range, None))))) => {
                 return Reply::Chunk {
                     file_id,
                     index,
@@ -416,17 +521,17 @@ impl Handler {
                     range,
                 };
             }
-            Ok(Err(err @ StorageError::ChunkOutOfRange { .. })) => {
+            Ok(Ok((_, Err(err @ StorageError::ChunkOutOfRange { .. })))) => {
                 error(ErrorCode::ChunkOutOfRange, err.to_string())
             }
-            Ok(Err(StorageError::FileChanged(_))) => {
+            Ok(Ok((_, Err(StorageError::FileChanged(_))))) => {
                 self.shared.files.withdraw_changed(&file_id);
                 error(
                     ErrorCode::FileUnavailable,
                     format!("{file_id} changed on this peer's disk and is no longer shared"),
                 )
             }
-            Ok(Err(err)) => {
+            Ok(Ok((_, Err(err)))) => {
                 warn!(%err, "cannot read chunk");
                 error(ErrorCode::Internal, format!("cannot read chunk {index}"))
             }

@@ -67,6 +67,10 @@ pub struct PeerConfig {
     /// Asked for a new index address when heartbeats can't reach the current one. `None`:
     /// keep retrying the same address.
     pub rediscover: Option<Arc<dyn Rediscover>>,
+    /// Share each download once it is whole (announced to the index, served from the handle
+    /// it was written with). Off for a peer that exits right after its downloads (`peer
+    /// --download` with nothing to share): it would announce a file only to withdraw it.
+    pub share_downloads: bool,
 }
 
 impl Default for PeerConfig {
@@ -88,6 +92,7 @@ impl Default for PeerConfig {
             first_request_timeout: Duration::from_secs(10),
             rediscover: None,
             allow_peers: p2p_identity::Allowed::everyone(),
+            share_downloads: true,
         }
     }
 }

@@ -220,6 +220,7 @@ pub(crate) async fn run(
     let started = Instant::now();
     let Job { what, hosts, out } = job;
     let hosts: Vec<HostSpec> = hosts.into_iter().filter(|h| !options.is_me(h)).collect();
+    let share = options.share;
     let (single, name, feed, head, folder_id) = match what {
         What::File {
             manifest, subdir, ..
@@ -308,7 +309,7 @@ pub(crate) async fn run(
         output,
         told_no_more: false,
         tally: Tally {
-            files: (!single).then(Vec::new),
+            files: (!single && share).then(Vec::new),
             ..Tally::default()
         },
         failure: None,
@@ -723,7 +724,7 @@ impl Engine {
                     self.events.send(DownloadEvent::Flushing);
                     info!(file = %file.file_id.fmt_short(), elapsed = ?self.started.elapsed(), "all chunks verified and written; flushing to disk");
                 }
-                let (part, share) = (part.clone(), self.single);
+                let (part, share) = (part.clone(), self.single && self.options.share);
                 self.disk
                     .spawn_blocking(move || disk::finish(part, ix, share));
             }

@@ -168,6 +168,8 @@ pub(crate) struct DownloadOptions {
     pub stall_timeout: Duration,
     /// This peer, never a host of its own downloads.
     pub me: Option<PeerId>,
+    /// Hand what was downloaded back to be shared ([`JobReport::shared`]).
+    pub share: bool,
 }
 
 impl DownloadOptions {
@@ -186,6 +188,7 @@ impl DownloadOptions {
             max_host_failures: c.max_host_failures,
             stall_timeout: c.stall_timeout,
             me: None,
+            share: c.share_downloads,
         }
     }
 }

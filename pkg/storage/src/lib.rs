@@ -27,6 +27,7 @@
 pub mod chunk_buf;
 pub mod chunker;
 pub mod error;
+pub mod flush;
 pub mod local;
 pub mod path;
 pub mod small;

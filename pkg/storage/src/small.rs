@@ -52,9 +52,6 @@ pub const SMALL_FILE: u64 = 1024 * 1024;
 /// Files flushed together at most: one batch.
 pub const SMALL_BATCH: usize = 128;
 
-/// Threads flushing one batch's files at once.
-const SYNC_THREADS: usize = 16;
-
 /// The mode a new file asks for; the user's umask takes from it, as for any new file.
 const FILE_MODE: u32 = 0o666;
 
@@ -307,38 +304,13 @@ fn create_staged(out: &OutputDir, small: &SmallFile<'_>) -> Result<(File, Temp),
     Ok((file, Temp::Staged { name, path }))
 }
 
-/// Flushes every written file's data to disk, [`SYNC_THREADS`] at a time.
+/// Flushes every written file's data to disk, in parallel ([`crate::flush`]).
 fn sync_all(written: &[Result<Written, StorageError>]) -> Vec<std::io::Result<()>> {
     let files: Vec<Option<&File>> = written
         .iter()
         .map(|w| w.as_ref().ok().map(|w| &w.file))
         .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<std::io::Result<()>>> = files
-        .iter()
-        .map(|_| std::sync::Mutex::new(Ok(())))
-        .collect();
-    let work = || {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(file) = files.get(i) else { break };
-            if let Some(file) = file {
-                let synced = file.sync_data();
-                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = synced;
-            }
-        }
-    };
-    let threads = SYNC_THREADS.min(files.len());
-    std::thread::scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(work);
-        }
-        work();
-    });
-    results
-        .into_iter()
-        .map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect()
+    crate::flush::sync_data_all(&files)
 }
 
 /// Gives a written and flushed file its name.

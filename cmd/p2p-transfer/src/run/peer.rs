@@ -37,6 +37,9 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     let (identity, tls) = crate::run::id::load_tls(&args.identity, p2p_identity::Role::Peer)?;
     let web = crate::run::web::bind_peer(args).await?;
     let mut config = PeerConfig::from(args);
+    // A peer that exits once its download is done would announce the file only to withdraw
+    // it a moment later.
+    config.share_downloads = !exits_after_download(args);
     let mut origin = Arc::new(Mutex::new(ServerOrigin::Flag));
     // A manifest file is read (and checked) before anything starts; it may name the index.
     let manifest_file = match &args.download {
@@ -98,14 +101,21 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
         peer.shutdown().await;
         return result;
     }
-    let keep_serving = result.is_ok()
-        && (!args.register.is_empty() || !args.share_dirs.is_empty() || args.download.is_none());
-    if keep_serving {
+    if result.is_ok() && !exits_after_download(args) {
         shutdown.cancelled().await;
     }
     crate::run::web::stop(web).await;
     peer.shutdown().await;
     result
+}
+
+/// Whether this peer stops once its startup download is done: it has nothing to share and no
+/// shell to open.
+fn exits_after_download(args: &PeerArgs) -> bool {
+    !args.interactive
+        && args.download.is_some()
+        && args.register.is_empty()
+        && args.share_dirs.is_empty()
 }
 
 async fn interactive(

@@ -277,6 +277,88 @@ async fn chunk_server_refuses_unknown_files_and_out_of_range_chunks() {
     seeder.shutdown().await;
 }
 
+/// A client that pipelines requests for small files and then sends a broken frame gets every
+/// file it asked for before that, byte for byte and in order (an empty file's refusal in its
+/// turn), and then its error: the chunk
+/// server reads pipelined requests ahead (to fetch small files from disk together), and an
+/// error met while reading ahead waits its turn.
+#[tokio::test]
+async fn pipelined_small_chunks_before_a_broken_frame_are_all_answered() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let seeder = start_peer(server.addr).await;
+    let mut files = Vec::new();
+    for (i, len) in [1000, 70_000, 0, 300_000, 5].into_iter().enumerate() {
+        let (path, data) = random_file(src.path(), &format!("f{i}"), len, 40 + i as u64);
+        files.push((seeder.register(&path).await.unwrap(), data));
+    }
+
+    // The Hello, five requests and a frame that is not a request, in one write.
+    let mut bytes = encode_frame(&PeerRequest::Hello {
+        version: p2p_protocol::PROTOCOL_VERSION,
+    })
+    .unwrap();
+    for (id, _) in &files {
+        let request = PeerRequest::GetChunk {
+            file_id: *id,
+            index: 0,
+        };
+        bytes.extend(encode_frame(&request).unwrap());
+    }
+    bytes.extend_from_slice(&[0, 0, 0, 4, 0xc1, 0xc1, 0xc1, 0xc1]);
+    let mut stream = crate::support::tls_connect(seeder.local_addr()).await;
+    stream.write_all(&bytes).await.unwrap();
+    stream.flush().await.unwrap();
+
+    let mut conn = p2p_protocol::PeerClientConnection::peer_client(stream);
+    let t = Duration::from_secs(10);
+    let welcome = conn.recv_timeout(t).await.unwrap();
+    assert!(
+        matches!(welcome, PeerResponse::Welcome { .. }),
+        "{welcome:?}"
+    );
+    for (id, data) in &files {
+        if data.is_empty() {
+            // An empty file has no chunk 0: its refusal comes in its turn.
+            let reply = conn.recv_timeout(t).await.unwrap();
+            assert!(
+                matches!(
+                    reply,
+                    PeerResponse::Error {
+                        code: ErrorCode::ChunkOutOfRange,
+                        ..
+                    }
+                ),
+                "{reply:?}"
+            );
+            continue;
+        }
+        let mut buf = Vec::new();
+        let reply = conn
+            .recv_chunk(
+                u32::try_from(data.len()).unwrap(),
+                |size| {
+                    buf.resize(size, 0);
+                    &mut buf
+                },
+                t,
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(reply, p2p_protocol::ChunkReply::Chunk { file_id, index: 0 } if file_id == *id),
+            "{reply:?}"
+        );
+        assert!(buf == *data, "the bytes of {id} differ");
+    }
+    match conn.recv_timeout(t).await {
+        Ok(PeerResponse::Error { code, .. }) => assert_eq!(code, ErrorCode::BadRequest),
+        Err(p2p_protocol::ProtocolError::Closed) => {}
+        other => panic!("expected the broken frame's error, got {other:?}"),
+    }
+    seeder.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_peer_cannot_touch_another_peers_registration() {
     let server = start_server().await;
