@@ -106,25 +106,27 @@ pub(crate) enum DiskDone {
 /// nothing an earlier run left in the staging folder for it (a crash between naming it and
 /// removing its temporary name): that goes.
 pub(crate) fn check(out: Output, files: Vec<(FileIx, Target)>) -> DiskDone {
-    use p2p_storage::local::{check_local_in, check_local_staged};
-    DiskDone::Checked(
-        files
+    use p2p_storage::local::{StagedChecker, check_local_in};
+    let results = match &out {
+        Output::File(out) => files
             .into_iter()
-            .map(|(file, t)| {
-                let state = match &out {
-                    Output::File(out) => check_local_in(out, &t.subdir, &t.manifest),
-                    Output::Folder(out) => {
-                        let state = check_local_staged(out, &t.subdir, &t.manifest);
-                        if matches!(state, Ok(LocalState::AlreadyThere)) {
-                            out.discard_staged(&t.subdir, &t.manifest.id(), &t.manifest.name);
-                        }
-                        state
-                    }
-                };
-                (file, state)
-            })
+            .map(|(file, t)| (file, check_local_in(out, &t.subdir, &t.manifest)))
             .collect(),
-    )
+        Output::Folder(out) => {
+            let mut checker = StagedChecker::new(out);
+            files
+                .into_iter()
+                .map(|(file, t)| {
+                    let state = checker.check(&t.subdir, &t.manifest);
+                    if matches!(state, Ok(LocalState::AlreadyThere)) {
+                        out.discard_staged(&t.subdir, &t.manifest.id(), &t.manifest.name);
+                    }
+                    (file, state)
+                })
+                .collect()
+        }
+    };
+    DiskDone::Checked(results)
 }
 
 /// Opens (or picks up) the part file of `target` under `out` and re-verifies what an earlier

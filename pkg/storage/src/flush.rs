@@ -4,48 +4,89 @@
 //! file system's journal commits are shared between them (`store.rs`'s invariants give the
 //! figures). Threads started for each batch would cost more than the flushes themselves on a
 //! fast disk: a 5,000-file download started about 1,300 of them. So the flushes run on one
-//! pool of [`FLUSH_THREADS`] threads, started the first time it is needed, and idle (blocked
-//! on a channel, no CPU) otherwise.
+//! pool of [`FLUSH_THREADS`] threads, started the first time it is needed, and asleep on a
+//! channel otherwise. (Not rayon's pool: its idle threads spin and yield before they sleep,
+//! about 24,000 `sched_yield`s in one 5,000-file download, CPU taken from the download
+//! itself; a flush is a wait for the disk, not work to balance.)
 
 use std::fs::File;
-use std::sync::OnceLock;
-
-use rayon::prelude::*;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Mutex, OnceLock};
 
 /// Flushes in flight at once (most of their time is waiting for the disk, not CPU).
 pub const FLUSH_THREADS: usize = 16;
 
-/// The pool, or `None` if the system refused its threads (then each flush runs on the
-/// caller's thread, one after another: slower, never wrong).
-static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+/// One file to flush: a handle of its own (a duplicate of the caller's), where it stands in
+/// the caller's list, and where to say how it went.
+type Job = (File, usize, Sender<(usize, std::io::Result<()>)>);
 
-fn pool() -> Option<&'static rayon::ThreadPool> {
+/// The pool's queue, or `None` if the system refused its threads (then each flush runs on
+/// the caller's thread, one after another: slower, never wrong).
+static POOL: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
+
+fn pool() -> Option<&'static Mutex<Sender<Job>>> {
     POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(FLUSH_THREADS)
-            .thread_name(|i| format!("p2p-flush-{i}"))
-            .build()
-            .ok()
+        let (queue, jobs) = channel::<Job>();
+        let jobs = std::sync::Arc::new(Mutex::new(jobs));
+        for i in 0..FLUSH_THREADS {
+            let jobs = jobs.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("p2p-flush-{i}"))
+                .spawn(move || flusher(&jobs));
+            // One thread is enough to be correct; none means flushing inline.
+            if started.is_err() && i == 0 {
+                return None;
+            }
+        }
+        Some(Mutex::new(queue))
     })
     .as_ref()
+}
+
+/// A pool thread: waits (asleep, no spinning) for a file, flushes it, says how it went.
+fn flusher(jobs: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok((file, at, done)) = job else { return };
+        let _ = done.send((at, file.sync_data()));
+    }
 }
 
 /// Flushes the data of every file given (`None`: nothing to flush there, `Ok`), in parallel,
 /// and returns one result per entry, in order.
 pub fn sync_data_all(files: &[Option<&File>]) -> Vec<std::io::Result<()>> {
-    let flush = |file: &Option<&File>| file.map_or(Ok(()), File::sync_data);
-    match pool() {
-        Some(pool) if files.len() > 1 => pool.install(|| {
-            files
-                .par_iter()
-                // One file per task: a flush waits for the disk, so each should have its own
-                // thread rather than queue behind another.
-                .with_max_len(1)
-                .map(flush)
-                .collect()
-        }),
-        _ => files.iter().map(flush).collect(),
+    let mut results: Vec<std::io::Result<()>> = files.iter().map(|_| Ok(())).collect();
+    let Some(queue) = pool().filter(|_| files.len() > 1) else {
+        for (result, file) in results.iter_mut().zip(files) {
+            if let Some(file) = file {
+                *result = file.sync_data();
+            }
+        }
+        return results;
+    };
+    let (done, finished) = channel();
+    let mut sent = 0;
+    for (at, file) in files.iter().enumerate() {
+        let Some(file) = file else { continue };
+        // The pool needs a handle it owns; the duplicate flushes the same file.
+        let queued = file.try_clone().ok().and_then(|own| {
+            let queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.send((own, at, done.clone())).ok()
+        });
+        match queued {
+            Some(()) => {
+                // Until its flusher says otherwise.
+                results[at] = Err(std::io::Error::other("not flushed"));
+                sent += 1;
+            }
+            None => results[at] = file.sync_data(),
+        }
     }
+    drop(done);
+    for (at, result) in finished.iter().take(sent) {
+        results[at] = result;
+    }
+    results
 }
 
 #[cfg(test)]

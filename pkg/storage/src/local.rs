@@ -25,7 +25,7 @@
 //! is ours and for this file is [`crate::PartFile`]'s call when it resumes it.
 
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::ambient_authority;
@@ -94,12 +94,51 @@ pub fn check_local_staged(
     subdir: &[String],
     manifest: &FileManifest,
 ) -> Result<LocalState, StorageError> {
-    validate_file_name(&manifest.name)?;
-    let dir = out
-        .root()
-        .try_clone()
-        .map_err(StorageError::io("cannot open folder", out.path()))?;
-    check_below(dir, out.path(), subdir, manifest, Partial::Staged(out))
+    StagedChecker::new(out).check(subdir, manifest)
+}
+
+/// [`check_local_staged`] for the files of one folder job, one after another, keeping the
+/// handle of the last file's folder: a folder's files come in path order, so most share their
+/// folder with the file before and cost one look at their own name, not a walk down every
+/// level (which was most of a re-run's time per small file).
+pub struct StagedChecker<'a> {
+    out: &'a OutputDir,
+    /// The last folder walked down to (its levels) and where the walk ended.
+    last: Option<(Vec<String>, Walked)>,
+}
+
+impl<'a> StagedChecker<'a> {
+    /// A checker of files under `out`.
+    pub fn new(out: &'a OutputDir) -> Self {
+        Self { out, last: None }
+    }
+
+    /// What is at the target of `manifest` in the folder `subdir` under the output folder.
+    pub fn check(
+        &mut self,
+        subdir: &[String],
+        manifest: &FileManifest,
+    ) -> Result<LocalState, StorageError> {
+        validate_file_name(&manifest.name)?;
+        let same = matches!(&self.last, Some((levels, _)) if levels.as_slice() == subdir);
+        if !same {
+            self.last = None;
+            let root = self
+                .out
+                .root()
+                .try_clone()
+                .map_err(StorageError::io("cannot open folder", self.out.path()))?;
+            self.last = Some((subdir.to_vec(), walk(root, self.out.path(), subdir)?));
+        }
+        match &self.last {
+            Some((_, Walked::Open(dir, path))) => {
+                check_in(dir, path, subdir, manifest, Partial::Staged(self.out))
+            }
+            // A missing folder, or a conflict on the way: the same for every file below.
+            Some((_, Walked::Settled(state))) => Ok(state.clone()),
+            None => unreachable!("set above"),
+        }
+    }
 }
 
 /// Where a download's partial file is.
@@ -114,39 +153,60 @@ enum Partial<'a> {
 /// The target of `manifest` in the folder `subdir` under `dir` (at `out`), each level looked
 /// at without following links.
 fn check_below(
-    mut dir: Dir,
+    dir: Dir,
     out: &Path,
     subdir: &[String],
     manifest: &FileManifest,
     partial: Partial<'_>,
 ) -> Result<LocalState, StorageError> {
+    match walk(dir, out, subdir)? {
+        Walked::Open(dir, path) => check_in(&dir, &path, subdir, manifest, partial),
+        Walked::Settled(state) => Ok(state),
+    }
+}
+
+/// Where a walk down a target's folders ended.
+enum Walked {
+    /// In the target's folder: its handle and path.
+    Open(Dir, PathBuf),
+    /// Before it, with the answer for any file below (missing, or a conflict on the way).
+    Settled(LocalState),
+}
+
+/// Walks from `dir` (at `out`) down the folders `subdir`, each level looked at without
+/// following links.
+fn walk(mut dir: Dir, out: &Path, subdir: &[String]) -> Result<Walked, StorageError> {
     let mut path = out.to_owned();
     for level in subdir {
         validate_file_name(level)?;
         path.push(level);
         let kind = match dir.symlink_metadata(level) {
             Ok(meta) => meta.file_type(),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(LocalState::Missing),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Ok(Walked::Settled(LocalState::Missing));
+            }
             Err(e) => return Err(StorageError::io("cannot stat", &path)(e)),
         };
         if !kind.is_dir() {
-            return Ok(not_a_folder(&path, kind));
+            return Ok(Walked::Settled(not_a_folder(&path, kind)));
         }
         dir = match dir.open_dir_nofollow(level) {
             Ok(next) => next,
             // Removed in between: nothing there.
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(LocalState::Missing),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Ok(Walked::Settled(LocalState::Missing));
+            }
             // Replaced by something else in between: judge that.
             Err(e) if is_not_a_dir(&e) || is_loop(&e) => {
-                return Ok(LocalState::Conflict(format!(
+                return Ok(Walked::Settled(LocalState::Conflict(format!(
                     "{} is not a folder, where a folder is needed",
                     path.display()
-                )));
+                ))));
             }
             Err(e) => return Err(StorageError::io("cannot open folder", &path)(e)),
         };
     }
-    check_in(&dir, &path, subdir, manifest, partial)
+    Ok(Walked::Open(dir, path))
 }
 
 /// The target `manifest.name` inside the open folder `dir` (at `dir_path`, for messages; the
@@ -383,6 +443,69 @@ mod tests {
         // Not judged here: PartFile decides whether it is ours and for this file.
         std::fs::write(out.path().join("a.bin.part"), b"").unwrap();
         assert_eq!(check_local(out.path(), &m).unwrap(), LocalState::Partial);
+    }
+
+    /// One checker over many files, in path order, across folders that exist, are missing,
+    /// or are blocked by a file, says for each what a fresh look at it says.
+    #[test]
+    fn a_checker_over_many_files_agrees_with_a_fresh_look_at_each() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([2; 32])).unwrap();
+        let root = out.path().join("album");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::create_dir_all(root.join("c/d")).unwrap();
+        // A file where the folder `b` should be.
+        std::fs::write(root.join("b"), b"in the way").unwrap();
+        std::fs::write(root.join("a/same.txt"), b"same").unwrap();
+        std::fs::write(root.join("a/other.txt"), b"not the same").unwrap();
+        std::fs::write(root.join("c/d/same.txt"), b"deep").unwrap();
+        let level = |path: &[&str]| -> Vec<String> {
+            ["album"]
+                .iter()
+                .chain(path)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let files = [
+            (level(&[]), manifest_of("top.txt", b"top")),
+            (level(&["a"]), manifest_of("other.txt", b"expected")),
+            (level(&["a"]), manifest_of("same.txt", b"same")),
+            (level(&["a"]), manifest_of("missing.txt", b"x")),
+            (level(&["b"]), manifest_of("x.txt", b"x")),
+            (level(&["b"]), manifest_of("y.txt", b"y")),
+            (level(&["c", "d"]), manifest_of("same.txt", b"deep")),
+            (level(&["e"]), manifest_of("new.txt", b"n")),
+            (level(&["e"]), manifest_of("new2.txt", b"n2")),
+            (level(&["a"]), manifest_of("same.txt", b"same")),
+        ];
+        let mut checker = StagedChecker::new(&dir);
+        let states: Vec<LocalState> = files
+            .iter()
+            .map(|(subdir, m)| {
+                let state = checker.check(subdir, m).unwrap();
+                assert_eq!(state, check_local_staged(&dir, subdir, m).unwrap());
+                state
+            })
+            .collect();
+        use LocalState::*;
+        assert!(
+            matches!(
+                states.as_slice(),
+                [
+                    Missing,
+                    Conflict(_),
+                    AlreadyThere,
+                    Missing,
+                    Conflict(_),
+                    Conflict(_),
+                    AlreadyThere,
+                    Missing,
+                    Missing,
+                    AlreadyThere
+                ]
+            ),
+            "{states:?}"
+        );
     }
 
     #[test]
