@@ -204,9 +204,15 @@ impl serve::Handler for Handler {
         };
         // Whatever else the client pipelined and is here whole: read now, so small chunks
         // can be fetched from disk together (see `chunk`).
-        while self.ahead.len() < READ_AHEAD && conn.frame_ready() {
+        // Only `GetChunk`s are read past (a few dozen bytes each): any other request, up to
+        // its frame limit, ends the read-ahead, so a connection holds at most one such frame.
+        let mut last_small = matches!(request, PeerRequest::GetChunk { .. });
+        while last_small && self.ahead.len() < READ_AHEAD && conn.frame_ready() {
             match conn.recv().await {
-                Ok(Some(next)) => self.ahead.push_back(next),
+                Ok(Some(next)) => {
+                    last_small = matches!(next, PeerRequest::GetChunk { .. });
+                    self.ahead.push_back(next);
+                }
                 Ok(None) => break,
                 Err(err) => {
                     self.ahead_error = Some(err);
@@ -260,8 +266,8 @@ impl serve::Handler for Handler {
                     };
                     conn.set_write_batch(WRITE_BATCH);
                     conn.feed_chunk(&header, &data).await?;
-                    // More requests ready: their replies go out with this one.
-                    if !conn.frame_ready() {
+                    // More requests read ahead or ready: their replies go out with this one.
+                    if self.ahead.is_empty() && !conn.frame_ready() {
                         conn.flush().await?;
                     }
                     Ok::<_, ProtocolError>(())
@@ -489,10 +495,13 @@ impl Handler {
         }
     }
 
-    /// The prepared answer for `(file_id, index)` if it was read ahead (the next one kept).
+    /// The prepared answer for `(file_id, index)` if it was read ahead (the next one kept),
+    /// unless the file stopped being shared since.
     fn take_prefetched(&mut self, file_id: FileId, index: u32) -> Option<Prepared> {
         match self.prefetched.pop_front() {
-            Some((key, prepared)) if key == (file_id, index) => Some(prepared),
+            Some((key, prepared)) if key == (file_id, index) => {
+                Some(self.shared.files.find(&file_id).and(prepared))
+            }
             // Not in step with the requests (never expected): drop what was read ahead.
             Some(_) => {
                 self.prefetched.clear();
