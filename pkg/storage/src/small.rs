@@ -90,8 +90,12 @@ pub struct SmallDone {
 enum Temp {
     /// Nowhere: a file with no name (`O_TMPFILE`).
     Unnamed,
-    /// `name` in the staging folder (at `path`, for messages).
-    Staged { name: String, path: PathBuf },
+    /// `name` in the staging folder `staging` (at `path`, for messages).
+    Staged {
+        staging: Arc<Dir>,
+        name: String,
+        path: PathBuf,
+    },
 }
 
 /// A file of the batch written and not yet named.
@@ -113,9 +117,8 @@ impl Written {
     }
 
     /// Gives up on it: a file with no name goes with its handle; a temporary name is removed.
-    fn discard(self, out: &OutputDir) {
-        if let (Temp::Staged { name, .. }, Ok(Some(staging))) = (&self.temp, out.existing_staging())
-        {
+    fn discard(self) {
+        if let Temp::Staged { staging, name, .. } = &self.temp {
             let _ = staging.remove_file(name);
         }
     }
@@ -165,7 +168,7 @@ pub fn write_batch(
             let written = written?;
             if let Err(e) = synced {
                 let err = write_error(e, written.temp_path());
-                written.discard(out);
+                written.discard();
                 return Err(err);
             }
             name(out, written, file)
@@ -216,7 +219,7 @@ fn write_one(
     };
     if let Err(e) = written.file.write_all_at(small.data, 0) {
         let err = write_error(e, written.temp_path());
-        written.discard(out);
+        written.discard();
         return Err(err);
     }
     Ok(written)
@@ -260,48 +263,79 @@ fn refuses_unnamed(e: Errno) -> bool {
 
 /// `small`'s temporary file in the staging folder, `<key>.part`: created exclusively, or an
 /// earlier run's taken over (a plain file of this user's with no other link, that no other
-/// download holds) and emptied. Locked.
+/// download holds: the staging folder is this user's alone, so it needs no record to be
+/// ours) and emptied. Locked, and still under its name once locked (a tidy may have removed
+/// it in between: then it starts again).
 fn create_staged(out: &OutputDir, small: &SmallFile<'_>) -> Result<(File, Temp), StorageError> {
-    use std::os::unix::fs::MetadataExt;
-    let staging = out.staging()?;
     let manifest = small.manifest;
     let name = format!(
         "{}{PART_SUFFIX}",
         part_key(&manifest.id(), small.subdir, &manifest.name)
     );
     let path = out.staging_path().join(&name);
+    out.in_staging(|staging| {
+        for _ in 0..STAGED_TRIES {
+            if let Some(file) = open_staged(staging, &name, &path)? {
+                let temp = Temp::Staged {
+                    staging: staging.clone(),
+                    name: name.clone(),
+                    path: path.clone(),
+                };
+                return Ok((file, temp));
+            }
+        }
+        Err(StorageError::Busy(path.clone()))
+    })
+}
+
+/// Tries of [`open_staged`]: a file taken away under it once or twice settles it.
+const STAGED_TRIES: usize = 3;
+
+/// One try of [`create_staged`]: the file, or `None` if its name no longer led to it once
+/// locked.
+fn open_staged(staging: &Dir, name: &str, path: &Path) -> Result<Option<File>, StorageError> {
+    use std::os::unix::fs::MetadataExt;
     let mut options = OpenOptions::new();
     options.read(true).write(true).create_new(true);
-    let file = match staging.open_with(&name, &options) {
+    let file = match staging.open_with(name, &options) {
         Ok(file) => {
             let file = file.into_std();
-            lock(&file, &path)?;
+            lock(&file, path)?;
             file
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            let file = match open_nofollow(staging, &name, true) {
+            let file = match open_nofollow(staging, name, true) {
                 Ok(file) => file,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
                 Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
-                    return Err(StorageError::NotAFile(path));
+                    return Err(StorageError::NotAFile(path.to_owned()));
                 }
-                Err(e) => return Err(StorageError::io("cannot open", &path)(e)),
+                Err(e) => return Err(StorageError::io("cannot open", path)(e)),
             };
             let meta = file
                 .metadata()
-                .map_err(StorageError::io("cannot stat", &path))?;
+                .map_err(StorageError::io("cannot stat", path))?;
             if !meta.is_file() {
-                return Err(StorageError::NotAFile(path));
+                return Err(StorageError::NotAFile(path.to_owned()));
             }
-            lock(&file, &path)?;
+            match lock(&file, path) {
+                Err(StorageError::Busy(_)) if !is_same_file(&file, staging, name) => {
+                    return Ok(None);
+                }
+                locked => locked?,
+            }
             if meta.nlink() != 1 || meta.uid() != rustix::process::geteuid().as_raw() {
-                return Err(StorageError::PartLinked(path));
+                return Err(StorageError::PartLinked(path.to_owned()));
             }
-            file.set_len(0).map_err(|e| write_error(e, &path))?;
             file
         }
-        Err(e) => return Err(StorageError::io("cannot create", &path)(e)),
+        Err(e) => return Err(StorageError::io("cannot create", path)(e)),
     };
-    Ok((file, Temp::Staged { name, path }))
+    if !is_same_file(&file, staging, name) {
+        return Ok(None);
+    }
+    file.set_len(0).map_err(|e| write_error(e, path))?;
+    Ok(Some(file))
 }
 
 /// Flushes every written file's data to disk, in parallel ([`crate::flush`]).
@@ -333,14 +367,17 @@ fn name(
                 let again = write_one(out, written.dir.clone(), parent(final_path), small)?;
                 if let Err(e) = again.file.sync_data() {
                     let err = write_error(e, again.temp_path());
-                    again.discard(out);
+                    again.discard();
                     return Err(err);
                 }
                 return name(out, again, small);
             }
         },
-        Temp::Staged { name, path } => {
-            let staging = out.staging()?;
+        Temp::Staged {
+            staging,
+            name,
+            path,
+        } => {
             let linked = link_into_place(
                 &written.file,
                 (staging, name, path),
@@ -424,7 +461,7 @@ fn link_unnamed(file: &File, dir: &Dir, name: &str, final_path: &Path) -> Result
 
 #[cfg(test)]
 mod tests {
-    use p2p_protocol::{CHUNK_SIZE, FolderId, Sha256Hash};
+    use p2p_protocol::{CHUNK_SIZE, Sha256Hash};
 
     use super::*;
 
@@ -453,22 +490,22 @@ mod tests {
     /// The output folder at `path`, writing small files with no name or (`staged`) through
     /// the staging folder, as where the file system has no `O_TMPFILE`.
     fn output(path: &Path, staged: bool) -> OutputDir {
-        let out = OutputDir::open(path, &FolderId([9; 32])).unwrap();
+        let out = OutputDir::open(path, "album").unwrap();
         if staged {
             out.refuse_unnamed();
         }
         out
     }
 
-    /// What is left in the staging folder (nothing, when it is not there); then removes it
-    /// if empty, as a job that completed does.
+    /// What is left in the staging folder (nothing, when it is not there); then tidies it,
+    /// as a job that completed does.
     fn left_in_staging(out: &OutputDir) -> Vec<String> {
         let left = if out.staging_path().exists() {
             names(out.staging_path())
         } else {
             Vec::new()
         };
-        out.remove_staging_if_empty();
+        out.tidy_staging();
         left
     }
 
