@@ -55,6 +55,9 @@ pub const SMALL_BATCH: usize = 128;
 /// The mode a new file asks for; the user's umask takes from it, as for any new file.
 const FILE_MODE: u32 = 0o666;
 
+/// The umask taken when the process's can't be read (no `/proc`): the usual one.
+const DEFAULT_UMASK: u32 = 0o022;
+
 /// Whether `manifest` is a file for [`write_batch`]: empty, or one chunk of at most
 /// [`SMALL_FILE`] bytes.
 pub fn is_small(manifest: &FileManifest) -> bool {
@@ -243,8 +246,21 @@ fn create(
     create_staged(out, small)
 }
 
-/// A file with no name in `dir`, for reading and writing.
+/// A file with no name in `dir`, for reading and writing, with the mode a new file gets
+/// there.
 fn create_unnamed(dir: &Dir) -> rustix::io::Result<File> {
+    create_unnamed_under(dir, umask())
+}
+
+/// [`create_unnamed`] for a process whose umask is `umask`.
+///
+/// Kernels before the 2022 fix "fs: add missing umask strip in vfs_tmpfile" (Linux 5.19, and
+/// stable kernels that took it) did not apply the umask to an `O_TMPFILE` file on a file
+/// system without POSIX ACLs: such a file came out `0666`, writable by everyone, where any
+/// other new file would be `0644`. So the mode is set here, to what a new file gets: `0666`
+/// less the umask. Unless the folder has a default ACL: that decides a new file's mode
+/// instead of the umask, and the kernel applied it (only a file system with ACLs has one).
+fn create_unnamed_under(dir: &Dir, umask: u32) -> rustix::io::Result<File> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::openat(
         dir,
@@ -252,7 +268,45 @@ fn create_unnamed(dir: &Dir) -> rustix::io::Result<File> {
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
         Mode::from_raw_mode(FILE_MODE),
     )?;
+    let wanted = new_file_mode(umask);
+    if rustix::fs::fstat(&fd)?.st_mode & 0o7777 != wanted && !has_default_acl(dir) {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(wanted))?;
+    }
     Ok(File::from(fd))
+}
+
+/// The mode a new file gets under `umask`.
+fn new_file_mode(umask: u32) -> u32 {
+    FILE_MODE & !umask
+}
+
+/// Whether the folder `dir` has a default ACL (which then sets its new files' modes).
+fn has_default_acl(dir: &Dir) -> bool {
+    rustix::fs::fgetxattr_query(dir, "system.posix_acl_default").is_ok()
+}
+
+/// The process's umask, read once. Read from `/proc/self/status` (`Umask:`, Linux 4.7) and
+/// never with `umask(2)`, which reads it only by setting it: process-wide, so a file another
+/// thread created meanwhile would get the wrong mode. [`DEFAULT_UMASK`] where it can't be
+/// read.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| parse_umask(&status))
+            .unwrap_or(DEFAULT_UMASK)
+    })
+}
+
+/// The umask in the text of `/proc/self/status` (`Umask:\t0022`).
+fn parse_umask(status: &str) -> Option<u32> {
+    let value = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8)
+        .ok()
+        .map(|umask| umask & 0o777)
 }
 
 /// The file system (or the kernel) has no files with no name: `EOPNOTSUPP` from a file
@@ -723,6 +777,36 @@ mod tests {
             assert_eq!(std::fs::read(out.path().join(name)).unwrap(), b"named");
         }
         assert!(names(out.path()).contains(&"by-proc".to_string()));
+    }
+
+    /// A file with no name gets the mode a new file gets, `0666` less the umask, even where
+    /// the kernel does not apply the umask to it (the umask is injected here, so the kernel
+    /// applies another one than the file must end with).
+    #[test]
+    fn an_unnamed_file_gets_0666_less_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(new_file_mode(0o022), 0o644);
+        assert_eq!(new_file_mode(0o077), 0o600);
+        assert_eq!(new_file_mode(0o002), 0o664);
+        let status = "Name:\tp2p\nUmask:\t0027\nState:\tR (running)\n";
+        assert_eq!(parse_umask(status), Some(0o027));
+        assert_eq!(parse_umask("Name:\tp2p\n"), None);
+        assert_eq!(parse_umask("Umask:\tnot octal\n"), None);
+
+        let out = tempfile::tempdir().unwrap();
+        let dir = Dir::open_ambient_dir(out.path(), cap_std::ambient_authority()).unwrap();
+        assert!(!has_default_acl(&dir));
+        for umask in [0o077, 0o027, 0o002, 0o000, 0o022] {
+            let file = create_unnamed_under(&dir, umask).unwrap();
+            file.write_all_at(b"x", 0).unwrap();
+            let name = format!("umask-{umask:03o}");
+            link_fd(&file, &dir, &name, Link::Proc).unwrap();
+            let mode = std::fs::metadata(out.path().join(&name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0o666 & !umask, "{name}");
+        }
     }
 
     /// Through the staging folder, a temporary file an earlier run left there (a crash) is
