@@ -412,11 +412,11 @@ fn name(
     match &written.temp {
         Temp::Unnamed => match link_unnamed(&written.file, &written.dir, final_name, final_path) {
             Ok(()) => {}
-            Err(err @ StorageError::AlreadyExists(_)) => return Err(err),
-            Err(_) => {
-                // A file with no name can't be named here after all (no `/proc`, no
-                // `AT_EMPTY_PATH`): written again through the staging folder, as every small
-                // file of the job from now on.
+            Err(NotNamed::Failed(err)) => return Err(err),
+            Err(NotNamed::Refused) => {
+                // A file with no name can't be named on this system after all (see
+                // `refuses_linking`): written again through the staging folder, as every
+                // small file of the job from now on.
                 out.refuse_unnamed();
                 let again = write_one(out, written.dir.clone(), parent(final_path), small)?;
                 if let Err(e) = again.file.sync_data() {
@@ -491,11 +491,24 @@ fn link_fd(file: &File, dir: &Dir, name: &str, how: Link) -> rustix::io::Result<
     }
 }
 
+/// Why a file with no name got none.
+#[derive(Debug)]
+enum NotNamed {
+    /// This system lets no file with no name be named ([`refuses_linking`]): the job's small
+    /// files go through the staging folder instead.
+    Refused,
+    /// This file could not be named, for a reason of its own or of its folder's (the name is
+    /// taken, the folder was removed, the disk is full...): that file fails, with this.
+    Failed(StorageError),
+}
+
 /// Gives the file with no name `file` the name `name` in `dir` (at `final_path`, for
 /// messages), never over an existing name.
-fn link_unnamed(file: &File, dir: &Dir, name: &str, final_path: &Path) -> Result<(), StorageError> {
+fn link_unnamed(file: &File, dir: &Dir, name: &str, final_path: &Path) -> Result<(), NotNamed> {
     let linked = match link_fd(file, dir, name, Link::EmptyPath) {
-        // Not allowed to this process: through `/proc` then.
+        // `AT_EMPTY_PATH` not allowed to this process (`ENOENT` without `CAP_DAC_READ_SEARCH`
+        // before Linux 6.10, `EINVAL` from a kernel without it, `EPERM`/`EACCES` from a
+        // sandbox): through `/proc` then, which decides.
         Err(Errno::NOENT | Errno::PERM | Errno::ACCESS | Errno::INVAL) => {
             link_fd(file, dir, name, Link::Proc)
         }
@@ -504,13 +517,70 @@ fn link_unnamed(file: &File, dir: &Dir, name: &str, final_path: &Path) -> Result
     match linked {
         // Linked from the open file itself, so it can only be ours, unless it was replaced
         // at once: never reported as this file then.
-        Ok(()) if !is_same_file(file, dir, name) => {
-            Err(StorageError::Replaced(final_path.to_owned()))
-        }
+        Ok(()) if !is_same_file(file, dir, name) => Err(NotNamed::Failed(StorageError::Replaced(
+            final_path.to_owned(),
+        ))),
         Ok(()) => Ok(()),
-        Err(Errno::EXIST) => Err(StorageError::AlreadyExists(final_path.to_owned())),
-        Err(e) => Err(StorageError::io("cannot name", final_path)(e.into())),
+        Err(Errno::EXIST) => Err(NotNamed::Failed(StorageError::AlreadyExists(
+            final_path.to_owned(),
+        ))),
+        Err(e) if refuses_linking(e, proc_fds_there, || folder_writable(dir)) => {
+            Err(NotNamed::Refused)
+        }
+        Err(e) => Err(NotNamed::Failed(StorageError::io(
+            "cannot name",
+            final_path,
+        )(e.into()))),
     }
+}
+
+/// Whether `e`, from the link of a file with no name through `/proc/self/fd/N` (after
+/// `AT_EMPTY_PATH` was refused), says that this system names no such file at all, rather than
+/// something about this file or its folder. Only then does the job switch to the staging
+/// folder: a file's own trouble fails that file alone, with its own error.
+/// * `ENOENT`: a refusal only if there is no `/proc/self/fd` to go through (`proc_fds`: no
+///   `/proc` mounted, as in some containers and chroots). With it, the missing piece is the
+///   folder, removed meanwhile: that file's error.
+/// * `EPERM`: the file system has no hard links at all, or a security module (or
+///   `fs.protected_hardlinks`) refuses the link; neither changes from one file to the next.
+///   (A folder's permissions give `EACCES`, not `EPERM`.)
+/// * `EACCES`: a refusal only if the folder is writable to us (`writable`): then what refuses
+///   is not the folder but a security module or the way to `/proc`. A folder we may not
+///   write to fails its files alone.
+/// * `EXDEV`, `EOPNOTSUPP`, `ENOSYS`, `EINVAL`: `/proc`'s link does not lead to a file that
+///   can be linked (some sandboxes' `/proc`), or the call is not there. The file was made in
+///   the very folder it is linked into, so this is never about that folder.
+///
+/// Anything else (`ENOSPC`, `EDQUOT`, `EMLINK`, `EROFS`, `EIO`, `ENAMETOOLONG`...) would hit
+/// a new file with a name in that folder just as well: that file's error.
+fn refuses_linking(
+    e: Errno,
+    proc_fds: impl FnOnce() -> bool,
+    writable: impl FnOnce() -> bool,
+) -> bool {
+    match e {
+        Errno::NOENT => !proc_fds(),
+        Errno::ACCESS => writable(),
+        Errno::PERM | Errno::XDEV | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL => true,
+        _ => false,
+    }
+}
+
+/// Whether this process has a `/proc/self/fd` to link files with no name through.
+fn proc_fds_there() -> bool {
+    std::fs::metadata("/proc/self/fd").is_ok_and(|m| m.is_dir())
+}
+
+/// Whether this process may create names in the folder `dir`.
+fn folder_writable(dir: &Dir) -> bool {
+    use rustix::fs::{Access, AtFlags};
+    rustix::fs::accessat(
+        dir,
+        ".",
+        Access::WRITE_OK | Access::EXEC_OK,
+        AtFlags::EACCESS,
+    )
+    .is_ok()
 }
 
 #[cfg(test)]
@@ -773,7 +843,10 @@ mod tests {
             other.write_all_at(b"other", 0).unwrap();
             assert_eq!(link_fd(&other, &dir, name, how), Err(Errno::EXIST));
             let err = link_unnamed(&other, &dir, name, &out.path().join(name)).unwrap_err();
-            assert!(matches!(err, StorageError::AlreadyExists(_)), "{err}");
+            assert!(
+                matches!(err, NotNamed::Failed(StorageError::AlreadyExists(_))),
+                "{err:?}"
+            );
             assert_eq!(std::fs::read(out.path().join(name)).unwrap(), b"named");
         }
         assert!(names(out.path()).contains(&"by-proc".to_string()));
@@ -807,6 +880,78 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o7777, 0o666 & !umask, "{name}");
         }
+    }
+
+    /// Only an error that says this system names no file with no name sends the job's small
+    /// files through the staging folder; an error of one file or its folder fails that file.
+    #[test]
+    fn only_a_refusal_to_name_unnamed_files_switches_the_job() {
+        let (yes, no) = (|| true, || false);
+        assert!(refuses_linking(Errno::NOENT, no, yes), "no /proc");
+        assert!(
+            !refuses_linking(Errno::NOENT, yes, yes),
+            "the folder is gone"
+        );
+        assert!(refuses_linking(Errno::PERM, yes, yes));
+        assert!(
+            refuses_linking(Errno::ACCESS, yes, yes),
+            "refused, folder writable"
+        );
+        assert!(
+            !refuses_linking(Errno::ACCESS, yes, no),
+            "a folder we can't write to"
+        );
+        for e in [Errno::XDEV, Errno::OPNOTSUPP, Errno::NOSYS, Errno::INVAL] {
+            assert!(refuses_linking(e, yes, yes), "{e}");
+        }
+        for e in [
+            Errno::EXIST,
+            Errno::NOSPC,
+            Errno::DQUOT,
+            Errno::MLINK,
+            Errno::ROFS,
+            Errno::IO,
+            Errno::NAMETOOLONG,
+        ] {
+            assert!(!refuses_linking(e, no, yes), "{e}");
+        }
+        assert!(proc_fds_there(), "this test machine has /proc");
+    }
+
+    /// A file whose folder was removed between its writing and its naming fails alone, with
+    /// its own error; the job's other small files still get no name until whole (nothing
+    /// goes through the staging folder).
+    #[test]
+    fn a_file_whose_folder_went_away_fails_alone() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = output(out.path(), false);
+        let gone = vec!["gone".to_string()];
+        let m = manifest("f", b"data");
+        let file = SmallFile {
+            subdir: &gone,
+            manifest: &m,
+            data: b"data",
+            verified: false,
+            share: false,
+        };
+        let (folder, path) = open_subdir(dir.root(), out.path(), &gone).unwrap();
+        let written = write_one(&dir, Arc::new(folder), &path, &file).unwrap();
+        std::fs::remove_dir(out.path().join("gone")).unwrap();
+        let err = name(&dir, written, &file).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot name {}", path.join("f").display())),
+            "{err}"
+        );
+        assert!(
+            dir.unnamed(),
+            "one folder gone says nothing of the file system"
+        );
+        assert!(!dir.staging_path().exists());
+        let m = manifest("g", b"more");
+        let results = write_batch(&dir, &batch(&[(&[], m, b"more")]));
+        assert!(results[0].is_ok(), "{results:?}");
+        assert_eq!(names(out.path()), ["g"]);
     }
 
     /// Through the staging folder, a temporary file an earlier run left there (a crash) is
