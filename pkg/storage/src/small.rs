@@ -243,7 +243,7 @@ fn create(
             Err(e) => return Err(StorageError::io("cannot create a file in", path)(e.into())),
         }
     }
-    create_staged(out, small)
+    create_staged(out, dir, path, small)
 }
 
 /// A file with no name in `dir`, for reading and writing, with the mode a new file gets
@@ -320,7 +320,12 @@ fn refuses_unnamed(e: Errno) -> bool {
 /// download holds: the staging folder is this user's alone, so it needs no record to be
 /// ours) and emptied. Locked, and still under its name once locked (a tidy may have removed
 /// it in between: then it starts again).
-fn create_staged(out: &OutputDir, small: &SmallFile<'_>) -> Result<(File, Temp), StorageError> {
+fn create_staged(
+    out: &OutputDir,
+    dir: &Dir,
+    dir_path: &Path,
+    small: &SmallFile<'_>,
+) -> Result<(File, Temp), StorageError> {
     let manifest = small.manifest;
     let name = format!(
         "{}{PART_SUFFIX}",
@@ -328,6 +333,7 @@ fn create_staged(out: &OutputDir, small: &SmallFile<'_>) -> Result<(File, Temp),
     );
     let path = out.staging_path().join(&name);
     out.in_staging(|staging| {
+        out.check_same_mount(staging, dir, dir_path)?;
         for _ in 0..STAGED_TRIES {
             if let Some(file) = open_staged(staging, &name, &path)? {
                 let temp = Temp::Staged {

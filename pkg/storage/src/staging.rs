@@ -10,8 +10,10 @@
 //! * a big file is assembled in the staging folder of the folder's name,
 //!   `<out>/.p2p-staging-<16 hex digits>/` ([`staging_name`]), as `<key>.part` with its
 //!   record `<key>.part.chunks` ([`crate::PartFile::create_staged`]), and given its name by a
-//!   hard link from there into its folder (the same file system: both are under `<out>`),
-//!   never over an existing file.
+//!   hard link from there into its folder, never over an existing file. The link needs both
+//!   on one mount: a part file whose folder is on another one (a mount point inside `<out>`)
+//!   is refused as it is created ([`OutputDir::check_same_mount`]), before anything is
+//!   fetched for it.
 //!
 //! The staging folder goes by the folder's name, not its id: the id of a folder shared with
 //! `--share-dir` changes whenever one of its files does, and a re-run with the new id must
@@ -225,6 +227,25 @@ impl OutputDir {
         self.unnamed.store(false, Ordering::Relaxed);
     }
 
+    /// Refuses a file whose folder `folder` (at `folder_path`) is on another mount than the
+    /// staging folder `staging`: it could be assembled there but never linked into place
+    /// (`EXDEV`). Mount ids where the kernel gives them (`statx`, Linux 5.8: a bind mount of
+    /// the same file system is another mount too), else devices.
+    pub(crate) fn check_same_mount(
+        &self,
+        staging: &Dir,
+        folder: &Dir,
+        folder_path: &Path,
+    ) -> Result<(), StorageError> {
+        if same_mount(staging, folder) {
+            return Ok(());
+        }
+        Err(StorageError::OtherFileSystem {
+            folder: folder_path.to_owned(),
+            out: self.path.clone(),
+        })
+    }
+
     /// Runs `create` (which makes a file in the staging folder) with the staging folder,
     /// created if it does not exist yet. If that fails and the folder turns out to have been
     /// removed under it meanwhile (every creation in a removed folder fails with `ENOENT`),
@@ -299,6 +320,24 @@ impl OutputDir {
             *cached = None;
         }
         None
+    }
+}
+
+/// Whether the folders `a` and `b` are on one mount (see [`OutputDir::check_same_mount`]).
+/// True when it can't be told: the link will say.
+fn same_mount(a: &Dir, b: &Dir) -> bool {
+    use rustix::fs::{AtFlags, StatxFlags, statx};
+    let of = |dir: &Dir| statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).ok();
+    let has_id = |stat: &rustix::fs::Statx| stat.stx_mask & StatxFlags::MNT_ID.bits() != 0;
+    match (of(a), of(b)) {
+        (Some(a), Some(b)) if has_id(&a) && has_id(&b) => a.stx_mnt_id == b.stx_mnt_id,
+        (Some(a), Some(b)) => {
+            (a.stx_dev_major, a.stx_dev_minor) == (b.stx_dev_major, b.stx_dev_minor)
+        }
+        _ => match (rustix::fs::fstat(a), rustix::fs::fstat(b)) {
+            (Ok(a), Ok(b)) => a.st_dev == b.st_dev,
+            _ => true,
+        },
     }
 }
 
@@ -477,6 +516,36 @@ mod tests {
         dir.tidy_staging();
         assert!(!staging.exists());
         assert_eq!(names(out.path()), ["album"]);
+    }
+
+    /// A folder on another mount than the output folder is told apart from one on the same,
+    /// with an error that says what to do.
+    #[test]
+    fn a_folder_on_another_mount_is_refused_with_what_to_do() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = OutputDir::open(out.path(), "album").unwrap();
+        let staging = dir.staging().unwrap();
+        std::fs::create_dir(out.path().join("album")).unwrap();
+        let album =
+            Dir::open_ambient_dir(out.path().join("album"), cap_std::ambient_authority()).unwrap();
+        assert!(
+            dir.check_same_mount(&staging, &album, Path::new("x"))
+                .is_ok()
+        );
+        // /proc is a mount of its own on any Linux.
+        let proc = Dir::open_ambient_dir("/proc", cap_std::ambient_authority()).unwrap();
+        let err = dir
+            .check_same_mount(&staging, &proc, Path::new("/proc"))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "/proc is on another file system than {out}; a folder download assembles its \
+                 big files in {out} and can't move them across: download into an output folder \
+                 on that file system",
+                out = out.path().display()
+            )
+        );
     }
 
     /// The staging folder removed under a job (another job's tidy, the user): the next part

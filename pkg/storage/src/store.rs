@@ -166,6 +166,7 @@ impl PartFile {
         let part_name = format!("{key}{PART_SUFFIX}");
         let final_dir = Arc::new(final_dir);
         out.in_staging(|staging| {
+            out.check_same_mount(staging, &final_dir, &out_dir)?;
             let place = Place {
                 final_path: final_path.clone(),
                 part_path: out.staging_path().join(&part_name),
