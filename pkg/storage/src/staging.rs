@@ -12,7 +12,7 @@
 //!   record `<key>.part.chunks` ([`crate::PartFile::create_staged`]), and given its name by a
 //!   hard link from there into its folder, never over an existing file. The link needs both
 //!   on one mount: a part file whose folder is on another one (a mount point inside `<out>`)
-//!   is refused as it is created ([`OutputDir::check_same_mount`]), before anything is
+//!   is refused as it is created (`OutputDir::check_same_mount`), before anything is
 //!   fetched for it.
 //!
 //! The staging folder goes by the folder's name, not its id: the id of a folder shared with
@@ -27,7 +27,7 @@
 //! The staging folder is created on first need (mode `0700`), opened only through the output
 //! folder's handle and never through a link, and must belong to this user. It can vanish
 //! under a running job (another job's tidy, or the user): a job that finds its handle on a
-//! removed folder makes it again ([`OutputDir::in_staging`]). A job that ends with every file
+//! removed folder makes it again (`OutputDir::in_staging`). A job that ends with every file
 //! in place tidies it ([`OutputDir::tidy_staging`]): whatever no running download holds goes,
 //! then the folder if that left it empty; a job that stops early leaves it for the next run,
 //! which resumes from it.
