@@ -1288,7 +1288,8 @@ async fn a_folder_download_killed_midway_leaves_no_temporary_name_and_the_rerun_
 /// A folder that changed between a killed run and the next (a `--share-dir` host's folder
 /// gets a new id whenever one of its files changes): the run under the new id resumes the
 /// big files the killed one left half done, since they are the same files at the same
-/// paths, and fetches the new file; at the end the staging folder is gone.
+/// paths, and fetches the new file; at the end the staging folder is gone, with the part
+/// file an even older version left there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_under_a_new_folder_id_resumes_the_same_big_files() {
     let src = tempfile::tempdir().unwrap();
@@ -1299,6 +1300,17 @@ async fn a_rerun_under_a_new_folder_id_resumes_the_same_big_files() {
         .file_id
         .to_string();
     let (there, to_fetch) = kill_after_a_recorded_chunk(&seeder, &old_id, &files, out.path()).await;
+
+    // What a run for an older version of the folder left: a part file of another big-b.bin.
+    let older = tempfile::tempdir().unwrap();
+    let (older_b, _) = random_file(older.path(), "big-b.bin", 2 * CHUNK_SIZE as usize, 5);
+    let older_b = p2p_storage::build_manifest(&older_b).unwrap().manifest;
+    let output = p2p_storage::OutputDir::open(out.path(), "album").unwrap();
+    let stale = p2p_storage::PartFile::create_staged(&output, &["album".to_owned()], older_b)
+        .unwrap()
+        .part_path()
+        .to_owned();
+    assert!(stale.exists());
 
     // The folder changes: one more file, so another folder id.
     let (_, added) = random_file(&album, "added.txt", 5000, 77);
@@ -1329,7 +1341,11 @@ async fn a_rerun_under_a_new_folder_id_resumes_the_same_big_files() {
         to_fetch + 5000
     );
     assert_eq!(read_tree(&out.path().join("album")), files);
-    assert_eq!(entries(out.path()), ["album"], "the staging folder is gone");
+    assert_eq!(
+        entries(out.path()),
+        ["album"],
+        "the staging folder is gone, the older version's part file with it"
+    );
     seeder.shutdown().await;
 }
 
