@@ -1346,6 +1346,32 @@ mod tests {
         assert_eq!(std::fs::read(out.path().join("x")).unwrap(), b"payload");
     }
 
+    /// A part file in the staging folder with no record beside it (a tidy took the record of
+    /// a part file another job created a moment later, or a crash came between the two) is
+    /// still ours: the staging folder is this user's alone. It is taken over, and nothing in
+    /// it counts as done. Beside its target, the same would be someone else's file.
+    #[test]
+    fn a_staged_part_file_without_a_record_is_taken_over_trusting_nothing() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let m = source(src.path(), "x", b"payload");
+        let dir = OutputDir::open(out.path(), "album").unwrap();
+        let part = PartFile::create_staged(&dir, &[], m.clone()).unwrap();
+        part.write_verified(0, b"payload").unwrap();
+        part.save_record().unwrap();
+        let record = part.part_path().with_file_name(format!(
+            "{}{RECORD_SUFFIX}",
+            part.part_path().file_name().unwrap().to_str().unwrap()
+        ));
+        drop(part);
+        std::fs::remove_file(record).unwrap();
+        let part = PartFile::create_staged(&dir, &[], m).unwrap();
+        assert!(part.resume().is_empty());
+        part.write_verified(0, b"payload").unwrap();
+        part.finish().unwrap();
+        assert_eq!(std::fs::read(out.path().join("x")).unwrap(), b"payload");
+    }
+
     #[test]
     fn a_folders_file_already_in_place_needs_no_staging_folder() {
         let src = tempfile::tempdir().unwrap();
