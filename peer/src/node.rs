@@ -201,7 +201,10 @@ impl PeerHandle {
     }
 
     /// Downloads the file with id (or unique prefix) `id` into `out_dir`, from every peer that
-    /// hosts it, then shares it too. Events go to `events` if given.
+    /// hosts it, then shares it too if [`share_downloads`] is on (the default). Events go to
+    /// `events` if given.
+    ///
+    /// [`share_downloads`]: crate::PeerConfig::share_downloads
     pub async fn download(
         &self,
         id: &str,
@@ -214,9 +217,11 @@ impl PeerHandle {
     }
 
     /// Downloads what `request` describes (a file or a folder, see
-    /// [`DownloadRequest`]) into `out_dir` as one job, outside the registry, then shares it
-    /// too: resolve, the engine, share what it fetched, as a registry job does. A job that
-    /// ends with files missing is [`PeerError::FilesMissing`].
+    /// [`DownloadRequest`]) into `out_dir` as one job, outside the registry, as a registry job
+    /// does: resolve, the engine, then, if [`share_downloads`] is on (the default), share what
+    /// it fetched. A job that ends with files missing is [`PeerError::FilesMissing`].
+    ///
+    /// [`share_downloads`]: crate::PeerConfig::share_downloads
     pub async fn fetch(
         &self,
         request: DownloadRequest,

@@ -10,7 +10,11 @@
 //!   never under a name inside the folder, where the folder's own files could have it). At
 //!   most [`OPEN_PARTS`] are open at once: files are taken in the record's order and finish in
 //!   that order, so this rarely holds a job back, and it bounds the job's file descriptors
-//!   (three per part file, and the staging folder once) whatever the folder holds;
+//!   whatever the folder holds: three per part file (the part file, the same file opened
+//!   with `O_DIRECT` where the file system allows it, and the handle of the folder it is
+//!   named into; for a single file that is also the folder it is assembled in), plus, once
+//!   per job, the output folder and the staging folder, which every part file of a folder
+//!   shares (the record is opened only while it is read or written);
 //! * **small files**: written with no name, flushed and named in batches
 //!   (`p2p_storage::small`), [`SMALL_BATCHES_AT_ONCE`] batches at most: while one batch is
 //!   flushed the next one fills, so a slow disk makes batches bigger instead of the job

@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use p2p_protocol::{FileId, FileManifest, FolderHead, FolderId, HostInfo};
+use p2p_protocol::{FileId, FileManifest, FolderHead, HostInfo};
 use p2p_storage::local::LocalState;
 use p2p_storage::small::is_small;
 use p2p_storage::{OutputDir, SourceFile, StorageError};
@@ -74,10 +74,9 @@ pub(crate) enum What {
         manifest: FileManifest,
         subdir: Vec<String>,
     },
-    /// A folder, into `out/<head.name>/...` (its temporary files in its staging folder,
-    /// named after `folder_id`).
+    /// A folder, into `out/<head.name>/...` (its temporary files in the staging folder of
+    /// its name).
     Folder {
-        folder_id: FolderId,
         head: FolderHead,
         record: FolderRecord,
     },
@@ -221,19 +220,15 @@ pub(crate) async fn run(
     let Job { what, hosts, out } = job;
     let hosts: Vec<HostSpec> = hosts.into_iter().filter(|h| !options.is_me(h)).collect();
     let share = options.share;
-    let (single, name, feed, head, folder_id) = match what {
+    let (single, name, feed, head) = match what {
         What::File {
             manifest, subdir, ..
         } => {
             let name = manifest.name.clone();
             let feed = Feed::One(Some(Target { subdir, manifest }));
-            (true, name, feed, None, None)
+            (true, name, feed, None)
         }
-        What::Folder {
-            folder_id,
-            head,
-            record,
-        } => {
+        What::Folder { head, record } => {
             p2p_protocol::validate_file_name(&head.name).map_err(StorageError::from)?;
             p2p_storage::staging::check_folder_name(&head.name)?;
             let feed = Feed::Record {
@@ -242,16 +237,16 @@ pub(crate) async fn run(
                 ended: false,
                 name: head.name.clone(),
             };
-            (false, head.name.clone(), feed, Some(head), Some(folder_id))
+            (false, head.name.clone(), feed, Some(head))
         }
     };
-    let output = match (&head, folder_id) {
+    let output = match &head {
         // The folder's root, created up front (a folder of no file is a folder too), and
         // the output folder's handle for the job's files.
-        (Some(head), Some(folder_id)) => {
+        Some(head) => {
             let (out, name) = (out.clone(), head.name.clone());
             let opened = tokio::task::spawn_blocking(move || {
-                let dir = OutputDir::open(&out, &folder_id)?;
+                let dir = OutputDir::open(&out, &name)?;
                 dir.make_folder(&[name])?;
                 Ok::<_, StorageError>(dir)
             })
@@ -259,7 +254,7 @@ pub(crate) async fn run(
             .map_err(|e| PeerError::Internal(format!("disk task failed: {e}")))??;
             Output::Folder(Arc::new(opened))
         }
-        _ => Output::File(out.clone()),
+        None => Output::File(out.clone()),
     };
     let limits = Limits::new(
         options.workers,
@@ -1196,8 +1191,10 @@ impl Engine {
         self.files.clear();
     }
 
-    /// A folder job with every file in place needs its staging folder no more: removed if
-    /// empty. (One that did not complete keeps it, for the next run to resume from.)
+    /// A folder job with every file in place needs nothing in its staging folder that no
+    /// running download holds (part files of the folder's older versions, a crash's
+    /// leftovers): that goes, then the folder if empty (`OutputDir::tidy_staging`). One that
+    /// did not complete keeps it all, for the next run to resume from.
     async fn tidy_staging(&mut self, head: Option<&FolderHead>) {
         let (Output::Folder(out), Some(head)) = (&self.output, head) else {
             return;
@@ -1206,8 +1203,8 @@ impl Engine {
             return;
         }
         let out = out.clone();
-        if let Err(err) = tokio::task::spawn_blocking(move || out.remove_staging_if_empty()).await {
-            warn!(%err, "cannot remove the staging folder");
+        if let Err(err) = tokio::task::spawn_blocking(move || out.tidy_staging()).await {
+            warn!(%err, "cannot tidy the staging folder");
         }
     }
 

@@ -326,11 +326,7 @@ pub(crate) async fn run(
             hosts,
             record,
         } => (
-            engine::What::Folder {
-                folder_id,
-                head,
-                record,
-            },
+            engine::What::Folder { head, record },
             hosts,
             info_span!("download", folder = %folder_id.fmt_short()),
         ),

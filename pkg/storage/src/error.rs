@@ -97,6 +97,21 @@ pub enum StorageError {
     /// A folder a download keeps its temporary files in is something else (a link, a file).
     #[error("{} is not a folder; move it away and try again", .0.display())]
     NotAFolder(PathBuf),
+    /// A folder of a folder download is on another file system (another mount) than the
+    /// output folder, where the download assembles its big files: they could not be linked
+    /// into it.
+    #[error(
+        "{} is on another file system than {}; a folder download assembles its big files in {} and can't move them across: download into an output folder on that file system",
+        folder.display(),
+        out.display(),
+        out.display()
+    )]
+    OtherFileSystem {
+        /// The folder the file goes to.
+        folder: PathBuf,
+        /// The output folder.
+        out: PathBuf,
+    },
     /// A folder's name is one the downloader keeps for itself.
     #[error(
         "the folder name {0} is reserved: names starting with {prefix} hold a download's temporary files",

@@ -232,15 +232,22 @@ fn check_in(
             same_content(dir, name, &target, manifest)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
+            let staging;
             let (folder, folder_path, part) = match partial {
                 Partial::Beside => (dir, dir_path, format!("{name}{PART_SUFFIX}")),
-                Partial::Staged(out) => match out.existing_staging()? {
-                    Some(staging) => (
-                        staging,
-                        out.staging_path(),
-                        format!("{}{PART_SUFFIX}", part_key(&manifest.id(), subdir, name)),
-                    ),
-                    None => return Ok(LocalState::Missing),
+                Partial::Staged(out) => match out.existing_staging() {
+                    Ok(Some(found)) => {
+                        staging = found;
+                        (
+                            &*staging,
+                            out.staging_path(),
+                            format!("{}{PART_SUFFIX}", part_key(&manifest.id(), subdir, name)),
+                        )
+                    }
+                    // No staging folder, or one that can't be used (a file, a link, another
+                    // user's): no part file of ours can be in it. Only creating a part file
+                    // there fails, with what is wrong; a file that needs none is fine.
+                    Ok(None) | Err(_) => return Ok(LocalState::Missing),
                 },
             };
             match folder.symlink_metadata(&part) {
@@ -450,7 +457,7 @@ mod tests {
     #[test]
     fn a_checker_over_many_files_agrees_with_a_fresh_look_at_each() {
         let out = tempfile::tempdir().unwrap();
-        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([2; 32])).unwrap();
+        let dir = OutputDir::open(out.path(), "album").unwrap();
         let root = out.path().join("album");
         std::fs::create_dir_all(root.join("a")).unwrap();
         std::fs::create_dir_all(root.join("c/d")).unwrap();
@@ -514,7 +521,7 @@ mod tests {
         let data = two_chunks();
         let m = manifest_of("a.bin", &data);
         let album = vec!["album".to_string()];
-        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([1; 32])).unwrap();
+        let dir = OutputDir::open(out.path(), "album").unwrap();
         assert_eq!(
             check_local_staged(&dir, &album, &m).unwrap(),
             LocalState::Missing
@@ -541,6 +548,49 @@ mod tests {
             check_local_staged(&dir, &album, &m).unwrap(),
             LocalState::AlreadyThere
         );
+    }
+
+    /// Something that is not a usable staging folder where the staging folder goes (a file,
+    /// a link): files that need no part file are judged as ever, a missing one is just
+    /// missing; only creating a part file there fails, saying what is wrong.
+    #[test]
+    fn a_blocked_staging_folder_fails_only_the_files_that_need_it() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = OutputDir::open(out.path(), "album").unwrap();
+        let album = vec!["album".to_string()];
+        std::fs::create_dir(out.path().join("album")).unwrap();
+        std::fs::write(out.path().join("album/there.txt"), b"there").unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        for blocker in ["file", "link"] {
+            let staging = dir.staging_path();
+            let _ = std::fs::remove_file(staging);
+            match blocker {
+                "file" => std::fs::write(staging, b"not a folder").unwrap(),
+                _ => std::os::unix::fs::symlink(elsewhere.path(), staging).unwrap(),
+            }
+            let dir = OutputDir::open(out.path(), "album").unwrap();
+            let missing = manifest_of("missing.bin", &two_chunks());
+            assert_eq!(
+                check_local_staged(&dir, &album, &missing).unwrap(),
+                LocalState::Missing,
+                "{blocker}"
+            );
+            assert_eq!(
+                check_local_staged(&dir, &album, &manifest_of("there.txt", b"there")).unwrap(),
+                LocalState::AlreadyThere,
+                "{blocker}"
+            );
+            let err = crate::PartFile::create_staged(&dir, &album, missing).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{} is not a folder; move it away and try again",
+                    staging.display()
+                ),
+                "{blocker}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
     }
 
     #[test]

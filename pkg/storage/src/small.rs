@@ -55,6 +55,9 @@ pub const SMALL_BATCH: usize = 128;
 /// The mode a new file asks for; the user's umask takes from it, as for any new file.
 const FILE_MODE: u32 = 0o666;
 
+/// The umask taken when the process's can't be read (no `/proc`): the usual one.
+const DEFAULT_UMASK: u32 = 0o022;
+
 /// Whether `manifest` is a file for [`write_batch`]: empty, or one chunk of at most
 /// [`SMALL_FILE`] bytes.
 pub fn is_small(manifest: &FileManifest) -> bool {
@@ -90,8 +93,12 @@ pub struct SmallDone {
 enum Temp {
     /// Nowhere: a file with no name (`O_TMPFILE`).
     Unnamed,
-    /// `name` in the staging folder (at `path`, for messages).
-    Staged { name: String, path: PathBuf },
+    /// `name` in the staging folder `staging` (at `path`, for messages).
+    Staged {
+        staging: Arc<Dir>,
+        name: String,
+        path: PathBuf,
+    },
 }
 
 /// A file of the batch written and not yet named.
@@ -113,9 +120,8 @@ impl Written {
     }
 
     /// Gives up on it: a file with no name goes with its handle; a temporary name is removed.
-    fn discard(self, out: &OutputDir) {
-        if let (Temp::Staged { name, .. }, Ok(Some(staging))) = (&self.temp, out.existing_staging())
-        {
+    fn discard(self) {
+        if let Temp::Staged { staging, name, .. } = &self.temp {
             let _ = staging.remove_file(name);
         }
     }
@@ -165,7 +171,7 @@ pub fn write_batch(
             let written = written?;
             if let Err(e) = synced {
                 let err = write_error(e, written.temp_path());
-                written.discard(out);
+                written.discard();
                 return Err(err);
             }
             name(out, written, file)
@@ -216,7 +222,7 @@ fn write_one(
     };
     if let Err(e) = written.file.write_all_at(small.data, 0) {
         let err = write_error(e, written.temp_path());
-        written.discard(out);
+        written.discard();
         return Err(err);
     }
     Ok(written)
@@ -237,11 +243,24 @@ fn create(
             Err(e) => return Err(StorageError::io("cannot create a file in", path)(e.into())),
         }
     }
-    create_staged(out, small)
+    create_staged(out, dir, path, small)
 }
 
-/// A file with no name in `dir`, for reading and writing.
+/// A file with no name in `dir`, for reading and writing, with the mode a new file gets
+/// there.
 fn create_unnamed(dir: &Dir) -> rustix::io::Result<File> {
+    create_unnamed_under(dir, umask())
+}
+
+/// [`create_unnamed`] for a process whose umask is `umask`.
+///
+/// Kernels before the 2022 fix "fs: add missing umask strip in vfs_tmpfile" (Linux 5.19, and
+/// stable kernels that took it) did not apply the umask to an `O_TMPFILE` file on a file
+/// system without POSIX ACLs: such a file came out `0666`, writable by everyone, where any
+/// other new file would be `0644`. So the mode is set here, to what a new file gets: `0666`
+/// less the umask. Unless the folder has a default ACL: that decides a new file's mode
+/// instead of the umask, and the kernel applied it (only a file system with ACLs has one).
+fn create_unnamed_under(dir: &Dir, umask: u32) -> rustix::io::Result<File> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::openat(
         dir,
@@ -249,7 +268,45 @@ fn create_unnamed(dir: &Dir) -> rustix::io::Result<File> {
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
         Mode::from_raw_mode(FILE_MODE),
     )?;
+    let wanted = new_file_mode(umask);
+    if rustix::fs::fstat(&fd)?.st_mode & 0o7777 != wanted && !has_default_acl(dir) {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(wanted))?;
+    }
     Ok(File::from(fd))
+}
+
+/// The mode a new file gets under `umask`.
+fn new_file_mode(umask: u32) -> u32 {
+    FILE_MODE & !umask
+}
+
+/// Whether the folder `dir` has a default ACL (which then sets its new files' modes).
+fn has_default_acl(dir: &Dir) -> bool {
+    rustix::fs::fgetxattr_query(dir, "system.posix_acl_default").is_ok()
+}
+
+/// The process's umask, read once. Read from `/proc/self/status` (`Umask:`, Linux 4.7) and
+/// never with `umask(2)`, which reads it only by setting it: process-wide, so a file another
+/// thread created meanwhile would get the wrong mode. [`DEFAULT_UMASK`] where it can't be
+/// read.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| parse_umask(&status))
+            .unwrap_or(DEFAULT_UMASK)
+    })
+}
+
+/// The umask in the text of `/proc/self/status` (`Umask:\t0022`).
+fn parse_umask(status: &str) -> Option<u32> {
+    let value = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8)
+        .ok()
+        .map(|umask| umask & 0o777)
 }
 
 /// The file system (or the kernel) has no files with no name: `EOPNOTSUPP` from a file
@@ -260,48 +317,85 @@ fn refuses_unnamed(e: Errno) -> bool {
 
 /// `small`'s temporary file in the staging folder, `<key>.part`: created exclusively, or an
 /// earlier run's taken over (a plain file of this user's with no other link, that no other
-/// download holds) and emptied. Locked.
-fn create_staged(out: &OutputDir, small: &SmallFile<'_>) -> Result<(File, Temp), StorageError> {
-    use std::os::unix::fs::MetadataExt;
-    let staging = out.staging()?;
+/// download holds: the staging folder is this user's alone, so it needs no record to be
+/// ours) and emptied. Locked, and still under its name once locked (a tidy may have removed
+/// it in between: then it starts again).
+fn create_staged(
+    out: &OutputDir,
+    dir: &Dir,
+    dir_path: &Path,
+    small: &SmallFile<'_>,
+) -> Result<(File, Temp), StorageError> {
     let manifest = small.manifest;
     let name = format!(
         "{}{PART_SUFFIX}",
         part_key(&manifest.id(), small.subdir, &manifest.name)
     );
     let path = out.staging_path().join(&name);
+    out.in_staging(|staging| {
+        out.check_same_mount(staging, dir, dir_path)?;
+        for _ in 0..STAGED_TRIES {
+            if let Some(file) = open_staged(staging, &name, &path)? {
+                let temp = Temp::Staged {
+                    staging: staging.clone(),
+                    name: name.clone(),
+                    path: path.clone(),
+                };
+                return Ok((file, temp));
+            }
+        }
+        Err(StorageError::Busy(path.clone()))
+    })
+}
+
+/// Tries of [`open_staged`]: a file taken away under it once or twice settles it.
+const STAGED_TRIES: usize = 3;
+
+/// One try of [`create_staged`]: the file, or `None` if its name no longer led to it once
+/// locked.
+fn open_staged(staging: &Dir, name: &str, path: &Path) -> Result<Option<File>, StorageError> {
+    use std::os::unix::fs::MetadataExt;
     let mut options = OpenOptions::new();
     options.read(true).write(true).create_new(true);
-    let file = match staging.open_with(&name, &options) {
+    let file = match staging.open_with(name, &options) {
         Ok(file) => {
             let file = file.into_std();
-            lock(&file, &path)?;
+            lock(&file, path)?;
             file
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            let file = match open_nofollow(staging, &name, true) {
+            let file = match open_nofollow(staging, name, true) {
                 Ok(file) => file,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
                 Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
-                    return Err(StorageError::NotAFile(path));
+                    return Err(StorageError::NotAFile(path.to_owned()));
                 }
-                Err(e) => return Err(StorageError::io("cannot open", &path)(e)),
+                Err(e) => return Err(StorageError::io("cannot open", path)(e)),
             };
             let meta = file
                 .metadata()
-                .map_err(StorageError::io("cannot stat", &path))?;
+                .map_err(StorageError::io("cannot stat", path))?;
             if !meta.is_file() {
-                return Err(StorageError::NotAFile(path));
+                return Err(StorageError::NotAFile(path.to_owned()));
             }
-            lock(&file, &path)?;
+            match lock(&file, path) {
+                Err(StorageError::Busy(_)) if !is_same_file(&file, staging, name) => {
+                    return Ok(None);
+                }
+                locked => locked?,
+            }
             if meta.nlink() != 1 || meta.uid() != rustix::process::geteuid().as_raw() {
-                return Err(StorageError::PartLinked(path));
+                return Err(StorageError::PartLinked(path.to_owned()));
             }
-            file.set_len(0).map_err(|e| write_error(e, &path))?;
             file
         }
-        Err(e) => return Err(StorageError::io("cannot create", &path)(e)),
+        Err(e) => return Err(StorageError::io("cannot create", path)(e)),
     };
-    Ok((file, Temp::Staged { name, path }))
+    if !is_same_file(&file, staging, name) {
+        return Ok(None);
+    }
+    file.set_len(0).map_err(|e| write_error(e, path))?;
+    Ok(Some(file))
 }
 
 /// Flushes every written file's data to disk, in parallel ([`crate::flush`]).
@@ -324,23 +418,26 @@ fn name(
     match &written.temp {
         Temp::Unnamed => match link_unnamed(&written.file, &written.dir, final_name, final_path) {
             Ok(()) => {}
-            Err(err @ StorageError::AlreadyExists(_)) => return Err(err),
-            Err(_) => {
-                // A file with no name can't be named here after all (no `/proc`, no
-                // `AT_EMPTY_PATH`): written again through the staging folder, as every small
-                // file of the job from now on.
+            Err(NotNamed::Failed(err)) => return Err(err),
+            Err(NotNamed::Refused) => {
+                // A file with no name can't be named on this system after all (see
+                // `refuses_linking`): written again through the staging folder, as every
+                // small file of the job from now on.
                 out.refuse_unnamed();
                 let again = write_one(out, written.dir.clone(), parent(final_path), small)?;
                 if let Err(e) = again.file.sync_data() {
                     let err = write_error(e, again.temp_path());
-                    again.discard(out);
+                    again.discard();
                     return Err(err);
                 }
                 return name(out, again, small);
             }
         },
-        Temp::Staged { name, path } => {
-            let staging = out.staging()?;
+        Temp::Staged {
+            staging,
+            name,
+            path,
+        } => {
             let linked = link_into_place(
                 &written.file,
                 (staging, name, path),
@@ -400,11 +497,24 @@ fn link_fd(file: &File, dir: &Dir, name: &str, how: Link) -> rustix::io::Result<
     }
 }
 
+/// Why a file with no name got none.
+#[derive(Debug)]
+enum NotNamed {
+    /// This system lets no file with no name be named ([`refuses_linking`]): the job's small
+    /// files go through the staging folder instead.
+    Refused,
+    /// This file could not be named, for a reason of its own or of its folder's (the name is
+    /// taken, the folder was removed, the disk is full...): that file fails, with this.
+    Failed(StorageError),
+}
+
 /// Gives the file with no name `file` the name `name` in `dir` (at `final_path`, for
 /// messages), never over an existing name.
-fn link_unnamed(file: &File, dir: &Dir, name: &str, final_path: &Path) -> Result<(), StorageError> {
+fn link_unnamed(file: &File, dir: &Dir, name: &str, final_path: &Path) -> Result<(), NotNamed> {
     let linked = match link_fd(file, dir, name, Link::EmptyPath) {
-        // Not allowed to this process: through `/proc` then.
+        // `AT_EMPTY_PATH` not allowed to this process (`ENOENT` without `CAP_DAC_READ_SEARCH`
+        // before Linux 6.10, `EINVAL` from a kernel without it, `EPERM`/`EACCES` from a
+        // sandbox): through `/proc` then, which decides.
         Err(Errno::NOENT | Errno::PERM | Errno::ACCESS | Errno::INVAL) => {
             link_fd(file, dir, name, Link::Proc)
         }
@@ -413,18 +523,75 @@ fn link_unnamed(file: &File, dir: &Dir, name: &str, final_path: &Path) -> Result
     match linked {
         // Linked from the open file itself, so it can only be ours, unless it was replaced
         // at once: never reported as this file then.
-        Ok(()) if !is_same_file(file, dir, name) => {
-            Err(StorageError::Replaced(final_path.to_owned()))
-        }
+        Ok(()) if !is_same_file(file, dir, name) => Err(NotNamed::Failed(StorageError::Replaced(
+            final_path.to_owned(),
+        ))),
         Ok(()) => Ok(()),
-        Err(Errno::EXIST) => Err(StorageError::AlreadyExists(final_path.to_owned())),
-        Err(e) => Err(StorageError::io("cannot name", final_path)(e.into())),
+        Err(Errno::EXIST) => Err(NotNamed::Failed(StorageError::AlreadyExists(
+            final_path.to_owned(),
+        ))),
+        Err(e) if refuses_linking(e, proc_fds_there, || folder_writable(dir)) => {
+            Err(NotNamed::Refused)
+        }
+        Err(e) => Err(NotNamed::Failed(StorageError::io(
+            "cannot name",
+            final_path,
+        )(e.into()))),
     }
+}
+
+/// Whether `e`, from the link of a file with no name through `/proc/self/fd/N` (after
+/// `AT_EMPTY_PATH` was refused), says that this system names no such file at all, rather than
+/// something about this file or its folder. Only then does the job switch to the staging
+/// folder: a file's own trouble fails that file alone, with its own error.
+/// * `ENOENT`: a refusal only if there is no `/proc/self/fd` to go through (`proc_fds`: no
+///   `/proc` mounted, as in some containers and chroots). With it, the missing piece is the
+///   folder, removed meanwhile: that file's error.
+/// * `EPERM`: the file system has no hard links at all, or a security module (or
+///   `fs.protected_hardlinks`) refuses the link; neither changes from one file to the next.
+///   (A folder's permissions give `EACCES`, not `EPERM`.)
+/// * `EACCES`: a refusal only if the folder is writable to us (`writable`): then what refuses
+///   is not the folder but a security module or the way to `/proc`. A folder we may not
+///   write to fails its files alone.
+/// * `EXDEV`, `EOPNOTSUPP`, `ENOSYS`, `EINVAL`: `/proc`'s link does not lead to a file that
+///   can be linked (some sandboxes' `/proc`), or the call is not there. The file was made in
+///   the very folder it is linked into, so this is never about that folder.
+///
+/// Anything else (`ENOSPC`, `EDQUOT`, `EMLINK`, `EROFS`, `EIO`, `ENAMETOOLONG`...) would hit
+/// a new file with a name in that folder just as well: that file's error.
+fn refuses_linking(
+    e: Errno,
+    proc_fds: impl FnOnce() -> bool,
+    writable: impl FnOnce() -> bool,
+) -> bool {
+    match e {
+        Errno::NOENT => !proc_fds(),
+        Errno::ACCESS => writable(),
+        Errno::PERM | Errno::XDEV | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL => true,
+        _ => false,
+    }
+}
+
+/// Whether this process has a `/proc/self/fd` to link files with no name through.
+fn proc_fds_there() -> bool {
+    std::fs::metadata("/proc/self/fd").is_ok_and(|m| m.is_dir())
+}
+
+/// Whether this process may create names in the folder `dir`.
+fn folder_writable(dir: &Dir) -> bool {
+    use rustix::fs::{Access, AtFlags};
+    rustix::fs::accessat(
+        dir,
+        ".",
+        Access::WRITE_OK | Access::EXEC_OK,
+        AtFlags::EACCESS,
+    )
+    .is_ok()
 }
 
 #[cfg(test)]
 mod tests {
-    use p2p_protocol::{CHUNK_SIZE, FolderId, Sha256Hash};
+    use p2p_protocol::{CHUNK_SIZE, Sha256Hash};
 
     use super::*;
 
@@ -453,22 +620,22 @@ mod tests {
     /// The output folder at `path`, writing small files with no name or (`staged`) through
     /// the staging folder, as where the file system has no `O_TMPFILE`.
     fn output(path: &Path, staged: bool) -> OutputDir {
-        let out = OutputDir::open(path, &FolderId([9; 32])).unwrap();
+        let out = OutputDir::open(path, "album").unwrap();
         if staged {
             out.refuse_unnamed();
         }
         out
     }
 
-    /// What is left in the staging folder (nothing, when it is not there); then removes it
-    /// if empty, as a job that completed does.
+    /// What is left in the staging folder (nothing, when it is not there); then tidies it,
+    /// as a job that completed does.
     fn left_in_staging(out: &OutputDir) -> Vec<String> {
         let left = if out.staging_path().exists() {
             names(out.staging_path())
         } else {
             Vec::new()
         };
-        out.remove_staging_if_empty();
+        out.tidy_staging();
         left
     }
 
@@ -682,10 +849,115 @@ mod tests {
             other.write_all_at(b"other", 0).unwrap();
             assert_eq!(link_fd(&other, &dir, name, how), Err(Errno::EXIST));
             let err = link_unnamed(&other, &dir, name, &out.path().join(name)).unwrap_err();
-            assert!(matches!(err, StorageError::AlreadyExists(_)), "{err}");
+            assert!(
+                matches!(err, NotNamed::Failed(StorageError::AlreadyExists(_))),
+                "{err:?}"
+            );
             assert_eq!(std::fs::read(out.path().join(name)).unwrap(), b"named");
         }
         assert!(names(out.path()).contains(&"by-proc".to_string()));
+    }
+
+    /// A file with no name gets the mode a new file gets, `0666` less the umask, even where
+    /// the kernel does not apply the umask to it (the umask is injected here, so the kernel
+    /// applies another one than the file must end with).
+    #[test]
+    fn an_unnamed_file_gets_0666_less_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(new_file_mode(0o022), 0o644);
+        assert_eq!(new_file_mode(0o077), 0o600);
+        assert_eq!(new_file_mode(0o002), 0o664);
+        let status = "Name:\tp2p\nUmask:\t0027\nState:\tR (running)\n";
+        assert_eq!(parse_umask(status), Some(0o027));
+        assert_eq!(parse_umask("Name:\tp2p\n"), None);
+        assert_eq!(parse_umask("Umask:\tnot octal\n"), None);
+
+        let out = tempfile::tempdir().unwrap();
+        let dir = Dir::open_ambient_dir(out.path(), cap_std::ambient_authority()).unwrap();
+        assert!(!has_default_acl(&dir));
+        for umask in [0o077, 0o027, 0o002, 0o000, 0o022] {
+            let file = create_unnamed_under(&dir, umask).unwrap();
+            file.write_all_at(b"x", 0).unwrap();
+            let name = format!("umask-{umask:03o}");
+            link_fd(&file, &dir, &name, Link::Proc).unwrap();
+            let mode = std::fs::metadata(out.path().join(&name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0o666 & !umask, "{name}");
+        }
+    }
+
+    /// Only an error that says this system names no file with no name sends the job's small
+    /// files through the staging folder; an error of one file or its folder fails that file.
+    #[test]
+    fn only_a_refusal_to_name_unnamed_files_switches_the_job() {
+        let (yes, no) = (|| true, || false);
+        assert!(refuses_linking(Errno::NOENT, no, yes), "no /proc");
+        assert!(
+            !refuses_linking(Errno::NOENT, yes, yes),
+            "the folder is gone"
+        );
+        assert!(refuses_linking(Errno::PERM, yes, yes));
+        assert!(
+            refuses_linking(Errno::ACCESS, yes, yes),
+            "refused, folder writable"
+        );
+        assert!(
+            !refuses_linking(Errno::ACCESS, yes, no),
+            "a folder we can't write to"
+        );
+        for e in [Errno::XDEV, Errno::OPNOTSUPP, Errno::NOSYS, Errno::INVAL] {
+            assert!(refuses_linking(e, yes, yes), "{e}");
+        }
+        for e in [
+            Errno::EXIST,
+            Errno::NOSPC,
+            Errno::DQUOT,
+            Errno::MLINK,
+            Errno::ROFS,
+            Errno::IO,
+            Errno::NAMETOOLONG,
+        ] {
+            assert!(!refuses_linking(e, no, yes), "{e}");
+        }
+        assert!(proc_fds_there(), "this test machine has /proc");
+    }
+
+    /// A file whose folder was removed between its writing and its naming fails alone, with
+    /// its own error; the job's other small files still get no name until whole (nothing
+    /// goes through the staging folder).
+    #[test]
+    fn a_file_whose_folder_went_away_fails_alone() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = output(out.path(), false);
+        let gone = vec!["gone".to_string()];
+        let m = manifest("f", b"data");
+        let file = SmallFile {
+            subdir: &gone,
+            manifest: &m,
+            data: b"data",
+            verified: false,
+            share: false,
+        };
+        let (folder, path) = open_subdir(dir.root(), out.path(), &gone).unwrap();
+        let written = write_one(&dir, Arc::new(folder), &path, &file).unwrap();
+        std::fs::remove_dir(out.path().join("gone")).unwrap();
+        let err = name(&dir, written, &file).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot name {}", path.join("f").display())),
+            "{err}"
+        );
+        assert!(
+            dir.unnamed(),
+            "one folder gone says nothing of the file system"
+        );
+        assert!(!dir.staging_path().exists());
+        let m = manifest("g", b"more");
+        let results = write_batch(&dir, &batch(&[(&[], m, b"more")]));
+        assert!(results[0].is_ok(), "{results:?}");
+        assert_eq!(names(out.path()), ["g"]);
     }
 
     /// Through the staging folder, a temporary file an earlier run left there (a crash) is

@@ -139,6 +139,7 @@ impl PartFile {
             part_name,
             dir: dir.clone(),
             final_dir: dir,
+            private: false,
         };
         Self::open(place, manifest)
     }
@@ -161,20 +162,21 @@ impl PartFile {
         if final_dir.symlink_metadata(&manifest.name).is_ok() {
             return Err(StorageError::AlreadyExists(final_path));
         }
-        let staging = out.staging()?;
-        let dir = staging
-            .try_clone()
-            .map_err(StorageError::io("cannot open folder", out.staging_path()))?;
         let key = part_key(&manifest.id(), subdir, &manifest.name);
         let part_name = format!("{key}{PART_SUFFIX}");
-        let place = Place {
-            final_path,
-            part_path: out.staging_path().join(&part_name),
-            part_name,
-            dir: Arc::new(dir),
-            final_dir: Arc::new(final_dir),
-        };
-        Self::open(place, manifest)
+        let final_dir = Arc::new(final_dir);
+        out.in_staging(|staging| {
+            out.check_same_mount(staging, &final_dir, &out_dir)?;
+            let place = Place {
+                final_path: final_path.clone(),
+                part_path: out.staging_path().join(&part_name),
+                part_name: part_name.clone(),
+                dir: staging.clone(),
+                final_dir: final_dir.clone(),
+                private: true,
+            };
+            Self::open(place, manifest.clone())
+        })
     }
 
     /// Opens (or takes over) the part file at `place` for `manifest`, locked, sized, with
@@ -186,6 +188,7 @@ impl PartFile {
             part_name,
             part_path,
             final_path,
+            private,
         } = place;
         manifest
             .validate()
@@ -201,11 +204,10 @@ impl PartFile {
         let record_path = part_path.with_file_name(&record_name);
         let file = open_part(
             &dir,
-            &part_name,
-            &part_path,
-            &record_name,
-            &record_path,
+            (&part_name, &part_path),
+            (&record_name, &record_path),
             &manifest,
+            private,
         )?;
         let direct = open_direct(&dir, &part_name, &file);
         let chunks = manifest.chunks.len();
@@ -447,6 +449,10 @@ struct Place {
     /// For messages only.
     part_path: PathBuf,
     final_path: PathBuf,
+    /// `dir` is a staging folder: this user's alone, so whatever is in it is ours, and a part
+    /// file there needs no record beside it to be taken over (a tidy may have removed the
+    /// record of a part file created a moment later).
+    private: bool,
 }
 
 /// Opens the folder `subdir` (one name per level, each a safe base name) under `root` (whose
@@ -542,15 +548,17 @@ pub(crate) fn is_same_file(file: &File, dir: &Dir, name: &str) -> bool {
 ///
 /// An existing part file is used only if it is a plain file (no link is followed), has no
 /// other hard link (or writes would land in a file elsewhere), belongs to this user, and has
-/// our record beside it. Two downloads racing for it: one wins the lock, the other is told
-/// another download of the file is running there.
+/// our record beside it (in a `private` folder, a staging folder, the record is not needed).
+/// Two downloads racing for it: one wins the lock, the other is told another download of the
+/// file is running there. Once locked, its name must still lead to it: a tidy or a discard
+/// ([`crate::OutputDir::tidy_staging`]) may have removed it between the open and the lock,
+/// and then it starts again.
 fn open_part(
     dir: &Dir,
-    part_name: &str,
-    part_path: &Path,
-    record_name: &str,
-    record_path: &Path,
+    (part_name, part_path): (&str, &Path),
+    (record_name, record_path): (&str, &Path),
     manifest: &FileManifest,
+    private: bool,
 ) -> Result<File, StorageError> {
     use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
     // Created and then taken by a racing download at most once or twice; a few tries settle it.
@@ -566,8 +574,16 @@ fn open_part(
                 if !file.metadata().is_ok_and(|m| m.is_file()) {
                     return Err(StorageError::NotAFile(part_path.to_owned()));
                 }
-                lock(&file, part_path)?;
-                check_existing_part(&file, dir, part_path, record_name)?;
+                match lock(&file, part_path) {
+                    // Held by the tidy removing it: gone now, start again.
+                    Err(StorageError::Busy(_)) if !is_same_file(&file, dir, part_name) => continue,
+                    locked => locked?,
+                }
+                if !is_same_file(&file, dir, part_name) {
+                    continue;
+                }
+                let record = (!private).then_some(record_name);
+                check_existing_part(&file, part_path, dir, record)?;
                 return Ok(file);
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -589,6 +605,9 @@ fn open_part(
             Ok(file) => {
                 let file = file.into_std();
                 lock(&file, part_path)?;
+                if !is_same_file(&file, dir, part_name) {
+                    continue;
+                }
                 return Ok(file);
             }
             // Another download created it in between: take the existing-file path.
@@ -599,12 +618,13 @@ fn open_part(
     Err(StorageError::Busy(part_path.to_owned()))
 }
 
-/// The checks an existing part file must pass before anything is written through it.
+/// The checks an existing part file must pass before anything is written through it: and, with
+/// `record`, the record of ours beside it in `dir`.
 fn check_existing_part(
     file: &File,
-    dir: &Dir,
     part_path: &Path,
-    record_name: &str,
+    dir: &Dir,
+    record: Option<&str>,
 ) -> Result<(), StorageError> {
     use std::os::unix::fs::MetadataExt;
     let meta = file
@@ -616,8 +636,9 @@ fn check_existing_part(
     if meta.nlink() != 1 || meta.uid() != rustix::process::geteuid().as_raw() {
         return Err(StorageError::PartLinked(part_path.to_owned()));
     }
-    let ours = read_nofollow(dir, record_name, RECORD_MAGIC.len())
-        .is_ok_and(|r| r.starts_with(RECORD_MAGIC));
+    let ours = record.is_none_or(|record| {
+        read_nofollow(dir, record, RECORD_MAGIC.len()).is_ok_and(|r| r.starts_with(RECORD_MAGIC))
+    });
     if !ours {
         return Err(StorageError::NotOurs(part_path.to_owned()));
     }
@@ -653,6 +674,10 @@ fn record_bytes(file_id: &FileId, verified: &[bool]) -> Vec<u8> {
 /// random name, created exclusively (`O_CREAT|O_EXCL`, which never follows a link, so nothing
 /// planted under a predictable name can redirect the write), then renamed over the record
 /// (which replaces a link there rather than writing through it).
+///
+/// In a staging folder, another job's tidy ([`crate::OutputDir::tidy_staging`]) removes such
+/// temporary files, a kill's leftovers, and may take one between its creation and its rename:
+/// the rename then finds nothing, and the record is written again under a new name.
 fn write_record(
     dir: &Dir,
     record_name: &str,
@@ -660,18 +685,32 @@ fn write_record(
     bytes: &[u8],
 ) -> Result<(), StorageError> {
     use std::io::Write;
-    let tmp = format!(".{record_name}.{:016x}.tmp", rand::random::<u64>());
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    let written = dir
-        .open_with(&tmp, &options)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| dir.rename(&tmp, dir, record_name));
-    written.map_err(|e| {
-        let _ = dir.remove_file(&tmp);
-        write_error(e, record_path)
-    })
+    let mut tries = RECORD_TRIES;
+    loop {
+        let tmp = format!(".{record_name}.{:016x}.tmp", rand::random::<u64>());
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        let mut created = false;
+        let written = dir
+            .open_with(&tmp, &options)
+            .inspect(|_| created = true)
+            .and_then(|mut f| f.write_all(bytes))
+            .and_then(|()| dir.rename(&tmp, dir, record_name));
+        match written {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let _ = dir.remove_file(&tmp);
+                tries -= 1;
+                if !(created && e.kind() == ErrorKind::NotFound && tries > 0) {
+                    return Err(write_error(e, record_path));
+                }
+            }
+        }
+    }
 }
+
+/// Writes of a record whose temporary file was taken away, at most.
+const RECORD_TRIES: u32 = 3;
 
 /// Opens `name` in `dir` for reading (and writing, with `write`) without following a link
 /// (`ELOOP` if it is one) and without waiting (a FIFO planted there opens at once).
@@ -1185,7 +1224,7 @@ mod tests {
             .collect();
         let m = source(src.path(), "x", &data);
         let album = vec!["album".to_string()];
-        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([5; 32])).unwrap();
+        let dir = OutputDir::open(out.path(), "album").unwrap();
         let key = part_key(&m.id(), &album, "x");
         let chunk = |i: usize| {
             &data[i * CHUNK_SIZE as usize..((i + 1) * CHUNK_SIZE as usize).min(data.len())]
@@ -1207,7 +1246,7 @@ mod tests {
             [format!("{key}.part"), format!("{key}.part.chunks")]
         );
         // The next run (another handle on the same output folder) resumes from there.
-        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([5; 32])).unwrap();
+        let dir = OutputDir::open(out.path(), "album").unwrap();
         let part = PartFile::create_staged(&dir, &album, m).unwrap();
         assert_eq!(part.resume(), vec![1]);
         part.write_verified(0, chunk(0)).unwrap();
@@ -1215,7 +1254,7 @@ mod tests {
         assert_eq!(part.finish().unwrap(), out.path().join("album/x"));
         assert_eq!(std::fs::read(out.path().join("album/x")).unwrap(), data);
         assert_eq!(names(dir.staging_path()), Vec::<String>::new());
-        dir.remove_staging_if_empty();
+        dir.tidy_staging();
         assert_eq!(names(out.path()), ["album"]);
     }
 
@@ -1236,7 +1275,7 @@ mod tests {
         let fake_record = record_bytes(&m.id(), &[true, true]);
         std::fs::write(out.path().join("album/x.part"), &fake_part).unwrap();
         std::fs::write(out.path().join("album/x.part.chunks"), &fake_record).unwrap();
-        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([6; 32])).unwrap();
+        let dir = OutputDir::open(out.path(), "album").unwrap();
         let part = PartFile::create_staged(&dir, &album, m).unwrap();
         assert!(part.resume().is_empty(), "nothing of theirs counts as done");
         part.write_verified(0, &data[..CHUNK_SIZE as usize])
@@ -1260,7 +1299,7 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
         let m = source(src.path(), "same.bin", b"same bytes");
-        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([7; 32])).unwrap();
+        let dir = OutputDir::open(out.path(), "album").unwrap();
         let (one, two) = (vec!["a".to_string()], vec!["b".to_string()]);
         let first = PartFile::create_staged(&dir, &one, m.clone()).unwrap();
         let second = PartFile::create_staged(&dir, &two, m.clone()).unwrap();
@@ -1293,7 +1332,7 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
         let m = source(src.path(), "x", b"payload");
-        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([9; 32])).unwrap();
+        let dir = OutputDir::open(out.path(), "album").unwrap();
         let part = PartFile::create_staged(&dir, &[], m.clone()).unwrap();
         part.write_verified(0, b"payload").unwrap();
         part.save_record().unwrap();
@@ -1307,13 +1346,39 @@ mod tests {
         assert_eq!(std::fs::read(out.path().join("x")).unwrap(), b"payload");
     }
 
+    /// A part file in the staging folder with no record beside it (a tidy took the record of
+    /// a part file another job created a moment later, or a crash came between the two) is
+    /// still ours: the staging folder is this user's alone. It is taken over, and nothing in
+    /// it counts as done. Beside its target, the same would be someone else's file.
+    #[test]
+    fn a_staged_part_file_without_a_record_is_taken_over_trusting_nothing() {
+        let src = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let m = source(src.path(), "x", b"payload");
+        let dir = OutputDir::open(out.path(), "album").unwrap();
+        let part = PartFile::create_staged(&dir, &[], m.clone()).unwrap();
+        part.write_verified(0, b"payload").unwrap();
+        part.save_record().unwrap();
+        let record = part.part_path().with_file_name(format!(
+            "{}{RECORD_SUFFIX}",
+            part.part_path().file_name().unwrap().to_str().unwrap()
+        ));
+        drop(part);
+        std::fs::remove_file(record).unwrap();
+        let part = PartFile::create_staged(&dir, &[], m).unwrap();
+        assert!(part.resume().is_empty());
+        part.write_verified(0, b"payload").unwrap();
+        part.finish().unwrap();
+        assert_eq!(std::fs::read(out.path().join("x")).unwrap(), b"payload");
+    }
+
     #[test]
     fn a_folders_file_already_in_place_needs_no_staging_folder() {
         let src = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
         let m = source(src.path(), "f.bin", b"new content");
         std::fs::write(out.path().join("f.bin"), b"precious").unwrap();
-        let dir = OutputDir::open(out.path(), &p2p_protocol::FolderId([8; 32])).unwrap();
+        let dir = OutputDir::open(out.path(), "album").unwrap();
         assert!(matches!(
             PartFile::create_staged(&dir, &[], m),
             Err(StorageError::AlreadyExists(_))

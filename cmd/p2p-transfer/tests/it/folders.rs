@@ -1122,9 +1122,9 @@ fn rerunning_a_half_finished_folder_completes_it_and_leaves_what_is_there() {
     let manifest = p2p_storage::build_manifest(&album.join("big-a.bin"))
         .unwrap()
         .manifest;
-    // Where a folder job keeps it: in the job's staging folder beside the folder, not in it.
-    let folder: FolderId = folder_id.parse().unwrap();
-    let output = p2p_storage::OutputDir::open(out.path(), &folder).unwrap();
+    // Where a folder job keeps it: in the staging folder of its name beside the folder, not
+    // in it.
+    let output = p2p_storage::OutputDir::open(out.path(), "album").unwrap();
     let part =
         p2p_storage::PartFile::create_staged(&output, &["album".to_owned()], manifest).unwrap();
     assert!(part.write_verified(0, &big[..CHUNK_SIZE as usize]).unwrap());
@@ -1253,60 +1253,13 @@ async fn a_folder_holding_x_and_files_named_like_its_part_file_and_record_arrive
 async fn a_folder_download_killed_midway_leaves_no_temporary_name_and_the_rerun_resumes() {
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let album = src.path().join("album");
-    let mut files = make_tree(&album, 40, 1000..=40_000, 9);
-    for (i, name) in ["big-a.bin", "big-b.bin"].into_iter().enumerate() {
-        let (_, data) = random_file(&album, name, 3 * CHUNK_SIZE as usize + 77, 90 + i as u64);
-        files.insert(PathBuf::from(name), data);
-    }
+    let (album, files) = half_big_album(src.path());
     let seeder = lone_peer().await;
     let folder_id = seeder.share_path(&album).await.unwrap()[0]
         .file_id
         .to_string();
-    // The first run reaches the seeder through a link that passes two chunks' worth of
-    // bytes, then nothing: the record and the small files (1.6 MB at most) arrive, at least
-    // one chunk of a big file, never a whole big file. It stalls there until killed.
-    let proxy =
-        SilentProxy::start_with_budget(seeder.local_addr(), 2 * u64::from(CHUNK_SIZE)).await;
-    let mut first = bin();
-    first
-        .args(["peer", "--addr", "127.0.0.1:0", "--workers", "1", "--from"])
-        .arg(proxy.addr.to_string())
-        .args(["--download", &folder_id, "--out"])
-        .arg(out.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut first = Running(first.spawn().unwrap());
-    // Killed once a record of verified chunks lists one (wherever it is kept).
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while !records_a_chunk(out.path()) {
-        assert!(
-            first.0.try_wait().unwrap().is_none(),
-            "the first run ended before it was killed"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no chunk recorded in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
-
-    let root = out.path().join("album");
-    let there = read_tree(&root);
-    for (rel, data) in &there {
-        assert!(
-            files.get(rel) == Some(data),
-            "{} is not a whole file of the folder",
-            rel.display()
-        );
-    }
-    let to_fetch: u64 = files
-        .iter()
-        .filter(|(rel, _)| !there.contains_key(*rel))
-        .map(|(_, data)| data.len() as u64)
-        .sum();
+    let (there, to_fetch) =
+        kill_after_a_recorded_chunk(&seeder, &folder_id, &files, out.path()).await;
 
     let output = direct_leecher(&[seeder.local_addr()], &folder_id, out.path());
     assert!(
@@ -1327,9 +1280,141 @@ async fn a_folder_download_killed_midway_leaves_no_temporary_name_and_the_rerun_
         bytes_fetched(&summary) + u64::from(CHUNK_SIZE) <= to_fetch,
         "the verified chunks were fetched again: {summary} ({to_fetch} bytes were missing)"
     );
-    assert_eq!(read_tree(&root), files);
+    assert_eq!(read_tree(&out.path().join("album")), files);
     assert_eq!(entries(out.path()), ["album"], "the staging folder is gone");
     seeder.shutdown().await;
+}
+
+/// A folder that changed between a killed run and the next (a `--share-dir` host's folder
+/// gets a new id whenever one of its files changes): the run under the new id resumes the
+/// big files the killed one left half done, since they are the same files at the same
+/// paths, and fetches the new file; at the end the staging folder is gone, with the part
+/// file an even older version left there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_under_a_new_folder_id_resumes_the_same_big_files() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (album, mut files) = half_big_album(src.path());
+    let seeder = lone_peer().await;
+    let old_id = seeder.share_path(&album).await.unwrap()[0]
+        .file_id
+        .to_string();
+    let (there, to_fetch) = kill_after_a_recorded_chunk(&seeder, &old_id, &files, out.path()).await;
+
+    // What a run for an older version of the folder left: a part file of another big-b.bin.
+    let older = tempfile::tempdir().unwrap();
+    let (older_b, _) = random_file(older.path(), "big-b.bin", 2 * CHUNK_SIZE as usize, 5);
+    let older_b = p2p_storage::build_manifest(&older_b).unwrap().manifest;
+    let output = p2p_storage::OutputDir::open(out.path(), "album").unwrap();
+    let stale = p2p_storage::PartFile::create_staged(&output, &["album".to_owned()], older_b)
+        .unwrap()
+        .part_path()
+        .to_owned();
+    assert!(stale.exists());
+
+    // The folder changes: one more file, so another folder id.
+    let (_, added) = random_file(&album, "added.txt", 5000, 77);
+    files.insert(PathBuf::from("added.txt"), added);
+    let new_id = seeder.share_path(&album).await.unwrap()[0]
+        .file_id
+        .to_string();
+    assert_ne!(new_id, old_id);
+
+    let output = direct_leecher(&[seeder.local_addr()], &new_id, out.path());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (_, summary) = lines(&output);
+    assert!(
+        summary.starts_with(&format!(
+            "folder album {new_id}: {} fetched, {} already there, 0 conflicts, 0 failed (",
+            files.len() - there.len(),
+            there.len()
+        )),
+        "{summary}"
+    );
+    assert!(
+        bytes_fetched(&summary) + u64::from(CHUNK_SIZE) <= to_fetch + 5000,
+        "the verified chunks were fetched again: {summary} ({} bytes were missing)",
+        to_fetch + 5000
+    );
+    assert_eq!(read_tree(&out.path().join("album")), files);
+    assert_eq!(
+        entries(out.path()),
+        ["album"],
+        "the staging folder is gone, the older version's part file with it"
+    );
+    seeder.shutdown().await;
+}
+
+/// `root/album` with 40 small files and two big files of a bit more than three chunks;
+/// returns it and its files.
+fn half_big_album(root: &Path) -> (PathBuf, BTreeMap<PathBuf, Vec<u8>>) {
+    let album = root.join("album");
+    let mut files = make_tree(&album, 40, 1000..=40_000, 9);
+    for (i, name) in ["big-a.bin", "big-b.bin"].into_iter().enumerate() {
+        let (_, data) = random_file(&album, name, 3 * CHUNK_SIZE as usize + 77, 90 + i as u64);
+        files.insert(PathBuf::from(name), data);
+    }
+    (album, files)
+}
+
+/// Downloads the folder `folder_id` of `seeder` (its `files`) into `out` and kills the
+/// download (`kill -9`) once a record of verified chunks lists one; checks that every file
+/// in the folder's tree then is a whole file of the folder. Returns what is there, and the
+/// bytes that are not.
+async fn kill_after_a_recorded_chunk(
+    seeder: &PeerHandle,
+    folder_id: &str,
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+    out: &Path,
+) -> (BTreeMap<PathBuf, Vec<u8>>, u64) {
+    // The run reaches the seeder through a link that passes two chunks' worth of bytes,
+    // then nothing: the record and the small files (1.6 MB at most) arrive, at least one
+    // chunk of a big file, never a whole big file. It stalls there until killed.
+    let proxy =
+        SilentProxy::start_with_budget(seeder.local_addr(), 2 * u64::from(CHUNK_SIZE)).await;
+    let mut first = bin();
+    first
+        .args(["peer", "--addr", "127.0.0.1:0", "--workers", "1", "--from"])
+        .arg(proxy.addr.to_string())
+        .args(["--download", folder_id, "--out"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut first = Running(first.spawn().unwrap());
+    // Killed once a record of verified chunks lists one (wherever it is kept).
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !records_a_chunk(out) {
+        assert!(
+            first.0.try_wait().unwrap().is_none(),
+            "the first run ended before it was killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no chunk recorded in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+
+    let there = read_tree(&out.join("album"));
+    for (rel, data) in &there {
+        assert!(
+            files.get(rel) == Some(data),
+            "{} is not a whole file of the folder",
+            rel.display()
+        );
+    }
+    let to_fetch: u64 = files
+        .iter()
+        .filter(|(rel, _)| !there.contains_key(*rel))
+        .map(|(_, data)| data.len() as u64)
+        .sum();
+    (there, to_fetch)
 }
 
 /// Whether a record of verified chunks (a file whose name ends in `.part.chunks`) anywhere
