@@ -45,3 +45,19 @@ pub use staging::OutputDir;
 pub use store::PartFile;
 pub use tree::{Tree, TreeFile, Walk};
 pub use upload::{Upload, UploadLen};
+
+/// What the unit tests of several modules share.
+#[cfg(test)]
+mod test_support {
+    use std::path::Path;
+
+    /// The names in `dir`, sorted.
+    pub(crate) fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+}

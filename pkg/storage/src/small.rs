@@ -591,6 +591,7 @@ fn folder_writable(dir: &Dir) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::names;
     use p2p_protocol::{CHUNK_SIZE, Sha256Hash};
 
     use super::*;
@@ -606,15 +607,6 @@ mod tests {
                 vec![Sha256Hash::of(data)]
             },
         }
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
     }
 
     /// The output folder at `path`, writing small files with no name or (`staged`) through

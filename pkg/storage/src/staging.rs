@@ -373,6 +373,7 @@ fn is_not_a_folder(e: &std::io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::names;
     use std::os::unix::fs::PermissionsExt;
 
     use p2p_protocol::{CHUNK_SIZE, FileManifest, Sha256Hash};
@@ -454,15 +455,6 @@ mod tests {
             out.path().join(staging_name("album")).is_symlink(),
             "left alone"
         );
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
     }
 
     /// A manifest for `data` (at most one chunk) named `name`.

@@ -805,6 +805,7 @@ pub(crate) fn write_error(e: std::io::Error, path: &Path) -> StorageError {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::names;
     use std::io::Write;
 
     use p2p_protocol::CHUNK_SIZE;
@@ -1204,15 +1205,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
     }
 
     #[test]

@@ -338,6 +338,7 @@ impl ChunkHasher {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::names;
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
@@ -355,15 +356,6 @@ mod tests {
             up.write(part).unwrap();
         }
         up.finish().unwrap()
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
     }
 
     #[test]
