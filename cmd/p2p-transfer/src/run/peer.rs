@@ -540,8 +540,7 @@ async fn register(
                     size: head.size,
                     files: head.files,
                 };
-                let text =
-                    manifest::folder_document(&head.name, files, servers.clone())?.to_json();
+                let text = manifest::folder_document(&head.name, files, servers.clone())?.to_json();
                 (target, text, written)
             }
         };

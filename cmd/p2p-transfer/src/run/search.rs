@@ -36,7 +36,7 @@ impl Target {
     /// `"name" at addr`, or the address alone.
     fn label(&self) -> String {
         match &self.name {
-            Some(name) => format!("{:?} at {}", printable(name), self.addr),
+            Some(name) => format!("{name:?} at {}", self.addr),
             None => self.addr.to_string(),
         }
     }
@@ -75,8 +75,9 @@ pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
             (i, result, client.server_node_id())
         });
     }
-    let mut answers: Vec<Option<anyhow::Result<Answer>>> =
-        std::iter::repeat_with(|| None).take(targets.len()).collect();
+    let mut answers: Vec<Option<anyhow::Result<Answer>>> = std::iter::repeat_with(|| None)
+        .take(targets.len())
+        .collect();
     while let Some(joined) = asking.join_next().await {
         let (i, result, node_id) = joined.context("search task failed")?;
         answers[i] = Some(
