@@ -265,6 +265,11 @@ pub async fn targets(
     json: bool,
 ) -> anyhow::Result<Vec<Target>> {
     if !args.auto_discover {
+        if args.server_id.is_some() && args.servers.len() > 1 {
+            anyhow::bail!(
+                "--server-id names the id of one index server; give one --server with it"
+            );
+        }
         let servers = if args.servers.is_empty() {
             vec![DEFAULT_SERVER]
         } else {

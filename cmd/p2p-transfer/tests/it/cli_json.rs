@@ -381,6 +381,21 @@ fn search_asks_every_server_and_merges() {
         "full ids: {stdout}"
     );
 
+    // One node id can't pin several indexes.
+    let output = run(bin().args([
+        "search",
+        "report",
+        "--server",
+        &addr_a,
+        "--server",
+        &addr_b,
+        "--server-id",
+        indexes[0]["node_id"].as_str().unwrap(),
+    ]));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("give one --server with it"), "{stderr}");
+
     // Nobody answers: an error, exit 1.
     let output = run(bin().args([
         "search",
