@@ -234,9 +234,7 @@ async fn download(
             return Err(err);
         }
     };
-    let result = follow(peer, id, updates, arg, args, shutdown)
-        .await
-        .with_context(failed);
+    let result = follow(peer, id, updates, arg, args, shutdown).await;
     if args.json
         && let Err(err) = &result
     {
@@ -259,7 +257,8 @@ fn emit_failed(arg: &str, info: Option<&p2p_peer::DownloadInfo>, err: &anyhow::E
     });
 }
 
-/// Shows job `id`'s progress until it ends, then what it did (see [`download`]).
+/// Shows job `id`'s progress until it ends, then what it did (see [`download`]). Errors say
+/// `cannot download ARG: ...`, but a folder's shortfall, whose summary was just printed.
 async fn follow(
     peer: &PeerHandle,
     id: p2p_peer::DownloadId,
@@ -311,16 +310,18 @@ async fn follow(
     if let Some(view) = view {
         view.await.ok();
     }
+    let failed = || format!("cannot download {arg}");
     let report = match ended {
         // A single file whose target holds something else: say what to do about it.
         Err(PeerError::Storage(StorageError::AlreadyExists(path))) => {
-            anyhow::bail!(
+            return Err(anyhow::anyhow!(
                 "{} already exists and is not this file; it was left as it is: move it away, or \
                  download into another folder",
                 path.display()
-            );
+            ))
+            .with_context(failed);
         }
-        ended => ended?,
+        ended => ended.with_context(failed)?,
     };
     let info = peer.download_info(id);
     if args.json {
@@ -329,13 +330,7 @@ async fn follow(
     let folder_id = info.as_ref().and_then(|i| i.folder_id);
     let shown = |path: &std::path::Path| printable(&path.display().to_string()).to_string();
     let Some(folder_id) = folder_id else {
-        if !report.complete() {
-            if cancelled {
-                return Err(PeerError::Cancelled.into());
-            }
-            let why = downloads::shortfall(&report, false).unwrap_or_default();
-            anyhow::bail!(why);
-        }
+        incomplete(&report, cancelled, false, arg)?;
         let file_id = info
             .and_then(|i| i.file_id)
             .map_or_else(|| arg.to_owned(), |f| f.to_string());
@@ -379,7 +374,7 @@ async fn follow(
         report.bytes_fetched,
         report.elapsed.as_secs_f64(),
     );
-    incomplete(&report, cancelled, true)
+    incomplete(&report, cancelled, true, arg)
 }
 
 /// The error for a job that left files missing, if it did.
@@ -387,18 +382,21 @@ fn incomplete(
     report: &p2p_peer::download::JobReport,
     cancelled: bool,
     folder: bool,
+    arg: &str,
 ) -> anyhow::Result<()> {
     if report.complete() {
         return Ok(());
     }
+    let failed = || format!("cannot download {arg}");
     if cancelled {
-        return Err(PeerError::Cancelled.into());
+        return Err(PeerError::Cancelled).with_context(failed);
     }
     let why = downloads::shortfall(report, folder).unwrap_or_default();
     if folder {
+        // The summary line above names the folder.
         anyhow::bail!("{why}; run the same command again to resume");
     }
-    anyhow::bail!(why)
+    Err(anyhow::anyhow!(why)).with_context(failed)
 }
 
 /// With `--json`: a job's event. A dropped host is a warning on stderr; bytes arriving may
@@ -481,7 +479,7 @@ fn report_json(
         seconds: report.elapsed.as_secs_f64(),
         complete: report.complete(),
     });
-    incomplete(report, cancelled, folder_id.is_some())
+    incomplete(report, cancelled, folder_id.is_some(), arg)
 }
 
 /// Shares every path (a file on its own, a folder as a whole), announced to the index in
