@@ -614,4 +614,26 @@ mod tests {
             Cli::try_parse_from(["p2p-transfer", "peer", "--max-upload-mib", "131072"]).is_ok()
         );
     }
+
+    #[test]
+    fn search_takes_several_servers_or_a_name_and_json() {
+        let parse = |argv: &[&str]| {
+            Cli::try_parse_from([&["p2p-transfer", "search", "w"], argv].concat()).map(|cli| {
+                match cli.command {
+                    Command::Search(args) => args,
+                    _ => panic!("not search"),
+                }
+            })
+        };
+        let args = parse(&["-s", "127.0.0.1:1", "--server", "127.0.0.1:2", "--json"]).unwrap();
+        assert_eq!(args.index.servers.len(), 2);
+        assert!(args.json);
+        let args = parse(&["--auto-discover", "--server-name", "lab"]).unwrap();
+        assert_eq!(args.index.server_name.as_deref(), Some("lab"));
+        // A name picks among answers over mDNS only.
+        assert!(parse(&["--server-name", "lab"]).is_err());
+        assert!(parse(&["--auto-discover", "-s", "127.0.0.1:1"]).is_err());
+        // A peer's events are either a shell's or a script's.
+        assert!(Cli::try_parse_from(["p2p-transfer", "peer", "--json", "-i"]).is_err());
+    }
 }
