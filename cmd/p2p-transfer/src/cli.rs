@@ -55,20 +55,26 @@ pub struct IdArgs {
     pub server: bool,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    /// Print the id as a JSON object (see README, "Scripting with --json").
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where a one-shot tool finds the index server.
 #[derive(Debug, Args)]
 pub struct IndexArgs {
-    /// Address of the central index server.
-    #[arg(short = 's', long, env = "P2P_SERVER")]
-    pub server: Option<SocketAddr>,
-    /// Find the index server over mDNS instead.
-    #[arg(long, conflicts_with = "server")]
+    /// Address of a central index server (repeatable: every one is asked).
+    #[arg(short = 's', long = "server", env = "P2P_SERVER", value_name = "ADDR")]
+    pub servers: Vec<SocketAddr>,
+    /// Find the index servers over mDNS instead: every one that answers is asked.
+    #[arg(long, conflicts_with = "servers")]
     pub auto_discover: bool,
     /// How long --auto-discover waits for an answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub discover_timeout: Duration,
+    /// With --auto-discover, ask only the index server whose name contains NAME.
+    #[arg(long, value_name = "NAME", requires = "auto_discover")]
+    pub server_name: Option<String>,
     /// The index server's node id: any other is refused (see `peer --server-id`).
     #[arg(long, env = "P2P_SERVER_ID", value_name = "NODE-ID")]
     pub server_id: Option<NodeId>,
@@ -85,6 +91,10 @@ pub struct SearchArgs {
     /// The search connects as this machine's peer identity.
     #[command(flatten)]
     pub identity: IdentityArgs,
+    /// Print each index asked and each match as a JSON object, one a line (see README,
+    /// "Scripting with --json").
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `p2p-transfer manifest ...`.
@@ -107,6 +117,9 @@ pub enum ManifestCommand {
         /// Where to write it.
         #[arg(short = 'o', long, value_name = "PATH")]
         output: Option<PathBuf>,
+        /// Print what was written as a JSON object (see README, "Scripting with --json").
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -304,6 +317,10 @@ pub struct PeerArgs {
     /// manifest can describe).
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_UPLOAD_MIB, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_UPLOAD_MIB)))]
     pub max_upload_mib: u32,
+    /// Print events (listening, registered, progress, downloaded, failed...) as JSON objects
+    /// on stdout, one a line, instead of text (see README, "Scripting with --json").
+    #[arg(long, conflicts_with = "interactive")]
+    pub json: bool,
 }
 
 impl Command {
@@ -596,5 +613,27 @@ mod tests {
         assert!(
             Cli::try_parse_from(["p2p-transfer", "peer", "--max-upload-mib", "131072"]).is_ok()
         );
+    }
+
+    #[test]
+    fn search_takes_several_servers_or_a_name_and_json() {
+        let parse = |argv: &[&str]| {
+            Cli::try_parse_from([&["p2p-transfer", "search", "w"], argv].concat()).map(|cli| {
+                match cli.command {
+                    Command::Search(args) => args,
+                    _ => panic!("not search"),
+                }
+            })
+        };
+        let args = parse(&["-s", "127.0.0.1:1", "--server", "127.0.0.1:2", "--json"]).unwrap();
+        assert_eq!(args.index.servers.len(), 2);
+        assert!(args.json);
+        let args = parse(&["--auto-discover", "--server-name", "lab"]).unwrap();
+        assert_eq!(args.index.server_name.as_deref(), Some("lab"));
+        // A name picks among answers over mDNS only.
+        assert!(parse(&["--server-name", "lab"]).is_err());
+        assert!(parse(&["--auto-discover", "-s", "127.0.0.1:1"]).is_err());
+        // A peer's events are either a shell's or a script's.
+        assert!(Cli::try_parse_from(["p2p-transfer", "peer", "--json", "-i"]).is_err());
     }
 }

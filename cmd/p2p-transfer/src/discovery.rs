@@ -100,6 +100,9 @@ pub struct Finder {
     tls: p2p_transport::Tls,
     /// Shared with `status`: updated when the server is found again.
     pub origin: Arc<Mutex<ServerOrigin>>,
+    /// Whether what answered is reported on stderr rather than stdout (`--json`: stdout is
+    /// for events only).
+    announce_on_stderr: bool,
 }
 
 impl Finder {
@@ -112,6 +115,7 @@ impl Finder {
             preference,
             tls,
             origin: Arc::new(Mutex::new(ServerOrigin::Flag)),
+            announce_on_stderr: false,
         }
     }
 
@@ -123,7 +127,28 @@ impl Finder {
             preference,
             tls,
             origin: Arc::new(Mutex::new(ServerOrigin::Flag)),
+            announce_on_stderr: false,
         }
+    }
+
+    /// Reports what answered on stderr (for `--json`, where stdout carries events only).
+    pub fn announcing_on_stderr(mut self) -> Self {
+        self.announce_on_stderr = true;
+        self
+    }
+
+    /// Browses and returns every index server that answered (sorted by instance name), or
+    /// the "none answered" error. Nothing is checked yet: each claims its id, and whoever
+    /// connects must have the handshake prove it.
+    pub async fn browse_all(&self) -> anyhow::Result<Vec<p2p_discovery::FoundServer>> {
+        let (timeout, interfaces) = (self.timeout, self.interfaces.clone());
+        let found = tokio::task::spawn_blocking(move || browse(timeout, &interfaces))
+            .await
+            .context("mDNS browser failed")??;
+        if found.is_empty() {
+            return Err(p2p_discovery::DiscoveryError::NotFound(timeout).into());
+        }
+        Ok(found)
     }
 
     /// Browses, reports what answered on stdout, and returns the chosen server's address.
@@ -177,23 +202,34 @@ impl Finder {
             }
         };
         if announce {
+            let say = |line: String| {
+                if self.announce_on_stderr {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+            };
             if others.is_empty() {
-                println!(
+                say(format!(
                     "found index server {:?} at {}",
                     chosen.instance,
                     chosen.addr()
-                );
+                ));
             } else {
                 let all: Vec<String> = std::iter::once(&chosen)
                     .chain(&others)
                     .map(|s| format!("{:?} at {}", s.instance, s.addr()))
                     .collect();
-                println!("found {} index servers: {}", all.len(), all.join(", "));
-                println!(
+                say(format!(
+                    "found {} index servers: {}",
+                    all.len(),
+                    all.join(", ")
+                ));
+                say(format!(
                     "using {:?} at {} (pick another with --server-name)",
                     chosen.instance,
                     chosen.addr()
-                );
+                ));
             }
         }
         *self.origin.lock().unwrap_or_else(|e| e.into_inner()) = ServerOrigin::Mdns {

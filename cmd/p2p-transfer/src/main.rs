@@ -5,12 +5,14 @@
 //! * `cli`: flags, and their mapping to `ServerConfig` / `PeerConfig`.
 //! * `run`: what `server` and `peer` do with those configs.
 //! * `discovery`: mDNS advertisement, `--auto-discover`, following a server that moves.
+//! * `json`: `--json` output, one event a line, for scripts.
 //! * `progress`: download progress as a bar on a terminal, plain lines otherwise.
 //! * `shell`: the interactive shells; `logging`: where log lines go.
 
 mod allow;
 mod cli;
 mod discovery;
+mod json;
 mod logging;
 mod progress;
 mod run;

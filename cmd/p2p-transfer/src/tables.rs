@@ -58,3 +58,54 @@ pub fn more(shown: usize, total: u64) {
         println!("... and {} more", total - shown as u64);
     }
 }
+
+/// Prints lines merged from several indexes as a table of id, size, host count, file count,
+/// the indexes that list it (`index` names them) and name, columns as wide as their content;
+/// or `none` if there are none.
+pub fn print_merged(
+    lines: &[crate::run::search::Merged],
+    index: impl Fn(usize) -> String,
+    none: &str,
+) {
+    if lines.is_empty() {
+        println!("{none}");
+        return;
+    }
+    let rows: Vec<[String; 6]> = lines
+        .iter()
+        .map(|m| {
+            let f = &m.summary;
+            [
+                f.file_id.to_string(),
+                HumanBytes(f.size).to_string(),
+                f.hosts.to_string(),
+                f.files.map_or_else(String::new, |n| n.to_string()),
+                m.indexes
+                    .iter()
+                    .map(|&i| index(i))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                printable(&shown_name(f)).to_string(),
+            ]
+        })
+        .collect();
+    let header = ["ID", "SIZE", "HOSTS", "FILES", "INDEXES", "NAME"];
+    let width = |col: usize| {
+        rows.iter()
+            .map(|r| r[col].chars().count())
+            .chain([header[col].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2, w3, w4) = (width(0), width(1), width(2), width(3), width(4));
+    let line = |r: [&str; 6]| {
+        println!(
+            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}  {:<w4$}  {}",
+            r[0], r[1], r[2], r[3], r[4], r[5]
+        );
+    };
+    line(header);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+    }
+}

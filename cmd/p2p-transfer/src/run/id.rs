@@ -14,7 +14,14 @@ pub fn run(args: &IdArgs) -> anyhow::Result<()> {
         Role::Peer
     };
     let identity = load(&args.identity, role)?;
-    println!("{}", identity.node_id());
+    if args.json {
+        crate::json::emit(&crate::json::Event::NodeId {
+            role: if args.server { "server" } else { "peer" },
+            node_id: identity.node_id().to_string(),
+        });
+    } else {
+        println!("{}", identity.node_id());
+    }
     Ok(())
 }
 

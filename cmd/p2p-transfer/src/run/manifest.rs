@@ -21,6 +21,7 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
             server_id,
             identity,
             output,
+            json,
         } => {
             let servers = index_refs(servers, *server_id, identity)?;
             if file.is_dir() {
@@ -30,7 +31,17 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
                     .unwrap_or_else(|| folder_manifest_path(file, &name));
                 let doc = folder_document(&name, hashed, servers.clone())?;
                 write_new(&target, &doc.to_json())?;
-                println!("wrote {} ({} files)", target.display(), doc.files.len());
+                if *json {
+                    crate::json::emit(&crate::json::Event::ManifestWritten {
+                        kind: crate::json::Kind::Folder,
+                        path: crate::json::path(&target),
+                        id: doc.folder_id().to_string(),
+                        size: doc.head().size,
+                        files: doc.files.len() as u64,
+                    });
+                } else {
+                    println!("wrote {} ({} files)", target.display(), doc.files.len());
+                }
             } else {
                 let path = file.clone();
                 let hashed =
@@ -41,7 +52,17 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
                 let doc = ManifestFile::new(hashed.manifest, servers.clone());
                 let target = output.clone().unwrap_or_else(|| default_path(file));
                 write_new(&target, &doc.to_json())?;
-                println!("wrote {} {}", target.display(), doc.file_id);
+                if *json {
+                    crate::json::emit(&crate::json::Event::ManifestWritten {
+                        kind: crate::json::Kind::File,
+                        path: crate::json::path(&target),
+                        id: doc.file_id.to_string(),
+                        size: doc.manifest.size,
+                        files: 1,
+                    });
+                } else {
+                    println!("wrote {} {}", target.display(), doc.file_id);
+                }
             }
             Ok(())
         }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::PeerArgs;
 use crate::discovery::{Finder, ServerOrigin};
+use crate::json::{self, Event};
 use crate::progress;
 use crate::run::manifest;
 use crate::shell::{self, peer::PeerShell};
@@ -61,7 +62,10 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     // The node id an mDNS answer claimed, for the handshake to prove.
     let mut claimed = None;
     if args.auto_discover {
-        let finder = Finder::new(args, trust.preference(), tls.clone());
+        let mut finder = Finder::new(args, trust.preference(), tls.clone());
+        if args.json {
+            finder = finder.announcing_on_stderr();
+        }
         let (addr, id) = finder.find_claimed(true).await?;
         config.server_addr = Some(addr);
         claimed = id;
@@ -76,16 +80,33 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
         .await
         .map_err(|e| trust.explain(e))?;
     // Before the address: scripts (and tests) read up to "listening on" and may stop reading.
-    println!("peer node id {}", identity.node_id());
+    if !args.json {
+        println!("peer node id {}", identity.node_id());
+    }
     if let (Some(addr), Some(seen)) = (server_addr, peer.index_node_id()) {
-        println!("index server node id {seen}");
+        if !args.json {
+            println!("index server node id {seen}");
+        }
         if let Some(news) = trust.remember(addr, seen)? {
-            println!("{news}");
+            if args.json {
+                eprintln!("{news}");
+            } else {
+                println!("{news}");
+            }
         }
     }
     let found_index_by = crate::run::web::found_index_by(args, server_addr, &origin);
     let web = crate::run::web::start_peer(web, args, &peer, found_index_by, &shutdown);
-    println!("peer listening on {}", peer.local_addr());
+    if args.json {
+        json::emit(&Event::Listening {
+            address: peer.local_addr().to_string(),
+            node_id: identity.node_id().to_string(),
+            index: server_addr.map(|a| a.to_string()),
+            index_node_id: peer.index_node_id().map(|id| id.to_string()),
+        });
+    } else {
+        println!("peer listening on {}", peer.local_addr());
+    }
     // Every download job (the shell's, the web API's) asks the --from hosts too.
     for host in &args.from {
         peer.add_direct_host(*host);
@@ -151,7 +172,7 @@ async fn startup_actions(
 ) -> anyhow::Result<()> {
     // Hashing waits on the disk (a huge file, a hung network file system): a signal stops it.
     let sharing = async {
-        register(peer, &args.register, args.write_manifest).await?;
+        register(peer, &args.register, args.write_manifest, args.json).await?;
         for dir in &args.share_dirs {
             let config = ShareDirConfig {
                 dir: dir.clone(),
@@ -161,7 +182,7 @@ async fn startup_actions(
             let (_, shared) = ShareDir::start(peer, config)
                 .await
                 .with_context(|| format!("cannot share {}", dir.display()))?;
-            print_registered(&shared);
+            print_registered(&shared, args.json);
         }
         anyhow::Ok(())
     };
@@ -189,7 +210,8 @@ async fn startup_actions(
 /// or failed file (at most [`MAX_REPORTED`] of each), then
 /// `folder NAME ID: F fetched, A already there, C conflicts, X failed (B bytes in T s)`.
 /// Anything missing is an error (exit 1), and the same command run again completes it. A
-/// signal cancels the job; its `.part` files stay for the next run.
+/// signal cancels the job; its `.part` files stay for the next run. With `--json`: `progress`
+/// events, then `conflict`/`file_failed` and `downloaded` events, and `failed` when it fails.
 async fn download(
     peer: &PeerHandle,
     arg: &str,
@@ -198,16 +220,72 @@ async fn download(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let failed = || format!("cannot download {arg}");
-    let (observer, mut updates) = tokio::sync::mpsc::unbounded_channel();
-    let id = peer
+    let (observer, updates) = tokio::sync::mpsc::unbounded_channel();
+    let started = peer
         .start_download_observed(arg.to_owned(), request, args.out.clone(), observer)
         .await
-        .with_context(failed)?;
-    let (events, view) = progress::start();
+        .with_context(failed);
+    let id = match started {
+        Ok(id) => id,
+        Err(err) => {
+            if args.json {
+                emit_failed(arg, None, &err);
+            }
+            return Err(err);
+        }
+    };
+    let result = follow(peer, id, updates, arg, args, shutdown).await;
+    if args.json
+        && let Err(err) = &result
+    {
+        emit_failed(arg, peer.download_info(id).as_ref(), err);
+    }
+    result
+}
+
+/// A `failed` event for the job asked for as `arg`.
+fn emit_failed(arg: &str, info: Option<&p2p_peer::DownloadInfo>, err: &anyhow::Error) {
+    let resolved = info.and_then(|i| {
+        i.folder_id
+            .map(|f| f.to_string())
+            .or_else(|| i.file_id.map(|f| f.to_string()))
+    });
+    json::emit(&Event::Failed {
+        id: resolved.unwrap_or_else(|| arg.to_owned()),
+        name: info.and_then(|i| i.name.clone()),
+        error: format!("{err:#}"),
+    });
+}
+
+/// Shows job `id`'s progress until it ends, then what it did (see [`download`]). Errors say
+/// `cannot download ARG: ...`, but a folder's shortfall, whose summary was just printed.
+async fn follow(
+    peer: &PeerHandle,
+    id: p2p_peer::DownloadId,
+    mut updates: tokio::sync::mpsc::UnboundedReceiver<JobUpdate>,
+    arg: &str,
+    args: &PeerArgs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    // With --json, progress events on stdout; else the bar or plain lines.
+    let (events, view) = if args.json {
+        (None, None)
+    } else {
+        let (events, view) = progress::start();
+        (Some(events), Some(view))
+    };
+    let mut throttle = json::Throttle::default();
+    // A stalled job still says where it stands once a second.
+    let mut tick = tokio::time::interval(json::PROGRESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cancelled = false;
     let ended = loop {
         let update = tokio::select! {
             update = updates.recv() => update,
+            _ = tick.tick(), if args.json => {
+                json_progress(peer, id, &mut throttle);
+                continue;
+            }
             () = shutdown.cancelled(), if !cancelled => {
                 cancelled = true;
                 // A job that has just ended is answered as it is; its end follows all the same.
@@ -216,9 +294,12 @@ async fn download(
             }
         };
         match update {
-            Some(JobUpdate::Event(event)) => {
-                let _ = events.send(event);
-            }
+            Some(JobUpdate::Event(event)) => match &events {
+                Some(events) => {
+                    let _ = events.send(event);
+                }
+                None => json_event(peer, id, &event, &mut throttle),
+            },
             Some(JobUpdate::Ended(result)) => break result,
             // The run always says how it ended; only a runtime going down drops it unsaid.
             None => break Err(PeerError::Cancelled),
@@ -226,7 +307,10 @@ async fn download(
     };
     // Let the bar show its last events and clear.
     drop(events);
-    view.await.ok();
+    if let Some(view) = view {
+        view.await.ok();
+    }
+    let failed = || format!("cannot download {arg}");
     let report = match ended {
         // A single file whose target holds something else: say what to do about it.
         Err(PeerError::Storage(StorageError::AlreadyExists(path))) => {
@@ -240,16 +324,13 @@ async fn download(
         ended => ended.with_context(failed)?,
     };
     let info = peer.download_info(id);
+    if args.json {
+        return report_json(&report, info.as_ref(), arg, cancelled);
+    }
     let folder_id = info.as_ref().and_then(|i| i.folder_id);
     let shown = |path: &std::path::Path| printable(&path.display().to_string()).to_string();
     let Some(folder_id) = folder_id else {
-        if !report.complete() {
-            if cancelled {
-                return Err(PeerError::Cancelled).with_context(failed);
-            }
-            let why = downloads::shortfall(&report, false).unwrap_or_default();
-            return Err(anyhow::anyhow!(why)).with_context(failed);
-        }
+        incomplete(&report, cancelled, false, arg)?;
         let file_id = info
             .and_then(|i| i.file_id)
             .map_or_else(|| arg.to_owned(), |f| f.to_string());
@@ -293,14 +374,112 @@ async fn download(
         report.bytes_fetched,
         report.elapsed.as_secs_f64(),
     );
-    if !report.complete() {
-        if cancelled {
-            return Err(PeerError::Cancelled).with_context(failed);
-        }
-        let why = downloads::shortfall(&report, true).unwrap_or_default();
+    incomplete(&report, cancelled, true, arg)
+}
+
+/// The error for a job that left files missing, if it did.
+fn incomplete(
+    report: &p2p_peer::download::JobReport,
+    cancelled: bool,
+    folder: bool,
+    arg: &str,
+) -> anyhow::Result<()> {
+    if report.complete() {
+        return Ok(());
+    }
+    let failed = || format!("cannot download {arg}");
+    if cancelled {
+        return Err(PeerError::Cancelled).with_context(failed);
+    }
+    let why = downloads::shortfall(report, folder).unwrap_or_default();
+    if folder {
+        // The summary line above names the folder.
         anyhow::bail!("{why}; run the same command again to resume");
     }
-    Ok(())
+    Err(anyhow::anyhow!(why)).with_context(failed)
+}
+
+/// With `--json`: a job's event. A dropped host is a warning on stderr; bytes arriving may
+/// bring a `progress` line.
+fn json_event(
+    peer: &PeerHandle,
+    id: p2p_peer::DownloadId,
+    event: &p2p_peer::DownloadEvent,
+    throttle: &mut json::Throttle,
+) {
+    use p2p_peer::DownloadEvent as E;
+    match event {
+        E::PeerFailed {
+            host,
+            error,
+            dropped: true,
+        } => eprintln!("dropped {host}: {}", printable(error)),
+        E::ChunkDone { .. } | E::FileDone { .. } | E::Started { .. } | E::JobStarted { .. } => {
+            json_progress(peer, id, throttle)
+        }
+        _ => {}
+    }
+}
+
+/// A `progress` line for job `id`, if it is running and the last one is a second old.
+fn json_progress(peer: &PeerHandle, id: p2p_peer::DownloadId, throttle: &mut json::Throttle) {
+    let Some(info) = peer.download_info(id) else {
+        return;
+    };
+    let running = matches!(
+        info.state,
+        p2p_peer::DownloadState::Running | p2p_peer::DownloadState::Flushing
+    );
+    if running && throttle.due(std::time::Instant::now()) {
+        json::emit(&json::progress(&info));
+    }
+}
+
+/// With `--json`: the job's `conflict`, `file_failed` and `downloaded` events; an error if
+/// anything is missing (the caller adds `failed`).
+fn report_json(
+    report: &p2p_peer::download::JobReport,
+    info: Option<&p2p_peer::DownloadInfo>,
+    arg: &str,
+    cancelled: bool,
+) -> anyhow::Result<()> {
+    let folder_id = info.and_then(|i| i.folder_id);
+    for problem in report.conflicts.iter().take(MAX_REPORTED) {
+        json::emit(&Event::Conflict {
+            path: json::path(&problem.path),
+            reason: problem.reason.clone(),
+        });
+    }
+    for problem in report.failed.iter().take(MAX_REPORTED) {
+        json::emit(&Event::FileFailed {
+            path: json::path(&problem.path),
+            error: problem.reason.clone(),
+        });
+    }
+    let id = folder_id
+        .map(|f| f.to_string())
+        .or_else(|| info.and_then(|i| i.file_id).map(|f| f.to_string()))
+        .unwrap_or_else(|| arg.to_owned());
+    json::emit(&Event::Downloaded {
+        kind: if folder_id.is_some() {
+            json::Kind::Folder
+        } else {
+            json::Kind::File
+        },
+        path: json::path(&report.path),
+        id,
+        size: report.size,
+        files: report.files,
+        fetched: report.fetched,
+        already_there: report.already_there,
+        conflicts: report.conflicts_total,
+        failed: report.failed_total,
+        bytes_fetched: report.bytes_fetched,
+        bytes_resumed: report.bytes_resumed,
+        seconds: report.elapsed.as_secs_f64(),
+        complete: report.complete(),
+    });
+    incomplete(report, cancelled, folder_id.is_some(), arg)
 }
 
 /// Shares every path (a file on its own, a folder as a whole), announced to the index in
@@ -310,13 +489,14 @@ async fn register(
     peer: &PeerHandle,
     paths: &[std::path::PathBuf],
     write_manifest: bool,
+    json: bool,
 ) -> anyhow::Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
     let shared = peer.share_paths(paths).await?;
     for item in &shared {
-        print_registered(item);
+        print_registered(item, json);
     }
     if !write_manifest {
         return Ok(());
@@ -331,27 +511,57 @@ async fn register(
         .into_iter()
         .collect();
     for item in shared {
-        let (target, text) = match item {
-            Shared::File { path, manifest } => (
-                manifest::default_path(&path),
-                ManifestFile::new(manifest, servers.clone()).to_json(),
-            ),
+        let (target, text, written) = match item {
+            Shared::File { path, manifest } => {
+                let target = manifest::default_path(&path);
+                let written = Event::ManifestWritten {
+                    kind: json::Kind::File,
+                    path: json::path(&target),
+                    id: manifest.id().to_string(),
+                    size: manifest.size,
+                    files: 1,
+                };
+                let text = ManifestFile::new(manifest, servers.clone()).to_json();
+                (target, text, written)
+            }
             Shared::Folder {
-                path, head, files, ..
-            } => (
-                manifest::folder_manifest_path(&path, &head.name),
-                manifest::folder_document(&head.name, files, servers.clone())?.to_json(),
-            ),
+                path,
+                folder_id,
+                head,
+                files,
+            } => {
+                let target = manifest::folder_manifest_path(&path, &head.name);
+                let written = Event::ManifestWritten {
+                    kind: json::Kind::Folder,
+                    path: json::path(&target),
+                    id: folder_id.to_string(),
+                    size: head.size,
+                    files: head.files,
+                };
+                let text = manifest::folder_document(&head.name, files, servers.clone())?.to_json();
+                (target, text, written)
+            }
         };
         manifest::write_new(&target, &text)?;
-        println!("wrote {}", target.display());
+        if json {
+            json::emit(&written);
+        } else {
+            println!("wrote {}", target.display());
+        }
     }
     Ok(())
 }
 
 /// `registered <path> <id>` for a file; for a folder, one such line per file (its path as
-/// given, then the file's in it), then `registered <folder as given> <folder id>`.
-fn print_registered(shared: &Shared) {
+/// given, then the file's in it), then `registered <folder as given> <folder id>`; with
+/// `--json`, the same as `registered` events.
+fn print_registered(shared: &Shared, json: bool) {
+    if json {
+        for event in json::registered(shared) {
+            json::emit(&event);
+        }
+        return;
+    }
     let line = |path: &std::path::Path, id: &dyn std::fmt::Display| {
         println!("registered {} {id}", printable(&path.display().to_string()));
     };

@@ -1,50 +1,363 @@
-//! `p2p-transfer search WORDS... [--server ADDR | --auto-discover]`.
+//! `p2p-transfer search WORDS... [--server ADDR]... | --auto-discover [--server-name NAME]`:
+//! asks every index server given (or every one that answers over mDNS) at once, and merges
+//! what they list: one line per file or folder, saying which indexes have it. An index that
+//! does not answer is reported and the others' results are shown; only when none answers is
+//! it an error.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use p2p_discovery::FoundServer;
 use p2p_peer::index_client::IndexClient;
+use p2p_protocol::{FileSummary, NodeId, printable};
+use tokio::task::JoinSet;
 
 use crate::cli::{DEFAULT_SERVER, IndexArgs, SearchArgs};
 use crate::discovery::Finder;
+use crate::json::{self, Event};
 use crate::tables::{Ids, print_files};
 use crate::trust::IndexTrust;
 
 /// Limit on the search request.
 const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Asks the index and prints the matching files.
+/// One index server to ask.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Its mDNS instance name, when found that way.
+    pub name: Option<String>,
+    /// The node id it claims over mDNS (the handshake must prove it).
+    pub claimed: Option<NodeId>,
+}
+
+impl Target {
+    /// `"name" at addr`, or the address alone.
+    fn label(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name:?} at {}", self.addr),
+            None => self.addr.to_string(),
+        }
+    }
+}
+
+/// What one index said.
+struct Answer {
+    files: Vec<FileSummary>,
+    total: u64,
+    node_id: Option<NodeId>,
+}
+
+/// A file or folder listed by one or more indexes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Merged {
+    /// As the first index that listed it described it; `hosts` is the most any index knows
+    /// (the same peer may be registered with several).
+    pub summary: FileSummary,
+    /// Positions, in the list of targets, of the indexes that listed it.
+    pub indexes: Vec<usize>,
+}
+
+/// Asks the indexes and prints the matching files.
 pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
     let mut trust = IndexTrust::load(&args.identity, args.index.server_id)?;
     let tls = crate::run::id::client_tls(&args.identity)?;
-    let (server, claimed) = index_addr(&args.index, &trust, &tls).await?;
+    let targets = targets(&args.index, &trust, &tls, args.json).await?;
     let query = args.words.join(" ");
-    let client =
-        IndexClient::new(server, SEARCH_TIMEOUT, tls).expecting(trust.expect_for(server, claimed));
-    let (files, total) = client
-        .search(&query)
-        .await
-        .map_err(|e| trust.explain(e))
-        .with_context(|| format!("cannot search for {query:?}"))?;
-    if let Some(seen) = client.server_node_id() {
-        // Remembered quietly: the output is the search's.
-        trust.remember(server, seen)?;
+    let mut asking = JoinSet::new();
+    for (i, target) in targets.iter().enumerate() {
+        let client = IndexClient::new(target.addr, SEARCH_TIMEOUT, tls.clone())
+            .expecting(trust.expect_for(target.addr, target.claimed));
+        let query = query.clone();
+        asking.spawn(async move {
+            let result = client.search(&query).await;
+            (i, result, client.server_node_id())
+        });
+    }
+    let mut answers: Vec<Option<anyhow::Result<Answer>>> = std::iter::repeat_with(|| None)
+        .take(targets.len())
+        .collect();
+    while let Some(joined) = asking.join_next().await {
+        let (i, result, node_id) = joined.context("search task failed")?;
+        answers[i] = Some(
+            result
+                .map(|(files, total)| Answer {
+                    files,
+                    total,
+                    node_id,
+                })
+                .map_err(|e| trust.explain(e)),
+        );
+    }
+    let answers: Vec<anyhow::Result<Answer>> = answers
+        .into_iter()
+        .map(|a| a.expect("every search task reports its index"))
+        .collect();
+    for (target, answer) in targets.iter().zip(&answers) {
+        if let Ok(Answer {
+            node_id: Some(seen),
+            ..
+        }) = answer
+        {
+            // Remembered quietly: the output is the search's.
+            trust.remember(target.addr, *seen)?;
+        }
+    }
+    report(&targets, answers, &query, args)
+}
+
+/// Prints the indexes asked and the merged matches; an error if no index answered.
+fn report(
+    targets: &[Target],
+    answers: Vec<anyhow::Result<Answer>>,
+    query: &str,
+    args: &SearchArgs,
+) -> anyhow::Result<()> {
+    // Several indexes (or ones found over mDNS) are named; one given by address is not.
+    let name_indexes = targets.len() > 1 || args.index.auto_discover;
+    let mut answered = Vec::new();
+    let mut failures = Vec::new();
+    for (i, (target, answer)) in targets.iter().zip(answers).enumerate() {
+        match answer {
+            Ok(answer) => {
+                if args.json {
+                    json::emit(&Event::Index {
+                        address: target.addr.to_string(),
+                        name: target.name.clone(),
+                        node_id: answer.node_id.map(|id| id.to_string()),
+                        matches: answer.files.len() as u64,
+                        total: answer.total,
+                        error: None,
+                    });
+                } else if name_indexes {
+                    println!(
+                        "index {}: {} of {} matches",
+                        target.label(),
+                        answer.files.len(),
+                        answer.total
+                    );
+                }
+                answered.push((i, answer));
+            }
+            Err(err) => {
+                let err = format!("{err:#}");
+                if args.json {
+                    json::emit(&Event::Index {
+                        address: target.addr.to_string(),
+                        name: target.name.clone(),
+                        node_id: None,
+                        matches: 0,
+                        total: 0,
+                        error: Some(err.clone()),
+                    });
+                }
+                failures.push((target, err));
+            }
+        }
+    }
+    if answered.is_empty() {
+        let [(_, err)] = failures.as_slice() else {
+            let each: Vec<String> = failures
+                .iter()
+                .map(|(target, err)| format!("{}: {err}", target.label()))
+                .collect();
+            anyhow::bail!(
+                "cannot search for {query:?}: no index server answered ({})",
+                each.join("; ")
+            );
+        };
+        anyhow::bail!("cannot search for {query:?}: {err}");
+    }
+    for (target, err) in &failures {
+        eprintln!(
+            "warning: index server {} did not answer, so its files are not listed: {}",
+            target.label(),
+            printable(err)
+        );
+    }
+    let cut: Vec<(usize, u64)> = answered
+        .iter()
+        .map(|(i, a)| (*i, a.total.saturating_sub(a.files.len() as u64)))
+        .collect();
+    let single = targets.len() == 1;
+    let merged = merge(answered.into_iter().map(|(i, a)| (i, a.files)).collect());
+    if args.json {
+        for m in merged {
+            json::emit(&match_event(m, targets));
+        }
+        return Ok(());
     }
     let none = format!("no file on the network matches {query:?}");
-    print_files(&files, total, Ids::Full, &none);
+    if single {
+        let files: Vec<FileSummary> = merged.into_iter().map(|m| m.summary).collect();
+        let total = cut[0].1 + files.len() as u64;
+        print_files(&files, total, Ids::Full, &none);
+        return Ok(());
+    }
+    crate::tables::print_merged(&merged, |i| targets[i].addr.to_string(), &none);
+    for (i, more) in cut {
+        if more > 0 {
+            println!("... and {more} more at {}", targets[i].label());
+        }
+    }
     Ok(())
 }
 
-/// `--server`, or what `--auto-discover` finds (with the node id it claims), or the default.
-pub async fn index_addr(
+/// The `match` event of a merged line.
+fn match_event(m: Merged, targets: &[Target]) -> Event {
+    let f = m.summary;
+    Event::Match {
+        kind: if f.files.is_some() {
+            json::Kind::Folder
+        } else {
+            json::Kind::File
+        },
+        id: f.file_id.to_string(),
+        name: f.name,
+        path: f.path,
+        size: f.size,
+        hosts: u64::from(f.hosts),
+        files: f.files.unwrap_or(1),
+        indexes: m
+            .indexes
+            .iter()
+            .map(|&i| targets[i].addr.to_string())
+            .collect(),
+    }
+}
+
+/// Merges what each index listed (by position in the list of targets): one line per file or
+/// folder (by id, kind and path), in the order first listed, naming every index that has it.
+pub fn merge(answers: Vec<(usize, Vec<FileSummary>)>) -> Vec<Merged> {
+    let mut merged: Vec<Merged> = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    for (index, files) in answers {
+        for file in files {
+            let key = (file.file_id, file.files.is_some(), file.path.clone());
+            match seen.get(&key) {
+                Some(&at) => {
+                    let line: &mut Merged = &mut merged[at];
+                    line.summary.hosts = line.summary.hosts.max(file.hosts);
+                    if !line.indexes.contains(&index) {
+                        line.indexes.push(index);
+                    }
+                }
+                None => {
+                    seen.insert(key, merged.len());
+                    merged.push(Merged {
+                        summary: file,
+                        indexes: vec![index],
+                    });
+                }
+            }
+        }
+    }
+    merged
+}
+
+/// The indexes to ask: every `--server` (the default without one), or every one that answers
+/// over mDNS (only the one named with `--server-name`, or proving `--server-id`, if given).
+pub async fn targets(
     args: &IndexArgs,
     trust: &IndexTrust,
     tls: &p2p_transport::Tls,
-) -> anyhow::Result<(std::net::SocketAddr, Option<p2p_protocol::NodeId>)> {
-    if args.auto_discover {
-        return Finder::with(args.discover_timeout, trust.preference(), tls.clone())
-            .find_claimed(false)
-            .await;
+    json: bool,
+) -> anyhow::Result<Vec<Target>> {
+    if !args.auto_discover {
+        if args.server_id.is_some() && args.servers.len() > 1 {
+            anyhow::bail!(
+                "--server-id names the id of one index server; give one --server with it"
+            );
+        }
+        let servers = if args.servers.is_empty() {
+            vec![DEFAULT_SERVER]
+        } else {
+            args.servers.clone()
+        };
+        let mut unique: Vec<SocketAddr> = Vec::new();
+        for addr in servers {
+            if !unique.contains(&addr) {
+                unique.push(addr);
+            }
+        }
+        return Ok(unique
+            .into_iter()
+            .map(|addr| Target {
+                addr,
+                name: None,
+                claimed: None,
+            })
+            .collect());
     }
-    Ok((args.server.unwrap_or(DEFAULT_SERVER), None))
+    let preference = trust.preference();
+    let mut finder = Finder::with(args.discover_timeout, preference.clone(), tls.clone());
+    if json {
+        finder = finder.announcing_on_stderr();
+    }
+    let found = finder.browse_all().await?;
+    let chosen: Vec<FoundServer> = if args.server_name.is_some() || args.server_id.is_some() {
+        let prefer = |s: &FoundServer| preference.prefers(s);
+        let (chosen, others) = p2p_discovery::choose(
+            found,
+            args.server_name.as_deref(),
+            prefer,
+            args.discover_timeout,
+        )?;
+        preference.check_choice(&chosen, &others)?;
+        vec![chosen]
+    } else {
+        found
+    };
+    Ok(chosen
+        .into_iter()
+        .map(|s| Target {
+            addr: s.addr(),
+            claimed: s.server_id.as_deref().and_then(|id| id.parse().ok()),
+            name: Some(s.instance),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2p_protocol::FileId;
+
+    fn file(id: u8, name: &str, hosts: u32) -> FileSummary {
+        FileSummary {
+            file_id: FileId([id; 32]),
+            name: name.to_owned(),
+            size: 10,
+            hosts,
+            files: None,
+            path: None,
+        }
+    }
+
+    #[test]
+    fn a_file_on_two_indexes_is_one_line_naming_both() {
+        let merged = merge(vec![
+            (0, vec![file(1, "a", 1), file(2, "b", 1)]),
+            (1, vec![file(3, "c", 2), file(1, "a", 3)]),
+        ]);
+        let lines: Vec<(&str, u32, Vec<usize>)> = merged
+            .iter()
+            .map(|m| (m.summary.name.as_str(), m.summary.hosts, m.indexes.clone()))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![("a", 3, vec![0, 1]), ("b", 1, vec![0]), ("c", 2, vec![1])]
+        );
+    }
+
+    #[test]
+    fn a_folder_and_a_file_in_another_folder_stay_apart() {
+        let mut folder = file(1, "album", 1);
+        folder.files = Some(2);
+        let mut inside = file(1, "a.jpg", 1);
+        inside.path = Some("album/a.jpg".into());
+        let merged = merge(vec![(0, vec![folder, inside])]);
+        assert_eq!(merged.len(), 2);
+    }
 }

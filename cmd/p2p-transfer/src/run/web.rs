@@ -103,7 +103,11 @@ pub fn start_peer(
     shutdown: &CancellationToken,
 ) -> Option<Serving> {
     let bound = bound?;
-    bound.announce();
+    if args.json {
+        bound.announce_json();
+    } else {
+        bound.announce();
+    }
     let config = WebConfig {
         found_index_by,
         ..args.web_config(bound.key.as_str().to_owned(), bound.upload_dir.clone())
@@ -145,6 +149,23 @@ impl Bound {
         println!("web api: {} ({key_from})", p2p_web::api_url(addr));
         if !addr.ip().is_loopback() {
             println!(
+                "web warning: {addr} is not a loopback address: every request needs the API key, \
+                 and the traffic (the key with it) is plain HTTP that others on the network can \
+                 read"
+            );
+        }
+    }
+
+    /// As [`Bound::announce`] for `--json`: a `web` event on stdout, the warning on stderr.
+    fn announce_json(&self) {
+        let addr = self.addr;
+        crate::json::emit(&crate::json::Event::Web {
+            url: p2p_web::login_url(addr, self.key.as_str()),
+            api: p2p_web::api_url(addr),
+            api_key_file: self.key.path().map(crate::json::path),
+        });
+        if !addr.ip().is_loopback() {
+            eprintln!(
                 "web warning: {addr} is not a loopback address: every request needs the API key, \
                  and the traffic (the key with it) is plain HTTP that others on the network can \
                  read"
