@@ -9,8 +9,12 @@ use tracing::debug;
 
 use crate::{DiscoveryError, Interfaces, SERVICE_TYPE, TXT_ID, TXT_VERSION};
 
-/// After the first answer, how long to keep listening for other servers.
-pub const SETTLE: Duration = Duration::from_millis(700);
+/// After the first answer, how long to keep listening for other servers. Responders answer
+/// after a random delay of up to 120 ms (RFC 6762 §6), but a responder on a busy machine can
+/// be held up for most of a second: a shorter window (it was 0.7 s) sometimes heard only the
+/// first of two servers, so the choice among them (and passing over a rogue that claims
+/// another's id) depended on the machine's load.
+pub const SETTLE: Duration = Duration::from_millis(1500);
 
 /// An index server that answered.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -93,6 +93,7 @@ fn two_servers_on_one_host_are_told_apart() {
     let (_a, addr_a, name_a) = mdns_server(&[]);
     let (_b, addr_b, name_b) = mdns_server(&[]);
     assert_ne!(name_a, name_b, "instance names must differ");
+    netns::wait_for_index_servers(2);
     let (first, second) = if name_a < name_b {
         ((&name_a, &addr_a), (&name_b, &addr_b))
     } else {

@@ -119,3 +119,32 @@ pub fn enter(test: &str) -> bool {
     );
     false
 }
+
+/// Waits until `search --auto-discover` in this namespace hears at least `count` index servers
+/// answer over mDNS (their advertisements are probed and announced a moment after they
+/// start), so a command started next sees all of them in its own browse. A separate process,
+/// as the commands under test are: an advertisement made by the test process itself is not
+/// seen by a browse from that same process. Panics after a minute.
+pub fn wait_for_index_servers(count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let identity = crate::support::fresh_identity_dir();
+    loop {
+        let output = crate::process::bin()
+            .env("P2P_IDENTITY_DIR", &identity)
+            .args(["search", "--auto-discover", "--json", "nothing-is-named-this"])
+            .output()
+            .expect("search runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let heard = stdout
+            .lines()
+            .filter(|l| l.contains(r#""event":"index""#))
+            .count();
+        if heard >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {heard} of {count} index servers answered over mDNS within a minute: {stdout}"
+        );
+    }
+}

@@ -240,6 +240,7 @@ fn a_rogue_that_claims_the_real_index_id_over_mdns_is_passed_over() {
         interfaces: p2p_discovery::Interfaces::LoopbackOnly,
     })
     .unwrap();
+    netns::wait_for_index_servers(2);
     let peer = |identity: &Path, extra: &[&str]| {
         let mut cmd = bin();
         cmd.env("P2P_IDENTITY_DIR", identity)
