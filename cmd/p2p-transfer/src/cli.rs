@@ -19,6 +19,13 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+    /// Say more on stderr: -v adds routine events (info), -vv debug events, -vvv everything.
+    /// RUST_LOG overrides it.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors and results: no progress, no warnings. RUST_LOG overrides it for logs.
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 /// The roles, and the one-shot tools.

@@ -6,7 +6,8 @@
 //! * `run`: what `server` and `peer` do with those configs.
 //! * `discovery`: mDNS advertisement, `--auto-discover`, following a server that moves.
 //! * `progress`: download progress as a bar on a terminal, plain lines otherwise.
-//! * `shell`: the interactive shells; `logging`: where log lines go.
+//! * `shell`: the interactive shells; `logging`: where log lines go, and how many.
+//! * `units`: how sizes and speeds are shown (IEC: KiB, MiB, GiB).
 
 mod allow;
 mod cli;
@@ -17,6 +18,7 @@ mod run;
 mod shell;
 mod tables;
 mod trust;
+mod units;
 
 use std::process::ExitCode;
 
@@ -61,7 +63,10 @@ fn raise_open_files_limit() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr (or above a shell's prompt): stdout carries the lines scripts read.
-    logging::init(cli.command.interactive());
+    logging::init(
+        cli.command.interactive(),
+        logging::Verbosity::from_flags(cli.quiet, cli.verbose),
+    );
     raise_open_files_limit();
 
     // Few blocking threads: chunk hashing and disk writes need about one per download worker,

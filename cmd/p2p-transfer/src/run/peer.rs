@@ -20,6 +20,7 @@ use crate::progress;
 use crate::run::manifest;
 use crate::shell::{self, peer::PeerShell};
 use crate::trust::IndexTrust;
+use crate::units;
 
 /// Rescan of a shared folder when the watcher reported nothing.
 const SHARE_DIR_RESCAN: std::time::Duration = std::time::Duration::from_secs(30);
@@ -258,10 +259,10 @@ async fn download(
         } else {
             let secs = report.elapsed.as_secs_f64();
             println!(
-                "downloaded {} {file_id} {} in {secs:.2}s ({:.1} MB/s)",
+                "downloaded {} {file_id} {} in {secs:.2}s {}",
                 shown(&report.path),
                 report.size,
-                report.size as f64 / secs.max(1e-9) / 1e6,
+                units::transfer_summary(report.bytes_fetched, report.bytes_resumed, report.elapsed),
             );
         }
         return Ok(());
@@ -284,7 +285,7 @@ async fn download(
     }
     let name = info.and_then(|i| i.name).unwrap_or_default();
     println!(
-        "folder {} {folder_id}: {} fetched, {} already there, {} conflicts, {} failed ({} bytes in {:.2} s)",
+        "folder {} {folder_id}: {} fetched, {} already there, {} conflicts, {} failed ({} bytes in {:.2} s, {})",
         printable(&name),
         report.fetched,
         report.already_there,
@@ -292,6 +293,7 @@ async fn download(
         report.failed_total,
         report.bytes_fetched,
         report.elapsed.as_secs_f64(),
+        units::rate(report.bytes_fetched, report.elapsed),
     );
     if !report.complete() {
         if cancelled {
