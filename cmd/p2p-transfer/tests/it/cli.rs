@@ -34,7 +34,8 @@ fn seed_and_download_with_the_binary() {
         )),
         "{line}"
     );
-    assert!(line.ends_with(" MB/s)"), "{line}");
+    // IEC units (KiB/s, MiB/s), as everywhere.
+    assert!(line.ends_with("iB/s)"), "{line}");
     assert_eq!(std::fs::read(&target).unwrap(), data);
 
     // Again: the very file is there now, so nothing to fetch, and success.
