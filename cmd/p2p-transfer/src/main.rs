@@ -2,18 +2,22 @@
 //! SIGTERM into one cancellation token, and runs the server or a peer.
 //!
 //! # Layout
-//! * `cli`: flags, and their mapping to `ServerConfig` / `PeerConfig`.
+//! * `cli`: flags, and their mapping to `ServerConfig` / `PeerConfig`; `address`: `--server`
+//!   as typed (host names, IPv6, the default port).
 //! * `run`: what `server` and `peer` do with those configs.
 //! * `discovery`: mDNS advertisement, `--auto-discover`, following a server that moves.
+//! * `reach`: the addresses others reach a listener at (the server's paste-ready command).
 //! * `progress`: download progress as a bar on a terminal, plain lines otherwise.
 //! * `shell`: the interactive shells; `logging`: where log lines go, and how many.
 //! * `units`: how sizes and speeds are shown (IEC: KiB, MiB, GiB).
 
+mod address;
 mod allow;
 mod cli;
 mod discovery;
 mod logging;
 mod progress;
+mod reach;
 mod run;
 mod shell;
 mod tables;

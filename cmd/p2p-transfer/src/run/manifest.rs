@@ -22,7 +22,11 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
             identity,
             output,
         } => {
-            let servers = index_refs(servers, *server_id, identity)?;
+            let mut resolved = Vec::with_capacity(servers.len());
+            for server in servers {
+                resolved.push(server.resolve().await?);
+            }
+            let servers = index_refs(&resolved, *server_id, identity)?;
             if file.is_dir() {
                 let (name, hashed) = hash_folder(file).await?;
                 let target = output

@@ -38,6 +38,9 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     let (identity, tls) = crate::run::id::load_tls(&args.identity, p2p_identity::Role::Peer)?;
     let web = crate::run::web::bind_peer(args).await?;
     let mut config = PeerConfig::from(args);
+    if let Some(server) = &args.server {
+        config.server_addr = Some(server.resolve().await?);
+    }
     // A peer that exits once its download is done would announce the file only to withdraw
     // it a moment later.
     config.share_downloads = !exits_after_download(args);
@@ -86,6 +89,10 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     }
     let found_index_by = crate::run::web::found_index_by(args, server_addr, &origin);
     let web = crate::run::web::start_peer(web, args, &peer, found_index_by, &shutdown);
+    let reach = crate::reach::reach(peer.local_addr());
+    for line in crate::reach::peer_lines(&reach, peer.local_addr()) {
+        println!("{line}");
+    }
     println!("peer listening on {}", peer.local_addr());
     // Every download job (the shell's, the web API's) asks the --from hosts too.
     for host in &args.from {

@@ -46,5 +46,9 @@ pub async fn index_addr(
             .find_claimed(false)
             .await;
     }
-    Ok((args.server.unwrap_or(DEFAULT_SERVER), None))
+    let addr = match &args.server {
+        Some(server) => server.resolve().await?,
+        None => DEFAULT_SERVER,
+    };
+    Ok((addr, None))
 }
