@@ -132,6 +132,8 @@ async fn interactive(
     origin: Arc<Mutex<ServerOrigin>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    // The shell's downloads go there unless told otherwise.
+    create_out_dir(&args.out).await?;
     let shell = PeerShell {
         peer: peer.clone(),
         rt: tokio::runtime::Handle::current(),
@@ -206,6 +208,7 @@ async fn download(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let failed = || format!("cannot download {arg}");
+    create_out_dir(&args.out).await?;
     let (observer, mut updates) = tokio::sync::mpsc::unbounded_channel();
     let id = peer
         .start_download_observed(arg.to_owned(), request, args.out.clone(), observer)
@@ -238,10 +241,22 @@ async fn download(
     let report = match ended {
         // A single file whose target holds something else: say what to do about it.
         Err(PeerError::Storage(StorageError::AlreadyExists(path))) => {
+            let wanted = peer
+                .download_info(id)
+                .and_then(|i| i.file_id)
+                .map_or_else(String::new, |f| format!(" ({})", f.fmt_short()));
             return Err(anyhow::anyhow!(
-                "{} already exists and is not this file; it was left as it is: move it away, or \
-                 download into another folder",
-                path.display()
+                "{} already exists and is not this file{wanted}; it was left as it is: move it \
+                 away, or download into another folder with --out DIR",
+                printable(&path.display().to_string())
+            ))
+            .with_context(failed);
+        }
+        // Interrupted before the job had a report (still looking it up).
+        Err(PeerError::Cancelled) if cancelled => {
+            return Err(anyhow::anyhow!(
+                "interrupted before anything was downloaded; run the same command again to \
+                 download it"
             ))
             .with_context(failed);
         }
@@ -253,7 +268,7 @@ async fn download(
     let Some(folder_id) = folder_id else {
         if !report.complete() {
             if cancelled {
-                return Err(PeerError::Cancelled).with_context(failed);
+                return Err(interrupted_file(&report.path).await).with_context(failed);
             }
             let why = downloads::shortfall(&report, false).unwrap_or_default();
             return Err(anyhow::anyhow!(why)).with_context(failed);
@@ -304,12 +319,53 @@ async fn download(
     );
     if !report.complete() {
         if cancelled {
-            return Err(PeerError::Cancelled).with_context(failed);
+            return Err(anyhow::anyhow!(
+                "interrupted with {} of {} files in place; the partial ones were kept (as .part \
+                 files), and the same command run again resumes them",
+                report.fetched + report.already_there,
+                report.files
+            ))
+            .with_context(failed);
         }
         let why = downloads::shortfall(&report, true).unwrap_or_default();
         anyhow::bail!("{why}; run the same command again to resume");
     }
     Ok(())
+}
+
+/// What a signal during a single file's download left: its `.part` file (kept, with the
+/// chunks verified so far), and how to go on.
+async fn interrupted_file(target: &std::path::Path) -> anyhow::Error {
+    let mut part = target.as_os_str().to_owned();
+    part.push(p2p_storage::path::PART_SUFFIX);
+    let part = std::path::PathBuf::from(part);
+    if tokio::fs::try_exists(&part).await.unwrap_or(false) {
+        anyhow::anyhow!(
+            "interrupted; the partial file {} was kept, and the same command run again resumes it",
+            printable(&part.display().to_string())
+        )
+    } else {
+        anyhow::anyhow!(
+            "interrupted before anything was written; run the same command again to download it"
+        )
+    }
+}
+
+/// Creates the `--out` folder and its parents if missing (`mkdir -p`). Downloads never
+/// create it themselves: the web API names folders too, and a typo there should fail.
+async fn create_out_dir(out: &std::path::Path) -> anyhow::Result<()> {
+    let shown = || printable(&out.display().to_string()).to_string();
+    match tokio::fs::metadata(out).await {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => anyhow::bail!(
+            "--out {} is a file, not a folder: give a folder (a missing one is created)",
+            shown()
+        ),
+        Err(_) => {}
+    }
+    tokio::fs::create_dir_all(out)
+        .await
+        .with_context(|| format!("cannot create the download folder {}", shown()))
 }
 
 /// Shares every path (a file on its own, a folder as a whole), announced to the index in
@@ -340,20 +396,27 @@ async fn register(
         .into_iter()
         .collect();
     for item in shared {
-        let (target, text) = match item {
+        let (target, source, text) = match item {
             Shared::File { path, manifest } => (
                 manifest::default_path(&path),
+                path,
                 ManifestFile::new(manifest, servers.clone()).to_json(),
             ),
             Shared::Folder {
                 path, head, files, ..
             } => (
                 manifest::folder_manifest_path(&path, &head.name),
+                path,
                 manifest::folder_document(&head.name, files, servers.clone())?.to_json(),
             ),
         };
-        manifest::write_new(&target, &text)?;
-        println!("wrote {}", target.display());
+        let written = manifest::write_manifest(
+            &target,
+            &text,
+            "move it away and run the same command again",
+        )
+        .with_context(|| format!("cannot write the manifest of {}", source.display()))?;
+        println!("{} {}", written.verb(), target.display());
     }
     Ok(())
 }
