@@ -287,20 +287,22 @@ fn write_manifest(addr: &str, path: &Path) -> (Option<Running>, String, String) 
         .arg(path)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut child = Running(cmd.spawn().unwrap());
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
     let mut stdout = String::new();
     loop {
         let mut line = String::new();
         if out.read_line(&mut line).unwrap() == 0 {
             // Exited: an error.
-            let output = child.wait_with_output().unwrap();
-            assert_eq!(output.status.code(), Some(1));
-            return (None, stdout, text(&output.stderr));
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr)
+                .unwrap();
+            assert_eq!(child.0.wait().unwrap().code(), Some(1), "{stderr}");
+            return (None, stdout, stderr);
         }
         stdout.push_str(&line);
         if line.starts_with("wrote ") || line.starts_with("already written ") {
-            return (Some(Running(child)), stdout, String::new());
+            return (Some(child), stdout, String::new());
         }
     }
 }
