@@ -69,8 +69,8 @@ pub struct IdArgs {
 /// Where a one-shot tool finds the index server.
 #[derive(Debug, Args)]
 pub struct IndexArgs {
-    /// Address of the central index server: HOST, HOST:PORT, IP, IP:PORT or [IPv6]:PORT; the
-    /// port defaults to 8000 [default: 127.0.0.1:8000].
+    /// Address of the central index server: HOST, HOST:PORT, IP or IP:PORT (an IPv6 one in
+    /// brackets when a port follows); the port defaults to 8000 [default: 127.0.0.1:8000].
     #[arg(short = 's', long, env = "P2P_SERVER", value_name = "HOST[:PORT]")]
     pub server: Option<ServerAddr>,
     /// Find the index server over mDNS instead.
@@ -236,8 +236,9 @@ pub struct PeerArgs {
         env = "P2P_PEER_LISTEN"
     )]
     pub addr: SocketAddr,
-    /// Address of the central index server: HOST, HOST:PORT, IP, IP:PORT or [IPv6]:PORT; the
-    /// port defaults to 8000 [default: 127.0.0.1:8000, or none with --from].
+    /// Address of the central index server: HOST, HOST:PORT, IP or IP:PORT (an IPv6 one in
+    /// brackets when a port follows); the port defaults to 8000 [default: 127.0.0.1:8000, or
+    /// none with --from].
     #[arg(short = 's', long, env = "P2P_SERVER", value_name = "HOST[:PORT]")]
     pub server: Option<ServerAddr>,
     /// The index server's node id (`p2p-transfer id --server` on its machine): any other is
