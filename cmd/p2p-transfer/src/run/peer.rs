@@ -252,13 +252,9 @@ async fn download(
             ))
             .with_context(failed);
         }
-        // Interrupted before the job had a report (still looking it up).
+        // Interrupted: what is kept, and how to go on.
         Err(PeerError::Cancelled) if cancelled => {
-            return Err(anyhow::anyhow!(
-                "interrupted before anything was downloaded; run the same command again to \
-                 download it"
-            ))
-            .with_context(failed);
+            return Err(interrupted(peer.download_info(id)).await).with_context(failed);
         }
         ended => ended.with_context(failed)?,
     };
@@ -268,7 +264,7 @@ async fn download(
     let Some(folder_id) = folder_id else {
         if !report.complete() {
             if cancelled {
-                return Err(interrupted_file(&report.path).await).with_context(failed);
+                return Err(interrupted(peer.download_info(id)).await).with_context(failed);
             }
             let why = downloads::shortfall(&report, false).unwrap_or_default();
             return Err(anyhow::anyhow!(why)).with_context(failed);
@@ -319,13 +315,7 @@ async fn download(
     );
     if !report.complete() {
         if cancelled {
-            return Err(anyhow::anyhow!(
-                "interrupted with {} of {} files in place; the partial ones were kept (as .part \
-                 files), and the same command run again resumes them",
-                report.fetched + report.already_there,
-                report.files
-            ))
-            .with_context(failed);
+            return Err(interrupted(peer.download_info(id)).await).with_context(failed);
         }
         let why = downloads::shortfall(&report, true).unwrap_or_default();
         anyhow::bail!("{why}; run the same command again to resume");
@@ -333,15 +323,33 @@ async fn download(
     Ok(())
 }
 
-/// What a signal during a single file's download left: its `.part` file (kept, with the
-/// chunks verified so far), and how to go on.
-async fn interrupted_file(target: &std::path::Path) -> anyhow::Error {
-    let mut part = target.as_os_str().to_owned();
+/// What a signal during a download left, from the job's last state: a file's `.part` (kept,
+/// with the chunks verified so far), a folder's files in place and partial ones, and that the
+/// same command resumes it.
+async fn interrupted(info: Option<p2p_peer::DownloadInfo>) -> anyhow::Error {
+    let again = "the same command run again resumes it";
+    let Some(info) = info else {
+        return anyhow::anyhow!("interrupted; {again}");
+    };
+    if info.folder_id.is_some() {
+        return anyhow::anyhow!(
+            "interrupted with {} of {} files in place; the partial ones were kept (as .part \
+             files), and {again}",
+            info.files_done,
+            info.files_total
+        );
+    }
+    let Some(name) = &info.name else {
+        return anyhow::anyhow!(
+            "interrupted before anything was written; run the same command again to download it"
+        );
+    };
+    let mut part = info.out.join(name).into_os_string();
     part.push(p2p_storage::path::PART_SUFFIX);
     let part = std::path::PathBuf::from(part);
     if tokio::fs::try_exists(&part).await.unwrap_or(false) {
         anyhow::anyhow!(
-            "interrupted; the partial file {} was kept, and the same command run again resumes it",
+            "interrupted; the partial file {} was kept, and {again}",
             printable(&part.display().to_string())
         )
     } else {
