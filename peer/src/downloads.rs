@@ -123,6 +123,9 @@ pub struct DownloadInfo {
     pub done: u64,
     /// Bytes that were already on disk from an earlier run.
     pub resumed: u64,
+    /// Bytes fetched from hosts in this run (neither resumed nor already there): what a
+    /// speed is of.
+    pub fetched: u64,
     /// Bytes per second fetched in this run, over the last few seconds (0 once ended).
     pub speed: f64,
     /// Time left at that speed, while running.
@@ -262,6 +265,7 @@ impl Entry {
             size: self.progress.size(),
             done: self.progress.done(),
             resumed: self.progress.resumed(),
+            fetched: self.progress.fetched(),
             speed: if running {
                 self.progress.speed(now)
             } else {

@@ -558,6 +558,7 @@ mod tests {
             size: 0,
             done: 0,
             resumed: 0,
+            fetched: 0,
             speed: 0.0,
             eta: None,
             hosts_known: 0,

@@ -12,6 +12,8 @@ use p2p_protocol::NodeId;
 use p2p_web::WebConfig;
 use p2p_web::config::{DEFAULT_MAX_UPLOAD_MIB, DEFAULT_PEER_WEB, DEFAULT_SERVER_WEB};
 
+use crate::address::{DEFAULT_INDEX_PORT, ServerAddr};
+
 /// Share files directly between machines on a local network.
 #[derive(Debug, Parser)]
 #[command(name = "p2p-transfer", version, about, long_about = None)]
@@ -19,6 +21,13 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+    /// Say more on stderr: -v adds routine events (info), -vv debug events, -vvv everything.
+    /// RUST_LOG overrides it.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors and results: no progress, no warnings. RUST_LOG overrides it for logs.
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 /// The roles, and the one-shot tools.
@@ -63,9 +72,16 @@ pub struct IdArgs {
 /// Where a one-shot tool finds the index server.
 #[derive(Debug, Args)]
 pub struct IndexArgs {
-    /// Address of a central index server (repeatable: every one is asked).
-    #[arg(short = 's', long = "server", env = "P2P_SERVER", value_name = "ADDR")]
-    pub servers: Vec<SocketAddr>,
+    /// Address of a central index server: HOST, HOST:PORT, IP or IP:PORT (an IPv6 one in
+    /// brackets when a port follows); the port defaults to 8000 [default: 127.0.0.1:8000].
+    /// Repeatable: every one is asked.
+    #[arg(
+        short = 's',
+        long = "server",
+        env = "P2P_SERVER",
+        value_name = "HOST[:PORT]"
+    )]
+    pub servers: Vec<ServerAddr>,
     /// Find the index servers over mDNS instead: every one that answers is asked.
     #[arg(long, conflicts_with = "servers")]
     pub auto_discover: bool,
@@ -106,8 +122,8 @@ pub enum ManifestCommand {
         file: PathBuf,
         /// Index server(s) to name in the manifest file (repeatable), each with the node id
         /// this machine's peer met there, if any.
-        #[arg(short = 's', long = "server", value_name = "ADDR")]
-        servers: Vec<SocketAddr>,
+        #[arg(short = 's', long = "server", value_name = "HOST[:PORT]")]
+        servers: Vec<ServerAddr>,
         /// The node id of the (one) --server, recorded in the manifest file: whoever
         /// downloads with it refuses any other index there.
         #[arg(long, value_name = "NODE-ID", requires = "servers")]
@@ -135,8 +151,10 @@ const MAX_UPLOAD_MIB: u32 = (p2p_protocol::MAX_CHUNKS_PER_FILE as u64
     / MIB as u64) as u32;
 
 /// The index server a peer uses when given neither --server, --auto-discover nor --from.
-pub const DEFAULT_SERVER: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8000);
+pub const DEFAULT_SERVER: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    DEFAULT_INDEX_PORT,
+);
 
 /// `p2p-transfer server`.
 #[derive(Debug, Args)]
@@ -228,17 +246,20 @@ pub struct PeerArgs {
     /// Reloaded when it changes or on SIGHUP.
     #[arg(long, env = "P2P_ALLOW_PEERS", value_name = "FILE")]
     pub allow_peers: Option<PathBuf>,
-    /// Address this peer's chunk server listens on (port 0 picks a free one).
+    /// Address this peer's chunk server listens on: every interface and a port the system
+    /// picks by default, so peers on one machine never collide (the index learns the port).
     #[arg(
         short = 'a',
         long,
-        default_value = "127.0.0.1:8001",
+        default_value = "0.0.0.0:0",
         env = "P2P_PEER_LISTEN"
     )]
     pub addr: SocketAddr,
-    /// Address of the central index server [default: 127.0.0.1:8000, or none with --from].
-    #[arg(short = 's', long, env = "P2P_SERVER")]
-    pub server: Option<SocketAddr>,
+    /// Address of the central index server: HOST, HOST:PORT, IP or IP:PORT (an IPv6 one in
+    /// brackets when a port follows); the port defaults to 8000 [default: 127.0.0.1:8000, or
+    /// none with --from].
+    #[arg(short = 's', long, env = "P2P_SERVER", value_name = "HOST[:PORT]")]
+    pub server: Option<ServerAddr>,
     /// The index server's node id (`p2p-transfer id --server` on its machine): any other is
     /// refused, and over mDNS only a server with this id is used. Also accepts a new id for
     /// an index whose key changed on purpose.
@@ -391,9 +412,11 @@ impl From<&PeerArgs> for PeerConfig {
     fn from(args: &PeerArgs) -> Self {
         PeerConfig {
             listen_addr: args.addr,
-            server_addr: args
-                .server
-                .or((args.from.is_empty() && !args.auto_discover).then_some(DEFAULT_SERVER)),
+            // A host name is looked up when the peer starts (`run::peer`), not here.
+            server_addr: match &args.server {
+                Some(server) => server.socket_addr(),
+                None => (args.from.is_empty() && !args.auto_discover).then_some(DEFAULT_SERVER),
+            },
             advertise_addr: args.advertise_addr,
             workers: usize::from(args.workers),
             request_timeout: args.request_timeout,
@@ -536,6 +559,61 @@ mod tests {
             .is_err()
         );
         assert!(Cli::try_parse_from(["p2p-transfer", "peer", "--server-name", "x"]).is_err());
+    }
+
+    #[test]
+    fn peer_defaults_to_every_interface_and_a_free_port() {
+        let Command::Peer(args) = Cli::try_parse_from(["p2p-transfer", "peer"])
+            .unwrap()
+            .command
+        else {
+            panic!("not peer")
+        };
+        assert_eq!(args.addr, "0.0.0.0:0".parse().unwrap());
+        assert_eq!(PeerConfig::from(&*args).server_addr, Some(DEFAULT_SERVER));
+    }
+
+    #[test]
+    fn server_takes_host_forms_with_the_default_port() {
+        let server = |value: &str| match Cli::try_parse_from(["p2p-transfer", "peer", "-s", value])
+            .map(|cli| cli.command)
+        {
+            Ok(Command::Peer(args)) => Ok(args.server.unwrap().to_string()),
+            Ok(_) => panic!("not peer"),
+            Err(err) => Err(err.to_string()),
+        };
+        assert_eq!(server("10.1.2.3").unwrap(), "10.1.2.3:8000");
+        assert_eq!(server("::1").unwrap(), "[::1]:8000");
+        assert_eq!(server("[::1]:9").unwrap(), "[::1]:9");
+        assert_eq!(server("index.lan").unwrap(), "index.lan:8000");
+        assert_eq!(server("localhost:9").unwrap(), "localhost:9");
+        let err = server("index.lan:x").unwrap_err();
+        assert!(err.contains("\"x\" is not a port"), "{err}");
+        // A name is looked up when the peer starts.
+        let Command::Peer(args) = Cli::try_parse_from(["p2p-transfer", "peer", "-s", "box"])
+            .unwrap()
+            .command
+        else {
+            panic!("not peer")
+        };
+        assert_eq!(PeerConfig::from(&*args).server_addr, None);
+        let Command::Search(args) =
+            Cli::try_parse_from(["p2p-transfer", "search", "-s", "box:1", "x"])
+                .unwrap()
+                .command
+        else {
+            panic!("not search")
+        };
+        assert_eq!(args.index.servers[0].to_string(), "box:1");
+    }
+
+    #[test]
+    fn verbosity_flags_are_global() {
+        let cli = Cli::try_parse_from(["p2p-transfer", "peer", "-vv"]).unwrap();
+        assert_eq!((cli.verbose, cli.quiet), (2, false));
+        let cli = Cli::try_parse_from(["p2p-transfer", "-q", "search", "x"]).unwrap();
+        assert!(cli.quiet);
+        assert!(Cli::try_parse_from(["p2p-transfer", "peer", "-q", "-v"]).is_err());
     }
 
     #[test]

@@ -48,16 +48,67 @@ pub fn print_above_prompt(line: String) {
     }
 }
 
-/// Installs the subscriber. `RUST_LOG` wins; otherwise `info`, or `warn` in a shell, where
-/// routine events would bury the user's own output.
-pub fn init(interactive: bool) {
-    let default = if interactive { "warn" } else { "info" };
+/// How much a run says on stderr besides its errors and results: `-q`, the default, `-v`,
+/// `-vv`, `-vvv`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// `-q`: errors and results only; no progress, no warnings.
+    Quiet,
+    /// Warnings and errors from the logs, the progress bar, and the results.
+    #[default]
+    Normal,
+    /// `-v`: routine events too (info).
+    Verbose,
+    /// `-vv`: our crates' debug events.
+    Debug,
+    /// `-vvv`: everything, down to our crates' trace events.
+    Trace,
+}
+
+impl Verbosity {
+    /// From the global flags: `-q`, or the number of `-v`.
+    pub fn from_flags(quiet: bool, verbose: u8) -> Self {
+        match (quiet, verbose) {
+            (true, _) => Self::Quiet,
+            (false, 0) => Self::Normal,
+            (false, 1) => Self::Verbose,
+            (false, 2) => Self::Debug,
+            (false, _) => Self::Trace,
+        }
+    }
+
+    /// The log filter this level stands for when `RUST_LOG` is not set. Only our crates
+    /// (`p2p_*`) go below info: the TLS, HTTP and mDNS libraries' debug output buries ours.
+    pub fn filter(self) -> &'static str {
+        match self {
+            Self::Quiet => "error",
+            Self::Normal => "warn",
+            Self::Verbose => "info",
+            Self::Debug => "info,p2p=debug",
+            Self::Trace => "debug,p2p=trace",
+        }
+    }
+}
+
+/// The level chosen at start (`-q` hides the progress bar too), for code far from `main`.
+static VERBOSITY: std::sync::OnceLock<Verbosity> = std::sync::OnceLock::new();
+
+/// Whether `-q` was given: only errors and results are shown.
+pub fn quiet() -> bool {
+    VERBOSITY.get().copied().unwrap_or_default() == Verbosity::Quiet
+}
+
+/// Installs the subscriber. `RUST_LOG` wins; otherwise the level of `-q`/`-v` (warnings and
+/// errors by default, in a shell too, where routine events would bury the user's output).
+pub fn init(interactive: bool, verbosity: Verbosity) {
+    let _ = VERBOSITY.set(verbosity);
     tracing_subscriber::fmt()
         .fmt_fields(PrintableFields)
         .with_writer(LineWriter::default)
         .with_ansi(io::stderr().is_terminal() && !interactive)
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(verbosity.filter())),
         )
         .init();
 }
@@ -157,6 +208,20 @@ mod tests {
 
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn flags_choose_the_level() {
+        assert_eq!(Verbosity::from_flags(false, 0).filter(), "warn");
+        assert_eq!(Verbosity::from_flags(false, 1).filter(), "info");
+        assert_eq!(Verbosity::from_flags(false, 2).filter(), "info,p2p=debug");
+        assert_eq!(Verbosity::from_flags(false, 9), Verbosity::Trace);
+        assert_eq!(Verbosity::from_flags(true, 0).filter(), "error");
+        // Each filter is one EnvFilter accepts.
+        for v in [0, 1, 2, 3] {
+            let filter = Verbosity::from_flags(false, v).filter();
+            assert!(EnvFilter::try_new(filter).is_ok(), "{filter}");
         }
     }
 

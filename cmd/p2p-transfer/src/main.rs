@@ -2,23 +2,29 @@
 //! SIGTERM into one cancellation token, and runs the server or a peer.
 //!
 //! # Layout
-//! * `cli`: flags, and their mapping to `ServerConfig` / `PeerConfig`.
+//! * `cli`: flags, and their mapping to `ServerConfig` / `PeerConfig`; `address`: `--server`
+//!   as typed (host names, IPv6, the default port).
 //! * `run`: what `server` and `peer` do with those configs.
 //! * `discovery`: mDNS advertisement, `--auto-discover`, following a server that moves.
 //! * `json`: `--json` output, one event a line, for scripts.
+//! * `reach`: the addresses others reach a listener at (the server's paste-ready command).
 //! * `progress`: download progress as a bar on a terminal, plain lines otherwise.
-//! * `shell`: the interactive shells; `logging`: where log lines go.
+//! * `shell`: the interactive shells; `logging`: where log lines go, and how many.
+//! * `units`: how sizes and speeds are shown (IEC: KiB, MiB, GiB).
 
+mod address;
 mod allow;
 mod cli;
 mod discovery;
 mod json;
 mod logging;
 mod progress;
+mod reach;
 mod run;
 mod shell;
 mod tables;
 mod trust;
+mod units;
 
 use std::process::ExitCode;
 
@@ -63,7 +69,10 @@ fn raise_open_files_limit() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr (or above a shell's prompt): stdout carries the lines scripts read.
-    logging::init(cli.command.interactive());
+    logging::init(
+        cli.command.interactive(),
+        logging::Verbosity::from_flags(cli.quiet, cli.verbose),
+    );
     raise_open_files_limit();
 
     // Few blocking threads: chunk hashing and disk writes need about one per download worker,

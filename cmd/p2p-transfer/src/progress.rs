@@ -1,6 +1,6 @@
 //! Download progress: one indicatif bar per job (bytes over all its files; for a folder also
 //! `{done}/{total} files`; speed and ETA) when stdout is a terminal, plain lines on stderr at
-//! most once a second otherwise, so logs and CI output stay readable. Counting, speed and ETA
+//! most once a second otherwise, so logs and CI output stay readable; nothing with `-q`. Counting, speed and ETA
 //! come from the peer's pure [`Progress`], as the registry, the shells and the web page show
 //! them: speed is of bytes fetched in this run (not those resumed or found already there).
 //! File names and host errors come from the network and are shown escaped.
@@ -8,12 +8,14 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
+use indicatif::{HumanDuration, ProgressBar, ProgressStyle};
 use p2p_peer::DownloadEvent;
 use p2p_peer::downloads::Progress;
 use p2p_protocol::printable;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
+
+use crate::units;
 
 /// Gap between plain progress lines.
 const PLAIN_EVERY: Duration = Duration::from_secs(1);
@@ -25,9 +27,12 @@ const BAR_EVERY: Duration = Duration::from_millis(200);
 pub fn start() -> (UnboundedSender<DownloadEvent>, JoinHandle<()>) {
     let (tx, mut rx) = unbounded_channel();
     let terminal = std::io::stdout().is_terminal();
+    let quiet = crate::logging::quiet();
     let task = tokio::spawn(async move {
         let now = Instant::now();
-        let mut view: Box<dyn View + Send> = if terminal {
+        let mut view: Box<dyn View + Send> = if quiet {
+            Box::new(Silent)
+        } else if terminal {
             Box::new(Bar::new(now))
         } else {
             Box::new(Plain::new(now))
@@ -45,6 +50,13 @@ trait View {
     fn close(&mut self) {}
 }
 
+/// `-q`: no progress at all.
+struct Silent;
+
+impl View for Silent {
+    fn show(&mut self, _: &DownloadEvent, _: Instant) {}
+}
+
 /// What the job is: its name and, once known, how many hosts it asks.
 fn title(name: &str, hosts: usize) -> String {
     format!("{} from {hosts} peer(s)", printable(name))
@@ -60,7 +72,7 @@ fn status(progress: &Progress, now: Instant) -> String {
             progress.files_total()
         ));
     }
-    parts.push(format!("{}/s", HumanBytes(progress.speed(now) as u64)));
+    parts.push(units::speed(progress.speed(now)));
     if let Some(eta) = progress.eta(now) {
         parts.push(format!("eta {}", HumanDuration(eta)));
     }
@@ -175,9 +187,9 @@ impl Plain {
             String::new()
         };
         eprintln!(
-            "progress {}: {pct:.0}% {done}/{size} bytes{files}, {:.1} MB/s",
+            "progress {}: {pct:.0}% {done}/{size} bytes{files}, {}",
             printable(&self.name),
-            self.progress.speed(now) / 1e6
+            units::speed(self.progress.speed(now))
         );
         self.last = Some(now);
     }

@@ -242,6 +242,11 @@ impl Progress {
         }
     }
 
+    /// Bytes fetched from hosts in this run (not resumed, not already there).
+    pub fn fetched(&self) -> u64 {
+        self.arrived
+    }
+
     /// Bytes found on disk from an earlier run.
     pub fn resumed(&self) -> u64 {
         self.resumed
@@ -376,10 +381,12 @@ mod tests {
         p.apply(&started(8 * MB as u64, 1, 4 * MB as u64), t0);
         assert_eq!(p.done(), 4 * MB as u64);
         assert_eq!(p.resumed(), 4 * MB as u64);
+        assert_eq!(p.fetched(), 0);
         assert_eq!(p.speed(t0 + Duration::from_secs(1)), 0.0);
         p.apply(&chunk(MB, 1), t0 + Duration::from_secs(1));
         let speed = p.speed(t0 + Duration::from_secs(1));
         assert!((speed - 1.0e6).abs() < 1.0, "{speed}");
+        assert_eq!(p.fetched(), MB as u64);
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn dir(args: &IdentityArgs) -> anyhow::Result<std::path::PathBuf> {
 fn load_quietly(args: &IdentityArgs, role: Role, announce: bool) -> anyhow::Result<Identity> {
     let dir = dir(args)?;
     let (identity, created) = Identity::load_or_create(&dir, role)?;
-    if created && announce {
+    if created && announce && !crate::logging::quiet() {
         eprintln!(
             "created a new identity for this node in {}",
             identity.path().display()

@@ -12,6 +12,9 @@ use p2p_storage::Tree;
 
 use crate::cli::ManifestCommand;
 
+/// What to do when another manifest file is in the way of `manifest create`.
+const WRITE_ELSEWHERE: &str = "move it away, or write elsewhere with -o PATH";
+
 /// Runs a manifest tool.
 pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
     match command {
@@ -23,14 +26,19 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
             output,
             json,
         } => {
-            let servers = index_refs(servers, *server_id, identity)?;
+            let mut resolved = Vec::with_capacity(servers.len());
+            for server in servers {
+                resolved.push(server.resolve().await?);
+            }
+            let servers = index_refs(&resolved, *server_id, identity)?;
             if file.is_dir() {
                 let (name, hashed) = hash_folder(file).await?;
                 let target = output
                     .clone()
                     .unwrap_or_else(|| folder_manifest_path(file, &name));
                 let doc = folder_document(&name, hashed, servers.clone())?;
-                write_new(&target, &doc.to_json())?;
+                let written = write_manifest(&target, &doc.to_json(), WRITE_ELSEWHERE)
+                    .with_context(|| format!("cannot write the manifest of {}", file.display()))?;
                 if *json {
                     crate::json::emit(&crate::json::Event::ManifestWritten {
                         kind: crate::json::Kind::Folder,
@@ -40,7 +48,12 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
                         files: doc.files.len() as u64,
                     });
                 } else {
-                    println!("wrote {} ({} files)", target.display(), doc.files.len());
+                    println!(
+                        "{} {} ({} files)",
+                        written.verb(),
+                        target.display(),
+                        doc.files.len()
+                    );
                 }
             } else {
                 let path = file.clone();
@@ -51,7 +64,8 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
                         .with_context(|| format!("cannot describe {}", file.display()))?;
                 let doc = ManifestFile::new(hashed.manifest, servers.clone());
                 let target = output.clone().unwrap_or_else(|| default_path(file));
-                write_new(&target, &doc.to_json())?;
+                let written = write_manifest(&target, &doc.to_json(), WRITE_ELSEWHERE)
+                    .with_context(|| format!("cannot write the manifest of {}", file.display()))?;
                 if *json {
                     crate::json::emit(&crate::json::Event::ManifestWritten {
                         kind: crate::json::Kind::File,
@@ -61,7 +75,7 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
                         files: 1,
                     });
                 } else {
-                    println!("wrote {} {}", target.display(), doc.file_id);
+                    println!("{} {} {}", written.verb(), target.display(), doc.file_id);
                 }
             }
             Ok(())
@@ -162,16 +176,108 @@ pub fn folder_manifest_path(dir: &Path, name: &str) -> PathBuf {
     }
 }
 
-/// Writes `text` to `target`, refusing to replace an existing file.
-pub fn write_new(target: &Path, text: &str) -> anyhow::Result<()> {
+/// What [`write_manifest`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Wrote a new manifest file.
+    New,
+    /// The same manifest was there already (an earlier run wrote it): nothing written.
+    AlreadyThere,
+}
+
+impl Written {
+    /// The start of the line that reports it: `wrote` or `already written`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Written::New => "wrote",
+            Written::AlreadyThere => "already written",
+        }
+    }
+}
+
+/// Writes the manifest file `text` to `target`, never replacing anything there: the same
+/// manifest there already (an earlier run of the same command) is success, anything else is an
+/// error saying what is there, with `what_to_do`.
+pub fn write_manifest(target: &Path, text: &str, what_to_do: &str) -> anyhow::Result<Written> {
     use std::io::Write;
-    let mut out = std::fs::OpenOptions::new()
+    let shown = || target.display().to_string();
+    let mut out = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(target)
-        .with_context(|| format!("cannot create {}", target.display()))?;
+    {
+        Ok(out) => out,
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            let there = what_is_there(target, text);
+            return match there {
+                There::Same => Ok(Written::AlreadyThere),
+                There::Other(what) => Err(anyhow::anyhow!(
+                    "{} already exists and {what}; it was left as it is: {what_to_do}",
+                    shown()
+                )),
+            };
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot create {}", shown())),
+    };
     out.write_all(text.as_bytes())
-        .with_context(|| format!("cannot write {}", target.display()))
+        .with_context(|| format!("cannot write {}", shown()))?;
+    Ok(Written::New)
+}
+
+/// What an existing manifest file holds, next to the one to write.
+enum There {
+    Same,
+    /// What is there instead: `describes another file (id …), not this one (id …)`.
+    Other(String),
+}
+
+/// Reads what is at `target` (not more than a manifest's worth) and compares it with
+/// `text`, as manifests: the same file or folder with the same index servers is the same.
+fn what_is_there(target: &Path, text: &str) -> There {
+    let not_manifest = || There::Other("is not a manifest file".to_owned());
+    let Ok(new) = AnyManifestFile::parse(text) else {
+        return not_manifest();
+    };
+    // Written by us, it is the same size or close (another version of the format may space
+    // it differently); far bigger is something else, not worth reading.
+    let limit = text.len() as u64 * 2 + 4096;
+    match std::fs::metadata(target) {
+        Ok(meta) if meta.is_file() && meta.len() <= limit => {}
+        Ok(meta) if meta.is_dir() => return There::Other("is a folder".to_owned()),
+        _ => return not_manifest(),
+    }
+    let Some(old) = std::fs::read_to_string(target)
+        .ok()
+        .and_then(|t| AnyManifestFile::parse(&t).ok())
+    else {
+        return not_manifest();
+    };
+    if old == new {
+        return There::Same;
+    }
+    let (old_id, new_id) = (id_of(&old), id_of(&new));
+    There::Other(if old_id != new_id {
+        format!(
+            "describes another {} (id {old_id}), not this one (id {new_id})",
+            kind_of(&old)
+        )
+    } else {
+        format!("names other index servers for this {}", kind_of(&new))
+    })
+}
+
+fn id_of(doc: &AnyManifestFile) -> String {
+    match doc {
+        AnyManifestFile::File(f) => f.file_id.fmt_short(),
+        AnyManifestFile::Folder(f) => f.folder_id().fmt_short(),
+    }
+}
+
+fn kind_of(doc: &AnyManifestFile) -> &'static str {
+    match doc {
+        AnyManifestFile::File(_) => "file",
+        AnyManifestFile::Folder(_) => "folder",
+    }
 }
 
 /// Reads and checks a manifest file of either kind.

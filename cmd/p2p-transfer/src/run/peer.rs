@@ -21,6 +21,7 @@ use crate::progress;
 use crate::run::manifest;
 use crate::shell::{self, peer::PeerShell};
 use crate::trust::IndexTrust;
+use crate::units;
 
 /// Rescan of a shared folder when the watcher reported nothing.
 const SHARE_DIR_RESCAN: std::time::Duration = std::time::Duration::from_secs(30);
@@ -38,6 +39,9 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     let (identity, tls) = crate::run::id::load_tls(&args.identity, p2p_identity::Role::Peer)?;
     let web = crate::run::web::bind_peer(args).await?;
     let mut config = PeerConfig::from(args);
+    if let Some(server) = &args.server {
+        config.server_addr = Some(server.resolve().await?);
+    }
     // A peer that exits once its download is done would announce the file only to withdraw
     // it a moment later.
     config.share_downloads = !exits_after_download(args);
@@ -105,6 +109,10 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
             index_node_id: peer.index_node_id().map(|id| id.to_string()),
         });
     } else {
+        let reach = crate::reach::reach(peer.local_addr());
+        for line in crate::reach::peer_lines(&reach, peer.local_addr()) {
+            println!("{line}");
+        }
         println!("peer listening on {}", peer.local_addr());
     }
     // Every download job (the shell's, the web API's) asks the --from hosts too.
@@ -145,6 +153,8 @@ async fn interactive(
     origin: Arc<Mutex<ServerOrigin>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    // The shell's downloads go there unless told otherwise.
+    create_out_dir(&args.out).await?;
     let shell = PeerShell {
         peer: peer.clone(),
         rt: tokio::runtime::Handle::current(),
@@ -220,6 +230,7 @@ async fn download(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let failed = || format!("cannot download {arg}");
+    create_out_dir(&args.out).await?;
     let (observer, updates) = tokio::sync::mpsc::unbounded_channel();
     let started = peer
         .start_download_observed(arg.to_owned(), request, args.out.clone(), observer)
@@ -314,23 +325,37 @@ async fn follow(
     let report = match ended {
         // A single file whose target holds something else: say what to do about it.
         Err(PeerError::Storage(StorageError::AlreadyExists(path))) => {
+            let wanted = peer
+                .download_info(id)
+                .and_then(|i| i.file_id)
+                .map_or_else(String::new, |f| format!(" ({})", f.fmt_short()));
             return Err(anyhow::anyhow!(
-                "{} already exists and is not this file; it was left as it is: move it away, or \
-                 download into another folder",
-                path.display()
+                "{} already exists and is not this file{wanted}; it was left as it is: move it \
+                 away, or download into another folder with --out DIR",
+                printable(&path.display().to_string())
             ))
             .with_context(failed);
+        }
+        // Interrupted: what is kept, and how to go on.
+        Err(PeerError::Cancelled) if cancelled => {
+            return Err(interrupted(peer.download_info(id)).await).with_context(failed);
         }
         ended => ended.with_context(failed)?,
     };
     let info = peer.download_info(id);
+    // Interrupted with files missing: what is kept, and how to go on.
+    let kept = if cancelled && !report.complete() {
+        Some(interrupted(info.clone()).await)
+    } else {
+        None
+    };
     if args.json {
-        return report_json(&report, info.as_ref(), arg, cancelled);
+        return report_json(&report, info.as_ref(), arg, kept);
     }
     let folder_id = info.as_ref().and_then(|i| i.folder_id);
     let shown = |path: &std::path::Path| printable(&path.display().to_string()).to_string();
     let Some(folder_id) = folder_id else {
-        incomplete(&report, cancelled, false, arg)?;
+        incomplete(&report, kept, false, arg)?;
         let file_id = info
             .and_then(|i| i.file_id)
             .map_or_else(|| arg.to_owned(), |f| f.to_string());
@@ -339,10 +364,10 @@ async fn follow(
         } else {
             let secs = report.elapsed.as_secs_f64();
             println!(
-                "downloaded {} {file_id} {} in {secs:.2}s ({:.1} MB/s)",
+                "downloaded {} {file_id} {} in {secs:.2}s {}",
                 shown(&report.path),
                 report.size,
-                report.size as f64 / secs.max(1e-9) / 1e6,
+                units::transfer_summary(report.bytes_fetched, report.bytes_resumed, report.elapsed),
             );
         }
         return Ok(());
@@ -365,7 +390,7 @@ async fn follow(
     }
     let name = info.and_then(|i| i.name).unwrap_or_default();
     println!(
-        "folder {} {folder_id}: {} fetched, {} already there, {} conflicts, {} failed ({} bytes in {:.2} s)",
+        "folder {} {folder_id}: {} fetched, {} already there, {} conflicts, {} failed ({} bytes in {:.2} s, {})",
         printable(&name),
         report.fetched,
         report.already_there,
@@ -373,14 +398,16 @@ async fn follow(
         report.failed_total,
         report.bytes_fetched,
         report.elapsed.as_secs_f64(),
+        units::rate(report.bytes_fetched, report.elapsed),
     );
-    incomplete(&report, cancelled, true, arg)
+    incomplete(&report, kept, true, arg)
 }
 
-/// The error for a job that left files missing, if it did.
+/// The error for a job that left files missing, if it did: `kept` says what an interrupted
+/// one left and how to go on.
 fn incomplete(
     report: &p2p_peer::download::JobReport,
-    cancelled: bool,
+    kept: Option<anyhow::Error>,
     folder: bool,
     arg: &str,
 ) -> anyhow::Result<()> {
@@ -388,8 +415,8 @@ fn incomplete(
         return Ok(());
     }
     let failed = || format!("cannot download {arg}");
-    if cancelled {
-        return Err(PeerError::Cancelled).with_context(failed);
+    if let Some(kept) = kept {
+        return Err(kept).with_context(failed);
     }
     let why = downloads::shortfall(report, folder).unwrap_or_default();
     if folder {
@@ -441,7 +468,7 @@ fn report_json(
     report: &p2p_peer::download::JobReport,
     info: Option<&p2p_peer::DownloadInfo>,
     arg: &str,
-    cancelled: bool,
+    kept: Option<anyhow::Error>,
 ) -> anyhow::Result<()> {
     let folder_id = info.and_then(|i| i.folder_id);
     for problem in report.conflicts.iter().take(MAX_REPORTED) {
@@ -479,7 +506,60 @@ fn report_json(
         seconds: report.elapsed.as_secs_f64(),
         complete: report.complete(),
     });
-    incomplete(report, cancelled, folder_id.is_some(), arg)
+    incomplete(report, kept, folder_id.is_some(), arg)
+}
+
+/// What a signal during a download left, from the job's last state: a file's `.part` (kept,
+/// with the chunks verified so far), a folder's files in place and partial ones, and that the
+/// same command resumes it.
+async fn interrupted(info: Option<p2p_peer::DownloadInfo>) -> anyhow::Error {
+    let again = "the same command run again resumes it";
+    let Some(info) = info else {
+        return anyhow::anyhow!("interrupted; {again}");
+    };
+    if info.folder_id.is_some() {
+        return anyhow::anyhow!(
+            "interrupted with {} of {} files in place; the partial ones were kept (as .part \
+             files), and {again}",
+            info.files_done,
+            info.files_total
+        );
+    }
+    let Some(name) = &info.name else {
+        return anyhow::anyhow!(
+            "interrupted before anything was written; run the same command again to download it"
+        );
+    };
+    let mut part = info.out.join(name).into_os_string();
+    part.push(p2p_storage::path::PART_SUFFIX);
+    let part = std::path::PathBuf::from(part);
+    if tokio::fs::try_exists(&part).await.unwrap_or(false) {
+        anyhow::anyhow!(
+            "interrupted; the partial file {} was kept, and {again}",
+            printable(&part.display().to_string())
+        )
+    } else {
+        anyhow::anyhow!(
+            "interrupted before anything was written; run the same command again to download it"
+        )
+    }
+}
+
+/// Creates the `--out` folder and its parents if missing (`mkdir -p`). Downloads never
+/// create it themselves: the web API names folders too, and a typo there should fail.
+async fn create_out_dir(out: &std::path::Path) -> anyhow::Result<()> {
+    let shown = || printable(&out.display().to_string()).to_string();
+    match tokio::fs::metadata(out).await {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => anyhow::bail!(
+            "--out {} is a file, not a folder: give a folder (a missing one is created)",
+            shown()
+        ),
+        Err(_) => {}
+    }
+    tokio::fs::create_dir_all(out)
+        .await
+        .with_context(|| format!("cannot create the download folder {}", shown()))
 }
 
 /// Shares every path (a file on its own, a folder as a whole), announced to the index in
@@ -511,7 +591,7 @@ async fn register(
         .into_iter()
         .collect();
     for item in shared {
-        let (target, text, written) = match item {
+        let (target, source, text, written) = match item {
             Shared::File { path, manifest } => {
                 let target = manifest::default_path(&path);
                 let written = Event::ManifestWritten {
@@ -522,7 +602,7 @@ async fn register(
                     files: 1,
                 };
                 let text = ManifestFile::new(manifest, servers.clone()).to_json();
-                (target, text, written)
+                (target, path, text, written)
             }
             Shared::Folder {
                 path,
@@ -539,14 +619,19 @@ async fn register(
                     files: head.files,
                 };
                 let text = manifest::folder_document(&head.name, files, servers.clone())?.to_json();
-                (target, text, written)
+                (target, path, text, written)
             }
         };
-        manifest::write_new(&target, &text)?;
+        let outcome = manifest::write_manifest(
+            &target,
+            &text,
+            "move it away and run the same command again",
+        )
+        .with_context(|| format!("cannot write the manifest of {}", source.display()))?;
         if json {
             json::emit(&written);
         } else {
-            println!("wrote {}", target.display());
+            println!("{} {}", outcome.verb(), target.display());
         }
     }
     Ok(())

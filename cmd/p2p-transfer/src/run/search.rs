@@ -270,11 +270,13 @@ pub async fn targets(
                 "--server-id names the id of one index server; give one --server with it"
             );
         }
-        let servers = if args.servers.is_empty() {
-            vec![DEFAULT_SERVER]
-        } else {
-            args.servers.clone()
-        };
+        let mut servers = Vec::with_capacity(args.servers.len());
+        for server in &args.servers {
+            servers.push(server.resolve().await?);
+        }
+        if servers.is_empty() {
+            servers.push(DEFAULT_SERVER);
+        }
         let mut unique: Vec<SocketAddr> = Vec::new();
         for addr in servers {
             if !unique.contains(&addr) {

@@ -29,6 +29,10 @@ pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Resu
     if let Some(web) = &web {
         web.announce();
     }
+    let reach = crate::reach::reach(addr);
+    for line in crate::reach::server_lines(&reach, addr, &identity.node_id().to_string()) {
+        println!("{line}");
+    }
     println!("server listening on {addr}");
     let advertisement = discovery::advertise(args, addr, identity.node_id()).await;
     if let Some(ad) = &advertisement {

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use indicatif::HumanBytes;
 use p2p_peer::{DownloadId, DownloadInfo, DownloadState, PeerChange, PeerHandle};
 use p2p_protocol::printable;
 use tokio::sync::broadcast::error::RecvError;
@@ -26,12 +25,11 @@ pub fn print(peer: &PeerHandle) {
         let pct = d.percent();
         // While running: the recent speed; once ended: the average of the run.
         let rate = if d.state.is_finished() {
-            let fetched = d.done.saturating_sub(d.resumed);
-            fetched as f64 / d.elapsed.as_secs_f64().max(1e-3)
+            d.fetched as f64 / d.elapsed.as_secs_f64().max(1e-3)
         } else {
             d.speed
         };
-        let speed = format!("{}/s", HumanBytes(rate as u64));
+        let speed = crate::units::speed(rate);
         let hosts = format!("{}/{}", d.hosts_delivering, d.hosts_known);
         // Unknown until the request is resolved.
         let files = if d.files_total == 0 {
@@ -114,10 +112,10 @@ fn outcome(info: &DownloadInfo) -> String {
                 (None, None) => format!("({} files)", info.files_done),
             };
             format!(
-                "downloaded {} {what} {} in {secs:.2}s ({:.1} MB/s)",
+                "downloaded {} {what} {} in {secs:.2}s {}",
                 printable(&path),
                 info.size,
-                info.size as f64 / secs.max(1e-9) / 1e6
+                crate::units::transfer_summary(info.fetched, info.resumed, info.elapsed)
             )
         }
     }

@@ -34,7 +34,8 @@ fn seed_and_download_with_the_binary() {
         )),
         "{line}"
     );
-    assert!(line.ends_with(" MB/s)"), "{line}");
+    // IEC units (KiB/s, MiB/s), as everywhere.
+    assert!(line.ends_with("iB/s)"), "{line}");
     assert_eq!(std::fs::read(&target).unwrap(), data);
 
     // Again: the very file is there now, so nothing to fetch, and success.
@@ -53,9 +54,10 @@ fn seed_and_download_with_the_binary() {
     assert_eq!(
         last,
         format!(
-            "error: cannot download {id}: {} already exists and is not this file; it was left \
-             as it is: move it away, or download into another folder",
-            target.display()
+            "error: cannot download {id}: {} already exists and is not this file ({}); it was \
+             left as it is: move it away, or download into another folder with --out DIR",
+            target.display(),
+            &id[..12]
         )
     );
     assert_eq!(std::fs::read(&target).unwrap(), b"mine");

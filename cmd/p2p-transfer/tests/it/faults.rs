@@ -301,7 +301,7 @@ fn sigterm_during_a_download_saves_the_state_for_the_next_run() {
             .lines()
             .last()
             .unwrap()
-            .starts_with(&format!("error: cannot download {id}: cancelled")),
+            .starts_with(&format!("error: cannot download {id}: interrupted; the partial file {} was kept, and the same command run again resumes it", part.display())),
         "{stderr}"
     );
     assert!(part.exists());

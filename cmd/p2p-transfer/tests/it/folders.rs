@@ -1516,9 +1516,10 @@ fn a_single_file_already_there_is_already_downloaded_and_another_one_is_an_error
     assert_eq!(
         text(&output.stderr).lines().last().unwrap_or_default(),
         format!(
-            "error: cannot download {id}: {} already exists and is not this file; it was left \
-             as it is: move it away, or download into another folder",
-            target.display()
+            "error: cannot download {id}: {} already exists and is not this file ({}); it was \
+             left as it is: move it away, or download into another folder with --out DIR",
+            target.display(),
+            &id[..12]
         )
     );
     assert_eq!(std::fs::read(&target).unwrap(), mine);

@@ -268,7 +268,8 @@ async fn a_hostile_peer_error_and_name_are_shown_escaped() {
     let index = hostile_index(manifest, peer.addr, peer.node).await;
     let out = tempfile::tempdir().unwrap();
     let mut cmd = leecher(&index.addr.to_string(), &id, out.path());
-    cmd.args(["--stall-timeout", "1s"]);
+    // -v: the info log lines (the start's) are checked too.
+    cmd.args(["--stall-timeout", "1s", "-v"]);
     let output = run(cmd).await;
     inert("stdout", &output.stdout);
     let stderr = inert("stderr", &output.stderr);

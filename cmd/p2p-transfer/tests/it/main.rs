@@ -7,6 +7,7 @@ mod api_doc;
 mod bad_input;
 mod browser;
 mod cli;
+mod cli_defaults;
 mod cli_json;
 mod connections;
 mod direct;

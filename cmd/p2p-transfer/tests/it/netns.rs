@@ -131,7 +131,12 @@ pub fn wait_for_index_servers(count: usize) {
     loop {
         let output = crate::process::bin()
             .env("P2P_IDENTITY_DIR", &identity)
-            .args(["search", "--auto-discover", "--json", "nothing-is-named-this"])
+            .args([
+                "search",
+                "--auto-discover",
+                "--json",
+                "nothing-is-named-this",
+            ])
             .output()
             .expect("search runs");
         let stdout = String::from_utf8_lossy(&output.stdout);

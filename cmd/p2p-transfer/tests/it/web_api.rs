@@ -1100,11 +1100,9 @@ async fn a_download_started_on_the_command_line_is_listed_while_it_runs() {
     let stderr = stderr.join().unwrap();
     assert_eq!(exit.code(), Some(1), "{stderr}");
     assert!(
-        stderr
-            .lines()
-            .last()
-            .unwrap()
-            .starts_with(&format!("error: cannot download {id}: cancelled")),
+        stderr.lines().last().unwrap().starts_with(&format!(
+            "error: cannot download {id}: interrupted; the partial file"
+        )),
         "{stderr}"
     );
     assert!(out.path().join("cli-job.bin.part").exists());
