@@ -7,6 +7,7 @@ mod api_doc;
 mod bad_input;
 mod browser;
 mod cli;
+mod cli_errors;
 mod connections;
 mod direct;
 mod downloads;
