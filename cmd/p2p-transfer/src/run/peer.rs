@@ -94,7 +94,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     if args.interactive {
         // A failed startup action is reported, and the shell opens all the same.
         if let Err(err) = &result {
-            eprintln!("error: {}", printable(&format!("{err:#}")));
+            eprintln!("error: {}", crate::errors::one_line(err));
         }
         let result = interactive(&peer, args, origin, &shutdown).await;
         crate::run::web::stop(web).await;

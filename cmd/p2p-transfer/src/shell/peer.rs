@@ -210,8 +210,7 @@ impl PeerShell {
             }
         };
         if let Err(err) = result {
-            // The chain may quote the network (an index's error message, a file name).
-            println!("error: {}", printable(&format!("{err:#}")));
+            println!("error: {}", crate::errors::one_line(&err));
         }
         Flow::Continue
     }
