@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::process::{Running, bin, start_server};
+use crate::support::random_file;
 
 /// Generous: a loaded 2-core machine starts and stops a debug binary slowly.
 const START_LIMIT: Duration = Duration::from_secs(30);
@@ -108,4 +109,67 @@ fn a_peer_whose_stderr_nobody_reads_still_runs_and_stops_on_sigterm() {
     let status = exit_within(&mut peer.0, EXIT_LIMIT).expect("the peer ignored SIGTERM");
     assert!(status.success(), "{status}");
     drop(reader);
+}
+
+/// `cd work && p2p-transfer manifest create ../some/folder`: the manifest file it writes (beside
+/// the folder) is one the tool itself then downloads with, for a folder and for a file.
+#[test]
+fn manifest_create_of_a_path_through_dotdot_writes_a_manifest_the_tool_accepts() {
+    let (_server, addr) = start_server();
+    let top = tempfile::tempdir().unwrap();
+    let folder = top.path().join("some").join("folder");
+    std::fs::create_dir_all(folder.join("inner")).unwrap();
+    let (_, a) = random_file(&folder, "a.bin", 70_000, 1);
+    let (_, b) = random_file(&folder.join("inner"), "b.bin", 1_000, 2);
+    let (_, f) = random_file(&top.path().join("some"), "f.bin", 5_000, 3);
+    let work = top.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let create = |what: &str| {
+        let output = bin()
+            .current_dir(&work)
+            .args(["manifest", "create", what, "--server", &addr])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(
+        create("../some/folder"),
+        "wrote ../some/folder.p2pm (2 files)\n"
+    );
+    assert!(create("../some/f.bin").starts_with("wrote ../some/f.bin.p2pm "));
+
+    // Someone shares the folder and the file; another downloads each from its manifest file.
+    let file = top.path().join("some").join("f.bin");
+    let mut seeder = bin();
+    seeder
+        .args(["peer", "--addr", "127.0.0.1:0", "--server", &addr, "-r"])
+        .arg(&folder)
+        .arg("-r")
+        .arg(&file);
+    // The folder's files, the folder, then the file.
+    let (_seeder, _, mut lines) =
+        crate::process::spawn_until(seeder, &format!("registered {} ", folder.display()));
+    crate::process::read_line_starting(&mut lines, &format!("registered {} ", file.display()));
+    let out = tempfile::tempdir().unwrap();
+    for manifest in ["../some/folder.p2pm", "../some/f.bin.p2pm"] {
+        let output = bin()
+            .current_dir(&work)
+            .args(["peer", "--addr", "127.0.0.1:0", "--download", manifest, "--out"])
+            .arg(out.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{manifest}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(std::fs::read(out.path().join("folder/a.bin")).unwrap(), a);
+    assert_eq!(std::fs::read(out.path().join("folder/inner/b.bin")).unwrap(), b);
+    assert_eq!(std::fs::read(out.path().join("f.bin")).unwrap(), f);
 }
