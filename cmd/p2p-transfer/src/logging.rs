@@ -144,9 +144,7 @@ fn write_stderr() {
         let (line, dropped) = {
             let mut queue = stderr_queue();
             while queue.lines.is_empty() {
-                queue = STDERR_QUEUED
-                    .wait(queue)
-                    .unwrap_or_else(|e| e.into_inner());
+                queue = STDERR_QUEUED.wait(queue).unwrap_or_else(|e| e.into_inner());
             }
             let line = queue.lines.pop_front().unwrap_or_default();
             (line, std::mem::take(&mut queue.dropped))

@@ -110,12 +110,11 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Server(args) => run::server::run(args, shutdown).await,
             Command::Peer(args) => run::peer::run(args, shutdown).await,
-            Command::Search(args) => run::search::run(args).await,
+            Command::Search(args) => interruptible(run::search::run(args), &shutdown).await,
             Command::Id(args) => run::id::run(args),
-            Command::Manifest(command) => tokio::select! {
-                result = run::manifest::run(command) => result,
-                () = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
-            },
+            Command::Manifest(command) => {
+                interruptible(run::manifest::run(command), &shutdown).await
+            }
         }
     });
     // Work nobody waits for any more (hashing a file that was given up, a read stuck on a
@@ -134,6 +133,18 @@ fn main() -> ExitCode {
     };
     logging::flush_stderr(STDERR_GRACE);
     code
+}
+
+/// A one-shot command's work, given up at the first signal: a search waiting on a silent
+/// index, hashing a huge file.
+async fn interruptible(
+    work: impl Future<Output = anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        result = work => result,
+        () = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    }
 }
 
 /// With `P2P_REPORT_RSS=1`, prints the process's peak resident memory on stderr at exit, for

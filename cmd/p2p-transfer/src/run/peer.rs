@@ -198,6 +198,7 @@ async fn download(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let failed = || format!("cannot download {arg}");
+    check_out_dir(&args.out).with_context(failed)?;
     let (observer, mut updates) = tokio::sync::mpsc::unbounded_channel();
     let id = peer
         .start_download_observed(arg.to_owned(), request, args.out.clone(), observer)
@@ -301,6 +302,18 @@ async fn download(
         anyhow::bail!("{why}; run the same command again to resume");
     }
     Ok(())
+}
+
+/// Refuses an `--out` that is there but is not a folder, saying so (the peer's own check
+/// can't tell a file there from nothing there).
+pub fn check_out_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => anyhow::bail!(
+            "--out {} is a file, not a folder; give --out a folder to download into",
+            printable(&dir.display().to_string())
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Shares every path (a file on its own, a folder as a whole), announced to the index in

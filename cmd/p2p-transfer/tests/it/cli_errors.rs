@@ -159,7 +159,14 @@ fn manifest_create_of_a_path_through_dotdot_writes_a_manifest_the_tool_accepts()
     for manifest in ["../some/folder.p2pm", "../some/f.bin.p2pm"] {
         let output = bin()
             .current_dir(&work)
-            .args(["peer", "--addr", "127.0.0.1:0", "--download", manifest, "--out"])
+            .args([
+                "peer",
+                "--addr",
+                "127.0.0.1:0",
+                "--download",
+                manifest,
+                "--out",
+            ])
             .arg(out.path())
             .output()
             .unwrap();
@@ -170,6 +177,251 @@ fn manifest_create_of_a_path_through_dotdot_writes_a_manifest_the_tool_accepts()
         );
     }
     assert_eq!(std::fs::read(out.path().join("folder/a.bin")).unwrap(), a);
-    assert_eq!(std::fs::read(out.path().join("folder/inner/b.bin")).unwrap(), b);
+    assert_eq!(
+        std::fs::read(out.path().join("folder/inner/b.bin")).unwrap(),
+        b
+    );
     assert_eq!(std::fs::read(out.path().join("f.bin")).unwrap(), f);
+}
+
+/// The one `error: ` line of a failed run: the last line of stderr, the only error line, no
+/// OS error number, exit code 1.
+fn error_line(output: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr}");
+    assert!(!errors[0].contains("os error"), "{stderr}");
+    errors[0].to_owned()
+}
+
+/// A loopback address nothing listens on (bound, then closed).
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn no_index_at_the_address_says_so_once_and_what_to_try() {
+    let addr = closed_port();
+    let output = bin()
+        .args(["search", "--server", &addr, "holiday"])
+        .output()
+        .unwrap();
+    let line = error_line(&output);
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot search for \"holiday\": cannot reach the index server at {addr}: \
+             connection I/O failed: Connection refused; is the index server running there \
+             (`p2p-transfer server`)?"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("--auto-discover"), "{line}");
+    assert_eq!(line.matches("Connection refused").count(), 1, "{line}");
+}
+
+#[test]
+fn an_address_in_use_says_pick_another_or_port_0() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let server = bin()
+        .args(["server", "--no-mdns", "--addr", &addr])
+        .output()
+        .unwrap();
+    let peer = bin()
+        .args(["peer", "--server", "127.0.0.1:9", "--addr", &addr])
+        .output()
+        .unwrap();
+    for output in [server, peer] {
+        let line = error_line(&output);
+        assert!(
+            line.starts_with(&format!(
+                "error: cannot listen on {addr}: Address already in use; another program"
+            )),
+            "{line}"
+        );
+        assert!(line.contains("port 0"), "{line}");
+    }
+}
+
+#[test]
+fn out_that_is_a_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"mine").unwrap();
+    let id = "ab".repeat(32);
+    let output = bin()
+        .args(["peer", "--addr", "127.0.0.1:0", "--from", &closed_port()])
+        .args(["--download", &id, "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        error_line(&output),
+        format!(
+            "error: cannot download {id}: --out {} is a file, not a folder; give --out a folder \
+             to download into",
+            file.display()
+        )
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}
+
+/// Runs `cmd` as an unprivileged user when the tests run as root (root reads everything), with
+/// an identity folder that user may write. Returns the folder, to keep alive.
+fn unprivileged(cmd: &mut Command) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let identity = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(identity.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    cmd.env("P2P_IDENTITY_DIR", identity.path());
+    if rustix::process::geteuid().is_root() {
+        cmd.uid(65534).gid(65534);
+    }
+    identity
+}
+
+/// A folder anyone may enter and write (the unprivileged user writes manifests there).
+fn open_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+#[test]
+fn permission_denied_names_the_path_and_what_to_check() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = open_dir();
+    let (file, _) = random_file(dir.path(), "secret.bin", 1000, 4);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = bin();
+    cmd.args(["manifest", "create"]).arg(&file);
+    let _identity = unprivileged(&mut cmd);
+    let line = error_line(&cmd.output().unwrap());
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot describe {0}: cannot open {0}: Permission denied; this user may not \
+             use that path: check its owner and mode",
+            file.display()
+        )),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_unreadable_subfolder_is_named_and_the_rest_is_shared() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (_server, addr) = start_server();
+    let dir = open_dir();
+    let album = dir.path().join("album");
+    let private = album.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    for d in [&album, &private] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    random_file(&album, "a.bin", 1000, 5);
+    random_file(&private, "hidden.bin", 1000, 6);
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o000)).unwrap();
+
+    // manifest create: a warning naming it, the rest described, success.
+    let mut cmd = bin();
+    cmd.args(["manifest", "create"]).arg(&album);
+    let _identity = unprivileged(&mut cmd);
+    let output = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("wrote {}.p2pm (1 files)\n", album.display())
+    );
+    assert!(
+        stderr.contains(&format!(
+            "warning: cannot list {} (Permission denied",
+            private.display()
+        )),
+        "{stderr}"
+    );
+
+    // peer --register: the same, and the folder is shared.
+    let log = dir.path().join("peer.log");
+    let mut cmd = bin();
+    cmd.args(["peer", "--addr", "127.0.0.1:0", "--server", &addr, "-r"])
+        .arg(&album)
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _identity = unprivileged(&mut cmd);
+    let _peer = start_until(cmd, "registered ");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!(
+            "cannot list {} (Permission denied",
+            private.display()
+        )),
+        "{logged}"
+    );
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_malformed_reply_is_called_that_not_unreachable() {
+    // Answers every connection with bytes that are not this protocol.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = fake.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in fake.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nnot what you expect\r\n");
+        }
+    });
+    let output = bin()
+        .args(["search", "--server", &addr, "holiday"])
+        .output()
+        .unwrap();
+    let line = error_line(&output);
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot search for \"holiday\": the index server at {addr} sent a reply this \
+             program cannot read ("
+        )),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("is that address a p2p-transfer index server of this version?"),
+        "{line}"
+    );
+    assert!(!line.contains("cannot reach"), "{line}");
+}
+
+#[test]
+fn a_one_shot_command_stopped_by_a_signal_exits_130() {
+    // An index that takes the connection and never answers: the search waits.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let accepted = std::thread::spawn(move || silent.accept().map(|(conn, _)| conn));
+    let mut search = bin()
+        .args(["search", "--server", &addr, "holiday"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Connected: it is waiting for the handshake's answer.
+    let _conn = accepted.join().unwrap().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &search.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = exit_within(&mut search, EXIT_LIMIT).expect("the search ignored Ctrl-C");
+    assert_eq!(status.code(), Some(130));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut search.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(
+        stderr.lines().last(),
+        Some("error: interrupted"),
+        "{stderr}"
+    );
 }
