@@ -124,15 +124,18 @@ async fn interactive(
     origin: Arc<Mutex<ServerOrigin>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let shell = PeerShell {
-        peer: peer.clone(),
-        rt: tokio::runtime::Handle::current(),
+    let mut shell = PeerShell::new(
+        peer.clone(),
+        tokio::runtime::Handle::current(),
         origin,
-        out_dir: args.out.clone(),
-    };
+        args.out.clone(),
+    );
     let messages = shell::peer::show_messages(peer);
-    let outcomes = shell::transfers::show_outcomes(peer);
-    let done = shell::spawn(&shell::peer::SPEC, move |command| shell.handle(command));
+    let outcomes = shell::transfers::show_outcomes(peer, shell.reported.clone());
+    let words = Some(shell.words());
+    let done = shell::spawn(&shell::peer::SPEC, words, move |command| {
+        shell.handle(command)
+    });
     let result = tokio::select! {
         result = done => result.context("shell thread ended unexpectedly").and_then(|r| r.context("terminal error")),
         _ = shutdown.cancelled() => Ok(()),

@@ -23,6 +23,7 @@ mod pinning;
 mod process;
 mod share_dir;
 mod shell;
+mod shell_edges;
 mod support;
 mod tools;
 mod transfer;
