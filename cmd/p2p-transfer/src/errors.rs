@@ -74,7 +74,7 @@ fn join_once(parts: &[String]) -> String {
     for part in parts {
         for piece in part.split(": ") {
             let piece = strip_os_error(piece);
-            if piece.is_empty() || pieces.iter().any(|p| *p == piece) {
+            if piece.is_empty() || pieces.contains(&piece) {
                 continue;
             }
             pieces.push(piece);
