@@ -10,8 +10,10 @@ use p2p_storage::StorageError;
 /// in its text (and never also as `source()`, which would print it twice in a chain).
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    /// The index server could not be reached or broke the connection.
-    #[error("cannot reach the index server at {addr}: {cause}")]
+    /// The index server could not be reached or broke the connection, or what answered
+    /// there does not speak this protocol (a reply it cannot read: said as such, not as
+    /// "cannot reach").
+    #[error("{}", index_trouble(*addr, cause))]
     IndexUnreachable {
         /// The server.
         addr: SocketAddr,
@@ -216,6 +218,29 @@ fn list(addrs: &[SocketAddr]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The line of [`PeerError::IndexUnreachable`]: something answered but not as an index
+/// server of this version does, or nothing useful answered.
+fn index_trouble(addr: SocketAddr, cause: &ProtocolError) -> String {
+    match cause {
+        ProtocolError::Decode(_)
+        | ProtocolError::FrameTooLarge { .. }
+        | ProtocolError::ChunkTooLarge(_)
+        | ProtocolError::Unexpected(_) => unreadable(addr, cause),
+        // A handshake cut short (a server at its connection limit) is no reply at all.
+        ProtocolError::Tls(why) if !why.contains("closed the connection") => {
+            unreadable(addr, cause)
+        }
+        cause => format!("cannot reach the index server at {addr}: {cause}"),
+    }
+}
+
+fn unreadable(addr: SocketAddr, cause: &ProtocolError) -> String {
+    format!(
+        "the index server at {addr} sent a reply this program cannot read ({cause}); is \
+             that address a p2p-transfer index server of this version?"
+    )
 }
 
 impl PeerError {

@@ -371,8 +371,17 @@ async fn prepare(path: &Path) -> Result<Prepared, PeerError> {
         // Before anything is walked or hashed: `/` has no name to share it under.
         p2p_storage::path::folder_name(&tree).map_err(|e| failed(&shown, e.into()))?;
         let walked = tree.walk();
-        if !walked.complete {
-            return Err(PeerError::IncompleteFolder(shown));
+        // A subfolder this user can't list is left out, by name; the rest is shared. The
+        // folder itself unlisted is an error: there would be nothing to share.
+        for (rel, why) in &walked.unlisted {
+            if rel.as_os_str().is_empty() {
+                return Err(PeerError::IncompleteFolder(shown));
+            }
+            warn!(
+                "cannot list {} ({why}); sharing the rest of {} without it",
+                shown.join(rel).display(),
+                shown.display()
+            );
         }
         let rels: Vec<PathBuf> = walked.files.iter().map(|f| f.rel.clone()).collect();
         let files = tree

@@ -3,11 +3,21 @@
 //! user is typing. Every field value (the message too) is shown through
 //! [`p2p_protocol::printable`]: log fields carry file names and errors from the network, and
 //! tracing's own formatter writes them raw.
+//!
+//! Nothing here waits for stderr. Every line for stderr (logs, and [`crate::output`]'s
+//! `eprintln!`) joins a bounded queue that one thread of its own writes out: a stderr nobody
+//! reads (a full pipe, a terminal paused with Ctrl-S) holds up only that thread, and past
+//! [`STDERR_QUEUE`] lines new ones are dropped and counted; a closed stderr (the reader of a
+//! pipe gone, as after `p2p-transfer peer 2>&1 | grep x` and Ctrl-C) ends the writing, and every
+//! line after it is dropped. So logging never blocks shutdown, or anything else, and never
+//! panics.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
-use std::sync::Mutex;
 use std::sync::mpsc::SyncSender;
+use std::sync::{Condvar, Mutex, Once};
+use std::time::{Duration, Instant};
 
 use p2p_protocol::printable;
 use tracing::field::{Field, Visit};
@@ -44,7 +54,126 @@ pub fn print_above_prompt(line: String) {
         None => Some(line),
     };
     if let Some(line) = undelivered {
-        let _ = writeln!(io::stderr(), "{line}");
+        to_stderr(line);
+    }
+}
+
+/// Lines that may wait for a slow stderr before new ones are dropped: a burst of logs fits,
+/// a stderr nobody reads costs at most this much memory.
+const STDERR_QUEUE: usize = 4096;
+
+/// The lines waiting for the stderr thread, and how far it got.
+struct StderrQueue {
+    lines: VecDeque<String>,
+    /// Lines ever queued, and of those written out (or given up on): a flush waits for the
+    /// second to reach the first.
+    queued: u64,
+    written: u64,
+    /// Lines dropped since the thread last said so.
+    dropped: u64,
+    /// stderr failed for good (closed): lines are dropped from now on.
+    closed: bool,
+}
+
+static STDERR: Mutex<StderrQueue> = Mutex::new(StderrQueue {
+    lines: VecDeque::new(),
+    queued: 0,
+    written: 0,
+    dropped: 0,
+    closed: false,
+});
+/// Wakes the stderr thread when a line is queued.
+static STDERR_QUEUED: Condvar = Condvar::new();
+/// Wakes [`flush_stderr`] when lines were written.
+static STDERR_WRITTEN: Condvar = Condvar::new();
+static STDERR_THREAD: Once = Once::new();
+
+fn stderr_queue() -> std::sync::MutexGuard<'static, StderrQueue> {
+    STDERR.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Queues `line` (a newline is added) for stderr and returns at once.
+pub fn to_stderr(line: String) {
+    STDERR_THREAD.call_once(|| {
+        let started = std::thread::Builder::new()
+            .name("stderr".to_owned())
+            .spawn(write_stderr);
+        if started.is_err() {
+            // No thread, no writing: better silent than blocked.
+            stderr_queue().closed = true;
+        }
+    });
+    let mut queue = stderr_queue();
+    if queue.closed {
+        return;
+    }
+    if queue.lines.len() >= STDERR_QUEUE {
+        queue.dropped += 1;
+        return;
+    }
+    queue.lines.push_back(line);
+    queue.queued += 1;
+    drop(queue);
+    STDERR_QUEUED.notify_one();
+}
+
+/// Waits until every line queued so far is written out (or stderr is closed), at most
+/// `limit`: at exit, so the last error line is not lost, but a stderr nobody reads can't keep
+/// the process alive.
+pub fn flush_stderr(limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut queue = stderr_queue();
+    let target = queue.queued;
+    while queue.written < target && !queue.closed {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        queue = STDERR_WRITTEN
+            .wait_timeout(queue, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+}
+
+/// The stderr thread: writes queued lines out one at a time, the lock never held across a
+/// write.
+fn write_stderr() {
+    let mut stderr = io::stderr();
+    loop {
+        let (line, dropped) = {
+            let mut queue = stderr_queue();
+            while queue.lines.is_empty() {
+                queue = STDERR_QUEUED.wait(queue).unwrap_or_else(|e| e.into_inner());
+            }
+            let line = queue.lines.pop_front().unwrap_or_default();
+            (line, std::mem::take(&mut queue.dropped))
+        };
+        let mut text = String::with_capacity(line.len() + 80);
+        if dropped > 0 {
+            text.push_str(&format!(
+                "warning: {dropped} log line(s) dropped: stderr was not being read\n"
+            ));
+        }
+        text.push_str(&line);
+        text.push('\n');
+        let result = stderr.write_all(text.as_bytes());
+        let mut queue = stderr_queue();
+        queue.written += 1;
+        match result {
+            // stderr was made non-blocking by whoever started us, and is full: this line is
+            // lost, the next may pass.
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => queue.dropped += 1,
+            // Closed (EPIPE) or broken: nothing will be read any more.
+            Err(_) => {
+                queue.closed = true;
+                queue.written = queue.queued;
+                queue.lines.clear();
+            }
+            Ok(()) => {}
+        }
+        drop(queue);
+        STDERR_WRITTEN.notify_all();
     }
 }
 

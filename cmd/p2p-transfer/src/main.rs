@@ -11,11 +11,26 @@
 //! * `progress`: download progress as a bar on a terminal, plain lines otherwise.
 //! * `shell`: the interactive shells; `logging`: where log lines go, and how many.
 //! * `units`: how sizes and speeds are shown (IEC: KiB, MiB, GiB).
+//! * `output`: `println!`/`eprintln!` that never panic or block on a closed or full pipe.
+//! * `errors`: an error as the one line a person reads.
+//!
+//! # Exit codes (README, "Exit codes")
+//! * 0: done (also when there was nothing to do, as a download already there).
+//! * 1: the command failed; the last line on stderr says why (`error: ...`).
+//! * 2: the command line is wrong (clap's usage error).
+//! * 128 + N (130 for SIGINT/Ctrl-C, 143 for SIGTERM): a signal stopped a command before its
+//!   work was done. A `server` or `peer` that serves until a signal exits 0 once it has shut
+//!   down cleanly; a second signal exits at once with 128 + N.
+
+// Before every other module: its `println!`/`eprintln!` stand for std's in all of them.
+#[macro_use]
+mod output;
 
 mod address;
 mod allow;
 mod cli;
 mod discovery;
+mod errors;
 mod json;
 mod logging;
 mod progress;
@@ -27,9 +42,9 @@ mod trust;
 mod units;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use clap::Parser;
-use p2p_protocol::printable;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command};
@@ -40,6 +55,13 @@ const BLOCKING_THREADS: usize = 16;
 /// How long the process waits, once its work is done, for blocking I/O still running (a read
 /// stuck on a hung network file system) before it exits anyway.
 const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long the process waits at exit for its last lines to reach stderr: long enough for a
+/// terminal or a pipe being read, short enough that a stderr nobody reads can't keep it alive.
+const STDERR_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The first signal that asked the process to stop (0: none yet).
+static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
 
 /// Raises the soft limit of open files to the hard one. The soft limit is often 1,024, and a
 /// peer serving folders (up to 256 files kept open, 64 connections) while it downloads folders
@@ -85,34 +107,54 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
+            logging::flush_stderr(STDERR_GRACE);
             return ExitCode::FAILURE;
         }
     };
+    let shutdown = CancellationToken::new();
+    if let Err(err) = watch_signals(shutdown.clone()) {
+        eprintln!("error: cannot watch for signals: {err}");
+        logging::flush_stderr(STDERR_GRACE);
+        return ExitCode::FAILURE;
+    }
     let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
         match &cli.command {
             Command::Server(args) => run::server::run(args, shutdown).await,
             Command::Peer(args) => run::peer::run(args, shutdown).await,
-            Command::Search(args) => run::search::run(args).await,
+            Command::Search(args) => interruptible(run::search::run(args), &shutdown).await,
             Command::Id(args) => run::id::run(args),
-            Command::Manifest(command) => tokio::select! {
-                result = run::manifest::run(command) => result,
-                () = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
-            },
+            Command::Manifest(command) => {
+                interruptible(run::manifest::run(command), &shutdown).await
+            }
         }
     });
     // Work nobody waits for any more (hashing a file that was given up, a read stuck on a
     // hung disk) must not keep the process alive after a signal.
     runtime.shutdown_timeout(BLOCKING_GRACE);
     report_peak_rss();
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // The chain may quote the network (an index's error message, a file name).
-            eprintln!("error: {}", printable(&format!("{err:#}")));
-            ExitCode::FAILURE
+            eprintln!("error: {}", errors::one_line(&err));
+            match STOPPED_BY.load(Ordering::Relaxed) {
+                0 => ExitCode::FAILURE,
+                signal => ExitCode::from(128 + signal as u8),
+            }
         }
+    };
+    logging::flush_stderr(STDERR_GRACE);
+    code
+}
+
+/// A one-shot command's work, given up at the first signal: a search waiting on a silent
+/// index, hashing a huge file.
+async fn interruptible(
+    work: impl Future<Output = anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        result = work => result,
+        () = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
     }
 }
 
@@ -129,23 +171,42 @@ fn report_peak_rss() {
     }
 }
 
-/// First Ctrl-C or SIGTERM: cancel, so everything shuts down cleanly (unregister, keep
-/// partial downloads). Second: exit at once.
-async fn watch_signals(shutdown: CancellationToken) {
+/// First Ctrl-C (SIGINT) or SIGTERM: cancel, so everything shuts down cleanly (unregister,
+/// keep partial downloads). Second: exit at once.
+///
+/// The signals are taken here, before this returns, and watched on a thread of their own
+/// with a runtime of its own: however busy (or stuck) the main runtime's workers are, a
+/// signal is always acted on. Nothing here waits for stderr, which may be a closed pipe.
+fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (mut int, mut term) = {
+        let _entered = runtime.enter();
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )
     };
-    for round in 0..2 {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        if round == 0 {
-            eprintln!("shutting down (press Ctrl-C again to exit at once)");
-            shutdown.cancel();
-        } else {
-            std::process::exit(130);
-        }
-    }
+    std::thread::Builder::new()
+        .name("signals".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                for round in 0..2 {
+                    let signo = tokio::select! {
+                        _ = int.recv() => SignalKind::interrupt().as_raw_value(),
+                        _ = term.recv() => SignalKind::terminate().as_raw_value(),
+                    };
+                    if round == 0 {
+                        STOPPED_BY.store(signo, Ordering::Relaxed);
+                        shutdown.cancel();
+                        eprintln!("shutting down (press Ctrl-C again to exit at once)");
+                    } else {
+                        std::process::exit(128 + signo);
+                    }
+                }
+            });
+        })?;
+    Ok(())
 }

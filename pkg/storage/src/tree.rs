@@ -42,6 +42,9 @@ pub struct Walk {
     /// Whether every folder could be listed. If not, files missing from `files` may still be
     /// there: don't take their absence as removal.
     pub complete: bool,
+    /// The folders (relative to the shared folder; empty for the folder itself) that could
+    /// not be listed, each with why: for the user to be told, by name.
+    pub unlisted: Vec<(PathBuf, String)>,
 }
 
 /// A regular file as the walk saw it.
@@ -86,6 +89,7 @@ impl Tree {
         let mut walk = Walk {
             files: Vec::new(),
             complete: true,
+            unlisted: Vec::new(),
         };
         let mut pending = vec![PathBuf::new()];
         while let Some(rel) = pending.pop() {
@@ -96,9 +100,13 @@ impl Tree {
                     .open_dir_nofollow(&rel)
                     .and_then(|dir| dir.entries())
             };
-            let Ok(entries) = listed else {
-                walk.complete = false;
-                continue;
+            let entries = match listed {
+                Ok(entries) => entries,
+                Err(err) => {
+                    walk.complete = false;
+                    walk.unlisted.push((rel, err.to_string()));
+                    continue;
+                }
             };
             for entry in entries {
                 let Ok(entry) = entry else {

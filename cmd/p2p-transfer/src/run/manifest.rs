@@ -112,11 +112,19 @@ async fn hash_folder(dir: &Path) -> anyhow::Result<(String, Vec<(String, FileMan
         let tree = Tree::open(&dir)?;
         let name = p2p_storage::path::folder_name(&tree)?;
         let walk = tree.walk();
-        anyhow::ensure!(
-            walk.complete,
-            "cannot list every folder under {}",
-            tree.root().display()
-        );
+        // A subfolder this user can't list is left out, by name; the rest is described.
+        for (rel, why) in &walk.unlisted {
+            anyhow::ensure!(
+                !rel.as_os_str().is_empty(),
+                "cannot list {}: {why}",
+                dir.display()
+            );
+            eprintln!(
+                "warning: cannot list {} ({why}); the manifest describes the rest of {} without it",
+                dir.join(rel).display(),
+                dir.display()
+            );
+        }
         let rels: Vec<PathBuf> = walk.files.iter().map(|f| f.rel.clone()).collect();
         let files = tree
             .hash_files(walk.files)

@@ -123,7 +123,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     if args.interactive {
         // A failed startup action is reported, and the shell opens all the same.
         if let Err(err) = &result {
-            eprintln!("error: {}", printable(&format!("{err:#}")));
+            eprintln!("error: {}", crate::errors::one_line(err));
         }
         let result = interactive(&peer, args, origin, &shutdown).await;
         crate::run::web::stop(web).await;
@@ -155,15 +155,18 @@ async fn interactive(
 ) -> anyhow::Result<()> {
     // The shell's downloads go there unless told otherwise.
     create_out_dir(&args.out).await?;
-    let shell = PeerShell {
-        peer: peer.clone(),
-        rt: tokio::runtime::Handle::current(),
+    let mut shell = PeerShell::new(
+        peer.clone(),
+        tokio::runtime::Handle::current(),
         origin,
-        out_dir: args.out.clone(),
-    };
+        args.out.clone(),
+    );
     let messages = shell::peer::show_messages(peer);
-    let outcomes = shell::transfers::show_outcomes(peer);
-    let done = shell::spawn(&shell::peer::SPEC, move |command| shell.handle(command));
+    let outcomes = shell::transfers::show_outcomes(peer, shell.reported.clone());
+    let words = Some(shell.words());
+    let done = shell::spawn(&shell::peer::SPEC, words, move |command| {
+        shell.handle(command)
+    });
     let result = tokio::select! {
         result = done => result.context("shell thread ended unexpectedly").and_then(|r| r.context("terminal error")),
         _ = shutdown.cancelled() => Ok(()),
@@ -230,7 +233,7 @@ async fn download(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let failed = || format!("cannot download {arg}");
-    create_out_dir(&args.out).await?;
+    create_out_dir(&args.out).await.with_context(failed)?;
     let (observer, updates) = tokio::sync::mpsc::unbounded_channel();
     let started = peer
         .start_download_observed(arg.to_owned(), request, args.out.clone(), observer)
@@ -552,7 +555,8 @@ async fn create_out_dir(out: &std::path::Path) -> anyhow::Result<()> {
     match tokio::fs::metadata(out).await {
         Ok(meta) if meta.is_dir() => return Ok(()),
         Ok(_) => anyhow::bail!(
-            "--out {} is a file, not a folder: give a folder (a missing one is created)",
+            "--out {} is a file, not a folder; give --out a folder to download into (a missing \
+             one is created)",
             shown()
         ),
         Err(_) => {}

@@ -49,7 +49,9 @@ pub async fn run(args: &ServerArgs, shutdown: CancellationToken) -> anyhow::Resu
             node_id: identity.node_id(),
             mdns: advertisement.as_ref().map(|a| a.instance_name().to_owned()),
         };
-        let done = shell::spawn(&shell::server::SPEC, move |command| shell.handle(command));
+        let done = shell::spawn(&shell::server::SPEC, None, move |command| {
+            shell.handle(command)
+        });
         tokio::select! {
             result = done => result??,
             _ = shutdown.cancelled() => {}

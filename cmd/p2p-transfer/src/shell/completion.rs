@@ -1,20 +1,32 @@
-//! Tab completion: command names (including two-word ones like `list files`), and file paths
-//! after the commands that take one.
+//! Tab completion: command names (including two-word ones like `list files`), file paths
+//! after the commands that take one, and the words a role knows after its commands (ids after
+//! `download` and `unregister`, peers after `msg`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use reedline::{Completer, CompletionResult, Span, Suggestion};
+
+/// The words Tab may complete after a command, each with a description (a file's name, say):
+/// asked with the command's name when Tab is pressed after it; an empty list for any other.
+pub type Words = Arc<dyn Fn(&str) -> Vec<(String, String)> + Send + Sync>;
 
 pub struct ShellCompleter {
     commands: &'static [&'static str],
     path_commands: &'static [&'static str],
+    words: Option<Words>,
 }
 
 impl ShellCompleter {
-    pub fn new(commands: &'static [&'static str], path_commands: &'static [&'static str]) -> Self {
+    pub fn new(
+        commands: &'static [&'static str],
+        path_commands: &'static [&'static str],
+        words: Option<Words>,
+    ) -> Self {
         Self {
             commands,
             path_commands,
+            words,
         }
     }
 
@@ -22,6 +34,26 @@ impl ShellCompleter {
         let before = &line[..pos];
         let trimmed = before.trim_start();
         let lead = before.len() - trimmed.len();
+        // The first argument of a command with words of its own (`download 3f<Tab>`).
+        if let (Some(words), Some((command, arg))) = (&self.words, trimmed.split_once(' '))
+            && !arg.contains(' ')
+        {
+            let known = words(command);
+            if !known.is_empty() {
+                let start = pos - arg.len();
+                let mut out: Vec<Suggestion> = known
+                    .into_iter()
+                    .filter(|(word, _)| word.starts_with(arg) && word != arg)
+                    .map(|(word, about)| Suggestion {
+                        description: (!about.is_empty()).then_some(about),
+                        ..suggestion(word, Span::new(start, pos), true)
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.value.cmp(&b.value));
+                out.dedup_by(|a, b| a.value == b.value);
+                return out;
+            }
+        }
         if let Some(command) = self.path_commands.iter().find(|c| {
             trimmed
                 .strip_prefix(**c)
@@ -135,7 +167,7 @@ mod tests {
 
     #[test]
     fn commands_and_paths_complete() {
-        let c = ShellCompleter::new(COMMANDS, &["register"]);
+        let c = ShellCompleter::new(COMMANDS, &["register"], None);
         let values = |line: &str| -> Vec<String> {
             c.suggestions(line, line.len())
                 .into_iter()
@@ -163,5 +195,33 @@ mod tests {
         );
         let words = shlex::split(&format!("register {escaped}")).unwrap();
         assert_eq!(words[1], format!("{base}my notes.txt"));
+    }
+
+    #[test]
+    fn ids_and_peers_complete_after_their_commands() {
+        let words: Words = Arc::new(|command: &str| match command {
+            "download" => vec![
+                ("3f2a9c11".to_owned(), "holiday.mkv".to_owned()),
+                ("3f77aa00".to_owned(), "notes.pdf".to_owned()),
+                ("b0b0b0b0".to_owned(), "other".to_owned()),
+            ],
+            "msg" => vec![("127.0.0.1:8001".to_owned(), String::new())],
+            _ => Vec::new(),
+        });
+        let c = ShellCompleter::new(&["download", "msg", "register"], &["register"], Some(words));
+        let values = |line: &str| -> Vec<String> {
+            c.suggestions(line, line.len())
+                .into_iter()
+                .map(|s| s.value)
+                .collect()
+        };
+        assert_eq!(values("download 3f"), ["3f2a9c11", "3f77aa00"]);
+        assert_eq!(values("download 3f2"), ["3f2a9c11"]);
+        assert_eq!(values("msg 127"), ["127.0.0.1:8001"]);
+        // Only the first argument; and commands still complete.
+        assert!(values("msg 127.0.0.1:8001 he").is_empty());
+        assert_eq!(values("dow"), ["download"]);
+        let described = c.suggestions("download 3f2", 12);
+        assert_eq!(described[0].description.as_deref(), Some("holiday.mkv"));
     }
 }

@@ -1,7 +1,8 @@
 //! The interactive shells (`server -i`, `peer -i`): a reedline loop over a clap multicall
 //! enum per role, run on its own thread and reaching the async core through a runtime handle.
 //!
-//! * Tab completes command names, and paths after commands that take one.
+//! * Tab completes command names, paths after commands that take one, and the words a role
+//!   knows after its commands (the peer: ids after `download`/`unregister`, peers after `msg`).
 //! * History persists in the user's data directory (`$XDG_DATA_HOME/p2p-transfer/`), or in
 //!   `P2P_HISTORY_FILE` if set.
 //! * Ctrl-C clears the line; Ctrl-D leaves like `exit`.
@@ -31,6 +32,7 @@ use reedline::{
 
 use crate::logging;
 use completion::ShellCompleter;
+pub use completion::Words;
 
 /// Entries kept in a history file.
 const HISTORY_SIZE: usize = 1000;
@@ -93,13 +95,14 @@ fn history_path(role: &str) -> Option<PathBuf> {
 /// while the shell waits for input, it exits with it.
 pub fn spawn<C: Parser + 'static>(
     spec: &'static ShellSpec,
+    words: Option<Words>,
     handle: impl FnMut(C) -> Flow + Send + 'static,
 ) -> tokio::sync::oneshot::Receiver<std::io::Result<()>> {
     let (printer, sender) = printer();
     logging::route_to_shell(sender);
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(run(spec, printer, handle));
+        let _ = tx.send(run(spec, printer, words, handle));
     });
     rx
 }
@@ -109,6 +112,7 @@ pub fn spawn<C: Parser + 'static>(
 pub fn run<C: Parser>(
     spec: &ShellSpec,
     printer: ExternalPrinter<String>,
+    words: Option<Words>,
     mut handle: impl FnMut(C) -> Flow,
 ) -> std::io::Result<()> {
     let mut keybindings = default_emacs_keybindings();
@@ -125,6 +129,7 @@ pub fn run<C: Parser>(
         .with_completer(Box::new(ShellCompleter::new(
             spec.commands,
             spec.path_commands,
+            words,
         )))
         .with_menu(ReedlineMenu::EngineCompleter(Box::new(menu)))
         .with_quick_completions(true)
@@ -171,7 +176,14 @@ pub fn run<C: Parser>(
             }
             // Ctrl-C: reedline already cleared the line.
             Signal::CtrlC => {}
-            Signal::CtrlD => break,
+            // Ctrl-D: as `exit` (which may ask first).
+            Signal::CtrlD => {
+                let stay = C::try_parse_from(["exit"])
+                    .is_ok_and(|command| handle(command) == Flow::Continue);
+                if !stay {
+                    break;
+                }
+            }
             _ => {}
         }
     }

@@ -2,14 +2,15 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use indicatif::HumanBytes;
-use p2p_peer::{DownloadRequest, PeerHandle};
+use p2p_peer::{DownloadId, DownloadRequest, DownloadState, PeerChange, PeerHandle};
 use p2p_protocol::printable;
 use tokio::runtime::Handle;
 
-use super::{Flow, ShellSpec, transfers};
+use super::{Flow, ShellSpec, Words, transfers};
 use crate::discovery::ServerOrigin;
 use crate::tables::{Ids, more, print_files};
 
@@ -26,6 +27,8 @@ pub const SPEC: ShellSpec = ShellSpec {
         "download",
         "transfers",
         "connect",
+        "disconnect",
+        "hosts",
         "msg",
         "messages",
         "help",
@@ -70,11 +73,19 @@ pub enum PeerCommand {
     },
     /// Downloads of this session: progress, speed, hosts in use, state.
     Transfers,
-    /// Use this peer as a host for downloads, even if the index doesn't list it.
+    /// Use this peer as a host for downloads, even if the index doesn't list it (checked
+    /// first: something must answer there).
     Connect {
         /// Its chunk server, host:port.
         addr: std::net::SocketAddr,
     },
+    /// Stop using a host added with `connect` (or --from).
+    Disconnect {
+        /// Its address, as `hosts` lists it.
+        addr: std::net::SocketAddr,
+    },
+    /// The hosts added with `connect` (or --from), which every download also asks.
+    Hosts,
     /// Send a short text message to another peer.
     Msg {
         /// Its address (host:port) or its peer id as `list peers` shows it.
@@ -86,6 +97,7 @@ pub enum PeerCommand {
     /// Messages received during this session.
     Messages,
     /// Unregister from the index and leave (running downloads stop; their .part files stay).
+    /// With downloads running, it says so first, and leaves when given again.
     #[command(alias = "quit")]
     Exit,
 }
@@ -99,12 +111,31 @@ pub enum ListWhat {
     Peers,
 }
 
+/// How long `download` waits for the lookup before it says the download started: a wrong id
+/// or prefix is then its own error, at once, not a line above a later prompt.
+const LOOKUP_WAIT: Duration = Duration::from_secs(5);
+/// How long `connect` waits for the host to answer.
+const CONNECT_CHECK: Duration = Duration::from_secs(5);
+
 /// What the commands work with.
 pub struct PeerShell {
     pub peer: PeerHandle,
     pub rt: Handle,
     pub origin: Arc<Mutex<ServerOrigin>>,
     pub out_dir: PathBuf,
+    /// Failed jobs `download` told of itself.
+    pub reported: transfers::Reported,
+    /// What the last `search` and `list peers` showed, for Tab.
+    seen: Arc<Mutex<Seen>>,
+    /// `exit` said downloads are running; the next one leaves.
+    exit_warned: bool,
+}
+
+/// Ids and names the last `search` showed, and the peers the last `list peers` showed.
+#[derive(Default)]
+struct Seen {
+    files: Vec<(String, String)>,
+    peers: Vec<String>,
 }
 
 /// Prints messages from other peers above the prompt as they arrive (their `from` and `text`
@@ -163,10 +194,52 @@ fn clock(at: std::time::SystemTime) -> String {
 }
 
 impl PeerShell {
+    pub fn new(
+        peer: PeerHandle,
+        rt: Handle,
+        origin: Arc<Mutex<ServerOrigin>>,
+        out_dir: PathBuf,
+    ) -> Self {
+        Self {
+            peer,
+            rt,
+            origin,
+            out_dir,
+            reported: Arc::default(),
+            seen: Arc::default(),
+            exit_warned: false,
+        }
+    }
+
+    /// What Tab completes after `download` (ids the last search showed), `unregister` (this
+    /// peer's shared files) and `msg` (peers listed, and those who sent messages).
+    pub fn words(&self) -> Words {
+        let (peer, seen) = (self.peer.clone(), self.seen.clone());
+        Arc::new(move |command: &str| {
+            let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            match command {
+                "download" => seen.files.clone(),
+                "unregister" => peer
+                    .files()
+                    .into_iter()
+                    .map(|f| (f.file_id.to_string(), f.name))
+                    .collect(),
+                "msg" => seen
+                    .peers
+                    .iter()
+                    .cloned()
+                    .chain(peer.messages().into_iter().map(|m| m.remote.to_string()))
+                    .map(|p| (p, String::new()))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        })
+    }
+
     /// Runs one command; errors print one line and keep the prompt.
-    pub fn handle(&self, command: PeerCommand) -> Flow {
+    pub fn handle(&mut self, command: PeerCommand) -> Flow {
         let result = match command {
-            PeerCommand::Exit => return Flow::Exit,
+            PeerCommand::Exit => return self.exit(),
             PeerCommand::Status => {
                 self.status();
                 Ok(())
@@ -188,9 +261,25 @@ impl PeerShell {
                 transfers::print(&self.peer);
                 Ok(())
             }
-            PeerCommand::Connect { addr } => {
-                self.peer.add_direct_host(addr);
-                println!("downloads will also ask {addr}");
+            PeerCommand::Connect { addr } => self.connect(addr),
+            PeerCommand::Disconnect { addr } => {
+                if self.peer.remove_direct_host(addr) {
+                    println!("downloads no longer ask {addr}");
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "{addr} is not a connected host; 'hosts' lists them"
+                    ))
+                }
+            }
+            PeerCommand::Hosts => {
+                let hosts = self.peer.direct_hosts();
+                if hosts.is_empty() {
+                    println!("no connected hosts ('connect <host:port>' adds one)");
+                }
+                for host in hosts {
+                    println!("{host}");
+                }
                 Ok(())
             }
             PeerCommand::Msg { to, words } => self.message(&to, &words.join(" ")),
@@ -210,10 +299,45 @@ impl PeerShell {
             }
         };
         if let Err(err) = result {
-            // The chain may quote the network (an index's error message, a file name).
-            println!("error: {}", printable(&format!("{err:#}")));
+            println!("error: {}", crate::errors::one_line(&err));
         }
         Flow::Continue
+    }
+
+    /// Leaves, unless downloads are running and this is the first `exit` to meet them: then
+    /// it says what leaving does, once.
+    fn exit(&mut self) -> Flow {
+        let running = self.peer.status().downloads_active;
+        if running == 0 || self.exit_warned {
+            return Flow::Exit;
+        }
+        self.exit_warned = true;
+        println!(
+            "{running} download(s) running: 'exit' again stops them and leaves (their .part \
+             files stay; the same download resumes them later)"
+        );
+        Flow::Continue
+    }
+
+    /// Adds `addr` as a host once something answers there.
+    fn connect(&self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let answered = self.rt.block_on(async {
+            tokio::time::timeout(CONNECT_CHECK, tokio::net::TcpStream::connect(addr)).await
+        });
+        match answered {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(err).with_context(|| format!("cannot connect to {addr}")),
+            Err(_) => anyhow::bail!(
+                "cannot connect to {addr}: no answer within {CONNECT_CHECK:?}; check the address"
+            ),
+        }
+        if self.peer.add_direct_host(addr) {
+            println!("downloads will also ask {addr}");
+        } else {
+            println!("{addr} is already a connected host");
+        }
+        Ok(())
     }
 
     fn status(&self) {
@@ -278,8 +402,24 @@ impl PeerShell {
         } else {
             DownloadRequest::by_id(&id)
         };
-        self.rt
+        // Subscribed before the start: the lookup's end can't be missed.
+        let mut changes = self.peer.subscribe_changes();
+        let job = self
+            .rt
             .block_on(self.peer.start_download(id.clone(), request, dir.clone()))?;
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job);
+        let looked_up = self.rt.block_on(lookup_end(&self.peer, job, &mut changes));
+        if let Some(DownloadState::Failed(why)) = looked_up {
+            return Err(anyhow::anyhow!(why).context(format!("cannot download {id}")));
+        }
+        // From here on its end is printed above the prompt.
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job);
         println!(
             "downloading {id} into {} in the background ('transfers' shows progress)",
             dir.display()
@@ -295,6 +435,8 @@ impl PeerShell {
 
     fn list_peers(&self) -> Result<(), p2p_peer::PeerError> {
         let (peers, total) = self.rt.block_on(self.peer.network_peers())?;
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).peers =
+            peers.iter().map(|p| p.addr.to_string()).collect();
         if peers.is_empty() {
             println!("no peers registered");
             return Ok(());
@@ -340,8 +482,33 @@ impl PeerShell {
 
     fn search(&self, query: &str) -> Result<(), p2p_peer::PeerError> {
         let (files, total) = self.rt.block_on(self.peer.search(query))?;
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).files = files
+            .iter()
+            .map(|f| (f.file_id.to_string(), f.name.clone()))
+            .collect();
         let none = format!("no file on the network matches {query:?}");
         print_files(&files, total, Ids::Short, &none);
         Ok(())
+    }
+}
+
+/// The state `job` is in once its lookup has ended, or `None` if it takes longer than
+/// [`LOOKUP_WAIT`] (it goes on in the background).
+async fn lookup_end(
+    peer: &PeerHandle,
+    job: DownloadId,
+    changes: &mut tokio::sync::broadcast::Receiver<PeerChange>,
+) -> Option<DownloadState> {
+    let deadline = tokio::time::Instant::now() + LOOKUP_WAIT;
+    loop {
+        if let Some(info) = peer.download_info(job)
+            && info.state != DownloadState::LookingUp
+        {
+            return Some(info.state);
+        }
+        match tokio::time::timeout_at(deadline, changes.recv()).await {
+            Err(_) | Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return None,
+            Ok(_) => {}
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! task prints each finished or failed one above the prompt.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use p2p_peer::{DownloadId, DownloadInfo, DownloadState, PeerChange, PeerHandle};
 use p2p_protocol::printable;
@@ -22,7 +23,11 @@ pub fn print(peer: &PeerHandle) {
         "ID", "DONE", "FILES", "SPEED", "HOSTS", "STATE"
     );
     for d in &list {
-        let pct = d.percent();
+        // A failed job's percent says nothing about the files it meant to write.
+        let pct = match d.state {
+            DownloadState::Failed(_) | DownloadState::Cancelled => "-".to_owned(),
+            _ => format!("{:.0}%", d.percent()),
+        };
         // While running: the recent speed; once ended: the average of the run.
         let rate = if d.state.is_finished() {
             d.fetched as f64 / d.elapsed.as_secs_f64().max(1e-3)
@@ -38,25 +43,47 @@ pub fn print(peer: &PeerHandle) {
             format!("{}/{}", d.files_done, d.files_total)
         };
         let state = match &d.state {
-            DownloadState::LookingUp => "looking up".to_owned(),
-            DownloadState::Running => "running".to_owned(),
-            DownloadState::Flushing => "writing to disk".to_owned(),
-            DownloadState::Done => "done".to_owned(),
-            DownloadState::Failed(err) => format!("failed: {err}"),
-            DownloadState::Cancelled => "cancelled".to_owned(),
+            DownloadState::LookingUp => "looking up",
+            DownloadState::Running => "running",
+            DownloadState::Flushing => "writing to disk",
+            DownloadState::Done => "done",
+            DownloadState::Failed(_) => "failed",
+            DownloadState::Cancelled => "cancelled",
         };
         let id: String = d.target.chars().take(14).collect();
+        // Before the lookup ends there is no name: what was asked for stands in.
+        let mut name = printable(d.name.as_deref().unwrap_or(&d.target)).to_string();
+        if let DownloadState::Failed(err) = &d.state {
+            name.push_str(&format!(": {}", short(&err.to_string())));
+        }
         println!(
-            "{:<14} {pct:>4.0}% {files:>13} {speed:>11} {hosts:>6}  {state:<10} {}",
+            "{:<14} {pct:>5} {files:>13} {speed:>11} {hosts:>6}  {state:<10} {name}",
             printable(&id),
-            printable(d.name.as_deref().unwrap_or("?"))
         );
     }
 }
 
+/// Longest reason a `transfers` row shows (the line printed above the prompt when the job
+/// failed has all of it).
+const REASON_CHARS: usize = 60;
+
+/// `reason`, escaped, cut at [`REASON_CHARS`] with `…`.
+fn short(reason: &str) -> String {
+    let shown = printable(reason).to_string();
+    if shown.chars().count() <= REASON_CHARS {
+        return shown;
+    }
+    let cut: String = shown.chars().take(REASON_CHARS - 1).collect();
+    format!("{cut}…")
+}
+
+/// Jobs whose failure the shell's `download` command reports itself (it waits for the lookup
+/// and prints a failed one as its own error): not printed again above the prompt.
+pub type Reported = Arc<Mutex<BTreeSet<DownloadId>>>;
+
 /// Prints each download job's outcome above the prompt as it ends: done, or failed with why.
 /// (Cancelled ones were cancelled by the user, who knows.)
-pub fn show_outcomes(peer: &PeerHandle) -> tokio::task::JoinHandle<()> {
+pub fn show_outcomes(peer: &PeerHandle, reported: Reported) -> tokio::task::JoinHandle<()> {
     let mut changes = peer.subscribe_changes();
     let peer = peer.clone();
     tokio::spawn(async move {
@@ -75,7 +102,12 @@ pub fn show_outcomes(peer: &PeerHandle) -> tokio::task::JoinHandle<()> {
                 };
                 match &info.state {
                     DownloadState::Done | DownloadState::Failed(_) => {
-                        if told.insert(id) {
+                        let own = matches!(info.state, DownloadState::Failed(_))
+                            && reported
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .contains(&id);
+                        if told.insert(id) && !own {
                             print_above_prompt(outcome(&info));
                         }
                     }

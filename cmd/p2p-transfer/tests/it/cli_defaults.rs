@@ -239,7 +239,8 @@ fn server_takes_a_host_name_and_search_lines_up_its_table() {
     assert_eq!(
         one_error(&stderr),
         format!(
-            "error: --out {} is a file, not a folder: give a folder (a missing one is created)",
+            "error: cannot download {id}: --out {} is a file, not a folder; give --out a folder \
+             to download into (a missing one is created)",
             file.display()
         )
     );

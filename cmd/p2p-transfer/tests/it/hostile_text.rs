@@ -399,9 +399,10 @@ fn the_peer_shell_shows_hostile_text_escaped() {
     expect_kept(&mut sh, EVIL_MESSAGE_SHOWN, &mut kept);
     prompt_kept(&mut sh, &mut kept);
     sh.send_line("transfers").unwrap();
+    // The row: failed, the name escaped, then the start of the reason (escaped too).
     expect_kept(
         &mut sh,
-        &format!("{EVIL_MESSAGE_SHOWN} (file_unavailable)"),
+        &format!("failed     {BIDI_NAME_SHOWN}: download of "),
         &mut kept,
     );
     expect_kept(&mut sh, BIDI_NAME_SHOWN, &mut kept);

@@ -28,7 +28,7 @@ pub fn spawn_shell(args: &[&str], history: &std::path::Path) -> Pty {
 
 /// Waits until every needle has been seen, in any order (output from background work may
 /// interleave with a command's).
-fn expect_all(session: &mut Pty, needles: &[&str]) {
+pub fn expect_all(session: &mut Pty, needles: &[&str]) {
     let pattern = needles
         .iter()
         .map(|n| regex_escape(n))
@@ -297,6 +297,14 @@ fn exit_during_a_stalled_download_is_prompt_and_keeps_the_part_file() {
         assert!(attempt < 50, "download never started");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The first `exit` says what leaving does to the running download; the second leaves.
+    prompt(&mut sh);
+    sh.send_line("exit").unwrap();
+    sh.expect(
+        "1 download(s) running: 'exit' again stops them and leaves (their .part files stay; \
+         the same download resumes them later)",
+    )
+    .unwrap();
     prompt(&mut sh);
     let started = std::time::Instant::now();
     sh.send_line("exit").unwrap();

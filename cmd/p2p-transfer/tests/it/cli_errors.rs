@@ -1,0 +1,427 @@
+//! The binary as a Unix tool: a closed or full stderr never keeps it from stopping, every
+//! error is one line a person can act on, and the exit codes are the documented ones.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::process::{Running, bin, start_server};
+use crate::support::random_file;
+
+/// Generous: a loaded 2-core machine starts and stops a debug binary slowly.
+const START_LIMIT: Duration = Duration::from_secs(30);
+/// How long a signalled process may take to exit.
+const EXIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Waits (polling) until `child` exits, at most `limit`; its status, or `None`.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `cmd` (its stderr set up by the caller) and waits, at most [`START_LIMIT`], for a
+/// stdout line starting with `prefix`. A process stuck before it prints fails the test rather
+/// than hanging it.
+fn start_until(mut cmd: Command, prefix: &'static str) -> Running {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines() {
+            let Ok(line) = line else { return };
+            if line.starts_with(prefix) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let running = Running(child);
+    assert!(
+        rx.recv_timeout(START_LIMIT).is_ok(),
+        "no {prefix:?} line within {START_LIMIT:?}"
+    );
+    running
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A serving peer that logs a lot (so it writes to stderr all along).
+fn chatty_peer(server: &str) -> Command {
+    let mut cmd = bin();
+    cmd.args(["peer", "--addr", "127.0.0.1:0", "--server", server])
+        .env("RUST_LOG", "debug");
+    cmd
+}
+
+#[test]
+fn a_peer_whose_stderr_pipe_closed_still_stops_on_sigterm() {
+    let (_server, addr) = start_server();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut cmd = chatty_peer(&addr);
+    cmd.stderr(writer);
+    let mut peer = start_until(cmd, "peer listening on ");
+    // `peer 2>&1 | grep x`, then Ctrl-C: the reader is gone.
+    drop(reader);
+    sigterm(&peer.0);
+    let status = exit_within(&mut peer.0, EXIT_LIMIT).expect("the peer ignored SIGTERM");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_peer_whose_stderr_nobody_reads_still_runs_and_stops_on_sigterm() {
+    let (_server, addr) = start_server();
+    let (reader, writer) = std::io::pipe().unwrap();
+    // Fill the pipe through an open file description of our own, non-blocking, so the
+    // peer's (blocking) one is full from its first write.
+    let mut filler = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(format!("/proc/self/fd/{}", writer.as_raw_fd()))
+        .unwrap();
+    loop {
+        match filler.write(&[b'x'; 4096]) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut cmd = chatty_peer(&addr);
+    cmd.stderr(writer);
+    // It starts and says where it listens though every log line waits for stderr.
+    let mut peer = start_until(cmd, "peer listening on ");
+    sigterm(&peer.0);
+    let status = exit_within(&mut peer.0, EXIT_LIMIT).expect("the peer ignored SIGTERM");
+    assert!(status.success(), "{status}");
+    drop(reader);
+}
+
+/// `cd work && p2p-transfer manifest create ../some/folder`: the manifest file it writes (beside
+/// the folder) is one the tool itself then downloads with, for a folder and for a file.
+#[test]
+fn manifest_create_of_a_path_through_dotdot_writes_a_manifest_the_tool_accepts() {
+    let (_server, addr) = start_server();
+    let top = tempfile::tempdir().unwrap();
+    let folder = top.path().join("some").join("folder");
+    std::fs::create_dir_all(folder.join("inner")).unwrap();
+    let (_, a) = random_file(&folder, "a.bin", 70_000, 1);
+    let (_, b) = random_file(&folder.join("inner"), "b.bin", 1_000, 2);
+    let (_, f) = random_file(&top.path().join("some"), "f.bin", 5_000, 3);
+    let work = top.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let create = |what: &str| {
+        let output = bin()
+            .current_dir(&work)
+            .args(["manifest", "create", what, "--server", &addr])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(
+        create("../some/folder"),
+        "wrote ../some/folder.p2pm (2 files)\n"
+    );
+    assert!(create("../some/f.bin").starts_with("wrote ../some/f.bin.p2pm "));
+
+    // Someone shares the folder and the file; another downloads each from its manifest file.
+    let file = top.path().join("some").join("f.bin");
+    let mut seeder = bin();
+    seeder
+        .args(["peer", "--addr", "127.0.0.1:0", "--server", &addr, "-r"])
+        .arg(&folder)
+        .arg("-r")
+        .arg(&file);
+    // The folder's files, the folder, then the file.
+    let (_seeder, _, mut lines) =
+        crate::process::spawn_until(seeder, &format!("registered {} ", folder.display()));
+    crate::process::read_line_starting(&mut lines, &format!("registered {} ", file.display()));
+    let out = tempfile::tempdir().unwrap();
+    for manifest in ["../some/folder.p2pm", "../some/f.bin.p2pm"] {
+        let output = bin()
+            .current_dir(&work)
+            .args([
+                "peer",
+                "--addr",
+                "127.0.0.1:0",
+                "--download",
+                manifest,
+                "--out",
+            ])
+            .arg(out.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{manifest}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(std::fs::read(out.path().join("folder/a.bin")).unwrap(), a);
+    assert_eq!(
+        std::fs::read(out.path().join("folder/inner/b.bin")).unwrap(),
+        b
+    );
+    assert_eq!(std::fs::read(out.path().join("f.bin")).unwrap(), f);
+}
+
+/// The one `error: ` line of a failed run: the last line of stderr, the only error line, no
+/// OS error number, exit code 1.
+fn error_line(output: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr}");
+    assert!(!errors[0].contains("os error"), "{stderr}");
+    errors[0].to_owned()
+}
+
+/// A loopback address nothing listens on (bound, then closed).
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn no_index_at_the_address_says_so_once_and_what_to_try() {
+    let addr = closed_port();
+    let output = bin()
+        .args(["search", "--server", &addr, "holiday"])
+        .output()
+        .unwrap();
+    let line = error_line(&output);
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot search for \"holiday\": cannot reach the index server at {addr}: \
+             connection I/O failed: Connection refused; is the index server running there \
+             (`p2p-transfer server`)?"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("--auto-discover"), "{line}");
+    assert_eq!(line.matches("Connection refused").count(), 1, "{line}");
+}
+
+#[test]
+fn an_address_in_use_says_pick_another_or_port_0() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let server = bin()
+        .args(["server", "--no-mdns", "--addr", &addr])
+        .output()
+        .unwrap();
+    let peer = bin()
+        .args(["peer", "--server", "127.0.0.1:9", "--addr", &addr])
+        .output()
+        .unwrap();
+    for output in [server, peer] {
+        let line = error_line(&output);
+        assert!(
+            line.starts_with(&format!(
+                "error: cannot listen on {addr}: Address already in use; another program"
+            )),
+            "{line}"
+        );
+        assert!(line.contains("port 0"), "{line}");
+    }
+}
+
+#[test]
+fn out_that_is_a_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"mine").unwrap();
+    let id = "ab".repeat(32);
+    let output = bin()
+        .args(["peer", "--addr", "127.0.0.1:0", "--from", &closed_port()])
+        .args(["--download", &id, "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        error_line(&output),
+        format!(
+            "error: cannot download {id}: --out {} is a file, not a folder; give --out a folder \
+             to download into (a missing one is created)",
+            file.display()
+        )
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}
+
+/// Runs `cmd` as an unprivileged user when the tests run as root (root reads everything), with
+/// an identity folder that user may write. Returns the folder, to keep alive.
+fn unprivileged(cmd: &mut Command) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let identity = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(identity.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    cmd.env("P2P_IDENTITY_DIR", identity.path());
+    if rustix::process::geteuid().is_root() {
+        cmd.uid(65534).gid(65534);
+    }
+    identity
+}
+
+/// A folder anyone may enter and write (the unprivileged user writes manifests there).
+fn open_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+#[test]
+fn permission_denied_names_the_path_and_what_to_check() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = open_dir();
+    let (file, _) = random_file(dir.path(), "secret.bin", 1000, 4);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = bin();
+    cmd.args(["manifest", "create"]).arg(&file);
+    let _identity = unprivileged(&mut cmd);
+    let line = error_line(&cmd.output().unwrap());
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot describe {0}: cannot open {0}: Permission denied; this user may not \
+             use that path: check its owner and mode",
+            file.display()
+        )),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_unreadable_subfolder_is_named_and_the_rest_is_shared() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (_server, addr) = start_server();
+    let dir = open_dir();
+    let album = dir.path().join("album");
+    let private = album.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    for d in [&album, &private] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    random_file(&album, "a.bin", 1000, 5);
+    random_file(&private, "hidden.bin", 1000, 6);
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o000)).unwrap();
+
+    // manifest create: a warning naming it, the rest described, success.
+    let mut cmd = bin();
+    cmd.args(["manifest", "create"]).arg(&album);
+    let _identity = unprivileged(&mut cmd);
+    let output = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("wrote {}.p2pm (1 files)\n", album.display())
+    );
+    assert!(
+        stderr.contains(&format!(
+            "warning: cannot list {} (Permission denied",
+            private.display()
+        )),
+        "{stderr}"
+    );
+
+    // peer --register: the same, and the folder is shared.
+    let log = dir.path().join("peer.log");
+    let mut cmd = bin();
+    cmd.args(["peer", "--addr", "127.0.0.1:0", "--server", &addr, "-r"])
+        .arg(&album)
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _identity = unprivileged(&mut cmd);
+    let _peer = start_until(cmd, "registered ");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!(
+            "cannot list {} (Permission denied",
+            private.display()
+        )),
+        "{logged}"
+    );
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_malformed_reply_is_called_that_not_unreachable() {
+    // Answers every connection with bytes that are not this protocol.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = fake.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in fake.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nnot what you expect\r\n");
+        }
+    });
+    let output = bin()
+        .args(["search", "--server", &addr, "holiday"])
+        .output()
+        .unwrap();
+    let line = error_line(&output);
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot search for \"holiday\": the index server at {addr} sent a reply this \
+             program cannot read ("
+        )),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("is that address a p2p-transfer index server of this version?"),
+        "{line}"
+    );
+    assert!(!line.contains("cannot reach"), "{line}");
+}
+
+#[test]
+fn a_one_shot_command_stopped_by_a_signal_exits_130() {
+    // An index that takes the connection and never answers: the search waits.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let accepted = std::thread::spawn(move || silent.accept().map(|(conn, _)| conn));
+    let mut search = bin()
+        .args(["search", "--server", &addr, "holiday"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Connected: it is waiting for the handshake's answer.
+    let _conn = accepted.join().unwrap().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &search.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = exit_within(&mut search, EXIT_LIMIT).expect("the search ignored Ctrl-C");
+    assert_eq!(status.code(), Some(130));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut search.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(
+        stderr.lines().last(),
+        Some("error: interrupted"),
+        "{stderr}"
+    );
+}

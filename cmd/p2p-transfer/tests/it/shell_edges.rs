@@ -1,0 +1,102 @@
+//! The peer shell's rough edges, through a real pseudo-terminal: a failed lookup is the
+//! `download` command's own error, failed transfers read as failed, `connect` checks the
+//! address and `hosts`/`disconnect` manage what it added, Tab completes ids, and `exit` with
+//! downloads running says what it will do first (in `shell.rs`, with a stalled download).
+
+use std::time::Duration;
+
+use expectrl::Expect;
+
+use crate::shell::{exits_cleanly, expect_all, prompt, spawn_shell};
+use crate::support::random_file;
+
+#[test]
+fn download_lookup_failures_transfers_connect_hosts_and_id_completion() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(crate::support::start_server());
+    let seeder = rt.block_on(crate::support::start_peer(server.addr));
+    let dir = tempfile::tempdir().unwrap();
+    let (mine, _) = random_file(dir.path(), "mine.bin", 1000, 51);
+    let addr = server.addr.to_string();
+    let mut sh = spawn_shell(
+        &[
+            "peer",
+            "--addr",
+            "127.0.0.1:0",
+            "--server",
+            &addr,
+            "-i",
+            "-r",
+            mine.to_str().unwrap(),
+        ],
+        &dir.path().join("history"),
+    );
+
+    // A prefix nobody shares: the command's own error, and no "downloading" line first.
+    prompt(&mut sh);
+    sh.send_line("download abcdef99").unwrap();
+    let found = sh
+        .expect(expectrl::Regex(
+            "error: cannot download abcdef99: [^\r\n]*|in the background",
+        ))
+        .unwrap();
+    let said = String::from_utf8_lossy(found.get(0).unwrap()).into_owned();
+    assert!(
+        said.starts_with("error: cannot download abcdef99: "),
+        "{said}"
+    );
+
+    // `transfers`: the row says failed, with what was asked for and why; no percent.
+    prompt(&mut sh);
+    sh.send_line("transfers").unwrap();
+    let row = sh
+        .expect(expectrl::Regex(
+            "abcdef99 +- +- +[^\r\n]* failed +abcdef99: [^\r\n]+",
+        ))
+        .unwrap();
+    let row = String::from_utf8_lossy(row.get(0).unwrap()).into_owned();
+    assert!(!row.contains('%'), "{row}");
+
+    // `connect` checks the address first.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = closed.local_addr().unwrap();
+    drop(closed);
+    prompt(&mut sh);
+    sh.send_line(format!("connect {nobody}")).unwrap();
+    sh.expect(format!(
+        "error: cannot connect to {nobody}: Connection refused; nothing listens at that address"
+    ))
+    .unwrap();
+    let host = seeder.local_addr();
+    prompt(&mut sh);
+    sh.send_line(format!("connect {host}")).unwrap();
+    sh.expect(format!("downloads will also ask {host}"))
+        .unwrap();
+    prompt(&mut sh);
+    sh.send_line("hosts").unwrap();
+    sh.expect(format!("{host}")).unwrap();
+    prompt(&mut sh);
+    sh.send_line(format!("disconnect {host}")).unwrap();
+    sh.expect(format!("downloads no longer ask {host}"))
+        .unwrap();
+    prompt(&mut sh);
+    sh.send_line("hosts").unwrap();
+    sh.expect("no connected hosts").unwrap();
+
+    // Tab completes this peer's shared file's id after `unregister`.
+    let id = p2p_storage::build_manifest(&mine)
+        .unwrap()
+        .manifest
+        .id()
+        .to_string();
+    prompt(&mut sh);
+    sh.send(format!("unregister {}\t", &id[..5])).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    sh.send("\r").unwrap();
+    expect_all(&mut sh, &[&format!("unregistered {id}")]);
+
+    prompt(&mut sh);
+    sh.send_line("exit").unwrap();
+    exits_cleanly(&mut sh);
+    rt.block_on(seeder.shutdown());
+}
