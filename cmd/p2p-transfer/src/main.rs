@@ -84,6 +84,8 @@ fn main() -> ExitCode {
             Command::Server(args) => run::server::run(args, shutdown).await,
             Command::Peer(args) => run::peer::run(args, shutdown).await,
             Command::Search(args) => run::search::run(args).await,
+            Command::Send(args) => run::send::run(args, shutdown).await,
+            Command::Receive(args) => run::receive::run(args, shutdown).await,
             Command::Id(args) => run::id::run(args),
             Command::Manifest(command) => tokio::select! {
                 result = run::manifest::run(command) => result,

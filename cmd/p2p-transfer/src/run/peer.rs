@@ -178,7 +178,7 @@ async fn startup_actions(
                 ..DownloadRequest::default()
             },
         };
-        download(peer, arg, request, args, shutdown).await?;
+        download(peer, arg, request, &args.out, shutdown).await?;
     }
     Ok(())
 }
@@ -189,18 +189,19 @@ async fn startup_actions(
 /// or failed file (at most [`MAX_REPORTED`] of each), then
 /// `folder NAME ID: F fetched, A already there, C conflicts, X failed (B bytes in T s)`.
 /// Anything missing is an error (exit 1), and the same command run again completes it. A
-/// signal cancels the job; its `.part` files stay for the next run.
-async fn download(
+/// signal cancels the job; its `.part` files stay for the next run. (`receive` runs its
+/// downloads through here too.)
+pub(crate) async fn download(
     peer: &PeerHandle,
     arg: &str,
     request: DownloadRequest,
-    args: &PeerArgs,
+    out: &std::path::Path,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let failed = || format!("cannot download {arg}");
     let (observer, mut updates) = tokio::sync::mpsc::unbounded_channel();
     let id = peer
-        .start_download_observed(arg.to_owned(), request, args.out.clone(), observer)
+        .start_download_observed(arg.to_owned(), request, out.to_path_buf(), observer)
         .await
         .with_context(failed)?;
     let (events, view) = progress::start();
