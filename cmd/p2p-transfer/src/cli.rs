@@ -125,9 +125,12 @@ pub struct ReceiveArgs {
     /// or a unique prefix of at least 6 characters.
     #[arg(value_name = "TICKET")]
     pub ticket: String,
-    /// Folder to write into.
+    /// Folder to write into (created if missing).
     #[arg(short = 'o', long, default_value = ".", value_name = "DIR")]
     pub out: PathBuf,
+    /// Chunks in flight at once, as `peer --workers`.
+    #[arg(short = 'w', long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
     /// An index to ask for more hosts of the ticket's items, or to look an id up at.
     #[command(flatten)]
     pub index: IndexArgs,

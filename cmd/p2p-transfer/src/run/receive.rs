@@ -68,6 +68,7 @@ pub async fn run(args: &ReceiveArgs, shutdown: CancellationToken) -> anyhow::Res
         listen_addr: RECEIVE_LISTEN,
         server_addr,
         server_id,
+        workers: usize::from(args.workers),
         // It exits once done: announcing what it fetched would only be withdrawn at once.
         share_downloads: false,
         ..PeerConfig::default()
