@@ -12,7 +12,7 @@
 //! Only what this peer sent counts: a receiver that already had part of the item (from an
 //! earlier run of the sender) fetches only the rest, and is not seen as delivered.
 //!
-//! [`Deliveries`] wraps the book in one std mutex for the chunk server, which calls it after
+//! `Deliveries` wraps the book in one std mutex for the chunk server, which calls it after
 //! each chunk it has sent; with nothing watched it costs an atomic load.
 
 use std::collections::{HashMap, HashSet};

@@ -3,7 +3,8 @@
 //! until Ctrl-C), then exit.
 //!
 //! stdout gets one line, `p2p-transfer receive <ticket>`, then `delivered <path> to <node>`
-//! per item as it arrives whole; everything else goes to stderr.
+//! per item as it arrives whole; everything else goes to stderr. Ctrl-C before everything has
+//! arrived is an error (without `--keep`, whose normal end it is).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -104,10 +105,15 @@ async fn serve(
         let delivery = tokio::select! {
             delivery = deliveries.recv() => delivery,
             () = shutdown.cancelled() => {
-                if !pending.is_empty() && !args.keep {
-                    eprintln!("stopped before anyone had received everything");
+                // With --keep, Ctrl-C is how it ends; without, it stopped short of its job.
+                if args.keep || pending.is_empty() {
+                    return Ok(());
                 }
-                return Ok(());
+                anyhow::bail!(
+                    "interrupted before everything was received ({} of {} delivered)",
+                    shared.len() - pending.len(),
+                    shared.len()
+                );
             }
         };
         let Some(Delivery { item, client, .. }) = delivery else {
@@ -127,7 +133,7 @@ async fn serve(
         }
     }
     // Exiting now could cut off what the receivers still read: wait for them to hang up.
-    let gone = futures_all(peer, &receivers);
+    let gone = all_gone(peer, &receivers);
     tokio::select! {
         () = gone => {}
         () = tokio::time::sleep(DELIVERY_LINGER) => {
@@ -139,7 +145,7 @@ async fn serve(
 }
 
 /// Returns once every one of `clients` has closed its connections.
-async fn futures_all(peer: &PeerHandle, clients: &HashSet<NodeId>) {
+async fn all_gone(peer: &PeerHandle, clients: &HashSet<NodeId>) {
     for client in clients {
         peer.client_gone(*client).await;
     }

@@ -330,8 +330,17 @@ fn a_garbled_or_foreign_ticket_is_one_clear_line() {
         "not the expected",
     );
     assert!(read_tree(out.path()).is_empty(), "nothing written");
-    // Nothing was delivered: the sender still serves.
+    // Nothing was delivered: the sender still serves, and Ctrl-C now is no success.
     assert!(sender.0.try_wait().unwrap().is_none());
+    let pid = sender.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(wait_exit(&mut sender.0).code(), Some(1));
 }
 
 #[test]
