@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::deliveries::Deliveries;
 use crate::inbox::{Inbox, ReceivedMessage};
 use crate::shared_files::{Found, SharedFiles, Unserved};
 
@@ -76,6 +77,8 @@ pub(crate) struct ChunkServer {
     pub files: SharedFiles,
     pub inbox: Arc<Inbox>,
     pub stats: Arc<ServeStats>,
+    /// Told of every chunk sent whole, and of every manifest and head asked for.
+    pub deliveries: Arc<Deliveries>,
     pub max_inbound: usize,
     pub max_inbound_per_ip: usize,
     pub idle_timeout: Duration,
@@ -105,6 +108,7 @@ impl ChunkServer {
             files: self.files,
             inbox: self.inbox,
             stats: self.stats,
+            deliveries: self.deliveries,
         });
         serve::serve(self.listener, self.tls, config, shared, shutdown).await;
     }
@@ -116,6 +120,7 @@ struct Shared {
     files: SharedFiles,
     inbox: Arc<Inbox>,
     stats: Arc<ServeStats>,
+    deliveries: Arc<Deliveries>,
 }
 
 impl Service for Shared {
@@ -130,6 +135,7 @@ impl Service for Shared {
     }
 
     fn handler(self: &Arc<Self>, remote: SocketAddr, client: NodeId) -> Handler {
+        self.deliveries.opened(client);
         Handler {
             shared: self.clone(),
             remote,
@@ -157,6 +163,13 @@ struct Handler {
     /// Small chunks of the requests at the front of `ahead`, prepared together with the one
     /// answered before them, in the same order.
     prefetched: VecDeque<((FileId, u32), Prepared)>,
+}
+
+impl Drop for Handler {
+    /// The connection has ended.
+    fn drop(&mut self) {
+        self.shared.deliveries.closed(self.client);
+    }
 }
 
 /// What one blocking call found for a chunk: the file (or why it isn't served) and the
@@ -252,6 +265,7 @@ impl serve::Handler for Handler {
                 stats
                     .bytes_served
                     .fetch_add(range.len as u64, Ordering::Relaxed);
+                self.shared.deliveries.sent(self.client, file_id, index);
             }
             Reply::Inline {
                 file_id,
@@ -280,6 +294,7 @@ impl serve::Handler for Handler {
                 stats
                     .bytes_served
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.shared.deliveries.sent(self.client, file_id, index);
                 self.piece = data;
             }
             Reply::Message(response) => conn.send_timeout(&response, SEND_TIMEOUT).await?,
@@ -390,7 +405,10 @@ impl Handler {
     /// Answers `GetManifest`, for a file shared on its own or in a folder.
     fn manifest(&self, file_id: FileId) -> PeerResponse {
         match self.shared.files.manifest(&file_id) {
-            Ok(manifest) => PeerResponse::Manifest { file_id, manifest },
+            Ok(manifest) => {
+                self.shared.deliveries.asked(self.client, file_id);
+                PeerResponse::Manifest { file_id, manifest }
+            }
             Err(why) => unserved(file_id, why),
         }
     }
@@ -398,10 +416,15 @@ impl Handler {
     /// Answers `GetFolder`: the folder's head.
     fn folder(&self, folder_id: FolderId) -> PeerResponse {
         match self.shared.files.folder(&folder_id) {
-            Ok(folder) => PeerResponse::Folder {
-                folder_id,
-                head: folder.head().clone(),
-            },
+            Ok(folder) => {
+                self.shared
+                    .deliveries
+                    .asked(self.client, FileId(folder_id.0));
+                PeerResponse::Folder {
+                    folder_id,
+                    head: folder.head().clone(),
+                }
+            }
             Err(why) => unserved_folder(folder_id, why),
         }
     }

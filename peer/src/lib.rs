@@ -14,6 +14,7 @@
 //! * [`shared_files`]: the files and folders this peer serves, by id.
 //! * `shared_folders`: a folder shared as a whole, served without an open file per file.
 //! * `sharing`: hashing, serving and announcing files and folders (in batches).
+//! * [`deliveries`]: which client has fetched every chunk of a shared file or folder.
 //! * [`inbox`]: text messages from other peers.
 //! * [`share_dir`]: a folder kept shared as it changes.
 //! * [`download`]: one download job (a file or a folder): its engine, scheduler, connections
@@ -21,6 +22,7 @@
 //! * [`downloads`]: the registry of download jobs every front end lists, cancels and resumes.
 //! * `manifest_jobs`: what a manifest file stands for: its download requests, and whether
 //!   this running peer's index can fetch it.
+//! * `reach`: reaching a node known by its id and several addresses (a ticket's sender).
 //! * [`config`]: [`PeerConfig`] with its defaults.
 //! * [`error`][mod@error]: [`PeerError`].
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@
 
 pub mod chunk_server;
 pub mod config;
+pub mod deliveries;
 pub mod download;
 pub mod downloads;
 pub mod error;
@@ -36,12 +39,14 @@ pub mod inbox;
 pub mod index_client;
 mod manifest_jobs;
 pub mod node;
+mod reach;
 pub mod share_dir;
 pub mod shared_files;
 mod shared_folders;
 mod sharing;
 
 pub use config::{PeerConfig, Rediscover};
+pub use deliveries::Delivery;
 pub use download::{DownloadEvent, DownloadReport};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState, JobUpdate, PeerChange, PeerStatus};
 pub use error::{IndexConflict, PeerError};

@@ -64,12 +64,14 @@ impl DownloadRequest {
                 manifest: Some(f.manifest),
                 folder: None,
                 hosts: hosts.to_vec(),
+                pinned_hosts: Vec::new(),
             },
             AnyManifestFile::Folder(folder) => Self {
                 id: folder.folder_id().to_string(),
                 manifest: None,
                 folder: Some(std::sync::Arc::new(folder)),
                 hosts: hosts.to_vec(),
+                pinned_hosts: Vec::new(),
             },
         }
     }

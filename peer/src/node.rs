@@ -19,6 +19,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::chunk_server::{ChunkServer, ServeStats};
 use crate::config::PeerConfig;
+use crate::deliveries::Deliveries;
 use crate::download::{self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, JobSource};
 use crate::downloads::{Downloads, PeerChange, PeerStatus};
 use crate::error::PeerError;
@@ -47,6 +48,8 @@ pub(crate) struct Node {
     session: Mutex<Option<Session>>,
     inbox: Arc<Inbox>,
     stats: Arc<ServeStats>,
+    /// Which client has fetched every chunk of a watched item (`send`).
+    pub(crate) deliveries: Arc<Deliveries>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// Download jobs, and the change feed every live view listens to.
@@ -109,6 +112,7 @@ impl Peer {
             session: Mutex::new(None),
             inbox,
             stats: Arc::new(ServeStats::default()),
+            deliveries: Arc::new(Deliveries::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             downloads,
@@ -127,6 +131,7 @@ impl Peer {
             files: node.files.clone(),
             inbox: node.inbox.clone(),
             stats: node.stats.clone(),
+            deliveries: node.deliveries.clone(),
             max_inbound: node.config.max_inbound,
             max_inbound_per_ip: node.config.max_inbound_per_ip,
             idle_timeout: node.config.idle_timeout,

@@ -33,6 +33,12 @@ pub struct Cli {
 /// The roles, and the one-shot tools.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Share files or folders with one other machine, no index needed: prints a ticket and
+    /// the command to run there, serves until it has arrived, then exits.
+    Send(SendArgs),
+    /// Fetch what a ticket from `send` names (or an id or prefix, with an index), verified,
+    /// resumable, then exit.
+    Receive(ReceiveArgs),
     /// Run the central index server, which knows which peer hosts which file.
     Server(ServerArgs),
     /// Run a peer: share files, serve their chunks, download files from other peers.
@@ -111,6 +117,51 @@ pub struct SearchArgs {
     /// "Scripting with --json").
     #[arg(long)]
     pub json: bool,
+}
+
+/// `p2p-transfer send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Files or folders to send (each folder as a whole), at most 16.
+    #[arg(required = true, num_args = 1..=p2p_protocol::ticket::MAX_TICKET_ITEMS, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Keep serving after the first complete delivery, until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
+    /// Address to listen on (port 0 picks a free one). The ticket lists this machine's
+    /// addresses on that port.
+    #[arg(short = 'a', long, default_value = "0.0.0.0:0", value_name = "ADDR")]
+    pub addr: SocketAddr,
+    /// Put this address in the ticket instead of the ones found on this machine
+    /// (repeatable, at most 8): for a sender behind NAT or in a container.
+    #[arg(long = "advertise-addr", value_name = "HOST:PORT")]
+    pub advertise_addrs: Vec<SocketAddr>,
+    /// Register with an index too (--server or --auto-discover), so other machines can find
+    /// it by id or name and help serve it.
+    #[command(flatten)]
+    pub index: IndexArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
+
+/// `p2p-transfer receive`.
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// The ticket `send` printed, or (with --server or --auto-discover) a file or folder id
+    /// or a unique prefix of at least 6 characters.
+    #[arg(value_name = "TICKET")]
+    pub ticket: String,
+    /// Folder to write into (created if missing).
+    #[arg(short = 'o', long, default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Chunks in flight at once, as `peer --workers`.
+    #[arg(short = 'w', long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+    /// An index to ask for more hosts of the ticket's items, or to look an id up at.
+    #[command(flatten)]
+    pub index: IndexArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 /// `p2p-transfer manifest ...`.
@@ -350,7 +401,11 @@ impl Command {
         match self {
             Command::Server(args) => args.interactive,
             Command::Peer(args) => args.interactive,
-            Command::Search(_) | Command::Manifest(_) | Command::Id(_) => false,
+            Command::Search(_)
+            | Command::Manifest(_)
+            | Command::Id(_)
+            | Command::Send(_)
+            | Command::Receive(_) => false,
         }
     }
 }

@@ -122,6 +122,8 @@ fn main() -> ExitCode {
             Command::Server(args) => run::server::run(args, shutdown).await,
             Command::Peer(args) => run::peer::run(args, shutdown).await,
             Command::Search(args) => interruptible(run::search::run(args), &shutdown).await,
+            Command::Send(args) => run::send::run(args, shutdown).await,
+            Command::Receive(args) => run::receive::run(args, shutdown).await,
             Command::Id(args) => run::id::run(args),
             Command::Manifest(command) => {
                 interruptible(run::manifest::run(command), &shutdown).await

@@ -44,6 +44,10 @@ pub struct DownloadRequest {
     pub folder: Option<Arc<FolderManifestFile>>,
     /// Peers to fetch from directly, whether or not the index knows them.
     pub hosts: Vec<SocketAddr>,
+    /// Peers to fetch from directly that must prove the node id given with each in their TLS
+    /// handshake (a ticket's sender): any other node there is refused before anything is
+    /// asked of it. An address also in `hosts` is pinned all the same.
+    pub pinned_hosts: Vec<(SocketAddr, NodeId)>,
 }
 
 impl DownloadRequest {
@@ -69,7 +73,7 @@ impl PeerHandle {
         request: &DownloadRequest,
     ) -> Result<(JobSource, Option<Refresh>), PeerError> {
         let node = &self.node;
-        let direct = direct_hosts(&request.hosts);
+        let direct = direct_hosts(&request.hosts, &request.pinned_hosts);
         let source = match (&request.folder, &request.manifest) {
             (Some(doc), _) => self.resolve_folder_file(doc, direct).await?,
             (None, Some(manifest)) => self.resolve_manifest(request, manifest, direct).await?,
@@ -376,17 +380,22 @@ async fn ask_manifest(
 }
 
 /// Hosts named by address have no registration; they get ids no index hands out to anyone
-/// we would also meet (the top of the range).
-fn direct_hosts(addrs: &[SocketAddr]) -> Vec<HostSpec> {
-    addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| HostSpec {
-            peer_id: PeerId(u64::MAX - i as u64),
-            addr: *addr,
-            node_id: None,
-        })
-        .collect()
+/// we would also meet (the top of the range). A pinned one must prove its node id.
+fn direct_hosts(addrs: &[SocketAddr], pinned: &[(SocketAddr, NodeId)]) -> Vec<HostSpec> {
+    let mut hosts: Vec<HostSpec> = Vec::with_capacity(addrs.len() + pinned.len());
+    let named = addrs.iter().map(|addr| (*addr, None));
+    let pinned = pinned.iter().map(|(addr, id)| (*addr, Some(*id)));
+    for (addr, node_id) in named.chain(pinned) {
+        match hosts.iter_mut().find(|h| h.addr == addr) {
+            Some(host) => host.node_id = node_id.or(host.node_id),
+            None => hosts.push(HostSpec {
+                peer_id: PeerId(u64::MAX - hosts.len() as u64),
+                addr,
+                node_id,
+            }),
+        }
+    }
+    hosts
 }
 
 /// Adds the index's hosts to `hosts`, except those already named by address.

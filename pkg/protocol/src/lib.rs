@@ -44,6 +44,7 @@
 //! * [`handshake`]: the `Hello` exchange.
 //! * [`manifest_file`]: the `.p2pm` file format (not on the wire; shared by tools).
 //! * [`node_id`]: [`NodeId`], who a node is, derived from its public key.
+//! * [`ticket`]: [`Ticket`], what `send` prints and `receive` reads (not on the wire).
 //! * [`text`]: showing text that came from the network ([`printable`], [`RemoteText`]).
 //! * [`error`][mod@error]: [`ProtocolError`].
 #![forbid(unsafe_code)]
@@ -58,6 +59,7 @@ pub mod manifest_file;
 pub mod message;
 pub mod node_id;
 pub mod text;
+pub mod ticket;
 pub mod types;
 
 pub use connection::{
@@ -75,6 +77,7 @@ pub use message::{
 };
 pub use node_id::{NodeId, NodeIdError};
 pub use text::{RemoteText, printable};
+pub use ticket::{Ticket, TicketError, TicketItem};
 pub use types::{
     FileId, FileManifest, FileNameError, FolderId, IdParseError, IdPrefix, ManifestError, PeerId,
     Sha256Hash, validate_file_name,

@@ -1251,3 +1251,38 @@ fn a_node_id_on_the_wire_is_a_bin_of_20_bytes() {
          of integers, or a str is rejected.",
     );
 }
+
+/// §14: the worked ticket is what the code writes and reads, and the limits are the code's.
+#[test]
+fn the_ticket_example_and_limits_are_the_codes() {
+    use p2p_protocol::ticket::{
+        MAX_TICKET_ADDRS, MAX_TICKET_ITEMS, TICKET_CHECKSUM_LEN, TICKET_PREFIX,
+    };
+    use p2p_protocol::{Ticket, TicketItem};
+
+    let node_id: NodeId = "A3R7-3D62-FG5W-BK2Z-KV66-MHW3-BLWN-WIYRJ".parse().unwrap();
+    let file_id: FileId = "c7e3d81f205e835cd390d0bdfb5069237ab884f1913f21bb9603a7cfffb1616c"
+        .parse()
+        .unwrap();
+    let ticket = Ticket::new(
+        node_id,
+        vec![TicketItem::File(file_id)],
+        vec!["192.168.1.20:40123".parse().unwrap()],
+    )
+    .unwrap();
+    let bytes = ticket.to_bytes();
+    assert_eq!(bytes.len(), 66);
+    assert_documented("the §14.4 ticket payload", &bytes);
+    let text = ticket.to_string();
+    assert_eq!(text.len(), 110);
+    assert!(
+        document().contains(&format!("```\n{text}\n```")),
+        "docs/PROTOCOL.md §14.4 should show the ticket {text}"
+    );
+    assert_eq!(text.parse::<Ticket>(), Ok(ticket));
+    assert_says("A ticket with one file and one IPv4 address is 66 bytes, 110 characters.");
+    assert_eq!(TICKET_PREFIX, "p2p1");
+    assert_eq!(TICKET_CHECKSUM_LEN, 4);
+    assert_says(&format!("| item count | 1 | 1 to {MAX_TICKET_ITEMS} |"));
+    assert_says(&format!("| address count | 1 | 1 to {MAX_TICKET_ADDRS} |"));
+}

@@ -3,6 +3,8 @@
 pub mod id;
 pub mod manifest;
 pub mod peer;
+pub mod receive;
 pub mod search;
+pub mod send;
 pub mod server;
 pub mod web;

@@ -212,7 +212,7 @@ async fn startup_actions(
                 ..DownloadRequest::default()
             },
         };
-        download(peer, arg, request, args, shutdown).await?;
+        download(peer, arg, request, &args.out, args.json, shutdown).await?;
     }
     Ok(())
 }
@@ -223,35 +223,35 @@ async fn startup_actions(
 /// or failed file (at most [`MAX_REPORTED`] of each), then
 /// `folder NAME ID: F fetched, A already there, C conflicts, X failed (B bytes in T s)`.
 /// Anything missing is an error (exit 1), and the same command run again completes it. A
-/// signal cancels the job; its `.part` files stay for the next run. With `--json`: `progress`
+/// signal cancels the job; its `.part` files stay for the next run. With `json`: `progress`
 /// events, then `conflict`/`file_failed` and `downloaded` events, and `failed` when it fails.
-async fn download(
+/// (`receive` runs its downloads through here too.)
+pub(crate) async fn download(
     peer: &PeerHandle,
     arg: &str,
     request: DownloadRequest,
-    args: &PeerArgs,
+    out: &std::path::Path,
+    json: bool,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let failed = || format!("cannot download {arg}");
-    create_out_dir(&args.out).await.with_context(failed)?;
+    create_out_dir(out).await.with_context(failed)?;
     let (observer, updates) = tokio::sync::mpsc::unbounded_channel();
     let started = peer
-        .start_download_observed(arg.to_owned(), request, args.out.clone(), observer)
+        .start_download_observed(arg.to_owned(), request, out.to_path_buf(), observer)
         .await
         .with_context(failed);
     let id = match started {
         Ok(id) => id,
         Err(err) => {
-            if args.json {
+            if json {
                 emit_failed(arg, None, &err);
             }
             return Err(err);
         }
     };
-    let result = follow(peer, id, updates, arg, args, shutdown).await;
-    if args.json
-        && let Err(err) = &result
-    {
+    let result = follow(peer, id, updates, arg, json, shutdown).await;
+    if json && let Err(err) = &result {
         emit_failed(arg, peer.download_info(id).as_ref(), err);
     }
     result
@@ -278,11 +278,11 @@ async fn follow(
     id: p2p_peer::DownloadId,
     mut updates: tokio::sync::mpsc::UnboundedReceiver<JobUpdate>,
     arg: &str,
-    args: &PeerArgs,
+    json: bool,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     // With --json, progress events on stdout; else the bar or plain lines.
-    let (events, view) = if args.json {
+    let (events, view) = if json {
         (None, None)
     } else {
         let (events, view) = progress::start();
@@ -296,7 +296,7 @@ async fn follow(
     let ended = loop {
         let update = tokio::select! {
             update = updates.recv() => update,
-            _ = tick.tick(), if args.json => {
+            _ = tick.tick(), if json => {
                 json_progress(peer, id, &mut throttle);
                 continue;
             }
@@ -352,7 +352,7 @@ async fn follow(
     } else {
         None
     };
-    if args.json {
+    if json {
         return report_json(&report, info.as_ref(), arg, kept);
     }
     let folder_id = info.as_ref().and_then(|i| i.folder_id);

@@ -321,6 +321,26 @@ pub async fn targets(
         .collect())
 }
 
+/// The one index `send` and `receive` use: what `--auto-discover` finds (with the node id it
+/// claims), or the `--server` given; `None` when neither is given.
+pub async fn one_index(
+    args: &IndexArgs,
+    trust: &IndexTrust,
+    tls: &p2p_transport::Tls,
+) -> anyhow::Result<Option<(SocketAddr, Option<p2p_protocol::NodeId>)>> {
+    if args.auto_discover {
+        let found = Finder::with(args.discover_timeout, trust.preference(), tls.clone())
+            .find_claimed(false)
+            .await?;
+        return Ok(Some(found));
+    }
+    match args.servers.as_slice() {
+        [] => Ok(None),
+        [server] => Ok(Some((server.resolve().await?, None))),
+        _ => anyhow::bail!("give one --server here (only `search` asks several)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,7 @@ async fn download_from_named_peers_needs_no_index() {
         manifest: None,
         hosts: vec![a.local_addr(), b.local_addr()],
         folder: None,
+        pinned_hosts: Vec::new(),
     };
     let report = leecher
         .fetch(request, out.path(), None, CancellationToken::new())
@@ -62,6 +63,7 @@ async fn download_from_named_peers_needs_no_index() {
                 manifest: None,
                 hosts: vec![a.local_addr()],
                 folder: None,
+                pinned_hosts: Vec::new(),
             },
             out.path(),
             None,
@@ -94,6 +96,7 @@ async fn a_named_peer_that_disappears_is_replaced_by_the_other() {
         manifest: None,
         hosts: vec![doomed.local_addr(), other.local_addr()],
         folder: None,
+        pinned_hosts: Vec::new(),
     };
     let run = leecher.fetch(request, out.path(), Some(tx), CancellationToken::new());
     let killer = async {
@@ -140,6 +143,7 @@ async fn without_an_index_a_download_fails_as_soon_as_every_named_host_is_droppe
         manifest: Some(manifest),
         hosts: vec![stranger.local_addr()],
         folder: None,
+        pinned_hosts: Vec::new(),
     };
     let run = leecher.fetch(request, out.path(), None, CancellationToken::new());
     let err = tokio::time::timeout(stall_timeout / 10, run)

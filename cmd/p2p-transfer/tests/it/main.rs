@@ -23,6 +23,7 @@ mod mdns;
 mod netns;
 mod pinning;
 mod process;
+mod send_receive;
 mod share_dir;
 mod shell;
 mod shell_edges;

@@ -1,0 +1,145 @@
+//! `p2p-transfer receive TICKET [--out DIR]`: fetch what a ticket from `send` names, straight
+//! from the sender (whose node id the ticket pins), verified chunk by chunk, resumable, then
+//! exit. With an index (`--server`, `--auto-discover`) it also takes a file or folder id or a
+//! unique prefix, and asks the index for more hosts.
+//!
+//! Each item goes through the same download job, progress bar and result lines as
+//! `peer --download`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use p2p_peer::{DownloadRequest, Peer, PeerConfig, PeerHandle};
+use p2p_protocol::ticket::looks_like_ticket;
+use p2p_protocol::{NodeId, Ticket, TicketItem};
+use p2p_transport::Tls;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{IdentityArgs, ReceiveArgs};
+use crate::run::search::one_index;
+use crate::trust::IndexTrust;
+
+/// Where the receiving peer's chunk server listens: it shares nothing, so only this machine
+/// can reach it, on a free port.
+const RECEIVE_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// The folder, under the identity folder, of the identity `receive` uses for a ticket made by
+/// this same identity (send and receive on one machine): a node never downloads from itself.
+const SECOND_IDENTITY: &str = "receiver";
+
+/// What the argument names.
+enum Wanted {
+    Ticket(Ticket),
+    /// An id or a prefix, looked up at the index.
+    Id(String),
+}
+
+/// Runs `receive`.
+pub async fn run(args: &ReceiveArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let use_index = !args.index.servers.is_empty() || args.index.auto_discover;
+    let wanted = if looks_like_ticket(&args.ticket) {
+        Wanted::Ticket(args.ticket.parse().context("cannot read the ticket")?)
+    } else if use_index {
+        Wanted::Id(args.ticket.trim().to_owned())
+    } else {
+        anyhow::bail!(
+            "\"{}\" is not a ticket (a ticket starts with \"p2p1\"): copy the whole line `send` \
+             printed, or give --server or --auto-discover to receive by id",
+            p2p_protocol::printable(&args.ticket)
+        );
+    };
+    let sender = match &wanted {
+        Wanted::Ticket(ticket) => Some(ticket.node_id),
+        Wanted::Id(_) => None,
+    };
+    let tls = tls(&args.identity, sender)?;
+    let mut trust = IndexTrust::load(&args.identity, args.index.server_id)?;
+    let (server_addr, server_id) = match one_index(&args.index, &trust, &tls).await? {
+        Some((addr, claimed)) => (Some(addr), trust.expect_for(addr, claimed)),
+        None => (None, None),
+    };
+    tokio::fs::create_dir_all(&args.out)
+        .await
+        .with_context(|| format!("cannot create the folder {}", args.out.display()))?;
+    let config = PeerConfig {
+        listen_addr: RECEIVE_LISTEN,
+        server_addr,
+        server_id,
+        workers: usize::from(args.workers),
+        // It exits once done: announcing what it fetched would only be withdrawn at once.
+        share_downloads: false,
+        ..PeerConfig::default()
+    };
+    let peer = Peer::start(config, tls)
+        .await
+        .map_err(|e| trust.explain(e))?;
+    if let (Some(addr), Some(seen)) = (server_addr, peer.index_node_id()) {
+        trust.remember(addr, seen)?;
+    }
+    let result = fetch(&peer, &wanted, args, &shutdown).await;
+    peer.shutdown().await;
+    result
+}
+
+/// Downloads every item, one job each, in the ticket's order.
+async fn fetch(
+    peer: &PeerHandle,
+    wanted: &Wanted,
+    args: &ReceiveArgs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let ticket = match wanted {
+        Wanted::Id(id) => {
+            let request = DownloadRequest::by_id(id);
+            return crate::run::peer::download(peer, id, request, &args.out, false, shutdown).await;
+        }
+        Wanted::Ticket(ticket) => ticket,
+    };
+    let reach = peer.reach_node(&ticket.addrs, ticket.node_id);
+    let sender = tokio::select! {
+        reached = reach => reached.with_context(|| unreachable(ticket))?,
+        () = shutdown.cancelled() => anyhow::bail!("interrupted"),
+    };
+    for item in &ticket.items {
+        let id = item.id_text();
+        let request = DownloadRequest {
+            id: id.clone(),
+            pinned_hosts: vec![(sender, ticket.node_id)],
+            ..DownloadRequest::default()
+        };
+        let shown = match item {
+            TicketItem::File(_) => format!("file {id}"),
+            TicketItem::Folder(_) => format!("folder {id}"),
+        };
+        crate::run::peer::download(peer, &shown, request, &args.out, false, shutdown).await?;
+    }
+    Ok(())
+}
+
+/// What failed when no address of the ticket answers as its sender (the cause names the
+/// address that failed most tellingly).
+fn unreachable(ticket: &Ticket) -> String {
+    let tried = match ticket.addrs.len() {
+        1 => String::new(),
+        n => format!(" at any of its {n} addresses"),
+    };
+    format!(
+        "cannot reach the sender {}{tried} (is `send` still running, and this machine on its \
+         network?)",
+        ticket.node_id.fmt_short(),
+    )
+}
+
+/// This machine's peer identity, or, when that is the sender's own (send and receive on one
+/// machine with one identity folder), a second one kept beside it.
+fn tls(identity: &IdentityArgs, sender: Option<NodeId>) -> anyhow::Result<Tls> {
+    let tls = crate::run::id::client_tls(identity)?;
+    if sender != Some(tls.node_id()) {
+        return Ok(tls);
+    }
+    let second = IdentityArgs {
+        identity_dir: Some(crate::run::id::dir(identity)?.join(SECOND_IDENTITY)),
+    };
+    crate::run::id::client_tls(&second)
+}

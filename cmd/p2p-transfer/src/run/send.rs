@@ -1,0 +1,263 @@
+//! `p2p-transfer send PATH...`: share files or folders with no index needed, print a ticket
+//! and the command that fetches it, serve until one receiver has all of it (or, with `--keep`,
+//! until Ctrl-C), then exit.
+//!
+//! stdout gets one line, `p2p-transfer receive <ticket>`, then `delivered <path> to <node>`
+//! per item as it arrives whole; everything else goes to stderr. Ctrl-C before everything has
+//! arrived is an error (without `--keep`, whose normal end it is).
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use p2p_peer::{Delivery, Peer, PeerConfig, PeerHandle, Shared};
+use p2p_protocol::ticket::MAX_TICKET_ADDRS;
+use p2p_protocol::{NodeId, Ticket, TicketItem, printable};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::SendArgs;
+use crate::trust::IndexTrust;
+
+/// How long `send` waits, once everything has been sent to a receiver, for that receiver to
+/// hang up (it does once it has checked the last chunk) before it exits all the same: exiting
+/// while the receiver still reads could cut off the last bytes in flight.
+const DELIVERY_LINGER: Duration = Duration::from_secs(30);
+
+/// Runs `send`.
+pub async fn run(args: &SendArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (identity, tls) = crate::run::id::load_tls(&args.identity, p2p_identity::Role::Peer)?;
+    let mut trust = IndexTrust::load(&args.identity, args.index.server_id)?;
+    let (server_addr, claimed) =
+        match crate::run::search::one_index(&args.index, &trust, &tls).await? {
+            Some((addr, claimed)) => (Some(addr), claimed),
+            None => (None, None),
+        };
+    let config = PeerConfig {
+        listen_addr: args.addr,
+        server_addr,
+        server_id: server_addr.and_then(|addr| trust.expect_for(addr, claimed)),
+        // Nothing is downloaded; nothing to share back.
+        share_downloads: false,
+        ..PeerConfig::default()
+    };
+    let peer = Peer::start(config, tls)
+        .await
+        .map_err(|e| trust.explain(e))?;
+    if let (Some(addr), Some(seen)) = (server_addr, peer.index_node_id())
+        && let Some(news) = trust.remember(addr, seen)?
+    {
+        eprintln!("{news}");
+    }
+    let result = serve(&peer, args, identity.node_id(), &shutdown).await;
+    peer.shutdown().await;
+    result
+}
+
+/// Shares the paths, prints the ticket, and waits for the deliveries.
+async fn serve(
+    peer: &PeerHandle,
+    args: &SendArgs,
+    node_id: NodeId,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    // Hashing waits on the disk (a huge file, a hung network file system): a signal stops it.
+    let shared = tokio::select! {
+        shared = peer.share_paths(&args.paths) => shared.context("cannot send")?,
+        () = shutdown.cancelled() => anyhow::bail!("interrupted before every path was read"),
+    };
+    // Before the ticket is out, so no chunk sent goes uncounted.
+    let mut deliveries = peer.watch_deliveries(&shared);
+    let addrs = ticket_addrs(peer.local_addr(), &args.advertise_addrs)?;
+    let items = shared.iter().map(item).collect();
+    let ticket = Ticket::new(node_id, items, addrs).context("cannot make a ticket")?;
+    for item in &shared {
+        eprintln!("sending {}", describe(item));
+    }
+    if let Some(server) = peer.server_addr() {
+        let ids: Vec<String> = shared.iter().map(|s| item(s).id_text()).collect();
+        eprintln!(
+            "also registered with the index at {server} (ids {}): others there can fetch it too",
+            ids.join(", ")
+        );
+    }
+    let listed: Vec<String> = ticket.addrs.iter().map(ToString::to_string).collect();
+    eprintln!(
+        "listening on {} as node {node_id}; on the other machine run:",
+        listed.join(", ")
+    );
+    println!("p2p-transfer receive {ticket}");
+    let mut pending: HashSet<usize> = (0..shared.len()).collect();
+    let mut receivers: HashSet<NodeId> = HashSet::new();
+    loop {
+        let delivery = tokio::select! {
+            delivery = deliveries.recv() => delivery,
+            () = shutdown.cancelled() => {
+                // With --keep, Ctrl-C is how it ends; without, it stopped short of its job.
+                if args.keep || pending.is_empty() {
+                    return Ok(());
+                }
+                anyhow::bail!(
+                    "interrupted before everything was received ({} of {} delivered)",
+                    shared.len() - pending.len(),
+                    shared.len()
+                );
+            }
+        };
+        let Some(Delivery { item, client, .. }) = delivery else {
+            anyhow::bail!("the peer stopped serving");
+        };
+        let path = match &shared[item] {
+            Shared::File { path, .. } | Shared::Folder { path, .. } => path,
+        };
+        println!(
+            "delivered {} to {client}",
+            printable(&path.display().to_string())
+        );
+        pending.remove(&item);
+        receivers.insert(client);
+        if pending.is_empty() && !args.keep {
+            break;
+        }
+    }
+    // Exiting now could cut off what the receivers still read: wait for them to hang up.
+    let gone = all_gone(peer, &receivers);
+    tokio::select! {
+        () = gone => {}
+        () = tokio::time::sleep(DELIVERY_LINGER) => {
+            eprintln!("the receiver did not hang up within {DELIVERY_LINGER:?}; stopping anyway");
+        }
+        () = shutdown.cancelled() => {}
+    }
+    Ok(())
+}
+
+/// Returns once every one of `clients` has closed its connections.
+async fn all_gone(peer: &PeerHandle, clients: &HashSet<NodeId>) {
+    for client in clients {
+        peer.client_gone(*client).await;
+    }
+}
+
+/// What a ticket says of a shared path.
+fn item(shared: &Shared) -> TicketItem {
+    match shared {
+        Shared::File { manifest, .. } => TicketItem::File(manifest.id()),
+        Shared::Folder { folder_id, .. } => TicketItem::Folder(*folder_id),
+    }
+}
+
+/// `notes.txt (1.2 MiB)` or `photos/ (120 files, 340.0 MiB)`.
+fn describe(shared: &Shared) -> String {
+    match shared {
+        Shared::File { path, manifest } => format!(
+            "{} ({})",
+            printable(&path.display().to_string()),
+            size(manifest.size)
+        ),
+        Shared::Folder { path, head, .. } => format!(
+            "{}/ ({} files, {})",
+            printable(&path.display().to_string()),
+            head.files,
+            size(head.size)
+        ),
+    }
+}
+
+/// Bytes in binary units (KiB, MiB, GiB), one decimal.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The addresses the ticket lists: those given with `--advertise-addr`; else the listen
+/// address if it names one IP; else this machine's addresses on the listen port: IPv4 first,
+/// then IPv6 (link-local ones need a scope a ticket can't carry, so they are left out), and
+/// loopback only when there is nothing else (the receiver is then on this machine).
+fn ticket_addrs(listen: SocketAddr, given: &[SocketAddr]) -> anyhow::Result<Vec<SocketAddr>> {
+    if !given.is_empty() {
+        anyhow::ensure!(
+            given.len() <= MAX_TICKET_ADDRS,
+            "a ticket lists at most {MAX_TICKET_ADDRS} addresses; give fewer --advertise-addr"
+        );
+        return Ok(given.to_vec());
+    }
+    if !listen.ip().is_unspecified() {
+        return Ok(vec![listen]);
+    }
+    let interfaces = if_addrs::get_if_addrs().context("cannot list this machine's addresses")?;
+    let ips: Vec<IpAddr> = interfaces.iter().map(if_addrs::Interface::ip).collect();
+    Ok(choose_addrs(&ips, listen))
+}
+
+/// [`ticket_addrs`]'s choice among `ips`, for a listener on `listen` (unspecified IP):
+/// `0.0.0.0` takes IPv4 only; `[::]` takes both (Linux listens dual-stack by default).
+fn choose_addrs(ips: &[IpAddr], listen: SocketAddr) -> Vec<SocketAddr> {
+    let v4_only = listen.is_ipv4();
+    let usable = |ip: &&IpAddr| match ip {
+        IpAddr::V4(_) => true,
+        // fe80::/10
+        IpAddr::V6(v6) => !v4_only && (v6.segments()[0] & 0xffc0) != 0xfe80,
+    };
+    let mut chosen: Vec<IpAddr> = Vec::new();
+    for ip in ips.iter().filter(usable) {
+        if !ip.is_loopback() && !chosen.contains(ip) {
+            chosen.push(*ip);
+        }
+    }
+    chosen.sort_by_key(IpAddr::is_ipv6);
+    if chosen.is_empty() {
+        chosen.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    }
+    chosen.truncate(MAX_TICKET_ADDRS);
+    chosen
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, listen.port()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_list_lan_addresses_first_and_loopback_only_as_a_last_resort() {
+        let listen: SocketAddr = "0.0.0.0:4000".parse().unwrap();
+        let ips: Vec<IpAddr> = ["127.0.0.1", "fe80::1", "fd00::7", "192.168.1.20", "::1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let chosen: Vec<String> = choose_addrs(&ips, listen)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(chosen, ["192.168.1.20:4000"], "0.0.0.0 takes IPv4 only");
+        let lo: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(
+            choose_addrs(&lo, listen),
+            vec!["127.0.0.1:4000".parse::<SocketAddr>().unwrap()]
+        );
+        let v6: SocketAddr = "[::]:4000".parse().unwrap();
+        let chosen: Vec<String> = choose_addrs(&ips, v6)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(chosen, ["192.168.1.20:4000", "[fd00::7]:4000"]);
+    }
+
+    #[test]
+    fn sizes_use_binary_units() {
+        assert_eq!(size(12), "12 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(3 * 1024 * 1024), "3.0 MiB");
+    }
+}

@@ -1,0 +1,401 @@
+//! `send PATH...` and `receive TICKET` end to end through the binary: a file and a folder
+//! arrive byte for byte and the sender exits once they have; an interrupted receive resumes
+//! with the same command; a garbled ticket or the wrong node at the ticket's address is one
+//! clear line; `--keep` serves more than one receiver; with an index, `send` registers there
+//! and `receive` takes an id prefix.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use p2p_protocol::{CHUNK_SIZE, NodeId, Ticket};
+
+use crate::process::{Running, bin, read_line_starting, start_server};
+use crate::support::{SilentProxy, fresh_identity_dir, random_file};
+
+/// Generous: the machine is shared and loaded.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// What every receive line starts with.
+const RECEIVE: &str = "p2p-transfer receive ";
+
+/// `send --addr 127.0.0.1:0 PATHS... EXTRA...` (loopback only: the ticket then lists
+/// 127.0.0.1 and nothing else), its ticket, and its stdout to read on.
+fn send(paths: &[&Path], extra: &[&str]) -> (Running, Ticket, BufReader<ChildStdout>) {
+    let mut cmd = bin();
+    cmd.args(["send", "--addr", "127.0.0.1:0"])
+        .args(paths)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let running = Running(child);
+    let line = read_line_starting(&mut out, RECEIVE);
+    let ticket = line.trim_start_matches(RECEIVE).parse().unwrap();
+    (running, ticket, out)
+}
+
+/// `receive TICKET --out OUT EXTRA...` as the node of `identity`, run to its end.
+fn receive(ticket: &str, out: &Path, identity: &Path, extra: &[&str]) -> Output {
+    let mut cmd = receive_command(ticket, out, identity, extra);
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child)
+}
+
+fn receive_command(ticket: &str, out: &Path, identity: &Path, extra: &[&str]) -> Command {
+    let mut cmd = bin();
+    // Warnings and errors only, whatever the default level: the tests read the error line.
+    cmd.env("RUST_LOG", "warn")
+        .env("P2P_IDENTITY_DIR", identity)
+        .args(["receive", ticket, "--out"])
+        .arg(out)
+        .args(extra);
+    cmd
+}
+
+/// The child's output once it has exited, failing the test if that takes past [`DEADLINE`].
+fn wait_output(mut child: Child) -> Output {
+    let status = wait_exit(&mut child);
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_end(&mut stdout).unwrap();
+    }
+    if let Some(mut s) = child.stderr.take() {
+        s.read_to_end(&mut stderr).unwrap();
+    }
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Waits for `child` to exit, within [`DEADLINE`].
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after {DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every file under `dir`, by path relative to it.
+fn read_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(at) = dirs.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_owned();
+                files.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// The rest of the sender's stdout once it has exited on its own, and how it exited.
+fn sender_end(mut sender: Running, mut out: BufReader<ChildStdout>) -> (ExitStatus, Vec<String>) {
+    let status = wait_exit(&mut sender.0);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 {
+        lines.push(line.trim_end().to_owned());
+        line.clear();
+    }
+    (status, lines)
+}
+
+#[test]
+fn a_file_and_a_folder_arrive_whole_and_the_sender_exits() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (file, data) = random_file(src.path(), "report.bin", CHUNK_SIZE as usize + 999, 1);
+    let album = src.path().join("album");
+    std::fs::create_dir_all(album.join("sub")).unwrap();
+    random_file(&album, "a.jpg", 70_000, 2);
+    random_file(&album.join("sub"), "b.jpg", 3, 3);
+    std::fs::write(album.join("sub").join("empty"), b"").unwrap();
+
+    let (sender, ticket, sent) = send(&[&file, &album], &[]);
+    assert_eq!(ticket.items.len(), 2);
+    assert_eq!(
+        ticket
+            .addrs
+            .iter()
+            .map(|a| a.ip().to_string())
+            .collect::<Vec<_>>(),
+        ["127.0.0.1"]
+    );
+    let received = receive(
+        &ticket.to_string(),
+        &out.path().join("new/inbox"),
+        &fresh_identity_dir(),
+        &[],
+    );
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    let inbox = out.path().join("new/inbox");
+    assert_eq!(std::fs::read(inbox.join("report.bin")).unwrap(), data);
+    assert_eq!(read_tree(&inbox.join("album")), read_tree(&album));
+    let stdout = text(&received.stdout);
+    assert!(stdout.contains("downloaded "), "{stdout}");
+    assert!(stdout.contains("folder album "), "{stdout}");
+
+    // Both delivered: the sender says so on stdout and exits by itself, successfully.
+    let (status, lines) = sender_end(sender, sent);
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("delivered ")).count(),
+        2,
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_receive_resumes_with_the_same_command() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let size = 4 * CHUNK_SIZE as usize + 77;
+    let (file, data) = random_file(src.path(), "movie.bin", size, 7);
+    let (sender, ticket, sent) = send(&[&file], &[]);
+    let receiver = fresh_identity_dir();
+
+    // The first run reaches the sender through a link that passes two chunks' worth of
+    // bytes, then nothing: with one chunk in flight at a time, one chunk at least is verified
+    // and the file is never whole. The ticket is rewritten to go through it (its format is
+    // public: any client can make one).
+    let proxy = SilentProxy::start_with_budget(ticket.addrs[0], 2 * u64::from(CHUNK_SIZE)).await;
+    let through_proxy = Ticket {
+        addrs: vec![proxy.addr],
+        ..ticket.clone()
+    };
+    let mut first = receive_command(
+        &through_proxy.to_string(),
+        out.path(),
+        &receiver,
+        &["--workers", "1"],
+    );
+    let mut first = first
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while !records_a_chunk(out.path()) {
+        assert!(first.try_wait().unwrap().is_none(), "ended before Ctrl-C");
+        assert!(Instant::now() < deadline, "no chunk verified in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Ctrl-C: it stops, keeping what it verified.
+    let pid = first.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_exit(&mut first);
+    assert!(!status.success(), "an interrupted receive is no success");
+    assert!(!out.path().join("movie.bin").exists());
+
+    // The same command, the same machine: it fetches the rest only. This link passes a chunk
+    // less than the file (and room for the handshake and the manifest): fetching everything
+    // again would stall on it.
+    let proxy = SilentProxy::start_with_budget(
+        ticket.addrs[0],
+        (size - CHUNK_SIZE as usize) as u64 + 512 * 1024,
+    )
+    .await;
+    let again = Ticket {
+        addrs: vec![proxy.addr],
+        ..ticket.clone()
+    };
+    let child = receive_command(&again.to_string(), out.path(), &receiver, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let received = tokio::task::spawn_blocking(move || wait_output(child))
+        .await
+        .unwrap();
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    assert_eq!(std::fs::read(out.path().join("movie.bin")).unwrap(), data);
+
+    // The sender counts what it sent to this receiver over both runs: delivered, it exits.
+    let (status, lines) = tokio::task::spawn_blocking(move || sender_end(sender, sent))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("delivered ")),
+        "{lines:?}"
+    );
+}
+
+/// Whether a record of verified chunks (`*.part.chunks`, anywhere under `dir`) lists one:
+/// its bits after the 48-byte header are not all zero.
+fn records_a_chunk(dir: &Path) -> bool {
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(read) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in read.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.to_string_lossy().ends_with(".part.chunks")
+                && std::fs::read(&path)
+                    .is_ok_and(|r| r.len() > 48 && r[48..].iter().any(|b| *b != 0))
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn a_garbled_or_foreign_ticket_is_one_clear_line() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (file, _) = random_file(src.path(), "notes.txt", 1000, 4);
+    let (mut sender, ticket, _sent) = send(&[&file], &[]);
+    let good = ticket.to_string();
+    let me = fresh_identity_dir();
+    let one_line = |output: &Output, wanted: &str| {
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = text(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(wanted),
+            "{stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
+    };
+
+    // One character changed in the middle, as a bad copy would.
+    let mut garbled = good.clone().into_bytes();
+    let at = garbled.len() / 2;
+    garbled[at] = if garbled[at] == b'a' { b'b' } else { b'a' };
+    let garbled = String::from_utf8(garbled).unwrap();
+    one_line(
+        &receive(&garbled, out.path(), &me, &[]),
+        "cannot read the ticket: the ticket is damaged (its checksum does not match): copy it again in full",
+    );
+    // Cut short.
+    one_line(
+        &receive(&good[..good.len() - 10], out.path(), &me, &[]),
+        "copy it again in full",
+    );
+    // Not a ticket at all, and no index to look an id up at.
+    one_line(
+        &receive("hello", out.path(), &me, &[]),
+        "\"hello\" is not a ticket (a ticket starts with \"p2p1\")",
+    );
+    // A ticket of a later format.
+    one_line(
+        &receive(&format!("p2p2{}", &good[4..]), out.path(), &me, &[]),
+        "format version 2",
+    );
+    // Right address, wrong node: someone else answers there. Refused before anything is asked.
+    let forged = Ticket {
+        node_id: NodeId([9; 20]),
+        ..ticket.clone()
+    };
+    one_line(
+        &receive(&forged.to_string(), out.path(), &me, &[]),
+        "not the expected",
+    );
+    assert!(read_tree(out.path()).is_empty(), "nothing written");
+    // Nothing was delivered: the sender still serves, and Ctrl-C now is no success.
+    assert!(sender.0.try_wait().unwrap().is_none());
+    let pid = sender.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(wait_exit(&mut sender.0).code(), Some(130));
+}
+
+#[test]
+fn keep_serves_every_receiver_until_stopped() {
+    let src = tempfile::tempdir().unwrap();
+    let (file, data) = random_file(src.path(), "song.ogg", 200_000, 5);
+    let (mut sender, ticket, mut sent) = send(&[&file], &["--keep"]);
+    for n in 0..2 {
+        let out = tempfile::tempdir().unwrap();
+        let received = receive(&ticket.to_string(), out.path(), &fresh_identity_dir(), &[]);
+        assert!(received.status.success(), "{}", text(&received.stderr));
+        assert_eq!(std::fs::read(out.path().join("song.ogg")).unwrap(), data);
+        let line = read_line_starting(&mut sent, "delivered ");
+        assert!(line.contains("song.ogg"), "{line} ({n})");
+    }
+    assert!(
+        sender.0.try_wait().unwrap().is_none(),
+        "--keep keeps serving"
+    );
+    let pid = sender.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(wait_exit(&mut sender.0).success());
+}
+
+#[test]
+fn with_an_index_send_registers_and_receive_takes_an_id_prefix() {
+    let (_server, addr) = start_server();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (file, data) = random_file(src.path(), "paper.pdf", 300_000, 6);
+    let (sender, ticket, sent) = send(&[&file], &["--server", &addr]);
+    let id = ticket.items[0].id_text();
+    let received = receive(
+        &id[..10],
+        out.path(),
+        &fresh_identity_dir(),
+        &["--server", &addr],
+    );
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    assert_eq!(std::fs::read(out.path().join("paper.pdf")).unwrap(), data);
+    assert!(
+        text(&received.stdout).contains(&id),
+        "{}",
+        text(&received.stdout)
+    );
+    let (status, lines) = sender_end(sender, sent);
+    assert!(status.success());
+    assert!(
+        lines.iter().any(|l| l.starts_with("delivered ")),
+        "{lines:?}"
+    );
+}

@@ -1,0 +1,518 @@
+//! [`Ticket`]: everything a receiver needs to fetch what a sender shares, without an index, as
+//! one short string to copy, paste or show as a QR code.
+//!
+//! Not on the wire: a person hands a ticket to another (`p2p-transfer send` prints one,
+//! `p2p-transfer receive TICKET` reads it). `docs/PROTOCOL.md` §14 is the format's contract;
+//! this module and that section must agree.
+//!
+//! # Text form
+//! `p2p1` (the format's name and version), then the payload in RFC 4648 base32 (`a`–`z`,
+//! `2`–`7`), lower case, without padding. Readers accept either case, so a QR encoder may
+//! upper-case the whole ticket to use its compact alphanumeric mode.
+//!
+//! # Payload, version 1
+//! ```text
+//! node id         20 bytes: the sender's node id (§2.5); its TLS handshake must prove it
+//! item count      1 byte, 1..=MAX_TICKET_ITEMS
+//! item            item count times: 1 byte kind (0 file, 1 folder), then the 32-byte id
+//! address count   1 byte, 1..=MAX_TICKET_ADDRS
+//! address         address count times: 1 byte family (4 or 6), the IP (4 or 16 bytes),
+//!                 the port (2 bytes, big-endian, not 0)
+//! checksum        4 bytes: the first 4 bytes of the SHA-256 of every byte before it
+//! ```
+//! Nothing may follow the checksum.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+use crate::node_id::NODE_ID_LEN;
+use crate::{FileId, FolderId, NodeId};
+
+/// What every ticket of this version starts with: the format's name and its version.
+pub const TICKET_PREFIX: &str = "p2p1";
+
+/// Most files and folders one ticket names.
+pub const MAX_TICKET_ITEMS: usize = 16;
+
+/// Most addresses one ticket lists for its sender.
+pub const MAX_TICKET_ADDRS: usize = 8;
+
+/// Bytes of the checksum that ends the payload.
+pub const TICKET_CHECKSUM_LEN: usize = 4;
+
+/// Kind byte of a file.
+const KIND_FILE: u8 = 0;
+/// Kind byte of a folder.
+const KIND_FOLDER: u8 = 1;
+
+/// The base32 alphabet of RFC 4648, as written (lower case).
+const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// One thing a ticket names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TicketItem {
+    /// A file, by its file id (§6.2).
+    File(FileId),
+    /// A folder, by its folder id (§13.2).
+    Folder(FolderId),
+}
+
+impl TicketItem {
+    /// The id as text (64 hex digits), as `peer --download` takes it.
+    pub fn id_text(&self) -> String {
+        match self {
+            TicketItem::File(id) => id.to_string(),
+            TicketItem::Folder(id) => id.to_string(),
+        }
+    }
+
+    /// The 32 bytes of the id.
+    pub fn id_bytes(&self) -> [u8; 32] {
+        match self {
+            TicketItem::File(id) => id.0,
+            TicketItem::Folder(id) => id.0,
+        }
+    }
+}
+
+/// Who shares what, and where to reach them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    /// The sender's node id: a receiver refuses any host at these addresses that proves
+    /// another in its TLS handshake.
+    pub node_id: NodeId,
+    /// What the sender shares, 1 to [`MAX_TICKET_ITEMS`] items.
+    pub items: Vec<TicketItem>,
+    /// Where the sender listens, 1 to [`MAX_TICKET_ADDRS`] addresses, best first.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Why a string is not a ticket this program can use.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    /// It does not start with `p2p` and a version digit.
+    #[error("not a ticket: a ticket starts with \"{TICKET_PREFIX}\"")]
+    NotATicket,
+    /// A ticket of another version of the format.
+    #[error(
+        "a ticket of format version {0}, which this program does not read (it reads version 1): \
+         update p2p-transfer"
+    )]
+    Version(char),
+    /// A character outside the base32 alphabet.
+    #[error("the ticket holds {0:?}, which no ticket has: copy it again in full")]
+    Character(char),
+    /// The checksum does not match: something was changed or lost in copying.
+    #[error("the ticket is damaged (its checksum does not match): copy it again in full")]
+    Checksum,
+    /// Too short for what it says it holds.
+    #[error("the ticket is cut short: copy it again in full")]
+    Truncated,
+    /// The checksum matches, but the content breaks a rule (a sender made it wrongly).
+    #[error("the ticket's content is invalid: {0}")]
+    Invalid(&'static str),
+}
+
+impl Ticket {
+    /// The payload: the bytes the text form spells in base32. Only the first
+    /// [`MAX_TICKET_ITEMS`] items and [`MAX_TICKET_ADDRS`] addresses are written ([`Ticket::new`]
+    /// refuses more).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let items = &self.items[..self.items.len().min(MAX_TICKET_ITEMS)];
+        let addrs = &self.addrs[..self.addrs.len().min(MAX_TICKET_ADDRS)];
+        let mut out = Vec::with_capacity(64 + 33 * items.len() + 19 * addrs.len());
+        out.extend_from_slice(&self.node_id.0);
+        out.push(items.len() as u8);
+        for item in items {
+            out.push(match item {
+                TicketItem::File(_) => KIND_FILE,
+                TicketItem::Folder(_) => KIND_FOLDER,
+            });
+            out.extend_from_slice(&item.id_bytes());
+        }
+        out.push(addrs.len() as u8);
+        for addr in addrs {
+            match addr.ip() {
+                IpAddr::V4(ip) => {
+                    out.push(4);
+                    out.extend_from_slice(&ip.octets());
+                }
+                IpAddr::V6(ip) => {
+                    out.push(6);
+                    out.extend_from_slice(&ip.octets());
+                }
+            }
+            out.extend_from_slice(&addr.port().to_be_bytes());
+        }
+        let checksum = checksum(&out);
+        out.extend_from_slice(&checksum);
+        out
+    }
+
+    /// Reads a payload, checksum first, and checks every rule of the format.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, TicketError> {
+        if bytes.len() < TICKET_CHECKSUM_LEN {
+            return Err(TicketError::Truncated);
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - TICKET_CHECKSUM_LEN);
+        if checksum(body) != sum {
+            return Err(TicketError::Checksum);
+        }
+        let mut reader = Reader { rest: body };
+        let node_id = NodeId(reader.take(NODE_ID_LEN)?.try_into().expect("20 bytes"));
+        let count = usize::from(reader.byte()?);
+        if count == 0 || count > MAX_TICKET_ITEMS {
+            return Err(TicketError::Invalid(ITEMS_RULE));
+        }
+        let mut items = Vec::with_capacity(count);
+        for _ in 0..count {
+            let kind = reader.byte()?;
+            let id: [u8; 32] = reader.take(32)?.try_into().expect("32 bytes");
+            items.push(match kind {
+                KIND_FILE => TicketItem::File(FileId(id)),
+                KIND_FOLDER => TicketItem::Folder(FolderId(id)),
+                _ => return Err(TicketError::Invalid("an item of an unknown kind")),
+            });
+        }
+        let count = usize::from(reader.byte()?);
+        if count == 0 || count > MAX_TICKET_ADDRS {
+            return Err(TicketError::Invalid(ADDRS_RULE));
+        }
+        let mut addrs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let ip = match reader.byte()? {
+                4 => IpAddr::V4(Ipv4Addr::from(
+                    <[u8; 4]>::try_from(reader.take(4)?).expect("4 bytes"),
+                )),
+                6 => IpAddr::V6(Ipv6Addr::from(
+                    <[u8; 16]>::try_from(reader.take(16)?).expect("16 bytes"),
+                )),
+                _ => return Err(TicketError::Invalid("an address of an unknown family")),
+            };
+            let port = u16::from_be_bytes(reader.take(2)?.try_into().expect("2 bytes"));
+            let addr = SocketAddr::new(ip, port);
+            if !usable(&addr) {
+                return Err(TicketError::Invalid(ADDR_RULE));
+            }
+            addrs.push(addr);
+        }
+        if !reader.rest.is_empty() {
+            return Err(TicketError::Invalid("bytes after the last address"));
+        }
+        Ok(Self {
+            node_id,
+            items,
+            addrs,
+        })
+    }
+
+    /// A ticket, once it is checked against the format's rules.
+    pub fn new(
+        node_id: NodeId,
+        items: Vec<TicketItem>,
+        addrs: Vec<SocketAddr>,
+    ) -> Result<Self, TicketError> {
+        let ticket = Self {
+            node_id,
+            items,
+            addrs,
+        };
+        ticket.validate()?;
+        Ok(ticket)
+    }
+
+    /// Checks the rules a reader checks: 1 to [`MAX_TICKET_ITEMS`] items, 1 to
+    /// [`MAX_TICKET_ADDRS`] addresses, none with port 0 or an unspecified IP.
+    pub fn validate(&self) -> Result<(), TicketError> {
+        if self.items.is_empty() || self.items.len() > MAX_TICKET_ITEMS {
+            return Err(TicketError::Invalid(ITEMS_RULE));
+        }
+        if self.addrs.is_empty() || self.addrs.len() > MAX_TICKET_ADDRS {
+            return Err(TicketError::Invalid(ADDRS_RULE));
+        }
+        if self.addrs.iter().any(|a| !usable(a)) {
+            return Err(TicketError::Invalid(ADDR_RULE));
+        }
+        Ok(())
+    }
+}
+
+const ITEMS_RULE: &str = "it must name 1 to 16 files or folders";
+const ADDRS_RULE: &str = "it must list 1 to 8 addresses";
+const ADDR_RULE: &str = "an address with port 0 or an unspecified IP";
+
+/// Whether a receiver could connect to `addr` at all.
+fn usable(addr: &SocketAddr) -> bool {
+    addr.port() != 0 && !addr.ip().is_unspecified()
+}
+
+/// The first [`TICKET_CHECKSUM_LEN`] bytes of the SHA-256 of `body`.
+fn checksum(body: &[u8]) -> [u8; TICKET_CHECKSUM_LEN] {
+    let digest = Sha256::digest(body);
+    digest[..TICKET_CHECKSUM_LEN]
+        .try_into()
+        .expect("SHA-256 is longer")
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TicketError> {
+        if self.rest.len() < n {
+            return Err(TicketError::Truncated);
+        }
+        let (taken, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(taken)
+    }
+
+    fn byte(&mut self) -> Result<u8, TicketError> {
+        self.take(1).map(|b| b[0])
+    }
+}
+
+/// RFC 4648 base32, lower case, no padding.
+fn base32_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for &byte in bytes {
+        acc = (acc << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((acc >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((acc << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+/// The inverse of [`base32_encode`], in either case. The bits left over after the last whole
+/// byte must be fewer than 5 and zero, as an encoder writes them, so that no change to the
+/// last character goes unnoticed.
+fn base32_decode(text: &str) -> Result<Vec<u8>, TicketError> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text.chars() {
+        let lower = c.to_ascii_lowercase();
+        let value = ALPHABET
+            .iter()
+            .position(|&a| char::from(a) == lower)
+            .ok_or(TicketError::Character(c))?;
+        acc = (acc << 5) | value as u32;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    if bits >= 5 || acc & ((1 << bits) - 1) != 0 {
+        return Err(TicketError::Checksum);
+    }
+    Ok(out)
+}
+
+impl fmt::Display for Ticket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{TICKET_PREFIX}{}", base32_encode(&self.to_bytes()))
+    }
+}
+
+impl FromStr for Ticket {
+    type Err = TicketError;
+
+    /// Reads the text form; surrounding whitespace is ignored, the case of every letter too.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let name = TICKET_PREFIX.trim_end_matches(|c: char| c.is_ascii_digit());
+        let head = s.get(..name.len()).ok_or(TicketError::NotATicket)?;
+        if !head.eq_ignore_ascii_case(name) {
+            return Err(TicketError::NotATicket);
+        }
+        let rest = &s[name.len()..];
+        let version = rest.chars().next().ok_or(TicketError::NotATicket)?;
+        if !version.is_ascii_digit() {
+            return Err(TicketError::NotATicket);
+        }
+        if !TICKET_PREFIX.ends_with(version) {
+            return Err(TicketError::Version(version));
+        }
+        Self::from_bytes(&base32_decode(&rest[1..])?)
+    }
+}
+
+/// Whether `text` looks like a ticket (starts with `p2p` and a digit), rather than an id, an
+/// id prefix or a path: decides how `receive` reads its argument.
+pub fn looks_like_ticket(text: &str) -> bool {
+    let text = text.trim().as_bytes();
+    text.len() > 3 && text[..3].eq_ignore_ascii_case(b"p2p") && text[3].is_ascii_digit()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn sample() -> Ticket {
+        Ticket {
+            node_id: NodeId::of_public_key(b"sender"),
+            items: vec![
+                TicketItem::File(FileId([0xab; 32])),
+                TicketItem::Folder(FolderId([0x01; 32])),
+            ],
+            addrs: vec![
+                "192.168.1.20:40123".parse().unwrap(),
+                "[fd00::1]:40123".parse().unwrap(),
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_in_either_case() {
+        let ticket = sample();
+        let text = ticket.to_string();
+        assert!(text.starts_with("p2p1"), "{text}");
+        assert!(
+            text[4..]
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)),
+            "{text}"
+        );
+        assert_eq!(text.parse::<Ticket>(), Ok(ticket.clone()));
+        assert_eq!(text.to_uppercase().parse::<Ticket>(), Ok(ticket.clone()));
+        assert_eq!(format!("  {text}\n").parse::<Ticket>(), Ok(ticket));
+        assert!(looks_like_ticket(&text));
+        assert!(!looks_like_ticket("c7e3d81f205e"));
+    }
+
+    #[test]
+    fn one_file_one_address_is_short() {
+        let ticket = Ticket {
+            items: vec![TicketItem::File(FileId([7; 32]))],
+            addrs: vec!["10.0.0.5:41000".parse().unwrap()],
+            ..sample()
+        };
+        // 20 + 1 + 33 + 1 + 7 + 4 = 66 bytes: 106 base32 characters and the prefix.
+        assert_eq!(ticket.to_bytes().len(), 66);
+        assert_eq!(ticket.to_string().len(), 4 + 106);
+    }
+
+    #[test]
+    fn every_single_typo_is_caught() {
+        let text = sample().to_string();
+        let bytes = text.as_bytes();
+        for at in 4..bytes.len() {
+            for &c in ALPHABET {
+                if c == bytes[at] {
+                    continue;
+                }
+                let mut typo = bytes.to_vec();
+                typo[at] = c;
+                let typo = String::from_utf8(typo).unwrap();
+                assert!(typo.parse::<Ticket>().is_err(), "{typo} accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn clear_errors() {
+        let text = sample().to_string();
+        assert_eq!("hello".parse::<Ticket>(), Err(TicketError::NotATicket));
+        assert_eq!("".parse::<Ticket>(), Err(TicketError::NotATicket));
+        assert_eq!("p2p".parse::<Ticket>(), Err(TicketError::NotATicket));
+        assert_eq!(
+            format!("p2p2{}", &text[4..]).parse::<Ticket>(),
+            Err(TicketError::Version('2'))
+        );
+        assert_eq!(
+            format!("{}!{}", &text[..10], &text[11..]).parse::<Ticket>(),
+            Err(TicketError::Character('!'))
+        );
+        assert_eq!(
+            text[..text.len() - 9].parse::<Ticket>(),
+            Err(TicketError::Checksum)
+        );
+        assert_eq!("p2p1aa".parse::<Ticket>(), Err(TicketError::Truncated));
+    }
+
+    #[test]
+    fn rules_hold_even_with_a_good_checksum() {
+        let with_sum = |mut body: Vec<u8>| {
+            let sum = checksum(&body);
+            body.extend_from_slice(&sum);
+            Ticket::from_bytes(&body)
+        };
+        let good = sample().to_bytes();
+        let body = good[..good.len() - TICKET_CHECKSUM_LEN].to_vec();
+        assert!(with_sum(body.clone()).is_ok());
+        let mut extra = body.clone();
+        extra.push(0);
+        assert!(matches!(with_sum(extra), Err(TicketError::Invalid(_))));
+        let mut no_items = body[..NODE_ID_LEN].to_vec();
+        no_items.push(0);
+        assert!(matches!(with_sum(no_items), Err(TicketError::Invalid(_))));
+        let mut kind = body.clone();
+        kind[NODE_ID_LEN + 1] = 9;
+        assert!(matches!(with_sum(kind), Err(TicketError::Invalid(_))));
+        let port_zero = Ticket {
+            addrs: vec!["10.0.0.1:0".parse().unwrap()],
+            ..sample()
+        };
+        assert!(port_zero.validate().is_err());
+        let unspecified = Ticket {
+            addrs: vec!["0.0.0.0:5".parse().unwrap()],
+            ..sample()
+        };
+        assert!(unspecified.validate().is_err());
+        let too_many = Ticket {
+            addrs: vec!["10.0.0.1:5".parse().unwrap(); MAX_TICKET_ADDRS + 1],
+            ..sample()
+        };
+        assert!(too_many.validate().is_err());
+        assert!(sample().validate().is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn any_valid_ticket_round_trips(
+            node in any::<[u8; 20]>(),
+            items in proptest::collection::vec((any::<bool>(), any::<[u8; 32]>()), 1..=MAX_TICKET_ITEMS),
+            addrs in proptest::collection::vec((any::<[u8; 16]>(), any::<bool>(), 1..=u16::MAX), 1..=MAX_TICKET_ADDRS),
+        ) {
+            let ticket = Ticket {
+                node_id: NodeId(node),
+                items: items.into_iter().map(|(folder, id)| if folder {
+                    TicketItem::Folder(FolderId(id))
+                } else {
+                    TicketItem::File(FileId(id))
+                }).collect(),
+                addrs: addrs.into_iter().map(|(ip, v4, port)| {
+                    let mut ip = ip;
+                    ip[0] |= 1; // never unspecified
+                    let ip = if v4 {
+                        IpAddr::V4(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]))
+                    } else {
+                        IpAddr::V6(Ipv6Addr::from(ip))
+                    };
+                    SocketAddr::new(ip, port)
+                }).collect(),
+            };
+            prop_assert_eq!(ticket.to_string().parse::<Ticket>(), Ok(ticket));
+        }
+
+        #[test]
+        fn garbage_never_panics(text in "p2p1[a-z2-7]{0,200}") {
+            let _ = text.parse::<Ticket>();
+        }
+    }
+}
