@@ -131,6 +131,12 @@ impl Finder {
         }
     }
 
+    /// Chooses the index whose instance name contains `name` (`--server-name`), if given.
+    pub fn wanting(mut self, name: Option<String>) -> Self {
+        self.wanted = name;
+        self
+    }
+
     /// Reports what answered on stderr (for `--json`, where stdout carries events only).
     pub fn announcing_on_stderr(mut self) -> Self {
         self.announce_on_stderr = true;

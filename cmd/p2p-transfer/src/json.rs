@@ -38,6 +38,7 @@ pub enum Event {
     /// one), `index_node_id` the id it proved.
     Listening {
         address: String,
+        reach: Vec<String>,
         node_id: String,
         index: Option<String>,
         index_node_id: Option<String>,

@@ -101,15 +101,16 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     }
     let found_index_by = crate::run::web::found_index_by(args, server_addr, &origin);
     let web = crate::run::web::start_peer(web, args, &peer, found_index_by, &shutdown);
+    let reach = crate::reach::reach(peer.local_addr());
     if args.json {
         json::emit(&Event::Listening {
             address: peer.local_addr().to_string(),
+            reach: reach.addrs.iter().map(ToString::to_string).collect(),
             node_id: identity.node_id().to_string(),
             index: server_addr.map(|a| a.to_string()),
             index_node_id: peer.index_node_id().map(|id| id.to_string()),
         });
     } else {
-        let reach = crate::reach::reach(peer.local_addr());
         for line in crate::reach::peer_lines(&reach, peer.local_addr()) {
             println!("{line}");
         }
@@ -235,12 +236,14 @@ pub(crate) async fn download(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let failed = || format!("cannot download {arg}");
-    create_out_dir(out).await.with_context(failed)?;
     let (observer, updates) = tokio::sync::mpsc::unbounded_channel();
-    let started = peer
-        .start_download_observed(arg.to_owned(), request, out.to_path_buf(), observer)
-        .await
-        .with_context(failed);
+    let started = match create_out_dir(out).await.with_context(failed) {
+        Ok(()) => peer
+            .start_download_observed(arg.to_owned(), request, out.to_path_buf(), observer)
+            .await
+            .with_context(failed),
+        Err(err) => Err(err),
+    };
     let id = match started {
         Ok(id) => id,
         Err(err) => {
@@ -550,7 +553,7 @@ async fn interrupted(info: Option<p2p_peer::DownloadInfo>) -> anyhow::Error {
 
 /// Creates the `--out` folder and its parents if missing (`mkdir -p`). Downloads never
 /// create it themselves: the web API names folders too, and a typo there should fail.
-async fn create_out_dir(out: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) async fn create_out_dir(out: &std::path::Path) -> anyhow::Result<()> {
     let shown = || printable(&out.display().to_string()).to_string();
     match tokio::fs::metadata(out).await {
         Ok(meta) if meta.is_dir() => return Ok(()),

@@ -59,9 +59,9 @@ pub async fn run(args: &ReceiveArgs, shutdown: CancellationToken) -> anyhow::Res
         Some((addr, claimed)) => (Some(addr), trust.expect_for(addr, claimed)),
         None => (None, None),
     };
-    tokio::fs::create_dir_all(&args.out)
+    crate::run::peer::create_out_dir(&args.out)
         .await
-        .with_context(|| format!("cannot create the folder {}", args.out.display()))?;
+        .with_context(|| format!("cannot receive {}", p2p_protocol::printable(&args.ticket)))?;
     let config = PeerConfig {
         listen_addr: RECEIVE_LISTEN,
         server_addr,

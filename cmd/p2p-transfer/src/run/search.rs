@@ -329,8 +329,11 @@ pub async fn one_index(
     tls: &p2p_transport::Tls,
 ) -> anyhow::Result<Option<(SocketAddr, Option<p2p_protocol::NodeId>)>> {
     if args.auto_discover {
+        // Which one answered is said on stderr, as for `peer --auto-discover`.
         let found = Finder::with(args.discover_timeout, trust.preference(), tls.clone())
-            .find_claimed(false)
+            .wanting(args.server_name.clone())
+            .announcing_on_stderr()
+            .find_claimed(true)
             .await?;
         return Ok(Some(found));
     }

@@ -153,30 +153,15 @@ fn describe(shared: &Shared) -> String {
         Shared::File { path, manifest } => format!(
             "{} ({})",
             printable(&path.display().to_string()),
-            size(manifest.size)
+            crate::units::size(manifest.size)
         ),
         Shared::Folder { path, head, .. } => format!(
             "{}/ ({} files, {})",
             printable(&path.display().to_string()),
             head.files,
-            size(head.size)
+            crate::units::size(head.size)
         ),
     }
-}
-
-/// Bytes in binary units (KiB, MiB, GiB), one decimal.
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// The addresses the ticket lists: those given with `--advertise-addr`; else the listen
@@ -252,12 +237,5 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(chosen, ["192.168.1.20:4000", "[fd00::7]:4000"]);
-    }
-
-    #[test]
-    fn sizes_use_binary_units() {
-        assert_eq!(size(12), "12 B");
-        assert_eq!(size(1536), "1.5 KiB");
-        assert_eq!(size(3 * 1024 * 1024), "3.0 MiB");
     }
 }

@@ -3,7 +3,6 @@
 //! address and `hosts`/`disconnect` manage what it added, Tab completes ids, and `exit` with
 //! downloads running says what it will do first (in `shell.rs`, with a stalled download).
 
-use std::time::Duration;
 
 use expectrl::Expect;
 
@@ -91,7 +90,8 @@ fn download_lookup_failures_transfers_connect_hosts_and_id_completion() {
         .to_string();
     prompt(&mut sh);
     sh.send(format!("unregister {}\t", &id[..5])).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The line is redrawn with the whole id once Tab has completed it.
+    sh.expect(&id[id.len() - 12..]).unwrap();
     sh.send("\r").unwrap();
     expect_all(&mut sh, &[&format!("unregistered {id}")]);
 
