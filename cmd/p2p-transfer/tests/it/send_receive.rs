@@ -256,7 +256,7 @@ async fn an_interrupted_receive_resumes_with_the_same_command() {
 
 /// Whether a record of verified chunks (`*.part.chunks`, anywhere under `dir`) lists one:
 /// its bits after the 48-byte header are not all zero.
-fn records_a_chunk(dir: &Path) -> bool {
+pub fn records_a_chunk(dir: &Path) -> bool {
     let mut dirs = vec![dir.to_owned()];
     while let Some(dir) = dirs.pop() {
         let Ok(read) = std::fs::read_dir(&dir) else {
