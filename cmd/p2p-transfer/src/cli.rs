@@ -142,6 +142,10 @@ pub struct SendArgs {
     pub index: IndexArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    /// Print the ticket and each delivery as JSON objects on stdout, one a line, instead of
+    /// text (see README, "Scripting with --json").
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `p2p-transfer receive`.
@@ -162,6 +166,10 @@ pub struct ReceiveArgs {
     pub index: IndexArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    /// Print events (progress, downloaded, failed) as JSON objects on stdout, one a line,
+    /// instead of text (see README, "Scripting with --json").
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `p2p-transfer manifest ...`.

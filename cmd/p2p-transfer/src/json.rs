@@ -106,6 +106,20 @@ pub enum Event {
         name: Option<String>,
         error: String,
     },
+    /// `send`: what to give the other side. `command` is the whole line to run there
+    /// (`p2p-transfer receive TICKET`); `items` lists what the ticket names, in its order.
+    Ticket {
+        ticket: String,
+        command: String,
+        items: Vec<Item>,
+    },
+    /// `send`: one receiver has all of one item (`path` as given, `id` its file or folder
+    /// id); `node_id` is the receiver's.
+    Delivered {
+        path: String,
+        id: String,
+        node_id: String,
+    },
     /// `id`: this node's id.
     NodeId { role: &'static str, node_id: String },
     /// `search`: one index server asked; `error` is `null` when it answered.
@@ -128,6 +142,45 @@ pub enum Event {
         files: u64,
         indexes: Vec<String>,
     },
+}
+
+/// One file or folder a `ticket` event lists.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Item {
+    /// A file, or a folder as a whole.
+    pub kind: Kind,
+    /// Its file or folder id.
+    pub id: String,
+    /// The file's or folder's own name, as the receiver will write it.
+    pub name: String,
+    /// Bytes in all.
+    pub size: u64,
+    /// 1 for a file.
+    pub files: u64,
+}
+
+impl Item {
+    /// What a ticket event says of a shared path.
+    pub fn of(shared: &Shared) -> Self {
+        match shared {
+            Shared::File { manifest, .. } => Self {
+                kind: Kind::File,
+                id: manifest.id().to_string(),
+                name: manifest.name.clone(),
+                size: manifest.size,
+                files: 1,
+            },
+            Shared::Folder {
+                folder_id, head, ..
+            } => Self {
+                kind: Kind::Folder,
+                id: folder_id.to_string(),
+                name: head.name.clone(),
+                size: head.size,
+                files: head.files,
+            },
+        }
+    }
 }
 
 /// Writes `event` as one line on stdout. A closed stdout is not an error of the command: the

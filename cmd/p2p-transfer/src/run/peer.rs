@@ -552,7 +552,8 @@ async fn interrupted(info: Option<p2p_peer::DownloadInfo>) -> anyhow::Error {
 }
 
 /// Creates the `--out` folder and its parents if missing (`mkdir -p`). Downloads never
-/// create it themselves: the web API names folders too, and a typo there should fail.
+/// create it themselves: the web API names folders too, and a typo there should fail. (The
+/// shell's `download ID DIR` creates its DIR through here too.)
 pub(crate) async fn create_out_dir(out: &std::path::Path) -> anyhow::Result<()> {
     let shown = || printable(&out.display().to_string()).to_string();
     match tokio::fs::metadata(out).await {

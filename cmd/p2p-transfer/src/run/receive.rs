@@ -92,14 +92,31 @@ async fn fetch(
     let ticket = match wanted {
         Wanted::Id(id) => {
             let request = DownloadRequest::by_id(id);
-            return crate::run::peer::download(peer, id, request, &args.out, false, shutdown).await;
+            return crate::run::peer::download(peer, id, request, &args.out, args.json, shutdown)
+                .await;
         }
         Wanted::Ticket(ticket) => ticket,
     };
     let reach = peer.reach_node(&ticket.addrs, ticket.node_id);
     let sender = tokio::select! {
-        reached = reach => reached.with_context(|| unreachable(ticket))?,
-        () = shutdown.cancelled() => anyhow::bail!("interrupted"),
+        reached = reach => reached.with_context(|| unreachable(ticket)),
+        () = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let sender = match sender {
+        Ok(sender) => sender,
+        Err(err) => {
+            if args.json {
+                // Scripts learn of each item's end from its own event.
+                for item in &ticket.items {
+                    crate::json::emit(&crate::json::Event::Failed {
+                        id: item.id_text(),
+                        name: None,
+                        error: format!("{err:#}"),
+                    });
+                }
+            }
+            return Err(err);
+        }
     };
     for item in &ticket.items {
         let id = item.id_text();
@@ -108,11 +125,13 @@ async fn fetch(
             pinned_hosts: vec![(sender, ticket.node_id)],
             ..DownloadRequest::default()
         };
+        // A `failed` event names the item by its id alone, even before the job resolves it.
         let shown = match item {
+            _ if args.json => id.clone(),
             TicketItem::File(_) => format!("file {id}"),
             TicketItem::Folder(_) => format!("folder {id}"),
         };
-        crate::run::peer::download(peer, &shown, request, &args.out, false, shutdown).await?;
+        crate::run::peer::download(peer, &shown, request, &args.out, args.json, shutdown).await?;
     }
     Ok(())
 }

@@ -3,8 +3,9 @@
 //! until Ctrl-C), then exit.
 //!
 //! stdout gets one line, `p2p-transfer receive <ticket>`, then `delivered <path> to <node>`
-//! per item as it arrives whole; everything else goes to stderr. Ctrl-C before everything has
-//! arrived is an error (without `--keep`, whose normal end it is).
+//! per item as it arrives whole (with `--json`, a `ticket` event, then `delivered` events);
+//! everything else goes to stderr. Ctrl-C before everything has arrived is an error (without
+//! `--keep`, whose normal end it is).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use p2p_protocol::{NodeId, Ticket, TicketItem, printable};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::SendArgs;
+use crate::json::{self, Event};
 use crate::trust::IndexTrust;
 
 /// How long `send` waits, once everything has been sent to a receiver, for that receiver to
@@ -69,13 +71,13 @@ async fn serve(
     // Before the ticket is out, so no chunk sent goes uncounted.
     let mut deliveries = peer.watch_deliveries(&shared);
     let addrs = ticket_addrs(peer.local_addr(), &args.advertise_addrs)?;
-    let items = shared.iter().map(item).collect();
+    let items = shared.iter().map(ticket_item).collect();
     let ticket = Ticket::new(node_id, items, addrs).context("cannot make a ticket")?;
     for item in &shared {
         eprintln!("sending {}", describe(item));
     }
     if let Some(server) = peer.server_addr() {
-        let ids: Vec<String> = shared.iter().map(|s| item(s).id_text()).collect();
+        let ids: Vec<String> = shared.iter().map(|s| ticket_item(s).id_text()).collect();
         eprintln!(
             "also registered with the index at {server} (ids {}): others there can fetch it too",
             ids.join(", ")
@@ -86,7 +88,16 @@ async fn serve(
         "listening on {} as node {node_id}; on the other machine run:",
         listed.join(", ")
     );
-    println!("p2p-transfer receive {ticket}");
+    let command = format!("p2p-transfer receive {ticket}");
+    if args.json {
+        json::emit(&Event::Ticket {
+            ticket: ticket.to_string(),
+            command,
+            items: shared.iter().map(json::Item::of).collect(),
+        });
+    } else {
+        println!("{command}");
+    }
     let mut pending: HashSet<usize> = (0..shared.len()).collect();
     let mut receivers: HashSet<NodeId> = HashSet::new();
     loop {
@@ -110,10 +121,18 @@ async fn serve(
         let path = match &shared[item] {
             Shared::File { path, .. } | Shared::Folder { path, .. } => path,
         };
-        println!(
-            "delivered {} to {client}",
-            printable(&path.display().to_string())
-        );
+        if args.json {
+            json::emit(&Event::Delivered {
+                path: json::path(path),
+                id: ticket_item(&shared[item]).id_text(),
+                node_id: client.to_string(),
+            });
+        } else {
+            println!(
+                "delivered {} to {client}",
+                printable(&path.display().to_string())
+            );
+        }
         pending.remove(&item);
         receivers.insert(client);
         if pending.is_empty() && !args.keep {
@@ -140,7 +159,7 @@ async fn all_gone(peer: &PeerHandle, clients: &HashSet<NodeId>) {
 }
 
 /// What a ticket says of a shared path.
-fn item(shared: &Shared) -> TicketItem {
+fn ticket_item(shared: &Shared) -> TicketItem {
     match shared {
         Shared::File { manifest, .. } => TicketItem::File(manifest.id()),
         Shared::Folder { folder_id, .. } => TicketItem::Folder(*folder_id),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::HumanBytes;
 use p2p_peer::{DownloadId, DownloadRequest, DownloadState, PeerChange, PeerHandle};
@@ -68,7 +69,7 @@ pub enum PeerCommand {
     Download {
         /// Its id, or a unique prefix of 6+ characters.
         id: String,
-        /// Folder to write to (default: the peer's --out).
+        /// Folder to write to, created if missing (default: the peer's --out).
         dir: Option<PathBuf>,
     },
     /// Downloads of this session: progress, speed, hosts in use, state.
@@ -402,6 +403,10 @@ impl PeerShell {
         } else {
             DownloadRequest::by_id(&id)
         };
+        // A missing folder is created, as `--out` is (the default one already was, at start).
+        self.rt
+            .block_on(crate::run::peer::create_out_dir(&dir))
+            .with_context(|| format!("cannot download {id}"))?;
         // Subscribed before the start: the lookup's end can't be missed.
         let mut changes = self.peer.subscribe_changes();
         let job = self

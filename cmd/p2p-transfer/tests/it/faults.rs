@@ -13,6 +13,8 @@ use crate::process::{leecher, start_server as start_server_process};
 use crate::support::{SilentProxy, peer_config, random_file, start_peer, start_server};
 
 const MIB: usize = 1024 * 1024;
+/// One chunk, in bytes.
+const CHUNK: usize = p2p_protocol::CHUNK_SIZE as usize;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_download_resumes_and_fetches_only_the_rest() {
@@ -471,5 +473,110 @@ async fn downloads_keep_going_while_the_index_restarts() {
         "the index was restarted during the download"
     );
     leecher.shutdown().await;
+    seeder.shutdown().await;
+}
+
+/// Bytes in `text`, as p2p-transfer prints them: `12 B`, `1.50 KiB`, `3.00 MiB`...
+fn bytes_of(text: &str) -> f64 {
+    let (number, unit) = text.split_once(' ').unwrap_or_else(|| panic!("{text:?}"));
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => panic!("unit of {text:?}"),
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+/// After an interrupted run, the next run's `downloaded` line counts what it fetched itself
+/// and what the first run left: `(F fetched at X MiB/s, R resumed)`, F + R the file's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_download_reports_only_this_runs_bytes_and_speed() {
+    let server = start_server().await;
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let size = 4 * CHUNK + 77;
+    let (path, data) = random_file(src.path(), "film.bin", size, 57);
+    let seeder = start_peer(server.addr).await;
+    let id = seeder.register(&path).await.unwrap().to_string();
+    let identity = crate::support::fresh_identity_dir();
+    let run = |from: std::net::SocketAddr| {
+        let mut cmd = crate::process::bin();
+        cmd.env("P2P_IDENTITY_DIR", &identity)
+            .args(["peer", "--addr", "127.0.0.1:0", "--workers", "1"])
+            .args(["--from", &from.to_string(), "--download", &id, "--out"])
+            .arg(out.path());
+        cmd
+    };
+
+    // The first run reaches the seeder through a link that passes two chunks' worth of bytes,
+    // then nothing: a chunk at least is verified, the file is never whole. Then Ctrl-C.
+    let proxy = SilentProxy::start_with_budget(seeder.local_addr(), 2 * CHUNK as u64).await;
+    let mut first = run(proxy.addr)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !crate::send_receive::records_a_chunk(out.path()) {
+        assert!(first.try_wait().unwrap().is_none(), "ended before Ctrl-C");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no chunk verified in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(!status.success(), "an interrupted download is no success");
+
+    // The same command, straight to the seeder: it completes, and says what it did itself.
+    let mut again = run(seeder.local_addr());
+    let output = tokio::task::spawn_blocking(move || again.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read(out.path().join("film.bin")).unwrap(), data);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("downloaded "))
+        .unwrap_or_else(|| panic!("no downloaded line: {stdout}"));
+    // `downloaded PATH ID SIZE in T s (F fetched at X MiB/s, R resumed)`
+    let summary = line
+        .rsplit_once(" (")
+        .and_then(|(_, s)| s.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (fetched, rest) = summary
+        .split_once(" fetched at ")
+        .unwrap_or_else(|| panic!("no fetched part: {line}"));
+    let (speed, resumed) = rest
+        .split_once(", ")
+        .unwrap_or_else(|| panic!("no resumed part: {line}"));
+    let resumed = resumed
+        .strip_suffix(" resumed")
+        .unwrap_or_else(|| panic!("{line}"));
+    let (fetched, resumed) = (bytes_of(fetched), bytes_of(resumed));
+    // Two decimals of the unit: within a hundredth of a MiB of the exact size.
+    assert!(
+        (fetched + resumed - size as f64).abs() <= 0.01 * MIB as f64,
+        "fetched + resumed is not the size {size}: {line}"
+    );
+    assert!(resumed >= CHUNK as f64, "nothing resumed: {line}");
+    assert!(fetched < size as f64, "fetched everything again: {line}");
+    let speed = speed
+        .strip_suffix("/s")
+        .unwrap_or_else(|| panic!("no speed: {line}"));
+    assert!(bytes_of(speed) > 0.0, "{line}");
     seeder.shutdown().await;
 }

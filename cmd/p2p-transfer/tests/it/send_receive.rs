@@ -256,7 +256,7 @@ async fn an_interrupted_receive_resumes_with_the_same_command() {
 
 /// Whether a record of verified chunks (`*.part.chunks`, anywhere under `dir`) lists one:
 /// its bits after the 48-byte header are not all zero.
-fn records_a_chunk(dir: &Path) -> bool {
+pub fn records_a_chunk(dir: &Path) -> bool {
     let mut dirs = vec![dir.to_owned()];
     while let Some(dir) = dirs.pop() {
         let Ok(read) = std::fs::read_dir(&dir) else {
@@ -398,4 +398,111 @@ fn with_an_index_send_registers_and_receive_takes_an_id_prefix() {
         lines.iter().any(|l| l.starts_with("delivered ")),
         "{lines:?}"
     );
+}
+
+/// Every line of `stdout`, parsed: each must be a JSON object with an `event` (human text on
+/// stdout breaks scripts).
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|err| panic!("stdout line is not JSON ({err}): {line:?}"));
+            assert!(value["event"].is_string(), "no event in {line}");
+            value
+        })
+        .collect()
+}
+
+#[test]
+fn with_json_send_and_receive_print_one_event_a_line() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let size = CHUNK_SIZE as usize + 5;
+    let (file, data) = random_file(src.path(), "clip.bin", size, 8);
+    let mut sender = bin()
+        .args(["send", "--json", "--addr", "127.0.0.1:0"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sent = BufReader::new(sender.stdout.take().unwrap());
+    let sender = Running(sender);
+
+    // The first line is the ticket: what to paste, the whole command, and what it names.
+    let mut first = String::new();
+    sent.read_line(&mut first).unwrap();
+    let ticket_event = &json_lines(&first)[0];
+    assert_eq!(ticket_event["event"], "ticket", "{first}");
+    let ticket_text = ticket_event["ticket"].as_str().unwrap().to_owned();
+    let ticket: Ticket = ticket_text.parse().unwrap();
+    assert_eq!(
+        ticket_event["command"],
+        format!("p2p-transfer receive {ticket_text}")
+    );
+    let id = ticket.items[0].id_text();
+    assert_eq!(
+        ticket_event["items"],
+        serde_json::json!([{"kind": "file", "id": id, "name": "clip.bin", "size": size, "files": 1}])
+    );
+
+    // The receiver prints events only, ending with `downloaded`.
+    let received = receive(&ticket_text, out.path(), &fresh_identity_dir(), &["--json"]);
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    assert_eq!(std::fs::read(out.path().join("clip.bin")).unwrap(), data);
+    let events = json_lines(&text(&received.stdout));
+    let last = events.last().expect("some events");
+    assert_eq!(last["event"], "downloaded", "{events:?}");
+    assert_eq!(last["kind"], "file");
+    assert_eq!(last["id"], id.as_str());
+    assert_eq!(last["size"], size);
+    assert_eq!(last["bytes_fetched"], size);
+    assert_eq!(last["complete"], true);
+    assert!(
+        events[..events.len() - 1]
+            .iter()
+            .all(|e| e["event"] == "progress"),
+        "{events:?}"
+    );
+
+    // The sender's last line: delivered, naming the file, its id and the receiver.
+    let (status, lines) = sender_end(sender, sent);
+    assert!(status.success(), "{status:?}");
+    let delivered = json_lines(&lines.join("\n"));
+    assert_eq!(delivered.len(), 1, "{lines:?}");
+    assert_eq!(delivered[0]["event"], "delivered");
+    assert_eq!(delivered[0]["path"], file.to_str().unwrap());
+    assert_eq!(delivered[0]["id"], id.as_str());
+    assert!(
+        delivered[0]["node_id"]
+            .as_str()
+            .is_some_and(|n| n.parse::<NodeId>().is_ok()),
+        "{lines:?}"
+    );
+
+    // A ticket whose sender is someone else: one `failed` event for its item, exit 1.
+    let (mut other, other_ticket, _out) = send(&[&file], &[]);
+    let forged = Ticket {
+        node_id: NodeId([9; 20]),
+        ..other_ticket.clone()
+    };
+    let refused = receive(
+        &forged.to_string(),
+        out.path(),
+        &fresh_identity_dir(),
+        &["--json"],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let events = json_lines(&text(&refused.stdout));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "failed");
+    assert_eq!(events[0]["id"], other_ticket.items[0].id_text().as_str());
+    assert!(
+        events[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not the expected")),
+        "{events:?}"
+    );
+    let _ = other.0.kill();
 }

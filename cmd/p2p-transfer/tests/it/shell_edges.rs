@@ -1,8 +1,8 @@
 //! The peer shell's rough edges, through a real pseudo-terminal: a failed lookup is the
 //! `download` command's own error, failed transfers read as failed, `connect` checks the
 //! address and `hosts`/`disconnect` manage what it added, Tab completes ids, and `exit` with
-//! downloads running says what it will do first (in `shell.rs`, with a stalled download).
-
+//! downloads running says what it will do first (in `shell.rs`, with a stalled download);
+//! `download ID DIR` makes a missing DIR as `--out` does.
 
 use expectrl::Expect;
 
@@ -94,6 +94,50 @@ fn download_lookup_failures_transfers_connect_hosts_and_id_completion() {
     sh.expect(&id[id.len() - 12..]).unwrap();
     sh.send("\r").unwrap();
     expect_all(&mut sh, &[&format!("unregistered {id}")]);
+
+    prompt(&mut sh);
+    sh.send_line("exit").unwrap();
+    exits_cleanly(&mut sh);
+    rt.block_on(seeder.shutdown());
+}
+
+#[test]
+fn download_into_a_missing_folder_creates_it_and_a_file_there_is_one_line() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(crate::support::start_server());
+    let seeder = rt.block_on(crate::support::start_peer(server.addr));
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(dir.path(), "song.ogg", 70_000, 52);
+    let id = rt.block_on(seeder.register(&path)).unwrap().to_string();
+    let addr = server.addr.to_string();
+    let mut sh = spawn_shell(
+        &["peer", "--addr", "127.0.0.1:0", "--server", &addr, "-i"],
+        &dir.path().join("history"),
+    );
+
+    // A folder that isn't there, nor its parent: made, as `--out` makes its folder.
+    let inbox = dir.path().join("new").join("inbox");
+    prompt(&mut sh);
+    sh.send_line(format!("download {id} {}", inbox.display()))
+        .unwrap();
+    expect_all(
+        &mut sh,
+        &[
+            "in the background",
+            &format!("downloaded {}", inbox.join("song.ogg").display()),
+        ],
+    );
+    assert_eq!(std::fs::read(inbox.join("song.ogg")).unwrap(), data);
+
+    // A file where the folder should be: the same one line as `peer --out FILE`.
+    prompt(&mut sh);
+    sh.send_line(format!("download {id} {}", path.display()))
+        .unwrap();
+    sh.expect(format!(
+        "error: cannot download {id}: --out {} is a file, not a folder",
+        path.display()
+    ))
+    .unwrap();
 
     prompt(&mut sh);
     sh.send_line("exit").unwrap();
