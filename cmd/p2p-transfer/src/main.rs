@@ -203,7 +203,7 @@ fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
                     if round == 0 {
                         STOPPED_BY.store(signo, Ordering::Relaxed);
                         shutdown.cancel();
-                        eprintln!("shutting down (press Ctrl-C again to exit at once)");
+                        note!("shutting down (press Ctrl-C again to exit at once)");
                     } else {
                         std::process::exit(128 + signo);
                     }

@@ -32,6 +32,16 @@ macro_rules! print {
     };
 }
 
+/// A line on stderr that is neither a result nor an error (what is going on, a warning that
+/// changes nothing for the result): left out under `-q`.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if !$crate::logging::quiet() {
+            $crate::logging::print_above_prompt(format!($($arg)*))
+        }
+    };
+}
+
 /// A line on stderr, queued: never blocks, never panics.
 macro_rules! eprintln {
     () => {

@@ -119,7 +119,7 @@ async fn hash_folder(dir: &Path) -> anyhow::Result<(String, Vec<(String, FileMan
                 "cannot list {}: {why}",
                 dir.display()
             );
-            eprintln!(
+            note!(
                 "warning: cannot list {} ({why}); the manifest describes the rest of {} without it",
                 dir.join(rel).display(),
                 dir.display()

@@ -270,7 +270,7 @@ fn emit_failed(arg: &str, info: Option<&p2p_peer::DownloadInfo>, err: &anyhow::E
     json::emit(&Event::Failed {
         id: resolved.unwrap_or_else(|| arg.to_owned()),
         name: info.and_then(|i| i.name.clone()),
-        error: format!("{err:#}"),
+        error: crate::errors::one_line(err),
     });
 }
 
@@ -446,7 +446,7 @@ fn json_event(
             host,
             error,
             dropped: true,
-        } => eprintln!("dropped {host}: {}", printable(error)),
+        } => note!("dropped {host}: {}", printable(error)),
         E::ChunkDone { .. } | E::FileDone { .. } | E::Started { .. } | E::JobStarted { .. } => {
             json_progress(peer, id, throttle)
         }

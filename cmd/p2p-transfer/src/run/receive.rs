@@ -111,7 +111,7 @@ async fn fetch(
                     crate::json::emit(&crate::json::Event::Failed {
                         id: item.id_text(),
                         name: None,
-                        error: format!("{err:#}"),
+                        error: crate::errors::one_line(&err),
                     });
                 }
             }

@@ -141,7 +141,7 @@ fn report(
                 answered.push((i, answer));
             }
             Err(err) => {
-                let err = format!("{err:#}");
+                let err = crate::errors::one_line(&err);
                 if args.json {
                     json::emit(&Event::Index {
                         address: target.addr.to_string(),
@@ -170,7 +170,7 @@ fn report(
         anyhow::bail!("cannot search for {query:?}: {err}");
     }
     for (target, err) in &failures {
-        eprintln!(
+        note!(
             "warning: index server {} did not answer, so its files are not listed: {}",
             target.label(),
             printable(err)

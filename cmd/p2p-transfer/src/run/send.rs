@@ -74,17 +74,17 @@ async fn serve(
     let items = shared.iter().map(ticket_item).collect();
     let ticket = Ticket::new(node_id, items, addrs).context("cannot make a ticket")?;
     for item in &shared {
-        eprintln!("sending {}", describe(item));
+        note!("sending {}", describe(item));
     }
     if let Some(server) = peer.server_addr() {
         let ids: Vec<String> = shared.iter().map(|s| ticket_item(s).id_text()).collect();
-        eprintln!(
+        note!(
             "also registered with the index at {server} (ids {}): others there can fetch it too",
             ids.join(", ")
         );
     }
     let listed: Vec<String> = ticket.addrs.iter().map(ToString::to_string).collect();
-    eprintln!(
+    note!(
         "listening on {} as node {node_id}; on the other machine run:",
         listed.join(", ")
     );
