@@ -8,7 +8,7 @@
 //! `--keep`, whose normal end it is).
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -195,66 +195,8 @@ fn ticket_addrs(listen: SocketAddr, given: &[SocketAddr]) -> anyhow::Result<Vec<
         );
         return Ok(given.to_vec());
     }
-    if !listen.ip().is_unspecified() {
-        return Ok(vec![listen]);
-    }
-    let interfaces = if_addrs::get_if_addrs().context("cannot list this machine's addresses")?;
-    let ips: Vec<IpAddr> = interfaces.iter().map(if_addrs::Interface::ip).collect();
-    Ok(choose_addrs(&ips, listen))
-}
-
-/// [`ticket_addrs`]'s choice among `ips`, for a listener on `listen` (unspecified IP):
-/// `0.0.0.0` takes IPv4 only; `[::]` takes both (Linux listens dual-stack by default).
-fn choose_addrs(ips: &[IpAddr], listen: SocketAddr) -> Vec<SocketAddr> {
-    let v4_only = listen.is_ipv4();
-    let usable = |ip: &&IpAddr| match ip {
-        IpAddr::V4(_) => true,
-        // fe80::/10
-        IpAddr::V6(v6) => !v4_only && (v6.segments()[0] & 0xffc0) != 0xfe80,
-    };
-    let mut chosen: Vec<IpAddr> = Vec::new();
-    for ip in ips.iter().filter(usable) {
-        if !ip.is_loopback() && !chosen.contains(ip) {
-            chosen.push(*ip);
-        }
-    }
-    chosen.sort_by_key(IpAddr::is_ipv6);
-    if chosen.is_empty() {
-        chosen.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    }
-    chosen.truncate(MAX_TICKET_ADDRS);
-    chosen
-        .into_iter()
-        .map(|ip| SocketAddr::new(ip, listen.port()))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tickets_list_lan_addresses_first_and_loopback_only_as_a_last_resort() {
-        let listen: SocketAddr = "0.0.0.0:4000".parse().unwrap();
-        let ips: Vec<IpAddr> = ["127.0.0.1", "fe80::1", "fd00::7", "192.168.1.20", "::1"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
-        let chosen: Vec<String> = choose_addrs(&ips, listen)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(chosen, ["192.168.1.20:4000"], "0.0.0.0 takes IPv4 only");
-        let lo: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
-        assert_eq!(
-            choose_addrs(&lo, listen),
-            vec!["127.0.0.1:4000".parse::<SocketAddr>().unwrap()]
-        );
-        let v6: SocketAddr = "[::]:4000".parse().unwrap();
-        let chosen: Vec<String> = choose_addrs(&ips, v6)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(chosen, ["192.168.1.20:4000", "[fd00::7]:4000"]);
-    }
+    // Where others reach this listener, the most likely first (the same list `peer` prints).
+    let mut addrs = crate::reach::reach(listen).addrs;
+    addrs.truncate(MAX_TICKET_ADDRS);
+    Ok(addrs)
 }

@@ -84,7 +84,15 @@ fn output_is_quiet_by_default_v_brings_logs_back_and_q_keeps_only_results() {
     // A search with one index down: its warning is not an error, so -q leaves it out; the
     // other index's results are the output.
     let output = bin()
-        .args(["-q", "search", "--server", &addr, "--server", "127.0.0.1:1", "quiet"])
+        .args([
+            "-q",
+            "search",
+            "--server",
+            &addr,
+            "--server",
+            "127.0.0.1:1",
+            "quiet",
+        ])
         .output()
         .unwrap();
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));

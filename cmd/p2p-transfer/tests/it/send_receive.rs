@@ -217,7 +217,11 @@ async fn an_interrupted_receive_resumes_with_the_same_command() {
             .success()
     );
     let status = wait_exit(&mut first);
-    assert_eq!(status.code(), Some(130), "an interrupted receive exits 130: {status:?}");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "an interrupted receive exits 130: {status:?}"
+    );
     assert!(!out.path().join("movie.bin").exists());
 
     // The same command, the same machine: it fetches the rest only. This link passes a chunk
