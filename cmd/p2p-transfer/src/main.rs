@@ -11,7 +11,7 @@
 //! * `progress`: download progress as a bar on a terminal, plain lines otherwise.
 //! * `shell`: the interactive shells; `logging`: where log lines go, and how many.
 //! * `units`: how sizes and speeds are shown (IEC: KiB, MiB, GiB).
-//! * `output`: `println!`/`eprintln!` that never panic or block on a closed or full pipe.
+//! * `output`: `println!`/`eprintln!` that never panic on a closed pipe; stderr never blocks.
 //! * `errors`: an error as the one line a person reads.
 //!
 //! # Exit codes (README, "Exit codes")

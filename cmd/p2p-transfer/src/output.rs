@@ -5,7 +5,9 @@
 //! cancels anything, so the process ignores every later SIGINT and SIGTERM).
 //!
 //! * `println!` / `print!`: results on stdout. A write that fails is dropped; the command
-//!   goes on and ends as it would have.
+//!   goes on and ends as it would have. A reader that stops reading without closing holds
+//!   the writer, as for any Unix tool (results are never dropped for being slow): the first
+//!   signal may then wait for it, the second exits at once.
 //! * `eprintln!` / `eprint!`: through [`crate::logging`] (above a shell's prompt while one
 //!   runs), whose own thread writes stderr: never blocks, never panics.
 //!
