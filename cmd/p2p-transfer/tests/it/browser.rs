@@ -229,7 +229,21 @@ impl Browser {
             Ok(el) => el,
             Err(err) => {
                 let status = self.status_line().await;
-                panic!("no `{css}` on the page within {limit:?}: {err} (status line: {status:?})")
+                // What the page shows instead (a row's state and reason, say): for the reader
+                // of a failure that doesn't happen again.
+                let shown = self
+                    .client
+                    .execute(
+                        "return (document.querySelector('main') || document.body).innerText.slice(0, 3000);",
+                        vec![],
+                    )
+                    .await
+                    .map(|v| v.as_str().unwrap_or_default().to_owned())
+                    .unwrap_or_default();
+                panic!(
+                    "no `{css}` on the page within {limit:?}: {err} (status line: {status:?})\n\
+                     the page shows:\n{shown}"
+                )
             }
         }
     }
