@@ -65,11 +65,13 @@ async fn a_shared_folder_follows_the_disk_and_caches_manifests() {
         "folder changes not followed: {:?}",
         peer.every_file()
     );
-    let (found, _) = peer.search("b.bin").await.unwrap();
-    assert!(
-        found.iter().all(|f| f.name != "b.bin"),
-        "removed file withdrawn from the index"
-    );
+    // The index hears of the change after the peer's own view has it: wait for that too.
+    let withdrawn = eventually(Duration::from_secs(10), || async {
+        let (found, _) = peer.search("b.bin").await.unwrap();
+        found.iter().all(|f| f.name != "b.bin")
+    })
+    .await;
+    assert!(withdrawn, "removed file withdrawn from the index");
     peer.shutdown().await;
 
     // A restart hashes nothing: every manifest comes from the cache.
