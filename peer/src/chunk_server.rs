@@ -1,6 +1,7 @@
 //! The chunk server: answers `GetManifest` and `GetChunk` for the files this peer shares (on
 //! their own or in folders), reading straight from the original files, `GetFolder` and
-//! `GetFolderPages` for its folders, and takes `Message`s for the user.
+//! `GetFolderPages` for its folders, takes `Message`s for the user and `Received`
+//! confirmations for a sender waiting for its deliveries.
 //! `ChunkServer` turns the peer's config into the connection loop's
 //! ([`p2p_transport::serve()`], which accepts, admits, runs the TLS and `Hello` handshakes and
 //! waits for requests); `Handler` answers each request of one connection. The client's node id
@@ -367,6 +368,7 @@ impl Handler {
             PeerRequest::GetChunk { file_id, index } => self.chunk(file_id, index).await,
             PeerRequest::GetManifest { file_id } => Reply::Message(self.manifest(file_id)),
             PeerRequest::Message { from, text } => Reply::Message(self.message(from, text)),
+            PeerRequest::Received { id } => Reply::Message(self.received(id)),
             PeerRequest::GetFolder { folder_id } => Reply::Message(self.folder(folder_id)),
             PeerRequest::GetFolderPages {
                 folder_id,
@@ -400,6 +402,23 @@ impl Handler {
             sent: false,
         });
         PeerResponse::MessageReceived {}
+    }
+
+    /// Answers `Received`: the client has `id` whole, which counts as its delivery. Any id
+    /// this peer knows as a file or a folder (one that changed since included: the client's
+    /// copy was verified against the id) is acknowledged; no disk is touched.
+    fn received(&self, id: FileId) -> PeerResponse {
+        let known = |found: Result<(), Unserved>| !matches!(found, Err(Unserved::Unknown));
+        let file = self.shared.files.find(&id).map(drop);
+        let folder = self.shared.files.folder(&FolderId(id.0)).map(drop);
+        if !known(file) && !known(folder) {
+            return error(
+                ErrorCode::UnknownFile,
+                format!("this peer shares no file or folder {id}"),
+            );
+        }
+        self.shared.deliveries.confirmed(self.client, id);
+        PeerResponse::ReceivedAck {}
     }
 
     /// Answers `GetManifest`, for a file shared on its own or in a folder.

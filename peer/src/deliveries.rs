@@ -9,8 +9,12 @@
 //! An item without chunks (an empty file, a folder of empty files) is delivered when the
 //! client asks for its manifest or head.
 //!
-//! Only what this peer sent counts: a receiver that already had part of the item (from an
-//! earlier run of the sender) fetches only the rest, and is not seen as delivered.
+//! A client may also say it has an item whole (a `Received` request): that counts as
+//! delivered too, however it got the item (already on its disk, resumed from an earlier run of
+//! the sender, chunks from other hosts). Counting chunks alone would miss those, as only what
+//! this peer sent counts; it stays for receivers that don't confirm (built before `Received`).
+//!
+//! The receiving side is [`PeerHandle::confirm_received`], which sends that request.
 //!
 //! `Deliveries` wraps the book in one std mutex for the chunk server, which calls it after
 //! each chunk it has sent; with nothing watched it costs an atomic load.
@@ -19,12 +23,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use p2p_protocol::{FileId, NodeId};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use p2p_protocol::{FileId, NodeId, PeerRequest, PeerResponse, ProtocolError};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::PeerHandle;
+use crate::error::PeerError;
 use crate::sharing::Shared;
+
+/// How long a receiver waits for the sender's `ReceivedAck` (after the connect timeout): the
+/// sender answers from memory.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One watched item has reached one client whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,6 +181,22 @@ impl DeliveryBook {
         done.into_iter().map(|at| self.tell(at, node)).collect()
     }
 
+    /// `node` says it has `id` whole and verified: delivers every watched item with that id.
+    pub fn confirmed(&mut self, node: NodeId, id: FileId) -> Vec<Delivery> {
+        let items: Vec<usize> = (0..self.watched.len())
+            .filter(|&at| self.watched[at].id == id)
+            .collect();
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let client = self.client(node);
+        let done: Vec<usize> = items
+            .into_iter()
+            .filter(|&at| !std::mem::replace(&mut client.delivered[at], true))
+            .collect();
+        done.into_iter().map(|at| self.tell(at, node)).collect()
+    }
+
     /// Tells the watcher of item `at` (a watcher gone away is fine) and returns the delivery.
     fn tell(&self, at: usize, client: NodeId) -> Delivery {
         let watched = &self.watched[at];
@@ -210,6 +238,13 @@ impl Deliveries {
     pub(crate) fn sent(&self, node: NodeId, file: FileId, index: u32) {
         if self.active.load(Ordering::Relaxed) {
             self.book().sent(node, file, index);
+        }
+    }
+
+    /// `node` confirmed it has `id` whole.
+    pub(crate) fn confirmed(&self, node: NodeId, id: FileId) {
+        if self.active.load(Ordering::Relaxed) {
+            self.book().confirmed(node, id);
         }
     }
 
@@ -273,6 +308,29 @@ impl PeerHandle {
         drop(book);
         self.node.deliveries.active.store(active, Ordering::Relaxed);
         deliveries
+    }
+
+    /// Tells the sender `node` at `to` that this peer has the file or folder `id` whole and
+    /// verified (a `Received` request, on a connection of its own), so that a sender waiting
+    /// for its deliveries counts it delivered however it arrived. A sender built before
+    /// `Received` refuses it (`bad_request`): the caller decides whether that matters.
+    pub async fn confirm_received(
+        &self,
+        to: SocketAddr,
+        node: NodeId,
+        id: FileId,
+    ) -> Result<(), PeerError> {
+        let request = PeerRequest::Received { id };
+        match self
+            .one_request(to, Some(node), &request, CONFIRM_TIMEOUT)
+            .await?
+        {
+            (PeerResponse::ReceivedAck {}, _) => Ok(()),
+            _ => Err(PeerError::PeerUnreachable {
+                addr: to,
+                cause: ProtocolError::Unexpected("expected ReceivedAck"),
+            }),
+        }
     }
 
     /// Returns once `client` holds no connection to this peer's chunk server (at once if it
@@ -357,6 +415,39 @@ mod tests {
         assert!(book.asked(node(1), file(4)).is_empty());
         assert_eq!(book.asked(node(1), file(3)).len(), 1);
         assert!(book.asked(node(1), file(3)).is_empty(), "once");
+    }
+
+    #[test]
+    fn a_confirmation_delivers_whatever_was_sent() {
+        let mut book = DeliveryBook::default();
+        let (tell, mut told) = unbounded_channel();
+        book.watch(file(1), [(file(1), 3)], tell.clone(), 0);
+        book.watch(file(9), [(file(2), 1), (file(3), 0)], tell, 1);
+        // Nothing sent at all (the receiver had it already), or part of it (it resumed).
+        assert!(book.sent(node(1), file(1), 0).is_empty());
+        let done = book.confirmed(node(1), file(1));
+        assert_eq!(
+            done,
+            vec![Delivery {
+                item: 0,
+                client: node(1),
+                chunks: 3
+            }]
+        );
+        assert_eq!(told.try_recv().unwrap(), done[0]);
+        // Once per client and item, whichever way it comes.
+        assert!(book.confirmed(node(1), file(1)).is_empty());
+        assert!(book.sent(node(1), file(1), 1).is_empty());
+        assert!(book.sent(node(1), file(1), 2).is_empty());
+        // A folder by its id; a file inside it is not the folder; an unwatched id is nothing.
+        assert!(book.confirmed(node(1), file(2)).is_empty());
+        assert!(book.confirmed(node(1), file(7)).is_empty());
+        assert_eq!(book.confirmed(node(2), file(9)).len(), 1);
+        assert!(
+            told.try_recv()
+                .is_ok_and(|d| d.item == 1 && d.client == node(2))
+        );
+        assert!(told.try_recv().is_err());
     }
 
     #[test]

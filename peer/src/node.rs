@@ -276,12 +276,6 @@ impl PeerHandle {
     /// took it (proved in the TLS handshake). Not kept: front ends call
     /// [`PeerHandle::send_message_to`], which keeps what it sent.
     pub async fn send_message(&self, to: SocketAddr, text: &str) -> Result<NodeId, PeerError> {
-        let unreachable = |cause| PeerError::PeerUnreachable { addr: to, cause };
-        let timeout = self.node.config.connect_timeout;
-        let (mut conn, recipient) =
-            p2p_transport::connect::<PeerConversation>(&self.node.tls, to, None, timeout)
-                .await
-                .map_err(unreachable)?;
         let from = self
             .node
             .session()
@@ -291,19 +285,41 @@ impl PeerHandle {
             from,
             text: text.to_owned(),
         };
-        match conn
-            .request(&request, MESSAGE_TIMEOUT)
-            .await
-            .map_err(unreachable)?
+        match self
+            .one_request(to, None, &request, MESSAGE_TIMEOUT)
+            .await?
         {
-            PeerResponse::MessageReceived {} => Ok(recipient),
+            (PeerResponse::MessageReceived {}, recipient) => Ok(recipient),
+            _ => Err(PeerError::PeerUnreachable {
+                addr: to,
+                cause: ProtocolError::Unexpected("expected MessageReceived"),
+            }),
+        }
+    }
+
+    /// Sends `request` to the chunk server at `to` on a connection of its own (the node there
+    /// must be `expect`, if given), within the connect timeout and then `timeout` for the
+    /// reply, and closes the connection: the reply and the node id that gave it. An `Error`
+    /// reply is [`PeerError::PeerUnreachable`] with the remote code.
+    pub(crate) async fn one_request(
+        &self,
+        to: SocketAddr,
+        expect: Option<NodeId>,
+        request: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<(PeerResponse, NodeId), PeerError> {
+        let unreachable = |cause| PeerError::PeerUnreachable { addr: to, cause };
+        let connect = self.node.config.connect_timeout;
+        let (mut conn, node) =
+            p2p_transport::connect::<PeerConversation>(&self.node.tls, to, expect, connect)
+                .await
+                .map_err(unreachable)?;
+        match conn.request(request, timeout).await.map_err(unreachable)? {
             PeerResponse::Error { code, message } => Err(unreachable(ProtocolError::Remote {
                 code,
                 message: message.into(),
             })),
-            _ => Err(unreachable(ProtocolError::Unexpected(
-                "expected MessageReceived",
-            ))),
+            reply => Ok((reply, node)),
         }
     }
 

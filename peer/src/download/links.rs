@@ -570,6 +570,7 @@ fn reply_name(reply: &PeerResponse) -> &'static str {
         PeerResponse::Chunk { .. } => "Chunk",
         PeerResponse::Error { .. } => "Error",
         PeerResponse::MessageReceived {} => "MessageReceived",
+        PeerResponse::ReceivedAck {} => "ReceivedAck",
         PeerResponse::Folder { .. } => "Folder",
         PeerResponse::FolderPages { .. } => "FolderPages",
     }

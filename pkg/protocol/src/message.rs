@@ -402,6 +402,16 @@ pub enum PeerRequest {
         /// The message.
         text: String,
     },
+    /// The client has the file or folder `id` whole and verified, however it got it (from this
+    /// peer, from other hosts, or already on its disk): a sender that waits for its items to
+    /// arrive (`p2p-transfer send`) counts it delivered to this connection's node. Answered by
+    /// `ReceivedAck`, or `Error { code: unknown_file }` when this peer shares no file or folder
+    /// with that id; the connection stays open. Added to version 4 without a bump: a peer
+    /// built before it answers `bad_request` and closes.
+    Received {
+        /// A file id, or a folder id's 32 bytes.
+        id: FileId,
+    },
 }
 
 /// A reply from a peer's chunk server (and its message inbox).
@@ -450,6 +460,8 @@ pub enum PeerResponse {
     },
     /// Accepts `Message`.
     MessageReceived {},
+    /// Accepts `Received`.
+    ReceivedAck {},
     /// The request failed.
     Error {
         /// Machine-readable reason.

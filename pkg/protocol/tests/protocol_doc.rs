@@ -397,6 +397,13 @@ fn peer_conversation_examples() {
         message: "a message needs 1 to 1024 bytes of text and a sender of at most 64 bytes".into(),
     };
     assert_documented("the refused Message", &encode_frame(&refused).unwrap());
+
+    let received = PeerRequest::Received { id };
+    assert_documented("Received", &encode_frame(&received).unwrap());
+    assert_documented(
+        "ReceivedAck",
+        &encode_frame(&PeerResponse::ReceivedAck {}).unwrap(),
+    );
 }
 
 #[test]

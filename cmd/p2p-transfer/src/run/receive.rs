@@ -4,7 +4,8 @@
 //! unique prefix, and asks the index for more hosts.
 //!
 //! Each item goes through the same download job, progress bar and result lines as
-//! `peer --download`.
+//! `peer --download`; once it is in place, `receive` tells the sender so (a `Received`
+//! request), which is how `send` knows to exit.
 
 use std::net::SocketAddr;
 
@@ -132,8 +133,26 @@ async fn fetch(
             TicketItem::Folder(_) => format!("folder {id}"),
         };
         crate::run::peer::download(peer, &shown, request, &args.out, args.json, shutdown).await?;
+        tokio::select! {
+            () = confirm(peer, sender, ticket.node_id, item) => {}
+            () = shutdown.cancelled() => {}
+        }
     }
     Ok(())
+}
+
+/// Tells the sender this item is here whole, so that it stops waiting for it however it
+/// arrived (it may have sent none of it: already on disk, resumed, or fetched from other
+/// hosts). A failure changes nothing here: the item is in place, and a sender built before
+/// `Received` still counts the chunks it sent.
+async fn confirm(peer: &PeerHandle, sender: SocketAddr, node: NodeId, item: &TicketItem) {
+    let id = match item {
+        TicketItem::File(id) => *id,
+        TicketItem::Folder(id) => p2p_protocol::FileId(id.0),
+    };
+    if let Err(err) = peer.confirm_received(sender, node, id).await {
+        tracing::debug!(%err, "could not confirm receipt to the sender");
+    }
 }
 
 /// What failed when no address of the ticket answers as its sender (the cause names the

@@ -1,6 +1,7 @@
 //! `send PATH...` and `receive TICKET` end to end through the binary: a file and a folder
-//! arrive byte for byte and the sender exits once they have; an interrupted receive resumes
-//! with the same command; a garbled ticket or the wrong node at the ticket's address is one
+//! arrive byte for byte and the sender exits once they have, also when the receiver had them
+//! already or resumed them from an earlier `send`; an interrupted receive resumes with the
+//! same command; a garbled ticket or the wrong node at the ticket's address is one
 //! clear line; `--keep` serves more than one receiver; with an index, `send` registers there
 //! and `receive` takes an id prefix.
 
@@ -10,10 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use p2p_protocol::{CHUNK_SIZE, NodeId, Ticket};
+use p2p_peer::{Peer, PeerConfig, Shared};
+use p2p_protocol::{
+    CHUNK_SIZE, ErrorCode, FileId, NodeId, PeerConversation, PeerRequest, PeerResponse, Ticket,
+};
 
 use crate::process::{Running, bin, read_line_starting, start_server};
-use crate::support::{SilentProxy, fresh_identity_dir, random_file};
+use crate::support::{SilentProxy, fresh_identity_dir, loopback0, peer_config, random_file, tls};
 
 /// Generous: the machine is shared and loaded.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -256,6 +260,168 @@ async fn an_interrupted_receive_resumes_with_the_same_command() {
         lines.iter().any(|l| l.starts_with("delivered ")),
         "{lines:?}"
     );
+}
+
+#[test]
+fn a_receiver_that_has_everything_already_releases_the_sender() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (file, data) = random_file(src.path(), "report.bin", 300_000, 11);
+    let album = src.path().join("album");
+    std::fs::create_dir_all(&album).unwrap();
+    random_file(&album, "a.jpg", 70_000, 12);
+    std::fs::write(album.join("empty"), b"").unwrap();
+    // The receiver has both already, identical: it fetches no chunk at all.
+    std::fs::write(out.path().join("report.bin"), &data).unwrap();
+    std::fs::create_dir_all(out.path().join("album")).unwrap();
+    for (rel, bytes) in read_tree(&album) {
+        std::fs::write(out.path().join("album").join(rel), bytes).unwrap();
+    }
+
+    let (sender, ticket, sent) = send(&[&file, &album], &[]);
+    let received = receive(&ticket.to_string(), out.path(), &fresh_identity_dir(), &[]);
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    let stdout = text(&received.stdout);
+    assert!(stdout.contains("already downloaded "), "{stdout}");
+    assert!(stdout.contains("0 fetched, 2 already there"), "{stdout}");
+
+    // The receiver said it has both: the sender reports them delivered and exits.
+    let (status, lines) = sender_end(sender, sent);
+    assert!(status.success(), "{status:?}");
+    let delivered: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("delivered "))
+        .collect();
+    assert_eq!(delivered.len(), 2, "{lines:?}");
+    assert!(
+        delivered.iter().any(|l| l.contains("report.bin")),
+        "{lines:?}"
+    );
+    assert!(delivered.iter().any(|l| l.contains("album")), "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_resumed_from_an_earlier_send_releases_the_new_sender() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let size = 3 * CHUNK_SIZE as usize + 99;
+    let (file, data) = random_file(src.path(), "movie.bin", size, 13);
+    let receiver = fresh_identity_dir();
+
+    // The first `send` gets a chunk or two through before the link goes silent; the receiver
+    // is interrupted, and that `send` stopped.
+    let (first_sender, ticket, _) = send(&[&file], &[]);
+    let proxy = SilentProxy::start_with_budget(ticket.addrs[0], 2 * u64::from(CHUNK_SIZE)).await;
+    let through_proxy = Ticket {
+        addrs: vec![proxy.addr],
+        ..ticket.clone()
+    };
+    let mut first = receive_command(
+        &through_proxy.to_string(),
+        out.path(),
+        &receiver,
+        &["--workers", "1"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while !records_a_chunk(out.path()) {
+        assert!(first.try_wait().unwrap().is_none(), "ended before Ctrl-C");
+        assert!(Instant::now() < deadline, "no chunk verified in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = first.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(wait_exit(&mut first).code(), Some(130));
+    drop(first_sender);
+
+    // A new `send` of the same file: the receiver resumes and fetches only the rest from it,
+    // so this sender never sends every chunk, yet it learns the file arrived and exits.
+    let (sender, ticket, sent) = send(&[&file], &[]);
+    let child = receive_command(&ticket.to_string(), out.path(), &receiver, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let received = tokio::task::spawn_blocking(move || wait_output(child))
+        .await
+        .unwrap();
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    assert!(
+        text(&received.stdout).contains("resumed"),
+        "{}",
+        text(&received.stdout)
+    );
+    assert_eq!(std::fs::read(out.path().join("movie.bin")).unwrap(), data);
+    let (status, lines) = tokio::task::spawn_blocking(move || sender_end(sender, sent))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("delivered ")),
+        "{lines:?}"
+    );
+}
+
+/// `Received` on the wire, as any client sends it: an id the peer does not share is
+/// `unknown_file` and the connection stays open; a shared one is acknowledged and counts as
+/// delivered to the node whose handshake the connection showed, though no chunk was sent.
+#[tokio::test]
+async fn received_confirms_a_delivery_and_an_unknown_id_is_refused() {
+    let prompt = Duration::from_secs(10);
+    let src = tempfile::tempdir().unwrap();
+    let (file, _) = random_file(src.path(), "a.bin", 5000, 14);
+    let sender = Peer::start(
+        PeerConfig {
+            server_addr: None,
+            ..peer_config(loopback0())
+        },
+        tls(),
+    )
+    .await
+    .unwrap();
+    let shared = sender.share_paths(&[file]).await.unwrap();
+    let mut deliveries = sender.watch_deliveries(&shared);
+    let Shared::File { manifest, .. } = &shared[0] else {
+        panic!("a file")
+    };
+    let receiver = tls();
+    let (mut conn, _) = p2p_transport::connect::<PeerConversation>(
+        &receiver,
+        sender.local_addr(),
+        Some(sender.node_id()),
+        prompt,
+    )
+    .await
+    .unwrap();
+
+    let unknown = PeerRequest::Received {
+        id: FileId([7; 32]),
+    };
+    match conn.request(&unknown, prompt).await.unwrap() {
+        PeerResponse::Error { code, message } => {
+            assert_eq!(code, ErrorCode::UnknownFile, "{message}");
+            assert!(message.contains("shares no file or folder"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let known = PeerRequest::Received { id: manifest.id() };
+    let reply = conn.request(&known, prompt).await.unwrap();
+    assert_eq!(reply, PeerResponse::ReceivedAck {});
+    let delivery = tokio::time::timeout(prompt, deliveries.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((delivery.item, delivery.client), (0, receiver.node_id()));
+    sender.shutdown().await;
 }
 
 /// Whether a record of verified chunks (`*.part.chunks`, anywhere under `dir`) lists one:
