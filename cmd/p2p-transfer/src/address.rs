@@ -2,7 +2,11 @@
 //! IPv6 address (`fe80::1`, `::1`) or `[v6]` / `[v6]:port`. The port defaults to the index
 //! server's own default ([`DEFAULT_INDEX_PORT`]). A host name is looked up when the command
 //! uses it (tokio's `lookup_host`, the system resolver: `/etc/hosts`, DNS, mDNS `.local`
-//! names where the system resolves them), not when the flags are parsed.
+//! names where the system resolves them), not when the flags are parsed. A lookup gets
+//! [`LOOKUP_TIMEOUT`] and the connection probes among a name's addresses [`PROBE_TIMEOUT`], so
+//! neither can hold a command for long; [`ServerAddr::resolve_interruptible`] also gives up at
+//! a signal, for the commands that handle signals themselves (`peer`, `send`, `receive`;
+//! `search` and `manifest` are interruptible as a whole).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -10,14 +14,20 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// The port `p2p-transfer server` listens on unless told otherwise, and so the port a
 /// `--server` without one means.
 pub const DEFAULT_INDEX_PORT: u16 = 8000;
 
-/// How long each of a name's addresses may take to accept a connection when the name has
-/// several (`localhost` is `::1` and `127.0.0.1`; a server may listen on only one).
+/// How long a name's addresses, probed all at once, may take to accept a connection when the
+/// name has several (`localhost` is `::1` and `127.0.0.1`; a server may listen on only one).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the system resolver may take to answer for a name: long enough for a resolver
+/// that falls back to a second DNS server, short enough that a dead one is soon reported.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest host name DNS allows.
 const MAX_HOST_LEN: usize = 253;
@@ -44,9 +54,10 @@ impl ServerAddr {
         }
     }
 
-    /// The address to connect to: the IP as given, or the host name looked up. Where a name
-    /// has several addresses, the first that accepts a TCP connection (in the resolver's
-    /// order), else the first.
+    /// The address to connect to: the IP as given, or the host name looked up (within
+    /// [`LOOKUP_TIMEOUT`]). Where a name has several addresses, the first to accept a TCP
+    /// connection (all are tried at once, within [`PROBE_TIMEOUT`]), else the first in the
+    /// resolver's order.
     pub async fn resolve(&self) -> anyhow::Result<SocketAddr> {
         let name = match &self.host {
             Host::Ip(ip) => return Ok(SocketAddr::new(*ip, self.port)),
@@ -58,11 +69,19 @@ impl ServerAddr {
                  index server's IP address"
             )
         };
+        let lookup = tokio::net::lookup_host((name.as_str(), self.port));
+        let found = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+            Ok(found) => found.with_context(unknown)?,
+            Err(_) => {
+                return Err(anyhow::anyhow!(
+                    "the name resolver did not answer within {}s",
+                    LOOKUP_TIMEOUT.as_secs()
+                ))
+                .with_context(unknown);
+            }
+        };
         let mut addrs: Vec<SocketAddr> = Vec::new();
-        for addr in tokio::net::lookup_host((name.as_str(), self.port))
-            .await
-            .with_context(unknown)?
-        {
+        for addr in found {
             if !addrs.contains(&addr) {
                 addrs.push(addr);
             }
@@ -73,14 +92,69 @@ impl ServerAddr {
         if addrs.len() == 1 {
             return Ok(first);
         }
-        for &addr in &addrs {
-            let connect = tokio::net::TcpStream::connect(addr);
-            if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, connect).await {
-                return Ok(addr);
+        Ok(first_to_accept(&addrs).await.unwrap_or(first))
+    }
+
+    /// [`ServerAddr::resolve`], given up at `shutdown` (a signal): for commands that go on
+    /// running after their set-up and so are not interruptible as a whole.
+    pub async fn resolve_interruptible(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<SocketAddr> {
+        tokio::select! {
+            resolved = self.resolve() => resolved,
+            () = shutdown.cancelled() => {
+                anyhow::bail!("interrupted while looking up --server {self}")
             }
         }
-        Ok(first)
     }
+
+    /// Every one of `servers` resolved at once ([`ServerAddr::resolve`]), in the order given:
+    /// each one's address, or why it has none. The caller decides whether one failure is
+    /// fatal.
+    pub async fn resolve_all(servers: &[ServerAddr]) -> Vec<anyhow::Result<SocketAddr>> {
+        let mut lookups = JoinSet::new();
+        for (at, server) in servers.iter().enumerate() {
+            let server = server.clone();
+            lookups.spawn(async move { (at, server.resolve().await) });
+        }
+        let mut resolved: Vec<Option<anyhow::Result<SocketAddr>>> = std::iter::repeat_with(|| None)
+            .take(servers.len())
+            .collect();
+        while let Some(done) = lookups.join_next().await {
+            match done {
+                Ok((at, result)) => resolved[at] = Some(result),
+                // A lookup task ends only by returning: nothing aborts or panics there.
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            }
+        }
+        resolved
+            .into_iter()
+            .map(|r| r.expect("every lookup task reports its server"))
+            .collect()
+    }
+}
+
+/// The first of `addrs` to accept a TCP connection, all tried at once, within
+/// [`PROBE_TIMEOUT`] in all; `None` if none does.
+async fn first_to_accept(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    let mut probes = JoinSet::new();
+    for &addr in addrs {
+        probes.spawn(async move { tokio::net::TcpStream::connect(addr).await.map(|_| addr) });
+    }
+    let first = async {
+        while let Some(done) = probes.join_next().await {
+            if let Ok(Ok(addr)) = done {
+                return Some(addr);
+            }
+        }
+        None
+    };
+    // The probes still running are aborted when `probes` is dropped.
+    tokio::time::timeout(PROBE_TIMEOUT, first)
+        .await
+        .ok()
+        .flatten()
 }
 
 impl From<SocketAddr> for ServerAddr {
@@ -227,6 +301,30 @@ mod tests {
         assert!(parse(&"a".repeat(300)).is_err());
         // An IPv6 address with a port needs brackets.
         assert!(parse("fe80::1:99999").is_err());
+    }
+
+    #[tokio::test]
+    async fn resolve_all_keeps_the_order_given_and_each_ones_result() {
+        let servers = [parse("127.0.0.1:5").unwrap(), parse("[::1]:6").unwrap()];
+        let resolved = ServerAddr::resolve_all(&servers).await;
+        let addrs: Vec<SocketAddr> = resolved.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            addrs,
+            ["127.0.0.1:5".parse().unwrap(), "[::1]:6".parse().unwrap()]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_address_to_accept_wins_and_none_is_bounded() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        // A port nothing listens on: refused at once.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        assert_eq!(first_to_accept(&[closed, open]).await, Some(open));
+        assert_eq!(first_to_accept(&[closed]).await, None);
     }
 
     #[tokio::test]

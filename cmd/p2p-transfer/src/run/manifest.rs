@@ -26,10 +26,11 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
             output,
             json,
         } => {
-            let mut resolved = Vec::with_capacity(servers.len());
-            for server in servers {
-                resolved.push(server.resolve().await?);
-            }
+            // Every index listed must be found: the manifest names them for later downloads.
+            let resolved = crate::address::ServerAddr::resolve_all(servers)
+                .await
+                .into_iter()
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let servers = index_refs(&resolved, *server_id, identity)?;
             if file.is_dir() {
                 let (name, hashed) = hash_folder(file).await?;

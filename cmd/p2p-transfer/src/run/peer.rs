@@ -40,7 +40,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     let web = crate::run::web::bind_peer(args).await?;
     let mut config = PeerConfig::from(args);
     if let Some(server) = &args.server {
-        config.server_addr = Some(server.resolve().await?);
+        config.server_addr = Some(server.resolve_interruptible(&shutdown).await?);
     }
     // A peer that exits once its download is done would announce the file only to withdraw
     // it a moment later.

@@ -56,7 +56,7 @@ pub async fn run(args: &ReceiveArgs, shutdown: CancellationToken) -> anyhow::Res
     };
     let tls = tls(&args.identity, sender)?;
     let mut trust = IndexTrust::load(&args.identity, args.index.server_id)?;
-    let (server_addr, server_id) = match one_index(&args.index, &trust, &tls).await? {
+    let (server_addr, server_id) = match one_index(&args.index, &trust, &tls, &shutdown).await? {
         Some((addr, claimed)) => (Some(addr), trust.expect_for(addr, claimed)),
         None => (None, None),
     };

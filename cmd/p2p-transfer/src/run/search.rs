@@ -12,7 +12,9 @@ use p2p_discovery::FoundServer;
 use p2p_peer::index_client::IndexClient;
 use p2p_protocol::{FileSummary, NodeId, printable};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
+use crate::address::ServerAddr;
 use crate::cli::{DEFAULT_SERVER, IndexArgs, SearchArgs};
 use crate::discovery::Finder;
 use crate::json::{self, Event};
@@ -63,7 +65,7 @@ pub struct Merged {
 pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
     let mut trust = IndexTrust::load(&args.identity, args.index.server_id)?;
     let tls = crate::run::id::client_tls(&args.identity)?;
-    let targets = targets(&args.index, &trust, &tls, args.json).await?;
+    let (targets, unfound) = targets(&args.index, &trust, &tls, args.json).await?;
     let query = args.words.join(" ");
     let mut asking = JoinSet::new();
     for (i, target) in targets.iter().enumerate() {
@@ -104,20 +106,37 @@ pub async fn run(args: &SearchArgs) -> anyhow::Result<()> {
             trust.remember(target.addr, *seen)?;
         }
     }
-    report(&targets, answers, &query, args)
+    report(&targets, &unfound, answers, &query, args)
 }
 
 /// Prints the indexes asked and the merged matches; an error if no index answered.
 fn report(
     targets: &[Target],
+    unfound: &[Unfound],
     answers: Vec<anyhow::Result<Answer>>,
     query: &str,
     args: &SearchArgs,
 ) -> anyhow::Result<()> {
     // Several indexes (or ones found over mDNS) are named; one given by address is not.
-    let name_indexes = targets.len() > 1 || args.index.auto_discover;
+    let asked = targets.len() + unfound.len();
+    let name_indexes = asked > 1 || args.index.auto_discover;
     let mut answered = Vec::new();
-    let mut failures = Vec::new();
+    // What failed (as the user named it), and why.
+    let mut failures: Vec<(String, String)> = Vec::new();
+    for Unfound { given, error } in unfound {
+        let error = crate::errors::one_line(error);
+        if args.json {
+            json::emit(&Event::Index {
+                address: given.clone(),
+                name: None,
+                node_id: None,
+                matches: 0,
+                total: 0,
+                error: Some(error.clone()),
+            });
+        }
+        failures.push((given.clone(), error));
+    }
     for (i, (target, answer)) in targets.iter().zip(answers).enumerate() {
         match answer {
             Ok(answer) => {
@@ -152,7 +171,7 @@ fn report(
                         error: Some(err.clone()),
                     });
                 }
-                failures.push((target, err));
+                failures.push((target.label(), err));
             }
         }
     }
@@ -160,7 +179,7 @@ fn report(
         let [(_, err)] = failures.as_slice() else {
             let each: Vec<String> = failures
                 .iter()
-                .map(|(target, err)| format!("{}: {err}", target.label()))
+                .map(|(label, err)| format!("{label}: {err}"))
                 .collect();
             anyhow::bail!(
                 "cannot search for {query:?}: no index server answered ({})",
@@ -169,10 +188,9 @@ fn report(
         };
         anyhow::bail!("cannot search for {query:?}: {err}");
     }
-    for (target, err) in &failures {
+    for (label, err) in &failures {
         note!(
-            "warning: index server {} did not answer, so its files are not listed: {}",
-            target.label(),
+            "warning: index server {label} did not answer, so its files are not listed: {}",
             printable(err)
         );
     }
@@ -180,7 +198,7 @@ fn report(
         .iter()
         .map(|(i, a)| (*i, a.total.saturating_sub(a.files.len() as u64)))
         .collect();
-    let single = targets.len() == 1;
+    let single = asked == 1;
     let merged = merge(answered.into_iter().map(|(i, a)| (i, a.files)).collect());
     if args.json {
         for m in merged {
@@ -256,14 +274,23 @@ pub fn merge(answers: Vec<(usize, Vec<FileSummary>)>) -> Vec<Merged> {
     merged
 }
 
+/// A `--server` whose name could not be looked up: reported like an index that does not
+/// answer, unless no index is left to ask.
+pub struct Unfound {
+    /// As given (`name:port`).
+    pub given: String,
+    pub error: anyhow::Error,
+}
+
 /// The indexes to ask: every `--server` (the default without one), or every one that answers
-/// over mDNS (only the one named with `--server-name`, or proving `--server-id`, if given).
+/// over mDNS (only the one named with `--server-name`, or proving `--server-id`, if given);
+/// and the `--server` names that could not be looked up, when others could.
 pub async fn targets(
     args: &IndexArgs,
     trust: &IndexTrust,
     tls: &p2p_transport::Tls,
     json: bool,
-) -> anyhow::Result<Vec<Target>> {
+) -> anyhow::Result<(Vec<Target>, Vec<Unfound>)> {
     if !args.auto_discover {
         if args.server_id.is_some() && args.servers.len() > 1 {
             anyhow::bail!(
@@ -271,8 +298,26 @@ pub async fn targets(
             );
         }
         let mut servers = Vec::with_capacity(args.servers.len());
-        for server in &args.servers {
-            servers.push(server.resolve().await?);
+        let mut unfound = Vec::new();
+        let resolved = ServerAddr::resolve_all(&args.servers).await;
+        for (server, result) in args.servers.iter().zip(resolved) {
+            match result {
+                Ok(addr) => servers.push(addr),
+                Err(error) => unfound.push(Unfound {
+                    given: server.to_string(),
+                    error,
+                }),
+            }
+        }
+        if servers.is_empty() && !unfound.is_empty() {
+            if unfound.len() == 1 {
+                return Err(unfound.remove(0).error);
+            }
+            let each: Vec<String> = unfound
+                .iter()
+                .map(|u| crate::errors::one_line(&u.error))
+                .collect();
+            anyhow::bail!("cannot find any index server given ({})", each.join("; "));
         }
         if servers.is_empty() {
             servers.push(DEFAULT_SERVER);
@@ -283,14 +328,15 @@ pub async fn targets(
                 unique.push(addr);
             }
         }
-        return Ok(unique
+        let targets = unique
             .into_iter()
             .map(|addr| Target {
                 addr,
                 name: None,
                 claimed: None,
             })
-            .collect());
+            .collect();
+        return Ok((targets, unfound));
     }
     let preference = trust.preference();
     let mut finder = Finder::with(args.discover_timeout, preference.clone(), tls.clone());
@@ -311,19 +357,33 @@ pub async fn targets(
     } else {
         found
     };
-    Ok(chosen
+    let targets = chosen
         .into_iter()
         .map(|s| Target {
             addr: s.addr(),
             claimed: s.server_id.as_deref().and_then(|id| id.parse().ok()),
             name: Some(s.instance),
         })
-        .collect())
+        .collect();
+    Ok((targets, Vec::new()))
 }
 
 /// The one index `send` and `receive` use: what `--auto-discover` finds (with the node id it
-/// claims), or the `--server` given; `None` when neither is given.
+/// claims), or the `--server` given; `None` when neither is given. A signal (`shutdown`)
+/// stops the search or the name lookup.
 pub async fn one_index(
+    args: &IndexArgs,
+    trust: &IndexTrust,
+    tls: &p2p_transport::Tls,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<(SocketAddr, Option<p2p_protocol::NodeId>)>> {
+    tokio::select! {
+        found = find_one_index(args, trust, tls) => found,
+        () = shutdown.cancelled() => anyhow::bail!("interrupted while looking for the index server"),
+    }
+}
+
+async fn find_one_index(
     args: &IndexArgs,
     trust: &IndexTrust,
     tls: &p2p_transport::Tls,

@@ -31,7 +31,7 @@ pub async fn run(args: &SendArgs, shutdown: CancellationToken) -> anyhow::Result
     let (identity, tls) = crate::run::id::load_tls(&args.identity, p2p_identity::Role::Peer)?;
     let mut trust = IndexTrust::load(&args.identity, args.index.server_id)?;
     let (server_addr, claimed) =
-        match crate::run::search::one_index(&args.index, &trust, &tls).await? {
+        match crate::run::search::one_index(&args.index, &trust, &tls, &shutdown).await? {
             Some((addr, claimed)) => (Some(addr), claimed),
             None => (None, None),
         };

@@ -2,8 +2,10 @@
 //! peers on every interface at a free port, `--server` host names and the default port, the
 //! server's paste-ready command, `--out` created, re-running a command that did its job.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::netns;
 use crate::process::{Running, bin, leecher, read_line_starting, seed, spawn_until, start_server};
@@ -385,5 +387,128 @@ fn re_running_a_command_that_did_its_job_succeeds() {
             "{}",
             text(&output.stdout)
         );
+    }
+}
+
+/// A name resolver that never answers: `peer --server NAME` stops at SIGTERM while it waits,
+/// and `search` gives the lookup 10 s, then reports it: a warning when another index answers,
+/// else the one error line.
+#[test]
+fn a_name_lookup_that_hangs_is_interruptible_and_bounded() {
+    // In a private namespace (network and mounts): its resolver is this test's silent socket.
+    if !netns::enter("cli_defaults::a_name_lookup_that_hangs_is_interruptible_and_bounded") {
+        return;
+    }
+    let dns = std::net::UdpSocket::bind("127.0.0.1:53").unwrap();
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        conf.path(),
+        "nameserver 127.0.0.1\noptions timeout:30 attempts:1\n",
+    )
+    .unwrap();
+    let mounted = Command::new("mount")
+        .args(["--bind"])
+        .arg(conf.path())
+        .arg("/etc/resolv.conf")
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "cannot mount a resolv.conf in the namespace"
+    );
+    let (_server, addr) = start_server();
+
+    // `peer` looks the name up at start; SIGTERM once the query has reached the resolver.
+    let mut peer = Running(
+        bin()
+            .args(["peer", "--addr", "127.0.0.1:0", "--server", "hung.example"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    dns.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    dns.recv(&mut [0; 512])
+        .expect("the lookup reaches the resolver");
+    let started = Instant::now();
+    let pid = peer.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_for_exit(&mut peer.0, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut stderr = String::new();
+    peer.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        one_error(&stderr)
+            .starts_with("error: interrupted while looking up --server hung.example:8000"),
+        "{stderr}"
+    );
+
+    // `search`: with another index, a warning and that index's answer; alone, the error.
+    let both = bin()
+        .args(["search", "--server", "hung.example", "--server", &addr, "x"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let alone = bin()
+        .args(["search", "--server", "hung.example", "x"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (both, alone) = (
+        both.wait_with_output().unwrap(),
+        alone.wait_with_output().unwrap(),
+    );
+    let timed_out = "the name resolver did not answer within 10s";
+    assert!(both.status.success(), "{}", text(&both.stderr));
+    assert!(
+        text(&both.stdout).contains(&format!("index {addr}: 0 of 0 matches")),
+        "{}",
+        text(&both.stdout)
+    );
+    let warning = text(&both.stderr);
+    assert!(
+        warning.contains(
+            "warning: index server hung.example:8000 did not answer, so its files are not \
+             listed: cannot find the host \"hung.example\""
+        ) && warning.contains(timed_out),
+        "{warning}"
+    );
+    assert_eq!(alone.status.code(), Some(1));
+    let error = one_error(&text(&alone.stderr));
+    assert!(
+        error.starts_with(
+            "error: cannot find the host \"hung.example\" of --server hung.example:8000: "
+        ) && error.contains(timed_out),
+        "{error}"
+    );
+}
+
+/// Waits for `child` to exit, failing the test past `limit`.
+fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
