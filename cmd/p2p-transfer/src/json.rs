@@ -10,7 +10,6 @@
 //! Human text never goes to stdout in this mode: logs, warnings and the one-line error stay on
 //! stderr, and the exit status says how the command ended.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use p2p_peer::Shared;
@@ -186,9 +185,15 @@ impl Item {
 /// Writes `event` as one line on stdout. A closed stdout is not an error of the command: the
 /// script stopped reading.
 pub fn emit(event: &Event) {
-    let line = serde_json::to_string(event).expect("events serialize: plain fields only");
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    let mut line = serde_json::to_string(event).expect("events serialize: plain fields only");
+    line.push('\n');
+    // Progress is dropped when stdout has no room for it (a reader that fell behind, or
+    // stopped): the next one says where things stand. Results wait for room (until a signal).
+    if matches!(event, Event::Progress { .. }) {
+        crate::output::stdout_progress(&line);
+    } else {
+        crate::output::stdout(format_args!("{line}"));
+    }
 }
 
 /// A path as text (lossy for a path that is not UTF-8; JSON escapes the rest).

@@ -202,6 +202,8 @@ fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
                     };
                     if round == 0 {
                         STOPPED_BY.store(signo, Ordering::Relaxed);
+                        // A stdout nobody reads must not hold the shutdown.
+                        output::stop_waiting();
                         shutdown.cancel();
                         note!("shutting down (press Ctrl-C again to exit at once)");
                     } else {

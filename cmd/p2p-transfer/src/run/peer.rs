@@ -201,6 +201,8 @@ async fn startup_actions(
         anyhow::Ok(())
     };
     tokio::select! {
+        // Sharing that is done (nothing to share, say) is not "interrupted".
+        biased;
         result = sharing => result?,
         () = shutdown.cancelled() => anyhow::bail!("interrupted before every file was shared"),
     }

@@ -1,4 +1,5 @@
-//! The binary as a Unix tool: a closed or full stderr never keeps it from stopping, every
+//! The binary as a Unix tool: a closed or full stderr (or a full stdout) never keeps it from
+//! stopping, every
 //! error is one line a person can act on, and the exit codes are the documented ones.
 
 use std::io::{BufRead, BufReader, Write};
@@ -86,9 +87,21 @@ fn a_peer_whose_stderr_pipe_closed_still_stops_on_sigterm() {
 #[test]
 fn a_peer_whose_stderr_nobody_reads_still_runs_and_stops_on_sigterm() {
     let (_server, addr) = start_server();
+    let (reader, writer) = full_pipe();
+    let mut cmd = chatty_peer(&addr);
+    cmd.stderr(writer);
+    // It starts and says where it listens though every log line waits for stderr.
+    let mut peer = start_until(cmd, "peer listening on ");
+    sigterm(&peer.0);
+    let status = exit_within(&mut peer.0, EXIT_LIMIT).expect("the peer ignored SIGTERM");
+    assert!(status.success(), "{status}");
+    drop(reader);
+}
+
+/// A pipe with no room left: filled through an open file description of our own,
+/// non-blocking, so a process given the (blocking) writer finds it full from its first write.
+fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
     let (reader, writer) = std::io::pipe().unwrap();
-    // Fill the pipe through an open file description of our own, non-blocking, so the
-    // peer's (blocking) one is full from its first write.
     let mut filler = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
@@ -101,13 +114,47 @@ fn a_peer_whose_stderr_nobody_reads_still_runs_and_stops_on_sigterm() {
             Err(e) => panic!("{e}"),
         }
     }
-    let mut cmd = chatty_peer(&addr);
-    cmd.stderr(writer);
-    // It starts and says where it listens though every log line waits for stderr.
-    let mut peer = start_until(cmd, "peer listening on ");
+    (reader, writer)
+}
+
+/// `peer --json | script` where the script stopped reading (not closed): its events wait for
+/// room, but the first SIGTERM ends the peer promptly all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_peer_whose_stdout_nobody_reads_still_stops_on_sigterm() {
+    let server = crate::support::start_server().await;
+    let (reader, writer) = full_pipe();
+    let mut peer = Running(
+        bin()
+            .args(["peer", "--json", "--addr", "127.0.0.1:0", "--server"])
+            .arg(server.addr.to_string())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Registered: it has started, and its `listening` event now waits for stdout.
+    let registered = crate::support::eventually(START_LIMIT, || {
+        let peers = server.handle.status().peers;
+        async move { peers == 1 }
+    })
+    .await;
+    assert!(
+        registered,
+        "the peer did not register within {START_LIMIT:?}"
+    );
+    let mut peer_stderr = peer.0.stderr.take().unwrap();
     sigterm(&peer.0);
-    let status = exit_within(&mut peer.0, EXIT_LIMIT).expect("the peer ignored SIGTERM");
-    assert!(status.success(), "{status}");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = exit_within(&mut peer.0, EXIT_LIMIT);
+        (status, peer)
+    })
+    .await
+    .unwrap()
+    .0
+    .expect("the peer waited for its stdout instead of stopping");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut peer_stderr, &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
     drop(reader);
 }
 
