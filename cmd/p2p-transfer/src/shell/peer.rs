@@ -409,22 +409,18 @@ impl PeerShell {
             .with_context(|| format!("cannot download {id}"))?;
         // Subscribed before the start: the lookup's end can't be missed.
         let mut changes = self.peer.subscribe_changes();
-        let job = self
-            .rt
-            .block_on(self.peer.start_download(id.clone(), request, dir.clone()))?;
-        self.reported
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(job);
+        // Its failure is this command's to report, even one that comes before `start_download`
+        // has returned.
+        let job = self.reported.start(|| {
+            self.rt
+                .block_on(self.peer.start_download(id.clone(), request, dir.clone()))
+        })?;
         let looked_up = self.rt.block_on(lookup_end(&self.peer, job, &mut changes));
         if let Some(DownloadState::Failed(why)) = looked_up {
             return Err(anyhow::anyhow!(why).context(format!("cannot download {id}")));
         }
         // From here on its end is printed above the prompt.
-        self.reported
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&job);
+        self.reported.release(job);
         println!(
             "downloading {id} into {} in the background ('transfers' shows progress)",
             dir.display()

@@ -79,7 +79,55 @@ fn short(reason: &str) -> String {
 
 /// Jobs whose failure the shell's `download` command reports itself (it waits for the lookup
 /// and prints a failed one as its own error): not printed again above the prompt.
-pub type Reported = Arc<Mutex<BTreeSet<DownloadId>>>;
+pub type Reported = Arc<ReportedJobs>;
+
+/// See [`Reported`]. A job may fail before `download` learns its id: while one is being
+/// started, a failure is held back until it is known whose it is.
+#[derive(Debug)]
+pub struct ReportedJobs {
+    ids: Mutex<BTreeSet<DownloadId>>,
+    /// True while `download` starts a job whose id it doesn't know yet.
+    starting: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for ReportedJobs {
+    fn default() -> Self {
+        Self {
+            ids: Mutex::default(),
+            starting: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+impl ReportedJobs {
+    fn ids(&self) -> std::sync::MutexGuard<'_, BTreeSet<DownloadId>> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a job with `start` and takes over reporting its failure (until [`Self::release`]).
+    pub fn start<E>(&self, start: impl FnOnce() -> Result<DownloadId, E>) -> Result<DownloadId, E> {
+        self.starting.send_replace(true);
+        let started = start();
+        if let Ok(id) = &started {
+            self.ids().insert(*id);
+        }
+        self.starting.send_replace(false);
+        started
+    }
+
+    /// `id`'s end is printed above the prompt again from now on.
+    pub fn release(&self, id: DownloadId) {
+        self.ids().remove(&id);
+    }
+
+    /// Whether `download` reports `id`'s failure itself (waiting, if a job is being started,
+    /// until it is known whose that is).
+    async fn own(&self, id: DownloadId) -> bool {
+        let mut starting = self.starting.subscribe();
+        let _ = starting.wait_for(|s| !*s).await;
+        self.ids().contains(&id)
+    }
+}
 
 /// Prints each download job's outcome above the prompt as it ends: done, or failed with why.
 /// (Cancelled ones were cancelled by the user, who knows.)
@@ -103,10 +151,7 @@ pub fn show_outcomes(peer: &PeerHandle, reported: Reported) -> tokio::task::Join
                 match &info.state {
                     DownloadState::Done | DownloadState::Failed(_) => {
                         let own = matches!(info.state, DownloadState::Failed(_))
-                            && reported
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .contains(&id);
+                            && reported.own(id).await;
                         if told.insert(id) && !own {
                             print_above_prompt(outcome(&info));
                         }
