@@ -1,5 +1,6 @@
 //! Reaching a node known by its id and several addresses (a ticket's sender): every address is
-//! tried at once, and the first whose TLS handshake proves the id wins.
+//! tried at once, and the first whose TLS handshake proves the id wins. And checking that an
+//! address is a p2p-transfer peer at all (the shell's `connect`).
 
 use std::net::SocketAddr;
 
@@ -10,6 +11,16 @@ use crate::error::PeerError;
 use crate::node::PeerHandle;
 
 impl PeerHandle {
+    /// The node id of the p2p-transfer peer at `addr`: its TLS handshake and `Welcome` as a
+    /// chunk server, within the connect timeout. The probe connection is closed again.
+    pub async fn probe_peer(&self, addr: SocketAddr) -> Result<NodeId, PeerError> {
+        let timeout = self.node.config.connect_timeout;
+        p2p_transport::connect::<PeerConversation>(&self.node.tls, addr, None, timeout)
+            .await
+            .map(|(_, node)| node)
+            .map_err(|cause| PeerError::PeerUnreachable { addr, cause })
+    }
+
     /// The first of `addrs` at which `node` answers (its handshake proving that node id),
     /// trying them all at once, each within the connect timeout. The probe connection is
     /// closed again. When none answers, the most telling failure: a node with another id at

@@ -115,8 +115,6 @@ pub enum ListWhat {
 /// How long `download` waits for the lookup before it says the download started: a wrong id
 /// or prefix is then its own error, at once, not a line above a later prompt.
 const LOOKUP_WAIT: Duration = Duration::from_secs(5);
-/// How long `connect` waits for the host to answer.
-const CONNECT_CHECK: Duration = Duration::from_secs(5);
 
 /// What the commands work with.
 pub struct PeerShell {
@@ -322,21 +320,19 @@ impl PeerShell {
 
     /// Adds `addr` as a host once something answers there.
     fn connect(&self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        let answered = self.rt.block_on(async {
-            tokio::time::timeout(CONNECT_CHECK, tokio::net::TcpStream::connect(addr)).await
-        });
-        match answered {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => return Err(err).with_context(|| format!("cannot connect to {addr}")),
-            Err(_) => anyhow::bail!(
-                "cannot connect to {addr}: no answer within {CONNECT_CHECK:?}; check the address"
-            ),
-        }
+        // A p2p-transfer peer must answer there (TLS, Hello, Welcome), not just anything.
+        let node = match self.rt.block_on(self.peer.probe_peer(addr)) {
+            Ok(node) => node,
+            Err(p2p_peer::PeerError::PeerUnreachable { cause, .. }) => {
+                return Err(anyhow::Error::new(cause)
+                    .context(format!("cannot connect to {addr} as a p2p-transfer peer")));
+            }
+            Err(err) => return Err(err.into()),
+        };
         if self.peer.add_direct_host(addr) {
-            println!("downloads will also ask {addr}");
+            println!("downloads will also ask {addr} (node {node})");
         } else {
-            println!("{addr} is already a connected host");
+            println!("{addr} is already a connected host (node {node})");
         }
         Ok(())
     }

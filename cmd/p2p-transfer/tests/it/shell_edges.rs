@@ -1,6 +1,6 @@
 //! The peer shell's rough edges, through a real pseudo-terminal: a failed lookup is the
-//! `download` command's own error, failed transfers read as failed, `connect` checks the
-//! address and `hosts`/`disconnect` manage what it added, Tab completes ids, and `exit` with
+//! `download` command's own error, failed transfers read as failed, `connect` checks that a
+//! p2p-transfer peer answers (and shows its node id) and `hosts`/`disconnect` manage what it added, Tab completes ids, and `exit` with
 //! downloads running says what it will do first (in `shell.rs`, with a stalled download);
 //! `download ID DIR` makes a missing DIR as `--out` does.
 
@@ -63,14 +63,33 @@ fn download_lookup_failures_transfers_connect_hosts_and_id_completion() {
     prompt(&mut sh);
     sh.send_line(format!("connect {nobody}")).unwrap();
     sh.expect(format!(
-        "error: cannot connect to {nobody}: Connection refused; nothing listens at that address"
+        "error: cannot connect to {nobody} as a p2p-transfer peer: connection I/O failed: \
+         Connection refused; nothing listens at that address"
+    ))
+    .unwrap();
+    // Something that takes TCP connections but is no p2p-transfer peer (it hangs up at once):
+    // refused, and not added.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let not_a_peer = other.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in other.incoming() {
+            drop(stream);
+        }
+    });
+    prompt(&mut sh);
+    sh.send_line(format!("connect {not_a_peer}")).unwrap();
+    sh.expect(format!(
+        "error: cannot connect to {not_a_peer} as a p2p-transfer peer: "
     ))
     .unwrap();
     let host = seeder.local_addr();
     prompt(&mut sh);
     sh.send_line(format!("connect {host}")).unwrap();
-    sh.expect(format!("downloads will also ask {host}"))
-        .unwrap();
+    sh.expect(format!(
+        "downloads will also ask {host} (node {})",
+        seeder.node_id()
+    ))
+    .unwrap();
     prompt(&mut sh);
     sh.send_line("hosts").unwrap();
     sh.expect(format!("{host}")).unwrap();
