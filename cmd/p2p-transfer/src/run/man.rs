@@ -23,7 +23,9 @@ pub fn run(args: &ManArgs) -> anyhow::Result<()> {
 
 /// The page of `command`, then those of its visible subcommands, depth first.
 fn write_pages(command: &clap::Command, out: &Path) -> anyhow::Result<()> {
+    // Every page says which release it describes (clap only knows the top command's version).
     let page = clap_mangen::Man::new(command.clone())
+        .source(format!("p2p-transfer {}", env!("CARGO_PKG_VERSION")))
         .generate_to(out)
         .with_context(|| format!("cannot write a man page into {}", out.display()))?;
     println!("{}", page.display());
