@@ -1,8 +1,15 @@
 # p2p-transfer: the two commands a newcomer needs are `make demo` and `make test`.
 CARGO ?= cargo
-BIN := target/release/p2p-transfer
+BIN ?= target/release/p2p-transfer
 
-.PHONY: all build demo test lint fmt doc bench bench-deps clean
+# Where `make install` puts things (GNU conventions): DESTDIR is prefixed to every path, for
+# packaging into a staging folder; PREFIX=$$HOME/.local installs for one user without root.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+
+.PHONY: all build demo test lint fmt doc bench bench-deps man install uninstall clean
 
 all: build
 
@@ -51,6 +58,38 @@ bench-deps:
 		apt-get install -y --no-install-recommends $$missing \
 			|| { apt-get update && apt-get install -y --no-install-recommends $$missing; }; \
 	else echo "run as root: apt-get install -y --no-install-recommends$$missing"; fi
+
+## man: one man page per command, generated from the command-line definitions, into
+## target/man (read one with `man -l target/man/p2p-transfer-send.1`). Not committed.
+man:
+	rm -rf target/man
+	$(CARGO) run --quiet --bin p2p-transfer -- man target/man
+
+## install: the release binary, its man pages and its bash, zsh and fish completions, under
+## $(DESTDIR)$(PREFIX) (default /usr/local). `cargo install --locked --path cmd/p2p-transfer`
+## installs only the binary, into ~/.cargo/bin.
+install: build
+	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man1" \
+		"$(DESTDIR)$(DATADIR)/bash-completion/completions" \
+		"$(DESTDIR)$(DATADIR)/zsh/site-functions" \
+		"$(DESTDIR)$(DATADIR)/fish/vendor_completions.d"
+	install -m 0755 "$(BIN)" "$(DESTDIR)$(BINDIR)/p2p-transfer"
+	"$(BIN)" man "$(DESTDIR)$(MANDIR)/man1"
+	"$(BIN)" completions bash > "$(DESTDIR)$(DATADIR)/bash-completion/completions/p2p-transfer"
+	"$(BIN)" completions zsh > "$(DESTDIR)$(DATADIR)/zsh/site-functions/_p2p-transfer"
+	"$(BIN)" completions fish > "$(DESTDIR)$(DATADIR)/fish/vendor_completions.d/p2p-transfer.fish"
+	chmod 0644 "$(DESTDIR)$(MANDIR)"/man1/p2p-transfer*.1 \
+		"$(DESTDIR)$(DATADIR)/bash-completion/completions/p2p-transfer" \
+		"$(DESTDIR)$(DATADIR)/zsh/site-functions/_p2p-transfer" \
+		"$(DESTDIR)$(DATADIR)/fish/vendor_completions.d/p2p-transfer.fish"
+
+## uninstall: removes what `make install` put there (same PREFIX and DESTDIR).
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/p2p-transfer" \
+		"$(DESTDIR)$(MANDIR)"/man1/p2p-transfer.1 "$(DESTDIR)$(MANDIR)"/man1/p2p-transfer-*.1 \
+		"$(DESTDIR)$(DATADIR)/bash-completion/completions/p2p-transfer" \
+		"$(DESTDIR)$(DATADIR)/zsh/site-functions/_p2p-transfer" \
+		"$(DESTDIR)$(DATADIR)/fish/vendor_completions.d/p2p-transfer.fish"
 
 clean:
 	$(CARGO) clean

@@ -51,6 +51,27 @@ pub enum Command {
     /// Print this node's id (creating its identity on first use), to give to others so they
     /// can check who they talk to.
     Id(IdArgs),
+    /// Print a completion script for a shell on stdout (see README, "Install").
+    Completions(CompletionsArgs),
+    /// Write a man page for each command into a folder (`make man`, `make install`).
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+/// `p2p-transfer completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `p2p-transfer man` (hidden: a build step, not something a user runs).
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Folder to write the pages into (created if missing; pages there are replaced).
+    #[arg(value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// Where a node keeps its key pair.
@@ -412,6 +433,8 @@ impl Command {
             Command::Search(_)
             | Command::Manifest(_)
             | Command::Id(_)
+            | Command::Completions(_)
+            | Command::Man(_)
             | Command::Send(_)
             | Command::Receive(_) => false,
         }

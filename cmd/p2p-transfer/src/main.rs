@@ -125,6 +125,8 @@ fn main() -> ExitCode {
             Command::Send(args) => run::send::run(args, shutdown).await,
             Command::Receive(args) => run::receive::run(args, shutdown).await,
             Command::Id(args) => run::id::run(args),
+            Command::Completions(args) => run::completions::run(args),
+            Command::Man(args) => run::man::run(args),
             Command::Manifest(command) => {
                 interruptible(run::manifest::run(command), &shutdown).await
             }

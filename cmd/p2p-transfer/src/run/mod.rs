@@ -1,6 +1,8 @@
 //! What each subcommand does once its flags are parsed.
 
+pub mod completions;
 pub mod id;
+pub mod man;
 pub mod manifest;
 pub mod peer;
 pub mod receive;

@@ -19,6 +19,7 @@ mod heartbeat;
 mod hostile_disk;
 mod hostile_text;
 mod index;
+mod install;
 mod mdns;
 mod netns;
 mod pinning;
