@@ -305,8 +305,9 @@ pub struct ServerArgs {
     /// Start an interactive shell (status, list peers, list files) while serving.
     #[arg(short = 'i', long)]
     pub interactive: bool,
-    /// Don't advertise the server over mDNS (peers then need --server).
-    #[arg(long, env = "P2P_NO_MDNS")]
+    /// Don't advertise the server over mDNS (peers then need --server). The variable takes
+    /// 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "P2P_NO_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_mdns: bool,
     /// Advertise only on this network interface (repeatable). Default: every interface, or
     /// loopback only when listening on a loopback address.

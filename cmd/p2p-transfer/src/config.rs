@@ -736,10 +736,15 @@ fn settings_of(
             },
             None => Origin::Unset,
         };
-        let values = leaf_matches
-            .get_raw(id)
-            .map(|values| values.map(|v| v.to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
+        // A switch as it was understood (`P2P_NO_MDNS=yes` is `true`), the rest as given.
+        let switch = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
+        let values = match leaf_matches.try_get_one::<bool>(id) {
+            Ok(Some(on)) if switch => vec![on.to_string()],
+            _ => leaf_matches
+                .get_raw(id)
+                .map(|values| values.map(|v| v.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default(),
+        };
         settings.insert(
             id.to_owned(),
             Setting {
