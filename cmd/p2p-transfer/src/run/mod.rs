@@ -3,6 +3,7 @@
 pub mod config;
 pub mod id;
 pub mod manifest;
+pub mod optional_index;
 pub mod peer;
 pub mod receive;
 pub mod search;
