@@ -252,16 +252,18 @@ fn a_missing_config_named_is_an_error_a_missing_default_is_not() {
 #[test]
 fn auto_discover_as_a_flag_sets_the_environments_server_aside() {
     // Before: clap refused the pair (an environment value counts as given).
-    let mut cmd = bin();
-    cmd.env("P2P_SERVER", "127.0.0.1:9")
-        .args(["config", "--json", "receive", "--auto-discover"]);
-    let found = settings(&mut cmd);
-    let server = &found[&("index".to_owned(), "server".to_owned())];
-    assert_eq!(server["source"], "env");
-    assert_eq!(server["set_aside"], "--auto-discover is given");
-    let auto = &found[&("index".to_owned(), "auto-discover".to_owned())];
-    assert_eq!(auto["value"], true);
-    assert_eq!(auto["source"], "flag");
+    for command in ["peer", "search", "send", "receive"] {
+        let mut cmd = bin();
+        cmd.env("P2P_SERVER", "127.0.0.1:9")
+            .args(["config", "--json", command, "--auto-discover"]);
+        let found = settings(&mut cmd);
+        let server = &found[&("index".to_owned(), "server".to_owned())];
+        assert_eq!(server["source"], "env", "{command}");
+        assert_eq!(server["set_aside"], "--auto-discover is given", "{command}");
+        let auto = &found[&("index".to_owned(), "auto-discover".to_owned())];
+        assert_eq!(auto["value"], true, "{command}");
+        assert_eq!(auto["source"], "flag", "{command}");
+    }
     // Both as flags is still a mistake on the command line.
     let output = run(bin().args([
         "receive",
