@@ -1,5 +1,6 @@
 //! Command-line flags, and the one place they become library configuration.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,10 @@ pub struct Cli {
     /// Only errors and results: no progress, no warnings. RUST_LOG overrides it for logs.
     #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Read settings from this file instead of $XDG_CONFIG_HOME/p2p-transfer/config.toml
+    /// (which may be missing; this one may not). Flags and environment variables beat it.
+    #[arg(long, global = true, env = crate::config::CONFIG_ENV, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 /// The roles, and the one-shot tools.
@@ -56,6 +61,9 @@ pub enum Command {
     /// Write a man page for each command into a folder (`make man`, `make install`).
     #[command(hide = true)]
     Man(ManArgs),
+    /// Print the settings in effect and where each comes from: a flag, an environment
+    /// variable, the config file, or the default.
+    Config(ConfigArgs),
 }
 
 /// `p2p-transfer completions`.
@@ -72,6 +80,23 @@ pub struct ManArgs {
     /// Folder to write the pages into (created if missing; pages there are replaced).
     #[arg(value_name = "DIR")]
     pub out: PathBuf,
+}
+
+/// `p2p-transfer config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print each setting as a JSON object, one a line (see README, "Configuration").
+    #[arg(long)]
+    pub json: bool,
+    /// The settings of this command line instead of every section's, as in
+    /// `p2p-transfer config peer --workers 4`.
+    #[arg(
+        value_name = "COMMAND",
+        num_args = 0..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
 }
 
 /// Where a node keeps its key pair.
@@ -109,14 +134,15 @@ pub struct IndexArgs {
         value_name = "HOST[:PORT]"
     )]
     pub servers: Vec<ServerAddr>,
-    /// Find the index servers over mDNS instead: every one that answers is asked.
-    #[arg(long, conflicts_with = "servers")]
+    /// Find the index servers over mDNS instead: every one that answers is asked. As a flag
+    /// it beats a server from P2P_SERVER or the config file.
+    #[arg(long)]
     pub auto_discover: bool,
     /// How long --auto-discover waits for an answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub discover_timeout: Duration,
     /// With --auto-discover, ask only the index server whose name contains NAME.
-    #[arg(long, value_name = "NAME", requires = "auto_discover")]
+    #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
     /// The index server's node id: any other is refused (see `peer --server-id`).
     #[arg(long, env = "P2P_SERVER_ID", value_name = "NODE-ID")]
@@ -300,8 +326,9 @@ pub struct ServerArgs {
     /// Start an interactive shell (status, list peers, list files) while serving.
     #[arg(short = 'i', long)]
     pub interactive: bool,
-    /// Don't advertise the server over mDNS (peers then need --server).
-    #[arg(long, env = "P2P_NO_MDNS")]
+    /// Don't advertise the server over mDNS (peers then need --server). The variable takes
+    /// 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "P2P_NO_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_mdns: bool,
     /// Advertise only on this network interface (repeatable). Default: every interface, or
     /// loopback only when listening on a loopback address.
@@ -358,21 +385,17 @@ pub struct PeerArgs {
     #[arg(long, requires = "register")]
     pub write_manifest: bool,
     /// Find the index server on the local network with mDNS instead of --server, and find it
-    /// again if it moves.
-    #[arg(long, conflicts_with = "server")]
+    /// again if it moves. As a flag it beats a server from P2P_SERVER or the config file.
+    #[arg(long)]
     pub auto_discover: bool,
     /// How long --auto-discover waits for an answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub discover_timeout: Duration,
     /// With several index servers on the network, use the one whose name contains NAME.
-    #[arg(long, value_name = "NAME", requires = "auto_discover")]
+    #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
-    /// Browse mDNS only on this network interface (repeatable).
-    #[arg(
-        long = "mdns-interface",
-        value_name = "NAME",
-        requires = "auto_discover"
-    )]
+    /// With --auto-discover, browse mDNS only on this network interface (repeatable).
+    #[arg(long = "mdns-interface", value_name = "NAME")]
     pub mdns_interfaces: Vec<String>,
     /// Address other peers should use to reach this one, if not the listen address.
     #[arg(long)]
@@ -436,7 +459,8 @@ impl Command {
             | Command::Completions(_)
             | Command::Man(_)
             | Command::Send(_)
-            | Command::Receive(_) => false,
+            | Command::Receive(_)
+            | Command::Config(_) => false,
         }
     }
 }
@@ -515,6 +539,13 @@ impl From<&PeerArgs> for PeerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The flags as `main` parses them (no config file): clap's rules, then the ones
+    /// `config::settle` applies.
+    fn parse(argv: &[&str]) -> Result<Cli, crate::config::LoadError> {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        crate::config::parse(&argv, None)
+    }
 
     #[test]
     fn cli_is_well_formed() {
@@ -635,7 +666,7 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["p2p-transfer", "peer", "-w", "0"]).is_err());
         assert!(
-            Cli::try_parse_from([
+            parse(&[
                 "p2p-transfer",
                 "peer",
                 "--auto-discover",
@@ -644,7 +675,7 @@ mod tests {
             ])
             .is_err()
         );
-        assert!(Cli::try_parse_from(["p2p-transfer", "peer", "--server-name", "x"]).is_err());
+        assert!(parse(&["p2p-transfer", "peer", "--server-name", "x"]).is_err());
     }
 
     #[test]
@@ -782,11 +813,9 @@ mod tests {
     #[test]
     fn search_takes_several_servers_or_a_name_and_json() {
         let parse = |argv: &[&str]| {
-            Cli::try_parse_from([&["p2p-transfer", "search", "w"], argv].concat()).map(|cli| {
-                match cli.command {
-                    Command::Search(args) => args,
-                    _ => panic!("not search"),
-                }
+            parse(&[&["p2p-transfer", "search", "w"], argv].concat()).map(|cli| match cli.command {
+                Command::Search(args) => args,
+                _ => panic!("not search"),
             })
         };
         let args = parse(&["-s", "127.0.0.1:1", "--server", "127.0.0.1:2", "--json"]).unwrap();

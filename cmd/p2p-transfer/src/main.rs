@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! * `cli`: flags, and their mapping to `ServerConfig` / `PeerConfig`; `address`: `--server`
-//!   as typed (host names, IPv6, the default port).
+//!   as typed (host names, IPv6, the default port); `config`: the config file, whose values
+//!   stand in for the flags' defaults.
 //! * `run`: what `server` and `peer` do with those configs.
 //! * `discovery`: mDNS advertisement, `--auto-discover`, following a server that moves.
 //! * `json`: `--json` output, one event a line, for scripts.
@@ -17,7 +18,7 @@
 //! # Exit codes (README, "Exit codes")
 //! * 0: done (also when there was nothing to do, as a download already there).
 //! * 1: the command failed; the last line on stderr says why (`error: ...`).
-//! * 2: the command line is wrong (clap's usage error).
+//! * 2: the command line is wrong (clap's usage error), or the config file is.
 //! * 128 + N (130 for SIGINT/Ctrl-C, 143 for SIGTERM): a signal stopped a command before its
 //!   work was done. A `server` or `peer` that serves until a signal exits 0 once it has shut
 //!   down cleanly; a second signal exits at once with 128 + N.
@@ -29,6 +30,7 @@ mod output;
 mod address;
 mod allow;
 mod cli;
+mod config;
 mod discovery;
 mod errors;
 mod json;
@@ -44,10 +46,9 @@ mod units;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command};
+use crate::cli::Command;
 
 /// Threads for blocking work (hashing, disk I/O); more than the default download workers.
 const BLOCKING_THREADS: usize = 16;
@@ -88,8 +89,21 @@ fn raise_open_files_limit() {
     }
 }
 
+/// The exit code of a command line or config file that is wrong (clap's own).
+const USAGE_EXIT: u8 = 2;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Flags > environment > config file > defaults.
+    let loaded = match config::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(config::LoadError::Usage(err)) => err.exit(),
+        Err(config::LoadError::File(err)) => {
+            eprintln!("error: {}", errors::one_line(&err));
+            logging::flush_stderr(STDERR_GRACE);
+            return ExitCode::from(USAGE_EXIT);
+        }
+    };
+    let cli = &loaded.cli;
     // Logs go to stderr (or above a shell's prompt): stdout carries the lines scripts read.
     logging::init(
         cli.command.interactive(),
@@ -127,6 +141,7 @@ fn main() -> ExitCode {
             Command::Id(args) => run::id::run(args),
             Command::Completions(args) => run::completions::run(args),
             Command::Man(args) => run::man::run(args),
+            Command::Config(args) => run::config::run(args, &loaded),
             Command::Manifest(command) => {
                 interruptible(run::manifest::run(command), &shutdown).await
             }

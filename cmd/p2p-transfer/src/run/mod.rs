@@ -1,9 +1,11 @@
 //! What each subcommand does once its flags are parsed.
 
 pub mod completions;
+pub mod config;
 pub mod id;
 pub mod man;
 pub mod manifest;
+pub mod optional_index;
 pub mod peer;
 pub mod receive;
 pub mod search;

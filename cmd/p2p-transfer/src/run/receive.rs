@@ -17,6 +17,7 @@ use p2p_transport::Tls;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{IdentityArgs, ReceiveArgs};
+use crate::run::optional_index;
 use crate::run::search::one_index;
 use crate::trust::IndexTrust;
 
@@ -28,6 +29,9 @@ const RECEIVE_LISTEN: SocketAddr =
 /// The folder, under the identity folder, of the identity `receive` uses for a ticket made by
 /// this same identity (send and receive on one machine): a node never downloads from itself.
 const SECOND_IDENTITY: &str = "receiver";
+
+/// What `receive TICKET` does when the index given can't be reached.
+const WITHOUT_INDEX: &str = "receiving from the ticket's sender alone";
 
 /// What the argument names.
 enum Wanted {
@@ -56,7 +60,13 @@ pub async fn run(args: &ReceiveArgs, shutdown: CancellationToken) -> anyhow::Res
     };
     let tls = tls(&args.identity, sender)?;
     let mut trust = IndexTrust::load(&args.identity, args.index.server_id)?;
-    let (server_addr, server_id) = match one_index(&args.index, &trust, &tls, &shutdown).await? {
+    // A ticket needs no index (it only adds hosts): one that can't be reached is a warning.
+    // An id is looked up there: then it must answer.
+    let found = match &wanted {
+        Wanted::Ticket(_) => optional_index::find(&args.index, &trust, &tls, WITHOUT_INDEX, &shutdown).await,
+        Wanted::Id(_) => one_index(&args.index, &trust, &tls, &shutdown).await?,
+    };
+    let (server_addr, server_id) = match found {
         Some((addr, claimed)) => (Some(addr), trust.expect_for(addr, claimed)),
         None => (None, None),
     };
@@ -72,10 +82,13 @@ pub async fn run(args: &ReceiveArgs, shutdown: CancellationToken) -> anyhow::Res
         share_downloads: false,
         ..PeerConfig::default()
     };
-    let peer = Peer::start(config, tls)
-        .await
-        .map_err(|e| trust.explain(e))?;
-    if let (Some(addr), Some(seen)) = (server_addr, peer.index_node_id()) {
+    let peer = match &wanted {
+        Wanted::Ticket(_) => optional_index::start(config, tls, &trust, WITHOUT_INDEX).await?,
+        Wanted::Id(_) => Peer::start(config, tls)
+            .await
+            .map_err(|e| trust.explain(e))?,
+    };
+    if let (Some(addr), Some(seen)) = (peer.server_addr(), peer.index_node_id()) {
         trust.remember(addr, seen)?;
     }
     let result = fetch(&peer, &wanted, args, &shutdown).await;

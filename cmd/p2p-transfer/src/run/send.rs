@@ -12,13 +12,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use p2p_peer::{Delivery, Peer, PeerConfig, PeerHandle, Shared};
+use p2p_peer::{Delivery, PeerConfig, PeerHandle, Shared};
 use p2p_protocol::ticket::MAX_TICKET_ADDRS;
 use p2p_protocol::{NodeId, Ticket, TicketItem, printable};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::SendArgs;
 use crate::json::{self, Event};
+use crate::run::optional_index;
 use crate::trust::IndexTrust;
 
 /// How long `send` waits, once everything has been sent to a receiver, for that receiver to
@@ -26,12 +27,16 @@ use crate::trust::IndexTrust;
 /// while the receiver still reads could cut off the last bytes in flight.
 const DELIVERY_LINGER: Duration = Duration::from_secs(30);
 
+/// What `send` does when the index given can't be reached.
+const WITHOUT_INDEX: &str = "sending without it (the ticket works alone)";
+
 /// Runs `send`.
 pub async fn run(args: &SendArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (identity, tls) = crate::run::id::load_tls(&args.identity, p2p_identity::Role::Peer)?;
     let mut trust = IndexTrust::load(&args.identity, args.index.server_id)?;
+    // The ticket is enough: an index that can't be reached is a warning.
     let (server_addr, claimed) =
-        match crate::run::search::one_index(&args.index, &trust, &tls, &shutdown).await? {
+        match optional_index::find(&args.index, &trust, &tls, WITHOUT_INDEX, &shutdown).await {
             Some((addr, claimed)) => (Some(addr), claimed),
             None => (None, None),
         };
@@ -43,10 +48,8 @@ pub async fn run(args: &SendArgs, shutdown: CancellationToken) -> anyhow::Result
         share_downloads: false,
         ..PeerConfig::default()
     };
-    let peer = Peer::start(config, tls)
-        .await
-        .map_err(|e| trust.explain(e))?;
-    if let (Some(addr), Some(seen)) = (server_addr, peer.index_node_id())
+    let peer = optional_index::start(config, tls, &trust, WITHOUT_INDEX).await?;
+    if let (Some(addr), Some(seen)) = (peer.server_addr(), peer.index_node_id())
         && let Some(news) = trust.remember(addr, seen)?
     {
         eprintln!("{news}");

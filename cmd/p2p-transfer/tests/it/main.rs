@@ -10,6 +10,7 @@ mod cli;
 mod cli_defaults;
 mod cli_errors;
 mod cli_json;
+mod config;
 mod connections;
 mod direct;
 mod downloads;

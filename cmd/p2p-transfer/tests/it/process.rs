@@ -7,7 +7,15 @@ pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p-transfer"));
     cmd.env_remove("RUST_LOG")
         .env("P2P_IDENTITY_DIR", crate::support::fresh_identity_dir());
+    no_config_file(&mut cmd);
     cmd
+}
+
+/// Keeps the config file of whoever runs the tests out of them: the default place is a
+/// folder that doesn't exist, and `P2P_CONFIG` is unset.
+pub fn no_config_file(cmd: &mut Command) {
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent/p2p-transfer-tests")
+        .env_remove("P2P_CONFIG");
 }
 
 /// A child process killed on drop.
