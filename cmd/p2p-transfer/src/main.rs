@@ -13,6 +13,7 @@
 //! * `units`: how sizes and speeds are shown (IEC: KiB, MiB, GiB).
 //! * `output`: `println!`/`eprintln!` that never panic on a closed pipe; stderr never blocks.
 //! * `errors`: an error as the one line a person reads.
+//! * `doctor`: `p2p-transfer doctor`'s checks (`run::doctor` runs them).
 //!
 //! # Exit codes (README, "Exit codes")
 //! * 0: done (also when there was nothing to do, as a download already there).
@@ -30,6 +31,7 @@ mod address;
 mod allow;
 mod cli;
 mod discovery;
+mod doctor;
 mod errors;
 mod json;
 mod logging;
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
             Command::Send(args) => run::send::run(args, shutdown).await,
             Command::Receive(args) => run::receive::run(args, shutdown).await,
             Command::Id(args) => run::id::run(args),
+            Command::Doctor(args) => interruptible(run::doctor::run(args), &shutdown).await,
             Command::Manifest(command) => {
                 interruptible(run::manifest::run(command), &shutdown).await
             }

@@ -1,5 +1,6 @@
 //! What each subcommand does once its flags are parsed.
 
+pub mod doctor;
 pub mod id;
 pub mod manifest;
 pub mod peer;
