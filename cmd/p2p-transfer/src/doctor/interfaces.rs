@@ -2,7 +2,9 @@
 //! VPN, a container bridge or loopback, and which ones mDNS uses.
 //!
 //! Addresses come from `if-addrs` (what mDNS itself enumerates); the multicast flag from
-//! `/sys/class/net/<name>/flags` (Linux; unknown elsewhere). mDNS (the `mdns-sd` crate) uses
+//! `/sys/class/net/<name>/flags` (Linux; unknown elsewhere). That shows the network namespace
+//! sysfs was mounted in: right for a normal login, a container or `ip netns exec`, but a shell
+//! entered with `unshare --net` alone still sees the host's flags there. mDNS (the `mdns-sd` crate) uses
 //! every interface that is up and not point-to-point, loopback included.
 
 use std::collections::BTreeMap;

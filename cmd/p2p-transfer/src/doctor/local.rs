@@ -146,9 +146,7 @@ pub fn identity(dir: &Path) -> Vec<Check> {
             format!("belongs to uid {}, not to this user ({me})", meta.uid()),
         )
         .cause("another user's identity: its keys are not this user's to use")
-        .fix(format!(
-            "run as its owner, or give --identity-dir a folder of your own"
-        ))
+        .fix("run as its owner, or give --identity-dir a folder of your own")
     } else if !writable(dir) {
         Check::new(
             CHECK,

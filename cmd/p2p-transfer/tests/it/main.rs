@@ -12,6 +12,7 @@ mod cli_errors;
 mod cli_json;
 mod connections;
 mod direct;
+mod doctor;
 mod downloads;
 mod faults;
 mod folders;
