@@ -1,4 +1,4 @@
-//! [`Prober`]: answers `Probe { port }` by connecting back to the asking connection's own
+//! `Prober`: answers `Probe { port }` by connecting back to the asking connection's own
 //! source IP at that port, as a downloader would (TCP, TLS, the chunk conversation's `Hello`),
 //! and saying whether it got through (`p2p-transfer doctor` asks this to learn whether others
 //! can reach its chunk server).
