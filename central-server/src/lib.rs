@@ -15,7 +15,8 @@
 //! * [`stored`]: the compact form a manifest or a folder's head is stored in, and what it
 //!   costs.
 //! * [`hosts`]: which hosts a `Found` lists, so that registrants can't steer the choice.
-//! * [`rate`]: per-address rate limits (registrations, searches).
+//! * [`rate`]: per-address rate limits (registrations, searches, probes).
+//! * [`probe`]: `Probe`, the connection back to a node that asks whether it can be reached.
 //! * [`budget`]: bytes of large frames buffered across connections.
 //! * `search_queue`: the turn to run a search, and which searches may wait for it.
 //! * `backlog`: requests received but not yet applied, so the reaper never blames a peer for
@@ -31,6 +32,7 @@ pub mod config;
 pub mod folders;
 pub mod hosts;
 pub mod index;
+pub mod probe;
 pub mod rate;
 mod reaper;
 mod search_queue;

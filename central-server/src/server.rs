@@ -26,6 +26,7 @@ use crate::budget::{BODY_TIMEOUT, BufferBudget, FREE_FRAME_LEN, Room};
 use crate::config::ServerConfig;
 use crate::folders;
 use crate::index::{Index, IndexLimits, Located, Search};
+use crate::probe::Prober;
 use crate::rate::RateLimit;
 use crate::reaper;
 use crate::search_queue::SearchQueue;
@@ -60,10 +61,13 @@ pub(crate) struct Shared {
     searches: Mutex<RateLimit>,
     /// The turn to run a search, and the searches waiting for it.
     search_queue: SearchQueue,
+    /// Connects back for `Probe`, within its limits.
+    prober: Prober,
 }
 
 impl Shared {
-    pub(crate) fn new(config: ServerConfig) -> Self {
+    /// The state of an index whose key is `tls`'s (it connects back as itself for `Probe`).
+    pub(crate) fn new(config: ServerConfig, tls: Tls) -> Self {
         let search_rate = config.search_rate_per_ip.max(1);
         Self {
             index: Mutex::new(Index::new(IndexLimits::from(&config))),
@@ -72,6 +76,7 @@ impl Shared {
             // A burst of twice the rate.
             searches: Mutex::new(RateLimit::new(search_rate.saturating_mul(2), search_rate)),
             search_queue: SearchQueue::new(),
+            prober: Prober::new(tls),
             config,
             started: Instant::now(),
         }
@@ -89,6 +94,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .prune(now);
+        self.prober.prune(now);
     }
 }
 
@@ -161,8 +167,8 @@ impl Server {
     pub fn new(listener: TcpListener, config: ServerConfig, tls: Tls) -> Self {
         Self {
             listener,
+            shared: Arc::new(Shared::new(config, tls.clone())),
             tls,
-            shared: Arc::new(Shared::new(config)),
         }
     }
 
@@ -372,6 +378,7 @@ fn encoded_len_bound(response: &IndexResponse) -> usize {
         }
         IndexResponse::Peers { peers, .. } => peers_len_bound(peers.len()),
         IndexResponse::Error { message, .. } => PER_ENTRY + message.len(),
+        IndexResponse::Probed { message, .. } => PER_ENTRY + ADDR + message.len(),
         _ => PER_ENTRY + ADDR,
     }
 }
@@ -430,6 +437,10 @@ impl Shared {
                 let room = self.room_for(from.ip(), bound).await;
                 let (peers, total) = self.index().list_peers(now);
                 return (IndexResponse::Peers { peers, total }, room);
+            }
+            IndexRequest::Probe { port } => {
+                drop(request_room);
+                return (self.prober.probe(from, node, port, now, stop).await, None);
             }
             IndexRequest::Hello { .. } => Err((
                 ErrorCode::BadRequest,
@@ -810,7 +821,7 @@ mod tests {
             max_index_bytes_per_peer: 2_000,
             ..ServerConfig::default()
         };
-        Arc::new(Shared::new(config))
+        Arc::new(Shared::new(config, crate::test_tls()))
     }
 
     /// Runs the answers of one test case.
@@ -1033,10 +1044,13 @@ mod tests {
             p2p_identity::AllowList::parse(&format!("{me}\n"), std::path::Path::new("allow"))
                 .unwrap();
         let allowed = p2p_identity::Allowed::only(list);
-        let shared = Arc::new(Shared::new(ServerConfig {
-            allow_peers: allowed.clone(),
-            ..ServerConfig::default()
-        }));
+        let shared = Arc::new(Shared::new(
+            ServerConfig {
+                allow_peers: allowed.clone(),
+                ..ServerConfig::default()
+            },
+            crate::test_tls(),
+        ));
         let (head, _) = folder(1, 2);
         for request in [
             |peer_id, head| IndexRequest::AddFolder { peer_id, head },
@@ -1160,10 +1174,13 @@ mod tests {
     /// that used to overflow).
     #[test]
     fn the_largest_search_rate_is_accepted() {
-        let shared = Arc::new(Shared::new(ServerConfig {
-            search_rate_per_ip: u32::MAX,
-            ..ServerConfig::default()
-        }));
+        let shared = Arc::new(Shared::new(
+            ServerConfig {
+                search_rate_per_ip: u32::MAX,
+                ..ServerConfig::default()
+            },
+            crate::test_tls(),
+        ));
         let search = IndexRequest::Search {
             query: "anything".into(),
         };

@@ -157,7 +157,8 @@ impl Lane {
             | IndexRequest::Lookup { .. }
             | IndexRequest::Search { .. }
             | IndexRequest::ListFiles { .. }
-            | IndexRequest::ListPeers { .. } => Self::Query,
+            | IndexRequest::ListPeers { .. }
+            | IndexRequest::Probe { .. } => Self::Query,
         }
     }
 }

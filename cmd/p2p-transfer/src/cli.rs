@@ -64,6 +64,10 @@ pub enum Command {
     /// Print the settings in effect and where each comes from: a flag, an environment
     /// variable, the config file, or the default.
     Config(ConfigArgs),
+    /// Check what stands between this machine and a transfer (network interfaces, mDNS, the
+    /// index server, whether others reach this peer, local folders and keys): one line per
+    /// check, the cause and the fix for each problem; exits 1 if it found one.
+    Doctor(DoctorArgs),
 }
 
 /// `p2p-transfer completions`.
@@ -97,6 +101,45 @@ pub struct ConfigArgs {
         allow_hyphen_values = true
     )]
     pub command: Vec<OsString>,
+}
+
+/// `p2p-transfer doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The index server to check: HOST, HOST:PORT, IP or IP:PORT [default: the ones that
+    /// answer over mDNS; else 127.0.0.1:8000 and the ones this machine met before].
+    #[arg(short = 's', long, env = "P2P_SERVER", value_name = "HOST[:PORT]")]
+    pub server: Option<ServerAddr>,
+    /// The index server's node id: any other there is a problem.
+    #[arg(long, env = "P2P_SERVER_ID", value_name = "NODE-ID")]
+    pub server_id: Option<NodeId>,
+    /// Address a peer would listen on (as `peer --addr`): the index connects back to its
+    /// port to check that others reach this machine there (port 0: one the system picks).
+    #[arg(
+        short = 'a',
+        long,
+        default_value = "0.0.0.0:0",
+        env = "P2P_PEER_LISTEN"
+    )]
+    pub addr: SocketAddr,
+    /// Folder downloads are written to: its free space and partial downloads are checked.
+    #[arg(short = 'o', long, default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Don't query mDNS. P2P_NO_MDNS takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "P2P_NO_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_mdns: bool,
+    /// How long the mDNS query on each interface waits for answers.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub discover_timeout: Duration,
+    /// Query mDNS only on this network interface (repeatable).
+    #[arg(long = "mdns-interface", value_name = "NAME")]
+    pub mdns_interfaces: Vec<String>,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Print each check as a JSON object, one a line (see README, "When it doesn't work:
+    /// doctor").
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where a node keeps its key pair.
@@ -458,6 +501,7 @@ impl Command {
             | Command::Id(_)
             | Command::Completions(_)
             | Command::Man(_)
+            | Command::Doctor(_)
             | Command::Send(_)
             | Command::Receive(_)
             | Command::Config(_) => false,

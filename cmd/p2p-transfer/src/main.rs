@@ -14,6 +14,7 @@
 //! * `units`: how sizes and speeds are shown (IEC: KiB, MiB, GiB).
 //! * `output`: `println!`/`eprintln!` that never panic on a closed pipe; stderr never blocks.
 //! * `errors`: an error as the one line a person reads.
+//! * `doctor`: `p2p-transfer doctor`'s checks (`run::doctor` runs them).
 //!
 //! # Exit codes (README, "Exit codes")
 //! * 0: done (also when there was nothing to do, as a download already there).
@@ -32,6 +33,7 @@ mod allow;
 mod cli;
 mod config;
 mod discovery;
+mod doctor;
 mod errors;
 mod json;
 mod logging;
@@ -142,6 +144,7 @@ fn main() -> ExitCode {
             Command::Completions(args) => run::completions::run(args),
             Command::Man(args) => run::man::run(args),
             Command::Config(args) => run::config::run(args, &loaded),
+            Command::Doctor(args) => interruptible(run::doctor::run(args), &shutdown).await,
             Command::Manifest(command) => {
                 interruptible(run::manifest::run(command), &shutdown).await
             }

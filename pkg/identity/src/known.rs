@@ -99,6 +99,11 @@ impl KnownIndexes {
             .map(|(_, id)| *id)
     }
 
+    /// Every address remembered, with its id, in the order of the file.
+    pub fn entries(&self) -> impl Iterator<Item = (SocketAddr, NodeId)> + '_ {
+        self.entries.iter().copied()
+    }
+
     /// Every id remembered.
     pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.entries.iter().map(|(_, id)| *id)

@@ -11,7 +11,8 @@
 //!   (manifests) and folders (a head, then pages of its file list), heartbeats every
 //!   `heartbeat_interval_ms`, and unregisters on exit. Anyone may look files and folders up by
 //!   id prefix (each host comes with its node id), search them by name, and list files and
-//!   peers.
+//!   peers. A node may ask the index to connect back to it (`Probe`), to learn whether
+//!   others can reach its chunk server.
 //! * **downloader ↔ peer** ([`PeerRequest`] / [`PeerResponse`]): fetch a manifest, a chunk,
 //!   or a folder's head and file list ([`folder`]), or leave a short text message for the
 //!   peer's user.
@@ -73,7 +74,7 @@ pub use handshake::{
 };
 pub use message::{
     ErrorCode, FileSummary, HostInfo, IndexRequest, IndexResponse, PeerRequest, PeerResponse,
-    PeerSummary, Role,
+    PeerSummary, ProbeOutcome, Role,
 };
 pub use node_id::{NodeId, NodeIdError};
 pub use text::{RemoteText, printable};

@@ -190,6 +190,15 @@ pub enum IndexRequest {
     },
     /// Lists registered peers. Answered by `Peers`.
     ListPeers {},
+    /// Asks the index to connect back to this connection's own source IP at `port`, as a
+    /// downloader would, and say whether it got through (`p2p-transfer doctor`). Answered by
+    /// `Probed`, or `Error { code: bad_request }` for port 0, `limit_exceeded` when this
+    /// address probes too often, `busy` when the index runs too many probes. The index never
+    /// connects anywhere else: there is no address field.
+    Probe {
+        /// The port this node's chunk server listens on.
+        port: u16,
+    },
 }
 
 /// A reply from the index server.
@@ -295,6 +304,16 @@ pub enum IndexResponse {
         /// How many peers the index knows in all.
         total: u64,
     },
+    /// Answers `Probe`: what the index met when it connected back.
+    Probed {
+        /// Where it connected: the connection's source IP, the port asked for.
+        #[serde(with = "display_fromstr")]
+        addr: SocketAddr,
+        /// Whether it got through, or why not.
+        outcome: ProbeOutcome,
+        /// One line for a human, with the detail (the other node's id, the error).
+        message: String,
+    },
     /// The request failed. See [`ErrorCode`] for which codes also close the connection.
     Error {
         /// Machine-readable reason.
@@ -302,6 +321,40 @@ pub enum IndexResponse {
         /// One line for a human.
         message: String,
     },
+}
+
+/// What the index met when it connected back for a `Probe`. Travels as a snake_case string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeOutcome {
+    /// TCP, TLS and the chunk conversation's `Hello` went through, and the node there proved
+    /// the node id of the connection that asked: this node is reachable from the index.
+    Reached,
+    /// A p2p-transfer node answered there, but with another node id (another peer on that
+    /// port, or the asker's connection came through a NAT that owns the address).
+    OtherNode,
+    /// The connection was refused: nothing listens there, or a firewall rejects it.
+    Refused,
+    /// No answer within the probe's time: a firewall most likely drops the connection.
+    TimedOut,
+    /// Anything else: no route, or something answered that is not a p2p-transfer peer.
+    Failed,
+    /// An outcome from a newer version of the protocol.
+    #[serde(other)]
+    Unknown,
+}
+
+impl fmt::Display for ProbeOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProbeOutcome::Reached => "reached",
+            ProbeOutcome::OtherNode => "other_node",
+            ProbeOutcome::Refused => "refused",
+            ProbeOutcome::TimedOut => "timed_out",
+            ProbeOutcome::Failed => "failed",
+            ProbeOutcome::Unknown => "unknown",
+        })
+    }
 }
 
 /// A peer that hosts a file, as `Found` lists it.

@@ -21,7 +21,7 @@ use p2p_protocol::{
     HostInfo, IndexRequest, IndexResponse, MAX_CHUNKS_PER_FILE, MAX_CONTROL_FRAME_LEN,
     MAX_FILE_NAME_LEN, MAX_FILES_PER_ADD, MAX_HOSTS_PER_LOOKUP, MAX_LIST_ENTRIES, MAX_MESSAGE_LEN,
     MAX_SENDER_LEN, NodeId, PROTOCOL_VERSION, PeerId, PeerRequest, PeerResponse, PeerSummary,
-    ProtocolError, Role, Sha256Hash,
+    ProbeOutcome, ProtocolError, Role, Sha256Hash,
 };
 use sha2::{Digest, Sha256};
 
@@ -1292,4 +1292,27 @@ fn the_ticket_example_and_limits_are_the_codes() {
     assert_eq!(TICKET_CHECKSUM_LEN, 4);
     assert_says(&format!("| item count | 1 | 1 to {MAX_TICKET_ITEMS} |"));
     assert_says(&format!("| address count | 1 | 1 to {MAX_TICKET_ADDRS} |"));
+}
+
+#[test]
+fn probe_examples() {
+    let probe = IndexRequest::Probe { port: 7001 };
+    assert_documented_inline("Probe", &encode_frame(&probe).unwrap());
+    let probed = IndexResponse::Probed {
+        addr: "192.168.1.20:7001".parse().unwrap(),
+        outcome: ProbeOutcome::Reached,
+        message: "the index reached you at 192.168.1.20:7001".into(),
+    };
+    assert_documented("the Probed reply", &encode_frame(&probed).unwrap());
+    // Every outcome is named in the document as it travels.
+    for outcome in [
+        ProbeOutcome::Reached,
+        ProbeOutcome::OtherNode,
+        ProbeOutcome::Refused,
+        ProbeOutcome::TimedOut,
+        ProbeOutcome::Failed,
+    ] {
+        assert_says(&format!("`\"{outcome}\"`"));
+    }
+    assert_says("index probe timeout | 3 s (`PROBE_TIMEOUT`");
 }
