@@ -63,7 +63,9 @@ pub async fn run(args: &ReceiveArgs, shutdown: CancellationToken) -> anyhow::Res
     // A ticket needs no index (it only adds hosts): one that can't be reached is a warning.
     // An id is looked up there: then it must answer.
     let found = match &wanted {
-        Wanted::Ticket(_) => optional_index::find(&args.index, &trust, &tls, WITHOUT_INDEX, &shutdown).await,
+        Wanted::Ticket(_) => {
+            optional_index::find(&args.index, &trust, &tls, WITHOUT_INDEX, &shutdown).await
+        }
         Wanted::Id(_) => one_index(&args.index, &trust, &tls, &shutdown).await?,
     };
     let (server_addr, server_id) = match found {
