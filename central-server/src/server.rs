@@ -438,6 +438,9 @@ impl Shared {
                 let (peers, total) = self.index().list_peers(now);
                 return (IndexResponse::Peers { peers, total }, room);
             }
+            IndexRequest::Probe { .. } if !self.config.allow_peers.permits(node) => {
+                Err((ErrorCode::Forbidden, not_allowed(node)))
+            }
             IndexRequest::Probe { port } => {
                 drop(request_room);
                 return (self.prober.probe(from, node, port, now, stop).await, None);

@@ -271,13 +271,15 @@ fn partial_file(part: &Path, locks: &str) -> Check {
             )
             .cause("a download was stopped (Ctrl-Z, kill -STOP) and holds the file: no other download of it can run")
             .fix(format!("let it go on with `kill -CONT {pid}` (or `fg` in its shell), or end it with `kill {pid}`; the next run resumes the file")),
+            // A healthy download waits in this state for a moment at each write: one look
+            // can't tell, so it is a warning, not a problem.
             'D' => Check::new(
                 CHECK,
                 subject,
-                Status::Problem,
-                format!("locked by process {pid} ({name}), stuck in the kernel"),
+                Status::Warning,
+                format!("locked by process {pid} ({name}), waiting in the kernel"),
             )
-            .cause("its disk or network file system does not answer")
+            .cause("it was waiting for its disk or network file system; if this stays on a second run, that file system does not answer")
             .fix(format!("check that file system; end the process with `kill -9 {pid}` if it stays stuck")),
             _ => Check::ok(
                 CHECK,

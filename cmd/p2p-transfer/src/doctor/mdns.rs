@@ -121,8 +121,15 @@ pub fn servers(heard: &[Heard]) -> Vec<FoundServer> {
 
 /// The summary when nothing answered anywhere: why, and what to do instead. `unusable` names
 /// the interfaces that are up but can't carry a query (multicast off); `command` is a command
-/// that reaches an index found another way, if doctor found one.
-pub fn nothing_heard(asked: &[Heard], unusable: &[String], command: Option<String>) -> Check {
+/// that reaches an index found another way, if doctor found one. `given_works`: the index was
+/// given with `--server` and answers, so this machine already does without mDNS (a warning,
+/// not a problem: following doctor's own advice must end in a clean run).
+pub fn nothing_heard(
+    asked: &[Heard],
+    unusable: &[String],
+    command: Option<String>,
+    given_works: bool,
+) -> Check {
     let asked: Vec<&str> = asked.iter().map(|h| h.interface.as_str()).collect();
     let summary = if asked.is_empty() {
         format!(
@@ -154,9 +161,12 @@ pub fn nothing_heard(asked: &[Heard], unusable: &[String], command: Option<Strin
                  and `p2p-transfer peer --server ADDR`"
             .to_owned(),
     };
-    let check = Check::new(CHECK, "", Status::Problem, summary)
-        .cause(cause)
-        .fix(fix);
+    let status = if given_works {
+        Status::Warning
+    } else {
+        Status::Problem
+    };
+    let check = Check::new(CHECK, "", status, summary).cause(cause).fix(fix);
     match command {
         Some(command) => check.command(command),
         None => check.command("p2p-transfer peer --server ADDR"),

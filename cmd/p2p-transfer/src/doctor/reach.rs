@@ -151,21 +151,28 @@ pub async fn check(
 }
 
 /// Answers connections on `listener` as a chunk server's handshakes would (TLS, `Welcome`),
-/// one at a time (the index connects once), until dropped.
+/// each on a task of its own (a stray connection that says nothing can't hold up the
+/// index's), until dropped.
 async fn answer(listener: TcpListener, tls: &Tls) {
+    let mut answering = tokio::task::JoinSet::new();
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
-        let Ok((stream, _)) = tls.accept(tcp, ANSWER_TIMEOUT).await else {
-            continue;
-        };
-        let mut conn = Connection::server::<PeerConversation>(stream);
-        let _ = tokio::time::timeout(
-            ANSWER_TIMEOUT,
-            server_hello::<PeerConversation, _>(&mut conn),
-        )
-        .await;
-        // The index closes once it has its `Welcome`; this side lets go of it now.
+        let tls = tls.clone();
+        answering.spawn(async move {
+            let Ok((stream, _)) = tls.accept(tcp, ANSWER_TIMEOUT).await else {
+                return;
+            };
+            let mut conn = Connection::server::<PeerConversation>(stream);
+            let _ = tokio::time::timeout(
+                ANSWER_TIMEOUT,
+                server_hello::<PeerConversation, _>(&mut conn),
+            )
+            .await;
+            // The index closes once it has its `Welcome`; this side lets go of it now.
+        });
+        // Finished ones are let go of as it goes (the set ends with this function).
+        while answering.try_join_next().is_some() {}
     }
 }

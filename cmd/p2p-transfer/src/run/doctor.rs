@@ -151,7 +151,8 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
             .map(|i| i.name.clone())
             .collect();
         let command = reached.as_ref().map(|r| peer_command(r.addr, r.node_id));
-        report.add(mdns::nothing_heard(heard, &unusable, command));
+        let given_works = args.server.is_some() && reached.is_some();
+        report.add(mdns::nothing_heard(heard, &unusable, command, given_works));
     }
 
     match reached {
@@ -205,7 +206,7 @@ impl DoctorTls {
                 throwaway: None,
             });
         }
-        let dir = std::env::temp_dir().join(format!("p2p-transfer-doctor-{}", std::process::id()));
+        let dir = private_temp_dir()?;
         let (identity, _) = Identity::load_or_create(&dir, Role::Peer)?;
         Ok(Self {
             tls: Tls::new(&identity)?,
@@ -220,4 +221,27 @@ impl Drop for DoctorTls {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// A folder under the temporary folder that this run made itself (mode 0700, never one that
+/// was there already: another user could have planted a key in it).
+fn private_temp_dir() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut last = None;
+    for attempt in 0..16u32 {
+        let dir = base.join(format!(
+            "p2p-transfer-doctor-{}-{nanos:x}-{attempt}",
+            std::process::id()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => last = Some(err),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("no temporary folder"), Into::into))
 }

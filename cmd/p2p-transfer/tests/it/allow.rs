@@ -48,9 +48,38 @@ async fn an_index_with_an_allow_list_refuses_an_unknown_peer_but_answers_its_que
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
     // Questions stay open to anyone.
-    let client =
-        p2p_peer::index_client::IndexClient::new(server.addr, Duration::from_secs(5), stranger);
+    let client = p2p_peer::index_client::IndexClient::new(
+        server.addr,
+        Duration::from_secs(5),
+        stranger.clone(),
+    );
     client.list_files().await.unwrap();
+    // But not a Probe: the index connects out for nodes on its list only.
+    let (mut conn, _) = p2p_transport::connect::<p2p_protocol::IndexConversation>(
+        &stranger,
+        server.addr,
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let reply = conn
+        .request(
+            &p2p_protocol::IndexRequest::Probe { port: 9 },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            reply,
+            p2p_protocol::IndexResponse::Error {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
     peer.shutdown().await;
 }
 

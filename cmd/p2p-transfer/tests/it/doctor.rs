@@ -206,6 +206,12 @@ fn udp_5353_dropped_is_named_and_the_printed_command_works() {
     let (_peer, _, mut out) = spawn_until(peer, "peer listening on ");
     let registered = read_line_starting(&mut out, "registered ");
     assert!(registered.contains("shared.bin"), "{registered}");
+
+    // Following the advice ends in a clean run: with --server, mDNS's silence is a warning.
+    let (output, checks) = doctor(&identity, &["--server", &addr]);
+    assert!(output.status.success(), "{checks:#?}");
+    let mdns = find(&checks, "mdns", "no index server answered");
+    assert_eq!(mdns["status"], "warning", "{mdns}");
 }
 
 #[test]
