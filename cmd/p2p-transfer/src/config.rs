@@ -777,6 +777,7 @@ struct Settled {
     drop_auto_discover: bool,
     drop_server_name: bool,
     drop_mdns_interfaces: bool,
+    drop_server_id: bool,
 }
 
 /// The rules clap can't apply to values it doesn't count as given (the file's):
@@ -826,6 +827,27 @@ fn settle(settings: &mut Settings, cmd: &Command) -> Result<Settled, LoadError> 
             set_aside(settings, "auto_discover", "a server is given");
         }
     }
+    // The file's `server-id` pins the file's index: when the index comes from a louder source
+    // (a flag or the environment), that id would refuse it, so it is set aside.
+    let index_rank = if auto_on {
+        auto_rank
+    } else if settled.drop_server {
+        0
+    } else {
+        server_rank
+    };
+    if index_rank > 1
+        && settings
+            .get("server_id")
+            .is_some_and(|id| matches!(id.origin, Origin::File { .. }) && !id.values.is_empty())
+    {
+        settled.drop_server_id = true;
+        set_aside(
+            settings,
+            "server_id",
+            "the index is given by a flag or the environment",
+        );
+    }
     if auto_on {
         return Ok(settled);
     }
@@ -871,6 +893,9 @@ impl Settled {
                 if self.drop_mdns_interfaces {
                     args.mdns_interfaces.clear();
                 }
+                if self.drop_server_id {
+                    args.server_id = None;
+                }
                 return;
             }
             Sub::Search(args) => &mut args.index,
@@ -886,6 +911,9 @@ impl Settled {
         }
         if self.drop_server_name {
             index.server_name = None;
+        }
+        if self.drop_server_id {
+            index.server_id = None;
         }
     }
 }
@@ -1053,6 +1081,25 @@ mod tests {
             parse(&argv(&["search", "x", "--server-name", "lab"]), None),
             Err(LoadError::Usage(_))
         ));
+    }
+
+    #[test]
+    fn the_files_server_id_goes_with_the_files_server() {
+        let id = "A3R7-3D62-FG5W-BK2Z-KV66-MHW3-BLWN-WIYRJ";
+        let config = file(&format!(
+            "[index]\nserver = \"10.0.0.1\"\nserver-id = \"{id}\"\n"
+        ));
+        // From the file, both apply.
+        let args = peer(&config, &[]);
+        assert_eq!(args.server_id.map(|n| n.to_string()).as_deref(), Some(id));
+        // Another index on the command line: the file's id would refuse it.
+        let args = peer(&config, &["--server", "10.0.0.2"]);
+        assert_eq!(args.server_id, None);
+        let args = peer(&config, &["--auto-discover"]);
+        assert_eq!(args.server_id, None);
+        // An id given with the flag stays.
+        let args = peer(&config, &["--server", "10.0.0.2", "--server-id", id]);
+        assert_eq!(args.server_id.map(|n| n.to_string()).as_deref(), Some(id));
     }
 
     #[test]
