@@ -314,8 +314,12 @@
   // ---------------------------------------------------------------------------------------
   // Transfers
 
+  // A POST answer and the event stream race: keep a job's view only if it is newer than the
+  // one shown (a job that finished before its POST answered must not go back to "Looking up").
   function upsertDownload(view) {
     if (!view || view.handle === undefined) return;
+    const shown = state.downloads.get(view.handle);
+    if (shown && shown.version > view.version) return;
     state.downloads.set(view.handle, view);
     renderTransfers();
   }

@@ -234,6 +234,10 @@ pub struct DownloadBody {
 pub struct DownloadView {
     /// Its handle, for `GET`/`DELETE /api/v1/downloads/{handle}`.
     pub handle: u64,
+    /// The job's version: a number that grows with every change to any job of the node, so
+    /// of two views of one job the one with the higher version is the newer (responses and
+    /// events can arrive out of order).
+    pub version: u64,
     /// What was asked for: an id, a prefix or a manifest file's name.
     pub target: String,
     /// The output folder.
@@ -295,6 +299,7 @@ impl From<&DownloadInfo> for DownloadView {
         let percent = d.percent();
         Self {
             handle: d.id.0,
+            version: d.version,
             target: text(&d.target),
             out: text(&d.out.display().to_string()),
             name: d.name.as_deref().map(text),

@@ -196,7 +196,33 @@ async fn dashboard_in_a_real_browser() {
         ))
         .await;
 
-    // And the folder, as one job.
+    // And the folder, as one job. Its `POST` answer is held back until the event stream has
+    // shown the job done, as a loaded machine can order them: the page must keep the newer
+    // view (the job done), not go back to the answer's "looking up".
+    browser
+        .eval(&format!(
+            "(() => {{
+                const fetch0 = window.fetch;
+                window.fetch = async (url, init) => {{
+                    const answer = await fetch0(url, init);
+                    if (!(init && init.method === 'POST' && String(url).endsWith('/downloads')
+                          && String(init.body).includes('{folder_id}'))) return answer;
+                    const text = await answer.text();
+                    await new Promise((resolve) => {{
+                        const done = () => document.querySelector(
+                            \"#transfer-rows tr[data-file-id='{folder_id}'][data-state=done]\");
+                        if (done()) return resolve();
+                        const seen = new MutationObserver(() => {{
+                            if (done()) {{ seen.disconnect(); resolve(); }}
+                        }});
+                        seen.observe(document.body, {{ subtree: true, childList: true, attributes: true }});
+                    }});
+                    return new Response(text, {{ status: answer.status, headers: answer.headers }});
+                }};
+                return true;
+            }})()"
+        ))
+        .await;
     browser
         .click(&format!("{folder_row} [data-testid=download-btn]"))
         .await;
@@ -251,6 +277,23 @@ async fn dashboard_in_a_real_browser() {
         .await
         .unwrap();
     assert!(note.starts_with("3 / 3 files · Saved as "), "{note}");
+    // The held answer has now reached the page: the row stays done.
+    browser
+        .wait_until(
+            "the page took the folder's POST answer",
+            "(document.getElementById('status').textContent || '').startsWith('Downloading folder')",
+            browser::ELEMENT_WAIT,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "!!document.querySelector(\"#transfer-rows tr[data-file-id='{folder_id}'][data-kind=folder][data-state=done]\")"
+            ))
+            .await,
+        Value::Bool(true),
+        "the folder's row went back from done once its POST answer came"
+    );
     for (rel, data) in &album_data {
         assert!(
             std::fs::read(out.path().join(ALBUM).join(rel)).unwrap() == *data,
