@@ -79,13 +79,26 @@ enum Prepared {
 
 impl PeerHandle {
     /// Shares every path in `paths`: a file on its own, a folder as a whole (walked through a
-    /// handle on it: links and FIFOs in it are skipped, nothing outside it is shared, and a
-    /// folder that can't be listed completely is an error). Everything is hashed first; if
-    /// any path fails, nothing new is served. Then the index hears of it in batches.
+    /// handle on it: links and FIFOs in it are skipped, nothing outside it is shared). What
+    /// can't be read is named in a warning and left out, the rest shared: a subfolder that
+    /// can't be listed, a file in a folder that can't be read, and one of several paths that
+    /// can't be (a folder whose own listing fails, a file that can't be opened). Everything
+    /// is hashed first; when no path could be, that is the error (the first one's) and
+    /// nothing new is served. Then the index hears of it in batches.
     pub async fn share_paths(&self, paths: &[PathBuf]) -> Result<Vec<Shared>, PeerError> {
         let mut prepared = Vec::with_capacity(paths.len());
+        let mut failed = Vec::new();
         for path in paths {
-            prepared.push(prepare(path).await?);
+            match prepare(path).await {
+                Ok(item) => prepared.push(item),
+                Err(err) => failed.push(err),
+            }
+        }
+        if prepared.is_empty() && !failed.is_empty() {
+            return Err(failed.swap_remove(0));
+        }
+        for err in &failed {
+            warn!("{err}; sharing the other paths without it");
         }
         let mut shared = Vec::with_capacity(prepared.len());
         let mut manifests = Vec::new();
@@ -383,13 +396,14 @@ async fn prepare(path: &Path) -> Result<Prepared, PeerError> {
                 shown.display()
             );
         }
-        let rels: Vec<PathBuf> = walked.files.iter().map(|f| f.rel.clone()).collect();
-        let files = tree
-            .hash_files(walked.files)
-            .into_iter()
-            .zip(&rels)
-            .map(|(hashed, rel)| hashed.map_err(|e| failed(&shown.join(rel), e.into())))
-            .collect::<Result<Vec<_>, _>>()?;
+        // So is a file it can't read (or that changes while it is read).
+        let mut files = Vec::with_capacity(walked.files.len());
+        for hashed in tree.hash_files(walked.files) {
+            match hashed {
+                Ok(file) => files.push(file),
+                Err(err) => warn!("{err}; sharing the rest of {} without it", shown.display()),
+            }
+        }
         let folder =
             SharedFolder::new(tree, shown.clone(), files).map_err(|e| failed(&shown, e.into()))?;
         Ok(Prepared::Folder(Arc::new(folder)))

@@ -11,6 +11,7 @@ use p2p_protocol::manifest_file::{
 use p2p_storage::Tree;
 
 use crate::cli::ManifestCommand;
+use crate::json::{self, Event};
 
 /// What to do when another manifest file is in the way of `manifest create`.
 const WRITE_ELSEWHERE: &str = "move it away, or write elsewhere with -o PATH";
@@ -32,30 +33,12 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
                 .into_iter()
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let servers = index_refs(&resolved, *server_id, identity)?;
-            if file.is_dir() {
+            let (default_target, doc) = if file.is_dir() {
                 let (name, hashed) = hash_folder(file).await?;
-                let target = output
-                    .clone()
-                    .unwrap_or_else(|| folder_manifest_path(file, &name));
-                let doc = folder_document(&name, hashed, servers.clone())?;
-                let written = write_manifest(&target, &doc.to_json(), WRITE_ELSEWHERE)
-                    .with_context(|| format!("cannot write the manifest of {}", file.display()))?;
-                if *json {
-                    crate::json::emit(&crate::json::Event::ManifestWritten {
-                        kind: crate::json::Kind::Folder,
-                        path: crate::json::path(&target),
-                        id: doc.folder_id().to_string(),
-                        size: doc.head().size,
-                        files: doc.files.len() as u64,
-                    });
-                } else {
-                    println!(
-                        "{} {} ({} files)",
-                        written.verb(),
-                        target.display(),
-                        doc.files.len()
-                    );
-                }
+                (
+                    folder_manifest_path(file, &name),
+                    Document::folder(&name, hashed, servers)?,
+                )
             } else {
                 let path = file.clone();
                 let hashed =
@@ -63,21 +46,22 @@ pub async fn run(command: &ManifestCommand) -> anyhow::Result<()> {
                         .await
                         .context("hashing failed")?
                         .with_context(|| format!("cannot describe {}", file.display()))?;
-                let doc = ManifestFile::new(hashed.manifest, servers.clone());
-                let target = output.clone().unwrap_or_else(|| default_path(file));
-                let written = write_manifest(&target, &doc.to_json(), WRITE_ELSEWHERE)
-                    .with_context(|| format!("cannot write the manifest of {}", file.display()))?;
-                if *json {
-                    crate::json::emit(&crate::json::Event::ManifestWritten {
-                        kind: crate::json::Kind::File,
-                        path: crate::json::path(&target),
-                        id: doc.file_id.to_string(),
-                        size: doc.manifest.size,
-                        files: 1,
-                    });
-                } else {
-                    println!("{} {} {}", written.verb(), target.display(), doc.file_id);
-                }
+                (default_path(file), Document::file(hashed.manifest, servers))
+            };
+            let target = output.clone().unwrap_or(default_target);
+            let written = write_manifest(&target, &doc.text, WRITE_ELSEWHERE)
+                .with_context(|| format!("cannot write the manifest of {}", file.display()))?;
+            if *json {
+                json::emit(&doc.written(&target));
+            } else if doc.kind == json::Kind::Folder {
+                println!(
+                    "{} {} ({} files)",
+                    written.verb(),
+                    target.display(),
+                    doc.files
+                );
+            } else {
+                println!("{} {} {}", written.verb(), target.display(), doc.id);
             }
             Ok(())
         }
@@ -126,31 +110,91 @@ async fn hash_folder(dir: &Path) -> anyhow::Result<(String, Vec<(String, FileMan
                 dir.display()
             );
         }
-        let rels: Vec<PathBuf> = walk.files.iter().map(|f| f.rel.clone()).collect();
-        let files = tree
-            .hash_files(walk.files)
-            .into_iter()
-            .zip(rels)
-            .map(|(hashed, rel)| {
-                let (_, manifest) = hashed.with_context(|| {
-                    format!("cannot describe {}", tree.root().join(&rel).display())
-                })?;
-                let path = rel
-                    .to_str()
-                    .with_context(|| format!("{} is not a UTF-8 path", rel.display()))?
-                    .to_owned();
-                Ok((path, manifest))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        // So is a file it can't read (or that changes while it is read).
+        let mut files = Vec::with_capacity(walk.files.len());
+        for hashed in tree.hash_files(walk.files) {
+            let (file, manifest) = match hashed {
+                Ok(hashed) => hashed,
+                Err(err) => {
+                    note!(
+                        "warning: {err}; the manifest describes the rest of {} without it",
+                        dir.display()
+                    );
+                    continue;
+                }
+            };
+            let path = file
+                .rel
+                .to_str()
+                .with_context(|| format!("{} is not a UTF-8 path", file.rel.display()))?
+                .to_owned();
+            files.push((path, manifest));
+        }
         Ok((name, files))
     })
     .await
     .context("hashing failed")?
 }
 
+/// A manifest file about to be written: its text, and what its `manifest_written` event says.
+pub struct Document {
+    /// A file's, or a folder's as a whole.
+    pub kind: json::Kind,
+    /// The file or folder id.
+    pub id: String,
+    /// Bytes in all.
+    pub size: u64,
+    /// 1 for a file.
+    pub files: u64,
+    /// The manifest file's text.
+    pub text: String,
+}
+
+impl Document {
+    /// A file's manifest file, naming `servers`.
+    pub fn file(manifest: FileManifest, servers: Vec<IndexRef>) -> Self {
+        let doc = ManifestFile::new(manifest, servers);
+        Self {
+            kind: json::Kind::File,
+            id: doc.file_id.to_string(),
+            size: doc.manifest.size,
+            files: 1,
+            text: doc.to_json(),
+        }
+    }
+
+    /// The manifest file of the folder named `name` ([`p2p_storage::path::folder_name`]) from
+    /// its files' manifests, by path inside the folder (parts joined by `/`), naming `servers`.
+    pub fn folder(
+        name: &str,
+        files: Vec<(String, FileManifest)>,
+        servers: Vec<IndexRef>,
+    ) -> anyhow::Result<Self> {
+        let doc = folder_document(name, files, servers)?;
+        Ok(Self {
+            kind: json::Kind::Folder,
+            id: doc.folder_id().to_string(),
+            size: doc.head().size,
+            files: doc.files.len() as u64,
+            text: doc.to_json(),
+        })
+    }
+
+    /// Its `manifest_written` event, once written to `target`.
+    pub fn written(&self, target: &Path) -> Event {
+        Event::ManifestWritten {
+            kind: self.kind,
+            path: json::path(target),
+            id: self.id.clone(),
+            size: self.size,
+            files: self.files,
+        }
+    }
+}
+
 /// The manifest file of the folder named `name` ([`p2p_storage::path::folder_name`]) from its
 /// files' manifests, by path inside the folder (parts joined by `/`).
-pub fn folder_document(
+fn folder_document(
     name: &str,
     files: Vec<(String, FileManifest)>,
     servers: Vec<IndexRef>,

@@ -9,7 +9,7 @@ use p2p_peer::downloads;
 use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
 use p2p_peer::{DownloadRequest, JobUpdate, Peer, PeerConfig, PeerError, PeerHandle, Shared};
 use p2p_protocol::manifest_file::IndexRef;
-use p2p_protocol::manifest_file::{AnyManifestFile, ManifestFile};
+use p2p_protocol::manifest_file::AnyManifestFile;
 use p2p_protocol::printable;
 use p2p_storage::StorageError;
 use tokio_util::sync::CancellationToken;
@@ -601,45 +601,28 @@ async fn register(
         .into_iter()
         .collect();
     for item in shared {
-        let (target, source, text, written) = match item {
-            Shared::File { path, manifest } => {
-                let target = manifest::default_path(&path);
-                let written = Event::ManifestWritten {
-                    kind: json::Kind::File,
-                    path: json::path(&target),
-                    id: manifest.id().to_string(),
-                    size: manifest.size,
-                    files: 1,
-                };
-                let text = ManifestFile::new(manifest, servers.clone()).to_json();
-                (target, path, text, written)
-            }
-            Shared::Folder {
+        let (target, source, doc) = match item {
+            Shared::File { path, manifest } => (
+                manifest::default_path(&path),
                 path,
-                folder_id,
-                head,
-                files,
-            } => {
-                let target = manifest::folder_manifest_path(&path, &head.name);
-                let written = Event::ManifestWritten {
-                    kind: json::Kind::Folder,
-                    path: json::path(&target),
-                    id: folder_id.to_string(),
-                    size: head.size,
-                    files: head.files,
-                };
-                let text = manifest::folder_document(&head.name, files, servers.clone())?.to_json();
-                (target, path, text, written)
-            }
+                manifest::Document::file(manifest, servers.clone()),
+            ),
+            Shared::Folder {
+                path, head, files, ..
+            } => (
+                manifest::folder_manifest_path(&path, &head.name),
+                path,
+                manifest::Document::folder(&head.name, files, servers.clone())?,
+            ),
         };
         let outcome = manifest::write_manifest(
             &target,
-            &text,
+            &doc.text,
             "move it away and run the same command again",
         )
         .with_context(|| format!("cannot write the manifest of {}", source.display()))?;
         if json {
-            json::emit(&written);
+            json::emit(&doc.written(&target));
         } else {
             println!("{} {}", outcome.verb(), target.display());
         }

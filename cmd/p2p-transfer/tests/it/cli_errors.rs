@@ -34,7 +34,12 @@ fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitS
 /// Starts `cmd` (its stderr set up by the caller) and waits, at most [`START_LIMIT`], for a
 /// stdout line starting with `prefix`. A process stuck before it prints fails the test rather
 /// than hanging it.
-fn start_until(mut cmd: Command, prefix: &'static str) -> Running {
+fn start_until(cmd: Command, prefix: &'static str) -> Running {
+    start_until_line(cmd, prefix).0
+}
+
+/// [`start_until`], with the line.
+fn start_until_line(mut cmd: Command, prefix: &'static str) -> (Running, String) {
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let out = BufReader::new(child.stdout.take().unwrap());
     let (tx, rx) = mpsc::channel();
@@ -42,16 +47,15 @@ fn start_until(mut cmd: Command, prefix: &'static str) -> Running {
         for line in out.lines() {
             let Ok(line) = line else { return };
             if line.starts_with(prefix) {
-                let _ = tx.send(());
+                let _ = tx.send(line);
             }
         }
     });
     let running = Running(child);
-    assert!(
-        rx.recv_timeout(START_LIMIT).is_ok(),
-        "no {prefix:?} line within {START_LIMIT:?}"
-    );
-    running
+    let line = rx
+        .recv_timeout(START_LIMIT)
+        .unwrap_or_else(|_| panic!("no {prefix:?} line within {START_LIMIT:?}"));
+    (running, line)
 }
 
 fn sigterm(child: &Child) {
@@ -412,6 +416,95 @@ fn an_unreadable_subfolder_is_named_and_the_rest_is_shared() {
         "{logged}"
     );
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The first line of the log file `log` that `wanted` accepts, waited for (stderr lines are
+/// written by a thread of their own, maybe after a stdout line that follows them).
+fn logged_line(log: &std::path::Path, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        let logged = std::fs::read_to_string(log).unwrap();
+        if let Some(line) = logged.lines().find(|l| wanted(l)) {
+            return line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "not logged: {logged}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_unreadable_file_is_named_and_the_rest_is_sent() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = open_dir();
+    // As the warnings name them (links resolved).
+    let base = dir.path().canonicalize().unwrap();
+    let album = base.join("album");
+    std::fs::create_dir(&album).unwrap();
+    std::fs::set_permissions(&album, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (_, a) = random_file(&album, "a.bin", 1000, 7);
+    let (_, b) = random_file(&album, "b.bin", 5 * 1024 * 1024 + 9, 8);
+    let (secret, _) = random_file(&album, "secret.bin", 1000, 9);
+    // And among the paths given: one file readable, one not.
+    let (loose, c) = random_file(&base, "loose.bin", 2000, 10);
+    let (private, _) = random_file(&base, "private.bin", 2000, 11);
+    for file in [&secret, &private] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+
+    // manifest create: a warning naming the file, the rest described, success.
+    let mut cmd = bin();
+    cmd.args(["manifest", "create", "--json"]).arg(&album);
+    let _identity = unprivileged(&mut cmd);
+    let output = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let written: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(written["files"], 2, "{written}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: cannot open {}: Permission denied",
+            secret.display()
+        )),
+        "{stderr}"
+    );
+
+    // send: the warnings name both, the ticket lists the rest.
+    let log = dir.path().join("send.log");
+    let mut cmd = bin();
+    cmd.args(["send", "--addr", "127.0.0.1:0"])
+        .args([&album, &loose, &private])
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _identity = unprivileged(&mut cmd);
+    let (mut sender, line) = start_until_line(cmd, "p2p-transfer receive ");
+    let ticket: p2p_protocol::Ticket = line
+        .trim_start_matches("p2p-transfer receive ")
+        .parse()
+        .unwrap();
+    assert_eq!(ticket.items.len(), 2, "{line}");
+    for (path, rest) in [(&secret, "the rest of"), (&private, "the other paths")] {
+        let named = format!("cannot open {}: Permission denied", path.display());
+        let warning = logged_line(&log, |l| l.contains(&named));
+        assert!(warning.contains(&format!("; sharing {rest}")), "{warning}");
+    }
+
+    // A receiver gets the rest, byte for byte, and the sender is done.
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = bin()
+        .args(["receive", &ticket.to_string(), "--out"])
+        .arg(out.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = exit_within(&mut receiver, START_LIMIT).expect("receive did not end");
+    assert!(status.success(), "{status}");
+    assert_eq!(std::fs::read(out.path().join("album/a.bin")).unwrap(), a);
+    assert_eq!(std::fs::read(out.path().join("album/b.bin")).unwrap(), b);
+    assert_eq!(std::fs::read(out.path().join("loose.bin")).unwrap(), c);
+    assert!(!out.path().join("album/secret.bin").exists());
+    assert!(!out.path().join("private.bin").exists());
+    let status = exit_within(&mut sender.0, START_LIMIT).expect("send did not end");
+    assert!(status.success(), "{status}");
 }
 
 #[test]
