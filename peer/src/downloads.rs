@@ -180,7 +180,9 @@ pub enum PeerChange {
 
 /// What the run of a job tells the front end that started it and shows it itself (the command
 /// line's startup download, with its progress bar, its lines per conflict and its summary),
-/// through [`PeerHandle::start_download_observed`]. Everyone else reads the registry.
+/// through [`PeerHandle::start_download_observed`]; and, of every job nobody observes so, the
+/// front end that reports all of them ([`PeerHandle::observe_other_jobs`]). Everyone else
+/// reads the registry.
 #[derive(Debug)]
 // `Ended` comes once per run: its size costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
@@ -308,6 +310,9 @@ pub(crate) struct Downloads {
     jobs: Mutex<Jobs>,
     next: AtomicU64,
     changes: broadcast::Sender<PeerChange>,
+    /// Told of every run nobody observes (see [`PeerHandle::observe_other_jobs`]). std
+    /// Mutex: a clone out at the start of a run.
+    others: Mutex<Option<UnboundedSender<(DownloadId, JobUpdate)>>>,
 }
 
 impl Default for Downloads {
@@ -316,6 +321,7 @@ impl Default for Downloads {
             jobs: Mutex::new(Jobs::default()),
             next: AtomicU64::new(1),
             changes: broadcast::channel(CHANGES_CAPACITY).0,
+            others: Mutex::new(None),
         }
     }
 }
@@ -414,6 +420,14 @@ impl Downloads {
     /// The change feed's sender (shared files and messages are announced on it too).
     pub fn changes(&self) -> &broadcast::Sender<PeerChange> {
         &self.changes
+    }
+
+    /// Where a run that nobody observes sends its updates, if anywhere.
+    fn others(&self) -> Option<UnboundedSender<(DownloadId, JobUpdate)>> {
+        self.others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Announces a change; nobody listening is fine.
@@ -803,6 +817,23 @@ impl PeerHandle {
         Ok(id)
     }
 
+    /// For a front end that reports every job as it goes (the command line's `--json`): the
+    /// runs that no front end observes (a job the web API started, a resumed one) send their
+    /// updates here from now on, each with its job's handle, as an observer of
+    /// [`Self::start_download_observed`] gets them. One receiver at a time: another call
+    /// takes the place of this one.
+    pub fn observe_other_jobs(
+        &self,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<(DownloadId, JobUpdate)> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self
+            .registry()
+            .others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
     fn spawn_run(&self, ticket: RunTicket) {
         let span = info_span!("download", id = %ticket.id);
         self.spawn(run(self.clone(), ticket).instrument(span));
@@ -865,15 +896,23 @@ pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
         running,
         observer,
     } = ticket;
+    let downloads = peer.registry();
+    // Whoever reports the jobs nobody observes, if this is one.
+    let others = match observer {
+        Some(_) => None,
+        None => downloads.others(),
+    };
+    let observed = observer.is_some() || others.is_some();
     // Nobody listening any more is fine: the entry is what counts.
     let tell = |update: JobUpdate| {
         if let Some(observer) = &observer {
             let _ = observer.send(update);
+        } else if let Some(others) = &others {
+            let _ = others.send((id, update));
         }
     };
     // After a cancelled run has let go of its part files.
     let _running = running.lock_owned().await;
-    let downloads = peer.registry();
     let mut request = (*request).clone();
     for host in peer.direct_hosts() {
         if !request.hosts.contains(&host) {
@@ -886,7 +925,7 @@ pub(crate) async fn run(peer: PeerHandle, ticket: RunTicket) {
     };
     let result = run_once(&peer, id, run, &request, &out, &cancel, event).await;
     // An observer reports the end itself (the command line prints the error).
-    if observer.is_none() {
+    if !observed {
         match &result {
             Err(err) => warn!(download = %id, %err, "download ended"),
             Ok(report) if !report.complete() => {

@@ -11,7 +11,10 @@
 //! (many at once): manifests are cached in a small JSON file, so a restart of a peer sharing
 //! many gigabytes is instant. When a rescan finds anything changed, the folder's record is
 //! rebuilt: the new folder id is served and announced (`AddFolder`, `AddFolderFiles`), then
-//! the old one withdrawn (`RemoveFolder`).
+//! the old one withdrawn (`RemoveFolder`), and whoever started it is told
+//! ([`ShareDirConfig::changes`]: a [`FolderChange`] with the files new at their paths). A
+//! subfolder or file that can't be read is named in a warning (once, and again only if the
+//! reason changes) and left out; the rest is shared.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use notify::Watcher;
 use p2p_protocol::manifest_file::ManifestFile;
-use p2p_protocol::{FileManifest, FolderId};
+use p2p_protocol::{FileId, FileManifest, FolderHead, FolderId};
 use p2p_storage::{Tree, TreeFile};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -44,6 +47,64 @@ pub struct ShareDirConfig {
     pub cache_file: Option<PathBuf>,
     /// Rescan this often even without watcher events.
     pub rescan_every: Duration,
+    /// Told of each new record of the folder once it is shared (not of the first: that is
+    /// what [`ShareDir::start`] returns), for a front end to show; `None`: nobody is.
+    pub changes: Option<mpsc::UnboundedSender<FolderChange>>,
+}
+
+/// A shared folder's new record: files in it were added, changed or removed on disk, and the
+/// folder is now shared under `folder_id` in place of `replaces` (withdrawn).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderChange {
+    /// The folder as it was given.
+    pub path: PathBuf,
+    /// Its id now.
+    pub folder_id: FolderId,
+    /// Its head now (name, totals).
+    pub head: FolderHead,
+    /// The id it had before.
+    pub replaces: FolderId,
+    /// Its files that are new or changed, in record order (a file removed has no line: the
+    /// new record is without it).
+    pub files: Vec<ChangedFile>,
+}
+
+/// A file of a [`FolderChange`] that is new, or new at its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangedFile {
+    /// Its path in the folder (parts joined by `/`).
+    pub path: String,
+    /// Its manifest.
+    pub manifest: FileManifest,
+    /// The id of the file at that path before (it changed); `None` for a new path.
+    pub replaces: Option<FileId>,
+}
+
+impl FolderChange {
+    /// From what each path held before (`previous`) to `folder`, shared under `path`.
+    fn between(
+        path: &Path,
+        previous: HashMap<String, FileId>,
+        folder: &SharedFolder,
+        replaces: FolderId,
+    ) -> Self {
+        let files = folder
+            .files()
+            .filter(|(at, manifest)| previous.get(*at) != Some(&manifest.id()))
+            .map(|(at, manifest)| ChangedFile {
+                path: at.to_owned(),
+                manifest: manifest.clone(),
+                replaces: previous.get(at).copied(),
+            })
+            .collect();
+        Self {
+            path: path.to_owned(),
+            folder_id: folder.id(),
+            head: folder.head().clone(),
+            replaces,
+            files,
+        }
+    }
 }
 
 /// Counters, for status lines and tests.
@@ -100,6 +161,8 @@ impl ShareDir {
             cache: load_cache(config.cache_file.as_deref()),
             cache_file: config.cache_file.clone(),
             stats: Arc::default(),
+            changes: config.changes.clone(),
+            unreadable: HashMap::new(),
             current: Arc::default(),
             peer: peer.clone(),
         };
@@ -174,6 +237,11 @@ struct State {
     cache: Cache,
     cache_file: Option<PathBuf>,
     stats: Arc<ShareDirStats>,
+    /// Told of each new record ([`ShareDirConfig::changes`]).
+    changes: Option<mpsc::UnboundedSender<FolderChange>>,
+    /// What the last scan could not read (a subfolder, a file), by path in the folder, and
+    /// why: warned about once.
+    unreadable: HashMap<PathBuf, String>,
     /// The id of `folder`, for [`ShareDir::folder_id`]. std Mutex: a copy in, a copy out.
     current: Arc<Mutex<Option<FolderId>>>,
     peer: PeerHandle,
@@ -196,9 +264,20 @@ impl State {
         let mut files: Vec<(TreeFile, FileManifest)> = Vec::with_capacity(walk.files.len());
         let mut to_hash = Vec::new();
         let mut from_cache = 0;
+        // What can't be read is named (once, until the reason changes), and left out.
+        let mut unreadable: HashMap<PathBuf, String> = walk
+            .unlisted
+            .iter()
+            .map(|(rel, why)| {
+                let shown = self.shown.join(rel);
+                (
+                    rel.clone(),
+                    format!("cannot list {} ({why})", shown.display()),
+                )
+            })
+            .collect();
         // A folder that could not be listed this time hides its files: they are not gone.
         if !walk.complete {
-            warn!(dir = %self.tree.root().display(), "part of the shared folder could not be listed; keeping what is shared of it");
             let listed: std::collections::HashSet<&Path> =
                 walk.files.iter().map(|f| f.rel.as_path()).collect();
             for (rel, (file, manifest)) in &previous {
@@ -226,26 +305,35 @@ impl State {
             && to_hash.is_empty()
             && kept == files.len()
             && kept == previous.len();
-        drop(previous);
+        let previous = previous.len();
         if unchanged {
+            self.report(unreadable);
             return Ok(());
         }
         self.stats.cached.fetch_add(from_cache, Ordering::Relaxed);
         if !to_hash.is_empty() {
             let tree = self.tree.clone();
+            let rels: Vec<PathBuf> = to_hash.iter().map(|f| f.rel.clone()).collect();
             let hashed = tokio::task::spawn_blocking(move || tree.hash_files(to_hash))
                 .await
                 .map_err(|e| PeerError::Internal(e.to_string()))?;
-            for result in hashed {
+            for (result, rel) in hashed.into_iter().zip(rels) {
                 match result {
                     Ok((file, manifest)) => {
                         self.stats.hashed.fetch_add(1, Ordering::Relaxed);
                         self.remember(&file, &manifest);
                         files.push((file, manifest));
                     }
-                    Err(err) => warn!(%err, "cannot share file"),
+                    Err(err) => {
+                        unreadable.insert(rel, err.to_string());
+                    }
                 }
             }
+        }
+        self.report(unreadable);
+        // Only files that still can't be read were new: nothing changed.
+        if self.folder.is_some() && kept == files.len() && kept == previous {
+            return Ok(());
         }
         let tree = self.tree.clone();
         let shown = self.shown.clone();
@@ -254,6 +342,14 @@ impl State {
             .map_err(|e| PeerError::Internal(e.to_string()))??;
         let folder = Arc::new(folder);
         let old = self.folder.as_ref().map(|f| f.id());
+        // What each path held, for the change's news (only when somebody listens).
+        let previous_files: HashMap<String, FileId> = match (&self.changes, &self.folder) {
+            (Some(_), Some(before)) => before
+                .files()
+                .map(|(path, manifest)| (path.to_owned(), manifest.id()))
+                .collect(),
+            _ => HashMap::new(),
+        };
         if old == Some(folder.id()) {
             // Touched, not changed (a file rewritten with the same bytes): same record.
             self.folder = Some(folder.clone());
@@ -273,9 +369,32 @@ impl State {
         self.cache
             .files
             .retain(|path, _| !Path::new(path).starts_with(root) || present.contains(path));
-        let replaced = self.peer.replace_folder(old, folder).await;
+        let replaced = self.peer.replace_folder(old, folder.clone()).await;
+        // Served under its new id now, whatever the index said (a warning, below).
+        if let (Some(changes), Some(replaces)) = (&self.changes, old) {
+            let _ = changes.send(FolderChange::between(
+                &self.shown,
+                previous_files,
+                &folder,
+                replaces,
+            ));
+        }
         self.save_cache().await;
         replaced
+    }
+
+    /// Warns about each thing in the folder that can't be read (`what` says which and why),
+    /// unless the last scan said the same of it: a rescan every few seconds would repeat it.
+    fn report(&mut self, what: HashMap<PathBuf, String>) {
+        for (rel, why) in &what {
+            if self.unreadable.get(rel) != Some(why) {
+                warn!(
+                    "{why}; sharing the rest of {} without it",
+                    self.shown.display()
+                );
+            }
+        }
+        self.unreadable = what;
     }
 
     /// The manifest the cache has for `seen`, if it has one for this size and time.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use p2p_peer::Shared;
 use p2p_peer::downloads::DownloadInfo;
+use p2p_peer::share_dir::FolderChange;
 use serde::Serialize;
 
 /// Least time between two `progress` events of one download job.
@@ -49,7 +50,9 @@ pub enum Event {
         api_key_file: Option<String>,
     },
     /// `peer --register`/`--share-dir`: a file or a whole folder is shared. A file inside a
-    /// shared folder has its own line first, with `folder_id` set to the folder's id.
+    /// shared folder has its own line first, with `folder_id` set to the folder's id. When a
+    /// `--share-dir` folder changes: a line per file new at its path, then the folder's new
+    /// line; `replaces` is the id it takes the place of (else `null`).
     Registered {
         kind: Kind,
         path: String,
@@ -57,6 +60,7 @@ pub enum Event {
         size: u64,
         files: u64,
         folder_id: Option<String>,
+        replaces: Option<String>,
     },
     /// `manifest create`, `peer --write-manifest`: a manifest file was written.
     ManifestWritten {
@@ -211,6 +215,7 @@ pub fn registered(shared: &Shared) -> Vec<Event> {
             size: manifest.size,
             files: 1,
             folder_id: None,
+            replaces: None,
         }],
         Shared::Folder {
             path: p,
@@ -226,6 +231,7 @@ pub fn registered(shared: &Shared) -> Vec<Event> {
                 size: manifest.size,
                 files: 1,
                 folder_id: Some(folder_id.to_string()),
+                replaces: None,
             })
             .chain(std::iter::once(Event::Registered {
                 kind: Kind::Folder,
@@ -234,9 +240,38 @@ pub fn registered(shared: &Shared) -> Vec<Event> {
                 size: head.size,
                 files: head.files,
                 folder_id: None,
+                replaces: None,
             }))
             .collect(),
     }
+}
+
+/// The `registered` lines of a `--share-dir` folder's new record: one per file new at its
+/// path, then the folder's.
+pub fn reshared(change: &FolderChange) -> Vec<Event> {
+    let folder_id = change.folder_id.to_string();
+    change
+        .files
+        .iter()
+        .map(|file| Event::Registered {
+            kind: Kind::File,
+            path: path(&change.path.join(&file.path)),
+            id: file.manifest.id().to_string(),
+            size: file.manifest.size,
+            files: 1,
+            folder_id: Some(folder_id.clone()),
+            replaces: file.replaces.map(|id| id.to_string()),
+        })
+        .chain(std::iter::once(Event::Registered {
+            kind: Kind::Folder,
+            path: path(&change.path),
+            id: folder_id.clone(),
+            size: change.head.size,
+            files: change.head.files,
+            folder_id: None,
+            replaces: Some(change.replaces.to_string()),
+        }))
+        .collect()
 }
 
 /// The `progress` line of a job as the registry sees it.

@@ -8,8 +8,8 @@ use p2p_peer::download::MAX_REPORTED;
 use p2p_peer::downloads;
 use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
 use p2p_peer::{DownloadRequest, JobUpdate, Peer, PeerConfig, PeerError, PeerHandle, Shared};
-use p2p_protocol::manifest_file::IndexRef;
 use p2p_protocol::manifest_file::AnyManifestFile;
+use p2p_protocol::manifest_file::IndexRef;
 use p2p_protocol::printable;
 use p2p_storage::StorageError;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ use crate::cli::PeerArgs;
 use crate::discovery::{Finder, ServerOrigin};
 use crate::json::{self, Event};
 use crate::progress;
-use crate::run::manifest;
+use crate::run::{manifest, peer_json};
 use crate::shell::{self, peer::PeerShell};
 use crate::trust::IndexTrust;
 use crate::units;
@@ -120,23 +120,66 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     for host in &args.from {
         peer.add_direct_host(*host);
     }
-    let result = startup_actions(&peer, args, manifest_file, &shutdown).await;
-    if args.interactive {
+    let reports = args.json.then(|| JsonReports::start(&peer));
+    let folder_changes = reports.as_ref().map(|r| r.folder_changes.clone());
+    let result = startup_actions(&peer, args, manifest_file, folder_changes, &shutdown).await;
+    let result = if args.interactive {
         // A failed startup action is reported, and the shell opens all the same.
         if let Err(err) = &result {
             eprintln!("error: {}", crate::errors::one_line(err));
         }
-        let result = interactive(&peer, args, origin, &shutdown).await;
-        crate::run::web::stop(web).await;
-        peer.shutdown().await;
-        return result;
-    }
-    if result.is_ok() && !exits_after_download(args) {
-        shutdown.cancelled().await;
-    }
+        interactive(&peer, args, origin, &shutdown).await
+    } else {
+        if result.is_ok() && !exits_after_download(args) {
+            shutdown.cancelled().await;
+        }
+        result
+    };
     crate::run::web::stop(web).await;
     peer.shutdown().await;
+    if let Some(reports) = reports {
+        reports.finish().await;
+    }
     result
+}
+
+/// With `--json`, the events of what happens after start: download jobs other front ends
+/// started (the web API), and `--share-dir` folders' new records.
+struct JsonReports {
+    /// For each `--share-dir` folder: where its new records go.
+    folder_changes: tokio::sync::mpsc::UnboundedSender<p2p_peer::share_dir::FolderChange>,
+    /// Tells the job printer that the peer has shut down (every run has ended).
+    stop: CancellationToken,
+    jobs: tokio::task::JoinHandle<()>,
+    folders: tokio::task::JoinHandle<()>,
+}
+
+impl JsonReports {
+    fn start(peer: &PeerHandle) -> Self {
+        let stop = CancellationToken::new();
+        let jobs = tokio::spawn(peer_json::report_other_jobs(
+            peer.clone(),
+            peer.observe_other_jobs(),
+            stop.clone(),
+        ));
+        let (folder_changes, changes) = tokio::sync::mpsc::unbounded_channel();
+        let folders = tokio::spawn(peer_json::report_reshared(changes));
+        Self {
+            folder_changes,
+            stop,
+            jobs,
+            folders,
+        }
+    }
+
+    /// Once the peer has shut down: prints what is left, and returns.
+    async fn finish(self) {
+        self.stop.cancel();
+        // The folders' senders went with the peer's tasks; this one goes now.
+        drop(self.folder_changes);
+        let _ = self.jobs.await;
+        let _ = self.folders.await;
+    }
 }
 
 /// Whether this peer stops once its startup download is done: it has nothing to share and no
@@ -182,6 +225,7 @@ async fn startup_actions(
     peer: &PeerHandle,
     args: &PeerArgs,
     manifest_file: Option<AnyManifestFile>,
+    folder_changes: Option<tokio::sync::mpsc::UnboundedSender<p2p_peer::share_dir::FolderChange>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     // Hashing waits on the disk (a huge file, a hung network file system): a signal stops it.
@@ -192,6 +236,7 @@ async fn startup_actions(
                 dir: dir.clone(),
                 cache_file: manifest_cache(),
                 rescan_every: SHARE_DIR_RESCAN,
+                changes: folder_changes.clone(),
             };
             let (_, shared) = ShareDir::start(peer, config)
                 .await
@@ -250,30 +295,16 @@ pub(crate) async fn download(
         Ok(id) => id,
         Err(err) => {
             if json {
-                emit_failed(arg, None, &err);
+                peer_json::emit_failed(arg, None, &err);
             }
             return Err(err);
         }
     };
     let result = follow(peer, id, updates, arg, json, shutdown).await;
     if json && let Err(err) = &result {
-        emit_failed(arg, peer.download_info(id).as_ref(), err);
+        peer_json::emit_failed(arg, peer.download_info(id).as_ref(), err);
     }
     result
-}
-
-/// A `failed` event for the job asked for as `arg`.
-fn emit_failed(arg: &str, info: Option<&p2p_peer::DownloadInfo>, err: &anyhow::Error) {
-    let resolved = info.and_then(|i| {
-        i.folder_id
-            .map(|f| f.to_string())
-            .or_else(|| i.file_id.map(|f| f.to_string()))
-    });
-    json::emit(&Event::Failed {
-        id: resolved.unwrap_or_else(|| arg.to_owned()),
-        name: info.and_then(|i| i.name.clone()),
-        error: crate::errors::one_line(err),
-    });
 }
 
 /// Shows job `id`'s progress until it ends, then what it did (see [`download`]). Errors say
@@ -302,7 +333,7 @@ async fn follow(
         let update = tokio::select! {
             update = updates.recv() => update,
             _ = tick.tick(), if json => {
-                json_progress(peer, id, &mut throttle);
+                peer_json::progress_due(peer, id, &mut throttle);
                 continue;
             }
             () = shutdown.cancelled(), if !cancelled => {
@@ -317,7 +348,7 @@ async fn follow(
                 Some(events) => {
                     let _ = events.send(event);
                 }
-                None => json_event(peer, id, &event, &mut throttle),
+                None => peer_json::job_event(peer, id, &event, &mut throttle),
             },
             Some(JobUpdate::Ended(result)) => break result,
             // The run always says how it ended; only a runtime going down drops it unsaid.
@@ -357,10 +388,11 @@ async fn follow(
     } else {
         None
     };
-    if json {
-        return report_json(&report, info.as_ref(), arg, kept);
-    }
     let folder_id = info.as_ref().and_then(|i| i.folder_id);
+    if json {
+        peer_json::emit_report(&report, info.as_ref(), arg);
+        return incomplete(&report, kept, folder_id.is_some(), arg);
+    }
     let shown = |path: &std::path::Path| printable(&path.display().to_string()).to_string();
     let Some(folder_id) = folder_id else {
         incomplete(&report, kept, false, arg)?;
@@ -432,89 +464,6 @@ fn incomplete(
         anyhow::bail!("{why}; run the same command again to resume");
     }
     Err(anyhow::anyhow!(why)).with_context(failed)
-}
-
-/// With `--json`: a job's event. A dropped host is a warning on stderr; bytes arriving may
-/// bring a `progress` line.
-fn json_event(
-    peer: &PeerHandle,
-    id: p2p_peer::DownloadId,
-    event: &p2p_peer::DownloadEvent,
-    throttle: &mut json::Throttle,
-) {
-    use p2p_peer::DownloadEvent as E;
-    match event {
-        E::PeerFailed {
-            host,
-            error,
-            dropped: true,
-        } => note!("dropped {host}: {}", printable(error)),
-        E::ChunkDone { .. } | E::FileDone { .. } | E::Started { .. } | E::JobStarted { .. } => {
-            json_progress(peer, id, throttle)
-        }
-        _ => {}
-    }
-}
-
-/// A `progress` line for job `id`, if it is running and the last one is a second old.
-fn json_progress(peer: &PeerHandle, id: p2p_peer::DownloadId, throttle: &mut json::Throttle) {
-    let Some(info) = peer.download_info(id) else {
-        return;
-    };
-    let running = matches!(
-        info.state,
-        p2p_peer::DownloadState::Running | p2p_peer::DownloadState::Flushing
-    );
-    if running && throttle.due(std::time::Instant::now()) {
-        json::emit(&json::progress(&info));
-    }
-}
-
-/// With `--json`: the job's `conflict`, `file_failed` and `downloaded` events; an error if
-/// anything is missing (the caller adds `failed`).
-fn report_json(
-    report: &p2p_peer::download::JobReport,
-    info: Option<&p2p_peer::DownloadInfo>,
-    arg: &str,
-    kept: Option<anyhow::Error>,
-) -> anyhow::Result<()> {
-    let folder_id = info.and_then(|i| i.folder_id);
-    for problem in report.conflicts.iter().take(MAX_REPORTED) {
-        json::emit(&Event::Conflict {
-            path: json::path(&problem.path),
-            reason: problem.reason.clone(),
-        });
-    }
-    for problem in report.failed.iter().take(MAX_REPORTED) {
-        json::emit(&Event::FileFailed {
-            path: json::path(&problem.path),
-            error: problem.reason.clone(),
-        });
-    }
-    let id = folder_id
-        .map(|f| f.to_string())
-        .or_else(|| info.and_then(|i| i.file_id).map(|f| f.to_string()))
-        .unwrap_or_else(|| arg.to_owned());
-    json::emit(&Event::Downloaded {
-        kind: if folder_id.is_some() {
-            json::Kind::Folder
-        } else {
-            json::Kind::File
-        },
-        path: json::path(&report.path),
-        id,
-        size: report.size,
-        files: report.files,
-        fetched: report.fetched,
-        already_there: report.already_there,
-        conflicts: report.conflicts_total,
-        failed: report.failed_total,
-        bytes_fetched: report.bytes_fetched,
-        bytes_resumed: report.bytes_resumed,
-        seconds: report.elapsed.as_secs_f64(),
-        complete: report.complete(),
-    });
-    incomplete(report, kept, folder_id.is_some(), arg)
 }
 
 /// What a signal during a download left, from the job's last state: a file's `.part` (kept,

@@ -4,7 +4,9 @@
 
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -256,6 +258,190 @@ fn peer_events_are_one_json_object_a_line() {
         stderr.lines().last().unwrap().starts_with("error: "),
         "{stderr}"
     );
+}
+
+/// Generous: the machine is shared and loaded.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running `peer --json`: its events as they come, read on a thread so that each can be
+/// waited for with a deadline.
+struct LiveEvents {
+    _peer: Running,
+    events: mpsc::Receiver<Value>,
+    /// Every event so far, for failure messages.
+    seen: Vec<Value>,
+}
+
+impl LiveEvents {
+    /// Starts `cmd` (a `peer --json ...`).
+    fn start(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines() {
+                let Ok(line) = line else { return };
+                let event: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|err| panic!("stdout line is not JSON ({err}): {line:?}"));
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            _peer: Running(child),
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next event, within [`DEADLINE`].
+    fn next(&mut self) -> Value {
+        let event = self
+            .events
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("no event within {DEADLINE:?}; so far: {:?}", self.seen));
+        self.seen.push(event.clone());
+        event
+    }
+
+    /// The next event `wanted` accepts, and the ones before it.
+    fn until(&mut self, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+        let mut before = Vec::new();
+        loop {
+            let event = self.next();
+            if wanted(&event) {
+                return (event, before);
+            }
+            before.push(event);
+        }
+    }
+}
+
+fn is_folder_line(event: &Value) -> bool {
+    event["event"] == "registered" && event["kind"] == "folder"
+}
+
+/// `peer --json --share-dir D`: what is added to D later is `registered` too (the new file,
+/// then the folder's new id with the id it replaces); a file removed gives the folder's new
+/// line alone.
+#[test]
+fn share_dir_changes_are_registered_events() {
+    let (_server, addr) = start_server();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let (first, _) = random_file(dir.path(), "first.bin", 3000, 81);
+    let mut cmd = bin();
+    cmd.env("P2P_MANIFEST_CACHE", cache.path().join("cache.json"))
+        .args(["peer", "--json", "--addr", "127.0.0.1:0", "--server", &addr])
+        .arg("--share-dir")
+        .arg(dir.path());
+    let mut peer = LiveEvents::start(cmd);
+    let (folder, _) = peer.until(is_folder_line);
+    assert_eq!(folder["files"], 1, "{folder}");
+    assert!(folder["replaces"].is_null(), "{folder}");
+    let old_id = folder["id"].as_str().unwrap().to_owned();
+
+    // A file dropped in.
+    let (added, _) = random_file(dir.path(), "added.bin", 5000, 82);
+    let added_id = p2p_storage::build_manifest(&added)
+        .unwrap()
+        .manifest
+        .id()
+        .to_string();
+    let (folder, before) = peer.until(is_folder_line);
+    let files: Vec<&Value> = before
+        .iter()
+        .filter(|e| e["event"] == "registered")
+        .collect();
+    assert_eq!(files.len(), 1, "only the new file: {before:?}");
+    let file = files[0];
+    assert_eq!(file["kind"], "file");
+    assert_eq!(file["path"], added.to_str().unwrap());
+    assert_eq!(file["id"], added_id.as_str());
+    assert_eq!(file["size"], 5000);
+    assert!(file["replaces"].is_null(), "{file}");
+    assert_eq!(file["folder_id"], folder["id"], "{file}");
+    assert_eq!(folder["path"], dir.path().to_str().unwrap());
+    assert_eq!(folder["replaces"], old_id.as_str());
+    assert_eq!(
+        (&folder["files"], &folder["size"]),
+        (&2.into(), &8000.into())
+    );
+    let old_id = folder["id"].as_str().unwrap().to_owned();
+
+    // A file taken out: the folder's new line alone.
+    std::fs::remove_file(&first).unwrap();
+    let (folder, before) = peer.until(is_folder_line);
+    assert!(
+        before.iter().all(|e| e["event"] != "registered"),
+        "{before:?}"
+    );
+    assert_eq!(folder["replaces"], old_id.as_str());
+    assert_eq!(folder["files"], 1, "{folder}");
+}
+
+/// `peer --json --web`: a download started through the web API has the same events as one
+/// given with `--download`: `downloaded` when it is done (the bytes the file's), `failed` for
+/// one that can't be done.
+#[test]
+fn web_api_downloads_have_json_events() {
+    use crate::web_support::{TEST_KEY, api_client};
+
+    let (_server, addr) = start_server();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let uploads = tempfile::tempdir().unwrap();
+    let (file, data) = random_file(src.path(), "via-web.bin", 5 * 1024 * 1024 + 3, 83);
+    let (_seeder, id) = crate::process::seed(&addr, &file);
+    let mut cmd = bin();
+    cmd.env("P2P_API_KEY", TEST_KEY)
+        .args(["peer", "--json", "--addr", "127.0.0.1:0", "--server", &addr])
+        .args(["--web", "127.0.0.1:0", "--upload-dir"])
+        .arg(uploads.path());
+    let mut peer = LiveEvents::start(cmd);
+    let (web, _) = peer.until(|e| e["event"] == "web");
+    let api = web["api"].as_str().unwrap().to_owned();
+    peer.until(|e| e["event"] == "listening");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = |id: &str| {
+        let body = serde_json::json!({"id": id, "out": out.path()});
+        let response = runtime
+            .block_on(
+                api_client()
+                    .post(format!("{api}/downloads"))
+                    .json(&body)
+                    .send(),
+            )
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    };
+    start(&id[..12]);
+    let (done, before) = peer.until(|e| e["event"] == "downloaded");
+    let target = out.path().join("via-web.bin");
+    assert_eq!(done["path"], target.to_str().unwrap(), "{done}");
+    assert_eq!(done["id"], id.as_str());
+    assert_eq!(done["kind"], "file");
+    assert_eq!(done["size"], data.len() as u64);
+    assert_eq!(done["complete"], true);
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+    for p in before.iter().filter(|e| e["event"] == "progress") {
+        assert_eq!(p["id"], id.as_str(), "{p}");
+    }
+
+    // An id nobody has: `failed`, naming what was asked for.
+    start("abcdef12");
+    let (failed, _) = peer.until(|e| e["event"] == "failed");
+    assert_eq!(failed["id"], "abcdef12", "{failed}");
+    assert!(failed["error"].is_string(), "{failed}");
 }
 
 #[test]

@@ -642,6 +642,7 @@ async fn a_shared_folder_gets_a_new_id_when_a_file_is_added_and_the_old_one_leav
         dir: album.clone(),
         cache_file: None,
         rescan_every: Duration::from_secs(60),
+        changes: None,
     };
     let (share, shared) = ShareDir::start(&peer, config).await.unwrap();
     let p2p_peer::Shared::Folder { folder_id: old, .. } = shared else {

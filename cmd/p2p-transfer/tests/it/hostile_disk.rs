@@ -94,6 +94,7 @@ fn quick_share(dir: &Path) -> ShareDirConfig {
         cache_file: None,
         // Rescans back to back, so that many land inside the attacker's window.
         rescan_every: Duration::from_millis(50),
+        changes: None,
     }
 }
 

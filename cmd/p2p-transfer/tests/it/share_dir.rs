@@ -37,6 +37,7 @@ async fn a_shared_folder_follows_the_disk_and_caches_manifests() {
         cache_file: Some(state.path().join("cache.json")),
         // Long enough that only the watcher can explain a quick update.
         rescan_every: Duration::from_secs(60),
+        changes: None,
     };
 
     let peer = start_peer(server.addr).await;
