@@ -431,15 +431,8 @@ fn a_name_lookup_that_hangs_is_interruptible_and_bounded() {
     dns.recv(&mut [0; 512])
         .expect("the lookup reaches the resolver");
     let started = Instant::now();
-    let pid = peer.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_for_exit(&mut peer.0, Duration::from_secs(10));
+    crate::process::signal(&peer.0, "TERM");
+    let status = crate::process::wait_exit(&mut peer.0, Duration::from_secs(10));
     assert_eq!(status.code(), Some(143), "{status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -499,16 +492,4 @@ fn a_name_lookup_that_hangs_is_interruptible_and_bounded() {
         ) && error.contains(timed_out),
         "{error}"
     );
-}
-
-/// Waits for `child` to exit, failing the test past `limit`.
-fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "still running after {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

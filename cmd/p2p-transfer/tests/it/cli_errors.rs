@@ -5,31 +5,17 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::process::{Running, bin, start_server};
+use crate::process::{Running, bin, exit_within, signal, start_server, wait_exit};
 use crate::support::random_file;
 
 /// Generous: a loaded 2-core machine starts and stops a debug binary slowly.
 const START_LIMIT: Duration = Duration::from_secs(30);
 /// How long a signalled process may take to exit.
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
-
-/// Waits (polling) until `child` exits, at most `limit`; its status, or `None`.
-fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Starts `cmd` (its stderr set up by the caller) and waits, at most [`START_LIMIT`], for a
 /// stdout line starting with `prefix`. A process stuck before it prints fails the test rather
@@ -58,14 +44,6 @@ fn start_until_line(mut cmd: Command, prefix: &'static str) -> (Running, String)
     (running, line)
 }
 
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// A serving peer that logs a lot (so it writes to stderr all along).
 fn chatty_peer(server: &str) -> Command {
     let mut cmd = bin();
@@ -83,7 +61,7 @@ fn a_peer_whose_stderr_pipe_closed_still_stops_on_sigterm() {
     let mut peer = start_until(cmd, "peer listening on ");
     // `peer 2>&1 | grep x`, then Ctrl-C: the reader is gone.
     drop(reader);
-    sigterm(&peer.0);
+    signal(&peer.0, "TERM");
     let status = exit_within(&mut peer.0, EXIT_LIMIT).expect("the peer ignored SIGTERM");
     assert!(status.success(), "{status}");
 }
@@ -96,7 +74,7 @@ fn a_peer_whose_stderr_nobody_reads_still_runs_and_stops_on_sigterm() {
     cmd.stderr(writer);
     // It starts and says where it listens though every log line waits for stderr.
     let mut peer = start_until(cmd, "peer listening on ");
-    sigterm(&peer.0);
+    signal(&peer.0, "TERM");
     let status = exit_within(&mut peer.0, EXIT_LIMIT).expect("the peer ignored SIGTERM");
     assert!(status.success(), "{status}");
     drop(reader);
@@ -147,7 +125,7 @@ async fn a_json_peer_whose_stdout_nobody_reads_still_stops_on_sigterm() {
         "the peer did not register within {START_LIMIT:?}"
     );
     let mut peer_stderr = peer.0.stderr.take().unwrap();
-    sigterm(&peer.0);
+    signal(&peer.0, "TERM");
     let status = tokio::task::spawn_blocking(move || {
         let status = exit_within(&mut peer.0, EXIT_LIMIT);
         (status, peer)
@@ -496,15 +474,13 @@ fn an_unreadable_file_is_named_and_the_rest_is_sent() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let status = exit_within(&mut receiver, START_LIMIT).expect("receive did not end");
-    assert!(status.success(), "{status}");
+    assert!(wait_exit(&mut receiver, START_LIMIT).success());
     assert_eq!(std::fs::read(out.path().join("album/a.bin")).unwrap(), a);
     assert_eq!(std::fs::read(out.path().join("album/b.bin")).unwrap(), b);
     assert_eq!(std::fs::read(out.path().join("loose.bin")).unwrap(), c);
     assert!(!out.path().join("album/secret.bin").exists());
     assert!(!out.path().join("private.bin").exists());
-    let status = exit_within(&mut sender.0, START_LIMIT).expect("send did not end");
-    assert!(status.success(), "{status}");
+    assert!(wait_exit(&mut sender.0, START_LIMIT).success());
 }
 
 #[test]
@@ -550,11 +526,7 @@ fn a_one_shot_command_stopped_by_a_signal_exits_130() {
         .unwrap();
     // Connected: it is waiting for the handshake's answer.
     let _conn = accepted.join().unwrap().unwrap();
-    let status = Command::new("kill")
-        .args(["-INT", &search.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&search, "INT");
     let status = exit_within(&mut search, EXIT_LIMIT).expect("the search ignored Ctrl-C");
     assert_eq!(status.code(), Some(130));
     let mut stderr = String::new();

@@ -7,18 +7,15 @@
 use std::io::{BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{ChildStdout, Command, Output, Stdio};
+use std::time::Duration;
 
 use crate::netns;
-use crate::process::{Running, bin, read_line_starting, spawn_until};
+use crate::process::{Running, bin, spawn_until, start_send, text, wait_exit, wait_output};
 use crate::support::{fresh_identity_dir, random_file};
 
 /// Generous: the machine is shared and loaded.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// What every receive line starts with.
-const RECEIVE: &str = "p2p-transfer receive ";
 
 /// A loopback address where nothing listens (a port just freed: connecting is refused).
 fn dead_index() -> SocketAddr {
@@ -44,44 +41,7 @@ fn run(cmd: &mut Command) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_output(child)
-}
-
-fn wait_output(mut child: Child) -> Output {
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running after {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut stderr)
-        .unwrap();
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    wait_output(child, DEADLINE)
 }
 
 /// `send --addr 127.0.0.1:0 PATH` with `cmd`'s environment, its ticket line, its stdout and
@@ -89,14 +49,8 @@ fn text(bytes: &[u8]) -> String {
 fn send(mut cmd: Command, path: &Path) -> (Running, String, BufReader<ChildStdout>) {
     cmd.args(["send", "--addr", "127.0.0.1:0"])
         .arg(path)
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let running = Running(child);
-    let line = read_line_starting(&mut out, RECEIVE);
-    let ticket = line.trim_start_matches(RECEIVE).to_owned();
-    (running, ticket, out)
+    start_send(cmd)
 }
 
 /// `receive TICKET --out OUT` as a node of its own, with `cmd`'s environment and `extra`.
@@ -335,7 +289,7 @@ fn send_with_the_files_index_down_warns_and_sends_without_it() {
     assert_eq!(std::fs::read(out.path().join("photo.bin")).unwrap(), data);
     // The sender said why it sends without the index, and exits once delivered.
     let mut sender = sender;
-    let status = wait_exit(&mut sender.0);
+    let status = wait_exit(&mut sender.0, DEADLINE);
     let mut stderr = String::new();
     sender
         .0
@@ -354,21 +308,6 @@ fn send_with_the_files_index_down_warns_and_sends_without_it() {
         warning.ends_with("; sending without it (the ticket works alone)"),
         "{warning}"
     );
-}
-
-/// Waits for `child` to exit on its own, within [`DEADLINE`].
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running after {DEADLINE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

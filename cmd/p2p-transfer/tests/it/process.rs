@@ -1,7 +1,8 @@
 //! Running the real binary: children killed on drop, waiting for the stdout lines scripts read.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p-transfer"));
@@ -26,6 +27,74 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Waits (polling) until `child` exits, at most `limit`: its status, or `None`.
+pub fn exit_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child` to exit on its own within `limit`; kills it and fails the test if it
+/// doesn't.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    exit_within(child, limit).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("still running after {limit:?}")
+    })
+}
+
+/// [`wait_exit`], then what `child` wrote on the stdout and stderr it was given as pipes.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let status = wait_exit(&mut child, limit);
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_end(&mut stdout).unwrap();
+    }
+    if let Some(mut s) = child.stderr.take() {
+        s.read_to_end(&mut stderr).unwrap();
+    }
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Sends `signal` (`"INT"`, `"TERM"`) to `child`, as `kill -SIGNAL PID`.
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// Output bytes as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// What the line `send` prints for the other side starts with.
+pub const RECEIVE: &str = "p2p-transfer receive ";
+
+/// Starts `cmd` (a `send ...`, its stderr as the caller set it): it, the ticket it printed,
+/// and its stdout to read on.
+pub fn start_send(mut cmd: Command) -> (Running, String, BufReader<ChildStdout>) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let running = Running(child);
+    let line = read_line_starting(&mut out, RECEIVE);
+    (running, line.trim_start_matches(RECEIVE).to_owned(), out)
 }
 
 /// Starts `cmd` and returns it with the first stdout line that starts with `prefix`.

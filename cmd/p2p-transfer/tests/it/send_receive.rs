@@ -6,24 +6,24 @@
 //! and `receive` takes an id prefix.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::process::{ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use p2p_peer::{Peer, PeerConfig, Shared};
+use p2p_peer::Shared;
 use p2p_protocol::{
     CHUNK_SIZE, ErrorCode, FileId, NodeId, PeerConversation, PeerRequest, PeerResponse, Ticket,
 };
 
-use crate::process::{Running, bin, read_line_starting, start_server};
-use crate::support::{SilentProxy, fresh_identity_dir, loopback0, peer_config, random_file, tls};
+use crate::process::{
+    Running, bin, read_line_starting, signal, start_send, start_server, text, wait_exit,
+    wait_output,
+};
+use crate::support::{SilentProxy, fresh_identity_dir, random_file, start_peer_without_index, tls};
 
 /// Generous: the machine is shared and loaded.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// What every receive line starts with.
-const RECEIVE: &str = "p2p-transfer receive ";
 
 /// `send --addr 127.0.0.1:0 PATHS... EXTRA...` (loopback only: the ticket then lists
 /// 127.0.0.1 and nothing else), its ticket, and its stdout to read on.
@@ -32,14 +32,9 @@ fn send(paths: &[&Path], extra: &[&str]) -> (Running, Ticket, BufReader<ChildStd
     cmd.args(["send", "--addr", "127.0.0.1:0"])
         .args(paths)
         .args(extra)
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let running = Running(child);
-    let line = read_line_starting(&mut out, RECEIVE);
-    let ticket = line.trim_start_matches(RECEIVE).parse().unwrap();
-    (running, ticket, out)
+    let (running, ticket, out) = start_send(cmd);
+    (running, ticket.parse().unwrap(), out)
 }
 
 /// `receive TICKET --out OUT EXTRA...` as the node of `identity`, run to its end.
@@ -50,7 +45,16 @@ fn receive(ticket: &str, out: &Path, identity: &Path, extra: &[&str]) -> Output 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_output(child)
+    wait_output(child, DEADLINE)
+}
+
+/// [`receive`] with no extra flags, off the test's runtime (the proxies it goes through
+/// run there).
+async fn receive_off_runtime(ticket: &Ticket, out: &Path, identity: &Path) -> Output {
+    let (ticket, out, identity) = (ticket.to_string(), out.to_owned(), identity.to_owned());
+    tokio::task::spawn_blocking(move || receive(&ticket, &out, &identity, &[]))
+        .await
+        .unwrap()
 }
 
 fn receive_command(ticket: &str, out: &Path, identity: &Path, extra: &[&str]) -> Command {
@@ -64,41 +68,40 @@ fn receive_command(ticket: &str, out: &Path, identity: &Path, extra: &[&str]) ->
     cmd
 }
 
-/// The child's output once it has exited, failing the test if that takes past [`DEADLINE`].
-fn wait_output(mut child: Child) -> Output {
-    let status = wait_exit(&mut child);
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    if let Some(mut s) = child.stdout.take() {
-        s.read_to_end(&mut stdout).unwrap();
-    }
-    if let Some(mut s) = child.stderr.take() {
-        s.read_to_end(&mut stderr).unwrap();
-    }
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-/// Waits for `child` to exit, within [`DEADLINE`].
-fn wait_exit(child: &mut Child) -> ExitStatus {
+/// Receives `ticket` into `out` as the node of `identity` through a link that passes two
+/// chunks' worth of bytes, then nothing: with one chunk in flight at a time, one chunk at
+/// least is verified and the file is never whole. Ctrl-C once a chunk is recorded: it exits
+/// 130, keeping what it verified. (The ticket is rewritten to go through the link: its format
+/// is public, any client can make one.)
+async fn receive_interrupted(ticket: &Ticket, out: &Path, identity: &Path) {
+    let proxy = SilentProxy::start_with_budget(ticket.addrs[0], 2 * u64::from(CHUNK_SIZE)).await;
+    let through_proxy = Ticket {
+        addrs: vec![proxy.addr],
+        ..ticket.clone()
+    };
+    let mut first = receive_command(
+        &through_proxy.to_string(),
+        out,
+        identity,
+        &["--workers", "1"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running after {DEADLINE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    while !records_a_chunk(out) {
+        assert!(first.try_wait().unwrap().is_none(), "ended before Ctrl-C");
+        assert!(Instant::now() < deadline, "no chunk verified in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    signal(&first, "INT");
+    let status = wait_exit(&mut first, DEADLINE);
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "an interrupted receive exits 130: {status:?}"
+    );
 }
 
 /// Every file under `dir`, by path relative to it.
@@ -121,7 +124,7 @@ fn read_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 /// The rest of the sender's stdout once it has exited on its own, and how it exited.
 fn sender_end(mut sender: Running, mut out: BufReader<ChildStdout>) -> (ExitStatus, Vec<String>) {
-    let status = wait_exit(&mut sender.0);
+    let status = wait_exit(&mut sender.0, DEADLINE);
     let mut lines = Vec::new();
     let mut line = String::new();
     while out.read_line(&mut line).unwrap() > 0 {
@@ -129,6 +132,19 @@ fn sender_end(mut sender: Running, mut out: BufReader<ChildStdout>) -> (ExitStat
         line.clear();
     }
     (status, lines)
+}
+
+/// Waits, off the test's runtime, for the sender to exit by itself: successfully, having
+/// said `delivered`.
+async fn sender_delivered(sender: Running, sent: BufReader<ChildStdout>) {
+    let (status, lines) = tokio::task::spawn_blocking(move || sender_end(sender, sent))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("delivered ")),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -185,47 +201,8 @@ async fn an_interrupted_receive_resumes_with_the_same_command() {
     let (sender, ticket, sent) = send(&[&file], &[]);
     let receiver = fresh_identity_dir();
 
-    // The first run reaches the sender through a link that passes two chunks' worth of
-    // bytes, then nothing: with one chunk in flight at a time, one chunk at least is verified
-    // and the file is never whole. The ticket is rewritten to go through it (its format is
-    // public: any client can make one).
-    let proxy = SilentProxy::start_with_budget(ticket.addrs[0], 2 * u64::from(CHUNK_SIZE)).await;
-    let through_proxy = Ticket {
-        addrs: vec![proxy.addr],
-        ..ticket.clone()
-    };
-    let mut first = receive_command(
-        &through_proxy.to_string(),
-        out.path(),
-        &receiver,
-        &["--workers", "1"],
-    );
-    let mut first = first
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    while !records_a_chunk(out.path()) {
-        assert!(first.try_wait().unwrap().is_none(), "ended before Ctrl-C");
-        assert!(Instant::now() < deadline, "no chunk verified in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Ctrl-C: it stops, keeping what it verified.
-    let pid = first.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_exit(&mut first);
-    assert_eq!(
-        status.code(),
-        Some(130),
-        "an interrupted receive exits 130: {status:?}"
-    );
+    // The first run is interrupted once a chunk is verified.
+    receive_interrupted(&ticket, out.path(), &receiver).await;
     assert!(!out.path().join("movie.bin").exists());
 
     // The same command, the same machine: it fetches the rest only. This link passes a chunk
@@ -240,26 +217,12 @@ async fn an_interrupted_receive_resumes_with_the_same_command() {
         addrs: vec![proxy.addr],
         ..ticket.clone()
     };
-    let child = receive_command(&again.to_string(), out.path(), &receiver, &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let received = tokio::task::spawn_blocking(move || wait_output(child))
-        .await
-        .unwrap();
+    let received = receive_off_runtime(&again, out.path(), &receiver).await;
     assert!(received.status.success(), "{}", text(&received.stderr));
     assert_eq!(std::fs::read(out.path().join("movie.bin")).unwrap(), data);
 
     // The sender counts what it sent to this receiver over both runs: delivered, it exits.
-    let (status, lines) = tokio::task::spawn_blocking(move || sender_end(sender, sent))
-        .await
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-    assert!(
-        lines.iter().any(|l| l.starts_with("delivered ")),
-        "{lines:?}"
-    );
+    sender_delivered(sender, sent).await;
 }
 
 #[test]
@@ -311,49 +274,13 @@ async fn a_receive_resumed_from_an_earlier_send_releases_the_new_sender() {
     // The first `send` gets a chunk or two through before the link goes silent; the receiver
     // is interrupted, and that `send` stopped.
     let (first_sender, ticket, _) = send(&[&file], &[]);
-    let proxy = SilentProxy::start_with_budget(ticket.addrs[0], 2 * u64::from(CHUNK_SIZE)).await;
-    let through_proxy = Ticket {
-        addrs: vec![proxy.addr],
-        ..ticket.clone()
-    };
-    let mut first = receive_command(
-        &through_proxy.to_string(),
-        out.path(),
-        &receiver,
-        &["--workers", "1"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    while !records_a_chunk(out.path()) {
-        assert!(first.try_wait().unwrap().is_none(), "ended before Ctrl-C");
-        assert!(Instant::now() < deadline, "no chunk verified in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = first.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert_eq!(wait_exit(&mut first).code(), Some(130));
+    receive_interrupted(&ticket, out.path(), &receiver).await;
     drop(first_sender);
 
     // A new `send` of the same file: the receiver resumes and fetches only the rest from it,
     // so this sender never sends every chunk, yet it learns the file arrived and exits.
     let (sender, ticket, sent) = send(&[&file], &[]);
-    let child = receive_command(&ticket.to_string(), out.path(), &receiver, &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let received = tokio::task::spawn_blocking(move || wait_output(child))
-        .await
-        .unwrap();
+    let received = receive_off_runtime(&ticket, out.path(), &receiver).await;
     assert!(received.status.success(), "{}", text(&received.stderr));
     assert!(
         text(&received.stdout).contains("resumed"),
@@ -361,14 +288,7 @@ async fn a_receive_resumed_from_an_earlier_send_releases_the_new_sender() {
         text(&received.stdout)
     );
     assert_eq!(std::fs::read(out.path().join("movie.bin")).unwrap(), data);
-    let (status, lines) = tokio::task::spawn_blocking(move || sender_end(sender, sent))
-        .await
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-    assert!(
-        lines.iter().any(|l| l.starts_with("delivered ")),
-        "{lines:?}"
-    );
+    sender_delivered(sender, sent).await;
 }
 
 /// `Received` on the wire, as any client sends it: an id the peer does not share is
@@ -379,15 +299,7 @@ async fn received_confirms_a_delivery_and_an_unknown_id_is_refused() {
     let prompt = Duration::from_secs(10);
     let src = tempfile::tempdir().unwrap();
     let (file, _) = random_file(src.path(), "a.bin", 5000, 14);
-    let sender = Peer::start(
-        PeerConfig {
-            server_addr: None,
-            ..peer_config(loopback0())
-        },
-        tls(),
-    )
-    .await
-    .unwrap();
+    let sender = start_peer_without_index().await;
     let shared = sender.share_paths(&[file]).await.unwrap();
     let mut deliveries = sender.watch_deliveries(&shared);
     let Shared::File { manifest, .. } = &shared[0] else {
@@ -502,15 +414,8 @@ fn a_garbled_or_foreign_ticket_is_one_clear_line() {
     assert!(read_tree(out.path()).is_empty(), "nothing written");
     // Nothing was delivered: the sender still serves, and Ctrl-C now is no success.
     assert!(sender.0.try_wait().unwrap().is_none());
-    let pid = sender.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert_eq!(wait_exit(&mut sender.0).code(), Some(130));
+    signal(&sender.0, "INT");
+    assert_eq!(wait_exit(&mut sender.0, DEADLINE).code(), Some(130));
 }
 
 #[test]
@@ -530,15 +435,8 @@ fn keep_serves_every_receiver_until_stopped() {
         sender.0.try_wait().unwrap().is_none(),
         "--keep keeps serving"
     );
-    let pid = sender.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(wait_exit(&mut sender.0).success());
+    signal(&sender.0, "INT");
+    assert!(wait_exit(&mut sender.0, DEADLINE).success());
 }
 
 #[test]

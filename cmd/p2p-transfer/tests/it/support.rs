@@ -87,6 +87,15 @@ pub async fn start_peer(server: SocketAddr) -> PeerHandle {
     Peer::start(peer_config(server), tls()).await.unwrap()
 }
 
+/// A peer on 127.0.0.1 that uses no index (it serves what it shares to whoever asks it).
+pub async fn start_peer_without_index() -> PeerHandle {
+    let config = PeerConfig {
+        server_addr: None,
+        ..peer_config(loopback0())
+    };
+    Peer::start(config, tls()).await.unwrap()
+}
+
 /// A new node's TLS set-up, with an identity of its own.
 pub fn tls() -> p2p_transport::Tls {
     let (identity, _) =

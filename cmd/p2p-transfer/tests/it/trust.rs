@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{
     TestServer, connect_from, fast_server_config, loopback, loopback0, peer_config, random_file,
-    start_peer, start_server_on, tls, try_tls_connect_as,
+    start_peer, start_peer_without_index, start_server_on, tls, try_tls_connect_as,
 };
 
 /// Limit on each step a legitimate client takes: generous for a loaded machine, and well
@@ -621,15 +621,7 @@ async fn the_index_refuses_clients_without_tls_or_a_nodes_certificate_and_keeps_
 async fn a_chunk_server_refuses_clients_without_tls_or_a_nodes_certificate_and_keeps_serving() {
     let src = tempfile::tempdir().unwrap();
     let (path, _) = random_file(src.path(), "small.bin", 1000, 123);
-    let peer = Peer::start(
-        PeerConfig {
-            server_addr: None,
-            ..peer_config(loopback0())
-        },
-        tls(),
-    )
-    .await
-    .unwrap();
+    let peer = start_peer_without_index().await;
     let manifest = peer.register_manifest(&path).await.unwrap();
     let hello = encode_frame(&PeerRequest::Hello {
         version: PROTOCOL_VERSION,
@@ -646,18 +638,10 @@ async fn a_chunk_server_refuses_clients_without_tls_or_a_nodes_certificate_and_k
 
 #[tokio::test]
 async fn a_message_shows_the_node_that_sent_it_whatever_sender_it_claims() {
-    let lone = || async {
-        Peer::start(
-            PeerConfig {
-                server_addr: None,
-                ..peer_config(loopback0())
-            },
-            tls(),
-        )
-        .await
-        .unwrap()
-    };
-    let (recipient, bob) = (lone().await, lone().await);
+    let (recipient, bob) = (
+        start_peer_without_index().await,
+        start_peer_without_index().await,
+    );
     let mallory = tls();
     let (mut conn, _) =
         p2p_transport::connect::<PeerConversation>(&mallory, recipient.local_addr(), None, PROMPT)
