@@ -4,9 +4,11 @@
 //! There is one way in, [`PeerHandle::share_paths`]: a file is hashed and served through the
 //! handle it was opened with; a folder is walked and its files hashed side by side
 //! ([`p2p_storage::Tree::hash_files`]), then served as one [`SharedFolder`] (no file kept
-//! open). Only when every path hashed does anything start being served, and then the index
-//! hears of it all at once: `AddFiles` for the files (as many a request as a frame holds),
-//! `AddFolder` and `AddFolderFiles` (pages by the request's worth) for each folder. The same
+//! open); what can't be read (a subfolder, a file in a folder, one of several paths) is named
+//! in a warning and left out. Only when every path is hashed does anything start being
+//! served, and then the index hears of it all at once: `AddFiles` for the files (as many a
+//! request as a frame holds), `AddFolder` and `AddFolderFiles` (pages by the request's worth)
+//! for each folder. The same
 //! batches re-register everything after the index restarts ([`Node::register_everything`]),
 //! and a finished download is shared the same way ([`PeerHandle::share_fetched`]), without
 //! hashing it again.

@@ -83,6 +83,8 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     let peer = Peer::start(config, tls)
         .await
         .map_err(|e| trust.explain(e))?;
+    // Before the web API can start a job.
+    let reports = args.json.then(|| JsonReports::start(&peer));
     // Before the address: scripts (and tests) read up to "listening on" and may stop reading.
     if !args.json {
         println!("peer node id {}", identity.node_id());
@@ -120,7 +122,6 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     for host in &args.from {
         peer.add_direct_host(*host);
     }
-    let reports = args.json.then(|| JsonReports::start(&peer));
     let folder_changes = reports.as_ref().map(|r| r.folder_changes.clone());
     let result = startup_actions(&peer, args, manifest_file, folder_changes, &shutdown).await;
     let result = if args.interactive {
