@@ -122,6 +122,11 @@ pub struct DoctorArgs {
         env = "P2P_PEER_LISTEN"
     )]
     pub addr: SocketAddr,
+    /// Address other peers are told to reach this one at, as `peer --advertise-addr`: the
+    /// index connects back to its port, and a warning says so when it can only check another
+    /// address (it connects to this machine's source address, never to one it is given).
+    #[arg(long, value_name = "ADDR")]
+    pub advertise_addr: Option<SocketAddr>,
     /// Folder downloads are written to: its free space and partial downloads are checked.
     #[arg(short = 'o', long, default_value = ".", value_name = "DIR")]
     pub out: PathBuf,
