@@ -12,7 +12,9 @@
 //!   /64, and could otherwise take a fresh address for each probe); the whole index at most
 //!   [`PROBE_RATE`] times a second, and [`MAX_RUNNING_PROBES`] at once. A probe the index
 //!   turns down as `busy` costs the asker nothing;
-//! * each probe gives up after [`PROBE_TIMEOUT`], and sends nothing but `Hello`.
+//! * each probe gives up after [`PROBE_TIMEOUT`], and sends nothing but `Hello`;
+//! * an operator can turn probes off (`ServerConfig::probes`, `server --no-probe`): for an
+//!   index behind a TCP proxy, where the source address is the proxy's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -42,6 +44,10 @@ pub const PROBE_RATE: u32 = 16;
 
 /// Probes running at once; one more is answered `busy`.
 pub const MAX_RUNNING_PROBES: usize = 16;
+
+/// The reply to `Probe` of an index run with probes off (`ServerConfig::probes`).
+pub const PROBES_OFF: &str =
+    "this index server does not check reachability: its operator turned probes off";
 
 /// The one key of the index-wide bucket (a [`RateLimit`] keyed by address, with one address).
 const EVERYONE: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);

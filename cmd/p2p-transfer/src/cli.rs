@@ -174,7 +174,7 @@ pub struct IdArgs {
 pub struct IndexArgs {
     /// Address of a central index server: HOST, HOST:PORT, IP or IP:PORT (an IPv6 one in
     /// brackets when a port follows); the port defaults to 8000 [default: 127.0.0.1:8000].
-    /// Repeatable: every one is asked.
+    /// `search` takes it several times and asks every one; the other commands use one.
     #[arg(
         short = 's',
         long = "server",
@@ -378,6 +378,11 @@ pub struct ServerArgs {
     /// 1/0, true/false, yes/no, on/off.
     #[arg(long, env = "P2P_NO_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_mdns: bool,
+    /// Don't answer `Probe`, the request `doctor` checks reachability with (it is refused,
+    /// and the index connects nowhere). For an index behind a TCP proxy or port forwarder,
+    /// where every connection seems to come from the proxy's address.
+    #[arg(long)]
+    pub no_probe: bool,
     /// Advertise only on this network interface (repeatable). Default: every interface, or
     /// loopback only when listening on a loopback address.
     #[arg(long = "mdns-interface", value_name = "NAME")]
@@ -552,6 +557,7 @@ impl From<&ServerArgs> for ServerConfig {
             max_folder_files_per_peer: args.max_folder_files_per_peer,
             register_rate_per_ip: args.register_rate_per_ip,
             search_rate_per_ip: args.search_rate_per_ip,
+            probes: !args.no_probe,
             ..ServerConfig::default()
         }
     }

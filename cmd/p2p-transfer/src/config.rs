@@ -118,6 +118,7 @@ pub const SECTIONS: &[Section] = &[
             "register-rate-per-ip",
             "search-rate-per-ip",
             "no-mdns",
+            "no-probe",
             "mdns-interface",
             "web",
         ],
@@ -1430,7 +1431,9 @@ mod tests {
             &["peer", "--config=/x.toml", "-w", "0"],
             &["receive", "--config", "/x.toml"],
             &["config", "peer", "--config", "/x.toml"],
-            &["--config", "/y.toml", "config", "peer", "--config", "/x.toml"],
+            &[
+                "--config", "/y.toml", "config", "peer", "--config", "/x.toml",
+            ],
         ] {
             assert_eq!(
                 first_look(&argv(line)).0,

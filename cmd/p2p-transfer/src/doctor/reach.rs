@@ -112,7 +112,9 @@ pub async fn check(
         Ok(IndexResponse::Error { code, message }) => {
             let (summary, fix) = match code {
                 ErrorCode::BadRequest => (
-                    format!("the index at {index} can't check it: it is older than this program ({message})"),
+                    format!(
+                        "the index at {index} can't check it: it is older than this program ({message})"
+                    ),
                     "update the index server to this release to have it checked".to_owned(),
                 ),
                 ErrorCode::Forbidden => (
@@ -460,7 +462,11 @@ mod tests {
     #[test]
     fn an_advertised_address_the_index_could_not_check_is_a_warning() {
         let probed: SocketAddr = "192.168.1.20:7001".parse().unwrap();
-        for same in ["192.168.1.20:7001", "0.0.0.0:7001", "[::ffff:192.168.1.20]:7001"] {
+        for same in [
+            "192.168.1.20:7001",
+            "0.0.0.0:7001",
+            "[::ffff:192.168.1.20]:7001",
+        ] {
             assert!(same_place(same.parse().unwrap(), probed), "{same}");
         }
         for other in ["203.0.113.7:7001", "192.168.1.20:7002"] {

@@ -568,7 +568,10 @@ fn a_port_held_by_another_program_is_named_as_taken() {
         fix.contains("stop that program") && fix.contains("--addr 0.0.0.0:0"),
         "{fix}"
     );
-    assert!(!fix.contains("open TCP port") && !fix.contains("ufw"), "{fix}");
+    assert!(
+        !fix.contains("open TCP port") && !fix.contains("ufw"),
+        "{fix}"
+    );
     drop(holder);
 }
 
@@ -610,5 +613,32 @@ fn an_advertised_address_the_index_cannot_check_is_a_warning() {
             .unwrap()
             .contains("connects back only to the address a request comes from"),
         "{elsewhere}"
+    );
+}
+
+/// An index run with `--no-probe` refuses the check: a warning saying so, not a problem.
+#[test]
+fn an_index_with_probes_off_is_a_warning() {
+    let mut cmd = bin();
+    cmd.args(["server", "--addr", "127.0.0.1:0", "--no-mdns", "--no-probe"]);
+    let (_server, line, _) = spawn_until(cmd, "server listening on ");
+    let addr = line.trim_start_matches("server listening on ").to_owned();
+    let (output, checks) = doctor_with(bin(), &["--server", &addr, "--addr", "127.0.0.1:0"]);
+    assert!(output.status.success(), "{checks:#?}");
+    let reach = only(&checks, "reachability");
+    assert_eq!(reach["status"], "warning");
+    assert!(
+        reach["summary"]
+            .as_str()
+            .unwrap()
+            .contains("won't check it: this index server does not check reachability"),
+        "{reach}"
+    );
+    assert!(
+        reach["fix"]
+            .as_str()
+            .unwrap()
+            .contains("from another machine"),
+        "{reach}"
     );
 }
