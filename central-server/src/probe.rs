@@ -102,7 +102,7 @@ impl Prober {
         let ip = from.ip().to_canonical();
         let _running = match self.admit(ip, now) {
             Ok(permit) => permit,
-            Err(reply) => return reply,
+            Err(refused) => return refused.reply(),
         };
         let addr = SocketAddr::new(ip, port);
         let connect =
@@ -123,8 +123,7 @@ impl Prober {
 
     /// Admits a probe from `ip` within the limits: the per-address one first, then the
     /// index-wide ones. A probe turned down by those (`busy`) gives the asker's token back.
-    fn admit(&self, ip: IpAddr, now: Instant) -> Result<OwnedSemaphorePermit, IndexResponse> {
-        let error = |code, message: String| IndexResponse::Error { code, message };
+    fn admit(&self, ip: IpAddr, now: Instant) -> Result<OwnedSemaphorePermit, Refused> {
         let asker = asker_key(ip);
         if !self
             .per_ip
@@ -132,13 +131,7 @@ impl Prober {
             .unwrap_or_else(|e| e.into_inner())
             .try_take(asker, now)
         {
-            return Err(error(
-                ErrorCode::LimitExceeded,
-                format!(
-                    "your address probes too often (at most {PROBE_RATE_PER_IP} a second after \
-                     the first {PROBE_BURST_PER_IP}); try again in a few seconds"
-                ),
-            ));
+            return Err(Refused::Asker);
         }
         let permit = self.running.clone().try_acquire_owned().ok();
         let admitted = permit.filter(|_| {
@@ -152,8 +145,32 @@ impl Prober {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .give_back(asker);
-            busy()
+            Refused::Index
         })
+    }
+}
+
+/// Why a probe was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// The asker's own limit: `limit_exceeded`.
+    Asker,
+    /// The index-wide limits: `busy`.
+    Index,
+}
+
+impl Refused {
+    fn reply(self) -> IndexResponse {
+        match self {
+            Refused::Asker => IndexResponse::Error {
+                code: ErrorCode::LimitExceeded,
+                message: format!(
+                    "your address probes too often (at most {PROBE_RATE_PER_IP} a second after \
+                     the first {PROBE_BURST_PER_IP}); try again in a few seconds"
+                ),
+            },
+            Refused::Index => busy(),
+        }
     }
 }
 
@@ -307,8 +324,8 @@ mod tests {
         assert_eq!(busy, 8);
     }
 
-    fn code(result: Result<OwnedSemaphorePermit, IndexResponse>) -> Option<ErrorCode> {
-        match result {
+    fn code(result: Result<OwnedSemaphorePermit, Refused>) -> Option<ErrorCode> {
+        match result.map_err(Refused::reply) {
             Ok(_) => None,
             Err(IndexResponse::Error { code, .. }) => Some(code),
             Err(other) => panic!("{other:?}"),
