@@ -2,7 +2,9 @@
 //! network namespace (see `netns`) where mDNS and nftables rules stay: multicast off on the
 //! interface, UDP 5353 dropped, the peer's port dropped, no index running, an index of
 //! another protocol version. Doctor must name each one, exit 1, and print a command that
-//! works. A partial download held by a stopped process is named too.
+//! works. A partial download held by a stopped process is named too; and, on loopback, the
+//! index, port and folder of the config file, a port another program holds, an advertised
+//! address the index can't check, and an index that answers no probes.
 
 use std::io::Write;
 use std::net::SocketAddr;
