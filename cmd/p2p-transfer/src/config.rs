@@ -767,13 +767,14 @@ fn check_value(arg: &Arg, value: &str) -> Result<(), String> {
     }
 }
 
-/// Parses `argv` with the file's values as defaults, then [`settle`]s what clap can't.
+/// [`parse_settled`]'s flags alone.
 #[cfg(test)]
 pub fn parse(argv: &[OsString], file: Option<&ConfigFile>) -> Result<Cli, LoadError> {
     parse_settled(argv, file).map(|(cli, _)| cli)
 }
 
-/// [`parse`], and where each of the command's values came from.
+/// Parses `argv` with the file's values as defaults, then [`settle`]s what clap can't; also
+/// says where each of the command's values came from.
 fn parse_settled(
     argv: &[OsString],
     file: Option<&ConfigFile>,
