@@ -76,6 +76,11 @@ pub struct ServerConfig {
     /// Who may register (`--allow-peers`): everyone by default. Anyone may still look files
     /// up, search and list.
     pub allow_peers: p2p_identity::Allowed,
+    /// Whether `Probe` is answered (`--no-probe` turns it off; then every `Probe` is refused
+    /// with `forbidden` and the index connects nowhere). Off suits an index behind a TCP proxy
+    /// or port forwarder, where every connection seems to come from the proxy, so a probe
+    /// would knock on the proxy's machine rather than the asker's.
+    pub probes: bool,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +105,7 @@ impl Default for ServerConfig {
             max_buffered_bytes: 64 * MIB,
             max_buffered_bytes_per_ip: 8 * MIB,
             allow_peers: p2p_identity::Allowed::everyone(),
+            probes: true,
         }
     }
 }

@@ -8,11 +8,15 @@
 //!   asking TCP connection comes from, so the index can only be made to knock on the asker's
 //!   own door (and a TCP source address can't be spoofed past the handshake);
 //! * each source address may probe [`PROBE_BURST_PER_IP`] times at once, then once a second
-//!   ([`PROBE_RATE_PER_IP`]); the whole index at most [`PROBE_RATE`] times a second, and
-//!   [`MAX_RUNNING_PROBES`] at once;
-//! * each probe gives up after [`PROBE_TIMEOUT`], and sends nothing but `Hello`.
+//!   ([`PROBE_RATE_PER_IP`]), an IPv6 address counting with its whole /64 (one host holds a
+//!   /64, and could otherwise take a fresh address for each probe); the whole index at most
+//!   [`PROBE_RATE`] times a second, and [`MAX_RUNNING_PROBES`] at once. A probe the index
+//!   turns down as `busy` costs the asker nothing;
+//! * each probe gives up after [`PROBE_TIMEOUT`], and sends nothing but `Hello`;
+//! * an operator can turn probes off (`ServerConfig::probes`, `server --no-probe`): for an
+//!   index behind a TCP proxy, where the source address is the proxy's.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +24,7 @@ use p2p_protocol::{
     ErrorCode, IndexResponse, NodeId, PeerConversation, ProbeOutcome, ProtocolError,
 };
 use p2p_transport::Tls;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -40,6 +44,10 @@ pub const PROBE_RATE: u32 = 16;
 
 /// Probes running at once; one more is answered `busy`.
 pub const MAX_RUNNING_PROBES: usize = 16;
+
+/// The reply to `Probe` of an index run with probes off (`ServerConfig::probes`).
+pub const PROBES_OFF: &str =
+    "this index server does not check reachability: its operator turned probes off";
 
 /// The one key of the index-wide bucket (a [`RateLimit`] keyed by address, with one address).
 const EVERYONE: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -92,43 +100,16 @@ impl Prober {
             );
         }
         let ip = from.ip().to_canonical();
-        if !self
-            .per_ip
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_take(ip, now)
-        {
-            return error(
-                ErrorCode::LimitExceeded,
-                format!(
-                    "your address probes too often (at most {PROBE_RATE_PER_IP} a second after \
-                     the first {PROBE_BURST_PER_IP}); try again in a few seconds"
-                ),
-            );
-        }
-        let busy = || {
-            error(
-                ErrorCode::Busy,
-                "the index server is running as many probes as it may; try again in a moment"
-                    .to_owned(),
-            )
+        let _running = match self.admit(ip, now) {
+            Ok(permit) => permit,
+            Err(refused) => return refused.reply(),
         };
-        let Ok(_running) = self.running.clone().try_acquire_owned() else {
-            return busy();
-        };
-        if !self
-            .overall
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_take(EVERYONE, now)
-        {
-            return busy();
-        }
         let addr = SocketAddr::new(ip, port);
         let connect =
             p2p_transport::connect::<PeerConversation>(&self.tls, addr, Some(node), PROBE_TIMEOUT);
         let result = tokio::select! {
             result = connect => result.map(|_| ()),
+            // The attempt was made: the asker's token stays spent.
             () = stop.cancelled() => return busy(),
         };
         let (outcome, message) = judge(addr, port, node, result);
@@ -138,6 +119,79 @@ impl Prober {
             outcome,
             message,
         }
+    }
+
+    /// Admits a probe from `ip` within the limits: the per-address one first, then the
+    /// index-wide ones. A probe turned down by those (`busy`) gives the asker's token back.
+    fn admit(&self, ip: IpAddr, now: Instant) -> Result<OwnedSemaphorePermit, Refused> {
+        let asker = asker_key(ip);
+        if !self
+            .per_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_take(asker, now)
+        {
+            return Err(Refused::Asker);
+        }
+        let permit = self.running.clone().try_acquire_owned().ok();
+        let admitted = permit.filter(|_| {
+            self.overall
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_take(EVERYONE, now)
+        });
+        admitted.ok_or_else(|| {
+            self.per_ip
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .give_back(asker);
+            Refused::Index
+        })
+    }
+}
+
+/// Why a probe was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// The asker's own limit: `limit_exceeded`.
+    Asker,
+    /// The index-wide limits: `busy`.
+    Index,
+}
+
+impl Refused {
+    fn reply(self) -> IndexResponse {
+        match self {
+            Refused::Asker => IndexResponse::Error {
+                code: ErrorCode::LimitExceeded,
+                message: format!(
+                    "your address probes too often (at most {PROBE_RATE_PER_IP} a second after \
+                     the first {PROBE_BURST_PER_IP}); try again in a few seconds"
+                ),
+            },
+            Refused::Index => busy(),
+        }
+    }
+}
+
+/// The reply to a probe the index as a whole has no room for.
+fn busy() -> IndexResponse {
+    IndexResponse::Error {
+        code: ErrorCode::Busy,
+        message: "the index server is running as many probes as it may; try again in a moment"
+            .to_owned(),
+    }
+}
+
+/// The per-address limit's key for a source address: an IPv4 address itself, an IPv6 one's
+/// /64 (the rest zeroed).
+fn asker_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
     }
 }
 
@@ -268,6 +322,76 @@ mod tests {
             }
         }
         assert_eq!(busy, 8);
+    }
+
+    fn code(result: Result<OwnedSemaphorePermit, Refused>) -> Option<ErrorCode> {
+        match result.map_err(Refused::reply) {
+            Ok(_) => None,
+            Err(IndexResponse::Error { code, .. }) => Some(code),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    /// `admit` alone: these addresses are never connected to.
+    #[tokio::test]
+    async fn an_ipv6_asker_is_limited_by_its_64_and_an_ipv4_one_by_its_address() {
+        let prober = Prober::new(crate::test_tls());
+        let now = Instant::now();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        // Another address of the same /64 each time: the fifth is over the limit.
+        for i in 1..=PROBE_BURST_PER_IP {
+            let asker = ip(&format!("2001:db8:1:2::{i:x}"));
+            assert_eq!(code(prober.admit(asker, now)), None, "{asker}");
+        }
+        assert_eq!(
+            code(prober.admit(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), now)),
+            Some(ErrorCode::LimitExceeded)
+        );
+        // The next /64 has its own.
+        assert_eq!(code(prober.admit(ip("2001:db8:1:3::1"), now)), None);
+        // IPv4: by address; an IPv4-mapped IPv6 address is the IPv4 one.
+        for _ in 0..PROBE_BURST_PER_IP {
+            assert_eq!(code(prober.admit(ip("10.0.0.1"), now)), None);
+        }
+        assert_eq!(
+            code(prober.admit(ip("::ffff:10.0.0.1"), now)),
+            Some(ErrorCode::LimitExceeded)
+        );
+        assert_eq!(code(prober.admit(ip("10.0.0.2"), now)), None);
+        assert_eq!(asker_key(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+        assert_eq!(asker_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+    }
+
+    #[tokio::test]
+    async fn a_busy_reply_costs_the_asker_nothing() {
+        let prober = Prober::new(crate::test_tls());
+        let now = Instant::now();
+        let asker: IpAddr = "10.9.9.9".parse().unwrap();
+        // Every running slot taken (by as many other askers).
+        let running: Vec<_> = (0..MAX_RUNNING_PROBES)
+            .map(|i| {
+                let other = IpAddr::from([10, 1, 0, i as u8]);
+                prober.admit(other, now).expect("room for it")
+            })
+            .collect();
+        // Turned down as busy more often than the asker's burst, never `limit_exceeded`.
+        for _ in 0..2 * PROBE_BURST_PER_IP {
+            assert_eq!(code(prober.admit(asker, now)), Some(ErrorCode::Busy));
+        }
+        drop(running);
+        // The index-wide rate is used up this second: busy again, still free of charge.
+        for _ in 0..2 * PROBE_BURST_PER_IP {
+            assert_eq!(code(prober.admit(asker, now)), Some(ErrorCode::Busy));
+        }
+        // A second later there is room, and the asker still has its whole burst.
+        let later = now + Duration::from_secs(1);
+        for _ in 0..PROBE_BURST_PER_IP {
+            assert_eq!(code(prober.admit(asker, later)), None);
+        }
+        assert_eq!(
+            code(prober.admit(asker, later)),
+            Some(ErrorCode::LimitExceeded)
+        );
     }
 
     #[test]

@@ -71,6 +71,15 @@ impl RateLimit {
         }
     }
 
+    /// Gives back a token taken for `ip` (what it was taken for was turned down for another
+    /// reason), up to the burst.
+    pub fn give_back(&mut self, ip: IpAddr) {
+        let burst = self.burst;
+        if let Some(bucket) = self.buckets.get_mut(&ip.to_canonical()) {
+            bucket.tokens = (bucket.tokens + 1.0).min(burst);
+        }
+    }
+
     /// Forgets addresses whose bucket has filled up again.
     pub fn prune(&mut self, now: Instant) {
         let (burst, rate) = (self.burst, self.per_second);

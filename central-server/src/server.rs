@@ -26,7 +26,7 @@ use crate::budget::{BODY_TIMEOUT, BufferBudget, FREE_FRAME_LEN, Room};
 use crate::config::ServerConfig;
 use crate::folders;
 use crate::index::{Index, IndexLimits, Located, Search};
-use crate::probe::Prober;
+use crate::probe::{PROBES_OFF, Prober};
 use crate::rate::RateLimit;
 use crate::reaper;
 use crate::search_queue::SearchQueue;
@@ -437,6 +437,9 @@ impl Shared {
                 let room = self.room_for(from.ip(), bound).await;
                 let (peers, total) = self.index().list_peers(now);
                 return (IndexResponse::Peers { peers, total }, room);
+            }
+            IndexRequest::Probe { .. } if !self.config.probes => {
+                Err((ErrorCode::Forbidden, PROBES_OFF.to_owned()))
             }
             IndexRequest::Probe { .. } if !self.config.allow_peers.permits(node) => {
                 Err((ErrorCode::Forbidden, not_allowed(node)))

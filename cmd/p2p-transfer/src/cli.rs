@@ -122,6 +122,11 @@ pub struct DoctorArgs {
         env = "P2P_PEER_LISTEN"
     )]
     pub addr: SocketAddr,
+    /// Address other peers are told to reach this one at, as `peer --advertise-addr`: the
+    /// index connects back to its port, and a warning says so when it can only check another
+    /// address (it connects to this machine's source address, never to one it is given).
+    #[arg(long, value_name = "ADDR")]
+    pub advertise_addr: Option<SocketAddr>,
     /// Folder downloads are written to: its free space and partial downloads are checked.
     #[arg(short = 'o', long, default_value = ".", value_name = "DIR")]
     pub out: PathBuf,
@@ -169,7 +174,7 @@ pub struct IdArgs {
 pub struct IndexArgs {
     /// Address of a central index server: HOST, HOST:PORT, IP or IP:PORT (an IPv6 one in
     /// brackets when a port follows); the port defaults to 8000 [default: 127.0.0.1:8000].
-    /// Repeatable: every one is asked.
+    /// `search` takes it several times and asks every one; the other commands use one.
     #[arg(
         short = 's',
         long = "server",
@@ -373,6 +378,11 @@ pub struct ServerArgs {
     /// 1/0, true/false, yes/no, on/off.
     #[arg(long, env = "P2P_NO_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_mdns: bool,
+    /// Don't answer `Probe`, the request `doctor` checks reachability with (it is refused,
+    /// and the index connects nowhere). For an index behind a TCP proxy or port forwarder,
+    /// where every connection seems to come from the proxy's address.
+    #[arg(long)]
+    pub no_probe: bool,
     /// Advertise only on this network interface (repeatable). Default: every interface, or
     /// loopback only when listening on a loopback address.
     #[arg(long = "mdns-interface", value_name = "NAME")]
@@ -547,6 +557,7 @@ impl From<&ServerArgs> for ServerConfig {
             max_folder_files_per_peer: args.max_folder_files_per_peer,
             register_rate_per_ip: args.register_rate_per_ip,
             search_rate_per_ip: args.search_rate_per_ip,
+            probes: !args.no_probe,
             ..ServerConfig::default()
         }
     }

@@ -7,18 +7,21 @@
 //! applies that order (a flag or an environment variable is an explicit value, a default is
 //! not) and checks each value with the flag's own parser. What stays for this module: finding
 //! and reading the file, naming the file, line and key of anything wrong in it, and the one
-//! rule clap can't express, "`--auto-discover` or a server, whichever was said louder"
+//! rules clap can't express, such as "`--auto-discover` or a server, whichever was said louder"
 //! ([`settle`]).
 //!
 //! # The file
 //! Keys are the flags' long names, in a section per command; `identity-dir` at the top and
 //! `[index]` apply to every command that takes them (the same commands an environment
-//! variable such as `P2P_SERVER` reaches). Only long-lived settings are taken: what a run
-//! does (`--register`, `--download`, `--json`, `-i`) stays on the command line. An unknown
+//! variable such as `P2P_SERVER` reaches: `doctor` too, so it checks the index the others
+//! use). `[peer]`'s listen address, output folder and advertised address are `doctor`'s too,
+//! so it checks the port and folder the peer uses. Only long-lived settings are taken: what a
+//! run does (`--register`, `--download`, `--json`, `-i`) stays on the command line. An unknown
 //! section or key is an error naming it, the file and the line. A relative path is relative
 //! to the file's folder; `~/` is the home folder. A list flag's value is an array, and a flag
 //! given on the command line replaces the file's list. A missing default file is fine; a
-//! missing file named by `--config` or `P2P_CONFIG` is an error.
+//! missing file named by `--config` or `P2P_CONFIG` is an error. A command that takes no
+//! setting (`completions`, `man`) doesn't read the file at all, so a broken one can't stop it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -52,16 +55,28 @@ pub struct Section {
     pub keys: &'static [&'static str],
     /// Which commands it applies to.
     applies: Applies,
+    /// Keys that also reach another command, as that command's flag of the same name:
+    /// (command, keys).
+    also: &'static [(&'static str, &'static [&'static str])],
 }
 
 /// Which commands a section's keys reach.
 enum Applies {
     /// These (leaf) commands.
     Commands(&'static [&'static str]),
-    /// Every command that has a flag of this long name (as an environment variable reaches
-    /// every command whose flag names it).
+    /// Every command that has a flag of this long name.
     HavingFlag(&'static str),
+    /// Every command that has a flag this environment variable stands for (as the variable
+    /// itself reaches them all).
+    HavingEnv(&'static str),
 }
+
+/// The commands that ask several index servers at once: elsewhere `[index] server` (and
+/// `--server`) names one.
+const SEVERAL_SERVERS: &[&str] = &["search"];
+
+/// Commands that read the config file although no section applies to them.
+const READ_THE_FILE: &[&str] = &["config"];
 
 /// Every section of the file, in the order `p2p-transfer config` prints them.
 pub const SECTIONS: &[Section] = &[
@@ -69,6 +84,7 @@ pub const SECTIONS: &[Section] = &[
         name: "",
         keys: &["identity-dir"],
         applies: Applies::HavingFlag("identity-dir"),
+        also: &[],
     },
     Section {
         name: "index",
@@ -79,7 +95,9 @@ pub const SECTIONS: &[Section] = &[
             "discover-timeout",
             "server-name",
         ],
-        applies: Applies::HavingFlag("auto-discover"),
+        // `peer`, `search`, `send`, `receive` and `doctor`.
+        applies: Applies::HavingEnv("P2P_SERVER"),
+        also: &[],
     },
     Section {
         name: "server",
@@ -100,10 +118,12 @@ pub const SECTIONS: &[Section] = &[
             "register-rate-per-ip",
             "search-rate-per-ip",
             "no-mdns",
+            "no-probe",
             "mdns-interface",
             "web",
         ],
         applies: Applies::Commands(&["server"]),
+        also: &[],
     },
     Section {
         name: "peer",
@@ -123,11 +143,15 @@ pub const SECTIONS: &[Section] = &[
             "max-upload-mib",
         ],
         applies: Applies::Commands(&["peer"]),
+        // `doctor` checks the port the peer listens on, the folder it writes to, and the
+        // address it advertises.
+        also: &[("doctor", &["addr", "out", "advertise-addr"])],
     },
     Section {
         name: "receive",
         keys: &["out", "workers"],
         applies: Applies::Commands(&["receive"]),
+        also: &[],
     },
 ];
 
@@ -218,30 +242,63 @@ pub struct Loaded {
     pub file: Option<ConfigFile>,
     /// Where the file was looked for.
     pub location: Location,
+    /// Where each of the command's values came from (`doctor` names its index's origin).
+    pub settings: Settings,
 }
 
-/// Parses the process's command line with the config file's values as defaults.
+/// Parses the process's command line with the config file's values as defaults (for a
+/// command that reads it).
 pub fn load(argv: Vec<OsString>) -> Result<Loaded, LoadError> {
-    let location = locate(&argv);
-    let file = read(&location)?;
-    let cli = parse(&argv, file.as_ref())?;
+    let (location, command) = first_look(&argv);
+    let file = if reads_the_file(&Cli::command(), &command) {
+        read(&location)?
+    } else {
+        None
+    };
+    let (cli, settings) = parse_settled(&argv, file.as_ref())?;
     Ok(Loaded {
         cli,
         file,
         location,
+        settings,
     })
 }
 
-/// Where the config file is: `--config` (found by a forgiving first parse, so an error
-/// elsewhere on the line is reported by the real one), else `P2P_CONFIG`, else the default
-/// place.
-pub fn locate(argv: &[OsString]) -> Location {
-    let given = Cli::command()
+/// A forgiving first parse (an error on the line is reported by the real one): where the
+/// config file is, and the command's path of names (empty when none can be made out). The
+/// file is the one `--config` names, else `P2P_CONFIG`, else the default place.
+fn first_look(argv: &[OsString]) -> (Location, Vec<String>) {
+    let matches = Cli::command()
         .ignore_errors(true)
         .try_get_matches_from(argv)
-        .ok()
-        .and_then(|m| config_arg(&m));
-    match given {
+        .ok();
+    let mut command = Vec::new();
+    let mut at = matches.as_ref();
+    while let Some((name, sub)) = at.and_then(ArgMatches::subcommand) {
+        command.push(name.to_owned());
+        at = Some(sub);
+    }
+    // `config peer --config PATH` shows what `peer --config PATH` would run with.
+    let shown = match (command.as_slice(), &matches) {
+        ([only], Some(matches)) if only == "config" => matches
+            .subcommand_matches("config")
+            .and_then(|m| m.get_raw("command"))
+            .and_then(|line| {
+                let argv: Vec<OsString> = std::iter::once(OsString::from("p2p-transfer"))
+                    .chain(line.map(OsString::from))
+                    .collect();
+                Cli::command()
+                    .ignore_errors(true)
+                    .try_get_matches_from(argv)
+                    .ok()
+            }),
+        _ => None,
+    };
+    let given = shown
+        .as_ref()
+        .and_then(config_arg)
+        .or_else(|| matches.as_ref().and_then(config_arg));
+    let location = match given {
         Some(path) => Location {
             path: Some(path),
             explicit: true,
@@ -250,7 +307,8 @@ pub fn locate(argv: &[OsString]) -> Location {
             path: default_path(),
             explicit: false,
         },
-    }
+    };
+    (location, command)
 }
 
 /// `--config` (or its variable) wherever it was given on the line.
@@ -449,13 +507,38 @@ impl Section {
         }
     }
 
-    /// Whether this section's keys reach the command `leaf` (already looked up).
-    pub fn applies_to(&self, name: &str, leaf: &Command) -> bool {
-        match self.applies {
+    /// Whether the section's `key` reaches the command `name` (`leaf`, already looked up): it
+    /// applies there, and `leaf` has a flag of that name.
+    pub fn reaches(&self, key: &str, name: &str, leaf: &Command) -> bool {
+        let whole = match self.applies {
             Applies::Commands(names) => names.contains(&name),
             Applies::HavingFlag(flag) => leaf.get_arguments().any(|a| a.get_long() == Some(flag)),
-        }
+            Applies::HavingEnv(var) => leaf
+                .get_arguments()
+                .any(|a| a.get_env().is_some_and(|e| e == var)),
+        };
+        let also = || {
+            self.also
+                .iter()
+                .any(|(command, keys)| *command == name && keys.contains(&key))
+        };
+        (whole || also()) && leaf.get_arguments().any(|a| a.get_long() == Some(key))
     }
+
+    /// Whether any of this section's keys reaches the command `name` (`leaf`).
+    pub fn applies_to(&self, name: &str, leaf: &Command) -> bool {
+        self.keys.iter().any(|key| self.reaches(key, name, leaf))
+    }
+}
+
+/// Whether the command at `path` reads the config file: a setting reaches it (or it is
+/// `config`). Those that don't (`completions`, `man`) run whatever state the file is in.
+fn reads_the_file(cmd: &Command, path: &[String]) -> bool {
+    let (Some(leaf), Some(name)) = (find_leaf(cmd, path), path.last()) else {
+        // No command (or clap's own `help`): nothing to read it for.
+        return false;
+    };
+    READ_THE_FILE.contains(&name.as_str()) || SECTIONS.iter().any(|s| s.applies_to(name, leaf))
 }
 
 /// The leaf subcommands: their path of names (`["manifest", "create"]`).
@@ -533,7 +616,7 @@ fn command_with(file: Option<&ConfigFile>, relaxed: bool) -> (Command, FileSets)
                     .iter()
                     .find(|s| s.name == entry.section)
                     .expect("entries come from SECTIONS");
-                if !section.applies_to(leaf_name, &leaf) {
+                if !section.reaches(entry.key, leaf_name, &leaf) {
                     continue;
                 }
                 let Some(arg) = leaf
@@ -603,7 +686,11 @@ fn values_for(
         ))
     };
     let is_flag = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
-    let many = matches!(arg.get_action(), ArgAction::Append);
+    let leaf_name = leaf.last().map(String::as_str).unwrap_or_default();
+    // `--server` is repeatable for every command that takes `IndexArgs`, but only `search`
+    // uses more than one (`settle` says the same of the flags).
+    let many = matches!(arg.get_action(), ArgAction::Append)
+        && (arg.get_id() != "servers" || SEVERAL_SERVERS.contains(&leaf_name));
     let takes_bare = arg.get_num_args().is_some_and(|n| n.min_values() == 0);
     let values = match &entry.value {
         Value::Bool(b) if is_flag => return Ok(Some(vec![b.to_string()])),
@@ -619,6 +706,13 @@ fn values_for(
         Value::Many(list) if many => list.clone(),
         Value::Many(list) => match list.as_slice() {
             [one] => vec![one.clone()],
+            _ if entry.key == "server" => {
+                return Err(wrong(format!(
+                    "`p2p-transfer {}` uses one index server, not a list (only `search` asks \
+                     several)",
+                    leaf.join(" ")
+                )));
+            }
             _ => {
                 return Err(wrong(format!(
                     "`p2p-transfer {}` takes one value here, not a list",
@@ -673,15 +767,25 @@ fn check_value(arg: &Arg, value: &str) -> Result<(), String> {
     }
 }
 
-/// Parses `argv` with the file's values as defaults, then [`settle`]s what clap can't.
+/// [`parse_settled`]'s flags alone.
+#[cfg(test)]
 pub fn parse(argv: &[OsString], file: Option<&ConfigFile>) -> Result<Cli, LoadError> {
+    parse_settled(argv, file).map(|(cli, _)| cli)
+}
+
+/// Parses `argv` with the file's values as defaults, then [`settle`]s what clap can't; also
+/// says where each of the command's values came from.
+fn parse_settled(
+    argv: &[OsString],
+    file: Option<&ConfigFile>,
+) -> Result<(Cli, Settings), LoadError> {
     let (cmd, mut sets) = command_with(file, false);
     let mut matches = cmd.clone().try_get_matches_from(argv)?;
-    let (_, mut settings, _) = settings_of(&cmd, &matches, &mut sets, file)?;
-    let settled = settle(&mut settings, &cmd)?;
+    let (path, mut settings, _) = settings_of(&cmd, &matches, &mut sets, file)?;
+    let settled = settle(&path, &mut settings, &cmd)?;
     let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
     settled.apply(&mut cli);
-    Ok(cli)
+    Ok((cli, settings))
 }
 
 /// What `argv` would run with, without running it (its positional arguments may be left
@@ -693,7 +797,7 @@ pub fn explain(
     let (cmd, mut sets) = command_with(file, true);
     let matches = cmd.clone().try_get_matches_from(argv)?;
     let (path, mut settings, leaf) = settings_of(&cmd, &matches, &mut sets, file)?;
-    settle(&mut settings, &cmd)?;
+    settle(&path, &mut settings, &cmd)?;
     Ok((path, settings, leaf))
 }
 
@@ -784,27 +888,45 @@ struct Settled {
 /// - `--auto-discover` and a server: the one said louder wins (a flag `--auto-discover`
 ///   beats `P2P_SERVER` or the file's server, a flag `--server` beats the file's
 ///   `auto-discover = true`); said equally loud, they conflict.
+/// - The file's `server-id` goes with the file's index: set aside when the index comes from
+///   a flag or the environment.
 /// - `--server-name` (and peer's `--mdns-interface`) need `--auto-discover`: an error when
 ///   given as flags, set aside when they come from the environment or the file.
-fn settle(settings: &mut Settings, cmd: &Command) -> Result<Settled, LoadError> {
+/// - Only `search` asks several index servers: elsewhere, `--server` twice is an error (a
+///   list in the file is refused when it is read, [`values_for`]).
+fn settle(path: &[String], settings: &mut Settings, cmd: &Command) -> Result<Settled, LoadError> {
     let mut settled = Settled::default();
-    let Some(auto) = settings.get("auto_discover") else {
-        return Ok(settled);
-    };
+    let leaf = path.last().map(String::as_str).unwrap_or_default();
     let server_id = if settings.contains_key("servers") {
         "servers"
     } else {
         "server"
     };
+    if let Some(servers) = settings.get("servers")
+        && servers.values.len() > 1
+        && !SEVERAL_SERVERS.contains(&leaf)
+    {
+        return Err(LoadError::Usage(cmd.clone().error(
+            ErrorKind::TooManyValues,
+            format!(
+                "`p2p-transfer {}` uses one index server: give --server once (only `search` \
+                 asks several)",
+                path.join(" ")
+            ),
+        )));
+    }
     let given = |setting: Option<&Setting>, set: bool| match setting {
         Some(setting) if set => setting.origin.rank(),
         _ => 0,
     };
-    let auto_on = auto.values.iter().any(|v| v == "true");
-    let auto_rank = given(Some(auto), auto_on);
+    // Commands without `--auto-discover` (`doctor`) have no switch to weigh.
+    let has_auto = settings.contains_key("auto_discover");
+    let mut auto_on = settings
+        .get("auto_discover")
+        .is_some_and(|auto| auto.values.iter().any(|v| v == "true"));
+    let auto_rank = given(settings.get("auto_discover"), auto_on);
     let server = settings.get(server_id);
     let server_rank = given(server, server.is_some_and(|s| !s.values.is_empty()));
-    let mut auto_on = auto_on;
     if server_rank > 0 && auto_rank > 0 {
         if server_rank == auto_rank {
             if let Origin::File { path, line } = &settings["auto_discover"].origin {
@@ -848,7 +970,7 @@ fn settle(settings: &mut Settings, cmd: &Command) -> Result<Settled, LoadError> 
             "the index is given by a flag or the environment",
         );
     }
-    if auto_on {
+    if !has_auto || auto_on {
         return Ok(settled);
     }
     for (id, flag) in [
@@ -893,6 +1015,12 @@ impl Settled {
                 if self.drop_mdns_interfaces {
                     args.mdns_interfaces.clear();
                 }
+                if self.drop_server_id {
+                    args.server_id = None;
+                }
+                return;
+            }
+            Sub::Doctor(args) => {
                 if self.drop_server_id {
                     args.server_id = None;
                 }
@@ -991,10 +1119,20 @@ mod tests {
             for key in section.keys {
                 let found = leaves(&cmd).iter().any(|path| {
                     let leaf = find_leaf(&cmd, path).unwrap();
-                    section.applies_to(path.last().unwrap(), leaf)
-                        && leaf.get_arguments().any(|a| a.get_long() == Some(key))
+                    section.reaches(key, path.last().unwrap(), leaf)
                 });
                 assert!(found, "[{}] {key} is no flag", section.name);
+            }
+            // What a section lends another command is a flag there.
+            for (command, keys) in section.also {
+                let leaf = cmd.find_subcommand(command).unwrap();
+                for key in *keys {
+                    assert!(
+                        leaf.get_arguments().any(|a| a.get_long() == Some(key)),
+                        "[{}] {key} is no flag of {command}",
+                        section.name
+                    );
+                }
             }
         }
     }
@@ -1083,6 +1221,114 @@ mod tests {
         ));
     }
 
+    fn doctor(config: &ConfigFile, args: &[&str]) -> crate::cli::DoctorArgs {
+        let mut all = vec!["doctor"];
+        all.extend_from_slice(args);
+        match parse(&argv(&all), Some(config)).unwrap().command {
+            Sub::Doctor(args) => args,
+            _ => panic!("not doctor"),
+        }
+    }
+
+    #[test]
+    fn doctor_checks_the_index_port_and_folder_the_peer_uses() {
+        let id = "A3R7-3D62-FG5W-BK2Z-KV66-MHW3-BLWN-WIYRJ";
+        let config = file(&format!(
+            "identity-dir = \"keys\"\n[index]\nserver = \"10.0.0.1:9\"\nserver-id = \"{id}\"\n\
+             discover-timeout = \"7s\"\nserver-name = \"lab\"\n[peer]\naddr = \"0.0.0.0:7001\"\n\
+             out = \"dl\"\nadvertise-addr = \"192.168.1.20:7001\"\nworkers = 3\n\
+             mdns-interface = [\"eth9\"]\n"
+        ));
+        let args = doctor(&config, &[]);
+        assert_eq!(args.server.unwrap().to_string(), "10.0.0.1:9");
+        assert_eq!(args.server_id.map(|n| n.to_string()).as_deref(), Some(id));
+        assert_eq!(args.discover_timeout, std::time::Duration::from_secs(7));
+        assert_eq!(args.addr, "0.0.0.0:7001".parse().unwrap());
+        assert_eq!(args.out, PathBuf::from("/etc/p2p/dl"));
+        assert_eq!(
+            args.advertise_addr,
+            Some("192.168.1.20:7001".parse().unwrap())
+        );
+        assert_eq!(
+            args.identity.identity_dir,
+            Some(PathBuf::from("/etc/p2p/keys"))
+        );
+        // The peer's mDNS interfaces are for its --auto-discover, not doctor's query.
+        assert!(args.mdns_interfaces.is_empty());
+        // Flags still win; another index given sets the file's id aside.
+        let args = doctor(&config, &["--server", "10.0.0.2", "--addr", "127.0.0.1:0"]);
+        assert_eq!(args.server.unwrap().to_string(), "10.0.0.2:8000");
+        assert_eq!(args.server_id, None);
+        assert_eq!(args.addr, "127.0.0.1:0".parse().unwrap());
+        // A bad value of [peer] is named when doctor runs, as when peer does.
+        let err = file_error(&file("[peer]\naddr = \"nowhere\"\n"), &["doctor"]);
+        assert!(err.contains(":2:8: addr in [peer]: invalid value"), "{err}");
+        // But [peer]'s other keys are not doctor's business.
+        assert!(parse(&argv(&["doctor"]), Some(&file("[peer]\nworkers = 0\n"))).is_ok());
+    }
+
+    #[test]
+    fn only_search_takes_several_servers() {
+        let list = file("[index]\nserver = [\"a\", \"b\"]\n");
+        for command in [&["send", "f"][..], &["receive", "p2p1x"], &["doctor"]] {
+            let err = file_error(&list, command);
+            assert!(
+                err.starts_with("/etc/p2p/config.toml:2:10: server in [index]: ")
+                    && err.contains(&format!(
+                        "`p2p-transfer {}` uses one index server, not a list",
+                        command[0]
+                    )),
+                "{err}"
+            );
+        }
+        // A list of one is one.
+        let one = file("[index]\nserver = [\"a\"]\n");
+        let Sub::Send(args) = parse(&argv(&["send", "f"]), Some(&one)).unwrap().command else {
+            panic!("not send")
+        };
+        assert_eq!(args.index.servers.len(), 1);
+        // Twice as a flag: a usage error, not a warning once it runs.
+        for command in ["send", "receive"] {
+            let Err(LoadError::Usage(err)) = parse(
+                &argv(&[command, "x", "-s", "127.0.0.1:1", "-s", "127.0.0.1:2"]),
+                None,
+            ) else {
+                panic!("{command}: no usage error")
+            };
+            assert!(
+                err.to_string().contains("uses one index server"),
+                "{command}: {err}"
+            );
+        }
+        assert!(
+            parse(
+                &argv(&["search", "x", "-s", "127.0.0.1:1", "-s", "127.0.0.1:2"]),
+                None
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn commands_that_take_no_setting_do_not_read_the_file() {
+        let cmd = Cli::command();
+        let reads = |line: &[&str]| reads_the_file(&cmd, &first_look(&argv(line)).1);
+        assert!(!reads(&["completions", "bash"]));
+        assert!(!reads(&["man", "/tmp/x"]));
+        assert!(!reads(&["help", "peer"]));
+        assert!(!reads(&[]));
+        for line in [
+            &["config"][..],
+            &["id"],
+            &["doctor"],
+            &["peer"],
+            &["receive", "x"],
+            &["manifest", "create", "f"],
+        ] {
+            assert!(reads(line), "{line:?}");
+        }
+    }
+
     #[test]
     fn the_files_server_id_goes_with_the_files_server() {
         let id = "A3R7-3D62-FG5W-BK2Z-KV66-MHW3-BLWN-WIYRJ";
@@ -1140,7 +1386,7 @@ mod tests {
         let err = file_error(&file("[server]\nno-mdns = \"yes\"\n"), &["server"]);
         assert!(err.contains("expected true or false"), "{err}");
         let err = file_error(&file("[index]\nserver = [\"a\", \"b\"]\n"), &["peer"]);
-        assert!(err.contains("takes one value here"), "{err}");
+        assert!(err.contains("uses one index server, not a list"), "{err}");
         // A section that doesn't apply to the command run is not checked against it...
         assert!(parse(&argv(&["id"]), Some(&file("[peer]\nworkers = 0\n"))).is_ok());
         // ...but a list of servers is fine where several are asked.
@@ -1185,9 +1431,13 @@ mod tests {
             &["peer", "--config", "/x.toml"],
             &["peer", "--config=/x.toml", "-w", "0"],
             &["receive", "--config", "/x.toml"],
+            &["config", "peer", "--config", "/x.toml"],
+            &[
+                "--config", "/y.toml", "config", "peer", "--config", "/x.toml",
+            ],
         ] {
             assert_eq!(
-                locate(&argv(line)),
+                first_look(&argv(line)).0,
                 Location {
                     path: Some("/x.toml".into()),
                     explicit: true

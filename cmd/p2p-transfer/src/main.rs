@@ -144,7 +144,9 @@ fn main() -> ExitCode {
             Command::Completions(args) => run::completions::run(args),
             Command::Man(args) => run::man::run(args),
             Command::Config(args) => run::config::run(args, &loaded),
-            Command::Doctor(args) => interruptible(run::doctor::run(args), &shutdown).await,
+            Command::Doctor(args) => {
+                interruptible(run::doctor::run(args, &loaded.settings), &shutdown).await
+            }
             Command::Manifest(command) => {
                 interruptible(run::manifest::run(command), &shutdown).await
             }

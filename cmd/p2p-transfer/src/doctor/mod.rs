@@ -11,12 +11,15 @@
 //! * [`index`]: the index server (given, found over mDNS, or the ones this machine knows):
 //!   TCP, the TLS and `Hello` handshakes, version, round-trip time.
 //! * [`reach`]: whether others reach this peer: the index connects back (`Probe`).
+//! * [`listeners`]: which sockets listen on a port (`/proc/net/tcp`), to name a port another
+//!   program holds.
 //!
 //! The checks only look: nothing here changes a file or the network's state, except a
 //! listener on the peer's port for the few seconds the index takes to connect back.
 
 pub mod index;
 pub mod interfaces;
+pub mod listeners;
 pub mod local;
 pub mod mdns;
 pub mod reach;

@@ -110,7 +110,7 @@ pub fn run(args: &ConfigArgs, loaded: &Loaded) -> anyhow::Result<()> {
         if !section.applies_to(leaf_name, &leaf) {
             continue;
         }
-        show_section(section, &settings, &leaf, args.json);
+        show_section(section, &settings, leaf_name, &leaf, args.json);
     }
     Ok(())
 }
@@ -134,8 +134,9 @@ fn print_header(header: &FileLine<'_>, file: Option<&ConfigFile>) {
     }
 }
 
-/// One section's settings, in the order its keys are listed.
-fn show_section(section: &Section, settings: &Settings, leaf: &Command, json: bool) {
+/// One section's settings that reach the command `name` (`leaf`), in the order its keys are
+/// listed.
+fn show_section(section: &Section, settings: &Settings, name: &str, leaf: &Command, json: bool) {
     if !json {
         println!();
         if !section.name.is_empty() {
@@ -143,6 +144,9 @@ fn show_section(section: &Section, settings: &Settings, leaf: &Command, json: bo
         }
     }
     for key in section.keys {
+        if !section.reaches(key, name, leaf) {
+            continue;
+        }
         let Some(arg) = leaf.get_arguments().find(|a| a.get_long() == Some(key)) else {
             continue;
         };

@@ -9,6 +9,7 @@ use p2p_protocol::NodeId;
 use p2p_transport::Tls;
 
 use crate::cli::{DEFAULT_SERVER, DoctorArgs};
+use crate::config::{Origin, Settings};
 use crate::doctor::index::{self, Reached};
 use crate::doctor::{Check, Report, Status, interfaces, local, mdns, plural, reach};
 
@@ -16,8 +17,9 @@ use crate::doctor::{Check, Report, Status, interfaces, local, mdns, plural, reac
 /// one, besides the default.
 const MAX_KNOWN_TRIED: usize = 8;
 
-/// Runs every check, prints them, and fails if any found a problem.
-pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
+/// Runs every check, prints them, and fails if any found a problem. `settings` says where
+/// each value came from (the index given in the config file is named so).
+pub async fn run(args: &DoctorArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut report = Report::default();
 
     report.add(local::output_folder(&args.out));
@@ -79,7 +81,7 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
         match server.resolve().await {
             Ok(addr) => {
                 let (check, answered) =
-                    index::check(&tls.tls, addr, "given with --server", expect(addr)).await;
+                    index::check(&tls.tls, addr, &given(settings), expect(addr)).await;
                 keep(check, answered, &mut report);
             }
             Err(err) => report.add(
@@ -156,7 +158,16 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     }
 
     match reached {
-        Some(reached) => report.add(reach::check(reached, args.addr, &tls.tls, &interfaces).await),
+        Some(reached) => reach::check(
+            reached,
+            args.addr,
+            args.advertise_addr,
+            &tls.tls,
+            &interfaces,
+        )
+        .await
+        .into_iter()
+        .for_each(|c| report.add(c)),
         None => report.add(
             Check::new(
                 "reachability",
@@ -181,6 +192,16 @@ pub async fn run(args: &DoctorArgs) -> anyhow::Result<()> {
         anyhow::bail!("doctor found {} (see above)", plural(problems, "problem"));
     }
     Ok(())
+}
+
+/// Where the index checked was given: `given with --server`, `given by P2P_SERVER`, `given in
+/// PATH:LINE` (the config file).
+fn given(settings: &Settings) -> String {
+    match settings.get("server").map(|s| &s.origin) {
+        Some(Origin::Env(var)) => format!("given by {var}"),
+        Some(Origin::File { path, line }) => format!("given in {}:{line}", path.display()),
+        _ => "given with --server".to_owned(),
+    }
 }
 
 /// The command that runs a peer with the index at `addr`, pinned to `node_id`.

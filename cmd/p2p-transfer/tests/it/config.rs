@@ -342,3 +342,84 @@ fn receive_ticket_auto_discover_beats_p2p_server_and_finding_none_is_a_warning()
         "{warning}"
     );
 }
+
+#[test]
+fn config_doctor_shows_the_index_port_and_folder_from_the_file() {
+    let (_dir, path) = config_file(
+        "[index]\nserver = \"10.1.2.3\"\n[peer]\naddr = \"0.0.0.0:7001\"\nout = \"/srv/dl\"\n\
+         advertise-addr = \"192.168.1.20:7001\"\nworkers = 3\n",
+    );
+    let mut cmd = bin();
+    cmd.env("P2P_CONFIG", &path)
+        .args(["config", "--json", "doctor"]);
+    let found = settings(&mut cmd);
+    let get = |section: &str, key: &str| {
+        found
+            .get(&(section.to_owned(), key.to_owned()))
+            .unwrap_or_else(|| panic!("no [{section}] {key}: {found:#?}"))
+    };
+    for (section, key, value, line) in [
+        ("index", "server", "10.1.2.3", 2),
+        ("peer", "addr", "0.0.0.0:7001", 4),
+        ("peer", "out", "/srv/dl", 5),
+        ("peer", "advertise-addr", "192.168.1.20:7001", 6),
+    ] {
+        let setting = get(section, key);
+        assert_eq!(setting["value"], value, "{setting}");
+        assert_eq!(setting["source"], "file", "{setting}");
+        assert_eq!(setting["from"], path.display().to_string(), "{setting}");
+        assert_eq!(setting["line"], line, "{setting}");
+    }
+    // The peer's other settings are not doctor's.
+    assert!(!found.contains_key(&("peer".to_owned(), "workers".to_owned())));
+}
+
+#[test]
+fn send_and_receive_refuse_a_list_of_servers_from_the_file() {
+    let (_dir, path) = config_file("[index]\nserver = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n");
+    let src = tempfile::tempdir().unwrap();
+    let (file, _) = random_file(src.path(), "a.bin", 10, 19);
+    for (command, args) in [
+        ("send", vec![file.display().to_string()]),
+        ("receive", vec!["p2p1x".to_owned()]),
+    ] {
+        let output = run(bin().env("P2P_CONFIG", &path).arg(command).args(&args));
+        assert_eq!(output.status.code(), Some(2), "{command}");
+        assert_eq!(
+            text(&output.stderr),
+            format!(
+                "error: {}:2:10: server in [index]: `p2p-transfer {command}` uses one index \
+                 server, not a list (only `search` asks several)\n",
+                path.display()
+            )
+        );
+    }
+}
+
+#[test]
+fn a_broken_file_does_not_stop_completions_or_man() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("p2p-transfer/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, "[peer\nworkers = 3\n").unwrap();
+    let output = run(bin()
+        .env("XDG_CONFIG_HOME", home.path())
+        .args(["completions", "bash"]));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("p2p-transfer"));
+    let pages = home.path().join("man");
+    let output = run(bin()
+        .env("XDG_CONFIG_HOME", home.path())
+        .arg("man")
+        .arg(&pages));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(pages.join("p2p-transfer-peer.1").is_file());
+    // A command that reads it still says what is wrong with it.
+    let output = run(bin().env("XDG_CONFIG_HOME", home.path()).arg("id"));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).starts_with(&format!("error: {}:1:", config.display())),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -2,7 +2,9 @@
 //! network namespace (see `netns`) where mDNS and nftables rules stay: multicast off on the
 //! interface, UDP 5353 dropped, the peer's port dropped, no index running, an index of
 //! another protocol version. Doctor must name each one, exit 1, and print a command that
-//! works. A partial download held by a stopped process is named too.
+//! works. A partial download held by a stopped process is named too; and, on loopback, the
+//! index, port and folder of the config file, a port another program holds, an advertised
+//! address the index can't check, and an index that answers no probes.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -463,5 +465,182 @@ fn the_text_report_has_one_line_per_check_and_a_count() {
     assert!(
         lines.last().unwrap().starts_with("doctor: 1 problem, "),
         "{stdout}"
+    );
+}
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `doctor --json --no-mdns` with `cmd`'s environment and `extra`, within a deadline.
+fn doctor_with(mut cmd: Command, extra: &[&str]) -> (Output, Vec<Value>) {
+    let output = cmd
+        .args(["doctor", "--json", "--no-mdns"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let checks = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (output, checks)
+}
+
+/// The one check of family `check`.
+fn only<'a>(checks: &'a [Value], check: &str) -> &'a Value {
+    let found: Vec<&Value> = checks.iter().filter(|c| c["check"] == check).collect();
+    assert_eq!(found.len(), 1, "{check}: {checks:#?}");
+    found[0]
+}
+
+/// Doctor checks what the config file sets up for the peer: the index of `[index]`, the port
+/// and folder of `[peer]`, not its own defaults.
+#[test]
+fn doctor_checks_the_index_port_and_folder_of_the_config_file() {
+    let (_server, addr) = quiet_server();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[index]\nserver = \"{addr}\"\n[peer]\naddr = \"127.0.0.1:{port}\"\nout = \"downloads\"\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.env("P2P_CONFIG", &config);
+    let (output, checks) = doctor_with(cmd, &[]);
+    assert!(output.status.success(), "{checks:#?}");
+    let index = only(&checks, "index");
+    assert_eq!(index["subject"], addr.as_str());
+    assert_eq!(index["status"], "ok", "{index}");
+    assert!(
+        index["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("given in {}:2: ", config.display())),
+        "{index}"
+    );
+    let reach = only(&checks, "reachability");
+    assert_eq!(reach["subject"], format!("127.0.0.1:{port}"));
+    assert!(
+        reach["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("reached you at 127.0.0.1:{port}")),
+        "{reach}"
+    );
+    // The file's folder, relative to the file.
+    let folder = only(&checks, "output_folder");
+    assert_eq!(
+        folder["subject"],
+        dir.path().join("downloads").display().to_string()
+    );
+}
+
+/// A port another program holds is named as taken, with "stop it or pick another port", not
+/// "open the port".
+#[test]
+fn a_port_held_by_another_program_is_named_as_taken() {
+    let (_server, addr) = quiet_server();
+    // It accepts connections (the kernel completes them) and never says a word.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let (output, checks) = doctor_with(bin(), &["--server", &addr, "--addr", &listen]);
+    assert_eq!(output.status.code(), Some(1), "{checks:#?}");
+    let reach = only(&checks, "reachability");
+    assert_eq!(reach["status"], "problem");
+    assert!(
+        reach["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("port {port} is taken by another program")),
+        "{reach}"
+    );
+    let fix = reach["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("stop that program") && fix.contains("--addr 0.0.0.0:0"),
+        "{fix}"
+    );
+    assert!(
+        !fix.contains("open TCP port") && !fix.contains("ufw"),
+        "{fix}"
+    );
+    drop(holder);
+}
+
+/// With `--advertise-addr`, the index probes its port, and says when it could only check
+/// another address than the one peers are told.
+#[test]
+fn an_advertised_address_the_index_cannot_check_is_a_warning() {
+    let (_server, addr) = quiet_server();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let advertised = format!("127.0.0.2:{port}");
+    let (output, checks) = doctor_with(
+        bin(),
+        &[
+            "--server",
+            &addr,
+            "--addr",
+            &listen,
+            "--advertise-addr",
+            &advertised,
+        ],
+    );
+    assert!(output.status.success(), "{checks:#?}");
+    let reached = find(&checks, "reachability", "reached you");
+    assert_eq!(reached["status"], "ok");
+    let elsewhere = find(&checks, "reachability", "other peers are told");
+    assert_eq!(elsewhere["status"], "warning");
+    assert_eq!(elsewhere["subject"], advertised.as_str());
+    assert!(
+        elsewhere["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("could only check 127.0.0.1:{port}")),
+        "{elsewhere}"
+    );
+    assert!(
+        elsewhere["cause"]
+            .as_str()
+            .unwrap()
+            .contains("connects back only to the address a request comes from"),
+        "{elsewhere}"
+    );
+}
+
+/// An index run with `--no-probe` refuses the check: a warning saying so, not a problem.
+#[test]
+fn an_index_with_probes_off_is_a_warning() {
+    let mut cmd = bin();
+    cmd.args(["server", "--addr", "127.0.0.1:0", "--no-mdns", "--no-probe"]);
+    let (_server, line, _) = spawn_until(cmd, "server listening on ");
+    let addr = line.trim_start_matches("server listening on ").to_owned();
+    let (output, checks) = doctor_with(bin(), &["--server", &addr, "--addr", "127.0.0.1:0"]);
+    assert!(output.status.success(), "{checks:#?}");
+    let reach = only(&checks, "reachability");
+    assert_eq!(reach["status"], "warning");
+    assert!(
+        reach["summary"]
+            .as_str()
+            .unwrap()
+            .contains("won't check it: this index server does not check reachability"),
+        "{reach}"
+    );
+    assert!(
+        reach["fix"]
+            .as_str()
+            .unwrap()
+            .contains("from another machine"),
+        "{reach}"
     );
 }

@@ -234,19 +234,32 @@ fn staged_units(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The arguments of a unit's `ExecStart=` line, with `%h` and `%S` filled in.
+/// The arguments of a unit's `ExecStart=` line, with `%h`, `%S` and `%E` (`HOME/.config`)
+/// filled in.
 fn exec_start_args(unit: &Path, home: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(unit).unwrap();
     let line = text
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
         .expect("the unit has an ExecStart= line");
+    let config_home = home.join(".config");
     line.split_whitespace()
         .skip(1)
         .map(|arg| {
             arg.replace("%h", &home.display().to_string())
                 .replace("%S", &home.display().to_string())
+                .replace("%E", &config_home.display().to_string())
         })
+        .collect()
+}
+
+/// The config file the peer unit's header tells a user to write (its `#   #   ` lines).
+fn peer_unit_config(unit: &Path) -> String {
+    std::fs::read_to_string(unit)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   #   "))
+        .map(|l| format!("{l}\n"))
         .collect()
 }
 
@@ -259,6 +272,10 @@ fn systemd_units_take_real_flags() {
         names,
         ["p2p-transfer-peer.service", "p2p-transfer-server.service"]
     );
+    // The peer unit reads the config file its header documents.
+    let config = dir.path().join(".config/p2p-transfer/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, peer_unit_config(&units[0])).unwrap();
     for unit in &units {
         // `--help` last: clap refuses a flag it doesn't know before it gets there.
         let mut args = exec_start_args(unit, dir.path());
@@ -271,6 +288,54 @@ fn systemd_units_take_real_flags() {
             stderr(&output)
         );
     }
+}
+
+/// The peer unit gives no flag that would beat the config file: a server configured there
+/// is the one it uses (and `doctor` checks).
+#[test]
+fn the_peer_unit_takes_its_settings_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = &staged_units(dir.path())[0];
+    let args = exec_start_args(unit, dir.path());
+    let config = dir.path().join(".config/p2p-transfer/config.toml");
+    assert_eq!(
+        args,
+        ["peer", "--config", &config.display().to_string()],
+        "only the file's own path"
+    );
+    // As the header says to write it, plus a server of the user's own.
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    let documented = peer_unit_config(unit);
+    assert!(documented.contains("auto-discover = true"), "{documented}");
+    std::fs::write(
+        &config,
+        documented.replace("auto-discover = true", "server = \"10.1.2.3\""),
+    )
+    .unwrap();
+    // `~/` in the file is this home.
+    let output = bin()
+        .env("HOME", dir.path())
+        .args(["config", "--json"])
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let settings: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let get = |key: &str| {
+        settings
+            .iter()
+            .find(|s| s["key"] == key)
+            .unwrap_or_else(|| panic!("no {key}: {settings:#?}"))
+    };
+    assert_eq!(get("server")["value"], "10.1.2.3");
+    assert_eq!(get("server")["source"], "file");
+    assert!(get("server")["set_aside"].is_null(), "{}", get("server"));
+    assert_eq!(get("auto-discover")["value"], false);
+    let home = dir.path().display().to_string();
+    assert_eq!(get("share-dir")["value"][0], format!("{home}/Public"));
 }
 
 #[test]

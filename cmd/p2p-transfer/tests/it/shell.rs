@@ -20,6 +20,8 @@ pub fn spawn_shell(args: &[&str], history: &std::path::Path) -> Pty {
         .env("RUST_LOG", "error")
         .env("P2P_HISTORY_FILE", history)
         .env("P2P_IDENTITY_DIR", crate::support::fresh_identity_dir());
+    // As every other test: the config file of whoever runs the tests stays out of it.
+    crate::process::no_config_file(&mut cmd);
     let mut session = Session::spawn(cmd).expect("spawn on a pty");
     session.get_process_mut().set_window_size(120, 40).unwrap();
     session.set_expect_timeout(Some(Duration::from_secs(20)));
