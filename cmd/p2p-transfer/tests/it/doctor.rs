@@ -31,11 +31,7 @@ fn doctor(identity: &Path, extra: &[&str]) -> (Output, Vec<Value>) {
         .args(extra)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let checks = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let checks = checks_of(&output);
     (output, checks)
 }
 
@@ -477,6 +473,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The checks `doctor --json` printed, one JSON object a line.
+fn checks_of(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// Runs `doctor --json --no-mdns` with `cmd`'s environment and `extra`, within a deadline.
 fn doctor_with(mut cmd: Command, extra: &[&str]) -> (Output, Vec<Value>) {
     let output = cmd
@@ -484,11 +488,7 @@ fn doctor_with(mut cmd: Command, extra: &[&str]) -> (Output, Vec<Value>) {
         .args(extra)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let checks = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let checks = checks_of(&output);
     (output, checks)
 }
 
