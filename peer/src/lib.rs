@@ -35,6 +35,7 @@ pub mod download;
 pub mod downloads;
 pub mod error;
 mod heartbeat;
+mod index;
 pub mod inbox;
 pub mod index_client;
 mod manifest_jobs;
