@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand, error::ErrorKind};
 use p2p_central_server::ServerConfig;
 use p2p_central_server::config::MIB;
-use p2p_peer::PeerConfig;
+use p2p_peer::{IndexSpec, PeerConfig};
 use p2p_protocol::NodeId;
 use p2p_web::WebConfig;
 use p2p_web::config::{DEFAULT_MAX_UPLOAD_MIB, DEFAULT_PEER_WEB, DEFAULT_SERVER_WEB};
@@ -415,11 +415,17 @@ pub struct PeerArgs {
         env = "P2P_PEER_LISTEN"
     )]
     pub addr: SocketAddr,
-    /// Address of the central index server: HOST, HOST:PORT, IP or IP:PORT (an IPv6 one in
-    /// brackets when a port follows); the port defaults to 8000 [default: 127.0.0.1:8000, or
-    /// none with --from].
-    #[arg(short = 's', long, env = "P2P_SERVER", value_name = "HOST[:PORT]")]
-    pub server: Option<ServerAddr>,
+    /// Address of a central index server: HOST, HOST:PORT, IP or IP:PORT (an IPv6 one in
+    /// brackets when a port follows); the port defaults to 8000. Repeatable: the peer
+    /// registers with every one, and one down changes nothing while another answers
+    /// [default: 127.0.0.1:8000, or none with --from].
+    #[arg(
+        short = 's',
+        long = "server",
+        env = "P2P_SERVER",
+        value_name = "HOST[:PORT]"
+    )]
+    pub servers: Vec<ServerAddr>,
     /// The index server's node id (`p2p-transfer id --server` on its machine): any other is
     /// refused, and over mDNS only a server with this id is used. Also accepts a new id for
     /// an index whose key changed on purpose.
@@ -437,10 +443,16 @@ pub struct PeerArgs {
     /// folder NAME (naming this index server).
     #[arg(long, requires = "register")]
     pub write_manifest: bool,
-    /// Find the index server on the local network with mDNS instead of --server, and find it
-    /// again if it moves. As a flag it beats a server from P2P_SERVER or the config file.
+    /// Find the index servers on the local network with mDNS instead of --server: the peer
+    /// registers with every one that answers (only the one chosen, with --server-name or
+    /// --server-id), and finds the first again if it moves. As a flag it beats a server from
+    /// P2P_SERVER or the config file.
     #[arg(long)]
     pub auto_discover: bool,
+    /// Don't also register with the index servers this node remembers (the `known-indexes`
+    /// file beside its key): only those given, found or named now.
+    #[arg(long)]
+    pub no_known_indexes: bool,
     /// How long --auto-discover waits for an answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub discover_timeout: Duration,
@@ -578,9 +590,15 @@ impl From<&PeerArgs> for PeerConfig {
         PeerConfig {
             listen_addr: args.addr,
             // A host name is looked up when the peer starts (`run::peer`), not here.
-            server_addr: match &args.server {
-                Some(server) => server.socket_addr(),
-                None => (args.from.is_empty() && !args.auto_discover).then_some(DEFAULT_SERVER),
+            indexes: match args.servers.as_slice() {
+                [] => (args.from.is_empty() && !args.auto_discover)
+                    .then(|| IndexSpec::at(DEFAULT_SERVER))
+                    .into_iter()
+                    .collect(),
+                servers => servers
+                    .iter()
+                    .filter_map(|s| s.socket_addr().map(IndexSpec::at))
+                    .collect(),
             },
             advertise_addr: args.advertise_addr,
             workers: usize::from(args.workers),
@@ -594,6 +612,10 @@ impl From<&PeerArgs> for PeerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn index_addrs(config: &PeerConfig) -> Vec<std::net::SocketAddr> {
+        config.indexes.iter().map(|i| i.addr).collect()
+    }
 
     /// The flags as `main` parses them (no config file): clap's rules, then the ones
     /// `config::settle` applies.
@@ -706,7 +728,7 @@ mod tests {
         };
         let config = PeerConfig::from(&*args);
         assert_eq!(config.workers, 3);
-        assert_eq!(config.server_addr, Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(index_addrs(&config), ["127.0.0.1:9".parse().unwrap()]);
         assert_eq!(args.register.len(), 2);
         let direct =
             Cli::try_parse_from(["p2p-transfer", "peer", "--from", "127.0.0.1:7", "-d", "ab"])
@@ -715,7 +737,7 @@ mod tests {
             panic!("not peer")
         };
         assert_eq!(
-            PeerConfig::from(&*args).server_addr,
+            index_addrs(&PeerConfig::from(&*args)).first().copied(),
             None,
             "--from alone uses no index"
         );
@@ -742,7 +764,7 @@ mod tests {
             panic!("not peer")
         };
         assert_eq!(args.addr, "0.0.0.0:0".parse().unwrap());
-        assert_eq!(PeerConfig::from(&*args).server_addr, Some(DEFAULT_SERVER));
+        assert_eq!(index_addrs(&PeerConfig::from(&*args)), [DEFAULT_SERVER]);
     }
 
     #[test]
@@ -750,7 +772,7 @@ mod tests {
         let server = |value: &str| match Cli::try_parse_from(["p2p-transfer", "peer", "-s", value])
             .map(|cli| cli.command)
         {
-            Ok(Command::Peer(args)) => Ok(args.server.unwrap().to_string()),
+            Ok(Command::Peer(args)) => Ok(args.servers[0].to_string()),
             Ok(_) => panic!("not peer"),
             Err(err) => Err(err.to_string()),
         };
@@ -768,7 +790,7 @@ mod tests {
         else {
             panic!("not peer")
         };
-        assert_eq!(PeerConfig::from(&*args).server_addr, None);
+        assert_eq!(index_addrs(&PeerConfig::from(&*args)), []);
         let Command::Search(args) =
             Cli::try_parse_from(["p2p-transfer", "search", "-s", "box:1", "x"])
                 .unwrap()

@@ -71,9 +71,9 @@ enum Applies {
     HavingEnv(&'static str),
 }
 
-/// The commands that ask several index servers at once: elsewhere `[index] server` (and
+/// The commands that use several index servers at once: elsewhere `[index] server` (and
 /// `--server`) names one.
-const SEVERAL_SERVERS: &[&str] = &["search"];
+const SEVERAL_SERVERS: &[&str] = &["search", "peer"];
 
 /// Commands that read the config file although no section applies to them.
 const READ_THE_FILE: &[&str] = &["config"];
@@ -134,6 +134,7 @@ pub const SECTIONS: &[Section] = &[
             "from",
             "share-dir",
             "mdns-interface",
+            "no-known-indexes",
             "out",
             "workers",
             "stall-timeout",
@@ -708,8 +709,8 @@ fn values_for(
             [one] => vec![one.clone()],
             _ if entry.key == "server" => {
                 return Err(wrong(format!(
-                    "`p2p-transfer {}` uses one index server, not a list (only `search` asks \
-                     several)",
+                    "`p2p-transfer {}` uses one index server, not a list (only `search` and \
+                     `peer` use several)",
                     leaf.join(" ")
                 )));
             }
@@ -910,7 +911,7 @@ fn settle(path: &[String], settings: &mut Settings, cmd: &Command) -> Result<Set
             ErrorKind::TooManyValues,
             format!(
                 "`p2p-transfer {}` uses one index server: give --server once (only `search` \
-                 asks several)",
+                 and `peer` use several)",
                 path.join(" ")
             ),
         )));
@@ -1004,7 +1005,7 @@ impl Settled {
         let index = match &mut cli.command {
             Sub::Peer(args) => {
                 if self.drop_server {
-                    args.server = None;
+                    args.servers.clear();
                 }
                 if self.drop_auto_discover {
                     args.auto_discover = false;
@@ -1161,7 +1162,7 @@ mod tests {
         );
         let args = peer(&config, &[]);
         assert_eq!(args.workers, 3);
-        assert_eq!(args.server.unwrap().to_string(), "index.lan:9");
+        assert_eq!(args.servers[0].to_string(), "index.lan:9");
         assert_eq!(
             args.identity.identity_dir,
             Some(PathBuf::from("/etc/p2p/keys"))
@@ -1185,7 +1186,7 @@ mod tests {
         let config = file("[index]\nserver = \"10.0.0.1\"\nserver-name = \"lab\"\n");
         let args = peer(&config, &["--auto-discover"]);
         assert!(args.auto_discover);
-        assert_eq!(args.server, None);
+        assert!(args.servers.is_empty());
         assert_eq!(args.server_name.as_deref(), Some("lab"));
         // Without --auto-discover, the file's server-name has nothing to pick among.
         let args = peer(&config, &[]);
@@ -1193,7 +1194,7 @@ mod tests {
         let discover = file("[index]\nauto-discover = true\n[peer]\nmdns-interface = [\"eth0\"]\n");
         let args = peer(&discover, &["--server", "10.0.0.2"]);
         assert!(!args.auto_discover);
-        assert_eq!(args.server.unwrap().to_string(), "10.0.0.2:8000");
+        assert_eq!(args.servers[0].to_string(), "10.0.0.2:8000");
         assert!(args.mdns_interfaces.is_empty());
         // The one-shot commands too.
         let Sub::Receive(args) = parse(&argv(&["receive", "x", "--auto-discover"]), Some(&config))
@@ -1268,7 +1269,7 @@ mod tests {
     }
 
     #[test]
-    fn only_search_takes_several_servers() {
+    fn only_search_and_peer_take_several_servers() {
         let list = file("[index]\nserver = [\"a\", \"b\"]\n");
         for command in [&["send", "f"][..], &["receive", "p2p1x"], &["doctor"]] {
             let err = file_error(&list, command);
@@ -1307,6 +1308,21 @@ mod tests {
             )
             .is_ok()
         );
+        // A peer registers with every one, from the flags or the file.
+        let Sub::Peer(args) = parse(
+            &argv(&["peer", "-s", "127.0.0.1:1", "-s", "127.0.0.1:2"]),
+            None,
+        )
+        .unwrap()
+        .command
+        else {
+            panic!("not peer")
+        };
+        assert_eq!(args.servers.len(), 2);
+        let Sub::Peer(args) = parse(&argv(&["peer"]), Some(&list)).unwrap().command else {
+            panic!("not peer")
+        };
+        assert_eq!(args.servers.len(), 2);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tracing::warn;
 use super::record::{FolderFile, FolderRecord, RecordTimeouts};
 use super::{HostSpec, JobSource, Refresh};
 use crate::error::PeerError;
-use crate::index_client::Located;
+use crate::index::Located;
 use crate::node::{Node, PeerHandle};
 
 /// What to download, and where besides the index to look for it: one request, one job.
@@ -77,11 +77,13 @@ impl PeerHandle {
         let source = match (&request.folder, &request.manifest) {
             (Some(doc), _) => self.resolve_folder_file(doc, direct).await?,
             (None, Some(manifest)) => self.resolve_manifest(request, manifest, direct).await?,
-            (None, None) if node.index.is_some() => self.resolve_by_index(request, direct).await?,
+            (None, None) if !node.indexes.is_empty() => {
+                self.resolve_by_index(request, direct).await?
+            }
             (None, None) => self.resolve_direct(request, direct).await?,
         };
         let source = without_me(node, source);
-        let refresh = node.index.as_ref().map(|_| refresh(node.clone(), &source));
+        let refresh = (!node.indexes.is_empty()).then(|| refresh(node.clone(), &source));
         Ok((source, refresh))
     }
 
@@ -104,8 +106,8 @@ impl PeerHandle {
         let record = FolderRecord::from_files(&head, files);
         let mut hosts = direct;
         // The index knowing the folder is a bonus: the list is in hand.
-        if let Some(index) = &self.node.index {
-            match index.locate(&folder_id.to_string()).await {
+        if !self.node.indexes.is_empty() {
+            match self.node.indexes.locate(&folder_id.to_string()).await {
                 Ok(Located::Folder {
                     folder_id: found,
                     hosts: listed,
@@ -137,8 +139,8 @@ impl PeerHandle {
             return Err(PeerError::ManifestMismatch(file_id));
         }
         let mut hosts = direct;
-        if let Some(index) = &self.node.index {
-            match index.locate(&request.id).await {
+        if !self.node.indexes.is_empty() {
+            match self.node.indexes.locate(&request.id).await {
                 Ok(Located::File(found)) if found.file_id == file_id => {
                     add_hosts(&mut hosts, found.hosts)
                 }
@@ -166,8 +168,7 @@ impl PeerHandle {
         request: &DownloadRequest,
         direct: Vec<HostSpec>,
     ) -> Result<JobSource, PeerError> {
-        let index = self.node.index()?;
-        let located = match index.locate(&request.id).await {
+        let located = match self.node.indexes.locate(&request.id).await {
             Ok(located) => located,
             Err(err) if direct.is_empty() => return Err(err),
             Err(err) => {
@@ -407,10 +408,9 @@ fn add_hosts(hosts: &mut Vec<HostSpec>, listed: Vec<HostInfo>) {
     }
 }
 
-/// Whether `host` is this peer (by registration, or by node id).
+/// Whether `host` is this peer (by node id: peer ids are each index's own).
 fn is_me(node: &Node, host: &HostSpec) -> bool {
-    node.session().is_some_and(|s| s.peer_id == host.peer_id)
-        || host.node_id == Some(node.tls.node_id())
+    host.node_id == Some(node.tls.node_id())
 }
 
 /// `source` without this peer among its hosts: it never serves its own downloads.
@@ -451,11 +451,6 @@ fn refresh(node: Arc<Node>, source: &JobSource) -> Refresh {
     Arc::new(move || {
         let node = node.clone();
         let id = id.clone();
-        Box::pin(async move {
-            match node.index()?.locate(&id).await? {
-                Located::File(found) => Ok(found.hosts),
-                Located::Folder { hosts, .. } | Located::InFolder { hosts, .. } => Ok(hosts),
-            }
-        })
+        Box::pin(async move { node.indexes.hosts(&id).await })
     })
 }

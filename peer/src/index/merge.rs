@@ -16,12 +16,109 @@
 //!   ambiguous prefix) says more than an index that could not be reached, so that is the
 //!   error; with no index at all, [`PeerError::NoIndex`].
 //!
-//! [`IndexClient::locate`]: crate::index_client::IndexClient::locate
+//! Listings (search, files, peers) are one line per file or folder (by id, kind and path) or
+//! per node, in the order first listed.
+//!
+//! [`IndexClient::locate`]: super::client::IndexClient::locate
 
-use p2p_protocol::HostInfo;
+use p2p_protocol::{FileSummary, HostInfo, PeerSummary};
 
+use super::client::Located;
 use crate::error::PeerError;
-use crate::index_client::Located;
+
+/// A file or folder listed by one or more indexes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergedFile {
+    /// As the first index that listed it described it; `hosts` is the most any index knows
+    /// (the same peer may be registered with several; a listing carries counts, not hosts).
+    pub summary: FileSummary,
+    /// Positions, among the indexes asked, of those that listed it.
+    pub indexes: Vec<usize>,
+}
+
+/// Merges what each index listed (by position among the indexes asked): one line per file or
+/// folder (by id, kind and path), in the order first listed, naming every index that has it.
+pub fn files(answers: impl IntoIterator<Item = (usize, Vec<FileSummary>)>) -> Vec<MergedFile> {
+    let mut merged: Vec<MergedFile> = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    for (index, files) in answers {
+        for file in files {
+            let key = (file.file_id, file.files.is_some(), file.path.clone());
+            match seen.get(&key) {
+                Some(&at) => {
+                    let line: &mut MergedFile = &mut merged[at];
+                    line.summary.hosts = line.summary.hosts.max(file.hosts);
+                    if !line.indexes.contains(&index) {
+                        line.indexes.push(index);
+                    }
+                }
+                None => {
+                    seen.insert(key, merged.len());
+                    merged.push(MergedFile {
+                        summary: file,
+                        indexes: vec![index],
+                    });
+                }
+            }
+        }
+    }
+    merged
+}
+
+/// One listing from the listings of every index that answered: merged lines, and the largest
+/// total any index gave (at least the lines); an error only when none answered.
+pub(crate) fn file_lists(
+    answers: impl IntoIterator<Item = Result<(Vec<FileSummary>, u64), PeerError>>,
+) -> Result<(Vec<FileSummary>, u64), PeerError> {
+    let (lists, total) = answered(answers)?;
+    let lines: Vec<FileSummary> = files(lists.into_iter().enumerate())
+        .into_iter()
+        .map(|m| m.summary)
+        .collect();
+    let total = total.max(lines.len() as u64);
+    Ok((lines, total))
+}
+
+/// The peers every index that answered lists, one line per node (as the first index listed
+/// it: peer ids are each index's own); an error only when none answered.
+pub(crate) fn peer_lists(
+    answers: impl IntoIterator<Item = Result<(Vec<PeerSummary>, u64), PeerError>>,
+) -> Result<(Vec<PeerSummary>, u64), PeerError> {
+    let (lists, total) = answered(answers)?;
+    let mut lines: Vec<PeerSummary> = Vec::new();
+    for peer in lists.into_iter().flatten() {
+        if !lines.iter().any(|p| p.node_id == peer.node_id) {
+            lines.push(peer);
+        }
+    }
+    let total = total.max(lines.len() as u64);
+    Ok((lines, total))
+}
+
+/// The lists of the indexes that answered and the largest total; the first error when none
+/// did ([`PeerError::NoIndex`] with no index at all).
+fn answered<T>(
+    answers: impl IntoIterator<Item = Result<(Vec<T>, u64), PeerError>>,
+) -> Result<(Vec<Vec<T>>, u64), PeerError> {
+    let mut lists = Vec::new();
+    let mut total = 0;
+    let mut first_err = None;
+    for answer in answers {
+        match answer {
+            Ok((list, count)) => {
+                total = total.max(count);
+                lists.push(list);
+            }
+            Err(err) => {
+                first_err.get_or_insert(err);
+            }
+        }
+    }
+    if lists.is_empty() {
+        return Err(first_err.unwrap_or(PeerError::NoIndex));
+    }
+    Ok((lists, total))
+}
 
 /// What the id `asked` names, from every index's answer to it, in the peer's order.
 pub(crate) fn located(
@@ -121,13 +218,13 @@ mod tests {
     use p2p_protocol::{ErrorCode, FileManifest, FolderId, NodeId, PeerId, ProtocolError};
 
     use super::*;
-    use crate::index_client::Found;
+    use crate::index::client::Found;
 
     fn host(port: u16, node: u8) -> HostInfo {
         HostInfo {
             peer_id: PeerId(u64::from(port)),
             addr: format!("10.0.0.1:{port}").parse().unwrap(),
-            node_id: NodeId([node; 32]),
+            node_id: NodeId([node; 20]),
         }
     }
 
@@ -197,7 +294,7 @@ mod tests {
         let Located::File(found) = merged else {
             panic!("a file")
         };
-        assert_eq!(found.hosts[1].node_id, NodeId([2; 32]));
+        assert_eq!(found.hosts[1].node_id, NodeId([2; 20]));
         assert_eq!(found.file_id, manifest("a.txt").id());
     }
 
@@ -255,5 +352,56 @@ mod tests {
             [1, 2]
         );
         assert!(hosts([Err(unreachable()), Err(not_found())]).is_err());
+    }
+
+    fn summary(id: u8, name: &str, hosts: u32) -> FileSummary {
+        FileSummary {
+            file_id: p2p_protocol::FileId([id; 32]),
+            name: name.to_owned(),
+            size: 10,
+            hosts,
+            files: None,
+            path: None,
+        }
+    }
+
+    #[test]
+    fn a_file_on_two_indexes_is_one_line_naming_both() {
+        let merged = files(vec![
+            (0, vec![summary(1, "a", 1), summary(2, "b", 1)]),
+            (1, vec![summary(3, "c", 2), summary(1, "a", 3)]),
+        ]);
+        let lines: Vec<(&str, u32, Vec<usize>)> = merged
+            .iter()
+            .map(|m| (m.summary.name.as_str(), m.summary.hosts, m.indexes.clone()))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![("a", 3, vec![0, 1]), ("b", 1, vec![0]), ("c", 2, vec![1])]
+        );
+    }
+
+    #[test]
+    fn a_folder_and_a_file_in_another_folder_stay_apart() {
+        let mut folder = summary(1, "album", 1);
+        folder.files = Some(2);
+        let mut inside = summary(1, "a.jpg", 1);
+        inside.path = Some("album/a.jpg".into());
+        assert_eq!(files(vec![(0, vec![folder, inside])]).len(), 2);
+    }
+
+    #[test]
+    fn listings_merge_with_the_largest_total_and_fail_only_when_none_answered() {
+        let (lines, total) = file_lists([
+            Ok((vec![summary(1, "a", 1)], 7)),
+            Err(unreachable()),
+            Ok((vec![summary(1, "a", 2), summary(2, "b", 1)], 2)),
+        ])
+        .unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].hosts, 2);
+        assert_eq!(total, 7);
+        let err = file_lists([Err(unreachable())]).unwrap_err();
+        assert!(matches!(err, PeerError::IndexUnreachable { .. }), "{err:?}");
     }
 }

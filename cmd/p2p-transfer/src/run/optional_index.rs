@@ -40,7 +40,7 @@ pub async fn start(
     trust: &IndexTrust,
     without: &str,
 ) -> anyhow::Result<PeerHandle> {
-    if config.server_addr.is_none() {
+    if config.indexes.is_empty() {
         return Peer::start(config, tls).await.map_err(|e| trust.explain(e));
     }
     match Peer::start(config.clone(), tls.clone()).await {
@@ -54,8 +54,7 @@ pub async fn start(
         Err(err @ PeerError::IndexUnreachable { .. }) => {
             warn(&crate::errors::one_line(&err.into()), without);
             let alone = PeerConfig {
-                server_addr: None,
-                server_id: None,
+                indexes: Vec::new(),
                 ..config
             };
             Peer::start(alone, tls).await.map_err(|e| trust.explain(e))

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use p2p_peer::{DownloadRequest, Peer, PeerConfig, PeerHandle};
+use p2p_peer::{DownloadRequest, IndexSpec, Peer, PeerConfig, PeerHandle};
 use p2p_protocol::ticket::looks_like_ticket;
 use p2p_protocol::{NodeId, Ticket, TicketItem};
 use p2p_transport::Tls;
@@ -68,17 +68,16 @@ pub async fn run(args: &ReceiveArgs, shutdown: CancellationToken) -> anyhow::Res
         }
         Wanted::Id(_) => one_index(&args.index, &trust, &tls, &shutdown).await?,
     };
-    let (server_addr, server_id) = match found {
-        Some((addr, claimed)) => (Some(addr), trust.expect_for(addr, claimed)),
-        None => (None, None),
-    };
+    let indexes: Vec<IndexSpec> = found
+        .map(|(addr, claimed)| IndexSpec::at(addr).expecting(trust.expect_for(addr, claimed)))
+        .into_iter()
+        .collect();
     crate::run::peer::create_out_dir(&args.out)
         .await
         .with_context(|| format!("cannot receive {}", p2p_protocol::printable(&args.ticket)))?;
     let config = PeerConfig {
         listen_addr: RECEIVE_LISTEN,
-        server_addr,
-        server_id,
+        indexes,
         workers: usize::from(args.workers),
         // It exits once done: announcing what it fetched would only be withdrawn at once.
         share_downloads: false,

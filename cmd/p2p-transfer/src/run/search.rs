@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use p2p_discovery::FoundServer;
-use p2p_peer::index_client::IndexClient;
+use p2p_peer::index::client::IndexClient;
+use p2p_peer::index::merge::{self, MergedFile};
 use p2p_protocol::{FileSummary, NodeId, printable};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -49,16 +50,6 @@ struct Answer {
     files: Vec<FileSummary>,
     total: u64,
     node_id: Option<NodeId>,
-}
-
-/// A file or folder listed by one or more indexes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Merged {
-    /// As the first index that listed it described it; `hosts` is the most any index knows
-    /// (the same peer may be registered with several).
-    pub summary: FileSummary,
-    /// Positions, in the list of targets, of the indexes that listed it.
-    pub indexes: Vec<usize>,
 }
 
 /// Asks the indexes and prints the matching files.
@@ -199,7 +190,7 @@ fn report(
         .map(|(i, a)| (*i, a.total.saturating_sub(a.files.len() as u64)))
         .collect();
     let single = asked == 1;
-    let merged = merge(answered.into_iter().map(|(i, a)| (i, a.files)).collect());
+    let merged = merge::files(answered.into_iter().map(|(i, a)| (i, a.files)));
     if args.json {
         for m in merged {
             json::emit(&match_event(m, targets));
@@ -223,7 +214,7 @@ fn report(
 }
 
 /// The `match` event of a merged line.
-fn match_event(m: Merged, targets: &[Target]) -> Event {
+fn match_event(m: MergedFile, targets: &[Target]) -> Event {
     let f = m.summary;
     Event::Match {
         kind: if f.files.is_some() {
@@ -243,35 +234,6 @@ fn match_event(m: Merged, targets: &[Target]) -> Event {
             .map(|&i| targets[i].addr.to_string())
             .collect(),
     }
-}
-
-/// Merges what each index listed (by position in the list of targets): one line per file or
-/// folder (by id, kind and path), in the order first listed, naming every index that has it.
-pub fn merge(answers: Vec<(usize, Vec<FileSummary>)>) -> Vec<Merged> {
-    let mut merged: Vec<Merged> = Vec::new();
-    let mut seen = std::collections::HashMap::new();
-    for (index, files) in answers {
-        for file in files {
-            let key = (file.file_id, file.files.is_some(), file.path.clone());
-            match seen.get(&key) {
-                Some(&at) => {
-                    let line: &mut Merged = &mut merged[at];
-                    line.summary.hosts = line.summary.hosts.max(file.hosts);
-                    if !line.indexes.contains(&index) {
-                        line.indexes.push(index);
-                    }
-                }
-                None => {
-                    seen.insert(key, merged.len());
-                    merged.push(Merged {
-                        summary: file,
-                        indexes: vec![index],
-                    });
-                }
-            }
-        }
-    }
-    merged
 }
 
 /// A `--server` whose name could not be looked up: reported like an index that does not
@@ -400,49 +362,6 @@ async fn find_one_index(
     match args.servers.as_slice() {
         [] => Ok(None),
         [server] => Ok(Some((server.resolve().await?, None))),
-        _ => anyhow::bail!("give one --server here (only `search` asks several)"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use p2p_protocol::FileId;
-
-    fn file(id: u8, name: &str, hosts: u32) -> FileSummary {
-        FileSummary {
-            file_id: FileId([id; 32]),
-            name: name.to_owned(),
-            size: 10,
-            hosts,
-            files: None,
-            path: None,
-        }
-    }
-
-    #[test]
-    fn a_file_on_two_indexes_is_one_line_naming_both() {
-        let merged = merge(vec![
-            (0, vec![file(1, "a", 1), file(2, "b", 1)]),
-            (1, vec![file(3, "c", 2), file(1, "a", 3)]),
-        ]);
-        let lines: Vec<(&str, u32, Vec<usize>)> = merged
-            .iter()
-            .map(|m| (m.summary.name.as_str(), m.summary.hosts, m.indexes.clone()))
-            .collect();
-        assert_eq!(
-            lines,
-            vec![("a", 3, vec![0, 1]), ("b", 1, vec![0]), ("c", 2, vec![1])]
-        );
-    }
-
-    #[test]
-    fn a_folder_and_a_file_in_another_folder_stay_apart() {
-        let mut folder = file(1, "album", 1);
-        folder.files = Some(2);
-        let mut inside = file(1, "a.jpg", 1);
-        inside.path = Some("album/a.jpg".into());
-        let merged = merge(vec![(0, vec![folder, inside])]);
-        assert_eq!(merged.len(), 2);
+        _ => anyhow::bail!("give one --server here (only `search` and `peer` use several)"),
     }
 }

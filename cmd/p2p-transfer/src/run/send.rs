@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use p2p_peer::{Delivery, PeerConfig, PeerHandle, Shared};
+use p2p_peer::{Delivery, IndexSpec, PeerConfig, PeerHandle, Shared};
 use p2p_protocol::ticket::MAX_TICKET_ADDRS;
 use p2p_protocol::{NodeId, Ticket, TicketItem, printable};
 use tokio_util::sync::CancellationToken;
@@ -42,8 +42,10 @@ pub async fn run(args: &SendArgs, shutdown: CancellationToken) -> anyhow::Result
         };
     let config = PeerConfig {
         listen_addr: args.addr,
-        server_addr,
-        server_id: server_addr.and_then(|addr| trust.expect_for(addr, claimed)),
+        indexes: server_addr
+            .map(|addr| IndexSpec::at(addr).expecting(trust.expect_for(addr, claimed)))
+            .into_iter()
+            .collect(),
         // Nothing is downloaded; nothing to share back.
         share_downloads: false,
         ..PeerConfig::default()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use p2p_peer::index_client::IndexClient;
+use p2p_peer::index::IndexClient;
 use p2p_protocol::codec::encode_frame;
 use p2p_protocol::{
     ErrorCode, IndexClientConnection, IndexRequest, IndexResponse, PeerConversation, PeerRequest,

@@ -21,6 +21,7 @@ mod heartbeat;
 mod hostile_disk;
 mod hostile_text;
 mod index;
+mod indexes;
 mod install;
 mod mdns;
 mod netns;

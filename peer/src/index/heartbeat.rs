@@ -1,12 +1,13 @@
-//! The task that keeps this peer registered: a heartbeat every interval the index asked for,
-//! re-registration (with every shared file) when the index forgot us, and withdrawal of files
-//! that changed on disk.
+//! The task that keeps this peer registered with one index server (one task per index): a
+//! heartbeat every interval that index asked for, re-registration (with every shared file)
+//! when it forgot us, and withdrawal of files that changed on disk.
 //!
 //! Everything this task sends is a registration request, which the [`IndexClient`] sends on
 //! its session connection: a user's slow search or lookup, on the query connection, never
-//! holds a beat back.
+//! holds a beat back. Each index's task is its own: a dead index never delays another's
+//! beats.
 //!
-//! [`IndexClient`]: crate::index_client::IndexClient
+//! [`IndexClient`]: super::client::IndexClient
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::IndexLink;
 use crate::error::PeerError;
 use crate::node::Node;
 
@@ -34,27 +36,35 @@ fn ticker(interval: Duration) -> tokio::time::Interval {
     ticks
 }
 
-/// Runs until `shutdown` is cancelled.
-pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
-    // Only peers with an index heartbeat.
-    let Some(index) = node.index.as_ref() else {
-        return;
-    };
-    let mut interval = node
+/// Runs until `shutdown` is cancelled. With `register_first`, registers at once (an index
+/// added while the peer runs); otherwise the peer's start did, and the first beat comes after
+/// one interval.
+pub(crate) async fn run(
+    node: Arc<Node>,
+    link: Arc<IndexLink>,
+    register_first: bool,
+    shutdown: CancellationToken,
+) {
+    let index = &link.client;
+    let mut interval = link
         .session()
         .map_or(DEFAULT_INTERVAL, |s| s.heartbeat_interval);
     let mut ticks = ticker(interval);
     // Log an outage once, not every beat.
     let mut reachable = true;
+    let mut first = register_first;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
+        let at_once = std::mem::take(&mut first);
+        if !at_once {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let files = node.files.clone();
+            let _ = tokio::task::spawn_blocking(move || files.withdraw_all_changed()).await;
         }
-        let files = node.files.clone();
-        let _ = tokio::task::spawn_blocking(move || files.withdraw_all_changed()).await;
 
-        let beat = match node.session() {
+        let beat = match link.session() {
             Some(session) => index.heartbeat(&session).await,
             None => Err(PeerError::IndexRefused {
                 code: ErrorCode::UnknownPeer,
@@ -62,31 +72,40 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             }),
         };
         let result = match beat {
+            Ok(()) => {
+                link.answered();
+                Ok(())
+            }
             Err(PeerError::IndexRefused {
                 code: ErrorCode::UnknownPeer | ErrorCode::Forbidden,
                 ..
             }) => {
+                link.forget_session();
                 // The index restarted or expired us: register again, with every file. Every
                 // peer learns this at about the same time after a restart, so wait a random
-                // part of the interval first rather than all arriving at once.
+                // part of the interval first rather than all arriving at once (not for a
+                // first registration).
                 // Never register again once the peer is shutting down (it just unregistered).
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = jitter(interval) => {}
+                if !at_once {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = jitter(interval) => {}
+                    }
                 }
                 if shutdown.is_cancelled() {
                     return;
                 }
-                node.register_everything().await.map(|session| {
-                    info!(peer_id = %session.peer_id, server = %index.server(), "re-registered with the index");
+                node.register_everything(&link).await.map(|session| {
+                    info!(peer_id = %session.peer_id, server = %index.server(), "registered with the index");
                 })
             }
-            Err(err @ PeerError::IndexUnreachable { .. }) => match &node.config.rediscover {
+            Err(err @ PeerError::IndexUnreachable { .. }) => match &link.rediscover {
                 // The index moved or restarted elsewhere: find it again and register there.
                 Some(finder) => match finder.rediscover().await {
                     Some(addr) => {
                         index.set_server(addr);
-                        node.register_everything().await.map(|session| {
+                        link.forget_session();
+                        node.register_everything(&link).await.map(|session| {
                             info!(peer_id = %session.peer_id, server = %addr, "re-registered with the index found again");
                         })
                     }
@@ -94,12 +113,12 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 },
                 None => Err(err),
             },
-            other => other,
+            Err(err) => Err(err),
         };
         match result {
             Ok(()) => {
                 // A new registration (maybe with another server) may ask for another pace.
-                if let Some(session) = node.session()
+                if let Some(session) = link.session()
                     && session.heartbeat_interval != interval
                 {
                     interval = session.heartbeat_interval;
@@ -111,11 +130,13 @@ pub(crate) async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 reachable = true;
                 node.withdraw_pending().await;
             }
-            Err(err) if reachable => {
-                warn!(%err, "heartbeat failed; still serving chunks, will retry");
-                reachable = false;
+            Err(err) => {
+                link.failed(&err);
+                if reachable {
+                    warn!(server = %index.server(), %err, "heartbeat failed; still serving chunks, will retry");
+                    reachable = false;
+                }
             }
-            Err(_) => {}
         }
     }
 }
