@@ -97,7 +97,12 @@ async fn hosts_known_to_different_indexes_are_merged_into_one_download() {
     let leecher = peer_with(&[&one, &two]).await;
     let out = tempfile::tempdir().unwrap();
     let report = leecher
-        .download(&file_id.to_string(), out.path(), None, CancellationToken::new())
+        .download(
+            &file_id.to_string(),
+            out.path(),
+            None,
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     assert_eq!(std::fs::read(&report.path).unwrap(), data);
@@ -119,7 +124,10 @@ async fn an_index_added_later_registers_the_peer_with_everything_it_shares() {
     let file_id = peer.register(&path).await.unwrap();
 
     assert!(peer.add_index(IndexSpec::at(two.addr)));
-    assert!(!peer.add_index(IndexSpec::at(two.addr)), "one link per address");
+    assert!(
+        !peer.add_index(IndexSpec::at(two.addr)),
+        "one link per address"
+    );
     wait_state(&peer, 1, |s| *s == IndexState::Registered).await;
     let client = p2p_peer::index::IndexClient::new(two.addr, PATIENCE, tls());
     let found = client.lookup(&file_id.to_string()).await.unwrap();
