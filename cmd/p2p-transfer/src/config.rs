@@ -1401,7 +1401,7 @@ mod tests {
         );
         let err = file_error(&file("[server]\nno-mdns = \"yes\"\n"), &["server"]);
         assert!(err.contains("expected true or false"), "{err}");
-        let err = file_error(&file("[index]\nserver = [\"a\", \"b\"]\n"), &["peer"]);
+        let err = file_error(&file("[index]\nserver = [\"a\", \"b\"]\n"), &["send", "f"]);
         assert!(err.contains("uses one index server, not a list"), "{err}");
         // A section that doesn't apply to the command run is not checked against it...
         assert!(parse(&argv(&["id"]), Some(&file("[peer]\nworkers = 0\n"))).is_ok());

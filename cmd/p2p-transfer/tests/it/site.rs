@@ -1,0 +1,178 @@
+//! A simulated site ([`crate::topology`]): two subnets joined by a router, an index on each
+//! side, seeders in A and downloaders in B, every node a real `p2p-transfer` process with an
+//! address of its own. mDNS reaches only its own subnet, so B finds A's files through the
+//! indexes it is given, remembers, or is handed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::process::*;
+use crate::support::random_file;
+use crate::topology::{self, Subnet};
+
+/// The index port on both subnets.
+const INDEX_PORT: u16 = 8000;
+/// What a one-shot download may take on a loaded machine (the success path is seconds).
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(60);
+
+fn index_addr(subnet: Subnet) -> String {
+    format!("{}:{INDEX_PORT}", subnet.host(2))
+}
+
+/// An index server on host 2 of `subnet`, advertised over mDNS there.
+fn index(subnet: Subnet) -> Running {
+    let mut cmd = bin();
+    cmd.args([
+        "server",
+        "--addr",
+        &index_addr(subnet),
+        "--heartbeat-interval",
+        "500ms",
+        "--heartbeat-timeout",
+        "2s",
+    ]);
+    let (child, _, _) = spawn_until(topology::inside(subnet, cmd), "server listening on ");
+    child
+}
+
+/// A seeder on host `n` of subnet A sharing `path` with the indexes in `servers`; returns it
+/// and the file id it printed.
+fn seeder(n: u8, path: &Path, servers: &[String]) -> (Running, String) {
+    let mut cmd = bin();
+    cmd.args(["peer", "--no-known-indexes", "--addr"])
+        .arg(format!("{}:0", Subnet::A.host(n)));
+    for server in servers {
+        cmd.args(["--server", server]);
+    }
+    cmd.arg("--register").arg(path);
+    let (child, _, mut out) = spawn_until(topology::inside(Subnet::A, cmd), "peer listening on ");
+    let line = read_line_starting(&mut out, "registered ");
+    let id = line.rsplit(' ').next().unwrap().to_owned();
+    (child, id)
+}
+
+/// A one-shot download on host `n` of subnet B: `peer --addr 10.2.0.N:0 ARGS --download ID
+/// --out OUT`, run to its end.
+fn download(n: u8, identity: &Path, args: &[&str], id: &str, out: &Path) -> std::process::Output {
+    let mut cmd = bin();
+    cmd.env("P2P_IDENTITY_DIR", identity)
+        .args(["peer", "--addr"])
+        .arg(format!("{}:0", Subnet::B.host(n)))
+        .args(args)
+        .args(["--download", id, "--out"])
+        .arg(out);
+    let child = topology::inside(Subnet::B, cmd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, DOWNLOAD_LIMIT)
+}
+
+fn assert_fetched(output: &std::process::Output, out: &Path, name: &str, data: &[u8]) {
+    assert!(
+        output.status.success(),
+        "stdout: {}\nstderr: {}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert_eq!(std::fs::read(out.join(name)).unwrap(), data, "{name}");
+}
+
+/// `search ARGS` run in subnet B.
+fn search(identity: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = bin();
+    cmd.env("P2P_IDENTITY_DIR", identity)
+        .arg("search")
+        .args(args);
+    topology::inside(Subnet::B, cmd).output().unwrap()
+}
+
+#[test]
+fn a_routed_site_with_an_index_per_subnet_shares_across_the_router() {
+    if !crate::netns::enter("site::a_routed_site_with_an_index_per_subnet_shares_across_the_router")
+    {
+        return;
+    }
+    topology::build();
+    let (mut index_a, _index_b) = (index(Subnet::A), index(Subnet::B));
+    let both = [index_addr(Subnet::A), index_addr(Subnet::B)];
+    let files = tempfile::tempdir().unwrap();
+    let (shared, shared_data) = random_file(files.path(), "shared.bin", 5 * 1024 * 1024 + 3, 71);
+    let (only_a, only_a_data) = random_file(files.path(), "only-a.bin", 300_000, 72);
+    // Six seeders in A know both indexes; a seventh only A's.
+    let mut seeders = Vec::new();
+    let mut shared_id = String::new();
+    for n in 10..16 {
+        let (child, id) = seeder(n, &shared, &both);
+        shared_id = id;
+        seeders.push(child);
+    }
+    let (_a_only_seeder, only_a_id) = seeder(16, &only_a, &both[..1]);
+
+    // Both indexes serve the same files: a search in B through each finds the shared file.
+    for server in &both {
+        let me = crate::support::fresh_identity_dir();
+        let found = search(&me, &["--server", server, "shared"]);
+        assert!(found.status.success(), "{}", text(&found.stderr));
+        assert!(
+            text(&found.stdout).contains(&shared_id[..12]),
+            "{}",
+            text(&found.stdout)
+        );
+    }
+
+    // Remembered: a node in B that once used A's index finds a file only A's index knows,
+    // while it looks for its index over mDNS, which only reaches B's.
+    let remembering = crate::support::fresh_identity_dir();
+    let met = search(&remembering, &["--server", &both[0], "only"]);
+    assert!(met.status.success(), "{}", text(&met.stderr));
+    let out = tempfile::tempdir().unwrap();
+    let fetched = download(
+        3,
+        &remembering,
+        &["--auto-discover"],
+        &only_a_id,
+        out.path(),
+    );
+    assert_fetched(&fetched, out.path(), "only-a.bin", &only_a_data);
+    // Without what it remembers, B's index alone doesn't know that file.
+    let out = tempfile::tempdir().unwrap();
+    let alone = download(
+        3,
+        &remembering,
+        &["--auto-discover", "--no-known-indexes"],
+        &only_a_id,
+        out.path(),
+    );
+    assert!(!alone.status.success(), "{}", text(&alone.stdout));
+
+    // Five downloaders in B, each through B's index only, by prefix: all from A's seeders.
+    for n in 20..25 {
+        let me = crate::support::fresh_identity_dir();
+        let out = tempfile::tempdir().unwrap();
+        let fetched = download(
+            n,
+            &me,
+            &["--server", &both[1]],
+            &shared_id[..10],
+            out.path(),
+        );
+        assert_fetched(&fetched, out.path(), "shared.bin", &shared_data);
+    }
+
+    // Killing A's index changes nothing for a peer that uses both.
+    index_a.0.kill().unwrap();
+    index_a.0.wait().unwrap();
+    let me = crate::support::fresh_identity_dir();
+    let out = tempfile::tempdir().unwrap();
+    let fetched = download(
+        5,
+        &me,
+        &["--server", &both[0], "--server", &both[1]],
+        &shared_id[..10],
+        out.path(),
+    );
+    assert_fetched(&fetched, out.path(), "shared.bin", &shared_data);
+    drop(seeders);
+}
