@@ -96,6 +96,9 @@ pub struct PeerConfig {
     /// it was written with). Off for a peer that exits right after its downloads (`peer
     /// --download` with nothing to share): it would announce a file only to withdraw it.
     pub share_downloads: bool,
+    /// Take part in the DHT: announce what is shared, find hosts of ids no index knows.
+    /// `None`: no DHT.
+    pub dht: Option<crate::dht::DhtSettings>,
 }
 
 impl Default for PeerConfig {
@@ -116,6 +119,7 @@ impl Default for PeerConfig {
             first_request_timeout: Duration::from_secs(10),
             allow_peers: p2p_identity::Allowed::everyone(),
             share_downloads: true,
+            dht: None,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! * `shared_folders`: a folder shared as a whole, served without an open file per file.
 //! * `sharing`: hashing, serving and announcing files and folders (in batches).
 //! * [`deliveries`]: which client has fetched every chunk of a shared file or folder.
+//! * [`dht`]: the peer in the DHT (`--dht`): its shares announced, hosts looked up.
 //! * [`inbox`]: text messages from other peers.
 //! * [`share_dir`]: a folder kept shared as it changes.
 //! * [`download`]: one download job (a file or a folder): its engine, scheduler, connections
@@ -32,6 +33,7 @@
 pub mod chunk_server;
 pub mod config;
 pub mod deliveries;
+pub mod dht;
 pub mod download;
 pub mod downloads;
 pub mod error;
@@ -47,6 +49,7 @@ mod sharing;
 
 pub use config::{IndexSpec, PeerConfig, Rediscover};
 pub use deliveries::Delivery;
+pub use dht::DhtSettings;
 pub use download::{DownloadEvent, DownloadReport};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState, JobUpdate, PeerChange, PeerStatus};
 pub use error::{IndexConflict, PeerError};

@@ -43,6 +43,9 @@ pub(crate) struct Node {
     pub files: SharedFiles,
     /// The index servers; none for a peer that works without one (direct downloads only).
     pub indexes: Indexes,
+    /// The DHT node (`--dht`), once started (after the first registrations, whose peers it
+    /// may join through).
+    pub dht: std::sync::OnceLock<crate::dht::PeerDht>,
     inbox: Arc<Inbox>,
     stats: Arc<ServeStats>,
     /// Which client has fetched every chunk of a watched item (`send`).
@@ -123,6 +126,7 @@ impl Peer {
         let inbox = Arc::new(Inbox::with_changes(downloads.changes().clone()));
         let node = Arc::new(Node {
             indexes: Indexes::new(&config.indexes, config.index_timeout, tls.clone()),
+            dht: std::sync::OnceLock::new(),
             config,
             tls,
             local_addr,
@@ -136,7 +140,24 @@ impl Peer {
             runtime: tokio::runtime::Handle::current(),
             direct_hosts: Mutex::new(Vec::new()),
         });
-        node.register_with_all().await?;
+        match (node.register_with_all().await, &node.config.dht) {
+            (Err(err), None) => return Err(err),
+            (Err(err), Some(_)) => {
+                warn!(%err, "no index server registered this peer; it is found through the DHT until one does")
+            }
+            (Ok(()), _) => {}
+        }
+        if let Some(settings) = &node.config.dht {
+            let index_peers = match node.indexes.list_peers().await {
+                Ok((peers, _)) => peers.iter().map(|p| p.addr.ip()).collect(),
+                Err(_) => Vec::new(),
+            };
+            let port = node.advertised_addr().port();
+            let dht = crate::dht::PeerDht::start(settings, port, index_peers).await?;
+            let _ = node.dht.set(dht);
+            let follow = crate::dht::follow_shares(node.clone(), node.shutdown.child_token());
+            node.tasks.spawn(follow);
+        }
 
         let server = ChunkServer {
             listener,
@@ -399,6 +420,9 @@ impl PeerHandle {
             link.forget_session();
         }))
         .await;
+        if let Some(dht) = self.node.dht.get() {
+            dht.shutdown().await;
+        }
         self.node.shutdown.cancel();
         self.node.tasks.close();
         self.node.tasks.wait().await;

@@ -453,6 +453,19 @@ pub struct PeerArgs {
     /// file beside its key): only those given, found or named now.
     #[arg(long)]
     pub no_known_indexes: bool,
+    /// Take part in the site's DHT (a private Mainline DHT): announce every file and folder
+    /// shared, and find the hosts of a full id there when no index knows it or none answers.
+    #[arg(long)]
+    pub dht: bool,
+    /// With --dht: the UDP address of the DHT node (IPv4) [default: the --addr IP (0.0.0.0
+    /// for an IPv6 one), port 8010].
+    #[arg(long, value_name = "IP:PORT", requires = "dht")]
+    pub dht_listen: Option<std::net::SocketAddrV4>,
+    /// With --dht: a DHT node to join through, HOST:PORT (repeatable). Besides these, a peer
+    /// joins through the nodes it remembers and the peers its indexes list; never through
+    /// public nodes.
+    #[arg(long, value_name = "HOST:PORT", requires = "dht")]
+    pub dht_bootstrap: Vec<String>,
     /// How long --auto-discover waits for an answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub discover_timeout: Duration,
@@ -604,6 +617,21 @@ impl From<&PeerArgs> for PeerConfig {
             workers: usize::from(args.workers),
             request_timeout: args.request_timeout,
             stall_timeout: args.stall_timeout,
+            // Where it remembers its routing table is set once the identity folder is known.
+            dht: args.dht.then(|| p2p_peer::DhtSettings {
+                config: p2p_dht::DhtConfig {
+                    listen: args.dht_listen.unwrap_or_else(|| {
+                        let ip = match args.addr.ip() {
+                            std::net::IpAddr::V4(ip) => ip,
+                            std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+                        };
+                        std::net::SocketAddrV4::new(ip, p2p_dht::DEFAULT_PORT)
+                    }),
+                    bootstrap: args.dht_bootstrap.clone(),
+                    ..p2p_dht::DhtConfig::default()
+                },
+                cache_dir: None,
+            }),
             ..PeerConfig::default()
         }
     }

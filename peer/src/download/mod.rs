@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_protocol::{FileId, FileManifest, FolderHead, FolderId, HostInfo};
+use p2p_protocol::{FileId, FileManifest, FolderHead, FolderId};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
@@ -45,9 +45,9 @@ use tracing::{Instrument, info_span};
 use crate::config::PeerConfig;
 use crate::error::PeerError;
 
-/// Asks the index for the job's current hosts (while every host is gone).
+/// Asks the indexes (and the DHT) for the job's current hosts (while every host is gone).
 pub(crate) type Refresh = Arc<
-    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<HostInfo>, PeerError>> + Send>>
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<HostSpec>, PeerError>> + Send>>
         + Send
         + Sync,
 >;

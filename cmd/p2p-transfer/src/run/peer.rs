@@ -62,6 +62,9 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     .await?;
     let origin = chosen.origin;
     config.indexes = chosen.specs;
+    if let Some(dht) = &mut config.dht {
+        dht.cache_dir = Some(crate::run::id::dir(&args.identity)?);
+    }
     let server_addr = crate::run::peer_indexes::first(&config.indexes);
     let peer = Peer::start(config, tls)
         .await
