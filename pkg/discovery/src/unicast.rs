@@ -79,7 +79,10 @@ pub async fn lookup(
 ) -> Result<Vec<FoundServer>, DiscoveryError> {
     let service = service_name(domain)?;
     let (config, mut options) = match nameserver {
-        Some(addr) => (ResolverConfig::from_name_servers(vec![at(addr)]), ResolverOpts::default()),
+        Some(addr) => (
+            ResolverConfig::from_name_servers(vec![at(addr)]),
+            ResolverOpts::default(),
+        ),
         None => hickory_resolver::system_conf::read_system_conf()
             .map_err(|err| DiscoveryError::NoResolver(err.to_string()))?,
     };
@@ -219,7 +222,11 @@ impl Asking<'_> {
             if srv.target.is_root() {
                 continue;
             }
-            for ip in self.addresses(&srv.target).await.map_err(|e| e.to_string())? {
+            for ip in self
+                .addresses(&srv.target)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 let addr = SocketAddr::new(ip, srv.port);
                 if !addrs.contains(&addr) {
                     addrs.push(addr);
@@ -378,8 +385,13 @@ mod tests {
             Err(DiscoveryError::BadDomain { .. })
         ));
         let long = "a".repeat(64);
-        let err = service_name(&format!("{long}.lan")).unwrap_err().to_string();
-        assert!(err.contains(&long) && err.contains("not a DNS domain"), "{err}");
+        let err = service_name(&format!("{long}.lan"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&long) && err.contains("not a DNS domain"),
+            "{err}"
+        );
     }
 
     #[test]

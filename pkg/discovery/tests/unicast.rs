@@ -200,5 +200,8 @@ async fn a_bad_domain_is_refused_before_asking() {
     let err = lookup("", Some(addr("127.0.0.1:9")), TIMEOUT, OURS)
         .await
         .unwrap_err();
-    assert_eq!(err.to_string(), "\"\" is not a DNS domain name: it is empty");
+    assert_eq!(
+        err.to_string(),
+        "\"\" is not a DNS domain name: it is empty"
+    );
 }
