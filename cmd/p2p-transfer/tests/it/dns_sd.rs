@@ -54,34 +54,39 @@ fn search(dns: &TestDns, domain: &str, word: &str) -> Command {
     cmd
 }
 
-#[test]
-fn search_asks_every_index_published_in_dns() {
-    let (_server, addr, server_id) = start_index();
+/// `site.test` publishing two indexes: `down` (priority 0, first in the order) where nothing
+/// listens, and `lab` (priority 10) at `addr` with `id`.
+fn site_zone(addr: &str, id: &str) -> (String, u16) {
     let port = addr.rsplit(':').next().unwrap();
-    let src = tempfile::tempdir().unwrap();
-    let (path, _) = random_file(src.path(), "routed-report.pdf", 1000, 91);
-    let (_seeder, file_id) = seed(&addr, &path);
     // A port nothing listens on: the published index that is down.
     let down_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let rt = runtime();
-    let dns = rt.block_on(TestDns::start(
-        "site.test",
-        &format!(
-            r#"
+    let zone = format!(
+        r#"
 _p2p-transfer._tcp PTR lab._p2p-transfer._tcp
 _p2p-transfer._tcp PTR down._p2p-transfer._tcp
 lab._p2p-transfer._tcp SRV 10 0 {port} index
-lab._p2p-transfer._tcp TXT "version={PROTOCOL_VERSION}" "id={server_id}"
+lab._p2p-transfer._tcp TXT "version={PROTOCOL_VERSION}" "id={id}"
 down._p2p-transfer._tcp SRV 0 0 {down_port} index
 down._p2p-transfer._tcp TXT "version={PROTOCOL_VERSION}"
 index A 127.0.0.1
 "#
-        ),
-    ));
+    );
+    (zone, down_port)
+}
+
+#[test]
+fn search_asks_every_index_published_in_dns() {
+    let (_server, addr, server_id) = start_index();
+    let src = tempfile::tempdir().unwrap();
+    let (path, _) = random_file(src.path(), "routed-report.pdf", 1000, 91);
+    let (_seeder, file_id) = seed(&addr, &path);
+    let (zone, down_port) = site_zone(&addr, &server_id);
+    let rt = runtime();
+    let dns = rt.block_on(TestDns::start("site.test", &zone));
     let output = wait_output(search(&dns, "site.test", "routed").spawn().unwrap(), LIMIT);
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "{stdout}\n{stderr}");
@@ -101,6 +106,105 @@ index A 127.0.0.1
             "warning: index server \"down\" at 127.0.0.1:{down_port} did not answer"
         )),
         "{stderr}"
+    );
+}
+
+#[test]
+fn receive_by_id_uses_the_first_published_index_that_answers() {
+    let (_server, addr, server_id) = start_index();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(src.path(), "across-routers.bin", 300_000, 92);
+    let (_seeder, file_id) = seed(&addr, &path);
+    let (zone, _) = site_zone(&addr, &server_id);
+    let rt = runtime();
+    let dns = rt.block_on(TestDns::start("site.test", &zone));
+    let child = bin()
+        .args([
+            "receive",
+            &file_id,
+            "--dns-sd-domain",
+            "site.test",
+            "--dns-sd-server",
+        ])
+        .arg(dns.addr().to_string())
+        .arg("--out")
+        .arg(out.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_output(child, LIMIT);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // `down` comes first but does not answer: `lab` is used.
+    assert!(
+        stderr.contains(&format!(
+            "using index server found in DNS as \"lab\" (_p2p-transfer._tcp.site.test) at {addr}"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("across-routers.bin")).unwrap(),
+        data
+    );
+}
+
+#[test]
+fn doctor_reports_what_dns_publishes_and_checks_each_index() {
+    let (_server, addr, server_id) = start_index();
+    let (zone, down_port) = site_zone(&addr, &server_id);
+    let rt = runtime();
+    let dns = rt.block_on(TestDns::start("site.test", &zone));
+    let out = tempfile::tempdir().unwrap();
+    let output = bin()
+        .args(["doctor", "--json", "--no-mdns", "--addr", "127.0.0.1:0"])
+        .args(["--dns-sd-domain", "site.test", "--dns-sd-server"])
+        .arg(dns.addr().to_string())
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let checks: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let of = |family: &str| -> Vec<&serde_json::Value> {
+        checks.iter().filter(|c| c["check"] == family).collect()
+    };
+    let published = of("dns_sd");
+    assert_eq!(published.len(), 1, "{checks:#?}");
+    assert_eq!(published[0]["status"], "ok");
+    assert_eq!(published[0]["subject"], "_p2p-transfer._tcp.site.test");
+    assert_eq!(
+        published[0]["summary"],
+        format!(
+            "2 index servers published: \"down\" at 127.0.0.1:{down_port} (no id); \"lab\" at \
+             {addr} (id {server_id})"
+        )
+    );
+    let indexes = of("index");
+    let subjects: Vec<(&str, &str)> = indexes
+        .iter()
+        .map(|c| {
+            (
+                c["subject"].as_str().unwrap(),
+                c["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let down = format!("127.0.0.1:{down_port}");
+    assert_eq!(
+        subjects,
+        vec![(down.as_str(), "problem"), (addr.as_str(), "ok")],
+        "{checks:#?}"
+    );
+    assert!(
+        indexes[1]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("found in DNS as \"lab\" (_p2p-transfer._tcp.site.test): index server"),
+        "{checks:#?}"
     );
 }
 
