@@ -21,6 +21,9 @@ fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
 }
 
+/// What a test compares of a found server: instance, addresses, version, id.
+type Seen<'a> = (&'a str, Vec<SocketAddr>, Option<u32>, Option<&'a str>);
+
 #[tokio::test]
 async fn instances_come_back_in_srv_order_with_their_addresses_ids_and_versions() {
     let dns = TestDns::start(
@@ -45,7 +48,7 @@ index3 A 127.0.0.13
     let found = lookup("site.test", Some(dns.addr()), TIMEOUT, OURS)
         .await
         .unwrap();
-    let seen: Vec<(&str, Vec<SocketAddr>, Option<u32>, Option<&str>)> = found
+    let seen: Vec<Seen<'_>> = found
         .iter()
         .map(|s| {
             (
