@@ -279,7 +279,8 @@ pub fn merge(answers: Vec<(usize, Vec<FileSummary>)>) -> Vec<Merged> {
 /// A `--server` whose name could not be looked up: reported like an index that does not
 /// answer, unless no index is left to ask.
 pub struct Unfound {
-    /// As given (`name:port`).
+    /// As given (`name:port`), or the name a discovery source asked
+    /// (`_p2p-transfer._tcp.DOMAIN`).
     pub given: String,
     pub error: anyhow::Error,
 }
@@ -311,11 +312,16 @@ pub async fn targets(
         None => (Vec::new(), Vec::new()),
         Some(Ok(found)) => found,
         Some(Err(error)) => {
-            // As the warning names it: "index server over mDNS did not answer".
+            // A source that found nothing is named by what it asked: the mDNS service, or
+            // (below) the DNS-SD name.
             let given = if args.auto_discover {
-                "over mDNS".to_owned()
+                p2p_discovery::SERVICE_TYPE.trim_end_matches('.').to_owned()
             } else {
-                "given with --server".to_owned()
+                args.servers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             (Vec::new(), vec![Unfound { given, error }])
         }
@@ -333,7 +339,10 @@ pub async fn targets(
             }
         }
         Err(error) => unfound.push(Unfound {
-            given: format!("in DNS under {domain}"),
+            given: p2p_discovery::unicast::service_name(domain)
+                .map_or_else(|_| domain.clone(), |n| n.to_string())
+                .trim_end_matches('.')
+                .to_owned(),
             error,
         }),
     }

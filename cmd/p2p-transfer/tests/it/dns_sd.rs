@@ -107,6 +107,21 @@ fn search_asks_every_index_published_in_dns() {
         )),
         "{stderr}"
     );
+    // With an index given too, a domain with nothing published is a warning, not the end.
+    let mut cmd = search(&dns, "nowhere.site.test", "routed");
+    cmd.args(["--server", &addr]);
+    let output = wait_output(cmd.spawn().unwrap(), LIMIT);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("routed-report.pdf"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "warning: index server _p2p-transfer._tcp.nowhere.site.test did not answer, so its \
+             files are not listed: no p2p-transfer index published at \
+             _p2p-transfer._tcp.nowhere.site.test"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
