@@ -139,6 +139,9 @@ pub struct DoctorArgs {
     /// Query mDNS only on this network interface (repeatable).
     #[arg(long = "mdns-interface", value_name = "NAME")]
     pub mdns_interfaces: Vec<String>,
+    /// Also check the index servers published in this DNS domain (see `search`).
+    #[command(flatten)]
+    pub dns_sd: DnsSdArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// Print each check as a JSON object, one a line (see README, "When it doesn't work:
@@ -195,6 +198,24 @@ pub struct IndexArgs {
     /// The index server's node id: any other is refused (see `peer --server-id`).
     #[arg(long, env = "P2P_SERVER_ID", value_name = "NODE-ID")]
     pub server_id: Option<NodeId>,
+    #[command(flatten)]
+    pub dns_sd: DnsSdArgs,
+}
+
+/// Index servers published in the site's DNS (unicast DNS-SD; README, "Publishing the index
+/// in DNS").
+#[derive(Clone, Debug, Default, Args)]
+pub struct DnsSdArgs {
+    /// Find the index servers published in this DNS domain (records under
+    /// _p2p-transfer._tcp.DOMAIN), for routed sites mDNS can't reach. `search` asks every one
+    /// as well as any other index given; the others use the first that answers instead of
+    /// --server or --auto-discover, whichever was said louder.
+    #[arg(id = "dns_sd_domain", long = "dns-sd-domain", value_name = "DOMAIN", value_parser = crate::dns_sd::parse_domain)]
+    pub domain: Option<String>,
+    /// With --dns-sd-domain: ask this DNS server (an IP address; port 53 by default) instead
+    /// of the system's (/etc/resolv.conf).
+    #[arg(id = "dns_sd_server", long = "dns-sd-server", value_name = "IP[:PORT]", value_parser = crate::dns_sd::parse_nameserver)]
+    pub server: Option<SocketAddr>,
 }
 
 /// `p2p-transfer search`.
@@ -475,6 +496,9 @@ pub struct PeerArgs {
     /// With --auto-discover, browse mDNS only on this network interface (repeatable).
     #[arg(long = "mdns-interface", value_name = "NAME")]
     pub mdns_interfaces: Vec<String>,
+    /// Index servers published in the site's DNS.
+    #[command(flatten)]
+    pub dns_sd: DnsSdArgs,
     /// Address other peers should use to reach this one, if not the listen address.
     #[arg(long)]
     pub advertise_addr: Option<SocketAddr>,

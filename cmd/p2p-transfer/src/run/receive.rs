@@ -42,7 +42,9 @@ enum Wanted {
 
 /// Runs `receive`.
 pub async fn run(args: &ReceiveArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let use_index = !args.index.servers.is_empty() || args.index.auto_discover;
+    let use_index = !args.index.servers.is_empty()
+        || args.index.auto_discover
+        || args.index.dns_sd.domain.is_some();
     let wanted = if looks_like_ticket(&args.ticket) {
         Wanted::Ticket(args.ticket.parse().context("cannot read the ticket")?)
     } else if use_index {
@@ -50,7 +52,7 @@ pub async fn run(args: &ReceiveArgs, shutdown: CancellationToken) -> anyhow::Res
     } else {
         anyhow::bail!(
             "\"{}\" is not a ticket (a ticket starts with \"p2p1\"): copy the whole line `send` \
-             printed, or give --server or --auto-discover to receive by id",
+             printed, or give --server, --auto-discover or --dns-sd-domain to receive by id",
             p2p_protocol::printable(&args.ticket)
         );
     };

@@ -13,6 +13,7 @@ mod cli_json;
 mod config;
 mod connections;
 mod direct;
+mod dns_sd;
 mod doctor;
 mod downloads;
 mod faults;
