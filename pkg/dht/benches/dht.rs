@@ -10,8 +10,9 @@
 //! (port = a distinct number per id; nothing listens there), then a share of the live nodes is
 //! killed (dropped; each one's socket closed before going on), still present in every routing
 //! table (mainline pings its table every 5 min and drops a node after 15 min of silence), then
-//! `lookups` lookups each ask a random live node (not the announcer) for a random id of the
-//! phase. A lookup succeeds when it returns the announcer's `127.0.0.1:port`; any other host
+//! `announcers` other nodes announce an id each (the announce latency reported: with the dead
+//! nodes in the way), then `lookups` lookups each ask a random live node (not the announcer)
+//! for a random id of the phase (announced before or after the kill). A lookup succeeds when it returns the announcer's `127.0.0.1:port`; any other host
 //! counts as wrong. Phase 1 kills nobody, phase 2 kills 1 % of the nodes, phase 3 10 % (of
 //! the nodes at the start, so 1 % + 10 % are dead by the end). Announcers are never killed.
 //!
@@ -100,8 +101,12 @@ struct PhaseResult {
     name: &'static str,
     killed: usize,
     alive: usize,
+    /// Announcements made after this phase's kill.
     announce_ms: Vec<f64>,
     announce_failures: usize,
+    /// Announcements made before it.
+    before_kill_ms: Vec<f64>,
+    before_kill_failures: usize,
     lookup_ms: Vec<f64>,
     found: usize,
     wrong_hosts: usize,
@@ -185,11 +190,12 @@ async fn bench(plan: &Plan) -> anyhow::Result<(f64, Option<u64>, Vec<PhaseResult
             name,
             ..PhaseResult::default()
         };
-        // Announcers: distinct live nodes, one fresh id each.
+        // Announcers: distinct live nodes, one fresh id each; half announce before the kill,
+        // half after it (with the dead still in every routing table).
         let live: Vec<usize> = (0..nodes.len()).filter(|i| nodes[*i].is_some()).collect();
         let chosen: Vec<usize> = {
             let mut rng = rand::rng();
-            live.choose_multiple(&mut rng, plan.announcers)
+            live.choose_multiple(&mut rng, 2 * plan.announcers)
                 .copied()
                 .collect()
         };
@@ -200,22 +206,13 @@ async fn bench(plan: &Plan) -> anyhow::Result<(f64, Option<u64>, Vec<PhaseResult
             announced.push((i, FileId(bytes), next_port));
             next_port += 1;
         }
-        let jobs = announced
-            .iter()
-            .map(|(i, id, port)| (nodes[*i].clone().expect("live"), *id, *port))
-            .collect();
-        let outcomes = for_each(jobs, |(node, id, port)| async move {
-            let t = Instant::now();
-            let ok = node.announce(&id, port).await.is_ok();
-            (ok, t.elapsed().as_secs_f64() * 1e3)
-        })
-        .await;
-        for (ok, ms) in outcomes {
-            result.announce_ms.push(ms);
-            result.announce_failures += usize::from(!ok);
+        let (before, after) = announced.split_at(announced.len() / 2);
+        for (ok, ms) in announce_all(&nodes, before).await {
+            result.before_kill_ms.push(ms);
+            result.before_kill_failures += usize::from(!ok);
         }
 
-        // Kill a share of the starting node count, never an announcer of any phase.
+        // Kill a share of the starting node count, never an announcer of this phase.
         let to_kill = (plan.nodes as f64 * share).round() as usize;
         let victims: Vec<usize> = {
             let mut rng = rand::rng();
@@ -233,6 +230,10 @@ async fn bench(plan: &Plan) -> anyhow::Result<(f64, Option<u64>, Vec<PhaseResult
         }
         for &v in &victims {
             wait_closed(addrs[v]).await?;
+        }
+        for (ok, ms) in announce_all(&nodes, after).await {
+            result.announce_ms.push(ms);
+            result.announce_failures += usize::from(!ok);
         }
         result.killed = victims.len();
         let live: Vec<usize> = (0..nodes.len()).filter(|i| nodes[*i].is_some()).collect();
@@ -286,6 +287,23 @@ async fn bench(plan: &Plan) -> anyhow::Result<(f64, Option<u64>, Vec<PhaseResult
         results.push(result);
     }
     Ok((join_s, rss_kib, results))
+}
+
+/// Announces each `(node, id, port)`; whether it was stored and how long it took (ms).
+async fn announce_all(
+    nodes: &[Option<Dht>],
+    announced: &[(usize, FileId, u16)],
+) -> Vec<(bool, f64)> {
+    let jobs = announced
+        .iter()
+        .map(|(i, id, port)| (nodes[*i].clone().expect("a live announcer"), *id, *port))
+        .collect();
+    for_each(jobs, |(node, id, port)| async move {
+        let t = Instant::now();
+        let ok = node.announce(&id, port).await.is_ok();
+        (ok, t.elapsed().as_secs_f64() * 1e3)
+    })
+    .await
 }
 
 /// Runs `call` on every item, [`CONCURRENCY`] at a time; results in no particular order.
@@ -420,7 +438,7 @@ fn report(
             r.wrong_hosts,
         );
         json += &format!(
-            "{{\"scenario\":\"dht\",\"mode\":\"{mode}\",\"unix_time\":{when},\"nodes\":{},\"phase\":\"{}\",\"killed\":{},\"alive\":{},\"join_s\":{join_s:.2},\"announces\":{},\"announce_failures\":{},\"announce_p50_ms\":{},\"announce_p99_ms\":{},\"announce_max_ms\":{},\"lookups\":{},\"found\":{},\"success_pct\":{success:.2},\"lookup_errors\":{},\"wrong_hosts\":{},\"lookup_p50_ms\":{},\"lookup_p99_ms\":{},\"lookup_max_ms\":{},\"found_p50_ms\":{},\"found_p99_ms\":{},\"rss_mib\":{},\"cpu_s\":{}}}\n",
+            "{{\"scenario\":\"dht\",\"mode\":\"{mode}\",\"unix_time\":{when},\"nodes\":{},\"phase\":\"{}\",\"killed\":{},\"alive\":{},\"join_s\":{join_s:.2},\"announces\":{},\"announce_failures\":{},\"announce_p50_ms\":{},\"announce_p99_ms\":{},\"announce_max_ms\":{},\"announces_before_kill\":{},\"announce_before_kill_failures\":{},\"announce_before_kill_p50_ms\":{},\"announce_before_kill_p99_ms\":{},\"lookups\":{},\"found\":{},\"success_pct\":{success:.2},\"lookup_errors\":{},\"wrong_hosts\":{},\"lookup_p50_ms\":{},\"lookup_p99_ms\":{},\"lookup_max_ms\":{},\"found_p50_ms\":{},\"found_p99_ms\":{},\"rss_mib\":{},\"cpu_s\":{}}}\n",
             plan.nodes,
             r.name,
             r.killed,
@@ -430,6 +448,10 @@ fn report(
             json_num(a50),
             json_num(a99),
             json_num(amax),
+            r.before_kill_ms.len(),
+            r.before_kill_failures,
+            json_num(percentile(&r.before_kill_ms, 50.0)),
+            json_num(percentile(&r.before_kill_ms, 99.0)),
             r.lookup_ms.len(),
             r.found,
             r.lookup_errors,
@@ -443,7 +465,7 @@ fn report(
             json_num(cpu_s),
         );
     }
-    t += "latency: announce = until the put round ends; lookup = until the first host (lookup_settle 0), or the query's end when nothing is found\n";
+    t += "announced: after the phase's kill (as many again before it, in the JSON); latency: announce = until the put round ends; lookup = until the first host (lookup_settle 0), or the query's end when nothing is found\n";
     print!("{t}{json}");
     let _ = std::io::stdout().flush();
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/bench"));

@@ -223,3 +223,74 @@ async fn bad_settings_fail_with_a_clear_error() {
         format!("cannot open the DHT socket on {}", taken.local_addr())
     );
 }
+
+/// docs/PROTOCOL.md §15 is a contract: its example and figures are what this crate computes
+/// and uses.
+#[test]
+fn the_protocol_document_says_what_the_code_does() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/PROTOCOL.md");
+    let doc = std::fs::read_to_string(path).expect("docs/PROTOCOL.md is readable");
+    let section = &doc[doc.find("## 15. The DHT").expect("a DHT section")..];
+    let flat = section.split_whitespace().collect::<Vec<_>>().join(" ");
+    let says = |phrase: &str| {
+        assert!(flat.contains(phrase), "§15 should say {phrase:?}");
+    };
+    // hello.txt's file id (§6.5) and the info-hash the code derives from it.
+    let id: FileId = "c7e3d81f205e835cd390d0bdfb5069237ab884f1913f21bb9603a7cfffb1616c"
+        .parse()
+        .unwrap();
+    let key: String = p2p_dht::info_hash(&id)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    says(&format!("| file id | `{id}` |"));
+    says(&format!("| info-hash | `{key}` |"));
+    let minutes = p2p_dht::REANNOUNCE_EVERY.as_secs() / 60;
+    says(&format!("then again every {minutes} minutes"));
+    let retry = p2p_dht::announcer::RETRY_AFTER.as_secs() / 60;
+    says(&format!("tries again after {retry} minute"));
+    let defaults = DhtConfig::default();
+    says(&format!("when it has {} hosts", defaults.max_hosts));
+    says(&format!(
+        "{} ms after the first host arrived, or after {} seconds",
+        defaults.lookup_settle.as_millis(),
+        defaults.lookup_timeout.as_secs()
+    ));
+    says(&format!("`{}`", p2p_dht::routing_cache::FILE_NAME));
+    says(&format!("`{}`", p2p_dht::routing_cache::HEADER));
+    says(&format!(
+        "(at most {})",
+        p2p_dht::routing_cache::MAX_CACHED_NODES
+    ));
+    says(&format!(
+        "fixed UDP port for the DHT is {}",
+        p2p_dht::DEFAULT_PORT
+    ));
+    says(&format!(
+        "at most {} hosts per info-hash and {} info-hashes",
+        mainline_max_peers(),
+        mainline_max_info_hashes()
+    ));
+}
+
+/// mainline's per-node storage limits, as it exports them.
+fn mainline_max_peers() -> String {
+    grouped(mainline::MAX_PEERS)
+}
+
+fn mainline_max_info_hashes() -> String {
+    grouped(mainline::MAX_INFO_HASHES)
+}
+
+/// `2000` as the document writes it: `2,000`.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
