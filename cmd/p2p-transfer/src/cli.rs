@@ -628,7 +628,7 @@ impl From<&PeerArgs> for PeerConfig {
             listen_addr: args.addr,
             // A host name is looked up when the peer starts (`run::peer`), not here.
             indexes: match args.servers.as_slice() {
-                [] => (args.from.is_empty() && !args.auto_discover)
+                [] => (args.from.is_empty() && !args.auto_discover && args.dns_sd.domain.is_none())
                     .then(|| IndexSpec::at(DEFAULT_SERVER))
                     .into_iter()
                     .collect(),

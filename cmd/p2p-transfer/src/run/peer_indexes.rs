@@ -1,7 +1,8 @@
 //! Which index servers `p2p-transfer peer` registers with: every one given (`--server`,
 //! repeatable), or every one that answers over mDNS (`--auto-discover`), or those a manifest
-//! file names; then every index this node remembers (`known-indexes`, beside its key), so a
-//! peer finds the indexes it used before even where mDNS can't reach them.
+//! file names; and every one published in DNS (`--dns-sd-domain`); then every index this node
+//! remembers (`known-indexes`, beside its key), so a peer finds the indexes it used before
+//! even where mDNS can't reach them.
 //!
 //! Each index must prove a node id when one is known: pinned (`--server-id`, one server
 //! only), named by the manifest file, remembered for its address, or claimed over mDNS.
@@ -97,6 +98,20 @@ pub async fn choose(
                 spec.expecting(id)
             })
             .collect();
+    }
+    // Those published in DNS come on top of any other source.
+    match crate::dns_sd::find(&args.dns_sd).await {
+        Ok(found) => {
+            for candidate in found {
+                let addr = candidate.addr;
+                if !specs.iter().any(|s| s.addr == addr) {
+                    let id = trust.expect_for(addr, candidate.claimed);
+                    specs.push(IndexSpec::at(addr).expecting(id));
+                }
+            }
+        }
+        Err(err) if specs.is_empty() => return Err(err),
+        Err(err) => note!("warning: {}", crate::errors::one_line(&err)),
     }
     // A peer that uses an index at all also tries every one it remembers.
     if !specs.is_empty() && !args.no_known_indexes {

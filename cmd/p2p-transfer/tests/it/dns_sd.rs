@@ -3,7 +3,7 @@
 //! at with `--dns-sd-server`.
 
 #[path = "../../../../pkg/discovery/tests/support/dns_server.rs"]
-mod dns_server;
+pub(crate) mod dns_server;
 
 use std::io::BufReader;
 use std::process::{Command, Stdio};
@@ -37,7 +37,7 @@ fn start_index() -> (Running, String, String) {
 }
 
 /// The DNS server runs on its own runtime's threads while the test waits for processes.
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

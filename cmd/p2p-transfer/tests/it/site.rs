@@ -19,8 +19,8 @@ fn index_addr(subnet: Subnet) -> String {
     format!("{}:{INDEX_PORT}", subnet.host(2))
 }
 
-/// An index server on host 2 of `subnet`, advertised over mDNS there.
-fn index(subnet: Subnet) -> Running {
+/// An index server on host 2 of `subnet`, advertised over mDNS there; and its node id.
+fn index(subnet: Subnet) -> (Running, String) {
     let mut cmd = bin();
     cmd.args([
         "server",
@@ -31,8 +31,30 @@ fn index(subnet: Subnet) -> Running {
         "--heartbeat-timeout",
         "2s",
     ]);
-    let (child, _, _) = spawn_until(topology::inside(subnet, cmd), "server listening on ");
-    child
+    let mut child = topology::inside(subnet, cmd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let running = Running(child);
+    let id = read_line_starting(&mut out, "server node id ");
+    read_line_starting(&mut out, "server listening on ");
+    (running, id.trim_start_matches("server node id ").to_owned())
+}
+
+/// `site.test` publishing A's index (`id`) in DNS, as a site's administrator would.
+fn site_zone(id: &str) -> String {
+    let version = p2p_protocol::PROTOCOL_VERSION;
+    format!(
+        r#"
+_p2p-transfer._tcp PTR main._p2p-transfer._tcp
+main._p2p-transfer._tcp SRV 0 0 {INDEX_PORT} index-a
+main._p2p-transfer._tcp TXT "version={version}" "id={id}"
+index-a A {}
+"#,
+        Subnet::A.host(2)
+    )
 }
 
 /// A seeder on host `n` of subnet A sharing `path` with the indexes in `servers`; returns it
@@ -95,7 +117,7 @@ fn a_routed_site_with_an_index_per_subnet_shares_across_the_router() {
         return;
     }
     topology::build();
-    let (mut index_a, _index_b) = (index(Subnet::A), index(Subnet::B));
+    let ((mut index_a, id_a), _index_b) = (index(Subnet::A), index(Subnet::B));
     let both = [index_addr(Subnet::A), index_addr(Subnet::B)];
     let files = tempfile::tempdir().unwrap();
     let (shared, shared_data) = random_file(files.path(), "shared.bin", 5 * 1024 * 1024 + 3, 71);
@@ -146,6 +168,26 @@ fn a_routed_site_with_an_index_per_subnet_shares_across_the_router() {
         out.path(),
     );
     assert!(!alone.status.success(), "{}", text(&alone.stdout));
+
+    // Unicast DNS-SD: the site's DNS (on the router, B's side) publishes A's index; a node in
+    // B that never met it finds the file only A's index knows.
+    let rt = crate::dns_sd::runtime();
+    let dns = rt.block_on(crate::dns_sd::dns_server::TestDns::start_on(
+        Subnet::B.router().into(),
+        "site.test",
+        &site_zone(&id_a),
+    ));
+    let me = crate::support::fresh_identity_dir();
+    let out = tempfile::tempdir().unwrap();
+    let dns_server = dns.addr().to_string();
+    let args = [
+        "--dns-sd-domain",
+        "site.test",
+        "--dns-sd-server",
+        &dns_server,
+    ];
+    let fetched = download(4, &me, &args, &only_a_id, out.path());
+    assert_fetched(&fetched, out.path(), "only-a.bin", &only_a_data);
 
     // Five downloaders in B, each through B's index only, by prefix: all from A's seeders.
     for n in 20..25 {

@@ -62,6 +62,10 @@ fn run(args: &[&str]) {
 /// Builds the site. Call inside [`crate::netns::enter`]: it changes the namespace it runs in
 /// (the router).
 pub fn build() {
+    // The namespaces' names live in a tmpfs of the test's own mount namespace: nothing is
+    // left on the machine, and two runs never see each other's.
+    std::fs::create_dir_all("/run/netns").unwrap();
+    run(&["mount", "-t", "tmpfs", "netns", "/run/netns"]);
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
     for subnet in [Subnet::A, Subnet::B] {
         let ns = subnet.ns();

@@ -31,6 +31,11 @@ impl TestDns {
     /// Serves the zone `origin` (e.g. `site.test`) with `records`: zone-file lines relative
     /// to the origin (`@` is the origin). The SOA and NS records are added here.
     pub async fn start(origin: &str, records: &str) -> Self {
+        Self::start_on("127.0.0.1".parse().unwrap(), origin, records).await
+    }
+
+    /// As [`TestDns::start`], answering on `ip` (an address the test's own namespace has).
+    pub async fn start_on(ip: std::net::IpAddr, origin: &str, records: &str) -> Self {
         let origin_name = Name::from_utf8(format!("{}.", origin.trim_end_matches('.')))
             .expect("a valid zone origin");
         let text = format!(
@@ -52,7 +57,7 @@ impl TestDns {
         .expect("the test zone loads");
         let mut catalog = Catalog::new();
         catalog.upsert(LowerName::from(&origin_name), vec![Arc::new(handler)]);
-        let (udp, tcp) = bind_both().await;
+        let (udp, tcp) = bind_both(ip).await;
         let addr = udp.local_addr().expect("bound");
         let mut server = Server::new(catalog);
         server.register_socket(udp);
@@ -72,10 +77,10 @@ impl Drop for TestDns {
     }
 }
 
-/// A UDP socket and a TCP listener on the same loopback port.
-async fn bind_both() -> (UdpSocket, TcpListener) {
+/// A UDP socket and a TCP listener on the same port of `ip`.
+async fn bind_both(ip: std::net::IpAddr) -> (UdpSocket, TcpListener) {
     for _ in 0..BIND_TRIES {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
+        let udp = UdpSocket::bind((ip, 0)).await.expect("bind UDP");
         let addr = udp.local_addr().expect("bound");
         if let Ok(tcp) = TcpListener::bind(addr).await {
             return (udp, tcp);
