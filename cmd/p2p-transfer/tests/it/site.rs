@@ -218,3 +218,96 @@ fn a_routed_site_with_an_index_per_subnet_shares_across_the_router() {
     assert_fetched(&fetched, out.path(), "shared.bin", &shared_data);
     drop(seeders);
 }
+
+/// With `--dht`, seeders in A announce what they share; with both indexes gone, a node in B
+/// downloads by full id through the DHT alone. A DHT node that lies (it announces a host that
+/// sends wrong bytes for the file) is asked, fails verification, and changes no byte.
+#[test]
+fn with_both_indexes_gone_a_download_by_full_id_goes_through_the_dht() {
+    if !crate::netns::enter(
+        "site::with_both_indexes_gone_a_download_by_full_id_goes_through_the_dht",
+    ) {
+        return;
+    }
+    topology::build();
+    let ((mut index_a, _), (mut index_b, _)) = (index(Subnet::A), index(Subnet::B));
+    let both = [index_addr(Subnet::A), index_addr(Subnet::B)];
+    let files = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(files.path(), "dht.bin", 9 * 1024 * 1024 + 5, 81);
+    // Six seeders in A, in the DHT (each on its own address, port 8010), joining through the
+    // peers their indexes list.
+    let mut seeders = Vec::new();
+    let mut file_id = String::new();
+    for n in 10..16 {
+        let (child, id) = dht_seeder(n, &path, &both);
+        file_id = id;
+        seeders.push(child);
+    }
+    let id: p2p_protocol::FileId = file_id.parse().unwrap();
+
+    // The liar: a host on the router's A side that sends wrong bytes, announced in the DHT
+    // by a node of its own.
+    let rt = crate::dns_sd::runtime();
+    let router_a = Subnet::A.router();
+    let liar = rt.block_on(crate::bad_input::FakeSeeder::start_at(
+        (router_a, 0).into(),
+        None,
+        &path,
+        crate::bad_input::Misbehaviour::WrongBytes,
+    ));
+    let liar_dht = rt
+        .block_on(p2p_dht::Dht::start(p2p_dht::DhtConfig {
+            listen: std::net::SocketAddrV4::new(router_a, p2p_dht::DEFAULT_PORT),
+            bootstrap: vec![format!("{}:{}", Subnet::A.host(15), p2p_dht::DEFAULT_PORT)],
+            ..p2p_dht::DhtConfig::default()
+        }))
+        .unwrap();
+    // Wait (for the event, not a time) until the seeders' announcements are findable, then
+    // add the lie.
+    let found = rt.block_on(crate::support::eventually(DOWNLOAD_LIMIT, || {
+        let dht = liar_dht.clone();
+        async move {
+            let hosts = dht.lookup(&id).await.unwrap_or_default();
+            hosts
+                .iter()
+                .filter(|h| h.ip() != std::net::IpAddr::V4(router_a))
+                .count()
+                >= 3
+        }
+    }));
+    assert!(found, "the seeders' announcements never became findable");
+    rt.block_on(liar_dht.announce(&id, liar.addr.port()))
+        .unwrap();
+
+    // Both indexes gone.
+    for index in [&mut index_a, &mut index_b] {
+        index.0.kill().unwrap();
+        index.0.wait().unwrap();
+    }
+    let me = crate::support::fresh_identity_dir();
+    let out = tempfile::tempdir().unwrap();
+    let bootstrap = format!("{}:{}", Subnet::A.host(12), p2p_dht::DEFAULT_PORT);
+    let args = ["--server", &both[1], "--dht", "--dht-bootstrap", &bootstrap];
+    let fetched = download(6, &me, &args, &file_id, out.path());
+    assert_fetched(&fetched, out.path(), "dht.bin", &data);
+    assert!(
+        liar.requests() > 0,
+        "the lying host was never asked: the test proves nothing"
+    );
+    drop(seeders);
+}
+
+/// A seeder on host `n` of A in the DHT, sharing `path` with the indexes in `servers`.
+fn dht_seeder(n: u8, path: &Path, servers: &[String]) -> (Running, String) {
+    let mut cmd = bin();
+    cmd.args(["peer", "--no-known-indexes", "--dht", "--addr"])
+        .arg(format!("{}:0", Subnet::A.host(n)));
+    for server in servers {
+        cmd.args(["--server", server]);
+    }
+    cmd.arg("--register").arg(path);
+    let (child, _, mut out) = spawn_until(topology::inside(Subnet::A, cmd), "peer listening on ");
+    let line = read_line_starting(&mut out, "registered ");
+    let id = line.rsplit(' ').next().unwrap().to_owned();
+    (child, id)
+}
