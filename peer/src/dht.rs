@@ -40,6 +40,8 @@ pub(crate) struct PeerDht {
     dht: Dht,
     announcer: Announcer,
     cache: Option<RoutingCache>,
+    /// The port announced: this peer's chunk server's.
+    port: u16,
 }
 
 impl PeerDht {
@@ -58,7 +60,14 @@ impl PeerDht {
             }
         }
         let own = config.listen;
-        for ip in index_peers.into_iter().take(BOOTSTRAP_FROM_INDEXES) {
+        // Other peers are taken to use the site's one DHT port: ours (not when ours is left
+        // to the system).
+        let peers = if own.port() == 0 {
+            Vec::new()
+        } else {
+            index_peers
+        };
+        for ip in peers.into_iter().take(BOOTSTRAP_FROM_INDEXES) {
             if let IpAddr::V4(ip) = ip
                 && ip != *own.ip()
             {
@@ -77,13 +86,18 @@ impl PeerDht {
             dht,
             announcer,
             cache,
+            port,
         })
     }
 
-    /// The hosts announced for `id`, without `me` (this peer's own address).
-    pub async fn hosts(&self, id: &FileId, me: SocketAddr) -> Vec<SocketAddr> {
+    /// The hosts announced for `id`, without this peer itself (its port at any address of
+    /// this machine: what the others saw of it).
+    pub async fn hosts(&self, id: &FileId) -> Vec<SocketAddr> {
         match self.dht.lookup(id).await {
-            Ok(hosts) => hosts.into_iter().filter(|h| *h != me).collect(),
+            Ok(hosts) => hosts
+                .into_iter()
+                .filter(|h| !(h.port() == self.port && is_this_host(h.ip())))
+                .collect(),
             Err(err) => {
                 warn!(%err, id = %id.fmt_short(), "DHT lookup failed");
                 Vec::new()
@@ -105,6 +119,11 @@ impl PeerDht {
             }
         }
     }
+}
+
+/// Whether `ip` is an address of this machine (it can be bound to).
+fn is_this_host(ip: IpAddr) -> bool {
+    ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 /// Keeps the announcer's set equal to what the peer shares on its own (files and folders),

@@ -24,8 +24,11 @@ use crate::download::{self, DownloadEvent, DownloadOptions, DownloadReport, Even
 use crate::downloads::{Downloads, PeerChange, PeerStatus};
 use crate::error::PeerError;
 use crate::inbox::{Inbox, ReceivedMessage};
-use crate::index::{IndexStatus, Indexes, Session, heartbeat};
+use crate::index::set::LATE_ANSWER_GRACE;
+use crate::index::{IndexLink, IndexState, IndexStatus, Indexes, Session, heartbeat};
 use crate::shared_files::{SharedFileInfo, SharedFiles};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 pub use crate::download::resolve::DownloadRequest;
 
@@ -51,6 +54,9 @@ pub(crate) struct Node {
     /// Which client has fetched every chunk of a watched item (`send`).
     pub(crate) deliveries: Arc<Deliveries>,
     shutdown: CancellationToken,
+    /// Cancelled first at shutdown: the heartbeat tasks, so none registers again while the
+    /// peer is leaving its indexes.
+    beats: CancellationToken,
     tasks: TaskTracker,
     /// Download jobs, and the change feed every live view listens to.
     pub downloads: Downloads,
@@ -78,19 +84,32 @@ impl Node {
             .map_or_else(|| self.advertised_addr(), |s| s.addr)
     }
 
-    /// Registers with every index at once (a peer's start): `Ok` when at least one
-    /// registered us, or there is none. The others are named in warnings; their heartbeat
-    /// tasks keep trying.
-    async fn register_with_all(&self) -> Result<(), PeerError> {
+    /// Registers with every index at once (a peer's start): `Ok` with the links still
+    /// registering once one has registered us and [`LATE_ANSWER_GRACE`] has passed (their
+    /// heartbeat tasks carry on), or when there is no index. The failed ones are named in
+    /// warnings; their heartbeat tasks keep trying. An error only when none registered us.
+    async fn register_with_all(&self) -> Result<Vec<Arc<IndexLink>>, PeerError> {
         let links = self.indexes.links();
-        let results =
-            futures::future::join_all(links.iter().map(|l| self.register_everything(l))).await;
+        let mut pending: FuturesUnordered<_> = links
+            .iter()
+            .map(|link| async move { (link.clone(), self.register_everything(link).await) })
+            .collect();
         let mut first_err = None;
         let mut registered = false;
-        for (link, result) in links.iter().zip(results) {
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match deadline {
+                None => pending.next().await,
+                Some(at) => match tokio::time::timeout_at(at, pending.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            let Some((link, result)) = next else { break };
             match result {
                 Ok(session) => {
                     registered = true;
+                    deadline.get_or_insert(tokio::time::Instant::now() + LATE_ANSWER_GRACE);
                     info!(peer_id = %session.peer_id, addr = %session.addr, server = %link.client.server(), "registered with the index");
                 }
                 Err(err) => {
@@ -102,9 +121,17 @@ impl Node {
                 }
             }
         }
+        // The slow ones: dropped mid-request (their connections with them), registered by
+        // their heartbeat tasks from the start.
+        drop(pending);
+        let still = links
+            .iter()
+            .filter(|l| l.session().is_none() && !l.is_down())
+            .cloned()
+            .collect();
         match first_err {
             Some(err) if !registered => Err(err),
-            _ => Ok(()),
+            _ => Ok(still),
         }
     }
 }
@@ -124,6 +151,7 @@ impl Peer {
             .map_err(|e| PeerError::Internal(e.to_string()))?;
         let downloads = Downloads::default();
         let inbox = Arc::new(Inbox::with_changes(downloads.changes().clone()));
+        let shutdown = CancellationToken::new();
         let node = Arc::new(Node {
             indexes: Indexes::new(&config.indexes, config.index_timeout, tls.clone()),
             dht: std::sync::OnceLock::new(),
@@ -134,19 +162,15 @@ impl Peer {
             inbox,
             stats: Arc::new(ServeStats::default()),
             deliveries: Arc::new(Deliveries::default()),
-            shutdown: CancellationToken::new(),
+            beats: shutdown.child_token(),
+            shutdown,
             tasks: TaskTracker::new(),
             downloads,
             runtime: tokio::runtime::Handle::current(),
             direct_hosts: Mutex::new(Vec::new()),
         });
-        match (node.register_with_all().await, &node.config.dht) {
-            (Err(err), None) => return Err(err),
-            (Err(err), Some(_)) => {
-                warn!(%err, "no index server registered this peer; it is found through the DHT until one does")
-            }
-            (Ok(()), _) => {}
-        }
+        // The DHT first (its failure, a port taken, leaves nothing registered): it joins
+        // through the peers the indexes list, which anyone may ask.
         if let Some(settings) = &node.config.dht {
             let index_peers = match node.indexes.list_peers().await {
                 Ok((peers, _)) => peers.iter().map(|p| p.addr.ip()).collect(),
@@ -158,6 +182,14 @@ impl Peer {
             let follow = crate::dht::follow_shares(node.clone(), node.shutdown.child_token());
             node.tasks.spawn(follow);
         }
+        let registering = match (node.register_with_all().await, &node.config.dht) {
+            (Err(err), None) => return Err(err),
+            (Err(err), Some(_)) => {
+                warn!(%err, "no index server registered this peer; it is found through the DHT until one does");
+                Vec::new()
+            }
+            (Ok(still), _) => still,
+        };
 
         let server = ChunkServer {
             listener,
@@ -178,7 +210,8 @@ impl Peer {
                 .instrument(info_span!("chunk_server", addr = %local_addr)),
         );
         for link in node.indexes.links() {
-            let beats = heartbeat::run(node.clone(), link, false, node.shutdown.child_token());
+            let first = registering.iter().any(|r| Arc::ptr_eq(r, &link));
+            let beats = heartbeat::run(node.clone(), link, first, node.beats.child_token());
             node.tasks.spawn(beats);
         }
         Ok(PeerHandle { node })
@@ -228,7 +261,8 @@ impl PeerHandle {
         };
         info!(server = %spec.addr, "adding an index server");
         let node = self.node.clone();
-        self.spawn(heartbeat::run(node, link, true, self.shutdown_token()));
+        let beats = self.node.beats.child_token();
+        self.spawn(heartbeat::run(node, link, true, beats));
         true
     }
 
@@ -406,12 +440,16 @@ impl PeerHandle {
     /// Unregisters from every index (best effort, at once), stops serving and waits for
     /// every task.
     pub async fn shutdown(&self) {
+        // No heartbeat task may register again while the peer leaves.
+        self.node.beats.cancel();
         let links = self.node.indexes.links();
         futures::future::join_all(links.iter().map(|link| async move {
             let Some(session) = link.session() else {
                 return;
             };
-            match link.client.unregister(&session).await {
+            // An index that doesn't answer expires us anyway: not worth holding Ctrl-C up.
+            let left = tokio::time::timeout(UNREGISTER_TIMEOUT, link.client.unregister(&session));
+            match left.await.unwrap_or(Err(PeerError::Cancelled)) {
                 Ok(()) => info!(server = %link.client.server(), "unregistered from the index"),
                 Err(err) => {
                     warn!(server = %link.client.server(), %err, "could not unregister from the index")
@@ -446,7 +484,7 @@ impl PeerHandle {
             advertised_addr: indexes.iter().find_map(|i| i.advertised_addr),
             server_addr: self.server_addr(),
             server_node_id: self.index_node_id(),
-            registered: indexes.iter().any(|i| i.peer_id.is_some()),
+            registered: indexes.iter().any(|i| i.state == IndexState::Registered),
             indexes,
             files_shared: self.node.files.count() as usize,
             chunks_served: self.chunks_served(),
@@ -545,6 +583,9 @@ impl PeerHandle {
         }
     }
 }
+
+/// Limit on leaving one index at shutdown.
+const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Limit on delivering one message.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1061,7 +1061,7 @@ fn settle_dns_sd(
     if domain_rank == other_rank {
         if let Origin::File { path, line } = &settings["dns_sd_domain"].origin {
             return Err(LoadError::File(anyhow::anyhow!(
-                "{}:{line}: dns-sd-domain and {} are both set: keep one (only `search` and                  `doctor` use several indexes)",
+                "{}:{line}: dns-sd-domain and {} are both set: keep one (only `search`, `peer` and `doctor` use several indexes)",
                 path.display(),
                 other.2
             )));
@@ -1069,7 +1069,7 @@ fn settle_dns_sd(
         return Err(LoadError::Usage(cmd.clone().error(
             ErrorKind::ArgumentConflict,
             format!(
-                "the argument '--dns-sd-domain <DOMAIN>' cannot be used with '{}' (only                  `search` and `doctor` use several indexes)",
+                "the argument '--dns-sd-domain <DOMAIN>' cannot be used with '{}' (only `search`, `peer` and `doctor` use several indexes)",
                 other.1
             ),
         )));

@@ -439,7 +439,7 @@ async fn dht_hosts_of(node: &Node, id: &str) -> Vec<HostSpec> {
     let (Some(dht), Ok(file_id)) = (node.dht.get(), id.parse::<FileId>()) else {
         return Vec::new();
     };
-    dht.hosts(&file_id, node.known_addr())
+    dht.hosts(&file_id)
         .await
         .into_iter()
         .map(|addr| HostSpec {

@@ -72,6 +72,18 @@ pub(crate) async fn run(
             }),
         };
         let result = match beat {
+            Ok(()) if link.take_missed() => {
+                // It missed a share or an unshare: leave and register afresh, with everything
+                // shared now, so it lists exactly that.
+                link.answered();
+                if let Some(session) = link.session() {
+                    let _ = index.unregister(&session).await;
+                }
+                link.forget_session();
+                node.register_everything(&link).await.map(|session| {
+                    info!(peer_id = %session.peer_id, server = %index.server(), "registered afresh with the index, which missed a change");
+                })
+            }
             Ok(()) => {
                 link.answered();
                 Ok(())
@@ -102,6 +114,16 @@ pub(crate) async fn run(
             Err(err @ PeerError::IndexUnreachable { .. }) => match &link.rediscover {
                 // The index moved or restarted elsewhere: find it again and register there.
                 Some(finder) => match finder.rediscover().await {
+                    // Another link has that index already: not twice.
+                    Some(addr)
+                        if node
+                            .indexes
+                            .links()
+                            .iter()
+                            .any(|l| l.client.server() == addr && !Arc::ptr_eq(l, &link)) =>
+                    {
+                        Err(err)
+                    }
                     Some(addr) => {
                         index.set_server(addr);
                         link.forget_session();

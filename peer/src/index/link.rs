@@ -2,6 +2,7 @@
 //! the registration it gave us, and how the last attempt to reach it went ([`IndexStatus`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -58,6 +59,9 @@ pub(crate) struct IndexLink {
     pinned: Option<NodeId>,
     /// std Mutex: read or replaced, never held across an await.
     standing: Mutex<Standing>,
+    /// This index missed a share or an unshare (it was down, or failed it): it registers us
+    /// afresh, with everything shared then, once it answers again.
+    missed: AtomicBool,
 }
 
 impl IndexLink {
@@ -72,7 +76,23 @@ impl IndexLink {
                 state: IndexState::Connecting,
                 last_answer: None,
             }),
+            missed: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the last attempt to reach this index failed.
+    pub fn is_down(&self) -> bool {
+        matches!(self.standing().state, IndexState::Down(_))
+    }
+
+    /// This index missed a share or an unshare.
+    pub fn missed(&self) {
+        self.missed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this index missed something since the last call.
+    pub fn take_missed(&self) -> bool {
+        self.missed.swap(false, Ordering::Relaxed)
     }
 
     fn standing(&self) -> std::sync::MutexGuard<'_, Standing> {

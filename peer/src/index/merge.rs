@@ -6,8 +6,10 @@
 //! order of its indexes (the order they were given), and:
 //!
 //! * the first index that knows the id says what it is; every other index that names the same
-//!   full id adds the hosts it knows. Hosts are one per address: an address already listed
-//!   keeps the node id it came with first (the TLS handshake then decides who it really is);
+//!   full id adds the hosts it knows. Hosts are one per address; when two indexes give one
+//!   address different node ids, neither is pinned: whoever answers there is asked, and its
+//!   chunks verified (pinning the first would let an index that lies about node ids get a
+//!   real host refused);
 //! * a file that one index knows as a top-level file and another only inside a folder is one
 //!   file: the top-level answer wins (its manifest is in hand) and the folder's hosts, who
 //!   serve the file by its id too, are added;
@@ -204,14 +206,21 @@ fn into_hosts(located: Located) -> Vec<HostInfo> {
     }
 }
 
-/// Adds `listed` to `hosts`, except addresses already there.
+/// Adds `listed` to `hosts`, one per address; an address listed with two node ids is marked
+/// in `unpinned`.
 fn add_hosts(hosts: &mut Vec<HostInfo>, listed: Vec<HostInfo>) {
     for info in listed {
-        if !hosts.iter().any(|h| h.addr == info.addr) {
-            hosts.push(info);
+        match hosts.iter_mut().find(|h| h.addr == info.addr) {
+            Some(known) if known.node_id != info.node_id => known.node_id = UNPINNED,
+            Some(_) => {}
+            None => hosts.push(info),
         }
     }
 }
+
+/// The node id of a host two indexes disagree about: no node has it (it is not a key's
+/// hash), and [`crate::download::HostSpec`] takes it as "whoever answers".
+pub(crate) const UNPINNED: p2p_protocol::NodeId = p2p_protocol::NodeId([0; 20]);
 
 #[cfg(test)]
 mod tests {
@@ -290,11 +299,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(addrs(&merged), [1, 2, 3]);
-        // An address listed twice keeps the node id of the first index that listed it.
+        // An address listed with two node ids is pinned to neither.
         let Located::File(found) = merged else {
             panic!("a file")
         };
-        assert_eq!(found.hosts[1].node_id, NodeId([2; 20]));
+        assert_eq!(found.hosts[0].node_id, NodeId([1; 20]));
+        assert_eq!(found.hosts[1].node_id, UNPINNED);
         assert_eq!(found.file_id, manifest("a.txt").id());
     }
 

@@ -1,12 +1,13 @@
 //! [`Indexes`]: every index server this peer uses, told and asked as one.
 //!
 //! * **Telling** ([`Indexes::tell`]): a share or an unshare goes to every index this peer is
-//!   registered with, at once. One index refusing or not answering is a warning naming it;
-//!   only when none took it is it the caller's error. An index that is down hears of
-//!   everything when it registers us again (the whole shared set is replayed).
+//!   registered with, at once, except those down (their last heartbeat failed), which are
+//!   not waited for. One index refusing or not answering is a warning naming it; only when
+//!   none took it is it the caller's error. An index that missed anything (down, or failed
+//!   it) registers us afresh, with everything shared then, once it answers again.
 //! * **Asking** ([`Indexes::locate`], [`Indexes::search`], ...): every index is asked at
 //!   once, registered or not (an index answers questions from anyone). Once one has
-//!   answered, the others get [`LATE_ANSWER_GRACE`] more: an index that is gone (a machine
+//!   answered (a refusal too), the others get [`LATE_ANSWER_GRACE`] more: an index that is gone (a machine
 //!   switched off, not answering a connect) does not hold a download up for the whole
 //!   connect timeout. The answers that came are combined ([`super::merge`]) in the peer's
 //!   order of its indexes.
@@ -99,10 +100,15 @@ impl Indexes {
         if links.is_empty() {
             return Ok(());
         }
-        let registered: Vec<(Arc<IndexLink>, Session)> = links
-            .into_iter()
-            .filter_map(|link| link.session().map(|s| (link, s)))
-            .collect();
+        let mut registered: Vec<(Arc<IndexLink>, Session)> = Vec::new();
+        for link in links {
+            match link.session() {
+                // Not waited for: told everything when it is back.
+                Some(_) if link.is_down() => link.missed(),
+                Some(session) => registered.push((link, session)),
+                None => {}
+            }
+        }
         if registered.is_empty() {
             return Err(not_registered());
         }
@@ -118,6 +124,7 @@ impl Indexes {
             match result {
                 Ok(()) => took = true,
                 Err(err) => {
+                    link.missed();
                     if registered.len() > 1 {
                         warn!(index = %link.client.server(), %err, "an index server did not take {what}");
                     }
@@ -160,7 +167,10 @@ impl Indexes {
                 },
             };
             let Some((at, answer)) = next else { break };
-            if answer.is_ok() && deadline.is_none() {
+            // Any answer from an index (a refusal too) starts the grace; one that could not be
+            // reached does not.
+            let answered = matches!(answer, Ok(_) | Err(PeerError::IndexRefused { .. }));
+            if answered && deadline.is_none() {
                 deadline = Some(tokio::time::Instant::now() + LATE_ANSWER_GRACE);
             }
             answers[at] = Some(answer);

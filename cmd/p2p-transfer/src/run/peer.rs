@@ -61,6 +61,7 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     )
     .await?;
     let origin = chosen.origin;
+    let passing = chosen.passing;
     config.indexes = chosen.specs;
     if let Some(dht) = &mut config.dht {
         dht.cache_dir = Some(crate::run::id::dir(&args.identity)?);
@@ -81,6 +82,9 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
         let (IndexState::Registered, Some(seen)) = (&index.state, index.node_id) else {
             continue;
         };
+        if passing.contains(&index.addr) {
+            continue;
+        }
         if at == 0 && !args.json {
             println!("index server node id {seen}");
         }

@@ -24,6 +24,9 @@ pub struct Chosen {
     pub specs: Vec<IndexSpec>,
     /// How the first index was found; updated when mDNS finds it again.
     pub origin: Arc<Mutex<ServerOrigin>>,
+    /// Indexes used but not remembered: the mDNS answers besides the chosen one (anyone may
+    /// answer mDNS; remembering them would make a passing rogue a permanent index).
+    pub passing: Vec<SocketAddr>,
 }
 
 /// The index servers for `args`, starting from `defaults` (what the flags alone give: the
@@ -41,6 +44,7 @@ pub async fn choose(
     }
     let mut origin = Arc::new(Mutex::new(ServerOrigin::Flag));
     let mut specs: Vec<IndexSpec> = Vec::new();
+    let mut passing = Vec::new();
     if !args.servers.is_empty() {
         for server in &args.servers {
             let addr = server.resolve_interruptible(shutdown).await?;
@@ -67,7 +71,9 @@ pub async fn choose(
         if all {
             for other in &others {
                 let addr = other.addr();
-                specs.push(IndexSpec::at(addr).expecting(trust.expect_for(addr, claimed(other))));
+                let id = trust.remembered_id(addr).or(claimed(other));
+                specs.push(IndexSpec::at(addr).expecting(id));
+                passing.push(addr);
             }
         }
     } else if let Some(doc) = manifest_file
@@ -105,7 +111,8 @@ pub async fn choose(
             for candidate in found {
                 let addr = candidate.addr;
                 if !specs.iter().any(|s| s.addr == addr) {
-                    let id = trust.expect_for(addr, candidate.claimed);
+                    // Not `--server-id`'s: that names the one `--server`.
+                    let id = trust.remembered_id(addr).or(candidate.claimed);
                     specs.push(IndexSpec::at(addr).expecting(id));
                 }
             }
@@ -121,7 +128,11 @@ pub async fn choose(
             }
         }
     }
-    Ok(Chosen { specs, origin })
+    Ok(Chosen {
+        specs,
+        origin,
+        passing,
+    })
 }
 
 /// The address of the first index, if any (what the JSON `listening` event and the web

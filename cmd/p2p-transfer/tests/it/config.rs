@@ -150,7 +150,7 @@ fn a_wrong_file_is_one_line_naming_the_key_and_its_place() {
         stderr,
         format!(
             "error: {}:3:1: unknown key \"wokers\" in [peer] (known: addr, allow-peers, \
-             advertise-addr, from, share-dir, mdns-interface, no-known-indexes, out, workers, stall-timeout, \
+             advertise-addr, from, share-dir, mdns-interface, no-known-indexes, dht, dht-listen, dht-bootstrap, out, workers, stall-timeout, \
              request-timeout, web, upload-dir, max-upload-mib)\n",
             path.display()
         )
