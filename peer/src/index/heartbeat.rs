@@ -45,6 +45,21 @@ pub(crate) async fn run(
     register_first: bool,
     shutdown: CancellationToken,
 ) {
+    // Whatever it is waiting for (an index that doesn't answer may hold a request for the
+    // whole index timeout), shutdown ends it at once; a request dropped mid-way takes its
+    // connection with it.
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = beat(node, link, register_first, shutdown.clone()) => {}
+    }
+}
+
+async fn beat(
+    node: Arc<Node>,
+    link: Arc<IndexLink>,
+    register_first: bool,
+    shutdown: CancellationToken,
+) {
     let index = &link.client;
     let mut interval = link
         .session()

@@ -156,3 +156,46 @@ async fn a_peer_starts_when_one_of_its_indexes_is_down_and_fails_only_when_all_a
     let err = Peer::start(config, tls()).await.unwrap_err();
     assert!(err.to_string().contains(&down_addr.to_string()), "{err}");
 }
+
+#[tokio::test]
+async fn an_index_that_hangs_holds_up_neither_start_nor_downloads_nor_shares_nor_shutdown() {
+    // Accepts connections and never answers: a machine that froze, a black-holed route.
+    let hanging = tokio::net::TcpListener::bind(loopback0()).await.unwrap();
+    let hanging_addr = hanging.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((stream, _)) = hanging.accept().await {
+            kept.push(stream);
+        }
+    });
+    let real = start_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data) = random_file(dir.path(), "wanted.bin", 2 * 1024 * 1024 + 9, 6);
+    let seeder = peer_with(&[&real]).await;
+    let file_id = seeder.register(&path).await.unwrap();
+
+    // Waiting for the hanging index would take its whole timeout: far beyond these bounds.
+    let config = PeerConfig {
+        indexes: vec![IndexSpec::at(hanging_addr), IndexSpec::at(real.addr)],
+        index_timeout: Duration::from_secs(600),
+        ..peer_config(loopback0())
+    };
+    let leecher = within("start", Peer::start(config, tls())).await.unwrap();
+    assert_eq!(leecher.indexes()[1].state, IndexState::Registered);
+    let out = tempfile::tempdir().unwrap();
+    let prefix = file_id.to_string()[..10].to_owned();
+    let fetch = leecher.download(&prefix, out.path(), None, CancellationToken::new());
+    let report = within("a download", fetch).await.unwrap();
+    assert_eq!(std::fs::read(&report.path).unwrap(), data);
+    let (other, _) = random_file(dir.path(), "mine.bin", 1000, 7);
+    within("a share", leecher.register(&other)).await.unwrap();
+    within("shutdown", leecher.shutdown()).await;
+    held.abort();
+}
+
+/// `work`, which must not wait for the hanging index (whose timeout is far longer).
+async fn within<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, work)
+        .await
+        .unwrap_or_else(|_| panic!("{what} waited for the hanging index"))
+}
