@@ -1320,7 +1320,11 @@ fn the_version_2_ticket_example_and_limit_are_the_codes() {
         .unwrap();
     let bytes = ticket.to_bytes();
     assert_eq!(bytes.len(), 66 + 28);
-    assert_eq!(bytes[..62], v1.to_bytes()[..62], "version 1's fields, unchanged");
+    assert_eq!(
+        bytes[..62],
+        v1.to_bytes()[..62],
+        "version 1's fields, unchanged"
+    );
     assert_documented("the §14.5 version 2 ticket payload", &bytes);
     let text = ticket.to_string();
     assert_eq!(text.len(), 155);
