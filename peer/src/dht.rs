@@ -3,7 +3,7 @@
 //! index reachable) are looked up there.
 //!
 //! The DHT is private: it is joined only through the nodes the peer is given
-//! ([`DhtSettings::bootstrap`]), those it remembers ([`p2p_dht::RoutingCache`], beside its
+//! (`DhtSettings::config`'s bootstrap), those it remembers ([`p2p_dht::RoutingCache`], beside its
 //! key) and the peers its indexes list (at their address, on this peer's own DHT port: a site
 //! runs the DHT on one port). Hosts found there are claims: unpinned, and every chunk they send
 //! is verified like any host's, so a lying node can waste time but never deliver wrong bytes.

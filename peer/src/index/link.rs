@@ -1,4 +1,4 @@
-//! [`IndexLink`]: this peer's standing with one index server: the client that talks to it,
+//! `IndexLink`: this peer's standing with one index server: the client that talks to it,
 //! the registration it gave us, and how the last attempt to reach it went ([`IndexStatus`]).
 
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! sees while another answers.
 //!
 //! * [`client`]: [`IndexClient`], requests to one index server.
-//! * `link`: [`IndexLink`], this peer's standing with one index (session, state).
+//! * `link`: `IndexLink`, this peer's standing with one index (session, state).
 //! * `set`: `Indexes`, every index, told and asked as one.
 //! * `heartbeat`: one task per index keeping its registration alive.
 //! * [`merge`]: one answer from what several indexes said.

@@ -194,6 +194,29 @@ fn a_routed_site_with_an_index_per_subnet_shares_across_the_router() {
     let fetched = download(4, &me, &args, &only_a_id, out.path());
     assert_fetched(&fetched, out.path(), "only-a.bin", &only_a_data);
 
+    // A ticket hand-over across the router: the sender in A names its index (version 2), and
+    // the receiver in B, given nothing but the ticket, gets the file.
+    let mut send = bin();
+    send.args(["send", "--addr"])
+        .arg(format!("{}:0", Subnet::A.host(17)))
+        .args(["--server", &both[0]])
+        .arg(&only_a);
+    let (_sender, ticket, _sent) = start_send(topology::inside(Subnet::A, send));
+    assert!(ticket.starts_with("p2p2"), "{ticket}");
+    let parsed: p2p_protocol::Ticket = ticket.parse().unwrap();
+    let named: Vec<String> = parsed.indexes.iter().map(|i| i.addr.to_string()).collect();
+    assert_eq!(named, [both[0].clone()]);
+    let out = tempfile::tempdir().unwrap();
+    let mut receive = bin();
+    receive.args(["receive", &ticket, "--out"]).arg(out.path());
+    let child = topology::inside(Subnet::B, receive)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let received = wait_output(child, DOWNLOAD_LIMIT);
+    assert_fetched(&received, out.path(), "only-a.bin", &only_a_data);
+
     // Five downloaders in B, each through B's index only, by prefix: all from A's seeders.
     for n in 20..25 {
         let me = crate::support::fresh_identity_dir();
