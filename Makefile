@@ -37,12 +37,13 @@ fmt:
 doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
 
-## bench: transfer, hashing, memory, index-load and TLS cipher figures against baselines
+## bench: transfer, hashing, memory, index-load, TLS cipher and DHT figures against baselines
 ## measured in the same run (never asserted in tests). BENCH_ARGS=--quick for a fast run. Results in target/bench/.
 bench:
 	$(CARGO) bench -p p2p-transfer --bench transfer -- $(BENCH_ARGS)
 	$(CARGO) bench -p p2p-transfer --bench index_load -- $(BENCH_ARGS)
 	$(CARGO) bench -p p2p-transfer --bench ciphers -- $(BENCH_ARGS)
+	$(CARGO) bench -p p2p-dht --bench dht -- $(BENCH_ARGS)
 
 ## bench-deps: install the tools `make bench` measures against (rsync and socat for the folder
 ## baselines, nginx and curl for the HTTP one), once. As root with apt-get it installs the

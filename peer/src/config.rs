@@ -7,11 +7,42 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Finds the index server again after it became unreachable, e.g. by browsing mDNS. The peer
+/// Finds an index server again after it became unreachable, e.g. by browsing mDNS. The peer
 /// library knows nothing of how; the binary supplies this.
 pub trait Rediscover: Send + Sync + fmt::Debug {
     /// The server's current address, or `None` if it can't be found right now.
     fn rediscover(&self) -> Pin<Box<dyn Future<Output = Option<SocketAddr>> + Send + '_>>;
+}
+
+/// One index server a peer registers with.
+#[derive(Clone, Debug)]
+pub struct IndexSpec {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its node id, if known (pinned with `--server-id`, or remembered): an index that shows
+    /// another in its TLS handshake is refused, at start and on every reconnection. `None`:
+    /// whichever node answers at `addr`.
+    pub node_id: Option<p2p_protocol::NodeId>,
+    /// Asked for a new address when heartbeats can't reach this index (the one found over
+    /// mDNS). `None`: keep retrying the same address.
+    pub rediscover: Option<Arc<dyn Rediscover>>,
+}
+
+impl IndexSpec {
+    /// The index at `addr`, whichever node answers there.
+    pub fn at(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            node_id: None,
+            rediscover: None,
+        }
+    }
+
+    /// The index at `addr` that must prove `node_id` (if given).
+    pub fn expecting(mut self, node_id: Option<p2p_protocol::NodeId>) -> Self {
+        self.node_id = node_id;
+        self
+    }
 }
 
 /// How a peer behaves. `Default` gives the documented production values.
@@ -19,13 +50,10 @@ pub trait Rediscover: Send + Sync + fmt::Debug {
 pub struct PeerConfig {
     /// Where the chunk server listens. Port 0 picks a free port.
     pub listen_addr: SocketAddr,
-    /// The index server; `None` for a peer that only downloads directly from named peers and
-    /// serves whoever connects.
-    pub server_addr: Option<SocketAddr>,
-    /// The index server's node id, if known (pinned with `--server-id`, or remembered): an
-    /// index that shows another in its TLS handshake is refused, at start and on every
-    /// reconnection. `None`: whichever node answers at `server_addr`.
-    pub server_id: Option<p2p_protocol::NodeId>,
+    /// The index servers, in order (the first given first): the peer registers with every
+    /// one, heartbeats each and asks all of them. Empty for a peer that only downloads
+    /// directly from named peers and serves whoever connects (until an index is added).
+    pub indexes: Vec<IndexSpec>,
     /// The address other peers should use, when the listen address is not reachable as is
     /// (NAT, a container). `None`: the listen address, or, when that is `0.0.0.0`/`[::]`, the
     /// address the index sees our connection come from.
@@ -64,21 +92,20 @@ pub struct PeerConfig {
     /// Who may download from this peer and send it messages (`--allow-peers`): everyone by
     /// default.
     pub allow_peers: p2p_identity::Allowed,
-    /// Asked for a new index address when heartbeats can't reach the current one. `None`:
-    /// keep retrying the same address.
-    pub rediscover: Option<Arc<dyn Rediscover>>,
     /// Share each download once it is whole (announced to the index, served from the handle
     /// it was written with). Off for a peer that exits right after its downloads (`peer
     /// --download` with nothing to share): it would announce a file only to withdraw it.
     pub share_downloads: bool,
+    /// Take part in the DHT: announce what is shared, find hosts of ids no index knows.
+    /// `None`: no DHT.
+    pub dht: Option<crate::dht::DhtSettings>,
 }
 
 impl Default for PeerConfig {
     fn default() -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
-            server_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
-            server_id: None,
+            indexes: vec![IndexSpec::at(SocketAddr::from(([127, 0, 0, 1], 8000)))],
             advertise_addr: None,
             workers: 8,
             max_inbound: 64,
@@ -90,9 +117,9 @@ impl Default for PeerConfig {
             stall_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             first_request_timeout: Duration::from_secs(10),
-            rediscover: None,
             allow_peers: p2p_identity::Allowed::everyone(),
             share_downloads: true,
+            dht: None,
         }
     }
 }

@@ -202,14 +202,16 @@ pub struct PeerStatus {
     pub node_id: p2p_protocol::NodeId,
     /// Where the chunk server listens.
     pub listen_addr: SocketAddr,
-    /// The address the index hands out for this peer, once registered.
+    /// The address the (first) index that registered this peer hands out for it.
     pub advertised_addr: Option<SocketAddr>,
-    /// The index server, if the peer uses one.
+    /// The first index server, if the peer uses one.
     pub server_addr: Option<SocketAddr>,
-    /// The index's node id, as its last handshake showed it.
+    /// The first index's node id, as its last handshake showed it.
     pub server_node_id: Option<p2p_protocol::NodeId>,
-    /// Whether the peer is registered with the index right now.
+    /// Whether at least one index has the peer registered right now.
     pub registered: bool,
+    /// Every index server, in order, and where the peer stands with each.
+    pub indexes: Vec<crate::index::IndexStatus>,
     /// Files shared.
     pub files_shared: usize,
     /// Chunks served to other peers.
@@ -981,12 +983,10 @@ async fn run_once(
 }
 
 impl PeerHandle {
-    /// The download knobs of this peer, as it is registered now.
+    /// The download knobs of this peer.
     fn download_options(&self) -> DownloadOptions {
         let node = &self.node;
-        let mut options = DownloadOptions::new(&node.config, node.tls.clone());
-        options.me = node.session().map(|s| s.peer_id);
-        options
+        DownloadOptions::new(&node.config, node.tls.clone())
     }
 }
 

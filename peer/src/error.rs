@@ -81,6 +81,9 @@ pub enum PeerError {
         "this peer runs without an index server (it was started with --from); give --server or --auto-discover"
     )]
     NoIndex,
+    /// The DHT node could not start (its UDP port taken, a bootstrap name unknown).
+    #[error("cannot start the DHT node: {0}")]
+    Dht(String),
     /// No named host could give the manifest of a file.
     #[error(
         "cannot get the manifest of {id} from the hosts given ({})",

@@ -9,12 +9,14 @@
 //! # Layout
 //! * [`node`]: [`Peer::start`] and [`PeerHandle`], the API the CLI and shells call.
 //! * [`chunk_server`]: answers chunk and manifest requests from other peers.
-//! * [`index_client`]: register / heartbeat / lookup against the index server.
-//! * `heartbeat`: keeps the registration alive and re-registers after an index restart.
+//! * [`index`]: the index servers: a client for each ([`index::IndexClient`]: register /
+//!   heartbeat / lookup), one heartbeat task each (re-registering after an index restart),
+//!   and their answers merged.
 //! * [`shared_files`]: the files and folders this peer serves, by id.
 //! * `shared_folders`: a folder shared as a whole, served without an open file per file.
 //! * `sharing`: hashing, serving and announcing files and folders (in batches).
 //! * [`deliveries`]: which client has fetched every chunk of a shared file or folder.
+//! * [`dht`]: the peer in the DHT (`--dht`): its shares announced, hosts looked up.
 //! * [`inbox`]: text messages from other peers.
 //! * [`share_dir`]: a folder kept shared as it changes.
 //! * [`download`]: one download job (a file or a folder): its engine, scheduler, connections
@@ -31,12 +33,12 @@
 pub mod chunk_server;
 pub mod config;
 pub mod deliveries;
+pub mod dht;
 pub mod download;
 pub mod downloads;
 pub mod error;
-mod heartbeat;
 pub mod inbox;
-pub mod index_client;
+pub mod index;
 mod manifest_jobs;
 pub mod node;
 mod reach;
@@ -45,12 +47,14 @@ pub mod shared_files;
 mod shared_folders;
 mod sharing;
 
-pub use config::{PeerConfig, Rediscover};
+pub use config::{IndexSpec, PeerConfig, Rediscover};
 pub use deliveries::Delivery;
+pub use dht::DhtSettings;
 pub use download::{DownloadEvent, DownloadReport};
 pub use downloads::{DownloadId, DownloadInfo, DownloadState, JobUpdate, PeerChange, PeerStatus};
 pub use error::{IndexConflict, PeerError};
 pub use inbox::ReceivedMessage;
+pub use index::{IndexState, IndexStatus};
 pub use node::{DownloadRequest, Peer, PeerHandle};
 pub use shared_files::SharedFileInfo;
 pub use sharing::Shared;

@@ -12,12 +12,25 @@ use crate::error::{IndexConflict, PeerError};
 use crate::node::{DownloadRequest, PeerHandle};
 
 impl PeerHandle {
-    /// Whether this running peer can download manifest file `doc`: it can't change its index,
-    /// so the manifest must name none, or the one this peer uses (by address or node id).
-    /// Otherwise [`PeerError::OtherIndex`], worded as the command line's refusal.
+    /// Whether this running peer can download manifest file `doc`: the manifest must name no
+    /// index, or one this peer uses (by address or node id). Otherwise
+    /// [`PeerError::OtherIndex`], worded as the command line's refusal.
     pub fn check_manifest_index(&self, doc: &AnyManifestFile) -> Result<(), PeerError> {
-        index_conflict(doc.servers(), self.server_addr(), self.index_node_id())
-            .map_or(Ok(()), |c| Err(PeerError::OtherIndex(c)))
+        let ours = self.indexes();
+        if ours.is_empty() {
+            return index_conflict(doc.servers(), None, None)
+                .map_or(Ok(()), |c| Err(PeerError::OtherIndex(c)));
+        }
+        let mut conflict = None;
+        for index in &ours {
+            match index_conflict(doc.servers(), Some(index.addr), index.node_id) {
+                None => return Ok(()),
+                Some(c) => {
+                    conflict.get_or_insert(c);
+                }
+            }
+        }
+        conflict.map_or(Ok(()), |c| Err(PeerError::OtherIndex(c)))
     }
 }
 

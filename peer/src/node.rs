@@ -23,10 +23,12 @@ use crate::deliveries::Deliveries;
 use crate::download::{self, DownloadEvent, DownloadOptions, DownloadReport, EventSink, JobSource};
 use crate::downloads::{Downloads, PeerChange, PeerStatus};
 use crate::error::PeerError;
-use crate::heartbeat;
 use crate::inbox::{Inbox, ReceivedMessage};
-use crate::index_client::{IndexClient, Session};
+use crate::index::set::LATE_ANSWER_GRACE;
+use crate::index::{IndexLink, IndexState, IndexStatus, Indexes, Session, heartbeat};
 use crate::shared_files::{SharedFileInfo, SharedFiles};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 pub use crate::download::resolve::DownloadRequest;
 
@@ -42,15 +44,19 @@ pub(crate) struct Node {
     pub tls: Tls,
     pub local_addr: SocketAddr,
     pub files: SharedFiles,
-    /// `None` for a peer that works without an index server (direct downloads only).
-    pub index: Option<IndexClient>,
-    /// None until registered, and while re-registering fails.
-    session: Mutex<Option<Session>>,
+    /// The index servers; none for a peer that works without one (direct downloads only).
+    pub indexes: Indexes,
+    /// The DHT node (`--dht`), once started (after the first registrations, whose peers it
+    /// may join through).
+    pub dht: std::sync::OnceLock<crate::dht::PeerDht>,
     inbox: Arc<Inbox>,
     stats: Arc<ServeStats>,
     /// Which client has fetched every chunk of a watched item (`send`).
     pub(crate) deliveries: Arc<Deliveries>,
     shutdown: CancellationToken,
+    /// Cancelled first at shutdown: the heartbeat tasks, so none registers again while the
+    /// peer is leaving its indexes.
+    beats: CancellationToken,
     tasks: TaskTracker,
     /// Download jobs, and the change feed every live view listens to.
     pub downloads: Downloads,
@@ -63,25 +69,70 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub fn session(&self) -> Option<Session> {
-        self.session
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub(crate) fn set_session(&self, session: Option<Session>) {
-        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = session;
-    }
-
-    /// The index client, or the error a user sees when there is none.
-    pub fn index(&self) -> Result<&IndexClient, PeerError> {
-        self.index.as_ref().ok_or(PeerError::NoIndex)
-    }
-
     /// The address we ask the index to hand out for us.
     pub(crate) fn advertised_addr(&self) -> SocketAddr {
         self.config.advertise_addr.unwrap_or(self.local_addr)
+    }
+
+    /// The address others know this peer by: as the first index that registered us hands it
+    /// out, else as we ask indexes to.
+    pub(crate) fn known_addr(&self) -> SocketAddr {
+        self.indexes
+            .links()
+            .iter()
+            .find_map(|l| l.session())
+            .map_or_else(|| self.advertised_addr(), |s| s.addr)
+    }
+
+    /// Registers with every index at once (a peer's start): `Ok` with the links still
+    /// registering once one has registered us and [`LATE_ANSWER_GRACE`] has passed (their
+    /// heartbeat tasks carry on), or when there is no index. The failed ones are named in
+    /// warnings; their heartbeat tasks keep trying. An error only when none registered us.
+    async fn register_with_all(&self) -> Result<Vec<Arc<IndexLink>>, PeerError> {
+        let links = self.indexes.links();
+        let mut pending: FuturesUnordered<_> = links
+            .iter()
+            .map(|link| async move { (link.clone(), self.register_everything(link).await) })
+            .collect();
+        let mut first_err = None;
+        let mut registered = false;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match deadline {
+                None => pending.next().await,
+                Some(at) => match tokio::time::timeout_at(at, pending.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            let Some((link, result)) = next else { break };
+            match result {
+                Ok(session) => {
+                    registered = true;
+                    deadline.get_or_insert(tokio::time::Instant::now() + LATE_ANSWER_GRACE);
+                    info!(peer_id = %session.peer_id, addr = %session.addr, server = %link.client.server(), "registered with the index");
+                }
+                Err(err) => {
+                    link.failed(&err);
+                    if links.len() > 1 {
+                        warn!(server = %link.client.server(), %err, "cannot register with this index server; will keep trying");
+                    }
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        // The slow ones: dropped mid-request (their connections with them), registered by
+        // their heartbeat tasks from the start.
+        drop(pending);
+        let still = links
+            .iter()
+            .filter(|l| l.session().is_none() && !l.is_down())
+            .cloned()
+            .collect();
+        match first_err {
+            Some(err) if !registered => Err(err),
+            _ => Ok(still),
+        }
     }
 }
 
@@ -100,29 +151,45 @@ impl Peer {
             .map_err(|e| PeerError::Internal(e.to_string()))?;
         let downloads = Downloads::default();
         let inbox = Arc::new(Inbox::with_changes(downloads.changes().clone()));
+        let shutdown = CancellationToken::new();
         let node = Arc::new(Node {
-            index: config.server_addr.map(|addr| {
-                IndexClient::new(addr, config.index_timeout, tls.clone())
-                    .expecting(config.server_id)
-            }),
+            indexes: Indexes::new(&config.indexes, config.index_timeout, tls.clone()),
+            dht: std::sync::OnceLock::new(),
             config,
             tls,
             local_addr,
             files: SharedFiles::default(),
-            session: Mutex::new(None),
             inbox,
             stats: Arc::new(ServeStats::default()),
             deliveries: Arc::new(Deliveries::default()),
-            shutdown: CancellationToken::new(),
+            beats: shutdown.child_token(),
+            shutdown,
             tasks: TaskTracker::new(),
             downloads,
             runtime: tokio::runtime::Handle::current(),
             direct_hosts: Mutex::new(Vec::new()),
         });
-        if let Some(index) = &node.index {
-            let session = node.register_everything().await?;
-            info!(peer_id = %session.peer_id, addr = %session.addr, server = %index.server(), "registered with the index");
+        // The DHT first (its failure, a port taken, leaves nothing registered): it joins
+        // through the peers the indexes list, which anyone may ask.
+        if let Some(settings) = &node.config.dht {
+            let index_peers = match node.indexes.list_peers().await {
+                Ok((peers, _)) => peers.iter().map(|p| p.addr.ip()).collect(),
+                Err(_) => Vec::new(),
+            };
+            let port = node.advertised_addr().port();
+            let dht = crate::dht::PeerDht::start(settings, port, index_peers).await?;
+            let _ = node.dht.set(dht);
+            let follow = crate::dht::follow_shares(node.clone(), node.shutdown.child_token());
+            node.tasks.spawn(follow);
         }
+        let registering = match (node.register_with_all().await, &node.config.dht) {
+            (Err(err), None) => return Err(err),
+            (Err(err), Some(_)) => {
+                warn!(%err, "no index server registered this peer; it is found through the DHT until one does");
+                Vec::new()
+            }
+            (Ok(still), _) => still,
+        };
 
         let server = ChunkServer {
             listener,
@@ -142,9 +209,10 @@ impl Peer {
                 .run(node.shutdown.child_token())
                 .instrument(info_span!("chunk_server", addr = %local_addr)),
         );
-        if node.index.is_some() {
-            node.tasks
-                .spawn(heartbeat::run(node.clone(), node.shutdown.child_token()));
+        for link in node.indexes.links() {
+            let first = registering.iter().any(|r| Arc::ptr_eq(r, &link));
+            let beats = heartbeat::run(node.clone(), link, first, node.beats.child_token());
+            node.tasks.spawn(beats);
         }
         Ok(PeerHandle { node })
     }
@@ -162,14 +230,40 @@ impl PeerHandle {
         self.node.local_addr
     }
 
-    /// The index server's address, if the peer uses one.
+    /// The first index server's address, if the peer uses one ([`PeerHandle::indexes`] has
+    /// them all).
     pub fn server_addr(&self) -> Option<SocketAddr> {
-        self.node.index.as_ref().map(IndexClient::server)
+        self.node.indexes.first().map(|l| l.client.server())
     }
 
-    /// The current registration, if any.
+    /// The registration with the first index server, if it has us now
+    /// ([`PeerHandle::indexes`] has them all).
     pub fn session(&self) -> Option<Session> {
-        self.node.session()
+        self.node.indexes.first().and_then(|l| l.session())
+    }
+
+    /// Every index server this peer uses, in order, and where it stands with each.
+    pub fn indexes(&self) -> Vec<IndexStatus> {
+        self.node
+            .indexes
+            .links()
+            .iter()
+            .map(|l| l.status())
+            .collect()
+    }
+
+    /// Registers with one more index server (a ticket's, one found later) and keeps
+    /// heartbeating it, in the background: [`PeerHandle::indexes`] shows how it goes. `false`
+    /// if the peer uses that address already.
+    pub fn add_index(&self, spec: crate::config::IndexSpec) -> bool {
+        let Some(link) = self.node.indexes.add(&spec) else {
+            return false;
+        };
+        info!(server = %spec.addr, "adding an index server");
+        let node = self.node.clone();
+        let beats = self.node.beats.child_token();
+        self.spawn(heartbeat::run(node, link, true, beats));
+        true
     }
 
     /// Chunks this peer has served.
@@ -239,8 +333,7 @@ impl PeerHandle {
             JobSource::File { file_id, .. } => (*file_id, false),
             JobSource::Folder { folder_id, .. } => (FileId(folder_id.0), true),
         };
-        let mut options = DownloadOptions::new(&self.node.config, self.node.tls.clone());
-        options.me = self.node.session().map(|s| s.peer_id);
+        let options = DownloadOptions::new(&self.node.config, self.node.tls.clone());
         let events = EventSink::new(events);
         let mut report = download::run(source, out_dir, options, events, refresh, cancel).await?;
         if let Some(shared) = report.shared.take() {
@@ -258,13 +351,10 @@ impl PeerHandle {
         })
     }
 
-    /// The index server's node id, as its last handshake showed it (`None` without an index,
-    /// or before the first connection).
+    /// The first index server's node id, as its last handshake showed it, or as pinned
+    /// (`None` without an index, or before the first connection to an unpinned one).
     pub fn index_node_id(&self) -> Option<NodeId> {
-        self.node
-            .index
-            .as_ref()
-            .and_then(IndexClient::server_node_id)
+        self.node.indexes.first().and_then(|l| l.node_id())
     }
 
     /// This peer's node id (what its key proves on every connection).
@@ -276,11 +366,7 @@ impl PeerHandle {
     /// took it (proved in the TLS handshake). Not kept: front ends call
     /// [`PeerHandle::send_message_to`], which keeps what it sent.
     pub async fn send_message(&self, to: SocketAddr, text: &str) -> Result<NodeId, PeerError> {
-        let from = self
-            .node
-            .session()
-            .map_or_else(|| self.node.advertised_addr(), |s| s.addr)
-            .to_string();
+        let from = self.node.known_addr().to_string();
         let request = PeerRequest::Message {
             from,
             text: text.to_owned(),
@@ -335,29 +421,45 @@ impl PeerHandle {
         self.node.inbox.subscribe()
     }
 
-    /// Files on the network.
+    /// Files on the network, from every index that answers.
     pub async fn network_files(&self) -> Result<(Vec<FileSummary>, u64), PeerError> {
-        self.node.index()?.list_files().await
+        self.node.indexes.list_files().await
     }
 
-    /// Files on the network whose names contain every word of `query`, ignoring case.
+    /// Files on the network whose names contain every word of `query`, ignoring case, from
+    /// every index that answers.
     pub async fn search(&self, query: &str) -> Result<(Vec<FileSummary>, u64), PeerError> {
-        self.node.index()?.search(query).await
+        self.node.indexes.search(query).await
     }
 
-    /// Peers known to the index.
+    /// Peers known to the indexes, one line per node.
     pub async fn network_peers(&self) -> Result<(Vec<PeerSummary>, u64), PeerError> {
-        self.node.index()?.list_peers().await
+        self.node.indexes.list_peers().await
     }
 
-    /// Unregisters from the index (best effort), stops serving and waits for every task.
+    /// Unregisters from every index (best effort, at once), stops serving and waits for
+    /// every task.
     pub async fn shutdown(&self) {
-        if let (Some(session), Some(index)) = (self.node.session(), &self.node.index) {
-            match index.unregister(&session).await {
-                Ok(()) => info!("unregistered from the index"),
-                Err(err) => warn!(%err, "could not unregister from the index"),
+        // No heartbeat task may register again while the peer leaves.
+        self.node.beats.cancel();
+        let links = self.node.indexes.links();
+        futures::future::join_all(links.iter().map(|link| async move {
+            let Some(session) = link.session() else {
+                return;
+            };
+            // An index that doesn't answer expires us anyway: not worth holding Ctrl-C up.
+            let left = tokio::time::timeout(UNREGISTER_TIMEOUT, link.client.unregister(&session));
+            match left.await.unwrap_or(Err(PeerError::Cancelled)) {
+                Ok(()) => info!(server = %link.client.server(), "unregistered from the index"),
+                Err(err) => {
+                    warn!(server = %link.client.server(), %err, "could not unregister from the index")
+                }
             }
-            self.node.set_session(None);
+            link.forget_session();
+        }))
+        .await;
+        if let Some(dht) = self.node.dht.get() {
+            dht.shutdown().await;
         }
         self.node.shutdown.cancel();
         self.node.tasks.close();
@@ -375,14 +477,15 @@ impl PeerHandle {
 
     /// What `status` shows.
     pub fn status(&self) -> PeerStatus {
-        let session = self.session();
+        let indexes = self.indexes();
         PeerStatus {
             node_id: self.node_id(),
             listen_addr: self.local_addr(),
-            advertised_addr: session.as_ref().map(|s| s.addr),
+            advertised_addr: indexes.iter().find_map(|i| i.advertised_addr),
             server_addr: self.server_addr(),
             server_node_id: self.index_node_id(),
-            registered: session.is_some(),
+            registered: indexes.iter().any(|i| i.state == IndexState::Registered),
+            indexes,
             files_shared: self.node.files.count() as usize,
             chunks_served: self.chunks_served(),
             downloads_active: self.node.downloads.active(),
@@ -443,11 +546,7 @@ impl PeerHandle {
             Err(_) => self.peer_addr(to).await?,
         };
         let recipient = self.send_message(addr, text).await?;
-        let from = self
-            .node
-            .session()
-            .map_or_else(|| self.node.advertised_addr(), |s| s.addr)
-            .to_string();
+        let from = self.node.known_addr().to_string();
         self.node.inbox.push(ReceivedMessage {
             from: from.into(),
             node: recipient,
@@ -484,6 +583,9 @@ impl PeerHandle {
         }
     }
 }
+
+/// Limit on leaving one index at shutdown.
+const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Limit on delivering one message.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::download::Fetched;
 use crate::downloads::PeerChange;
 use crate::error::PeerError;
-use crate::index_client::{IndexClient, Session};
+use crate::index::{IndexClient, IndexLink, Session};
 use crate::node::{Node, PeerHandle};
 use crate::shared_files::SharedFileInfo;
 use crate::shared_folders::{SharedFolder, SharedFolderError};
@@ -120,13 +120,17 @@ impl PeerHandle {
                 }
             }
         }
-        if let Some(index) = &self.node.index {
-            let session = self.node.session().ok_or_else(not_registered)?;
-            add_files(index, &session, manifests).await?;
-            for folder in &folders {
-                add_folder(index, &session, folder).await?;
-            }
-        }
+        let (manifests, folders) = (&manifests, &folders);
+        self.node
+            .indexes
+            .tell("the shared files", |link, session| async move {
+                add_files(&link.client, &session, manifests.clone()).await?;
+                for folder in folders {
+                    add_folder(&link.client, &session, folder).await?;
+                }
+                Ok(())
+            })
+            .await?;
         Ok(shared)
     }
 
@@ -184,10 +188,14 @@ impl PeerHandle {
         let manifest = source.manifest().clone();
         let file_id = manifest.id();
         self.serve_file(source);
-        if let Some(index) = &self.node.index {
-            let session = self.node.session().ok_or_else(not_registered)?;
-            index.add_file(&session, manifest).await?;
-        }
+        let manifest = &manifest;
+        self.node
+            .indexes
+            .tell("the shared file", |link, session| async move {
+                link.client.add_file(&session, manifest.clone()).await?;
+                Ok(())
+            })
+            .await?;
         info!(file = %file_id.fmt_short(), "sharing file");
         Ok(file_id)
     }
@@ -213,14 +221,16 @@ impl PeerHandle {
                 };
                 self.serve_folder(folder.clone());
                 info!(folder = %folder.id().fmt_short(), files = folder.head().files, "sharing downloaded folder");
-                if let Some(index) = &self.node.index {
-                    let announced = match self.node.session() {
-                        Some(session) => add_folder(index, &session, &folder).await,
-                        None => Err(not_registered()),
-                    };
-                    if let Err(err) = announced {
-                        warn!(%err, "downloaded folder could not be announced to the index");
-                    }
+                let folder = &folder;
+                let announced = self
+                    .node
+                    .indexes
+                    .tell("the downloaded folder", |link, session| async move {
+                        add_folder(&link.client, &session, folder).await
+                    })
+                    .await;
+                if let Err(err) = announced {
+                    warn!(%err, "downloaded folder could not be announced to the index");
                 }
             }
         }
@@ -247,7 +257,6 @@ impl PeerHandle {
             }
         };
         let file_id = gone.file_id;
-        let session = self.node.session();
         if gone.files.is_some() {
             let folder_id = FolderId(file_id.0);
             if self.node.files.remove_folder(&folder_id).is_some() {
@@ -255,9 +264,13 @@ impl PeerHandle {
                     .downloads
                     .announce(PeerChange::FileUnshared(file_id));
             }
-            if let (Some(session), Some(index)) = (session, &self.node.index) {
-                remove_folder(index, &session, folder_id).await?;
-            }
+            self.node
+                .indexes
+                .tell("the unshare", |link, session| async move {
+                    remove_folder(&link.client, &session, folder_id).await
+                })
+                .await
+                .or_else(offline_is_fine)?;
             return Ok(file_id);
         }
         if self.node.files.remove(&file_id) {
@@ -265,9 +278,13 @@ impl PeerHandle {
                 .downloads
                 .announce(PeerChange::FileUnshared(file_id));
         }
-        if let (Some(session), Some(index)) = (session, &self.node.index) {
-            index.remove_file(&session, file_id).await?;
-        }
+        self.node
+            .indexes
+            .tell("the unshare", |link, session| async move {
+                link.client.remove_file(&session, file_id).await
+            })
+            .await
+            .or_else(offline_is_fine)?;
         Ok(file_id)
     }
 
@@ -287,13 +304,18 @@ impl PeerHandle {
                 .downloads
                 .announce(PeerChange::FileUnshared(FileId(old.0)));
         }
-        if let (Some(index), Some(session)) = (&self.node.index, self.node.session()) {
-            add_folder(index, &session, &folder).await?;
-            if let Some(old) = old {
-                remove_folder(index, &session, old).await?;
-            }
-        }
-        Ok(())
+        let folder = &folder;
+        self.node
+            .indexes
+            .tell("the changed folder", |link, session| async move {
+                add_folder(&link.client, &session, folder).await?;
+                if let Some(old) = old {
+                    remove_folder(&link.client, &session, old).await?;
+                }
+                Ok(())
+            })
+            .await
+            .or_else(offline_is_fine)
     }
 
     fn serve_file(&self, source: SourceFile) {
@@ -314,13 +336,14 @@ impl PeerHandle {
 }
 
 impl Node {
-    /// Registers afresh and re-adds every shared file and folder, in batches.
-    pub async fn register_everything(&self) -> Result<Session, PeerError> {
-        let index = self.index()?;
+    /// Registers afresh with the index of `link` and re-adds every shared file and folder,
+    /// in batches.
+    pub async fn register_everything(&self, link: &IndexLink) -> Result<Session, PeerError> {
+        let index = &link.client;
         let session = index.register(self.advertised_addr()).await?;
         // The registration stands even if some file is refused (a cap, say): keep it, or the
         // next heartbeat would register yet another peer.
-        self.set_session(Some(session.clone()));
+        link.registered(session.clone());
         let manifests = self.files.manifests();
         for batch in manifests.chunks(p2p_protocol::MAX_FILES_PER_ADD) {
             match add_files(index, &session, batch.to_vec()).await {
@@ -352,14 +375,17 @@ impl Node {
         Ok(session)
     }
 
-    /// Withdraws files that changed on disk from the index.
+    /// Withdraws files that changed on disk from every index that has us registered.
     pub async fn withdraw_pending(&self) {
-        let (Some(session), Some(index)) = (self.session(), self.index.as_ref()) else {
-            return;
-        };
         for file_id in self.files.take_withdrawn() {
             self.downloads.announce(PeerChange::FileUnshared(file_id));
-            if let Err(err) = index.remove_file(&session, file_id).await {
+            let withdrawn = self
+                .indexes
+                .tell("the withdrawal", |link, session| async move {
+                    link.client.remove_file(&session, file_id).await
+                })
+                .await;
+            if let Err(err) = withdrawn {
                 warn!(%err, file = %file_id.fmt_short(), "cannot withdraw changed file from the index");
             }
         }
@@ -454,10 +480,15 @@ impl From<SharedFolderError> for PeerError {
     }
 }
 
-fn not_registered() -> PeerError {
-    PeerError::IndexRefused {
-        code: ErrorCode::UnknownPeer,
-        message: "not registered with the index right now; the file will be announced when the index is back".into(),
+/// An unshare (or a changed folder) while no index has us registered is no error: when an
+/// index registers us again it hears only of what is shared then.
+fn offline_is_fine(err: PeerError) -> Result<(), PeerError> {
+    match err {
+        PeerError::IndexRefused {
+            code: ErrorCode::UnknownPeer,
+            ..
+        } => Ok(()),
+        err => Err(err),
     }
 }
 

@@ -370,7 +370,7 @@ fn peer_status(err: &PeerError) -> (StatusCode, &'static str) {
         | PeerError::NoFolderRecord { .. }
         | PeerError::FilesMissing(_) => (StatusCode::BAD_GATEWAY, "download_failed"),
         PeerError::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-        PeerError::Listen { .. } | PeerError::Internal(_) => {
+        PeerError::Listen { .. } | PeerError::Dht(_) | PeerError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal")
         }
     }

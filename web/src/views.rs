@@ -36,16 +36,18 @@ pub struct PeerStatusView {
     pub node_id: String,
     /// Where its chunk server listens.
     pub listen_addr: String,
-    /// The address the index hands out for it, once registered.
+    /// The address the (first) index that registered it hands out for it.
     pub advertised_addr: Option<String>,
-    /// The index server's address, if it uses one.
+    /// The first index server's address, if it uses one (`indexes` has them all).
     pub server_addr: Option<String>,
-    /// The index's node id, as its last handshake showed it.
+    /// The first index's node id, as its last handshake showed it.
     pub server_node_id: Option<String>,
-    /// How the index was found (`"--server"`, `"mDNS"`, ...), if known.
+    /// How the first index was found (`"--server"`, `"mDNS"`, ...), if known.
     pub found_index_by: Option<String>,
-    /// Whether it is registered with the index right now.
+    /// Whether at least one index has it registered right now.
     pub registered: bool,
+    /// Every index server it uses, in order, and where it stands with each.
+    pub indexes: Vec<IndexView>,
     /// Files it shares.
     pub files_shared: usize,
     /// Chunks it has served.
@@ -54,6 +56,42 @@ pub struct PeerStatusView {
     pub downloads_active: usize,
     /// Hosts named for direct downloads.
     pub direct_hosts: Vec<String>,
+}
+
+/// One index server a peer uses, in its status.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexView {
+    /// Its address.
+    pub addr: String,
+    /// Its node id, as its last handshake showed it (or as pinned, before one).
+    pub node_id: Option<String>,
+    /// `"connecting"` (first attempt not over), `"registered"` or `"down"` (retrying).
+    pub state: String,
+    /// Why it is down: the error a user sees.
+    pub error: Option<String>,
+    /// The peer id this index gave the peer (each index numbers its own).
+    pub peer_id: Option<String>,
+    /// The address this index hands out for the peer.
+    pub advertised_addr: Option<String>,
+}
+
+impl IndexView {
+    /// The view of `index`.
+    pub fn new(index: &p2p_peer::IndexStatus) -> Self {
+        let (state, error) = match &index.state {
+            p2p_peer::IndexState::Connecting => ("connecting", None),
+            p2p_peer::IndexState::Registered => ("registered", None),
+            p2p_peer::IndexState::Down(why) => ("down", Some(why.clone())),
+        };
+        Self {
+            addr: index.addr.to_string(),
+            node_id: index.node_id.map(|n| n.to_string()),
+            state: state.into(),
+            error,
+            peer_id: index.peer_id.map(|p| p.to_string()),
+            advertised_addr: index.advertised_addr.map(|a| a.to_string()),
+        }
+    }
 }
 
 impl PeerStatusView {
@@ -69,6 +107,7 @@ impl PeerStatusView {
             server_node_id: status.server_node_id.map(|n| n.to_string()),
             found_index_by,
             registered: status.registered,
+            indexes: status.indexes.iter().map(IndexView::new).collect(),
             files_shared: status.files_shared,
             chunks_served: status.chunks_served,
             downloads_active: status.downloads_active,

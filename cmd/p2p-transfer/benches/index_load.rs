@@ -25,6 +25,14 @@
 //! when the harness itself fails. Results: a table on stdout, appended to
 //! `target/bench/index_load.txt`, and one JSON line appended to `target/bench/index_load.jsonl`.
 //!
+//! **Two indexes** (`--indexes 2` or `P2P_BENCH_INDEXES=2`): the same load is run twice in one
+//! invocation, first against one index (reported exactly as above), then against two index
+//! servers at once, each simulated peer registering with and heartbeating BOTH over its own
+//! connection to each (as a peer given two indexes does; the two registrations of a peer are
+//! independent tasks), and a measuring client per index. Each index then gets its own report
+//! (header `index i of 2`, JSON fields `indexes` and `index`), the registration time is the
+//! time until every peer is registered with both, and a last table compares the two runs.
+//!
 //! Only 127.0.0.0/8 is used; mDNS is never started.
 
 use std::collections::VecDeque;
@@ -88,6 +96,8 @@ struct Plan {
     quick: bool,
     peers: usize,
     secs: u64,
+    /// 1: one index. 2: a one-index run, then a two-index run, compared.
+    indexes: usize,
 }
 
 impl Plan {
@@ -111,50 +121,104 @@ impl Plan {
         if secs == 0 || secs > 3_600 {
             bail!("P2P_BENCH_SECS must be 1 to 3600, got {secs}");
         }
-        Ok(Self { quick, peers, secs })
+        let mut indexes = 1;
+        let args: Vec<String> = std::env::args().collect();
+        let flag = args
+            .iter()
+            .position(|a| a == "--indexes")
+            .map(|i| args.get(i + 1).cloned().unwrap_or_default());
+        if let Some(v) = flag.or_else(|| std::env::var("P2P_BENCH_INDEXES").ok()) {
+            indexes = v
+                .trim()
+                .parse()
+                .with_context(|| format!("--indexes / P2P_BENCH_INDEXES={v:?} is not a number"))?;
+        }
+        if !(1..=2).contains(&indexes) {
+            bail!("--indexes / P2P_BENCH_INDEXES must be 1 or 2, got {indexes}");
+        }
+        Ok(Self {
+            quick,
+            peers,
+            secs,
+            indexes,
+        })
     }
 }
 
 fn run(quick: bool) -> anyhow::Result<()> {
     let plan = Plan::from_env(quick)?;
     eprintln!(
-        "index_load: {} peers x {FILES_PER_PEER} files, measured for {} s after registration ({} mode)",
+        "index_load: {} peers x {FILES_PER_PEER} files, measured for {} s after registration ({} mode{})",
         plan.peers,
         plan.secs,
-        if plan.quick { "quick" } else { "full" }
+        if plan.quick { "quick" } else { "full" },
+        if plan.indexes == 2 {
+            ", then again with two indexes"
+        } else {
+            ""
+        }
     );
-    let server = ServerProcess::start()?;
-    eprintln!("index_load: server pid {} on {}", server.pid, server.addr);
-    let rss = RssPoller::start(
-        server.pid,
-        REGISTER_BUDGET + Duration::from_secs(plan.secs + 120),
-    );
-    let cpu_before = cpu_seconds(&format!("/proc/{}/stat", server.pid));
+    let single = run_with(&plan, 1)?;
+    report(&plan, &single[0], None);
+    if plan.indexes == 2 {
+        let dual = run_with(&plan, 2)?;
+        for (i, measured) in dual.iter().enumerate() {
+            report(&plan, measured, Some((i, dual.len())));
+        }
+        compare(&plan, &single[0], &dual);
+    }
+    Ok(())
+}
+
+/// One load against `count` index servers started for it; one record per index.
+fn run_with(plan: &Plan, count: usize) -> anyhow::Result<Vec<Measured>> {
+    let bench_cpu_before = cpu_seconds("/proc/self/stat");
+    let servers = (0..count)
+        .map(|_| ServerProcess::start())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for server in &servers {
+        eprintln!("index_load: server pid {} on {}", server.pid, server.addr);
+    }
+    let longest = REGISTER_BUDGET + Duration::from_secs(plan.secs + 120);
+    let rss: Vec<RssPoller> = servers
+        .iter()
+        .map(|s| RssPoller::start(s.pid, longest))
+        .collect();
+    let cpu_before: Vec<_> = servers
+        .iter()
+        .map(|s| cpu_seconds(&format!("/proc/{}/stat", s.pid)))
+        .collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot build the tokio runtime")?;
-    let result = runtime.block_on(load(&plan, server.addr, &rss));
-    // Stop the peers' tasks before the server goes away.
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    let result = runtime.block_on(load(plan, &addrs, &pids));
+    // Stop the peers' tasks before the servers go away.
     runtime.shutdown_timeout(Duration::from_secs(5));
-    let mut measured = result?;
+    let mut all = result?;
 
-    measured.server_cpu_s = cpu_seconds(&format!("/proc/{}/stat", server.pid))
-        .zip(cpu_before)
+    let bench_cpu = cpu_seconds("/proc/self/stat")
+        .zip(bench_cpu_before)
         .map(|(after, before)| after - before);
-    measured.bench_cpu_s = cpu_seconds("/proc/self/stat");
-    measured.server_hwm_kib = read_status_kib(server.pid, "VmHWM:");
-    measured.server_rss_end_kib = read_status_kib(server.pid, "VmRSS:");
-    let (rss_peak_polled, rss_samples) = rss.stop();
-    measured.server_rss_polled_peak_kib = rss_peak_polled;
-    measured.rss_samples = rss_samples;
-    measured.log = server.log_summary();
-    drop(server);
-
-    report(&plan, &measured);
-    Ok(())
+    for (((measured, server), rss), before) in all.iter_mut().zip(&servers).zip(rss).zip(cpu_before)
+    {
+        measured.server_cpu_s = cpu_seconds(&format!("/proc/{}/stat", server.pid))
+            .zip(before)
+            .map(|(after, before)| after - before);
+        measured.bench_cpu_s = bench_cpu;
+        measured.server_hwm_kib = read_status_kib(server.pid, "VmHWM:");
+        measured.server_rss_end_kib = read_status_kib(server.pid, "VmRSS:");
+        let (rss_peak_polled, rss_samples) = rss.stop();
+        measured.server_rss_polled_peak_kib = rss_peak_polled;
+        measured.rss_samples = rss_samples;
+        measured.log = server.log_summary();
+    }
+    drop(servers);
+    Ok(all)
 }
 
 /// Everything measured in one run.
@@ -185,9 +249,10 @@ struct Measured {
     log: LogSummary,
 }
 
-/// The load: register every peer, keep them heartbeating, measure lookups, check the end state.
-async fn load(plan: &Plan, server: SocketAddr, rss: &RssPoller) -> anyhow::Result<Measured> {
-    let mut measured = Measured::default();
+/// The load: register every peer with every index in `servers`, keep them heartbeating,
+/// measure lookups at each, check each one's end state. One record per index.
+async fn load(plan: &Plan, servers: &[SocketAddr], pids: &[u32]) -> anyhow::Result<Vec<Measured>> {
+    let mut all: Vec<Measured> = servers.iter().map(|_| Measured::default()).collect();
     let stop = CancellationToken::new();
     let gate = Arc::new(Semaphore::new(REGISTER_CONCURRENCY));
     let (registered_tx, mut registered_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -195,18 +260,28 @@ async fn load(plan: &Plan, server: SocketAddr, rss: &RssPoller) -> anyhow::Resul
         tokio::time::Instant::now() + REGISTER_BUDGET + Duration::from_secs(plan.secs + 60);
     let mut rng = rand::rng();
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(plan.peers);
+    let mut tasks = Vec::with_capacity(plan.peers * servers.len());
     for k in 0..plan.peers {
-        let first_beat_at: f64 = rng.random();
-        tasks.push(tokio::spawn(simulated_peer(
-            k,
-            server,
-            gate.clone(),
-            first_beat_at,
-            registered_tx.clone(),
-            stop.clone(),
-            hard_deadline,
-        )));
+        // A peer's registration with each index is its own task and connection.
+        for (index, &server) in servers.iter().enumerate() {
+            let first_beat_at: f64 = rng.random();
+            let registered_tx = registered_tx.clone();
+            let report = move |result| {
+                let _ = registered_tx.send((index, k, result));
+            };
+            tasks.push((
+                index,
+                tokio::spawn(simulated_peer(
+                    k,
+                    server,
+                    gate.clone(),
+                    first_beat_at,
+                    report,
+                    stop.clone(),
+                    hard_deadline,
+                )),
+            ));
+        }
     }
     drop(registered_tx);
 
@@ -214,82 +289,98 @@ async fn load(plan: &Plan, server: SocketAddr, rss: &RssPoller) -> anyhow::Resul
     let mut file_ids = Vec::with_capacity(plan.peers * FILES_PER_PEER);
     let register_deadline = tokio::time::Instant::now() + REGISTER_BUDGET;
     let mut last_progress = Instant::now();
-    for _ in 0..plan.peers {
+    let registered = |all: &[Measured]| all.iter().map(|m| m.registered).sum::<usize>();
+    for _ in 0..plan.peers * servers.len() {
         let got = tokio::time::timeout_at(register_deadline, registered_rx.recv()).await;
         match got {
-            Ok(Some((_, Ok(ids)))) => {
-                measured.registered += 1;
-                file_ids.extend(ids);
+            Ok(Some((index, _, Ok(ids)))) => {
+                all[index].registered += 1;
+                // Every index gets the same files; look up those of the first one's peers.
+                if index == 0 {
+                    file_ids.extend(ids);
+                }
             }
-            Ok(Some((k, Err(err)))) => measured
+            Ok(Some((index, k, Err(err)))) => all[index]
                 .register_failures
                 .push(format!("peer {k}: {err:#}")),
             Ok(None) => bail!("a simulated peer ended before reporting its registration"),
             Err(_) => {
                 stop.cancel();
                 bail!(
-                    "registration not finished after {REGISTER_BUDGET:?} ({} of {} peers)",
-                    measured.registered,
-                    plan.peers
+                    "registration not finished after {REGISTER_BUDGET:?} ({} of {} registrations)",
+                    registered(&all),
+                    plan.peers * servers.len()
                 );
             }
         }
         if last_progress.elapsed() >= Duration::from_secs(5) {
             last_progress = Instant::now();
             eprintln!(
-                "index_load: {} of {} peers registered after {:.1} s",
-                measured.registered,
-                plan.peers,
+                "index_load: {} of {} registrations after {:.1} s",
+                registered(&all),
+                plan.peers * servers.len(),
                 started.elapsed().as_secs_f64()
             );
         }
     }
-    measured.register_s = started.elapsed().as_secs_f64();
-    measured.server_rss_after_register_kib = read_status_kib(rss.pid, "VmRSS:");
-    eprintln!(
-        "index_load: {} peers registered in {:.2} s ({} failed); measuring lookups for {} s",
-        measured.registered,
-        measured.register_s,
-        measured.register_failures.len(),
-        plan.secs
-    );
+    let register_s = started.elapsed().as_secs_f64();
+    for (measured, &pid) in all.iter_mut().zip(pids) {
+        measured.register_s = register_s;
+        measured.server_rss_after_register_kib = read_status_kib(pid, "VmRSS:");
+        eprintln!(
+            "index_load: {} peers registered in {:.2} s ({} failed); measuring lookups for {} s",
+            measured.registered,
+            measured.register_s,
+            measured.register_failures.len(),
+            plan.secs
+        );
+    }
     if file_ids.is_empty() {
         stop.cancel();
         bail!(
             "no peer could register; first failure: {}",
-            measured
+            all[0]
                 .register_failures
                 .first()
                 .map_or("none", String::as_str)
         );
     }
 
-    // The measured period: lookups from their own thread and runtime, so their timing does not
-    // wait behind thousands of peer tasks.
+    // The measured period: lookups from their own thread and runtime (one per index), so their
+    // timing does not wait behind thousands of peer tasks.
     let ids = Arc::new(file_ids);
     let run_for = Duration::from_secs(plan.secs);
     let measure_start = Instant::now();
-    let lookup_thread = std::thread::Builder::new()
-        .name("lookups".into())
-        .spawn(move || lookup_client(server, &ids, run_for))
-        .context("cannot start the lookup thread")?;
-    let lookup_result = tokio::task::spawn_blocking(move || lookup_thread.join())
-        .await
-        .context("lookup thread join task failed")?;
-    measured.measured_s = measure_start.elapsed().as_secs_f64();
-    let lookups = match lookup_result {
-        Ok(result) => result?,
-        Err(_) => {
-            stop.cancel();
-            bail!("the lookup thread panicked");
-        }
-    };
-    measured.lookups = lookups.rtts;
-    measured.lookup_errors = lookups.errors;
+    let mut lookup_threads = Vec::with_capacity(servers.len());
+    for &server in servers {
+        let ids = ids.clone();
+        lookup_threads.push(
+            std::thread::Builder::new()
+                .name("lookups".into())
+                .spawn(move || lookup_client(server, &ids, run_for))
+                .context("cannot start the lookup thread")?,
+        );
+    }
+    for (measured, lookup_thread) in all.iter_mut().zip(lookup_threads) {
+        let lookup_result = tokio::task::spawn_blocking(move || lookup_thread.join())
+            .await
+            .context("lookup thread join task failed")?;
+        measured.measured_s = measure_start.elapsed().as_secs_f64();
+        let lookups = match lookup_result {
+            Ok(result) => result?,
+            Err(_) => {
+                stop.cancel();
+                bail!("the lookup thread panicked");
+            }
+        };
+        measured.lookups = lookups.rtts;
+        measured.lookup_errors = lookups.errors;
+    }
 
     // Stop heartbeating (a heartbeat in flight completes), then collect every peer's record.
     stop.cancel();
-    for task in tasks {
+    for (index, task) in tasks {
+        let measured = &mut all[index];
         let outcome = match tokio::time::timeout(REQUEST_TIMEOUT * 2, task).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(err)) => bail!("a simulated peer panicked: {err}"),
@@ -333,27 +424,29 @@ async fn load(plan: &Plan, server: SocketAddr, rss: &RssPoller) -> anyhow::Resul
         }
     }
 
-    // The index's own view, right after the last heartbeats (well inside the 15 s timeout).
-    let mut conn = connect(server, None, &node_tls())
-        .await
-        .context("cannot connect for ListPeers")?;
-    match conn
-        .request(&IndexRequest::ListPeers {}, REQUEST_TIMEOUT)
-        .await
-        .context("ListPeers failed")?
-    {
-        IndexResponse::Peers { total, .. } => measured.list_peers_total = Some(total),
-        other => bail!("ListPeers answered {other:?}"),
+    // Each index's own view, right after the last heartbeats (well inside the 15 s timeout).
+    for (measured, &server) in all.iter_mut().zip(servers) {
+        let mut conn = connect(server, None, &node_tls())
+            .await
+            .context("cannot connect for ListPeers")?;
+        match conn
+            .request(&IndexRequest::ListPeers {}, REQUEST_TIMEOUT)
+            .await
+            .context("ListPeers failed")?
+        {
+            IndexResponse::Peers { total, .. } => measured.list_peers_total = Some(total),
+            other => bail!("ListPeers answered {other:?}"),
+        }
+        match conn
+            .request(&IndexRequest::ListFiles {}, REQUEST_TIMEOUT)
+            .await
+            .context("ListFiles failed")?
+        {
+            IndexResponse::Files { total, .. } => measured.list_files_total = Some(total),
+            other => bail!("ListFiles answered {other:?}"),
+        }
     }
-    match conn
-        .request(&IndexRequest::ListFiles {}, REQUEST_TIMEOUT)
-        .await
-        .context("ListFiles failed")?
-    {
-        IndexResponse::Files { total, .. } => measured.list_files_total = Some(total),
-        other => bail!("ListFiles answered {other:?}"),
-    }
-    Ok(measured)
+    Ok(all)
 }
 
 /// One simulated peer's record.
@@ -378,14 +471,15 @@ struct Registration {
     interval: Duration,
 }
 
-/// Peer `k`: register (while holding a slot of `gate`), report the file ids, then heartbeat
+/// Peer `k` at one index: register (while holding a slot of `gate`), report the file ids to
+/// `registered`, then heartbeat
 /// until `stop`, the first beat at `first_beat_at` (0..1) of the first interval.
 async fn simulated_peer(
     k: usize,
     server: SocketAddr,
     gate: Arc<Semaphore>,
     first_beat_at: f64,
-    registered: tokio::sync::mpsc::UnboundedSender<(usize, anyhow::Result<Vec<FileId>>)>,
+    registered: impl FnOnce(anyhow::Result<Vec<FileId>>) + Send,
     stop: CancellationToken,
     hard_deadline: tokio::time::Instant,
 ) -> PeerOutcome {
@@ -396,7 +490,7 @@ async fn simulated_peer(
     };
     let registration = {
         let Ok(_slot) = gate.acquire().await else {
-            let _ = registered.send((k, Err(anyhow::anyhow!("registration gate closed"))));
+            registered(Err(anyhow::anyhow!("registration gate closed")));
             return out;
         };
         register(k, server, &tls).await
@@ -407,16 +501,15 @@ async fn simulated_peer(
         interval,
     } = match registration {
         Ok((registration, ids)) => {
-            let _ = registered.send((k, Ok(ids)));
+            registered(Ok(ids));
             registration
         }
         Err(err) => {
-            let _ = registered.send((k, Err(err)));
+            registered(Err(err));
             return out;
         }
     };
     out.registered = true;
-    drop(registered);
 
     // Bounded twice: by count and by the harness's hard deadline.
     let total = hard_deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -786,7 +879,6 @@ fn drain_stderr(stderr: impl Read, log: &Mutex<LogSummary>) {
 
 /// Samples the server's VmRSS every second on its own thread.
 struct RssPoller {
-    pid: u32,
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<(u64, usize)>,
 }
@@ -816,7 +908,7 @@ impl RssPoller {
             }
             (peak, samples)
         });
-        Self { pid, stop, thread }
+        Self { stop, thread }
     }
 
     /// Highest VmRSS seen (KiB) and how many samples were taken.
@@ -883,7 +975,8 @@ fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
-fn report(plan: &Plan, m: &Measured) {
+/// Prints and appends one index's figures; `index` is `(i, n)` for index `i` of a run with `n`.
+fn report(plan: &Plan, m: &Measured, index: Option<(usize, usize)>) {
     let mut lookups = m.lookups.clone();
     lookups.sort();
     let mut beats = m.heartbeats.clone();
@@ -917,8 +1010,9 @@ fn report(plan: &Plan, m: &Measured) {
         .map_or(0, |d| d.as_secs());
 
     let mut t = String::new();
+    let which = index.map_or(String::new(), |(i, n)| format!(", index {} of {n}", i + 1));
     t += &format!(
-        "p2p-transfer index load ({} mode, unix time {when}): {} peers x {FILES_PER_PEER} files, heartbeat {HEARTBEAT_INTERVAL}/{HEARTBEAT_TIMEOUT}, measured {:.1} s\n",
+        "p2p-transfer index load ({} mode, unix time {when}{which}): {} peers x {FILES_PER_PEER} files, heartbeat {HEARTBEAT_INTERVAL}/{HEARTBEAT_TIMEOUT}, measured {:.1} s\n",
         if plan.quick { "quick" } else { "full" },
         plan.peers,
         m.measured_s
@@ -1020,7 +1114,11 @@ fn report(plan: &Plan, m: &Measured) {
     }
 
     let json = format!(
-        "{{\"scenario\":\"index_load\",\"mode\":{},\"unix_time\":{when},\"peers\":{},\"files_per_peer\":{FILES_PER_PEER},\"heartbeat_interval_s\":5,\"heartbeat_timeout_s\":15,\"duration_s\":{},\"measured_s\":{:.2},\"register_s\":{:.3},\"register_failures\":{},\"lookups\":{},\"lookup_errors\":{},\"lookup_p50_ms\":{},\"lookup_p99_ms\":{},\"lookup_max_ms\":{},\"heartbeats\":{},\"heartbeat_p50_ms\":{},\"heartbeat_p99_ms\":{},\"heartbeat_max_ms\":{},\"false_expiries\":{},\"unknown_peer_replies\":{},\"disconnects\":{},\"list_peers_total\":{},\"list_files_total\":{},\"server_rss_peak_mib\":{},\"server_rss_after_register_mib\":{},\"server_rss_end_mib\":{},\"rss_samples\":{},\"server_cpu_s\":{},\"bench_cpu_s\":{},\"server_log_lines\":{},\"server_log_warn\":{},\"server_dropped_peers\":{},\"target_no_false_expiry\":{no_false_expiry},\"target_lookup_p99\":{lookup_ok},\"target_rss\":{rss_ok},\"first_note\":{}}}\n",
+        "{{\"scenario\":\"index_load\",{}\"mode\":{},\"unix_time\":{when},\"peers\":{},\"files_per_peer\":{FILES_PER_PEER},\"heartbeat_interval_s\":5,\"heartbeat_timeout_s\":15,\"duration_s\":{},\"measured_s\":{:.2},\"register_s\":{:.3},\"register_failures\":{},\"lookups\":{},\"lookup_errors\":{},\"lookup_p50_ms\":{},\"lookup_p99_ms\":{},\"lookup_max_ms\":{},\"heartbeats\":{},\"heartbeat_p50_ms\":{},\"heartbeat_p99_ms\":{},\"heartbeat_max_ms\":{},\"false_expiries\":{},\"unknown_peer_replies\":{},\"disconnects\":{},\"list_peers_total\":{},\"list_files_total\":{},\"server_rss_peak_mib\":{},\"server_rss_after_register_mib\":{},\"server_rss_end_mib\":{},\"rss_samples\":{},\"server_cpu_s\":{},\"bench_cpu_s\":{},\"server_log_lines\":{},\"server_log_warn\":{},\"server_dropped_peers\":{},\"target_no_false_expiry\":{no_false_expiry},\"target_lookup_p99\":{lookup_ok},\"target_rss\":{rss_ok},\"first_note\":{}}}\n",
+        index.map_or(String::new(), |(i, n)| format!(
+            "\"indexes\":{n},\"index\":{},",
+            i + 1
+        )),
         json_str(if plan.quick { "quick" } else { "full" }),
         plan.peers,
         plan.secs,
@@ -1076,5 +1174,74 @@ fn report(plan: &Plan, m: &Measured) {
         if let Err(err) = append(name, text) {
             eprintln!("warning: cannot write target/bench/{name}: {err}");
         }
+    }
+}
+
+/// The two-index run against the one-index run of the same invocation, side by side.
+fn compare(plan: &Plan, single: &Measured, dual: &[Measured]) {
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+    let lookup = |m: &Measured| {
+        let mut sorted = m.lookups.clone();
+        sorted.sort();
+        format!(
+            "{} / {} ms",
+            ms(percentile_ms(&sorted, 50.0)),
+            ms(percentile_ms(&sorted, 99.0))
+        )
+    };
+    let rss = |m: &Measured| {
+        let kib = m
+            .server_hwm_kib
+            .unwrap_or(0)
+            .max(m.server_rss_polled_peak_kib);
+        format!("{:.1} MiB", kib as f64 / 1024.0)
+    };
+    let cpu = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} s"));
+    let expiries = |m: &Measured| {
+        format!(
+            "{} (ListPeers {})",
+            m.false_expiries + m.register_failures.len(),
+            m.list_peers_total.map_or("-".to_owned(), |v| v.to_string())
+        )
+    };
+    let mut t = format!(
+        "p2p-transfer index load, one index against two ({} mode): {} peers x {FILES_PER_PEER} files, each peer on every index\n",
+        if plan.quick { "quick" } else { "full" },
+        plan.peers
+    );
+    t += &format!("{:<30} {:<24}", "metric", "1 index");
+    for i in 0..dual.len() {
+        t += &format!(" {:<24}", format!("2 indexes: index {}", i + 1));
+    }
+    t += "\n";
+    let mut row = |name: &str, f: &dyn Fn(&Measured) -> String| {
+        t += &format!("{name:<30} {:<24}", f(single));
+        for m in dual {
+            t += &format!(" {:<24}", f(m));
+        }
+        t += "\n";
+    };
+    row("registration (all peers)", &|m| {
+        format!("{:.2} s", m.register_s)
+    });
+    row("lookup p50 / p99", &lookup);
+    row("false expiries", &expiries);
+    row("heartbeats sent", &|m| m.heartbeats_sent.to_string());
+    row("server RSS peak", &rss);
+    row("server CPU", &|m| cpu(m.server_cpu_s));
+    row("bench CPU (all peers)", &|m| cpu(m.bench_cpu_s));
+    print!("{t}");
+    let _ = std::io::stdout().flush();
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/bench/index_load.txt"
+    ));
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(t.as_bytes()));
+    if let Err(err) = appended {
+        eprintln!("warning: cannot write target/bench/index_load.txt: {err}");
     }
 }

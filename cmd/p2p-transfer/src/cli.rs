@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand, error::ErrorKind};
 use p2p_central_server::ServerConfig;
 use p2p_central_server::config::MIB;
-use p2p_peer::PeerConfig;
+use p2p_peer::{IndexSpec, PeerConfig};
 use p2p_protocol::NodeId;
 use p2p_web::WebConfig;
 use p2p_web::config::{DEFAULT_MAX_UPLOAD_MIB, DEFAULT_PEER_WEB, DEFAULT_SERVER_WEB};
@@ -139,6 +139,9 @@ pub struct DoctorArgs {
     /// Query mDNS only on this network interface (repeatable).
     #[arg(long = "mdns-interface", value_name = "NAME")]
     pub mdns_interfaces: Vec<String>,
+    /// Also check the index servers published in this DNS domain (see `search`).
+    #[command(flatten)]
+    pub dns_sd: DnsSdArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// Print each check as a JSON object, one a line (see README, "When it doesn't work:
@@ -195,6 +198,24 @@ pub struct IndexArgs {
     /// The index server's node id: any other is refused (see `peer --server-id`).
     #[arg(long, env = "P2P_SERVER_ID", value_name = "NODE-ID")]
     pub server_id: Option<NodeId>,
+    #[command(flatten)]
+    pub dns_sd: DnsSdArgs,
+}
+
+/// Index servers published in the site's DNS (unicast DNS-SD; README, "Publishing the index
+/// in DNS").
+#[derive(Clone, Debug, Default, Args)]
+pub struct DnsSdArgs {
+    /// Find the index servers published in this DNS domain (records under
+    /// _p2p-transfer._tcp.DOMAIN), for routed sites mDNS can't reach. `search` asks every one
+    /// as well as any other index given; the others use the first that answers instead of
+    /// --server or --auto-discover, whichever was said louder.
+    #[arg(id = "dns_sd_domain", long = "dns-sd-domain", value_name = "DOMAIN", value_parser = crate::dns_sd::parse_domain)]
+    pub domain: Option<String>,
+    /// With --dns-sd-domain: ask this DNS server (an IP address; port 53 by default) instead
+    /// of the system's (/etc/resolv.conf).
+    #[arg(id = "dns_sd_server", long = "dns-sd-server", value_name = "IP[:PORT]", value_parser = crate::dns_sd::parse_nameserver)]
+    pub server: Option<SocketAddr>,
 }
 
 /// `p2p-transfer search`.
@@ -415,11 +436,17 @@ pub struct PeerArgs {
         env = "P2P_PEER_LISTEN"
     )]
     pub addr: SocketAddr,
-    /// Address of the central index server: HOST, HOST:PORT, IP or IP:PORT (an IPv6 one in
-    /// brackets when a port follows); the port defaults to 8000 [default: 127.0.0.1:8000, or
-    /// none with --from].
-    #[arg(short = 's', long, env = "P2P_SERVER", value_name = "HOST[:PORT]")]
-    pub server: Option<ServerAddr>,
+    /// Address of a central index server: HOST, HOST:PORT, IP or IP:PORT (an IPv6 one in
+    /// brackets when a port follows); the port defaults to 8000. Repeatable: the peer
+    /// registers with every one, and one down changes nothing while another answers
+    /// [default: 127.0.0.1:8000, or none with --from].
+    #[arg(
+        short = 's',
+        long = "server",
+        env = "P2P_SERVER",
+        value_name = "HOST[:PORT]"
+    )]
+    pub servers: Vec<ServerAddr>,
     /// The index server's node id (`p2p-transfer id --server` on its machine): any other is
     /// refused, and over mDNS only a server with this id is used. Also accepts a new id for
     /// an index whose key changed on purpose.
@@ -437,10 +464,29 @@ pub struct PeerArgs {
     /// folder NAME (naming this index server).
     #[arg(long, requires = "register")]
     pub write_manifest: bool,
-    /// Find the index server on the local network with mDNS instead of --server, and find it
-    /// again if it moves. As a flag it beats a server from P2P_SERVER or the config file.
+    /// Find the index servers on the local network with mDNS instead of --server: the peer
+    /// registers with every one that answers (only the one chosen, with --server-name or
+    /// --server-id), and finds the first again if it moves. As a flag it beats a server from
+    /// P2P_SERVER or the config file.
     #[arg(long)]
     pub auto_discover: bool,
+    /// Don't also register with the index servers this node remembers (the `known-indexes`
+    /// file beside its key): only those given, found or named now.
+    #[arg(long)]
+    pub no_known_indexes: bool,
+    /// Take part in the site's DHT (a private Mainline DHT): announce every file and folder
+    /// shared, and find the hosts of a full id there when no index knows it or none answers.
+    #[arg(long)]
+    pub dht: bool,
+    /// With --dht: the UDP address of the DHT node (IPv4) [default: the --addr IP (0.0.0.0
+    /// for an IPv6 one), port 8010].
+    #[arg(long, value_name = "IP:PORT", requires = "dht")]
+    pub dht_listen: Option<std::net::SocketAddrV4>,
+    /// With --dht: a DHT node to join through, HOST:PORT (repeatable). Besides these, a peer
+    /// joins through the nodes it remembers and the peers its indexes list; never through
+    /// public nodes.
+    #[arg(long, value_name = "HOST:PORT", requires = "dht")]
+    pub dht_bootstrap: Vec<String>,
     /// How long --auto-discover waits for an answer.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub discover_timeout: Duration,
@@ -450,6 +496,9 @@ pub struct PeerArgs {
     /// With --auto-discover, browse mDNS only on this network interface (repeatable).
     #[arg(long = "mdns-interface", value_name = "NAME")]
     pub mdns_interfaces: Vec<String>,
+    /// Index servers published in the site's DNS.
+    #[command(flatten)]
+    pub dns_sd: DnsSdArgs,
     /// Address other peers should use to reach this one, if not the listen address.
     #[arg(long)]
     pub advertise_addr: Option<SocketAddr>,
@@ -578,14 +627,35 @@ impl From<&PeerArgs> for PeerConfig {
         PeerConfig {
             listen_addr: args.addr,
             // A host name is looked up when the peer starts (`run::peer`), not here.
-            server_addr: match &args.server {
-                Some(server) => server.socket_addr(),
-                None => (args.from.is_empty() && !args.auto_discover).then_some(DEFAULT_SERVER),
+            indexes: match args.servers.as_slice() {
+                [] => (args.from.is_empty() && !args.auto_discover && args.dns_sd.domain.is_none())
+                    .then(|| IndexSpec::at(DEFAULT_SERVER))
+                    .into_iter()
+                    .collect(),
+                servers => servers
+                    .iter()
+                    .filter_map(|s| s.socket_addr().map(IndexSpec::at))
+                    .collect(),
             },
             advertise_addr: args.advertise_addr,
             workers: usize::from(args.workers),
             request_timeout: args.request_timeout,
             stall_timeout: args.stall_timeout,
+            // Where it remembers its routing table is set once the identity folder is known.
+            dht: args.dht.then(|| p2p_peer::DhtSettings {
+                config: p2p_dht::DhtConfig {
+                    listen: args.dht_listen.unwrap_or_else(|| {
+                        let ip = match args.addr.ip() {
+                            std::net::IpAddr::V4(ip) => ip,
+                            std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+                        };
+                        std::net::SocketAddrV4::new(ip, p2p_dht::DEFAULT_PORT)
+                    }),
+                    bootstrap: args.dht_bootstrap.clone(),
+                    ..p2p_dht::DhtConfig::default()
+                },
+                cache_dir: None,
+            }),
             ..PeerConfig::default()
         }
     }
@@ -594,6 +664,10 @@ impl From<&PeerArgs> for PeerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn index_addrs(config: &PeerConfig) -> Vec<std::net::SocketAddr> {
+        config.indexes.iter().map(|i| i.addr).collect()
+    }
 
     /// The flags as `main` parses them (no config file): clap's rules, then the ones
     /// `config::settle` applies.
@@ -706,7 +780,7 @@ mod tests {
         };
         let config = PeerConfig::from(&*args);
         assert_eq!(config.workers, 3);
-        assert_eq!(config.server_addr, Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(index_addrs(&config), ["127.0.0.1:9".parse().unwrap()]);
         assert_eq!(args.register.len(), 2);
         let direct =
             Cli::try_parse_from(["p2p-transfer", "peer", "--from", "127.0.0.1:7", "-d", "ab"])
@@ -715,7 +789,7 @@ mod tests {
             panic!("not peer")
         };
         assert_eq!(
-            PeerConfig::from(&*args).server_addr,
+            index_addrs(&PeerConfig::from(&*args)).first().copied(),
             None,
             "--from alone uses no index"
         );
@@ -742,7 +816,7 @@ mod tests {
             panic!("not peer")
         };
         assert_eq!(args.addr, "0.0.0.0:0".parse().unwrap());
-        assert_eq!(PeerConfig::from(&*args).server_addr, Some(DEFAULT_SERVER));
+        assert_eq!(index_addrs(&PeerConfig::from(&*args)), [DEFAULT_SERVER]);
     }
 
     #[test]
@@ -750,7 +824,7 @@ mod tests {
         let server = |value: &str| match Cli::try_parse_from(["p2p-transfer", "peer", "-s", value])
             .map(|cli| cli.command)
         {
-            Ok(Command::Peer(args)) => Ok(args.server.unwrap().to_string()),
+            Ok(Command::Peer(args)) => Ok(args.servers[0].to_string()),
             Ok(_) => panic!("not peer"),
             Err(err) => Err(err.to_string()),
         };
@@ -768,7 +842,7 @@ mod tests {
         else {
             panic!("not peer")
         };
-        assert_eq!(PeerConfig::from(&*args).server_addr, None);
+        assert_eq!(index_addrs(&PeerConfig::from(&*args)), []);
         let Command::Search(args) =
             Cli::try_parse_from(["p2p-transfer", "search", "-s", "box:1", "x"])
                 .unwrap()

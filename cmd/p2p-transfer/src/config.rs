@@ -71,9 +71,14 @@ enum Applies {
     HavingEnv(&'static str),
 }
 
-/// The commands that ask several index servers at once: elsewhere `[index] server` (and
+/// The commands that use several index servers at once: elsewhere `[index] server` (and
 /// `--server`) names one.
-const SEVERAL_SERVERS: &[&str] = &["search"];
+const SEVERAL_SERVERS: &[&str] = &["search", "peer"];
+
+/// The commands that use one index and weigh `--dns-sd-domain` against `--server` and
+/// `--auto-discover` (the loudest wins); the others take the indexes of all three (`search`
+/// asks them all, `doctor` checks them all, and `peer` registers with them).
+const ONE_INDEX: &[&str] = &["send", "receive"];
 
 /// Commands that read the config file although no section applies to them.
 const READ_THE_FILE: &[&str] = &["config"];
@@ -94,6 +99,8 @@ pub const SECTIONS: &[Section] = &[
             "auto-discover",
             "discover-timeout",
             "server-name",
+            "dns-sd-domain",
+            "dns-sd-server",
         ],
         // `peer`, `search`, `send`, `receive` and `doctor`.
         applies: Applies::HavingEnv("P2P_SERVER"),
@@ -134,6 +141,10 @@ pub const SECTIONS: &[Section] = &[
             "from",
             "share-dir",
             "mdns-interface",
+            "no-known-indexes",
+            "dht",
+            "dht-listen",
+            "dht-bootstrap",
             "out",
             "workers",
             "stall-timeout",
@@ -708,8 +719,8 @@ fn values_for(
             [one] => vec![one.clone()],
             _ if entry.key == "server" => {
                 return Err(wrong(format!(
-                    "`p2p-transfer {}` uses one index server, not a list (only `search` asks \
-                     several)",
+                    "`p2p-transfer {}` uses one index server, not a list (only `search` and \
+                     `peer` use several)",
                     leaf.join(" ")
                 )));
             }
@@ -882,6 +893,8 @@ struct Settled {
     drop_server_name: bool,
     drop_mdns_interfaces: bool,
     drop_server_id: bool,
+    drop_dns_sd_domain: bool,
+    drop_dns_sd_server: bool,
 }
 
 /// The rules clap can't apply to values it doesn't count as given (the file's):
@@ -894,6 +907,10 @@ struct Settled {
 ///   given as flags, set aside when they come from the environment or the file.
 /// - Only `search` asks several index servers: elsewhere, `--server` twice is an error (a
 ///   list in the file is refused when it is read, [`values_for`]).
+/// - `--dns-sd-domain` adds the indexes published in DNS, except for the commands that use
+///   one index ([`ONE_INDEX`]): there it is weighed against the server or `--auto-discover`
+///   as those two are weighed against each other. `--dns-sd-server` needs `--dns-sd-domain`,
+///   as `--server-name` needs `--auto-discover`.
 fn settle(path: &[String], settings: &mut Settings, cmd: &Command) -> Result<Settled, LoadError> {
     let mut settled = Settled::default();
     let leaf = path.last().map(String::as_str).unwrap_or_default();
@@ -910,7 +927,7 @@ fn settle(path: &[String], settings: &mut Settings, cmd: &Command) -> Result<Set
             ErrorKind::TooManyValues,
             format!(
                 "`p2p-transfer {}` uses one index server: give --server once (only `search` \
-                 asks several)",
+                 and `peer` use several)",
                 path.join(" ")
             ),
         )));
@@ -951,13 +968,14 @@ fn settle(path: &[String], settings: &mut Settings, cmd: &Command) -> Result<Set
     }
     // The file's `server-id` pins the file's index: when the index comes from a louder source
     // (a flag or the environment), that id would refuse it, so it is set aside.
-    let index_rank = if auto_on {
+    let mut index_rank = if auto_on {
         auto_rank
     } else if settled.drop_server {
         0
     } else {
         server_rank
     };
+    index_rank = settle_dns_sd(leaf, settings, cmd, &mut settled, index_rank)?;
     if index_rank > 1
         && settings
             .get("server_id")
@@ -998,13 +1016,95 @@ fn settle(path: &[String], settings: &mut Settings, cmd: &Command) -> Result<Set
     Ok(settled)
 }
 
+/// [`settle`]'s rules for `--dns-sd-domain` and `--dns-sd-server`, given how loudly the
+/// other index (a server or `--auto-discover`) was said; returns how loudly the index used
+/// was said.
+fn settle_dns_sd(
+    leaf: &str,
+    settings: &mut Settings,
+    cmd: &Command,
+    settled: &mut Settled,
+    other_rank: u8,
+) -> Result<u8, LoadError> {
+    let rank_of = |id: &str| {
+        settings
+            .get(id)
+            .filter(|s| !s.values.is_empty())
+            .map_or(0, |s| s.origin.rank())
+    };
+    let domain_rank = rank_of("dns_sd_domain");
+    let server_rank = rank_of("dns_sd_server");
+    if domain_rank == 0 {
+        if server_rank == 3 {
+            return Err(LoadError::Usage(cmd.clone().error(
+                ErrorKind::MissingRequiredArgument,
+                "--dns-sd-server needs --dns-sd-domain",
+            )));
+        }
+        if server_rank > 0 {
+            settled.drop_dns_sd_server = true;
+            set_aside(settings, "dns_sd_server", "no --dns-sd-domain");
+        }
+        return Ok(other_rank);
+    }
+    if !ONE_INDEX.contains(&leaf) || other_rank == 0 {
+        return Ok(other_rank.max(domain_rank));
+    }
+    let other = if settings
+        .get("auto_discover")
+        .is_some_and(|a| a.values.iter().any(|v| v == "true") && a.set_aside.is_none())
+    {
+        ("auto_discover", "--auto-discover", "auto-discover = true")
+    } else {
+        ("servers", "--server <HOST[:PORT]>", "a server")
+    };
+    if domain_rank == other_rank {
+        if let Origin::File { path, line } = &settings["dns_sd_domain"].origin {
+            return Err(LoadError::File(anyhow::anyhow!(
+                "{}:{line}: dns-sd-domain and {} are both set: keep one (only `search`, `peer` and `doctor` use several indexes)",
+                path.display(),
+                other.2
+            )));
+        }
+        return Err(LoadError::Usage(cmd.clone().error(
+            ErrorKind::ArgumentConflict,
+            format!(
+                "the argument '--dns-sd-domain <DOMAIN>' cannot be used with '{}' (only `search`, `peer` and `doctor` use several indexes)",
+                other.1
+            ),
+        )));
+    }
+    if domain_rank > other_rank {
+        settled.drop_server = true;
+        settled.drop_auto_discover = true;
+        for id in ["servers", "auto_discover"] {
+            if settings.get(id).is_some_and(|s| !s.values.is_empty()) {
+                set_aside(settings, id, "--dns-sd-domain is given");
+            }
+        }
+        return Ok(domain_rank);
+    }
+    settled.drop_dns_sd_domain = true;
+    settled.drop_dns_sd_server = true;
+    let why = if other.0 == "auto_discover" {
+        "--auto-discover is given"
+    } else {
+        "a server is given"
+    };
+    set_aside(settings, "dns_sd_domain", why);
+    if server_rank > 0 {
+        set_aside(settings, "dns_sd_server", why);
+    }
+    Ok(other_rank)
+}
+
 impl Settled {
     /// Leaves out of the flags what [`settle`] set aside.
     fn apply(&self, cli: &mut Cli) {
         let index = match &mut cli.command {
             Sub::Peer(args) => {
                 if self.drop_server {
-                    args.server = None;
+                    args.servers.clear();
                 }
                 if self.drop_auto_discover {
                     args.auto_discover = false;
@@ -1018,12 +1118,14 @@ impl Settled {
                 if self.drop_server_id {
                     args.server_id = None;
                 }
+                self.apply_dns_sd(&mut args.dns_sd);
                 return;
             }
             Sub::Doctor(args) => {
                 if self.drop_server_id {
                     args.server_id = None;
                 }
+                self.apply_dns_sd(&mut args.dns_sd);
                 return;
             }
             Sub::Search(args) => &mut args.index,
@@ -1042,6 +1144,16 @@ impl Settled {
         }
         if self.drop_server_id {
             index.server_id = None;
+        }
+        self.apply_dns_sd(&mut index.dns_sd);
+    }
+
+    fn apply_dns_sd(&self, args: &mut crate::cli::DnsSdArgs) {
+        if self.drop_dns_sd_domain {
+            args.domain = None;
+        }
+        if self.drop_dns_sd_server {
+            args.server = None;
         }
     }
 }
@@ -1076,6 +1188,8 @@ mod tests {
         "auto-discover",
         "discover-timeout",
         "server-name",
+        "dns-sd-domain",
+        "dns-sd-server",
         // At the top level.
         "identity-dir",
     ];
@@ -1161,7 +1275,7 @@ mod tests {
         );
         let args = peer(&config, &[]);
         assert_eq!(args.workers, 3);
-        assert_eq!(args.server.unwrap().to_string(), "index.lan:9");
+        assert_eq!(args.servers[0].to_string(), "index.lan:9");
         assert_eq!(
             args.identity.identity_dir,
             Some(PathBuf::from("/etc/p2p/keys"))
@@ -1185,7 +1299,7 @@ mod tests {
         let config = file("[index]\nserver = \"10.0.0.1\"\nserver-name = \"lab\"\n");
         let args = peer(&config, &["--auto-discover"]);
         assert!(args.auto_discover);
-        assert_eq!(args.server, None);
+        assert!(args.servers.is_empty());
         assert_eq!(args.server_name.as_deref(), Some("lab"));
         // Without --auto-discover, the file's server-name has nothing to pick among.
         let args = peer(&config, &[]);
@@ -1193,7 +1307,7 @@ mod tests {
         let discover = file("[index]\nauto-discover = true\n[peer]\nmdns-interface = [\"eth0\"]\n");
         let args = peer(&discover, &["--server", "10.0.0.2"]);
         assert!(!args.auto_discover);
-        assert_eq!(args.server.unwrap().to_string(), "10.0.0.2:8000");
+        assert_eq!(args.servers[0].to_string(), "10.0.0.2:8000");
         assert!(args.mdns_interfaces.is_empty());
         // The one-shot commands too.
         let Sub::Receive(args) = parse(&argv(&["receive", "x", "--auto-discover"]), Some(&config))
@@ -1268,7 +1382,7 @@ mod tests {
     }
 
     #[test]
-    fn only_search_takes_several_servers() {
+    fn only_search_and_peer_take_several_servers() {
         let list = file("[index]\nserver = [\"a\", \"b\"]\n");
         for command in [&["send", "f"][..], &["receive", "p2p1x"], &["doctor"]] {
             let err = file_error(&list, command);
@@ -1307,6 +1421,21 @@ mod tests {
             )
             .is_ok()
         );
+        // A peer registers with every one, from the flags or the file.
+        let Sub::Peer(args) = parse(
+            &argv(&["peer", "-s", "127.0.0.1:1", "-s", "127.0.0.1:2"]),
+            None,
+        )
+        .unwrap()
+        .command
+        else {
+            panic!("not peer")
+        };
+        assert_eq!(args.servers.len(), 2);
+        let Sub::Peer(args) = parse(&argv(&["peer"]), Some(&list)).unwrap().command else {
+            panic!("not peer")
+        };
+        assert_eq!(args.servers.len(), 2);
     }
 
     #[test]
@@ -1385,7 +1514,7 @@ mod tests {
         );
         let err = file_error(&file("[server]\nno-mdns = \"yes\"\n"), &["server"]);
         assert!(err.contains("expected true or false"), "{err}");
-        let err = file_error(&file("[index]\nserver = [\"a\", \"b\"]\n"), &["peer"]);
+        let err = file_error(&file("[index]\nserver = [\"a\", \"b\"]\n"), &["send", "f"]);
         assert!(err.contains("uses one index server, not a list"), "{err}");
         // A section that doesn't apply to the command run is not checked against it...
         assert!(parse(&argv(&["id"]), Some(&file("[peer]\nworkers = 0\n"))).is_ok());
@@ -1445,5 +1574,87 @@ mod tests {
                 "{line:?}"
             );
         }
+    }
+
+    #[test]
+    fn dns_sd_adds_indexes_where_several_are_used_and_is_weighed_where_one_is() {
+        let index = |args: &[&str], config: Option<&ConfigFile>| -> crate::cli::IndexArgs {
+            match parse(&argv(args), config).unwrap().command {
+                Sub::Search(a) => a.index,
+                Sub::Send(a) => a.index,
+                Sub::Receive(a) => a.index,
+                _ => panic!("no index"),
+            }
+        };
+        let site = file("[index]\ndns-sd-domain = \"school.lan\"\ndns-sd-server = \"10.0.0.53\"\n");
+        // The file reaches every command that finds indexes, peer and doctor too.
+        let args = index(&["receive", "x"], Some(&site));
+        assert_eq!(args.dns_sd.domain.as_deref(), Some("school.lan"));
+        assert_eq!(args.dns_sd.server, Some("10.0.0.53:53".parse().unwrap()));
+        assert_eq!(
+            peer(&site, &[]).dns_sd.domain.as_deref(),
+            Some("school.lan")
+        );
+        let Sub::Doctor(doctor) = parse(&argv(&["doctor"]), Some(&site)).unwrap().command else {
+            panic!("not doctor")
+        };
+        assert_eq!(doctor.dns_sd.domain.as_deref(), Some("school.lan"));
+        // search asks every source: a flag's server keeps the file's domain.
+        let args = index(&["search", "x", "-s", "10.0.0.1"], Some(&site));
+        assert_eq!(args.servers.len(), 1);
+        assert_eq!(args.dns_sd.domain.as_deref(), Some("school.lan"));
+        // send and receive use one index: the louder wins, as with --auto-discover.
+        for command in [&["send", "f"][..], &["receive", "x"][..]] {
+            let args = index(&[command, &["-s", "10.0.0.1"]].concat(), Some(&site));
+            assert_eq!(args.servers.len(), 1);
+            assert_eq!(args.dns_sd.domain, None, "{command:?}");
+            assert_eq!(args.dns_sd.server, None, "{command:?}");
+            let args = index(&[command, &["--auto-discover"]].concat(), Some(&site));
+            assert!(args.auto_discover && args.dns_sd.domain.is_none());
+            let server = file("[index]\nserver = \"10.0.0.1\"\n");
+            let args = index(
+                &[command, &["--dns-sd-domain", "other.lan"]].concat(),
+                Some(&server),
+            );
+            assert!(args.servers.is_empty());
+            assert_eq!(args.dns_sd.domain.as_deref(), Some("other.lan"));
+            // Equally loud: which one is meant?
+            let both = file("[index]\nserver = \"10.0.0.1\"\ndns-sd-domain = \"school.lan\"\n");
+            let err = file_error(&both, command);
+            assert!(
+                err.contains("/etc/p2p/config.toml:3") && err.contains("keep one"),
+                "{err}"
+            );
+            let Err(LoadError::Usage(err)) = parse(
+                &argv(&[command, &["-s", "h", "--dns-sd-domain", "d.lan"]].concat()),
+                None,
+            ) else {
+                panic!("no usage error")
+            };
+            assert!(
+                err.to_string()
+                    .contains("'--dns-sd-domain <DOMAIN>' cannot be used with '--server"),
+                "{err}"
+            );
+        }
+        // A nameserver without a domain: set aside from the file, an error as a flag.
+        let lone = file("[index]\ndns-sd-server = \"10.0.0.53\"\n");
+        assert_eq!(index(&["search", "x"], Some(&lone)).dns_sd.server, None);
+        assert!(matches!(
+            parse(
+                &argv(&["search", "x", "--dns-sd-server", "10.0.0.53"]),
+                None
+            ),
+            Err(LoadError::Usage(_))
+        ));
+        // Values are checked as the flags check them.
+        let err = file_error(
+            &file("[index]\ndns-sd-server = \"dns.lan\"\n"),
+            &["search", "x"],
+        );
+        assert!(
+            err.contains("dns-sd-server in [index]") && err.contains("IP address"),
+            "{err}"
+        );
     }
 }

@@ -167,6 +167,20 @@ impl Finder {
         &self,
         announce: bool,
     ) -> anyhow::Result<(SocketAddr, Option<p2p_protocol::NodeId>)> {
+        let (chosen, _) = self.find_every(announce, false).await?;
+        let claimed = chosen.server_id.as_deref().and_then(|id| id.parse().ok());
+        Ok((chosen.addr(), claimed))
+    }
+
+    /// Browses and returns the chosen server (the one that proved its claimed id, by the
+    /// rules of `choose`) and every other that answered, unchecked (whoever connects must
+    /// have the handshake prove each one's claim). With `all`, what is reported says every
+    /// one is used.
+    pub async fn find_every(
+        &self,
+        announce: bool,
+        use_all: bool,
+    ) -> anyhow::Result<(p2p_discovery::FoundServer, Vec<p2p_discovery::FoundServer>)> {
         let (timeout, interfaces) = (self.timeout, self.interfaces.clone());
         let found = tokio::task::spawn_blocking(move || browse(timeout, &interfaces))
             .await
@@ -231,18 +245,25 @@ impl Finder {
                     all.len(),
                     all.join(", ")
                 ));
-                say(format!(
-                    "using {:?} at {} (pick another with --server-name)",
-                    chosen.instance,
-                    chosen.addr()
-                ));
+                if use_all {
+                    say(format!(
+                        "registering with every one, {:?} at {} first",
+                        chosen.instance,
+                        chosen.addr()
+                    ));
+                } else {
+                    say(format!(
+                        "using {:?} at {} (pick another with --server-name)",
+                        chosen.instance,
+                        chosen.addr()
+                    ));
+                }
             }
         }
         *self.origin.lock().unwrap_or_else(|e| e.into_inner()) = ServerOrigin::Mdns {
             instance: chosen.instance.clone(),
         };
-        let claimed = chosen.server_id.as_deref().and_then(|id| id.parse().ok());
-        Ok((chosen.addr(), claimed))
+        Ok((chosen, others))
     }
 }
 

@@ -7,6 +7,7 @@
 //!   stand in for the flags' defaults.
 //! * `run`: what `server` and `peer` do with those configs.
 //! * `discovery`: mDNS advertisement, `--auto-discover`, following a server that moves.
+//! * `dns_sd`: `--dns-sd-domain`, the index servers published in the site's DNS.
 //! * `json`: `--json` output, one event a line, for scripts.
 //! * `reach`: the addresses others reach a listener at (the server's paste-ready command).
 //! * `progress`: download progress as a bar on a terminal, plain lines otherwise.
@@ -33,6 +34,7 @@ mod allow;
 mod cli;
 mod config;
 mod discovery;
+mod dns_sd;
 mod doctor;
 mod errors;
 mod json;

@@ -86,7 +86,7 @@ pub fn more(shown: usize, total: u64) {
 /// the indexes that list it (`index` names them) and name, columns as wide as their content;
 /// or `none` if there are none.
 pub fn print_merged(
-    lines: &[crate::run::search::Merged],
+    lines: &[p2p_peer::index::merge::MergedFile],
     index: impl Fn(usize) -> String,
     none: &str,
 ) {

@@ -55,6 +55,20 @@ impl IndexTrust {
         if self.pinned.is_some() {
             return Ok(());
         }
+        self.check_named(id, addr, source)?;
+        self.pinned = Some(id);
+        self.pinned_by = format!("named in {}", source.display());
+        Ok(())
+    }
+
+    /// Checks that `source` (a manifest file) naming the index at `addr` as `id` does not
+    /// re-key an index this node knows at that address.
+    pub fn check_named(
+        &self,
+        id: NodeId,
+        addr: SocketAddr,
+        source: &std::path::Path,
+    ) -> anyhow::Result<()> {
         if let Some(known) = self.known.get(addr)
             && known != id
         {
@@ -64,9 +78,17 @@ impl IndexTrust {
                 self.known.path().display()
             );
         }
-        self.pinned = Some(id);
-        self.pinned_by = format!("named in {}", source.display());
         Ok(())
+    }
+
+    /// Every index this node remembers, with the id each proved.
+    pub fn remembered(&self) -> Vec<(SocketAddr, NodeId)> {
+        self.known.entries().collect()
+    }
+
+    /// The id remembered for the index at `addr`.
+    pub fn remembered_id(&self, addr: SocketAddr) -> Option<NodeId> {
+        self.known.get(addr)
     }
 
     /// The node id the index at `addr` must show: the pinned one, else the one remembered for

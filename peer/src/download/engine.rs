@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use p2p_protocol::{FileId, FileManifest, FolderHead, HostInfo};
+use p2p_protocol::{FileId, FileManifest, FolderHead};
 use p2p_storage::local::LocalState;
 use p2p_storage::small::is_small;
 use p2p_storage::{OutputDir, SourceFile, StorageError};
@@ -184,7 +184,7 @@ struct Engine {
     pool: Arc<BufPool>,
     disk: JoinSet<DiskDone>,
     refresh: Option<Refresh>,
-    asking: Option<Pending<Result<Vec<HostInfo>, PeerError>>>,
+    asking: Option<Pending<Result<Vec<HostSpec>, PeerError>>>,
     feed: Feed,
     reading: Option<Pending<RecordRead>>,
     next_ix: u32,
@@ -795,12 +795,11 @@ impl Engine {
         }
     }
 
-    fn on_listed(&mut self, listed: Result<Vec<HostInfo>, PeerError>) {
+    fn on_listed(&mut self, listed: Result<Vec<HostSpec>, PeerError>) {
         match listed {
             Ok(listed) => {
                 let specs = listed
                     .into_iter()
-                    .map(HostSpec::from)
                     .filter(|h| !self.options.is_me(h))
                     .collect();
                 self.on(Outcome::HostsListed(specs));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use p2p_protocol::{CHUNK_SIZE, FileManifest, FolderHead, FolderId, PeerId};
+use p2p_protocol::{CHUNK_SIZE, FileManifest, FolderHead, FolderId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -71,10 +71,9 @@ fn head(tree: &Tree) -> FolderHead {
     }
 }
 
-fn spec(peer: &PeerHandle, i: u64) -> HostSpec {
+fn spec(peer: &PeerHandle) -> HostSpec {
     HostSpec {
         addr: peer.local_addr(),
-        peer_id: PeerId(i),
         node_id: None,
     }
 }
@@ -180,7 +179,7 @@ async fn a_folder_of_many_files_survives_a_host_dying_midway() {
     let b = lone_peer(|_| {}).await;
     let files = share(&a, dir_a.path(), &tree).await;
     share(&b, dir_b.path(), &tree).await;
-    let hosts = vec![spec(&a, 1), spec(&b, 2)];
+    let hosts = vec![spec(&a), spec(&b)];
     let a_addr = a.local_addr();
     let (kill, killed) = tokio::sync::oneshot::channel();
     let mut kill = Some(kill);
@@ -283,7 +282,7 @@ async fn small_files_with_bad_bytes_are_fetched_from_the_other_host() {
         file.set_modified(modified).unwrap();
     }
     // Patient hosts: they keep being asked, so each kind of file meets its bad bytes.
-    let hosts = vec![spec(&a, 1), spec(&b, 2)];
+    let hosts = vec![spec(&a), spec(&b)];
     let (result, events) =
         fetch_with(&tree, files, hosts, out.path(), options(8, 1000), |_| {}).await;
     let report = result.unwrap();
@@ -311,7 +310,7 @@ async fn a_rerun_skips_identical_files_reports_conflicts_and_fills_gaps() {
     let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let seeder = lone_peer(|_| {}).await;
     let files = share(&seeder, dir.path(), &tree).await;
-    let hosts = vec![spec(&seeder, 1)];
+    let hosts = vec![spec(&seeder)];
     let (first, _) = fetch(&tree, files.clone(), hosts.clone(), out.path(), |_| {}).await;
     assert!(first.unwrap().complete());
     let root = out.path().join("album");
@@ -369,7 +368,7 @@ async fn a_file_no_host_has_fails_alone_and_no_host_at_all_fails_the_job() {
     let (result, events) = fetch(
         &with_unknown,
         files.clone(),
-        vec![spec(&seeder, 1)],
+        vec![spec(&seeder)],
         out.path(),
         |_| {},
     )
@@ -389,7 +388,7 @@ async fn a_file_no_host_has_fails_alone_and_no_host_at_all_fails_the_job() {
     let (result, _) = fetch(
         &with_unknown,
         files,
-        vec![spec(&seeder, 1)],
+        vec![spec(&seeder)],
         out2.path(),
         |_| {},
     )
@@ -412,10 +411,9 @@ async fn a_host_announcing_bigger_chunks_than_asked_is_dropped_before_its_data()
     let hosts = vec![
         HostSpec {
             addr: liar,
-            peer_id: PeerId(1),
             node_id: None,
         },
-        spec(&honest, 2),
+        spec(&honest),
     ];
     let (result, events) = fetch(&tree, files, hosts, out.path(), |_| {}).await;
     let report = result.unwrap();
@@ -444,7 +442,7 @@ async fn names_too_long_for_a_part_suffix_arrive_like_any_other() {
     let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let seeder = lone_peer(|_| {}).await;
     let files = share(&seeder, dir.path(), &tree).await;
-    let (result, _) = fetch(&tree, files, vec![spec(&seeder, 1)], out.path(), |_| {}).await;
+    let (result, _) = fetch(&tree, files, vec![spec(&seeder)], out.path(), |_| {}).await;
     let report = result.unwrap();
     assert!(report.complete(), "{report:?}");
     assert_tree(&out.path().join("album"), &tree);
@@ -470,7 +468,7 @@ async fn a_folder_named_like_a_staging_folder_is_refused() {
         folder_id: FolderId([7; 32]),
         record: FolderRecord::from_files(&head, files),
         head,
-        hosts: vec![spec(&seeder, 1)],
+        hosts: vec![spec(&seeder)],
     };
     let result = run(
         source,

@@ -25,13 +25,12 @@
 
 use std::net::SocketAddr;
 
-use p2p_protocol::{ErrorCode, HostInfo, NodeId, PeerId};
+use p2p_protocol::{ErrorCode, HostInfo, NodeId};
 
 /// A host as the index or the user named it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct HostSpec {
     pub addr: SocketAddr,
-    pub peer_id: PeerId,
     /// Who must answer at `addr`: the node id the index recorded when the host registered.
     /// `None` for a host named only by its address (`--from`): whoever answers there.
     pub node_id: Option<NodeId>,
@@ -41,8 +40,8 @@ impl From<HostInfo> for HostSpec {
     fn from(info: HostInfo) -> Self {
         Self {
             addr: info.addr,
-            peer_id: info.peer_id,
-            node_id: Some(info.node_id),
+            // Two indexes disagreed about who is there: whoever answers (chunks are verified).
+            node_id: (info.node_id != crate::index::merge::UNPINNED).then_some(info.node_id),
         }
     }
 }
@@ -368,7 +367,6 @@ mod tests {
         HostTable::new(
             (0..n).map(|i| HostSpec {
                 addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                peer_id: PeerId(i as u64),
                 node_id: None,
             }),
             3,

@@ -580,7 +580,7 @@ fn reply_name(reply: &PeerResponse) -> &'static str {
 mod tests {
     use std::collections::HashMap;
 
-    use p2p_protocol::{CHUNK_SIZE, FileManifest, PeerId};
+    use p2p_protocol::{CHUNK_SIZE, FileManifest};
 
     use super::*;
     use crate::PeerHandle;
@@ -604,7 +604,6 @@ mod tests {
     fn spec(addr: std::net::SocketAddr) -> HostSpec {
         HostSpec {
             addr,
-            peer_id: PeerId(1),
             node_id: None,
         }
     }

@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_protocol::{FileId, FileManifest, FolderHead, FolderId, HostInfo, PeerId};
+use p2p_protocol::{FileId, FileManifest, FolderHead, FolderId};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
@@ -45,9 +45,9 @@ use tracing::{Instrument, info_span};
 use crate::config::PeerConfig;
 use crate::error::PeerError;
 
-/// Asks the index for the job's current hosts (while every host is gone).
+/// Asks the indexes (and the DHT) for the job's current hosts (while every host is gone).
 pub(crate) type Refresh = Arc<
-    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<HostInfo>, PeerError>> + Send>>
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<HostSpec>, PeerError>> + Send>>
         + Send
         + Sync,
 >;
@@ -166,17 +166,15 @@ pub(crate) struct DownloadOptions {
     pub request_timeout: Duration,
     pub max_host_failures: u32,
     pub stall_timeout: Duration,
-    /// This peer, never a host of its own downloads.
-    pub me: Option<PeerId>,
     /// Hand what was downloaded back to be shared ([`JobReport::shared`]).
     pub share: bool,
 }
 
 impl DownloadOptions {
-    /// Whether `host` is this peer itself (by registration, or by node id), which never
-    /// serves its own downloads.
+    /// Whether `host` is this peer itself (by node id: peer ids are each index's own, so
+    /// another index's peer 3 may be anyone), which never serves its own downloads.
     pub fn is_me(&self, host: &HostSpec) -> bool {
-        Some(host.peer_id) == self.me || host.node_id == Some(self.tls.node_id())
+        host.node_id == Some(self.tls.node_id())
     }
 
     pub fn new(c: &PeerConfig, tls: p2p_transport::Tls) -> Self {
@@ -187,7 +185,6 @@ impl DownloadOptions {
             request_timeout: c.request_timeout,
             max_host_failures: c.max_host_failures,
             stall_timeout: c.stall_timeout,
-            me: None,
             share: c.share_downloads,
         }
     }

@@ -11,8 +11,11 @@
 //! * A full id with direct hosts only (`--from`, no index): each host in turn is asked for a
 //!   file's manifest, then for a folder's head, under that id.
 //!
-//! The job also gets a [`Refresh`]: while it has no host left, it asks the index again for
-//! the current hosts of the same file or folder.
+//! Where the indexes know nothing (or none answers) and the peer is in the DHT (`--dht`), a
+//! full id's hosts are looked up there: unpinned hosts, asked like `--from` ones.
+//!
+//! The job also gets a [`Refresh`]: while it has no host left, it asks the indexes (and the
+//! DHT) again for the current hosts of the same file or folder.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,15 +24,15 @@ use p2p_protocol::folder::FolderError;
 use p2p_protocol::manifest_file::FolderManifestFile;
 use p2p_protocol::{
     ErrorCode, FileId, FileManifest, FolderHead, FolderId, HostInfo, NodeId, PeerConversation,
-    PeerId, PeerRequest, PeerResponse, ProtocolError,
+    PeerRequest, PeerResponse, ProtocolError,
 };
 use p2p_transport::ClientConnection;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::record::{FolderFile, FolderRecord, RecordTimeouts};
 use super::{HostSpec, JobSource, Refresh};
 use crate::error::PeerError;
-use crate::index_client::Located;
+use crate::index::Located;
 use crate::node::{Node, PeerHandle};
 
 /// What to download, and where besides the index to look for it: one request, one job.
@@ -77,11 +80,18 @@ impl PeerHandle {
         let source = match (&request.folder, &request.manifest) {
             (Some(doc), _) => self.resolve_folder_file(doc, direct).await?,
             (None, Some(manifest)) => self.resolve_manifest(request, manifest, direct).await?,
-            (None, None) if node.index.is_some() => self.resolve_by_index(request, direct).await?,
-            (None, None) => self.resolve_direct(request, direct).await?,
+            (None, None) if !node.indexes.is_empty() => {
+                self.resolve_by_index(request, direct).await?
+            }
+            (None, None) => {
+                let mut hosts = direct;
+                add_specs(&mut hosts, self.dht_hosts(&request.id).await);
+                self.resolve_direct(request, hosts).await?
+            }
         };
         let source = without_me(node, source);
-        let refresh = node.index.as_ref().map(|_| refresh(node.clone(), &source));
+        let asks = !node.indexes.is_empty() || node.dht.get().is_some();
+        let refresh = asks.then(|| refresh(node.clone(), &source));
         Ok((source, refresh))
     }
 
@@ -104,8 +114,8 @@ impl PeerHandle {
         let record = FolderRecord::from_files(&head, files);
         let mut hosts = direct;
         // The index knowing the folder is a bonus: the list is in hand.
-        if let Some(index) = &self.node.index {
-            match index.locate(&folder_id.to_string()).await {
+        if !self.node.indexes.is_empty() {
+            match self.node.indexes.locate(&folder_id.to_string()).await {
                 Ok(Located::Folder {
                     folder_id: found,
                     hosts: listed,
@@ -116,6 +126,9 @@ impl PeerHandle {
                     warn!(%err, folder = %folder_id.fmt_short(), "the index does not know this folder; using the hosts given")
                 }
             }
+        }
+        if hosts.is_empty() {
+            add_specs(&mut hosts, self.dht_hosts(&folder_id.to_string()).await);
         }
         Ok(JobSource::Folder {
             folder_id,
@@ -137,8 +150,8 @@ impl PeerHandle {
             return Err(PeerError::ManifestMismatch(file_id));
         }
         let mut hosts = direct;
-        if let Some(index) = &self.node.index {
-            match index.locate(&request.id).await {
+        if !self.node.indexes.is_empty() {
+            match self.node.indexes.locate(&request.id).await {
                 Ok(Located::File(found)) if found.file_id == file_id => {
                     add_hosts(&mut hosts, found.hosts)
                 }
@@ -153,6 +166,9 @@ impl PeerHandle {
                 Err(err) => warn!(%err, "index lookup failed; using the hosts given"),
             }
         }
+        if hosts.is_empty() {
+            add_specs(&mut hosts, self.dht_hosts(&request.id).await);
+        }
         Ok(JobSource::File {
             file_id,
             manifest: manifest.clone(),
@@ -166,13 +182,22 @@ impl PeerHandle {
         request: &DownloadRequest,
         direct: Vec<HostSpec>,
     ) -> Result<JobSource, PeerError> {
-        let index = self.node.index()?;
-        let located = match index.locate(&request.id).await {
+        let located = match self.node.indexes.locate(&request.id).await {
             Ok(located) => located,
-            Err(err) if direct.is_empty() => return Err(err),
             Err(err) => {
-                warn!(%err, "index lookup failed; using the hosts given");
-                return self.resolve_direct(request, direct).await;
+                // No index knows it (or none answered): the DHT may, for a full id.
+                let found = self.dht_hosts(&request.id).await;
+                if direct.is_empty() && found.is_empty() {
+                    return Err(err);
+                }
+                if found.is_empty() {
+                    warn!(%err, "index lookup failed; using the hosts given");
+                } else {
+                    info!(%err, hosts = found.len(), "index lookup failed; using the hosts the DHT knows");
+                }
+                let mut hosts = direct;
+                add_specs(&mut hosts, found);
+                return self.resolve_direct(request, hosts).await;
             }
         };
         let mut hosts = direct;
@@ -330,6 +355,11 @@ impl PeerHandle {
         .await
     }
 
+    /// The hosts the DHT knows for `id`.
+    async fn dht_hosts(&self, id: &str) -> Vec<HostSpec> {
+        dht_hosts_of(&self.node, id).await
+    }
+
     /// A folder's record, read from `hosts`.
     fn record(&self, folder_id: FolderId, head: FolderHead, hosts: Vec<HostSpec>) -> FolderRecord {
         let config = &self.node.config;
@@ -388,14 +418,35 @@ fn direct_hosts(addrs: &[SocketAddr], pinned: &[(SocketAddr, NodeId)]) -> Vec<Ho
     for (addr, node_id) in named.chain(pinned) {
         match hosts.iter_mut().find(|h| h.addr == addr) {
             Some(host) => host.node_id = node_id.or(host.node_id),
-            None => hosts.push(HostSpec {
-                peer_id: PeerId(u64::MAX - hosts.len() as u64),
-                addr,
-                node_id,
-            }),
+            None => hosts.push(HostSpec { addr, node_id }),
         }
     }
     hosts
+}
+
+/// Adds `found` to `hosts`, except those already named by address.
+fn add_specs(hosts: &mut Vec<HostSpec>, found: Vec<HostSpec>) {
+    for spec in found {
+        if !hosts.iter().any(|h| h.addr == spec.addr) {
+            hosts.push(spec);
+        }
+    }
+}
+
+/// The hosts the DHT knows for `id` (a full id), unpinned: none without a DHT, or for a
+/// prefix (the DHT is keyed by full ids).
+async fn dht_hosts_of(node: &Node, id: &str) -> Vec<HostSpec> {
+    let (Some(dht), Ok(file_id)) = (node.dht.get(), id.parse::<FileId>()) else {
+        return Vec::new();
+    };
+    dht.hosts(&file_id)
+        .await
+        .into_iter()
+        .map(|addr| HostSpec {
+            addr,
+            node_id: None,
+        })
+        .collect()
 }
 
 /// Adds the index's hosts to `hosts`, except those already named by address.
@@ -407,10 +458,9 @@ fn add_hosts(hosts: &mut Vec<HostSpec>, listed: Vec<HostInfo>) {
     }
 }
 
-/// Whether `host` is this peer (by registration, or by node id).
+/// Whether `host` is this peer (by node id: peer ids are each index's own).
 fn is_me(node: &Node, host: &HostSpec) -> bool {
-    node.session().is_some_and(|s| s.peer_id == host.peer_id)
-        || host.node_id == Some(node.tls.node_id())
+    host.node_id == Some(node.tls.node_id())
 }
 
 /// `source` without this peer among its hosts: it never serves its own downloads.
@@ -452,10 +502,17 @@ fn refresh(node: Arc<Node>, source: &JobSource) -> Refresh {
         let node = node.clone();
         let id = id.clone();
         Box::pin(async move {
-            match node.index()?.locate(&id).await? {
-                Located::File(found) => Ok(found.hosts),
-                Located::Folder { hosts, .. } | Located::InFolder { hosts, .. } => Ok(hosts),
-            }
+            let mut hosts: Vec<HostSpec> = if node.indexes.is_empty() {
+                Vec::new()
+            } else {
+                match node.indexes.hosts(&id).await {
+                    Ok(listed) => listed.into_iter().map(HostSpec::from).collect(),
+                    Err(err) if node.dht.get().is_none() => return Err(err),
+                    Err(_) => Vec::new(),
+                }
+            };
+            add_specs(&mut hosts, dht_hosts_of(&node, &id).await);
+            Ok(hosts)
         })
     })
 }

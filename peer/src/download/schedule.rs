@@ -1023,7 +1023,7 @@ fn rotation(chunk: ChunkRef) -> usize {
 mod tests {
     use std::collections::BTreeMap;
 
-    use p2p_protocol::{CHUNK_SIZE, ErrorCode, PeerId};
+    use p2p_protocol::{CHUNK_SIZE, ErrorCode};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -1036,7 +1036,6 @@ mod tests {
     fn spec(i: usize) -> HostSpec {
         HostSpec {
             addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-            peer_id: PeerId(i as u64),
             node_id: None,
         }
     }

@@ -18,7 +18,7 @@ pub fn tls() -> p2p_transport::Tls {
 pub async fn lone_peer(config: impl FnOnce(&mut PeerConfig)) -> PeerHandle {
     let mut c = PeerConfig {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
-        server_addr: None,
+        indexes: Vec::new(),
         request_timeout: Duration::from_secs(10),
         stall_timeout: Duration::from_secs(2),
         ..PeerConfig::default()

@@ -24,6 +24,51 @@ pub enum DiscoveryError {
         /// What answered, comma-separated.
         found: String,
     },
+    /// The DNS-SD domain given is not a domain name.
+    #[error("{domain:?} is not a DNS domain name: {reason}")]
+    BadDomain {
+        /// As given.
+        domain: String,
+        /// Why not.
+        reason: String,
+    },
+    /// No resolver could be set up (no usable `/etc/resolv.conf`).
+    #[error("cannot use the system's DNS configuration: {0}")]
+    NoResolver(String),
+    /// The domain has no PTR record for the service (NXDOMAIN or no records).
+    #[error("no p2p-transfer index published at {name}")]
+    NothingPublished {
+        /// The name asked for, `_p2p-transfer._tcp.DOMAIN`.
+        name: String,
+    },
+    /// Instances are published, but none can be used.
+    #[error("no usable p2p-transfer index published at {name} ({skipped})")]
+    NoneUsable {
+        /// The name asked for.
+        name: String,
+        /// Each instance and why it was left out, `; `-separated.
+        skipped: String,
+    },
+    /// The nameserver did not answer in time.
+    #[error("no answer from {asked} about {name} within {}", humanize(*.after))]
+    DnsTimeout {
+        /// The name asked for.
+        name: String,
+        /// Whom: `the DNS server 10.0.0.53:53`, or the system's.
+        asked: String,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// The nameserver answered with an error, or could not be reached.
+    #[error("{asked} could not answer {question}: {cause}")]
+    Dns {
+        /// The record type and name asked for.
+        question: String,
+        /// Whom.
+        asked: String,
+        /// What went wrong.
+        cause: String,
+    },
 }
 
 /// The cause is in the text only (not also `source()`), so it is printed once.

@@ -1,17 +1,19 @@
-//! Finding the p2p-transfer index server on the local network with mDNS / DNS-SD.
+//! Finding the p2p-transfer index server: on the local network with mDNS / DNS-SD, and across
+//! routers with unicast DNS-SD in the site's ordinary DNS zone ([`unicast`]).
 //!
 //! The server advertises the service type [`SERVICE_TYPE`] under a unique instance name, with
 //! its port, its addresses and TXT records `version` (protocol version) and `id` (its node id).
 //! Peers browse for that type and connect to what answers. Nothing here is authenticated: the
 //! TXT id only helps a peer choose; the TLS handshake proves (or disproves) it.
 //!
-//! This is the only crate that uses `mdns_sd`, and it depends on no crate of ours: the peer and
+//! This is the only crate that uses `mdns_sd` or a DNS resolver, and it depends on no crate of ours: the peer and
 //! server libraries take socket addresses, so everything but discovery itself is tested on
 //! loopback without multicast.
 //!
 //! # Layout
 //! * [`advertise`]: [`Advertisement`], an RAII guard; dropping it withdraws the service.
 //! * [`browse`][mod@browse]: [`browse()`] and [`choose`]: what answers, and which one to use.
+//! * [`unicast`]: [`unicast::lookup`]: the indexes published under a domain in ordinary DNS.
 //! * [`error`][mod@error]: [`DiscoveryError`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,6 +21,7 @@
 pub mod advertise;
 pub mod browse;
 pub mod error;
+pub mod unicast;
 
 pub use advertise::host_label;
 pub use advertise::{AdvertiseConfig, Advertisement};

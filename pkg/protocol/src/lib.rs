@@ -78,7 +78,7 @@ pub use message::{
 };
 pub use node_id::{NodeId, NodeIdError};
 pub use text::{RemoteText, printable};
-pub use ticket::{Ticket, TicketError, TicketItem};
+pub use ticket::{Ticket, TicketError, TicketIndex, TicketItem};
 pub use types::{
     FileId, FileManifest, FileNameError, FolderId, IdParseError, IdPrefix, ManifestError, PeerId,
     Sha256Hash, validate_file_name,

@@ -227,6 +227,9 @@ fn every_id_in_the_document_is_computed() {
                 "{word} in the document is not an id or hash of §6.5 or §13.7, nor a key or \
                  hash of §2.5"
             ),
+            // §15.2's info-hash: the first 20 bytes of hello.txt's id (pkg/dht checks that
+            // this is what its code computes).
+            40 if word == hex(&hello().id().0[..20]) => {}
             40 => assert_eq!(word, hex(&node), "a node id in the document is not §2.5's"),
             _ => {}
         }
@@ -1292,6 +1295,51 @@ fn the_ticket_example_and_limits_are_the_codes() {
     assert_eq!(TICKET_CHECKSUM_LEN, 4);
     assert_says(&format!("| item count | 1 | 1 to {MAX_TICKET_ITEMS} |"));
     assert_says(&format!("| address count | 1 | 1 to {MAX_TICKET_ADDRS} |"));
+}
+
+/// §14.5: the worked version 2 ticket (§14.4's, naming §12.3's index) is what the code writes
+/// and reads, and its limit is the code's.
+#[test]
+fn the_version_2_ticket_example_and_limit_are_the_codes() {
+    use p2p_protocol::ticket::{MAX_TICKET_INDEXES, TICKET_PREFIX_WITH_INDEXES};
+    use p2p_protocol::{Ticket, TicketIndex, TicketItem};
+
+    let node_id: NodeId = "A3R7-3D62-FG5W-BK2Z-KV66-MHW3-BLWN-WIYRJ".parse().unwrap();
+    let file_id: FileId = "c7e3d81f205e835cd390d0bdfb5069237ab884f1913f21bb9603a7cfffb1616c"
+        .parse()
+        .unwrap();
+    let v1 = Ticket::new(
+        node_id,
+        vec![TicketItem::File(file_id)],
+        vec!["192.168.1.20:40123".parse().unwrap()],
+    )
+    .unwrap();
+    let ticket = v1
+        .clone()
+        .with_indexes(vec![TicketIndex {
+            node_id,
+            addr: "192.168.1.10:8000".parse().unwrap(),
+        }])
+        .unwrap();
+    let bytes = ticket.to_bytes();
+    assert_eq!(bytes.len(), 66 + 28);
+    assert_eq!(
+        bytes[..62],
+        v1.to_bytes()[..62],
+        "version 1's fields, unchanged"
+    );
+    assert_documented("the §14.5 version 2 ticket payload", &bytes);
+    let text = ticket.to_string();
+    assert_eq!(text.len(), 155);
+    assert!(text.starts_with(TICKET_PREFIX_WITH_INDEXES));
+    assert!(
+        document().contains(&format!("```\n{text}\n```")),
+        "docs/PROTOCOL.md §14.5 should show the ticket {text}"
+    );
+    assert_eq!(text.parse::<Ticket>(), Ok(ticket));
+    assert_says("The same ticket naming one IPv4 index server is 94 bytes, 155 characters.");
+    assert_eq!(TICKET_PREFIX_WITH_INDEXES, "p2p2");
+    assert_says(&format!("| index count | 1 | 1 to {MAX_TICKET_INDEXES} |"));
 }
 
 #[test]

@@ -8,7 +8,9 @@
 //! * [`interfaces`]: which interfaces are up, have multicast, look like a VPN, a container
 //!   bridge or loopback, and which ones mDNS uses.
 //! * [`mdns`]: an mDNS query on each usable interface, and what answered.
-//! * [`index`]: the index server (given, found over mDNS, or the ones this machine knows):
+//! * [`dns_sd`]: the index servers published in DNS (`--dns-sd-domain`).
+//! * [`index`]: the index server (given, published in DNS, found over mDNS, or the ones this
+//!   machine knows):
 //!   TCP, the TLS and `Hello` handshakes, version, round-trip time.
 //! * [`reach`]: whether others reach this peer: the index connects back (`Probe`).
 //! * [`listeners`]: which sockets listen on a port (`/proc/net/tcp`), to name a port another
@@ -17,6 +19,7 @@
 //! The checks only look: nothing here changes a file or the network's state, except a
 //! listener on the peer's port for the few seconds the index takes to connect back.
 
+pub mod dns_sd;
 pub mod index;
 pub mod interfaces;
 pub mod listeners;
@@ -55,7 +58,7 @@ pub struct Check {
     /// Always `"check"`, as every `--json` line names its kind.
     event: &'static str,
     /// Which family: `output_folder`, `identity`, `key_file`, `partial_file`, `interface`,
-    /// `mdns`, `index`, `reachability`.
+    /// `mdns`, `dns_sd`, `index`, `reachability`.
     pub check: &'static str,
     /// What it looked at: a path, an interface, an address (empty for a summary).
     pub subject: String,

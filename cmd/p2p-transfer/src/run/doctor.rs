@@ -11,7 +11,7 @@ use p2p_transport::Tls;
 use crate::cli::{DEFAULT_SERVER, DoctorArgs};
 use crate::config::{Origin, Settings};
 use crate::doctor::index::{self, Reached};
-use crate::doctor::{Check, Report, Status, interfaces, local, mdns, plural, reach};
+use crate::doctor::{Check, Report, Status, dns_sd, interfaces, local, mdns, plural, reach};
 
 /// Indexes this machine met before that are tried when neither `--server` nor mDNS gives
 /// one, besides the default.
@@ -57,6 +57,14 @@ pub async fn run(args: &DoctorArgs, settings: &Settings) -> anyhow::Result<()> {
         Some(heard)
     };
     let found = heard.as_deref().map(mdns::servers).unwrap_or_default();
+    let published = match &args.dns_sd.domain {
+        None => Vec::new(),
+        Some(domain) => {
+            let result = crate::dns_sd::find(&args.dns_sd).await;
+            report.add(dns_sd::check(domain, &result));
+            result.unwrap_or_default()
+        }
+    };
 
     let tls = DoctorTls::new(identity_dir.as_deref())?;
     let known = identity_dir
@@ -94,7 +102,20 @@ pub async fn run(args: &DoctorArgs, settings: &Settings) -> anyhow::Result<()> {
                 .fix("check the name, or give the index server's IP address"),
             ),
         }
-    } else if !found.is_empty() {
+    }
+    for candidate in &published {
+        let addr = candidate.addr;
+        let (check, answered) = index::check(
+            &tls.tls,
+            addr,
+            &candidate.label,
+            expect(addr).or(candidate.claimed),
+        )
+        .await;
+        keep(check, answered, &mut report);
+    }
+    // Without --server: what answered over mDNS, or else the default and the known ones.
+    if args.server.is_none() && !found.is_empty() {
         for server in &found {
             let addr = server.addr();
             let claimed = server.server_id.as_deref().and_then(|id| id.parse().ok());
@@ -103,7 +124,7 @@ pub async fn run(args: &DoctorArgs, settings: &Settings) -> anyhow::Result<()> {
                 index::check(&tls.tls, addr, &what, expect(addr).or(claimed)).await;
             keep(check, answered, &mut report);
         }
-    } else {
+    } else if args.server.is_none() && published.is_empty() {
         let mut candidates = vec![(DEFAULT_SERVER, "the default".to_owned())];
         if let Some(known) = &known {
             let mut met: Vec<SocketAddr> = known.entries().map(|(addr, _)| addr).collect();

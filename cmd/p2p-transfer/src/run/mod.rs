@@ -8,6 +8,7 @@ pub mod man;
 pub mod manifest;
 pub mod optional_index;
 pub mod peer;
+pub mod peer_indexes;
 pub mod peer_json;
 pub mod receive;
 pub mod search;

@@ -3,6 +3,8 @@
 //! (`--server`, `P2P_SERVER`, the config file, `--auto-discover`) that can't be found or
 //! reached is a warning, and the command goes on without it. An index that answers as
 //! another node than the one expected stays an error: someone may be answering in its place.
+//! The index servers a ticket names are the sender's, not the user's: none answering, for
+//! whatever reason, is a warning.
 
 use std::net::SocketAddr;
 
@@ -40,7 +42,7 @@ pub async fn start(
     trust: &IndexTrust,
     without: &str,
 ) -> anyhow::Result<PeerHandle> {
-    if config.server_addr.is_none() {
+    if config.indexes.is_empty() {
         return Peer::start(config, tls).await.map_err(|e| trust.explain(e));
     }
     match Peer::start(config.clone(), tls.clone()).await {
@@ -54,13 +56,35 @@ pub async fn start(
         Err(err @ PeerError::IndexUnreachable { .. }) => {
             warn(&crate::errors::one_line(&err.into()), without);
             let alone = PeerConfig {
-                server_addr: None,
-                server_id: None,
+                indexes: Vec::new(),
                 ..config
             };
             Peer::start(alone, tls).await.map_err(|e| trust.explain(e))
         }
         Err(err) => Err(trust.explain(err)),
+    }
+}
+
+/// Starts the peer with `config`, whose indexes nobody here chose (a ticket names them): if
+/// none can be registered with, whatever the cause (unreachable, or another node answering
+/// where the ticket said), warns and starts it again without them. A wrong index can't do
+/// harm there: every byte is checked against the id it is fetched by.
+pub async fn start_named(
+    config: PeerConfig,
+    tls: Tls,
+    without: &str,
+) -> anyhow::Result<PeerHandle> {
+    match Peer::start(config.clone(), tls.clone()).await {
+        Ok(peer) => Ok(peer),
+        Err(err @ PeerError::IndexUnreachable { .. }) => {
+            warn(&crate::errors::one_line(&err.into()), without);
+            let alone = PeerConfig {
+                indexes: Vec::new(),
+                ..config
+            };
+            Ok(Peer::start(alone, tls).await?)
+        }
+        Err(err) => Err(err.into()),
     }
 }
 

@@ -7,7 +7,9 @@ use anyhow::Context;
 use p2p_peer::download::MAX_REPORTED;
 use p2p_peer::downloads;
 use p2p_peer::share_dir::{ShareDir, ShareDirConfig};
-use p2p_peer::{DownloadRequest, JobUpdate, Peer, PeerConfig, PeerError, PeerHandle, Shared};
+use p2p_peer::{
+    DownloadRequest, IndexState, JobUpdate, Peer, PeerConfig, PeerError, PeerHandle, Shared,
+};
 use p2p_protocol::manifest_file::AnyManifestFile;
 use p2p_protocol::manifest_file::IndexRef;
 use p2p_protocol::printable;
@@ -15,7 +17,7 @@ use p2p_storage::StorageError;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::PeerArgs;
-use crate::discovery::{Finder, ServerOrigin};
+use crate::discovery::ServerOrigin;
 use crate::json::{self, Event};
 use crate::progress;
 use crate::run::{manifest, peer_json};
@@ -39,13 +41,9 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     let (identity, tls) = crate::run::id::load_tls(&args.identity, p2p_identity::Role::Peer)?;
     let web = crate::run::web::bind_peer(args).await?;
     let mut config = PeerConfig::from(args);
-    if let Some(server) = &args.server {
-        config.server_addr = Some(server.resolve_interruptible(&shutdown).await?);
-    }
     // A peer that exits once its download is done would announce the file only to withdraw
     // it a moment later.
     config.share_downloads = !exits_after_download(args);
-    let mut origin = Arc::new(Mutex::new(ServerOrigin::Flag));
     // A manifest file is read (and checked) before anything starts; it may name the index.
     let manifest_file = match &args.download {
         Some(arg) if manifest::is_manifest_path(arg) => Some(manifest::read(arg.as_ref())?),
@@ -53,33 +51,22 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     };
     config.allow_peers = crate::allow::load(args.allow_peers.as_deref(), &shutdown)?;
     let mut trust = IndexTrust::load(&args.identity, args.server_id)?;
-    if let Some(doc) = &manifest_file
-        && args.server.is_none()
-        && !args.auto_discover
-        && let Some(listed) = doc.servers().first()
-    {
-        config.server_addr = Some(listed.addr);
-        if let (Some(id), Some(path)) = (listed.node_id, &args.download) {
-            trust.pin_from(id, listed.addr, path.as_ref())?;
-        }
+    let chosen = crate::run::peer_indexes::choose(
+        args,
+        std::mem::take(&mut config.indexes),
+        manifest_file.as_ref(),
+        &mut trust,
+        &tls,
+        &shutdown,
+    )
+    .await?;
+    let origin = chosen.origin;
+    let passing = chosen.passing;
+    config.indexes = chosen.specs;
+    if let Some(dht) = &mut config.dht {
+        dht.cache_dir = Some(crate::run::id::dir(&args.identity)?);
     }
-    // The node id an mDNS answer claimed, for the handshake to prove.
-    let mut claimed = None;
-    if args.auto_discover {
-        let mut finder = Finder::new(args, trust.preference(), tls.clone());
-        if args.json {
-            finder = finder.announcing_on_stderr();
-        }
-        let (addr, id) = finder.find_claimed(true).await?;
-        config.server_addr = Some(addr);
-        claimed = id;
-        origin = finder.origin.clone();
-        config.rediscover = Some(Arc::new(finder));
-    }
-    config.server_id = config
-        .server_addr
-        .and_then(|addr| trust.expect_for(addr, claimed));
-    let server_addr = config.server_addr;
+    let server_addr = crate::run::peer_indexes::first(&config.indexes);
     let peer = Peer::start(config, tls)
         .await
         .map_err(|e| trust.explain(e))?;
@@ -89,11 +76,19 @@ pub async fn run(args: &PeerArgs, shutdown: CancellationToken) -> anyhow::Result
     if !args.json {
         println!("peer node id {}", identity.node_id());
     }
-    if let (Some(addr), Some(seen)) = (server_addr, peer.index_node_id()) {
-        if !args.json {
+    // Every index that registered us proved its id: remember each (trust on first use), so
+    // the next start tries it too and refuses another node at its address.
+    for (at, index) in peer.indexes().into_iter().enumerate() {
+        let (IndexState::Registered, Some(seen)) = (&index.state, index.node_id) else {
+            continue;
+        };
+        if passing.contains(&index.addr) {
+            continue;
+        }
+        if at == 0 && !args.json {
             println!("index server node id {seen}");
         }
-        if let Some(news) = trust.remember(addr, seen)? {
+        if let Some(news) = trust.remember(index.addr, seen)? {
             if args.json {
                 eprintln!("{news}");
             } else {

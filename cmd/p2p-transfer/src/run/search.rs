@@ -1,7 +1,8 @@
-//! `p2p-transfer search WORDS... [--server ADDR]... | --auto-discover [--server-name NAME]`:
-//! asks every index server given (or every one that answers over mDNS) at once, and merges
-//! what they list: one line per file or folder, saying which indexes have it. An index that
-//! does not answer is reported and the others' results are shown; only when none answers is
+//! `p2p-transfer search WORDS... [--server ADDR]... | --auto-discover [--server-name NAME]
+//! [--dns-sd-domain DOMAIN]`: asks every index server given (or every one that answers over
+//! mDNS), and every one published in DNS, at once, and merges what they list: one line per
+//! file or folder, saying which indexes have it. An index that does not answer (or a source
+//! that finds none) is reported and the others' results are shown; only when none answers is
 //! it an error.
 
 use std::net::SocketAddr;
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use p2p_discovery::FoundServer;
-use p2p_peer::index_client::IndexClient;
+use p2p_peer::index::client::IndexClient;
+use p2p_peer::index::merge::{self, MergedFile};
 use p2p_protocol::{FileSummary, NodeId, printable};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -49,16 +51,6 @@ struct Answer {
     files: Vec<FileSummary>,
     total: u64,
     node_id: Option<NodeId>,
-}
-
-/// A file or folder listed by one or more indexes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Merged {
-    /// As the first index that listed it described it; `hosts` is the most any index knows
-    /// (the same peer may be registered with several).
-    pub summary: FileSummary,
-    /// Positions, in the list of targets, of the indexes that listed it.
-    pub indexes: Vec<usize>,
 }
 
 /// Asks the indexes and prints the matching files.
@@ -117,9 +109,10 @@ fn report(
     query: &str,
     args: &SearchArgs,
 ) -> anyhow::Result<()> {
-    // Several indexes (or ones found over mDNS) are named; one given by address is not.
+    // Several indexes (or ones found over mDNS or in DNS) are named; one given by address is
+    // not.
     let asked = targets.len() + unfound.len();
-    let name_indexes = asked > 1 || args.index.auto_discover;
+    let name_indexes = asked > 1 || args.index.auto_discover || args.index.dns_sd.domain.is_some();
     let mut answered = Vec::new();
     // What failed (as the user named it), and why.
     let mut failures: Vec<(String, String)> = Vec::new();
@@ -199,7 +192,7 @@ fn report(
         .map(|(i, a)| (*i, a.total.saturating_sub(a.files.len() as u64)))
         .collect();
     let single = asked == 1;
-    let merged = merge(answered.into_iter().map(|(i, a)| (i, a.files)).collect());
+    let merged = merge::files(answered.into_iter().map(|(i, a)| (i, a.files)));
     if args.json {
         for m in merged {
             json::emit(&match_event(m, targets));
@@ -223,7 +216,7 @@ fn report(
 }
 
 /// The `match` event of a merged line.
-fn match_event(m: Merged, targets: &[Target]) -> Event {
+fn match_event(m: MergedFile, targets: &[Target]) -> Event {
     let f = m.summary;
     Event::Match {
         kind: if f.files.is_some() {
@@ -245,47 +238,91 @@ fn match_event(m: Merged, targets: &[Target]) -> Event {
     }
 }
 
-/// Merges what each index listed (by position in the list of targets): one line per file or
-/// folder (by id, kind and path), in the order first listed, naming every index that has it.
-pub fn merge(answers: Vec<(usize, Vec<FileSummary>)>) -> Vec<Merged> {
-    let mut merged: Vec<Merged> = Vec::new();
-    let mut seen = std::collections::HashMap::new();
-    for (index, files) in answers {
-        for file in files {
-            let key = (file.file_id, file.files.is_some(), file.path.clone());
-            match seen.get(&key) {
-                Some(&at) => {
-                    let line: &mut Merged = &mut merged[at];
-                    line.summary.hosts = line.summary.hosts.max(file.hosts);
-                    if !line.indexes.contains(&index) {
-                        line.indexes.push(index);
-                    }
-                }
-                None => {
-                    seen.insert(key, merged.len());
-                    merged.push(Merged {
-                        summary: file,
-                        indexes: vec![index],
-                    });
-                }
-            }
-        }
-    }
-    merged
-}
-
 /// A `--server` whose name could not be looked up: reported like an index that does not
 /// answer, unless no index is left to ask.
 pub struct Unfound {
-    /// As given (`name:port`).
+    /// As given (`name:port`), or the name a discovery source asked
+    /// (`_p2p-transfer._tcp.DOMAIN`).
     pub given: String,
     pub error: anyhow::Error,
 }
 
-/// The indexes to ask: every `--server` (the default without one), or every one that answers
-/// over mDNS (only the one named with `--server-name`, or proving `--server-id`, if given);
-/// and the `--server` names that could not be looked up, when others could.
+/// The indexes to ask: every `--server` (the default without one, unless `--dns-sd-domain`
+/// is given), or every one that answers over mDNS (only the one named with `--server-name`,
+/// or proving `--server-id`, if given), and every one published under `--dns-sd-domain`;
+/// and the `--server` names or the sources that found nothing, when others found some.
 pub async fn targets(
+    args: &IndexArgs,
+    trust: &IndexTrust,
+    tls: &p2p_transport::Tls,
+    json: bool,
+) -> anyhow::Result<(Vec<Target>, Vec<Unfound>)> {
+    let Some(domain) = &args.dns_sd.domain else {
+        return given_targets(args, trust, tls, json).await;
+    };
+    let (given, published) = tokio::join!(
+        async {
+            if args.auto_discover || !args.servers.is_empty() {
+                Some(given_targets(args, trust, tls, json).await)
+            } else {
+                None
+            }
+        },
+        crate::dns_sd::find(&args.dns_sd)
+    );
+    let (mut targets, mut unfound) = match given {
+        None => (Vec::new(), Vec::new()),
+        Some(Ok(found)) => found,
+        Some(Err(error)) => {
+            // A source that found nothing is named by what it asked: the mDNS service, or
+            // (below) the DNS-SD name.
+            let given = if args.auto_discover {
+                p2p_discovery::SERVICE_TYPE.trim_end_matches('.').to_owned()
+            } else {
+                args.servers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            (Vec::new(), vec![Unfound { given, error }])
+        }
+    };
+    match published {
+        Ok(published) => {
+            for candidate in published {
+                if !targets.iter().any(|t| t.addr == candidate.addr) {
+                    targets.push(Target {
+                        addr: candidate.addr,
+                        name: Some(candidate.instance),
+                        claimed: candidate.claimed,
+                    });
+                }
+            }
+        }
+        Err(error) => unfound.push(Unfound {
+            given: p2p_discovery::unicast::service_name(domain)
+                .map_or_else(|_| domain.clone(), |n| n.to_string())
+                .trim_end_matches('.')
+                .to_owned(),
+            error,
+        }),
+    }
+    if targets.is_empty() {
+        if unfound.len() == 1 {
+            return Err(unfound.remove(0).error);
+        }
+        let each: Vec<String> = unfound
+            .iter()
+            .map(|u| format!("{}: {}", u.given, crate::errors::one_line(&u.error)))
+            .collect();
+        anyhow::bail!("cannot find any index server ({})", each.join("; "));
+    }
+    Ok((targets, unfound))
+}
+
+/// [`targets`] of `--server` or `--auto-discover`.
+async fn given_targets(
     args: &IndexArgs,
     trust: &IndexTrust,
     tls: &p2p_transport::Tls,
@@ -369,8 +406,10 @@ pub async fn targets(
 }
 
 /// The one index `send` and `receive` use: what `--auto-discover` finds (with the node id it
-/// claims), or the `--server` given; `None` when neither is given. A signal (`shutdown`)
-/// stops the search or the name lookup.
+/// claims), or the first index published under `--dns-sd-domain` that answers (with the id
+/// it proved), or the `--server` given; `None` when none is given (the config file's
+/// `settle` left at most one of them). A signal (`shutdown`) stops the search or the name
+/// lookup.
 pub async fn one_index(
     args: &IndexArgs,
     trust: &IndexTrust,
@@ -397,52 +436,18 @@ async fn find_one_index(
             .await?;
         return Ok(Some(found));
     }
+    if args.dns_sd.domain.is_some() {
+        let published = crate::dns_sd::find(&args.dns_sd).await?;
+        let (chosen, proved) =
+            crate::dns_sd::first_answering(published, tls, |c| trust.expect_for(c.addr, c.claimed))
+                .await?;
+        // On stderr, as for --auto-discover: stdout is the command's (a ticket, events).
+        note!("using index server {} at {}", chosen.label, chosen.addr);
+        return Ok(Some((chosen.addr, proved)));
+    }
     match args.servers.as_slice() {
         [] => Ok(None),
         [server] => Ok(Some((server.resolve().await?, None))),
-        _ => anyhow::bail!("give one --server here (only `search` asks several)"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use p2p_protocol::FileId;
-
-    fn file(id: u8, name: &str, hosts: u32) -> FileSummary {
-        FileSummary {
-            file_id: FileId([id; 32]),
-            name: name.to_owned(),
-            size: 10,
-            hosts,
-            files: None,
-            path: None,
-        }
-    }
-
-    #[test]
-    fn a_file_on_two_indexes_is_one_line_naming_both() {
-        let merged = merge(vec![
-            (0, vec![file(1, "a", 1), file(2, "b", 1)]),
-            (1, vec![file(3, "c", 2), file(1, "a", 3)]),
-        ]);
-        let lines: Vec<(&str, u32, Vec<usize>)> = merged
-            .iter()
-            .map(|m| (m.summary.name.as_str(), m.summary.hosts, m.indexes.clone()))
-            .collect();
-        assert_eq!(
-            lines,
-            vec![("a", 3, vec![0, 1]), ("b", 1, vec![0]), ("c", 2, vec![1])]
-        );
-    }
-
-    #[test]
-    fn a_folder_and_a_file_in_another_folder_stay_apart() {
-        let mut folder = file(1, "album", 1);
-        folder.files = Some(2);
-        let mut inside = file(1, "a.jpg", 1);
-        inside.path = Some("album/a.jpg".into());
-        let merged = merge(vec![(0, vec![folder, inside])]);
-        assert_eq!(merged.len(), 2);
+        _ => anyhow::bail!("give one --server here (only `search` and `peer` use several)"),
     }
 }

@@ -2,6 +2,9 @@
 //! and the command that fetches it, serve until one receiver has all of it (or, with `--keep`,
 //! until Ctrl-C), then exit.
 //!
+//! When `send` is registered with an index, the ticket names it too (version 2, `p2p2...`), so
+//! a receiver that can't reach this machine directly (another subnet) finds it through there.
+//!
 //! stdout gets one line, `p2p-transfer receive <ticket>`, then `delivered <path> to <node>`
 //! per item as it arrives whole (with `--json`, a `ticket` event, then `delivered` events);
 //! everything else goes to stderr. Ctrl-C before everything has arrived is an error (without
@@ -12,9 +15,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use p2p_peer::{Delivery, PeerConfig, PeerHandle, Shared};
-use p2p_protocol::ticket::MAX_TICKET_ADDRS;
-use p2p_protocol::{NodeId, Ticket, TicketItem, printable};
+use p2p_peer::{Delivery, IndexSpec, IndexState, IndexStatus, PeerConfig, PeerHandle, Shared};
+use p2p_protocol::ticket::{MAX_TICKET_ADDRS, MAX_TICKET_INDEXES};
+use p2p_protocol::{NodeId, Ticket, TicketIndex, TicketItem, printable};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::SendArgs;
@@ -42,8 +45,10 @@ pub async fn run(args: &SendArgs, shutdown: CancellationToken) -> anyhow::Result
         };
     let config = PeerConfig {
         listen_addr: args.addr,
-        server_addr,
-        server_id: server_addr.and_then(|addr| trust.expect_for(addr, claimed)),
+        indexes: server_addr
+            .map(|addr| IndexSpec::at(addr).expecting(trust.expect_for(addr, claimed)))
+            .into_iter()
+            .collect(),
         // Nothing is downloaded; nothing to share back.
         share_downloads: false,
         ..PeerConfig::default()
@@ -75,14 +80,23 @@ async fn serve(
     let mut deliveries = peer.watch_deliveries(&shared);
     let addrs = ticket_addrs(peer.local_addr(), &args.advertise_addrs)?;
     let items = shared.iter().map(ticket_item).collect();
-    let ticket = Ticket::new(node_id, items, addrs).context("cannot make a ticket")?;
+    let indexes = ticket_indexes(&peer.indexes(), &addrs);
+    let ticket = Ticket::new(node_id, items, addrs)
+        .and_then(|t| t.with_indexes(indexes))
+        .context("cannot make a ticket")?;
     for item in &shared {
         note!("sending {}", describe(item));
     }
     if let Some(server) = peer.server_addr() {
         let ids: Vec<String> = shared.iter().map(|s| ticket_item(s).id_text()).collect();
+        let named = if ticket.indexes.is_empty() {
+            ""
+        } else {
+            "; the ticket names it, so a receiver that can't reach this machine finds it there"
+        };
         note!(
-            "also registered with the index at {server} (ids {}): others there can fetch it too",
+            "also registered with the index at {server} (ids {}): others there can fetch it \
+             too{named}",
             ids.join(", ")
         );
     }
@@ -186,6 +200,32 @@ fn describe(shared: &Shared) -> String {
     }
 }
 
+/// The index servers the ticket names: those this peer is registered with, each with the node
+/// id its handshake proved, at most [`MAX_TICKET_INDEXES`]. An index reached over loopback is
+/// left out unless the ticket's own addresses are loopback too (a receiver elsewhere would
+/// reach its own machine there), and so is a link-local IPv6 one (a ticket carries no scope).
+fn ticket_indexes(indexes: &[IndexStatus], addrs: &[SocketAddr]) -> Vec<TicketIndex> {
+    let local_only = addrs.iter().all(|a| a.ip().is_loopback());
+    let mut named: Vec<TicketIndex> = Vec::new();
+    for status in indexes {
+        let (IndexState::Registered, Some(node_id)) = (&status.state, status.node_id) else {
+            continue;
+        };
+        let addr = status.addr;
+        let link_local =
+            matches!(addr.ip(), std::net::IpAddr::V6(ip) if ip.is_unicast_link_local());
+        if (addr.ip().is_loopback() && !local_only)
+            || link_local
+            || named.iter().any(|n| n.addr == addr)
+        {
+            continue;
+        }
+        named.push(TicketIndex { node_id, addr });
+    }
+    named.truncate(MAX_TICKET_INDEXES);
+    named
+}
+
 /// The addresses the ticket lists: those given with `--advertise-addr`; else the listen
 /// address if it names one IP; else this machine's addresses on the listen port: IPv4 first,
 /// then IPv6 (link-local ones need a scope a ticket can't carry, so they are left out), and
@@ -202,4 +242,57 @@ fn ticket_addrs(listen: SocketAddr, given: &[SocketAddr]) -> anyhow::Result<Vec<
     let mut addrs = crate::reach::reach(listen).addrs;
     addrs.truncate(MAX_TICKET_ADDRS);
     Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(addr: &str, node: u8, state: IndexState) -> IndexStatus {
+        IndexStatus {
+            addr: addr.parse().unwrap(),
+            node_id: Some(NodeId([node; 20])),
+            state,
+            peer_id: None,
+            advertised_addr: None,
+            last_answer: None,
+        }
+    }
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_ticket_names_registered_indexes_a_receiver_can_reach() {
+        let lan = addrs(&["192.168.1.20:40123"]);
+        let indexes = [
+            status("192.168.1.10:8000", 1, IndexState::Registered),
+            status("192.168.1.11:8000", 2, IndexState::Down("refused".into())),
+            status("192.168.1.12:8000", 3, IndexState::Connecting),
+            status("127.0.0.1:8000", 4, IndexState::Registered),
+            status("[fe80::1]:8000", 5, IndexState::Registered),
+            IndexStatus {
+                node_id: None,
+                ..status("192.168.1.13:8000", 6, IndexState::Registered)
+            },
+        ];
+        let named = ticket_indexes(&indexes, &lan);
+        assert_eq!(
+            named,
+            [TicketIndex {
+                node_id: NodeId([1; 20]),
+                addr: "192.168.1.10:8000".parse().unwrap()
+            }]
+        );
+        // A ticket for this machine alone may name a loopback index.
+        let local = ticket_indexes(&indexes, &addrs(&["127.0.0.1:40123"]));
+        assert_eq!(local.len(), 2, "{local:?}");
+        // Never more than a ticket holds.
+        let many: Vec<IndexStatus> = (1..=9)
+            .map(|n| status(&format!("10.0.0.{n}:8000"), n, IndexState::Registered))
+            .collect();
+        assert_eq!(ticket_indexes(&many, &lan).len(), MAX_TICKET_INDEXES);
+        assert!(ticket_indexes(&[], &lan).is_empty());
+    }
 }

@@ -124,7 +124,7 @@ pub fn found_index_by(
     let addr = server_addr?;
     Some(if args.auto_discover {
         origin.lock().unwrap_or_else(|e| e.into_inner()).to_string()
-    } else if args.server.is_some() {
+    } else if !args.servers.is_empty() {
         ServerOrigin::Flag.to_string()
     } else if addr == crate::cli::DEFAULT_SERVER {
         "the default address".to_owned()

@@ -346,16 +346,28 @@ impl PeerShell {
         let status = self.peer.status();
         println!("listening on  {}", status.listen_addr);
         println!("node id       {}", status.node_id);
-        match status.server_addr {
-            Some(addr) => println!("index server  {addr} ({origin})"),
-            None => println!("index server  none (direct downloads only)"),
+        if status.indexes.is_empty() {
+            println!("index server  none (direct downloads only)");
         }
-        if let Some(id) = status.server_node_id {
-            println!("index node id {id}");
-        }
-        match self.peer.session() {
-            Some(s) => println!("registered    yes, as {} at {}", s.peer_id, s.addr),
-            None => println!("registered    no (index unreachable; retrying)"),
+        for (at, index) in status.indexes.iter().enumerate() {
+            let how = if at == 0 {
+                format!(" ({origin})")
+            } else {
+                String::new()
+            };
+            println!("index server  {}{how}", index.addr);
+            if let Some(id) = index.node_id {
+                println!("  node id     {id}");
+            }
+            match (&index.state, index.peer_id, index.advertised_addr) {
+                (p2p_peer::IndexState::Registered, Some(peer_id), Some(addr)) => {
+                    println!("  registered  yes, as {peer_id} at {addr}")
+                }
+                (p2p_peer::IndexState::Down(why), _, _) => {
+                    println!("  registered  no: {why} (retrying)")
+                }
+                _ => println!("  registered  not yet"),
+            }
         }
         println!("sharing       {} file(s)", status.files_shared);
         println!("served        {} chunk(s)", status.chunks_served);
@@ -438,14 +450,10 @@ impl PeerShell {
             println!("no peers registered");
             return Ok(());
         }
-        let me = self.peer.session().map(|s| s.peer_id);
+        let me = self.peer.node_id();
         println!("{:<24} {:<40} {:>6}", "ADDRESS", "NODE ID", "FILES");
         for p in &peers {
-            let mark = if Some(p.peer_id) == me {
-                "  (this peer)"
-            } else {
-                ""
-            };
+            let mark = if p.node_id == me { "  (this peer)" } else { "" };
             println!(
                 "{:<24} {:<40} {:>6}{mark}",
                 p.addr.to_string(),

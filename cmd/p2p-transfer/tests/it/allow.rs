@@ -48,11 +48,8 @@ async fn an_index_with_an_allow_list_refuses_an_unknown_peer_but_answers_its_que
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
     // Questions stay open to anyone.
-    let client = p2p_peer::index_client::IndexClient::new(
-        server.addr,
-        Duration::from_secs(5),
-        stranger.clone(),
-    );
+    let client =
+        p2p_peer::index::IndexClient::new(server.addr, Duration::from_secs(5), stranger.clone());
     client.list_files().await.unwrap();
     // But not a Probe: the index connects out for nodes on its list only.
     let (mut conn, _) = p2p_transport::connect::<p2p_protocol::IndexConversation>(
@@ -230,8 +227,7 @@ async fn a_node_taken_off_the_index_allow_list_loses_its_registration() {
         gone,
         "the node's registration outlived its place on the allow-list"
     );
-    let client =
-        p2p_peer::index_client::IndexClient::new(server.addr, Duration::from_secs(5), tls());
+    let client = p2p_peer::index::IndexClient::new(server.addr, Duration::from_secs(5), tls());
     assert!(client.lookup(&id.to_string()).await.is_err());
     peer.shutdown().await;
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use p2p_peer::index_client::IndexClient;
+use p2p_peer::index::IndexClient;
 use p2p_protocol::codec::encode_frame;
 use p2p_protocol::{
     ErrorCode, IndexClientConnection, IndexRequest, IndexResponse, PeerConversation, PeerRequest,
@@ -43,17 +43,37 @@ impl Drop for FakeSeeder {
 
 impl FakeSeeder {
     pub async fn start(server: SocketAddr, file: &Path, how: Misbehaviour) -> Self {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), Some(server), file, how).await
+    }
+
+    /// Listening at `bind`, registered with the index `server` if given (else it is found
+    /// some other way: a DHT announcement, say).
+    pub async fn start_at(
+        bind: SocketAddr,
+        server: Option<SocketAddr>,
+        file: &Path,
+        how: Misbehaviour,
+    ) -> Self {
         let manifest = p2p_storage::build_manifest(file).unwrap().manifest;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let tls = crate::support::tls();
-        let index = IndexClient::new(server, Duration::from_secs(5), tls.clone());
-        let session = index.register(addr).await.unwrap();
-        index.add_file(&session, manifest.clone()).await.unwrap();
+        let registered = match server {
+            Some(server) => {
+                let index = IndexClient::new(server, Duration::from_secs(5), tls.clone());
+                let session = index.register(addr).await.unwrap();
+                index.add_file(&session, manifest.clone()).await.unwrap();
+                Some((index, session))
+            }
+            None => None,
+        };
         let requests = Arc::new(AtomicU64::new(0));
         let counter = requests.clone();
         let task = tokio::spawn(async move {
             let beat = async {
+                let Some((index, session)) = registered else {
+                    return;
+                };
                 loop {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     let _ = index.heartbeat(&session).await;

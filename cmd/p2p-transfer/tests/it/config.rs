@@ -150,7 +150,7 @@ fn a_wrong_file_is_one_line_naming_the_key_and_its_place() {
         stderr,
         format!(
             "error: {}:3:1: unknown key \"wokers\" in [peer] (known: addr, allow-peers, \
-             advertise-addr, from, share-dir, mdns-interface, out, workers, stall-timeout, \
+             advertise-addr, from, share-dir, mdns-interface, no-known-indexes, dht, dht-listen, dht-bootstrap, out, workers, stall-timeout, \
              request-timeout, web, upload-dir, max-upload-mib)\n",
             path.display()
         )
@@ -389,7 +389,7 @@ fn send_and_receive_refuse_a_list_of_servers_from_the_file() {
             text(&output.stderr),
             format!(
                 "error: {}:2:10: server in [index]: `p2p-transfer {command}` uses one index \
-                 server, not a list (only `search` asks several)\n",
+                 server, not a list (only `search` and `peer` use several)\n",
                 path.display()
             )
         );

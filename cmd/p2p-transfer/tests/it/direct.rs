@@ -15,7 +15,7 @@ async fn lone_peer() -> p2p_peer::PeerHandle {
     Peer::start(
         PeerConfig {
             listen_addr: loopback0(),
-            server_addr: None,
+            indexes: Vec::new(),
             request_timeout: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(2),
             ..PeerConfig::default()
@@ -130,7 +130,7 @@ async fn without_an_index_a_download_fails_as_soon_as_every_named_host_is_droppe
     let leecher = Peer::start(
         PeerConfig {
             listen_addr: loopback0(),
-            server_addr: None,
+            indexes: Vec::new(),
             stall_timeout,
             ..PeerConfig::default()
         },

@@ -262,7 +262,7 @@ async fn messages_go_by_address_or_peer_id_and_both_sides_are_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_id_prefix_matching_several_peers_is_this_peers_refusal() {
-    use p2p_peer::index_client::IndexClient;
+    use p2p_peer::index::IndexClient;
 
     let server = start_server().await;
     let a = start_peer(server.addr).await;

@@ -29,7 +29,7 @@ async fn lone_peer() -> PeerHandle {
     Peer::start(
         PeerConfig {
             listen_addr: loopback0(),
-            server_addr: None,
+            indexes: Vec::new(),
             request_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(5),
             ..PeerConfig::default()
@@ -800,7 +800,7 @@ fn a_seeder_serving_a_2000_file_folder_keeps_few_files_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_index_gets_the_folders_and_files_back_from_their_peer() {
     use crate::support::{eventually, fast_server_config, start_server, start_server_on};
-    use p2p_peer::index_client::{IndexClient, Located};
+    use p2p_peer::index::{IndexClient, Located};
     let server = start_server().await;
     let addr = server.addr;
     let src = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_peer::index_client::IndexClient;
+use p2p_peer::index::IndexClient;
 use p2p_peer::{Peer, PeerConfig};
 use p2p_protocol::{
     FileId, FileSummary, IndexConversation, IndexRequest, IndexResponse, IndexServerConnection,

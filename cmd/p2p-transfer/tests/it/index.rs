@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use p2p_peer::index_client::IndexClient;
+use p2p_peer::index::IndexClient;
 
 use crate::support::{
     eventually, fast_server_config, random_file, start_peer, start_server, start_server_on,
@@ -288,7 +288,7 @@ async fn one_address_cannot_fill_the_index_with_manifests() {
 /// and a batch of files larger than one `AddFiles` goes in several.
 #[tokio::test]
 async fn folders_and_batches_go_through_the_index_client() {
-    use p2p_peer::index_client::Located;
+    use p2p_peer::index::Located;
     use p2p_protocol::{CHUNK_SIZE, FileManifest, Sha256Hash};
 
     let config = p2p_central_server::ServerConfig {

@@ -330,7 +330,8 @@ fn the_peer_unit_takes_its_settings_from_the_config_file() {
             .find(|s| s["key"] == key)
             .unwrap_or_else(|| panic!("no {key}: {settings:#?}"))
     };
-    assert_eq!(get("server")["value"], "10.1.2.3");
+    // A peer takes a list of servers: one here.
+    assert_eq!(get("server")["value"], serde_json::json!(["10.1.2.3"]));
     assert_eq!(get("server")["source"], "file");
     assert!(get("server")["set_aside"].is_null(), "{}", get("server"));
     assert_eq!(get("auto-discover")["value"], false);

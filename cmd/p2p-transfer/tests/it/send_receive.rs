@@ -3,10 +3,12 @@
 //! already or resumed them from an earlier `send`; an interrupted receive resumes with the
 //! same command; a garbled ticket or the wrong node at the ticket's address is one
 //! clear line; `--keep` serves more than one receiver; with an index, `send` registers there
-//! and `receive` takes an id prefix.
+//! and `receive` takes an id prefix; `send`'s ticket names its index (`p2p2`), which leads a
+//! receiver given nothing else to the sender when the ticket's addresses don't.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use p2p_peer::Shared;
 use p2p_protocol::{
     CHUNK_SIZE, ErrorCode, FileId, NodeId, PeerConversation, PeerRequest, PeerResponse, Ticket,
+    TicketIndex,
 };
 
 use crate::process::{
@@ -33,8 +36,11 @@ fn send(paths: &[&Path], extra: &[&str]) -> (Running, Ticket, BufReader<ChildStd
         .args(paths)
         .args(extra)
         .stderr(Stdio::null());
-    let (running, ticket, out) = start_send(cmd);
-    (running, ticket.parse().unwrap(), out)
+    let (running, text, out) = start_send(cmd);
+    let ticket: Ticket = text.parse().unwrap();
+    // What `send` prints is the canonical form: the version its content needs, lower case.
+    assert_eq!(ticket.to_string(), text);
+    (running, ticket, out)
 }
 
 /// `receive TICKET --out OUT EXTRA...` as the node of `identity`, run to its end.
@@ -160,6 +166,9 @@ fn a_file_and_a_folder_arrive_whole_and_the_sender_exits() {
 
     let (sender, ticket, sent) = send(&[&file, &album], &[]);
     assert_eq!(ticket.items.len(), 2);
+    // No index: no index in the ticket, which stays version 1.
+    assert!(ticket.indexes.is_empty());
+    assert!(ticket.to_string().starts_with("p2p1"), "{ticket}");
     assert_eq!(
         ticket
             .addrs
@@ -395,12 +404,17 @@ fn a_garbled_or_foreign_ticket_is_one_clear_line() {
     // Not a ticket at all, and no index to look an id up at.
     one_line(
         &receive("hello", out.path(), &me, &[]),
-        "\"hello\" is not a ticket (a ticket starts with \"p2p1\")",
+        "\"hello\" is not a ticket (a ticket starts with \"p2p1\" or \"p2p2\")",
     );
     // A ticket of a later format.
     one_line(
+        &receive(&format!("p2p3{}", &good[4..]), out.path(), &me, &[]),
+        "format version 3",
+    );
+    // A version 1 payload labelled version 2: the index servers are missing.
+    one_line(
         &receive(&format!("p2p2{}", &good[4..]), out.path(), &me, &[]),
-        "format version 2",
+        "cannot read the ticket: the ticket is cut short: copy it again in full",
     );
     // Right address, wrong node: someone else answers there. Refused before anything is asked.
     let forged = Ticket {
@@ -462,6 +476,106 @@ fn with_an_index_send_registers_and_receive_takes_an_id_prefix() {
     );
     let (status, lines) = sender_end(sender, sent);
     assert!(status.success());
+    assert!(
+        lines.iter().any(|l| l.starts_with("delivered ")),
+        "{lines:?}"
+    );
+}
+
+/// An address on this machine where nothing listens: one the system just gave and took back.
+fn nothing_listens() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn the_senders_index_in_the_ticket_leads_the_receiver_to_it() {
+    let (_server, server) = start_server();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (file, data) = random_file(src.path(), "thesis.pdf", CHUNK_SIZE as usize + 4321, 21);
+    let (sender, ticket, sent) = send(&[&file], &["--server", &server]);
+    // Registered with the index: the ticket names it, with the id it proved (version 2).
+    assert!(ticket.to_string().starts_with("p2p2"), "{ticket}");
+    let named: Vec<String> = ticket.indexes.iter().map(|i| i.addr.to_string()).collect();
+    assert_eq!(named, [server.as_str()]);
+    // The receiver can't use the ticket's address (another subnet, say): nothing listens at
+    // the one it lists now. Only the index knows where the sender is.
+    let elsewhere = Ticket {
+        addrs: vec![nothing_listens()],
+        ..ticket.clone()
+    };
+    let me = fresh_identity_dir();
+    let without_index = Ticket {
+        indexes: vec![],
+        ..elsewhere.clone()
+    };
+    let lost = receive(&without_index.to_string(), out.path(), &me, &[]);
+    assert_eq!(lost.status.code(), Some(1), "{}", text(&lost.stderr));
+    assert!(
+        text(&lost.stderr).contains("cannot reach the sender"),
+        "{}",
+        text(&lost.stderr)
+    );
+
+    // Given only the ticket (no --server): it asks the ticket's index, and gets the file.
+    let received = receive(&elsewhere.to_string(), out.path(), &me, &[]);
+    let stderr = text(&received.stderr);
+    assert!(received.status.success(), "{stderr}");
+    assert_eq!(std::fs::read(out.path().join("thesis.pdf")).unwrap(), data);
+    assert!(
+        stderr.contains(&format!(
+            "looking for it through the index servers {server}"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        text(&received.stdout).contains("downloaded "),
+        "{}",
+        text(&received.stdout)
+    );
+    // The sender learns it arrived, and exits by itself.
+    let (status, lines) = sender_end(sender, sent);
+    assert!(status.success(), "{status:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("delivered ")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn an_index_in_the_ticket_that_does_not_answer_is_a_warning() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (file, data) = random_file(src.path(), "memo.txt", 20_000, 22);
+    let (sender, ticket, sent) = send(&[&file], &[]);
+    // Any client may write a version 2 ticket: this one names an index nobody runs.
+    let gone = ticket
+        .clone()
+        .with_indexes(vec![TicketIndex {
+            node_id: NodeId([5; 20]),
+            addr: nothing_listens(),
+        }])
+        .unwrap();
+    let received = receive(&gone.to_string(), out.path(), &fresh_identity_dir(), &[]);
+    let stderr = text(&received.stderr);
+    assert!(received.status.success(), "{stderr}");
+    assert_eq!(std::fs::read(out.path().join("memo.txt")).unwrap(), data);
+    assert!(
+        stderr.contains(
+            "leaving out the index servers the ticket names; receiving from its sender alone"
+        ),
+        "{stderr}"
+    );
+    sender_delivered_blocking(sender, sent);
+}
+
+/// [`sender_delivered`] on this thread.
+fn sender_delivered_blocking(sender: Running, sent: BufReader<ChildStdout>) {
+    let (status, lines) = sender_end(sender, sent);
+    assert!(status.success(), "{status:?}");
     assert!(
         lines.iter().any(|l| l.starts_with("delivered ")),
         "{lines:?}"

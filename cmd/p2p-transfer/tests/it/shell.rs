@@ -390,7 +390,7 @@ fn connect_adds_a_host_the_index_does_not_know() {
         .block_on(p2p_peer::Peer::start(
             p2p_peer::PeerConfig {
                 listen_addr: crate::support::loopback0(),
-                server_addr: None,
+                indexes: Vec::new(),
                 ..p2p_peer::PeerConfig::default()
             },
             crate::support::tls(),

@@ -75,7 +75,7 @@ pub fn loopback0() -> SocketAddr {
 pub fn peer_config(server: SocketAddr) -> PeerConfig {
     PeerConfig {
         listen_addr: loopback0(),
-        server_addr: Some(server),
+        indexes: vec![p2p_peer::IndexSpec::at(server)],
         request_timeout: Duration::from_secs(10),
         // Tests that lose every host should fail fast.
         stall_timeout: Duration::from_secs(2),
@@ -90,7 +90,7 @@ pub async fn start_peer(server: SocketAddr) -> PeerHandle {
 /// A peer on 127.0.0.1 that uses no index (it serves what it shares to whoever asks it).
 pub async fn start_peer_without_index() -> PeerHandle {
     let config = PeerConfig {
-        server_addr: None,
+        indexes: Vec::new(),
         ..peer_config(loopback0())
     };
     Peer::start(config, tls()).await.unwrap()

@@ -172,7 +172,7 @@ async fn id_prefixes_unique_unknown_and_malformed() {
 
 #[tokio::test]
 async fn ambiguous_prefix_names_the_candidates() {
-    use p2p_peer::index_client::IndexClient;
+    use p2p_peer::index::IndexClient;
     use p2p_protocol::{FileManifest, Sha256Hash};
 
     let server = start_server().await;

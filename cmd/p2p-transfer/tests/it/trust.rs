@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_central_server::ServerConfig;
-use p2p_peer::index_client::IndexClient;
+use p2p_peer::index::IndexClient;
 use p2p_peer::{DownloadEvent, DownloadRequest, Peer, PeerConfig, PeerHandle};
 use p2p_protocol::codec::encode_frame;
 use p2p_protocol::handshake::HANDSHAKE_TIMEOUT;
@@ -78,7 +78,7 @@ impl Impersonation {
         }
         let impostor = Peer::start(
             PeerConfig {
-                server_addr: None,
+                indexes: Vec::new(),
                 ..peer_config(server.addr)
             },
             tls(),
@@ -355,7 +355,7 @@ async fn clients_stalled_in_the_tls_handshake_do_not_keep_others_out_of_a_chunk_
     let (path, _) = random_file(src.path(), "small.bin", 1000, 122);
     let peer = Peer::start(
         PeerConfig {
-            server_addr: None,
+            indexes: Vec::new(),
             max_inbound: 3,
             ..peer_config(loopback0())
         },

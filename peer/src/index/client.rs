@@ -307,16 +307,19 @@ impl IndexClient {
         slot: &mut Option<OpenConnection>,
         request: &IndexRequest,
     ) -> Result<IndexResponse, ProtocolError> {
-        let open = match slot {
+        // Out of the slot while the request is under way: a caller that stops waiting (a
+        // question the other indexes answered first) drops it with the connection, so the
+        // next request never reads this one's late reply. It goes back only once its reply
+        // has been read whole.
+        let mut open = match slot.take() {
             Some(open) => open,
-            None => slot.insert(self.connect().await?),
+            None => self.connect().await?,
         };
-        let result = open.conn.request(request, self.timeout).await;
-        if result.is_err() {
-            // Whatever state the stream is in, it can't be trusted for the next request.
-            *slot = None;
-        }
-        result
+        // On an error, whatever state the stream is in, it can't be trusted for the next
+        // request: it stays out.
+        let reply = open.conn.request(request, self.timeout).await?;
+        *slot = Some(open);
+        Ok(reply)
     }
 
     /// Registers a peer whose chunk server is at `addr`.
