@@ -24,10 +24,9 @@ use crate::download::{self, DownloadEvent, DownloadOptions, DownloadReport, Even
 use crate::downloads::{Downloads, PeerChange, PeerStatus};
 use crate::error::PeerError;
 use crate::inbox::{Inbox, ReceivedMessage};
-use crate::index::set::LATE_ANSWER_GRACE;
+use crate::index::set::{LATE_ANSWER_GRACE, next_within};
 use crate::index::{IndexLink, IndexState, IndexStatus, Indexes, Session, heartbeat};
 use crate::shared_files::{SharedFileInfo, SharedFiles};
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 pub use crate::download::resolve::DownloadRequest;
@@ -98,13 +97,7 @@ impl Node {
         let mut registered = false;
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            let next = match deadline {
-                None => pending.next().await,
-                Some(at) => match tokio::time::timeout_at(at, pending.next()).await {
-                    Ok(next) => next,
-                    Err(_) => break,
-                },
-            };
+            let next = next_within(&mut pending, deadline).await;
             let Some((link, result)) = next else { break };
             match result {
                 Ok(session) => {

@@ -159,13 +159,7 @@ impl Indexes {
             std::iter::repeat_with(|| None).take(links.len()).collect();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            let next = match deadline {
-                None => pending.next().await,
-                Some(at) => match tokio::time::timeout_at(at, pending.next()).await {
-                    Ok(next) => next,
-                    Err(_) => break,
-                },
-            };
+            let next = next_within(&mut pending, deadline).await;
             let Some((at, answer)) = next else { break };
             // Any answer from an index (a refusal too) starts the grace; one that could not be
             // reached does not.
@@ -223,6 +217,20 @@ impl Indexes {
             .ask(|link| async move { link.client.list_peers().await })
             .await;
         merge::peer_lists(answers)
+    }
+}
+
+/// The next of `pending` to end, unless `deadline` (if any) passes first.
+pub(crate) async fn next_within<S: futures::Stream + Unpin>(
+    pending: &mut S,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<S::Item> {
+    match deadline {
+        None => pending.next().await,
+        Some(at) => tokio::time::timeout_at(at, pending.next())
+            .await
+            .ok()
+            .flatten(),
     }
 }
 

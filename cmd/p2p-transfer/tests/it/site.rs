@@ -57,11 +57,13 @@ index-a A {}
     )
 }
 
-/// A seeder on host `n` of subnet A sharing `path` with the indexes in `servers`; returns it
-/// and the file id it printed.
-fn seeder(n: u8, path: &Path, servers: &[String]) -> (Running, String) {
+/// A seeder on host `n` of subnet A sharing `path` with the indexes in `servers`, with
+/// `extra` flags; returns it and the file id it printed.
+fn seeder(n: u8, path: &Path, servers: &[String], extra: &[&str]) -> (Running, String) {
     let mut cmd = bin();
-    cmd.args(["peer", "--no-known-indexes", "--addr"])
+    cmd.args(["peer", "--no-known-indexes"])
+        .args(extra)
+        .arg("--addr")
         .arg(format!("{}:0", Subnet::A.host(n)));
     for server in servers {
         cmd.args(["--server", server]);
@@ -126,11 +128,11 @@ fn a_routed_site_with_an_index_per_subnet_shares_across_the_router() {
     let mut seeders = Vec::new();
     let mut shared_id = String::new();
     for n in 10..16 {
-        let (child, id) = seeder(n, &shared, &both);
+        let (child, id) = seeder(n, &shared, &both, &[]);
         shared_id = id;
         seeders.push(child);
     }
-    let (_a_only_seeder, only_a_id) = seeder(16, &only_a, &both[..1]);
+    let (_a_only_seeder, only_a_id) = seeder(16, &only_a, &both[..1], &[]);
 
     // Both indexes serve the same files: a search in B through each finds the shared file.
     for server in &both {
@@ -268,10 +270,10 @@ fn with_both_indexes_gone_a_download_by_full_id_goes_through_the_dht() {
     // peers their indexes list; the last one shares the file.
     let mut seeders = Vec::new();
     for n in 10..15 {
-        seeders.push(dht_seeder(n, &filler, &both).0);
+        seeders.push(seeder(n, &filler, &both, &["--dht"]).0);
     }
-    let (seeder, file_id) = dht_seeder(15, &path, &both);
-    seeders.push(seeder);
+    let (seeding, file_id) = seeder(15, &path, &both, &["--dht"]);
+    seeders.push(seeding);
     let id: p2p_protocol::FileId = file_id.parse().unwrap();
 
     // The liar: a host on the router's A side that sends wrong bytes, announced in the DHT
@@ -320,19 +322,4 @@ fn with_both_indexes_gone_a_download_by_full_id_goes_through_the_dht() {
         "the lying host was never asked: the test proves nothing"
     );
     drop(seeders);
-}
-
-/// A seeder on host `n` of A in the DHT, sharing `path` with the indexes in `servers`.
-fn dht_seeder(n: u8, path: &Path, servers: &[String]) -> (Running, String) {
-    let mut cmd = bin();
-    cmd.args(["peer", "--no-known-indexes", "--dht", "--addr"])
-        .arg(format!("{}:0", Subnet::A.host(n)));
-    for server in servers {
-        cmd.args(["--server", server]);
-    }
-    cmd.arg("--register").arg(path);
-    let (child, _, mut out) = spawn_until(topology::inside(Subnet::A, cmd), "peer listening on ");
-    let line = read_line_starting(&mut out, "registered ");
-    let id = line.rsplit(' ').next().unwrap().to_owned();
-    (child, id)
 }
