@@ -41,7 +41,7 @@ doc:
 ## measured in the same run (never asserted in tests). BENCH_ARGS=--quick for a fast run. Results in target/bench/.
 bench:
 	$(CARGO) bench -p p2p-transfer --bench transfer -- $(BENCH_ARGS)
-	$(CARGO) bench -p p2p-transfer --bench index_load -- $(BENCH_ARGS)
+	$(CARGO) bench -p p2p-transfer --bench index_load -- --indexes 2 $(BENCH_ARGS)
 	$(CARGO) bench -p p2p-transfer --bench ciphers -- $(BENCH_ARGS)
 	$(CARGO) bench -p p2p-dht --bench dht -- $(BENCH_ARGS)
 
