@@ -68,10 +68,18 @@
     const id = $("node-id");
     setText(id, P2P.shortId(s.node_id, 16));
     setAttr(id, "title", `This peer's node id: ${s.node_id}`);
-    const index = s.server_addr
-      ? `index ${s.server_addr} · ${s.registered ? "registered" : "not registered"}`
-      : "no index";
-    setText($("node-index"), `${index} · serving at ${s.advertised_addr || s.listen_addr}`);
+    // Every index the peer uses: one is named, several are counted (each in the tooltip).
+    const indexes = s.indexes || [];
+    const up = indexes.filter((i) => i.state === "registered").length;
+    let index = "no index";
+    if (indexes.length === 1) {
+      index = `index ${indexes[0].addr} · ${up ? "registered" : "not registered"}`;
+    } else if (indexes.length > 1) {
+      index = `${indexes.length} indexes · registered with ${up}`;
+    }
+    const el = $("node-index");
+    setText(el, `${index} · serving at ${s.advertised_addr || s.listen_addr}`);
+    setAttr(el, "title", indexes.map((i) => `${i.addr}: ${i.state}${i.error ? ` (${i.error})` : ""}`).join("\n"));
   }
 
   function setMode(mode) {
