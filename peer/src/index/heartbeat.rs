@@ -75,8 +75,15 @@ async fn beat(
                 _ = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let files = node.files.clone();
-            let _ = tokio::task::spawn_blocking(move || files.withdraw_all_changed()).await;
+            // The disk is checked once a beat, by the first index's task, not once per index.
+            if node
+                .indexes
+                .first()
+                .is_some_and(|first| Arc::ptr_eq(&first, &link))
+            {
+                let files = node.files.clone();
+                let _ = tokio::task::spawn_blocking(move || files.withdraw_all_changed()).await;
+            }
         }
 
         let beat = match link.session() {
